@@ -1,0 +1,61 @@
+# banger: `make run` to get going, `make test` to check everything.
+SHELL := /bin/bash
+# A fresh Debian machine has Go in /usr/local/go but not always on PATH.
+export PATH := /usr/local/go/bin:$(PATH)
+
+BIN       := bin
+JOBS      ?= $(shell nproc)
+FUZZTIME  ?= 10s
+
+# Fuzz targets run briefly by `make test`: package:target.
+FUZZ_TARGETS := \
+	./internal/rpc:FuzzDecodeRequest \
+	./internal/rpc:FuzzServeConn \
+	./internal/config:FuzzParse \
+	./internal/units:FuzzParseSize
+
+.PHONY: all deps build test fmt-check vet unit fuzz smoke bench lint run clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	go build -o $(BIN)/ ./cmd/banger ./cmd/bangerd
+
+fmt-check:
+	@files=$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go')); \
+	if [[ -n "$$files" ]]; then echo "gofmt needed on:"; echo "$$files"; exit 1; fi
+
+vet: deps
+	go vet ./...
+
+unit: deps
+	go test -race -count=1 ./...
+
+fuzz: deps
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
+		go test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null; \
+	done
+
+smoke: build
+	go run ./test/smoke -bin $(BIN) -jobs $(JOBS)
+
+test: deps fmt-check vet unit fuzz smoke
+
+bench: deps
+	@scripts/bench.sh
+
+lint: deps fmt-check vet
+	go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+# Until VMs boot, `make run` starts the daemon and shows it.
+run: build
+	@$(BIN)/banger daemon start
+	@$(BIN)/banger daemon status
+
+clean:
+	rm -rf $(BIN)

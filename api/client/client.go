@@ -1,0 +1,141 @@
+// Package client is the typed Go client of bangerd's API over its unix
+// socket. The banger CLI uses nothing else to talk to the daemon.
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"syscall"
+
+	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/rpc"
+)
+
+// ErrDaemonNotRunning means nothing answers on the socket.
+var ErrDaemonNotRunning = errors.New("bangerd is not running")
+
+// ErrPermission means the socket exists but this user may not use it.
+var ErrPermission = errors.New("permission denied on the bangerd socket")
+
+// Client calls one daemon. Each call uses its own connection, so a Client is
+// safe for concurrent use.
+type Client struct {
+	socket  string
+	version string
+}
+
+// New returns a client of the daemon listening on socket. clientVersion is
+// sent with every request so the daemon can name it in version errors.
+func New(socket, clientVersion string) *Client {
+	return &Client{socket: socket, version: clientVersion}
+}
+
+// Socket returns the socket path.
+func (c *Client) Socket() string { return c.socket }
+
+func (c *Client) dial(ctx context.Context) (*rpc.Conn, error) {
+	conn, err := rpc.Dial(ctx, c.socket, c.version)
+	switch {
+	case err == nil:
+		return conn, nil
+	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ECONNREFUSED):
+		return nil, fmt.Errorf("%w (no daemon answers on %s); start it with `banger daemon start`", ErrDaemonNotRunning, c.socket)
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		return nil, fmt.Errorf("%w %s: add your user to the banger group (`sudo usermod -aG banger $USER`, then log in again)", ErrPermission, c.socket)
+	default:
+		return nil, fmt.Errorf("connecting to bangerd at %s: %w", c.socket, err)
+	}
+}
+
+// Call performs one request. Daemon errors come back as *api.Error, which
+// matches the api sentinels with errors.Is.
+func (c *Client) Call(ctx context.Context, method string, params, result any) error {
+	return c.Stream(ctx, method, params, nil, result)
+}
+
+// Stream performs one request of a streaming method, passing each event to
+// onEvent before the final result.
+func (c *Client) Stream(ctx context.Context, method string, params any, onEvent func(json.RawMessage) error, result any) error {
+	conn, err := c.dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return conn.Call(ctx, method, params, onEvent, result)
+}
+
+// Ping checks that the daemon answers.
+func (c *Client) Ping(ctx context.Context) error {
+	var r api.PingResult
+	return c.Call(ctx, api.MethodPing, nil, &r)
+}
+
+// Version returns the daemon's build.
+func (c *Client) Version(ctx context.Context) (api.VersionResult, error) {
+	var r api.VersionResult
+	err := c.Call(ctx, api.MethodVersion, nil, &r)
+	return r, err
+}
+
+// Shutdown asks the daemon to stop; it returns once the daemon accepted.
+func (c *Client) Shutdown(ctx context.Context) (api.ShutdownResult, error) {
+	var r api.ShutdownResult
+	err := c.Call(ctx, api.MethodShutdown, nil, &r)
+	return r, err
+}
+
+// DaemonInfo describes the daemon.
+func (c *Client) DaemonInfo(ctx context.Context) (api.DaemonInfo, error) {
+	var r api.DaemonInfo
+	err := c.Call(ctx, api.MethodDaemonInfo, nil, &r)
+	return r, err
+}
+
+// ConfigShow returns the daemon's effective configuration.
+func (c *Client) ConfigShow(ctx context.Context) (api.ConfigShowResult, error) {
+	var r api.ConfigShowResult
+	err := c.Call(ctx, api.MethodConfigShow, nil, &r)
+	return r, err
+}
+
+// Operations lists every operation the daemon tracks.
+func (c *Client) Operations(ctx context.Context) ([]api.OperationSummary, error) {
+	var r api.OperationsListResult
+	err := c.Call(ctx, api.MethodOperationsList, nil, &r)
+	return r.Operations, err
+}
+
+// Operation returns one operation.
+func (c *Client) Operation(ctx context.Context, id string) (api.OperationSummary, error) {
+	var r api.OperationSummary
+	err := c.Call(ctx, api.MethodOperationsGet, api.OperationIDParams{ID: id}, &r)
+	return r, err
+}
+
+// CancelOperation asks an operation to stop.
+func (c *Client) CancelOperation(ctx context.Context, id string) (api.OperationSummary, error) {
+	var r api.OperationSummary
+	err := c.Call(ctx, api.MethodOperationsCancel, api.OperationIDParams{ID: id}, &r)
+	return r, err
+}
+
+// WaitOperation blocks until the operation ends, calling onUpdate (when
+// non-nil) as it progresses, and returns its final summary. An operation
+// that failed is not an error of WaitOperation: check the summary's State.
+func (c *Client) WaitOperation(ctx context.Context, id string, onUpdate func(api.OperationSummary)) (api.OperationSummary, error) {
+	var r api.OperationSummary
+	err := c.Stream(ctx, api.MethodOperationsWait, api.OperationIDParams{ID: id}, func(ev json.RawMessage) error {
+		if onUpdate == nil {
+			return nil
+		}
+		var s api.OperationSummary
+		if err := json.Unmarshal(ev, &s); err != nil {
+			return fmt.Errorf("decoding operation update: %w", err)
+		}
+		onUpdate(s)
+		return nil
+	}, &r)
+	return r, err
+}

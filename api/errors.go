@@ -1,0 +1,112 @@
+package api
+
+import (
+	"context"
+	"errors"
+)
+
+// Code is a wire error code. Clients branch on codes (through errors.Is on
+// the sentinels below), never on messages.
+type Code string
+
+const (
+	CodeVersionMismatch Code = "version_mismatch"
+	CodeUnknownMethod   Code = "unknown_method"
+	CodeInvalidRequest  Code = "invalid_request"
+	CodeNotFound        Code = "not_found"
+	CodeNotRunning      Code = "not_running"
+	CodeAlreadyExists   Code = "already_exists"
+	CodeInUse           Code = "in_use"
+	CodeInvalidArgument Code = "invalid_argument"
+	CodeCanceled        Code = "canceled"
+	CodeOperationFailed Code = "operation_failed"
+)
+
+// Sentinel errors. Services wrap them with context (fmt.Errorf("vm %q: %w",
+// name, api.ErrNotFound)); the daemon maps them to codes with CodeOf and the
+// client maps codes back with (*Error).Unwrap, so errors.Is works end to end.
+var (
+	ErrVersionMismatch = errors.New("version mismatch")
+	ErrUnknownMethod   = errors.New("unknown method")
+	ErrInvalidRequest  = errors.New("invalid request")
+	ErrNotFound        = errors.New("not found")
+	ErrNotRunning      = errors.New("not running")
+	ErrAlreadyExists   = errors.New("already exists")
+	ErrInUse           = errors.New("in use")
+	ErrInvalidArgument = errors.New("invalid argument")
+	ErrCanceled        = errors.New("canceled")
+	ErrOperationFailed = errors.New("operation failed")
+)
+
+// codeTable is the one place sentinels and codes meet. Order matters only
+// for errors that wrap several sentinels: the first match wins.
+func codeTable() []struct {
+	err  error
+	code Code
+} {
+	return []struct {
+		err  error
+		code Code
+	}{
+		{ErrVersionMismatch, CodeVersionMismatch},
+		{ErrUnknownMethod, CodeUnknownMethod},
+		{ErrInvalidRequest, CodeInvalidRequest},
+		{ErrNotFound, CodeNotFound},
+		{ErrNotRunning, CodeNotRunning},
+		{ErrAlreadyExists, CodeAlreadyExists},
+		{ErrInUse, CodeInUse},
+		{ErrInvalidArgument, CodeInvalidArgument},
+		{ErrCanceled, CodeCanceled},
+		{ErrOperationFailed, CodeOperationFailed},
+	}
+}
+
+// CodeOf returns the wire code for err: the code of the first sentinel it
+// wraps, CodeCanceled for a canceled context, else CodeOperationFailed.
+func CodeOf(err error) Code {
+	var wire *Error
+	if errors.As(err, &wire) {
+		return wire.Code
+	}
+	for _, row := range codeTable() {
+		if errors.Is(err, row.err) {
+			return row.code
+		}
+	}
+	if errors.Is(err, context.Canceled) {
+		return CodeCanceled
+	}
+	return CodeOperationFailed
+}
+
+// SentinelFor returns the sentinel error for code, or ErrOperationFailed for
+// a code this version does not know.
+func SentinelFor(code Code) error {
+	for _, row := range codeTable() {
+		if row.code == code {
+			return row.err
+		}
+	}
+	return ErrOperationFailed
+}
+
+// Error is an error as it travels on the wire.
+type Error struct {
+	Code    Code   `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Unwrap makes errors.Is(err, api.ErrNotFound) true for a decoded
+// not_found error.
+func (e *Error) Unwrap() error { return SentinelFor(e.Code) }
+
+// ToWire converts any error into its wire form.
+func ToWire(err error) *Error {
+	var wire *Error
+	if errors.As(err, &wire) {
+		return &Error{Code: wire.Code, Message: err.Error()}
+	}
+	return &Error{Code: CodeOf(err), Message: err.Error()}
+}

@@ -1,0 +1,30 @@
+package api
+
+// ProtocolVersion is the version of the wire protocol. Every request carries
+// it; the daemon refuses a request whose version differs with
+// CodeVersionMismatch. Bump it on any incompatible change of a method's
+// params, result or semantics.
+const ProtocolVersion = 1
+
+// Method names. The daemon's dispatch table is the single source of truth
+// for which of them a daemon serves; these constants keep clients honest.
+const (
+	MethodPing             = "ping"
+	MethodVersion          = "version"
+	MethodShutdown         = "shutdown"
+	MethodDaemonInfo       = "daemon.info"
+	MethodConfigShow       = "config.show"
+	MethodOperationsList   = "operations.list"
+	MethodOperationsGet    = "operations.get"
+	MethodOperationsCancel = "operations.cancel"
+	// MethodOperationsWait streams an OperationSummary event on every change
+	// and ends with the final summary as its result.
+	MethodOperationsWait = "operations.wait"
+)
+
+// Operation kinds. Every asynchronous daemon job is one of these.
+const (
+	OpKindVMCreate   = "vm.create"
+	OpKindImagePull  = "image.pull"
+	OpKindKernelPull = "kernel.pull"
+)

@@ -1,0 +1,172 @@
+package cli
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bangerdev/banger/api"
+)
+
+func (a *App) opsCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "ops",
+		Aliases: []string{"operations"},
+		Short:   "List, inspect, wait for and cancel daemon operations",
+	}
+	cmd.AddCommand(a.opsListCommand(), a.opsShowCommand(), a.opsWaitCommand(), a.opsCancelCommand())
+	return cmd
+}
+
+func (a *App) opsListCommand() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List operations (running, and finished ones until they are pruned)",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			ops, err := c.Operations(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(a.Stdout, api.OperationsListResult{Operations: ops})
+			}
+			now := time.Now()
+			rows := make([][]string, 0, len(ops))
+			for _, op := range ops {
+				rows = append(rows, []string{op.ID, op.Kind, dash(op.Target), op.State, dash(op.Phase), dash(formatProgress(op.Progress)), ago(now, op.StartedAt)})
+			}
+			return table(a.Stdout, []string{"ID", "KIND", "TARGET", "STATE", "PHASE", "PROGRESS", "AGE"}, rows)
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func (a *App) opsShowCommand() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "show ID",
+		Short: "Show one operation",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			op, err := c.Operation(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(a.Stdout, op)
+			}
+			return a.printOperation(op)
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func (a *App) printOperation(op api.OperationSummary) error {
+	now := time.Now()
+	finished := "-"
+	if op.FinishedAt != nil {
+		finished = fmt.Sprintf("%s (took %s)", op.FinishedAt.Local().Format(time.DateTime), op.FinishedAt.Sub(op.StartedAt).Round(time.Millisecond))
+	}
+	errText := "-"
+	if op.Error != nil {
+		errText = fmt.Sprintf("%s (%s)", op.Error.Message, op.Error.Code)
+	}
+	return fields(a.Stdout, [][2]string{
+		{"id", op.ID},
+		{"kind", op.Kind},
+		{"target", dash(op.Target)},
+		{"state", op.State},
+		{"phase", dash(op.Phase)},
+		{"progress", dash(formatProgress(op.Progress))},
+		{"started", fmt.Sprintf("%s (%s ago)", op.StartedAt.Local().Format(time.DateTime), ago(now, op.StartedAt))},
+		{"finished", finished},
+		{"error", errText},
+	})
+}
+
+// opFailure turns a finished operation that did not succeed into an exit
+// error carrying its message.
+func opFailure(op api.OperationSummary) error {
+	if op.State == api.OpStateSucceeded {
+		return nil
+	}
+	msg := op.State
+	if op.Error != nil {
+		msg = op.Error.Message
+	}
+	return &ExitError{Code: 1, Err: fmt.Errorf("operation %s (%s %s) %s: %s", op.ID, op.Kind, op.Target, op.State, msg)}
+}
+
+func (a *App) opsWaitCommand() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "wait ID",
+		Short: "Wait for an operation to finish, showing its progress on a terminal (exit 1 if it failed)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			live := !asJSON && isTTY(a.Stdout)
+			var onUpdate func(api.OperationSummary)
+			if live {
+				onUpdate = func(op api.OperationSummary) {
+					fmt.Fprintf(a.Stdout, "\r\033[K%s %s %s: %s %s", op.ID, op.Kind, op.Target, dash(op.Phase), formatProgress(op.Progress))
+				}
+			}
+			op, err := c.WaitOperation(cmd.Context(), args[0], onUpdate)
+			if live {
+				fmt.Fprint(a.Stdout, "\r\033[K")
+			}
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				if err := printJSON(a.Stdout, op); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprintf(a.Stdout, "%s %s %s %s\n", op.ID, op.Kind, dash(op.Target), op.State)
+			}
+			return opFailure(op)
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the final operation as JSON")
+	return cmd
+}
+
+func (a *App) opsCancelCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "cancel ID",
+		Short: "Ask a running operation to stop",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			op, err := c.CancelOperation(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.Stdout, "cancel requested for %s (%s %s); `banger ops wait %s` waits for it to stop\n", op.ID, op.Kind, dash(op.Target), op.ID)
+			return nil
+		},
+	}
+	return cmd
+}

@@ -1,0 +1,99 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/units"
+)
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// table prints rows under a header, aligned.
+func table(w io.Writer, header []string, rows [][]string) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(header, "\t"))
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	return tw.Flush()
+}
+
+// fields prints "key: value" lines, aligned.
+func fields(w io.Writer, kv [][2]string) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 1, ' ', 0)
+	for _, f := range kv {
+		fmt.Fprintf(tw, "%s:\t%s\n", f[0], f[1])
+	}
+	return tw.Flush()
+}
+
+// ago prints a coarse age: "12s", "5m", "3h", "2d".
+func ago(now, t time.Time) string {
+	return shortDuration(now.Sub(t))
+}
+
+func shortDuration(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh", int(d.Hours()))
+	default:
+		return fmt.Sprintf("%dd", int(d.Hours()/24))
+	}
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func formatProgress(p *api.OperationProgress) string {
+	if p == nil {
+		return ""
+	}
+	if p.Unit == "bytes" {
+		if p.Total > 0 {
+			return fmt.Sprintf("%s/%s", units.FormatSize(p.Done), units.FormatSize(p.Total))
+		}
+		return units.FormatSize(p.Done)
+	}
+	s := fmt.Sprint(p.Done)
+	if p.Total > 0 {
+		s += fmt.Sprintf("/%d", p.Total)
+	}
+	if p.Unit != "" {
+		s += " " + p.Unit
+	}
+	return s
+}
+
+func formatBuild(name string, b api.BuildInfo) string {
+	var extra []string
+	if b.Commit != "" {
+		c := b.Commit
+		if b.Modified {
+			c += "+dirty"
+		}
+		extra = append(extra, "commit "+c)
+	}
+	if b.Date != "" {
+		extra = append(extra, "built "+b.Date)
+	}
+	extra = append(extra, b.Go, fmt.Sprintf("protocol %d", b.Protocol))
+	return fmt.Sprintf("%s %s (%s)", name, b.Version, strings.Join(extra, ", "))
+}

@@ -1,0 +1,68 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/api/client"
+	"github.com/bangerdev/banger/internal/version"
+)
+
+func (a *App) versionCommand() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "version",
+		Short: "Print client and daemon versions",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.printVersion(cmd.Context(), asJSON)
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+// printVersion prints the client's build and, when a daemon answers, its
+// build. A daemon that is not running is reported, not an error.
+func (a *App) printVersion(ctx context.Context, asJSON bool) error {
+	clientInfo := version.Info()
+	var daemon *api.BuildInfo
+	var daemonErr error
+	if c, err := a.client(); err != nil {
+		daemonErr = err
+	} else {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		v, err := c.Version(ctx)
+		if err == nil {
+			daemon = &v.Daemon
+		}
+		daemonErr = err
+	}
+	if asJSON {
+		out := struct {
+			Client api.BuildInfo  `json:"client"`
+			Daemon *api.BuildInfo `json:"daemon"`
+			Error  string         `json:"daemon_error,omitempty"`
+		}{Client: clientInfo, Daemon: daemon}
+		if daemonErr != nil {
+			out.Error = daemonErr.Error()
+		}
+		return printJSON(a.Stdout, out)
+	}
+	fmt.Fprintf(a.Stdout, "client: %s\n", formatBuild("banger", clientInfo))
+	switch {
+	case daemon != nil:
+		fmt.Fprintf(a.Stdout, "daemon: %s\n", formatBuild("bangerd", *daemon))
+	case errors.Is(daemonErr, client.ErrDaemonNotRunning):
+		fmt.Fprintln(a.Stdout, "daemon: not running (start it with `banger daemon start`)")
+	default:
+		fmt.Fprintf(a.Stdout, "daemon: unavailable: %v\n", daemonErr)
+	}
+	return nil
+}

@@ -1,0 +1,355 @@
+// Package config loads bangerd's TOML configuration: documented keys,
+// defaults (some derived from the host), strict validation that names the
+// offending key, and the source of every effective value.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/bangerdev/banger/internal/units"
+)
+
+// Config is the daemon's effective configuration.
+type Config struct {
+	LogLevel           string
+	AutoStopStaleAfter time.Duration // 0 disables auto-stop
+	StatsPollInterval  time.Duration
+	DefaultImageName   string
+	DefaultKernel      string // "auto": the newest imported kernel
+	VMM                string // auto, qemu or firecracker
+	FirecrackerBin     string
+	VMDefaults         VMDefaults
+	Network            Network
+
+	file    string
+	sources map[string]string
+}
+
+// VMDefaults apply to VMs created without explicit sizes.
+type VMDefaults struct {
+	VCPU      int
+	MemoryMiB int
+	DiskSize  int64 // bytes
+}
+
+// Network configures the bridge network of a root daemon.
+type Network struct {
+	Bridge string
+	CIDR   netip.Prefix
+	NAT    bool // outbound internet for new VMs; off by default
+}
+
+// Host describes the machine, for defaults that scale with it.
+type Host struct {
+	CPUs        int
+	MemoryBytes int64
+}
+
+// Source labels for values that did not come from the file.
+const (
+	SourceDefault = "default"
+	SourceHost    = "host"
+)
+
+// ErrInvalid wraps every configuration error.
+var ErrInvalid = errors.New("invalid configuration")
+
+// Keys lists every key the file may set, in documentation order.
+func Keys() []string {
+	return []string{
+		"log_level",
+		"auto_stop_stale_after",
+		"stats_poll_interval",
+		"default_image_name",
+		"default_kernel",
+		"vmm",
+		"firecracker_bin",
+		"vm_defaults.vcpu",
+		"vm_defaults.memory_mib",
+		"vm_defaults.disk_size",
+		"network.bridge",
+		"network.cidr",
+		"network.nat",
+	}
+}
+
+// Defaults returns the configuration used when the file sets nothing.
+func Defaults(host Host) Config {
+	vcpu := min(max(host.CPUs/4, 1), 4)
+	mem := min(max(int(host.MemoryBytes/8>>20), 256), 8<<10)
+	c := Config{
+		LogLevel:          "info",
+		StatsPollInterval: 5 * time.Second,
+		DefaultImageName:  "docker.io/library/debian:bookworm",
+		DefaultKernel:     "auto",
+		VMM:               "auto",
+		FirecrackerBin:    "firecracker",
+		VMDefaults:        VMDefaults{VCPU: vcpu, MemoryMiB: mem, DiskSize: 10 << 30},
+		Network:           Network{Bridge: "banger0", CIDR: netip.MustParsePrefix("10.203.0.0/24")},
+		sources:           map[string]string{},
+	}
+	for _, k := range Keys() {
+		c.sources[k] = SourceDefault
+	}
+	c.sources["vm_defaults.vcpu"] = fmt.Sprintf("%s (a quarter of %d cores, 1 to 4)", SourceHost, host.CPUs)
+	c.sources["vm_defaults.memory_mib"] = fmt.Sprintf("%s (an eighth of %s RAM, 256 MiB to 8 GiB)", SourceHost, units.FormatSize(host.MemoryBytes))
+	return c
+}
+
+// file mirrors the TOML document. Durations and sizes are decoded by hand so
+// that a bare integer gets a helpful error instead of meaning nanoseconds.
+type file struct {
+	LogLevel           *string `toml:"log_level"`
+	AutoStopStaleAfter any     `toml:"auto_stop_stale_after"`
+	StatsPollInterval  any     `toml:"stats_poll_interval"`
+	DefaultImageName   *string `toml:"default_image_name"`
+	DefaultKernel      *string `toml:"default_kernel"`
+	VMM                *string `toml:"vmm"`
+	FirecrackerBin     *string `toml:"firecracker_bin"`
+	VMDefaults         struct {
+		VCPU      *int `toml:"vcpu"`
+		MemoryMiB *int `toml:"memory_mib"`
+		DiskSize  any  `toml:"disk_size"`
+	} `toml:"vm_defaults"`
+	Network struct {
+		Bridge *string `toml:"bridge"`
+		CIDR   *string `toml:"cidr"`
+		NAT    *bool   `toml:"nat"`
+	} `toml:"network"`
+}
+
+// Load reads path over the defaults. A missing file is not an error: every
+// value is then a default.
+func Load(path string, host Host) (Config, error) {
+	c := Defaults(host)
+	c.file = path
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return c, nil
+	}
+	if err != nil {
+		return Config{}, fmt.Errorf("reading config: %w", err)
+	}
+	if err := c.apply(data); err != nil {
+		return Config{}, fmt.Errorf("%w: %s: %w", ErrInvalid, path, err)
+	}
+	return c, nil
+}
+
+// Parse reads a document over the defaults, for tests and fuzzing.
+func Parse(data []byte, host Host) (Config, error) {
+	c := Defaults(host)
+	if err := c.apply(data); err != nil {
+		return Config{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return c, nil
+}
+
+func (c *Config) apply(data []byte) error {
+	var f file
+	md, err := toml.Decode(string(data), &f)
+	if err != nil {
+		var perr toml.ParseError
+		if errors.As(err, &perr) {
+			return fmt.Errorf("line %d: %s", perr.Position.Line, perr.Message)
+		}
+		return err
+	}
+	if undecoded := md.Undecoded(); len(undecoded) > 0 {
+		return fmt.Errorf("unknown key %q; known keys are %s", undecoded[0].String(), strings.Join(Keys(), ", "))
+	}
+	src := c.file
+	if src == "" {
+		src = "config"
+	}
+	set := func(key string) { c.sources[key] = src }
+
+	if f.LogLevel != nil {
+		if !slices.Contains([]string{"debug", "info", "warn", "error"}, *f.LogLevel) {
+			return fmt.Errorf("log_level: %q is not one of debug, info, warn, error", *f.LogLevel)
+		}
+		c.LogLevel = *f.LogLevel
+		set("log_level")
+	}
+	if f.AutoStopStaleAfter != nil {
+		d, err := parseDuration(f.AutoStopStaleAfter)
+		if err != nil {
+			return fmt.Errorf("auto_stop_stale_after: %w", err)
+		}
+		c.AutoStopStaleAfter = d
+		set("auto_stop_stale_after")
+	}
+	if f.StatsPollInterval != nil {
+		d, err := parseDuration(f.StatsPollInterval)
+		if err != nil {
+			return fmt.Errorf("stats_poll_interval: %w", err)
+		}
+		if d < 100*time.Millisecond {
+			return fmt.Errorf("stats_poll_interval: %s is too short; use at least 100ms", d)
+		}
+		c.StatsPollInterval = d
+		set("stats_poll_interval")
+	}
+	if f.DefaultImageName != nil {
+		if strings.TrimSpace(*f.DefaultImageName) == "" {
+			return errors.New("default_image_name: must not be empty")
+		}
+		c.DefaultImageName = *f.DefaultImageName
+		set("default_image_name")
+	}
+	if f.DefaultKernel != nil {
+		if strings.TrimSpace(*f.DefaultKernel) == "" {
+			return errors.New(`default_kernel: must not be empty; use "auto" for the newest imported kernel`)
+		}
+		c.DefaultKernel = *f.DefaultKernel
+		set("default_kernel")
+	}
+	if f.VMM != nil {
+		if !slices.Contains([]string{"auto", "qemu", "firecracker"}, *f.VMM) {
+			return fmt.Errorf("vmm: %q is not one of auto, qemu, firecracker", *f.VMM)
+		}
+		c.VMM = *f.VMM
+		set("vmm")
+	}
+	if f.FirecrackerBin != nil {
+		if *f.FirecrackerBin == "" {
+			return errors.New("firecracker_bin: must not be empty")
+		}
+		c.FirecrackerBin = *f.FirecrackerBin
+		set("firecracker_bin")
+	}
+	if v := f.VMDefaults.VCPU; v != nil {
+		if *v < 1 || *v > 255 {
+			return fmt.Errorf("vm_defaults.vcpu: %d is out of range 1 to 255", *v)
+		}
+		c.VMDefaults.VCPU = *v
+		set("vm_defaults.vcpu")
+	}
+	if v := f.VMDefaults.MemoryMiB; v != nil {
+		if *v < 64 {
+			return fmt.Errorf("vm_defaults.memory_mib: %d is too small; use at least 64", *v)
+		}
+		c.VMDefaults.MemoryMiB = *v
+		set("vm_defaults.memory_mib")
+	}
+	if f.VMDefaults.DiskSize != nil {
+		n, err := parseSize(f.VMDefaults.DiskSize)
+		if err != nil {
+			return fmt.Errorf("vm_defaults.disk_size: %w", err)
+		}
+		if n < 64<<20 {
+			return fmt.Errorf("vm_defaults.disk_size: %s is too small; use at least 64M", units.FormatSize(n))
+		}
+		c.VMDefaults.DiskSize = n
+		set("vm_defaults.disk_size")
+	}
+	if v := f.Network.Bridge; v != nil {
+		if !bridgeName.MatchString(*v) {
+			return fmt.Errorf("network.bridge: %q is not a valid interface name (1 to 15 of a-z, 0-9, '-', '_', '.')", *v)
+		}
+		c.Network.Bridge = *v
+		set("network.bridge")
+	}
+	if v := f.Network.CIDR; v != nil {
+		p, err := netip.ParsePrefix(*v)
+		if err != nil {
+			return fmt.Errorf("network.cidr: %q is not a CIDR such as 10.203.0.0/24", *v)
+		}
+		if !p.Addr().Is4() || p.Bits() > 29 || p.Bits() < 8 {
+			return fmt.Errorf("network.cidr: %s must be an IPv4 prefix between /8 and /29", p)
+		}
+		c.Network.CIDR = p.Masked()
+		set("network.cidr")
+	}
+	if v := f.Network.NAT; v != nil {
+		c.Network.NAT = *v
+		set("network.nat")
+	}
+	return nil
+}
+
+var bridgeName = regexp.MustCompile(`^[a-z0-9_.-]{1,15}$`)
+
+func parseDuration(v any) (time.Duration, error) {
+	switch v := v.(type) {
+	case string:
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return 0, fmt.Errorf("%q is not a duration such as \"30m\" or \"1h30m\"", v)
+		}
+		if d < 0 {
+			return 0, fmt.Errorf("%s is negative", d)
+		}
+		return d, nil
+	case int64:
+		if v == 0 {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("%d has no unit; write a string such as \"%dm\" or \"%ds\"", v, v, v)
+	default:
+		return 0, fmt.Errorf("%v is not a duration string such as \"30m\"", v)
+	}
+}
+
+func parseSize(v any) (int64, error) {
+	switch v := v.(type) {
+	case string:
+		return units.ParseSize(v)
+	case int64:
+		if v < 0 {
+			return 0, fmt.Errorf("%d is negative", v)
+		}
+		return v, nil
+	default:
+		return 0, fmt.Errorf("%v is not a size such as \"20G\"", v)
+	}
+}
+
+// File is the path the configuration was read from ("" for Parse).
+func (c Config) File() string { return c.file }
+
+// Value is one effective value with its source.
+type Value struct {
+	Key, Value, Source string
+}
+
+// Values lists every key's effective value and source, in Keys order.
+func (c Config) Values() []Value {
+	dur := func(d time.Duration) string {
+		if d == 0 {
+			return "0 (off)"
+		}
+		return d.String()
+	}
+	vals := map[string]string{
+		"log_level":              c.LogLevel,
+		"auto_stop_stale_after":  dur(c.AutoStopStaleAfter),
+		"stats_poll_interval":    c.StatsPollInterval.String(),
+		"default_image_name":     c.DefaultImageName,
+		"default_kernel":         c.DefaultKernel,
+		"vmm":                    c.VMM,
+		"firecracker_bin":        c.FirecrackerBin,
+		"vm_defaults.vcpu":       strconv.Itoa(c.VMDefaults.VCPU),
+		"vm_defaults.memory_mib": strconv.Itoa(c.VMDefaults.MemoryMiB),
+		"vm_defaults.disk_size":  units.FormatSize(c.VMDefaults.DiskSize),
+		"network.bridge":         c.Network.Bridge,
+		"network.cidr":           c.Network.CIDR.String(),
+		"network.nat":            strconv.FormatBool(c.Network.NAT),
+	}
+	out := make([]Value, 0, len(vals))
+	for _, k := range Keys() {
+		out = append(out, Value{Key: k, Value: vals[k], Source: c.sources[k]})
+	}
+	return out
+}

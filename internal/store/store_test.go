@@ -1,0 +1,265 @@
+package store
+
+import (
+	"bufio"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+)
+
+// helperEnv makes the test binary act as a writer process that the
+// kill-mid-write test SIGKILLs.
+const helperEnv = "BANGER_STORE_WRITER"
+
+func TestMain(m *testing.M) {
+	if file := os.Getenv(helperEnv); file != "" {
+		writer(file)
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// writer commits pairs of keys forever, each pair in one transaction, and
+// prints the number of each committed pair.
+func writer(file string) {
+	ctx := context.Background()
+	s, err := Open(ctx, file)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	for i := 0; ; i++ {
+		err := s.Update(ctx, func(tx *Tx) error {
+			if err := tx.SetMeta(ctx, fmt.Sprintf("a-%d", i), strconv.Itoa(i)); err != nil {
+				return err
+			}
+			// A large value makes each transaction span several pages.
+			return tx.SetMeta(ctx, fmt.Sprintf("b-%d", i), fmt.Sprintf("%d-%0*d", i, 8000, 0))
+		})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		fmt.Println(i)
+	}
+}
+
+func TestOpenMigratesAndReopens(t *testing.T) {
+	ctx := context.Background()
+	file := filepath.Join(t.TempDir(), "banger.db")
+	s, err := Open(ctx, file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := s.SchemaVersion(), LatestVersion(); got != want || want < 1 {
+		t.Fatalf("SchemaVersion = %d, want %d (>= 1)", got, want)
+	}
+	if err := s.Update(ctx, func(tx *Tx) error { return tx.SetMeta(ctx, "k", "v") }); err != nil {
+		t.Fatal(err)
+	}
+	var mode string
+	if err := s.db.QueryRow("PRAGMA journal_mode").Scan(&mode); err != nil || mode != "wal" {
+		t.Fatalf("journal_mode = %q, %v; want wal", mode, err)
+	}
+	s.Close()
+	fi, err := os.Stat(file)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("database mode = %v, %v; want 0600", fi.Mode(), err)
+	}
+
+	s, err = Open(ctx, file)
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	defer s.Close()
+	err = s.View(ctx, func(tx *Tx) error {
+		v, err := tx.Meta(ctx, "k")
+		if err != nil || v != "v" {
+			return fmt.Errorf("Meta(k) = %q, %v", v, err)
+		}
+		_, err = tx.Meta(ctx, "missing")
+		if !errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("Meta(missing) = %v, want ErrNotFound", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestUpdateIsAtomic(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "banger.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	boom := errors.New("boom")
+	err = s.Update(ctx, func(tx *Tx) error {
+		if err := tx.SetMeta(ctx, "half", "written"); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("Update = %v, want boom", err)
+	}
+	err = s.View(ctx, func(tx *Tx) error {
+		_, err := tx.Meta(ctx, "half")
+		return err
+	})
+	if !errors.Is(err, ErrNotFound) {
+		t.Fatalf("write of a failed transaction is visible: %v", err)
+	}
+}
+
+func setUserVersion(t *testing.T, file string, v int) {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(fmt.Sprintf("PRAGMA user_version = %d", v)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCheck(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "banger.db")
+	latest := LatestVersion()
+
+	res, err := Check(ctx, file)
+	if err != nil || res.Exists || !res.CanOpen() || res.NeedsMigration() {
+		t.Fatalf("Check(missing) = %+v, %v", res, err)
+	}
+	if _, err := os.Stat(file); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("Check created the database")
+	}
+
+	s, err := Open(ctx, file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	res, err = Check(ctx, file)
+	if err != nil || !res.Exists || res.Version != latest || !res.CanOpen() || res.NeedsMigration() {
+		t.Fatalf("Check(current) = %+v, %v", res, err)
+	}
+
+	setUserVersion(t, file, latest+1)
+	res, err = Check(ctx, file)
+	if err != nil || res.CanOpen() || res.Version != latest+1 {
+		t.Fatalf("Check(newer) = %+v, %v; want CanOpen false", res, err)
+	}
+	if _, err := Open(ctx, file); !errors.Is(err, ErrSchemaTooNew) {
+		t.Fatalf("Open(newer) = %v, want ErrSchemaTooNew", err)
+	}
+}
+
+func TestOpenMigratesOlderSchema(t *testing.T) {
+	ctx := context.Background()
+	file := filepath.Join(t.TempDir(), "banger.db")
+	// An empty database is version 0, the oldest possible.
+	setUserVersion(t, file, 0)
+	res, err := Check(ctx, file)
+	if err != nil || !res.NeedsMigration() || !res.CanOpen() {
+		t.Fatalf("Check(v0) = %+v, %v", res, err)
+	}
+	s, err := Open(ctx, file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.SchemaVersion() != LatestVersion() {
+		t.Fatalf("version after migration = %d", s.SchemaVersion())
+	}
+}
+
+func TestMigrationsAreNumberedWithoutGaps(t *testing.T) {
+	ms, err := Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range ms {
+		if m.Version != i+1 || m.SQL == "" {
+			t.Fatalf("migration %d = %+v", i, m)
+		}
+	}
+}
+
+// TestKilledMidWriteReopensCleanly SIGKILLs a process while it commits
+// transactions, then checks the database opens, passes SQLite's integrity
+// check, holds every transaction the writer reported committed, and holds
+// no half of a transaction.
+func TestKilledMidWriteReopensCleanly(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns a writer process")
+	}
+	ctx := context.Background()
+	file := filepath.Join(t.TempDir(), "banger.db")
+	for round := range 3 {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), helperEnv+"="+file)
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(out)
+		last := -1
+		// Kill after a varying number of commits, mid-stream.
+		for sc.Scan() {
+			last, _ = strconv.Atoi(sc.Text())
+			if last >= 40+round*37 {
+				break
+			}
+		}
+		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		_ = cmd.Wait()
+		if last < 0 {
+			t.Fatal("writer committed nothing")
+		}
+
+		s, err := Open(ctx, file)
+		if err != nil {
+			t.Fatalf("round %d: reopen after kill: %v", round, err)
+		}
+		if err := s.IntegrityCheck(ctx); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		var as, bs int
+		if err := s.db.QueryRow("SELECT count(*) FROM meta WHERE key LIKE 'a-%'").Scan(&as); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.db.QueryRow("SELECT count(*) FROM meta WHERE key LIKE 'b-%'").Scan(&bs); err != nil {
+			t.Fatal(err)
+		}
+		if as != bs {
+			t.Fatalf("round %d: %d a-keys but %d b-keys: a transaction landed in part", round, as, bs)
+		}
+		if as < last+1 {
+			t.Fatalf("round %d: writer reported %d commits, store holds %d", round, last+1, as)
+		}
+		// Clear for the next round so counts are per round.
+		if _, err := s.db.Exec("DELETE FROM meta"); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+	}
+}

@@ -1,0 +1,37 @@
+// Package version describes the running binary: banger's release version
+// (a constant bumped at release) plus the commit and date the Go toolchain
+// stamps into every build made from a git checkout.
+package version
+
+import (
+	"runtime"
+	"runtime/debug"
+
+	"github.com/bangerdev/banger/api"
+)
+
+// Version is banger's release version.
+const Version = "0.1.0-dev"
+
+// Info returns the build description of the running binary.
+func Info() api.BuildInfo {
+	info := api.BuildInfo{Version: Version, Go: runtime.Version(), Protocol: api.ProtocolVersion}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return info
+	}
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			info.Commit = s.Value
+			if len(info.Commit) > 12 {
+				info.Commit = info.Commit[:12]
+			}
+		case "vcs.time":
+			info.Date = s.Value
+		case "vcs.modified":
+			info.Modified = s.Value == "true"
+		}
+	}
+	return info
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what building and testing banger needs, and nothing that is
+# already there: safe to run on every `make`. Needs root (or sudo) only
+# when a Debian package is missing.
+set -euo pipefail
+
+# Debian packages, by the command (or file) that proves each is present.
+# Later issues add QEMU, nftables, debootstrap and the kernel here.
+declare -A packages=(
+	[git]=git
+	[make]=make
+	[ip]=iproute2
+)
+
+missing=()
+for cmd in "${!packages[@]}"; do
+	if ! command -v "$cmd" >/dev/null 2>&1 && [[ ! -e $cmd ]]; then
+		missing+=("${packages[$cmd]}")
+	fi
+done
+
+if ((${#missing[@]})); then
+	sudo=()
+	if ((EUID != 0)); then
+		command -v sudo >/dev/null || { echo "deps: need root to install ${missing[*]}" >&2; exit 1; }
+		sudo=(sudo)
+	fi
+	echo "deps: installing ${missing[*]}" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	"${sudo[@]}" apt-get update -qq
+	"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Go: the toolchain named in go.mod, fetched through the module proxy by
+# any Go >= 1.21 (GOTOOLCHAIN=auto). Debian 12's own Go is too old.
+if ! command -v go >/dev/null 2>&1; then
+	echo "deps: no Go toolchain on PATH; install Go >= 1.21 (https://go.dev/dl) or put /usr/local/go/bin on PATH" >&2
+	exit 1
+fi
+go mod download
