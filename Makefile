@@ -4,6 +4,7 @@ SHELL := /bin/bash
 export PATH := /usr/local/go/bin:$(PATH)
 
 BIN       := bin
+LDFLAGS   := -X github.com/bangerdev/banger/internal/version.buildDate=$(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 JOBS      ?= $(shell nproc)
 FUZZTIME  ?= 10s
 
@@ -22,7 +23,7 @@ deps:
 	@scripts/deps.sh
 
 build: deps
-	go build -o $(BIN)/ ./cmd/banger ./cmd/bangerd
+	CGO_ENABLED=0 go build -buildvcs=auto -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/banger ./cmd/bangerd
 
 fmt-check:
 	@files=$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go')); \

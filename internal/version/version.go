@@ -13,9 +13,14 @@ import (
 // Version is banger's release version.
 const Version = "0.1.0-dev"
 
+// buildDate is stamped by the linker (`make build` passes
+// -X github.com/bangerdev/banger/internal/version.buildDate=...); it is
+// never written at run time.
+var buildDate string
+
 // Info returns the build description of the running binary.
 func Info() api.BuildInfo {
-	info := api.BuildInfo{Version: Version, Go: runtime.Version(), Protocol: api.ProtocolVersion}
+	info := api.BuildInfo{Version: Version, Date: buildDate, Go: runtime.Version(), Protocol: api.ProtocolVersion}
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		return info
@@ -28,7 +33,9 @@ func Info() api.BuildInfo {
 				info.Commit = info.Commit[:12]
 			}
 		case "vcs.time":
-			info.Date = s.Value
+			if info.Date == "" { // a plain `go build`: the commit's date is the best we know
+				info.Date = s.Value
+			}
 		case "vcs.modified":
 			info.Modified = s.Value == "true"
 		}
