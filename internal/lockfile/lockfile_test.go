@@ -1,7 +1,9 @@
 package lockfile
 
 import (
+	"bufio"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,33 +43,45 @@ func TestAcquireRelease(t *testing.T) {
 	l2.Release()
 }
 
+// TestMain lets the test binary act as a lock holder in a child process.
+func TestMain(m *testing.M) {
+	if path := os.Getenv("LOCKFILE_TEST_HOLD"); path != "" {
+		if _, err := Acquire(path); err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
+		fmt.Println("held")
+		select {}
+	}
+	os.Exit(m.Run())
+}
+
 // TestLockDiesWithHolder checks the property that makes a lock better than a
 // pid file: a killed holder leaves nothing stale behind.
 func TestLockDiesWithHolder(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "x.lock")
-	// flock(1) from util-linux holds the lock while sleep runs.
-	if _, err := exec.LookPath("flock"); err != nil {
-		t.Skip("flock(1) not installed")
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "LOCKFILE_TEST_HOLD="+path)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
 	}
-	cmd := exec.Command("flock", "--exclusive", path, "sleep", "60")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
-	for {
-		held, err := Held(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if held {
-			break
-		}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || line != "held\n" {
+		t.Fatalf("holder said %q, %v", line, err)
 	}
-	if _, err := Acquire(path); !errors.Is(err, ErrLocked) {
+	_, err = Acquire(path)
+	if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), fmt.Sprint(cmd.Process.Pid)) {
 		t.Fatalf("Acquire while another process holds it = %v", err)
 	}
-	cmd.Process.Kill()
-	cmd.Wait()
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
 	l, err := Acquire(path)
 	if err != nil {
 		t.Fatalf("Acquire after the holder died: %v", err)
