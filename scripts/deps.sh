@@ -10,6 +10,8 @@ declare -A packages=(
 	[git]=git
 	[make]=make
 	[ip]=iproute2
+	[e2fsck]=e2fsprogs # tests check every built root file system
+	[mount]=mount      # tests loop-mount built images to compare them
 )
 
 missing=()

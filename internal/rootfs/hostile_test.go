@@ -1,0 +1,173 @@
+package rootfs
+
+import (
+	"archive/tar"
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// The breakout cases of containerd's archive tests (pkg/archive
+// TestBreakouts), as layers for the flattener. Each is refused with an
+// error naming the layer and the entry, or contained in the image root.
+func TestHostileLayers(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		layers [][]ent
+		err    error  // refused with this
+		entry  string // and naming this entry
+		// contained: paths that must exist in the merged tree instead.
+		contained []string
+	}{
+		{name: "dot-dot entry", layers: [][]ent{{{name: "../etc/passwd", body: "x"}}}, err: ErrEscapes, entry: "../etc/passwd"},
+		{name: "dot-dot in the middle", layers: [][]ent{{{name: "a/../../x", body: "x"}}}, err: ErrEscapes, entry: "a/../../x"},
+		{name: "absolute entry", layers: [][]ent{{{name: "/etc/passwd", body: "x"}}}, contained: []string{"etc/passwd"}},
+		{name: "write through absolute symlink", layers: [][]ent{{
+			{name: "etc/", typ: tar.TypeDir},
+			{name: "link", typ: tar.TypeSymlink, link: "/etc"},
+			{name: "link/passwd", body: "x"},
+		}}, contained: []string{"etc/passwd"}},
+		{name: "write through climbing symlink", layers: [][]ent{{
+			{name: "link", typ: tar.TypeSymlink, link: "../../../../etc"},
+			{name: "link/x", body: "x"},
+		}}, contained: []string{"etc/x"}},
+		{name: "write through symlink of a lower layer", layers: [][]ent{
+			{{name: "link", typ: tar.TypeSymlink, link: "/tmp/../.."}},
+			{{name: "link/escaped", body: "x"}},
+		}, contained: []string{"escaped"}},
+		{name: "hard link climbing out", layers: [][]ent{{{name: "h", typ: tar.TypeLink, link: "../../etc/shadow"}}}, err: ErrEscapes, entry: "h"},
+		{name: "hard link to a host path", layers: [][]ent{{{name: "h", typ: tar.TypeLink, link: "/etc/shadow"}}}, err: ErrLinkTarget, entry: "h"},
+		{name: "hard link through a symlink", layers: [][]ent{{
+			{name: "etc/passwd", body: "image's own"},
+			{name: "root", typ: tar.TypeSymlink, link: "/"},
+			{name: "h", typ: tar.TypeLink, link: "root/etc/passwd"},
+		}}, contained: []string{"h", "etc/passwd"}},
+		{name: "hard link to a directory", layers: [][]ent{{{name: "d/", typ: tar.TypeDir}, {name: "h", typ: tar.TypeLink, link: "d"}}}, err: ErrLinkTarget, entry: "h"},
+		{name: "whiteout of dot-dot", layers: [][]ent{{{name: "a/", typ: tar.TypeDir}}, {{name: "a/.wh..."}}}, err: ErrBadWhiteout, entry: "a/.wh..."},
+		{name: "whiteout through a symlink", layers: [][]ent{
+			{{name: "etc/passwd", body: "x"}, {name: "link", typ: tar.TypeSymlink, link: "etc"}},
+			{{name: "link/.wh.passwd"}},
+		}, err: ErrBadWhiteout, entry: "link/.wh.passwd"},
+		{name: "symlink loop", layers: [][]ent{{
+			{name: "a", typ: tar.TypeSymlink, link: "b"},
+			{name: "b", typ: tar.TypeSymlink, link: "a"},
+			{name: "a/x", body: "x"},
+		}}, err: ErrSymlinkLoop, entry: "a/x"},
+		{name: "file under a file", layers: [][]ent{{{name: "f", body: "x"}, {name: "f/x", body: "y"}}}, err: ErrNotDir, entry: "f/x"},
+		{name: "name too long", layers: [][]ent{{{name: strings.Repeat("n", 256), body: "x"}}}, err: ErrNameTooLong},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var tars [][]byte
+			for _, l := range tc.layers {
+				tars = append(tars, layerTar(t, l...))
+			}
+			_, _, err := build(t, memLayers(tars...), Limits{})
+			if tc.err != nil {
+				var ee *EntryError
+				if !errors.Is(err, tc.err) || !errors.As(err, &ee) || !strings.HasPrefix(ee.Layer, "layer ") {
+					t.Fatalf("Build = %v, want %v naming the layer", err, tc.err)
+				}
+				if tc.entry != "" && ee.Entry != tc.entry {
+					t.Fatalf("error names entry %q, want %q", ee.Entry, tc.entry)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Build = %v, want the entry contained", err)
+			}
+			tree := newTree()
+			for i, l := range tars {
+				tr := tar.NewReader(bytes.NewReader(l))
+				for k := 0; ; k++ {
+					h, err := tr.Next()
+					if err == io.EOF {
+						break
+					}
+					if _, err := tree.apply(i, k, h); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			for _, p := range tc.contained {
+				dir, err := tree.resolveDir(strings.Split(filepath.Dir(p), "/"), nil, new(int))
+				if err != nil || dir == nil || dir.children[filepath.Base(p)] == nil {
+					t.Errorf("%s is not in the image root", p)
+				}
+			}
+		})
+	}
+}
+
+func TestLimits(t *testing.T) {
+	big := layerTar(t, ent{name: "zeros", body: strings.Repeat("\x00", 1<<20)})
+	if _, _, err := build(t, memLayers(big), Limits{MaxBytes: 512 << 10}); !errors.Is(err, ErrLimit) {
+		t.Fatalf("1 MiB file under a 512 KiB cap = %v", err)
+	}
+	var many []ent
+	for i := range 100 {
+		many = append(many, ent{name: strings.Repeat("f", i+1), body: ""})
+	}
+	if _, _, err := build(t, memLayers(layerTar(t, many...)), Limits{MaxEntries: 50}); !errors.Is(err, ErrLimit) {
+		t.Fatalf("100 entries under a cap of 50 = %v", err)
+	}
+	// Bytes past the end of the archive count too (a bomb behind the tar).
+	trailer := append(layerTar(t, ent{name: "a", body: "x"}), make([]byte, 1<<20)...)
+	if _, _, err := build(t, memLayers(trailer), Limits{MaxBytes: 256 << 10}); !errors.Is(err, ErrLimit) {
+		t.Fatalf("1 MiB behind the archive under a 256 KiB cap = %v", err)
+	}
+}
+
+func TestTruncatedLayer(t *testing.T) {
+	full := layerTar(t, ent{name: "file", body: strings.Repeat("x", 10000)})
+	_, _, err := build(t, memLayers(full[:3000]), Limits{})
+	if err == nil || !strings.Contains(err.Error(), "layer 0") {
+		t.Fatalf("truncated layer = %v", err)
+	}
+}
+
+func TestFailedBuildLeavesNoPartialImage(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "rootfs.ext4")
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	_, err = Build(t.Context(), memLayers(layerTar(t, ent{name: "ok", body: "x"}, ent{name: "../bad", body: "y"})), f, Limits{})
+	if err == nil {
+		t.Fatal("Build succeeded")
+	}
+	// The caller removes out on error; Build itself must not have left
+	// other files beside it.
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Fatalf("files beside the output: %v", entries)
+	}
+}
+
+// FuzzBuild feeds arbitrary bytes as a layer (alone, and on top of a
+// fixed lower layer): Build must return, without panicking, within the
+// limits.
+func FuzzBuild(f *testing.F) {
+	lower := layerTar(f, ent{name: "etc/", typ: tar.TypeDir}, ent{name: "etc/passwd", body: "root"}, ent{name: "l", typ: tar.TypeSymlink, link: "/etc"})
+	f.Add(lower)
+	f.Add(layerTar(f, ent{name: "etc/.wh.passwd"}, ent{name: "l/x", body: "y"}, ent{name: "h", typ: tar.TypeLink, link: "etc/passwd"}))
+	f.Add(layerTar(f, ent{name: "a/", typ: tar.TypeDir}, ent{name: "a/.wh..wh..opq"}, ent{name: "../x", body: "z"}))
+	f.Add([]byte("not a tar"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		lim := Limits{MaxBytes: 4 << 20, MaxEntries: 2000}
+		out := filepath.Join(t.TempDir(), "img")
+		for _, layers := range [][]Layer{memLayers(data), memLayers(lower, data)} {
+			fh, err := os.Create(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = Build(t.Context(), layers, fh, lim)
+			fh.Close()
+		}
+	})
+}
