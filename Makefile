@@ -6,6 +6,8 @@ export PATH := /usr/local/go/bin:$(PATH)
 BIN       := bin
 LDFLAGS   := -X github.com/bangerdev/banger/internal/version.buildDate=$(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 JOBS      ?= $(shell nproc)
+# Test images built once per machine (scripts/testimages.sh).
+TEST_CACHE ?= /var/cache/banger-test
 FUZZTIME  ?= 10s
 
 # Fuzz targets run briefly by `make test`: package:target.
@@ -16,7 +18,7 @@ FUZZ_TARGETS := \
 	./internal/units:FuzzParseSize \
 	./internal/rootfs:FuzzBuild
 
-.PHONY: all deps build test fmt-check vet unit fuzz smoke bench lint run clean
+.PHONY: all deps testimages build test fmt-check vet unit fuzz smoke bench lint run clean
 
 all: build
 
@@ -44,8 +46,12 @@ fuzz: deps
 		go test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null; \
 	done
 
-smoke: build
-	go run ./test/smoke -bin $(BIN) -jobs $(JOBS)
+testimages: deps
+	@BANGER_TEST_CACHE=$(TEST_CACHE) scripts/testimages.sh >/dev/null
+
+smoke: build testimages
+	go run ./test/smoke -bin $(BIN) -jobs $(JOBS) -registry .tools/registry \
+		-debian $(TEST_CACHE)/debian-bookworm-minbase.tar.gz
 
 test: deps fmt-check vet unit fuzz smoke
 

@@ -20,11 +20,21 @@ const (
 	// MethodOperationsWait streams an OperationSummary event on every change
 	// and ends with the final summary as its result.
 	MethodOperationsWait = "operations.wait"
+
+	// MethodImagePull and MethodImageImport start an operation and answer
+	// with its summary; operations.wait follows it.
+	MethodImagePull       = "image.pull"
+	MethodImageImport     = "image.import"
+	MethodImageList       = "image.list"
+	MethodImageShow       = "image.show"
+	MethodImageDelete     = "image.delete"
+	MethodImageCachePrune = "image.cache.prune"
 )
 
 // Operation kinds. Every asynchronous daemon job is one of these.
 const (
-	OpKindVMCreate   = "vm.create"
-	OpKindImagePull  = "image.pull"
-	OpKindKernelPull = "kernel.pull"
+	OpKindVMCreate    = "vm.create"
+	OpKindImagePull   = "image.pull"
+	OpKindImageImport = "image.import"
+	OpKindKernelPull  = "kernel.pull"
 )

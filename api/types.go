@@ -73,11 +73,22 @@ type OperationProgress struct {
 	Done  int64  `json:"done"`
 	Total int64  `json:"total,omitempty"` // 0 when unknown
 	Unit  string `json:"unit,omitempty"`  // "bytes", "layers", …
+	// Items break the work down, e.g. one per layer of a pull.
+	Items []ProgressItem `json:"items,omitempty"`
+}
+
+// ProgressItem is one part of an operation's current work.
+type ProgressItem struct {
+	Name  string `json:"name"`
+	Done  int64  `json:"done"`
+	Total int64  `json:"total,omitempty"`
 }
 
 // OperationSummary is the public shape of one operation.
 type OperationSummary struct {
-	ID         string             `json:"id"`
+	ID string `json:"id"`
+	// Result names what a successful operation produced (an image name).
+	Result     string             `json:"result,omitempty"`
 	Kind       string             `json:"kind"`
 	Target     string             `json:"target,omitempty"`
 	State      string             `json:"state"`

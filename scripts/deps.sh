@@ -12,6 +12,9 @@ declare -A packages=(
 	[ip]=iproute2
 	[e2fsck]=e2fsprogs # tests check every built root file system
 	[mount]=mount      # tests loop-mount built images to compare them
+	[debootstrap]=debootstrap     # the smoke suite's realistic Debian image
+	[/bin/busybox]=busybox-static # the smoke suite's small images
+	[mkfs.ext4]=e2fsprogs         # the image benchmark's baseline
 )
 
 missing=()
@@ -40,3 +43,13 @@ if ! command -v go >/dev/null 2>&1; then
 	exit 1
 fi
 go mod download
+
+# Tools the tests run, built from the module proxy into .tools/ (once).
+tools=$(cd "$(dirname "$0")/.." && pwd)/.tools
+install_tool() { # name module@version
+	[[ -x $tools/$1 ]] && return
+	echo "deps: building $1 ($2)" >&2
+	GOBIN=$tools go install "$2"
+}
+install_tool registry github.com/distribution/distribution/v3/cmd/registry@v3.1.2
+install_tool crane github.com/google/go-containerregistry/cmd/crane@v0.22.1

@@ -139,3 +139,45 @@ func (c *Client) WaitOperation(ctx context.Context, id string, onUpdate func(api
 	}, &r)
 	return r, err
 }
+
+// PullImage starts (or joins) a pull and returns its operation.
+func (c *Client) PullImage(ctx context.Context, p api.ImagePullParams) (api.OperationSummary, error) {
+	var r api.OperationSummary
+	err := c.Call(ctx, api.MethodImagePull, p, &r)
+	return r, err
+}
+
+// ImportImage starts an import and returns its operation.
+func (c *Client) ImportImage(ctx context.Context, p api.ImageImportParams) (api.OperationSummary, error) {
+	var r api.OperationSummary
+	err := c.Call(ctx, api.MethodImageImport, p, &r)
+	return r, err
+}
+
+// Images lists images.
+func (c *Client) Images(ctx context.Context) ([]api.Image, error) {
+	var r api.ImageListResult
+	err := c.Call(ctx, api.MethodImageList, nil, &r)
+	return r.Images, err
+}
+
+// Image returns one image by name or ID prefix.
+func (c *Client) Image(ctx context.Context, name string) (api.Image, error) {
+	var r api.Image
+	err := c.Call(ctx, api.MethodImageShow, api.ImageRefParams{Name: name}, &r)
+	return r, err
+}
+
+// DeleteImage deletes an image.
+func (c *Client) DeleteImage(ctx context.Context, p api.ImageDeleteParams) (api.ImageDeleteResult, error) {
+	var r api.ImageDeleteResult
+	err := c.Call(ctx, api.MethodImageDelete, p, &r)
+	return r, err
+}
+
+// PruneImageCache empties the blob cache, or says what that would free.
+func (c *Client) PruneImageCache(ctx context.Context, dryRun bool) (api.ImageCachePruneResult, error) {
+	var r api.ImageCachePruneResult
+	err := c.Call(ctx, api.MethodImageCachePrune, api.ImageCachePruneParams{DryRun: dryRun}, &r)
+	return r, err
+}

@@ -109,6 +109,7 @@ func (a *App) rootCommand() *cobra.Command {
 		a.versionCommand(),
 		a.daemonCommand(),
 		a.opsCommand(),
+		a.imageCommand(),
 		a.configCommand(),
 	)
 	return root

@@ -31,6 +31,7 @@ type Config struct {
 	FirecrackerBin     string
 	VMDefaults         VMDefaults
 	Network            Network
+	Images             Images
 
 	file    string
 	sources map[string]string
@@ -48,6 +49,12 @@ type Network struct {
 	Bridge string
 	CIDR   netip.Prefix
 	NAT    bool // outbound internet for new VMs; off by default
+}
+
+// Images bounds what one image may unpack to, against decompression bombs.
+type Images struct {
+	MaxUnpackedSize int64 // bytes over all layers
+	MaxEntries      int
 }
 
 // Host describes the machine, for defaults that scale with it.
@@ -81,6 +88,8 @@ func Keys() []string {
 		"network.bridge",
 		"network.cidr",
 		"network.nat",
+		"images.max_unpacked_size",
+		"images.max_entries",
 	}
 }
 
@@ -97,6 +106,7 @@ func Defaults(host Host) Config {
 		FirecrackerBin:    "firecracker",
 		VMDefaults:        VMDefaults{VCPU: vcpu, MemoryMiB: mem, DiskSize: 10 << 30},
 		Network:           Network{Bridge: "banger0", CIDR: netip.MustParsePrefix("10.203.0.0/24")},
+		Images:            Images{MaxUnpackedSize: 64 << 30, MaxEntries: 4 << 20},
 		sources:           map[string]string{},
 	}
 	for _, k := range Keys() {
@@ -127,6 +137,10 @@ type file struct {
 		CIDR   *string `toml:"cidr"`
 		NAT    *bool   `toml:"nat"`
 	} `toml:"network"`
+	Images struct {
+		MaxUnpackedSize any  `toml:"max_unpacked_size"`
+		MaxEntries      *int `toml:"max_entries"`
+	} `toml:"images"`
 }
 
 // Load reads path over the defaults. A missing file is not an error: every
@@ -276,6 +290,24 @@ func (c *Config) apply(data []byte) error {
 		c.Network.NAT = *v
 		set("network.nat")
 	}
+	if f.Images.MaxUnpackedSize != nil {
+		n, err := parseSize(f.Images.MaxUnpackedSize)
+		if err != nil {
+			return fmt.Errorf("images.max_unpacked_size: %w", err)
+		}
+		if n < 16<<20 {
+			return fmt.Errorf("images.max_unpacked_size: %s is too small; use at least 16M", units.FormatSize(n))
+		}
+		c.Images.MaxUnpackedSize = n
+		set("images.max_unpacked_size")
+	}
+	if v := f.Images.MaxEntries; v != nil {
+		if *v < 100 {
+			return fmt.Errorf("images.max_entries: %d is too small; use at least 100", *v)
+		}
+		c.Images.MaxEntries = *v
+		set("images.max_entries")
+	}
 	return nil
 }
 
@@ -333,19 +365,21 @@ func (c Config) Values() []Value {
 		return d.String()
 	}
 	vals := map[string]string{
-		"log_level":              c.LogLevel,
-		"auto_stop_stale_after":  dur(c.AutoStopStaleAfter),
-		"stats_poll_interval":    c.StatsPollInterval.String(),
-		"default_image_name":     c.DefaultImageName,
-		"default_kernel":         c.DefaultKernel,
-		"vmm":                    c.VMM,
-		"firecracker_bin":        c.FirecrackerBin,
-		"vm_defaults.vcpu":       strconv.Itoa(c.VMDefaults.VCPU),
-		"vm_defaults.memory_mib": strconv.Itoa(c.VMDefaults.MemoryMiB),
-		"vm_defaults.disk_size":  units.FormatSize(c.VMDefaults.DiskSize),
-		"network.bridge":         c.Network.Bridge,
-		"network.cidr":           c.Network.CIDR.String(),
-		"network.nat":            strconv.FormatBool(c.Network.NAT),
+		"log_level":                c.LogLevel,
+		"auto_stop_stale_after":    dur(c.AutoStopStaleAfter),
+		"stats_poll_interval":      c.StatsPollInterval.String(),
+		"default_image_name":       c.DefaultImageName,
+		"default_kernel":           c.DefaultKernel,
+		"vmm":                      c.VMM,
+		"firecracker_bin":          c.FirecrackerBin,
+		"vm_defaults.vcpu":         strconv.Itoa(c.VMDefaults.VCPU),
+		"vm_defaults.memory_mib":   strconv.Itoa(c.VMDefaults.MemoryMiB),
+		"vm_defaults.disk_size":    units.FormatSize(c.VMDefaults.DiskSize),
+		"network.bridge":           c.Network.Bridge,
+		"network.cidr":             c.Network.CIDR.String(),
+		"network.nat":              strconv.FormatBool(c.Network.NAT),
+		"images.max_unpacked_size": units.FormatSize(c.Images.MaxUnpackedSize),
+		"images.max_entries":       strconv.Itoa(c.Images.MaxEntries),
 	}
 	out := make([]Value, 0, len(vals))
 	for _, k := range Keys() {

@@ -79,6 +79,10 @@ nat = true
 		{name: "cidr junk", doc: "[network]\ncidr = \"10.0.0.0\"", err: "network.cidr"},
 		{name: "cidr v6", doc: "[network]\ncidr = \"fd00::/64\"", err: "IPv4"},
 		{name: "empty image", doc: `default_image_name = " "`, err: "default_image_name"},
+		{name: "image limits", doc: "[images]\nmax_unpacked_size = \"8G\"\nmax_entries = 1000", check: func(c Config) bool {
+			return c.Images.MaxUnpackedSize == 8<<30 && c.Images.MaxEntries == 1000
+		}},
+		{name: "image limit tiny", doc: "[images]\nmax_entries = 3", err: "images.max_entries"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := Parse([]byte(tc.doc), host)

@@ -16,16 +16,20 @@ import (
 	"net"
 	"os"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/blobcache"
 	"github.com/bangerdev/banger/internal/config"
+	"github.com/bangerdev/banger/internal/image"
 	"github.com/bangerdev/banger/internal/lockfile"
 	"github.com/bangerdev/banger/internal/opstate"
 	"github.com/bangerdev/banger/internal/paths"
+	"github.com/bangerdev/banger/internal/rootfs"
 	"github.com/bangerdev/banger/internal/rpc"
 	"github.com/bangerdev/banger/internal/store"
 )
@@ -72,6 +76,8 @@ type Daemon struct {
 	// ops are the operation registries of every service, for the
 	// operations.* methods. Services add theirs in wireServices.
 	ops []opSource
+
+	images *image.Service
 
 	handlers map[string]handler
 }
@@ -131,7 +137,9 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if d.instanceID, err = d.initMeta(ctx); err != nil {
 		return err
 	}
-	d.wireServices()
+	if err := d.wireServices(opts); err != nil {
+		return err
+	}
 	d.ops = append(d.ops, opts.extraOps...)
 	d.handlers = rpcHandlers()
 
@@ -210,9 +218,25 @@ func (d *Daemon) background(ctx context.Context, retention time.Duration) {
 }
 
 // wireServices builds the services and registers their operation
-// registries. Later services (images, kernels, VMs) are constructed here,
-// each taking its dependencies as function-typed fields.
-func (d *Daemon) wireServices() {}
+// registries. Each service takes its dependencies as function-typed fields
+// or small interfaces; this is the only place that knows them all.
+func (d *Daemon) wireServices(opts Options) error {
+	imgs, err := image.New(image.Config{
+		Store:     d.store,
+		Cache:     blobcache.New(d.layout.OCICacheDir()),
+		Dir:       filepath.Join(d.layout.StateDir, "images"),
+		Log:       d.log.With("service", "image"),
+		Limits:    rootfs.Limits{MaxBytes: d.cfg.Images.MaxUnpackedSize, MaxEntries: d.cfg.Images.MaxEntries},
+		Lifetime:  d.lifetime,
+		Retention: opts.OpRetention,
+	})
+	if err != nil {
+		return fmt.Errorf("starting the image service: %w", err)
+	}
+	d.images = imgs
+	d.ops = append(d.ops, imgs.Operations())
+	return nil
+}
 
 // initMeta records the store's identity on first start.
 func (d *Daemon) initMeta(ctx context.Context) (string, error) {

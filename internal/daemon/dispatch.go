@@ -60,6 +60,12 @@ func rpcHandlers() map[string]handler {
 		api.MethodOperationsGet:    paramHandler(getOperation),
 		api.MethodOperationsCancel: paramHandler(cancelOperation),
 		api.MethodOperationsWait:   handleOperationsWait,
+		api.MethodImagePull:        paramHandler(pullImage),
+		api.MethodImageImport:      paramHandler(importImage),
+		api.MethodImageList:        noParamHandler(listImages),
+		api.MethodImageShow:        paramHandler(showImage),
+		api.MethodImageDelete:      paramHandler(deleteImage),
+		api.MethodImageCachePrune:  paramHandler(pruneImageCache),
 	}
 }
 

@@ -13,6 +13,12 @@ import (
 var documentedMethods = []string{
 	api.MethodConfigShow,
 	api.MethodDaemonInfo,
+	api.MethodImageCachePrune,
+	api.MethodImageDelete,
+	api.MethodImageImport,
+	api.MethodImageList,
+	api.MethodImagePull,
+	api.MethodImageShow,
 	api.MethodOperationsCancel,
 	api.MethodOperationsGet,
 	api.MethodOperationsList,

@@ -18,11 +18,14 @@ const waitEventInterval = 100 * time.Millisecond
 
 func summarize(st opstate.Status) api.OperationSummary {
 	s := api.OperationSummary{
-		ID: st.ID, Kind: st.Kind, Target: st.Target, Phase: st.Phase,
+		ID: st.ID, Kind: st.Kind, Target: st.Target, Phase: st.Phase, Result: st.Result,
 		Done: st.Done, StartedAt: st.Started, State: api.OpStateRunning,
 	}
 	if st.Progress != nil {
 		s.Progress = &api.OperationProgress{Done: st.Progress.Done, Total: st.Progress.Total, Unit: st.Progress.Unit}
+		for _, it := range st.Progress.Items {
+			s.Progress.Items = append(s.Progress.Items, api.ProgressItem{Name: it.Name, Done: it.Done, Total: it.Total})
+		}
 	}
 	if st.Done {
 		f := st.Finished

@@ -21,6 +21,24 @@ type Progress struct {
 	Done  int64
 	Total int64 // 0 when unknown
 	Unit  string
+	// Items break the phase down (one per layer of a pull, say); Done and
+	// Total are then their sums.
+	Items []Item
+}
+
+// Item is one part of a phase's work.
+type Item struct {
+	Name        string
+	Done, Total int64
+}
+
+func (p *Progress) clone() *Progress {
+	if p == nil {
+		return nil
+	}
+	c := *p
+	c.Items = append([]Item(nil), p.Items...)
+	return &c
 }
 
 // Status is a point-in-time copy of an operation. It shares nothing with the
@@ -36,7 +54,13 @@ type Status struct {
 	Done     bool
 	Err      error
 	Canceled bool // Cancel was requested
+	// Result names what a successful operation produced (an image's
+	// name, say), when its result type is Named.
+	Result string
 }
+
+// Named is implemented by results that can name themselves in listings.
+type Named interface{ ResultName() string }
 
 // Op is one operation whose result has type T.
 type Op[T any] struct {
@@ -74,6 +98,17 @@ func (o *Op[T]) SetPhase(phase string) {
 // SetProgress records progress within the current phase.
 func (o *Op[T]) SetProgress(done, total int64, unit string) {
 	o.update(func() { o.progress = &Progress{Done: done, Total: total, Unit: unit} })
+}
+
+// SetItems records per-item progress within the current phase; the
+// operation keeps its own copy.
+func (o *Op[T]) SetItems(items []Item, unit string) {
+	p := &Progress{Unit: unit, Items: append([]Item(nil), items...)}
+	for _, it := range items {
+		p.Done += it.Done
+		p.Total += it.Total
+	}
+	o.update(func() { o.progress = p })
 }
 
 // Finish records the outcome. Only the first call counts.
@@ -131,13 +166,13 @@ func (o *Op[T]) Watch() (Status, <-chan struct{}) {
 		ID: o.id, Kind: o.kind, Target: o.target, Phase: o.phase,
 		Started: o.started, Finished: o.finished, Err: o.err, Canceled: o.canceled,
 	}
-	if o.progress != nil {
-		p := *o.progress
-		st.Progress = &p
-	}
+	st.Progress = o.progress.clone()
 	select {
 	case <-o.done:
 		st.Done = true
+		if n, ok := any(o.result).(Named); ok && o.err == nil {
+			st.Result = n.ResultName()
+		}
 	default:
 	}
 	return st, o.changed

@@ -258,3 +258,19 @@ func TestIDsAreUnique(t *testing.T) {
 		seen[id] = true
 	}
 }
+
+func TestItemsAreCopied(t *testing.T) {
+	r := NewRegistry[int](time.Hour, time.Now)
+	op := r.Insert(context.Background(), "image.pull", "x")
+	items := []Item{{Name: "a", Done: 1, Total: 4}, {Name: "b", Done: 2, Total: 6}}
+	op.SetItems(items, "bytes")
+	items[0].Done = 99 // the caller's slice is not the op's
+	st := op.Status()
+	if st.Progress.Done != 3 || st.Progress.Total != 10 || st.Progress.Items[0].Done != 1 {
+		t.Fatalf("progress = %+v", st.Progress)
+	}
+	st.Progress.Items[1].Done = 42 // nor is a snapshot's
+	if again := r.List()[0]; again.Progress.Items[1].Done != 2 {
+		t.Fatalf("snapshot mutation leaked: %+v", again.Progress)
+	}
+}

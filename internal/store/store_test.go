@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // helperEnv makes the test binary act as a writer process that the
@@ -261,5 +262,62 @@ func TestKilledMidWriteReopensCleanly(t *testing.T) {
 			t.Fatal(err)
 		}
 		s.Close()
+	}
+}
+
+func TestImages(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "banger.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	now := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+	a := Image{Name: "docker.io/library/debian:bookworm", ID: "sha256:cc", Digest: "sha256:aa", RepoDigest: "sha256:ii", Platform: "linux/amd64",
+		Config: []byte(`{"config":{}}`), Layers: 1, Size: 100, Source: "pull", CreatedAt: now}
+	b := a
+	b.Name = "debian:alias"
+	err = s.Update(ctx, func(tx *Tx) error {
+		if err := tx.PutImage(ctx, a); err != nil {
+			return err
+		}
+		return tx.PutImage(ctx, b)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.View(ctx, func(tx *Tx) error {
+		got, err := tx.Image(ctx, a.Name)
+		if err != nil {
+			return err
+		}
+		if got.Digest != a.Digest || !got.CreatedAt.Equal(now) || string(got.Config) != string(a.Config) {
+			t.Errorf("Image = %+v", got)
+		}
+		all, err := tx.Images(ctx)
+		if err != nil || len(all) != 2 || all[0].Name != "debian:alias" {
+			t.Errorf("Images = %+v, %v", all, err)
+		}
+		if _, err := tx.Image(ctx, "nope"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("missing image = %v", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []int
+	err = s.Update(ctx, func(tx *Tx) error {
+		for _, name := range []string{a.Name, b.Name} {
+			n, err := tx.DeleteImage(ctx, name)
+			if err != nil {
+				return err
+			}
+			left = append(left, n)
+		}
+		return nil
+	})
+	if err != nil || left[0] != 1 || left[1] != 0 {
+		t.Fatalf("DeleteImage remaining = %v, %v", left, err)
 	}
 }

@@ -29,13 +29,24 @@ type result struct {
 	kept string // where the failed scenario's logs were copied
 }
 
+// tools are the external parts scenarios may use.
+type tools struct {
+	registry  string // CNCF distribution registry binary
+	debianTar string // debootstrap'd Debian tree, as a (gzipped) tarball
+}
+
 // T is a scenario's handle on its own banger home.
 type T struct {
-	ctx  context.Context
-	name string
-	bin  string
-	home string
+	ctx    context.Context
+	name   string
+	bin    string
+	home   string
+	tools  tools
+	defers []func()
 }
+
+// defer_ runs f when the scenario ends, after its daemon stopped.
+func (t *T) defer_(f func()) { t.defers = append(t.defers, f) }
 
 // failure is how Fatalf unwinds a scenario.
 type failure struct{ msg string }
@@ -45,7 +56,7 @@ func (t *T) Fatalf(format string, args ...any) {
 	panic(failure{fmt.Sprintf(format, args...)})
 }
 
-func runScenario(ctx context.Context, s scenario, binDir, outDir string, timeout time.Duration) (res result) {
+func runScenario(ctx context.Context, s scenario, binDir, outDir string, timeout time.Duration, tl tools) (res result) {
 	res.name = s.name
 	start := time.Now()
 	defer func() { res.took = time.Since(start) }()
@@ -58,11 +69,14 @@ func runScenario(ctx context.Context, s scenario, binDir, outDir string, timeout
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	t := &T{ctx: ctx, name: s.name, bin: binDir, home: home}
+	t := &T{ctx: ctx, name: s.name, bin: binDir, home: home, tools: tl}
 
 	res.err = t.protect(s.run)
 	if err := t.cleanup(); err != nil && res.err == nil {
 		res.err = err
+	}
+	for i := len(t.defers) - 1; i >= 0; i-- {
+		t.defers[i]()
 	}
 	if res.err != nil {
 		kept := filepath.Join(outDir, s.name)

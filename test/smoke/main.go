@@ -35,6 +35,9 @@ func smoke() int {
 	out := flag.String("out", "", "directory for failed scenarios' logs (default: a new temporary directory)")
 	pattern := flag.String("run", "", "run only scenarios whose name matches this regular expression")
 	timeout := flag.Duration("timeout", 20*time.Minute, "deadline of one scenario")
+	var tl tools
+	flag.StringVar(&tl.registry, "registry", ".tools/registry", "CNCF distribution registry binary")
+	flag.StringVar(&tl.debianTar, "debian", "/var/cache/banger-test/debian-bookworm-minbase.tar.gz", "Debian test image tarball (scripts/testimages.sh)")
 	flag.Parse()
 
 	binDir, err := filepath.Abs(*bin)
@@ -62,6 +65,14 @@ func smoke() int {
 		}
 	}
 
+	for _, p := range []*string{&tl.registry, &tl.debianTar} {
+		if abs, err := filepath.Abs(*p); err == nil {
+			*p = abs
+		}
+		if _, err := os.Stat(*p); err != nil {
+			*p = "" // scenarios that need it fail saying so
+		}
+	}
 	var selected []scenario
 	for _, s := range scenarios() {
 		if filter == nil || filter.MatchString(s.name) {
@@ -83,7 +94,7 @@ func smoke() int {
 	for range max(jobs, 1) {
 		wg.Go(func() {
 			for s := range work {
-				results <- runScenario(ctx, s, binDir, *out, *timeout)
+				results <- runScenario(ctx, s, binDir, *out, *timeout, tl)
 			}
 		})
 	}

@@ -21,7 +21,7 @@ import (
 // scenarios lists every scenario. Each one is independent: it may assume
 // nothing but its own empty home.
 func scenarios() []scenario {
-	return []scenario{
+	return append([]scenario{
 		{"daemon-lifecycle", daemonLifecycle},
 		{"version-mismatch", versionMismatch},
 		{"two-daemons-refused", twoDaemonsRefused},
@@ -31,7 +31,7 @@ func scenarios() []scenario {
 		{"sigkill-restart", sigkillRestart},
 		{"config-errors-and-sources", configErrorsAndSources},
 		{"completion", completion},
-	}
+	}, imageScenarios()...)
 }
 
 func daemonLifecycle(t *T) {

@@ -1,0 +1,361 @@
+// Package image is the image service: it pulls images from registries and
+// imports them from files, builds each one's read-only root file system
+// (internal/rootfs), keeps the records in the store and the layer blobs in
+// the blob cache, and deletes and prunes them.
+package image
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/blobcache"
+	"github.com/bangerdev/banger/internal/opstate"
+	"github.com/bangerdev/banger/internal/rootfs"
+	"github.com/bangerdev/banger/internal/store"
+)
+
+// Store is the part of the store the service uses.
+type Store interface {
+	Update(ctx context.Context, f func(*store.Tx) error) error
+	View(ctx context.Context, f func(*store.Tx) error) error
+}
+
+// Config wires a Service.
+type Config struct {
+	Store Store
+	Cache *blobcache.Cache
+	// Dir holds one directory per image ID with its rootfs.ext4.
+	Dir    string
+	Log    *slog.Logger
+	Limits rootfs.Limits
+	// Lifetime is the parent of every operation (the daemon's life).
+	Lifetime context.Context
+	// Retention is how long finished operations stay listed.
+	Retention time.Duration
+	// UsedBy counts the VMs using an image ID; nil means none do.
+	UsedBy func(ctx context.Context, id string) (running, stopped int, err error)
+	// Keychain resolves registry credentials (default: the docker config).
+	Keychain authn.Keychain
+	// Transport reaches registries (default: http.DefaultTransport).
+	Transport http.RoundTripper
+	// Jobs bounds parallel layer downloads (default 3).
+	Jobs int
+}
+
+// Service is the image service.
+type Service struct {
+	cfg Config
+	ops *opstate.Registry[api.Image]
+
+	mu       sync.Mutex
+	inflight map[string]*opstate.Op[api.Image] // by pull key: one op per ref and platform
+
+	// install serialises the steps that tie records to rootfs directories
+	// (reuse-or-install then record; delete record then rootfs), so a pull
+	// never records a rootfs a concurrent delete is removing.
+	install sync.Mutex
+}
+
+// New returns a Service and removes what an interrupted run left behind.
+func New(cfg Config) (*Service, error) {
+	if cfg.Keychain == nil {
+		cfg.Keychain = authn.DefaultKeychain
+	}
+	if cfg.Transport == nil {
+		cfg.Transport = http.DefaultTransport
+	}
+	if cfg.Jobs <= 0 {
+		cfg.Jobs = 3
+	}
+	if cfg.Lifetime == nil {
+		cfg.Lifetime = context.Background()
+	}
+	if cfg.Retention <= 0 {
+		cfg.Retention = time.Hour
+	}
+	if cfg.Limits == (rootfs.Limits{}) {
+		cfg.Limits = rootfs.DefaultLimits()
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating %s: %w", cfg.Dir, err)
+	}
+	s := &Service{cfg: cfg, ops: opstate.NewRegistry[api.Image](cfg.Retention, time.Now), inflight: map[string]*opstate.Op[api.Image]{}}
+	if err := s.sweep(); err != nil {
+		cfg.Log.Warn("cleaning up after an interrupted run", "err", err)
+	}
+	return s, nil
+}
+
+// Operations is the service's operations registry, for operations.*.
+func (s *Service) Operations() *opstate.Registry[api.Image] { return s.ops }
+
+// sweep removes temporary directories of builds and deletions that a
+// killed daemon did not finish, and the cache's partial blobs.
+func (s *Service) sweep() error {
+	var errs []error
+	entries, err := os.ReadDir(s.cfg.Dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") {
+			if err := os.RemoveAll(filepath.Join(s.cfg.Dir, e.Name())); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	errs = append(errs, s.cfg.Cache.Sweep())
+	return errors.Join(errs...)
+}
+
+// rootfsDir is where the rootfs of an image ID lives.
+func (s *Service) rootfsDir(id string) (string, error) {
+	h, err := blobcache.ParseDigest(id)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(s.cfg.Dir, h), nil
+}
+
+// RootfsPath is the rootfs image of an image ID.
+func (s *Service) RootfsPath(id string) (string, error) {
+	dir, err := s.rootfsDir(id)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, "rootfs.ext4"), nil
+}
+
+func hostPlatform() string { return "linux/" + runtime.GOARCH }
+
+func parsePlatform(p string) (*v1.Platform, error) {
+	if p == "" {
+		p = hostPlatform()
+	}
+	plat, err := v1.ParsePlatform(p)
+	if err != nil || plat.OS == "" || plat.Architecture == "" {
+		return nil, fmt.Errorf("%w: platform %q is not os/arch[/variant], e.g. linux/amd64", api.ErrInvalidArgument, p)
+	}
+	return plat, nil
+}
+
+// normalize spells a reference the way records store it:
+// "debian" → "docker.io/library/debian:latest".
+func normalize(ref name.Reference) string {
+	return strings.Replace(ref.Name(), name.DefaultRegistry+"/", "docker.io/", 1)
+}
+
+func parseRef(s string, insecure bool) (name.Reference, error) {
+	var opts []name.Option
+	if insecure {
+		opts = append(opts, name.Insecure)
+	}
+	ref, err := name.ParseReference(s, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %q is not an image reference such as debian:bookworm or registry.example.com/team/app:1.2: %v", api.ErrInvalidArgument, s, err)
+	}
+	return ref, nil
+}
+
+// toAPI turns a record into its public shape.
+func (s *Service) toAPI(ctx context.Context, rec store.Image) api.Image {
+	img := api.Image{
+		Name: rec.Name, ID: rec.ID, Digest: rec.Digest, RepoDigest: rec.RepoDigest, Platform: rec.Platform,
+		Layers: rec.Layers, Size: rec.Size, Source: rec.Source, CreatedAt: rec.CreatedAt,
+	}
+	img.Rootfs, _ = s.RootfsPath(rec.ID)
+	var cf v1.ConfigFile
+	if err := json.Unmarshal(rec.Config, &cf); err == nil {
+		img.Config = api.ImageConfig{
+			Entrypoint: cf.Config.Entrypoint, Cmd: cf.Config.Cmd, Env: cf.Config.Env,
+			WorkingDir: cf.Config.WorkingDir, User: cf.Config.User,
+		}
+		if !cf.Created.IsZero() {
+			t := cf.Created.Time
+			img.Config.Created = &t
+		}
+	}
+	if s.cfg.UsedBy != nil {
+		if running, stopped, err := s.cfg.UsedBy(ctx, rec.ID); err == nil {
+			img.UsedBy = running + stopped
+		}
+	}
+	return img
+}
+
+// find looks an image up by name (as given or normalized) or by a unique
+// prefix (at least 6 hex digits) of its ID.
+func (s *Service) find(ctx context.Context, tx *store.Tx, q string) (store.Image, error) {
+	if q == "" {
+		return store.Image{}, fmt.Errorf("%w: an image name is required (see `banger image list`)", api.ErrInvalidArgument)
+	}
+	rec, err := tx.Image(ctx, q)
+	if err == nil || !errors.Is(err, store.ErrNotFound) {
+		return rec, err
+	}
+	if ref, perr := name.ParseReference(q); perr == nil {
+		if rec, err := tx.Image(ctx, normalize(ref)); err == nil || !errors.Is(err, store.ErrNotFound) {
+			return rec, err
+		}
+	}
+	prefix := strings.TrimPrefix(q, "sha256:")
+	if len(prefix) >= 6 && strings.Trim(prefix, "0123456789abcdef") == "" {
+		all, err := tx.Images(ctx)
+		if err != nil {
+			return store.Image{}, err
+		}
+		var match []store.Image
+		for _, r := range all {
+			if strings.HasPrefix(strings.TrimPrefix(r.ID, "sha256:"), prefix) {
+				match = append(match, r)
+			}
+		}
+		if len(match) == 1 || (len(match) > 1 && allSameID(match)) {
+			return match[0], nil
+		}
+		if len(match) > 1 {
+			return store.Image{}, fmt.Errorf("%w: %q matches %d images; give more of the ID or a name", api.ErrInvalidArgument, q, len(match))
+		}
+	}
+	return store.Image{}, fmt.Errorf("image %q: %w (see `banger image list`; `banger image pull %s` fetches it)", q, api.ErrNotFound, q)
+}
+
+func allSameID(recs []store.Image) bool {
+	for _, r := range recs[1:] {
+		if r.ID != recs[0].ID {
+			return false
+		}
+	}
+	return true
+}
+
+// List returns every image.
+func (s *Service) List(ctx context.Context) (api.ImageListResult, error) {
+	res := api.ImageListResult{Images: []api.Image{}}
+	var recs []store.Image
+	err := s.cfg.Store.View(ctx, func(tx *store.Tx) error {
+		var err error
+		recs, err = tx.Images(ctx)
+		return err
+	})
+	if err != nil {
+		return res, err
+	}
+	for _, rec := range recs {
+		res.Images = append(res.Images, s.toAPI(ctx, rec))
+	}
+	return res, nil
+}
+
+// Show returns one image.
+func (s *Service) Show(ctx context.Context, p api.ImageRefParams) (api.Image, error) {
+	var rec store.Image
+	err := s.cfg.Store.View(ctx, func(tx *store.Tx) error {
+		var err error
+		rec, err = s.find(ctx, tx, p.Name)
+		return err
+	})
+	if err != nil {
+		return api.Image{}, err
+	}
+	return s.toAPI(ctx, rec), nil
+}
+
+// Resolve returns the image a VM should boot: its record and rootfs path.
+func (s *Service) Resolve(ctx context.Context, nameOrID string) (api.Image, error) {
+	return s.Show(ctx, api.ImageRefParams{Name: nameOrID})
+}
+
+// Delete removes an image's record, and its rootfs once no other name
+// uses it. It refuses while VMs use the image, unless force is set and
+// all of them are stopped.
+func (s *Service) Delete(ctx context.Context, p api.ImageDeleteParams) (api.ImageDeleteResult, error) {
+	s.install.Lock()
+	defer s.install.Unlock()
+	var res api.ImageDeleteResult
+	err := s.cfg.Store.Update(ctx, func(tx *store.Tx) error {
+		rec, err := s.find(ctx, tx, p.Name)
+		if err != nil {
+			return err
+		}
+		res.Name, res.ID = rec.Name, rec.ID
+		if s.cfg.UsedBy != nil {
+			running, stopped, err := s.cfg.UsedBy(ctx, rec.ID)
+			if err != nil {
+				return fmt.Errorf("checking the VMs of image %s: %w", rec.Name, err)
+			}
+			switch {
+			case running > 0:
+				return fmt.Errorf("image %s: %w by %d running VM(s); stop and delete them first", rec.Name, api.ErrInUse, running)
+			case stopped > 0 && !p.Force:
+				return fmt.Errorf("image %s: %w by %d stopped VM(s); delete them first, or pass --force (they will not start again)", rec.Name, api.ErrInUse, stopped)
+			}
+		}
+		remaining, err := tx.DeleteImage(ctx, rec.Name)
+		if err != nil {
+			return err
+		}
+		if remaining > 0 {
+			return nil
+		}
+		// Move the rootfs aside inside the transaction: if the commit fails,
+		// it moves back; once committed, removing the aside directory can
+		// only fail into garbage the next start sweeps.
+		dir, err := s.rootfsDir(rec.ID)
+		if err != nil {
+			return err
+		}
+		if fi, err := os.Stat(filepath.Join(dir, "rootfs.ext4")); err == nil {
+			res.BytesFreed = fi.Size()
+		}
+		aside := filepath.Join(s.cfg.Dir, ".deleting-"+filepath.Base(dir))
+		if err := os.Rename(dir, aside); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("removing the rootfs of %s: %w", rec.Name, err)
+		}
+		res.RootfsRemoved = true
+		return nil
+	})
+	if err != nil {
+		if res.RootfsRemoved {
+			dir, _ := s.rootfsDir(res.ID)
+			_ = os.Rename(filepath.Join(s.cfg.Dir, ".deleting-"+filepath.Base(dir)), dir)
+		}
+		return api.ImageDeleteResult{}, err
+	}
+	if res.RootfsRemoved {
+		dir, _ := s.rootfsDir(res.ID)
+		if err := os.RemoveAll(filepath.Join(s.cfg.Dir, ".deleting-"+filepath.Base(dir))); err != nil {
+			s.cfg.Log.Warn("removing a deleted rootfs", "image", res.Name, "err", err)
+		}
+	}
+	s.cfg.Log.Info("image deleted", "name", res.Name, "id", res.ID, "rootfs_removed", res.RootfsRemoved)
+	return res, nil
+}
+
+// PruneCache empties the blob cache (or, dry, says what that would free).
+func (s *Service) PruneCache(_ context.Context, p api.ImageCachePruneParams) (api.ImageCachePruneResult, error) {
+	r, err := s.cfg.Cache.Prune(p.DryRun)
+	if err != nil {
+		return api.ImageCachePruneResult{}, err
+	}
+	if !p.DryRun {
+		s.cfg.Log.Info("blob cache pruned", "bytes", r.Bytes, "blobs", r.Blobs)
+	}
+	return api.ImageCachePruneResult{BytesFreed: r.Bytes, BlobsFreed: r.Blobs, DryRun: p.DryRun, CacheDir: s.cfg.Cache.Dir()}, nil
+}

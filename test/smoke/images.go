@@ -1,0 +1,122 @@
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"io"
+	"os"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+)
+
+// entry is one tar entry of a test layer.
+type entry struct {
+	name string
+	typ  byte
+	body []byte
+	link string
+	mode int64
+}
+
+func (t *T) layer(entries ...entry) v1.Layer {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range entries {
+		h := &tar.Header{Name: e.name, Typeflag: e.typ, Linkname: e.link, Mode: e.mode, ModTime: time.Unix(1.7e9, 0)}
+		if h.Typeflag == 0 {
+			h.Typeflag = tar.TypeReg
+		}
+		if h.Mode == 0 {
+			h.Mode = 0o644
+			if h.Typeflag == tar.TypeDir {
+				h.Mode = 0o755
+			}
+		}
+		if h.Typeflag == tar.TypeReg {
+			h.Size = int64(len(e.body))
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatalf("%v", err)
+		}
+		tw.Write(e.body)
+	}
+	tw.Close()
+	b := buf.Bytes()
+	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil })
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	return l
+}
+
+func (t *T) image(cmd []string, layers ...v1.Layer) v1.Image {
+	img, err := mutate.AppendLayers(empty.Image, layers...)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = "linux", "amd64"
+	cf.Config.Cmd = cmd
+	cf.Config.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	img, err = mutate.ConfigFile(img, cf)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	return img
+}
+
+// busyboxImage is a small real image: busybox-static and its applets, in
+// two layers, the upper one deleting and replacing files of the lower.
+func (t *T) busyboxImage() v1.Image {
+	bb, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		t.Fatalf("reading /bin/busybox (Debian's busybox-static; `make deps` installs it): %v", err)
+	}
+	base := []entry{
+		{name: "bin/", typ: tar.TypeDir},
+		{name: "bin/busybox", body: bb, mode: 0o755},
+		{name: "etc/", typ: tar.TypeDir},
+		{name: "etc/passwd", body: []byte("root:x:0:0:root:/root:/bin/sh\n")},
+		{name: "etc/motd", body: []byte("lower\n")},
+		{name: "tmp/", typ: tar.TypeDir, mode: 0o1777},
+		{name: "root/", typ: tar.TypeDir, mode: 0o700},
+	}
+	for _, applet := range []string{"sh", "ls", "cat", "echo", "mount", "ps", "sleep", "true"} {
+		base = append(base, entry{name: "bin/" + applet, typ: tar.TypeLink, link: "bin/busybox"})
+	}
+	upper := []entry{
+		{name: "etc/.wh.motd"},
+		{name: "etc/hostname", body: []byte("busybox\n")},
+	}
+	return t.image([]string{"/bin/sh"}, t.layer(base...), t.layer(upper...))
+}
+
+// hostileImage tries to write outside its root.
+func (t *T) hostileImage() v1.Image {
+	return t.image([]string{"/bin/sh"}, t.layer(
+		entry{name: "etc/", typ: tar.TypeDir},
+		entry{name: "../../../../tmp/banger-smoke-escaped", body: []byte("escaped")},
+	))
+}
+
+// debianImage is the debootstrap'd Debian tree of scripts/testimages.sh,
+// as one layer.
+func (t *T) debianImage() v1.Image {
+	if t.tools.debianTar == "" {
+		t.Fatalf("no Debian test image; run scripts/testimages.sh (make test does)")
+	}
+	path := t.tools.debianTar
+	l, err := tarball.LayerFromFile(path)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	return t.image([]string{"/bin/bash"}, l)
+}
