@@ -18,7 +18,7 @@ FUZZ_TARGETS := \
 	./internal/units:FuzzParseSize \
 	./internal/rootfs:FuzzBuild
 
-.PHONY: all deps testimages build test fmt-check vet unit fuzz smoke bench lint run clean
+.PHONY: all deps testimages build test fmt-check vet unit fuzz smoke bench bench-image lint run clean
 
 all: build
 
@@ -55,8 +55,13 @@ smoke: build testimages
 
 test: deps fmt-check vet unit fuzz smoke
 
-bench: deps
+bench: deps bench-image
 	@scripts/bench.sh
+
+# Pull + flatten of a Debian image against crane + tar + mkfs.ext4.
+bench-image: build testimages
+	go run ./bench/image -bin $(BIN) -registry .tools/registry -crane .tools/crane \
+		-debian $(TEST_CACHE)/debian-bookworm-minbase.tar.gz -runs $(or $(RUNS),5)
 
 lint: deps fmt-check vet
 	go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...

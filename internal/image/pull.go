@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 
@@ -82,7 +84,7 @@ func (s *Service) pull(ctx context.Context, op *opstate.Op[api.Image], ref name.
 	opts := s.remoteOptions(ctx, plat)
 	desc, err := remote.Get(ref, opts...)
 	if err != nil {
-		return api.Image{}, fmt.Errorf("resolving %s: %w", target, err)
+		return api.Image{}, registryError(target, ref, err)
 	}
 	img, err := desc.Image() // picks the platform out of an index
 	if err != nil {
@@ -394,4 +396,18 @@ func (s *Service) installRecord(ctx context.Context, op *opstate.Op[api.Image], 
 		return api.Image{}, err
 	}
 	return s.toAPI(ctx, rec), nil
+}
+
+// registryError names the usual registry failures and their fixes.
+func registryError(target string, ref name.Reference, err error) error {
+	var terr *transport.Error
+	if errors.As(err, &terr) {
+		switch terr.StatusCode {
+		case http.StatusNotFound:
+			return fmt.Errorf("resolving %s: %w in the registry (%v)", target, api.ErrNotFound, err)
+		case http.StatusUnauthorized, http.StatusForbidden:
+			return fmt.Errorf("resolving %s: %w; if it is private, log in with `docker login %s` (banger reads the docker config)", target, err, ref.Context().RegistryStr())
+		}
+	}
+	return fmt.Errorf("resolving %s: %w", target, err)
 }

@@ -176,7 +176,9 @@ func (r run) String() string {
 // env is the environment of every command: the scenario's home, nothing
 // of the invoking user's layout.
 func (t *T) env() []string {
-	env := []string{"BANGER_HOME=" + t.home, "PATH=" + os.Getenv("PATH"), "HOME=" + t.home}
+	env := []string{"BANGER_HOME=" + t.home, "PATH=" + os.Getenv("PATH"), "HOME=" + t.home,
+		// The daemon's registry credentials: the scenario's own docker config.
+		"DOCKER_CONFIG=" + filepath.Join(t.home, "docker")}
 	return env
 }
 

@@ -1,14 +1,17 @@
 package main
 
 import (
+	"encoding/base64"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/bangerdev/banger/api"
@@ -22,6 +25,7 @@ func imageScenarios() []scenario {
 		{"image-cache-prune", imageCachePrune},
 		{"image-hostile-rejected", imageHostile},
 		{"image-debian", imageDebian},
+		{"image-pull-auth", imagePullAuth},
 	}
 }
 
@@ -211,4 +215,24 @@ func imageDebian(t *T) {
 	if err != nil || !strings.Contains(string(out), "bookworm") {
 		t.Fatalf("reading /usr/lib/os-release from the rootfs: %v\n%s", err, out)
 	}
+}
+
+// imagePullAuth pulls from a registry behind basic auth with the
+// credentials `docker login` would have left in the docker config.
+func imagePullAuth(t *T) {
+	reg := t.AuthRegistry("smoke", "s3cret")
+	ref := reg + "/private/bb:1"
+	t.Push(ref, t.busyboxImage(), remote.WithAuth(&authn.Basic{Username: "smoke", Password: "s3cret"}))
+	t.StartDaemon()
+	// Without credentials: refused, and the message says by whom.
+	t.MustFail(1, "UNAUTHORIZED", "image", "pull", ref)
+	cfgDir := filepath.Join(t.home, "docker")
+	if err := os.MkdirAll(cfgDir, 0o700); err != nil {
+		t.Fatalf("%v", err)
+	}
+	auth := base64.StdEncoding.EncodeToString([]byte("smoke:s3cret"))
+	if err := os.WriteFile(filepath.Join(cfgDir, "config.json"), []byte(`{"auths":{"`+reg+`":{"auth":"`+auth+`"}}}`), 0o600); err != nil {
+		t.Fatalf("%v", err)
+	}
+	t.Contains("authenticated pull", t.Must("image", "pull", ref).stdout, "pulled "+ref)
 }

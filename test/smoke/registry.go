@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -17,7 +19,12 @@ import (
 
 // Registry starts a CNCF distribution registry for this scenario on
 // 127.0.0.1 and returns its host:port. It stops with the scenario.
-func (t *T) Registry() string {
+func (t *T) Registry() string { return t.registry("", "") }
+
+// AuthRegistry is Registry behind basic auth for user:password.
+func (t *T) AuthRegistry(user, password string) string { return t.registry(user, password) }
+
+func (t *T) registry(user, password string) string {
 	if t.tools.registry == "" {
 		t.Fatalf("no registry binary; run `make deps` (it builds .tools/registry)")
 	}
@@ -34,6 +41,17 @@ func (t *T) Registry() string {
 	ln.Close()
 	cfg := filepath.Join(dir, "config.yml")
 	body := fmt.Sprintf("version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\nhttp:\n  addr: %s\n", filepath.Join(dir, "data"), addr)
+	if user != "" {
+		hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+		if err != nil {
+			t.Fatalf("%v", err)
+		}
+		htpasswd := filepath.Join(dir, "htpasswd")
+		if err := os.WriteFile(htpasswd, []byte(user+":"+string(hash)+"\n"), 0o600); err != nil {
+			t.Fatalf("%v", err)
+		}
+		body += fmt.Sprintf("auth:\n  htpasswd:\n    realm: smoke\n    path: %s\n", htpasswd)
+	}
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		t.Fatalf("%v", err)
 	}
@@ -60,18 +78,18 @@ func (t *T) Registry() string {
 			return false
 		}
 		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
+		return resp.StatusCode == http.StatusOK || (user != "" && resp.StatusCode == http.StatusUnauthorized)
 	})
 	return addr
 }
 
 // Push uploads img to ref on a test registry.
-func (t *T) Push(ref string, img v1.Image) {
+func (t *T) Push(ref string, img v1.Image, opts ...remote.Option) {
 	tag, err := name.NewTag(ref, name.Insecure)
 	if err != nil {
 		t.Fatalf("%v", err)
 	}
-	if err := remote.Write(tag, img, remote.WithContext(t.ctx)); err != nil {
+	if err := remote.Write(tag, img, append(opts, remote.WithContext(t.ctx))...); err != nil {
 		t.Fatalf("pushing %s: %v", ref, err)
 	}
 }
