@@ -106,7 +106,7 @@ func newRegistry(t *testing.T) *testRegistry {
 	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/blobs/sha256:") {
 			r.blobGets.Add(1)
-			if r.hold != nil {
+			if r.hold != nil && (r.only == "" || strings.HasSuffix(req.URL.Path, r.only)) {
 				<-r.hold
 			}
 			if (r.corrupt.Load() || r.truncated.Load()) && (r.only == "" || strings.HasSuffix(req.URL.Path, r.only)) {
@@ -505,4 +505,72 @@ func TestPruneCache(t *testing.T) {
 		t.Fatalf("%d blobs after prune", n)
 	}
 	_ = fmt.Sprint()
+}
+
+func TestCancelledPullLeavesNothing(t *testing.T) {
+	reg := newRegistry(t)
+	f := newService(t)
+	ref := reg.ref("team/big:1")
+	l := layerOf(t, file{"a", strings.Repeat("x", 1<<20)})
+	reg.push(t, ref, imageOf(t, l))
+	d, _ := l.Digest()
+	reg.only = d.String() // hold the layer, not the config
+	reg.hold = make(chan struct{})
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(reg.hold)
+		}
+	}
+	defer release()
+	op, err := f.svc.Pull(context.Background(), api.ImagePullParams{Ref: ref})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Cancel once the download is under way.
+	deadline := time.Now().Add(time.Minute)
+	for op.Status().Phase != "downloading" {
+		if time.Now().After(deadline) {
+			t.Fatal("the pull never started downloading")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := op.Cancel(); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	if _, err := wait(t, op); !errors.Is(err, context.Canceled) {
+		t.Fatalf("canceled pull = %v", err)
+	}
+	if list, _ := f.svc.List(context.Background()); len(list.Images) != 0 {
+		t.Fatalf("records after a canceled pull: %+v", list)
+	}
+	if left := f.leftovers(t); len(left) != 0 {
+		t.Fatalf("temporary files left: %v", left)
+	}
+	// And the same ref pulls fine afterwards, in a new operation.
+	img, err := f.pull(t, ref)
+	if err != nil || img.Name != ref {
+		t.Fatalf("pull after cancel = %+v, %v", img, err)
+	}
+}
+
+func TestStartSweepsWhatAKilledDaemonLeft(t *testing.T) {
+	f := newService(t)
+	images := filepath.Join(f.dir, "images")
+	for _, d := range []string{".build-123", ".deleting-abc"} {
+		if err := os.MkdirAll(filepath.Join(images, d), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	blobs := filepath.Join(f.dir, "cache", "oci", "blobs", "sha256")
+	os.MkdirAll(blobs, 0o700)
+	os.WriteFile(filepath.Join(blobs, ".partial-1"), []byte("half"), 0o600)
+	if _, err := New(Config{Store: f.st, Cache: f.cache, Dir: images, Log: slog.New(slog.DiscardHandler)}); err != nil {
+		t.Fatal(err)
+	}
+	if left := f.leftovers(t); len(left) != 0 {
+		t.Fatalf("not swept: %v", left)
+	}
 }
