@@ -16,7 +16,8 @@ FUZZ_TARGETS := \
 	./internal/rpc:FuzzServeConn \
 	./internal/config:FuzzParse \
 	./internal/units:FuzzParseSize \
-	./internal/rootfs:FuzzBuild
+	./internal/rootfs:FuzzBuild \
+	./internal/kmod:FuzzParse
 
 .PHONY: all deps testimages build test fmt-check vet unit fuzz smoke bench bench-image lint run clean
 
