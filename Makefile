@@ -17,7 +17,8 @@ FUZZ_TARGETS := \
 	./internal/config:FuzzParse \
 	./internal/units:FuzzParseSize \
 	./internal/rootfs:FuzzBuild \
-	./internal/kmod:FuzzParse
+	./internal/kmod:FuzzParse \
+	./internal/deb:FuzzData
 
 .PHONY: all deps testimages build test fmt-check vet unit fuzz smoke bench bench-image lint run clean
 

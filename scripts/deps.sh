@@ -15,6 +15,9 @@ declare -A packages=(
 	[debootstrap]=debootstrap     # the smoke suite's realistic Debian image
 	[/bin/busybox]=busybox-static # the smoke suite's small images
 	[mkfs.ext4]=e2fsprogs         # the image benchmark's baseline
+	[cpio]=cpio                   # tests read back the initramfs archives banger writes
+	[xz]=xz-utils                 # unpacks kernels (their xz uses the x86 BCJ filter)
+	[dpkg-deb]=dpkg               # tests build .deb packages
 )
 
 missing=()
