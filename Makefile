@@ -17,6 +17,7 @@ FUZZ_TARGETS := \
 	./internal/config:FuzzParse \
 	./internal/units:FuzzParseSize \
 	./internal/rootfs:FuzzBuild \
+	./internal/rootfs:FuzzApply \
 	./internal/kmod:FuzzParse \
 	./internal/deb:FuzzData
 
@@ -45,7 +46,7 @@ fuzz: deps
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
 		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
-		go test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null; \
+		out=$$(go test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg 2>&1) || { echo "$$out" | tail -40; exit 1; }; \
 	done
 
 testimages: deps

@@ -29,12 +29,19 @@ const (
 	MethodImageShow       = "image.show"
 	MethodImageDelete     = "image.delete"
 	MethodImageCachePrune = "image.cache.prune"
+
+	// MethodKernelImport starts an operation, as image.pull does.
+	MethodKernelImport = "kernel.import"
+	MethodKernelList   = "kernel.list"
+	MethodKernelShow   = "kernel.show"
+	MethodKernelDelete = "kernel.delete"
 )
 
 // Operation kinds. Every asynchronous daemon job is one of these.
 const (
-	OpKindVMCreate    = "vm.create"
-	OpKindImagePull   = "image.pull"
-	OpKindImageImport = "image.import"
-	OpKindKernelPull  = "kernel.pull"
+	OpKindVMCreate     = "vm.create"
+	OpKindImagePull    = "image.pull"
+	OpKindImageImport  = "image.import"
+	OpKindKernelPull   = "kernel.pull"
+	OpKindKernelImport = "kernel.import"
 )

@@ -20,6 +20,11 @@ declare -A packages=(
 	[dpkg-deb]=dpkg               # tests build .deb packages
 )
 
+# `banger kernel import --debian` (and its smoke scenario) asks apt for the
+# distribution's kernel package: apt needs its package lists.
+need_lists=0
+compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null || need_lists=1
+
 missing=()
 for cmd in "${!packages[@]}"; do
 	if ! command -v "$cmd" >/dev/null 2>&1 && [[ ! -e $cmd ]]; then
@@ -27,16 +32,18 @@ for cmd in "${!packages[@]}"; do
 	fi
 done
 
-if ((${#missing[@]})); then
+if ((${#missing[@]} || need_lists)); then
 	sudo=()
 	if ((EUID != 0)); then
-		command -v sudo >/dev/null || { echo "deps: need root to install ${missing[*]}" >&2; exit 1; }
+		command -v sudo >/dev/null || { echo "deps: need root to install ${missing[*]:-apt package lists}" >&2; exit 1; }
 		sudo=(sudo)
 	fi
-	echo "deps: installing ${missing[*]}" >&2
 	export DEBIAN_FRONTEND=noninteractive
 	"${sudo[@]}" apt-get update -qq
-	"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	if ((${#missing[@]})); then
+		echo "deps: installing ${missing[*]}" >&2
+		"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	fi
 fi
 
 # Go: the toolchain named in go.mod, fetched through the module proxy by

@@ -181,3 +181,31 @@ func (c *Client) PruneImageCache(ctx context.Context, dryRun bool) (api.ImageCac
 	err := c.Call(ctx, api.MethodImageCachePrune, api.ImageCachePruneParams{DryRun: dryRun}, &r)
 	return r, err
 }
+
+// ImportKernel starts a kernel import and returns its operation.
+func (c *Client) ImportKernel(ctx context.Context, p api.KernelImportParams) (api.OperationSummary, error) {
+	var r api.OperationSummary
+	err := c.Call(ctx, api.MethodKernelImport, p, &r)
+	return r, err
+}
+
+// Kernels lists kernels, newest first.
+func (c *Client) Kernels(ctx context.Context) ([]api.Kernel, error) {
+	var r api.KernelListResult
+	err := c.Call(ctx, api.MethodKernelList, nil, &r)
+	return r.Kernels, err
+}
+
+// Kernel returns one kernel by name, ID prefix or "default".
+func (c *Client) Kernel(ctx context.Context, name string) (api.Kernel, error) {
+	var r api.Kernel
+	err := c.Call(ctx, api.MethodKernelShow, api.KernelRefParams{Name: name}, &r)
+	return r, err
+}
+
+// DeleteKernel deletes a kernel.
+func (c *Client) DeleteKernel(ctx context.Context, name string) (api.KernelDeleteResult, error) {
+	var r api.KernelDeleteResult
+	err := c.Call(ctx, api.MethodKernelDelete, api.KernelRefParams{Name: name}, &r)
+	return r, err
+}

@@ -110,6 +110,7 @@ func (a *App) rootCommand() *cobra.Command {
 		a.daemonCommand(),
 		a.opsCommand(),
 		a.imageCommand(),
+		a.kernelCommand(),
 		a.configCommand(),
 	)
 	return root

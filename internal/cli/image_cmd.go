@@ -3,8 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -29,33 +27,11 @@ func (a *App) imageCommand() *cobra.Command {
 	return cmd
 }
 
-// followImageOp waits for a pull or import, with live progress on a
-// terminal and nothing in a pipe, and returns the resulting image.
+// followImageOp waits for a pull or import and returns the image it made.
 func (a *App) followImageOp(ctx context.Context, c *client.Client, op api.OperationSummary) (api.Image, error) {
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
-	defer stop()
-	var onUpdate func(api.OperationSummary)
-	live := isTTY(a.Stderr)
-	progress := &liveProgress{w: a.Stderr}
-	if live {
-		onUpdate = progress.draw
-	}
-	final, err := c.WaitOperation(ctx, op.ID, onUpdate)
-	if live {
-		progress.clear()
-	}
-	if ctx.Err() != nil {
-		return api.Image{}, fmt.Errorf("stopped waiting; %s goes on in the background as operation %s (`banger ops wait %s` follows it, `banger ops cancel %s` stops it)", op.Kind, op.ID, op.ID, op.ID)
-	}
+	final, err := a.followOp(ctx, c, op)
 	if err != nil {
 		return api.Image{}, err
-	}
-	if final.State != api.OpStateSucceeded {
-		msg := final.State
-		if final.Error != nil {
-			msg = final.Error.Message
-		}
-		return api.Image{}, &ExitError{Code: 1, Err: fmt.Errorf("%s %s %s: %s", final.Kind, final.Target, final.State, msg)}
 	}
 	return c.Image(ctx, final.Result)
 }

@@ -57,7 +57,9 @@ func (w *Writer) entry(name string, mode uint32, data []byte, rmajor, rminor uin
 }
 
 // Dir adds a directory.
-func (w *Writer) Dir(name string, perm uint32) error { return w.entry(name, TypeDir|perm&0o7777, nil, 0, 0) }
+func (w *Writer) Dir(name string, perm uint32) error {
+	return w.entry(name, TypeDir|perm&0o7777, nil, 0, 0)
+}
 
 // File adds a regular file.
 func (w *Writer) File(name string, perm uint32, data []byte) error {

@@ -26,6 +26,7 @@ import (
 	"github.com/bangerdev/banger/internal/blobcache"
 	"github.com/bangerdev/banger/internal/config"
 	"github.com/bangerdev/banger/internal/image"
+	"github.com/bangerdev/banger/internal/kernel"
 	"github.com/bangerdev/banger/internal/lockfile"
 	"github.com/bangerdev/banger/internal/opstate"
 	"github.com/bangerdev/banger/internal/paths"
@@ -77,7 +78,8 @@ type Daemon struct {
 	// operations.* methods. Services add theirs in wireServices.
 	ops []opSource
 
-	images *image.Service
+	images  *image.Service
+	kernels *kernel.Service
 
 	handlers map[string]handler
 }
@@ -235,6 +237,19 @@ func (d *Daemon) wireServices(opts Options) error {
 	}
 	d.images = imgs
 	d.ops = append(d.ops, imgs.Operations())
+
+	kernels, err := kernel.New(kernel.Config{
+		Store:     d.store,
+		Dir:       filepath.Join(d.layout.StateDir, "kernels"),
+		Log:       d.log.With("service", "kernel"),
+		Lifetime:  d.lifetime,
+		Retention: opts.OpRetention,
+	})
+	if err != nil {
+		return fmt.Errorf("starting the kernel service: %w", err)
+	}
+	d.kernels = kernels
+	d.ops = append(d.ops, kernels.Operations())
 	return nil
 }
 

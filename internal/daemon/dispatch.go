@@ -66,6 +66,10 @@ func rpcHandlers() map[string]handler {
 		api.MethodImageShow:        paramHandler(showImage),
 		api.MethodImageDelete:      paramHandler(deleteImage),
 		api.MethodImageCachePrune:  paramHandler(pruneImageCache),
+		api.MethodKernelImport:     paramHandler(importKernel),
+		api.MethodKernelList:       noParamHandler(listKernels),
+		api.MethodKernelShow:       paramHandler(showKernel),
+		api.MethodKernelDelete:     paramHandler(deleteKernel),
 	}
 }
 

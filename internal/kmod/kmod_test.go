@@ -3,7 +3,6 @@ package kmod
 import (
 	"bytes"
 	"compress/gzip"
-	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
@@ -12,50 +11,13 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/bangerdev/banger/internal/kmod/kmodtest"
 	"github.com/ulikunitz/xz"
 )
 
-// fakeModule is a minimal ELF64 relocatable file whose .modinfo holds
-// fields, as a kernel module's does.
-func fakeModule(fields ...string) []byte {
-	modinfo := []byte(strings.Join(fields, "\x00") + "\x00")
-	shstrtab := []byte("\x00.modinfo\x00.shstrtab\x00")
-	le := binary.LittleEndian
-	var b bytes.Buffer
-	hdr := make([]byte, 64)
-	copy(hdr, []byte{0x7f, 'E', 'L', 'F', 2, 1, 1})
-	le.PutUint16(hdr[16:], 1)  // ET_REL
-	le.PutUint16(hdr[18:], 62) // EM_X86_64
-	le.PutUint32(hdr[20:], 1)
-	modOff := uint64(64)
-	strOff := modOff + uint64(len(modinfo))
-	shOff := (strOff + uint64(len(shstrtab)) + 7) &^ 7
-	le.PutUint64(hdr[40:], shOff)
-	le.PutUint16(hdr[52:], 64) // ehsize
-	le.PutUint16(hdr[58:], 64) // shentsize
-	le.PutUint16(hdr[60:], 3)  // shnum
-	le.PutUint16(hdr[62:], 2)  // shstrndx
-	b.Write(hdr)
-	b.Write(modinfo)
-	b.Write(shstrtab)
-	b.Write(make([]byte, int(shOff)-b.Len()))
-	section := func(name, typ uint32, off, size uint64) {
-		sh := make([]byte, 64)
-		le.PutUint32(sh[0:], name)
-		le.PutUint32(sh[4:], typ)
-		le.PutUint64(sh[24:], off)
-		le.PutUint64(sh[32:], size)
-		le.PutUint64(sh[48:], 1)
-		b.Write(sh)
-	}
-	section(0, 0, 0, 0)
-	section(1, 1, modOff, uint64(len(modinfo)))   // .modinfo, PROGBITS
-	section(10, 3, strOff, uint64(len(shstrtab))) // .shstrtab, STRTAB
-	return b.Bytes()
-}
-
 func TestParse(t *testing.T) {
-	ko := fakeModule("license=GPL", "softdep=pre: crypto-crc32c post: foo", "alias=fs-ext4", "alias=ext3",
+	ko := kmodtest.Module("license=GPL", "softdep=pre: crypto-crc32c post: foo", "alias=fs-ext4", "alias=ext3",
 		"depends=jbd2,mbcache,crc16", "intree=Y", "name=ext4", "vermagic=6.1.0-56-amd64 SMP")
 	want := Info{Name: "ext4", Depends: []string{"jbd2", "mbcache", "crc16"}, PreDeps: []string{"crypto-crc32c"}, Aliases: []string{"fs-ext4", "ext3"}}
 
@@ -135,11 +97,11 @@ func TestLoad(t *testing.T) {
 	}
 	var gz bytes.Buffer
 	gw := gzip.NewWriter(&gz)
-	gw.Write(fakeModule("depends=virtio_ring", "name=virtio"))
+	gw.Write(kmodtest.Module("depends=virtio_ring", "name=virtio"))
 	gw.Close()
 	write("kernel/drivers/virtio/virtio.ko.gz", gz.Bytes())
-	write("kernel/drivers/virtio/virtio_ring.ko", fakeModule("depends=")) // no name=: from the file name
-	write("kernel/drivers/block/virtio-blk.ko", fakeModule("depends=virtio,virtio_ring"))
+	write("kernel/drivers/virtio/virtio_ring.ko", kmodtest.Module("depends=")) // no name=: from the file name
+	write("kernel/drivers/block/virtio-blk.ko", kmodtest.Module("depends=virtio,virtio_ring"))
 	write("modules.builtin", []byte("kernel/fs/overlayfs/overlay.ko\n"))
 	idx, err := Load(dir)
 	if err != nil {
@@ -157,7 +119,7 @@ func TestLoad(t *testing.T) {
 // FuzzParse: module files come from kernel packages and images banger did
 // not build; parsing one must never crash the daemon.
 func FuzzParse(f *testing.F) {
-	f.Add(fakeModule("name=x", "depends=a,b", "softdep=pre: c"))
+	f.Add(kmodtest.Module("name=x", "depends=a,b", "softdep=pre: c"))
 	f.Add([]byte{0x7f, 'E', 'L', 'F', 2, 1, 1})
 	f.Add([]byte{0x1f, 0x8b, 8, 0})
 	f.Fuzz(func(t *testing.T, data []byte) {

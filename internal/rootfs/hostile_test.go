@@ -59,6 +59,10 @@ func TestHostileLayers(t *testing.T) {
 		}}, err: ErrSymlinkLoop, entry: "a/x"},
 		{name: "file under a file", layers: [][]ent{{{name: "f", body: "x"}, {name: "f/x", body: "y"}}}, err: ErrNotDir, entry: "f/x"},
 		{name: "name too long", layers: [][]ent{{{name: strings.Repeat("n", 256), body: "x"}}}, err: ErrNameTooLong},
+		// A path thousands of directories deep costs the ext4 writer
+		// quadratic time: refused past PATH_MAX.
+		{name: "path too deep", layers: [][]ent{{{name: strings.Repeat("d/", 3000) + "f", body: "x"}}}, err: ErrNameTooLong},
+		{name: "symlink target too long", layers: [][]ent{{{name: "l", typ: tar.TypeSymlink, link: strings.Repeat("t", 5000)}}}, err: ErrNameTooLong},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var tars [][]byte
@@ -169,5 +173,38 @@ func FuzzBuild(f *testing.F) {
 			_, _ = Build(t.Context(), layers, fh, lim)
 			fh.Close()
 		}
+	})
+}
+
+// FuzzApply fuzzes the unpacker's merge of untrusted layers in memory:
+// tar parsing, path confinement, whiteouts, links and the final walk.
+func FuzzApply(f *testing.F) {
+	lower := layerTar(f, ent{name: "etc/", typ: tar.TypeDir}, ent{name: "etc/passwd", body: "root"}, ent{name: "l", typ: tar.TypeSymlink, link: "/etc"})
+	f.Add(lower)
+	f.Add(layerTar(f, ent{name: "etc/.wh.passwd"}, ent{name: "l/x", body: "y"}, ent{name: "h", typ: tar.TypeLink, link: "etc/passwd"}))
+	f.Add(layerTar(f, ent{name: "a/", typ: tar.TypeDir}, ent{name: "a/.wh..wh..opq"}, ent{name: "../x", body: "z"}))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		tree := newTree()
+		for i, layer := range [][]byte{lower, data} {
+			tr := tar.NewReader(bytes.NewReader(layer))
+			for k := 0; k < 10000; k++ {
+				h, err := tr.Next()
+				if err != nil {
+					break
+				}
+				if _, err := tree.apply(i, k, h); err != nil {
+					var ee *EntryError
+					if errors.As(err, &ee) {
+						t.Fatalf("apply returned a located error: %v", err)
+					}
+				}
+			}
+		}
+		_ = tree.walk(func(p string, n *node) error {
+			if strings.HasPrefix(p, "/") || strings.Contains("/"+p+"/", "/../") {
+				t.Fatalf("walk produced path %q outside the root", p)
+			}
+			return nil
+		})
 	})
 }

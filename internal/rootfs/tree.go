@@ -17,7 +17,7 @@ var (
 	ErrSymlinkLoop  = errors.New("too many levels of symbolic links")
 	ErrBadWhiteout  = errors.New("invalid whiteout")
 	ErrLinkTarget   = errors.New("hard link target does not exist in this or a lower layer")
-	ErrNameTooLong  = errors.New("name longer than 255 bytes")
+	ErrNameTooLong  = errors.New("name too long (255 bytes a component, 4096 a path)")
 	ErrUnsupported  = errors.New("unsupported entry type")
 	ErrLimit        = errors.New("image exceeds the unpack limit")
 	ErrLayerChanged = errors.New("layer changed between passes")
@@ -37,6 +37,9 @@ func (e *EntryError) Error() string {
 func (e *EntryError) Unwrap() error { return e.Err }
 
 const (
+	// maxPath is Linux's PATH_MAX: no real file system holds a longer
+	// name, and deeper trees only cost the writer quadratic time.
+	maxPath        = 4096
 	whiteoutPrefix = ".wh."
 	opaqueMarker   = ".wh..wh..opq"
 	maxSymlinks    = 40
@@ -95,6 +98,9 @@ func newTree() *tree {
 // Absolute names are taken relative to the root; names that climb out of
 // it are refused.
 func cleanName(name string) ([]string, error) {
+	if len(name) > maxPath {
+		return nil, ErrNameTooLong
+	}
 	p := strings.TrimPrefix(path.Clean("/"+name), "/")
 	// Clean("/"+x) can never leave "/"; detect climbing on the raw name.
 	depth := 0
@@ -253,6 +259,9 @@ func (t *tree) apply(layer, ordinal int, hdr *tar.Header) (applied, error) {
 		attach(parent, base, &node{ino: target.ino, layer: layer})
 		res.ino = target.ino
 	case tar.TypeReg, tar.TypeSymlink, tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+		if len(hdr.Linkname) >= maxPath {
+			return applied{}, fmt.Errorf("%w: symbolic link target", ErrNameTooLong)
+		}
 		ino := &inode{hdr: *metaOnly(hdr), src: srcRef{-1, -1}}
 		if hdr.Typeflag == tar.TypeReg && hdr.Size > 0 {
 			ino.src = srcRef{layer, ordinal}

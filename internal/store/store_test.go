@@ -321,3 +321,44 @@ func TestImages(t *testing.T) {
 		t.Fatalf("DeleteImage remaining = %v, %v", left, err)
 	}
 }
+
+func TestKernels(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "banger.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	old := Kernel{Name: "debian-6.1.0-55", ID: "sha256:aa", Version: "6.1.0-55-amd64", Source: "debian", Origin: "linux-image-6.1.0-55-amd64", Size: 1, Modules: 2, CreatedAt: time.Unix(100, 0)}
+	newer := old
+	newer.Name, newer.CreatedAt = "debian-6.1.0-56", time.Unix(200, 0)
+	alias := newer
+	alias.Name = "mine"
+	err = s.Update(ctx, func(tx *Tx) error {
+		for _, k := range []Kernel{old, newer, alias} {
+			if err := tx.PutKernel(ctx, k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Update(ctx, func(tx *Tx) error {
+		all, err := tx.Kernels(ctx)
+		if err != nil || len(all) != 3 || all[0].Name != "debian-6.1.0-56" || all[2].Name != "debian-6.1.0-55" {
+			t.Errorf("Kernels = %+v, %v", all, err)
+		}
+		if n, err := tx.DeleteKernel(ctx, "mine"); err != nil || n != 2 {
+			t.Errorf("DeleteKernel = %d, %v", n, err)
+		}
+		if _, err := tx.Kernel(ctx, "mine"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("deleted kernel = %v", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -31,7 +31,7 @@ func scenarios() []scenario {
 		{"sigkill-restart", sigkillRestart},
 		{"config-errors-and-sources", configErrorsAndSources},
 		{"completion", completion},
-	}, imageScenarios()...)
+	}, append(imageScenarios(), kernelScenarios()...)...)
 }
 
 func daemonLifecycle(t *T) {

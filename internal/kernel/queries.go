@@ -1,0 +1,152 @@
+package kernel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/store"
+)
+
+func (s *Service) toAPI(ctx context.Context, rec store.Kernel, defaultName string) api.Kernel {
+	k := api.Kernel{
+		Name: rec.Name, ID: rec.ID, Version: rec.Version, Source: rec.Source, Origin: rec.Origin,
+		Size: rec.Size, Modules: rec.Modules, CreatedAt: rec.CreatedAt, Dir: s.bundleDir(rec.ID),
+		Default: rec.Name == defaultName,
+	}
+	if s.cfg.UsedBy != nil {
+		if n, err := s.cfg.UsedBy(ctx, rec.ID); err == nil {
+			k.UsedBy = n
+		}
+	}
+	return k
+}
+
+// find looks a kernel up by name, "default" (the newest), or a unique ID
+// prefix of at least 6 hex digits.
+func (s *Service) find(ctx context.Context, tx *store.Tx, q string) (store.Kernel, error) {
+	if q == "" {
+		return store.Kernel{}, fmt.Errorf("%w: a kernel name is required (see `banger kernel list`)", api.ErrInvalidArgument)
+	}
+	k, err := tx.Kernel(ctx, q)
+	if err == nil || !errors.Is(err, store.ErrNotFound) {
+		return k, err
+	}
+	all, err := tx.Kernels(ctx)
+	if err != nil {
+		return store.Kernel{}, err
+	}
+	if q == "default" || q == "auto" {
+		if len(all) == 0 {
+			return store.Kernel{}, fmt.Errorf("no kernel: %w; import one with `banger kernel import --debian`", api.ErrNotFound)
+		}
+		return all[0], nil
+	}
+	prefix := strings.TrimPrefix(q, "sha256:")
+	if len(prefix) >= 6 {
+		var match []store.Kernel
+		for _, k := range all {
+			if strings.HasPrefix(strings.TrimPrefix(k.ID, "sha256:"), prefix) {
+				match = append(match, k)
+			}
+		}
+		if len(match) == 1 {
+			return match[0], nil
+		}
+	}
+	return store.Kernel{}, fmt.Errorf("kernel %q: %w (see `banger kernel list`)", q, api.ErrNotFound)
+}
+
+func (s *Service) defaultName(ctx context.Context, tx *store.Tx) string {
+	all, err := tx.Kernels(ctx)
+	if err != nil || len(all) == 0 {
+		return ""
+	}
+	return all[0].Name
+}
+
+// List returns every kernel, newest first.
+func (s *Service) List(ctx context.Context) (api.KernelListResult, error) {
+	res := api.KernelListResult{Kernels: []api.Kernel{}}
+	err := s.cfg.Store.View(ctx, func(tx *store.Tx) error {
+		all, err := tx.Kernels(ctx)
+		if err != nil {
+			return err
+		}
+		def := s.defaultName(ctx, tx)
+		for _, k := range all {
+			res.Kernels = append(res.Kernels, s.toAPI(ctx, k, def))
+		}
+		return nil
+	})
+	return res, err
+}
+
+// Show returns one kernel.
+func (s *Service) Show(ctx context.Context, p api.KernelRefParams) (api.Kernel, error) {
+	var k api.Kernel
+	err := s.cfg.Store.View(ctx, func(tx *store.Tx) error {
+		rec, err := s.find(ctx, tx, p.Name)
+		if err != nil {
+			return err
+		}
+		k = s.toAPI(ctx, rec, s.defaultName(ctx, tx))
+		return nil
+	})
+	return k, err
+}
+
+// Delete removes a kernel's name, and its bundle with the last name. It
+// refuses while VMs use the bundle.
+func (s *Service) Delete(ctx context.Context, p api.KernelRefParams) (api.KernelDeleteResult, error) {
+	s.install.Lock()
+	defer s.install.Unlock()
+	var res api.KernelDeleteResult
+	var aside string
+	err := s.cfg.Store.Update(ctx, func(tx *store.Tx) error {
+		rec, err := s.find(ctx, tx, p.Name)
+		if err != nil {
+			return err
+		}
+		res.Name, res.ID = rec.Name, rec.ID
+		if s.cfg.UsedBy != nil {
+			n, err := s.cfg.UsedBy(ctx, rec.ID)
+			if err != nil {
+				return fmt.Errorf("checking the VMs of kernel %s: %w", rec.Name, err)
+			}
+			if n > 0 {
+				return fmt.Errorf("kernel %s: %w by %d VM(s); delete them first", rec.Name, api.ErrInUse, n)
+			}
+		}
+		remaining, err := tx.DeleteKernel(ctx, rec.Name)
+		if err != nil || remaining > 0 {
+			return err
+		}
+		dir := s.bundleDir(rec.ID)
+		aside = filepath.Join(s.cfg.Dir, ".deleting-"+filepath.Base(dir))
+		if err := os.Rename(dir, aside); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			aside = ""
+			return fmt.Errorf("removing kernel %s: %w", rec.Name, err)
+		}
+		res.BundleRemoved, res.BytesFreed = true, rec.Size
+		return nil
+	})
+	if err != nil {
+		if aside != "" {
+			_ = os.Rename(aside, s.bundleDir(res.ID))
+		}
+		return api.KernelDeleteResult{}, err
+	}
+	if aside != "" {
+		if err := os.RemoveAll(aside); err != nil {
+			s.cfg.Log.Warn("removing a deleted kernel", "name", res.Name, "err", err)
+		}
+	}
+	s.cfg.Log.Info("kernel deleted", "name", res.Name, "bundle_removed", res.BundleRemoved)
+	return res, nil
+}

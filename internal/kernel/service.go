@@ -1,0 +1,489 @@
+// Package kernel is the kernel service: it imports kernel bundles (from a
+// Debian package, the host distribution's own kernel package, or files),
+// stores each once by the digest of its manifest, and lists and deletes
+// them.
+package kernel
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/deb"
+	"github.com/bangerdev/banger/internal/kmod"
+	"github.com/bangerdev/banger/internal/opstate"
+	"github.com/bangerdev/banger/internal/store"
+)
+
+// GuestModules are what every guest needs to boot: virtio over MMIO, the
+// block, network and console devices, ext4 for the disks and overlay to
+// stack the VM's writable disk on the image. Those a kernel builds in
+// need no module.
+func GuestModules() []string {
+	return []string{"virtio_mmio", "virtio_blk", "virtio_net", "virtio_console", "ext4", "overlay"}
+}
+
+// maxBundle bounds what one import may write.
+const maxBundle = 8 << 30
+
+// Store is the part of the store the service uses.
+type Store interface {
+	Update(ctx context.Context, f func(*store.Tx) error) error
+	View(ctx context.Context, f func(*store.Tx) error) error
+}
+
+// Config wires a Service.
+type Config struct {
+	Store     Store
+	Dir       string // one directory per bundle ID
+	Log       *slog.Logger
+	Lifetime  context.Context
+	Retention time.Duration
+	// UsedBy counts the VMs using a bundle ID; nil means none do.
+	UsedBy func(ctx context.Context, id string) (int, error)
+	// FetchDebian downloads the distribution's kernel package into dir and
+	// returns its path (default: apt-get download linux-image-amd64's
+	// current dependency).
+	FetchDebian func(ctx context.Context, dir string) (string, error)
+}
+
+// Service is the kernel service.
+type Service struct {
+	cfg     Config
+	ops     *opstate.Registry[api.Kernel]
+	install sync.Mutex // orders bundle installs against deletes
+}
+
+// New returns a Service, sweeping what an interrupted import left.
+func New(cfg Config) (*Service, error) {
+	if cfg.Lifetime == nil {
+		cfg.Lifetime = context.Background()
+	}
+	if cfg.Retention <= 0 {
+		cfg.Retention = time.Hour
+	}
+	if cfg.FetchDebian == nil {
+		cfg.FetchDebian = aptDownload
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating %s: %w", cfg.Dir, err)
+	}
+	entries, err := os.ReadDir(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") {
+			if err := os.RemoveAll(filepath.Join(cfg.Dir, e.Name())); err != nil {
+				cfg.Log.Warn("removing a leftover", "path", e.Name(), "err", err)
+			}
+		}
+	}
+	return &Service{cfg: cfg, ops: opstate.NewRegistry[api.Kernel](cfg.Retention, time.Now)}, nil
+}
+
+// Operations is the service's operations registry.
+func (s *Service) Operations() *opstate.Registry[api.Kernel] { return s.ops }
+
+func (s *Service) bundleDir(id string) string {
+	return filepath.Join(s.cfg.Dir, strings.TrimPrefix(id, "sha256:"))
+}
+
+// Bundle files, relative to a bundle directory.
+const (
+	FileKernel   = "vmlinuz" // the kernel as imported
+	FileVmlinux  = "vmlinux" // the uncompressed ELF kernel
+	FileConfig   = "config"  // the kernel's build configuration, when known
+	DirModules   = "modules" // the /lib/modules/<version> tree
+	FileManifest = "bundle.json"
+)
+
+// Import starts an import.
+func (s *Service) Import(_ context.Context, p api.KernelImportParams) (*opstate.Op[api.Kernel], error) {
+	n := 0
+	for _, set := range []bool{p.Deb != "", p.Debian, p.Kernel != ""} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		return nil, fmt.Errorf("%w: give exactly one of --deb FILE, --debian or --kernel FILE", api.ErrInvalidArgument)
+	}
+	if p.Modules != "" && p.Kernel == "" {
+		return nil, fmt.Errorf("%w: --modules goes with --kernel", api.ErrInvalidArgument)
+	}
+	for _, f := range []string{p.Deb, p.Kernel, p.Modules} {
+		if f == "" {
+			continue
+		}
+		if !filepath.IsAbs(f) {
+			return nil, fmt.Errorf("%w: path %q must be absolute", api.ErrInvalidArgument, f)
+		}
+		if _, err := os.Stat(f); err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", api.ErrNotFound, f, err)
+		}
+	}
+	if p.Name != "" && !validName.MatchString(p.Name) {
+		return nil, fmt.Errorf("%w: kernel name %q: use letters, digits, '.', '_' and '-'", api.ErrInvalidArgument, p.Name)
+	}
+	target := p.Deb + p.Kernel
+	if p.Debian {
+		target = "debian:linux-image-amd64"
+	}
+	return s.ops.Start(s.cfg.Lifetime, api.OpKindKernelImport, target, func(ctx context.Context, op *opstate.Op[api.Kernel]) (api.Kernel, error) {
+		start := time.Now()
+		k, err := s.importBundle(ctx, op, p)
+		if err != nil {
+			s.cfg.Log.Warn("kernel import failed", "from", target, "err", err)
+			return api.Kernel{}, err
+		}
+		s.cfg.Log.Info("kernel imported", "name", k.Name, "version", k.Version, "modules", k.Modules, "took", time.Since(start).Round(time.Millisecond))
+		return k, nil
+	}), nil
+}
+
+var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+func (s *Service) importBundle(ctx context.Context, op *opstate.Op[api.Kernel], p api.KernelImportParams) (api.Kernel, error) {
+	staging, err := os.MkdirTemp(s.cfg.Dir, ".import-")
+	if err != nil {
+		return api.Kernel{}, err
+	}
+	defer os.RemoveAll(staging)
+
+	rec := store.Kernel{Name: p.Name}
+	switch {
+	case p.Debian:
+		op.SetPhase("downloading the Debian kernel package")
+		dl, err := os.MkdirTemp(s.cfg.Dir, ".download-")
+		if err != nil {
+			return api.Kernel{}, err
+		}
+		defer os.RemoveAll(dl)
+		pkg, err := s.cfg.FetchDebian(ctx, dl)
+		if err != nil {
+			return api.Kernel{}, err
+		}
+		rec.Source, rec.Origin = "debian", filepath.Base(pkg)
+		op.SetPhase("unpacking")
+		rec.Version, err = unpackDeb(ctx, pkg, staging)
+		if err != nil {
+			return api.Kernel{}, err
+		}
+	case p.Deb != "":
+		rec.Source, rec.Origin = "deb", p.Deb
+		op.SetPhase("unpacking")
+		rec.Version, err = unpackDeb(ctx, p.Deb, staging)
+		if err != nil {
+			return api.Kernel{}, err
+		}
+	default:
+		rec.Source, rec.Origin = "files", p.Kernel
+		op.SetPhase("copying")
+		rec.Version, err = copyFiles(p.Kernel, p.Modules, staging)
+		if err != nil {
+			return api.Kernel{}, err
+		}
+	}
+
+	op.SetPhase("extracting the ELF kernel")
+	image, err := os.ReadFile(filepath.Join(staging, FileKernel))
+	if err != nil {
+		return api.Kernel{}, err
+	}
+	vmlinux, err := Vmlinux(image)
+	if err != nil {
+		return api.Kernel{}, fmt.Errorf("kernel %s: %w", rec.Origin, err)
+	}
+	if err := os.WriteFile(filepath.Join(staging, FileVmlinux), vmlinux, 0o644); err != nil {
+		return api.Kernel{}, err
+	}
+	if rec.Version == "" {
+		rec.Version = versionOf(image)
+	}
+	if rec.Version == "" {
+		return api.Kernel{}, fmt.Errorf("%w: cannot tell the version of kernel %s; pass its modules with --modules /lib/modules/VERSION", api.ErrInvalidArgument, rec.Origin)
+	}
+
+	op.SetPhase("checking modules")
+	modDir := filepath.Join(staging, DirModules)
+	if _, err := os.Stat(modDir); err == nil {
+		idx, err := kmod.Load(modDir)
+		if err != nil {
+			return api.Kernel{}, err
+		}
+		if _, err := idx.Resolve(GuestModules()...); err != nil {
+			return api.Kernel{}, fmt.Errorf("%w: kernel %s cannot boot a banger guest: %v", api.ErrInvalidArgument, rec.Version, err)
+		}
+		rec.Modules = idx.Len()
+	}
+
+	op.SetPhase("storing")
+	manifest, size, err := manifestOf(staging, rec.Version)
+	if err != nil {
+		return api.Kernel{}, err
+	}
+	if err := os.WriteFile(filepath.Join(staging, FileManifest), manifest, 0o644); err != nil {
+		return api.Kernel{}, err
+	}
+	sum := sha256.Sum256(manifest)
+	rec.ID = "sha256:" + hex.EncodeToString(sum[:])
+	rec.Size = size
+	if rec.Name == "" {
+		rec.Name = rec.Version
+	}
+	rec.CreatedAt = time.Now().UTC()
+
+	s.install.Lock()
+	defer s.install.Unlock()
+	final := s.bundleDir(rec.ID)
+	if _, err := os.Stat(final); errors.Is(err, fs.ErrNotExist) {
+		if err := os.Rename(staging, final); err != nil {
+			return api.Kernel{}, fmt.Errorf("storing kernel %s: %w", rec.Name, err)
+		}
+	}
+	var k api.Kernel
+	err = s.cfg.Store.Update(ctx, func(tx *store.Tx) error {
+		if err := tx.PutKernel(ctx, rec); err != nil {
+			return err
+		}
+		k = s.toAPI(ctx, rec, s.defaultName(ctx, tx))
+		return nil
+	})
+	return k, err
+}
+
+// unpackDeb takes the kernel, its config and its modules out of a
+// linux-image package into dir, and returns the kernel version.
+func unpackDeb(ctx context.Context, pkg, dir string) (string, error) {
+	f, err := os.Open(pkg)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	tr, done, err := deb.Data(f)
+	if err != nil {
+		return "", fmt.Errorf("%w: %s: %v", api.ErrInvalidArgument, pkg, err)
+	}
+	defer done()
+	var version string
+	var total int64
+	for n := 0; ; n++ {
+		if n%256 == 0 && ctx.Err() != nil {
+			return "", ctx.Err()
+		}
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return "", fmt.Errorf("reading %s: %w", pkg, err)
+		}
+		if h.Typeflag != tar.TypeReg {
+			continue
+		}
+		name := strings.TrimPrefix(path.Clean("/"+h.Name), "/")
+		name = strings.TrimPrefix(name, "usr/") // merged-usr packages
+		var dst, v string
+		switch {
+		case strings.HasPrefix(name, "boot/vmlinuz-"):
+			v, dst = strings.TrimPrefix(name, "boot/vmlinuz-"), FileKernel
+		case strings.HasPrefix(name, "boot/config-"):
+			v, dst = strings.TrimPrefix(name, "boot/config-"), FileConfig
+		case strings.HasPrefix(name, "lib/modules/"):
+			rest := strings.TrimPrefix(name, "lib/modules/")
+			v, rest, _ = strings.Cut(rest, "/")
+			if rest == "" {
+				continue
+			}
+			dst = path.Join(DirModules, rest)
+		default:
+			continue
+		}
+		if version == "" {
+			version = v
+		} else if v != version {
+			return "", fmt.Errorf("%w: %s holds more than one kernel version (%s, %s)", api.ErrInvalidArgument, pkg, version, v)
+		}
+		total += h.Size
+		if total > maxBundle {
+			return "", fmt.Errorf("%w: %s unpacks to more than %d bytes", api.ErrInvalidArgument, pkg, int64(maxBundle))
+		}
+		if err := writeFile(filepath.Join(dir, filepath.FromSlash(dst)), tr, h.Size); err != nil {
+			return "", err
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, FileKernel)); err != nil {
+		return "", fmt.Errorf("%w: %s holds no /boot/vmlinuz-*; is it a linux-image package?", api.ErrInvalidArgument, pkg)
+	}
+	return version, nil
+}
+
+func writeFile(dst string, r io.Reader, size int64) error {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := io.CopyN(f, r, size); err != nil {
+		f.Close()
+		return fmt.Errorf("writing %s: %w", dst, err)
+	}
+	return f.Close()
+}
+
+// copyFiles takes a kernel file and, optionally, a modules directory.
+func copyFiles(kernelFile, modules, dir string) (string, error) {
+	in, err := os.Open(kernelFile)
+	if err != nil {
+		return "", err
+	}
+	defer in.Close()
+	fi, err := in.Stat()
+	if err != nil {
+		return "", err
+	}
+	if err := writeFile(filepath.Join(dir, FileKernel), in, fi.Size()); err != nil {
+		return "", err
+	}
+	if modules == "" {
+		return "", nil
+	}
+	version := filepath.Base(filepath.Clean(modules))
+	err = filepath.WalkDir(modules, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.Type().IsRegular() { // symlinks (build, source) are not followed
+			return nil
+		}
+		rel, err := filepath.Rel(modules, p)
+		if err != nil {
+			return err
+		}
+		src, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer src.Close()
+		info, err := src.Stat()
+		if err != nil {
+			return err
+		}
+		return writeFile(filepath.Join(dir, DirModules, rel), src, info.Size())
+	})
+	if err != nil {
+		return "", fmt.Errorf("copying modules from %s: %w", modules, err)
+	}
+	return version, nil
+}
+
+// versionOf reads the version string of a bzImage's setup header.
+func versionOf(image []byte) string {
+	if len(image) < 0x210 || string(image[0x202:0x206]) != "HdrS" {
+		return ""
+	}
+	off := int(binary.LittleEndian.Uint16(image[0x20e:])) + 0x200
+	if off >= len(image) {
+		return ""
+	}
+	s := image[off:min(off+256, len(image))]
+	if i := bytes.IndexByte(s, 0); i >= 0 {
+		s = s[:i]
+	}
+	v, _, _ := strings.Cut(string(s), " ")
+	return v
+}
+
+type manifestFile struct {
+	Path   string `json:"path"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// manifestOf lists every file of a bundle with its digest, in a canonical
+// order: the bundle's ID is the digest of this document.
+func manifestOf(dir, version string) ([]byte, int64, error) {
+	var files []manifestFile
+	var total int64
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		if rel == FileManifest {
+			return nil
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		h := sha256.New()
+		n, err := io.Copy(h, f)
+		if err != nil {
+			return err
+		}
+		total += n
+		files = append(files, manifestFile{Path: filepath.ToSlash(rel), Size: n, SHA256: hex.EncodeToString(h.Sum(nil))})
+		return nil
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("hashing the bundle: %w", err)
+	}
+	sort.Slice(files, func(i, j int) bool { return files[i].Path < files[j].Path })
+	b, err := json.Marshal(struct {
+		Version string         `json:"version"`
+		Files   []manifestFile `json:"files"`
+	}{version, files})
+	return b, total, err
+}
+
+// aptDownload fetches the package linux-image-amd64 currently depends on.
+func aptDownload(ctx context.Context, dir string) (string, error) {
+	out, err := exec.CommandContext(ctx, "apt-cache", "depends", "linux-image-amd64").Output()
+	if err != nil {
+		return "", fmt.Errorf("asking apt for linux-image-amd64 (is this Debian, and has `apt-get update` run?): %w", err)
+	}
+	var pkg string
+	for _, line := range strings.Split(string(out), "\n") {
+		if dep, ok := strings.CutPrefix(strings.TrimSpace(line), "Depends: "); ok && strings.HasPrefix(dep, "linux-image-") {
+			pkg = dep
+			break
+		}
+	}
+	if pkg == "" {
+		return "", fmt.Errorf("%w: apt knows no package linux-image-amd64 depends on; run `apt-get update`", api.ErrNotFound)
+	}
+	cmd := exec.CommandContext(ctx, "apt-get", "download", "-q", pkg)
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("apt-get download %s: %w: %s", pkg, err, bytes.TrimSpace(out))
+	}
+	matches, _ := filepath.Glob(filepath.Join(dir, pkg+"_*.deb"))
+	if len(matches) != 1 {
+		return "", fmt.Errorf("apt-get download %s: no package file in %s", pkg, dir)
+	}
+	return matches[0], nil
+}
