@@ -19,7 +19,8 @@ FUZZ_TARGETS := \
 	./internal/rootfs:FuzzBuild \
 	./internal/rootfs:FuzzApply \
 	./internal/kmod:FuzzParse \
-	./internal/deb:FuzzData
+	./internal/deb:FuzzData \
+	./internal/agent/proto:FuzzReadFrame
 
 .PHONY: all deps testimages build test fmt-check vet unit fuzz smoke bench bench-image lint run clean
 

@@ -1,0 +1,90 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bangerdev/banger/internal/agent/proto"
+)
+
+func pair(t *testing.T, s *Server) *Client {
+	t.Helper()
+	a, b := net.Pipe()
+	go s.Serve(b)
+	c := NewClient(a)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestPingExecShutdown(t *testing.T) {
+	shut := make(chan struct{})
+	c := pair(t, &Server{
+		Ping:     func() proto.PingResult { return proto.PingResult{Uptime: 1.5} },
+		Shutdown: func() { close(shut) },
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if r, err := c.Ping(ctx); err != nil || r.Uptime != 1.5 {
+		t.Fatalf("ping = %+v, %v", r, err)
+	}
+
+	var out, errb bytes.Buffer
+	r, err := c.Exec(ctx, proto.ExecParams{Args: []string{"sh", "-c", "echo out; echo err >&2; exit 3"}}, nil, &out, &errb)
+	if err != nil || r.ExitCode != 3 || out.String() != "out\n" || errb.String() != "err\n" {
+		t.Fatalf("exec = %+v, %v, %q, %q", r, err, out.String(), errb.String())
+	}
+
+	// stdin streams in; a large output streams out in many frames.
+	in := strings.Repeat("0123456789abcdef", 100000)
+	out.Reset()
+	r, err = c.Exec(ctx, proto.ExecParams{Args: []string{"cat"}}, strings.NewReader(in), &out, nil)
+	if err != nil || r.ExitCode != 0 || out.String() != in {
+		t.Fatalf("cat = %+v, %v, %d bytes back of %d", r, err, out.Len(), len(in))
+	}
+
+	r, err = c.Exec(ctx, proto.ExecParams{Args: []string{"sh", "-c", "kill -TERM $$"}}, nil, nil, nil)
+	if err != nil || r.ExitCode != 143 || r.Signal != "terminated" {
+		t.Fatalf("signaled exec = %+v, %v", r, err)
+	}
+	if _, err := c.Exec(ctx, proto.ExecParams{Args: []string{"/no/such/binary"}}, nil, nil, nil); err == nil || !strings.Contains(err.Error(), "/no/such/binary") {
+		t.Fatalf("missing binary = %v", err)
+	}
+	// Calls run concurrently on one link.
+	done := make(chan error, 2)
+	for range 2 {
+		go func() {
+			_, err := c.Exec(ctx, proto.ExecParams{Args: []string{"sleep", "0.2"}}, nil, nil, nil)
+			done <- err
+		}()
+	}
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Call(ctx, "nope", nil, nil); err == nil || !strings.Contains(err.Error(), "unknown method") {
+		t.Fatalf("unknown method = %v", err)
+	}
+	if err := c.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-shut:
+	case <-time.After(10 * time.Second):
+		t.Fatal("shutdown not called")
+	}
+}
+
+func TestLinkLossFailsCalls(t *testing.T) {
+	a, b := net.Pipe()
+	c := NewClient(a)
+	b.Close()
+	<-c.Done()
+	if _, err := c.Ping(context.Background()); err == nil {
+		t.Fatal("ping over a dead link succeeded")
+	}
+}

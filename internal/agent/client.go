@@ -1,0 +1,169 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/bangerdev/banger/internal/agent/proto"
+)
+
+// Client talks to one guest agent over one link.
+type Client struct {
+	l    *link
+	mu   sync.Mutex
+	next uint32
+}
+
+// NewClient starts reading frames from rw; Close stops it.
+func NewClient(rw io.ReadWriteCloser) *Client {
+	c := &Client{l: newLink(rw)}
+	go c.l.readLoop(nil)
+	return c
+}
+
+// Close closes the link.
+func (c *Client) Close() error { return c.l.rw.Close() }
+
+// Done is closed when the link goes down.
+func (c *Client) Done() <-chan struct{} { return c.l.done }
+
+func (c *Client) stream() (uint32, chan proto.Frame, error) {
+	c.mu.Lock()
+	c.next++
+	id := c.next
+	c.mu.Unlock()
+	ch, err := c.l.open(id)
+	return id, ch, err
+}
+
+func (c *Client) request(id uint32, method string, params any) error {
+	req := proto.Request{Method: method}
+	if params != nil {
+		b, err := json.Marshal(params)
+		if err != nil {
+			return err
+		}
+		req.Params = b
+	}
+	b, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	return c.l.send(proto.Frame{Kind: proto.KindRequest, Stream: id, Payload: b})
+}
+
+func decodeResponse(f proto.Frame, result any) error {
+	var resp proto.Response
+	if err := json.Unmarshal(f.Payload, &resp); err != nil {
+		return fmt.Errorf("%w: response: %v", proto.ErrFrame, err)
+	}
+	if resp.Error != "" {
+		return fmt.Errorf("agent: %s", resp.Error)
+	}
+	if result != nil && len(resp.Result) > 0 {
+		return json.Unmarshal(resp.Result, result)
+	}
+	return nil
+}
+
+// Call performs a call without data streams.
+func (c *Client) Call(ctx context.Context, method string, params, result any) error {
+	id, ch, err := c.stream()
+	if err != nil {
+		return err
+	}
+	defer c.l.release(id)
+	if err := c.request(id, method, params); err != nil {
+		return err
+	}
+	for {
+		select {
+		case f, ok := <-ch:
+			if !ok {
+				return c.l.err
+			}
+			if f.Kind == proto.KindResponse {
+				return decodeResponse(f, result)
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Ping checks that the agent answers.
+func (c *Client) Ping(ctx context.Context) (proto.PingResult, error) {
+	var r proto.PingResult
+	err := c.Call(ctx, proto.MethodPing, nil, &r)
+	return r, err
+}
+
+// Exec runs a process in the guest, streaming its stdin (when non-nil),
+// stdout and stderr, and returns its exit status.
+func (c *Client) Exec(ctx context.Context, p proto.ExecParams, stdin io.Reader, stdout, stderr io.Writer) (proto.ExecResult, error) {
+	id, ch, err := c.stream()
+	if err != nil {
+		return proto.ExecResult{}, err
+	}
+	defer c.l.release(id)
+	p.Stdin = stdin != nil
+	if err := c.request(id, proto.MethodExec, p); err != nil {
+		return proto.ExecResult{}, err
+	}
+	if stdin != nil {
+		go func() {
+			buf := make([]byte, 64<<10)
+			for {
+				n, err := stdin.Read(buf)
+				if n > 0 {
+					if c.l.sendData(id, proto.Stdin, buf[:n]) != nil {
+						return
+					}
+				}
+				if err != nil {
+					_ = c.l.send(proto.Frame{Kind: proto.KindClose, Stream: id, Payload: []byte{proto.Stdin}})
+					return
+				}
+			}
+		}()
+	}
+	for {
+		select {
+		case f, ok := <-ch:
+			if !ok {
+				return proto.ExecResult{}, c.l.err
+			}
+			switch f.Kind {
+			case proto.KindData:
+				w := stdout
+				if f.Payload[0] == proto.Stderr {
+					w = stderr
+				}
+				if w != nil {
+					if _, err := w.Write(f.Payload[1:]); err != nil {
+						return proto.ExecResult{}, fmt.Errorf("writing exec output: %w", err)
+					}
+				}
+			case proto.KindResponse:
+				var r proto.ExecResult
+				err := decodeResponse(f, &r)
+				return r, err
+			}
+		case <-ctx.Done():
+			return proto.ExecResult{}, ctx.Err()
+		}
+	}
+}
+
+// Shutdown asks the guest to power off; the link closes as it does.
+func (c *Client) Shutdown(ctx context.Context) error {
+	err := c.Call(ctx, proto.MethodShutdown, nil, nil)
+	if errors.Is(err, ErrClosed) {
+		return nil
+	}
+	return err
+}

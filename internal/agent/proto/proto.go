@@ -1,0 +1,153 @@
+// Package proto is the protocol between banger and its guest agent, over
+// one byte stream (a virtio-serial port, or a vsock connection): frames
+// multiplexed into streams, so that several calls, and an exec's stdin,
+// stdout and stderr, share the link.
+//
+//	frame  = length:uint32be  kind:uint8  stream:uint32be  payload
+//
+// length counts kind, stream and payload, and is at most MaxFrame. A call
+// opens a stream with a Request frame (JSON {method, params}) and ends with
+// a Response frame (JSON {result} or {error}); in between, Data frames
+// carry bytes (payload: fd:uint8 then the bytes) and Close frames end one
+// direction of a file descriptor (payload: fd:uint8).
+package proto
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// MaxFrame bounds a frame: large enough for a 256 KiB data chunk with its
+// header, small enough that a broken peer cannot make us allocate much.
+const MaxFrame = 256<<10 + 64
+
+// Kinds of frames.
+const (
+	KindRequest  byte = 1
+	KindResponse byte = 2
+	KindData     byte = 3
+	KindClose    byte = 4
+)
+
+// File descriptors of Data and Close frames.
+const (
+	Stdin  byte = 0
+	Stdout byte = 1
+	Stderr byte = 2
+)
+
+// ErrFrame means the peer sent a frame that breaks the protocol.
+var ErrFrame = errors.New("bad agent frame")
+
+// Frame is one decoded frame.
+type Frame struct {
+	Kind    byte
+	Stream  uint32
+	Payload []byte
+}
+
+// ReadFrame reads one frame.
+func ReadFrame(r io.Reader) (Frame, error) {
+	var hdr [9]byte
+	if _, err := io.ReadFull(r, hdr[:4]); err != nil {
+		return Frame{}, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:4])
+	if n < 5 || n > MaxFrame {
+		return Frame{}, fmt.Errorf("%w: length %d", ErrFrame, n)
+	}
+	if _, err := io.ReadFull(r, hdr[4:9]); err != nil {
+		return Frame{}, unexpected(err)
+	}
+	f := Frame{Kind: hdr[4], Stream: binary.BigEndian.Uint32(hdr[5:9]), Payload: make([]byte, n-5)}
+	if _, err := io.ReadFull(r, f.Payload); err != nil {
+		return Frame{}, unexpected(err)
+	}
+	switch f.Kind {
+	case KindRequest, KindResponse:
+	case KindData, KindClose:
+		if len(f.Payload) < 1 || f.Payload[0] > Stderr {
+			return Frame{}, fmt.Errorf("%w: data frame without a valid fd", ErrFrame)
+		}
+		if f.Kind == KindClose && len(f.Payload) != 1 {
+			return Frame{}, fmt.Errorf("%w: close frame with data", ErrFrame)
+		}
+	default:
+		return Frame{}, fmt.Errorf("%w: kind %d", ErrFrame, f.Kind)
+	}
+	return f, nil
+}
+
+func unexpected(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// AppendFrame encodes a frame.
+func AppendFrame(b []byte, f Frame) ([]byte, error) {
+	n := 5 + len(f.Payload)
+	if n > MaxFrame {
+		return b, fmt.Errorf("%w: %d bytes is over the limit", ErrFrame, n)
+	}
+	b = binary.BigEndian.AppendUint32(b, uint32(n))
+	b = append(b, f.Kind)
+	b = binary.BigEndian.AppendUint32(b, f.Stream)
+	return append(b, f.Payload...), nil
+}
+
+// Request opens a call.
+type Request struct {
+	Method string          `json:"method"`
+	Params json.RawMessage `json:"params,omitempty"`
+}
+
+// Response ends a call.
+type Response struct {
+	Result json.RawMessage `json:"result,omitempty"`
+	Error  string          `json:"error,omitempty"`
+}
+
+// Methods.
+const (
+	MethodPing     = "ping"
+	MethodExec     = "exec"
+	MethodShutdown = "shutdown"
+	MethodInfo     = "info"
+)
+
+// PingResult answers ping.
+type PingResult struct {
+	Uptime float64 `json:"uptime"` // seconds since the guest booted
+}
+
+// ExecParams start a process in the guest.
+type ExecParams struct {
+	Args  []string `json:"args"`
+	Env   []string `json:"env,omitempty"`
+	Dir   string   `json:"dir,omitempty"`
+	Stdin bool     `json:"stdin,omitempty"` // the caller sends stdin; else /dev/null
+}
+
+// ExecResult ends an exec.
+type ExecResult struct {
+	ExitCode int    `json:"exit_code"`
+	Signal   string `json:"signal,omitempty"`
+}
+
+// InfoResult describes the guest.
+type InfoResult struct {
+	Kernel   string   `json:"kernel"` // uname -r
+	Hostname string   `json:"hostname"`
+	Timings  []Timing `json:"timings"` // boot phases, guest clock
+}
+
+// Timing is one boot phase of the agent.
+type Timing struct {
+	Phase   string  `json:"phase"`
+	Seconds float64 `json:"seconds"` // since the kernel started (uptime)
+}
