@@ -22,7 +22,7 @@ FUZZ_TARGETS := \
 	./internal/deb:FuzzData \
 	./internal/agent/proto:FuzzReadFrame
 
-.PHONY: all deps testimages build test fmt-check vet unit fuzz smoke bench bench-image lint run clean
+.PHONY: all deps testimages build test fmt-check vet unit fuzz vmtest smoke bench bench-image lint run clean
 
 all: build
 
@@ -30,7 +30,7 @@ deps:
 	@scripts/deps.sh
 
 build: deps
-	CGO_ENABLED=0 go build -buildvcs=auto -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/banger ./cmd/bangerd
+	CGO_ENABLED=0 go build -buildvcs=auto -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/banger ./cmd/bangerd ./cmd/banger-agent
 
 fmt-check:
 	@files=$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go')); \
@@ -57,7 +57,12 @@ smoke: build testimages
 	go run ./test/smoke -bin $(BIN) -jobs $(JOBS) -registry .tools/registry \
 		-debian $(TEST_CACHE)/debian-bookworm-minbase.tar.gz
 
-test: deps fmt-check vet unit fuzz smoke
+# Real VMs under QEMU (TCG here): Debian's kernel, banger's initramfs and
+# agent, images flattened by banger.
+vmtest: testimages
+	BANGER_VM_TESTS=1 BANGER_TEST_CACHE=$(TEST_CACHE) go test -count=1 -timeout 20m ./test/vmtest/
+
+test: deps fmt-check vet unit fuzz vmtest smoke
 
 bench: deps bench-image
 	@scripts/bench.sh

@@ -18,6 +18,7 @@ declare -A packages=(
 	[cpio]=cpio                   # tests read back the initramfs archives banger writes
 	[xz]=xz-utils                 # unpacks kernels (their xz uses the x86 BCJ filter)
 	[dpkg-deb]=dpkg               # tests build .deb packages
+	[qemu-system-x86_64]=qemu-system-x86 # the VMM, and the VM tests' VMM
 )
 
 # `banger kernel import --debian` (and its smoke scenario) asks apt for the

@@ -6,6 +6,17 @@ set -euo pipefail
 
 cache=${BANGER_TEST_CACHE:-/var/cache/banger-test}
 out=$cache/debian-bookworm-minbase.tar.gz
+
+# The distribution's kernel package, for the VM tests (as `banger kernel
+# import --debian` fetches it).
+kdeb=$(compgen -G "$cache/linux-image-*.deb" | head -1 || true)
+if [[ -z $kdeb ]]; then
+	mkdir -p "$cache"
+	pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+	[[ -n $pkg ]] || { echo "testimages: apt knows no linux-image-amd64; run apt-get update" >&2; exit 1; }
+	(cd "$cache" && apt-get download -q "$pkg" >/dev/null 2>&1) || { echo "testimages: apt-get download $pkg failed" >&2; exit 1; }
+fi
+
 [[ -s $out ]] && { echo "$out"; exit 0; }
 
 if ((EUID != 0)); then

@@ -1,0 +1,143 @@
+// Package qemu runs guests under QEMU's microvm machine: virtio-mmio block,
+// network and serial devices, KVM where it works and software emulation
+// (TCG) where it does not.
+package qemu
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// Disk is one virtio block device; the guest finds it by Serial.
+type Disk struct {
+	Path     string
+	ReadOnly bool
+	Serial   string
+}
+
+// Spec describes one VM.
+type Spec struct {
+	Kernel, Initrd string // an ELF kernel (booted through its PVH note) and an initramfs
+	Cmdline        string
+	MemoryMiB      int
+	VCPU           int
+	Disks          []Disk
+	// AgentSocket is the host end of the agent's virtio-serial port, a
+	// unix socket QEMU listens on.
+	AgentSocket string
+	// ConsoleLog receives the serial console.
+	ConsoleLog string
+	// Accel is "kvm" or "tcg".
+	Accel string
+}
+
+// Args is the QEMU command line of spec (without the binary).
+func Args(s Spec) []string {
+	args := []string{
+		"-M", "microvm,x-option-roms=off,rtc=on",
+		"-accel", s.Accel,
+		"-cpu", map[bool]string{true: "host", false: "max"}[s.Accel == "kvm"],
+		"-m", strconv.Itoa(s.MemoryMiB),
+		"-smp", strconv.Itoa(s.VCPU),
+		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+		"-kernel", s.Kernel,
+		"-append", s.Cmdline,
+		"-serial", "file:" + s.ConsoleLog,
+	}
+	if s.Initrd != "" {
+		args = append(args, "-initrd", s.Initrd)
+	}
+	for i, d := range s.Disks {
+		id := fmt.Sprintf("disk%d", i)
+		drive := fmt.Sprintf("id=%s,file=%s,format=raw,if=none,cache=unsafe", id, escape(d.Path))
+		if d.ReadOnly {
+			drive += ",readonly=on"
+		}
+		args = append(args, "-drive", drive, "-device", fmt.Sprintf("virtio-blk-device,drive=%s,serial=%s", id, d.Serial))
+	}
+	if s.AgentSocket != "" {
+		args = append(args,
+			"-device", "virtio-serial-device",
+			"-chardev", fmt.Sprintf("socket,id=agent,path=%s,server=on,wait=off", escape(s.AgentSocket)),
+			"-device", "virtserialport,chardev=agent,name=banger.agent")
+	}
+	return args
+}
+
+// escape doubles commas, QEMU's option separator, in a path.
+func escape(p string) string { return strings.ReplaceAll(p, ",", ",,") }
+
+// Start launches QEMU detached from the caller (its own session), so the
+// VM outlives a daemon restart. stderr goes to errLog.
+func Start(binary string, s Spec, errLog *os.File) (*os.Process, error) {
+	cmd := exec.Command(binary, Args(s)...)
+	cmd.Stdout, cmd.Stderr = errLog, errLog
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", binary, err)
+	}
+	return cmd.Process, nil
+}
+
+// ErrNoKVM explains why KVM is not used.
+var ErrNoKVM = errors.New("KVM is not usable")
+
+// KVMUsable tells whether guests can run under KVM here. A PVM-only host
+// (kvm_pvm loaded, no vmx/svm) has a /dev/kvm on which an ordinary kernel
+// hangs: that counts as unusable.
+func KVMUsable() error {
+	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrNoKVM, err)
+	}
+	f.Close()
+	if _, err := os.Stat("/sys/module/kvm_pvm"); err == nil && !hasVirtFlags() {
+		return fmt.Errorf("%w: this host's KVM is PVM-only (kvm_pvm, no vmx/svm), which cannot run a standard guest kernel", ErrNoKVM)
+	}
+	return nil
+}
+
+func hasVirtFlags() bool {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), "flags") {
+			for _, fl := range strings.Fields(sc.Text()) {
+				if fl == "vmx" || fl == "svm" {
+					return true
+				}
+			}
+			return false
+		}
+	}
+	return false
+}
+
+// TSCkHz is the host's TSC frequency in kHz (from /proc/cpuinfo), passed
+// to an emulated guest as tsc_early_khz: without it, a TCG guest under
+// host load often hangs calibrating its TSC against the PIT.
+func TSCkHz() int {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "cpu MHz" {
+			mhz, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err == nil {
+				return int(mhz * 1000)
+			}
+		}
+	}
+	return 0
+}
