@@ -353,4 +353,3 @@ func lookPath(name string, env []string) (string, error) {
 	}
 	return "", fmt.Errorf("%s: not found in PATH %s", name, path)
 }
-
