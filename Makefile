@@ -22,7 +22,7 @@ FUZZ_TARGETS := \
 	./internal/deb:FuzzData \
 	./internal/agent/proto:FuzzReadFrame
 
-.PHONY: all deps testimages build test fmt-check vet unit fuzz vmtest smoke bench bench-image lint run clean
+.PHONY: all deps testimages build test fmt-check vet unit fuzz vmtest smoke bench bench-image bench-boot lint run clean
 
 all: build
 
@@ -64,8 +64,12 @@ vmtest: testimages
 
 test: deps fmt-check vet unit fuzz vmtest smoke
 
-bench: deps bench-image
+bench: deps bench-image bench-boot
 	@scripts/bench.sh
+
+# Boot to agent-ready against plain QEMU to the first userspace line.
+bench-boot: testimages
+	BANGER_TEST_CACHE=$(TEST_CACHE) go run ./bench/boot -runs $(or $(RUNS),5)
 
 # Pull + flatten of a Debian image against crane + tar + mkfs.ext4.
 bench-image: build testimages

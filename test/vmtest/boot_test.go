@@ -6,13 +6,9 @@
 package vmtest
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,175 +17,29 @@ import (
 	"testing"
 	"time"
 
-	"github.com/klauspost/compress/gzip"
-
-	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/agent"
 	"github.com/bangerdev/banger/internal/agent/proto"
-	"github.com/bangerdev/banger/internal/initramfs"
-	"github.com/bangerdev/banger/internal/kernel"
-	"github.com/bangerdev/banger/internal/kmod"
-	"github.com/bangerdev/banger/internal/rootfs"
-	"github.com/bangerdev/banger/internal/store"
+	"github.com/bangerdev/banger/internal/boot"
+	"github.com/bangerdev/banger/internal/boot/boottest"
 	"github.com/bangerdev/banger/internal/vmm/qemu"
 )
 
-// env is what every boot shares, built once.
-type env struct {
-	dir     string
-	vmlinux string
-	initrd  string
-	images  map[string]string // name -> rootfs.ext4
-}
-
-var shared *env // set up once by TestMain, read-only afterwards
+var shared *boottest.Env // set up once by TestMain, read-only afterwards
 
 func TestMain(m *testing.M) {
 	if os.Getenv("BANGER_VM_TESTS") != "1" {
 		fmt.Println("vmtest: skipped; set BANGER_VM_TESTS=1 to boot VMs (make test does)")
 		os.Exit(0)
 	}
-	e, err := setup()
+	e, err := boottest.Setup()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "vmtest: setting up: %v\n", err)
 		os.Exit(1)
 	}
 	shared = e
 	code := m.Run()
-	os.RemoveAll(e.dir)
+	os.RemoveAll(e.Dir)
 	os.Exit(code)
-}
-
-func cacheDir() string {
-	if d := os.Getenv("BANGER_TEST_CACHE"); d != "" {
-		return d
-	}
-	return "/var/cache/banger-test"
-}
-
-func setup() (*env, error) {
-	dir, err := os.MkdirTemp("", "vmtest-")
-	if err != nil {
-		return nil, err
-	}
-	e := &env{dir: dir, images: map[string]string{}}
-	ctx := context.Background()
-
-	// The guest agent, static.
-	agentBin := filepath.Join(dir, "banger-agent")
-	build := exec.Command("go", "build", "-o", agentBin, "github.com/bangerdev/banger/cmd/banger-agent")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("building the agent: %v\n%s", err, out)
-	}
-
-	// The kernel, imported from Debian's package by the kernel service.
-	debs, _ := filepath.Glob(filepath.Join(cacheDir(), "linux-image-*.deb"))
-	if len(debs) == 0 {
-		return nil, fmt.Errorf("no kernel package in %s; run scripts/testimages.sh", cacheDir())
-	}
-	st, err := store.Open(ctx, filepath.Join(dir, "banger.db"))
-	if err != nil {
-		return nil, err
-	}
-	defer st.Close()
-	ks, err := kernel.New(kernel.Config{Store: st, Dir: filepath.Join(dir, "kernels"), Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		return nil, err
-	}
-	op, err := ks.Import(ctx, api.KernelImportParams{Deb: debs[0]})
-	if err != nil {
-		return nil, err
-	}
-	<-op.Done()
-	k, err := op.Result()
-	if err != nil {
-		return nil, err
-	}
-	e.vmlinux = filepath.Join(k.Dir, kernel.FileVmlinux)
-	idx, err := kmod.Load(filepath.Join(k.Dir, kernel.DirModules))
-	if err != nil {
-		return nil, err
-	}
-	mods, err := idx.Resolve(kernel.GuestModules()...)
-	if err != nil {
-		return nil, err
-	}
-	agentBytes, err := os.ReadFile(agentBin)
-	if err != nil {
-		return nil, err
-	}
-	var ir bytes.Buffer
-	if err := initramfs.Build(&ir, agentBytes, filepath.Join(k.Dir, kernel.DirModules), mods); err != nil {
-		return nil, err
-	}
-	e.initrd = filepath.Join(dir, "initrd.cpio")
-	if err := os.WriteFile(e.initrd, ir.Bytes(), 0o644); err != nil {
-		return nil, err
-	}
-
-	// Root file systems.
-	bb, err := os.ReadFile("/bin/busybox")
-	if err != nil {
-		return nil, fmt.Errorf("busybox-static: %w", err)
-	}
-	busybox := tarOf(map[string][]byte{"bin/busybox": bb}, map[string]string{"bin/sh": "busybox", "bin/echo": "busybox", "bin/cat": "busybox", "bin/uname": "busybox"})
-	noShell := tarOf(map[string][]byte{"busybox": bb}, nil) // one static binary: no shell in PATH, no /bin
-	layers := map[string]rootfs.Layer{
-		"busybox":  memLayer(busybox),
-		"no-shell": memLayer(noShell),
-		"debian": {Name: "debian", Open: func() (io.ReadCloser, error) {
-			f, err := os.Open(filepath.Join(cacheDir(), "debian-bookworm-minbase.tar.gz"))
-			if err != nil {
-				return nil, err
-			}
-			gz, err := gzip.NewReader(f)
-			if err != nil {
-				return nil, err
-			}
-			return struct {
-				io.Reader
-				io.Closer
-			}{gz, f}, nil
-		}},
-	}
-	for name, l := range layers {
-		p := filepath.Join(dir, name+".ext4")
-		f, err := os.Create(p)
-		if err != nil {
-			return nil, err
-		}
-		_, err = rootfs.Build(ctx, []rootfs.Layer{l}, f, rootfs.DefaultLimits())
-		f.Close()
-		if err != nil {
-			return nil, fmt.Errorf("building %s: %w", name, err)
-		}
-		e.images[name] = p
-	}
-	garbage := filepath.Join(dir, "garbage.ext4")
-	if err := os.WriteFile(garbage, bytes.Repeat([]byte("not a file system "), 10000), 0o644); err != nil {
-		return nil, err
-	}
-	e.images["garbage"] = garbage
-	return e, nil
-}
-
-func tarOf(files map[string][]byte, symlinks map[string]string) []byte {
-	var b bytes.Buffer
-	tw := tar.NewWriter(&b)
-	for name, data := range files {
-		tw.WriteHeader(&tar.Header{Name: name, Mode: 0o755, Size: int64(len(data)), Typeflag: tar.TypeReg})
-		tw.Write(data)
-	}
-	for name, target := range symlinks {
-		tw.WriteHeader(&tar.Header{Name: name, Linkname: target, Typeflag: tar.TypeSymlink, Mode: 0o777})
-	}
-	tw.Close()
-	return b.Bytes()
-}
-
-func memLayer(b []byte) rootfs.Layer {
-	return rootfs.Layer{Name: "test", Open: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }}
 }
 
 // vm is one booted guest.
@@ -218,10 +68,10 @@ func start(t *testing.T, kernelPath, image string, wantAgent bool) *vm {
 	}
 	sock := filepath.Join(dir, "agent.sock")
 	spec := qemu.Spec{
-		Kernel: kernelPath, Initrd: shared.initrd,
-		Cmdline:   fmt.Sprintf("console=ttyS0 reboot=t panic=-1 tsc_early_khz=%d banger.hostname=vmtest", qemu.TSCkHz()),
+		Kernel: kernelPath, Initrd: shared.Initrd,
+		Cmdline:   boot.Cmdline("vmtest", true),
 		MemoryMiB: 512, VCPU: 1, Accel: "tcg",
-		Disks:       []qemu.Disk{{Path: image, ReadOnly: true, Serial: "banger-root"}, {Path: work, Serial: "banger-work"}},
+		Disks:       []qemu.Disk{{Path: image, ReadOnly: true, Serial: proto.RootSerial}, {Path: work, Serial: proto.WorkSerial}},
 		AgentSocket: sock, ConsoleLog: filepath.Join(dir, "console.log"),
 	}
 	errLog, err := os.Create(filepath.Join(dir, "qemu.log"))
@@ -259,40 +109,11 @@ func start(t *testing.T, kernelPath, image string, wantAgent bool) *vm {
 	if !wantAgent {
 		return v
 	}
-	deadline := time.Now().Add(3 * time.Minute)
-	var conn net.Conn
-	for conn == nil {
-		c, err := net.Dial("unix", sock)
-		if err == nil {
-			conn = c
-			break
-		}
-		select {
-		case <-v.done:
-			t.Fatalf("QEMU exited before its agent socket appeared: %v", v.state)
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no agent socket")
-		}
-	}
-	v.client = agent.NewClient(conn)
-	// The port is open before the guest is: ping until the agent answers.
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-		_, err := v.client.Ping(ctx)
-		cancel()
-		if err == nil {
-			break
-		}
-		select {
-		case <-v.done:
-			t.Fatalf("the VM stopped before its agent answered: %v", v.state)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("agent not ready after 3 minutes: %v", err)
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	v.client, err = boot.WaitAgent(ctx, sock, v.done)
+	if err != nil {
+		t.Fatalf("%v (QEMU: %v)", err, v.state)
 	}
 	v.ready = time.Since(v.started)
 	return v
@@ -342,7 +163,7 @@ func (v *vm) shutdown(t *testing.T) {
 }
 
 func TestBootDebian(t *testing.T) {
-	v := start(t, shared.vmlinux, shared.images["debian"], true)
+	v := start(t, shared.Vmlinux, shared.Images["debian"], true)
 	out, code := v.exec(t, "uname", "-a")
 	if code != 0 || !strings.Contains(out, "Linux vmtest 6.1") {
 		t.Fatalf("uname -a = %q (exit %d)", out, code)
@@ -360,7 +181,7 @@ func TestBootDebian(t *testing.T) {
 }
 
 func TestBootBusybox(t *testing.T) {
-	v := start(t, shared.vmlinux, shared.images["busybox"], true)
+	v := start(t, shared.Vmlinux, shared.Images["busybox"], true)
 	out, code := v.exec(t, "sh", "-c", "echo hello from $(uname -n); exit 7")
 	if code != 7 || out != "hello from vmtest\n" {
 		t.Fatalf("busybox sh = %q (exit %d)", out, code)
@@ -371,7 +192,7 @@ func TestBootBusybox(t *testing.T) {
 // An image without a shell, an init or /bin still boots: the agent needs
 // none of them.
 func TestBootImageWithoutShell(t *testing.T) {
-	v := start(t, shared.vmlinux, shared.images["no-shell"], true)
+	v := start(t, shared.Vmlinux, shared.Images["no-shell"], true)
 	out, code := v.exec(t, "/busybox", "echo", "no shell needed")
 	if code != 0 || out != "no shell needed\n" {
 		t.Fatalf("exec = %q (exit %d)", out, code)
@@ -387,7 +208,7 @@ func TestBootImageWithoutShell(t *testing.T) {
 // A root file system that is not one stops the VM with the reason on the
 // console, and leaves no process behind (checked by cleanup).
 func TestBrokenImagePowersOff(t *testing.T) {
-	v := start(t, shared.vmlinux, shared.images["garbage"], false)
+	v := start(t, shared.Vmlinux, shared.Images["garbage"], false)
 	select {
 	case <-v.done:
 	case <-time.After(3 * time.Minute):
@@ -405,7 +226,7 @@ func TestBrokenKernelFails(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("\x7fELF but not a kernel"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	v := start(t, bad, shared.images["busybox"], false)
+	v := start(t, bad, shared.Images["busybox"], false)
 	select {
 	case <-v.done:
 		if v.state.Success() {

@@ -27,9 +27,6 @@ import (
 // Names the host and the initramfs agree on.
 const (
 	ModulesList = "/banger/modules" // module files to load, in order, one per line
-	PortName    = "banger.agent"    // the virtio-serial port
-	RootSerial  = "banger-root"     // virtio-blk serial of the image's rootfs
-	WorkSerial  = "banger-work"     // virtio-blk serial of the VM's writable disk
 	defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 )
 
@@ -87,7 +84,7 @@ func (g *guest) boot() error {
 	}
 	g.mark("modules loaded")
 	args := cmdline()
-	root, err := waitForDisk(RootSerial, 30*time.Second)
+	root, err := waitForDisk(proto.RootSerial, 30*time.Second)
 	if err != nil {
 		return err
 	}
@@ -95,7 +92,7 @@ func (g *guest) boot() error {
 		return err
 	}
 	upper := "/mnt/rw"
-	if work, err := waitForDisk(WorkSerial, 2*time.Second); err == nil {
+	if work, err := waitForDisk(proto.WorkSerial, 2*time.Second); err == nil {
 		if err := mount(work, upper, "ext4", 0, ""); err != nil {
 			return err
 		}
@@ -219,7 +216,7 @@ func findPort(name string, limit time.Duration) (string, error) {
 }
 
 func (g *guest) serve() {
-	port, err := findPort(PortName, 30*time.Second)
+	port, err := findPort(proto.PortName, 30*time.Second)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "banger-agent: FATAL: %v\n", err)
 		powerOff()

@@ -20,6 +20,13 @@ import (
 	"io"
 )
 
+// Names the host and the guest agree on.
+const (
+	PortName   = "banger.agent" // the agent's virtio-serial port
+	RootSerial = "banger-root"  // virtio-blk serial of the image's rootfs
+	WorkSerial = "banger-work"  // virtio-blk serial of the VM's writable disk
+)
+
 // MaxFrame bounds a frame: large enough for a 256 KiB data chunk with its
 // header, small enough that a broken peer cannot make us allocate much.
 const MaxFrame = 256<<10 + 64

@@ -1,0 +1,178 @@
+// Command boot benchmarks banger's boot, QEMU start to guest agent ready,
+// against the floor on the same machine in the same run: the same kernel,
+// initramfs and disk booted by a plain qemu-system-x86_64 command to its
+// first userspace line (the agent's "init started" on the console). It
+// prints figures and the ratio; it asserts nothing.
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/bangerdev/banger/internal/agent/proto"
+	"github.com/bangerdev/banger/internal/boot"
+	"github.com/bangerdev/banger/internal/boot/boottest"
+	"github.com/bangerdev/banger/internal/vmm/qemu"
+)
+
+func main() {
+	runs := flag.Int("runs", 5, "boots of each kind")
+	image := flag.String("image", "debian", "debian or busybox")
+	flag.Parse()
+	if err := run(*runs, *image); err != nil {
+		fmt.Fprintf(os.Stderr, "bench-boot: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(runs int, image string) error {
+	fmt.Println("preparing kernel, initramfs and images (boottest.Setup)...")
+	env, err := boottest.Setup()
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(env.Dir)
+	rootfs := env.Images[image]
+	if rootfs == "" {
+		return fmt.Errorf("no image %q", image)
+	}
+	accel := "tcg"
+	if err := qemu.KVMUsable(); err == nil {
+		accel = "kvm"
+	} else {
+		fmt.Printf("accelerator: TCG (%v)\n", err)
+	}
+	var floor, banger []time.Duration
+	for i := range runs {
+		f, err := floorBoot(env, rootfs, accel, i)
+		if err != nil {
+			return err
+		}
+		b, err := bangerBoot(env, rootfs, accel, i)
+		if err != nil {
+			return err
+		}
+		floor, banger = append(floor, f), append(banger, b)
+	}
+	mf, mb := median(floor), median(banger)
+	fmt.Printf("\nboot of the %s image, %d runs each, alternating, median (%s, 1 vCPU, 512 MiB):\n", image, runs, accel)
+	fmt.Printf("  floor: plain qemu-system-x86_64 to the first userspace line   %8s\n", mf.Round(time.Millisecond))
+	fmt.Printf("  banger: QEMU start to agent ready (modules, root, agent)      %8s\n", mb.Round(time.Millisecond))
+	fmt.Printf("  overhead                                                      %7.0f%%  (goal: under 25%%)\n", 100*(mb.Seconds()/mf.Seconds()-1))
+	return nil
+}
+
+func workDisk(dir string) (string, error) {
+	p := filepath.Join(dir, "work.ext4")
+	if err := os.WriteFile(p, nil, 0o644); err != nil {
+		return "", err
+	}
+	if err := os.Truncate(p, 1<<30); err != nil {
+		return "", err
+	}
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", p).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("mkfs.ext4: %v: %s", err, out)
+	}
+	return p, nil
+}
+
+// floorBoot runs QEMU by hand and times its console to the agent's first
+// line.
+func floorBoot(env *boottest.Env, rootfs, accel string, i int) (time.Duration, error) {
+	dir := filepath.Join(env.Dir, fmt.Sprintf("floor%d", i))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	cmd := exec.Command("qemu-system-x86_64", "-M", "microvm", "-accel", accel, "-cpu", "max", "-m", "512", "-smp", "1",
+		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+		"-kernel", env.Vmlinux, "-initrd", env.Initrd, "-append", boot.Cmdline("floor", accel == "tcg"),
+		"-drive", "id=root,file="+rootfs+",format=raw,if=none,readonly=on", "-device", "virtio-blk-device,drive=root,serial="+proto.RootSerial,
+		"-serial", "stdio")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	found := make(chan time.Duration, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "banger-agent: init started") {
+				found <- time.Since(start)
+				io.Copy(io.Discard, out)
+				return
+			}
+		}
+		close(found)
+	}()
+	select {
+	case d, ok := <-found:
+		if !ok {
+			return 0, fmt.Errorf("floor boot: QEMU ended before userspace")
+		}
+		return d, nil
+	case <-time.After(3 * time.Minute):
+		return 0, fmt.Errorf("floor boot: no userspace line after 3 minutes")
+	}
+}
+
+// bangerBoot boots as banger does and times QEMU start to agent ready.
+func bangerBoot(env *boottest.Env, rootfs, accel string, i int) (time.Duration, error) {
+	dir := filepath.Join(env.Dir, fmt.Sprintf("banger%d", i))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	work, err := workDisk(dir)
+	if err != nil {
+		return 0, err
+	}
+	spec := qemu.Spec{
+		Kernel: env.Vmlinux, Initrd: env.Initrd, Cmdline: boot.Cmdline("bench", accel == "tcg"),
+		MemoryMiB: 512, VCPU: 1, Accel: accel,
+		Disks:       []qemu.Disk{{Path: rootfs, ReadOnly: true, Serial: proto.RootSerial}, {Path: work, Serial: proto.WorkSerial}},
+		AgentSocket: filepath.Join(dir, "agent.sock"), ConsoleLog: filepath.Join(dir, "console.log"),
+	}
+	errLog, err := os.Create(filepath.Join(dir, "qemu.log"))
+	if err != nil {
+		return 0, err
+	}
+	defer errLog.Close()
+	start := time.Now()
+	p, err := qemu.Start("qemu-system-x86_64", spec, errLog)
+	if err != nil {
+		return 0, err
+	}
+	done := make(chan struct{})
+	go func() { p.Wait(); close(done) }()
+	defer func() { p.Kill(); <-done }()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c, err := boot.WaitAgent(ctx, spec.AgentSocket, done)
+	if err != nil {
+		return 0, err
+	}
+	d := time.Since(start)
+	c.Close()
+	return d, nil
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
