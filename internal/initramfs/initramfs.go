@@ -42,7 +42,7 @@ func Build(w io.Writer, agent []byte, modDir string, mods []kmod.Info) error {
 			return fmt.Errorf("module %s: %w", m.Name, err)
 		}
 		name := fmt.Sprintf("banger/mod/%02d-%s.ko", i, m.Name)
-		if err := cw.File(name, 0o644, ko); err != nil {
+		if err := cw.File(name, 0o644, kmod.StripSignature(ko)); err != nil {
 			return err
 		}
 		list.WriteString("/" + name + "\n")

@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"debug/elf"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -309,4 +310,29 @@ func (idx *Index) Resolve(wanted ...string) ([]Info, error) {
 		}
 	}
 	return order, nil
+}
+
+// sigMarker ends a module's appended signature.
+const sigMarker = "~Module signature appended~\n"
+
+// StripSignature removes a module's appended signature, if any. The
+// kernel then loads it without verifying it (unless it enforces
+// signatures), which under emulation saves most of the module load time:
+// the RSA verification runs on an emulated CPU.
+func StripSignature(ko []byte) []byte {
+	if !bytes.HasSuffix(ko, []byte(sigMarker)) {
+		return ko
+	}
+	body := ko[:len(ko)-len(sigMarker)]
+	// struct module_signature: 12 bytes, sig_len (big endian) last.
+	if len(body) < 12 {
+		return ko
+	}
+	info := body[len(body)-12:]
+	sigLen := int(binary.BigEndian.Uint32(info[8:]))
+	end := len(body) - 12 - sigLen
+	if sigLen <= 0 || end < 0 {
+		return ko
+	}
+	return ko[:end]
 }

@@ -3,6 +3,7 @@ package kmod
 import (
 	"bytes"
 	"compress/gzip"
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
@@ -125,4 +126,21 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_, _ = Parse(data)
 	})
+}
+
+func TestStripSignature(t *testing.T) {
+	ko := kmodtest.Module("name=x")
+	sig := bytes.Repeat([]byte{0xab}, 300)
+	info := make([]byte, 12)
+	binary.BigEndian.PutUint32(info[8:], uint32(len(sig)))
+	signed := append(append(append(append([]byte(nil), ko...), sig...), info...), "~Module signature appended~\n"...)
+	if got := StripSignature(signed); !bytes.Equal(got, ko) {
+		t.Fatalf("stripped to %d bytes, want %d", len(got), len(ko))
+	}
+	if got := StripSignature(ko); !bytes.Equal(got, ko) {
+		t.Fatal("an unsigned module changed")
+	}
+	if _, err := Parse(StripSignature(signed)); err != nil {
+		t.Fatal(err)
+	}
 }
