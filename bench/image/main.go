@@ -12,7 +12,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -23,7 +22,6 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/internal/rootfs"
-	"github.com/klauspost/compress/gzip"
 )
 
 func main() {
@@ -113,20 +111,7 @@ func flattenVsCp(o opts, work string) error {
 		if err != nil {
 			return err
 		}
-		layer := rootfs.Layer{Name: "debian", Open: func() (io.ReadCloser, error) {
-			f, err := os.Open(o.debian)
-			if err != nil {
-				return nil, err
-			}
-			gz, err := gzip.NewReader(f)
-			if err != nil {
-				return nil, err
-			}
-			return struct {
-				io.Reader
-				io.Closer
-			}{gz, f}, nil
-		}}
+		layer := rootfs.GzipFile("debian", o.debian)
 		start := time.Now()
 		st, err := rootfs.Build(context.Background(), []rootfs.Layer{layer}, out, rootfs.DefaultLimits())
 		if err == nil {

@@ -21,6 +21,7 @@ import (
 	"os"
 
 	"github.com/Microsoft/hcsshim/ext4/tar2ext4"
+	"github.com/klauspost/compress/gzip"
 )
 
 // Layer is one layer of an image, the lowest first.
@@ -31,6 +32,26 @@ type Layer struct {
 	// reader should fail at EOF on a digest mismatch: Build reads every
 	// stream to its end.
 	Open func() (io.ReadCloser, error)
+}
+
+// GzipFile is a layer read from a gzip-compressed tar file, as test
+// images and benchmarks keep them.
+func GzipFile(name, path string) Layer {
+	return Layer{Name: name, Open: func() (io.ReadCloser, error) {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		gz, err := gzip.NewReader(f)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return struct {
+			io.Reader
+			io.Closer
+		}{gz, f}, nil
+	}}
 }
 
 // Limits bound what an image may unpack to.

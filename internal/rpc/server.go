@@ -117,6 +117,11 @@ func ServeConn(ctx context.Context, conn net.Conn, handle HandlerFunc, log *slog
 		}
 		resp.ID = req.ID
 		resp.Event = nil
+		if resp.Error == nil && len(resp.Result) == 0 {
+			// Every final frame says how the call ended, even when a
+			// handler produced nothing to return.
+			resp.Result = json.RawMessage("null")
+		}
 		if err := call.write(resp); err != nil {
 			log.Debug("writing response", "method", req.Method, "err", err)
 			return

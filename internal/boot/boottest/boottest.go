@@ -15,8 +15,6 @@ import (
 	"os/exec"
 	"path/filepath"
 
-	"github.com/klauspost/compress/gzip"
-
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/boot"
 	"github.com/bangerdev/banger/internal/kernel"
@@ -104,20 +102,7 @@ func Setup() (*Env, error) {
 	layers := map[string]rootfs.Layer{
 		"busybox":  memLayer(busybox),
 		"no-shell": memLayer(noShell),
-		"debian": {Name: "debian", Open: func() (io.ReadCloser, error) {
-			f, err := os.Open(filepath.Join(CacheDir(), "debian-bookworm-minbase.tar.gz"))
-			if err != nil {
-				return nil, err
-			}
-			gz, err := gzip.NewReader(f)
-			if err != nil {
-				return nil, err
-			}
-			return struct {
-				io.Reader
-				io.Closer
-			}{gz, f}, nil
-		}},
+		"debian":   rootfs.GzipFile("debian", filepath.Join(CacheDir(), "debian-bookworm-minbase.tar.gz")),
 	}
 	for name, l := range layers {
 		p := filepath.Join(dir, name+".ext4")
