@@ -162,7 +162,7 @@ func bangerBoot(env *boottest.Env, rootfs, accel string, i int) (time.Duration, 
 	defer func() { p.Kill(); <-done }()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c, err := boot.WaitAgent(ctx, spec.AgentSocket, done)
+	c, err := boot.WaitAgent(ctx, boot.UnixDialer(spec.AgentSocket), done)
 	if err != nil {
 		return 0, err
 	}

@@ -57,12 +57,12 @@ func Cmdline(hostname string, emulated bool) string {
 // ErrStopped means the VM stopped before its agent answered.
 var ErrStopped = errors.New("the VM stopped before its agent answered")
 
-// WaitAgent connects to the agent's unix socket and pings until the agent
+// WaitAgent connects to the agent with dial and pings until the agent
 // answers, the VM stops (stopped is closed) or ctx ends.
-func WaitAgent(ctx context.Context, socket string, stopped <-chan struct{}) (*agent.Client, error) {
+func WaitAgent(ctx context.Context, dial func(context.Context) (net.Conn, error), stopped <-chan struct{}) (*agent.Client, error) {
 	var conn net.Conn
 	for conn == nil {
-		c, err := net.Dial("unix", socket)
+		c, err := dial(ctx)
 		if err == nil {
 			conn = c
 			break
@@ -71,7 +71,7 @@ func WaitAgent(ctx context.Context, socket string, stopped <-chan struct{}) (*ag
 		case <-stopped:
 			return nil, ErrStopped
 		case <-ctx.Done():
-			return nil, fmt.Errorf("waiting for the agent socket %s: %w", socket, ctx.Err())
+			return nil, fmt.Errorf("waiting for the agent's transport: %w", ctx.Err())
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
@@ -93,5 +93,13 @@ func WaitAgent(ctx context.Context, socket string, stopped <-chan struct{}) (*ag
 			return nil, fmt.Errorf("waiting for the agent: %w", ctx.Err())
 		default:
 		}
+	}
+}
+
+// UnixDialer dials a unix socket, for VMMs whose agent transport is one.
+func UnixDialer(path string) func(context.Context) (net.Conn, error) {
+	return func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", path)
 	}
 }

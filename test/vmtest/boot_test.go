@@ -21,6 +21,8 @@ import (
 	"github.com/bangerdev/banger/internal/agent/proto"
 	"github.com/bangerdev/banger/internal/boot"
 	"github.com/bangerdev/banger/internal/boot/boottest"
+	"github.com/bangerdev/banger/internal/vmm"
+	"github.com/bangerdev/banger/internal/vmm/firecracker"
 	"github.com/bangerdev/banger/internal/vmm/qemu"
 )
 
@@ -111,7 +113,7 @@ func start(t *testing.T, kernelPath, image string, wantAgent bool) *vm {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	v.client, err = boot.WaitAgent(ctx, sock, v.done)
+	v.client, err = boot.WaitAgent(ctx, boot.UnixDialer(sock), v.done)
 	if err != nil {
 		t.Fatalf("%v (QEMU: %v)", err, v.state)
 	}
@@ -234,5 +236,68 @@ func TestBrokenKernelFails(t *testing.T) {
 		}
 	case <-time.After(time.Minute):
 		t.Fatal("QEMU kept running with a broken kernel")
+	}
+}
+
+// TestDriverConformance runs the same boot against every VMM driver: the
+// agent answers through the driver's transport, exec works, the guest
+// powers off and the VMM process ends. A driver that cannot run here
+// (Firecracker without a usable KVM) is skipped with its reason; QEMU
+// must run.
+func TestDriverConformance(t *testing.T) {
+	for _, d := range []vmm.Driver{&qemu.Driver{}, &firecracker.Driver{}} {
+		t.Run(d.Name(), func(t *testing.T) {
+			if err := d.Available(); err != nil {
+				if d.Name() == "qemu" {
+					t.Fatalf("QEMU must be available: %v", err)
+				}
+				t.Skipf("cannot run here: %v", err)
+			}
+			dir := t.TempDir()
+			work := filepath.Join(dir, "work.ext4")
+			if err := os.Truncate(createFile(t, work), 256<<20); err != nil {
+				t.Fatal(err)
+			}
+			if out, err := exec.Command("mkfs.ext4", "-q", "-F", work).CombinedOutput(); err != nil {
+				t.Fatalf("mkfs.ext4: %v\n%s", err, out)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			in, err := d.Start(ctx, vmm.Spec{
+				Kernel: shared.Vmlinux, Initrd: shared.Initrd, Cmdline: boot.Cmdline("conformance", true),
+				MemoryMiB: 256, VCPU: 1, Dir: dir,
+				Disks: []vmm.Disk{{Path: shared.Images["busybox"], ReadOnly: true, Serial: proto.RootSerial}, {Path: work, Serial: proto.WorkSerial}},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				select {
+				case <-in.Done():
+				default:
+					in.Process().Kill()
+					<-in.Done()
+				}
+			})
+			c, err := boot.WaitAgent(ctx, in.DialAgent, in.Done())
+			if err != nil {
+				log, _ := os.ReadFile(in.ConsoleLog())
+				t.Fatalf("%v\nconsole:\n%s", err, tail(log, 30))
+			}
+			defer c.Close()
+			var out bytes.Buffer
+			r, err := c.Exec(ctx, proto.ExecParams{Args: []string{"uname", "-n"}}, nil, &out, &out)
+			if err != nil || r.ExitCode != 0 || out.String() != "conformance\n" {
+				t.Fatalf("exec = %+v %q, %v", r, out.String(), err)
+			}
+			if err := c.Shutdown(ctx); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-in.Done():
+			case <-ctx.Done():
+				t.Fatal("the VMM did not exit after the guest powered off")
+			}
+		})
 	}
 }

@@ -5,13 +5,18 @@ package qemu
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/bangerdev/banger/internal/vmm"
 )
 
 // Disk is one virtio block device; the guest finds it by Serial.
@@ -140,4 +145,74 @@ func TSCkHz() int {
 		}
 	}
 	return 0
+}
+
+// Driver runs VMs under QEMU.
+type Driver struct {
+	Binary string // default qemu-system-x86_64
+	// Warn is told once why KVM is not used (nil: say nothing).
+	Warn func(reason error)
+}
+
+// Name is "qemu".
+func (d *Driver) Name() string { return "qemu" }
+
+func (d *Driver) binary() string {
+	if d.Binary != "" {
+		return d.Binary
+	}
+	return "qemu-system-x86_64"
+}
+
+// Available says why QEMU cannot run here, or nil.
+func (d *Driver) Available() error {
+	if _, err := exec.LookPath(d.binary()); err != nil {
+		return fmt.Errorf("qemu: %w (apt install qemu-system-x86)", err)
+	}
+	return nil
+}
+
+// Start boots s, under KVM when usable and TCG otherwise.
+func (d *Driver) Start(_ context.Context, s vmm.Spec) (vmm.Instance, error) {
+	accel := "kvm"
+	if err := KVMUsable(); err != nil {
+		accel = "tcg"
+		if d.Warn != nil {
+			d.Warn(err)
+		}
+	}
+	spec := Spec{
+		Kernel: s.Kernel, Initrd: s.Initrd, Cmdline: s.Cmdline, MemoryMiB: s.MemoryMiB, VCPU: s.VCPU, Accel: accel,
+		AgentSocket: filepath.Join(s.Dir, "agent.sock"), ConsoleLog: filepath.Join(s.Dir, "console.log"),
+	}
+	for _, dk := range s.Disks {
+		spec.Disks = append(spec.Disks, Disk(dk))
+	}
+	errLog, err := os.Create(filepath.Join(s.Dir, "qemu.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer errLog.Close()
+	p, err := Start(d.binary(), spec, errLog)
+	if err != nil {
+		return nil, err
+	}
+	in := &instance{proc: p, done: make(chan struct{}), sock: spec.AgentSocket, console: spec.ConsoleLog}
+	go func() { _, _ = p.Wait(); close(in.done) }()
+	return in, nil
+}
+
+type instance struct {
+	proc    *os.Process
+	done    chan struct{}
+	sock    string
+	console string
+}
+
+func (i *instance) Process() *os.Process  { return i.proc }
+func (i *instance) Done() <-chan struct{} { return i.done }
+func (i *instance) ConsoleLog() string    { return i.console }
+func (i *instance) DialAgent(ctx context.Context) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, "unix", i.sock)
 }

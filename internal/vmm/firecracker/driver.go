@@ -1,0 +1,145 @@
+package firecracker
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/bangerdev/banger/internal/vmm"
+	"github.com/bangerdev/banger/internal/vmm/qemu"
+)
+
+// AgentPort is the vsock port the guest agent listens on.
+const AgentPort = 1024
+
+// Driver runs VMs under Firecracker, which needs a usable KVM.
+type Driver struct {
+	Binary string // default "firecracker" on PATH
+}
+
+// Name is "firecracker".
+func (d *Driver) Name() string { return "firecracker" }
+
+func (d *Driver) binary() string {
+	if d.Binary != "" {
+		return d.Binary
+	}
+	return "firecracker"
+}
+
+// Available says why Firecracker cannot run here, or nil.
+func (d *Driver) Available() error {
+	if _, err := exec.LookPath(d.binary()); err != nil {
+		return fmt.Errorf("firecracker: %w (set firecracker_bin in config.toml)", err)
+	}
+	if err := qemu.KVMUsable(); err != nil {
+		return fmt.Errorf("firecracker: %w", err)
+	}
+	return nil
+}
+
+// Start launches Firecracker detached, configures the VM through its API
+// socket and starts it. The serial console goes to console.log.
+func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Instance, error) {
+	apiSock := filepath.Join(s.Dir, "firecracker.sock")
+	console := filepath.Join(s.Dir, "console.log")
+	out, err := os.Create(console)
+	if err != nil {
+		return nil, err
+	}
+	defer out.Close()
+	cmd := exec.Command(d.binary(), "--api-sock", apiSock)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting firecracker: %w", err)
+	}
+	in := &instance{proc: cmd.Process, done: make(chan struct{}), vsock: filepath.Join(s.Dir, "vsock.sock"), console: console}
+	go func() { _ = cmd.Wait(); close(in.done) }()
+	if err := d.configure(ctx, in, apiSock, s); err != nil {
+		_ = in.proc.Kill()
+		<-in.done
+		return nil, err
+	}
+	return in, nil
+}
+
+func (d *Driver) configure(ctx context.Context, in *instance, apiSock string, s vmm.Spec) error {
+	// The API socket appears a moment after the process starts.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if c, err := net.Dial("unix", apiSock); err == nil {
+			c.Close()
+			break
+		}
+		select {
+		case <-in.done:
+			return errors.New("firecracker exited before its API socket appeared (see console.log)")
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return errors.New("firecracker's API socket did not appear")
+		}
+	}
+	c := NewClient(apiSock)
+	if err := c.PutMachineConfig(ctx, MachineConfig{VCPUCount: s.VCPU, MemSizeMiB: s.MemoryMiB}); err != nil {
+		return err
+	}
+	if err := c.PutBootSource(ctx, BootSource{KernelImagePath: s.Kernel, InitrdPath: s.Initrd, BootArgs: s.Cmdline}); err != nil {
+		return err
+	}
+	for _, dk := range s.Disks {
+		if err := c.PutDrive(ctx, Drive{DriveID: dk.Serial, PathOnHost: dk.Path, IsReadOnly: dk.ReadOnly}); err != nil {
+			return err
+		}
+	}
+	if err := c.PutVsock(ctx, Vsock{GuestCID: 3, UDSPath: in.vsock}); err != nil {
+		return err
+	}
+	return c.Act(ctx, ActionInstanceStart)
+}
+
+type instance struct {
+	proc    *os.Process
+	done    chan struct{}
+	vsock   string
+	console string
+}
+
+func (i *instance) Process() *os.Process  { return i.proc }
+func (i *instance) Done() <-chan struct{} { return i.done }
+func (i *instance) ConsoleLog() string    { return i.console }
+
+// DialAgent connects through Firecracker's vsock proxy: connect to its
+// unix socket, ask for the agent's port, read "OK <port>".
+func (i *instance) DialAgent(ctx context.Context) (net.Conn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", i.vsock)
+	if err != nil {
+		return nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(dl)
+	}
+	if _, err := fmt.Fprintf(c, "CONNECT %d\n", AgentPort); err != nil {
+		c.Close()
+		return nil, err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "OK ") {
+		c.Close()
+		return nil, fmt.Errorf("vsock connect to port %d: %q: %v", AgentPort, strings.TrimSpace(line), err)
+	}
+	_ = c.SetDeadline(time.Time{})
+	return c, nil
+}

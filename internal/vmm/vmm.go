@@ -1,0 +1,50 @@
+// Package vmm is the interface every virtual machine monitor driver
+// implements (internal/vmm/qemu, internal/vmm/firecracker), so the VM
+// service boots guests without knowing which one runs them.
+package vmm
+
+import (
+	"context"
+	"net"
+	"os"
+)
+
+// Disk is one block device; the guest agent finds it by Serial.
+type Disk struct {
+	Path     string
+	ReadOnly bool
+	Serial   string
+}
+
+// Spec describes one VM, whatever runs it.
+type Spec struct {
+	Kernel    string // the bundle's ELF kernel
+	Initrd    string
+	Cmdline   string
+	MemoryMiB int
+	VCPU      int
+	Disks     []Disk
+	// Dir holds the VM's runtime files: sockets, console log.
+	Dir string
+}
+
+// Instance is a running VMM process.
+type Instance interface {
+	// Process is the VMM's process; it runs in its own session, so it
+	// outlives the daemon, which re-adopts it by pid and start time.
+	Process() *os.Process
+	// Done is closed once the process exited.
+	Done() <-chan struct{}
+	// DialAgent connects to the guest agent's transport.
+	DialAgent(ctx context.Context) (net.Conn, error)
+	// ConsoleLog is the serial console's log file.
+	ConsoleLog() string
+}
+
+// Driver starts VMs.
+type Driver interface {
+	Name() string
+	// Available says why this driver cannot run here, or nil.
+	Available() error
+	Start(ctx context.Context, s Spec) (Instance, error)
+}
