@@ -35,6 +35,10 @@ const (
 	MethodKernelList   = "kernel.list"
 	MethodKernelShow   = "kernel.show"
 	MethodKernelDelete = "kernel.delete"
+
+	// MethodVMBootTest boots a throwaway VM from an image and a kernel,
+	// runs uname -a through its agent, powers it off and reports timings.
+	MethodVMBootTest = "vm.boot_test"
 )
 
 // Operation kinds. Every asynchronous daemon job is one of these.

@@ -209,3 +209,10 @@ func (c *Client) DeleteKernel(ctx context.Context, name string) (api.KernelDelet
 	err := c.Call(ctx, api.MethodKernelDelete, api.KernelRefParams{Name: name}, &r)
 	return r, err
 }
+
+// BootTest boots a throwaway VM and reports its timings.
+func (c *Client) BootTest(ctx context.Context, p api.BootTestParams) (api.BootTestResult, error) {
+	var r api.BootTestResult
+	err := c.Call(ctx, api.MethodVMBootTest, p, &r)
+	return r, err
+}

@@ -111,6 +111,7 @@ func (a *App) rootCommand() *cobra.Command {
 		a.opsCommand(),
 		a.imageCommand(),
 		a.kernelCommand(),
+		a.vmCommand(),
 		a.configCommand(),
 	)
 	return root

@@ -24,6 +24,7 @@ import (
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/blobcache"
+	"github.com/bangerdev/banger/internal/boottest"
 	"github.com/bangerdev/banger/internal/config"
 	"github.com/bangerdev/banger/internal/image"
 	"github.com/bangerdev/banger/internal/kernel"
@@ -33,6 +34,9 @@ import (
 	"github.com/bangerdev/banger/internal/rootfs"
 	"github.com/bangerdev/banger/internal/rpc"
 	"github.com/bangerdev/banger/internal/store"
+	"github.com/bangerdev/banger/internal/vmm"
+	"github.com/bangerdev/banger/internal/vmm/firecracker"
+	"github.com/bangerdev/banger/internal/vmm/qemu"
 )
 
 // ErrAlreadyRunning means another daemon holds this layout's lock.
@@ -53,6 +57,10 @@ type Options struct {
 	ShutdownGrace time.Duration
 	// Ready, when non-nil, is called once the socket accepts connections.
 	Ready func()
+
+	// AgentBin is the guest agent binary (default: banger-agent next to
+	// the running executable).
+	AgentBin string
 
 	// extraOps lets this package's tests list registries of their own.
 	extraOps []opSource
@@ -78,8 +86,9 @@ type Daemon struct {
 	// operations.* methods. Services add theirs in wireServices.
 	ops []opSource
 
-	images  *image.Service
-	kernels *kernel.Service
+	images   *image.Service
+	kernels  *kernel.Service
+	bootTest *boottest.Service
 
 	handlers map[string]handler
 }
@@ -250,7 +259,43 @@ func (d *Daemon) wireServices(opts Options) error {
 	}
 	d.kernels = kernels
 	d.ops = append(d.ops, kernels.Operations())
+
+	agentBin := opts.AgentBin
+	if agentBin == "" {
+		if exe, err := os.Executable(); err == nil {
+			agentBin = filepath.Join(filepath.Dir(exe), "banger-agent")
+		}
+	}
+	d.bootTest = &boottest.Service{
+		Image: func(ctx context.Context, name string) (api.Image, error) { return imgs.Resolve(ctx, name) },
+		Kernel: func(ctx context.Context, name string) (api.Kernel, error) {
+			return kernels.Show(ctx, api.KernelRefParams{Name: name})
+		},
+		Driver:  d.driver(),
+		Agent:   agentBin,
+		WorkDir: filepath.Join(d.layout.RuntimeDir, "vms"),
+		Log:     d.log.With("service", "boot-test"),
+	}
 	return nil
+}
+
+// driver picks the VMM: the configured one, or under "auto" Firecracker
+// where it can run and QEMU elsewhere.
+func (d *Daemon) driver() vmm.Driver {
+	fc := &firecracker.Driver{Binary: d.cfg.FirecrackerBin}
+	q := &qemu.Driver{Warn: func(reason error) {
+		d.log.Warn("VMs run under software emulation (TCG), much slower than KVM", "reason", reason)
+	}}
+	switch d.cfg.VMM {
+	case "firecracker":
+		return fc
+	case "qemu":
+		return q
+	}
+	if fc.Available() == nil {
+		return fc
+	}
+	return q
 }
 
 // initMeta records the store's identity on first start.

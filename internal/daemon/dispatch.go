@@ -70,6 +70,7 @@ func rpcHandlers() map[string]handler {
 		api.MethodKernelList:       noParamHandler(listKernels),
 		api.MethodKernelShow:       paramHandler(showKernel),
 		api.MethodKernelDelete:     paramHandler(deleteKernel),
+		api.MethodVMBootTest:       paramHandler(bootTest),
 	}
 }
 

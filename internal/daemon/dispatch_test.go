@@ -29,6 +29,7 @@ var documentedMethods = []string{
 	api.MethodOperationsWait,
 	api.MethodPing,
 	api.MethodShutdown,
+	api.MethodVMBootTest,
 	api.MethodVersion,
 }
 

@@ -27,3 +27,7 @@ func showKernel(ctx context.Context, d *Daemon, p api.KernelRefParams) (api.Kern
 func deleteKernel(ctx context.Context, d *Daemon, p api.KernelRefParams) (api.KernelDeleteResult, error) {
 	return d.kernels.Delete(ctx, p)
 }
+
+func bootTest(ctx context.Context, d *Daemon, p api.BootTestParams) (api.BootTestResult, error) {
+	return d.bootTest.Run(ctx, p)
+}

@@ -33,6 +33,7 @@ type result struct {
 type tools struct {
 	registry  string // CNCF distribution registry binary
 	debianTar string // debootstrap'd Debian tree, as a (gzipped) tarball
+	kernelDeb string // Debian's linux-image package
 }
 
 // T is a scenario's handle on its own banger home.

@@ -89,7 +89,7 @@ func (t *T) busyboxImage() v1.Image {
 		{name: "tmp/", typ: tar.TypeDir, mode: 0o1777},
 		{name: "root/", typ: tar.TypeDir, mode: 0o700},
 	}
-	for _, applet := range []string{"sh", "ls", "cat", "echo", "mount", "ps", "sleep", "true"} {
+	for _, applet := range []string{"sh", "ls", "cat", "echo", "mount", "ps", "sleep", "true", "uname"} {
 		base = append(base, entry{name: "bin/" + applet, typ: tar.TypeLink, link: "bin/busybox"})
 	}
 	upper := []entry{

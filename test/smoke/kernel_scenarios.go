@@ -11,6 +11,7 @@ import (
 func kernelScenarios() []scenario {
 	return []scenario{
 		{"kernel-import-debian", kernelImportDebian},
+		{"vm-boot-test", vmBootTest},
 	}
 }
 
@@ -41,4 +42,29 @@ func kernelImportDebian(t *T) {
 	if entries, _ := os.ReadDir(filepath.Join(t.home, "state", "kernels")); len(entries) != 0 {
 		t.Fatalf("left in the kernels dir: %v", entries)
 	}
+}
+
+// vmBootTest boots images through the daemon: a busybox image pulled from
+// a registry answers uname -a; an image whose rootfs the guest cannot run
+// from fails with the console's reason; no QEMU is left either way (the
+// harness checks every process started under the scenario's home).
+func vmBootTest(t *T) {
+	if t.tools.kernelDeb == "" {
+		t.Fatalf("no kernel package; run scripts/testimages.sh (make test does)")
+	}
+	reg := t.Registry()
+	t.StartDaemon()
+	t.Must("kernel", "import", "--deb", t.tools.kernelDeb)
+	ref := reg + "/smoke/busybox:boot"
+	t.Push(ref, t.busyboxImage())
+	t.Must("image", "pull", ref)
+	r := t.Must("vm", "boot-test", "--image", ref)
+	t.Contains("boot-test", r.stdout, "Linux boot-test ", "agent ready", "guest: init started", "power off")
+	var res api.BootTestResult
+	t.JSON(&res, "vm", "boot-test", "--image", ref)
+	if res.VMM != "qemu" || !strings.Contains(res.Uname, "x86_64") || len(res.Phases) < 6 {
+		t.Fatalf("boot-test --json = %+v", res)
+	}
+	t.MustFail(1, "not found", "vm", "boot-test", "--image", "no/such:image")
+	t.MustFail(1, "--image is required", "vm", "boot-test")
 }

@@ -37,6 +37,7 @@ func smoke() int {
 	timeout := flag.Duration("timeout", 20*time.Minute, "deadline of one scenario")
 	var tl tools
 	flag.StringVar(&tl.registry, "registry", ".tools/registry", "CNCF distribution registry binary")
+	flag.StringVar(&tl.kernelDeb, "kernel-deb", "", "Debian linux-image package (scripts/testimages.sh caches one)")
 	flag.StringVar(&tl.debianTar, "debian", "/var/cache/banger-test/debian-bookworm-minbase.tar.gz", "Debian test image tarball (scripts/testimages.sh)")
 	flag.Parse()
 
@@ -65,7 +66,7 @@ func smoke() int {
 		}
 	}
 
-	for _, p := range []*string{&tl.registry, &tl.debianTar} {
+	for _, p := range []*string{&tl.registry, &tl.debianTar, &tl.kernelDeb} {
 		if abs, err := filepath.Abs(*p); err == nil {
 			*p = abs
 		}
