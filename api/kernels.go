@@ -48,3 +48,23 @@ type KernelDeleteResult struct {
 type KernelListResult struct {
 	Kernels []Kernel `json:"kernels"`
 }
+
+// KernelPullParams are the params of MethodKernelPull.
+type KernelPullParams struct {
+	Ref      string `json:"ref"`
+	Name     string `json:"name,omitempty"`
+	Insecure bool   `json:"insecure,omitempty"`
+}
+
+// KernelPushParams are the params of MethodKernelPush.
+type KernelPushParams struct {
+	Name     string `json:"name"`
+	Ref      string `json:"ref"`
+	Insecure bool   `json:"insecure,omitempty"`
+}
+
+// KernelPushResult answers MethodKernelPush.
+type KernelPushResult struct {
+	Ref    string `json:"ref"`
+	Digest string `json:"digest"`
+}

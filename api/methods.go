@@ -35,6 +35,8 @@ const (
 	MethodKernelList   = "kernel.list"
 	MethodKernelShow   = "kernel.show"
 	MethodKernelDelete = "kernel.delete"
+	MethodKernelPull   = "kernel.pull" // starts an operation
+	MethodKernelPush   = "kernel.push"
 
 	// MethodVMBootTest boots a throwaway VM from an image and a kernel,
 	// runs uname -a through its agent, powers it off and reports timings.

@@ -216,3 +216,17 @@ func (c *Client) BootTest(ctx context.Context, p api.BootTestParams) (api.BootTe
 	err := c.Call(ctx, api.MethodVMBootTest, p, &r)
 	return r, err
 }
+
+// PullKernel starts a kernel pull and returns its operation.
+func (c *Client) PullKernel(ctx context.Context, p api.KernelPullParams) (api.OperationSummary, error) {
+	var r api.OperationSummary
+	err := c.Call(ctx, api.MethodKernelPull, p, &r)
+	return r, err
+}
+
+// PushKernel publishes a kernel to a registry.
+func (c *Client) PushKernel(ctx context.Context, p api.KernelPushParams) (api.KernelPushResult, error) {
+	var r api.KernelPushResult
+	err := c.Call(ctx, api.MethodKernelPush, p, &r)
+	return r, err
+}

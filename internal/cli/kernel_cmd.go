@@ -18,7 +18,7 @@ func (a *App) kernelCommand() *cobra.Command {
 		Aliases: []string{"kernels"},
 		Short:   "Import, list and delete guest kernels",
 	}
-	cmd.AddCommand(a.kernelImportCommand(), a.kernelListCommand(), a.kernelShowCommand(), a.kernelDeleteCommand())
+	cmd.AddCommand(a.kernelImportCommand(), a.kernelPullCommand(), a.kernelPushCommand(), a.kernelListCommand(), a.kernelShowCommand(), a.kernelDeleteCommand())
 	return cmd
 }
 
@@ -168,4 +168,68 @@ func (a *App) kernelDeleteCommand() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+func (a *App) kernelPullCommand() *cobra.Command {
+	var p api.KernelPullParams
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "pull REF",
+		Short: "Pull a kernel image (one `banger kernel push` made, or any image holding /boot/vmlinuz-V and /lib/modules/V)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			p.Ref = args[0]
+			start := time.Now()
+			op, err := c.PullKernel(cmd.Context(), p)
+			if err != nil {
+				return err
+			}
+			final, err := a.followOp(cmd.Context(), c, op)
+			if err != nil {
+				return err
+			}
+			k, err := c.Kernel(cmd.Context(), final.Result)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(a.Stdout, k)
+			}
+			fmt.Fprintf(a.Stdout, "pulled kernel %s (%s, %d modules, %s) in %s\n", k.Name, k.Version, k.Modules,
+				units.FormatSize(k.Size), time.Since(start).Round(100*time.Millisecond))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&p.Name, "name", "", "name of the kernel (default: its version)")
+	cmd.Flags().BoolVar(&p.Insecure, "insecure", false, "reach the registry over plain HTTP")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the kernel as JSON")
+	return cmd
+}
+
+func (a *App) kernelPushCommand() *cobra.Command {
+	var p api.KernelPushParams
+	cmd := &cobra.Command{
+		Use:   "push NAME REF",
+		Short: "Publish a kernel to a registry, for `banger kernel pull` elsewhere",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			p.Name, p.Ref = args[0], args[1]
+			res, err := c.PushKernel(cmd.Context(), p)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.Stdout, "pushed kernel %s to %s@%s\n", p.Name, res.Ref, res.Digest)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&p.Insecure, "insecure", false, "reach the registry over plain HTTP")
+	return cmd
 }

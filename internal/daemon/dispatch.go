@@ -70,6 +70,8 @@ func rpcHandlers() map[string]handler {
 		api.MethodKernelList:       noParamHandler(listKernels),
 		api.MethodKernelShow:       paramHandler(showKernel),
 		api.MethodKernelDelete:     paramHandler(deleteKernel),
+		api.MethodKernelPull:       paramHandler(pullKernel),
+		api.MethodKernelPush:       paramHandler(pushKernel),
 		api.MethodVMBootTest:       paramHandler(bootTest),
 	}
 }

@@ -22,6 +22,8 @@ var documentedMethods = []string{
 	api.MethodKernelDelete,
 	api.MethodKernelImport,
 	api.MethodKernelList,
+	api.MethodKernelPull,
+	api.MethodKernelPush,
 	api.MethodKernelShow,
 	api.MethodOperationsCancel,
 	api.MethodOperationsGet,

@@ -31,3 +31,15 @@ func deleteKernel(ctx context.Context, d *Daemon, p api.KernelRefParams) (api.Ke
 func bootTest(ctx context.Context, d *Daemon, p api.BootTestParams) (api.BootTestResult, error) {
 	return d.bootTest.Run(ctx, p)
 }
+
+func pullKernel(ctx context.Context, d *Daemon, p api.KernelPullParams) (api.OperationSummary, error) {
+	op, err := d.kernels.Pull(ctx, p)
+	if err != nil {
+		return api.OperationSummary{}, err
+	}
+	return summarize(op.Status()), nil
+}
+
+func pushKernel(ctx context.Context, d *Daemon, p api.KernelPushParams) (api.KernelPushResult, error) {
+	return d.kernels.Push(ctx, p)
+}

@@ -104,8 +104,8 @@ func (s *Service) Show(ctx context.Context, p api.KernelRefParams) (api.Kernel, 
 // Delete removes a kernel's name, and its bundle with the last name. It
 // refuses while VMs use the bundle.
 func (s *Service) Delete(ctx context.Context, p api.KernelRefParams) (api.KernelDeleteResult, error) {
-	s.install.Lock()
-	defer s.install.Unlock()
+	s.installMu.Lock()
+	defer s.installMu.Unlock()
 	var res api.KernelDeleteResult
 	var aside string
 	err := s.cfg.Store.Update(ctx, func(tx *store.Tx) error {

@@ -17,6 +17,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path"
@@ -26,6 +27,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/deb"
@@ -60,6 +63,10 @@ type Config struct {
 	Retention time.Duration
 	// UsedBy counts the VMs using a bundle ID; nil means none do.
 	UsedBy func(ctx context.Context, id string) (int, error)
+	// Keychain and Transport reach registries for kernel pull and push
+	// (defaults: the docker config, http.DefaultTransport).
+	Keychain  authn.Keychain
+	Transport http.RoundTripper
 	// FetchDebian downloads the distribution's kernel package into dir and
 	// returns its path (default: apt-get download linux-image-amd64's
 	// current dependency).
@@ -68,9 +75,9 @@ type Config struct {
 
 // Service is the kernel service.
 type Service struct {
-	cfg     Config
-	ops     *opstate.Registry[api.Kernel]
-	install sync.Mutex // orders bundle installs against deletes
+	cfg       Config
+	ops       *opstate.Registry[api.Kernel]
+	installMu sync.Mutex // orders bundle installs against deletes
 }
 
 // New returns a Service, sweeping what an interrupted import left.
@@ -151,7 +158,7 @@ func (s *Service) Import(_ context.Context, p api.KernelImportParams) (*opstate.
 	}
 	return s.ops.Start(s.cfg.Lifetime, api.OpKindKernelImport, target, func(ctx context.Context, op *opstate.Op[api.Kernel]) (api.Kernel, error) {
 		start := time.Now()
-		k, err := s.importBundle(ctx, op, p)
+		k, err := s.install(ctx, op, p.Name, s.importSource(p))
 		if err != nil {
 			s.cfg.Log.Warn("kernel import failed", "from", target, "err", err)
 			return api.Kernel{}, err
@@ -163,47 +170,57 @@ func (s *Service) Import(_ context.Context, p api.KernelImportParams) (*opstate.
 
 var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
-func (s *Service) importBundle(ctx context.Context, op *opstate.Op[api.Kernel], p api.KernelImportParams) (api.Kernel, error) {
+// source fills a staging directory with a bundle's kernel, config and
+// modules, and says what it came from.
+type source func(ctx context.Context, op *opstate.Op[api.Kernel], staging string) (rec store.Kernel, err error)
+
+func (s *Service) importSource(p api.KernelImportParams) source {
+	return func(ctx context.Context, op *opstate.Op[api.Kernel], staging string) (store.Kernel, error) {
+		var rec store.Kernel
+		var err error
+		switch {
+		case p.Debian:
+			op.SetPhase("downloading the Debian kernel package")
+			dl, err := os.MkdirTemp(s.cfg.Dir, ".download-")
+			if err != nil {
+				return rec, err
+			}
+			defer os.RemoveAll(dl)
+			pkg, err := s.cfg.FetchDebian(ctx, dl)
+			if err != nil {
+				return rec, err
+			}
+			rec.Source, rec.Origin = "debian", filepath.Base(pkg)
+			op.SetPhase("unpacking")
+			rec.Version, err = unpackDeb(ctx, pkg, staging)
+			return rec, err
+		case p.Deb != "":
+			rec.Source, rec.Origin = "deb", p.Deb
+			op.SetPhase("unpacking")
+			rec.Version, err = unpackDeb(ctx, p.Deb, staging)
+			return rec, err
+		default:
+			rec.Source, rec.Origin = "files", p.Kernel
+			op.SetPhase("copying")
+			rec.Version, err = copyFiles(p.Kernel, p.Modules, staging)
+			return rec, err
+		}
+	}
+}
+
+// install turns what src put in a staging directory into a stored bundle
+// and a record named name (default: the kernel version).
+func (s *Service) install(ctx context.Context, op *opstate.Op[api.Kernel], name string, src source) (api.Kernel, error) {
 	staging, err := os.MkdirTemp(s.cfg.Dir, ".import-")
 	if err != nil {
 		return api.Kernel{}, err
 	}
 	defer os.RemoveAll(staging)
-
-	rec := store.Kernel{Name: p.Name}
-	switch {
-	case p.Debian:
-		op.SetPhase("downloading the Debian kernel package")
-		dl, err := os.MkdirTemp(s.cfg.Dir, ".download-")
-		if err != nil {
-			return api.Kernel{}, err
-		}
-		defer os.RemoveAll(dl)
-		pkg, err := s.cfg.FetchDebian(ctx, dl)
-		if err != nil {
-			return api.Kernel{}, err
-		}
-		rec.Source, rec.Origin = "debian", filepath.Base(pkg)
-		op.SetPhase("unpacking")
-		rec.Version, err = unpackDeb(ctx, pkg, staging)
-		if err != nil {
-			return api.Kernel{}, err
-		}
-	case p.Deb != "":
-		rec.Source, rec.Origin = "deb", p.Deb
-		op.SetPhase("unpacking")
-		rec.Version, err = unpackDeb(ctx, p.Deb, staging)
-		if err != nil {
-			return api.Kernel{}, err
-		}
-	default:
-		rec.Source, rec.Origin = "files", p.Kernel
-		op.SetPhase("copying")
-		rec.Version, err = copyFiles(p.Kernel, p.Modules, staging)
-		if err != nil {
-			return api.Kernel{}, err
-		}
+	rec, err := src(ctx, op, staging)
+	if err != nil {
+		return api.Kernel{}, err
 	}
+	rec.Name = name
 
 	op.SetPhase("extracting the ELF kernel")
 	image, err := os.ReadFile(filepath.Join(staging, FileKernel))
@@ -253,8 +270,8 @@ func (s *Service) importBundle(ctx context.Context, op *opstate.Op[api.Kernel], 
 	}
 	rec.CreatedAt = time.Now().UTC()
 
-	s.install.Lock()
-	defer s.install.Unlock()
+	s.installMu.Lock()
+	defer s.installMu.Unlock()
 	final := s.bundleDir(rec.ID)
 	if _, err := os.Stat(final); errors.Is(err, fs.ErrNotExist) {
 		if err := os.Rename(staging, final); err != nil {
@@ -285,6 +302,13 @@ func unpackDeb(ctx context.Context, pkg, dir string) (string, error) {
 		return "", fmt.Errorf("%w: %s: %v", api.ErrInvalidArgument, pkg, err)
 	}
 	defer done()
+	return unpackTree(ctx, tr, dir, pkg)
+}
+
+// unpackTree copies a kernel tree out of a tar stream (a package's data,
+// or an image's merged layers): /boot/vmlinuz-V (or vmlinux-V),
+// /boot/config-V and /lib/modules/V, merged-usr spellings included.
+func unpackTree(ctx context.Context, tr *tar.Reader, dir, origin string) (string, error) {
 	var version string
 	var total int64
 	for n := 0; ; n++ {
@@ -296,17 +320,19 @@ func unpackDeb(ctx context.Context, pkg, dir string) (string, error) {
 			break
 		}
 		if err != nil {
-			return "", fmt.Errorf("reading %s: %w", pkg, err)
+			return "", fmt.Errorf("reading %s: %w", origin, err)
 		}
 		if h.Typeflag != tar.TypeReg {
 			continue
 		}
 		name := strings.TrimPrefix(path.Clean("/"+h.Name), "/")
-		name = strings.TrimPrefix(name, "usr/") // merged-usr packages
+		name = strings.TrimPrefix(name, "usr/") // merged-usr trees
 		var dst, v string
 		switch {
 		case strings.HasPrefix(name, "boot/vmlinuz-"):
 			v, dst = strings.TrimPrefix(name, "boot/vmlinuz-"), FileKernel
+		case strings.HasPrefix(name, "boot/vmlinux-"):
+			v, dst = strings.TrimPrefix(name, "boot/vmlinux-"), FileKernel
 		case strings.HasPrefix(name, "boot/config-"):
 			v, dst = strings.TrimPrefix(name, "boot/config-"), FileConfig
 		case strings.HasPrefix(name, "lib/modules/"):
@@ -322,18 +348,18 @@ func unpackDeb(ctx context.Context, pkg, dir string) (string, error) {
 		if version == "" {
 			version = v
 		} else if v != version {
-			return "", fmt.Errorf("%w: %s holds more than one kernel version (%s, %s)", api.ErrInvalidArgument, pkg, version, v)
+			return "", fmt.Errorf("%w: %s holds more than one kernel version (%s, %s)", api.ErrInvalidArgument, origin, version, v)
 		}
 		total += h.Size
 		if total > maxBundle {
-			return "", fmt.Errorf("%w: %s unpacks to more than %d bytes", api.ErrInvalidArgument, pkg, int64(maxBundle))
+			return "", fmt.Errorf("%w: %s unpacks to more than %d bytes", api.ErrInvalidArgument, origin, int64(maxBundle))
 		}
 		if err := writeFile(filepath.Join(dir, filepath.FromSlash(dst)), tr, h.Size); err != nil {
 			return "", err
 		}
 	}
 	if _, err := os.Stat(filepath.Join(dir, FileKernel)); err != nil {
-		return "", fmt.Errorf("%w: %s holds no /boot/vmlinuz-*; is it a linux-image package?", api.ErrInvalidArgument, pkg)
+		return "", fmt.Errorf("%w: %s holds no /boot/vmlinuz-* or /boot/vmlinux-*; is it a kernel package or image?", api.ErrInvalidArgument, origin)
 	}
 	return version, nil
 }

@@ -67,4 +67,18 @@ func vmBootTest(t *T) {
 	}
 	t.MustFail(1, "not found", "vm", "boot-test", "--image", "no/such:image")
 	t.MustFail(1, "--image is required", "vm", "boot-test")
+
+	// Published to the registry and pulled back, the kernel still boots.
+	var k api.Kernel
+	t.JSON(&k, "kernel", "show", "default")
+	kref := reg + "/smoke/kernel:" + k.Version
+	t.Contains("kernel push", t.Must("kernel", "push", k.Name, kref).stdout, "pushed kernel "+k.Name)
+	t.Must("kernel", "delete", k.Name)
+	t.Contains("kernel pull", t.Must("kernel", "pull", kref, "--name", "from-registry").stdout, "pulled kernel from-registry")
+	var back api.Kernel
+	t.JSON(&back, "kernel", "show", "from-registry")
+	if back.ID != k.ID {
+		t.Fatalf("the pulled-back kernel differs: %s, pushed %s", back.ID, k.ID)
+	}
+	t.Contains("boot with the pulled kernel", t.Must("vm", "boot-test", "--image", ref, "--kernel", "from-registry").stdout, "Linux boot-test "+k.Version)
 }
