@@ -27,18 +27,22 @@ func (a *App) imageCommand() *cobra.Command {
 	return cmd
 }
 
-// followImageOp waits for a pull or import and returns the image it made.
-func (a *App) followImageOp(ctx context.Context, c *client.Client, op api.OperationSummary) (api.Image, error) {
+// finishImageOp follows a pull or import and prints the image it made.
+func (a *App) finishImageOp(ctx context.Context, c *client.Client, op api.OperationSummary, verb string, start time.Time, asJSON bool) error {
 	final, err := a.followOp(ctx, c, op)
 	if err != nil {
-		return api.Image{}, err
+		return err
 	}
-	return c.Image(ctx, final.Result)
-}
-
-func (a *App) printImageDone(verb string, img api.Image, took time.Duration) {
+	img, err := c.Image(ctx, final.Result)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return printJSON(a.Stdout, img)
+	}
 	fmt.Fprintf(a.Stdout, "%s %s (%s, %s rootfs, %d layer(s)) in %s\n", verb, img.Name, shortID(img.ID),
-		units.FormatSize(img.Size), img.Layers, took.Round(100*time.Millisecond))
+		units.FormatSize(img.Size), img.Layers, time.Since(start).Round(100*time.Millisecond))
+	return nil
 }
 
 func shortID(id string) string {
@@ -69,15 +73,7 @@ func (a *App) imagePullCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			img, err := a.followImageOp(cmd.Context(), c, op)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(a.Stdout, img)
-			}
-			a.printImageDone("pulled", img, time.Since(start))
-			return nil
+			return a.finishImageOp(cmd.Context(), c, op, "pulled", start, asJSON)
 		},
 	}
 	cmd.Flags().StringVar(&p.Platform, "platform", "", "os/arch[/variant] to pull from a multi-platform image (default: the host's)")
@@ -106,15 +102,7 @@ func (a *App) imageImportCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			img, err := a.followImageOp(cmd.Context(), c, op)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(a.Stdout, img)
-			}
-			a.printImageDone("imported", img, time.Since(start))
-			return nil
+			return a.finishImageOp(cmd.Context(), c, op, "imported", start, asJSON)
 		},
 	}
 	cmd.Flags().StringVar(&p.Name, "name", "", "name of the imported image (default: its tag in the archive)")

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"strconv"
@@ -9,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/api/client"
 	"github.com/bangerdev/banger/internal/units"
 )
 
@@ -50,20 +52,7 @@ func (a *App) kernelImportCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			final, err := a.followOp(cmd.Context(), c, op)
-			if err != nil {
-				return err
-			}
-			k, err := c.Kernel(cmd.Context(), final.Result)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(a.Stdout, k)
-			}
-			fmt.Fprintf(a.Stdout, "imported kernel %s (%s, %d modules, %s) in %s\n", k.Name, k.Version, k.Modules,
-				units.FormatSize(k.Size), time.Since(start).Round(100*time.Millisecond))
-			return nil
+			return a.finishKernelOp(cmd.Context(), c, op, "imported", start, asJSON)
 		},
 	}
 	cmd.Flags().BoolVar(&p.Debian, "debian", false, "fetch and import the distribution's linux-image-amd64 package")
@@ -188,20 +177,7 @@ func (a *App) kernelPullCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			final, err := a.followOp(cmd.Context(), c, op)
-			if err != nil {
-				return err
-			}
-			k, err := c.Kernel(cmd.Context(), final.Result)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(a.Stdout, k)
-			}
-			fmt.Fprintf(a.Stdout, "pulled kernel %s (%s, %d modules, %s) in %s\n", k.Name, k.Version, k.Modules,
-				units.FormatSize(k.Size), time.Since(start).Round(100*time.Millisecond))
-			return nil
+			return a.finishKernelOp(cmd.Context(), c, op, "pulled", start, asJSON)
 		},
 	}
 	cmd.Flags().StringVar(&p.Name, "name", "", "name of the kernel (default: its version)")
@@ -232,4 +208,22 @@ func (a *App) kernelPushCommand() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&p.Insecure, "insecure", false, "reach the registry over plain HTTP")
 	return cmd
+}
+
+// finishKernelOp follows an import or pull and prints the kernel it made.
+func (a *App) finishKernelOp(ctx context.Context, c *client.Client, op api.OperationSummary, verb string, start time.Time, asJSON bool) error {
+	final, err := a.followOp(ctx, c, op)
+	if err != nil {
+		return err
+	}
+	k, err := c.Kernel(ctx, final.Result)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return printJSON(a.Stdout, k)
+	}
+	fmt.Fprintf(a.Stdout, "%s kernel %s (%s, %d modules, %s) in %s\n", verb, k.Name, k.Version, k.Modules,
+		units.FormatSize(k.Size), time.Since(start).Round(100*time.Millisecond))
+	return nil
 }
