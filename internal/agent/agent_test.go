@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -86,5 +88,35 @@ func TestLinkLossFailsCalls(t *testing.T) {
 	<-c.Done()
 	if _, err := c.Ping(context.Background()); err == nil {
 		t.Fatal("ping over a dead link succeeded")
+	}
+}
+
+func TestFiles(t *testing.T) {
+	c := pair(t, &Server{})
+	ctx := context.Background()
+	dir := t.TempDir()
+	target := filepath.Join(dir, "notes.txt")
+	body := strings.Repeat("a line of notes\n", 50000)
+	n, err := c.WriteFile(ctx, target, 0o600, strings.NewReader(body))
+	if err != nil || n != int64(len(body)) {
+		t.Fatalf("WriteFile = %d, %v", n, err)
+	}
+	if fi, err := os.Stat(target); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("written file: %v, %v", fi, err)
+	}
+	var back bytes.Buffer
+	n, err = c.ReadFile(ctx, target, &back)
+	if err != nil || n != int64(len(body)) || back.String() != body {
+		t.Fatalf("ReadFile = %d, %v (%d bytes back)", n, err, back.Len())
+	}
+	if _, err := c.ReadFile(ctx, filepath.Join(dir, "missing"), &back); err == nil || !strings.Contains(err.Error(), "no such file") {
+		t.Fatalf("reading a missing file = %v", err)
+	}
+	if _, err := c.WriteFile(ctx, filepath.Join(dir, "no", "dir", "f"), 0, strings.NewReader("x")); err == nil {
+		t.Fatal("writing into a missing directory succeeded")
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Fatalf("temporary files left: %v", entries)
 	}
 }

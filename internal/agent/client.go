@@ -167,3 +167,87 @@ func (c *Client) Shutdown(ctx context.Context) error {
 	}
 	return err
 }
+
+// ReadFile copies a guest file to w.
+func (c *Client) ReadFile(ctx context.Context, path string, w io.Writer) (int64, error) {
+	id, ch, err := c.stream()
+	if err != nil {
+		return 0, err
+	}
+	defer c.l.release(id)
+	if err := c.request(id, proto.MethodReadFile, proto.FileParams{Path: path}); err != nil {
+		return 0, err
+	}
+	for {
+		select {
+		case f, ok := <-ch:
+			if !ok {
+				return 0, c.l.err
+			}
+			switch f.Kind {
+			case proto.KindData:
+				if _, err := w.Write(f.Payload[1:]); err != nil {
+					return 0, err
+				}
+			case proto.KindResponse:
+				var r proto.FileResult
+				err := decodeResponse(f, &r)
+				return r.Size, err
+			}
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
+
+// WriteFile replaces a guest file with what r yields.
+func (c *Client) WriteFile(ctx context.Context, path string, mode uint32, r io.Reader) (int64, error) {
+	id, ch, err := c.stream()
+	if err != nil {
+		return 0, err
+	}
+	defer c.l.release(id)
+	if err := c.request(id, proto.MethodWriteFile, proto.FileParams{Path: path, Mode: mode}); err != nil {
+		return 0, err
+	}
+	sent := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := r.Read(buf)
+			if n > 0 {
+				if serr := c.l.sendData(id, proto.Stdin, buf[:n]); serr != nil {
+					sent <- serr
+					return
+				}
+			}
+			if errors.Is(err, io.EOF) {
+				sent <- c.l.send(proto.Frame{Kind: proto.KindClose, Stream: id, Payload: []byte{proto.Stdin}})
+				return
+			}
+			if err != nil {
+				sent <- err
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case err := <-sent:
+			if err != nil {
+				return 0, fmt.Errorf("sending %s: %w", path, err)
+			}
+		case f, ok := <-ch:
+			if !ok {
+				return 0, c.l.err
+			}
+			if f.Kind == proto.KindResponse {
+				var res proto.FileResult
+				err := decodeResponse(f, &res)
+				return res.Size, err
+			}
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}

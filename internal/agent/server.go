@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sync"
 	"syscall"
 
@@ -109,6 +110,20 @@ func (s *Server) handle(l *link, f proto.Frame, ch chan proto.Frame) {
 		if s.Shutdown != nil {
 			s.Shutdown()
 		}
+	case proto.MethodReadFile, proto.MethodWriteFile:
+		var p proto.FileParams
+		if err := json.Unmarshal(req.Params, &p); err != nil {
+			s.respond(l, f.Stream, nil, fmt.Errorf("bad file params: %v", err))
+			return
+		}
+		var r proto.FileResult
+		var err error
+		if req.Method == proto.MethodReadFile {
+			r, err = readFile(l, f.Stream, p)
+		} else {
+			r, err = writeFile(p, ch)
+		}
+		s.respond(l, f.Stream, r, err)
 	case proto.MethodExec:
 		var p proto.ExecParams
 		if err := json.Unmarshal(req.Params, &p); err != nil {
@@ -222,4 +237,70 @@ func (s *Server) exec(l *link, stream uint32, p proto.ExecParams, ch chan proto.
 	close(stopStdin)
 	copies.Wait()
 	return res, nil
+}
+
+func readFile(l *link, stream uint32, p proto.FileParams) (proto.FileResult, error) {
+	f, err := os.Open(p.Path)
+	if err != nil {
+		return proto.FileResult{}, err
+	}
+	defer f.Close()
+	var n int64
+	buf := make([]byte, 64<<10)
+	for {
+		m, err := f.Read(buf)
+		if m > 0 {
+			if err := l.sendData(stream, proto.Stdout, buf[:m]); err != nil {
+				return proto.FileResult{}, err
+			}
+			n += int64(m)
+		}
+		if errors.Is(err, io.EOF) {
+			return proto.FileResult{Size: n}, nil
+		}
+		if err != nil {
+			return proto.FileResult{}, err
+		}
+	}
+}
+
+// writeFile writes the caller's bytes to a temporary file beside the
+// target and renames it into place once the caller closed its stream, so
+// a broken transfer never leaves half a file.
+func writeFile(p proto.FileParams, ch chan proto.Frame) (proto.FileResult, error) {
+	mode := os.FileMode(p.Mode & 0o7777)
+	if mode == 0 {
+		mode = 0o644
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(p.Path), ".banger-write-*")
+	if err != nil {
+		return proto.FileResult{}, err
+	}
+	defer os.Remove(tmp.Name())
+	var n int64
+	for f := range ch {
+		switch {
+		case f.Kind == proto.KindData && f.Payload[0] == proto.Stdin:
+			m, err := tmp.Write(f.Payload[1:])
+			n += int64(m)
+			if err != nil {
+				tmp.Close()
+				return proto.FileResult{}, err
+			}
+		case f.Kind == proto.KindClose && f.Payload[0] == proto.Stdin:
+			if err := tmp.Chmod(mode); err != nil {
+				tmp.Close()
+				return proto.FileResult{}, err
+			}
+			if err := tmp.Close(); err != nil {
+				return proto.FileResult{}, err
+			}
+			if err := os.Rename(tmp.Name(), p.Path); err != nil {
+				return proto.FileResult{}, err
+			}
+			return proto.FileResult{Size: n}, nil
+		}
+	}
+	tmp.Close()
+	return proto.FileResult{}, errors.New("the caller went away mid-transfer")
 }

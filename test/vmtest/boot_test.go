@@ -174,6 +174,18 @@ func TestBootDebian(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "git version") || !strings.Contains(out, "written") {
 		t.Fatalf("git in the Debian image = %q (exit %d)", out, code)
 	}
+	// Files travel both ways through the agent.
+	ctx := context.Background()
+	if _, err := v.client.WriteFile(ctx, "/root/from-host", 0o600, strings.NewReader("hello guest\n")); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := v.exec(t, "stat", "-c", "%a %s", "/root/from-host"); code != 0 || out != "600 12\n" {
+		t.Fatalf("stat of the written file = %q (exit %d)", out, code)
+	}
+	var release bytes.Buffer
+	if _, err := v.client.ReadFile(ctx, "/usr/lib/os-release", &release); err != nil || !strings.Contains(release.String(), "bookworm") {
+		t.Fatalf("ReadFile os-release = %q, %v", release.String(), err)
+	}
 	var info proto.InfoResult
 	if err := v.client.Call(context.Background(), proto.MethodInfo, nil, &info); err != nil {
 		t.Fatal(err)

@@ -125,7 +125,23 @@ const (
 	MethodExec     = "exec"
 	MethodShutdown = "shutdown"
 	MethodInfo     = "info"
+	// MethodReadFile streams a guest file to the caller as Data (stdout)
+	// frames; MethodWriteFile takes it from the caller's Data (stdin)
+	// frames, ended by a Close, and replaces the file atomically.
+	MethodReadFile  = "read_file"
+	MethodWriteFile = "write_file"
 )
+
+// FileParams name a guest file.
+type FileParams struct {
+	Path string `json:"path"`
+	Mode uint32 `json:"mode,omitempty"` // write_file: permissions (default 0644)
+}
+
+// FileResult ends a file transfer.
+type FileResult struct {
+	Size int64 `json:"size"`
+}
 
 // PingResult answers ping.
 type PingResult struct {
