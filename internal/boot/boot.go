@@ -6,9 +6,12 @@ package boot
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -39,6 +42,48 @@ func Initramfs(bundleDir string, agentBin []byte) ([]byte, error) {
 		return nil, err
 	}
 	return b.Bytes(), nil
+}
+
+// CachedInitramfs returns the initramfs of a bundle for the agent binary
+// at agentPath, building it once per bundle and agent build and keeping it
+// in the bundle's directory (it goes when the bundle does). Indexing a
+// distribution kernel's modules takes most of a second: not something to
+// redo at every boot.
+func CachedInitramfs(bundleDir, agentPath string) (string, error) {
+	agentBin, err := os.ReadFile(agentPath)
+	if err != nil {
+		return "", fmt.Errorf("reading the guest agent (build it with `make build`): %w", err)
+	}
+	sum := sha256.Sum256(agentBin)
+	path := filepath.Join(bundleDir, "initrd-"+hex.EncodeToString(sum[:6])+".cpio")
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	data, err := Initramfs(bundleDir, agentBin)
+	if err != nil {
+		return "", err
+	}
+	tmp, err := os.CreateTemp(bundleDir, ".initrd-*")
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return "", err
+	}
+	if err := tmp.Close(); err != nil {
+		return "", err
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return "", err
+	}
+	// Concurrent builds write the same bytes: whichever rename lands last
+	// wins, and both are whole.
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return "", err
+	}
+	return path, nil
 }
 
 // Cmdline is the guest kernel's command line. An emulated guest gets the

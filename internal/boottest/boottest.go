@@ -51,10 +51,6 @@ func (s *Service) Run(ctx context.Context, p api.BootTestParams) (api.BootTestRe
 	if err := s.Driver.Available(); err != nil {
 		return api.BootTestResult{}, err
 	}
-	agentBin, err := os.ReadFile(s.Agent)
-	if err != nil {
-		return api.BootTestResult{}, fmt.Errorf("reading the guest agent (build it with `make build`): %w", err)
-	}
 	res := api.BootTestResult{VMM: s.Driver.Name(), Kernel: k.Name, Image: img.Name}
 	if err := os.MkdirAll(s.WorkDir, 0o700); err != nil {
 		return res, err
@@ -69,12 +65,8 @@ func (s *Service) Run(ctx context.Context, p api.BootTestParams) (api.BootTestRe
 	}
 
 	start := time.Now()
-	initrd, err := boot.Initramfs(k.Dir, agentBin)
+	initrdPath, err := boot.CachedInitramfs(k.Dir, s.Agent)
 	if err != nil {
-		return res, err
-	}
-	initrdPath := filepath.Join(dir, "initrd.cpio")
-	if err := os.WriteFile(initrdPath, initrd, 0o600); err != nil {
 		return res, err
 	}
 	work := filepath.Join(dir, "work.ext4")
