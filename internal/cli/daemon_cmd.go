@@ -21,6 +21,7 @@ import (
 	"github.com/bangerdev/banger/internal/daemon"
 	"github.com/bangerdev/banger/internal/lockfile"
 	"github.com/bangerdev/banger/internal/paths"
+	"github.com/bangerdev/banger/internal/proc"
 	"github.com/bangerdev/banger/internal/store"
 	"github.com/bangerdev/banger/internal/version"
 )
@@ -343,13 +344,6 @@ func processGone(pid int) bool {
 	if pid <= 0 {
 		return true
 	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	// The state follows the command name, which is in parentheses and may
-	// itself contain spaces or parentheses.
-	s := string(stat)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || len(s) < i+3 || s[i+2] == 'Z' || s[i+2] == 'X'
+	_, err := proc.Identify(pid)
+	return errors.Is(err, proc.ErrGone)
 }

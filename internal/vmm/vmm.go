@@ -7,6 +7,8 @@ import (
 	"context"
 	"net"
 	"os"
+
+	"github.com/bangerdev/banger/internal/proc"
 )
 
 // Disk is one block device; the guest agent finds it by Serial.
@@ -31,8 +33,11 @@ type Spec struct {
 // Instance is a running VMM process.
 type Instance interface {
 	// Process is the VMM's process; it runs in its own session, so it
-	// outlives the daemon, which re-adopts it by pid and start time.
+	// outlives the daemon, which re-adopts it by ID.
 	Process() *os.Process
+	// ID is the process's pid and start time, which a daemon restart
+	// checks before trusting a recorded pid.
+	ID() proc.ID
 	// Done is closed once the process exited.
 	Done() <-chan struct{}
 	// DialAgent connects to the guest agent's transport.

@@ -291,6 +291,9 @@ func TestDriverConformance(t *testing.T) {
 					<-in.Done()
 				}
 			})
+			if id := in.ID(); id.PID != in.Process().Pid || !id.Alive() {
+				t.Fatalf("instance ID %+v does not name the running VMM (pid %d)", id, in.Process().Pid)
+			}
 			c, err := boot.WaitAgent(ctx, in.DialAgent, in.Done())
 			if err != nil {
 				log, _ := os.ReadFile(in.ConsoleLog())
@@ -309,6 +312,9 @@ func TestDriverConformance(t *testing.T) {
 			case <-in.Done():
 			case <-ctx.Done():
 				t.Fatal("the VMM did not exit after the guest powered off")
+			}
+			if in.ID().Alive() {
+				t.Fatal("the VMM's ID still names a live process after it exited")
 			}
 		})
 	}

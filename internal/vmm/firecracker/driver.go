@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/bangerdev/banger/internal/proc"
 	"github.com/bangerdev/banger/internal/vmm"
 	"github.com/bangerdev/banger/internal/vmm/qemu"
 )
@@ -63,6 +64,7 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Instance, error) {
 		return nil, fmt.Errorf("starting firecracker: %w", err)
 	}
 	in := &instance{proc: cmd.Process, done: make(chan struct{}), vsock: filepath.Join(s.Dir, "vsock.sock"), console: console}
+	in.id, _ = proc.Identify(in.proc.Pid) // a VMM that died at once has none; Done says so
 	go func() { _ = cmd.Wait(); close(in.done) }()
 	if err := d.configure(ctx, in, apiSock, s); err != nil {
 		_ = in.proc.Kill()
@@ -110,12 +112,14 @@ func (d *Driver) configure(ctx context.Context, in *instance, apiSock string, s 
 }
 
 type instance struct {
+	id      proc.ID
 	proc    *os.Process
 	done    chan struct{}
 	vsock   string
 	console string
 }
 
+func (i *instance) ID() proc.ID           { return i.id }
 func (i *instance) Process() *os.Process  { return i.proc }
 func (i *instance) Done() <-chan struct{} { return i.done }
 func (i *instance) ConsoleLog() string    { return i.console }

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/bangerdev/banger/internal/proc"
 	"github.com/bangerdev/banger/internal/vmm"
 )
 
@@ -198,17 +199,20 @@ func (d *Driver) Start(_ context.Context, s vmm.Spec) (vmm.Instance, error) {
 		return nil, err
 	}
 	in := &instance{proc: p, done: make(chan struct{}), sock: spec.AgentSocket, console: spec.ConsoleLog}
+	in.id, _ = proc.Identify(in.proc.Pid) // a VMM that died at once has none; Done says so
 	go func() { _, _ = p.Wait(); close(in.done) }()
 	return in, nil
 }
 
 type instance struct {
+	id      proc.ID
 	proc    *os.Process
 	done    chan struct{}
 	sock    string
 	console string
 }
 
+func (i *instance) ID() proc.ID           { return i.id }
 func (i *instance) Process() *os.Process  { return i.proc }
 func (i *instance) Done() <-chan struct{} { return i.done }
 func (i *instance) ConsoleLog() string    { return i.console }
