@@ -53,3 +53,32 @@ type Driver interface {
 	Available() error
 	Start(ctx context.Context, s Spec) (Instance, error)
 }
+
+// Handle is the process half of an Instance, shared by the drivers: it
+// records the VMM's identity and waits for its exit.
+type Handle struct {
+	id      proc.ID
+	proc    *os.Process
+	done    chan struct{}
+	console string
+}
+
+// Watch starts waiting for a VMM process the caller started.
+func Watch(p *os.Process, consoleLog string) *Handle {
+	h := &Handle{proc: p, done: make(chan struct{}), console: consoleLog}
+	h.id, _ = proc.Identify(p.Pid) // a VMM that died at once has none; Done says so
+	go func() { _, _ = p.Wait(); close(h.done) }()
+	return h
+}
+
+// ID is the VMM's pid and start time.
+func (h *Handle) ID() proc.ID { return h.id }
+
+// Process is the VMM's process.
+func (h *Handle) Process() *os.Process { return h.proc }
+
+// Done is closed once the VMM exited.
+func (h *Handle) Done() <-chan struct{} { return h.done }
+
+// ConsoleLog is the serial console's log file.
+func (h *Handle) ConsoleLog() string { return h.console }

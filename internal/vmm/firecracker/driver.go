@@ -13,7 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/bangerdev/banger/internal/proc"
 	"github.com/bangerdev/banger/internal/vmm"
 	"github.com/bangerdev/banger/internal/vmm/qemu"
 )
@@ -63,12 +62,10 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Instance, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting firecracker: %w", err)
 	}
-	in := &instance{proc: cmd.Process, done: make(chan struct{}), vsock: filepath.Join(s.Dir, "vsock.sock"), console: console}
-	in.id, _ = proc.Identify(in.proc.Pid) // a VMM that died at once has none; Done says so
-	go func() { _ = cmd.Wait(); close(in.done) }()
+	in := &instance{Handle: vmm.Watch(cmd.Process, console), vsock: filepath.Join(s.Dir, "vsock.sock")}
 	if err := d.configure(ctx, in, apiSock, s); err != nil {
-		_ = in.proc.Kill()
-		<-in.done
+		_ = in.Process().Kill()
+		<-in.Done()
 		return nil, err
 	}
 	return in, nil
@@ -83,7 +80,7 @@ func (d *Driver) configure(ctx context.Context, in *instance, apiSock string, s 
 			break
 		}
 		select {
-		case <-in.done:
+		case <-in.Done():
 			return errors.New("firecracker exited before its API socket appeared (see console.log)")
 		case <-ctx.Done():
 			return ctx.Err()
@@ -112,17 +109,9 @@ func (d *Driver) configure(ctx context.Context, in *instance, apiSock string, s 
 }
 
 type instance struct {
-	id      proc.ID
-	proc    *os.Process
-	done    chan struct{}
-	vsock   string
-	console string
+	*vmm.Handle
+	vsock string
 }
-
-func (i *instance) ID() proc.ID           { return i.id }
-func (i *instance) Process() *os.Process  { return i.proc }
-func (i *instance) Done() <-chan struct{} { return i.done }
-func (i *instance) ConsoleLog() string    { return i.console }
 
 // DialAgent connects through Firecracker's vsock proxy: connect to its
 // unix socket, ask for the agent's port, read "OK <port>".

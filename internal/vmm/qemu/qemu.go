@@ -16,7 +16,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/bangerdev/banger/internal/proc"
 	"github.com/bangerdev/banger/internal/vmm"
 )
 
@@ -198,24 +197,15 @@ func (d *Driver) Start(_ context.Context, s vmm.Spec) (vmm.Instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	in := &instance{proc: p, done: make(chan struct{}), sock: spec.AgentSocket, console: spec.ConsoleLog}
-	in.id, _ = proc.Identify(in.proc.Pid) // a VMM that died at once has none; Done says so
-	go func() { _, _ = p.Wait(); close(in.done) }()
-	return in, nil
+	return &instance{Handle: vmm.Watch(p, spec.ConsoleLog), sock: spec.AgentSocket}, nil
 }
 
 type instance struct {
-	id      proc.ID
-	proc    *os.Process
-	done    chan struct{}
-	sock    string
-	console string
+	*vmm.Handle
+	sock string
 }
 
-func (i *instance) ID() proc.ID           { return i.id }
-func (i *instance) Process() *os.Process  { return i.proc }
-func (i *instance) Done() <-chan struct{} { return i.done }
-func (i *instance) ConsoleLog() string    { return i.console }
+// DialAgent connects to the host end of the agent's virtio-serial port.
 func (i *instance) DialAgent(ctx context.Context) (net.Conn, error) {
 	var d net.Dialer
 	return d.DialContext(ctx, "unix", i.sock)
