@@ -20,7 +20,9 @@ FUZZ_TARGETS := \
 	./internal/rootfs:FuzzApply \
 	./internal/kmod:FuzzParse \
 	./internal/deb:FuzzData \
-	./internal/agent/proto:FuzzReadFrame
+	./internal/agent/proto:FuzzReadFrame \
+	./internal/agent/proto:FuzzParseBootParams \
+	./internal/agent/passwd:FuzzLookup
 
 .PHONY: all deps testimages build test fmt-check vet unit fuzz vmtest smoke bench bench-image bench-boot lint run clean
 
@@ -30,7 +32,9 @@ deps:
 	@scripts/deps.sh
 
 build: deps
-	CGO_ENABLED=0 go build -buildvcs=auto -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/banger ./cmd/bangerd ./cmd/banger-agent
+	CGO_ENABLED=0 go build -buildvcs=auto -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/banger ./cmd/bangerd
+	# The agent is copied into every guest at boot: stripped, it boots faster.
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(BIN)/ ./cmd/banger-agent
 
 fmt-check:
 	@files=$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go')); \

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -51,23 +52,27 @@ func run(runs int, image string) error {
 	} else {
 		fmt.Printf("accelerator: TCG (%v)\n", err)
 	}
-	var floor, banger []time.Duration
+	var floor, banger, floorInit, bangerInit, bangerReady []time.Duration
 	for i := range runs {
-		f, err := floorBoot(env, rootfs, accel, i)
+		f, fi, err := floorBoot(env, rootfs, accel, i)
 		if err != nil {
 			return err
 		}
-		b, err := bangerBoot(env, rootfs, accel, i)
+		b, bi, br, err := bangerBoot(env, rootfs, accel, i)
 		if err != nil {
 			return err
 		}
 		floor, banger = append(floor, f), append(banger, b)
+		floorInit, bangerInit, bangerReady = append(floorInit, fi), append(bangerInit, bi), append(bangerReady, br)
 	}
 	mf, mb := median(floor), median(banger)
 	fmt.Printf("\nboot of the %s image, %d runs each, alternating, median (%s, 1 vCPU, 512 MiB):\n", image, runs, accel)
 	fmt.Printf("  floor: plain qemu-system-x86_64 to the first userspace line   %8s\n", mf.Round(time.Millisecond))
 	fmt.Printf("  banger: QEMU start to agent ready (modules, root, agent)      %8s\n", mb.Round(time.Millisecond))
 	fmt.Printf("  overhead                                                      %7.0f%%  (goal: under 25%%)\n", 100*(mb.Seconds()/mf.Seconds()-1))
+	ms := func(d time.Duration) string { return d.Round(time.Millisecond).String() }
+	fmt.Printf("  guest clock (kernel start to): floor init %s; banger init %s, agent ready %s\n",
+		ms(median(floorInit)), ms(median(bangerInit)), ms(median(bangerReady)))
 	return nil
 }
 
@@ -87,32 +92,34 @@ func workDisk(dir string) (string, error) {
 
 // floorBoot runs QEMU by hand and times its console to the agent's first
 // line.
-func floorBoot(env *boottest.Env, rootfs, accel string, i int) (time.Duration, error) {
+func floorBoot(env *boottest.Env, rootfs, accel string, i int) (wall, guestInit time.Duration, err error) {
 	dir := filepath.Join(env.Dir, fmt.Sprintf("floor%d", i))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer os.RemoveAll(dir)
 	cmd := exec.Command("qemu-system-x86_64", "-M", "microvm", "-accel", accel, "-cpu", "max", "-m", "512", "-smp", "1",
 		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-		"-kernel", env.Vmlinux, "-initrd", env.Initrd, "-append", boot.Cmdline("floor", accel == "tcg"),
+		"-kernel", env.Vmlinux, "-initrd", env.Initrd, "-append", boot.Cmdline(proto.BootParams{Hostname: "floor"}, accel == "tcg"),
 		"-drive", "id=root,file="+rootfs+",format=raw,if=none,readonly=on", "-device", "virtio-blk-device,drive=root,serial="+proto.RootSerial,
 		"-serial", "stdio")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	found := make(chan time.Duration, 1)
+	type mark struct{ wall, guest time.Duration }
+	found := make(chan mark, 1)
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
-			if strings.Contains(sc.Text(), "banger-agent: init started") {
-				found <- time.Since(start)
+			if _, at, ok := strings.Cut(sc.Text(), "banger-agent: init started at "); ok {
+				secs, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(at), "s"), 64)
+				found <- mark{time.Since(start), time.Duration(secs * float64(time.Second))}
 				io.Copy(io.Discard, out)
 				return
 			}
@@ -120,42 +127,42 @@ func floorBoot(env *boottest.Env, rootfs, accel string, i int) (time.Duration, e
 		close(found)
 	}()
 	select {
-	case d, ok := <-found:
+	case m, ok := <-found:
 		if !ok {
-			return 0, fmt.Errorf("floor boot: QEMU ended before userspace")
+			return 0, 0, fmt.Errorf("floor boot: QEMU ended before userspace")
 		}
-		return d, nil
+		return m.wall, m.guest, nil
 	case <-time.After(3 * time.Minute):
-		return 0, fmt.Errorf("floor boot: no userspace line after 3 minutes")
+		return 0, 0, fmt.Errorf("floor boot: no userspace line after 3 minutes")
 	}
 }
 
 // bangerBoot boots as banger does and times QEMU start to agent ready.
-func bangerBoot(env *boottest.Env, rootfs, accel string, i int) (time.Duration, error) {
+func bangerBoot(env *boottest.Env, rootfs, accel string, i int) (wall, guestInit, guestReady time.Duration, err error) {
 	dir := filepath.Join(env.Dir, fmt.Sprintf("banger%d", i))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return 0, err
+		return 0, 0, 0, err
 	}
 	defer os.RemoveAll(dir)
 	work, err := workDisk(dir)
 	if err != nil {
-		return 0, err
+		return 0, 0, 0, err
 	}
 	spec := qemu.Spec{
-		Kernel: env.Vmlinux, Initrd: env.Initrd, Cmdline: boot.Cmdline("bench", accel == "tcg"),
+		Kernel: env.Vmlinux, Initrd: env.Initrd, Cmdline: boot.Cmdline(proto.BootParams{Hostname: "bench"}, accel == "tcg"),
 		MemoryMiB: 512, VCPU: 1, Accel: accel,
 		Disks:       []qemu.Disk{{Path: rootfs, ReadOnly: true, Serial: proto.RootSerial}, {Path: work, Serial: proto.WorkSerial}},
 		AgentSocket: filepath.Join(dir, "agent.sock"), ConsoleLog: filepath.Join(dir, "console.log"),
 	}
 	errLog, err := os.Create(filepath.Join(dir, "qemu.log"))
 	if err != nil {
-		return 0, err
+		return 0, 0, 0, err
 	}
 	defer errLog.Close()
 	start := time.Now()
 	p, err := qemu.Start("qemu-system-x86_64", spec, errLog)
 	if err != nil {
-		return 0, err
+		return 0, 0, 0, err
 	}
 	done := make(chan struct{})
 	go func() { p.Wait(); close(done) }()
@@ -164,11 +171,24 @@ func bangerBoot(env *boottest.Env, rootfs, accel string, i int) (time.Duration, 
 	defer cancel()
 	c, err := boot.WaitAgent(ctx, boot.UnixDialer(spec.AgentSocket), done)
 	if err != nil {
-		return 0, err
+		return 0, 0, 0, err
 	}
-	d := time.Since(start)
-	c.Close()
-	return d, nil
+	wall = time.Since(start)
+	defer c.Close()
+	var info proto.InfoResult
+	if err := c.Call(ctx, proto.MethodInfo, nil, &info); err != nil {
+		return 0, 0, 0, err
+	}
+	for _, t := range info.Timings {
+		d := time.Duration(t.Seconds * float64(time.Second))
+		switch t.Phase {
+		case "init started":
+			guestInit = d
+		case "agent ready":
+			guestReady = d
+		}
+	}
+	return wall, guestInit, guestReady, nil
 }
 
 func median(ds []time.Duration) time.Duration {

@@ -120,3 +120,48 @@ func TestFiles(t *testing.T) {
 		t.Fatalf("temporary files left: %v", entries)
 	}
 }
+
+func TestExecTTY(t *testing.T) {
+	c := pair(t, &Server{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	r, err := c.ExecTTY(ctx, proto.ExecParams{Args: []string{"sh", "-c", "tty; stty size; echo $TERM; exit 4"}, Rows: 24, Cols: 80}, nil, &out, nil)
+	if err != nil || r.ExitCode != 4 {
+		t.Fatalf("exec = %+v, %v", r, err)
+	}
+	for _, want := range []string{"/dev/pts/", "24 80", "xterm-256color"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("tty output %q lacks %q", out.String(), want)
+		}
+	}
+
+	// A resize reaches the process as SIGWINCH and a new size.
+	resize := make(chan Winsize, 1)
+	w := &watchWriter{want: "ready", seen: make(chan struct{})}
+	go func() {
+		<-w.seen
+		resize <- Winsize{Rows: 40, Cols: 120}
+	}()
+	r, err = c.ExecTTY(ctx, proto.ExecParams{Args: []string{"sh", "-c", `trap 'stty size; exit 0' WINCH; echo ready; while :; do sleep 0.05; done`}, Rows: 24, Cols: 80}, nil, w, resize)
+	if err != nil || r.ExitCode != 0 || !strings.Contains(w.String(), "40 120") {
+		t.Fatalf("resized exec = %+v, %v, %q", r, err, w.String())
+	}
+}
+
+// watchWriter closes seen once want was written.
+type watchWriter struct {
+	bytes.Buffer
+	want string
+	seen chan struct{}
+	once bool
+}
+
+func (w *watchWriter) Write(p []byte) (int, error) {
+	n, err := w.Buffer.Write(p)
+	if !w.once && strings.Contains(w.String(), w.want) {
+		w.once = true
+		close(w.seen)
+	}
+	return n, err
+}

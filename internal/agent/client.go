@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"sync"
+	"time"
 
 	"github.com/bangerdev/banger/internal/agent/proto"
 )
@@ -27,6 +29,9 @@ func NewClient(rw io.ReadWriteCloser) *Client {
 
 // Close closes the link.
 func (c *Client) Close() error { return c.l.rw.Close() }
+
+// Hello is closed once the agent said hello on this link: it is up.
+func (c *Client) Hello() <-chan struct{} { return c.l.hello }
 
 // Done is closed when the link goes down.
 func (c *Client) Done() <-chan struct{} { return c.l.done }
@@ -105,6 +110,19 @@ func (c *Client) Ping(ctx context.Context) (proto.PingResult, error) {
 // Exec runs a process in the guest, streaming its stdin (when non-nil),
 // stdout and stderr, and returns its exit status.
 func (c *Client) Exec(ctx context.Context, p proto.ExecParams, stdin io.Reader, stdout, stderr io.Writer) (proto.ExecResult, error) {
+	p.Tty = false
+	return c.exec(ctx, p, stdin, stdout, stderr, nil)
+}
+
+// ExecTTY runs a process on a guest terminal of p.Rows x p.Cols: stdin is
+// typed into it, what it writes comes to stdout, and each size received
+// on resize resizes it.
+func (c *Client) ExecTTY(ctx context.Context, p proto.ExecParams, stdin io.Reader, stdout io.Writer, resize <-chan Winsize) (proto.ExecResult, error) {
+	p.Tty = true
+	return c.exec(ctx, p, stdin, stdout, nil, resize)
+}
+
+func (c *Client) exec(ctx context.Context, p proto.ExecParams, stdin io.Reader, stdout, stderr io.Writer, resize <-chan Winsize) (proto.ExecResult, error) {
 	id, ch, err := c.stream()
 	if err != nil {
 		return proto.ExecResult{}, err
@@ -126,6 +144,22 @@ func (c *Client) Exec(ctx context.Context, p proto.ExecParams, stdin io.Reader, 
 				}
 				if err != nil {
 					_ = c.l.send(proto.Frame{Kind: proto.KindClose, Stream: id, Payload: []byte{proto.Stdin}})
+					return
+				}
+			}
+		}()
+	}
+	if resize != nil {
+		done := make(chan struct{})
+		defer close(done)
+		go func() {
+			for {
+				select {
+				case ws := <-resize:
+					if c.l.send(proto.Frame{Kind: proto.KindWindow, Stream: id, Payload: proto.WindowPayload(ws.Rows, ws.Cols)}) != nil {
+						return
+					}
+				case <-done:
 					return
 				}
 			}
@@ -251,3 +285,100 @@ func (c *Client) WriteFile(ctx context.Context, path string, mode uint32, r io.R
 		}
 	}
 }
+
+// DialSSH opens a byte stream to the agent's SSH server, for an SSH
+// client to run its protocol over: ssh reaches the guest through the
+// agent's channel, with no network.
+func (c *Client) DialSSH(ctx context.Context) (net.Conn, error) {
+	id, ch, err := c.stream()
+	if err != nil {
+		return nil, err
+	}
+	if err := c.request(id, proto.MethodSSH, nil); err != nil {
+		c.l.release(id)
+		return nil, err
+	}
+	return &streamConn{c: c, id: id, ch: ch, closed: make(chan struct{})}, nil
+}
+
+// streamConn is one stream used as a connection.
+type streamConn struct {
+	c  *Client
+	id uint32
+	ch chan proto.Frame
+
+	rmu  sync.Mutex
+	rbuf []byte
+	rerr error
+
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (s *streamConn) Read(p []byte) (int, error) {
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	for len(s.rbuf) == 0 {
+		if s.rerr != nil {
+			return 0, s.rerr
+		}
+		select {
+		case f, ok := <-s.ch:
+			switch {
+			case !ok:
+				s.rerr = io.EOF
+			case f.Kind == proto.KindData && f.Payload[0] == proto.Stdout:
+				s.rbuf = f.Payload[1:]
+			case f.Kind == proto.KindClose && f.Payload[0] == proto.Stdout:
+				s.rerr = io.EOF
+			case f.Kind == proto.KindResponse:
+				if err := decodeResponse(f, nil); err != nil {
+					s.rerr = err
+				} else {
+					s.rerr = io.EOF
+				}
+			}
+		case <-s.closed:
+			s.rerr = net.ErrClosed
+		}
+	}
+	n := copy(p, s.rbuf)
+	s.rbuf = s.rbuf[n:]
+	return n, nil
+}
+
+func (s *streamConn) Write(p []byte) (int, error) {
+	select {
+	case <-s.closed:
+		return 0, net.ErrClosed
+	default:
+	}
+	if err := s.c.l.sendData(s.id, proto.Stdin, p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// Close hangs up: the agent closes its end of the SSH connection.
+func (s *streamConn) Close() error {
+	s.once.Do(func() {
+		close(s.closed)
+		_ = s.c.l.send(proto.Frame{Kind: proto.KindClose, Stream: s.id, Payload: []byte{proto.Stdin}})
+		s.c.l.release(s.id)
+	})
+	return nil
+}
+
+type agentAddr struct{}
+
+func (agentAddr) Network() string { return "banger-agent" }
+func (agentAddr) String() string  { return "agent" }
+
+func (s *streamConn) LocalAddr() net.Addr  { return agentAddr{} }
+func (s *streamConn) RemoteAddr() net.Addr { return agentAddr{} }
+
+// Deadlines are not supported on agent streams; SSH clients do not use
+// them.
+func (s *streamConn) SetDeadline(time.Time) error      { return errors.ErrUnsupported }
+func (s *streamConn) SetReadDeadline(time.Time) error  { return errors.ErrUnsupported }
+func (s *streamConn) SetWriteDeadline(time.Time) error { return errors.ErrUnsupported }

@@ -27,10 +27,12 @@ type link struct {
 	streams map[uint32]chan proto.Frame
 	err     error // set once the reader stops
 	done    chan struct{}
+	hello   chan struct{} // closed at the peer's first hello
+	helloed bool
 }
 
 func newLink(rw io.ReadWriteCloser) *link {
-	return &link{rw: rw, streams: map[uint32]chan proto.Frame{}, done: make(chan struct{})}
+	return &link{rw: rw, streams: map[uint32]chan proto.Frame{}, done: make(chan struct{}), hello: make(chan struct{})}
 }
 
 func (l *link) send(f proto.Frame) error {
@@ -91,6 +93,13 @@ func (l *link) readLoop(onNew func(proto.Frame)) {
 		f, err = proto.ReadFrame(l.rw)
 		if err != nil {
 			break
+		}
+		if f.Kind == proto.KindHello {
+			if !l.helloed {
+				l.helloed = true
+				close(l.hello)
+			}
+			continue
 		}
 		l.mu.Lock()
 		ch, ok := l.streams[f.Stream]

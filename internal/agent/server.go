@@ -5,45 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
-	"syscall"
 
 	"github.com/bangerdev/banger/internal/agent/proto"
 )
-
-// Spawn starts a process with the given files and returns a function
-// that waits for its exit. PID 1 supplies one that cooperates with its
-// zombie reaper; OSSpawn serves everywhere else.
-type Spawn func(p proto.ExecParams, stdin, stdout, stderr *os.File) (wait func() proto.ExecResult, err error)
-
-// OSSpawn starts processes with os/exec.
-func OSSpawn(p proto.ExecParams, stdin, stdout, stderr *os.File) (func() proto.ExecResult, error) {
-	if len(p.Args) == 0 {
-		return nil, errors.New("exec: no command")
-	}
-	cmd := exec.Command(p.Args[0], p.Args[1:]...)
-	cmd.Env, cmd.Dir = p.Env, p.Dir
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	return func() proto.ExecResult {
-		_ = cmd.Wait()
-		return ExitResult(cmd.ProcessState.Sys().(syscall.WaitStatus))
-	}, nil
-}
-
-// ExitResult turns a wait status into an exec result (128+n for a signal,
-// as shells report it).
-func ExitResult(ws syscall.WaitStatus) proto.ExecResult {
-	if ws.Signaled() {
-		return proto.ExecResult{ExitCode: 128 + int(ws.Signal()), Signal: ws.Signal().String()}
-	}
-	return proto.ExecResult{ExitCode: ws.ExitStatus()}
-}
 
 // Server is the guest side.
 type Server struct {
@@ -51,11 +19,16 @@ type Server struct {
 	Ping     func() proto.PingResult
 	Info     func() proto.InfoResult
 	Shutdown func() // powers the guest off; called after the answer is sent
+	// SSH serves one SSH connection (MethodSSH); nil refuses the method.
+	SSH func(net.Conn)
 }
 
 // Serve answers calls on rw until it fails.
 func (s *Server) Serve(rw io.ReadWriteCloser) error {
 	l := newLink(rw)
+	if err := l.send(proto.Frame{Kind: proto.KindHello}); err != nil {
+		return err
+	}
 	var wg sync.WaitGroup
 	l.readLoop(func(f proto.Frame) {
 		ch, err := l.open(f.Stream)
@@ -124,6 +97,15 @@ func (s *Server) handle(l *link, f proto.Frame, ch chan proto.Frame) {
 			r, err = writeFile(p, ch)
 		}
 		s.respond(l, f.Stream, r, err)
+	case proto.MethodSSH:
+		if s.SSH == nil {
+			s.respond(l, f.Stream, nil, errors.New("this agent serves no SSH"))
+			return
+		}
+		ours, theirs := net.Pipe()
+		go s.SSH(theirs)
+		pipeStream(l, f.Stream, ours, ch)
+		s.respond(l, f.Stream, struct{}{}, nil)
 	case proto.MethodExec:
 		var p proto.ExecParams
 		if err := json.Unmarshal(req.Params, &p); err != nil {
@@ -137,106 +119,108 @@ func (s *Server) handle(l *link, f proto.Frame, ch chan proto.Frame) {
 	}
 }
 
-func (s *Server) exec(l *link, stream uint32, p proto.ExecParams, ch chan proto.Frame) (proto.ExecResult, error) {
-	spawn := s.Spawn
-	if spawn == nil {
-		spawn = OSSpawn
+func (s *Server) spawn() Spawn {
+	if s.Spawn == nil {
+		return OSSpawn
 	}
-	var files []*os.File // the child's ends, closed once it started
-	defer func() {
-		for _, f := range files {
-			f.Close()
-		}
-	}()
-	stdin, err := os.Open(os.DevNull)
-	if err != nil {
-		return proto.ExecResult{}, err
-	}
-	files = append(files, stdin)
-	var stdinW *os.File
-	if p.Stdin {
-		r, w, err := os.Pipe()
-		if err != nil {
-			return proto.ExecResult{}, err
-		}
-		stdin, stdinW = r, w
-		files = append(files, r)
-	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		return proto.ExecResult{}, err
-	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		outR.Close()
-		outW.Close()
-		return proto.ExecResult{}, err
-	}
-	files = append(files, outW, errW)
-	wait, err := spawn(p, stdin, outW, errW)
-	if err != nil {
-		outR.Close()
-		errR.Close()
-		if stdinW != nil {
-			stdinW.Close()
-		}
-		return proto.ExecResult{}, fmt.Errorf("exec %q: %w", p.Args, err)
-	}
-	for _, f := range files {
-		f.Close()
-	}
-	files = nil
+	return s.Spawn
+}
 
-	var copies sync.WaitGroup
-	pump := func(r *os.File, fd byte) {
-		defer r.Close()
-		buf := make([]byte, 64<<10)
+func (s *Server) exec(l *link, stream uint32, p proto.ExecParams, ch chan proto.Frame) (proto.ExecResult, error) {
+	// Frames from the caller: stdin into a pipe, sizes to resize.
+	var stdin io.Reader
+	var stdinW *io.PipeWriter
+	if p.Stdin || p.Tty {
+		pr, pw := io.Pipe()
+		// Closing the reader on return frees a frame being written to
+		// a process that no longer reads.
+		defer pr.Close()
+		stdin, stdinW = pr, pw
+	}
+	resize := make(chan Winsize, 1)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		if stdinW != nil {
+			defer stdinW.Close()
+		}
 		for {
-			n, err := r.Read(buf)
-			if n > 0 {
-				if l.sendData(stream, fd, buf[:n]) != nil {
+			select {
+			case f, ok := <-ch:
+				if !ok {
 					return
 				}
-			}
-			if err != nil {
+				switch {
+				case f.Kind == proto.KindData && f.Payload[0] == proto.Stdin && stdinW != nil:
+					if _, err := stdinW.Write(f.Payload[1:]); err != nil {
+						return
+					}
+				case f.Kind == proto.KindClose && f.Payload[0] == proto.Stdin && stdinW != nil:
+					stdinW.Close()
+				case f.Kind == proto.KindWindow:
+					rows, cols := proto.WindowSize(f.Payload)
+					select {
+					case resize <- Winsize{rows, cols}:
+					case <-stop:
+						return
+					}
+				}
+			case <-stop:
 				return
 			}
 		}
+	}()
+	stdout := &frameWriter{l: l, stream: stream, fd: proto.Stdout}
+	if p.Tty {
+		return RunTTY(s.spawn(), p, stdin, stdout, resize)
 	}
-	copies.Go(func() { pump(outR, proto.Stdout) })
-	copies.Go(func() { pump(errR, proto.Stderr) })
-	stopStdin := make(chan struct{})
-	if stdinW != nil {
-		go func() {
-			defer stdinW.Close()
-			for {
-				select {
-				case f, ok := <-ch:
-					if !ok {
-						return
-					}
-					switch f.Kind {
-					case proto.KindData:
-						if f.Payload[0] == proto.Stdin {
-							if _, err := stdinW.Write(f.Payload[1:]); err != nil {
-								return
-							}
-						}
-					case proto.KindClose:
-						if f.Payload[0] == proto.Stdin {
-							return
-						}
-					}
-				case <-stopStdin:
+	return RunPipes(s.spawn(), p, stdin, stdout, &frameWriter{l: l, stream: stream, fd: proto.Stderr})
+}
+
+// pipeStream joins a stream to conn: the caller's stdin frames are
+// written to it, what it yields goes back as stdout frames. It returns
+// once conn closed, by either end.
+func pipeStream(l *link, stream uint32, conn net.Conn, ch chan proto.Frame) {
+	stop := make(chan struct{})
+	go func() {
+		defer conn.Close()
+		for {
+			select {
+			case f, ok := <-ch:
+				if !ok {
 					return
 				}
+				switch {
+				case f.Kind == proto.KindData && f.Payload[0] == proto.Stdin:
+					if _, err := conn.Write(f.Payload[1:]); err != nil {
+						return
+					}
+				case f.Kind == proto.KindClose && f.Payload[0] == proto.Stdin:
+					return
+				}
+			case <-stop:
+				return
 			}
-		}()
+		}
+	}()
+	_, _ = io.Copy(&frameWriter{l: l, stream: stream, fd: proto.Stdout}, conn)
+	conn.Close()
+	close(stop)
+	_ = l.send(proto.Frame{Kind: proto.KindClose, Stream: stream, Payload: []byte{proto.Stdout}})
+}
+
+// frameWriter sends what is written as Data frames of one stream.
+type frameWriter struct {
+	l      *link
+	stream uint32
+	fd     byte
+}
+
+func (w *frameWriter) Write(p []byte) (int, error) {
+	if err := w.l.sendData(w.stream, w.fd, p); err != nil {
+		return 0, err
 	}
-	res := wait()
-	close(stopStdin)
-	copies.Wait()
-	return res, nil
+	return len(p), nil
 }
 
 func readFile(l *link, stream uint32, p proto.FileParams) (proto.FileResult, error) {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/internal/agent"
+	"github.com/bangerdev/banger/internal/agent/proto"
 	"github.com/bangerdev/banger/internal/initramfs"
 	"github.com/bangerdev/banger/internal/kernel"
 	"github.com/bangerdev/banger/internal/kmod"
@@ -28,12 +29,22 @@ import (
 func Initramfs(bundleDir string, agentBin []byte) ([]byte, error) {
 	modDir := filepath.Join(bundleDir, kernel.DirModules)
 	var mods []kmod.Info
-	idx, err := kmod.Load(modDir)
-	if err != nil {
-		return nil, err
+	idx := kmod.NewIndex(nil, nil)
+	// A bundle without modules is a kernel with its drivers built in.
+	if _, err := os.Stat(modDir); err == nil {
+		if idx, err = kmod.Load(modDir); err != nil {
+			return nil, err
+		}
 	}
 	if idx.Len() > 0 {
-		if mods, err = idx.Resolve(kernel.GuestModules()...); err != nil {
+		wanted := kernel.GuestModules()
+		for _, m := range kernel.OptionalGuestModules() {
+			if _, err := idx.Resolve(m); err == nil {
+				wanted = append(wanted, m)
+			}
+		}
+		var err error
+		if mods, err = idx.Resolve(wanted...); err != nil {
 			return nil, err
 		}
 	}
@@ -86,11 +97,11 @@ func CachedInitramfs(bundleDir, agentPath string) (string, error) {
 	return path, nil
 }
 
-// Cmdline is the guest kernel's command line. An emulated guest gets the
-// host's TSC frequency, without which it often hangs calibrating its
-// clock while the host is busy.
-func Cmdline(hostname string, emulated bool) string {
-	args := []string{"console=ttyS0", "reboot=t", "panic=-1", "banger.hostname=" + hostname}
+// Cmdline is the guest kernel's command line, carrying p to the agent.
+// An emulated guest gets the host's TSC frequency, without which it often
+// hangs calibrating its clock while the host is busy.
+func Cmdline(p proto.BootParams, emulated bool) string {
+	args := append([]string{"console=ttyS0", "reboot=t", "panic=-1"}, p.Args()...)
 	if emulated {
 		if khz := qemu.TSCkHz(); khz > 0 {
 			args = append(args, fmt.Sprintf("tsc_early_khz=%d", khz))
@@ -121,13 +132,30 @@ func WaitAgent(ctx context.Context, dial func(context.Context) (net.Conn, error)
 		}
 	}
 	// The socket exists before the guest does: ping until it answers.
+	// A ping sent before the guest opened its end is lost: retry, and
+	// retry at once when the agent's hello shows it is up.
 	c := agent.NewClient(conn)
+	hello := c.Hello()
 	for {
 		pctx, cancel := context.WithTimeout(ctx, 250*time.Millisecond)
+		if hello != nil {
+			go func(h <-chan struct{}) {
+				select {
+				case <-h:
+					cancel()
+				case <-pctx.Done():
+				}
+			}(hello)
+		}
 		_, err := c.Ping(pctx)
 		cancel()
 		if err == nil {
 			return c, nil
+		}
+		select {
+		case <-hello:
+			hello = nil
+		default:
 		}
 		select {
 		case <-stopped:

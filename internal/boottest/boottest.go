@@ -83,7 +83,7 @@ func (s *Service) Run(ctx context.Context, p api.BootTestParams) (api.BootTestRe
 
 	start = time.Now()
 	in, err := s.Driver.Start(ctx, vmm.Spec{
-		Kernel: filepath.Join(k.Dir, kernel.FileVmlinux), Initrd: initrdPath, Cmdline: boot.Cmdline("boot-test", true),
+		Kernel: filepath.Join(k.Dir, kernel.FileVmlinux), Initrd: initrdPath, Cmdline: boot.Cmdline(proto.BootParams{Hostname: "boot-test"}, true),
 		MemoryMiB: 512, VCPU: 1, Dir: dir,
 		Disks: []vmm.Disk{{Path: img.Rootfs, ReadOnly: true, Serial: proto.RootSerial}, {Path: work, Serial: proto.WorkSerial}},
 	})
@@ -104,7 +104,16 @@ func (s *Service) Run(ctx context.Context, p api.BootTestParams) (api.BootTestRe
 	c, err := boot.WaitAgent(wctx, in.DialAgent, in.Done())
 	if err != nil {
 		log, _ := os.ReadFile(in.ConsoleLog())
-		return res, fmt.Errorf("booting: %w; the console ends with:\n%s", err, lastLines(log, 15))
+		msg := fmt.Sprintf("the console ends with:\n%s", lastLines(log, 15))
+		if len(bytes.TrimSpace(log)) == 0 {
+			msg = "the console is empty: the kernel never started"
+		}
+		if in.VMMLog() != in.ConsoleLog() {
+			if vlog, _ := os.ReadFile(in.VMMLog()); len(bytes.TrimSpace(vlog)) > 0 {
+				msg += fmt.Sprintf("\n%s said:\n%s", s.Driver.Name(), lastLines(vlog, 10))
+			}
+		}
+		return res, fmt.Errorf("booting: %w; %s", err, msg)
 	}
 	defer c.Close()
 	phase("agent ready", time.Since(start))

@@ -18,6 +18,27 @@ type Disk struct {
 	Serial   string
 }
 
+// NIC is the VM's network interface: a host tap device (root networking)
+// or, with User, QEMU's user-mode stack, which needs no privileges.
+type NIC struct {
+	MAC string
+	Tap string
+	// User: user-mode networking; the guest is 10.0.2.15/24, the host
+	// 10.0.2.2, and Forwards open guest ports on the host's loopback.
+	User     bool
+	Forwards []Forward
+	// Outbound lets a user-mode guest open connections out (to the host
+	// and beyond); without it the guest only answers forwarded ones.
+	Outbound bool
+}
+
+// Forward maps a port on the host's 127.0.0.1 to a guest port.
+type Forward struct {
+	Proto     string // "tcp" or "udp"
+	HostPort  int
+	GuestPort int
+}
+
 // Spec describes one VM, whatever runs it.
 type Spec struct {
 	Kernel    string // the bundle's ELF kernel
@@ -26,6 +47,7 @@ type Spec struct {
 	MemoryMiB int
 	VCPU      int
 	Disks     []Disk
+	NIC       *NIC // nil: no network device
 	// Dir holds the VM's runtime files: sockets, console log.
 	Dir string
 }
@@ -44,6 +66,9 @@ type Instance interface {
 	DialAgent(ctx context.Context) (net.Conn, error)
 	// ConsoleLog is the serial console's log file.
 	ConsoleLog() string
+	// VMMLog is the VMM process's own output (its errors): the same
+	// file as the console for a VMM that writes both to one place.
+	VMMLog() string
 }
 
 // Driver starts VMs.
@@ -61,11 +86,12 @@ type Handle struct {
 	proc    *os.Process
 	done    chan struct{}
 	console string
+	vmmLog  string
 }
 
 // Watch starts waiting for a VMM process the caller started.
-func Watch(p *os.Process, consoleLog string) *Handle {
-	h := &Handle{proc: p, done: make(chan struct{}), console: consoleLog}
+func Watch(p *os.Process, consoleLog, vmmLog string) *Handle {
+	h := &Handle{proc: p, done: make(chan struct{}), console: consoleLog, vmmLog: vmmLog}
 	h.id, _ = proc.Identify(p.Pid) // a VMM that died at once has none; Done says so
 	go func() { _, _ = p.Wait(); close(h.done) }()
 	return h
@@ -82,3 +108,6 @@ func (h *Handle) Done() <-chan struct{} { return h.done }
 
 // ConsoleLog is the serial console's log file.
 func (h *Handle) ConsoleLog() string { return h.console }
+
+// VMMLog is the VMM's own output.
+func (h *Handle) VMMLog() string { return h.vmmLog }

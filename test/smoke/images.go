@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"io"
 	"os"
+	"os/exec"
+	"strings"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -97,6 +99,43 @@ func (t *T) busyboxImage() v1.Image {
 		{name: "etc/hostname", body: []byte("busybox\n")},
 	}
 	return t.image([]string{"/bin/sh"}, t.layer(base...), t.layer(upper...))
+}
+
+// alpineLikeImage is laid out as Alpine is: busybox providing every
+// applet through symlinks, ash as root's shell, Alpine's release files;
+// in two layers.
+func (t *T) alpineLikeImage() v1.Image {
+	bb, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		t.Fatalf("reading /bin/busybox (Debian's busybox-static; `make deps` installs it): %v", err)
+	}
+	out, err := exec.Command("/bin/busybox", "--list-full").Output()
+	if err != nil {
+		t.Fatalf("busybox --list-full: %v", err)
+	}
+	base := []entry{
+		{name: "bin/", typ: tar.TypeDir}, {name: "sbin/", typ: tar.TypeDir},
+		{name: "usr/", typ: tar.TypeDir}, {name: "usr/bin/", typ: tar.TypeDir}, {name: "usr/sbin/", typ: tar.TypeDir},
+		{name: "bin/busybox", body: bb, mode: 0o755},
+		{name: "etc/", typ: tar.TypeDir},
+		{name: "tmp/", typ: tar.TypeDir, mode: 0o1777},
+		{name: "root/", typ: tar.TypeDir, mode: 0o700},
+	}
+	for _, applet := range strings.Fields(string(out)) {
+		if applet == "bin/busybox" {
+			continue
+		}
+		base = append(base, entry{name: applet, typ: tar.TypeSymlink, link: "/bin/busybox"})
+	}
+	system := []entry{
+		{name: "etc/alpine-release", body: []byte("3.20.0\n")},
+		{name: "etc/os-release", body: []byte("NAME=\"Alpine-like Linux\"\nID=alpine\nVERSION_ID=3.20.0\n")},
+		{name: "etc/passwd", body: []byte("root:x:0:0:root:/root:/bin/ash\nnobody:x:65534:65534:nobody:/:/sbin/nologin\n")},
+		{name: "etc/group", body: []byte("root:x:0:root\nnogroup:x:65534:\n")},
+		{name: "etc/hosts", body: []byte("127.0.0.1\tlocalhost\n")},
+		{name: "etc/hostname", body: []byte("alpine\n")},
+	}
+	return t.image([]string{"/bin/sh"}, t.layer(base...), t.layer(system...))
 }
 
 // hostileImage tries to write outside its root.

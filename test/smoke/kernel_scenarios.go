@@ -12,6 +12,7 @@ func kernelScenarios() []scenario {
 	return []scenario{
 		{"kernel-import-debian", kernelImportDebian},
 		{"vm-boot-test", vmBootTest},
+		{"vm-boot-images", vmBootImages},
 	}
 }
 
@@ -81,4 +82,62 @@ func vmBootTest(t *T) {
 		t.Fatalf("the pulled-back kernel differs: %s, pushed %s", back.ID, k.ID)
 	}
 	t.Contains("boot with the pulled kernel", t.Must("vm", "boot-test", "--image", ref, "--kernel", "from-registry").stdout, "Linux boot-test "+k.Version)
+}
+
+// vmBootImages boots an alpine-like (busybox-based) image and the Debian
+// image through the daemon, then the two failures a user can meet: a
+// "kernel" that is no kernel, and an image whose root file system was
+// damaged on disk. Each fails with its reason; the harness checks that no
+// QEMU is left behind.
+func vmBootImages(t *T) {
+	if t.tools.kernelDeb == "" {
+		t.Fatalf("no kernel package; run scripts/testimages.sh (make test does)")
+	}
+	reg := t.Registry()
+	t.StartDaemon()
+	t.Must("kernel", "import", "--deb", t.tools.kernelDeb)
+
+	alpine := reg + "/smoke/alpine-like:3"
+	t.Push(alpine, t.alpineLikeImage())
+	t.Must("image", "pull", alpine)
+	var res api.BootTestResult
+	t.JSON(&res, "vm", "boot-test", "--image", alpine)
+	if !strings.HasPrefix(res.Uname, "Linux boot-test ") || !strings.Contains(res.Uname, "x86_64") {
+		t.Fatalf("alpine-like boot-test = %+v", res)
+	}
+
+	debian := reg + "/smoke/debian:bookworm"
+	t.Push(debian, t.debianImage())
+	t.Must("image", "pull", debian)
+	t.JSON(&res, "vm", "boot-test", "--image", debian)
+	if !strings.Contains(res.Uname, "GNU/Linux") {
+		t.Fatalf("debian boot-test = %+v (want GNU coreutils' uname)", res)
+	}
+
+	// A file that is no kernel is refused at import; an ELF given with a
+	// modules tree imports (it has the shape) but cannot boot: QEMU
+	// refuses it and the error says why.
+	t.MustFail(1, "cannot tell the version of kernel", "kernel", "import", "--kernel", "/bin/busybox")
+	mods := filepath.Join(t.Home(), "lib", "modules", "6.1.0-fake")
+	if err := os.MkdirAll(mods, 0o755); err != nil {
+		t.Fatalf("%v", err)
+	}
+	t.Must("kernel", "import", "--kernel", "/bin/busybox", "--modules", mods, "--name", "not-a-kernel")
+	t.MustFail(1, "PVH ELF Note", "vm", "boot-test", "--image", alpine, "--kernel", "not-a-kernel")
+	t.Must("kernel", "delete", "not-a-kernel") // the newest kernel is the default
+
+	// A damaged root file system: the guest cannot mount it, powers off,
+	// and the error carries the console's reason.
+	var img api.Image
+	t.JSON(&img, "image", "show", alpine)
+	f, err := os.OpenFile(img.Rootfs, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	_, err = f.WriteAt(make([]byte, 4096), 0) // the ext4 superblock lives at 1024
+	f.Close()
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	t.MustFail(1, "ext4", "vm", "boot-test", "--image", alpine)
 }

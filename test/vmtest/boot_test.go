@@ -60,6 +60,20 @@ type vm struct {
 // it still runs and checks that nothing is left.
 func start(t *testing.T, kernelPath, image string, wantAgent bool) *vm {
 	t.Helper()
+	return startVM(t, opts{kernel: kernelPath, image: image, wantAgent: wantAgent, params: proto.BootParams{Hostname: "vmtest"}})
+}
+
+// opts describe a test VM.
+type opts struct {
+	kernel, image string
+	wantAgent     bool
+	params        proto.BootParams
+	nic           *vmm.NIC
+}
+
+func startVM(t *testing.T, o opts) *vm {
+	t.Helper()
+	kernelPath, image, wantAgent := o.kernel, o.image, o.wantAgent
 	dir := t.TempDir()
 	work := filepath.Join(dir, "work.ext4")
 	if err := os.Truncate(createFile(t, work), 1<<30); err != nil {
@@ -71,7 +85,7 @@ func start(t *testing.T, kernelPath, image string, wantAgent bool) *vm {
 	sock := filepath.Join(dir, "agent.sock")
 	spec := qemu.Spec{
 		Kernel: kernelPath, Initrd: shared.Initrd,
-		Cmdline:   boot.Cmdline("vmtest", true),
+		Cmdline: boot.Cmdline(o.params, true), NIC: o.nic,
 		MemoryMiB: 512, VCPU: 1, Accel: "tcg",
 		Disks:       []qemu.Disk{{Path: image, ReadOnly: true, Serial: proto.RootSerial}, {Path: work, Serial: proto.WorkSerial}},
 		AgentSocket: sock, ConsoleLog: filepath.Join(dir, "console.log"),
@@ -276,7 +290,7 @@ func TestDriverConformance(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
 			in, err := d.Start(ctx, vmm.Spec{
-				Kernel: shared.Vmlinux, Initrd: shared.Initrd, Cmdline: boot.Cmdline("conformance", true),
+				Kernel: shared.Vmlinux, Initrd: shared.Initrd, Cmdline: boot.Cmdline(proto.BootParams{Hostname: "conformance"}, true),
 				MemoryMiB: 256, VCPU: 1, Dir: dir,
 				Disks: []vmm.Disk{{Path: shared.Images["busybox"], ReadOnly: true, Serial: proto.RootSerial}, {Path: work, Serial: proto.WorkSerial}},
 			})

@@ -8,8 +8,11 @@ package guest
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -18,26 +21,49 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
 
 	"github.com/bangerdev/banger/internal/agent"
 	"github.com/bangerdev/banger/internal/agent/proto"
+	"github.com/bangerdev/banger/internal/agent/sshd"
 )
 
 // Names the host and the initramfs agree on.
 const (
 	ModulesList = "/banger/modules" // module files to load, in order, one per line
-	defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 )
+
+// VsockPing dials the agent over vsock at cid (1 is the guest itself,
+// through vsock loopback) and pings it: a check of the agent's vsock
+// listener run from inside the guest, as `/proc/1/exe vsock-ping`.
+func VsockPing(cid uint32) error {
+	fd, err := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("opening a vsock socket: %w", err)
+	}
+	if err := unix.Connect(fd, &unix.SockaddrVM{CID: cid, Port: proto.VsockPort}); err != nil {
+		unix.Close(fd)
+		return fmt.Errorf("connecting to vsock %d:%d: %w", cid, proto.VsockPort, err)
+	}
+	c := agent.NewClient(os.NewFile(uintptr(fd), "vsock"))
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := c.Ping(ctx)
+	if err != nil {
+		return fmt.Errorf("pinging the agent over vsock: %w", err)
+	}
+	fmt.Printf("agent answered over vsock %d:%d, guest uptime %.2fs\n", cid, proto.VsockPort, r.Uptime)
+	return nil
+}
 
 // Main runs PID 1. It never returns: on a fatal error it reports on the
 // console and powers off, so the host sees the VM stop.
 func Main() {
 	g := &guest{start: time.Now()}
 	if err := g.boot(); err != nil {
-		fmt.Fprintf(os.Stderr, "banger-agent: FATAL: %v\n", err)
-		time.Sleep(500 * time.Millisecond) // let the console drain
-		powerOff()
+		g.fatal(err)
 	}
 	g.serve()
 }
@@ -46,11 +72,28 @@ type guest struct {
 	start   time.Time
 	timings []proto.Timing
 	r       *reaper
+	params  proto.BootParams
+	addrs   []string // configured by bringUpNetwork
 }
 
+// mark records a boot phase. Only the first goes to the console at once
+// (it is the floor benchmark's marker): an emulated serial port costs
+// milliseconds a line, so the rest are printed together once serving.
 func (g *guest) mark(phase string) {
 	g.timings = append(g.timings, proto.Timing{Phase: phase, Seconds: uptime()})
-	fmt.Fprintf(os.Stderr, "banger-agent: %s at %.3fs\n", phase, uptime())
+	if len(g.timings) == 1 {
+		fmt.Fprintf(os.Stderr, "banger-agent: %s at %.3fs\n", phase, g.timings[0].Seconds)
+	}
+}
+
+// printTimings reports the boot phases on the console, for vm logs.
+func printTimings(ts []proto.Timing) {
+	var b strings.Builder
+	b.WriteString("banger-agent: boot:")
+	for _, t := range ts {
+		fmt.Fprintf(&b, " %s at %.3fs;", t.Phase, t.Seconds)
+	}
+	fmt.Fprintln(os.Stderr, strings.TrimSuffix(b.String(), ";"))
 }
 
 func uptime() float64 {
@@ -72,7 +115,7 @@ func mount(src, dst, fstype string, flags uintptr, data string) error {
 }
 
 func (g *guest) boot() error {
-	os.Setenv("PATH", strings.TrimPrefix(defaultPath, "PATH="))
+	os.Setenv("PATH", agent.DefaultPath)
 	for _, m := range []struct{ src, dst, fs string }{{"proc", "/proc", "proc"}, {"sysfs", "/sys", "sysfs"}, {"devtmpfs", "/dev", "devtmpfs"}} {
 		if err := mount(m.src, m.dst, m.fs, unix.MS_NOSUID|unix.MS_NOEXEC, ""); err != nil && !errors.Is(err, unix.EBUSY) {
 			return err
@@ -83,8 +126,14 @@ func (g *guest) boot() error {
 		return err
 	}
 	g.mark("modules loaded")
-	args := cmdline()
-	root, err := waitForDisk(proto.RootSerial, 30*time.Second)
+	cmdline, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		return err
+	}
+	if g.params, err = proto.ParseBootParams(string(cmdline)); err != nil {
+		return err
+	}
+	root, err := waitForDisk(proto.RootSerial, g.params.DiskOrder, 30*time.Second)
 	if err != nil {
 		return err
 	}
@@ -92,7 +141,7 @@ func (g *guest) boot() error {
 		return err
 	}
 	upper := "/mnt/rw"
-	if work, err := waitForDisk(proto.WorkSerial, 2*time.Second); err == nil {
+	if work, err := waitForDisk(proto.WorkSerial, g.params.DiskOrder, 2*time.Second); err == nil {
 		if err := mount(work, upper, "ext4", 0, ""); err != nil {
 			return err
 		}
@@ -122,10 +171,14 @@ func (g *guest) boot() error {
 	_ = mount("devpts", "/dev/pts", "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")
 	_ = mount("tmpfs", "/dev/shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777")
 	_ = mount("tmpfs", "/run", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755")
-	if h := args["banger.hostname"]; h != "" {
+	if h := g.params.Hostname; h != "" {
 		_ = unix.Sethostname([]byte(h))
 	}
 	g.r = newReaper()
+	if g.addrs, err = bringUpNetwork(g.params.Net, g.params.Hostname); err != nil {
+		return err
+	}
+	g.mark("network up")
 	return nil
 }
 
@@ -140,16 +193,6 @@ func switchRoot(newRoot string) error {
 		return fmt.Errorf("switching root: %w", err)
 	}
 	return unix.Chdir("/")
-}
-
-func cmdline() map[string]string {
-	b, _ := os.ReadFile("/proc/cmdline")
-	out := map[string]string{}
-	for _, f := range strings.Fields(string(b)) {
-		k, v, _ := strings.Cut(f, "=")
-		out[k] = v
-	}
-	return out
 }
 
 func loadModules(list string) error {
@@ -180,10 +223,19 @@ func loadModules(list string) error {
 	return sc.Err()
 }
 
-// waitForDisk finds the virtio disk whose serial is serial.
-func waitForDisk(serial string, limit time.Duration) (string, error) {
+// waitForDisk finds the virtio disk whose serial is serial, or, for a
+// VMM whose disks have none, the one at serial's place in order.
+func waitForDisk(serial string, order []string, limit time.Duration) (string, error) {
 	deadline := time.Now().Add(limit)
 	for {
+		for i, s := range order {
+			if s == serial && i < 26 {
+				dev := "/dev/vd" + string(rune('a'+i))
+				if _, err := os.Stat(dev); err == nil {
+					return dev, nil
+				}
+			}
+		}
 		matches, _ := filepath.Glob("/sys/block/vd*/serial")
 		for _, m := range matches {
 			if b, err := os.ReadFile(m); err == nil && strings.TrimSpace(string(b)) == serial {
@@ -215,21 +267,66 @@ func findPort(name string, limit time.Duration) (string, error) {
 	}
 }
 
-func (g *guest) serve() {
-	port, err := findPort(proto.PortName, 30*time.Second)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "banger-agent: FATAL: %v\n", err)
-		powerOff()
+// hostKeyPath keeps the SSH host key on the VM's writable disk.
+const hostKeyPath = "/etc/banger/ssh_host_ed25519_key"
+
+// Virtio device IDs (/sys/bus/virtio/devices/*/device).
+const (
+	virtioConsole = "0x0003"
+	virtioVsock   = "0x0013"
+)
+
+func hasVirtioDevice(id string) bool {
+	matches, _ := filepath.Glob("/sys/bus/virtio/devices/*/device")
+	for _, m := range matches {
+		if b, err := os.ReadFile(m); err == nil && strings.TrimSpace(string(b)) == id {
+			return true
+		}
 	}
-	g.mark("agent ready")
+	return false
+}
+
+func (g *guest) serve() {
+	// The SSH server starts beside the agent, off the boot's critical
+	// path (a first boot generates the host key); what needs it waits.
+	var sshSrv *sshd.Server
+	var hostKey string
+	sshReady := make(chan struct{})
+	go func() {
+		defer close(sshReady)
+		hk, err := sshd.HostKey(hostKeyPath)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "banger-agent: no SSH: loading the host key: %v\n", err)
+			return
+		}
+		hostKey = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(hk.PublicKey())))
+		sshSrv = sshd.New(sshd.Config{HostKey: hk, Authorized: g.params.SSHKeys, Spawn: g.r.spawn,
+			Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+		l, err := net.Listen("tcp", fmt.Sprintf(":%d", proto.SSHPort))
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "banger-agent: no SSH on the network: %v\n", err)
+			return
+		}
+		go func() { _ = sshSrv.Serve(l) }()
+	}()
 	srv := &agent.Server{
 		Spawn: g.r.spawn,
-		Ping:  func() proto.PingResult { return proto.PingResult{Uptime: uptime()} },
+		SSH: func(c net.Conn) {
+			<-sshReady
+			if sshSrv == nil {
+				c.Close()
+				return
+			}
+			sshSrv.ServeConn(c)
+		},
+		Ping: func() proto.PingResult { return proto.PingResult{Uptime: uptime()} },
 		Info: func() proto.InfoResult {
+			<-sshReady
 			var u unix.Utsname
 			_ = unix.Uname(&u)
 			h, _ := os.Hostname()
-			return proto.InfoResult{Kernel: unix.ByteSliceToString(u.Release[:]), Hostname: h, Timings: g.timings}
+			return proto.InfoResult{Kernel: unix.ByteSliceToString(u.Release[:]), Hostname: h, Timings: g.timings,
+				SSHHostKey: hostKey, Addresses: g.addrs}
 		},
 		Shutdown: func() {
 			go func() {
@@ -238,6 +335,40 @@ func (g *guest) serve() {
 			}()
 		},
 	}
+	// The host reaches the agent through vsock or a virtio-serial port,
+	// whichever device the VMM gave the guest. Without a vsock device the
+	// listener still serves vsock loopback (banger-agent vsock-ping).
+	vsock, vsockErr := listenVsock(proto.VsockPort)
+	if vsockErr != nil && hasVirtioDevice(virtioVsock) {
+		g.fatal(vsockErr)
+	}
+	port := ""
+	if hasVirtioDevice(virtioConsole) {
+		var err error
+		if port, err = findPort(proto.PortName, 30*time.Second); err != nil {
+			g.fatal(err)
+		}
+	}
+	if port == "" && !hasVirtioDevice(virtioVsock) {
+		g.fatal(errors.New("the VM has neither a vsock device nor a virtio-serial port for the agent"))
+	}
+	g.mark("agent ready") // before serving: Info reads the timings
+	if vsockErr == nil {
+		go acceptVsock(vsock, func(f *os.File) {
+			_ = srv.Serve(f)
+			f.Close()
+		})
+	}
+	if port != "" {
+		go servePort(srv, port)
+	}
+	printTimings(g.timings)
+	select {}
+}
+
+// servePort serves the virtio-serial port: the host end may come and go
+// (daemon restarts), so it is opened again each time.
+func servePort(srv *agent.Server, port string) {
 	for {
 		f, err := os.OpenFile(port, os.O_RDWR, 0)
 		if err != nil {
@@ -245,10 +376,15 @@ func (g *guest) serve() {
 			time.Sleep(time.Second)
 			continue
 		}
-		// The host end may come and go (daemon restarts); serve each time.
 		_ = srv.Serve(f)
 		f.Close()
 	}
+}
+
+func (g *guest) fatal(err error) {
+	fmt.Fprintf(os.Stderr, "banger-agent: FATAL: %v\n", err)
+	time.Sleep(500 * time.Millisecond) // let the console drain
+	powerOff()
 }
 
 // powerOff stops the VM: a reboot that the VMM turns into an exit
@@ -298,29 +434,13 @@ func (r *reaper) reap() {
 }
 
 func (r *reaper) spawn(p proto.ExecParams, stdin, stdout, stderr *os.File) (func() proto.ExecResult, error) {
-	if len(p.Args) == 0 {
-		return nil, errors.New("no command")
-	}
-	env := p.Env
-	if len(env) == 0 {
-		env = []string{defaultPath, "HOME=/root", "TERM=xterm"}
-	}
-	path := p.Args[0]
-	if !strings.Contains(path, "/") {
-		found, err := lookPath(path, env)
-		if err != nil {
-			return nil, err
-		}
-		path = found
-	}
-	dir := p.Dir
-	if dir == "" {
-		dir = "/"
+	c, err := agent.Prepare("/", p)
+	if err != nil {
+		return nil, err
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	proc, err := os.StartProcess(path, p.Args, &os.ProcAttr{Dir: dir, Env: env, Files: []*os.File{stdin, stdout, stderr},
-		Sys: &syscall.SysProcAttr{Setsid: true}})
+	proc, err := os.StartProcess(c.Path, c.Args, &os.ProcAttr{Dir: c.Dir, Env: c.Env, Files: []*os.File{stdin, stdout, stderr}, Sys: c.Sys})
 	if err != nil {
 		return nil, err
 	}
@@ -333,20 +453,4 @@ func (r *reaper) spawn(p proto.ExecParams, stdin, stdout, stderr *os.File) (func
 	}
 	_ = proc.Release()
 	return func() proto.ExecResult { return agent.ExitResult(<-ch) }, nil
-}
-
-func lookPath(name string, env []string) (string, error) {
-	path := strings.TrimPrefix(defaultPath, "PATH=")
-	for _, e := range env {
-		if v, ok := strings.CutPrefix(e, "PATH="); ok {
-			path = v
-		}
-	}
-	for _, dir := range filepath.SplitList(path) {
-		p := filepath.Join(dir, name)
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("%s: not found in PATH %s", name, path)
 }

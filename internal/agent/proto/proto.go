@@ -8,8 +8,9 @@
 // length counts kind, stream and payload, and is at most MaxFrame. A call
 // opens a stream with a Request frame (JSON {method, params}) and ends with
 // a Response frame (JSON {result} or {error}); in between, Data frames
-// carry bytes (payload: fd:uint8 then the bytes) and Close frames end one
-// direction of a file descriptor (payload: fd:uint8).
+// carry bytes (payload: fd:uint8 then the bytes), Close frames end one
+// direction of a file descriptor (payload: fd:uint8) and Window frames
+// resize an exec's terminal (payload: rows:uint16be cols:uint16be).
 package proto
 
 import (
@@ -25,6 +26,8 @@ const (
 	PortName   = "banger.agent" // the agent's virtio-serial port
 	RootSerial = "banger-root"  // virtio-blk serial of the image's rootfs
 	WorkSerial = "banger-work"  // virtio-blk serial of the VM's writable disk
+	VsockPort  = 1024           // the agent's vsock port
+	SSHPort    = 22             // the agent's SSH server on the guest network
 )
 
 // MaxFrame bounds a frame: large enough for a 256 KiB data chunk with its
@@ -37,6 +40,11 @@ const (
 	KindResponse byte = 2
 	KindData     byte = 3
 	KindClose    byte = 4
+	KindWindow   byte = 5
+	// KindHello is the agent's first frame on a link (stream 0, no
+	// payload): a host that connected before the guest was up learns the
+	// moment it is, instead of retrying calls the guest never saw.
+	KindHello byte = 6
 )
 
 // File descriptors of Data and Close frames.
@@ -81,6 +89,14 @@ func ReadFrame(r io.Reader) (Frame, error) {
 		}
 		if f.Kind == KindClose && len(f.Payload) != 1 {
 			return Frame{}, fmt.Errorf("%w: close frame with data", ErrFrame)
+		}
+	case KindHello:
+		if len(f.Payload) != 0 {
+			return Frame{}, fmt.Errorf("%w: hello frame with data", ErrFrame)
+		}
+	case KindWindow:
+		if len(f.Payload) != 4 {
+			return Frame{}, fmt.Errorf("%w: window frame of %d bytes", ErrFrame, len(f.Payload))
 		}
 	default:
 		return Frame{}, fmt.Errorf("%w: kind %d", ErrFrame, f.Kind)
@@ -130,7 +146,22 @@ const (
 	// frames, ended by a Close, and replaces the file atomically.
 	MethodReadFile  = "read_file"
 	MethodWriteFile = "write_file"
+	// MethodSSH turns the stream into a byte pipe to the agent's SSH
+	// server: Data (stdin) frames in, Data (stdout) frames out, a Close
+	// each way to hang up. The host's ssh reaches a guest through it
+	// without any network.
+	MethodSSH = "ssh"
 )
+
+// WindowPayload encodes a terminal size for a Window frame.
+func WindowPayload(rows, cols uint16) []byte {
+	return binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint16(nil, rows), cols)
+}
+
+// WindowSize decodes a Window frame's payload (checked by ReadFrame).
+func WindowSize(p []byte) (rows, cols uint16) {
+	return binary.BigEndian.Uint16(p[:2]), binary.BigEndian.Uint16(p[2:4])
+}
 
 // FileParams name a guest file.
 type FileParams struct {
@@ -154,6 +185,14 @@ type ExecParams struct {
 	Env   []string `json:"env,omitempty"`
 	Dir   string   `json:"dir,omitempty"`
 	Stdin bool     `json:"stdin,omitempty"` // the caller sends stdin; else /dev/null
+	// User runs the process as a user of the guest's /etc/passwd (name
+	// or uid); empty means root.
+	User string `json:"user,omitempty"`
+	// Tty gives the process a terminal of Rows x Cols: its output comes
+	// back as stdout only, and Window frames resize it.
+	Tty  bool   `json:"tty,omitempty"`
+	Rows uint16 `json:"rows,omitempty"`
+	Cols uint16 `json:"cols,omitempty"`
 }
 
 // ExecResult ends an exec.
@@ -167,6 +206,11 @@ type InfoResult struct {
 	Kernel   string   `json:"kernel"` // uname -r
 	Hostname string   `json:"hostname"`
 	Timings  []Timing `json:"timings"` // boot phases, guest clock
+	// SSHHostKey is the agent SSH server's public host key in
+	// authorized_keys form, for the host's known_hosts.
+	SSHHostKey string `json:"ssh_host_key,omitempty"`
+	// Addresses are the guest's configured IP addresses (CIDR form).
+	Addresses []string `json:"addresses,omitempty"`
 }
 
 // Timing is one boot phase of the agent.

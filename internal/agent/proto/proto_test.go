@@ -13,6 +13,8 @@ func TestRoundTrip(t *testing.T) {
 		{Kind: KindData, Stream: 1, Payload: append([]byte{Stdout}, bytes.Repeat([]byte("x"), 256<<10)...)},
 		{Kind: KindClose, Stream: 1, Payload: []byte{Stdin}},
 		{Kind: KindResponse, Stream: 7, Payload: []byte(`{"result":{}}`)},
+		{Kind: KindWindow, Stream: 3, Payload: WindowPayload(40, 120)},
+		{Kind: KindHello, Payload: []byte{}},
 	}
 	var b []byte
 	for _, f := range frames {
@@ -27,6 +29,9 @@ func TestRoundTrip(t *testing.T) {
 		if err != nil || got.Kind != want.Kind || got.Stream != want.Stream || !bytes.Equal(got.Payload, want.Payload) {
 			t.Fatalf("ReadFrame = %v %d %d, %v", got.Kind, got.Stream, len(got.Payload), err)
 		}
+	}
+	if rows, cols := WindowSize(frames[4].Payload); rows != 40 || cols != 120 {
+		t.Fatalf("WindowSize = %d x %d", rows, cols)
 	}
 	if _, err := ReadFrame(r); err != io.EOF {
 		t.Fatalf("at the end: %v", err)
@@ -44,6 +49,8 @@ func TestBadFrames(t *testing.T) {
 		"data, no fd":   {0, 0, 0, 5, KindData, 0, 0, 0, 1},
 		"bad fd":        {0, 0, 0, 6, KindData, 0, 0, 0, 1, 7},
 		"close + bytes": {0, 0, 0, 7, KindClose, 0, 0, 0, 1, 0, 'x'},
+		"short window":  {0, 0, 0, 7, KindWindow, 0, 0, 0, 1, 0, 24},
+		"hello + bytes": {0, 0, 0, 6, KindHello, 0, 0, 0, 0, 1},
 		"truncated":     {0, 0, 0, 9, KindRequest, 0, 0, 0, 1, '{'},
 	} {
 		if _, err := ReadFrame(bytes.NewReader(b)); err == nil || err == io.EOF {
@@ -56,6 +63,7 @@ func FuzzReadFrame(f *testing.F) {
 	seed, _ := AppendFrame(nil, Frame{Kind: KindRequest, Stream: 1, Payload: []byte(`{"method":"exec"}`)})
 	f.Add(seed)
 	f.Add([]byte{0, 0, 0, 6, KindData, 0, 0, 0, 1, 1})
+	f.Add([]byte{0, 0, 0, 9, KindWindow, 0, 0, 0, 1, 0, 24, 0, 80})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := bytes.NewReader(data)
 		for {

@@ -13,12 +13,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/bangerdev/banger/internal/agent/proto"
 	"github.com/bangerdev/banger/internal/vmm"
 	"github.com/bangerdev/banger/internal/vmm/qemu"
 )
-
-// AgentPort is the vsock port the guest agent listens on.
-const AgentPort = 1024
 
 // Driver runs VMs under Firecracker, which needs a usable KVM.
 type Driver struct {
@@ -46,9 +44,31 @@ func (d *Driver) Available() error {
 	return nil
 }
 
+// BootArgs is s's kernel command line with the disks' order appended:
+// Firecracker's block devices carry no serial the guest could find them
+// by, but it attaches them in order (vda, vdb, ...).
+func BootArgs(s vmm.Spec) string {
+	serials := make([]string, len(s.Disks))
+	for i, d := range s.Disks {
+		serials[i] = d.Serial
+	}
+	return strings.TrimSpace(s.Cmdline + " " + proto.BootParams{DiskOrder: serials}.Args()[0])
+}
+
+// Check says why s cannot run under Firecracker, or nil.
+func Check(s vmm.Spec) error {
+	if s.NIC != nil && (s.NIC.User || s.NIC.Tap == "") {
+		return errors.New("firecracker has no user-mode networking: use a bridge (tap) network or none")
+	}
+	return nil
+}
+
 // Start launches Firecracker detached, configures the VM through its API
 // socket and starts it. The serial console goes to console.log.
 func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Instance, error) {
+	if err := Check(s); err != nil {
+		return nil, err
+	}
 	apiSock := filepath.Join(s.Dir, "firecracker.sock")
 	console := filepath.Join(s.Dir, "console.log")
 	out, err := os.Create(console)
@@ -62,7 +82,7 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Instance, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting firecracker: %w", err)
 	}
-	in := &instance{Handle: vmm.Watch(cmd.Process, console), vsock: filepath.Join(s.Dir, "vsock.sock")}
+	in := &instance{Handle: vmm.Watch(cmd.Process, console, console), vsock: filepath.Join(s.Dir, "vsock.sock")}
 	if err := d.configure(ctx, in, apiSock, s); err != nil {
 		_ = in.Process().Kill()
 		<-in.Done()
@@ -94,11 +114,16 @@ func (d *Driver) configure(ctx context.Context, in *instance, apiSock string, s 
 	if err := c.PutMachineConfig(ctx, MachineConfig{VCPUCount: s.VCPU, MemSizeMiB: s.MemoryMiB}); err != nil {
 		return err
 	}
-	if err := c.PutBootSource(ctx, BootSource{KernelImagePath: s.Kernel, InitrdPath: s.Initrd, BootArgs: s.Cmdline}); err != nil {
+	if err := c.PutBootSource(ctx, BootSource{KernelImagePath: s.Kernel, InitrdPath: s.Initrd, BootArgs: BootArgs(s)}); err != nil {
 		return err
 	}
 	for _, dk := range s.Disks {
 		if err := c.PutDrive(ctx, Drive{DriveID: dk.Serial, PathOnHost: dk.Path, IsReadOnly: dk.ReadOnly}); err != nil {
+			return err
+		}
+	}
+	if n := s.NIC; n != nil {
+		if err := c.PutNetworkInterface(ctx, NetworkInterface{IfaceID: "eth0", HostDevName: n.Tap, GuestMAC: n.MAC}); err != nil {
 			return err
 		}
 	}
@@ -124,14 +149,14 @@ func (i *instance) DialAgent(ctx context.Context) (net.Conn, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = c.SetDeadline(dl)
 	}
-	if _, err := fmt.Fprintf(c, "CONNECT %d\n", AgentPort); err != nil {
+	if _, err := fmt.Fprintf(c, "CONNECT %d\n", proto.VsockPort); err != nil {
 		c.Close()
 		return nil, err
 	}
 	line, err := bufio.NewReader(c).ReadString('\n')
 	if err != nil || !strings.HasPrefix(line, "OK ") {
 		c.Close()
-		return nil, fmt.Errorf("vsock connect to port %d: %q: %v", AgentPort, strings.TrimSpace(line), err)
+		return nil, fmt.Errorf("vsock connect to port %d: %q: %v", proto.VsockPort, strings.TrimSpace(line), err)
 	}
 	_ = c.SetDeadline(time.Time{})
 	return c, nil

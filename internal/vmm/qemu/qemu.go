@@ -40,6 +40,7 @@ type Spec struct {
 	ConsoleLog string
 	// Accel is "kvm" or "tcg".
 	Accel string
+	NIC   *vmm.NIC
 }
 
 // Args is the QEMU command line of spec (without the binary).
@@ -65,6 +66,21 @@ func Args(s Spec) []string {
 			drive += ",readonly=on"
 		}
 		args = append(args, "-drive", drive, "-device", fmt.Sprintf("virtio-blk-device,drive=%s,serial=%s", id, d.Serial))
+	}
+	if n := s.NIC; n != nil {
+		var netdev string
+		if n.User {
+			netdev = "user,id=net0,net=10.0.2.0/24"
+			if !n.Outbound {
+				netdev += ",restrict=on"
+			}
+			for _, f := range n.Forwards {
+				netdev += fmt.Sprintf(",hostfwd=%s:127.0.0.1:%d-:%d", f.Proto, f.HostPort, f.GuestPort)
+			}
+		} else {
+			netdev = fmt.Sprintf("tap,id=net0,ifname=%s,script=no,downscript=no", n.Tap)
+		}
+		args = append(args, "-netdev", netdev, "-device", "virtio-net-device,netdev=net0,mac="+n.MAC)
 	}
 	if s.AgentSocket != "" {
 		args = append(args,
@@ -184,6 +200,7 @@ func (d *Driver) Start(_ context.Context, s vmm.Spec) (vmm.Instance, error) {
 	spec := Spec{
 		Kernel: s.Kernel, Initrd: s.Initrd, Cmdline: s.Cmdline, MemoryMiB: s.MemoryMiB, VCPU: s.VCPU, Accel: accel,
 		AgentSocket: filepath.Join(s.Dir, "agent.sock"), ConsoleLog: filepath.Join(s.Dir, "console.log"),
+		NIC: s.NIC,
 	}
 	for _, dk := range s.Disks {
 		spec.Disks = append(spec.Disks, Disk(dk))
@@ -197,7 +214,7 @@ func (d *Driver) Start(_ context.Context, s vmm.Spec) (vmm.Instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &instance{Handle: vmm.Watch(p, spec.ConsoleLog), sock: spec.AgentSocket}, nil
+	return &instance{Handle: vmm.Watch(p, spec.ConsoleLog, errLog.Name()), sock: spec.AgentSocket}, nil
 }
 
 type instance struct {

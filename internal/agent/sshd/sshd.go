@@ -1,0 +1,312 @@
+// Package sshd is the guest agent's SSH server: sessions (shell, exec,
+// the sftp subsystem, with or without a terminal) and direct-tcpip
+// forwards, for exactly the keys banger authorised. It needs nothing
+// from the image, so an image without sshd, or without a shell, is still
+// reachable by ssh, scp, rsync, git and IDE remotes.
+package sshd
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/pkg/sftp"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/bangerdev/banger/internal/agent"
+	"github.com/bangerdev/banger/internal/agent/passwd"
+	"github.com/bangerdev/banger/internal/agent/proto"
+)
+
+// Server serves SSH connections.
+type Server struct {
+	spawn agent.Spawn
+	root  string // the guest's root, "/" in a guest
+	log   *slog.Logger
+	conf  *ssh.ServerConfig
+}
+
+// Config wires a Server.
+type Config struct {
+	HostKey    ssh.Signer
+	Authorized []ssh.PublicKey
+	Spawn      agent.Spawn // nil: agent.OSSpawn
+	Root       string      // default "/"
+	Log        *slog.Logger
+}
+
+// New makes a server accepting exactly c.Authorized.
+func New(c Config) *Server {
+	s := &Server{spawn: c.Spawn, root: c.Root, log: c.Log}
+	if s.spawn == nil {
+		s.spawn = agent.OSSpawn
+	}
+	if s.root == "" {
+		s.root = "/"
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	keys := make([][]byte, len(c.Authorized))
+	for i, k := range c.Authorized {
+		keys[i] = k.Marshal()
+	}
+	s.conf = &ssh.ServerConfig{
+		PublicKeyCallback: func(_ ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+			b := key.Marshal()
+			for _, k := range keys {
+				if bytes.Equal(k, b) {
+					return &ssh.Permissions{}, nil
+				}
+			}
+			return nil, errors.New("key not authorised by banger")
+		},
+		ServerVersion: "SSH-2.0-banger-agent",
+	}
+	s.conf.AddHostKey(c.HostKey)
+	return s
+}
+
+// Serve accepts connections until l fails.
+func (s *Server) Serve(l net.Listener) error {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return err
+		}
+		go s.ServeConn(c)
+	}
+}
+
+// ServeConn runs one connection to its end.
+func (s *Server) ServeConn(c net.Conn) {
+	defer c.Close()
+	conn, chans, reqs, err := ssh.NewServerConn(c, s.conf)
+	if err != nil {
+		s.log.Debug("ssh handshake failed", "err", err)
+		return
+	}
+	defer conn.Close()
+	go ssh.DiscardRequests(reqs)
+	for nc := range chans {
+		switch nc.ChannelType() {
+		case "session":
+			ch, reqs, err := nc.Accept()
+			if err != nil {
+				continue
+			}
+			go s.session(conn.User(), ch, reqs)
+		case "direct-tcpip":
+			go s.forward(nc)
+		default:
+			_ = nc.Reject(ssh.UnknownChannelType, "banger's agent serves session and direct-tcpip channels")
+		}
+	}
+}
+
+type ptyReq struct {
+	Term          string
+	Cols, Rows    uint32
+	Width, Height uint32
+	Modes         string
+}
+
+type windowChange struct {
+	Cols, Rows    uint32
+	Width, Height uint32
+}
+
+func clamp(n uint32) uint16 { return uint16(min(n, 0xffff)) }
+
+// session serves one session channel: requests set it up until one of
+// shell, exec or subsystem starts what it runs.
+func (s *Server) session(user string, ch ssh.Channel, reqs <-chan *ssh.Request) {
+	var env []string
+	var tty *ptyReq
+	resize := make(chan agent.Winsize, 4)
+	started := false
+	for req := range reqs {
+		ok := false
+		switch req.Type {
+		case "env":
+			var kv struct{ Name, Value string }
+			if ssh.Unmarshal(req.Payload, &kv) == nil && !started {
+				env, ok = append(env, kv.Name+"="+kv.Value), true
+			}
+		case "pty-req":
+			var p ptyReq
+			if ssh.Unmarshal(req.Payload, &p) == nil && !started {
+				tty, ok = &p, true
+			}
+		case "window-change":
+			var w windowChange
+			if ssh.Unmarshal(req.Payload, &w) == nil {
+				select {
+				case resize <- agent.Winsize{Rows: clamp(w.Rows), Cols: clamp(w.Cols)}:
+				default: // a burst of resizes: the last ones win soon enough
+				}
+			}
+		case "shell", "exec", "subsystem":
+			if started {
+				break
+			}
+			var arg struct{ Value string }
+			if req.Type != "shell" && ssh.Unmarshal(req.Payload, &arg) != nil {
+				break
+			}
+			started, ok = true, true
+			go func() {
+				code := s.run(user, req.Type, arg.Value, env, tty, ch, resize)
+				_, _ = ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{uint32(code)}))
+				ch.Close()
+			}()
+		}
+		if req.WantReply {
+			_ = req.Reply(ok, nil)
+		}
+	}
+	if !started {
+		ch.Close()
+	}
+}
+
+// run runs what a session asked for and returns its exit status.
+func (s *Server) run(user, kind, arg string, env []string, tty *ptyReq, ch ssh.Channel, resize <-chan agent.Winsize) int {
+	acct, err := passwd.Lookup(s.root, user)
+	if err != nil {
+		fmt.Fprintf(ch.Stderr(), "banger: %v\r\n", err)
+		return 1
+	}
+	if kind == "subsystem" {
+		return s.subsystem(acct, arg, ch)
+	}
+	shell := s.shell(acct)
+	var args []string
+	switch {
+	case kind == "shell" && shell == "":
+		fmt.Fprintf(ch.Stderr(), "banger: this image has no shell; run a command instead (ssh HOST -- CMD)\r\n")
+		return 127
+	case kind == "shell":
+		args = []string{shell, "-l"}
+	case shell == "":
+		args = strings.Fields(arg) // no shell to parse it: words, as given
+	default:
+		args = []string{shell, "-c", arg}
+	}
+	if len(args) == 0 {
+		fmt.Fprintf(ch.Stderr(), "banger: empty command\r\n")
+		return 127
+	}
+	p := proto.ExecParams{Args: args, Env: env, User: user}
+	var res proto.ExecResult
+	if tty != nil {
+		p.Env = append(p.Env, "TERM="+tty.Term)
+		p.Rows, p.Cols = clamp(tty.Rows), clamp(tty.Cols)
+		res, err = agent.RunTTY(s.spawn, p, ch, ch, resize)
+	} else {
+		res, err = agent.RunPipes(s.spawn, p, ch, ch, ch.Stderr())
+	}
+	if err != nil {
+		fmt.Fprintf(ch.Stderr(), "banger: %v\r\n", err)
+		return 127
+	}
+	return res.ExitCode
+}
+
+// shell is the user's login shell if the image has it, else /bin/sh if
+// it has that, else "".
+func (s *Server) shell(acct passwd.Account) string {
+	for _, sh := range []string{acct.Shell, "/bin/sh"} {
+		if sh == "" || !filepath.IsAbs(sh) {
+			continue
+		}
+		if fi, err := os.Stat(filepath.Join(s.root, sh)); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return sh
+		}
+	}
+	return ""
+}
+
+// sftpServers are where images keep OpenSSH's sftp-server.
+var sftpServers = []string{"/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server", "/usr/lib/ssh/sftp-server", "/usr/libexec/sftp-server"}
+
+// subsystem serves sftp: root gets the agent's own server, which needs
+// nothing in the image; another user gets the image's sftp-server run as
+// that user, so file access is checked as it should be.
+func (s *Server) subsystem(acct passwd.Account, name string, ch ssh.Channel) int {
+	if name != "sftp" {
+		fmt.Fprintf(ch.Stderr(), "banger: unknown subsystem %q\r\n", name)
+		return 1
+	}
+	if acct.UID != 0 {
+		for _, bin := range sftpServers {
+			if _, err := os.Stat(filepath.Join(s.root, bin)); err == nil {
+				res, err := agent.RunPipes(s.spawn, proto.ExecParams{Args: []string{bin}, User: strconv.FormatUint(uint64(acct.UID), 10)}, ch, ch, ch.Stderr())
+				if err != nil {
+					fmt.Fprintf(ch.Stderr(), "banger: %v\r\n", err)
+					return 1
+				}
+				return res.ExitCode
+			}
+		}
+		fmt.Fprintf(ch.Stderr(), "banger: sftp as %s needs the image's sftp-server (install openssh-sftp-server), or connect as root\r\n", acct.Name)
+		return 1
+	}
+	srv, err := sftp.NewServer(ch, sftp.WithServerWorkingDirectory(filepath.Join(s.root, acct.Home)))
+	if err != nil {
+		return 1
+	}
+	if err := srv.Serve(); err != nil && !errors.Is(err, io.EOF) {
+		s.log.Debug("sftp session ended", "err", err)
+	}
+	_ = srv.Close()
+	return 0
+}
+
+// forward serves a direct-tcpip channel: a connection the client's -L or
+// an IDE opens to an address the guest can reach.
+func (s *Server) forward(nc ssh.NewChannel) {
+	var d struct {
+		Host     string
+		Port     uint32
+		OrigHost string
+		OrigPort uint32
+	}
+	if err := ssh.Unmarshal(nc.ExtraData(), &d); err != nil {
+		_ = nc.Reject(ssh.ConnectionFailed, "bad direct-tcpip request")
+		return
+	}
+	conn, err := net.Dial("tcp", net.JoinHostPort(d.Host, strconv.FormatUint(uint64(d.Port), 10)))
+	if err != nil {
+		_ = nc.Reject(ssh.ConnectionFailed, err.Error())
+		return
+	}
+	ch, reqs, err := nc.Accept()
+	if err != nil {
+		conn.Close()
+		return
+	}
+	go ssh.DiscardRequests(reqs)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		_, _ = io.Copy(ch, conn)
+		_ = ch.CloseWrite()
+	})
+	wg.Go(func() {
+		_, _ = io.Copy(conn, ch)
+		if tc, ok := conn.(*net.TCPConn); ok {
+			_ = tc.CloseWrite()
+		}
+	})
+	wg.Wait()
+	ch.Close()
+	conn.Close()
+}
