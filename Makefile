@@ -77,7 +77,7 @@ bench: deps bench-image bench-boot
 
 # Boot to agent-ready against plain QEMU to the first userspace line.
 bench-boot: testimages
-	BANGER_TEST_CACHE=$(TEST_CACHE) go run ./bench/boot -runs $(or $(RUNS),5)
+	BANGER_TEST_CACHE=$(TEST_CACHE) go run ./bench/boot -runs $(or $(RUNS),7)
 
 # Pull + flatten of a Debian image against crane + tar + mkfs.ext4.
 bench-image: build testimages

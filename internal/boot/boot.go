@@ -36,20 +36,20 @@ func Initramfs(bundleDir string, agentBin []byte) ([]byte, error) {
 			return nil, err
 		}
 	}
+	var later []kmod.Info
 	if idx.Len() > 0 {
-		wanted := kernel.GuestModules()
-		for _, m := range kernel.OptionalGuestModules() {
-			if _, err := idx.Resolve(m); err == nil {
-				wanted = append(wanted, m)
-			}
-		}
 		var err error
-		if mods, err = idx.Resolve(wanted...); err != nil {
+		if mods, err = idx.Resolve(kernel.GuestModules()...); err != nil {
 			return nil, err
+		}
+		for _, m := range kernel.OptionalGuestModules() {
+			if extra, err := idx.Resolve(m); err == nil {
+				later = append(later, extra...)
+			}
 		}
 	}
 	var b bytes.Buffer
-	if err := initramfs.Build(&b, agentBin, modDir, mods); err != nil {
+	if err := initramfs.Build(&b, agentBin, modDir, mods, later); err != nil {
 		return nil, err
 	}
 	return b.Bytes(), nil

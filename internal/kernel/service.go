@@ -45,9 +45,11 @@ func GuestModules() []string {
 	return []string{"virtio_mmio", "virtio_blk", "virtio_net", "virtio_console", "ext4", "overlay"}
 }
 
-// OptionalGuestModules are loaded when the kernel has them: the vsock
-// transport through which Firecracker and vhost-vsock reach the agent,
-// and vsock loopback, which lets a guest test its own vsock listener.
+// OptionalGuestModules go into the initramfs when the kernel has them,
+// loaded at boot only where the VM has the device (else once the agent
+// serves, off the boot path): the vsock transport through which
+// Firecracker and vhost-vsock reach the agent, and vsock loopback, which
+// lets a guest test its own vsock listener.
 func OptionalGuestModules() []string {
 	return []string{"vmw_vsock_virtio_transport", "vsock_loopback"}
 }

@@ -7,7 +7,6 @@
 package guest
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -31,20 +30,31 @@ import (
 
 // Names the host and the initramfs agree on.
 const (
-	ModulesList = "/banger/modules" // module files to load, in order, one per line
+	ModulesList = "/banger/modules"       // module files to load, in order, one per line
+	LaterList   = "/banger/modules.later" // loaded once serving, or at boot for a vsock device
 )
 
 // VsockPing dials the agent over vsock at cid (1 is the guest itself,
 // through vsock loopback) and pings it: a check of the agent's vsock
 // listener run from inside the guest, as `/proc/1/exe vsock-ping`.
 func VsockPing(cid uint32) error {
-	fd, err := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("opening a vsock socket: %w", err)
-	}
-	if err := unix.Connect(fd, &unix.SockaddrVM{CID: cid, Port: proto.VsockPort}); err != nil {
-		unix.Close(fd)
-		return fmt.Errorf("connecting to vsock %d:%d: %w", cid, proto.VsockPort, err)
+	// Right after boot vsock and the listener may still be coming up.
+	deadline := time.Now().Add(10 * time.Second)
+	var fd int
+	for {
+		var err error
+		fd, err = unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err == nil {
+			if err = unix.Connect(fd, &unix.SockaddrVM{CID: cid, Port: proto.VsockPort}); err == nil {
+				break
+			}
+			unix.Close(fd)
+		}
+		retry := err == unix.EAFNOSUPPORT || err == unix.ECONNRESET || err == unix.ECONNREFUSED
+		if !retry || time.Now().After(deadline) {
+			return fmt.Errorf("connecting to vsock %d:%d: %w", cid, proto.VsockPort, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	c := agent.NewClient(os.NewFile(uintptr(fd), "vsock"))
 	defer c.Close()
@@ -73,7 +83,8 @@ type guest struct {
 	timings []proto.Timing
 	r       *reaper
 	params  proto.BootParams
-	addrs   []string // configured by bringUpNetwork
+	addrs   []string   // configured by bringUpNetwork
+	later   []*os.File // modules to load once serving
 }
 
 // mark records a boot phase. Only the first goes to the console at once
@@ -124,6 +135,17 @@ func (g *guest) boot() error {
 	g.mark("init started")
 	if err := loadModules(ModulesList); err != nil {
 		return err
+	}
+	if hasVirtioDevice(virtioVsock) {
+		if err := loadModules(LaterList); err != nil {
+			return err
+		}
+	} else {
+		// Kept open: the initramfs is out of reach once root switches.
+		var err error
+		if g.later, err = openModules(LaterList); err != nil {
+			return err
+		}
 	}
 	g.mark("modules loaded")
 	cmdline, err := os.ReadFile("/proc/cmdline")
@@ -196,31 +218,55 @@ func switchRoot(newRoot string) error {
 }
 
 func loadModules(list string) error {
-	f, err := os.Open(list)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil // a kernel with everything built in
-	}
+	files, err := openModules(list)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		path := strings.TrimSpace(sc.Text())
+	return loadOpened(files)
+}
+
+// openModules opens the module files a list names, in order.
+func openModules(list string) ([]*os.File, error) {
+	b, err := os.ReadFile(list)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil // a kernel with everything built in
+	}
+	if err != nil {
+		return nil, err
+	}
+	var files []*os.File
+	for _, line := range strings.Split(string(b), "\n") {
+		path := strings.TrimSpace(line)
 		if path == "" {
 			continue
 		}
-		mf, err := os.Open(path)
+		f, err := os.Open(path)
 		if err != nil {
-			return err
+			for _, f := range files {
+				f.Close()
+			}
+			return nil, err
 		}
-		err = unix.FinitModule(int(mf.Fd()), "", 0)
-		mf.Close()
+		files = append(files, f)
+	}
+	return files, nil
+}
+
+// loadOpened loads modules in order and closes their files; one already
+// loaded is fine.
+func loadOpened(files []*os.File) error {
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	for _, f := range files {
+		err := unix.FinitModule(int(f.Fd()), "", 0)
 		if err != nil && !errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("loading %s: %w", filepath.Base(path), err)
+			return fmt.Errorf("loading %s: %w", filepath.Base(f.Name()), err)
 		}
 	}
-	return sc.Err()
+	return nil
 }
 
 // waitForDisk finds the virtio disk whose serial is serial, or, for a
@@ -287,12 +333,13 @@ func hasVirtioDevice(id string) bool {
 }
 
 func (g *guest) serve() {
-	// The SSH server starts beside the agent, off the boot's critical
-	// path (a first boot generates the host key); what needs it waits.
+	// The SSH server starts once the agent serves, off the boot's
+	// critical path (a first boot generates the host key); what needs it
+	// waits.
 	var sshSrv *sshd.Server
 	var hostKey string
 	sshReady := make(chan struct{})
-	go func() {
+	startSSH := func() {
 		defer close(sshReady)
 		hk, err := sshd.HostKey(hostKeyPath)
 		if err != nil {
@@ -308,7 +355,7 @@ func (g *guest) serve() {
 			return
 		}
 		go func() { _ = sshSrv.Serve(l) }()
-	}()
+	}
 	srv := &agent.Server{
 		Spawn: g.r.spawn,
 		SSH: func(c net.Conn) {
@@ -335,12 +382,21 @@ func (g *guest) serve() {
 			}()
 		},
 	}
+	serveVsock := func(fd int) {
+		acceptVsock(fd, func(f *os.File) {
+			_ = srv.Serve(f)
+			f.Close()
+		})
+	}
 	// The host reaches the agent through vsock or a virtio-serial port,
-	// whichever device the VMM gave the guest. Without a vsock device the
-	// listener still serves vsock loopback (banger-agent vsock-ping).
-	vsock, vsockErr := listenVsock(proto.VsockPort)
-	if vsockErr != nil && hasVirtioDevice(virtioVsock) {
-		g.fatal(vsockErr)
+	// whichever device the VMM gave the guest.
+	vsockDev := hasVirtioDevice(virtioVsock)
+	vsock := -1
+	if vsockDev {
+		var err error
+		if vsock, err = listenVsock(proto.VsockPort); err != nil {
+			g.fatal(err)
+		}
 	}
 	port := ""
 	if hasVirtioDevice(virtioConsole) {
@@ -349,18 +405,28 @@ func (g *guest) serve() {
 			g.fatal(err)
 		}
 	}
-	if port == "" && !hasVirtioDevice(virtioVsock) {
+	if port == "" && !vsockDev {
 		g.fatal(errors.New("the VM has neither a vsock device nor a virtio-serial port for the agent"))
 	}
 	g.mark("agent ready") // before serving: Info reads the timings
-	if vsockErr == nil {
-		go acceptVsock(vsock, func(f *os.File) {
-			_ = srv.Serve(f)
-			f.Close()
-		})
+	if vsock >= 0 {
+		go serveVsock(vsock)
 	}
 	if port != "" {
 		go servePort(srv, port)
+	}
+	go startSSH()
+	if !vsockDev {
+		// Without a vsock device the listener still serves vsock
+		// loopback (banger-agent vsock-ping), once its modules load.
+		go func() {
+			if err := loadOpened(g.later); err != nil {
+				fmt.Fprintf(os.Stderr, "banger-agent: %v\n", err)
+			}
+			if fd, err := listenVsock(proto.VsockPort); err == nil {
+				serveVsock(fd)
+			}
+		}()
 	}
 	printTimings(g.timings)
 	select {}
