@@ -8,7 +8,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -164,12 +166,33 @@ func TestClientContextCancel(t *testing.T) {
 
 // FuzzServeConn throws arbitrary bytes at a served connection: the server
 // must not panic, and everything it writes back must be well-formed frames.
+// socketPair is a connected pair of unix sockets: unlike net.Pipe, it
+// can be half-closed.
+func socketPair(t *testing.T) (server net.Conn, client *net.UnixConn) {
+	t.Helper()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns := make([]net.Conn, 2)
+	for i, fd := range fds {
+		f := os.NewFile(uintptr(fd), "socketpair")
+		c, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns[i] = c
+	}
+	return conns[0], conns[1].(*net.UnixConn)
+}
+
 func FuzzServeConn(f *testing.F) {
 	f.Add([]byte(`{"v":1,"id":1,"method":"echo","params":{}}` + "\n"))
 	f.Add([]byte("garbage\n{\"v\":1}\n"))
 	f.Add([]byte(`{"v":1,"id":2,"method":"stream"}` + "\n" + `{"v":1,"id":3,"method":"panic"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		server, client := net.Pipe()
+		server, client := socketPair(t)
 		done := make(chan struct{})
 		go func() {
 			ServeConn(context.Background(), server, echo(nil), discard())
@@ -178,13 +201,17 @@ func FuzzServeConn(f *testing.F) {
 		go func() {
 			_, _ = client.Write(data)
 			_, _ = client.Write([]byte("\n"))
-			// Half-close is not available on a pipe: give the server a
-			// deadline instead.
-			_ = client.SetReadDeadline(time.Now().Add(2 * time.Second))
+			// The server answers what it read, then sees the end.
+			_ = client.CloseWrite()
 		}()
+		// A server that never ends fails the input instead of hanging.
+		_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
 		r := NewReader(client)
 		for {
 			frame, err := r.ReadFrame()
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("the server neither answered nor hung up within 10s")
+			}
 			if err != nil {
 				break
 			}
