@@ -29,9 +29,14 @@ type Config struct {
 	DefaultKernel      string // "auto": the newest imported kernel
 	VMM                string // auto, qemu or firecracker
 	FirecrackerBin     string
-	VMDefaults         VMDefaults
-	Network            Network
-	Images             Images
+	// FirecrackerJailer runs Firecracker under this jailer binary, as
+	// JailerUID:JailerGID; empty runs it directly.
+	FirecrackerJailer string
+	JailerUID         int
+	JailerGID         int
+	VMDefaults        VMDefaults
+	Network           Network
+	Images            Images
 
 	file    string
 	sources map[string]string
@@ -82,6 +87,9 @@ func Keys() []string {
 		"default_kernel",
 		"vmm",
 		"firecracker_bin",
+		"firecracker_jailer",
+		"jailer_uid",
+		"jailer_gid",
 		"vm_defaults.vcpu",
 		"vm_defaults.memory_mib",
 		"vm_defaults.disk_size",
@@ -104,6 +112,8 @@ func Defaults(host Host) Config {
 		DefaultKernel:     "auto",
 		VMM:               "auto",
 		FirecrackerBin:    "firecracker",
+		JailerUID:         65534,
+		JailerGID:         65534,
 		VMDefaults:        VMDefaults{VCPU: vcpu, MemoryMiB: mem, DiskSize: 10 << 30},
 		Network:           Network{Bridge: "banger0", CIDR: netip.MustParsePrefix("10.203.0.0/24")},
 		Images:            Images{MaxUnpackedSize: 64 << 30, MaxEntries: 4 << 20},
@@ -127,6 +137,9 @@ type file struct {
 	DefaultKernel      *string `toml:"default_kernel"`
 	VMM                *string `toml:"vmm"`
 	FirecrackerBin     *string `toml:"firecracker_bin"`
+	FirecrackerJailer  *string `toml:"firecracker_jailer"`
+	JailerUID          *int    `toml:"jailer_uid"`
+	JailerGID          *int    `toml:"jailer_gid"`
 	VMDefaults         struct {
 		VCPU      *int `toml:"vcpu"`
 		MemoryMiB *int `toml:"memory_mib"`
@@ -242,6 +255,24 @@ func (c *Config) apply(data []byte) error {
 		}
 		c.FirecrackerBin = *f.FirecrackerBin
 		set("firecracker_bin")
+	}
+	if f.FirecrackerJailer != nil {
+		c.FirecrackerJailer = *f.FirecrackerJailer
+		set("firecracker_jailer")
+	}
+	for _, id := range []struct {
+		key string
+		v   *int
+		dst *int
+	}{{"jailer_uid", f.JailerUID, &c.JailerUID}, {"jailer_gid", f.JailerGID, &c.JailerGID}} {
+		if id.v == nil {
+			continue
+		}
+		if *id.v < 1 || *id.v > 1<<31-1 {
+			return fmt.Errorf("%s: %d must be an unprivileged id (1 or more): the jailer exists to drop root", id.key, *id.v)
+		}
+		*id.dst = *id.v
+		set(id.key)
 	}
 	if v := f.VMDefaults.VCPU; v != nil {
 		if *v < 1 || *v > 255 {
@@ -372,6 +403,9 @@ func (c Config) Values() []Value {
 		"default_kernel":           c.DefaultKernel,
 		"vmm":                      c.VMM,
 		"firecracker_bin":          c.FirecrackerBin,
+		"firecracker_jailer":       c.FirecrackerJailer,
+		"jailer_uid":               strconv.Itoa(c.JailerUID),
+		"jailer_gid":               strconv.Itoa(c.JailerGID),
 		"vm_defaults.vcpu":         strconv.Itoa(c.VMDefaults.VCPU),
 		"vm_defaults.memory_mib":   strconv.Itoa(c.VMDefaults.MemoryMiB),
 		"vm_defaults.disk_size":    units.FormatSize(c.VMDefaults.DiskSize),

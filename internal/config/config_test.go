@@ -44,6 +44,9 @@ default_image_name = "localhost:5000/dev:latest"
 default_kernel = "6.1.0-28"
 vmm = "qemu"
 firecracker_bin = "/opt/fc"
+firecracker_jailer = "/opt/jailer"
+jailer_uid = 1500
+jailer_gid = 1501
 [vm_defaults]
 vcpu = 3
 memory_mib = 1024
@@ -55,7 +58,8 @@ nat = true
 `, check: func(c Config) bool {
 			return c.LogLevel == "debug" && c.AutoStopStaleAfter == 2*time.Hour && c.StatsPollInterval == time.Second &&
 				c.DefaultImageName == "localhost:5000/dev:latest" && c.DefaultKernel == "6.1.0-28" && c.VMM == "qemu" &&
-				c.FirecrackerBin == "/opt/fc" && c.VMDefaults.VCPU == 3 && c.VMDefaults.MemoryMiB == 1024 &&
+				c.FirecrackerBin == "/opt/fc" && c.FirecrackerJailer == "/opt/jailer" && c.JailerUID == 1500 && c.JailerGID == 1501 &&
+				c.VMDefaults.VCPU == 3 && c.VMDefaults.MemoryMiB == 1024 &&
 				c.VMDefaults.DiskSize == 20<<30 && c.Network.Bridge == "bg1" && c.Network.CIDR.String() == "10.9.8.0/24" && c.Network.NAT
 		}},
 		{name: "zero duration is off", doc: `auto_stop_stale_after = 0`, check: func(c Config) bool { return c.AutoStopStaleAfter == 0 }},
@@ -71,6 +75,7 @@ nat = true
 		{name: "bad duration", doc: `stats_poll_interval = "soon"`, err: "stats_poll_interval"},
 		{name: "negative duration", doc: `auto_stop_stale_after = "-1m"`, err: "negative"},
 		{name: "poll too fast", doc: `stats_poll_interval = "1ms"`, err: "too short"},
+		{name: "jailer as root", doc: "jailer_uid = 0", err: "jailer_uid: 0 must be an unprivileged id"},
 		{name: "vcpu zero", doc: "[vm_defaults]\nvcpu = 0", err: "vm_defaults.vcpu"},
 		{name: "memory tiny", doc: "[vm_defaults]\nmemory_mib = 8", err: "vm_defaults.memory_mib"},
 		{name: "disk tiny", doc: "[vm_defaults]\ndisk_size = \"1M\"", err: "too small"},

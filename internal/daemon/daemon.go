@@ -283,6 +283,10 @@ func (d *Daemon) wireServices(opts Options) error {
 // where it can run and QEMU elsewhere.
 func (d *Daemon) driver() vmm.Driver {
 	fc := &firecracker.Driver{Binary: d.cfg.FirecrackerBin}
+	if d.cfg.FirecrackerJailer != "" {
+		fc.Jailer = &firecracker.Jailer{Binary: d.cfg.FirecrackerJailer, UID: d.cfg.JailerUID, GID: d.cfg.JailerGID,
+			BaseDir: filepath.Join(d.layout.StateDir, "jail")}
+	}
 	q := &qemu.Driver{Warn: func(reason error) {
 		d.log.Warn("VMs run under software emulation (TCG), much slower than KVM", "reason", reason)
 	}}

@@ -20,7 +20,8 @@ import (
 
 // Driver runs VMs under Firecracker, which needs a usable KVM.
 type Driver struct {
-	Binary string // default "firecracker" on PATH
+	Binary string  // default "firecracker" on PATH
+	Jailer *Jailer // nil: run Firecracker directly
 }
 
 // Name is "firecracker".
@@ -40,6 +41,11 @@ func (d *Driver) Available() error {
 	}
 	if err := qemu.KVMUsable(); err != nil {
 		return fmt.Errorf("firecracker: %w", err)
+	}
+	if d.Jailer != nil {
+		if _, err := exec.LookPath(d.Jailer.Binary); err != nil {
+			return fmt.Errorf("firecracker's jailer: %w (set firecracker_jailer in config.toml, or leave it empty)", err)
+		}
 	}
 	return nil
 }
@@ -77,13 +83,28 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Instance, error) {
 	}
 	defer out.Close()
 	cmd := exec.Command(d.binary(), "--api-sock", apiSock)
+	vsock, fcSpec, fcVsock := filepath.Join(s.Dir, "vsock.sock"), s, filepath.Join(s.Dir, "vsock.sock")
+	var jl *jail
+	if d.Jailer != nil {
+		if jl, err = d.Jailer.prepare(filepath.Base(s.Dir), d.binary(), s); err != nil {
+			return nil, err
+		}
+		cmd = exec.Command(d.Jailer.Binary, jl.args...)
+		apiSock, vsock, fcSpec, fcVsock = jl.apiSock, jl.vsock, jl.spec, "/vsock.sock"
+	}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
+		if jl != nil {
+			jl.remove()
+		}
 		return nil, fmt.Errorf("starting firecracker: %w", err)
 	}
-	in := &instance{Handle: vmm.Watch(cmd.Process, console, console), vsock: filepath.Join(s.Dir, "vsock.sock")}
-	if err := d.configure(ctx, in, apiSock, s); err != nil {
+	in := &instance{Handle: vmm.Watch(cmd.Process, console, console), vsock: vsock}
+	if jl != nil {
+		go func() { <-in.Done(); jl.remove() }()
+	}
+	if err := d.configure(ctx, in, apiSock, fcVsock, fcSpec); err != nil {
 		_ = in.Process().Kill()
 		<-in.Done()
 		return nil, err
@@ -91,7 +112,9 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Instance, error) {
 	return in, nil
 }
 
-func (d *Driver) configure(ctx context.Context, in *instance, apiSock string, s vmm.Spec) error {
+// configure sets the VM up through the API; s and vsock are paths as
+// Firecracker sees them (inside its chroot when jailed).
+func (d *Driver) configure(ctx context.Context, in *instance, apiSock, vsock string, s vmm.Spec) error {
 	// The API socket appears a moment after the process starts.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -127,7 +150,7 @@ func (d *Driver) configure(ctx context.Context, in *instance, apiSock string, s 
 			return err
 		}
 	}
-	if err := c.PutVsock(ctx, Vsock{GuestCID: 3, UDSPath: in.vsock}); err != nil {
+	if err := c.PutVsock(ctx, Vsock{GuestCID: 3, UDSPath: vsock}); err != nil {
 		return err
 	}
 	return c.Act(ctx, ActionInstanceStart)
