@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -118,6 +119,28 @@ func TestFiles(t *testing.T) {
 	entries, _ := os.ReadDir(dir)
 	if len(entries) != 1 {
 		t.Fatalf("temporary files left: %v", entries)
+	}
+}
+
+// A write whose caller goes away mid-transfer leaves neither the file
+// nor a temporary one.
+func TestWriteInterrupted(t *testing.T) {
+	a, b := net.Pipe()
+	served := make(chan struct{})
+	go func() { (&Server{}).Serve(b); close(served) }()
+	c := NewClient(a)
+	dir := t.TempDir()
+	pr, pw := io.Pipe()
+	go func() {
+		pw.Write([]byte("the first half"))
+		c.Close() // the link goes down before the rest
+	}()
+	if _, err := c.WriteFile(context.Background(), filepath.Join(dir, "f"), 0, pr); err == nil {
+		t.Fatal("an interrupted write succeeded")
+	}
+	<-served // the server's calls are over
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("an interrupted write left %v", entries)
 	}
 }
 

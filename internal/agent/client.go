@@ -212,26 +212,19 @@ func (c *Client) ReadFile(ctx context.Context, path string, w io.Writer) (int64,
 	if err := c.request(id, proto.MethodReadFile, proto.FileParams{Path: path}); err != nil {
 		return 0, err
 	}
-	for {
-		select {
-		case f, ok := <-ch:
-			if !ok {
-				return 0, c.l.err
-			}
-			switch f.Kind {
-			case proto.KindData:
-				if _, err := w.Write(f.Payload[1:]); err != nil {
-					return 0, err
-				}
-			case proto.KindResponse:
-				var r proto.FileResult
-				err := decodeResponse(f, &r)
-				return r.Size, err
-			}
-		case <-ctx.Done():
+	r := &frameReader{ch: ch, fd: proto.Stdout, done: ctx.Done(), link: c.l}
+	if _, err := io.Copy(w, r); err != nil {
+		return 0, err
+	}
+	if r.resp == nil {
+		if ctx.Err() != nil {
 			return 0, ctx.Err()
 		}
+		return 0, fmt.Errorf("%w: the agent ended %s without an answer", proto.ErrFrame, path)
 	}
+	var res proto.FileResult
+	err = decodeResponse(*r.resp, &res)
+	return res.Size, err
 }
 
 // WriteFile replaces a guest file with what r yields.
@@ -298,53 +291,28 @@ func (c *Client) DialSSH(ctx context.Context) (net.Conn, error) {
 		c.l.release(id)
 		return nil, err
 	}
-	return &streamConn{c: c, id: id, ch: ch, closed: make(chan struct{})}, nil
+	closed := make(chan struct{})
+	return &streamConn{c: c, id: id, closed: closed, r: &frameReader{ch: ch, fd: proto.Stdout, done: closed, link: c.l}}, nil
 }
 
 // streamConn is one stream used as a connection.
 type streamConn struct {
 	c  *Client
 	id uint32
-	ch chan proto.Frame
-
-	rmu  sync.Mutex
-	rbuf []byte
-	rerr error
+	r  *frameReader
 
 	once   sync.Once
 	closed chan struct{}
 }
 
 func (s *streamConn) Read(p []byte) (int, error) {
-	s.rmu.Lock()
-	defer s.rmu.Unlock()
-	for len(s.rbuf) == 0 {
-		if s.rerr != nil {
-			return 0, s.rerr
-		}
-		select {
-		case f, ok := <-s.ch:
-			switch {
-			case !ok:
-				s.rerr = io.EOF
-			case f.Kind == proto.KindData && f.Payload[0] == proto.Stdout:
-				s.rbuf = f.Payload[1:]
-			case f.Kind == proto.KindClose && f.Payload[0] == proto.Stdout:
-				s.rerr = io.EOF
-			case f.Kind == proto.KindResponse:
-				if err := decodeResponse(f, nil); err != nil {
-					s.rerr = err
-				} else {
-					s.rerr = io.EOF
-				}
-			}
-		case <-s.closed:
-			s.rerr = net.ErrClosed
+	n, err := s.r.Read(p)
+	if err == io.EOF && s.r.resp != nil {
+		if rerr := decodeResponse(*s.r.resp, nil); rerr != nil {
+			return n, rerr
 		}
 	}
-	n := copy(p, s.rbuf)
-	s.rbuf = s.rbuf[n:]
-	return n, nil
+	return n, err
 }
 
 func (s *streamConn) Write(p []byte) (int, error) {

@@ -125,3 +125,53 @@ func (l *link) readLoop(onNew func(proto.Frame)) {
 	l.mu.Unlock()
 	close(l.done)
 }
+
+// frameReader reads one stream's bytes for one fd: the payloads of its
+// Data frames, to io.EOF at that fd's Close frame. Both ends read their
+// peer's streams through it. A Response frame also ends the bytes (the
+// call is over; it is kept in resp), Window frames go to resize when set
+// and are dropped otherwise, and frames for other fds are skipped.
+type frameReader struct {
+	ch     <-chan proto.Frame
+	fd     byte
+	done   <-chan struct{} // closed: reads end with io.EOF (the call is over)
+	resize chan<- Winsize  // nil: Window frames are dropped
+	link   *link           // for the error of a link that went down
+
+	buf  []byte
+	err  error
+	resp *proto.Frame
+}
+
+func (r *frameReader) Read(p []byte) (int, error) {
+	for len(r.buf) == 0 {
+		if r.err != nil {
+			return 0, r.err
+		}
+		select {
+		case f, ok := <-r.ch:
+			switch {
+			case !ok:
+				r.err = r.link.err
+			case f.Kind == proto.KindData && f.Payload[0] == r.fd:
+				r.buf = f.Payload[1:]
+			case f.Kind == proto.KindClose && f.Payload[0] == r.fd:
+				r.err = io.EOF
+			case f.Kind == proto.KindResponse:
+				r.resp, r.err = &f, io.EOF
+			case f.Kind == proto.KindWindow && r.resize != nil:
+				rows, cols := proto.WindowSize(f.Payload)
+				select {
+				case r.resize <- Winsize{rows, cols}:
+				case <-r.done:
+					r.err = io.EOF
+				}
+			}
+		case <-r.done:
+			r.err = io.EOF
+		}
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	return n, nil
+}

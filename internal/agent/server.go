@@ -94,7 +94,7 @@ func (s *Server) handle(l *link, f proto.Frame, ch chan proto.Frame) {
 		if req.Method == proto.MethodReadFile {
 			r, err = readFile(l, f.Stream, p)
 		} else {
-			r, err = writeFile(p, ch)
+			r, err = writeFile(l, p, ch)
 		}
 		s.respond(l, f.Stream, r, err)
 	case proto.MethodSSH:
@@ -127,52 +127,19 @@ func (s *Server) spawn() Spawn {
 }
 
 func (s *Server) exec(l *link, stream uint32, p proto.ExecParams, ch chan proto.Frame) (proto.ExecResult, error) {
-	// Frames from the caller: stdin into a pipe, sizes to resize.
-	var stdin io.Reader
-	var stdinW *io.PipeWriter
-	if p.Stdin || p.Tty {
-		pr, pw := io.Pipe()
-		// Closing the reader on return frees a frame being written to
-		// a process that no longer reads.
-		defer pr.Close()
-		stdin, stdinW = pr, pw
-	}
-	resize := make(chan Winsize, 1)
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		if stdinW != nil {
-			defer stdinW.Close()
-		}
-		for {
-			select {
-			case f, ok := <-ch:
-				if !ok {
-					return
-				}
-				switch {
-				case f.Kind == proto.KindData && f.Payload[0] == proto.Stdin && stdinW != nil:
-					if _, err := stdinW.Write(f.Payload[1:]); err != nil {
-						return
-					}
-				case f.Kind == proto.KindClose && f.Payload[0] == proto.Stdin && stdinW != nil:
-					stdinW.Close()
-				case f.Kind == proto.KindWindow:
-					rows, cols := proto.WindowSize(f.Payload)
-					select {
-					case resize <- Winsize{rows, cols}:
-					case <-stop:
-						return
-					}
-				}
-			case <-stop:
-				return
-			}
-		}
-	}()
+	done := make(chan struct{})
+	defer close(done) // ends the reads of the caller's frames
+	in := &frameReader{ch: ch, fd: proto.Stdin, done: done, link: l}
 	stdout := &frameWriter{l: l, stream: stream, fd: proto.Stdout}
 	if p.Tty {
-		return RunTTY(s.spawn(), p, stdin, stdout, resize)
+		resize := make(chan Winsize, 1)
+		in.resize = resize
+		return RunTTY(s.spawn(), p, in, stdout, resize)
+	}
+	var stdin io.Reader = in
+	if !p.Stdin {
+		stdin = nil                                    // the process gets /dev/null
+		go func() { _, _ = io.Copy(io.Discard, in) }() // and the link never waits on this stream
 	}
 	return RunPipes(s.spawn(), p, stdin, stdout, &frameWriter{l: l, stream: stream, fd: proto.Stderr})
 }
@@ -181,31 +148,14 @@ func (s *Server) exec(l *link, stream uint32, p proto.ExecParams, ch chan proto.
 // written to it, what it yields goes back as stdout frames. It returns
 // once conn closed, by either end.
 func pipeStream(l *link, stream uint32, conn net.Conn, ch chan proto.Frame) {
-	stop := make(chan struct{})
+	done := make(chan struct{})
 	go func() {
-		defer conn.Close()
-		for {
-			select {
-			case f, ok := <-ch:
-				if !ok {
-					return
-				}
-				switch {
-				case f.Kind == proto.KindData && f.Payload[0] == proto.Stdin:
-					if _, err := conn.Write(f.Payload[1:]); err != nil {
-						return
-					}
-				case f.Kind == proto.KindClose && f.Payload[0] == proto.Stdin:
-					return
-				}
-			case <-stop:
-				return
-			}
-		}
+		_, _ = io.Copy(conn, &frameReader{ch: ch, fd: proto.Stdin, done: done, link: l})
+		conn.Close()
 	}()
 	_, _ = io.Copy(&frameWriter{l: l, stream: stream, fd: proto.Stdout}, conn)
 	conn.Close()
-	close(stop)
+	close(done)
 	_ = l.send(proto.Frame{Kind: proto.KindClose, Stream: stream, Payload: []byte{proto.Stdout}})
 }
 
@@ -229,29 +179,14 @@ func readFile(l *link, stream uint32, p proto.FileParams) (proto.FileResult, err
 		return proto.FileResult{}, err
 	}
 	defer f.Close()
-	var n int64
-	buf := make([]byte, 64<<10)
-	for {
-		m, err := f.Read(buf)
-		if m > 0 {
-			if err := l.sendData(stream, proto.Stdout, buf[:m]); err != nil {
-				return proto.FileResult{}, err
-			}
-			n += int64(m)
-		}
-		if errors.Is(err, io.EOF) {
-			return proto.FileResult{Size: n}, nil
-		}
-		if err != nil {
-			return proto.FileResult{}, err
-		}
-	}
+	n, err := io.Copy(&frameWriter{l: l, stream: stream, fd: proto.Stdout}, f)
+	return proto.FileResult{Size: n}, err
 }
 
 // writeFile writes the caller's bytes to a temporary file beside the
 // target and renames it into place once the caller closed its stream, so
 // a broken transfer never leaves half a file.
-func writeFile(p proto.FileParams, ch chan proto.Frame) (proto.FileResult, error) {
+func writeFile(l *link, p proto.FileParams, ch chan proto.Frame) (proto.FileResult, error) {
 	mode := os.FileMode(p.Mode & 0o7777)
 	if mode == 0 {
 		mode = 0o644
@@ -261,30 +196,18 @@ func writeFile(p proto.FileParams, ch chan proto.Frame) (proto.FileResult, error
 		return proto.FileResult{}, err
 	}
 	defer os.Remove(tmp.Name())
-	var n int64
-	for f := range ch {
-		switch {
-		case f.Kind == proto.KindData && f.Payload[0] == proto.Stdin:
-			m, err := tmp.Write(f.Payload[1:])
-			n += int64(m)
-			if err != nil {
-				tmp.Close()
-				return proto.FileResult{}, err
-			}
-		case f.Kind == proto.KindClose && f.Payload[0] == proto.Stdin:
-			if err := tmp.Chmod(mode); err != nil {
-				tmp.Close()
-				return proto.FileResult{}, err
-			}
-			if err := tmp.Close(); err != nil {
-				return proto.FileResult{}, err
-			}
-			if err := os.Rename(tmp.Name(), p.Path); err != nil {
-				return proto.FileResult{}, err
-			}
-			return proto.FileResult{Size: n}, nil
-		}
+	n, err := io.Copy(tmp, &frameReader{ch: ch, fd: proto.Stdin, link: l})
+	if err == nil {
+		err = tmp.Chmod(mode)
 	}
-	tmp.Close()
-	return proto.FileResult{}, errors.New("the caller went away mid-transfer")
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return proto.FileResult{}, fmt.Errorf("writing %s: %w", p.Path, err)
+	}
+	if err := os.Rename(tmp.Name(), p.Path); err != nil {
+		return proto.FileResult{}, err
+	}
+	return proto.FileResult{Size: n}, nil
 }

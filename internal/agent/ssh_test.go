@@ -2,7 +2,6 @@ package agent_test
 
 import (
 	"context"
-	"crypto/ed25519"
 	"net"
 	"os"
 	"path/filepath"
@@ -19,8 +18,7 @@ import (
 // TestSSHOverAgentChannel runs an SSH session through the agent link
 // itself, as `banger vm ssh` does for a VM without a network.
 func TestSSHOverAgentChannel(t *testing.T) {
-	_, priv, _ := ed25519.GenerateKey(nil)
-	user, err := ssh.NewSignerFromKey(priv)
+	user, err := sshd.NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,9 +42,16 @@ func Initramfs(bundleDir string, agentBin []byte) ([]byte, error) {
 		if mods, err = idx.Resolve(kernel.GuestModules()...); err != nil {
 			return nil, err
 		}
+		var optional []string
 		for _, m := range kernel.OptionalGuestModules() {
-			if extra, err := idx.Resolve(m); err == nil {
-				later = append(later, extra...)
+			if _, err := idx.Resolve(m); err == nil {
+				optional = append(optional, m)
+			}
+		}
+		if len(optional) > 0 {
+			// Resolved together, shared dependencies are listed once.
+			if later, err = idx.Resolve(optional...); err != nil {
+				return nil, err
 			}
 		}
 	}

@@ -23,20 +23,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"golang.org/x/sys/unix"
-)
 
-// requireRoot skips a test that needs root, unless BANGER_ROOT_TESTS=1
-// (set by `make test`) says it must run: then missing root is a failure.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("BANGER_ROOT_TESTS") == "1" {
-		t.Fatal("this test needs root (it loop-mounts the image) and BANGER_ROOT_TESTS=1 requires it to run")
-	}
-	t.Skip("needs root to loop-mount the image; `make test` runs it as root")
-}
+	"github.com/bangerdev/banger/internal/roottest"
+)
 
 // fileInfo is what the comparison looks at for one path.
 type fileInfo struct {
@@ -302,7 +291,7 @@ func checkFsck(t *testing.T, image string) {
 }
 
 func TestFlattenMatchesExtract(t *testing.T) {
-	requireRoot(t)
+	roottest.Require(t, "it loop-mounts the image")
 	long := strings.Repeat("l", 255)
 	base := layerTar(t,
 		ent{name: "bin/", typ: tar.TypeDir},
@@ -386,7 +375,7 @@ func TestFlattenMatchesExtract(t *testing.T) {
 // hard-linked file, the other names keep the old bytes (what Docker's layer
 // applier and overlayfs copy-up do); Extract re-links them to the new file.
 func TestReplacingALinkedFileBreaksTheLink(t *testing.T) {
-	requireRoot(t)
+	roottest.Require(t, "it loop-mounts the image")
 	base := layerTar(t,
 		ent{name: "usr/bin/perl", body: "perl v1", mode: 0o755},
 		ent{name: "usr/bin/perl5.36", typ: tar.TypeLink, link: "usr/bin/perl"},

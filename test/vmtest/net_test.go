@@ -3,7 +3,6 @@ package vmtest
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
 	"crypto/md5"
 	"encoding/hex"
 	"errors"
@@ -20,16 +19,13 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/bangerdev/banger/internal/agent/proto"
+	"github.com/bangerdev/banger/internal/agent/sshd"
 	"github.com/bangerdev/banger/internal/vmm"
 )
 
 func userKey(t *testing.T) ssh.Signer {
 	t.Helper()
-	_, priv, err := ed25519.GenerateKey(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ssh.NewSignerFromKey(priv)
+	s, err := sshd.NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}

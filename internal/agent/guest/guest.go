@@ -83,8 +83,9 @@ type guest struct {
 	timings []proto.Timing
 	r       *reaper
 	params  proto.BootParams
-	addrs   []string   // configured by bringUpNetwork
-	later   []*os.File // modules to load once serving
+	addrs   []string        // configured by bringUpNetwork
+	later   []*os.File      // modules to load once serving
+	virtio  map[string]bool // IDs of the VM's virtio devices
 }
 
 // mark records a boot phase. Only the first goes to the console at once
@@ -136,7 +137,8 @@ func (g *guest) boot() error {
 	if err := loadModules(ModulesList); err != nil {
 		return err
 	}
-	if hasVirtioDevice(virtioVsock) {
+	g.virtio = virtioDevices()
+	if g.virtio[virtioVsock] {
 		if err := loadModules(LaterList); err != nil {
 			return err
 		}
@@ -322,14 +324,17 @@ const (
 	virtioVsock   = "0x0013"
 )
 
-func hasVirtioDevice(id string) bool {
+// virtioDevices lists the IDs of the VM's virtio devices, enumerated as
+// soon as virtio_mmio loads (their drivers may load later).
+func virtioDevices() map[string]bool {
+	ids := map[string]bool{}
 	matches, _ := filepath.Glob("/sys/bus/virtio/devices/*/device")
 	for _, m := range matches {
-		if b, err := os.ReadFile(m); err == nil && strings.TrimSpace(string(b)) == id {
-			return true
+		if b, err := os.ReadFile(m); err == nil {
+			ids[strings.TrimSpace(string(b))] = true
 		}
 	}
-	return false
+	return ids
 }
 
 func (g *guest) serve() {
@@ -390,7 +395,7 @@ func (g *guest) serve() {
 	}
 	// The host reaches the agent through vsock or a virtio-serial port,
 	// whichever device the VMM gave the guest.
-	vsockDev := hasVirtioDevice(virtioVsock)
+	vsockDev := g.virtio[virtioVsock]
 	vsock := -1
 	if vsockDev {
 		var err error
@@ -399,7 +404,7 @@ func (g *guest) serve() {
 		}
 	}
 	port := ""
-	if hasVirtioDevice(virtioConsole) {
+	if g.virtio[virtioConsole] {
 		var err error
 		if port, err = findPort(proto.PortName, 30*time.Second); err != nil {
 			g.fatal(err)

@@ -45,3 +45,12 @@ func HostKey(path string) (ssh.Signer, error) {
 	}
 	return ssh.NewSignerFromKey(priv)
 }
+
+// NewKey makes an ed25519 key that lives only in memory.
+func NewKey() (ssh.Signer, error) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	return ssh.NewSignerFromKey(priv)
+}

@@ -2,7 +2,6 @@ package sshd
 
 import (
 	"bytes"
-	"crypto/ed25519"
 	"errors"
 	"io"
 	"net"
@@ -11,17 +10,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bangerdev/banger/internal/roottest"
 	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
 )
 
 func newKey(t *testing.T) ssh.Signer {
 	t.Helper()
-	_, priv, err := ed25519.GenerateKey(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ssh.NewSignerFromKey(priv)
+	s, err := NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,19 +52,6 @@ func dial(t *testing.T, addr string, hostKey ssh.PublicKey, key ssh.Signer) (*ss
 	return c, err
 }
 
-// requireRoot skips a test that connects as root unless it runs as root;
-// with BANGER_ROOT_TESTS=1 (make test) it fails instead.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Getuid() == 0 {
-		return
-	}
-	if os.Getenv("BANGER_ROOT_TESTS") == "1" {
-		t.Fatal("this test needs root (sessions run as root) and BANGER_ROOT_TESTS=1 requires it to run")
-	}
-	t.Skip("needs root; make test runs it")
-}
-
 func session(t *testing.T, c *ssh.Client) *ssh.Session {
 	t.Helper()
 	s, err := c.NewSession()
@@ -80,7 +63,7 @@ func session(t *testing.T, c *ssh.Client) *ssh.Session {
 }
 
 func TestSSH(t *testing.T) {
-	requireRoot(t)
+	roottest.Require(t, "its sessions run as root")
 	user := newKey(t)
 	addr, hostKey := serve(t, user)
 

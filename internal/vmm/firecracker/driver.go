@@ -63,8 +63,12 @@ func BootArgs(s vmm.Spec) string {
 
 // Check says why s cannot run under Firecracker, or nil.
 func Check(s vmm.Spec) error {
-	if s.NIC != nil && (s.NIC.User || s.NIC.Tap == "") {
+	switch {
+	case s.NIC == nil:
+	case s.NIC.User:
 		return errors.New("firecracker has no user-mode networking: use a bridge (tap) network or none")
+	case s.NIC.Tap == "":
+		return errors.New("firecracker: the network interface names no tap device")
 	}
 	return nil
 }
@@ -82,10 +86,15 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Instance, error) {
 		return nil, err
 	}
 	defer out.Close()
-	cmd := exec.Command(d.binary(), "--api-sock", apiSock)
-	vsock, fcSpec, fcVsock := filepath.Join(s.Dir, "vsock.sock"), s, filepath.Join(s.Dir, "vsock.sock")
+	// Paths as the host sees them, and as Firecracker does (the same
+	// unless it is jailed).
+	vsock := filepath.Join(s.Dir, "vsock.sock")
+	fcSpec, fcVsock := s, vsock
+	var cmd *exec.Cmd
 	var jl *jail
-	if d.Jailer != nil {
+	if d.Jailer == nil {
+		cmd = exec.Command(d.binary(), "--api-sock", apiSock)
+	} else {
 		if jl, err = d.Jailer.prepare(filepath.Base(s.Dir), d.binary(), s); err != nil {
 			return nil, err
 		}

@@ -49,6 +49,11 @@ func (j *Jailer) prepare(id, firecrackerBin string, s vmm.Spec) (*jail, error) {
 	if err := os.MkdirAll(jl.root, 0o755); err != nil {
 		return nil, err
 	}
+	// Firecracker, as the jailed user, creates its sockets here.
+	if err := os.Chown(jl.root, j.UID, j.GID); err != nil {
+		jl.remove()
+		return nil, err
+	}
 	place := func(src, name string, owned bool) (string, error) {
 		dst := filepath.Join(jl.root, name)
 		if err := os.Link(src, dst); err != nil {

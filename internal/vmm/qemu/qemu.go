@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/bangerdev/banger/internal/vmm"
@@ -166,8 +167,11 @@ func TSCkHz() int {
 // Driver runs VMs under QEMU.
 type Driver struct {
 	Binary string // default qemu-system-x86_64
-	// Warn is told once why KVM is not used (nil: say nothing).
+	// Warn is told why KVM is not used, once per Driver (nil: say
+	// nothing).
 	Warn func(reason error)
+
+	warned sync.Once
 }
 
 // Name is "qemu".
@@ -194,7 +198,7 @@ func (d *Driver) Start(_ context.Context, s vmm.Spec) (vmm.Instance, error) {
 	if err := KVMUsable(); err != nil {
 		accel = "tcg"
 		if d.Warn != nil {
-			d.Warn(err)
+			d.warned.Do(func() { d.Warn(err) })
 		}
 	}
 	spec := Spec{

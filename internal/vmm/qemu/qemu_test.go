@@ -1,6 +1,7 @@
 package qemu
 
 import (
+	"context"
 	"strings"
 	"testing"
 
@@ -33,5 +34,23 @@ func TestArgsNetwork(t *testing.T) {
 				t.Errorf("%s: %q has %q", tc.name, line, n)
 			}
 		}
+	}
+}
+
+// The TCG warning is given once per driver, not at every boot.
+func TestWarnsOnce(t *testing.T) {
+	warnings := 0
+	d := &Driver{Binary: "/nonexistent/qemu", Warn: func(error) { warnings++ }}
+	for range 3 {
+		if _, err := d.Start(context.Background(), vmm.Spec{Dir: t.TempDir()}); err == nil {
+			t.Fatal("a missing QEMU binary started")
+		}
+	}
+	want := 0
+	if KVMUsable() != nil {
+		want = 1
+	}
+	if warnings != want {
+		t.Fatalf("%d warnings over 3 boots, want %d", warnings, want)
 	}
 }
