@@ -41,6 +41,18 @@ const (
 	// MethodVMBootTest boots a throwaway VM from an image and a kernel,
 	// runs uname -a through its agent, powers it off and reports timings.
 	MethodVMBootTest = "vm.boot_test"
+
+	// MethodVMCreate starts an operation whose result is the VM.
+	MethodVMCreate  = "vm.create"
+	MethodVMStart   = "vm.start"
+	MethodVMStop    = "vm.stop"
+	MethodVMRestart = "vm.restart"
+	MethodVMDelete  = "vm.delete"
+	MethodVMList    = "vm.list"
+	MethodVMShow    = "vm.show"
+	// MethodVMExec streams VMExecEvent events, then the exit status.
+	MethodVMExec = "vm.exec"
+	MethodVMLogs = "vm.logs"
 )
 
 // Operation kinds. Every asynchronous daemon job is one of these.

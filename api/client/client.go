@@ -230,3 +230,73 @@ func (c *Client) PushKernel(ctx context.Context, p api.KernelPushParams) (api.Ke
 	err := c.Call(ctx, api.MethodKernelPush, p, &r)
 	return r, err
 }
+
+// CreateVM starts the vm.create operation.
+func (c *Client) CreateVM(ctx context.Context, p api.VMCreateParams) (api.OperationSummary, error) {
+	var r api.OperationSummary
+	err := c.Call(ctx, api.MethodVMCreate, p, &r)
+	return r, err
+}
+
+// StartVM boots a stopped VM.
+func (c *Client) StartVM(ctx context.Context, name string) (api.VM, error) {
+	var r api.VM
+	err := c.Call(ctx, api.MethodVMStart, api.VMRefParams{Name: name}, &r)
+	return r, err
+}
+
+// StopVM powers a VM off.
+func (c *Client) StopVM(ctx context.Context, p api.VMStopParams) (api.VM, error) {
+	var r api.VM
+	err := c.Call(ctx, api.MethodVMStop, p, &r)
+	return r, err
+}
+
+// RestartVM stops and starts a VM.
+func (c *Client) RestartVM(ctx context.Context, name string) (api.VM, error) {
+	var r api.VM
+	err := c.Call(ctx, api.MethodVMRestart, api.VMRefParams{Name: name}, &r)
+	return r, err
+}
+
+// DeleteVM removes a VM.
+func (c *Client) DeleteVM(ctx context.Context, p api.VMDeleteParams) (api.VM, error) {
+	var r api.VM
+	err := c.Call(ctx, api.MethodVMDelete, p, &r)
+	return r, err
+}
+
+// VMs lists every VM.
+func (c *Client) VMs(ctx context.Context) ([]api.VM, error) {
+	var r api.VMListResult
+	err := c.Call(ctx, api.MethodVMList, nil, &r)
+	return r.VMs, err
+}
+
+// VM shows one VM.
+func (c *Client) VM(ctx context.Context, name string) (api.VM, error) {
+	var r api.VM
+	err := c.Call(ctx, api.MethodVMShow, api.VMRefParams{Name: name}, &r)
+	return r, err
+}
+
+// ExecVM runs a command in a VM, handing its output to onOutput as it
+// comes.
+func (c *Client) ExecVM(ctx context.Context, p api.VMExecParams, onOutput func(api.VMExecEvent) error) (api.VMExecResult, error) {
+	var r api.VMExecResult
+	err := c.Stream(ctx, api.MethodVMExec, p, func(raw json.RawMessage) error {
+		var ev api.VMExecEvent
+		if err := json.Unmarshal(raw, &ev); err != nil {
+			return fmt.Errorf("decoding exec output: %w", err)
+		}
+		return onOutput(ev)
+	}, &r)
+	return r, err
+}
+
+// VMLogs reads a VM's console.
+func (c *Client) VMLogs(ctx context.Context, p api.VMLogsParams) (api.VMLogsResult, error) {
+	var r api.VMLogsResult
+	err := c.Call(ctx, api.MethodVMLogs, p, &r)
+	return r, err
+}

@@ -112,6 +112,7 @@ func (a *App) rootCommand() *cobra.Command {
 		a.imageCommand(),
 		a.kernelCommand(),
 		a.vmCommand(),
+		a.psCommand(),
 		a.configCommand(),
 	)
 	return root

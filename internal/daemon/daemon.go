@@ -34,6 +34,7 @@ import (
 	"github.com/bangerdev/banger/internal/rootfs"
 	"github.com/bangerdev/banger/internal/rpc"
 	"github.com/bangerdev/banger/internal/store"
+	"github.com/bangerdev/banger/internal/vm"
 	"github.com/bangerdev/banger/internal/vmm"
 	"github.com/bangerdev/banger/internal/vmm/firecracker"
 	"github.com/bangerdev/banger/internal/vmm/qemu"
@@ -89,6 +90,7 @@ type Daemon struct {
 	images   *image.Service
 	kernels  *kernel.Service
 	bootTest *boottest.Service
+	vms      *vm.Service
 
 	handlers map[string]handler
 }
@@ -240,6 +242,9 @@ func (d *Daemon) wireServices(opts Options) error {
 		Limits:    rootfs.Limits{MaxBytes: d.cfg.Images.MaxUnpackedSize, MaxEntries: d.cfg.Images.MaxEntries},
 		Lifetime:  d.lifetime,
 		Retention: opts.OpRetention,
+		UsedBy: func(ctx context.Context, tx *store.Tx, id string) (int, int, error) {
+			return tx.VMsUsing(ctx, "image_id", id)
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("starting the image service: %w", err)
@@ -253,6 +258,10 @@ func (d *Daemon) wireServices(opts Options) error {
 		Log:       d.log.With("service", "kernel"),
 		Lifetime:  d.lifetime,
 		Retention: opts.OpRetention,
+		UsedBy: func(ctx context.Context, tx *store.Tx, id string) (int, error) {
+			running, other, err := tx.VMsUsing(ctx, "kernel_id", id)
+			return running + other, err
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("starting the kernel service: %w", err)
@@ -266,15 +275,52 @@ func (d *Daemon) wireServices(opts Options) error {
 			agentBin = filepath.Join(filepath.Dir(exe), "banger-agent")
 		}
 	}
+	driver := d.driver()
 	d.bootTest = &boottest.Service{
 		Image: func(ctx context.Context, name string) (api.Image, error) { return imgs.Resolve(ctx, name) },
 		Kernel: func(ctx context.Context, name string) (api.Kernel, error) {
 			return kernels.Show(ctx, api.KernelRefParams{Name: name})
 		},
-		Driver:  d.driver(),
+		Driver:  driver,
 		Agent:   agentBin,
 		WorkDir: filepath.Join(d.layout.RuntimeDir, "vms"),
 		Log:     d.log.With("service", "boot-test"),
+	}
+
+	d.vms = vm.New(vm.Config{
+		Store:     d.store,
+		StateDir:  filepath.Join(d.layout.StateDir, "vms"),
+		RunDir:    filepath.Join(d.layout.RuntimeDir, "vms"),
+		Log:       d.log.With("service", "vm"),
+		Lifetime:  d.lifetime,
+		Retention: opts.OpRetention,
+		Image:     imgs.Resolve,
+		PullImage: func(ctx context.Context, ref string) (api.Image, error) {
+			op, err := imgs.Pull(ctx, api.ImagePullParams{Ref: ref})
+			if err != nil {
+				return api.Image{}, err
+			}
+			select {
+			case <-op.Done():
+				return op.Result()
+			case <-ctx.Done():
+				return api.Image{}, ctx.Err()
+			}
+		},
+		Kernel: func(ctx context.Context, name string) (api.Kernel, error) {
+			return kernels.Show(ctx, api.KernelRefParams{Name: name})
+		},
+		Driver:   driver,
+		Agent:    agentBin,
+		Emulated: qemu.KVMUsable() != nil,
+		Defaults: vm.Defaults{
+			Image: d.cfg.DefaultImageName, Kernel: d.cfg.DefaultKernel, VCPU: d.cfg.VMDefaults.VCPU,
+			MemoryMiB: d.cfg.VMDefaults.MemoryMiB, DiskSize: d.cfg.VMDefaults.DiskSize, Network: api.NetworkUser,
+		},
+	})
+	d.ops = append(d.ops, d.vms.Operations())
+	if err := d.vms.Reconcile(d.lifetime); err != nil {
+		return fmt.Errorf("taking back running VMs: %w", err)
 	}
 	return nil
 }

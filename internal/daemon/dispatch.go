@@ -73,6 +73,15 @@ func rpcHandlers() map[string]handler {
 		api.MethodKernelPull:       paramHandler(pullKernel),
 		api.MethodKernelPush:       paramHandler(pushKernel),
 		api.MethodVMBootTest:       paramHandler(bootTest),
+		api.MethodVMCreate:         paramHandler(createVM),
+		api.MethodVMStart:          paramHandler(startVM),
+		api.MethodVMStop:           paramHandler(stopVM),
+		api.MethodVMRestart:        paramHandler(restartVM),
+		api.MethodVMDelete:         paramHandler(deleteVM),
+		api.MethodVMList:           noParamHandler(listVMs),
+		api.MethodVMShow:           paramHandler(showVM),
+		api.MethodVMExec:           handleVMExec,
+		api.MethodVMLogs:           paramHandler(vmLogs),
 	}
 }
 

@@ -32,6 +32,15 @@ var documentedMethods = []string{
 	api.MethodPing,
 	api.MethodShutdown,
 	api.MethodVMBootTest,
+	api.MethodVMCreate,
+	api.MethodVMStart,
+	api.MethodVMStop,
+	api.MethodVMRestart,
+	api.MethodVMDelete,
+	api.MethodVMList,
+	api.MethodVMShow,
+	api.MethodVMExec,
+	api.MethodVMLogs,
 	api.MethodVersion,
 }
 

@@ -48,8 +48,9 @@ type Config struct {
 	Lifetime context.Context
 	// Retention is how long finished operations stay listed.
 	Retention time.Duration
-	// UsedBy counts the VMs using an image ID; nil means none do.
-	UsedBy func(ctx context.Context, id string) (running, stopped int, err error)
+	// UsedBy counts the VMs using an image ID, in the caller's
+	// transaction (the store takes one at a time); nil means none do.
+	UsedBy func(ctx context.Context, tx *store.Tx, id string) (running, stopped int, err error)
 	// Keychain resolves registry credentials (default: the docker config).
 	Keychain authn.Keychain
 	// Transport reaches registries (default: http.DefaultTransport).
@@ -192,9 +193,11 @@ func (s *Service) toAPI(ctx context.Context, rec store.Image) api.Image {
 		}
 	}
 	if s.cfg.UsedBy != nil {
-		if running, stopped, err := s.cfg.UsedBy(ctx, rec.ID); err == nil {
+		_ = s.cfg.Store.View(ctx, func(tx *store.Tx) error {
+			running, stopped, err := s.cfg.UsedBy(ctx, tx, rec.ID)
 			img.UsedBy = running + stopped
-		}
+			return err
+		})
 	}
 	return img
 }
@@ -296,7 +299,7 @@ func (s *Service) Delete(ctx context.Context, p api.ImageDeleteParams) (api.Imag
 		}
 		res.Name, res.ID = rec.Name, rec.ID
 		if s.cfg.UsedBy != nil {
-			running, stopped, err := s.cfg.UsedBy(ctx, rec.ID)
+			running, stopped, err := s.cfg.UsedBy(ctx, tx, rec.ID)
 			if err != nil {
 				return fmt.Errorf("checking the VMs of image %s: %w", rec.Name, err)
 			}

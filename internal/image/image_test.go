@@ -170,7 +170,7 @@ func newService(t *testing.T) *fixture {
 	f.svc, err = New(Config{
 		Store: st, Cache: f.cache, Dir: filepath.Join(dir, "images"), Log: slog.New(slog.DiscardHandler),
 		Lifetime: context.Background(),
-		UsedBy: func(_ context.Context, id string) (int, int, error) {
+		UsedBy: func(_ context.Context, _ *store.Tx, id string) (int, int, error) {
 			f.mu.Lock()
 			defer f.mu.Unlock()
 			u := f.used[id]

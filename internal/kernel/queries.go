@@ -13,14 +13,14 @@ import (
 	"github.com/bangerdev/banger/internal/store"
 )
 
-func (s *Service) toAPI(ctx context.Context, rec store.Kernel, defaultName string) api.Kernel {
+func (s *Service) toAPI(ctx context.Context, tx *store.Tx, rec store.Kernel, defaultName string) api.Kernel {
 	k := api.Kernel{
 		Name: rec.Name, ID: rec.ID, Version: rec.Version, Source: rec.Source, Origin: rec.Origin,
 		Size: rec.Size, Modules: rec.Modules, CreatedAt: rec.CreatedAt, Dir: s.bundleDir(rec.ID),
 		Default: rec.Name == defaultName,
 	}
 	if s.cfg.UsedBy != nil {
-		if n, err := s.cfg.UsedBy(ctx, rec.ID); err == nil {
+		if n, err := s.cfg.UsedBy(ctx, tx, rec.ID); err == nil {
 			k.UsedBy = n
 		}
 	}
@@ -80,7 +80,7 @@ func (s *Service) List(ctx context.Context) (api.KernelListResult, error) {
 		}
 		def := s.defaultName(ctx, tx)
 		for _, k := range all {
-			res.Kernels = append(res.Kernels, s.toAPI(ctx, k, def))
+			res.Kernels = append(res.Kernels, s.toAPI(ctx, tx, k, def))
 		}
 		return nil
 	})
@@ -95,7 +95,7 @@ func (s *Service) Show(ctx context.Context, p api.KernelRefParams) (api.Kernel, 
 		if err != nil {
 			return err
 		}
-		k = s.toAPI(ctx, rec, s.defaultName(ctx, tx))
+		k = s.toAPI(ctx, tx, rec, s.defaultName(ctx, tx))
 		return nil
 	})
 	return k, err
@@ -115,7 +115,7 @@ func (s *Service) Delete(ctx context.Context, p api.KernelRefParams) (api.Kernel
 		}
 		res.Name, res.ID = rec.Name, rec.ID
 		if s.cfg.UsedBy != nil {
-			n, err := s.cfg.UsedBy(ctx, rec.ID)
+			n, err := s.cfg.UsedBy(ctx, tx, rec.ID)
 			if err != nil {
 				return fmt.Errorf("checking the VMs of kernel %s: %w", rec.Name, err)
 			}

@@ -70,8 +70,9 @@ type Config struct {
 	Log       *slog.Logger
 	Lifetime  context.Context
 	Retention time.Duration
-	// UsedBy counts the VMs using a bundle ID; nil means none do.
-	UsedBy func(ctx context.Context, id string) (int, error)
+	// UsedBy counts the VMs using a bundle ID, in the caller's
+	// transaction (the store takes one at a time); nil means none do.
+	UsedBy func(ctx context.Context, tx *store.Tx, id string) (int, error)
 	// Keychain and Transport reach registries for kernel pull and push
 	// (defaults: the docker config, http.DefaultTransport).
 	Keychain  authn.Keychain
@@ -292,7 +293,7 @@ func (s *Service) install(ctx context.Context, op *opstate.Op[api.Kernel], name 
 		if err := tx.PutKernel(ctx, rec); err != nil {
 			return err
 		}
-		k = s.toAPI(ctx, rec, s.defaultName(ctx, tx))
+		k = s.toAPI(ctx, tx, rec, s.defaultName(ctx, tx))
 		return nil
 	})
 	return k, err

@@ -84,7 +84,7 @@ func newService(t *testing.T, fetch func(context.Context, string) (string, error
 	t.Cleanup(func() { st.Close() })
 	f := &fixture{dir: filepath.Join(dir, "kernels"), used: map[string]int{}}
 	f.svc, err = New(Config{Store: st, Dir: f.dir, Log: slog.New(slog.DiscardHandler), FetchDebian: fetch,
-		UsedBy: func(_ context.Context, id string) (int, error) { return f.used[id], nil }})
+		UsedBy: func(_ context.Context, _ *store.Tx, id string) (int, error) { return f.used[id], nil }})
 	if err != nil {
 		t.Fatal(err)
 	}

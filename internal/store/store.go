@@ -31,6 +31,9 @@ var ErrSchemaTooNew = errors.New("store schema is newer than this binary")
 // ErrNotFound is returned by lookups that find nothing.
 var ErrNotFound = errors.New("not found in store")
 
+// ErrAlreadyExists is returned by inserts of a key already there.
+var ErrAlreadyExists = errors.New("already in store")
+
 // Migration is one forward step of the schema.
 type Migration struct {
 	Version int

@@ -362,3 +362,68 @@ func TestKernels(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestVMs(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "banger.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	a := VM{Name: "a", ID: "id-a", State: "running", ImageID: "img1", KernelID: "k1", VCPU: 1, MemoryMiB: 256, DiskSize: 1 << 30,
+		Network: "none", PID: 42, PIDStart: 1 << 40, CreatedAt: time.Unix(100, 0).UTC(), StartedAt: time.Unix(101, 0).UTC()}
+	b := a
+	b.Name, b.ID, b.State, b.PID, b.PIDStart, b.CreatedAt, b.StartedAt = "b", "id-b", "stopped", 0, 0, time.Unix(200, 0).UTC(), time.Time{}
+	err = s.Update(ctx, func(tx *Tx) error {
+		for _, v := range []VM{a, b} {
+			if err := tx.InsertVM(ctx, v); err != nil {
+				return err
+			}
+		}
+		return tx.InsertVM(ctx, a)
+	})
+	if !errors.Is(err, ErrAlreadyExists) {
+		t.Fatalf("a second VM named a: %v", err)
+	}
+	// The failed transaction wrote nothing.
+	err = s.Update(ctx, func(tx *Tx) error {
+		for _, v := range []VM{a, b} {
+			if err := tx.InsertVM(ctx, v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.View(ctx, func(tx *Tx) error {
+		got, err := tx.VM(ctx, "a")
+		if err != nil || got != a {
+			t.Errorf("VM(a) = %+v, %v; want %+v", got, err, a)
+		}
+		all, err := tx.VMs(ctx)
+		if err != nil || len(all) != 2 || all[0].Name != "a" || all[1].StartedAt != (time.Time{}) {
+			t.Errorf("VMs = %+v, %v", all, err)
+		}
+		running, other, err := tx.VMsUsing(ctx, "image_id", "img1")
+		if err != nil || running != 1 || other != 1 {
+			t.Errorf("VMsUsing(image) = %d, %d, %v", running, other, err)
+		}
+		if _, _, err := tx.VMsUsing(ctx, "name; DROP TABLE vms", "x"); err == nil {
+			t.Error("VMsUsing took a column it does not know")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Update(ctx, func(tx *Tx) error { return tx.DeleteVM(ctx, "a") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Update(ctx, func(tx *Tx) error { return tx.DeleteVM(ctx, "a") })
+	if !errors.Is(err, ErrNotFound) {
+		t.Fatalf("deleting a missing VM: %v", err)
+	}
+}

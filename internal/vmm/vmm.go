@@ -5,8 +5,12 @@ package vmm
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"os"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/bangerdev/banger/internal/proc"
 )
@@ -77,6 +81,9 @@ type Driver interface {
 	// Available says why this driver cannot run here, or nil.
 	Available() error
 	Start(ctx context.Context, s Spec) (Instance, error)
+	// Adopt takes back a VMM that a previous daemon started for s (its
+	// Dir is all that is read), identified by id.
+	Adopt(s Spec, id proc.ID) (Instance, error)
 }
 
 // Handle is the process half of an Instance, shared by the drivers: it
@@ -95,6 +102,40 @@ func Watch(p *os.Process, consoleLog, vmmLog string) *Handle {
 	h.id, _ = proc.Identify(p.Pid) // a VMM that died at once has none; Done says so
 	go func() { _, _ = p.Wait(); close(h.done) }()
 	return h
+}
+
+// Adopt watches a VMM that an earlier daemon started: not our child, so
+// its exit is seen through a pidfd. A pid that now names another process
+// (start time differs) is proc.ErrGone.
+func Adopt(id proc.ID, consoleLog, vmmLog string) (*Handle, error) {
+	now, err := proc.Identify(id.PID)
+	if err != nil {
+		return nil, err
+	}
+	if now != id {
+		return nil, fmt.Errorf("pid %d is another process now: %w", id.PID, proc.ErrGone)
+	}
+	fd, err := unix.PidfdOpen(id.PID, 0)
+	if err != nil {
+		return nil, fmt.Errorf("watching pid %d: %w", id.PID, err)
+	}
+	p, err := os.FindProcess(id.PID)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	h := &Handle{id: id, proc: p, done: make(chan struct{}), console: consoleLog, vmmLog: vmmLog}
+	go func() {
+		defer unix.Close(fd)
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		for {
+			if _, err := unix.Poll(fds, -1); err == nil || !errors.Is(err, unix.EINTR) {
+				break
+			}
+		}
+		close(h.done)
+	}()
+	return h, nil
 }
 
 // ID is the VMM's pid and start time.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -31,7 +32,7 @@ func scenarios() []scenario {
 		{"sigkill-restart", sigkillRestart},
 		{"config-errors-and-sources", configErrorsAndSources},
 		{"completion", completion},
-	}, append(imageScenarios(), kernelScenarios()...)...)
+	}, slices.Concat(imageScenarios(), kernelScenarios(), vmScenarios())...)
 }
 
 func daemonLifecycle(t *T) {

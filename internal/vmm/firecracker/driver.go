@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/internal/agent/proto"
+	"github.com/bangerdev/banger/internal/proc"
 	"github.com/bangerdev/banger/internal/vmm"
 	"github.com/bangerdev/banger/internal/vmm/qemu"
 )
@@ -163,6 +164,20 @@ func (d *Driver) configure(ctx context.Context, in *instance, apiSock, vsock str
 		return err
 	}
 	return c.Act(ctx, ActionInstanceStart)
+}
+
+// Adopt takes back the Firecracker of a VM whose runtime dir is s.Dir.
+func (d *Driver) Adopt(s vmm.Spec, id proc.ID) (vmm.Instance, error) {
+	console := filepath.Join(s.Dir, "console.log")
+	h, err := vmm.Adopt(id, console, console)
+	if err != nil {
+		return nil, err
+	}
+	vsock := filepath.Join(s.Dir, "vsock.sock")
+	if d.Jailer != nil {
+		vsock = filepath.Join(d.Jailer.root(filepath.Base(s.Dir), d.binary()), "vsock.sock")
+	}
+	return &instance{Handle: h, vsock: vsock}, nil
 }
 
 type instance struct {

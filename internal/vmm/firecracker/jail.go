@@ -45,7 +45,7 @@ func (j *Jailer) prepare(id, firecrackerBin string, s vmm.Spec) (*jail, error) {
 	if err != nil {
 		return nil, err
 	}
-	jl := &jail{root: filepath.Join(j.BaseDir, filepath.Base(fc), id, "root")}
+	jl := &jail{root: j.root(id, fc)}
 	if err := os.MkdirAll(jl.root, 0o755); err != nil {
 		return nil, err
 	}
@@ -101,6 +101,11 @@ func (j *Jailer) prepare(id, firecrackerBin string, s vmm.Spec) (*jail, error) {
 		"--chroot-base-dir", j.BaseDir,
 		"--", "--api-sock", "/firecracker.sock"}
 	return jl, nil
+}
+
+// root is the host path of VM id's chroot.
+func (j *Jailer) root(id, firecrackerBin string) string {
+	return filepath.Join(j.BaseDir, filepath.Base(firecrackerBin), id, "root")
 }
 
 // remove takes the chroot down once the VM is gone.

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/bangerdev/banger/internal/proc"
 	"github.com/bangerdev/banger/internal/vmm"
 )
 
@@ -219,6 +220,15 @@ func (d *Driver) Start(_ context.Context, s vmm.Spec) (vmm.Instance, error) {
 		return nil, err
 	}
 	return &instance{Handle: vmm.Watch(p, spec.ConsoleLog, errLog.Name()), sock: spec.AgentSocket}, nil
+}
+
+// Adopt takes back the QEMU of a VM whose runtime dir is s.Dir.
+func (d *Driver) Adopt(s vmm.Spec, id proc.ID) (vmm.Instance, error) {
+	h, err := vmm.Adopt(id, filepath.Join(s.Dir, "console.log"), filepath.Join(s.Dir, "qemu.log"))
+	if err != nil {
+		return nil, err
+	}
+	return &instance{Handle: h, sock: filepath.Join(s.Dir, "agent.sock")}, nil
 }
 
 type instance struct {

@@ -1,0 +1,292 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/api/client"
+	"github.com/bangerdev/banger/internal/units"
+)
+
+func (a *App) vmCreateCommand() *cobra.Command {
+	var p api.VMCreateParams
+	var memory, disk string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "create [--name N] [--image REF] [--kernel REF] [--cpus N] [--memory SIZE] [--disk SIZE] [--network user|none] [--no-start]",
+		Short: "Create a VM and boot it",
+		Long: "Create a VM from an image (pulled when missing) and a kernel, with its own sparse work disk\n" +
+			"stacked on the shared read-only image, and boot it. Defaults come from config.toml.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var err error
+			if p.MemoryMiB, err = parseMiB(memory); err != nil {
+				return err
+			}
+			if disk != "" {
+				if p.DiskSize, err = units.ParseSize(disk); err != nil {
+					return fmt.Errorf("--disk: %w", err)
+				}
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			start := time.Now()
+			v, err := a.createVM(cmd.Context(), c, p)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(a.Stdout, v)
+			}
+			fmt.Fprintf(a.Stdout, "created vm %s (%s) in %s\n", v.Name, v.State, time.Since(start).Round(100*time.Millisecond))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&p.Name, "name", "", "name of the VM (default: a generated one)")
+	f.StringVar(&p.Image, "image", "", "image to run (default: default_image_name)")
+	f.StringVar(&p.Kernel, "kernel", "", "kernel to boot (default: default_kernel)")
+	f.IntVar(&p.VCPU, "cpus", 0, "virtual CPUs (default: vm_defaults.vcpu)")
+	f.StringVar(&memory, "memory", "", "memory, e.g. 1G or 512M (default: vm_defaults.memory_mib)")
+	f.StringVar(&disk, "disk", "", "size of the work disk, e.g. 20G (default: vm_defaults.disk_size)")
+	f.StringVar(&p.Network, "network", "", "user (QEMU user-mode, no root needed) or none")
+	f.BoolVar(&p.NoStart, "no-start", false, "create without booting")
+	f.BoolVar(&asJSON, "json", false, "print the VM as JSON")
+	return cmd
+}
+
+// parseMiB reads a memory size; a bare number is MiB, as QEMU takes it.
+func parseMiB(s string) (int, error) {
+	if s == "" {
+		return 0, nil
+	}
+	if n, err := strconv.Atoi(s); err == nil {
+		return n, nil
+	}
+	b, err := units.ParseSize(s)
+	if err != nil {
+		return 0, fmt.Errorf("--memory: %w", err)
+	}
+	return int(b >> 20), nil
+}
+
+// createVM runs vm.create to its end, with progress on a terminal.
+func (a *App) createVM(ctx context.Context, c *client.Client, p api.VMCreateParams) (api.VM, error) {
+	op, err := c.CreateVM(ctx, p)
+	if err != nil {
+		return api.VM{}, err
+	}
+	final, err := a.followOp(ctx, c, op)
+	if err != nil {
+		return api.VM{}, err
+	}
+	return c.VM(ctx, final.Result)
+}
+
+// vmVerbCommand is a lifecycle verb taking one or more VM names.
+func (a *App) vmVerbCommand(use, short, done string, flags func(*cobra.Command), do func(ctx context.Context, c *client.Client, name string) (api.VM, error)) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   use + " NAME...",
+		Short: short,
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			var errs []error
+			for _, name := range args {
+				v, err := do(cmd.Context(), c, name)
+				if err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				fmt.Fprintf(a.Stdout, "%s vm %s (%s)\n", done, v.Name, v.State)
+			}
+			return errors.Join(errs...)
+		},
+	}
+	if flags != nil {
+		flags(cmd)
+	}
+	return cmd
+}
+
+func (a *App) vmLifecycleCommands() []*cobra.Command {
+	var stop api.VMStopParams
+	var force bool
+	return []*cobra.Command{
+		a.vmVerbCommand("start", "Boot stopped VMs", "started", nil, func(ctx context.Context, c *client.Client, name string) (api.VM, error) {
+			return c.StartVM(ctx, name)
+		}),
+		a.vmVerbCommand("stop", "Power VMs off (gracefully, then by force after a timeout)", "stopped", func(cmd *cobra.Command) {
+			cmd.Flags().BoolVarP(&stop.Force, "force", "f", false, "kill the VMM at once")
+			cmd.Flags().IntVar(&stop.Timeout, "timeout", 30, "seconds to wait for the guest to power off before killing it")
+		}, func(ctx context.Context, c *client.Client, name string) (api.VM, error) {
+			p := stop
+			p.Name = name
+			return c.StopVM(ctx, p)
+		}),
+		a.vmVerbCommand("restart", "Stop and start VMs", "restarted", nil, func(ctx context.Context, c *client.Client, name string) (api.VM, error) {
+			return c.RestartVM(ctx, name)
+		}),
+		a.vmVerbCommand("delete", "Delete VMs and their disks (a running one only with --force)", "deleted", func(cmd *cobra.Command) {
+			cmd.Aliases = []string{"rm"}
+			cmd.Flags().BoolVarP(&force, "force", "f", false, "stop a running VM first")
+		}, func(ctx context.Context, c *client.Client, name string) (api.VM, error) {
+			return c.DeleteVM(ctx, api.VMDeleteParams{Name: name, Force: force})
+		}),
+	}
+}
+
+func (a *App) vmListCommand(use string, aliases ...string) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     use,
+		Aliases: aliases,
+		Short:   "List VMs",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			vms, err := c.VMs(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(a.Stdout, api.VMListResult{VMs: vms})
+			}
+			now := time.Now()
+			rows := make([][]string, 0, len(vms))
+			for _, v := range vms {
+				rows = append(rows, []string{v.Name, v.State, v.Image, dash(v.IP), strconv.Itoa(v.VCPU),
+					units.FormatSize(int64(v.MemoryMiB) << 20), units.FormatSize(v.DiskSize), ago(now, v.CreatedAt)})
+			}
+			return table(a.Stdout, []string{"NAME", "STATE", "IMAGE", "IP", "CPUS", "MEMORY", "DISK", "AGE"}, rows)
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func (a *App) vmShowCommand() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "show NAME",
+		Short: "Show a VM",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			v, err := c.VM(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(a.Stdout, v)
+			}
+			kv := [][2]string{
+				{"name", v.Name}, {"id", v.ID}, {"state", v.State}, {"reason", dash(v.Reason)},
+				{"image", v.Image}, {"kernel", v.Kernel}, {"vmm", dash(v.VMM)},
+				{"cpus", strconv.Itoa(v.VCPU)}, {"memory", units.FormatSize(int64(v.MemoryMiB) << 20)},
+				{"disk", fmt.Sprintf("%s (%s used on the host)", units.FormatSize(v.DiskSize), units.FormatSize(v.DiskUsed))},
+				{"network", v.Network}, {"ip", dash(v.IP)}, {"created", v.CreatedAt.Local().Format(time.RFC3339)},
+			}
+			if v.StartedAt != nil {
+				kv = append(kv, [2]string{"started", v.StartedAt.Local().Format(time.RFC3339)})
+			}
+			if v.StoppedAt != nil {
+				kv = append(kv, [2]string{"stopped", v.StoppedAt.Local().Format(time.RFC3339)})
+			}
+			return fields(a.Stdout, kv)
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func (a *App) vmExecCommand() *cobra.Command {
+	var p api.VMExecParams
+	cmd := &cobra.Command{
+		Use:   "exec NAME -- CMD [ARG...]",
+		Short: "Run a command in a running VM; its exit code is banger's",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			p.Name, p.Args = args[0], args[1:]
+			code, err := a.execVM(cmd.Context(), c, p)
+			if err != nil {
+				return err
+			}
+			if code != 0 {
+				return &ExitError{Code: code}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringArrayVarP(&p.Env, "env", "e", nil, "set an environment variable (KEY=VALUE; repeatable)")
+	cmd.Flags().StringVarP(&p.Dir, "workdir", "w", "", "directory to run in (default: the user's home)")
+	cmd.Flags().StringVarP(&p.User, "user", "u", "", "user to run as (default: root)")
+	return cmd
+}
+
+// execVM runs a command, copying its output to ours, and returns its
+// exit code.
+func (a *App) execVM(ctx context.Context, c *client.Client, p api.VMExecParams) (int, error) {
+	r, err := c.ExecVM(ctx, p, func(ev api.VMExecEvent) error {
+		var w io.Writer = a.Stdout
+		if ev.Stream == "stderr" {
+			w = a.Stderr
+		}
+		_, err := w.Write(ev.Data)
+		return err
+	})
+	return r.ExitCode, err
+}
+
+func (a *App) vmLogsCommand() *cobra.Command {
+	var p api.VMLogsParams
+	cmd := &cobra.Command{
+		Use:   "logs NAME",
+		Short: "Print a VM's console: its kernel's and its agent's messages",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			p.Name = args[0]
+			r, err := c.VMLogs(cmd.Context(), p)
+			if err != nil {
+				return err
+			}
+			_, err = io.WriteString(a.Stdout, r.Console)
+			return err
+		},
+	}
+	cmd.Flags().IntVarP(&p.Tail, "tail", "n", 0, "only the last N lines")
+	return cmd
+}
+
+// psCommand is `banger ps`, the short form of `banger vm list`.
+func (a *App) psCommand() *cobra.Command {
+	cmd := a.vmListCommand("ps")
+	cmd.Short = "List VMs (short for `banger vm list`)"
+	return cmd
+}

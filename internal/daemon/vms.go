@@ -1,0 +1,60 @@
+package daemon
+
+import (
+	"context"
+
+	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/rpc"
+)
+
+// The VM service's methods, adapted for the dispatch table.
+
+func createVM(ctx context.Context, d *Daemon, p api.VMCreateParams) (api.OperationSummary, error) {
+	op, err := d.vms.Create(ctx, p)
+	if err != nil {
+		return api.OperationSummary{}, err
+	}
+	return summarize(op.Status()), nil
+}
+
+func startVM(ctx context.Context, d *Daemon, p api.VMRefParams) (api.VM, error) {
+	return d.vms.Start(ctx, p)
+}
+
+func stopVM(ctx context.Context, d *Daemon, p api.VMStopParams) (api.VM, error) {
+	return d.vms.Stop(ctx, p)
+}
+
+func restartVM(ctx context.Context, d *Daemon, p api.VMRefParams) (api.VM, error) {
+	return d.vms.Restart(ctx, p)
+}
+
+func deleteVM(ctx context.Context, d *Daemon, p api.VMDeleteParams) (api.VM, error) {
+	return d.vms.Delete(ctx, p)
+}
+
+func listVMs(ctx context.Context, d *Daemon) (api.VMListResult, error) {
+	return d.vms.List(ctx)
+}
+
+func showVM(ctx context.Context, d *Daemon, p api.VMRefParams) (api.VM, error) {
+	return d.vms.Show(ctx, p)
+}
+
+func vmLogs(ctx context.Context, d *Daemon, p api.VMLogsParams) (api.VMLogsResult, error) {
+	return d.vms.Logs(ctx, p)
+}
+
+// handleVMExec streams the command's output as events, then its exit
+// status.
+func handleVMExec(ctx context.Context, d *Daemon, call *rpc.Call) rpc.Response {
+	var p api.VMExecParams
+	if err := decodeParams(call.Method, call.Params, &p); err != nil {
+		return rpc.Error(err)
+	}
+	r, err := d.vms.Exec(ctx, p, func(ev api.VMExecEvent) error { return call.Emit(ev) })
+	if err != nil {
+		return rpc.Error(err)
+	}
+	return rpc.Result(r)
+}

@@ -1,0 +1,144 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// VM is one VM record.
+type VM struct {
+	Name, ID      string
+	State, Reason string
+	Image         string
+	ImageID       string
+	Kernel        string
+	KernelID      string
+	VCPU          int
+	MemoryMiB     int
+	DiskSize      int64
+	Network       string
+	MAC           string
+	VMM           string
+	PID           int
+	PIDStart      uint64
+	CreatedAt     time.Time
+	StartedAt     time.Time // zero: never started
+	StoppedAt     time.Time // zero: not stopped since
+}
+
+const vmColumns = "name, id, state, reason, image, image_id, kernel, kernel_id, vcpu, memory_mib, disk_size, network, mac, vmm, pid, pid_start, created_at, started_at, stopped_at"
+
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
+func parseTime(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	return time.Parse(time.RFC3339Nano, s)
+}
+
+func scanVM(row interface{ Scan(...any) error }) (VM, error) {
+	var v VM
+	var created, started, stopped string
+	var pidStart int64
+	if err := row.Scan(&v.Name, &v.ID, &v.State, &v.Reason, &v.Image, &v.ImageID, &v.Kernel, &v.KernelID, &v.VCPU, &v.MemoryMiB,
+		&v.DiskSize, &v.Network, &v.MAC, &v.VMM, &v.PID, &pidStart, &created, &started, &stopped); err != nil {
+		return VM{}, err
+	}
+	v.PIDStart = uint64(pidStart)
+	var err error
+	for _, f := range []struct {
+		s   string
+		dst *time.Time
+	}{{created, &v.CreatedAt}, {started, &v.StartedAt}, {stopped, &v.StoppedAt}} {
+		if *f.dst, err = parseTime(f.s); err != nil {
+			return VM{}, fmt.Errorf("vm %q: time %q: %w", v.Name, f.s, err)
+		}
+	}
+	return v, nil
+}
+
+// InsertVM adds a record; a VM of that name already there is
+// ErrAlreadyExists.
+func (t *Tx) InsertVM(ctx context.Context, v VM) error {
+	if _, err := t.VM(ctx, v.Name); err == nil {
+		return fmt.Errorf("vm %q: %w", v.Name, ErrAlreadyExists)
+	} else if !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	return t.PutVM(ctx, v)
+}
+
+// PutVM inserts or replaces the record of v.Name.
+func (t *Tx) PutVM(ctx context.Context, v VM) error {
+	_, err := t.tx.ExecContext(ctx, "INSERT OR REPLACE INTO vms("+vmColumns+") VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		v.Name, v.ID, v.State, v.Reason, v.Image, v.ImageID, v.Kernel, v.KernelID, v.VCPU, v.MemoryMiB, v.DiskSize, v.Network,
+		v.MAC, v.VMM, v.PID, int64(v.PIDStart), formatTime(v.CreatedAt), formatTime(v.StartedAt), formatTime(v.StoppedAt))
+	if err != nil {
+		return fmt.Errorf("writing vm %q: %w", v.Name, err)
+	}
+	return nil
+}
+
+// VM returns the record named name, or ErrNotFound.
+func (t *Tx) VM(ctx context.Context, name string) (VM, error) {
+	v, err := scanVM(t.tx.QueryRowContext(ctx, "SELECT "+vmColumns+" FROM vms WHERE name = ?", name))
+	if errors.Is(err, sql.ErrNoRows) {
+		return VM{}, fmt.Errorf("vm %q: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return VM{}, fmt.Errorf("reading vm %q: %w", name, err)
+	}
+	return v, nil
+}
+
+// VMs lists every record, oldest first.
+func (t *Tx) VMs(ctx context.Context) ([]VM, error) {
+	rows, err := t.tx.QueryContext(ctx, "SELECT "+vmColumns+" FROM vms ORDER BY created_at, name")
+	if err != nil {
+		return nil, fmt.Errorf("listing vms: %w", err)
+	}
+	defer rows.Close()
+	var out []VM
+	for rows.Next() {
+		v, err := scanVM(rows)
+		if err != nil {
+			return nil, fmt.Errorf("listing vms: %w", err)
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+// DeleteVM removes the record named name.
+func (t *Tx) DeleteVM(ctx context.Context, name string) error {
+	res, err := t.tx.ExecContext(ctx, "DELETE FROM vms WHERE name = ?", name)
+	if err != nil {
+		return fmt.Errorf("deleting vm %q: %w", name, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("vm %q: %w", name, ErrNotFound)
+	}
+	return nil
+}
+
+// VMsUsing counts the running and the other VMs whose column col
+// ("image_id" or "kernel_id") is id.
+func (t *Tx) VMsUsing(ctx context.Context, col, id string) (running, other int, err error) {
+	if col != "image_id" && col != "kernel_id" {
+		return 0, 0, fmt.Errorf("counting vms by %q: not a column to count by", col)
+	}
+	err = t.tx.QueryRowContext(ctx, "SELECT COUNT(*) FILTER (WHERE state = 'running'), COUNT(*) FILTER (WHERE state != 'running') FROM vms WHERE "+col+" = ?", id).Scan(&running, &other)
+	if err != nil {
+		return 0, 0, fmt.Errorf("counting vms of %s %s: %w", col, id, err)
+	}
+	return running, other, nil
+}

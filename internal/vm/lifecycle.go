@@ -1,0 +1,374 @@
+package vm
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/agent/proto"
+	"github.com/bangerdev/banger/internal/store"
+	"github.com/bangerdev/banger/internal/vmm"
+)
+
+// makeWorkDisk makes a VM's writable disk: a sparse file of size bytes
+// with an empty ext4, whatever the image's size (the image is shared
+// read-only below it, never copied).
+func makeWorkDisk(ctx context.Context, path string, size int64) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("creating the work disk: %w", err)
+	}
+	err = f.Truncate(size)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		var out []byte
+		// lazy_itable_init: the inode tables are zeroed by the guest's
+		// kernel later, not written here.
+		out, err = exec.CommandContext(ctx, "mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard", path).CombinedOutput()
+		if err != nil {
+			err = fmt.Errorf("mkfs.ext4: %v: %s", err, bytes.TrimSpace(out))
+		}
+	}
+	if err != nil {
+		os.Remove(path)
+		return fmt.Errorf("making the work disk: %w", err)
+	}
+	return nil
+}
+
+// bootFailure says why a VM did not come up: the console's end, and the
+// VMM's own complaint when it has one.
+func bootFailure(in vmm.Instance) string {
+	log, _ := os.ReadFile(in.ConsoleLog())
+	msg := fmt.Sprintf("the console ends with:\n%s", lastLines(log, 15))
+	if len(bytes.TrimSpace(log)) == 0 {
+		msg = "the console is empty: the kernel never started"
+	}
+	if in.VMMLog() != in.ConsoleLog() {
+		if vlog, _ := os.ReadFile(in.VMMLog()); len(bytes.TrimSpace(vlog)) > 0 {
+			msg += fmt.Sprintf("\nthe VMM said:\n%s", lastLines(vlog, 10))
+		}
+	}
+	return msg
+}
+
+func lastLines(b []byte, n int) string {
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// toAPI is a record as clients see it.
+func (s *Service) toAPI(rec store.VM) api.VM {
+	v := api.VM{
+		Name: rec.Name, ID: rec.ID, State: rec.State, Reason: rec.Reason, Image: rec.Image, ImageID: rec.ImageID,
+		Kernel: rec.Kernel, KernelID: rec.KernelID, VCPU: rec.VCPU, MemoryMiB: rec.MemoryMiB, DiskSize: rec.DiskSize,
+		Network: rec.Network, VMM: rec.VMM, PID: rec.PID, CreatedAt: rec.CreatedAt,
+	}
+	if !rec.StartedAt.IsZero() {
+		t := rec.StartedAt
+		v.StartedAt = &t
+	}
+	if !rec.StoppedAt.IsZero() {
+		t := rec.StoppedAt
+		v.StoppedAt = &t
+	}
+	if rec.Network == api.NetworkUser && rec.State == api.VMRunning {
+		v.IP = userAddr
+	}
+	var st syscall.Stat_t
+	if syscall.Stat(s.workDisk(rec.ID), &st) == nil {
+		v.DiskUsed = st.Blocks * 512
+	}
+	return v
+}
+
+// List returns every VM.
+func (s *Service) List(ctx context.Context) (api.VMListResult, error) {
+	res := api.VMListResult{VMs: []api.VM{}}
+	err := s.cfg.Store.View(ctx, func(tx *store.Tx) error {
+		all, err := tx.VMs(ctx)
+		for _, rec := range all {
+			res.VMs = append(res.VMs, s.toAPI(rec))
+		}
+		return err
+	})
+	return res, err
+}
+
+// Show returns one VM.
+func (s *Service) Show(ctx context.Context, p api.VMRefParams) (api.VM, error) {
+	rec, err := s.find(ctx, p.Name)
+	if err != nil {
+		return api.VM{}, err
+	}
+	return s.toAPI(rec), nil
+}
+
+// Start boots a stopped (or failed) VM.
+func (s *Service) Start(ctx context.Context, p api.VMRefParams) (api.VM, error) {
+	unlock := s.lock(p.Name)
+	defer unlock()
+	rec, err := s.find(ctx, p.Name)
+	if err != nil {
+		return api.VM{}, err
+	}
+	switch rec.State {
+	case api.VMRunning:
+		return s.toAPI(rec), nil
+	case api.VMCreating:
+		return api.VM{}, fmt.Errorf("vm %s is still being created: %w; wait for it (`banger ops list`)", rec.Name, api.ErrInUse)
+	}
+	img, err := s.cfg.Image(ctx, rec.ImageID)
+	if err != nil {
+		return api.VM{}, fmt.Errorf("vm %s: its image %s: %w", rec.Name, rec.Image, err)
+	}
+	k, err := s.cfg.Kernel(ctx, rec.Kernel)
+	if err != nil {
+		return api.VM{}, fmt.Errorf("vm %s: its kernel %s: %w", rec.Name, rec.Kernel, err)
+	}
+	rec, err = s.boot(ctx, func(string) {}, rec, img, k)
+	if err != nil {
+		rec.State, rec.Reason, rec.PID, rec.PIDStart, rec.StoppedAt = api.VMFailed, err.Error(), 0, 0, time.Now()
+		if perr := s.put(context.WithoutCancel(ctx), rec); perr != nil {
+			s.cfg.Log.Error("recording a failed start", "vm", rec.Name, "err", perr)
+		}
+		return api.VM{}, err
+	}
+	s.cfg.Log.Info("vm started", "vm", rec.Name)
+	return s.toAPI(rec), nil
+}
+
+// defaultStopTimeout bounds a graceful stop.
+const defaultStopTimeout = 30 * time.Second
+
+// Stop powers a VM off through its agent, and kills its VMM if the guest
+// has not gone within the timeout (at once with Force).
+func (s *Service) Stop(ctx context.Context, p api.VMStopParams) (api.VM, error) {
+	unlock := s.lock(p.Name)
+	defer unlock()
+	rec, err := s.find(ctx, p.Name)
+	if err != nil {
+		return api.VM{}, err
+	}
+	if err := s.stop(ctx, rec, p.Force, time.Duration(p.Timeout)*time.Second); err != nil {
+		return api.VM{}, err
+	}
+	return s.Show(ctx, api.VMRefParams{Name: p.Name})
+}
+
+func (s *Service) stop(ctx context.Context, rec store.VM, force bool, timeout time.Duration) error {
+	s.mu.Lock()
+	l := s.live[rec.ID]
+	s.mu.Unlock()
+	if l == nil {
+		return nil // already stopped
+	}
+	if timeout <= 0 {
+		timeout = defaultStopTimeout
+	}
+	l.mu.Lock()
+	l.reason = "stopped by `banger vm stop`"
+	l.mu.Unlock()
+	if !force {
+		if c, _, err := s.client(ctx, rec); err == nil {
+			sctx, cancel := context.WithTimeout(ctx, timeout)
+			err = c.Shutdown(sctx)
+			cancel()
+			if err == nil {
+				select {
+				case <-l.exited:
+					return nil
+				case <-time.After(timeout):
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+		}
+		s.cfg.Log.Warn("graceful stop did not finish; killing the VMM", "vm", rec.Name, "timeout", timeout)
+		l.mu.Lock()
+		l.reason = fmt.Sprintf("killed by `banger vm stop`: the guest did not power off within %s", timeout)
+		l.mu.Unlock()
+	} else {
+		l.mu.Lock()
+		l.reason = "killed by `banger vm stop --force`"
+		l.mu.Unlock()
+	}
+	_ = l.inst.Process().Kill()
+	select {
+	case <-l.exited:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Restart stops a VM gracefully and starts it again.
+func (s *Service) Restart(ctx context.Context, p api.VMRefParams) (api.VM, error) {
+	if _, err := s.Stop(ctx, api.VMStopParams{Name: p.Name}); err != nil {
+		return api.VM{}, err
+	}
+	return s.Start(ctx, p)
+}
+
+// Delete removes a VM and its files; a running one only with Force,
+// which stops it first.
+func (s *Service) Delete(ctx context.Context, p api.VMDeleteParams) (api.VM, error) {
+	unlock := s.lock(p.Name)
+	defer unlock()
+	rec, err := s.find(ctx, p.Name)
+	if err != nil {
+		return api.VM{}, err
+	}
+	switch {
+	case rec.State == api.VMCreating:
+		return api.VM{}, fmt.Errorf("vm %s is being created: %w; cancel the operation first (`banger ops list`)", rec.Name, api.ErrInUse)
+	case rec.State == api.VMRunning && !p.Force:
+		return api.VM{}, fmt.Errorf("vm %s is running: %w; stop it first (`banger vm stop %s`) or pass --force", rec.Name, api.ErrInUse, rec.Name)
+	case rec.State == api.VMRunning:
+		if err := s.stop(ctx, rec, true, 0); err != nil {
+			return api.VM{}, err
+		}
+	}
+	v := s.toAPI(rec)
+	if err := s.remove(ctx, rec); err != nil {
+		return api.VM{}, err
+	}
+	s.cfg.Log.Info("vm deleted", "vm", rec.Name)
+	return v, nil
+}
+
+// remove deletes a stopped VM's record and files.
+func (s *Service) remove(ctx context.Context, rec store.VM) error {
+	err := s.cfg.Store.Update(ctx, func(tx *store.Tx) error { return tx.DeleteVM(ctx, rec.Name) })
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	for _, dir := range []string{s.runDir(rec.ID), s.stateDir(rec.ID)} {
+		if err := os.RemoveAll(dir); err != nil {
+			return fmt.Errorf("removing vm %s: %w", rec.Name, err)
+		}
+	}
+	return nil
+}
+
+// Exec runs a command in a running VM; out receives its output as it
+// comes.
+func (s *Service) Exec(ctx context.Context, p api.VMExecParams, out func(api.VMExecEvent) error) (api.VMExecResult, error) {
+	if len(p.Args) == 0 {
+		return api.VMExecResult{}, fmt.Errorf("%w: no command to run", api.ErrInvalidArgument)
+	}
+	rec, err := s.find(ctx, p.Name)
+	if err != nil {
+		return api.VMExecResult{}, err
+	}
+	c, _, err := s.client(ctx, rec)
+	if err != nil {
+		return api.VMExecResult{}, err
+	}
+	r, err := c.Exec(ctx, proto.ExecParams{Args: p.Args, Env: p.Env, Dir: p.Dir, User: p.User}, nil,
+		eventWriter{"stdout", out}, eventWriter{"stderr", out})
+	if err != nil {
+		return api.VMExecResult{}, fmt.Errorf("vm %s: %w", rec.Name, err)
+	}
+	return api.VMExecResult{ExitCode: r.ExitCode, Signal: r.Signal}, nil
+}
+
+type eventWriter struct {
+	stream string
+	out    func(api.VMExecEvent) error
+}
+
+func (w eventWriter) Write(p []byte) (int, error) {
+	if err := w.out(api.VMExecEvent{Stream: w.stream, Data: bytes.Clone(p)}); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// Logs returns a VM's serial console: the kernel's messages and the
+// agent's.
+func (s *Service) Logs(ctx context.Context, p api.VMLogsParams) (api.VMLogsResult, error) {
+	rec, err := s.find(ctx, p.Name)
+	if err != nil {
+		return api.VMLogsResult{}, err
+	}
+	b, err := os.ReadFile(filepath.Join(s.runDir(rec.ID), "console.log"))
+	if errors.Is(err, os.ErrNotExist) {
+		return api.VMLogsResult{}, nil // never booted
+	}
+	if err != nil {
+		return api.VMLogsResult{}, err
+	}
+	if p.Tail > 0 {
+		b = []byte(lastLines(b, p.Tail) + "\n")
+	}
+	return api.VMLogsResult{Console: string(b)}, nil
+}
+
+// Reconcile runs once at daemon start: VMs recorded running whose VMM
+// still runs are taken back; those whose VMM died are recorded stopped;
+// creates that the previous daemon did not finish are failed, their VMM
+// ended; runtime directories that no record owns are removed.
+func (s *Service) Reconcile(ctx context.Context) error {
+	var all []store.VM
+	if err := s.cfg.Store.View(ctx, func(tx *store.Tx) error {
+		var err error
+		all, err = tx.VMs(ctx)
+		return err
+	}); err != nil {
+		return err
+	}
+	owned := map[string]bool{}
+	for _, rec := range all {
+		owned[rec.ID] = true
+		switch rec.State {
+		case api.VMRunning:
+			in, err := s.cfg.Driver.Adopt(vmm.Spec{Dir: s.runDir(rec.ID)}, adoptedID(rec))
+			if err == nil {
+				s.watch(rec, in, nil)
+				s.cfg.Log.Info("vm taken back after a daemon restart", "vm", rec.Name, "pid", rec.PID)
+				continue
+			}
+			rec.State, rec.Reason = api.VMStopped, "its VMM exited while the daemon was not running"
+		case api.VMCreating:
+			if rec.PID != 0 {
+				if in, err := s.cfg.Driver.Adopt(vmm.Spec{Dir: s.runDir(rec.ID)}, adoptedID(rec)); err == nil {
+					_ = in.Process().Kill()
+					<-in.Done()
+				}
+			}
+			rec.State, rec.Reason = api.VMFailed, "its create was interrupted: the daemon stopped; delete it and create it again"
+		default:
+			continue
+		}
+		rec.PID, rec.PIDStart, rec.StoppedAt = 0, 0, time.Now()
+		if err := s.put(ctx, rec); err != nil {
+			return err
+		}
+		s.cfg.Log.Info("vm reconciled", "vm", rec.Name, "state", rec.State, "reason", rec.Reason)
+	}
+	for _, parent := range []string{s.cfg.RunDir, s.cfg.StateDir} {
+		entries, _ := os.ReadDir(parent)
+		for _, e := range entries {
+			if e.IsDir() && len(e.Name()) == 32 && !owned[e.Name()] {
+				dir := filepath.Join(parent, e.Name())
+				s.cfg.Log.Info("removing a leftover VM directory", "dir", dir)
+				_ = os.RemoveAll(dir)
+			}
+		}
+	}
+	return nil
+}

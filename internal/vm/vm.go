@@ -1,0 +1,446 @@
+// Package vm is the VM service: a VM's record, its work disk, its VMM
+// and the agent connection to its guest, through create, start, stop,
+// delete, exec and logs; and, when the daemon starts, taking back the VMs
+// an earlier daemon left running.
+package vm
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/agent"
+	"github.com/bangerdev/banger/internal/agent/proto"
+	"github.com/bangerdev/banger/internal/boot"
+	"github.com/bangerdev/banger/internal/kernel"
+	"github.com/bangerdev/banger/internal/opstate"
+	"github.com/bangerdev/banger/internal/proc"
+	"github.com/bangerdev/banger/internal/store"
+	"github.com/bangerdev/banger/internal/vmm"
+)
+
+// Store is the part of the store the service uses.
+type Store interface {
+	Update(ctx context.Context, f func(*store.Tx) error) error
+	View(ctx context.Context, f func(*store.Tx) error) error
+}
+
+// Defaults fill what a create leaves out.
+type Defaults struct {
+	Image     string
+	Kernel    string
+	VCPU      int
+	MemoryMiB int
+	DiskSize  int64
+	Network   string
+}
+
+// Config wires a Service.
+type Config struct {
+	Store    Store
+	StateDir string // one directory per VM ID: its work disk
+	RunDir   string // one directory per VM ID: sockets, console log
+	Log      *slog.Logger
+	Lifetime context.Context
+	// Retention keeps finished create operations listed this long.
+	Retention time.Duration
+	// Image finds an image by name or ID; PullImage pulls a reference
+	// that Image does not know, for create.
+	Image     func(ctx context.Context, nameOrID string) (api.Image, error)
+	PullImage func(ctx context.Context, ref string) (api.Image, error)
+	Kernel    func(ctx context.Context, name string) (api.Kernel, error)
+	Driver    vmm.Driver
+	Agent     string // the banger-agent binary, /init of the initramfs
+	Emulated  bool   // guests run under TCG: their kernel gets the host's TSC rate
+	Defaults  Defaults
+}
+
+// Service manages VMs.
+type Service struct {
+	cfg Config
+	ops *opstate.Registry[api.VM]
+
+	mu    sync.Mutex
+	live  map[string]*live       // running VMs by ID
+	locks map[string]*sync.Mutex // one per VM name: its lifecycle verbs queue
+}
+
+// live is a running VM's VMM and the link to its agent.
+type live struct {
+	inst vmm.Instance
+	// exited is closed once the record says the VM stopped.
+	exited chan struct{}
+
+	mu     sync.Mutex
+	client *agent.Client
+	reason string // why it is stopping, set by whoever asked
+}
+
+// New makes a service; Reconcile takes back VMs that still run.
+func New(cfg Config) *Service {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Service{
+		cfg:   cfg,
+		ops:   opstate.NewRegistry[api.VM](cfg.Retention, time.Now),
+		live:  map[string]*live{},
+		locks: map[string]*sync.Mutex{},
+	}
+}
+
+// Operations is the registry of create operations.
+func (s *Service) Operations() *opstate.Registry[api.VM] { return s.ops }
+
+var validName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}$`)
+
+// lock serializes the lifecycle verbs of one VM.
+func (s *Service) lock(name string) func() {
+	s.mu.Lock()
+	m, ok := s.locks[name]
+	if !ok {
+		m = &sync.Mutex{}
+		s.locks[name] = m
+	}
+	s.mu.Unlock()
+	m.Lock()
+	return m.Unlock
+}
+
+func (s *Service) runDir(id string) string   { return filepath.Join(s.cfg.RunDir, id) }
+func (s *Service) stateDir(id string) string { return filepath.Join(s.cfg.StateDir, id) }
+func (s *Service) workDisk(id string) string { return filepath.Join(s.stateDir(id), "work.ext4") }
+
+// find reads a VM's record; a missing one is api.ErrNotFound.
+func (s *Service) find(ctx context.Context, name string) (store.VM, error) {
+	if name == "" {
+		return store.VM{}, fmt.Errorf("%w: a VM name is required (see `banger vm list`)", api.ErrInvalidArgument)
+	}
+	var rec store.VM
+	err := s.cfg.Store.View(ctx, func(tx *store.Tx) error {
+		var err error
+		rec, err = tx.VM(ctx, name)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return store.VM{}, fmt.Errorf("vm %q: %w (see `banger vm list`)", name, api.ErrNotFound)
+	}
+	return rec, err
+}
+
+func (s *Service) put(ctx context.Context, rec store.VM) error {
+	return s.cfg.Store.Update(ctx, func(tx *store.Tx) error { return tx.PutVM(ctx, rec) })
+}
+
+// Create validates p and starts the vm.create operation.
+func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (*opstate.Op[api.VM], error) {
+	d := s.cfg.Defaults
+	rec := store.VM{
+		Name: p.Name, ID: newID(), State: api.VMCreating, Image: p.Image, Kernel: p.Kernel,
+		VCPU: p.VCPU, MemoryMiB: p.MemoryMiB, DiskSize: p.DiskSize, Network: p.Network,
+		MAC: newMAC(), VMM: s.cfg.Driver.Name(), CreatedAt: time.Now(),
+	}
+	for _, f := range []struct {
+		v   *string
+		def string
+	}{{&rec.Image, d.Image}, {&rec.Kernel, d.Kernel}, {&rec.Network, d.Network}} {
+		if *f.v == "" {
+			*f.v = f.def
+		}
+	}
+	for _, f := range []struct {
+		v   *int
+		def int
+	}{{&rec.VCPU, d.VCPU}, {&rec.MemoryMiB, d.MemoryMiB}} {
+		if *f.v == 0 {
+			*f.v = f.def
+		}
+	}
+	if rec.DiskSize == 0 {
+		rec.DiskSize = d.DiskSize
+	}
+	if err := validate(rec); err != nil {
+		return nil, err
+	}
+	if err := s.cfg.Driver.Available(); err != nil {
+		return nil, fmt.Errorf("%w: %v", api.ErrInvalidArgument, err)
+	}
+	err := s.cfg.Store.Update(ctx, func(tx *store.Tx) error {
+		if rec.Name != "" {
+			return tx.InsertVM(ctx, rec)
+		}
+		for range 20 {
+			rec.Name = newName()
+			if err := tx.InsertVM(ctx, rec); !errors.Is(err, store.ErrAlreadyExists) {
+				return err
+			}
+		}
+		return errors.New("generating a free VM name: 20 tries taken; pass --name")
+	})
+	if errors.Is(err, store.ErrAlreadyExists) {
+		return nil, fmt.Errorf("vm %q %w; pick another --name, or delete it (`banger vm delete %s`)", rec.Name, api.ErrAlreadyExists, rec.Name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return s.ops.Start(s.cfg.Lifetime, api.OpKindVMCreate, rec.Name, func(ctx context.Context, op *opstate.Op[api.VM]) (api.VM, error) {
+		unlock := s.lock(rec.Name)
+		defer unlock()
+		start := time.Now()
+		v, err := s.create(ctx, op, rec, p.NoStart)
+		if err != nil {
+			s.cfg.Log.Warn("vm create failed", "vm", rec.Name, "err", err)
+			return api.VM{}, err
+		}
+		s.cfg.Log.Info("vm created", "vm", rec.Name, "state", v.State, "took", time.Since(start).Round(time.Millisecond))
+		return v, nil
+	}), nil
+}
+
+func validate(rec store.VM) error {
+	switch {
+	case rec.Name != "" && !validName.MatchString(rec.Name):
+		return fmt.Errorf("%w: VM name %q: use lower-case letters, digits and '-', starting with a letter or digit, at most 64", api.ErrInvalidArgument, rec.Name)
+	case rec.Image == "":
+		return fmt.Errorf("%w: no image: pass --image, or set default_image_name in config.toml", api.ErrInvalidArgument)
+	case rec.VCPU < 1 || rec.VCPU > 255:
+		return fmt.Errorf("%w: --cpus %d: use 1 to 255", api.ErrInvalidArgument, rec.VCPU)
+	case rec.MemoryMiB < 128:
+		return fmt.Errorf("%w: --memory %d MiB: a guest needs at least 128 MiB", api.ErrInvalidArgument, rec.MemoryMiB)
+	case rec.DiskSize < 64<<20:
+		return fmt.Errorf("%w: --disk %d bytes: the work disk needs at least 64M", api.ErrInvalidArgument, rec.DiskSize)
+	case rec.Network != api.NetworkUser && rec.Network != api.NetworkNone:
+		return fmt.Errorf("%w: --network %q: use %s or %s (bridge networking is not built yet)", api.ErrInvalidArgument, rec.Network, api.NetworkUser, api.NetworkNone)
+	}
+	return nil
+}
+
+// create runs the phases of vm.create. A failure keeps the VM, failed,
+// with its console log for `vm logs`; a canceled create leaves nothing.
+func (s *Service) create(ctx context.Context, op *opstate.Op[api.VM], rec store.VM, noStart bool) (api.VM, error) {
+	fail := func(err error) (api.VM, error) {
+		if ctx.Err() != nil {
+			s.remove(context.WithoutCancel(ctx), rec)
+			return api.VM{}, err
+		}
+		rec.State, rec.Reason, rec.StoppedAt = api.VMFailed, err.Error(), time.Now()
+		if perr := s.put(context.WithoutCancel(ctx), rec); perr != nil {
+			s.cfg.Log.Error("recording a failed create", "vm", rec.Name, "err", perr)
+		}
+		return api.VM{}, err
+	}
+	op.SetPhase("resolving image")
+	img, err := s.cfg.Image(ctx, rec.Image)
+	if errors.Is(err, api.ErrNotFound) && s.cfg.PullImage != nil {
+		op.SetPhase("pulling image")
+		img, err = s.cfg.PullImage(ctx, rec.Image)
+	}
+	if err != nil {
+		return fail(fmt.Errorf("image %s: %w", rec.Image, err))
+	}
+	rec.Image, rec.ImageID = img.Name, img.ID
+	op.SetPhase("resolving kernel")
+	k, err := s.cfg.Kernel(ctx, rec.Kernel)
+	if err != nil {
+		return fail(err)
+	}
+	rec.Kernel, rec.KernelID = k.Name, k.ID
+	op.SetPhase("preparing work disk")
+	if err := makeWorkDisk(ctx, s.workDisk(rec.ID), rec.DiskSize); err != nil {
+		return fail(err)
+	}
+	if noStart {
+		rec.State = api.VMStopped
+		if err := s.put(ctx, rec); err != nil {
+			return fail(err)
+		}
+		return s.toAPI(rec), nil
+	}
+	if err := s.put(ctx, rec); err != nil {
+		return fail(err)
+	}
+	rec, err = s.boot(ctx, op.SetPhase, rec, img, k)
+	if err != nil {
+		return fail(err)
+	}
+	return s.toAPI(rec), nil
+}
+
+// boot starts rec's VMM and waits for its agent; on success the record
+// says running. A failed boot leaves no process behind.
+func (s *Service) boot(ctx context.Context, phase func(string), rec store.VM, img api.Image, k api.Kernel) (store.VM, error) {
+	phase("network")
+	spec, err := s.spec(rec, img, k)
+	if err != nil {
+		return rec, err
+	}
+	phase("booting")
+	if err := os.MkdirAll(spec.Dir, 0o700); err != nil {
+		return rec, err
+	}
+	in, err := s.cfg.Driver.Start(ctx, spec)
+	if err != nil {
+		return rec, err
+	}
+	kill := func() {
+		_ = in.Process().Kill()
+		<-in.Done()
+	}
+	id := in.ID()
+	rec.PID, rec.PIDStart, rec.StartedAt, rec.StoppedAt, rec.Reason = id.PID, id.StartTime, time.Now(), time.Time{}, ""
+	// Recorded before waiting, so a daemon that dies now can find and
+	// end the process.
+	if err := s.put(ctx, rec); err != nil {
+		kill()
+		return rec, err
+	}
+	phase("waiting for the agent")
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	c, err := boot.WaitAgent(wctx, in.DialAgent, in.Done())
+	if err != nil {
+		kill()
+		return rec, fmt.Errorf("booting: %w; %s", err, bootFailure(in))
+	}
+	rec.State = api.VMRunning
+	if err := s.put(ctx, rec); err != nil {
+		c.Close()
+		kill()
+		return rec, err
+	}
+	s.watch(rec, in, c)
+	return rec, nil
+}
+
+// spec is how the driver runs rec.
+func (s *Service) spec(rec store.VM, img api.Image, k api.Kernel) (vmm.Spec, error) {
+	initrd, err := boot.CachedInitramfs(k.Dir, s.cfg.Agent)
+	if err != nil {
+		return vmm.Spec{}, err
+	}
+	params := proto.BootParams{Hostname: rec.Name}
+	var nic *vmm.NIC
+	if rec.Network == api.NetworkUser {
+		mac, err := net.ParseMAC(rec.MAC)
+		if err != nil {
+			return vmm.Spec{}, fmt.Errorf("vm %s: MAC %q: %w", rec.Name, rec.MAC, err)
+		}
+		nic = &vmm.NIC{User: true, MAC: rec.MAC}
+		params.Net = &proto.NetParams{MAC: mac, Address: netip.MustParsePrefix(userAddr + "/24"),
+			Gateway: netip.MustParseAddr("10.0.2.2"), DNS: []netip.Addr{netip.MustParseAddr("10.0.2.3")}}
+	}
+	return vmm.Spec{
+		Kernel: filepath.Join(k.Dir, kernel.FileVmlinux), Initrd: initrd, Cmdline: boot.Cmdline(params, s.cfg.Emulated),
+		MemoryMiB: rec.MemoryMiB, VCPU: rec.VCPU, Dir: s.runDir(rec.ID), NIC: nic,
+		Disks: []vmm.Disk{{Path: img.Rootfs, ReadOnly: true, Serial: proto.RootSerial}, {Path: s.workDisk(rec.ID), Serial: proto.WorkSerial}},
+	}, nil
+}
+
+// userAddr is a guest's address on QEMU's user-mode network.
+const userAddr = "10.0.2.15"
+
+// watch tracks a running VM until its VMM exits, then records it
+// stopped, with the reason whoever stopped it gave, or the exit's.
+func (s *Service) watch(rec store.VM, in vmm.Instance, c *agent.Client) {
+	l := &live{inst: in, client: c, exited: make(chan struct{})}
+	s.mu.Lock()
+	s.live[rec.ID] = l
+	s.mu.Unlock()
+	go func() {
+		<-in.Done()
+		l.mu.Lock()
+		reason := l.reason
+		if l.client != nil {
+			l.client.Close()
+		}
+		l.mu.Unlock()
+		if reason == "" {
+			reason = "the VM stopped on its own (powered off from inside, or its VMM died; see `banger vm logs " + rec.Name + "`)"
+		}
+		ctx := context.WithoutCancel(s.cfg.Lifetime)
+		err := s.cfg.Store.Update(ctx, func(tx *store.Tx) error {
+			cur, err := tx.VM(ctx, rec.Name)
+			if err != nil || cur.ID != rec.ID {
+				return err // deleted meanwhile
+			}
+			cur.State, cur.Reason, cur.PID, cur.PIDStart, cur.StoppedAt = api.VMStopped, reason, 0, 0, time.Now()
+			return tx.PutVM(ctx, cur)
+		})
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			s.cfg.Log.Error("recording a stopped VM", "vm", rec.Name, "err", err)
+		}
+		s.mu.Lock()
+		delete(s.live, rec.ID)
+		s.mu.Unlock()
+		s.cfg.Log.Info("vm stopped", "vm", rec.Name, "reason", reason)
+		close(l.exited)
+	}()
+}
+
+// client is the agent link of a running VM, dialed again when a daemon
+// restart or a broken link left none.
+func (s *Service) client(ctx context.Context, rec store.VM) (*agent.Client, *live, error) {
+	s.mu.Lock()
+	l := s.live[rec.ID]
+	s.mu.Unlock()
+	if l == nil || rec.State != api.VMRunning {
+		return nil, nil, fmt.Errorf("vm %s is %s: %w; start it with `banger vm start %s`", rec.Name, rec.State, api.ErrNotRunning, rec.Name)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.client != nil {
+		select {
+		case <-l.client.Done():
+			l.client = nil
+		default:
+			return l.client, l, nil
+		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	c, err := boot.WaitAgent(wctx, l.inst.DialAgent, l.inst.Done())
+	if err != nil {
+		return nil, nil, fmt.Errorf("reaching the agent of vm %s: %w", rec.Name, err)
+	}
+	l.client = c
+	return c, l, nil
+}
+
+func newID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// newMAC is a random address in QEMU's locally administered range.
+func newMAC() string {
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return fmt.Sprintf("52:54:00:%02x:%02x:%02x", b[0], b[1], b[2])
+}
+
+var (
+	nameAdjectives = []string{"amber", "brisk", "calm", "dusty", "eager", "fuzzy", "gentle", "happy", "icy", "jolly", "keen", "lucky", "mellow", "nimble", "odd", "plucky", "quiet", "rusty", "sunny", "tidy", "urban", "vivid", "witty", "young", "zesty"}
+	nameNouns      = []string{"otter", "badger", "comet", "delta", "ember", "falcon", "gecko", "harbor", "island", "jaguar", "koala", "lagoon", "meadow", "nebula", "orchid", "pebble", "quartz", "raven", "summit", "tundra", "umber", "valley", "walrus", "yak", "zephyr"}
+)
+
+// newName is a readable name, as Docker makes them.
+func newName() string {
+	b := make([]byte, 2)
+	_, _ = rand.Read(b)
+	return nameAdjectives[int(b[0])%len(nameAdjectives)] + "-" + nameNouns[int(b[1])%len(nameNouns)]
+}
+
+// adoptedID identifies a recorded VMM for Reconcile.
+func adoptedID(rec store.VM) proc.ID { return proc.ID{PID: rec.PID, StartTime: rec.PIDStart} }

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/bangerdev/banger/api"
+)
+
+func vmScenarios() []scenario {
+	return []scenario{
+		{"vm-lifecycle", vmLifecycle},
+	}
+}
+
+// vmLifecycle takes one VM through create, exec, stop, start, a daemon
+// killed with SIGKILL and restarted (the VM keeps running and is taken
+// back), and delete; with the refusals on the way: a duplicate name, a
+// running VM deleted without --force, a network that does not exist.
+func vmLifecycle(t *T) {
+	reg := t.bootable()
+	ref := reg + "/smoke/busybox:vm"
+	t.Push(ref, t.busyboxImage())
+
+	var v api.VM
+	t.JSON(&v, "vm", "create", "--name", "box", "--image", ref, "--cpus", "1", "--memory", "256M", "--disk", "1G", "--network", "none")
+	if v.Name != "box" || v.State != api.VMRunning || v.Image == "" || v.DiskSize != 1<<30 || v.PID == 0 {
+		t.Fatalf("created vm = %+v", v)
+	}
+	t.MustFail(1, `vm "box" already exists`, "vm", "create", "--name", "box", "--image", ref)
+	t.MustFail(1, "bridge networking is not built yet", "vm", "create", "--image", ref, "--network", "bridge")
+	t.MustFail(1, "VM name", "vm", "create", "--name", "Bad_Name", "--image", ref)
+	t.MustFail(1, "in use by 1 running VM", "image", "delete", ref)
+	t.MustFail(1, "in use", "kernel", "delete", v.Kernel)
+
+	r := t.Banger("vm", "exec", "box", "--", "sh", "-c", "echo out; echo err >&2; exit 3")
+	if r.code != 3 || r.stdout != "out\n" || r.stderr != "err\n" {
+		t.Fatalf("exec = %s", r)
+	}
+	t.Contains("hostname", t.Must("vm", "exec", "box", "--", "uname", "-n").stdout, "box")
+	t.Contains("ps", t.Must("ps").stdout, "box", "running")
+	var list api.VMListResult
+	t.JSON(&list, "vm", "list")
+	if len(list.VMs) != 1 || list.VMs[0].Name != "box" {
+		t.Fatalf("vm list = %+v", list)
+	}
+
+	t.MustFail(1, "is running", "vm", "delete", "box")
+	t.Contains("stop", t.Must("vm", "stop", "box").stdout, "stopped vm box (stopped)")
+	v = api.VM{} // omitted fields must not keep old values
+	t.JSON(&v, "vm", "show", "box")
+	if v.State != api.VMStopped || !strings.Contains(v.Reason, "banger vm stop") || v.PID != 0 {
+		t.Fatalf("stopped vm = %+v", v)
+	}
+	t.MustFail(1, "not running", "vm", "exec", "box", "--", "true")
+	t.Contains("start", t.Must("vm", "start", "box").stdout, "started vm box (running)")
+	t.Must("vm", "exec", "box", "--", "sh", "-c", "echo kept > /root/state")
+
+	// The daemon dies hard; the VM does not, and the next daemon takes
+	// it back.
+	var st struct {
+		PID int `json:"pid"`
+	}
+	t.JSON(&st, "daemon", "status")
+	v = api.VM{} // omitted fields must not keep old values
+	t.JSON(&v, "vm", "show", "box")
+	vmmPID := v.PID
+	if err := syscall.Kill(st.PID, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill: %v", err)
+	}
+	t.Eventually("daemon dies", time.Minute, func() bool { return syscall.Kill(st.PID, 0) != nil || isZombie(st.PID) })
+	if syscall.Kill(vmmPID, 0) != nil {
+		t.Fatalf("the VMM (pid %d) died with the daemon", vmmPID)
+	}
+	t.StartDaemon()
+	v = api.VM{} // omitted fields must not keep old values
+	t.JSON(&v, "vm", "show", "box")
+	if v.State != api.VMRunning || v.PID != vmmPID {
+		t.Fatalf("after a daemon restart: %+v (VMM was pid %d)", v, vmmPID)
+	}
+	t.Contains("exec after restart", t.Must("vm", "exec", "box", "--", "cat", "/root/state").stdout, "kept")
+	t.Contains("logs", t.Must("vm", "logs", "box", "--tail", "50").stdout, "banger-agent: boot:")
+
+	t.Contains("delete --force", t.Must("vm", "delete", "--force", "box").stdout, "deleted vm box")
+	t.Eventually("the VMM ends", time.Minute, func() bool { return syscall.Kill(vmmPID, 0) != nil || isZombie(vmmPID) })
+	t.JSON(&list, "vm", "list")
+	if len(list.VMs) != 0 {
+		t.Fatalf("vms left: %+v", list.VMs)
+	}
+	t.MustFail(1, "not found", "vm", "show", "box")
+}
