@@ -53,6 +53,12 @@ const (
 	// MethodVMExec streams VMExecEvent events, then the exit status.
 	MethodVMExec = "vm.exec"
 	MethodVMLogs = "vm.logs"
+	// MethodVMSSH checks that a VM can be reached by ssh and says how:
+	// not_found and not_running come back as such, before ssh runs.
+	MethodVMSSH = "vm.ssh"
+	// MethodVMSSHProxy answers, then turns the connection into a byte
+	// stream to the VM agent's SSH server (ssh's ProxyCommand).
+	MethodVMSSHProxy = "vm.ssh_proxy"
 )
 
 // Operation kinds. Every asynchronous daemon job is one of these.

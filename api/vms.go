@@ -137,3 +137,13 @@ type VMLogsResult struct {
 
 // ResultName names a created VM in operation listings.
 func (v VM) ResultName() string { return v.Name }
+
+// VMSSHInfo answers MethodVMSSH: what OpenSSH needs to reach the VM
+// through `banger vm ssh-proxy`.
+type VMSSHInfo struct {
+	Name           string `json:"name"`
+	User           string `json:"user"`
+	Host           string `json:"host"` // NAME.vm, the known_hosts alias
+	IdentityFile   string `json:"identity_file"`
+	KnownHostsFile string `json:"known_hosts_file"`
+}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"syscall"
 
 	"github.com/bangerdev/banger/api"
@@ -299,4 +300,26 @@ func (c *Client) VMLogs(ctx context.Context, p api.VMLogsParams) (api.VMLogsResu
 	var r api.VMLogsResult
 	err := c.Call(ctx, api.MethodVMLogs, p, &r)
 	return r, err
+}
+
+// VMSSH checks that a VM can be reached by ssh and says how.
+func (c *Client) VMSSH(ctx context.Context, name string) (api.VMSSHInfo, error) {
+	var r api.VMSSHInfo
+	err := c.Call(ctx, api.MethodVMSSH, api.VMRefParams{Name: name}, &r)
+	return r, err
+}
+
+// SSHProxy opens a byte stream to a VM's SSH server, through the daemon
+// and the VM's agent.
+func (c *Client) SSHProxy(ctx context.Context, name string) (io.ReadWriteCloser, error) {
+	conn, err := c.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	stream, err := conn.Upgrade(ctx, api.MethodVMSSHProxy, api.VMRefParams{Name: name}, nil)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return stream, nil
 }

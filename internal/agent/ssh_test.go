@@ -13,16 +13,17 @@ import (
 
 	"github.com/bangerdev/banger/internal/agent"
 	"github.com/bangerdev/banger/internal/agent/sshd"
+	"github.com/bangerdev/banger/internal/sshkey"
 )
 
 // TestSSHOverAgentChannel runs an SSH session through the agent link
 // itself, as `banger vm ssh` does for a VM without a network.
 func TestSSHOverAgentChannel(t *testing.T) {
-	user, err := sshd.NewKey()
+	user, err := sshkey.NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	hk, err := sshd.HostKey(filepath.Join(t.TempDir(), "hk"))
+	hk, err := sshkey.LoadOrCreate(filepath.Join(t.TempDir(), "hk"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,8 @@ func (a *App) vmCommand() *cobra.Command {
 		Use:   "vm",
 		Short: "Run and manage VMs",
 	}
-	cmd.AddCommand(a.vmCreateCommand(), a.vmListCommand("list", "ls"), a.vmShowCommand(), a.vmExecCommand(), a.vmLogsCommand(), a.vmBootTestCommand())
+	cmd.AddCommand(a.vmCreateCommand(), a.vmListCommand("list", "ls"), a.vmShowCommand(), a.vmExecCommand(), a.vmLogsCommand(), a.vmBootTestCommand(),
+		a.vmSSHCommand(), a.vmSSHProxyCommand(), a.vmSSHConfigCommand())
 	cmd.AddCommand(a.vmLifecycleCommands()...)
 	return cmd
 }

@@ -93,7 +93,7 @@ func (a *App) createVM(ctx context.Context, c *client.Client, p api.VMCreatePara
 }
 
 // vmVerbCommand is a lifecycle verb taking one or more VM names.
-func (a *App) vmVerbCommand(use, short, done string, flags func(*cobra.Command), do func(ctx context.Context, c *client.Client, name string) (api.VM, error)) *cobra.Command {
+func (a *App) vmVerbCommand(use, short, done string, showState bool, flags func(*cobra.Command), do func(ctx context.Context, c *client.Client, name string) (api.VM, error)) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   use + " NAME...",
 		Short: short,
@@ -110,7 +110,11 @@ func (a *App) vmVerbCommand(use, short, done string, flags func(*cobra.Command),
 					errs = append(errs, err)
 					continue
 				}
-				fmt.Fprintf(a.Stdout, "%s vm %s (%s)\n", done, v.Name, v.State)
+				if showState {
+					fmt.Fprintf(a.Stdout, "%s vm %s (%s)\n", done, v.Name, v.State)
+				} else {
+					fmt.Fprintf(a.Stdout, "%s vm %s\n", done, v.Name)
+				}
 			}
 			return errors.Join(errs...)
 		},
@@ -125,10 +129,10 @@ func (a *App) vmLifecycleCommands() []*cobra.Command {
 	var stop api.VMStopParams
 	var force bool
 	return []*cobra.Command{
-		a.vmVerbCommand("start", "Boot stopped VMs", "started", nil, func(ctx context.Context, c *client.Client, name string) (api.VM, error) {
+		a.vmVerbCommand("start", "Boot stopped VMs", "started", true, nil, func(ctx context.Context, c *client.Client, name string) (api.VM, error) {
 			return c.StartVM(ctx, name)
 		}),
-		a.vmVerbCommand("stop", "Power VMs off (gracefully, then by force after a timeout)", "stopped", func(cmd *cobra.Command) {
+		a.vmVerbCommand("stop", "Power VMs off (gracefully, then by force after a timeout)", "stopped", true, func(cmd *cobra.Command) {
 			cmd.Flags().BoolVarP(&stop.Force, "force", "f", false, "kill the VMM at once")
 			cmd.Flags().IntVar(&stop.Timeout, "timeout", 30, "seconds to wait for the guest to power off before killing it")
 		}, func(ctx context.Context, c *client.Client, name string) (api.VM, error) {
@@ -136,10 +140,10 @@ func (a *App) vmLifecycleCommands() []*cobra.Command {
 			p.Name = name
 			return c.StopVM(ctx, p)
 		}),
-		a.vmVerbCommand("restart", "Stop and start VMs", "restarted", nil, func(ctx context.Context, c *client.Client, name string) (api.VM, error) {
+		a.vmVerbCommand("restart", "Stop and start VMs", "restarted", true, nil, func(ctx context.Context, c *client.Client, name string) (api.VM, error) {
 			return c.RestartVM(ctx, name)
 		}),
-		a.vmVerbCommand("delete", "Delete VMs and their disks (a running one only with --force)", "deleted", func(cmd *cobra.Command) {
+		a.vmVerbCommand("delete", "Delete VMs and their disks (a running one only with --force)", "deleted", false, func(cmd *cobra.Command) {
 			cmd.Aliases = []string{"rm"}
 			cmd.Flags().BoolVarP(&force, "force", "f", false, "stop a running VM first")
 		}, func(ctx context.Context, c *client.Client, name string) (api.VM, error) {

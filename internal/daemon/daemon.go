@@ -33,6 +33,7 @@ import (
 	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/rootfs"
 	"github.com/bangerdev/banger/internal/rpc"
+	"github.com/bangerdev/banger/internal/sshkey"
 	"github.com/bangerdev/banger/internal/store"
 	"github.com/bangerdev/banger/internal/vm"
 	"github.com/bangerdev/banger/internal/vmm"
@@ -186,7 +187,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 			}
 			break
 		}
-		conns.Go(func() { rpc.ServeConn(connCtx, c, d.dispatch, log) })
+		conns.Go(func() { rpc.ServeConn(connCtx, c, d.dispatch, log, upgradable) })
 	}
 	log.Info("bangerd shutting down")
 	// Give calls in flight a moment to answer, then cut them off.
@@ -287,6 +288,11 @@ func (d *Daemon) wireServices(opts Options) error {
 		Log:     d.log.With("service", "boot-test"),
 	}
 
+	sshDir := filepath.Join(d.layout.StateDir, "ssh")
+	key, err := sshkey.LoadOrCreate(filepath.Join(sshDir, "id_ed25519"))
+	if err != nil {
+		return fmt.Errorf("loading banger's SSH key: %w", err)
+	}
 	d.vms = vm.New(vm.Config{
 		Store:     d.store,
 		StateDir:  filepath.Join(d.layout.StateDir, "vms"),
@@ -317,6 +323,8 @@ func (d *Daemon) wireServices(opts Options) error {
 			Image: d.cfg.DefaultImageName, Kernel: d.cfg.DefaultKernel, VCPU: d.cfg.VMDefaults.VCPU,
 			MemoryMiB: d.cfg.VMDefaults.MemoryMiB, DiskSize: d.cfg.VMDefaults.DiskSize, Network: api.NetworkUser,
 		},
+		SSH: vm.SSHConfig{Key: key.PublicKey(), IdentityFile: filepath.Join(sshDir, "id_ed25519"),
+			KnownHostsFile: filepath.Join(sshDir, "known_hosts")},
 	})
 	d.ops = append(d.ops, d.vms.Operations())
 	if err := d.vms.Reconcile(d.lifetime); err != nil {

@@ -82,6 +82,8 @@ func rpcHandlers() map[string]handler {
 		api.MethodVMShow:           paramHandler(showVM),
 		api.MethodVMExec:           handleVMExec,
 		api.MethodVMLogs:           paramHandler(vmLogs),
+		api.MethodVMSSH:            paramHandler(vmSSH),
+		api.MethodVMSSHProxy:       handleVMSSHProxy,
 	}
 }
 

@@ -41,6 +41,8 @@ var documentedMethods = []string{
 	api.MethodVMShow,
 	api.MethodVMExec,
 	api.MethodVMLogs,
+	api.MethodVMSSH,
+	api.MethodVMSSHProxy,
 	api.MethodVersion,
 }
 

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"io"
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/rpc"
@@ -58,3 +59,35 @@ func handleVMExec(ctx context.Context, d *Daemon, call *rpc.Call) rpc.Response {
 	}
 	return rpc.Result(r)
 }
+
+func vmSSH(ctx context.Context, d *Daemon, p api.VMRefParams) (api.VMSSHInfo, error) {
+	return d.vms.SSH(ctx, p)
+}
+
+// handleVMSSHProxy joins the client's connection to the VM agent's SSH
+// server: checks first (distinct codes), then the byte stream.
+func handleVMSSHProxy(ctx context.Context, d *Daemon, call *rpc.Call) rpc.Response {
+	var p api.VMRefParams
+	if err := decodeParams(call.Method, call.Params, &p); err != nil {
+		return rpc.Error(err)
+	}
+	conn, err := d.vms.DialSSH(ctx, p)
+	if err != nil {
+		return rpc.Error(err)
+	}
+	defer conn.Close()
+	stream, err := call.Upgrade(struct{}{})
+	if err != nil {
+		return rpc.Error(err)
+	}
+	go func() {
+		_, _ = io.Copy(conn, stream) // the client's bytes, until it hangs up
+		conn.Close()
+	}()
+	_, _ = io.Copy(stream, conn)
+	// Returning closes the client's connection, which ends the copy above.
+	return rpc.Response{}
+}
+
+// upgradable names the methods whose connection becomes a byte stream.
+func upgradable(method string) bool { return method == api.MethodVMSSHProxy }

@@ -71,7 +71,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 		}
 	})
 	b.Run("call", func(b *testing.B) {
-		sock := unixListener(b, func(c net.Conn) { ServeConn(context.Background(), c, echo(nil), discard()) })
+		sock := unixListener(b, func(c net.Conn) { ServeConn(context.Background(), c, echo(nil), discard(), nil) })
 		conn, err := Dial(context.Background(), sock, "bench")
 		if err != nil {
 			b.Fatal(err)

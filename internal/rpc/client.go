@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -102,4 +103,34 @@ func ctxErr(ctx context.Context, err error) error {
 		return fmt.Errorf("%w: %v", ctx.Err(), err)
 	}
 	return err
+}
+
+// Upgrade calls a method that answers by turning the connection into a
+// byte stream (see Call.Upgrade), and returns that stream; closing it
+// closes the connection. A Conn is spent once upgraded.
+func (c *Conn) Upgrade(ctx context.Context, method string, params, result any) (io.ReadWriteCloser, error) {
+	if err := c.Call(ctx, method, params, nil, result); err != nil {
+		return nil, err
+	}
+	return &stream{r: c.r.Buffered(), conn: c.conn}, nil
+}
+
+// stream is an upgraded connection: reads start with what the frame
+// reader had buffered.
+type stream struct {
+	r    io.Reader
+	conn net.Conn
+}
+
+func (s *stream) Read(p []byte) (int, error)  { return s.r.Read(p) }
+func (s *stream) Write(p []byte) (int, error) { return s.conn.Write(p) }
+func (s *stream) Close() error                { return s.conn.Close() }
+
+// CloseWrite tells the daemon nothing more comes, where the connection
+// can say so (a unix socket can).
+func (s *stream) CloseWrite() error {
+	if cw, ok := s.conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
 }

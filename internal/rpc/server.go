@@ -24,6 +24,31 @@ type Call struct {
 	Request
 	w    *Writer
 	conn net.Conn
+	// raw holds the bytes read past this call's frame, for Upgrade; set
+	// only for methods the server was told may upgrade.
+	raw      io.Reader
+	upgraded bool
+}
+
+// Upgrade answers the call with result and turns the connection into a
+// raw byte stream, which it returns: what the client sends next is no
+// longer frames. Only calls of methods given to ServeConn as upgradable
+// can do so; the connection closes when the handler returns.
+func (c *Call) Upgrade(result any) (io.ReadWriter, error) {
+	if c.raw == nil {
+		return nil, fmt.Errorf("%w: %s cannot switch to a byte stream", api.ErrInvalidRequest, c.Method)
+	}
+	resp := Result(result)
+	resp.ID = c.ID
+	if err := c.write(resp); err != nil {
+		return nil, err
+	}
+	_ = c.conn.SetWriteDeadline(time.Time{})
+	c.upgraded = true
+	return struct {
+		io.Reader
+		io.Writer
+	}{c.raw, c.conn}, nil
 }
 
 // Emit sends one event frame for this call.
@@ -61,7 +86,11 @@ type HandlerFunc func(ctx context.Context, call *Call) Response
 // frame cannot be read. The context passed to handle is canceled when the
 // peer hangs up, so an abandoned call stops its work. A panicking handler
 // costs its caller an operation_failed error, never the daemon.
-func ServeConn(ctx context.Context, conn net.Conn, handle HandlerFunc, log *slog.Logger) {
+//
+// A request for a method that upgradable accepts (nil: none) is the last
+// frame read from the connection: its handler may Upgrade it to a byte
+// stream.
+func ServeConn(ctx context.Context, conn net.Conn, handle HandlerFunc, log *slog.Logger, upgradable func(method string) bool) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer conn.Close()
@@ -71,6 +100,7 @@ func ServeConn(ctx context.Context, conn net.Conn, handle HandlerFunc, log *slog
 	type frameOrErr struct {
 		frame []byte
 		err   error
+		raw   io.Reader // the rest of the stream, after an upgradable request
 	}
 	frames := make(chan frameOrErr, 16)
 	go func() {
@@ -86,9 +116,19 @@ func ServeConn(ctx context.Context, conn net.Conn, handle HandlerFunc, log *slog
 				frames <- frameOrErr{err: err}
 				return
 			}
+			f := frameOrErr{frame: frame}
+			if upgradable != nil {
+				if req, err := DecodeRequest(frame); err == nil && upgradable(req.Method) {
+					// Read no further: what follows may be raw bytes.
+					f.raw = r.Buffered()
+				}
+			}
 			select {
-			case frames <- frameOrErr{frame: frame}:
+			case frames <- f:
 			case <-ctx.Done():
+				return
+			}
+			if f.raw != nil {
 				return
 			}
 		}
@@ -107,13 +147,16 @@ func ServeConn(ctx context.Context, conn net.Conn, handle HandlerFunc, log *slog
 			return
 		}
 		req, err := DecodeRequest(f.frame)
-		call := &Call{Request: req, w: w, conn: conn}
+		call := &Call{Request: req, w: w, conn: conn, raw: f.raw}
 		var resp Response
 		if err != nil {
 			log.Debug("rejecting frame", "err", err)
 			resp = Error(err)
 		} else {
 			resp = serveOne(ctx, call, handle, log)
+		}
+		if call.upgraded {
+			return // the stream was the handler's; it is over
 		}
 		resp.ID = req.ID
 		resp.Event = nil

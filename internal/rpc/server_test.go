@@ -51,7 +51,7 @@ func echo(canceled chan<- struct{}) HandlerFunc {
 func serve(t *testing.T, h HandlerFunc) net.Conn {
 	t.Helper()
 	server, client := net.Pipe()
-	go ServeConn(context.Background(), server, h, discard())
+	go ServeConn(context.Background(), server, h, discard(), nil)
 	t.Cleanup(func() { client.Close() })
 	return client
 }
@@ -195,7 +195,7 @@ func FuzzServeConn(f *testing.F) {
 		server, client := socketPair(t)
 		done := make(chan struct{})
 		go func() {
-			ServeConn(context.Background(), server, echo(nil), discard())
+			ServeConn(context.Background(), server, echo(nil), discard(), nil)
 			close(done)
 		}()
 		go func() {
@@ -226,4 +226,48 @@ func FuzzServeConn(f *testing.F) {
 		client.Close()
 		<-done
 	})
+}
+
+// An upgradable call turns the connection into a byte stream; bytes the
+// client sent right behind its request are not lost to the frame reader.
+func TestUpgrade(t *testing.T) {
+	server, client := socketPair(t)
+	defer client.Close()
+	go ServeConn(context.Background(), server, func(ctx context.Context, call *Call) Response {
+		rw, err := call.Upgrade(map[string]string{"mode": "raw"})
+		if err != nil {
+			return Error(err)
+		}
+		_, _ = io.Copy(rw, rw) // echo until the client half-closes
+		return Response{}
+	}, discard(), func(m string) bool { return m == "pipe" })
+
+	req, _ := json.Marshal(Request{V: api.ProtocolVersion, ID: 1, Method: "pipe"})
+	if _, err := client.Write(append(append(req, '\n'), "early bytes|"...)); err != nil {
+		t.Fatal(err)
+	}
+	c := NewConn(client, "test")
+	// Read the answer the way Upgrade does, then the stream.
+	frame, err := c.r.ReadFrame()
+	if err != nil || !strings.Contains(string(frame), `"mode":"raw"`) {
+		t.Fatalf("answer = %s, %v", frame, err)
+	}
+	client.Write([]byte("late bytes"))
+	client.CloseWrite()
+	back, err := io.ReadAll(c.r.Buffered())
+	if err != nil || string(back) != "early bytes|late bytes" {
+		t.Fatalf("echoed %q, %v", back, err)
+	}
+
+	// A method not declared upgradable cannot upgrade.
+	s2, c2 := socketPair(t)
+	defer c2.Close()
+	go ServeConn(context.Background(), s2, func(ctx context.Context, call *Call) Response {
+		_, err := call.Upgrade(nil)
+		return Error(err)
+	}, discard(), nil)
+	err = NewConn(c2, "test").Call(context.Background(), "pipe", nil, nil, nil)
+	if !errors.Is(err, api.ErrInvalidRequest) {
+		t.Fatalf("upgrading an undeclared method: %v", err)
+	}
 }

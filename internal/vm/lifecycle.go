@@ -256,6 +256,11 @@ func (s *Service) remove(ctx context.Context, rec store.VM) error {
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
+	if s.cfg.SSH.KnownHostsFile != "" {
+		if err := s.setKnownHost(sshHost(rec.Name), ""); err != nil {
+			return fmt.Errorf("removing vm %s from known_hosts: %w", rec.Name, err)
+		}
+	}
 	for _, dir := range []string{s.runDir(rec.ID), s.stateDir(rec.ID)} {
 		if err := os.RemoveAll(dir); err != nil {
 			return fmt.Errorf("removing vm %s: %w", rec.Name, err)

@@ -19,6 +19,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/agent"
 	"github.com/bangerdev/banger/internal/agent/proto"
@@ -64,6 +66,14 @@ type Config struct {
 	Agent     string // the banger-agent binary, /init of the initramfs
 	Emulated  bool   // guests run under TCG: their kernel gets the host's TSC rate
 	Defaults  Defaults
+	SSH       SSHConfig
+}
+
+// SSHConfig is banger's own SSH identity for its VMs.
+type SSHConfig struct {
+	Key            ssh.PublicKey // authorised in every guest at boot
+	IdentityFile   string        // its private half, for OpenSSH
+	KnownHostsFile string        // the guests' host keys, kept by the service
 }
 
 // Service manages VMs.
@@ -74,6 +84,8 @@ type Service struct {
 	mu    sync.Mutex
 	live  map[string]*live       // running VMs by ID
 	locks map[string]*sync.Mutex // one per VM name: its lifecycle verbs queue
+
+	knownMu sync.Mutex // the known_hosts file
 }
 
 // live is a running VM's VMM and the link to its agent.
@@ -313,6 +325,13 @@ func (s *Service) boot(ctx context.Context, phase func(string), rec store.VM, im
 		kill()
 		return rec, fmt.Errorf("booting: %w; %s", err, bootFailure(in))
 	}
+	if s.cfg.SSH.KnownHostsFile != "" {
+		if err := s.learnHostKey(ctx, rec.Name, c); err != nil {
+			c.Close()
+			kill()
+			return rec, err
+		}
+	}
 	rec.State = api.VMRunning
 	if err := s.put(ctx, rec); err != nil {
 		c.Close()
@@ -330,6 +349,9 @@ func (s *Service) spec(rec store.VM, img api.Image, k api.Kernel) (vmm.Spec, err
 		return vmm.Spec{}, err
 	}
 	params := proto.BootParams{Hostname: rec.Name}
+	if s.cfg.SSH.Key != nil {
+		params.SSHKeys = []ssh.PublicKey{s.cfg.SSH.Key}
+	}
 	var nic *vmm.NIC
 	if rec.Network == api.NetworkUser {
 		mac, err := net.ParseMAC(rec.MAC)

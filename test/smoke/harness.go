@@ -278,3 +278,17 @@ func (t *T) Contains(what, s string, want ...string) {
 		}
 	}
 }
+
+// Run runs another program (scp, ssh) in the scenario's environment and
+// fails the scenario if it fails.
+func (t *T) Run(name string, args ...string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = t.env()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -46,6 +49,27 @@ func vmLifecycle(t *T) {
 		t.Fatalf("vm list = %+v", list)
 	}
 
+	// ssh through the agent: the VM has no network at all.
+	r = t.Banger("vm", "ssh", "box", "--", "sh", "-c", "echo via ssh; exit 7")
+	if r.code != 7 || r.stdout != "via ssh\n" {
+		t.Fatalf("vm ssh = %s", r)
+	}
+	t.MustFail(1, "not found", "vm", "ssh", "nosuch", "--", "true")
+	cfg := filepath.Join(t.Home(), "ssh_config")
+	if err := os.WriteFile(cfg, []byte(t.Must("vm", "ssh-config").stdout), 0o600); err != nil {
+		t.Fatalf("%v", err)
+	}
+	payload := filepath.Join(t.Home(), "payload")
+	data := bytes.Repeat([]byte("banger scp\x00\xff"), 40000)
+	if err := os.WriteFile(payload, data, 0o640); err != nil {
+		t.Fatalf("%v", err)
+	}
+	t.Run("scp", "-F", cfg, "-q", payload, "box.vm:/root/payload")
+	t.Run("scp", "-F", cfg, "-q", "box.vm:/root/payload", payload+".back")
+	if back, err := os.ReadFile(payload + ".back"); err != nil || !bytes.Equal(back, data) {
+		t.Fatalf("scp round trip: %d bytes back of %d, %v", len(back), len(data), err)
+	}
+
 	t.MustFail(1, "is running", "vm", "delete", "box")
 	t.Contains("stop", t.Must("vm", "stop", "box").stdout, "stopped vm box (stopped)")
 	v = api.VM{} // omitted fields must not keep old values
@@ -54,6 +78,7 @@ func vmLifecycle(t *T) {
 		t.Fatalf("stopped vm = %+v", v)
 	}
 	t.MustFail(1, "not running", "vm", "exec", "box", "--", "true")
+	t.MustFail(1, "not running", "vm", "ssh", "box", "--", "true")
 	t.Contains("start", t.Must("vm", "start", "box").stdout, "started vm box (running)")
 	t.Must("vm", "exec", "box", "--", "sh", "-c", "echo kept > /root/state")
 
@@ -80,6 +105,7 @@ func vmLifecycle(t *T) {
 		t.Fatalf("after a daemon restart: %+v (VMM was pid %d)", v, vmmPID)
 	}
 	t.Contains("exec after restart", t.Must("vm", "exec", "box", "--", "cat", "/root/state").stdout, "kept")
+	t.Contains("ssh after restart", t.Must("vm", "ssh", "box", "--", "cat", "/root/state").stdout, "kept")
 	t.Contains("logs", t.Must("vm", "logs", "box", "--tail", "50").stdout, "banger-agent: boot:")
 
 	t.Contains("delete --force", t.Must("vm", "delete", "--force", "box").stdout, "deleted vm box")

@@ -19,13 +19,13 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/bangerdev/banger/internal/agent/proto"
-	"github.com/bangerdev/banger/internal/agent/sshd"
+	"github.com/bangerdev/banger/internal/sshkey"
 	"github.com/bangerdev/banger/internal/vmm"
 )
 
 func userKey(t *testing.T) ssh.Signer {
 	t.Helper()
-	s, err := sshd.NewKey()
+	s, err := sshkey.NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/bangerdev/banger/internal/agent"
 	"github.com/bangerdev/banger/internal/agent/proto"
 	"github.com/bangerdev/banger/internal/agent/sshd"
+	"github.com/bangerdev/banger/internal/sshkey"
 )
 
 // Names the host and the initramfs agree on.
@@ -346,7 +347,7 @@ func (g *guest) serve() {
 	sshReady := make(chan struct{})
 	startSSH := func() {
 		defer close(sshReady)
-		hk, err := sshd.HostKey(hostKeyPath)
+		hk, err := sshkey.LoadOrCreate(hostKeyPath)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "banger-agent: no SSH: loading the host key: %v\n", err)
 			return

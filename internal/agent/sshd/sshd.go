@@ -260,7 +260,9 @@ func (s *Server) subsystem(acct passwd.Account, name string, ch ssh.Channel) int
 		fmt.Fprintf(ch.Stderr(), "banger: sftp as %s needs the image's sftp-server (install openssh-sftp-server), or connect as root\r\n", acct.Name)
 		return 1
 	}
-	srv, err := sftp.NewServer(ch, sftp.WithServerWorkingDirectory(filepath.Join(s.root, acct.Home)))
+	// The server closes what it serves on when it ends; the channel must
+	// stay open to carry the exit status (scp fails without one).
+	srv, err := sftp.NewServer(keepOpen{ch}, sftp.WithServerWorkingDirectory(filepath.Join(s.root, acct.Home)))
 	if err != nil {
 		return 1
 	}
@@ -270,6 +272,11 @@ func (s *Server) subsystem(acct passwd.Account, name string, ch ssh.Channel) int
 	_ = srv.Close()
 	return 0
 }
+
+// keepOpen hides Close from what it wraps.
+type keepOpen struct{ io.ReadWriter }
+
+func (keepOpen) Close() error { return nil }
 
 // forward serves a direct-tcpip channel: a connection the client's -L or
 // an IDE opens to an address the guest can reach.

@@ -11,13 +11,14 @@ import (
 	"testing"
 
 	"github.com/bangerdev/banger/internal/roottest"
+	"github.com/bangerdev/banger/internal/sshkey"
 	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
 )
 
 func newKey(t *testing.T) ssh.Signer {
 	t.Helper()
-	s, err := NewKey()
+	s, err := sshkey.NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,7 +29,7 @@ func newKey(t *testing.T) ssh.Signer {
 // host key.
 func serve(t *testing.T, user ssh.Signer) (string, ssh.PublicKey) {
 	t.Helper()
-	hk, err := HostKey(filepath.Join(t.TempDir(), "host_key"))
+	hk, err := sshkey.LoadOrCreate(filepath.Join(t.TempDir(), "host_key"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,6 +147,31 @@ func TestSSH(t *testing.T) {
 			t.Fatalf("sftp download: %d bytes, %v", len(back), err)
 		}
 	})
+	t.Run("sftp exit status", func(t *testing.T) {
+		// scp fails a transfer whose session ends without an exit status.
+		ch, reqs, err := c.OpenChannel("session", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ch.Close()
+		if ok, err := ch.SendRequest("subsystem", true, ssh.Marshal(struct{ Value string }{"sftp"})); !ok || err != nil {
+			t.Fatalf("subsystem request: %v, %v", ok, err)
+		}
+		ch.CloseWrite() // the client is done
+		go io.Copy(io.Discard, ch)
+		var status *uint32
+		for req := range reqs {
+			if req.Type == "exit-status" {
+				var st struct{ Status uint32 }
+				if ssh.Unmarshal(req.Payload, &st) == nil {
+					status = &st.Status
+				}
+			}
+		}
+		if status == nil || *status != 0 {
+			t.Fatalf("sftp session ended with exit status %v, want 0", status)
+		}
+	})
 	t.Run("direct-tcpip", func(t *testing.T) {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -199,25 +225,5 @@ func TestUnknownUser(t *testing.T) {
 	out, err := s.CombinedOutput("true")
 	if err == nil || !strings.Contains(string(out), "unknown user") {
 		t.Fatalf("unknown user: %q, %v", out, err)
-	}
-}
-
-func TestHostKeyPersists(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "etc/banger/key")
-	a, err := HostKey(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := HostKey(path)
-	if err != nil || !bytes.Equal(a.PublicKey().Marshal(), b.PublicKey().Marshal()) {
-		t.Fatalf("second load gave another key (%v)", err)
-	}
-	fi, _ := os.Stat(path)
-	if fi.Mode().Perm() != 0o600 {
-		t.Fatalf("host key mode %v", fi.Mode())
-	}
-	os.WriteFile(path, []byte("garbage"), 0o600)
-	if c, err := HostKey(path); err != nil || bytes.Equal(c.PublicKey().Marshal(), a.PublicKey().Marshal()) {
-		t.Fatalf("a damaged key was not replaced: %v", err)
 	}
 }

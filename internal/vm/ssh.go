@@ -1,0 +1,102 @@
+package vm
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/agent"
+	"github.com/bangerdev/banger/internal/agent/proto"
+)
+
+// sshHost is a VM's name for ssh: its known_hosts alias.
+func sshHost(name string) string { return name + ".vm" }
+
+// SSH says how OpenSSH reaches a running VM, and makes sure banger's
+// known_hosts holds the VM's host key.
+func (s *Service) SSH(ctx context.Context, p api.VMRefParams) (api.VMSSHInfo, error) {
+	rec, err := s.find(ctx, p.Name)
+	if err != nil {
+		return api.VMSSHInfo{}, err
+	}
+	c, _, err := s.client(ctx, rec)
+	if err != nil {
+		return api.VMSSHInfo{}, err
+	}
+	if err := s.learnHostKey(ctx, rec.Name, c); err != nil {
+		return api.VMSSHInfo{}, err
+	}
+	return api.VMSSHInfo{Name: rec.Name, User: "root", Host: sshHost(rec.Name),
+		IdentityFile: s.cfg.SSH.IdentityFile, KnownHostsFile: s.cfg.SSH.KnownHostsFile}, nil
+}
+
+// DialSSH connects to a running VM's SSH server through its agent.
+func (s *Service) DialSSH(ctx context.Context, p api.VMRefParams) (net.Conn, error) {
+	rec, err := s.find(ctx, p.Name)
+	if err != nil {
+		return nil, err
+	}
+	c, _, err := s.client(ctx, rec)
+	if err != nil {
+		return nil, err
+	}
+	return c.DialSSH(ctx)
+}
+
+// learnHostKey records the guest's SSH host key, as its agent reports
+// it, under the VM's alias in banger's known_hosts.
+func (s *Service) learnHostKey(ctx context.Context, name string, c *agent.Client) error {
+	var info proto.InfoResult
+	if err := c.Call(ctx, proto.MethodInfo, nil, &info); err != nil {
+		return fmt.Errorf("asking vm %s for its SSH host key: %w", name, err)
+	}
+	if info.SSHHostKey == "" {
+		return fmt.Errorf("vm %s: its agent serves no SSH (see `banger vm logs %s`)", name, name)
+	}
+	if _, _, _, _, err := ssh.ParseAuthorizedKey([]byte(info.SSHHostKey)); err != nil {
+		return fmt.Errorf("vm %s: its host key %q: %w", name, info.SSHHostKey, err)
+	}
+	return s.setKnownHost(sshHost(name), info.SSHHostKey)
+}
+
+// setKnownHost replaces host's line of the known_hosts file (key ""
+// removes it), writing the file whole.
+func (s *Service) setKnownHost(host, key string) error {
+	s.knownMu.Lock()
+	defer s.knownMu.Unlock()
+	path := s.cfg.SSH.KnownHostsFile
+	old, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	var b bytes.Buffer
+	sc := bufio.NewScanner(bytes.NewReader(old))
+	for sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) > 0 && f[0] == host {
+			continue
+		}
+		b.WriteString(sc.Text() + "\n")
+	}
+	if key != "" {
+		fmt.Fprintf(&b, "%s %s\n", host, key)
+	}
+	if bytes.Equal(b.Bytes(), old) {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b.Bytes(), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
