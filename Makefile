@@ -91,9 +91,11 @@ lint: deps fmt-check vet
 	go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 # Until VMs boot, `make run` starts the daemon and shows it.
+# The daemon, a kernel and the default image (built offline from Debian's
+# mirror when the registry cannot be reached), then a shell in VM "dev";
+# ARGS="..." runs that command in it instead.
 run: build
-	@$(BIN)/banger daemon start
-	@$(BIN)/banger daemon status
+	@BIN=$(BIN) ARGS='$(subst ','\'',$(ARGS))' scripts/run.sh
 
 clean:
 	rm -rf $(BIN)

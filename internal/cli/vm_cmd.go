@@ -14,7 +14,7 @@ func (a *App) vmCommand() *cobra.Command {
 		Short: "Run and manage VMs",
 	}
 	cmd.AddCommand(a.vmCreateCommand(), a.vmListCommand("list", "ls"), a.vmShowCommand(), a.vmExecCommand(), a.vmLogsCommand(), a.vmBootTestCommand(),
-		a.vmSSHCommand(), a.vmSSHProxyCommand(), a.vmSSHConfigCommand())
+		a.vmSSHCommand(), a.vmSSHProxyCommand(), a.vmSSHConfigCommand(), a.vmRunCommand())
 	cmd.AddCommand(a.vmLifecycleCommands()...)
 	return cmd
 }

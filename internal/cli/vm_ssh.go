@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/api/client"
 )
 
 func (a *App) vmSSHCommand() *cobra.Command {
@@ -28,28 +30,38 @@ func (a *App) vmSSHCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			info, err := c.VMSSH(cmd.Context(), args[0])
+			sshBin, argv, err := a.sshCommand(cmd.Context(), c, args[0], args[1:])
 			if err != nil {
 				return err
-			}
-			sshBin, err := exec.LookPath("ssh")
-			if err != nil {
-				return fmt.Errorf("%w (apt install openssh-client)", err)
-			}
-			self, err := os.Executable()
-			if err != nil {
-				return err
-			}
-			argv := append([]string{"ssh"}, sshOptions(info, self)...)
-			argv = append(argv, info.User+"@"+info.Host)
-			if len(args) > 1 {
-				argv = append(argv, "--", remoteCommand(args[1:]))
 			}
 			// ssh takes over this process: its exit code is ours, its
 			// terminal handling is the real thing.
 			return syscall.Exec(sshBin, argv, os.Environ())
 		},
 	}
+}
+
+// sshCommand checks that a VM can be reached and returns the ssh binary
+// and the command line that reaches it, running cmd when not empty.
+func (a *App) sshCommand(ctx context.Context, c *client.Client, name string, cmd []string) (string, []string, error) {
+	info, err := c.VMSSH(ctx, name)
+	if err != nil {
+		return "", nil, err
+	}
+	sshBin, err := exec.LookPath("ssh")
+	if err != nil {
+		return "", nil, fmt.Errorf("%w (apt install openssh-client)", err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return "", nil, err
+	}
+	argv := append([]string{"ssh"}, sshOptions(info, self)...)
+	argv = append(argv, info.User+"@"+info.Host)
+	if len(cmd) > 0 {
+		argv = append(argv, "--", remoteCommand(cmd))
+	}
+	return sshBin, argv, nil
 }
 
 // sshOptions make OpenSSH use banger's key, known_hosts and proxy.

@@ -14,6 +14,7 @@ import (
 func vmScenarios() []scenario {
 	return []scenario{
 		{"vm-lifecycle", vmLifecycle},
+		{"vm-run", vmRun},
 	}
 }
 
@@ -115,4 +116,46 @@ func vmLifecycle(t *T) {
 		t.Fatalf("vms left: %+v", list.VMs)
 	}
 	t.MustFail(1, "not found", "vm", "show", "box")
+}
+
+// vmRun: a throwaway VM for one command, whose exit code passes through
+// and which leaves nothing behind; a detached one, then reused by name; a
+// VM that cannot come up is kept, failed, with its reason.
+func vmRun(t *T) {
+	reg := t.bootable()
+	ref := reg + "/smoke/busybox:run"
+	t.Push(ref, t.busyboxImage())
+	t.Must("image", "pull", ref)
+
+	r := t.Banger("vm", "run", "--rm", "--image", ref, "--memory", "256M", "--", "sh", "-c", "uname -n >&2; exit 5")
+	if r.code != 5 || !strings.Contains(r.stderr, "-") { // a generated name: adjective-noun
+		t.Fatalf("vm run --rm = %s", r)
+	}
+	var list api.VMListResult
+	t.JSON(&list, "vm", "list")
+	if len(list.VMs) != 0 {
+		t.Fatalf("vm run --rm left %+v", list.VMs)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(t.Home(), "state", "vms")); len(entries) != 0 {
+		t.Fatalf("vm run --rm left files: %v", entries)
+	}
+
+	t.Contains("run -d", t.Must("vm", "run", "-d", "--name", "keep", "--image", ref, "--memory", "256M").stdout, "keep")
+	t.Contains("run again", t.Must("vm", "run", "--name", "keep", "--", "cat /proc/1/comm").stdout, "init")
+	t.MustFail(1, "workspace", "vm", "run", "/some/path", "--", "true")
+
+	// A kernel that cannot boot: the VM is kept as failed, with the reason.
+	mods := filepath.Join(t.Home(), "lib", "modules", "6.1.0-fake")
+	if err := os.MkdirAll(mods, 0o755); err != nil {
+		t.Fatalf("%v", err)
+	}
+	t.Must("kernel", "import", "--kernel", "/bin/busybox", "--modules", mods, "--name", "broken")
+	t.MustFail(1, "PVH ELF Note", "vm", "run", "--rm", "--name", "doomed", "--image", ref, "--kernel", "broken", "--", "true")
+	var v api.VM
+	t.JSON(&v, "vm", "show", "doomed")
+	if v.State != api.VMFailed || !strings.Contains(v.Reason, "PVH ELF Note") {
+		t.Fatalf("failed vm = %+v", v)
+	}
+	t.Must("vm", "delete", "doomed", "keep", "--force")
+	t.Must("kernel", "delete", "broken")
 }

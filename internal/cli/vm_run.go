@@ -1,0 +1,134 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/api/client"
+	"github.com/bangerdev/banger/internal/units"
+)
+
+func (a *App) vmRunCommand() *cobra.Command {
+	var p api.VMCreateParams
+	var memory, disk string
+	var rm, detach bool
+	cmd := &cobra.Command{
+		Use:   "run [--name N] [--image REF] [--rm] [-d|--detach] [create flags] [-- CMD [ARG...]]",
+		Short: "Create (or start) a VM and open a shell in it, or run a command",
+		Long: "Create the VM (or start it, when --name names one that exists), then ssh into it: an interactive\n" +
+			"shell, or CMD, whose exit code is banger's. --rm deletes the VM afterwards, unless it failed to\n" +
+			"come up (`banger vm logs` says why); -d leaves it running and prints its name.",
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var command []string
+			if dash := cmd.ArgsLenAtDash(); dash >= 0 {
+				args, command = args[:dash], args[dash:]
+			}
+			if len(args) > 0 {
+				return fmt.Errorf("%w: a workspace PATH (%s) is not supported yet; put the command after --", api.ErrInvalidArgument, args[0])
+			}
+			if detach && (rm || len(command) > 0) {
+				return fmt.Errorf("%w: -d runs nothing in the VM; it goes without --rm and a command", api.ErrInvalidArgument)
+			}
+			var err error
+			if p.MemoryMiB, err = parseMiB(memory); err != nil {
+				return err
+			}
+			if disk != "" {
+				if p.DiskSize, err = units.ParseSize(disk); err != nil {
+					return fmt.Errorf("--disk: %w", err)
+				}
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			v, err := a.upVM(ctx, c, p)
+			if err != nil {
+				return err
+			}
+			if detach {
+				fmt.Fprintln(a.Stdout, v.Name)
+				return nil
+			}
+			code, err := a.sshChild(ctx, c, v.Name, command)
+			if rm {
+				if _, derr := c.DeleteVM(context.WithoutCancel(ctx), api.VMDeleteParams{Name: v.Name, Force: true}); derr != nil {
+					err = errors.Join(err, derr)
+				}
+			}
+			if err != nil {
+				return err
+			}
+			if code != 0 {
+				return &ExitError{Code: code}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&p.Name, "name", "", "name of the VM; an existing one is started and used (default: a new, generated name)")
+	f.StringVar(&p.Image, "image", "", "image to run (default: default_image_name)")
+	f.StringVar(&p.Kernel, "kernel", "", "kernel to boot (default: default_kernel)")
+	f.IntVar(&p.VCPU, "cpus", 0, "virtual CPUs (default: vm_defaults.vcpu)")
+	f.StringVar(&memory, "memory", "", "memory, e.g. 1G or 512M (default: vm_defaults.memory_mib)")
+	f.StringVar(&disk, "disk", "", "size of the work disk (default: vm_defaults.disk_size)")
+	f.StringVar(&p.Network, "network", "", "user or none")
+	f.BoolVar(&rm, "rm", false, "delete the VM when the shell or command ends")
+	f.BoolVarP(&detach, "detach", "d", false, "leave the VM running and print its name")
+	return cmd
+}
+
+// upVM returns a running VM: the one --name names, started if need be,
+// or a new one.
+func (a *App) upVM(ctx context.Context, c *client.Client, p api.VMCreateParams) (api.VM, error) {
+	if p.Name != "" {
+		v, err := c.VM(ctx, p.Name)
+		switch {
+		case err == nil && v.State == api.VMRunning:
+			return v, nil
+		case err == nil:
+			return c.StartVM(ctx, p.Name)
+		case !errors.Is(err, api.ErrNotFound):
+			return api.VM{}, err
+		}
+	}
+	v, err := a.createVM(ctx, c, p)
+	if err != nil {
+		return api.VM{}, fmt.Errorf("%w (the VM, if it was made, is kept: `banger vm logs NAME` says why it failed)", err)
+	}
+	return v, nil
+}
+
+// sshChild runs ssh into a VM as a child, for callers with work left
+// after it (--rm), and returns its exit code. Interrupts go to ssh, not
+// to banger, which must outlive it.
+func (a *App) sshChild(ctx context.Context, c *client.Client, name string, command []string) (int, error) {
+	sshBin, argv, err := a.sshCommand(ctx, c, name, command)
+	if err != nil {
+		return 0, err
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt)
+	defer signal.Stop(sig)
+	child := exec.Command(sshBin, argv[1:]...)
+	child.Stdin, child.Stdout, child.Stderr = a.Stdin, a.Stdout, a.Stderr
+	err = child.Run()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		if ws, ok := exit.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return 128 + int(ws.Signal()), nil // as a shell reports it
+		}
+		return exit.ExitCode(), nil
+	}
+	return 0, err
+}
