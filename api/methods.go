@@ -51,8 +51,11 @@ const (
 	MethodVMList    = "vm.list"
 	MethodVMShow    = "vm.show"
 	// MethodVMExec streams VMExecEvent events, then the exit status.
-	MethodVMExec = "vm.exec"
-	MethodVMLogs = "vm.logs"
+	MethodVMExec  = "vm.exec"
+	MethodVMLogs  = "vm.logs" // streams with follow
+	MethodVMSet   = "vm.set"
+	MethodVMKill  = "vm.kill"
+	MethodVMPrune = "vm.prune"
 	// MethodVMSSH checks that a VM can be reached by ssh and says how:
 	// not_found and not_running come back as such, before ssh runs.
 	MethodVMSSH = "vm.ssh"

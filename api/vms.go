@@ -56,6 +56,8 @@ type VM struct {
 	DiskSize  int64      `json:"disk_size"` // bytes of the work disk
 	DiskUsed  int64      `json:"disk_used"` // bytes it takes on the host
 	Network   string     `json:"network"`
+	NAT       bool       `json:"nat"` // outbound connections allowed
+	AutoStop  string     `json:"auto_stop,omitempty"`
 	IP        string     `json:"ip,omitempty"`
 	VMM       string     `json:"vmm,omitempty"`
 	PID       int        `json:"pid,omitempty"`
@@ -74,7 +76,33 @@ type VMCreateParams struct {
 	MemoryMiB int    `json:"memory_mib,omitempty"`
 	DiskSize  int64  `json:"disk_size,omitempty"`
 	Network   string `json:"network,omitempty"`
-	NoStart   bool   `json:"no_start,omitempty"`
+	// NAT lets the VM open connections out; nil takes network.nat.
+	NAT     *bool `json:"nat,omitempty"`
+	NoStart bool  `json:"no_start,omitempty"`
+}
+
+// VMSetParams are the params of MethodVMSet: zero values change
+// nothing.
+type VMSetParams struct {
+	Name      string `json:"name"`
+	VCPU      int    `json:"vcpu,omitempty"`
+	MemoryMiB int    `json:"memory_mib,omitempty"`
+	DiskSize  int64  `json:"disk_size,omitempty"` // grow only
+	// AutoStop is an idle time ("30m"), "0" for never, "default" for
+	// the config's.
+	AutoStop string `json:"auto_stop,omitempty"`
+	NAT      *bool  `json:"nat,omitempty"`
+}
+
+// VMKillParams are the params of MethodVMKill.
+type VMKillParams struct {
+	Name   string `json:"name"`
+	Signal string `json:"signal,omitempty"` // to the VMM: KILL (default), TERM, INT, HUP, QUIT
+}
+
+// VMPruneResult answers MethodVMPrune.
+type VMPruneResult struct {
+	Deleted []string `json:"deleted"`
 }
 
 // VMRefParams name a VM.
@@ -127,6 +155,9 @@ type VMExecResult struct {
 type VMLogsParams struct {
 	Name string `json:"name"`
 	Tail int    `json:"tail,omitempty"` // last lines; 0: all
+	// Follow streams VMLogsResult events as the console grows, until
+	// the caller hangs up or the VM is deleted.
+	Follow bool `json:"follow,omitempty"`
 }
 
 // VMLogsResult answers MethodVMLogs: the serial console, which carries

@@ -295,10 +295,38 @@ func (c *Client) ExecVM(ctx context.Context, p api.VMExecParams, onOutput func(a
 	return r, err
 }
 
-// VMLogs reads a VM's console.
-func (c *Client) VMLogs(ctx context.Context, p api.VMLogsParams) (api.VMLogsResult, error) {
+// VMLogs reads a VM's console; with p.Follow, onChunk receives it and
+// what follows until ctx ends.
+func (c *Client) VMLogs(ctx context.Context, p api.VMLogsParams, onChunk func(string) error) (api.VMLogsResult, error) {
 	var r api.VMLogsResult
-	err := c.Call(ctx, api.MethodVMLogs, p, &r)
+	err := c.Stream(ctx, api.MethodVMLogs, p, func(raw json.RawMessage) error {
+		var ev api.VMLogsResult
+		if err := json.Unmarshal(raw, &ev); err != nil {
+			return fmt.Errorf("decoding the console: %w", err)
+		}
+		return onChunk(ev.Console)
+	}, &r)
+	return r, err
+}
+
+// SetVM changes a VM's sizes and settings.
+func (c *Client) SetVM(ctx context.Context, p api.VMSetParams) (api.VM, error) {
+	var r api.VM
+	err := c.Call(ctx, api.MethodVMSet, p, &r)
+	return r, err
+}
+
+// KillVM signals a VM's VMM.
+func (c *Client) KillVM(ctx context.Context, p api.VMKillParams) (api.VM, error) {
+	var r api.VM
+	err := c.Call(ctx, api.MethodVMKill, p, &r)
+	return r, err
+}
+
+// PruneVMs deletes stopped and failed VMs.
+func (c *Client) PruneVMs(ctx context.Context) (api.VMPruneResult, error) {
+	var r api.VMPruneResult
+	err := c.Call(ctx, api.MethodVMPrune, nil, &r)
 	return r, err
 }
 

@@ -14,7 +14,8 @@ func (a *App) vmCommand() *cobra.Command {
 		Short: "Run and manage VMs",
 	}
 	cmd.AddCommand(a.vmCreateCommand(), a.vmListCommand("list", "ls"), a.vmShowCommand(), a.vmExecCommand(), a.vmLogsCommand(), a.vmBootTestCommand(),
-		a.vmSSHCommand(), a.vmSSHProxyCommand(), a.vmSSHConfigCommand(), a.vmRunCommand())
+		a.vmSSHCommand(), a.vmSSHProxyCommand(), a.vmSSHConfigCommand(), a.vmRunCommand(),
+		a.vmSetCommand(), a.vmKillCommand(), a.vmPruneCommand())
 	cmd.AddCommand(a.vmLifecycleCommands()...)
 	return cmd
 }

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -40,7 +43,7 @@ func (a *App) vmCreateCommand() *cobra.Command {
 				return err
 			}
 			start := time.Now()
-			v, err := a.createVM(cmd.Context(), c, p)
+			v, err := a.createVM(cmd.Context(), c, natValue(cmd, p))
 			if err != nil {
 				return err
 			}
@@ -60,8 +63,23 @@ func (a *App) vmCreateCommand() *cobra.Command {
 	f.StringVar(&disk, "disk", "", "size of the work disk, e.g. 20G (default: vm_defaults.disk_size)")
 	f.StringVar(&p.Network, "network", "", "user (QEMU user-mode, no root needed) or none")
 	f.BoolVar(&p.NoStart, "no-start", false, "create without booting")
+	natFlag(cmd)
 	f.BoolVar(&asJSON, "json", false, "print the VM as JSON")
 	return cmd
+}
+
+// natFlag adds --nat; natValue sets p.NAT only when it was given, so
+// the config's default holds otherwise.
+func natFlag(cmd *cobra.Command) {
+	cmd.Flags().Bool("nat", false, "let the VM open connections out (default: network.nat)")
+}
+
+func natValue(cmd *cobra.Command, p api.VMCreateParams) api.VMCreateParams {
+	if cmd.Flags().Changed("nat") {
+		v, _ := cmd.Flags().GetBool("nat")
+		p.NAT = &v
+	}
+	return p
 }
 
 // parseMiB reads a memory size; a bare number is MiB, as QEMU takes it.
@@ -267,7 +285,7 @@ func (a *App) execVM(ctx context.Context, c *client.Client, p api.VMExecParams) 
 func (a *App) vmLogsCommand() *cobra.Command {
 	var p api.VMLogsParams
 	cmd := &cobra.Command{
-		Use:   "logs NAME",
+		Use:   "logs [-f] [-n N] NAME",
 		Short: "Print a VM's console: its kernel's and its agent's messages",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -276,7 +294,19 @@ func (a *App) vmLogsCommand() *cobra.Command {
 				return err
 			}
 			p.Name = args[0]
-			r, err := c.VMLogs(cmd.Context(), p)
+			ctx := cmd.Context()
+			if p.Follow {
+				var stop context.CancelFunc
+				ctx, stop = signal.NotifyContext(ctx, os.Interrupt)
+				defer stop()
+			}
+			r, err := c.VMLogs(ctx, p, func(chunk string) error {
+				_, err := io.WriteString(a.Stdout, chunk)
+				return err
+			})
+			if p.Follow && ctx.Err() != nil {
+				return nil // Ctrl-C ends following
+			}
 			if err != nil {
 				return err
 			}
@@ -285,6 +315,112 @@ func (a *App) vmLogsCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().IntVarP(&p.Tail, "tail", "n", 0, "only the last N lines")
+	cmd.Flags().BoolVarP(&p.Follow, "follow", "f", false, "keep printing what the console receives")
+	return cmd
+}
+
+func (a *App) vmSetCommand() *cobra.Command {
+	var p api.VMSetParams
+	var memory, disk string
+	var nat bool
+	cmd := &cobra.Command{
+		Use:   "set NAME [--cpus N] [--memory SIZE] [--disk SIZE] [--nat=true|false] [--auto-stop DURATION|0|default]",
+		Short: "Change a VM's sizes and settings (cpus, memory, disk and nat while it is stopped)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var err error
+			if p.MemoryMiB, err = parseMiB(memory); err != nil {
+				return err
+			}
+			if disk != "" {
+				if p.DiskSize, err = units.ParseSize(disk); err != nil {
+					return fmt.Errorf("--disk: %w", err)
+				}
+			}
+			if cmd.Flags().Changed("nat") {
+				p.NAT = &nat
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			p.Name = args[0]
+			v, err := c.SetVM(cmd.Context(), p)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.Stdout, "vm %s: %d cpus, %s memory, %s disk, nat %v, auto-stop %s\n", v.Name, v.VCPU,
+				units.FormatSize(int64(v.MemoryMiB)<<20), units.FormatSize(v.DiskSize), v.NAT, dash(v.AutoStop))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&p.VCPU, "cpus", 0, "virtual CPUs")
+	f.StringVar(&memory, "memory", "", "memory, e.g. 2G")
+	f.StringVar(&disk, "disk", "", "work disk size; it only grows")
+	f.BoolVar(&nat, "nat", false, "let the VM open connections out")
+	f.StringVar(&p.AutoStop, "auto-stop", "", "stop the VM after this long idle (30m), 0 for never, default for the config's")
+	return cmd
+}
+
+func (a *App) vmKillCommand() *cobra.Command {
+	var sig string
+	return a.vmVerbCommand("kill", "Signal VMs' VMMs (SIGKILL by default): no power-off through the guest", "killed", true, func(cmd *cobra.Command) {
+		cmd.Flags().StringVarP(&sig, "signal", "s", "KILL", "signal for the VMM: KILL, TERM, INT, HUP or QUIT")
+	}, func(ctx context.Context, c *client.Client, name string) (api.VM, error) {
+		return c.KillVM(ctx, api.VMKillParams{Name: name, Signal: sig})
+	})
+}
+
+func (a *App) vmPruneCommand() *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "prune [-f]",
+		Short: "Delete every stopped and failed VM",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			if !force {
+				vms, err := c.VMs(cmd.Context())
+				if err != nil {
+					return err
+				}
+				var names []string
+				for _, v := range vms {
+					if v.State == api.VMStopped || v.State == api.VMFailed {
+						names = append(names, v.Name)
+					}
+				}
+				if len(names) == 0 {
+					fmt.Fprintln(a.Stdout, "no stopped or failed VMs")
+					return nil
+				}
+				if !isTTY(a.Stdout) {
+					return fmt.Errorf("%w: would delete %s; pass -f to delete without asking", api.ErrInvalidArgument, strings.Join(names, ", "))
+				}
+				fmt.Fprintf(a.Stdout, "delete %s and their disks? [y/N] ", strings.Join(names, ", "))
+				var answer string
+				_, _ = fmt.Fscanln(a.Stdin, &answer)
+				if answer != "y" && answer != "Y" && answer != "yes" {
+					return nil
+				}
+			}
+			r, err := c.PruneVMs(cmd.Context())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.Stdout, "deleted %d VM(s)", len(r.Deleted))
+			if len(r.Deleted) > 0 {
+				fmt.Fprintf(a.Stdout, ": %s", strings.Join(r.Deleted, ", "))
+			}
+			fmt.Fprintln(a.Stdout)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "do not ask")
 	return cmd
 }
 

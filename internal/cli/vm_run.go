@@ -52,7 +52,7 @@ func (a *App) vmRunCommand() *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			v, err := a.upVM(ctx, c, p)
+			v, err := a.upVM(ctx, c, natValue(cmd, p))
 			if err != nil {
 				return err
 			}
@@ -83,6 +83,7 @@ func (a *App) vmRunCommand() *cobra.Command {
 	f.StringVar(&memory, "memory", "", "memory, e.g. 1G or 512M (default: vm_defaults.memory_mib)")
 	f.StringVar(&disk, "disk", "", "size of the work disk (default: vm_defaults.disk_size)")
 	f.StringVar(&p.Network, "network", "", "user or none")
+	natFlag(cmd)
 	f.BoolVar(&rm, "rm", false, "delete the VM when the shell or command ends")
 	f.BoolVarP(&detach, "detach", "d", false, "leave the VM running and print its name")
 	return cmd

@@ -322,6 +322,7 @@ func (d *Daemon) wireServices(opts Options) error {
 		Defaults: vm.Defaults{
 			Image: d.cfg.DefaultImageName, Kernel: d.cfg.DefaultKernel, VCPU: d.cfg.VMDefaults.VCPU,
 			MemoryMiB: d.cfg.VMDefaults.MemoryMiB, DiskSize: d.cfg.VMDefaults.DiskSize, Network: api.NetworkUser,
+			NAT: d.cfg.Network.NAT,
 		},
 		SSH: vm.SSHConfig{Key: key.PublicKey(), IdentityFile: filepath.Join(sshDir, "id_ed25519"),
 			KnownHostsFile: filepath.Join(sshDir, "known_hosts")},

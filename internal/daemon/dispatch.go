@@ -81,7 +81,10 @@ func rpcHandlers() map[string]handler {
 		api.MethodVMList:           noParamHandler(listVMs),
 		api.MethodVMShow:           paramHandler(showVM),
 		api.MethodVMExec:           handleVMExec,
-		api.MethodVMLogs:           paramHandler(vmLogs),
+		api.MethodVMLogs:           handleVMLogs,
+		api.MethodVMSet:            paramHandler(setVM),
+		api.MethodVMKill:           paramHandler(killVM),
+		api.MethodVMPrune:          noParamHandler(pruneVMs),
 		api.MethodVMSSH:            paramHandler(vmSSH),
 		api.MethodVMSSHProxy:       handleVMSSHProxy,
 	}

@@ -42,8 +42,37 @@ func showVM(ctx context.Context, d *Daemon, p api.VMRefParams) (api.VM, error) {
 	return d.vms.Show(ctx, p)
 }
 
-func vmLogs(ctx context.Context, d *Daemon, p api.VMLogsParams) (api.VMLogsResult, error) {
-	return d.vms.Logs(ctx, p)
+// handleVMLogs answers with the console, or with follow streams it as
+// events until the client hangs up.
+func handleVMLogs(ctx context.Context, d *Daemon, call *rpc.Call) rpc.Response {
+	var p api.VMLogsParams
+	if err := decodeParams(call.Method, call.Params, &p); err != nil {
+		return rpc.Error(err)
+	}
+	if !p.Follow {
+		r, err := d.vms.Logs(ctx, p)
+		if err != nil {
+			return rpc.Error(err)
+		}
+		return rpc.Result(r)
+	}
+	err := d.vms.FollowLogs(ctx, p, func(chunk string) error { return call.Emit(api.VMLogsResult{Console: chunk}) })
+	if err != nil {
+		return rpc.Error(err)
+	}
+	return rpc.Result(api.VMLogsResult{})
+}
+
+func setVM(ctx context.Context, d *Daemon, p api.VMSetParams) (api.VM, error) {
+	return d.vms.Set(ctx, p)
+}
+
+func killVM(ctx context.Context, d *Daemon, p api.VMKillParams) (api.VM, error) {
+	return d.vms.Kill(ctx, p)
+}
+
+func pruneVMs(ctx context.Context, d *Daemon) (api.VMPruneResult, error) {
+	return d.vms.Prune(ctx)
 }
 
 // handleVMExec streams the command's output as events, then its exit

@@ -27,9 +27,11 @@ type VM struct {
 	CreatedAt     time.Time
 	StartedAt     time.Time // zero: never started
 	StoppedAt     time.Time // zero: not stopped since
+	NAT           bool      // outbound connections allowed
+	AutoStop      string    // idle time before an automatic stop: "" default, "0" never
 }
 
-const vmColumns = "name, id, state, reason, image, image_id, kernel, kernel_id, vcpu, memory_mib, disk_size, network, mac, vmm, pid, pid_start, created_at, started_at, stopped_at"
+const vmColumns = "name, id, state, reason, image, image_id, kernel, kernel_id, vcpu, memory_mib, disk_size, network, mac, vmm, pid, pid_start, created_at, started_at, stopped_at, nat, auto_stop"
 
 func formatTime(t time.Time) string {
 	if t.IsZero() {
@@ -50,7 +52,7 @@ func scanVM(row interface{ Scan(...any) error }) (VM, error) {
 	var created, started, stopped string
 	var pidStart int64
 	if err := row.Scan(&v.Name, &v.ID, &v.State, &v.Reason, &v.Image, &v.ImageID, &v.Kernel, &v.KernelID, &v.VCPU, &v.MemoryMiB,
-		&v.DiskSize, &v.Network, &v.MAC, &v.VMM, &v.PID, &pidStart, &created, &started, &stopped); err != nil {
+		&v.DiskSize, &v.Network, &v.MAC, &v.VMM, &v.PID, &pidStart, &created, &started, &stopped, &v.NAT, &v.AutoStop); err != nil {
 		return VM{}, err
 	}
 	v.PIDStart = uint64(pidStart)
@@ -79,9 +81,9 @@ func (t *Tx) InsertVM(ctx context.Context, v VM) error {
 
 // PutVM inserts or replaces the record of v.Name.
 func (t *Tx) PutVM(ctx context.Context, v VM) error {
-	_, err := t.tx.ExecContext(ctx, "INSERT OR REPLACE INTO vms("+vmColumns+") VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+	_, err := t.tx.ExecContext(ctx, "INSERT OR REPLACE INTO vms("+vmColumns+") VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 		v.Name, v.ID, v.State, v.Reason, v.Image, v.ImageID, v.Kernel, v.KernelID, v.VCPU, v.MemoryMiB, v.DiskSize, v.Network,
-		v.MAC, v.VMM, v.PID, int64(v.PIDStart), formatTime(v.CreatedAt), formatTime(v.StartedAt), formatTime(v.StoppedAt))
+		v.MAC, v.VMM, v.PID, int64(v.PIDStart), formatTime(v.CreatedAt), formatTime(v.StartedAt), formatTime(v.StoppedAt), v.NAT, v.AutoStop)
 	if err != nil {
 		return fmt.Errorf("writing vm %q: %w", v.Name, err)
 	}

@@ -75,7 +75,7 @@ func (s *Service) toAPI(rec store.VM) api.VM {
 	v := api.VM{
 		Name: rec.Name, ID: rec.ID, State: rec.State, Reason: rec.Reason, Image: rec.Image, ImageID: rec.ImageID,
 		Kernel: rec.Kernel, KernelID: rec.KernelID, VCPU: rec.VCPU, MemoryMiB: rec.MemoryMiB, DiskSize: rec.DiskSize,
-		Network: rec.Network, VMM: rec.VMM, PID: rec.PID, CreatedAt: rec.CreatedAt,
+		Network: rec.Network, NAT: rec.NAT, AutoStop: rec.AutoStop, VMM: rec.VMM, PID: rec.PID, CreatedAt: rec.CreatedAt,
 	}
 	if !rec.StartedAt.IsZero() {
 		t := rec.StartedAt
@@ -376,4 +376,199 @@ func (s *Service) Reconcile(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// Set changes a VM's sizes and settings. CPUs, memory and disk need the
+// VM stopped: the error says so rather than applying them at next boot
+// behind the user's back. A disk only grows.
+func (s *Service) Set(ctx context.Context, p api.VMSetParams) (api.VM, error) {
+	unlock := s.lock(p.Name)
+	defer unlock()
+	rec, err := s.find(ctx, p.Name)
+	if err != nil {
+		return api.VM{}, err
+	}
+	next := rec
+	if p.VCPU != 0 {
+		next.VCPU = p.VCPU
+	}
+	if p.MemoryMiB != 0 {
+		next.MemoryMiB = p.MemoryMiB
+	}
+	if p.DiskSize != 0 {
+		if p.DiskSize < rec.DiskSize {
+			return api.VM{}, fmt.Errorf("%w: --disk %d is smaller than the disk's %d bytes: a work disk only grows", api.ErrInvalidArgument, p.DiskSize, rec.DiskSize)
+		}
+		next.DiskSize = p.DiskSize
+	}
+	switch p.AutoStop {
+	case "":
+	case "default":
+		next.AutoStop = ""
+	default:
+		next.AutoStop = p.AutoStop
+	}
+	if p.NAT != nil {
+		next.NAT = *p.NAT
+	}
+	if err := validate(next); err != nil {
+		return api.VM{}, err
+	}
+	needsStop := next.VCPU != rec.VCPU || next.MemoryMiB != rec.MemoryMiB || next.DiskSize != rec.DiskSize || next.NAT != rec.NAT
+	if needsStop && rec.State != api.VMStopped && rec.State != api.VMFailed {
+		return api.VM{}, fmt.Errorf("vm %s is %s: %w; cpus, memory, disk and nat change only while it is stopped (`banger vm stop %s`)", rec.Name, rec.State, api.ErrInUse, rec.Name)
+	}
+	if next.DiskSize != rec.DiskSize {
+		if err := growWorkDisk(ctx, s.workDisk(rec.ID), next.DiskSize); err != nil {
+			return api.VM{}, err
+		}
+	}
+	if err := s.put(ctx, next); err != nil {
+		return api.VM{}, err
+	}
+	s.cfg.Log.Info("vm changed", "vm", rec.Name)
+	return s.toAPI(next), nil
+}
+
+// growWorkDisk makes a stopped VM's work disk and its file system
+// bigger.
+func growWorkDisk(ctx context.Context, path string, size int64) error {
+	if err := os.Truncate(path, size); err != nil {
+		return fmt.Errorf("growing the work disk: %w", err)
+	}
+	// The guest powers off without unmounting: e2fsck replays the journal
+	// first (its exit status 1 says it corrected something, which is that).
+	out, err := exec.CommandContext(ctx, "e2fsck", "-f", "-p", path).CombinedOutput()
+	var exit *exec.ExitError
+	if err != nil && !(errors.As(err, &exit) && exit.ExitCode() == 1) {
+		return fmt.Errorf("growing the work disk: e2fsck: %v: %s", err, bytes.TrimSpace(out))
+	}
+	if out, err := exec.CommandContext(ctx, "resize2fs", path).CombinedOutput(); err != nil {
+		return fmt.Errorf("growing the work disk: resize2fs: %v: %s", err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// signals vm kill sends a VMM.
+var signals = map[string]syscall.Signal{"KILL": syscall.SIGKILL, "TERM": syscall.SIGTERM, "INT": syscall.SIGINT, "HUP": syscall.SIGHUP, "QUIT": syscall.SIGQUIT}
+
+// Kill signals a running VM's VMM (SIGKILL by default): no power-off
+// through the guest.
+func (s *Service) Kill(ctx context.Context, p api.VMKillParams) (api.VM, error) {
+	name := strings.TrimPrefix(strings.ToUpper(p.Signal), "SIG")
+	if name == "" {
+		name = "KILL"
+	}
+	sig, ok := signals[name]
+	if !ok {
+		return api.VM{}, fmt.Errorf("%w: --signal %q: use KILL, TERM, INT, HUP or QUIT", api.ErrInvalidArgument, p.Signal)
+	}
+	unlock := s.lock(p.Name)
+	defer unlock()
+	rec, err := s.find(ctx, p.Name)
+	if err != nil {
+		return api.VM{}, err
+	}
+	s.mu.Lock()
+	l := s.live[rec.ID]
+	s.mu.Unlock()
+	if l == nil {
+		return api.VM{}, fmt.Errorf("vm %s is %s: %w", rec.Name, rec.State, api.ErrNotRunning)
+	}
+	l.mu.Lock()
+	l.reason = "killed by `banger vm kill` (SIG" + name + ")"
+	l.mu.Unlock()
+	if err := l.inst.Process().Signal(sig); err != nil {
+		return api.VM{}, fmt.Errorf("signaling vm %s: %w", rec.Name, err)
+	}
+	if sig == syscall.SIGKILL {
+		select {
+		case <-l.exited:
+		case <-ctx.Done():
+			return api.VM{}, ctx.Err()
+		}
+	}
+	return s.Show(ctx, api.VMRefParams{Name: rec.Name})
+}
+
+// Prune deletes every stopped and failed VM.
+func (s *Service) Prune(ctx context.Context) (api.VMPruneResult, error) {
+	res := api.VMPruneResult{Deleted: []string{}}
+	all, err := s.List(ctx)
+	if err != nil {
+		return res, err
+	}
+	for _, v := range all.VMs {
+		if v.State != api.VMStopped && v.State != api.VMFailed {
+			continue
+		}
+		// Delete checks the state again under the VM's lock.
+		if _, err := s.Delete(ctx, api.VMDeleteParams{Name: v.Name}); err != nil {
+			if errors.Is(err, api.ErrInUse) || errors.Is(err, api.ErrNotFound) {
+				continue // started or deleted meanwhile
+			}
+			return res, err
+		}
+		res.Deleted = append(res.Deleted, v.Name)
+	}
+	return res, nil
+}
+
+// followInterval is how often a followed console is checked for growth.
+const followInterval = 200 * time.Millisecond
+
+// FollowLogs sends the console's tail, then what is written to it, until
+// ctx ends or the VM is deleted. A restarted VM's console starts over:
+// it is sent from its start.
+func (s *Service) FollowLogs(ctx context.Context, p api.VMLogsParams, out func(string) error) error {
+	first, err := s.Logs(ctx, p)
+	if err != nil {
+		return err
+	}
+	if err := out(first.Console); err != nil {
+		return err
+	}
+	rec, err := s.find(ctx, p.Name)
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(s.runDir(rec.ID), "console.log")
+	var offset int64
+	if fi, err := os.Stat(path); err == nil {
+		offset = fi.Size()
+	}
+	t := time.NewTicker(followInterval)
+	defer t.Stop()
+	buf := make([]byte, 64<<10)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if cur, err := s.find(ctx, p.Name); err != nil || cur.ID != rec.ID {
+			return nil // deleted: nothing more will come
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			continue // not booted yet
+		}
+		if fi, err := f.Stat(); err == nil && fi.Size() < offset {
+			offset = 0
+		}
+		for {
+			n, err := f.ReadAt(buf, offset)
+			if n > 0 {
+				offset += int64(n)
+				if oerr := out(string(buf[:n])); oerr != nil {
+					f.Close()
+					return oerr
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
+		f.Close()
+	}
 }

@@ -46,6 +46,7 @@ type Defaults struct {
 	MemoryMiB int
 	DiskSize  int64
 	Network   string
+	NAT       bool
 }
 
 // Config wires a Service.
@@ -182,6 +183,10 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (*opstate.Op
 	if rec.DiskSize == 0 {
 		rec.DiskSize = d.DiskSize
 	}
+	rec.NAT = d.NAT
+	if p.NAT != nil {
+		rec.NAT = *p.NAT
+	}
 	if err := validate(rec); err != nil {
 		return nil, err
 	}
@@ -234,6 +239,13 @@ func validate(rec store.VM) error {
 		return fmt.Errorf("%w: --disk %d bytes: the work disk needs at least 64M", api.ErrInvalidArgument, rec.DiskSize)
 	case rec.Network != api.NetworkUser && rec.Network != api.NetworkNone:
 		return fmt.Errorf("%w: --network %q: use %s or %s (bridge networking is not built yet)", api.ErrInvalidArgument, rec.Network, api.NetworkUser, api.NetworkNone)
+	case rec.NAT && rec.Network == api.NetworkNone:
+		return fmt.Errorf("%w: --nat needs a network; --network none has none", api.ErrInvalidArgument)
+	}
+	if rec.AutoStop != "" && rec.AutoStop != "0" {
+		if d, err := time.ParseDuration(rec.AutoStop); err != nil || d <= 0 {
+			return fmt.Errorf("%w: --auto-stop %q: use a duration such as 30m, 0 for never, or default", api.ErrInvalidArgument, rec.AutoStop)
+		}
 	}
 	return nil
 }
@@ -358,7 +370,7 @@ func (s *Service) spec(rec store.VM, img api.Image, k api.Kernel) (vmm.Spec, err
 		if err != nil {
 			return vmm.Spec{}, fmt.Errorf("vm %s: MAC %q: %w", rec.Name, rec.MAC, err)
 		}
-		nic = &vmm.NIC{User: true, MAC: rec.MAC}
+		nic = &vmm.NIC{User: true, MAC: rec.MAC, Outbound: rec.NAT}
 		params.Net = &proto.NetParams{MAC: mac, Address: netip.MustParsePrefix(userAddr + "/24"),
 			Gateway: netip.MustParseAddr("10.0.2.2"), DNS: []netip.Addr{netip.MustParseAddr("10.0.2.3")}}
 	}

@@ -2,9 +2,15 @@ package main
 
 import (
 	"bytes"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -144,6 +150,61 @@ func vmRun(t *T) {
 	t.Contains("run again", t.Must("vm", "run", "--name", "keep", "--", "cat /proc/1/comm").stdout, "init")
 	t.MustFail(1, "workspace", "vm", "run", "/some/path", "--", "true")
 
+	// vm logs -f prints the console, then what comes; Ctrl-C ends it.
+	follow := exec.Command(filepath.Join(t.bin, "banger"), "vm", "logs", "-f", "keep")
+	follow.Env = t.env()
+	var followed syncBuffer
+	follow.Stdout = &followed
+	if err := follow.Start(); err != nil {
+		t.Fatalf("%v", err)
+	}
+	t.Eventually("vm logs -f prints the console", time.Minute, func() bool { return strings.Contains(followed.String(), "banger-agent: boot:") })
+	t.Must("vm", "exec", "keep", "--", "sh", "-c", "echo followed-line > /dev/console")
+	t.Eventually("vm logs -f prints new lines", time.Minute, func() bool { return strings.Contains(followed.String(), "followed-line") })
+	_ = follow.Process.Signal(os.Interrupt)
+	if err := follow.Wait(); err != nil {
+		t.Fatalf("vm logs -f after Ctrl-C: %v", err)
+	}
+
+	// Sizes change while stopped only; the disk grows with its ext4.
+	t.MustFail(1, "only while it is stopped", "vm", "set", "keep", "--cpus", "2")
+	t.Must("vm", "set", "keep", "--auto-stop", "30m") // any time
+	t.Must("vm", "stop", "keep")
+	t.MustFail(1, "only grows", "vm", "set", "keep", "--disk", "100M")
+	t.Must("vm", "set", "keep", "--cpus", "2", "--disk", "12G", "--memory", "300M")
+	t.Must("vm", "start", "keep")
+	t.Contains("cpus after set", t.Must("vm", "exec", "keep", "--", "ls", "/sys/devices/system/cpu").stdout, "cpu1")
+	t.Contains("disk after set", t.Must("vm", "exec", "keep", "--", "cat", "/sys/block/vdb/size").stdout, "25165824")
+	var v api.VM
+	t.JSON(&v, "vm", "show", "keep")
+	if v.VCPU != 2 || v.MemoryMiB != 300 || v.AutoStop != "30m" {
+		t.Fatalf("after vm set: %+v", v)
+	}
+
+	// vm kill ends the VMM at once; prune asks, or takes -f.
+	t.Contains("kill", t.Must("vm", "kill", "keep").stdout, "killed vm keep (stopped)")
+	v = api.VM{}
+	t.JSON(&v, "vm", "show", "keep")
+	if v.State != api.VMStopped || !strings.Contains(v.Reason, "SIGKILL") {
+		t.Fatalf("after vm kill: %+v", v)
+	}
+	t.MustFail(1, "pass -f", "vm", "prune")
+	t.Contains("prune", t.Must("vm", "prune", "-f").stdout, "deleted 1 VM(s): keep")
+
+	// Outbound connections from a user-mode VM are opt-in: the host's
+	// loopback (10.0.2.2 to the guest) answers only with --nat.
+	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "reached the host") }))
+	defer web.Close()
+	url := fmt.Sprintf("http://10.0.2.2:%d/", web.Listener.Addr().(*net.TCPAddr).Port)
+	wget := []string{"--", "/bin/busybox", "timeout", "10", "/bin/busybox", "wget", "-qO-", url}
+	t.Must("vm", "create", "--name", "sandboxed", "--image", ref, "--memory", "256M", "--network", "user")
+	if r := t.Banger(append([]string{"vm", "exec", "sandboxed"}, wget...)...); r.code == 0 {
+		t.Fatalf("a VM without --nat reached the host: %s", r)
+	}
+	t.Must("vm", "create", "--name", "open", "--image", ref, "--memory", "256M", "--network", "user", "--nat")
+	t.Contains("--nat", t.Must(append([]string{"vm", "exec", "open"}, wget...)...).stdout, "reached the host")
+	t.Must("vm", "delete", "--force", "sandboxed", "open")
+
 	// A kernel that cannot boot: the VM is kept as failed, with the reason.
 	mods := filepath.Join(t.Home(), "lib", "modules", "6.1.0-fake")
 	if err := os.MkdirAll(mods, 0o755); err != nil {
@@ -151,11 +212,29 @@ func vmRun(t *T) {
 	}
 	t.Must("kernel", "import", "--kernel", "/bin/busybox", "--modules", mods, "--name", "broken")
 	t.MustFail(1, "PVH ELF Note", "vm", "run", "--rm", "--name", "doomed", "--image", ref, "--kernel", "broken", "--", "true")
-	var v api.VM
+	v = api.VM{}
 	t.JSON(&v, "vm", "show", "doomed")
 	if v.State != api.VMFailed || !strings.Contains(v.Reason, "PVH ELF Note") {
 		t.Fatalf("failed vm = %+v", v)
 	}
-	t.Must("vm", "delete", "doomed", "keep", "--force")
+	t.Must("vm", "delete", "doomed")
 	t.Must("kernel", "delete", "broken")
+}
+
+// syncBuffer is a buffer a child process writes while the scenario reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
