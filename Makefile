@@ -28,7 +28,7 @@ FUZZ_TARGETS := \
 	./internal/agent/proto:FuzzParseBootParams:360000 \
 	./internal/agent/passwd:FuzzLookup:24000
 
-.PHONY: all deps testimages build test fmt-check vet unit fuzz vmtest smoke bench bench-image bench-boot lint run clean
+.PHONY: all deps testimages build test fmt-check vet unit fuzz vmtest smoke bench bench-image bench-boot bench-vm lint run clean
 
 all: build
 
@@ -75,8 +75,13 @@ vmtest: testimages
 
 test: deps fmt-check vet unit fuzz vmtest smoke
 
-bench: deps bench-image bench-boot
+bench: deps bench-image bench-boot bench-vm
 	@scripts/bench.sh
+
+# VM create cost and create-to-first-command, small vs large image, with
+# the bare-QEMU floor beside them.
+bench-vm: build testimages
+	BANGER_TEST_CACHE=$(TEST_CACHE) go run ./bench/vm -bin $(BIN) -crane .tools/crane -runs $(or $(RUNS),3)
 
 # Boot to agent-ready against plain QEMU to the first userspace line.
 bench-boot: testimages

@@ -6,17 +6,12 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/bangerdev/banger/internal/agent/proto"
@@ -54,11 +49,11 @@ func run(runs int, image string) error {
 	}
 	var floor, floorDev, banger, floorInit, bangerInit, bangerReady []time.Duration
 	for i := range runs {
-		f, fi, err := floorBoot(env, rootfs, accel, i, false)
+		f, fi, err := boottest.FloorBoot(env, rootfs, accel, i, false)
 		if err != nil {
 			return err
 		}
-		fd, _, err := floorBoot(env, rootfs, accel, i, true)
+		fd, _, err := boottest.FloorBoot(env, rootfs, accel, i, true)
 		if err != nil {
 			return err
 		}
@@ -85,82 +80,6 @@ func run(runs int, image string) error {
 	return nil
 }
 
-func workDisk(dir string) (string, error) {
-	p := filepath.Join(dir, "work.ext4")
-	if err := os.WriteFile(p, nil, 0o644); err != nil {
-		return "", err
-	}
-	if err := os.Truncate(p, 1<<30); err != nil {
-		return "", err
-	}
-	if out, err := exec.Command("mkfs.ext4", "-q", "-F", p).CombinedOutput(); err != nil {
-		return "", fmt.Errorf("mkfs.ext4: %v: %s", err, out)
-	}
-	return p, nil
-}
-
-// floorBoot runs QEMU by hand and times its console to the agent's first
-// line.
-// With devices it attaches what banger's VMs have besides the root disk
-// (a work disk, the agent's virtio-serial port): the kernel's boot pays
-// for each device before userspace starts.
-func floorBoot(env *boottest.Env, rootfs, accel string, i int, devices bool) (wall, guestInit time.Duration, err error) {
-	dir := filepath.Join(env.Dir, fmt.Sprintf("floor%d-%v", i, devices))
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return 0, 0, err
-	}
-	defer os.RemoveAll(dir)
-	// The same machine as banger's (rtc=on gives the guest its wall
-	// clock, and costs boot time): the floor differs only in what banger
-	// adds, its devices and its agent.
-	cmd := exec.Command("qemu-system-x86_64", "-M", "microvm,x-option-roms=off,rtc=on", "-accel", accel, "-cpu", "max", "-m", "512", "-smp", "1",
-		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-		"-kernel", env.Vmlinux, "-initrd", env.Initrd, "-append", boot.Cmdline(proto.BootParams{Hostname: "floor"}, accel == "tcg"),
-		"-drive", "id=root,file="+rootfs+",format=raw,if=none,readonly=on", "-device", "virtio-blk-device,drive=root,serial="+proto.RootSerial,
-		"-serial", "stdio")
-	if devices {
-		work, err := workDisk(dir)
-		if err != nil {
-			return 0, 0, err
-		}
-		cmd.Args = append(cmd.Args, "-drive", "id=work,file="+work+",format=raw,if=none", "-device", "virtio-blk-device,drive=work,serial="+proto.WorkSerial,
-			"-device", "virtio-serial-device", "-chardev", "socket,id=agent,path="+filepath.Join(dir, "agent.sock")+",server=on,wait=off",
-			"-device", "virtserialport,chardev=agent,name="+proto.PortName)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return 0, 0, err
-	}
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		return 0, 0, err
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	type mark struct{ wall, guest time.Duration }
-	found := make(chan mark, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if _, at, ok := strings.Cut(sc.Text(), "banger-agent: init started at "); ok {
-				secs, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(at), "s"), 64)
-				found <- mark{time.Since(start), time.Duration(secs * float64(time.Second))}
-				io.Copy(io.Discard, out)
-				return
-			}
-		}
-		close(found)
-	}()
-	select {
-	case m, ok := <-found:
-		if !ok {
-			return 0, 0, fmt.Errorf("floor boot: QEMU ended before userspace")
-		}
-		return m.wall, m.guest, nil
-	case <-time.After(3 * time.Minute):
-		return 0, 0, fmt.Errorf("floor boot: no userspace line after 3 minutes")
-	}
-}
-
 // bangerBoot boots as banger does and times QEMU start to agent ready.
 func bangerBoot(env *boottest.Env, rootfs, accel string, i int) (wall, guestInit, guestReady time.Duration, err error) {
 	dir := filepath.Join(env.Dir, fmt.Sprintf("banger%d", i))
@@ -168,7 +87,7 @@ func bangerBoot(env *boottest.Env, rootfs, accel string, i int) (wall, guestInit
 		return 0, 0, 0, err
 	}
 	defer os.RemoveAll(dir)
-	work, err := workDisk(dir)
+	work, err := boottest.WorkDisk(dir)
 	if err != nil {
 		return 0, 0, 0, err
 	}

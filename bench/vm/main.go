@@ -1,0 +1,199 @@
+// Command vm benchmarks VM creation through the real daemon and CLI: the
+// cost of create (work disk, record; no boot) and create-to-first-command
+// (create, boot, `vm exec -- true`), for a small image (busybox, ~2 MB)
+// and a large one (Debian plus a 768 MiB file, ~1 GB), beside the
+// bare-QEMU floor of the boot benchmark (same kernel and initramfs, same
+// devices, to the first userspace line). It prints figures; it asserts
+// nothing.
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"crypto/rand"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/bangerdev/banger/internal/boot/boottest"
+)
+
+func main() {
+	var o opts
+	flag.StringVar(&o.bin, "bin", "bin", "directory of banger and bangerd")
+	flag.StringVar(&o.crane, "crane", ".tools/crane", "crane binary")
+	flag.IntVar(&o.runs, "runs", 3, "runs of each measure")
+	flag.Parse()
+	if err := run(o); err != nil {
+		fmt.Fprintf(os.Stderr, "bench-vm: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+type opts struct {
+	bin, crane string
+	runs       int
+}
+
+func run(o opts) error {
+	fmt.Println("preparing kernel, initramfs and images...")
+	env, err := boottest.Setup()
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(env.Dir)
+	work, err := os.MkdirTemp("", "bench-vm-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	home := filepath.Join(work, "home")
+	banger := func(args ...string) error {
+		cmd := exec.Command(filepath.Join(o.bin, "banger"), args...)
+		cmd.Env = append(os.Environ(), "BANGER_HOME="+home)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("banger %v: %v\n%s", args, err, out)
+		}
+		return nil
+	}
+	if err := banger("daemon", "start"); err != nil {
+		return err
+	}
+	defer banger("daemon", "stop")
+	debs, _ := filepath.Glob(filepath.Join(boottest.CacheDir(), "linux-image-*.deb"))
+	if len(debs) == 0 {
+		return fmt.Errorf("no kernel package in %s; run scripts/testimages.sh", boottest.CacheDir())
+	}
+	if err := banger("kernel", "import", "--deb", debs[0]); err != nil {
+		return err
+	}
+	images, err := buildImages(o, work)
+	if err != nil {
+		return err
+	}
+	for name, archive := range images {
+		if err := banger("image", "import", archive, "--name", name); err != nil {
+			return err
+		}
+	}
+
+	type figures struct{ create, firstCommand []time.Duration }
+	results := map[string]*figures{}
+	for _, img := range []string{"small", "large"} {
+		f := &figures{}
+		results[img] = f
+		for i := range o.runs {
+			name := fmt.Sprintf("%s-%d", img, i)
+			common := []string{"--image", img, "--network", "none", "--cpus", "1", "--memory", "512M", "--disk", "10G"}
+			t0 := time.Now()
+			if err := banger(append([]string{"vm", "create", "--name", name + "-cold", "--no-start"}, common...)...); err != nil {
+				return err
+			}
+			f.create = append(f.create, time.Since(t0))
+			t0 = time.Now()
+			if err := banger(append([]string{"vm", "create", "--name", name}, common...)...); err != nil {
+				return err
+			}
+			if err := banger("vm", "exec", name, "--", "true"); err != nil {
+				return err
+			}
+			f.firstCommand = append(f.firstCommand, time.Since(t0))
+			if err := banger("vm", "delete", "--force", name, name+"-cold"); err != nil {
+				return err
+			}
+		}
+	}
+	var floor []time.Duration
+	for i := range o.runs {
+		d, _, err := boottest.FloorBoot(env, env.Images["debian"], "tcg", i, true)
+		if err != nil {
+			return err
+		}
+		floor = append(floor, d)
+	}
+
+	ms := func(ds []time.Duration) string { return median(ds).Round(time.Millisecond).String() }
+	fmt.Printf("\nVM creation through bangerd and the CLI, %d runs, median (TCG, 1 vCPU, 512 MiB, 10 GiB work disk, no network):\n", o.runs)
+	fmt.Printf("  %-46s %10s %10s\n", "", "small", "large")
+	fmt.Printf("  %-46s %10s %10s\n", "image rootfs", "~2 MB", "~1 GB")
+	fmt.Printf("  %-46s %10s %10s\n", "create, no boot (work disk + record)", ms(results["small"].create), ms(results["large"].create))
+	fmt.Printf("  %-46s %10s %10s\n", "create to first command (boot, exec true)", ms(results["small"].firstCommand), ms(results["large"].firstCommand))
+	fmt.Printf("  %-46s %10s\n", "floor: bare QEMU to first userspace line", ms(floor))
+	fmt.Printf("  large/small create cost: %.2fx (goal: the same; the image is shared, never copied)\n",
+		median(results["large"].create).Seconds()/median(results["small"].create).Seconds())
+	return nil
+}
+
+// buildImages writes a small and a large image as docker-save archives.
+func buildImages(o opts, dir string) (map[string]string, error) {
+	bb, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		return nil, fmt.Errorf("busybox-static: %w", err)
+	}
+	small := filepath.Join(dir, "small.tar")
+	if err := writeTar(small, map[string][]byte{"bin/busybox": bb}, map[string]string{"bin/sh": "busybox", "bin/true": "busybox"}); err != nil {
+		return nil, err
+	}
+	big := make([]byte, 768<<20)
+	if _, err := io.ReadFull(rand.Reader, big); err != nil { // incompressible
+		return nil, err
+	}
+	bigLayer := filepath.Join(dir, "big.tar")
+	if err := writeTar(bigLayer, map[string][]byte{"opt/big.bin": big}, nil); err != nil {
+		return nil, err
+	}
+	out := map[string]string{"small": filepath.Join(dir, "small-image.tar"), "large": filepath.Join(dir, "large-image.tar")}
+	layers := map[string][]string{"small": {small}, "large": {filepath.Join(boottest.CacheDir(), "debian-bookworm-minbase.tar.gz"), bigLayer}}
+	for name, ls := range layers {
+		args := []string{"append", "-t", name + ":bench", "-o", out[name]}
+		for _, l := range ls {
+			args = append(args, "-f", l)
+		}
+		if b, err := exec.Command(o.crane, args...).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("crane %v: %v\n%s", args, err, b)
+		}
+	}
+	return out, nil
+}
+
+func writeTar(path string, files map[string][]byte, links map[string]string) error {
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	dirs := map[string]bool{}
+	for name := range files {
+		if d := filepath.Dir(name); d != "." && !dirs[d] {
+			dirs[d] = true
+			if err := tw.WriteHeader(&tar.Header{Name: d + "/", Mode: 0o755, Typeflag: tar.TypeDir}); err != nil {
+				return err
+			}
+		}
+	}
+	for name, body := range files {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o755, Size: int64(len(body)), Typeflag: tar.TypeReg}); err != nil {
+			return err
+		}
+		if _, err := tw.Write(body); err != nil {
+			return err
+		}
+	}
+	for name, target := range links {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Linkname: target, Typeflag: tar.TypeSymlink, Mode: 0o777}); err != nil {
+			return err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	return os.WriteFile(path, b.Bytes(), 0o644)
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
