@@ -258,7 +258,7 @@ func (s *Service) create(ctx context.Context, op *opstate.Op[api.VM], rec store.
 			s.remove(context.WithoutCancel(ctx), rec)
 			return api.VM{}, err
 		}
-		rec.State, rec.Reason, rec.StoppedAt = api.VMFailed, err.Error(), time.Now()
+		rec.State, rec.Reason, rec.StoppedAt, rec.PID, rec.PIDStart = api.VMFailed, err.Error(), time.Now(), 0, 0
 		if perr := s.put(context.WithoutCancel(ctx), rec); perr != nil {
 			s.cfg.Log.Error("recording a failed create", "vm", rec.Name, "err", perr)
 		}
