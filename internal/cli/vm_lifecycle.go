@@ -18,9 +18,57 @@ import (
 	"github.com/bangerdev/banger/internal/units"
 )
 
+// createFlags are the flags vm create and vm run share.
+type createFlags struct {
+	p            api.VMCreateParams
+	memory, disk string
+	nat          bool
+}
+
+func (f *createFlags) register(cmd *cobra.Command, nameHelp string) {
+	fs := cmd.Flags()
+	fs.StringVar(&f.p.Name, "name", "", nameHelp)
+	fs.StringVar(&f.p.Image, "image", "", "image to run (default: default_image_name)")
+	fs.StringVar(&f.p.Kernel, "kernel", "", "kernel to boot (default: default_kernel)")
+	fs.IntVar(&f.p.VCPU, "cpus", 0, "virtual CPUs (default: vm_defaults.vcpu)")
+	fs.StringVar(&f.memory, "memory", "", "memory, e.g. 1G or 512M (default: vm_defaults.memory_mib)")
+	fs.StringVar(&f.disk, "disk", "", "size of the work disk, e.g. 20G (default: vm_defaults.disk_size)")
+	fs.StringVar(&f.p.Network, "network", "", "user (QEMU user-mode, no root needed) or none")
+	fs.BoolVar(&f.nat, "nat", false, "let the VM open connections out (default: network.nat)")
+}
+
+// params are the create params the flags say; --nat only when given, so
+// the config's default holds otherwise.
+func (f *createFlags) params(cmd *cobra.Command) (api.VMCreateParams, error) {
+	p := f.p
+	var err error
+	if p.MemoryMiB, p.DiskSize, err = parseSizes(f.memory, f.disk); err != nil {
+		return p, err
+	}
+	if cmd.Flags().Changed("nat") {
+		nat := f.nat
+		p.NAT = &nat
+	}
+	return p, nil
+}
+
+// parseSizes reads --memory and --disk; empty is zero.
+func parseSizes(memory, disk string) (int, int64, error) {
+	mib, err := parseMiB(memory)
+	if err != nil {
+		return 0, 0, err
+	}
+	var size int64
+	if disk != "" {
+		if size, err = units.ParseSize(disk); err != nil {
+			return 0, 0, fmt.Errorf("--disk: %w", err)
+		}
+	}
+	return mib, size, nil
+}
+
 func (a *App) vmCreateCommand() *cobra.Command {
-	var p api.VMCreateParams
-	var memory, disk string
+	var f createFlags
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "create [--name N] [--image REF] [--kernel REF] [--cpus N] [--memory SIZE] [--disk SIZE] [--network user|none] [--no-start]",
@@ -29,21 +77,16 @@ func (a *App) vmCreateCommand() *cobra.Command {
 			"stacked on the shared read-only image, and boot it. Defaults come from config.toml.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var err error
-			if p.MemoryMiB, err = parseMiB(memory); err != nil {
+			p, err := f.params(cmd)
+			if err != nil {
 				return err
-			}
-			if disk != "" {
-				if p.DiskSize, err = units.ParseSize(disk); err != nil {
-					return fmt.Errorf("--disk: %w", err)
-				}
 			}
 			c, err := a.client()
 			if err != nil {
 				return err
 			}
 			start := time.Now()
-			v, err := a.createVM(cmd.Context(), c, natValue(cmd, p))
+			v, err := a.createVM(cmd.Context(), c, p)
 			if err != nil {
 				return err
 			}
@@ -54,32 +97,10 @@ func (a *App) vmCreateCommand() *cobra.Command {
 			return nil
 		},
 	}
-	f := cmd.Flags()
-	f.StringVar(&p.Name, "name", "", "name of the VM (default: a generated one)")
-	f.StringVar(&p.Image, "image", "", "image to run (default: default_image_name)")
-	f.StringVar(&p.Kernel, "kernel", "", "kernel to boot (default: default_kernel)")
-	f.IntVar(&p.VCPU, "cpus", 0, "virtual CPUs (default: vm_defaults.vcpu)")
-	f.StringVar(&memory, "memory", "", "memory, e.g. 1G or 512M (default: vm_defaults.memory_mib)")
-	f.StringVar(&disk, "disk", "", "size of the work disk, e.g. 20G (default: vm_defaults.disk_size)")
-	f.StringVar(&p.Network, "network", "", "user (QEMU user-mode, no root needed) or none")
-	f.BoolVar(&p.NoStart, "no-start", false, "create without booting")
-	natFlag(cmd)
-	f.BoolVar(&asJSON, "json", false, "print the VM as JSON")
+	f.register(cmd, "name of the VM (default: a generated one)")
+	cmd.Flags().BoolVar(&f.p.NoStart, "no-start", false, "create without booting")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the VM as JSON")
 	return cmd
-}
-
-// natFlag adds --nat; natValue sets p.NAT only when it was given, so
-// the config's default holds otherwise.
-func natFlag(cmd *cobra.Command) {
-	cmd.Flags().Bool("nat", false, "let the VM open connections out (default: network.nat)")
-}
-
-func natValue(cmd *cobra.Command, p api.VMCreateParams) api.VMCreateParams {
-	if cmd.Flags().Changed("nat") {
-		v, _ := cmd.Flags().GetBool("nat")
-		p.NAT = &v
-	}
-	return p
 }
 
 // parseMiB reads a memory size; a bare number is MiB, as QEMU takes it.
@@ -329,13 +350,8 @@ func (a *App) vmSetCommand() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var err error
-			if p.MemoryMiB, err = parseMiB(memory); err != nil {
+			if p.MemoryMiB, p.DiskSize, err = parseSizes(memory, disk); err != nil {
 				return err
-			}
-			if disk != "" {
-				if p.DiskSize, err = units.ParseSize(disk); err != nil {
-					return fmt.Errorf("--disk: %w", err)
-				}
 			}
 			if cmd.Flags().Changed("nat") {
 				p.NAT = &nat

@@ -13,12 +13,10 @@ import (
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/api/client"
-	"github.com/bangerdev/banger/internal/units"
 )
 
 func (a *App) vmRunCommand() *cobra.Command {
-	var p api.VMCreateParams
-	var memory, disk string
+	var f createFlags
 	var rm, detach bool
 	cmd := &cobra.Command{
 		Use:   "run [--name N] [--image REF] [--rm] [-d|--detach] [create flags] [-- CMD [ARG...]]",
@@ -38,21 +36,16 @@ func (a *App) vmRunCommand() *cobra.Command {
 			if detach && (rm || len(command) > 0) {
 				return fmt.Errorf("%w: -d runs nothing in the VM; it goes without --rm and a command", api.ErrInvalidArgument)
 			}
-			var err error
-			if p.MemoryMiB, err = parseMiB(memory); err != nil {
+			p, err := f.params(cmd)
+			if err != nil {
 				return err
-			}
-			if disk != "" {
-				if p.DiskSize, err = units.ParseSize(disk); err != nil {
-					return fmt.Errorf("--disk: %w", err)
-				}
 			}
 			c, err := a.client()
 			if err != nil {
 				return err
 			}
 			ctx := cmd.Context()
-			v, err := a.upVM(ctx, c, natValue(cmd, p))
+			v, err := a.upVM(ctx, c, p)
 			if err != nil {
 				return err
 			}
@@ -75,17 +68,9 @@ func (a *App) vmRunCommand() *cobra.Command {
 			return nil
 		},
 	}
-	f := cmd.Flags()
-	f.StringVar(&p.Name, "name", "", "name of the VM; an existing one is started and used (default: a new, generated name)")
-	f.StringVar(&p.Image, "image", "", "image to run (default: default_image_name)")
-	f.StringVar(&p.Kernel, "kernel", "", "kernel to boot (default: default_kernel)")
-	f.IntVar(&p.VCPU, "cpus", 0, "virtual CPUs (default: vm_defaults.vcpu)")
-	f.StringVar(&memory, "memory", "", "memory, e.g. 1G or 512M (default: vm_defaults.memory_mib)")
-	f.StringVar(&disk, "disk", "", "size of the work disk (default: vm_defaults.disk_size)")
-	f.StringVar(&p.Network, "network", "", "user or none")
-	natFlag(cmd)
-	f.BoolVar(&rm, "rm", false, "delete the VM when the shell or command ends")
-	f.BoolVarP(&detach, "detach", "d", false, "leave the VM running and print its name")
+	f.register(cmd, "name of the VM; an existing one is started and used (default: a new, generated name)")
+	cmd.Flags().BoolVar(&rm, "rm", false, "delete the VM when the shell or command ends")
+	cmd.Flags().BoolVarP(&detach, "detach", "d", false, "leave the VM running and print its name")
 	return cmd
 }
 
