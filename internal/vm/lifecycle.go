@@ -436,8 +436,9 @@ func growWorkDisk(ctx context.Context, path string, size int64) error {
 	if err := os.Truncate(path, size); err != nil {
 		return fmt.Errorf("growing the work disk: %w", err)
 	}
-	// The guest powers off without unmounting: e2fsck replays the journal
-	// first (its exit status 1 says it corrected something, which is that).
+	// A VM that was killed rather than powered off leaves a journal to
+	// replay: e2fsck does (its exit status 1 says it corrected something,
+	// which is that).
 	out, err := exec.CommandContext(ctx, "e2fsck", "-f", "-p", path).CombinedOutput()
 	var exit *exec.ExitError
 	if err != nil && !(errors.As(err, &exit) && exit.ExitCode() == 1) {

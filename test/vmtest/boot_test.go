@@ -51,6 +51,7 @@ type vm struct {
 	state   *os.ProcessState
 	client  *agent.Client
 	console string
+	work    string // the work disk
 	started time.Time
 	ready   time.Duration
 }
@@ -94,7 +95,7 @@ func startVM(t *testing.T, o opts) *vm {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := &vm{console: spec.ConsoleLog, started: time.Now(), done: make(chan struct{})}
+	v := &vm{console: spec.ConsoleLog, work: work, started: time.Now(), done: make(chan struct{})}
 	v.proc, err = qemu.Start("qemu-system-x86_64", spec, errLog)
 	if err != nil {
 		t.Fatal(err)
@@ -205,7 +206,19 @@ func TestBootDebian(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("agent ready %s after QEMU started; guest clock: %+v", v.ready.Round(time.Millisecond), info.Timings)
+	// A background writer must not keep the disk dirty: the agent ends
+	// every process and remounts read-only before powering off.
+	if out, code := v.exec(t, "sh", "-c", "(while :; do date >> /root/busy; sleep 0.1; done) >/dev/null 2>&1 & echo started"); code != 0 {
+		t.Fatalf("starting a writer: %q (exit %d)", out, code)
+	}
 	v.shutdown(t)
+	sb, err := exec.Command("dumpe2fs", "-h", v.work).CombinedOutput()
+	if err != nil {
+		t.Fatalf("dumpe2fs: %v\n%s", err, sb)
+	}
+	if !strings.Contains(string(sb), "Filesystem state:         clean") || strings.Contains(string(sb), "needs_recovery") {
+		t.Fatalf("the work disk was not left clean by the power-off:\n%s", sb)
+	}
 }
 
 func TestBootBusybox(t *testing.T) {

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -87,6 +88,7 @@ type guest struct {
 	addrs   []string        // configured by bringUpNetwork
 	later   []*os.File      // modules to load once serving
 	virtio  map[string]bool // IDs of the VM's virtio devices
+	workFD  int             // O_PATH of the work disk's mount; 0: none
 }
 
 // mark records a boot phase. Only the first goes to the console at once
@@ -188,6 +190,11 @@ func (g *guest) boot() error {
 		if err := unix.Mount(d, "/mnt/root"+d, "", unix.MS_MOVE, ""); err != nil {
 			return fmt.Errorf("moving %s: %w", d, err)
 		}
+	}
+	// Kept for the power-off, which remounts the work disk read-only
+	// through it: once root switches, no path reaches that mount.
+	if fd, err := unix.Open("/mnt/rw", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
+		g.workFD = fd
 	}
 	if err := switchRoot("/mnt/root"); err != nil {
 		return err
@@ -384,7 +391,7 @@ func (g *guest) serve() {
 		Shutdown: func() {
 			go func() {
 				time.Sleep(100 * time.Millisecond) // let the answer leave
-				powerOff()
+				g.shutdown()
 			}()
 		},
 	}
@@ -457,6 +464,48 @@ func (g *guest) fatal(err error) {
 	fmt.Fprintf(os.Stderr, "banger-agent: FATAL: %v\n", err)
 	time.Sleep(500 * time.Millisecond) // let the console drain
 	powerOff()
+}
+
+// shutdown powers off cleanly: every process is asked to end, then
+// killed; the root and the work disk are remounted read-only, so the
+// work disk's file system is clean (no journal to replay) next time.
+func (g *guest) shutdown() {
+	_ = unix.Kill(-1, unix.SIGTERM)
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) && othersAlive() {
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = unix.Kill(-1, unix.SIGKILL)
+	for i := 0; i < 40 && othersAlive(); i++ {
+		time.Sleep(25 * time.Millisecond)
+	}
+	unix.Sync()
+	if err := unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+		fmt.Fprintf(os.Stderr, "banger-agent: remounting / read-only: %v\n", err)
+	}
+	if g.workFD > 0 {
+		if err := unix.Mount("", fmt.Sprintf("/proc/self/fd/%d", g.workFD), "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+			fmt.Fprintf(os.Stderr, "banger-agent: remounting the work disk read-only: %v\n", err)
+		}
+	}
+	powerOff()
+}
+
+// othersAlive tells whether any process but PID 1 and kernel threads
+// remains.
+func othersAlive() bool {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == 1 {
+			continue
+		}
+		// Kernel threads have an empty command line.
+		if b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline"); err == nil && len(b) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // powerOff stops the VM: a reboot that the VMM turns into an exit
