@@ -26,7 +26,8 @@ FUZZ_TARGETS := \
 	./internal/deb:FuzzData:350000 \
 	./internal/agent/proto:FuzzReadFrame:430000 \
 	./internal/agent/proto:FuzzParseBootParams:360000 \
-	./internal/agent/passwd:FuzzLookup:24000
+	./internal/agent/passwd:FuzzLookup:24000 \
+	./internal/vmdns:FuzzAnswer:300000
 
 .PHONY: all deps testimages build test fmt-check vet unit fuzz vmtest smoke bench bench-image bench-boot bench-vm lint run clean
 

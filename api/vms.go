@@ -37,8 +37,9 @@ const (
 
 // Networks a VM can have.
 const (
-	NetworkUser = "user" // QEMU's user-mode stack: no host setup, no root
-	NetworkNone = "none" // no NIC: reachable through the agent only
+	NetworkBridge = "bridge" // a tap on the root daemon's bridge: NAME.vm, VM to VM
+	NetworkUser   = "user"   // QEMU's user-mode stack: no host setup, no root
+	NetworkNone   = "none"   // no NIC: reachable through the agent only
 )
 
 // VM is one VM's record.

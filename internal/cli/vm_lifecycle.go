@@ -33,7 +33,7 @@ func (f *createFlags) register(cmd *cobra.Command, nameHelp string) {
 	fs.IntVar(&f.p.VCPU, "cpus", 0, "virtual CPUs (default: vm_defaults.vcpu)")
 	fs.StringVar(&f.memory, "memory", "", "memory, e.g. 1G or 512M (default: vm_defaults.memory_mib)")
 	fs.StringVar(&f.disk, "disk", "", "size of the work disk, e.g. 20G (default: vm_defaults.disk_size)")
-	fs.StringVar(&f.p.Network, "network", "", "user (QEMU user-mode, no root needed) or none")
+	fs.StringVar(&f.p.Network, "network", "", "bridge (a tap on the root daemon's bridge, NAME.vm), user (QEMU user-mode, no root needed) or none; default network.mode")
 	fs.BoolVar(&f.nat, "nat", false, "let the VM open connections out (default: network.nat)")
 }
 

@@ -51,6 +51,7 @@ type VMDefaults struct {
 
 // Network configures the bridge network of a root daemon.
 type Network struct {
+	Mode   string // the network of new VMs: user, bridge or none
 	Bridge string
 	CIDR   netip.Prefix
 	NAT    bool // outbound internet for new VMs; off by default
@@ -115,7 +116,7 @@ func Defaults(host Host) Config {
 		JailerUID:         65534,
 		JailerGID:         65534,
 		VMDefaults:        VMDefaults{VCPU: vcpu, MemoryMiB: mem, DiskSize: 10 << 30},
-		Network:           Network{Bridge: "banger0", CIDR: netip.MustParsePrefix("10.203.0.0/24")},
+		Network:           Network{Mode: "user", Bridge: "banger0", CIDR: netip.MustParsePrefix("10.203.0.0/24")},
 		Images:            Images{MaxUnpackedSize: 64 << 30, MaxEntries: 4 << 20},
 		sources:           map[string]string{},
 	}
@@ -146,6 +147,7 @@ type file struct {
 		DiskSize  any  `toml:"disk_size"`
 	} `toml:"vm_defaults"`
 	Network struct {
+		Mode   *string `toml:"mode"`
 		Bridge *string `toml:"bridge"`
 		CIDR   *string `toml:"cidr"`
 		NAT    *bool   `toml:"nat"`
@@ -299,6 +301,13 @@ func (c *Config) apply(data []byte) error {
 		c.VMDefaults.DiskSize = n
 		set("vm_defaults.disk_size")
 	}
+	if v := f.Network.Mode; v != nil {
+		if *v != "user" && *v != "bridge" && *v != "none" {
+			return fmt.Errorf("network.mode: %q: use user, bridge or none", *v)
+		}
+		c.Network.Mode = *v
+		set("network.mode")
+	}
 	if v := f.Network.Bridge; v != nil {
 		if !bridgeName.MatchString(*v) {
 			return fmt.Errorf("network.bridge: %q is not a valid interface name (1 to 15 of a-z, 0-9, '-', '_', '.')", *v)
@@ -409,6 +418,7 @@ func (c Config) Values() []Value {
 		"vm_defaults.vcpu":         strconv.Itoa(c.VMDefaults.VCPU),
 		"vm_defaults.memory_mib":   strconv.Itoa(c.VMDefaults.MemoryMiB),
 		"vm_defaults.disk_size":    units.FormatSize(c.VMDefaults.DiskSize),
+		"network.mode":             c.Network.Mode,
 		"network.bridge":           c.Network.Bridge,
 		"network.cidr":             c.Network.CIDR.String(),
 		"network.nat":              strconv.FormatBool(c.Network.NAT),

@@ -81,6 +81,7 @@ nat = true
 		{name: "disk tiny", doc: "[vm_defaults]\ndisk_size = \"1M\"", err: "too small"},
 		{name: "disk junk", doc: "[vm_defaults]\ndisk_size = \"big\"", err: "vm_defaults.disk_size"},
 		{name: "bridge too long", doc: "[network]\nbridge = \"averyveryverylongname\"", err: "network.bridge"},
+		{name: "mode unknown", doc: "[network]\nmode = \"host\"", err: `network.mode: "host": use user, bridge or none`},
 		{name: "cidr junk", doc: "[network]\ncidr = \"10.0.0.0\"", err: "network.cidr"},
 		{name: "cidr v6", doc: "[network]\ncidr = \"fd00::/64\"", err: "IPv4"},
 		{name: "empty image", doc: `default_image_name = " "`, err: "default_image_name"},

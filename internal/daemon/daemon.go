@@ -26,6 +26,7 @@ import (
 	"github.com/bangerdev/banger/internal/blobcache"
 	"github.com/bangerdev/banger/internal/boottest"
 	"github.com/bangerdev/banger/internal/config"
+	"github.com/bangerdev/banger/internal/hostnet"
 	"github.com/bangerdev/banger/internal/image"
 	"github.com/bangerdev/banger/internal/kernel"
 	"github.com/bangerdev/banger/internal/lockfile"
@@ -36,6 +37,7 @@ import (
 	"github.com/bangerdev/banger/internal/sshkey"
 	"github.com/bangerdev/banger/internal/store"
 	"github.com/bangerdev/banger/internal/vm"
+	"github.com/bangerdev/banger/internal/vmdns"
 	"github.com/bangerdev/banger/internal/vmm"
 	"github.com/bangerdev/banger/internal/vmm/firecracker"
 	"github.com/bangerdev/banger/internal/vmm/qemu"
@@ -92,6 +94,10 @@ type Daemon struct {
 	kernels  *kernel.Service
 	bootTest *boottest.Service
 	vms      *vm.Service
+	// hostnet and dns exist in a root daemon: the bridge network and its
+	// .vm zone.
+	hostnet *hostnet.Network
+	dns     *vmdns.Server
 
 	handlers map[string]handler
 }
@@ -151,7 +157,11 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if d.instanceID, err = d.initMeta(ctx); err != nil {
 		return err
 	}
-	if err := d.wireServices(opts); err != nil {
+	err = d.wireServices(opts)
+	if d.dns != nil {
+		defer d.dns.Close()
+	}
+	if err != nil {
 		return err
 	}
 	d.ops = append(d.ops, opts.extraOps...)
@@ -293,6 +303,11 @@ func (d *Daemon) wireServices(opts Options) error {
 	if err != nil {
 		return fmt.Errorf("loading banger's SSH key: %w", err)
 	}
+	bridge, noBridge := d.bridge()
+	network := d.cfg.Network.Mode
+	if network == api.NetworkBridge && bridge == nil {
+		return fmt.Errorf("network.mode is bridge in config.toml, but %s; set it to user", noBridge)
+	}
 	d.vms = vm.New(vm.Config{
 		Store:     d.store,
 		StateDir:  filepath.Join(d.layout.StateDir, "vms"),
@@ -321,16 +336,19 @@ func (d *Daemon) wireServices(opts Options) error {
 		Emulated: qemu.KVMUsable() != nil,
 		Defaults: vm.Defaults{
 			Image: d.cfg.DefaultImageName, Kernel: d.cfg.DefaultKernel, VCPU: d.cfg.VMDefaults.VCPU,
-			MemoryMiB: d.cfg.VMDefaults.MemoryMiB, DiskSize: d.cfg.VMDefaults.DiskSize, Network: api.NetworkUser,
+			MemoryMiB: d.cfg.VMDefaults.MemoryMiB, DiskSize: d.cfg.VMDefaults.DiskSize, Network: network,
 			NAT: d.cfg.Network.NAT,
 		},
 		SSH: vm.SSHConfig{Key: key.PublicKey(), IdentityFile: filepath.Join(sshDir, "id_ed25519"),
 			KnownHostsFile: filepath.Join(sshDir, "known_hosts")},
+		Bridge:   bridge,
+		NoBridge: noBridge,
 	})
 	d.ops = append(d.ops, d.vms.Operations())
 	if err := d.vms.Reconcile(d.lifetime); err != nil {
 		return fmt.Errorf("taking back running VMs: %w", err)
 	}
+	d.listenDNS() // a bridge a previous daemon made
 	return nil
 }
 

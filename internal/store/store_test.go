@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -426,5 +427,78 @@ func TestVMs(t *testing.T) {
 	err = s.Update(ctx, func(tx *Tx) error { return tx.DeleteVM(ctx, "a") })
 	if !errors.Is(err, ErrNotFound) {
 		t.Fatalf("deleting a missing VM: %v", err)
+	}
+}
+
+func TestLeases(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "banger.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	first, last := netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("10.0.0.4")
+	lease := func(id string) (netip.Addr, error) {
+		var a netip.Addr
+		err := s.Update(ctx, func(tx *Tx) error {
+			if _, err := tx.VM(ctx, id); errors.Is(err, ErrNotFound) {
+				if err := tx.InsertVM(ctx, VM{Name: id, ID: id, CreatedAt: time.Unix(1, 0)}); err != nil {
+					return err
+				}
+			}
+			var err error
+			a, err = tx.AllocateLease(ctx, id, first, last)
+			return err
+		})
+		return a, err
+	}
+	for _, tc := range []struct {
+		vm   string
+		want string
+	}{
+		{"a", "10.0.0.2"},
+		{"b", "10.0.0.3"},
+		{"a", "10.0.0.2"}, // a VM keeps its lease
+		{"c", "10.0.0.4"},
+	} {
+		got, err := lease(tc.vm)
+		if err != nil || got.String() != tc.want {
+			t.Fatalf("lease for %s = %v, %v; want %s", tc.vm, got, err, tc.want)
+		}
+	}
+	if _, err := lease("d"); !errors.Is(err, ErrExhausted) {
+		t.Fatalf("a fourth lease from three addresses: %v", err)
+	}
+	// Deleting b frees its address, and only that one.
+	if err := s.Update(ctx, func(tx *Tx) error { return tx.DeleteVM(ctx, "b") }); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := lease("d"); err != nil || got.String() != "10.0.0.3" {
+		t.Fatalf("lease after freeing b = %v, %v", got, err)
+	}
+	err = s.View(ctx, func(tx *Tx) error {
+		v, err := tx.VM(ctx, "c")
+		if err != nil || v.Addr.String() != "10.0.0.4" {
+			t.Errorf("VM(c).Addr = %v, %v", v.Addr, err)
+		}
+		all, err := tx.VMs(ctx)
+		for _, v := range all {
+			if !v.Addr.IsValid() && v.Name != "" {
+				t.Errorf("VMs: %s has no address", v.Name)
+			}
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The primary key refuses a second holder of one address, whatever
+	// the caller does.
+	err = s.Update(ctx, func(tx *Tx) error {
+		_, err := tx.tx.ExecContext(ctx, "INSERT INTO leases(addr, vm_id) VALUES('10.0.0.2', 'x')")
+		return err
+	})
+	if err == nil {
+		t.Fatal("an address was leased twice")
 	}
 }

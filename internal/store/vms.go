@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 )
 
@@ -29,6 +30,9 @@ type VM struct {
 	StoppedAt     time.Time // zero: not stopped since
 	NAT           bool      // outbound connections allowed
 	AutoStop      string    // idle time before an automatic stop: "" default, "0" never
+	// Addr is the VM's leased bridge address (read from leases; PutVM
+	// does not write it).
+	Addr netip.Addr
 }
 
 const vmColumns = "name, id, state, reason, image, image_id, kernel, kernel_id, vcpu, memory_mib, disk_size, network, mac, vmm, pid, pid_start, created_at, started_at, stopped_at, nat, auto_stop"
@@ -99,6 +103,9 @@ func (t *Tx) VM(ctx context.Context, name string) (VM, error) {
 	if err != nil {
 		return VM{}, fmt.Errorf("reading vm %q: %w", name, err)
 	}
+	if v.Addr, err = t.Lease(ctx, v.ID); err != nil && !errors.Is(err, ErrNotFound) {
+		return VM{}, err
+	}
 	return v, nil
 }
 
@@ -117,11 +124,28 @@ func (t *Tx) VMs(ctx context.Context) ([]VM, error) {
 		}
 		out = append(out, v)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	leases, err := t.Leases(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byID := map[string]netip.Addr{}
+	for a, id := range leases {
+		byID[id] = a
+	}
+	for i := range out {
+		out[i].Addr = byID[out[i].ID]
+	}
+	return out, nil
 }
 
-// DeleteVM removes the record named name.
+// DeleteVM removes the record named name, and frees its lease.
 func (t *Tx) DeleteVM(ctx context.Context, name string) error {
+	if _, err := t.tx.ExecContext(ctx, "DELETE FROM leases WHERE vm_id = (SELECT id FROM vms WHERE name = ?)", name); err != nil {
+		return fmt.Errorf("freeing the lease of vm %q: %w", name, err)
+	}
 	res, err := t.tx.ExecContext(ctx, "DELETE FROM vms WHERE name = ?", name)
 	if err != nil {
 		return fmt.Errorf("deleting vm %q: %w", name, err)

@@ -85,8 +85,11 @@ func (s *Service) toAPI(rec store.VM) api.VM {
 		t := rec.StoppedAt
 		v.StoppedAt = &t
 	}
-	if rec.Network == api.NetworkUser && rec.State == api.VMRunning {
+	switch {
+	case rec.Network == api.NetworkUser && rec.State == api.VMRunning:
 		v.IP = userAddr
+	case rec.Network == api.NetworkBridge && rec.Addr.IsValid():
+		v.IP = rec.Addr.String() // leased for the VM's life
 	}
 	var st syscall.Stat_t
 	if syscall.Stat(s.workDisk(rec.ID), &st) == nil {
@@ -337,12 +340,14 @@ func (s *Service) Reconcile(ctx context.Context) error {
 		return err
 	}
 	owned := map[string]bool{}
+	var alive []string
 	for _, rec := range all {
 		owned[rec.ID] = true
 		switch rec.State {
 		case api.VMRunning:
 			in, err := s.cfg.Driver.Adopt(vmm.Spec{Dir: s.runDir(rec.ID)}, adoptedID(rec))
 			if err == nil {
+				alive = append(alive, rec.ID)
 				s.watch(rec, in, nil)
 				s.cfg.Log.Info("vm taken back after a daemon restart", "vm", rec.Name, "pid", rec.PID)
 				continue
@@ -364,6 +369,16 @@ func (s *Service) Reconcile(ctx context.Context) error {
 			return err
 		}
 		s.cfg.Log.Info("vm reconciled", "vm", rec.Name, "state", rec.State, "reason", rec.Reason)
+	}
+	if s.cfg.Bridge != nil {
+		// Taps and rules of VMs that stopped while no daemon ran.
+		removed, err := s.cfg.Bridge.Sweep(alive)
+		for _, what := range removed {
+			s.cfg.Log.Info("removed a leftover", "what", what)
+		}
+		if err != nil {
+			s.cfg.Log.Error("sweeping the bridge network", "err", err)
+		}
 	}
 	for _, parent := range []string{s.cfg.RunDir, s.cfg.StateDir} {
 		entries, _ := os.ReadDir(parent)

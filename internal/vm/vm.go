@@ -68,6 +68,23 @@ type Config struct {
 	Emulated  bool   // guests run under TCG: their kernel gets the host's TSC rate
 	Defaults  Defaults
 	SSH       SSHConfig
+	// Bridge is the root daemon's bridge network; nil when there is none,
+	// and NoBridge then says why, for the error a bridge VM gets.
+	Bridge   Bridge
+	NoBridge string
+}
+
+// Bridge is the host's side of the bridge network.
+type Bridge interface {
+	Prefix() netip.Prefix
+	Gateway() netip.Addr
+	Range() (first, last netip.Addr)
+	// Attach makes the VM's tap (and with nat its NAT rules), returning
+	// the tap's name; Detach undoes it, whatever is left.
+	Attach(vmID string, addr netip.Addr, nat bool) (string, error)
+	Detach(vmID string) error
+	// Sweep removes taps and rules of VMs not in keep.
+	Sweep(keep []string) ([]string, error)
 }
 
 // SSHConfig is banger's own SSH identity for its VMs.
@@ -190,20 +207,26 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (*opstate.Op
 	if err := validate(rec); err != nil {
 		return nil, err
 	}
+	if rec.Network == api.NetworkBridge && s.cfg.Bridge == nil {
+		return nil, fmt.Errorf("%w: --network bridge: %s; use --network user", api.ErrInvalidArgument, s.cfg.NoBridge)
+	}
 	if err := s.cfg.Driver.Available(); err != nil {
 		return nil, fmt.Errorf("%w: %v", api.ErrInvalidArgument, err)
 	}
 	err := s.cfg.Store.Update(ctx, func(tx *store.Tx) error {
-		if rec.Name != "" {
-			return tx.InsertVM(ctx, rec)
+		if err := s.insert(ctx, tx, &rec); err != nil {
+			return err
 		}
-		for range 20 {
-			rec.Name = newName()
-			if err := tx.InsertVM(ctx, rec); !errors.Is(err, store.ErrAlreadyExists) {
-				return err
-			}
+		if rec.Network != api.NetworkBridge {
+			return nil
 		}
-		return errors.New("generating a free VM name: 20 tries taken; pass --name")
+		first, last := s.cfg.Bridge.Range()
+		var err error
+		rec.Addr, err = tx.AllocateLease(ctx, rec.ID, first, last)
+		if errors.Is(err, store.ErrExhausted) {
+			return fmt.Errorf("%w: the bridge network %s has no free address; delete a VM (`banger vm prune`) or widen network.cidr in config.toml", api.ErrInvalidArgument, s.cfg.Bridge.Prefix())
+		}
+		return err
 	})
 	if errors.Is(err, store.ErrAlreadyExists) {
 		return nil, fmt.Errorf("vm %q %w; pick another --name, or delete it (`banger vm delete %s`)", rec.Name, api.ErrAlreadyExists, rec.Name)
@@ -225,6 +248,20 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (*opstate.Op
 	}), nil
 }
 
+// insert adds rec, named now if it has no name.
+func (s *Service) insert(ctx context.Context, tx *store.Tx, rec *store.VM) error {
+	if rec.Name != "" {
+		return tx.InsertVM(ctx, *rec)
+	}
+	for range 20 {
+		rec.Name = newName()
+		if err := tx.InsertVM(ctx, *rec); !errors.Is(err, store.ErrAlreadyExists) {
+			return err
+		}
+	}
+	return errors.New("generating a free VM name: 20 tries taken; pass --name")
+}
+
 func validate(rec store.VM) error {
 	switch {
 	case rec.Name != "" && !validName.MatchString(rec.Name):
@@ -237,8 +274,8 @@ func validate(rec store.VM) error {
 		return fmt.Errorf("%w: --memory %d MiB: a guest needs at least 128 MiB", api.ErrInvalidArgument, rec.MemoryMiB)
 	case rec.DiskSize < 64<<20:
 		return fmt.Errorf("%w: --disk %d bytes: the work disk needs at least 64M", api.ErrInvalidArgument, rec.DiskSize)
-	case rec.Network != api.NetworkUser && rec.Network != api.NetworkNone:
-		return fmt.Errorf("%w: --network %q: use %s or %s (bridge networking is not built yet)", api.ErrInvalidArgument, rec.Network, api.NetworkUser, api.NetworkNone)
+	case rec.Network != api.NetworkBridge && rec.Network != api.NetworkUser && rec.Network != api.NetworkNone:
+		return fmt.Errorf("%w: --network %q: use %s, %s or %s", api.ErrInvalidArgument, rec.Network, api.NetworkBridge, api.NetworkUser, api.NetworkNone)
 	case rec.NAT && rec.Network == api.NetworkNone:
 		return fmt.Errorf("%w: --nat needs a network; --network none has none", api.ErrInvalidArgument)
 	}
@@ -305,21 +342,30 @@ func (s *Service) create(ctx context.Context, op *opstate.Op[api.VM], rec store.
 // says running. A failed boot leaves no process behind.
 func (s *Service) boot(ctx context.Context, phase func(string), rec store.VM, img api.Image, k api.Kernel) (store.VM, error) {
 	phase("network")
-	spec, err := s.spec(rec, img, k)
+	tap, err := s.attach(rec)
 	if err != nil {
+		return rec, err
+	}
+	detach := func() { s.detach(rec) }
+	spec, err := s.spec(rec, img, k, tap)
+	if err != nil {
+		detach()
 		return rec, err
 	}
 	phase("booting")
 	if err := os.MkdirAll(spec.Dir, 0o700); err != nil {
+		detach()
 		return rec, err
 	}
 	in, err := s.cfg.Driver.Start(ctx, spec)
 	if err != nil {
+		detach()
 		return rec, err
 	}
 	kill := func() {
 		_ = in.Process().Kill()
 		<-in.Done()
+		detach()
 	}
 	id := in.ID()
 	rec.PID, rec.PIDStart, rec.StartedAt, rec.StoppedAt, rec.Reason = id.PID, id.StartTime, time.Now(), time.Time{}, ""
@@ -354,8 +400,32 @@ func (s *Service) boot(ctx context.Context, phase func(string), rec store.VM, im
 	return rec, nil
 }
 
-// spec is how the driver runs rec.
-func (s *Service) spec(rec store.VM, img api.Image, k api.Kernel) (vmm.Spec, error) {
+// attach gives a bridge VM its tap; other VMs need nothing of the host.
+func (s *Service) attach(rec store.VM) (string, error) {
+	if rec.Network != api.NetworkBridge {
+		return "", nil
+	}
+	if s.cfg.Bridge == nil {
+		return "", fmt.Errorf("vm %s uses the bridge network: %s", rec.Name, s.cfg.NoBridge)
+	}
+	if !rec.Addr.IsValid() {
+		return "", fmt.Errorf("vm %s has no address lease; delete it and create it again", rec.Name)
+	}
+	return s.cfg.Bridge.Attach(rec.ID, rec.Addr, rec.NAT)
+}
+
+// detach removes a bridge VM's tap and rules, once its VMM is gone.
+func (s *Service) detach(rec store.VM) {
+	if rec.Network != api.NetworkBridge || s.cfg.Bridge == nil {
+		return
+	}
+	if err := s.cfg.Bridge.Detach(rec.ID); err != nil {
+		s.cfg.Log.Error("removing a VM's tap and rules", "vm", rec.Name, "err", err)
+	}
+}
+
+// spec is how the driver runs rec, on tap if it has one.
+func (s *Service) spec(rec store.VM, img api.Image, k api.Kernel, tap string) (vmm.Spec, error) {
 	initrd, err := boot.CachedInitramfs(k.Dir, s.cfg.Agent)
 	if err != nil {
 		return vmm.Spec{}, err
@@ -365,14 +435,21 @@ func (s *Service) spec(rec store.VM, img api.Image, k api.Kernel) (vmm.Spec, err
 		params.SSHKeys = []ssh.PublicKey{s.cfg.SSH.Key}
 	}
 	var nic *vmm.NIC
-	if rec.Network == api.NetworkUser {
+	if rec.Network != api.NetworkNone {
 		mac, err := net.ParseMAC(rec.MAC)
 		if err != nil {
 			return vmm.Spec{}, fmt.Errorf("vm %s: MAC %q: %w", rec.Name, rec.MAC, err)
 		}
-		nic = &vmm.NIC{User: true, MAC: rec.MAC, Outbound: rec.NAT}
-		params.Net = &proto.NetParams{MAC: mac, Address: netip.MustParsePrefix(userAddr + "/24"),
-			Gateway: netip.MustParseAddr("10.0.2.2"), DNS: []netip.Addr{netip.MustParseAddr("10.0.2.3")}}
+		if rec.Network == api.NetworkBridge {
+			gw := s.cfg.Bridge.Gateway()
+			nic = &vmm.NIC{Tap: tap, MAC: rec.MAC}
+			params.Net = &proto.NetParams{MAC: mac, Address: netip.PrefixFrom(rec.Addr, s.cfg.Bridge.Prefix().Bits()),
+				Gateway: gw, DNS: []netip.Addr{gw}}
+		} else {
+			nic = &vmm.NIC{User: true, MAC: rec.MAC, Outbound: rec.NAT}
+			params.Net = &proto.NetParams{MAC: mac, Address: netip.MustParsePrefix(userAddr + "/24"),
+				Gateway: netip.MustParseAddr("10.0.2.2"), DNS: []netip.Addr{netip.MustParseAddr("10.0.2.3")}}
+		}
 	}
 	return vmm.Spec{
 		Kernel: filepath.Join(k.Dir, kernel.FileVmlinux), Initrd: initrd, Cmdline: boot.Cmdline(params, s.cfg.Emulated),
@@ -402,6 +479,9 @@ func (s *Service) watch(rec store.VM, in vmm.Instance, c *agent.Client) {
 		if reason == "" {
 			reason = "the VM stopped on its own (powered off from inside, or its VMM died; see `banger vm logs " + rec.Name + "`)"
 		}
+		// Before the record says stopped: a start that follows makes a
+		// new tap, which this must not remove.
+		s.detach(rec)
 		ctx := context.WithoutCancel(s.cfg.Lifetime)
 		err := s.cfg.Store.Update(ctx, func(tx *store.Tx) error {
 			cur, err := tx.VM(ctx, rec.Name)

@@ -25,7 +25,7 @@ func TestValidate(t *testing.T) {
 		{func(v *store.VM) { v.VCPU = 0 }, "--cpus"},
 		{func(v *store.VM) { v.MemoryMiB = 64 }, "--memory"},
 		{func(v *store.VM) { v.DiskSize = 1 << 20 }, "--disk"},
-		{func(v *store.VM) { v.Network = "bridge" }, "bridge networking is not built yet"},
+		{func(v *store.VM) { v.Network = "wifi" }, "use bridge, user or none"},
 	} {
 		v := ok
 		tc.change(&v)

@@ -44,6 +44,7 @@ type T struct {
 	home   string
 	tools  tools
 	defers []func()
+	netns  string // set by Netns: commands run inside it
 }
 
 // defer_ runs f when the scenario ends, after its daemon stopped.
@@ -185,6 +186,9 @@ func (t *T) env() []string {
 
 func (t *T) exec(ctx context.Context, stdin io.Reader, args ...string) run {
 	cmd := exec.CommandContext(ctx, filepath.Join(t.bin, "banger"), args...)
+	if t.netns != "" {
+		cmd = exec.CommandContext(ctx, "nsenter", append([]string{"--net=/run/netns/" + t.netns, "--", filepath.Join(t.bin, "banger")}, args...)...)
+	}
 	cmd.Env = t.env()
 	cmd.Stdin = stdin
 	var stdout, stderr bytes.Buffer

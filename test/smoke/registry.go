@@ -69,6 +69,9 @@ func (t *T) registry(user, password string) string {
 		cmd.Wait()
 		logf.Close()
 	})
+	if t.netns != "" {
+		t.forwardIntoNetns(addr) // for the daemon inside the namespace
+	}
 	t.Eventually("registry answers on "+addr, time.Minute, func() bool {
 		ctx, cancel := context.WithTimeout(t.ctx, 2*time.Second)
 		defer cancel()

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -21,6 +22,7 @@ func vmScenarios() []scenario {
 	return []scenario{
 		{"vm-lifecycle", vmLifecycle},
 		{"vm-run", vmRun},
+		{"vm-bridge", vmBridge},
 	}
 }
 
@@ -39,7 +41,7 @@ func vmLifecycle(t *T) {
 		t.Fatalf("created vm = %+v", v)
 	}
 	t.MustFail(1, `vm "box" already exists`, "vm", "create", "--name", "box", "--image", ref)
-	t.MustFail(1, "bridge networking is not built yet", "vm", "create", "--image", ref, "--network", "bridge")
+	t.MustFail(1, "use bridge, user or none", "vm", "create", "--image", ref, "--network", "wifi")
 	t.MustFail(1, "VM name", "vm", "create", "--name", "Bad_Name", "--image", ref)
 	t.MustFail(1, "in use by 1 running VM", "image", "delete", ref)
 	t.MustFail(1, "in use", "kernel", "delete", v.Kernel)
@@ -237,4 +239,140 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// vmBridge runs a root daemon's bridge network inside a namespace of the
+// scenario's own: two VMs reach each other by name and the host; a
+// sandboxed VM reaches nothing beyond, one with --nat does; the host
+// resolves NAME.vm; a daemon killed with SIGKILL comes back to find its
+// VM running, and removes what a VM that died meanwhile left (its tap,
+// and a stray rule); leases are kept across stop and start and freed on
+// delete; nothing is left when the VMs go.
+func vmBridge(t *T) {
+	t.Netns()
+	outside := t.Outside()
+	cfg := "[network]\nmode = \"bridge\"\ncidr = \"10.77.0.0/24\"\n"
+	if err := os.WriteFile(filepath.Join(t.Home(), "config.toml"), []byte(cfg), 0o644); err != nil {
+		t.Fatalf("%v", err)
+	}
+	reg := t.bootable()
+	ref := reg + "/smoke/busybox:bridge"
+	t.Push(ref, t.busyboxImage())
+	const table = "banger-banger0"
+
+	var a, b api.VM
+	t.JSON(&a, "vm", "create", "--name", "a", "--image", ref, "--cpus", "1", "--memory", "256M")
+	t.JSON(&b, "vm", "create", "--name", "b", "--image", ref, "--cpus", "1", "--memory", "256M", "--nat")
+	if a.Network != api.NetworkBridge || a.IP != "10.77.0.2" || b.IP != "10.77.0.3" {
+		t.Fatalf("bridge VMs: a %s %s, b %s", a.Network, a.IP, b.IP)
+	}
+	bb := func(vm string, args ...string) run {
+		return t.Banger(append([]string{"vm", "exec", vm, "--", "/bin/busybox"}, args...)...)
+	}
+	mustBB := func(vm string, args ...string) string {
+		r := bb(vm, args...)
+		if r.code != 0 {
+			t.Fatalf("%s", r)
+		}
+		return r.stdout
+	}
+	// Each reaches the other by name, through the daemon's DNS, and the host.
+	t.Contains("a pings b.vm", mustBB("a", "ping", "-c", "1", "-W", "10", "b.vm"), "10.77.0.3", "1 packets received")
+	t.Contains("b pings a.vm", mustBB("b", "ping", "-c", "1", "-W", "10", "a.vm"), "10.77.0.2", "1 packets received")
+	t.Contains("a pings the host", mustBB("a", "ping", "-c", "1", "-W", "10", "10.77.0.1"), "1 packets received")
+	// The host resolves NAME.vm at the bridge's address, and reaches the
+	// VM: the agent's SSH server answers on port 22.
+	addrs, err := t.Lookup("10.77.0.1", "a.vm.")
+	if err != nil || len(addrs) != 1 || addrs[0] != "10.77.0.2" {
+		t.Fatalf("a.vm from the host = %v, %v", addrs, err)
+	}
+	if _, err := t.Lookup("10.77.0.1", "nope.vm."); err == nil {
+		t.Fatalf("nope.vm resolved")
+	}
+	if banner, err := t.DialInNetns("10.77.0.2:22"); err != nil || !strings.HasPrefix(banner, "SSH-2.0-") {
+		t.Fatalf("the host to a:22: %q, %v", banner, err)
+	}
+	// Outbound: b (--nat) reaches the outside, a (sandbox) does not, and
+	// its DNS queries for other names are refused.
+	wget := []string{"timeout", "10", "/bin/busybox", "wget", "-qO-", outside}
+	t.Contains("b reaches outside", mustBB("b", wget...), "hello from outside to 198.51.100.1:") // masqueraded
+	if r := bb("a", wget...); r.code == 0 {
+		t.Fatalf("a sandboxed VM reached the outside: %s", r)
+	}
+	if r := bb("a", "nslookup", "example.com"); r.code == 0 {
+		t.Fatalf("a sandboxed VM resolved an outside name: %s", r)
+	}
+	// One tap per VM; NAT rules for b only.
+	if taps, want := t.Taps(), slices.Sorted(slices.Values([]string{"bg-" + a.ID[:12], "bg-" + b.ID[:12]})); !slices.Equal(taps, want) {
+		t.Fatalf("taps = %v", taps)
+	}
+	owned := func() []string {
+		var out []string
+		for _, c := range t.RuleComments(table) {
+			if strings.Contains(c, "banger vm=") {
+				out = append(out, c)
+			}
+		}
+		return out
+	}
+	if got := owned(); !slices.Equal(got, []string{"nat-vms: banger vm=" + b.ID, "postrouting: banger vm=" + b.ID}) {
+		t.Fatalf("per-VM rules = %v", got)
+	}
+
+	// The daemon dies hard; a's VMM dies too while it is down, and a
+	// stray tap and rule appear. The next daemon keeps b, and removes
+	// what no live VM owns.
+	var st struct {
+		PID int `json:"pid"`
+	}
+	t.JSON(&st, "daemon", "status")
+	if err := syscall.Kill(st.PID, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill: %v", err)
+	}
+	t.Eventually("daemon dies", time.Minute, func() bool { return syscall.Kill(st.PID, 0) != nil || isZombie(st.PID) })
+	_ = syscall.Kill(a.PID, syscall.SIGKILL)
+	t.Eventually("a's VMM dies", time.Minute, func() bool { return syscall.Kill(a.PID, 0) != nil || isZombie(a.PID) })
+	const stray = "5757575757575757575757575757575757"
+	t.AddStray(table, stray)
+	t.StartDaemon()
+	a, b = api.VM{}, api.VM{}
+	t.JSON(&a, "vm", "show", "a")
+	t.JSON(&b, "vm", "show", "b")
+	if a.State != api.VMStopped || b.State != api.VMRunning {
+		t.Fatalf("after the restart: a %s, b %s", a.State, b.State)
+	}
+	if taps := t.Taps(); !slices.Equal(taps, []string{"bg-" + b.ID[:12]}) {
+		t.Fatalf("taps after the restart = %v; want b's only", taps)
+	}
+	if got := owned(); !slices.Equal(got, []string{"nat-vms: banger vm=" + b.ID, "postrouting: banger vm=" + b.ID}) {
+		t.Fatalf("per-VM rules after the restart = %v", got)
+	}
+	t.Contains("b still reaches outside", mustBB("b", wget...), "hello from outside")
+	if addrs, err := t.Lookup("10.77.0.1", "b.vm."); err != nil || len(addrs) != 1 {
+		t.Fatalf("b.vm after the restart = %v, %v", addrs, err)
+	}
+
+	// a comes back on its lease.
+	t.Must("vm", "start", "a")
+	a = api.VM{}
+	t.JSON(&a, "vm", "show", "a")
+	if a.IP != "10.77.0.2" {
+		t.Fatalf("a restarted on %s; its lease is 10.77.0.2", a.IP)
+	}
+	t.Contains("b pings a.vm again", mustBB("b", "ping", "-c", "1", "-W", "10", "a.vm"), "1 packets received")
+
+	// Delete frees the lease: the next VM gets a's address.
+	t.Must("vm", "delete", "--force", "a")
+	var c api.VM
+	t.JSON(&c, "vm", "create", "--name", "c", "--image", ref, "--cpus", "1", "--memory", "256M", "--no-start")
+	if c.IP != "10.77.0.2" {
+		t.Fatalf("c leased %s; a's freed 10.77.0.2 comes first", c.IP)
+	}
+	t.Must("vm", "delete", "--force", "b", "c")
+	if taps := t.Taps(); len(taps) != 0 {
+		t.Fatalf("taps left after delete: %v", taps)
+	}
+	if got := owned(); len(got) != 0 {
+		t.Fatalf("per-VM rules left after delete: %v", got)
+	}
 }

@@ -1,0 +1,304 @@
+// Package hostnet is the bridge network of a root daemon: one Linux
+// bridge holding the gateway address, one tap per running VM enslaved to
+// it, and an nftables table that keeps VMs in a sandbox (they reach each
+// other and the host, nothing beyond) except those given NAT, each by
+// rules of its own.
+//
+// It works in the network namespace of the calling thread and starts no
+// goroutines, so a test that moved its locked thread into a namespace of
+// its own keeps everything there.
+package hostnet
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// TapPrefix starts the name of every tap hostnet makes.
+const TapPrefix = "bg-"
+
+// TapName is the tap of the VM whose ID is vmID: the prefix and the ID's
+// first 12 characters, within Linux's 15.
+func TapName(vmID string) string {
+	if len(vmID) > 12 {
+		vmID = vmID[:12]
+	}
+	return TapPrefix + vmID
+}
+
+// Config names the bridge and its network.
+type Config struct {
+	Bridge string
+	Prefix netip.Prefix // IPv4; the bridge takes its first address
+	// Owner marks the bridge as this daemon's (its link alias): another
+	// daemon's bridge of the same name is refused, and never swept.
+	Owner string
+	Log   *slog.Logger
+}
+
+// Network manages one bridge.
+type Network struct {
+	cfg Config
+	mu  sync.Mutex // one change at a time: Attach, Detach and Sweep read then write
+}
+
+// New checks cfg; nothing on the host changes until a VM attaches.
+func New(cfg Config) (*Network, error) {
+	p := cfg.Prefix.Masked()
+	if !p.Addr().Is4() || p.Bits() > 29 || p.Bits() < 8 {
+		return nil, fmt.Errorf("bridge network %s: use an IPv4 prefix between /8 and /29", cfg.Prefix)
+	}
+	if cfg.Bridge == "" || len(cfg.Bridge) > 15 {
+		return nil, fmt.Errorf("bridge name %q: use 1 to 15 characters", cfg.Bridge)
+	}
+	if cfg.Owner == "" {
+		return nil, fmt.Errorf("bridge %s: no owner", cfg.Bridge)
+	}
+	cfg.Prefix = p
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Network{cfg: cfg}, nil
+}
+
+// Prefix is the bridge's network.
+func (n *Network) Prefix() netip.Prefix { return n.cfg.Prefix }
+
+// Gateway is the bridge's own address: the VMs' gateway and DNS server.
+func (n *Network) Gateway() netip.Addr { return n.cfg.Prefix.Addr().Next() }
+
+// Range is the first and last address a VM may lease.
+func (n *Network) Range() (first, last netip.Addr) {
+	p := n.cfg.Prefix
+	b := p.Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) | host
+	bcast := netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+	return n.Gateway().Next(), bcast.Prev()
+}
+
+// Attach gives the VM vmID a tap on the bridge, making the bridge and the
+// firewall first if need be, and with nat its own rules letting addr out.
+// It returns the tap's name. A failure leaves no tap and no rule.
+func (n *Network) Attach(vmID string, addr netip.Addr, nat bool) (tap string, err error) {
+	if !n.cfg.Prefix.Contains(addr) {
+		return "", fmt.Errorf("attaching vm %s: address %s is outside the bridge network %s", vmID, addr, n.cfg.Prefix)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	br, err := n.ensureBridge()
+	if err != nil {
+		return "", err
+	}
+	if err := n.ensureFirewall(); err != nil {
+		return "", err
+	}
+	tap = TapName(vmID)
+	defer func() {
+		if err != nil {
+			_ = n.detach(vmID)
+		}
+	}()
+	// A tap or rules of this VM are leftovers of its last run.
+	if err := n.detach(vmID); err != nil {
+		return "", err
+	}
+	t := &netlink.Tuntap{
+		LinkAttrs: netlink.LinkAttrs{Name: tap, MasterIndex: br.Attrs().Index},
+		Mode:      netlink.TUNTAP_MODE_TAP,
+		// As QEMU and Firecracker open it: no packet info, virtio-net headers.
+		Flags: netlink.TUNTAP_NO_PI | netlink.TUNTAP_VNET_HDR | netlink.TUNTAP_ONE_QUEUE,
+	}
+	if err := netlink.LinkAdd(t); err != nil {
+		return "", fmt.Errorf("creating tap %s: %w", tap, err)
+	}
+	if err := netlink.LinkSetUp(t); err != nil {
+		return "", fmt.Errorf("bringing tap %s up: %w", tap, err)
+	}
+	if nat {
+		if err := enableForwarding(); err != nil {
+			return "", err
+		}
+		if err := n.addNAT(vmID, addr); err != nil {
+			return "", err
+		}
+	}
+	n.cfg.Log.Debug("vm attached to the bridge", "vm", vmID, "tap", tap, "addr", addr, "nat", nat)
+	return tap, nil
+}
+
+// Detach removes the VM's tap and its rules; what is already gone is
+// fine.
+func (n *Network) Detach(vmID string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.detach(vmID)
+}
+
+func (n *Network) detach(vmID string) error {
+	var errs []error
+	tap := TapName(vmID)
+	if l, err := netlink.LinkByName(tap); err == nil {
+		if err := netlink.LinkDel(l); err != nil {
+			errs = append(errs, fmt.Errorf("removing tap %s: %w", tap, err))
+		}
+	}
+	if err := n.deleteRules(func(owner string) bool { return owner == vmID }); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Sweep removes the taps on this bridge and the per-VM rules whose VM is
+// not in keep: what a VM that stopped while no daemon ran left behind.
+// It creates nothing.
+func (n *Network) Sweep(keep []string) (removed []string, err error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	keepTap, keepID := map[string]bool{}, map[string]bool{}
+	for _, id := range keep {
+		keepTap[TapName(id)], keepID[id] = true, true
+	}
+	br, err := netlink.LinkByName(n.cfg.Bridge)
+	if err == nil && br.Attrs().Alias != n.alias() {
+		return nil, nil // another daemon's, or not banger's at all
+	}
+	if err == nil {
+		links, err := netlink.LinkList()
+		if err != nil {
+			return nil, fmt.Errorf("listing links: %w", err)
+		}
+		for _, l := range links {
+			a := l.Attrs()
+			if _, tuntap := l.(*netlink.Tuntap); !tuntap || !strings.HasPrefix(a.Name, TapPrefix) || keepTap[a.Name] {
+				continue
+			}
+			// Another bridge's taps belong to another daemon.
+			if a.MasterIndex != 0 && a.MasterIndex != br.Attrs().Index {
+				continue
+			}
+			if err := netlink.LinkDel(l); err != nil {
+				return removed, fmt.Errorf("removing the leftover tap %s: %w", a.Name, err)
+			}
+			removed = append(removed, "tap "+a.Name)
+		}
+	}
+	var owners []string
+	err = n.deleteRules(func(owner string) bool {
+		if keepID[owner] {
+			return false
+		}
+		owners = append(owners, owner)
+		return true
+	})
+	for _, o := range owners {
+		removed = append(removed, "nftables rule of vm "+o)
+	}
+	return removed, err
+}
+
+const aliasPrefix = "banger "
+
+func (n *Network) alias() string { return aliasPrefix + n.cfg.Owner }
+
+// ensureBridge returns the bridge, made and given the gateway address if
+// missing. A network that overlaps another interface's is refused: its
+// VMs would shadow real hosts.
+func (n *Network) ensureBridge() (netlink.Link, error) {
+	gw := netip.PrefixFrom(n.Gateway(), n.cfg.Prefix.Bits())
+	addrs, err := netlink.AddrList(nil, unix.AF_INET)
+	if err != nil {
+		return nil, fmt.Errorf("listing addresses: %w", err)
+	}
+	br, err := netlink.LinkByName(n.cfg.Bridge)
+	var notFound netlink.LinkNotFoundError
+	switch {
+	case errors.As(err, &notFound):
+		br = nil
+	case err != nil:
+		return nil, fmt.Errorf("finding bridge %s: %w", n.cfg.Bridge, err)
+	case br.Type() != "bridge":
+		return nil, fmt.Errorf("interface %s is a %s, not a bridge; set network.bridge in config.toml to a free name", n.cfg.Bridge, br.Type())
+	case br.Attrs().Alias != n.alias():
+		owner := "something other than banger"
+		if a := br.Attrs().Alias; strings.HasPrefix(a, aliasPrefix) {
+			owner = "another banger daemon (" + strings.TrimPrefix(a, aliasPrefix) + ")"
+		}
+		return nil, fmt.Errorf("bridge %s belongs to %s; set network.bridge in config.toml to a free name", n.cfg.Bridge, owner)
+	}
+	hasGW := false
+	for _, a := range addrs {
+		p, ok := netip.AddrFromSlice(a.IP.To4())
+		if !ok || a.IPNet == nil {
+			continue
+		}
+		bits, _ := a.Mask.Size()
+		theirs := netip.PrefixFrom(p, bits)
+		if br != nil && a.LinkIndex == br.Attrs().Index {
+			hasGW = hasGW || theirs == gw
+			continue
+		}
+		if theirs.Overlaps(n.cfg.Prefix) {
+			name := fmt.Sprint(a.LinkIndex)
+			if l, err := netlink.LinkByIndex(a.LinkIndex); err == nil {
+				name = l.Attrs().Name
+			}
+			return nil, fmt.Errorf("the bridge network %s overlaps %s on %s; set network.cidr in config.toml to a free range", n.cfg.Prefix, theirs, name)
+		}
+	}
+	if br == nil {
+		// A MAC of its own: otherwise the bridge takes its lowest port's,
+		// and a VM leaving changes it under the other guests' ARP caches.
+		mac := make(net.HardwareAddr, 6)
+		_, _ = rand.Read(mac)
+		mac[0] = mac[0]&0xfc | 0x02 // unicast, locally administered
+		br = &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: n.cfg.Bridge, HardwareAddr: mac}}
+		if err := netlink.LinkAdd(br); err != nil {
+			return nil, fmt.Errorf("creating bridge %s: %w", n.cfg.Bridge, err)
+		}
+		if br, err = netlink.LinkByName(n.cfg.Bridge); err != nil {
+			return nil, fmt.Errorf("finding bridge %s: %w", n.cfg.Bridge, err)
+		}
+		if err := netlink.LinkSetAlias(br, n.alias()); err != nil {
+			_ = netlink.LinkDel(br)
+			return nil, fmt.Errorf("marking bridge %s as banger's: %w", n.cfg.Bridge, err)
+		}
+		n.cfg.Log.Info("bridge created", "bridge", n.cfg.Bridge, "gateway", gw)
+	}
+	if !hasGW {
+		a, err := netlink.ParseAddr(gw.String())
+		if err != nil {
+			return nil, err
+		}
+		if err := netlink.AddrAdd(br, a); err != nil {
+			return nil, fmt.Errorf("giving bridge %s the address %s: %w", n.cfg.Bridge, gw, err)
+		}
+	}
+	if err := netlink.LinkSetUp(br); err != nil {
+		return nil, fmt.Errorf("bringing bridge %s up: %w", n.cfg.Bridge, err)
+	}
+	return br, nil
+}
+
+// enableForwarding lets the kernel route, which NAT needs; like Docker,
+// banger leaves it on.
+func enableForwarding() error {
+	const path = "/proc/sys/net/ipv4/ip_forward"
+	if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) == "1" {
+		return nil
+	}
+	if err := os.WriteFile(path, []byte("1\n"), 0o644); err != nil {
+		return fmt.Errorf("enabling IPv4 forwarding for NAT: %w", err)
+	}
+	return nil
+}
