@@ -20,6 +20,10 @@ import (
 type scenario struct {
 	name string
 	run  func(t *T)
+	// hostNetwork keeps the scenario in the host's network namespace,
+	// for one that must reach Debian's package mirror (through apt) and
+	// starts no VM.
+	hostNetwork bool
 }
 
 type result struct {
@@ -73,7 +77,14 @@ func runScenario(ctx context.Context, s scenario, binDir, outDir string, timeout
 	defer cancel()
 	t := &T{ctx: ctx, name: s.name, bin: binDir, home: home, tools: tl}
 
-	res.err = t.protect(s.run)
+	// Each scenario runs in its own network namespace: whatever its
+	// daemon does to the network stays there.
+	res.err = t.protect(func(t *T) {
+		if !s.hostNetwork {
+			t.Netns()
+		}
+		s.run(t)
+	})
 	if err := t.cleanup(); err != nil && res.err == nil {
 		res.err = err
 	}

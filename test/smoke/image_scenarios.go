@@ -19,13 +19,13 @@ import (
 
 func imageScenarios() []scenario {
 	return []scenario{
-		{"image-pull-repull", imagePullRepull},
-		{"image-import", imageImport},
-		{"image-delete", imageDelete},
-		{"image-cache-prune", imageCachePrune},
-		{"image-hostile-rejected", imageHostile},
-		{"image-debian", imageDebian},
-		{"image-pull-auth", imagePullAuth},
+		{name: "image-pull-repull", run: imagePullRepull},
+		{name: "image-import", run: imageImport},
+		{name: "image-delete", run: imageDelete},
+		{name: "image-cache-prune", run: imageCachePrune},
+		{name: "image-hostile-rejected", run: imageHostile},
+		{name: "image-debian", run: imageDebian},
+		{name: "image-pull-auth", run: imagePullAuth},
 	}
 }
 

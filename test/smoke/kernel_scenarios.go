@@ -10,9 +10,9 @@ import (
 
 func kernelScenarios() []scenario {
 	return []scenario{
-		{"kernel-import-debian", kernelImportDebian},
-		{"vm-boot-test", vmBootTest},
-		{"vm-boot-images", vmBootImages},
+		{name: "kernel-import-debian", run: kernelImportDebian, hostNetwork: true}, // apt reaches the mirror
+		{name: "vm-boot-test", run: vmBootTest},
+		{name: "vm-boot-images", run: vmBootImages},
 	}
 }
 

@@ -20,10 +20,10 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// Netns makes a network namespace for this scenario and runs every later
-// command in it, the daemon included: its bridge, taps and nftables
-// rules live and die there, and the host's network is not touched. It
-// must come before the daemon starts; the namespace goes with the
+// Netns makes the scenario's network namespace (runScenario does, first)
+// and runs every later command in it, the daemon included: its bridge,
+// taps, nftables rules and QEMU's user-mode sockets live and die there,
+// and the host's network is not touched. The namespace goes with the
 // scenario.
 func (t *T) Netns() string {
 	if t.netns != "" {
@@ -91,10 +91,9 @@ func (t *T) inNetns(ns string, f func()) {
 	f()
 }
 
-// forwardIntoNetns makes addr (a host:port on the host's loopback, the
-// registry) reachable at the same address inside the scenario's
-// namespace.
-func (t *T) forwardIntoNetns(addr string) {
+// ListenInNetns listens on addr inside the scenario's namespace, where
+// its daemon and VMs are.
+func (t *T) ListenInNetns(addr string) net.Listener {
 	var ln net.Listener
 	t.inNetns(t.netns, func() {
 		var err error
@@ -102,6 +101,14 @@ func (t *T) forwardIntoNetns(addr string) {
 			t.Fatalf("listening on %s in %s: %v", addr, t.netns, err)
 		}
 	})
+	return ln
+}
+
+// forwardIntoNetns makes addr (a host:port on the host's loopback, the
+// registry) reachable at the same address inside the scenario's
+// namespace.
+func (t *T) forwardIntoNetns(addr string) {
+	ln := t.ListenInNetns(addr)
 	t.defer_(func() { ln.Close() })
 	go func() {
 		for {

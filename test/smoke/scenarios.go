@@ -23,15 +23,15 @@ import (
 // nothing but its own empty home.
 func scenarios() []scenario {
 	return append([]scenario{
-		{"daemon-lifecycle", daemonLifecycle},
-		{"version-mismatch", versionMismatch},
-		{"two-daemons-refused", twoDaemonsRefused},
-		{"garbage-on-socket", garbageOnSocket},
-		{"ops-list-empty", opsListEmpty},
-		{"sigterm-clean-shutdown", sigtermCleanShutdown},
-		{"sigkill-restart", sigkillRestart},
-		{"config-errors-and-sources", configErrorsAndSources},
-		{"completion", completion},
+		{name: "daemon-lifecycle", run: daemonLifecycle},
+		{name: "version-mismatch", run: versionMismatch},
+		{name: "two-daemons-refused", run: twoDaemonsRefused},
+		{name: "garbage-on-socket", run: garbageOnSocket},
+		{name: "ops-list-empty", run: opsListEmpty},
+		{name: "sigterm-clean-shutdown", run: sigtermCleanShutdown},
+		{name: "sigkill-restart", run: sigkillRestart},
+		{name: "config-errors-and-sources", run: configErrorsAndSources},
+		{name: "completion", run: completion},
 	}, slices.Concat(imageScenarios(), kernelScenarios(), vmScenarios())...)
 }
 

@@ -20,9 +20,9 @@ import (
 
 func vmScenarios() []scenario {
 	return []scenario{
-		{"vm-lifecycle", vmLifecycle},
-		{"vm-run", vmRun},
-		{"vm-bridge", vmBridge},
+		{name: "vm-lifecycle", run: vmLifecycle},
+		{name: "vm-run", run: vmRun},
+		{name: "vm-bridge", run: vmBridge},
 	}
 }
 
@@ -195,7 +195,11 @@ func vmRun(t *T) {
 
 	// Outbound connections from a user-mode VM are opt-in: the host's
 	// loopback (10.0.2.2 to the guest) answers only with --nat.
-	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "reached the host") }))
+	// The server listens in the scenario's namespace, where QEMU is.
+	web := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "reached the host") }))
+	web.Listener.Close()
+	web.Listener = t.ListenInNetns("127.0.0.1:0")
+	web.Start()
 	defer web.Close()
 	url := fmt.Sprintf("http://10.0.2.2:%d/", web.Listener.Addr().(*net.TCPAddr).Port)
 	wget := []string{"--", "/bin/busybox", "timeout", "10", "/bin/busybox", "wget", "-qO-", url}
@@ -249,7 +253,6 @@ func (s *syncBuffer) String() string {
 // and a stray rule); leases are kept across stop and start and freed on
 // delete; nothing is left when the VMs go.
 func vmBridge(t *T) {
-	t.Netns()
 	outside := t.Outside()
 	cfg := "[network]\nmode = \"bridge\"\ncidr = \"10.77.0.0/24\"\n"
 	if err := os.WriteFile(filepath.Join(t.Home(), "config.toml"), []byte(cfg), 0o644); err != nil {
