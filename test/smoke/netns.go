@@ -46,49 +46,60 @@ func (t *T) newNetns() string {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	name := "bs-" + hex.EncodeToString(b)
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	defer orig.Close()
-	ns, err := netns.NewNamed(name) // and moves this thread into it
+	err := onThreadIn(func() error {
+		ns, err := netns.NewNamed(name) // and moves the thread into it
+		if err == nil {
+			ns.Close()
+		}
+		return err
+	}, func() {})
 	if err != nil {
 		t.Fatalf("making network namespace %s: %v", name, err)
-	}
-	ns.Close()
-	if err := netns.Set(orig); err != nil {
-		panic(err) // a thread stuck in the namespace must not run other code
 	}
 	t.defer_(func() { _ = netns.DeleteNamed(name) })
 	return name
 }
 
-// inNetns runs f on a thread inside the namespace ns. Sockets f opens
-// stay in it, whichever thread uses them later.
-func (t *T) inNetns(ns string, f func()) {
+// onThreadIn runs f on a locked thread that enter moved into a network
+// namespace, then moves the thread back. Sockets f opens stay in that
+// namespace, whichever thread uses them later.
+func onThreadIn(enter func() error, f func()) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	orig, err := netns.Get()
 	if err != nil {
-		t.Fatalf("%v", err)
+		return err
 	}
 	defer orig.Close()
-	h, err := netns.GetFromName(ns)
-	if err != nil {
-		t.Fatalf("opening network namespace %s: %v", ns, err)
-	}
-	defer h.Close()
-	if err := netns.Set(h); err != nil {
-		t.Fatalf("entering network namespace %s: %v", ns, err)
+	if err := enter(); err != nil {
+		return err
 	}
 	defer func() {
 		if err := netns.Set(orig); err != nil {
-			panic(err)
+			panic(err) // a thread stuck in the namespace must not run other code
 		}
 	}()
 	f()
+	return nil
+}
+
+// enterNamed moves the calling thread into the namespace named ns.
+func enterNamed(ns string) func() error {
+	return func() error {
+		h, err := netns.GetFromName(ns)
+		if err != nil {
+			return fmt.Errorf("opening network namespace %s: %w", ns, err)
+		}
+		defer h.Close()
+		return netns.Set(h)
+	}
+}
+
+// inNetns runs f inside the namespace ns.
+func (t *T) inNetns(ns string, f func()) {
+	if err := onThreadIn(enterNamed(ns), f); err != nil {
+		t.Fatalf("entering network namespace %s: %v", ns, err)
+	}
 }
 
 // ListenInNetns listens on addr inside the scenario's namespace, where
@@ -280,25 +291,9 @@ func (t *T) Lookup(server, name string) ([]string, error) {
 
 // dialIn connects from inside the namespace ns; unlike inNetns it may run
 // on any goroutine, and fails by returning the error.
-func dialIn(ns, network, addr string) (net.Conn, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
+func dialIn(ns, network, addr string) (c net.Conn, err error) {
+	if err := onThreadIn(enterNamed(ns), func() { c, err = net.DialTimeout(network, addr, 10*time.Second) }); err != nil {
 		return nil, err
-	}
-	defer orig.Close()
-	h, err := netns.GetFromName(ns)
-	if err != nil {
-		return nil, err
-	}
-	defer h.Close()
-	if err := netns.Set(h); err != nil {
-		return nil, err
-	}
-	c, err := net.DialTimeout(network, addr, 10*time.Second)
-	if serr := netns.Set(orig); serr != nil {
-		panic(serr)
 	}
 	return c, err
 }
