@@ -19,6 +19,7 @@ const (
 	CodeInUse           Code = "in_use"
 	CodeInvalidArgument Code = "invalid_argument"
 	CodeCanceled        Code = "canceled"
+	CodeUnresponsive    Code = "unresponsive" // a running VM's agent did not answer in time
 	CodeOperationFailed Code = "operation_failed"
 )
 
@@ -35,6 +36,7 @@ var (
 	ErrInUse           = errors.New("in use")
 	ErrInvalidArgument = errors.New("invalid argument")
 	ErrCanceled        = errors.New("canceled")
+	ErrUnresponsive    = errors.New("unresponsive")
 	ErrOperationFailed = errors.New("operation failed")
 )
 
@@ -57,6 +59,7 @@ func codeTable() []struct {
 		{ErrInUse, CodeInUse},
 		{ErrInvalidArgument, CodeInvalidArgument},
 		{ErrCanceled, CodeCanceled},
+		{ErrUnresponsive, CodeUnresponsive},
 		{ErrOperationFailed, CodeOperationFailed},
 	}
 }

@@ -18,6 +18,7 @@ func TestCodeOf(t *testing.T) {
 		{ErrAlreadyExists, CodeAlreadyExists},
 		{ErrInvalidArgument, CodeInvalidArgument},
 		{ErrNotRunning, CodeNotRunning},
+		{fmt.Errorf("vm web: agent: %w", ErrUnresponsive), CodeUnresponsive},
 		{ErrVersionMismatch, CodeVersionMismatch},
 		{ErrUnknownMethod, CodeUnknownMethod},
 		{ErrInvalidRequest, CodeInvalidRequest},

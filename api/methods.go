@@ -62,6 +62,16 @@ const (
 	// MethodVMSSHProxy answers, then turns the connection into a byte
 	// stream to the VM agent's SSH server (ssh's ProxyCommand).
 	MethodVMSSHProxy = "vm.ssh_proxy"
+	// MethodVMStats answers from the stats poller's cache; vm.stats.all
+	// for every running VM.
+	MethodVMStats    = "vm.stats"
+	MethodVMStatsAll = "vm.stats.all"
+	MethodVMHealth   = "vm.health"
+	MethodVMPing     = "vm.ping"
+	// MethodVMPorts lists the guest's listening sockets, each TCP port
+	// probed for HTTP and HTTPS; with forward, they are also opened on
+	// the host's loopback.
+	MethodVMPorts = "vm.ports"
 )
 
 // Operation kinds. Every asynchronous daemon job is one of these.

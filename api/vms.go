@@ -179,3 +179,83 @@ type VMSSHInfo struct {
 	IdentityFile   string `json:"identity_file"`
 	KnownHostsFile string `json:"known_hosts_file"`
 }
+
+// VMStats answers MethodVMStats: the poller's latest sample of one VM.
+// CPU percentages are of one CPU, as top shows them: a VM with two busy
+// vCPUs is at 200.
+type VMStats struct {
+	Name           string          `json:"name"`
+	Time           time.Time       `json:"time"` // when the sample was taken
+	VCPU           int             `json:"vcpu"`
+	CPUPercent     float64         `json:"cpu_percent"`      // the guest's own accounting
+	HostCPUPercent float64         `json:"host_cpu_percent"` // the VMM process on the host
+	MemTotal       uint64          `json:"mem_total"`        // bytes, as the guest sees them
+	MemUsed        uint64          `json:"mem_used"`
+	MemAvailable   uint64          `json:"mem_available"`
+	HostRSS        uint64          `json:"host_rss"` // the VMM's resident memory
+	DiskUsed       uint64          `json:"disk_used"`
+	DiskSize       uint64          `json:"disk_size"`
+	NetRx          uint64          `json:"net_rx"` // bytes since boot
+	NetTx          uint64          `json:"net_tx"`
+	NetRxRate      float64         `json:"net_rx_rate"` // bytes per second
+	NetTxRate      float64         `json:"net_tx_rate"`
+	Load1          float64         `json:"load1"`
+	Load5          float64         `json:"load5"`
+	Load15         float64         `json:"load15"`
+	Procs          int             `json:"procs"`
+	Uptime         float64         `json:"uptime"` // seconds
+	Sessions       int             `json:"sessions"`
+	History        []VMStatsSample `json:"history,omitempty"` // oldest first
+}
+
+// VMStatsSample is one point of a VM's recent history.
+type VMStatsSample struct {
+	Time       time.Time `json:"time"`
+	CPUPercent float64   `json:"cpu_percent"`
+	MemUsed    uint64    `json:"mem_used"`
+	NetRxRate  float64   `json:"net_rx_rate"`
+	NetTxRate  float64   `json:"net_tx_rate"`
+}
+
+// VMStatsList answers MethodVMStatsAll.
+type VMStatsList struct {
+	VMs []VMStats `json:"vms"`
+}
+
+// VMHealth answers MethodVMHealth and MethodVMPing.
+type VMHealth struct {
+	Name         string  `json:"name"`
+	LatencyMS    float64 `json:"latency_ms"`
+	AgentVersion string  `json:"agent_version,omitempty"`
+	Uptime       float64 `json:"uptime"` // the guest's, seconds
+}
+
+// VMPortsParams name a VM for MethodVMPorts.
+type VMPortsParams struct {
+	Name    string `json:"name"`
+	Forward bool   `json:"forward,omitempty"`
+}
+
+// VMPort is one listening port of a guest, the same port's IPv4, IPv6
+// and wildcard sockets folded together.
+type VMPort struct {
+	Proto     string   `json:"proto"` // tcp or udp
+	Port      int      `json:"port"`
+	Addresses []string `json:"addresses"` // bound addresses; "*" for any
+	Process   string   `json:"process,omitempty"`
+	PID       int      `json:"pid,omitempty"`
+	// Scheme is what a probe from the host found: http, https, or tcp
+	// (something else, or nothing that answered); udp for UDP ports.
+	Scheme string `json:"scheme"`
+	// URL opens the port from the host: the VM's address on the bridge,
+	// or the loopback forward; empty when neither reaches it.
+	URL string `json:"url,omitempty"`
+	// Forward is the host loopback address forwarding to the port.
+	Forward string `json:"forward,omitempty"`
+}
+
+// VMPortsResult answers MethodVMPorts.
+type VMPortsResult struct {
+	Name  string   `json:"name"`
+	Ports []VMPort `json:"ports"`
+}

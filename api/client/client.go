@@ -351,3 +351,38 @@ func (c *Client) SSHProxy(ctx context.Context, name string) (io.ReadWriteCloser,
 	}
 	return stream, nil
 }
+
+// VMStats is the stats poller's latest sample of a VM.
+func (c *Client) VMStats(ctx context.Context, name string) (api.VMStats, error) {
+	var r api.VMStats
+	err := c.Call(ctx, api.MethodVMStats, api.VMRefParams{Name: name}, &r)
+	return r, err
+}
+
+// VMStatsAll is the latest sample of every running VM.
+func (c *Client) VMStatsAll(ctx context.Context) (api.VMStatsList, error) {
+	var r api.VMStatsList
+	err := c.Call(ctx, api.MethodVMStatsAll, nil, &r)
+	return r, err
+}
+
+// VMHealth pings a VM's agent and says how it answered.
+func (c *Client) VMHealth(ctx context.Context, name string) (api.VMHealth, error) {
+	var r api.VMHealth
+	err := c.Call(ctx, api.MethodVMHealth, api.VMRefParams{Name: name}, &r)
+	return r, err
+}
+
+// VMPing pings a VM's agent.
+func (c *Client) VMPing(ctx context.Context, name string) (api.VMHealth, error) {
+	var r api.VMHealth
+	err := c.Call(ctx, api.MethodVMPing, api.VMRefParams{Name: name}, &r)
+	return r, err
+}
+
+// VMPorts lists a VM's listening ports, probed, optionally forwarded.
+func (c *Client) VMPorts(ctx context.Context, p api.VMPortsParams) (api.VMPortsResult, error) {
+	var r api.VMPortsResult
+	err := c.Call(ctx, api.MethodVMPorts, p, &r)
+	return r, err
+}

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"io"
@@ -187,4 +188,66 @@ func (w *watchWriter) Write(p []byte) (int, error) {
 		close(w.seen)
 	}
 	return n, err
+}
+
+// TestDialStatsPorts: Dial reaches a real TCP server on the agent's side
+// and carries bytes both ways; a refused dial surfaces on Read; stats and
+// ports come back as the server gave them.
+func TestDialStatsPorts(t *testing.T) {
+	echo, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	go func() {
+		for {
+			c, err := echo.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
+		}
+	}()
+	c := pair(t, &Server{
+		Stats: func() (proto.StatsResult, error) { return proto.StatsResult{NumCPU: 3, Procs: 7}, nil },
+		Ports: func() ([]proto.Socket, error) { return []proto.Socket{{Proto: "tcp", Addr: "0.0.0.0", Port: 80}}, nil },
+	})
+	ctx := context.Background()
+	conn, err := c.Dial(ctx, echo.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Write([]byte("hello\n")); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil || line != "hello\n" {
+		t.Fatalf("echo through Dial = %q, %v", line, err)
+	}
+	conn.Close()
+
+	dead, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := dead.Addr().String()
+	dead.Close()
+	conn, err = c.Dial(ctx, addr)
+	if err == nil {
+		_, err = conn.Read(make([]byte, 1))
+		conn.Close()
+	}
+	if err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("dialing a closed port: %v", err)
+	}
+
+	st, err := c.Stats(ctx)
+	if err != nil || st.NumCPU != 3 || st.Procs != 7 {
+		t.Fatalf("Stats = %+v, %v", st, err)
+	}
+	socks, err := c.Ports(ctx)
+	if err != nil || len(socks) != 1 || socks[0].Port != 80 {
+		t.Fatalf("Ports = %+v, %v", socks, err)
+	}
+	bare := pair(t, &Server{})
+	if _, err := bare.Stats(ctx); err == nil {
+		t.Fatal("an agent without stats answered")
+	}
 }

@@ -283,11 +283,37 @@ func (c *Client) WriteFile(ctx context.Context, path string, mode uint32, r io.R
 // client to run its protocol over: ssh reaches the guest through the
 // agent's channel, with no network.
 func (c *Client) DialSSH(ctx context.Context) (net.Conn, error) {
+	return c.pipe(proto.MethodSSH, nil)
+}
+
+// Dial connects to addr, a TCP address in the guest, through the agent:
+// no network between host and guest is needed. A refused connection
+// shows as the first Read's error.
+func (c *Client) Dial(ctx context.Context, addr string) (net.Conn, error) {
+	return c.pipe(proto.MethodDial, proto.DialParams{Addr: addr})
+}
+
+// Stats samples the guest's counters.
+func (c *Client) Stats(ctx context.Context) (proto.StatsResult, error) {
+	var r proto.StatsResult
+	err := c.Call(ctx, proto.MethodStats, nil, &r)
+	return r, err
+}
+
+// Ports lists the guest's listening sockets.
+func (c *Client) Ports(ctx context.Context) ([]proto.Socket, error) {
+	var r proto.PortsResult
+	err := c.Call(ctx, proto.MethodPorts, nil, &r)
+	return r.Sockets, err
+}
+
+// pipe opens a stream that method turns into a byte pipe.
+func (c *Client) pipe(method string, params any) (net.Conn, error) {
 	id, ch, err := c.stream()
 	if err != nil {
 		return nil, err
 	}
-	if err := c.request(id, proto.MethodSSH, nil); err != nil {
+	if err := c.request(id, method, params); err != nil {
 		c.l.release(id)
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/bangerdev/banger/internal/agent/proto"
 )
@@ -21,6 +22,9 @@ type Server struct {
 	Shutdown func() // powers the guest off; called after the answer is sent
 	// SSH serves one SSH connection (MethodSSH); nil refuses the method.
 	SSH func(net.Conn)
+	// Stats and Ports answer MethodStats and MethodPorts; nil refuses.
+	Stats func() (proto.StatsResult, error)
+	Ports func() ([]proto.Socket, error)
 }
 
 // Serve answers calls on rw until it fails.
@@ -106,6 +110,33 @@ func (s *Server) handle(l *link, f proto.Frame, ch chan proto.Frame) {
 		go s.SSH(theirs)
 		pipeStream(l, f.Stream, ours, ch)
 		s.respond(l, f.Stream, struct{}{}, nil)
+	case proto.MethodDial:
+		var p proto.DialParams
+		if err := json.Unmarshal(req.Params, &p); err != nil {
+			s.respond(l, f.Stream, nil, fmt.Errorf("bad dial params: %v", err))
+			return
+		}
+		c, err := net.DialTimeout("tcp", p.Addr, 5*time.Second)
+		if err != nil {
+			s.respond(l, f.Stream, nil, err)
+			return
+		}
+		pipeStream(l, f.Stream, c, ch)
+		s.respond(l, f.Stream, struct{}{}, nil)
+	case proto.MethodStats:
+		if s.Stats == nil {
+			s.respond(l, f.Stream, nil, errors.New("this agent serves no stats"))
+			return
+		}
+		r, err := s.Stats()
+		s.respond(l, f.Stream, r, err)
+	case proto.MethodPorts:
+		if s.Ports == nil {
+			s.respond(l, f.Stream, nil, errors.New("this agent serves no ports"))
+			return
+		}
+		socks, err := s.Ports()
+		s.respond(l, f.Stream, proto.PortsResult{Sockets: socks}, err)
 	case proto.MethodExec:
 		var p proto.ExecParams
 		if err := json.Unmarshal(req.Params, &p); err != nil {

@@ -17,6 +17,7 @@ func (a *App) vmCommand() *cobra.Command {
 		a.vmSSHCommand(), a.vmSSHProxyCommand(), a.vmSSHConfigCommand(), a.vmRunCommand(),
 		a.vmSetCommand(), a.vmKillCommand(), a.vmPruneCommand())
 	cmd.AddCommand(a.vmLifecycleCommands()...)
+	cmd.AddCommand(a.vmStatsCommands()...)
 	return cmd
 }
 

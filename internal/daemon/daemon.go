@@ -35,6 +35,7 @@ import (
 	"github.com/bangerdev/banger/internal/rootfs"
 	"github.com/bangerdev/banger/internal/rpc"
 	"github.com/bangerdev/banger/internal/sshkey"
+	"github.com/bangerdev/banger/internal/stats"
 	"github.com/bangerdev/banger/internal/store"
 	"github.com/bangerdev/banger/internal/vm"
 	"github.com/bangerdev/banger/internal/vmdns"
@@ -94,6 +95,7 @@ type Daemon struct {
 	kernels  *kernel.Service
 	bootTest *boottest.Service
 	vms      *vm.Service
+	stats    *stats.Service
 	// hostnet and dns exist in a root daemon: the bridge network and its
 	// .vm zone.
 	hostnet *hostnet.Network
@@ -182,6 +184,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 
 	var wg sync.WaitGroup
 	wg.Go(func() { d.background(lifetime, opts.OpRetention) })
+	wg.Go(func() { d.stats.Run(lifetime) })
 	connCtx, closeConns := context.WithCancel(context.WithoutCancel(lifetime))
 	wg.Go(func() {
 		<-lifetime.Done()
@@ -349,6 +352,7 @@ func (d *Daemon) wireServices(opts Options) error {
 		return fmt.Errorf("taking back running VMs: %w", err)
 	}
 	d.listenDNS() // a bridge a previous daemon made
+	d.stats = d.newStats()
 	return nil
 }
 

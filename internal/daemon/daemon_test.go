@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"github.com/bangerdev/banger/internal/opstate"
 	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/rpc"
+	"github.com/bangerdev/banger/internal/store"
 )
 
 type testDaemon struct {
@@ -144,6 +146,10 @@ func TestDaemonErrorCodes(t *testing.T) {
 		{name: "no such operation", method: "operations.get", params: api.OperationIDParams{ID: "nope"}, code: api.CodeNotFound, mentions: []string{"nope", "ops list"}},
 		{name: "cancel missing", method: "operations.cancel", params: api.OperationIDParams{ID: "nope"}, code: api.CodeNotFound},
 		{name: "wait missing", method: "operations.wait", params: api.OperationIDParams{ID: "nope"}, code: api.CodeNotFound},
+		// The stats service's methods reach the VM service (wiring).
+		{name: "stats of a missing VM", method: "vm.stats", params: api.VMRefParams{Name: "nope"}, code: api.CodeNotFound, mentions: []string{"nope"}},
+		{name: "health of a missing VM", method: "vm.health", params: api.VMRefParams{Name: "nope"}, code: api.CodeNotFound},
+		{name: "ports of a missing VM", method: "vm.ports", params: api.VMPortsParams{Name: "nope"}, code: api.CodeNotFound},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			conn, err := rpc.Dial(ctx, td.layout.Socket(), "test")
@@ -330,5 +336,33 @@ func TestRefusesForeignDirectory(t *testing.T) {
 	err = Run(context.Background(), Options{Layout: l, Config: config.Defaults(config.Host{CPUs: 1, MemoryBytes: 1 << 30})})
 	if err == nil || !strings.Contains(err.Error(), "not a directory") {
 		t.Fatalf("Run with a symlinked runtime dir = %v", err)
+	}
+}
+
+// TestWireServicesInstantiatesStatsService pins the wiring order: the
+// stats service exists once the services are wired, and its closures
+// reach the VM service.
+func TestWireServicesInstantiatesStatsService(t *testing.T) {
+	ctx := context.Background()
+	home := t.TempDir()
+	st, err := store.Open(ctx, filepath.Join(home, "banger.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	d := &Daemon{layout: paths.Home(home), cfg: config.Defaults(config.Host{CPUs: 2, MemoryBytes: 4 << 30}),
+		log: slog.New(slog.DiscardHandler), store: st, lifetime: ctx}
+	if err := d.wireServices(Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if d.vms == nil || d.stats == nil {
+		t.Fatalf("wired vms %v, stats %v", d.vms != nil, d.stats != nil)
+	}
+	if _, err := d.stats.Stats(ctx, "nope"); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("stats of a missing VM through the wiring: %v", err)
+	}
+	all, err := d.stats.StatsAll(ctx)
+	if err != nil || len(all.VMs) != 0 {
+		t.Fatalf("StatsAll with no VMs = %+v, %v", all, err)
 	}
 }

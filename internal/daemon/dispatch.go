@@ -87,6 +87,11 @@ func rpcHandlers() map[string]handler {
 		api.MethodVMPrune:          noParamHandler(pruneVMs),
 		api.MethodVMSSH:            paramHandler(vmSSH),
 		api.MethodVMSSHProxy:       handleVMSSHProxy,
+		api.MethodVMStats:          paramHandler(vmStats),
+		api.MethodVMStatsAll:       noParamHandler(vmStatsAll),
+		api.MethodVMHealth:         paramHandler(vmHealth),
+		api.MethodVMPing:           paramHandler(vmHealth),
+		api.MethodVMPorts:          paramHandler(vmPorts),
 	}
 }
 
@@ -107,6 +112,7 @@ func (d *Daemon) dispatch(ctx context.Context, call *rpc.Call) rpc.Response {
 			api.ErrUnknownMethod, call.Method, d.build.Version, strings.Join(slices.Sorted(maps.Keys(d.handlers)), ", ")))
 	}
 	d.log.Debug("call", "method", call.Method, "id", call.ID)
+	d.touchVMs(call.Method, call.Params)
 	return h(ctx, d, call)
 }
 

@@ -46,6 +46,11 @@ var documentedMethods = []string{
 	api.MethodVMPrune,
 	api.MethodVMSSH,
 	api.MethodVMSSHProxy,
+	api.MethodVMStats,
+	api.MethodVMStatsAll,
+	api.MethodVMHealth,
+	api.MethodVMPing,
+	api.MethodVMPorts,
 	api.MethodVersion,
 }
 

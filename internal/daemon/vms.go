@@ -82,6 +82,7 @@ func handleVMExec(ctx context.Context, d *Daemon, call *rpc.Call) rpc.Response {
 	if err := decodeParams(call.Method, call.Params, &p); err != nil {
 		return rpc.Error(err)
 	}
+	defer d.stats.Session(p.Name)()
 	r, err := d.vms.Exec(ctx, p, func(ev api.VMExecEvent) error { return call.Emit(ev) })
 	if err != nil {
 		return rpc.Error(err)
@@ -109,6 +110,7 @@ func handleVMSSHProxy(ctx context.Context, d *Daemon, call *rpc.Call) rpc.Respon
 	if err != nil {
 		return rpc.Error(err)
 	}
+	defer d.stats.Session(p.Name)() // an ssh session lasts as long as its proxy
 	go func() {
 		_, _ = io.Copy(conn, stream) // the client's bytes, until it hangs up
 		conn.Close()

@@ -173,6 +173,11 @@ func (s *Service) Stop(ctx context.Context, p api.VMStopParams) (api.VM, error) 
 }
 
 func (s *Service) stop(ctx context.Context, rec store.VM, force bool, timeout time.Duration) error {
+	return s.stopWith(ctx, rec, force, timeout, "stopped by `banger vm stop`")
+}
+
+// stopWith stops rec, recording reason for a graceful stop.
+func (s *Service) stopWith(ctx context.Context, rec store.VM, force bool, timeout time.Duration, reason string) error {
 	s.mu.Lock()
 	l := s.live[rec.ID]
 	s.mu.Unlock()
@@ -183,7 +188,7 @@ func (s *Service) stop(ctx context.Context, rec store.VM, force bool, timeout ti
 		timeout = defaultStopTimeout
 	}
 	l.mu.Lock()
-	l.reason = "stopped by `banger vm stop`"
+	l.reason = reason
 	l.mu.Unlock()
 	if !force {
 		if c, _, err := s.client(ctx, rec); err == nil {

@@ -137,15 +137,29 @@ var validName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}$`)
 
 // lock serializes the lifecycle verbs of one VM.
 func (s *Service) lock(name string) func() {
+	m := s.mutex(name)
+	m.Lock()
+	return m.Unlock
+}
+
+// tryLock takes name's lock only if no verb holds it.
+func (s *Service) tryLock(name string) (func(), bool) {
+	m := s.mutex(name)
+	if !m.TryLock() {
+		return nil, false
+	}
+	return m.Unlock, true
+}
+
+func (s *Service) mutex(name string) *sync.Mutex {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	m, ok := s.locks[name]
 	if !ok {
 		m = &sync.Mutex{}
 		s.locks[name] = m
 	}
-	s.mu.Unlock()
-	m.Lock()
-	return m.Unlock
+	return m
 }
 
 func (s *Service) runDir(id string) string   { return filepath.Join(s.cfg.RunDir, id) }

@@ -38,6 +38,8 @@ type tools struct {
 	registry  string // CNCF distribution registry binary
 	debianTar string // debootstrap'd Debian tree, as a (gzipped) tarball
 	kernelDeb string // Debian's linux-image package
+	// porttest builds the static guest helper of test/smoke/porttest.
+	porttest func() (string, error)
 }
 
 // T is a scenario's handle on its own banger home.

@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"regexp"
@@ -74,6 +75,16 @@ func smoke() int {
 			*p = "" // scenarios that need it fail saying so
 		}
 	}
+	// The guest helper of the stats scenarios, built once on demand.
+	tl.porttest = sync.OnceValues(func() (string, error) {
+		bin := filepath.Join(*out, "porttest") // beside the failed scenarios' logs
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./test/smoke/porttest")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("building porttest (run the smoke suite from the repository root): %v\n%s", err, out)
+		}
+		return bin, nil
+	})
 	var selected []scenario
 	for _, s := range scenarios() {
 		if filter == nil || filter.MatchString(s.name) {

@@ -25,9 +25,11 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bangerdev/banger/internal/agent"
+	"github.com/bangerdev/banger/internal/agent/procfs"
 	"github.com/bangerdev/banger/internal/agent/proto"
 	"github.com/bangerdev/banger/internal/agent/sshd"
 	"github.com/bangerdev/banger/internal/sshkey"
+	"github.com/bangerdev/banger/internal/version"
 )
 
 // Names the host and the initramfs agree on.
@@ -379,7 +381,19 @@ func (g *guest) serve() {
 			}
 			sshSrv.ServeConn(c)
 		},
-		Ping: func() proto.PingResult { return proto.PingResult{Uptime: uptime()} },
+		Ping: func() proto.PingResult { return proto.PingResult{Uptime: uptime(), Version: version.Version} },
+		Stats: func() (proto.StatsResult, error) {
+			r, err := procfs.Stats("/proc", g.workDiskUsage)
+			select {
+			case <-sshReady:
+				if sshSrv != nil {
+					r.Sessions = sshSrv.Connections()
+				}
+			default:
+			}
+			return r, err
+		},
+		Ports: func() ([]proto.Socket, error) { return procfs.Listening("/proc") },
 		Info: func() proto.InfoResult {
 			<-sshReady
 			var u unix.Utsname
@@ -574,4 +588,19 @@ func (r *reaper) spawn(p proto.ExecParams, stdin, stdout, stderr *os.File) (func
 	}
 	_ = proc.Release()
 	return func() proto.ExecResult { return agent.ExitResult(<-ch) }, nil
+}
+
+// workDiskUsage is the used and total bytes of the work disk's file
+// system (the overlay's upper layer), through the fd kept since the root
+// switch.
+func (g *guest) workDiskUsage() (used, size uint64) {
+	if g.workFD <= 0 {
+		return 0, 0
+	}
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(g.workFD, &st); err != nil {
+		return 0, 0
+	}
+	bs := uint64(st.Bsize)
+	return (st.Blocks - st.Bfree) * bs, st.Blocks * bs
 }

@@ -151,6 +151,13 @@ const (
 	// each way to hang up. The host's ssh reaches a guest through it
 	// without any network.
 	MethodSSH = "ssh"
+	// MethodStats samples the guest's counters (StatsResult).
+	MethodStats = "stats"
+	// MethodPorts lists the guest's listening sockets (PortsResult).
+	MethodPorts = "ports"
+	// MethodDial connects to a TCP address in the guest (DialParams) and
+	// turns the stream into a byte pipe to it, as MethodSSH does.
+	MethodDial = "dial"
 )
 
 // WindowPayload encodes a terminal size for a Window frame.
@@ -176,7 +183,49 @@ type FileResult struct {
 
 // PingResult answers ping.
 type PingResult struct {
-	Uptime float64 `json:"uptime"` // seconds since the guest booted
+	Uptime  float64 `json:"uptime"`            // seconds since the guest booted
+	Version string  `json:"version,omitempty"` // the agent's banger version
+}
+
+// StatsResult is one sample of the guest's counters. CPU times are in
+// USER_HZ ticks since boot, summed over CPUs; the host turns two samples
+// into a percentage.
+type StatsResult struct {
+	CPUBusy      uint64  `json:"cpu_busy"`  // user, nice, system, irq, softirq, steal
+	CPUTotal     uint64  `json:"cpu_total"` // the same plus idle and iowait
+	NumCPU       int     `json:"num_cpu"`
+	MemTotal     uint64  `json:"mem_total"` // bytes
+	MemAvailable uint64  `json:"mem_available"`
+	Load1        float64 `json:"load1"`
+	Load5        float64 `json:"load5"`
+	Load15       float64 `json:"load15"`
+	Procs        int     `json:"procs"`
+	Uptime       float64 `json:"uptime"`
+	NetRx        uint64  `json:"net_rx"` // bytes, every interface but lo
+	NetTx        uint64  `json:"net_tx"`
+	DiskUsed     uint64  `json:"disk_used"` // the work disk's file system
+	DiskSize     uint64  `json:"disk_size"`
+	// Sessions counts open SSH connections to the agent's server.
+	Sessions int `json:"sessions"`
+}
+
+// Socket is a listening socket in the guest.
+type Socket struct {
+	Proto   string `json:"proto"` // tcp, tcp6, udp or udp6
+	Addr    string `json:"addr"`  // the bound address; 0.0.0.0 or :: for any
+	Port    int    `json:"port"`
+	PID     int    `json:"pid,omitempty"`
+	Process string `json:"process,omitempty"`
+}
+
+// PortsResult answers ports.
+type PortsResult struct {
+	Sockets []Socket `json:"sockets"`
+}
+
+// DialParams name a TCP address in the guest, such as 127.0.0.1:8080.
+type DialParams struct {
+	Addr string `json:"addr"`
 }
 
 // ExecParams start a process in the guest.

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
@@ -32,7 +33,12 @@ type Server struct {
 	root  string // the guest's root, "/" in a guest
 	log   *slog.Logger
 	conf  *ssh.ServerConfig
+	open  atomic.Int32 // connections past the handshake
 }
+
+// Connections counts the open, authenticated connections: the host's
+// idle sweep counts them as activity.
+func (s *Server) Connections() int { return int(s.open.Load()) }
 
 // Config wires a Server.
 type Config struct {
@@ -94,6 +100,8 @@ func (s *Server) ServeConn(c net.Conn) {
 		s.log.Debug("ssh handshake failed", "err", err)
 		return
 	}
+	s.open.Add(1)
+	defer s.open.Add(-1)
 	defer conn.Close()
 	go ssh.DiscardRequests(reqs)
 	for nc := range chans {

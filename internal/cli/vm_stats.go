@@ -1,0 +1,254 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/api/client"
+	"github.com/bangerdev/banger/internal/units"
+)
+
+func (a *App) vmStatsCommands() []*cobra.Command {
+	return []*cobra.Command{a.vmStatsCommand(), a.vmTopCommand(), a.vmHealthCommand(), a.vmPingCommand(), a.vmPortsCommand()}
+}
+
+func (a *App) vmStatsCommand() *cobra.Command {
+	var asJSON, watch bool
+	var every time.Duration
+	cmd := &cobra.Command{
+		Use:   "stats NAME",
+		Short: "Show a running VM's CPU, memory, disk, network, load and processes",
+		Long: "Show the stats poller's latest sample of a running VM, with its recent CPU history. " +
+			"--watch redraws it live, as `banger vm top` does for every VM.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			if watch {
+				return a.top(cmd.Context(), c, args[0], every)
+			}
+			st, err := c.VMStats(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(a.Stdout, st)
+			}
+			return fields(a.Stdout, statsFields(st))
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "redraw live until interrupted")
+	cmd.Flags().DurationVar(&every, "interval", 2*time.Second, "how often --watch redraws")
+	return cmd
+}
+
+func statsFields(st api.VMStats) [][2]string {
+	cpus := make([]float64, len(st.History))
+	for i, h := range st.History {
+		cpus[i] = h.CPUPercent
+	}
+	return [][2]string{
+		{"name", st.Name},
+		{"sampled", st.Time.Local().Format(time.RFC3339)},
+		{"cpu", fmt.Sprintf("%.1f%% of %d vCPU(s) (the VMM on the host: %.1f%%)", st.CPUPercent, st.VCPU, st.HostCPUPercent)},
+		{"cpu history", sparkline(cpus, float64(max(st.VCPU, 1)*100))},
+		{"memory", fmt.Sprintf("%s used of %s, %s available (the VMM's RSS: %s)", size(st.MemUsed), size(st.MemTotal), size(st.MemAvailable), size(st.HostRSS))},
+		{"disk", fmt.Sprintf("%s used of %s", size(st.DiskUsed), size(st.DiskSize))},
+		{"network", fmt.Sprintf("%s in, %s out (%s/s in, %s/s out)", size(st.NetRx), size(st.NetTx), size(uint64(st.NetRxRate)), size(uint64(st.NetTxRate)))},
+		{"load", fmt.Sprintf("%.2f %.2f %.2f", st.Load1, st.Load5, st.Load15)},
+		{"processes", strconv.Itoa(st.Procs)},
+		{"ssh sessions", strconv.Itoa(st.Sessions)},
+		{"uptime", shortDuration(time.Duration(st.Uptime * float64(time.Second)))},
+	}
+}
+
+func size(n uint64) string { return units.FormatSize(int64(n)) }
+
+// sparkline draws vals (0 to top) as block characters, oldest first.
+func sparkline(vals []float64, top float64) string {
+	const bars = "▁▂▃▄▅▆▇█"
+	levels := []rune(bars)
+	if len(vals) == 0 {
+		return "-"
+	}
+	var b strings.Builder
+	for _, v := range vals {
+		i := 0
+		if top > 0 {
+			i = int(v / top * float64(len(levels)-1))
+		}
+		b.WriteRune(levels[min(max(i, 0), len(levels)-1)])
+	}
+	return b.String()
+}
+
+func (a *App) vmTopCommand() *cobra.Command {
+	var every time.Duration
+	cmd := &cobra.Command{
+		Use:   "top",
+		Short: "A live view of every running VM's CPU, memory and network",
+		Long: "Redraw a table of every running VM every --interval until interrupted (Ctrl-C), with a " +
+			"sparkline of each VM's recent CPU. Printed once when the output is not a terminal.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			return a.top(cmd.Context(), c, "", every)
+		},
+	}
+	cmd.Flags().DurationVar(&every, "interval", 2*time.Second, "how often to redraw")
+	return cmd
+}
+
+// top draws every running VM (or only the one named only) until ctx
+// ends; once, when stdout is not a terminal.
+func (a *App) top(ctx context.Context, c *client.Client, only string, every time.Duration) error {
+	live := isTTY(a.Stdout)
+	for {
+		all, err := c.VMStatsAll(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		var rows [][]string
+		for _, st := range all.VMs {
+			if only != "" && st.Name != only {
+				continue
+			}
+			cpus := make([]float64, len(st.History))
+			for i, h := range st.History {
+				cpus[i] = h.CPUPercent
+			}
+			rows = append(rows, []string{st.Name, fmt.Sprintf("%.1f%%", st.CPUPercent), sparkline(cpus[max(0, len(cpus)-20):], float64(max(st.VCPU, 1)*100)),
+				fmt.Sprintf("%s/%s", size(st.MemUsed), size(st.MemTotal)), size(st.HostRSS),
+				fmt.Sprintf("%s/s", size(uint64(st.NetRxRate))), fmt.Sprintf("%s/s", size(uint64(st.NetTxRate))),
+				fmt.Sprintf("%.2f", st.Load1), strconv.Itoa(st.Procs), shortDuration(time.Duration(st.Uptime * float64(time.Second)))})
+		}
+		if only != "" && len(rows) == 0 {
+			if _, err := c.VMStats(ctx, only); err != nil { // says why: not found, not running
+				return err
+			}
+		}
+		if live {
+			fmt.Fprint(a.Stdout, "\033[H\033[2J") // home, clear
+			fmt.Fprintf(a.Stdout, "banger vm top — %s — every %s, Ctrl-C to quit\n\n", time.Now().Format("15:04:05"), every)
+		}
+		if err := a.topTable(a.Stdout, rows); err != nil || !live {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(every):
+		}
+	}
+}
+
+func (a *App) topTable(w io.Writer, rows [][]string) error {
+	if len(rows) == 0 {
+		_, err := fmt.Fprintln(w, "no running VMs")
+		return err
+	}
+	return table(w, []string{"NAME", "CPU", "HISTORY", "MEMORY", "HOST RSS", "NET IN", "NET OUT", "LOAD", "PROCS", "UP"}, rows)
+}
+
+func (a *App) vmHealthCommand() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "health NAME",
+		Short: "Check that a running VM's agent answers, with its latency and version",
+		Long: "Ping the VM's agent. Exits non-zero with code not_found, not_running, or unresponsive " +
+			"(the agent did not answer within 5s).",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			h, err := c.VMHealth(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(a.Stdout, h)
+			}
+			_, err = fmt.Fprintf(a.Stdout, "vm %s is healthy: agent %s answered in %.1f ms, guest up %s\n",
+				h.Name, dash(h.AgentVersion), h.LatencyMS, shortDuration(time.Duration(h.Uptime*float64(time.Second))))
+			return err
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func (a *App) vmPingCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "ping NAME",
+		Short: "Ping a running VM's agent",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			h, err := c.VMPing(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(a.Stdout, "pong from %s in %.1f ms\n", h.Name, h.LatencyMS)
+			return err
+		},
+	}
+}
+
+func (a *App) vmPortsCommand() *cobra.Command {
+	var asJSON, forward bool
+	cmd := &cobra.Command{
+		Use:   "ports NAME",
+		Short: "List a running VM's listening ports, each probed as http, https or tcp",
+		Long: "List every listening TCP and UDP socket in the guest with its process, one row per port. " +
+			"Each TCP port is probed from the host (a TLS handshake, then an HTTP request) and given a URL: " +
+			"the VM's address on the bridge network, or with --forward a listener on the host's 127.0.0.1 " +
+			"that carries connections through the agent (any network, until the VM stops or the daemon restarts).",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			r, err := c.VMPorts(cmd.Context(), api.VMPortsParams{Name: args[0], Forward: forward})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(a.Stdout, r)
+			}
+			rows := make([][]string, 0, len(r.Ports))
+			for _, p := range r.Ports {
+				proc := p.Process
+				if p.PID != 0 {
+					proc = fmt.Sprintf("%s (%d)", p.Process, p.PID)
+				}
+				rows = append(rows, []string{p.Proto, strconv.Itoa(p.Port), strings.Join(p.Addresses, ","), dash(proc), p.Scheme, dash(p.URL)})
+			}
+			return table(a.Stdout, []string{"PROTO", "PORT", "ADDRESS", "PROCESS", "SCHEME", "URL"}, rows)
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&forward, "forward", false, "open each TCP port on the host's 127.0.0.1")
+	return cmd
+}

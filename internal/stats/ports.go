@@ -1,0 +1,268 @@
+package stats
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/agent/proto"
+)
+
+// Ports lists the listening ports of the VM named name, each TCP port
+// probed for HTTPS and HTTP; with forward, each TCP port also gets a
+// listener on the host's loopback that carries connections to it through
+// the agent.
+func (s *Service) Ports(ctx context.Context, name string, forward bool) (api.VMPortsResult, error) {
+	t, err := s.cfg.Target(ctx, name)
+	if err != nil {
+		return api.VMPortsResult{}, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, agentTimeout)
+	defer cancel()
+	a, err := s.cfg.Agent(cctx, name)
+	if err != nil {
+		return api.VMPortsResult{}, s.agentErr(name, err)
+	}
+	socks, err := a.Ports(cctx)
+	if err != nil {
+		return api.VMPortsResult{}, s.agentErr(name, err)
+	}
+	ports := Dedupe(socks)
+	var wg sync.WaitGroup
+	for i := range ports {
+		p := &ports[i]
+		if p.Proto != "tcp" {
+			p.Scheme = "udp"
+			continue
+		}
+		if forward {
+			if err := s.forward(t, *p); err != nil {
+				return api.VMPortsResult{}, err
+			}
+		}
+		p.Forward = s.forwardAddr(t.ID, p.Port)
+		direct := directAddr(t, *p)
+		wg.Go(func() {
+			dial := func(ctx context.Context) (net.Conn, error) {
+				if direct.IsValid() {
+					var d net.Dialer
+					return d.DialContext(ctx, "tcp", direct.String())
+				}
+				return a.Dial(ctx, guestAddr(*p))
+			}
+			p.Scheme = Probe(ctx, dial)
+			switch {
+			case direct.IsValid() && p.Scheme != "tcp":
+				p.URL = p.Scheme + "://" + direct.String()
+			case p.Forward != "" && p.Scheme != "tcp":
+				p.URL = p.Scheme + "://" + p.Forward
+			case direct.IsValid():
+				p.URL = "tcp://" + direct.String()
+			case p.Forward != "":
+				p.URL = "tcp://" + p.Forward
+			}
+		})
+	}
+	wg.Wait()
+	return api.VMPortsResult{Name: name, Ports: ports}, nil
+}
+
+// Dedupe folds a guest's sockets into ports: one per protocol and port
+// number, whatever the address families and binds.
+func Dedupe(socks []proto.Socket) []api.VMPort {
+	type key struct {
+		proto string
+		port  int
+	}
+	byKey := map[key]*api.VMPort{}
+	for _, s := range socks {
+		k := key{strings.TrimSuffix(s.Proto, "6"), s.Port}
+		p := byKey[k]
+		if p == nil {
+			p = &api.VMPort{Proto: k.proto, Port: k.port}
+			byKey[k] = p
+		}
+		addr := s.Addr
+		if a, err := netip.ParseAddr(addr); err == nil && a.IsUnspecified() {
+			addr = "*"
+		}
+		if !slices.Contains(p.Addresses, addr) {
+			p.Addresses = append(p.Addresses, addr)
+		}
+		if p.Process == "" && s.Process != "" {
+			p.Process, p.PID = s.Process, s.PID
+		}
+	}
+	out := make([]api.VMPort, 0, len(byKey))
+	for _, p := range byKey {
+		if slices.Contains(p.Addresses, "*") {
+			p.Addresses = []string{"*"}
+		}
+		slices.Sort(p.Addresses)
+		out = append(out, *p)
+	}
+	slices.SortFunc(out, func(a, b api.VMPort) int {
+		return cmp.Or(cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.Port, b.Port))
+	})
+	return out
+}
+
+// directAddr is where the host reaches p without the agent: the VM's
+// bridge address, when p listens there.
+func directAddr(t Target, p api.VMPort) netip.AddrPort {
+	if !t.Addr.IsValid() {
+		return netip.AddrPort{}
+	}
+	if slices.Contains(p.Addresses, "*") || slices.Contains(p.Addresses, t.Addr.String()) {
+		return netip.AddrPortFrom(t.Addr, uint16(p.Port))
+	}
+	return netip.AddrPort{}
+}
+
+// guestAddr is the address the agent dials inside the guest for p.
+func guestAddr(p api.VMPort) string {
+	host := "127.0.0.1"
+	if !slices.Contains(p.Addresses, "*") && !slices.Contains(p.Addresses, host) && len(p.Addresses) > 0 {
+		host = p.Addresses[0]
+	}
+	return net.JoinHostPort(host, strconv.Itoa(p.Port))
+}
+
+// probeTimeout bounds each probe's handshake or first answer.
+const probeTimeout = 2 * time.Second
+
+// Probe says what a TCP port speaks: https when a TLS handshake
+// completes (any certificate: this is detection, not trust), http when a
+// request gets an HTTP status line, else tcp.
+func Probe(ctx context.Context, dial func(context.Context) (net.Conn, error)) string {
+	try := func(f func(net.Conn) bool) bool {
+		ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+		defer cancel()
+		c, err := dial(ctx)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(probeTimeout))
+		return f(c)
+	}
+	if try(func(c net.Conn) bool {
+		tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // detection only: nothing is sent over it
+		return tc.Handshake() == nil
+	}) {
+		return "https"
+	}
+	if try(func(c net.Conn) bool {
+		if _, err := io.WriteString(c, "HEAD / HTTP/1.0\r\nHost: localhost\r\n\r\n"); err != nil {
+			return false
+		}
+		b := make([]byte, 5)
+		_, err := io.ReadFull(c, b)
+		return err == nil && bytes.Equal(b, []byte("HTTP/"))
+	}) {
+		return "http"
+	}
+	return "tcp"
+}
+
+// forward is a loopback listener carrying connections to a guest port.
+type forward struct {
+	ln   net.Listener
+	addr string
+}
+
+func (s *Service) forwardAddr(id string, port int) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f := s.forwards[id][port]; f != nil {
+		return f.addr
+	}
+	return ""
+}
+
+// forward opens a loopback listener for p (on the same port number when
+// it is free), unless one is open.
+func (s *Service) forward(t Target, p api.VMPort) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.forwards[t.ID][p.Port] != nil {
+		return nil
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p.Port)))
+	if err != nil {
+		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			return fmt.Errorf("forwarding port %d of vm %s: %w", p.Port, t.Name, err)
+		}
+	}
+	f := &forward{ln: ln, addr: ln.Addr().String()}
+	if s.forwards[t.ID] == nil {
+		s.forwards[t.ID] = map[int]*forward{}
+	}
+	s.forwards[t.ID][p.Port] = f
+	target := guestAddr(p)
+	s.cfg.Log.Info("forwarding a guest port", "vm", t.Name, "port", p.Port, "host", f.addr)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			// The agent is asked per connection: its link may be redialed.
+			go s.carry(t.Name, c, target)
+		}
+	}()
+	return nil
+}
+
+// carry joins one forwarded connection to its guest port.
+func (s *Service) carry(name string, c net.Conn, target string) {
+	defer c.Close()
+	end := s.Session(name)
+	defer end()
+	ctx, cancel := context.WithTimeout(context.Background(), agentTimeout)
+	a, err := s.cfg.Agent(ctx, name)
+	var g net.Conn
+	if err == nil {
+		g, err = a.Dial(ctx, target)
+	}
+	cancel()
+	if err != nil {
+		s.cfg.Log.Debug("forwarded connection failed", "vm", name, "target", target, "err", err)
+		return
+	}
+	defer g.Close()
+	done := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(g, c)
+		close(done)
+	}()
+	_, _ = io.Copy(c, g)
+	c.Close()
+	<-done
+}
+
+// closeForwards closes the forwards of the VMs doomed says to.
+func (s *Service) closeForwards(doomed func(id string) bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, fs := range s.forwards {
+		if !doomed(id) {
+			continue
+		}
+		for _, f := range fs {
+			f.ln.Close()
+		}
+		delete(s.forwards, id)
+	}
+}

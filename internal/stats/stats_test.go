@@ -1,0 +1,334 @@
+package stats
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/agent/proto"
+)
+
+// fakeAgent stands in for a guest's agent: unit tests of the service's
+// arithmetic and bookkeeping need no VM. Dial reaches real servers on the
+// test's loopback.
+type fakeAgent struct {
+	mu      sync.Mutex
+	samples []proto.StatsResult
+	socks   []proto.Socket
+	dialTo  map[string]string // guest address → real address
+	block   bool              // Ping and Stats wait for the context
+}
+
+func (f *fakeAgent) Ping(ctx context.Context) (proto.PingResult, error) {
+	if f.block {
+		<-ctx.Done()
+		return proto.PingResult{}, ctx.Err()
+	}
+	return proto.PingResult{Uptime: 42, Version: "test"}, nil
+}
+
+func (f *fakeAgent) Stats(ctx context.Context) (proto.StatsResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.block {
+		<-ctx.Done()
+		return proto.StatsResult{}, ctx.Err()
+	}
+	s := f.samples[0]
+	if len(f.samples) > 1 {
+		f.samples = f.samples[1:]
+	}
+	return s, nil
+}
+
+func (f *fakeAgent) Ports(context.Context) ([]proto.Socket, error) { return f.socks, nil }
+
+func (f *fakeAgent) Dial(ctx context.Context, addr string) (net.Conn, error) {
+	real, ok := f.dialTo[addr]
+	if !ok {
+		return nil, fmt.Errorf("dial %s: connection refused", addr)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", real)
+}
+
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+func newTest(targets []Target, agents map[string]*fakeAgent, clk *clock) (*Service, *[]string) {
+	var stopped []string
+	var mu sync.Mutex
+	s := New(Config{
+		Running: func(context.Context) ([]Target, error) { return targets, nil },
+		Target: func(_ context.Context, name string) (Target, error) {
+			for _, t := range targets {
+				if t.Name == name {
+					return t, nil
+				}
+			}
+			return Target{}, fmt.Errorf("vm %s: %w", name, api.ErrNotFound)
+		},
+		Agent: func(_ context.Context, name string) (Agent, error) { return agents[name], nil },
+		AutoStop: func(_ context.Context, name, reason string) (bool, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			stopped = append(stopped, name+": "+reason)
+			return true, nil
+		},
+		History:  3,
+		ProcRoot: "/nonexistent",
+		Now:      clk.Now,
+	})
+	return s, &stopped
+}
+
+func TestCollect(t *testing.T) {
+	clk := &clock{now: time.Unix(1000, 0)}
+	a := &fakeAgent{samples: []proto.StatsResult{
+		{CPUBusy: 100, CPUTotal: 1000, NumCPU: 2, MemTotal: 1000, MemAvailable: 400, NetRx: 0, NetTx: 0, Uptime: 10},
+		{CPUBusy: 600, CPUTotal: 2000, NumCPU: 2, MemTotal: 1000, MemAvailable: 300, NetRx: 5000, NetTx: 500, Uptime: 15},
+		{CPUBusy: 600, CPUTotal: 3000, NumCPU: 2, MemTotal: 1000, MemAvailable: 300, NetRx: 5000, NetTx: 500, Uptime: 20},
+		{CPUBusy: 700, CPUTotal: 4000, NumCPU: 2, MemTotal: 1000, MemAvailable: 300, NetRx: 5000, NetTx: 500, Uptime: 25},
+	}}
+	s, _ := newTest([]Target{{Name: "web", ID: "id1", VCPU: 2}}, map[string]*fakeAgent{"web": a}, clk)
+	ctx := context.Background()
+	st, err := s.Stats(ctx, "web") // no poll yet: sampled on demand
+	if err != nil || st.CPUPercent != 20 || st.MemUsed != 600 {
+		t.Fatalf("first sample = %+v, %v; want 20%% (since boot, of one CPU × 2) and 600 used", st, err)
+	}
+	clk.Add(5 * time.Second)
+	s.Poll(ctx)
+	st, _ = s.Stats(ctx, "web")
+	if st.CPUPercent != 100 || st.NetRxRate != 1000 || st.NetTxRate != 100 || st.MemUsed != 700 {
+		t.Fatalf("second sample = %+v; want 100%% CPU, 1000 B/s in, 100 B/s out", st)
+	}
+	clk.Add(5 * time.Second)
+	s.Poll(ctx)
+	clk.Add(5 * time.Second)
+	s.Poll(ctx)
+	st, _ = s.Stats(ctx, "web")
+	got := []float64{}
+	for _, h := range st.History {
+		got = append(got, h.CPUPercent)
+	}
+	if !slices.Equal(got, []float64{100, 0, 20}) {
+		t.Fatalf("history = %v; want the last 3: 100, 0, 20", got)
+	}
+	if _, err := s.Stats(ctx, "nope"); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("stats of a missing VM: %v", err)
+	}
+}
+
+func TestHealthUnresponsive(t *testing.T) {
+	clk := &clock{now: time.Unix(1000, 0)}
+	s, _ := newTest([]Target{{Name: "ok", ID: "1"}, {Name: "hung", ID: "2"}},
+		map[string]*fakeAgent{"ok": {}, "hung": {block: true}}, clk)
+	h, err := s.Health(context.Background(), "ok")
+	if err != nil || h.AgentVersion != "test" || h.Uptime != 42 {
+		t.Fatalf("Health(ok) = %+v, %v", h, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := s.Health(ctx, "hung"); !errors.Is(err, api.ErrUnresponsive) {
+		t.Fatalf("Health(hung) = %v; want unresponsive", err)
+	}
+}
+
+func TestSweep(t *testing.T) {
+	clk := &clock{now: time.Unix(1000, 0)}
+	start := clk.Now()
+	targets := []Target{
+		{Name: "idle", ID: "1", AutoStop: time.Minute, StartedAt: start},
+		{Name: "busy", ID: "2", AutoStop: time.Minute, StartedAt: start},
+		{Name: "touched", ID: "3", AutoStop: time.Minute, StartedAt: start},
+		{Name: "never", ID: "4", StartedAt: start},
+	}
+	agents := map[string]*fakeAgent{}
+	for _, tg := range targets {
+		agents[tg.Name] = &fakeAgent{samples: []proto.StatsResult{{CPUTotal: 1}}}
+	}
+	agents["busy"].samples[0].Sessions = 1 // an ssh connection to the agent's server
+	s, stopped := newTest(targets, agents, clk)
+	ctx := context.Background()
+	s.Poll(ctx)
+	if len(*stopped) != 0 {
+		t.Fatalf("stopped at once: %v", *stopped)
+	}
+	end := s.Session("idle") // an exec through the daemon
+	clk.Add(50 * time.Second)
+	s.Touch("touched") // an API call naming it
+	clk.Add(50 * time.Second)
+	s.Poll(ctx)
+	if len(*stopped) != 0 {
+		t.Fatalf("stopped during a session or soon after a call: %v", *stopped)
+	}
+	end()
+	clk.Add(70 * time.Second)
+	s.Poll(ctx)
+	want := []string{
+		"idle: stopped automatically: idle for 1m10s (auto-stop after 1m0s)",
+		"touched: stopped automatically: idle for 2m0s (auto-stop after 1m0s)",
+	}
+	if !slices.Equal(*stopped, want) {
+		t.Fatalf("stopped = %q; want %q (busy has an ssh connection, never has no auto-stop)", *stopped, want)
+	}
+}
+
+func TestDedupe(t *testing.T) {
+	got := Dedupe([]proto.Socket{
+		{Proto: "tcp", Addr: "0.0.0.0", Port: 80, PID: 7, Process: "httpd"},
+		{Proto: "tcp6", Addr: "::", Port: 80, PID: 7, Process: "httpd"},
+		{Proto: "tcp", Addr: "127.0.0.1", Port: 5432},
+		{Proto: "tcp6", Addr: "::1", Port: 5432, PID: 9, Process: "postgres"},
+		{Proto: "udp", Addr: "0.0.0.0", Port: 53},
+		{Proto: "tcp", Addr: "10.0.0.2", Port: 22},
+	})
+	want := []api.VMPort{
+		{Proto: "tcp", Port: 22, Addresses: []string{"10.0.0.2"}},
+		{Proto: "tcp", Port: 80, Addresses: []string{"*"}, Process: "httpd", PID: 7},
+		{Proto: "tcp", Port: 5432, Addresses: []string{"127.0.0.1", "::1"}, Process: "postgres", PID: 9},
+		{Proto: "udp", Port: 53, Addresses: []string{"*"}},
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("Dedupe =\n%+v\nwant\n%+v", got, want)
+	}
+}
+
+// servers starts real HTTP, HTTPS, echo and silent TCP servers.
+func servers(t *testing.T) map[string]string {
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "hi") }))
+	t.Cleanup(plain.Close)
+	secure := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "hi") }))
+	secure.Config.ErrorLog = log.New(io.Discard, "", 0) // the probes hang up mid-handshake
+	secure.StartTLS()
+	t.Cleanup(secure.Close)
+	listen := func(serve func(net.Conn)) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go serve(c)
+			}
+		}()
+		return ln.Addr().String()
+	}
+	echo := listen(func(c net.Conn) { defer c.Close(); _, _ = io.Copy(c, c) })
+	silent := listen(func(c net.Conn) { defer c.Close(); _, _ = io.Copy(io.Discard, c) })
+	return map[string]string{
+		"http": plain.Listener.Addr().String(), "https": secure.Listener.Addr().String(),
+		"echo": echo, "silent": silent,
+	}
+}
+
+func TestProbe(t *testing.T) {
+	srv := servers(t)
+	closed, _ := net.Listen("tcp", "127.0.0.1:0")
+	srv["closed"] = closed.Addr().String()
+	closed.Close()
+	for name, want := range map[string]string{"http": "http", "https": "https", "echo": "tcp", "silent": "tcp", "closed": "tcp"} {
+		got := Probe(context.Background(), func(ctx context.Context) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", srv[name])
+		})
+		if got != want {
+			t.Errorf("Probe(%s) = %s; want %s", name, got, want)
+		}
+	}
+}
+
+// TestPortsForward: ports are labelled through the agent's dial, and
+// --forward opens a loopback listener that reaches the guest port.
+func TestPortsForward(t *testing.T) {
+	srv := servers(t)
+	a := &fakeAgent{
+		socks: []proto.Socket{
+			{Proto: "tcp", Addr: "0.0.0.0", Port: 18080, Process: "httpd"},
+			{Proto: "tcp6", Addr: "::", Port: 18443},
+			{Proto: "tcp", Addr: "127.0.0.1", Port: 17000},
+			{Proto: "udp", Addr: "0.0.0.0", Port: 15353},
+		},
+		dialTo: map[string]string{"127.0.0.1:18080": srv["http"], "127.0.0.1:18443": srv["https"], "127.0.0.1:17000": srv["echo"]},
+	}
+	clk := &clock{now: time.Unix(1000, 0)}
+	s, _ := newTest([]Target{{Name: "web", ID: "1", Network: api.NetworkUser}}, map[string]*fakeAgent{"web": a}, clk)
+	ctx := context.Background()
+	r, err := s.Ports(ctx, "web", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[int]string{}
+	for _, p := range r.Ports {
+		got[p.Port] = p.Scheme + " " + p.URL
+	}
+	want := map[int]string{17000: "tcp ", 18080: "http ", 18443: "https ", 15353: "udp "}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("ports = %v; want %v (no URL: a user-mode VM without forwards)", got, want)
+	}
+	r, err = s.Ports(ctx, "web", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.closeForwards(func(string) bool { return true })
+	for _, p := range r.Ports {
+		if p.Port == 18080 {
+			if p.Forward == "" || p.URL != "http://"+p.Forward {
+				t.Fatalf("forwarded http port = %+v", p)
+			}
+			resp, err := http.Get(p.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(body) != "hi" {
+				t.Fatalf("through the forward: %q", body)
+			}
+		}
+		if p.Port == 17000 {
+			c, err := net.Dial("tcp", p.Forward)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintln(c, "ping")
+			line, _ := bufio.NewReader(c).ReadString('\n')
+			c.Close()
+			if line != "ping\n" {
+				t.Fatalf("echo through the forward: %q", line)
+			}
+		}
+	}
+	// A second --forward keeps the same listeners.
+	again, _ := s.Ports(ctx, "web", true)
+	for i := range again.Ports {
+		if again.Ports[i].Forward != r.Ports[i].Forward {
+			t.Fatalf("forward moved: %s → %s", r.Ports[i].Forward, again.Ports[i].Forward)
+		}
+	}
+}

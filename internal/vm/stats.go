@@ -1,0 +1,55 @@
+package vm
+
+import (
+	"context"
+	"time"
+
+	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/agent"
+)
+
+// Agent is the agent link of the running VM named name: api.ErrNotFound
+// or api.ErrNotRunning otherwise.
+func (s *Service) Agent(ctx context.Context, name string) (*agent.Client, error) {
+	rec, err := s.find(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	c, _, err := s.client(ctx, rec)
+	return c, err
+}
+
+// AutoStop stops the running VM named name gracefully, recording reason,
+// unless a lifecycle verb or operation holds it: then it reports false
+// and leaves it alone.
+func (s *Service) AutoStop(ctx context.Context, name, reason string) (bool, error) {
+	unlock, ok := s.tryLock(name)
+	if !ok {
+		return false, nil
+	}
+	defer unlock()
+	rec, err := s.find(ctx, name)
+	if err != nil || rec.State != api.VMRunning {
+		return false, err
+	}
+	if err := s.stopWith(ctx, rec, false, 0, reason); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// AutoStopAfter is how long a VM with the auto-stop setting setting may
+// stay idle: "" takes def (the config's), "0" never stops it.
+func AutoStopAfter(setting string, def time.Duration) time.Duration {
+	switch setting {
+	case "":
+		return def
+	case "0":
+		return 0
+	}
+	d, err := time.ParseDuration(setting)
+	if err != nil {
+		return 0 // validated on the way in; a broken record never stops
+	}
+	return d
+}

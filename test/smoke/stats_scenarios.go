@@ -1,0 +1,223 @@
+package main
+
+import (
+	"archive/tar"
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+
+	"github.com/bangerdev/banger/api"
+)
+
+func statsScenarios() []scenario {
+	return []scenario{
+		{name: "vm-stats-ports", run: vmStatsPorts},
+		{name: "vm-auto-stop", run: vmAutoStop},
+	}
+}
+
+// portsImage is the busybox image with the porttest helper and a page
+// for busybox httpd.
+func (t *T) portsImage() v1.Image {
+	if t.tools.porttest == nil {
+		t.Fatalf("no porttest builder")
+	}
+	bin, err := t.tools.porttest()
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	body, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	img, err := mutate.AppendLayers(t.busyboxImage(), t.layer(
+		entry{name: "bin/porttest", body: body, mode: 0o755},
+		entry{name: "www/", typ: tar.TypeDir},
+		entry{name: "www/index.html", body: []byte("hello from busybox httpd\n")},
+	))
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	return img
+}
+
+// statsConfig makes the scenario's daemon a bridge one that polls every
+// second.
+func (t *T) statsConfig() {
+	cfg := "stats_poll_interval = \"1s\"\n[network]\nmode = \"bridge\"\ncidr = \"10.78.0.0/24\"\n"
+	if err := os.WriteFile(filepath.Join(t.Home(), "config.toml"), []byte(cfg), 0o644); err != nil {
+		t.Fatalf("%v", err)
+	}
+}
+
+// vmStatsPorts: a guest running busybox httpd, a TLS server, a TCP echo
+// and a UDP socket; `vm ports` labels each, with URLs on the bridge and
+// through --forward; a port opened a moment ago shows at once; stats
+// move when the guest burns CPU and allocates memory; health and ping,
+// with their codes for a missing, a stopped and a frozen VM.
+func vmStatsPorts(t *T) {
+	t.statsConfig()
+	reg := t.bootable()
+	ref := reg + "/smoke/ports:1"
+	t.Push(ref, t.portsImage())
+	t.Must("vm", "create", "--name", "web", "--image", ref, "--cpus", "1", "--memory", "256M")
+	bg := func(cmd string) {
+		t.Must("vm", "exec", "web", "--", "/bin/busybox", "sh", "-c", cmd+" </dev/null >/dev/null 2>&1 &")
+	}
+	bg("/bin/busybox httpd -f -p 8080 -h /www")
+	bg("/bin/porttest tls 8443")
+	bg("/bin/porttest udp 5353")
+
+	ports := func(args ...string) map[int]api.VMPort {
+		var r api.VMPortsResult
+		t.JSON(&r, append([]string{"vm", "ports", "web"}, args...)...)
+		out := map[int]api.VMPort{}
+		for _, p := range r.Ports {
+			out[p.Port] = p
+		}
+		return out
+	}
+	var got map[int]api.VMPort
+	t.Eventually("the guest's servers listen", time.Minute, func() bool {
+		got = ports()
+		return got[8080].Port != 0 && got[8443].Port != 0 && got[5353].Port != 0
+	})
+	// A port opened now shows on the next call: ports are read live.
+	bg("/bin/porttest echo 7000")
+	start := time.Now()
+	t.Eventually("port 7000 shows", 10*time.Second, func() bool { got = ports(); return got[7000].Port != 0 })
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("a new port took %s to show; want at most 2s", took)
+	}
+	for port, want := range map[int]string{
+		8080: "http http://10.78.0.2:8080 busybox", // httpd is a busybox applet
+		8443: "https https://10.78.0.2:8443 porttest",
+		7000: "tcp tcp://10.78.0.2:7000 porttest",
+		5353: "udp  porttest",
+	} {
+		p := got[port]
+		if s := fmt.Sprintf("%s %s %s", p.Scheme, p.URL, p.Process); s != want {
+			t.Fatalf("port %d = %q (%+v); want %q", port, s, p, want)
+		}
+		if p.Proto == "tcp" && (len(p.Addresses) != 1 || p.Addresses[0] != "*") {
+			t.Fatalf("port %d addresses %v; want the wildcard folded to *", port, p.Addresses)
+		}
+	}
+	t.Contains("ports table", t.Must("vm", "ports", "web").stdout, "PROTO", "http://10.78.0.2:8080", "https", "udp")
+	// The URL works from the host, and --forward opens the port on the
+	// daemon's loopback too.
+	fwd := ports("--forward")[8080]
+	if fwd.Forward == "" {
+		t.Fatalf("--forward gave port 8080 no forward: %+v", fwd)
+	}
+	for _, addr := range []string{"10.78.0.2:8080", fwd.Forward} {
+		c, err := dialIn(t.netns, "tcp", addr)
+		if err != nil {
+			t.Fatalf("dialing %s: %v", addr, err)
+		}
+		fmt.Fprint(c, "GET / HTTP/1.0\r\n\r\n")
+		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+		var resp strings.Builder
+		sc := bufio.NewScanner(c)
+		for sc.Scan() {
+			resp.WriteString(sc.Text() + "\n")
+		}
+		c.Close()
+		t.Contains("GET through "+addr, resp.String(), "200", "hello from busybox httpd")
+	}
+
+	// Stats move with the guest's load.
+	var before api.VMStats
+	t.JSON(&before, "vm", "stats", "web")
+	if before.MemTotal == 0 || before.DiskSize == 0 || before.Procs == 0 || before.HostRSS == 0 {
+		t.Fatalf("stats = %+v", before)
+	}
+	bg("/bin/porttest burn")
+	bg("/bin/porttest alloc 96")
+	var after api.VMStats
+	t.Eventually("CPU and memory rise", 2*time.Minute, func() bool {
+		after = api.VMStats{}
+		t.JSON(&after, "vm", "stats", "web")
+		return after.CPUPercent > 60 && after.MemUsed > before.MemUsed+80<<20
+	})
+	if after.HostCPUPercent < 30 || len(after.History) < 2 {
+		t.Fatalf("after load: %+v", after)
+	}
+	t.Contains("stats", t.Must("vm", "stats", "web").stdout, "cpu history:", "memory:", "load:")
+	t.Contains("top, not a terminal", t.Must("vm", "top").stdout, "NAME", "HISTORY", "web")
+
+	// Health and ping, and the codes of what cannot answer.
+	t.Contains("health", t.Must("vm", "health", "web").stdout, "vm web is healthy: agent 0.1.0-dev")
+	t.Contains("ping", t.Must("vm", "ping", "web").stdout, "pong from web in")
+	t.MustFail(1, "not found", "vm", "ping", "nope")
+	var v api.VM
+	t.JSON(&v, "vm", "show", "web")
+	if err := syscall.Kill(v.PID, syscall.SIGSTOP); err != nil { // the guest freezes; its VMM stays
+		t.Fatalf("%v", err)
+	}
+	r := t.Banger("vm", "health", "web")
+	_ = syscall.Kill(v.PID, syscall.SIGCONT)
+	if r.code != 1 || !strings.Contains(r.stderr, "did not answer within") {
+		t.Fatalf("health of a frozen VM: %s", r)
+	}
+	t.Must("vm", "health", "web") // and back
+	t.Must("vm", "stop", "web")
+	t.MustFail(1, "not running", "vm", "health", "web")
+	t.MustFail(1, "not running", "vm", "stats", "web")
+	t.Must("vm", "delete", "web")
+}
+
+// vmAutoStop: two VMs with a short auto-stop; the one with an open ssh
+// session stays up, the idle one is stopped with the reason and time in
+// `vm show` and a line in the daemon's log.
+func vmAutoStop(t *T) {
+	t.statsConfig()
+	reg := t.bootable()
+	ref := reg + "/smoke/busybox:idle"
+	t.Push(ref, t.busyboxImage())
+	for _, name := range []string{"idle", "twin"} {
+		t.Must("vm", "create", "--name", name, "--image", ref, "--cpus", "1", "--memory", "256M")
+	}
+	// An ssh session into twin, open for the whole test.
+	ssh := exec.Command("nsenter", "--net=/run/netns/"+t.netns, "--", filepath.Join(t.bin, "banger"), "vm", "ssh", "twin", "--", "sleep", "600")
+	ssh.Env = t.env()
+	if err := ssh.Start(); err != nil {
+		t.Fatalf("%v", err)
+	}
+	t.defer_(func() { _ = ssh.Process.Kill(); _ = ssh.Wait() })
+	t.Eventually("twin's ssh session is open", time.Minute, func() bool {
+		var st api.VMStats
+		t.JSON(&st, "vm", "stats", "twin")
+		return st.Sessions > 0
+	})
+	for _, name := range []string{"idle", "twin"} {
+		t.Must("vm", "set", name, "--auto-stop", "15s")
+	}
+	var v api.VM
+	t.Eventually("idle is stopped", 3*time.Minute, func() bool {
+		v = api.VM{}
+		t.JSON(&v, "vm", "show", "idle")
+		return v.State == api.VMStopped
+	})
+	if !strings.Contains(v.Reason, "stopped automatically: idle for") || v.StoppedAt == nil {
+		t.Fatalf("idle after its auto-stop: %+v", v)
+	}
+	t.Contains("vm show", t.Must("vm", "show", "idle").stdout, "stopped automatically", "stopped:")
+	var twin api.VM
+	t.JSON(&twin, "vm", "show", "twin")
+	if twin.State != api.VMRunning {
+		t.Fatalf("twin, with an open ssh session, was stopped: %+v", twin)
+	}
+	log, _ := os.ReadFile(filepath.Join(t.Home(), "logs", "bangerd.log"))
+	t.Contains("daemon log", string(log), "vm auto-stopped")
+	_ = ssh.Process.Kill()
+	t.Must("vm", "delete", "--force", "idle", "twin")
+}
