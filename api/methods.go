@@ -72,6 +72,13 @@ const (
 	// probed for HTTP and HTTPS; with forward, they are also opened on
 	// the host's loopback.
 	MethodVMPorts = "vm.ports"
+	// The workspace methods. Prepare, pull and push stream
+	// WorkspaceProgress events before their result.
+	MethodVMWorkspacePrepare = "vm.workspace.prepare"
+	MethodVMWorkspaceStatus  = "vm.workspace.status"
+	MethodVMWorkspacePull    = "vm.workspace.pull"
+	MethodVMWorkspacePush    = "vm.workspace.push"
+	MethodVMWorkspaceExport  = "vm.workspace.export"
 )
 
 // Operation kinds. Every asynchronous daemon job is one of these.

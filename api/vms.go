@@ -60,6 +60,7 @@ type VM struct {
 	NAT       bool       `json:"nat"` // outbound connections allowed
 	AutoStop  string     `json:"auto_stop,omitempty"`
 	IP        string     `json:"ip,omitempty"`
+	Workspace string     `json:"workspace,omitempty"` // its guest directory
 	VMM       string     `json:"vmm,omitempty"`
 	PID       int        `json:"pid,omitempty"`
 	CreatedAt time.Time  `json:"created_at"`
@@ -80,6 +81,8 @@ type VMCreateParams struct {
 	// NAT lets the VM open connections out; nil takes network.nat.
 	NAT     *bool `json:"nat,omitempty"`
 	NoStart bool  `json:"no_start,omitempty"`
+	// Workspace places a host project in the VM once it is up.
+	Workspace *WorkspaceSpec `json:"workspace,omitempty"`
 }
 
 // VMSetParams are the params of MethodVMSet: zero values change
@@ -178,6 +181,7 @@ type VMSSHInfo struct {
 	Host           string `json:"host"` // NAME.vm, the known_hosts alias
 	IdentityFile   string `json:"identity_file"`
 	KnownHostsFile string `json:"known_hosts_file"`
+	Dir            string `json:"dir,omitempty"` // the workspace: sessions start there
 }
 
 // VMStats answers MethodVMStats: the poller's latest sample of one VM.

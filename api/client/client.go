@@ -386,3 +386,53 @@ func (c *Client) VMPorts(ctx context.Context, p api.VMPortsParams) (api.VMPortsR
 	err := c.Call(ctx, api.MethodVMPorts, p, &r)
 	return r, err
 }
+
+// workspaceCall runs a streaming workspace method, passing each progress
+// event to onProgress.
+func (c *Client) workspaceCall(ctx context.Context, method string, params any, onProgress func(api.WorkspaceProgress), result any) error {
+	return c.Stream(ctx, method, params, func(raw json.RawMessage) error {
+		var p api.WorkspaceProgress
+		if err := json.Unmarshal(raw, &p); err != nil {
+			return err
+		}
+		if onProgress != nil {
+			onProgress(p)
+		}
+		return nil
+	}, result)
+}
+
+// PrepareWorkspace places a host tree in a running VM.
+func (c *Client) PrepareWorkspace(ctx context.Context, p api.WorkspacePrepareParams, onProgress func(api.WorkspaceProgress)) (api.WorkspacePrepareResult, error) {
+	var r api.WorkspacePrepareResult
+	err := c.workspaceCall(ctx, api.MethodVMWorkspacePrepare, p, onProgress, &r)
+	return r, err
+}
+
+// WorkspaceStatus says what changed on each side since the last sync.
+func (c *Client) WorkspaceStatus(ctx context.Context, p api.WorkspaceRefParams) (api.WorkspaceStatus, error) {
+	var r api.WorkspaceStatus
+	err := c.Call(ctx, api.MethodVMWorkspaceStatus, p, &r)
+	return r, err
+}
+
+// PullWorkspace brings the guest's changes to the host.
+func (c *Client) PullWorkspace(ctx context.Context, p api.WorkspaceRefParams, onProgress func(api.WorkspaceProgress)) (api.WorkspaceSyncResult, error) {
+	var r api.WorkspaceSyncResult
+	err := c.workspaceCall(ctx, api.MethodVMWorkspacePull, p, onProgress, &r)
+	return r, err
+}
+
+// PushWorkspace sends the host's changes to the guest.
+func (c *Client) PushWorkspace(ctx context.Context, p api.WorkspaceRefParams, onProgress func(api.WorkspaceProgress)) (api.WorkspaceSyncResult, error) {
+	var r api.WorkspaceSyncResult
+	err := c.workspaceCall(ctx, api.MethodVMWorkspacePush, p, onProgress, &r)
+	return r, err
+}
+
+// ExportWorkspace is a git patch of the guest's changes.
+func (c *Client) ExportWorkspace(ctx context.Context, p api.WorkspaceExportParams) (api.WorkspaceExportResult, error) {
+	var r api.WorkspaceExportResult
+	err := c.Call(ctx, api.MethodVMWorkspaceExport, p, &r)
+	return r, err
+}

@@ -204,43 +204,92 @@ func (c *Client) Shutdown(ctx context.Context) error {
 
 // ReadFile copies a guest file to w.
 func (c *Client) ReadFile(ctx context.Context, path string, w io.Writer) (int64, error) {
+	var res proto.FileResult
+	err := c.download(ctx, proto.MethodReadFile, proto.FileParams{Path: path}, w, &res)
+	return res.Size, err
+}
+
+// GetTree writes a tar of files of the guest to w.
+func (c *Client) GetTree(ctx context.Context, p proto.GetTreeParams, w io.Writer) (proto.TreeResult, error) {
+	var res proto.TreeResult
+	err := c.download(ctx, proto.MethodGetTree, p, w, &res)
+	return res, err
+}
+
+// Manifest lists a guest directory tree with content hashes.
+func (c *Client) Manifest(ctx context.Context, p proto.ManifestParams) ([]proto.TreeEntry, error) {
+	var r proto.ManifestResult
+	err := c.Call(ctx, proto.MethodManifest, p, &r)
+	return r.Entries, err
+}
+
+// download runs method, copying its stdout to w, and decodes its answer
+// into result.
+func (c *Client) download(ctx context.Context, method string, params any, w io.Writer, result any) error {
 	id, ch, err := c.stream()
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer c.l.release(id)
-	if err := c.request(id, proto.MethodReadFile, proto.FileParams{Path: path}); err != nil {
-		return 0, err
+	if err := c.request(id, method, params); err != nil {
+		return err
 	}
 	r := &frameReader{ch: ch, fd: proto.Stdout, done: ctx.Done(), link: c.l}
 	if _, err := io.Copy(w, r); err != nil {
-		return 0, err
+		return err
 	}
 	if r.resp == nil {
 		if ctx.Err() != nil {
-			return 0, ctx.Err()
+			return ctx.Err()
 		}
-		return 0, fmt.Errorf("%w: the agent ended %s without an answer", proto.ErrFrame, path)
+		return fmt.Errorf("%w: the agent ended %s without an answer", proto.ErrFrame, method)
 	}
-	var res proto.FileResult
-	err = decodeResponse(*r.resp, &res)
-	return res.Size, err
+	return decodeResponse(*r.resp, result)
 }
 
 // WriteFile replaces a guest file with what r yields.
 func (c *Client) WriteFile(ctx context.Context, path string, mode uint32, r io.Reader) (int64, error) {
+	var res proto.FileResult
+	if err := c.upload(ctx, proto.MethodWriteFile, proto.FileParams{Path: path, Mode: mode}, r, &res); err != nil {
+		return 0, fmt.Errorf("sending %s: %w", path, err)
+	}
+	return res.Size, nil
+}
+
+// PutTree sends a tar stream of files to a guest directory, which takes
+// all of it or nothing.
+func (c *Client) PutTree(ctx context.Context, p proto.PutTreeParams, r io.Reader) (proto.TreeResult, error) {
+	var res proto.TreeResult
+	err := c.upload(ctx, proto.MethodPutTree, p, r, &res)
+	return res, err
+}
+
+// upload runs method with r as its stdin, and decodes its answer into
+// result. Canceled, it closes the stdin so the agent stops waiting (a
+// put then fails as cut off).
+func (c *Client) upload(ctx context.Context, method string, params any, r io.Reader, result any) error {
 	id, ch, err := c.stream()
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer c.l.release(id)
-	if err := c.request(id, proto.MethodWriteFile, proto.FileParams{Path: path, Mode: mode}); err != nil {
-		return 0, err
+	if err := c.request(id, method, params); err != nil {
+		return err
+	}
+	closeStdin := func() error {
+		return c.l.send(proto.Frame{Kind: proto.KindClose, Stream: id, Payload: []byte{proto.Stdin}})
 	}
 	sent := make(chan error, 1)
+	stop := make(chan struct{})
+	defer close(stop)
 	go func() {
 		buf := make([]byte, 64<<10)
 		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
 			n, err := r.Read(buf)
 			if n > 0 {
 				if serr := c.l.sendData(id, proto.Stdin, buf[:n]); serr != nil {
@@ -249,10 +298,11 @@ func (c *Client) WriteFile(ctx context.Context, path string, mode uint32, r io.R
 				}
 			}
 			if errors.Is(err, io.EOF) {
-				sent <- c.l.send(proto.Frame{Kind: proto.KindClose, Stream: id, Payload: []byte{proto.Stdin}})
+				sent <- closeStdin()
 				return
 			}
 			if err != nil {
+				_ = closeStdin()
 				sent <- err
 				return
 			}
@@ -262,19 +312,18 @@ func (c *Client) WriteFile(ctx context.Context, path string, mode uint32, r io.R
 		select {
 		case err := <-sent:
 			if err != nil {
-				return 0, fmt.Errorf("sending %s: %w", path, err)
+				return err
 			}
 		case f, ok := <-ch:
 			if !ok {
-				return 0, c.l.err
+				return c.l.err
 			}
 			if f.Kind == proto.KindResponse {
-				var res proto.FileResult
-				err := decodeResponse(f, &res)
-				return res.Size, err
+				return decodeResponse(f, result)
 			}
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			_ = closeStdin()
+			return ctx.Err()
 		}
 	}
 }

@@ -137,6 +137,8 @@ func (s *Server) handle(l *link, f proto.Frame, ch chan proto.Frame) {
 		}
 		socks, err := s.Ports()
 		s.respond(l, f.Stream, proto.PortsResult{Sockets: socks}, err)
+	case proto.MethodPutTree, proto.MethodGetTree, proto.MethodManifest:
+		s.handleTree(l, f.Stream, req, ch)
 	case proto.MethodExec:
 		var p proto.ExecParams
 		if err := json.Unmarshal(req.Params, &p); err != nil {

@@ -18,6 +18,7 @@ func (a *App) vmCommand() *cobra.Command {
 		a.vmSetCommand(), a.vmKillCommand(), a.vmPruneCommand())
 	cmd.AddCommand(a.vmLifecycleCommands()...)
 	cmd.AddCommand(a.vmStatsCommands()...)
+	cmd.AddCommand(a.vmWorkspaceCommand())
 	return cmd
 }
 

@@ -23,6 +23,8 @@ type createFlags struct {
 	p            api.VMCreateParams
 	memory, disk string
 	nat          bool
+	workspace    string // a host tree to place in the VM
+	ws           workspaceFlags
 }
 
 func (f *createFlags) register(cmd *cobra.Command, nameHelp string) {
@@ -35,6 +37,8 @@ func (f *createFlags) register(cmd *cobra.Command, nameHelp string) {
 	fs.StringVar(&f.disk, "disk", "", "size of the work disk, e.g. 20G (default: vm_defaults.disk_size)")
 	fs.StringVar(&f.p.Network, "network", "", "bridge (a tap on the root daemon's bridge, NAME.vm), user (QEMU user-mode, no root needed) or none; default network.mode")
 	fs.BoolVar(&f.nat, "nat", false, "let the VM open connections out (default: network.nat)")
+	fs.StringVar(&f.workspace, "workspace", "", "place this host tree in the VM at /workspace (see `banger vm workspace prepare`)")
+	f.ws.register(cmd)
 }
 
 // params are the create params the flags say; --nat only when given, so
@@ -48,6 +52,15 @@ func (f *createFlags) params(cmd *cobra.Command) (api.VMCreateParams, error) {
 	if cmd.Flags().Changed("nat") {
 		nat := f.nat
 		p.NAT = &nat
+	}
+	if f.workspace != "" {
+		spec, err := f.ws.spec(f.workspace)
+		if err != nil {
+			return p, err
+		}
+		p.Workspace = &spec
+	} else if f.ws != (workspaceFlags{}) {
+		return p, fmt.Errorf("%w: --include-untracked, --readonly and --dry-run go with a workspace (--workspace PATH, or vm run PATH)", api.ErrInvalidArgument)
 	}
 	return p, nil
 }
@@ -71,7 +84,7 @@ func (a *App) vmCreateCommand() *cobra.Command {
 	var f createFlags
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "create [--name N] [--image REF] [--kernel REF] [--cpus N] [--memory SIZE] [--disk SIZE] [--network user|none] [--no-start]",
+		Use:   "create [--name N] [--image REF] [--kernel REF] [--cpus N] [--memory SIZE] [--disk SIZE] [--network bridge|user|none] [--workspace PATH] [--no-start]",
 		Short: "Create a VM and boot it",
 		Long: "Create a VM from an image (pulled when missing) and a kernel, with its own sparse work disk\n" +
 			"stacked on the shared read-only image, and boot it. Defaults come from config.toml.",
@@ -84,6 +97,9 @@ func (a *App) vmCreateCommand() *cobra.Command {
 			c, err := a.client()
 			if err != nil {
 				return err
+			}
+			if f.ws.dryRun {
+				return a.dryRun(cmd.Context(), c, *p.Workspace)
 			}
 			start := time.Now()
 			v, err := a.createVM(cmd.Context(), c, p)

@@ -19,19 +19,27 @@ func (a *App) vmRunCommand() *cobra.Command {
 	var f createFlags
 	var rm, detach bool
 	cmd := &cobra.Command{
-		Use:   "run [--name N] [--image REF] [--rm] [-d|--detach] [create flags] [-- CMD [ARG...]]",
+		Use:   "run [PATH] [--name N] [--image REF] [--rm] [-d|--detach] [create flags] [-- CMD [ARG...]]",
 		Short: "Create (or start) a VM and open a shell in it, or run a command",
 		Long: "Create the VM (or start it, when --name names one that exists), then ssh into it: an interactive\n" +
 			"shell, or CMD, whose exit code is banger's. --rm deletes the VM afterwards, unless it failed to\n" +
-			"come up (`banger vm logs` says why); -d leaves it running and prints its name.",
+			"come up (`banger vm logs` says why); -d leaves it running and prints its name. PATH is a host\n" +
+			"project placed in the VM at /workspace (as `banger vm workspace prepare` does), where CMD and the\n" +
+			"shell start.",
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var command []string
 			if dash := cmd.ArgsLenAtDash(); dash >= 0 {
 				args, command = args[:dash], args[dash:]
 			}
-			if len(args) > 0 {
-				return fmt.Errorf("%w: a workspace PATH (%s) is not supported yet; put the command after --", api.ErrInvalidArgument, args[0])
+			if len(args) > 1 {
+				return fmt.Errorf("%w: one workspace PATH at most, got %q; put the command after --", api.ErrInvalidArgument, args)
+			}
+			if len(args) == 1 {
+				if f.workspace != "" {
+					return fmt.Errorf("%w: the workspace is PATH or --workspace, not both", api.ErrInvalidArgument)
+				}
+				f.workspace = args[0]
 			}
 			if detach && (rm || len(command) > 0) {
 				return fmt.Errorf("%w: -d runs nothing in the VM; it goes without --rm and a command", api.ErrInvalidArgument)
@@ -45,6 +53,9 @@ func (a *App) vmRunCommand() *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
+			if f.ws.dryRun {
+				return a.dryRun(ctx, c, *p.Workspace)
+			}
 			v, err := a.upVM(ctx, c, p)
 			if err != nil {
 				return err
@@ -79,11 +90,18 @@ func (a *App) vmRunCommand() *cobra.Command {
 func (a *App) upVM(ctx context.Context, c *client.Client, p api.VMCreateParams) (api.VM, error) {
 	if p.Name != "" {
 		v, err := c.VM(ctx, p.Name)
+		if err == nil && v.State != api.VMRunning {
+			v, err = c.StartVM(ctx, p.Name)
+		}
 		switch {
-		case err == nil && v.State == api.VMRunning:
-			return v, nil
+		case err == nil && p.Workspace != nil && v.Workspace == "":
+			// An existing VM gets the workspace it lacks.
+			if _, err := c.PrepareWorkspace(ctx, api.WorkspacePrepareParams{Name: v.Name, WorkspaceSpec: *p.Workspace}, nil); err != nil {
+				return api.VM{}, err
+			}
+			return c.VM(ctx, v.Name)
 		case err == nil:
-			return c.StartVM(ctx, p.Name)
+			return v, nil
 		case !errors.Is(err, api.ErrNotFound):
 			return api.VM{}, err
 		}

@@ -58,8 +58,14 @@ func (a *App) sshCommand(ctx context.Context, c *client.Client, name string, cmd
 	}
 	argv := append([]string{"ssh"}, sshOptions(info, self)...)
 	argv = append(argv, info.User+"@"+info.Host)
-	if len(cmd) > 0 {
+	switch {
+	case len(cmd) > 0 && info.Dir != "":
+		argv = append(argv, "--", "cd "+shellQuote(info.Dir)+" && "+remoteCommand(cmd))
+	case len(cmd) > 0:
 		argv = append(argv, "--", remoteCommand(cmd))
+	case info.Dir != "":
+		// An interactive login shell, started in the workspace.
+		argv = append(argv, "-t", "--", "cd "+shellQuote(info.Dir)+" && exec \"${SHELL:-/bin/sh}\" -l")
 	}
 	return sshBin, argv, nil
 }

@@ -42,6 +42,7 @@ import (
 	"github.com/bangerdev/banger/internal/vmm"
 	"github.com/bangerdev/banger/internal/vmm/firecracker"
 	"github.com/bangerdev/banger/internal/vmm/qemu"
+	"github.com/bangerdev/banger/internal/workspace"
 )
 
 // ErrAlreadyRunning means another daemon holds this layout's lock.
@@ -91,11 +92,12 @@ type Daemon struct {
 	// operations.* methods. Services add theirs in wireServices.
 	ops []opSource
 
-	images   *image.Service
-	kernels  *kernel.Service
-	bootTest *boottest.Service
-	vms      *vm.Service
-	stats    *stats.Service
+	images    *image.Service
+	kernels   *kernel.Service
+	bootTest  *boottest.Service
+	vms       *vm.Service
+	stats     *stats.Service
+	workspace *workspace.Service
 	// hostnet and dns exist in a root daemon: the bridge network and its
 	// .vm zone.
 	hostnet *hostnet.Network
@@ -344,8 +346,9 @@ func (d *Daemon) wireServices(opts Options) error {
 		},
 		SSH: vm.SSHConfig{Key: key.PublicKey(), IdentityFile: filepath.Join(sshDir, "id_ed25519"),
 			KnownHostsFile: filepath.Join(sshDir, "known_hosts")},
-		Bridge:   bridge,
-		NoBridge: noBridge,
+		Bridge:         bridge,
+		NoBridge:       noBridge,
+		PlaceWorkspace: d.placeWorkspace,
 	})
 	d.ops = append(d.ops, d.vms.Operations())
 	if err := d.vms.Reconcile(d.lifetime); err != nil {
@@ -353,6 +356,7 @@ func (d *Daemon) wireServices(opts Options) error {
 	}
 	d.listenDNS() // a bridge a previous daemon made
 	d.stats = d.newStats()
+	d.workspace = d.newWorkspace()
 	return nil
 }
 

@@ -51,6 +51,11 @@ var documentedMethods = []string{
 	api.MethodVMHealth,
 	api.MethodVMPing,
 	api.MethodVMPorts,
+	api.MethodVMWorkspacePrepare,
+	api.MethodVMWorkspaceStatus,
+	api.MethodVMWorkspacePull,
+	api.MethodVMWorkspacePush,
+	api.MethodVMWorkspaceExport,
 	api.MethodVersion,
 }
 

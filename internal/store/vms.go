@@ -30,12 +30,13 @@ type VM struct {
 	StoppedAt     time.Time // zero: not stopped since
 	NAT           bool      // outbound connections allowed
 	AutoStop      string    // idle time before an automatic stop: "" default, "0" never
+	Workspace     string    // the guest directory of its workspace; "" none
 	// Addr is the VM's leased bridge address (read from leases; PutVM
 	// does not write it).
 	Addr netip.Addr
 }
 
-const vmColumns = "name, id, state, reason, image, image_id, kernel, kernel_id, vcpu, memory_mib, disk_size, network, mac, vmm, pid, pid_start, created_at, started_at, stopped_at, nat, auto_stop"
+const vmColumns = "name, id, state, reason, image, image_id, kernel, kernel_id, vcpu, memory_mib, disk_size, network, mac, vmm, pid, pid_start, created_at, started_at, stopped_at, nat, auto_stop, workspace"
 
 func formatTime(t time.Time) string {
 	if t.IsZero() {
@@ -56,7 +57,7 @@ func scanVM(row interface{ Scan(...any) error }) (VM, error) {
 	var created, started, stopped string
 	var pidStart int64
 	if err := row.Scan(&v.Name, &v.ID, &v.State, &v.Reason, &v.Image, &v.ImageID, &v.Kernel, &v.KernelID, &v.VCPU, &v.MemoryMiB,
-		&v.DiskSize, &v.Network, &v.MAC, &v.VMM, &v.PID, &pidStart, &created, &started, &stopped, &v.NAT, &v.AutoStop); err != nil {
+		&v.DiskSize, &v.Network, &v.MAC, &v.VMM, &v.PID, &pidStart, &created, &started, &stopped, &v.NAT, &v.AutoStop, &v.Workspace); err != nil {
 		return VM{}, err
 	}
 	v.PIDStart = uint64(pidStart)
@@ -85,9 +86,9 @@ func (t *Tx) InsertVM(ctx context.Context, v VM) error {
 
 // PutVM inserts or replaces the record of v.Name.
 func (t *Tx) PutVM(ctx context.Context, v VM) error {
-	_, err := t.tx.ExecContext(ctx, "INSERT OR REPLACE INTO vms("+vmColumns+") VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+	_, err := t.tx.ExecContext(ctx, "INSERT OR REPLACE INTO vms("+vmColumns+") VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 		v.Name, v.ID, v.State, v.Reason, v.Image, v.ImageID, v.Kernel, v.KernelID, v.VCPU, v.MemoryMiB, v.DiskSize, v.Network,
-		v.MAC, v.VMM, v.PID, int64(v.PIDStart), formatTime(v.CreatedAt), formatTime(v.StartedAt), formatTime(v.StoppedAt), v.NAT, v.AutoStop)
+		v.MAC, v.VMM, v.PID, int64(v.PIDStart), formatTime(v.CreatedAt), formatTime(v.StartedAt), formatTime(v.StoppedAt), v.NAT, v.AutoStop, v.Workspace)
 	if err != nil {
 		return fmt.Errorf("writing vm %q: %w", v.Name, err)
 	}
@@ -167,4 +168,16 @@ func (t *Tx) VMsUsing(ctx context.Context, col, id string) (running, other int, 
 		return 0, 0, fmt.Errorf("counting vms of %s %s: %w", col, id, err)
 	}
 	return running, other, nil
+}
+
+// SetVMWorkspace records the guest directory of a VM's workspace.
+func (t *Tx) SetVMWorkspace(ctx context.Context, name, dir string) error {
+	res, err := t.tx.ExecContext(ctx, "UPDATE vms SET workspace = ? WHERE name = ?", dir, name)
+	if err != nil {
+		return fmt.Errorf("writing the workspace of vm %q: %w", name, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("vm %q: %w", name, ErrNotFound)
+	}
+	return nil
 }

@@ -75,7 +75,7 @@ func (s *Service) toAPI(rec store.VM) api.VM {
 	v := api.VM{
 		Name: rec.Name, ID: rec.ID, State: rec.State, Reason: rec.Reason, Image: rec.Image, ImageID: rec.ImageID,
 		Kernel: rec.Kernel, KernelID: rec.KernelID, VCPU: rec.VCPU, MemoryMiB: rec.MemoryMiB, DiskSize: rec.DiskSize,
-		Network: rec.Network, NAT: rec.NAT, AutoStop: rec.AutoStop, VMM: rec.VMM, PID: rec.PID, CreatedAt: rec.CreatedAt,
+		Network: rec.Network, NAT: rec.NAT, AutoStop: rec.AutoStop, Workspace: rec.Workspace, VMM: rec.VMM, PID: rec.PID, CreatedAt: rec.CreatedAt,
 	}
 	if !rec.StartedAt.IsZero() {
 		t := rec.StartedAt
@@ -291,7 +291,11 @@ func (s *Service) Exec(ctx context.Context, p api.VMExecParams, out func(api.VME
 	if err != nil {
 		return api.VMExecResult{}, err
 	}
-	r, err := c.Exec(ctx, proto.ExecParams{Args: p.Args, Env: p.Env, Dir: p.Dir, User: p.User}, nil,
+	dir := p.Dir
+	if dir == "" {
+		dir = rec.Workspace // "" too without one: the agent's default
+	}
+	r, err := c.Exec(ctx, proto.ExecParams{Args: p.Args, Env: p.Env, Dir: dir, User: p.User}, nil,
 		eventWriter{"stdout", out}, eventWriter{"stderr", out})
 	if err != nil {
 		return api.VMExecResult{}, fmt.Errorf("vm %s: %w", rec.Name, err)

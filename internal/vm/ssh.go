@@ -35,7 +35,7 @@ func (s *Service) SSH(ctx context.Context, p api.VMRefParams) (api.VMSSHInfo, er
 		return api.VMSSHInfo{}, err
 	}
 	return api.VMSSHInfo{Name: rec.Name, User: "root", Host: sshHost(rec.Name),
-		IdentityFile: s.cfg.SSH.IdentityFile, KnownHostsFile: s.cfg.SSH.KnownHostsFile}, nil
+		IdentityFile: s.cfg.SSH.IdentityFile, KnownHostsFile: s.cfg.SSH.KnownHostsFile, Dir: rec.Workspace}, nil
 }
 
 // DialSSH connects to a running VM's SSH server through its agent.

@@ -72,6 +72,8 @@ type Config struct {
 	// and NoBridge then says why, for the error a bridge VM gets.
 	Bridge   Bridge
 	NoBridge string
+	// PlaceWorkspace puts a create's workspace in the VM once it is up.
+	PlaceWorkspace func(ctx context.Context, name string, spec api.WorkspaceSpec) error
 }
 
 // Bridge is the host's side of the bridge network.
@@ -221,6 +223,9 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (*opstate.Op
 	if err := validate(rec); err != nil {
 		return nil, err
 	}
+	if p.Workspace != nil && p.NoStart {
+		return nil, fmt.Errorf("%w: a workspace is placed in a running VM; drop --no-start, or prepare it after `banger vm start` (`banger vm workspace prepare`)", api.ErrInvalidArgument)
+	}
 	if rec.Network == api.NetworkBridge && s.cfg.Bridge == nil {
 		return nil, fmt.Errorf("%w: --network bridge: %s; use --network user", api.ErrInvalidArgument, s.cfg.NoBridge)
 	}
@@ -252,7 +257,7 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (*opstate.Op
 		unlock := s.lock(rec.Name)
 		defer unlock()
 		start := time.Now()
-		v, err := s.create(ctx, op, rec, p.NoStart)
+		v, err := s.create(ctx, op, rec, p.NoStart, p.Workspace)
 		if err != nil {
 			s.cfg.Log.Warn("vm create failed", "vm", rec.Name, "err", err)
 			return api.VM{}, err
@@ -303,7 +308,7 @@ func validate(rec store.VM) error {
 
 // create runs the phases of vm.create. A failure keeps the VM, failed,
 // with its console log for `vm logs`; a canceled create leaves nothing.
-func (s *Service) create(ctx context.Context, op *opstate.Op[api.VM], rec store.VM, noStart bool) (api.VM, error) {
+func (s *Service) create(ctx context.Context, op *opstate.Op[api.VM], rec store.VM, noStart bool, ws *api.WorkspaceSpec) (api.VM, error) {
 	fail := func(err error) (api.VM, error) {
 		if ctx.Err() != nil {
 			s.remove(context.WithoutCancel(ctx), rec)
@@ -348,6 +353,17 @@ func (s *Service) create(ctx context.Context, op *opstate.Op[api.VM], rec store.
 	rec, err = s.boot(ctx, op.SetPhase, rec, img, k)
 	if err != nil {
 		return fail(err)
+	}
+	if ws != nil && s.cfg.PlaceWorkspace != nil {
+		op.SetPhase("placing workspace")
+		// Placing records the directory with a one-column update
+		// (SetWorkspace), not through the lock this create holds.
+		if err := s.cfg.PlaceWorkspace(ctx, rec.Name, *ws); err != nil {
+			return api.VM{}, fmt.Errorf("vm %s is up, but its workspace was not placed: %w; try again with `banger vm workspace prepare %s %s`", rec.Name, err, rec.Name, ws.Path)
+		}
+		if rec, err = s.find(ctx, rec.Name); err != nil {
+			return api.VM{}, err
+		}
 	}
 	return s.toAPI(rec), nil
 }

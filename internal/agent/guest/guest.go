@@ -205,6 +205,14 @@ func (g *guest) boot() error {
 	_ = mount("devpts", "/dev/pts", "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")
 	_ = mount("tmpfs", "/dev/shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777")
 	_ = mount("tmpfs", "/run", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755")
+	// A workspace placed read-only stays so across reboots.
+	if b, err := os.ReadFile(agent.ReadOnlyMarker); err == nil {
+		for _, dir := range strings.Fields(string(b)) {
+			if err := agent.MountReadOnly(dir); err != nil {
+				fmt.Fprintf(os.Stderr, "banger-agent: workspace %s: %v\n", dir, err)
+			}
+		}
+	}
 	if h := g.params.Hostname; h != "" {
 		_ = unix.Sethostname([]byte(h))
 	}

@@ -158,7 +158,66 @@ const (
 	// MethodDial connects to a TCP address in the guest (DialParams) and
 	// turns the stream into a byte pipe to it, as MethodSSH does.
 	MethodDial = "dial"
+	// MethodPutTree extracts the caller's tar stream (Data frames on
+	// stdin, ended by a Close) under a directory, all or nothing: entries
+	// go to a staging directory first, are checked against the expected
+	// hashes, and only then renamed into place.
+	MethodPutTree = "put_tree"
+	// MethodGetTree streams a tar of files under a directory (stdout).
+	MethodGetTree = "get_tree"
+	// MethodManifest lists a directory tree with content hashes.
+	MethodManifest = "manifest"
 )
+
+// TreeEntry is one file of a tree, relative to its root.
+type TreeEntry struct {
+	Path   string `json:"path"` // slash-separated, relative
+	Type   string `json:"type"` // f (regular), l (symlink), d (directory)
+	Mode   uint32 `json:"mode"` // permission bits
+	Size   int64  `json:"size,omitempty"`
+	SHA256 string `json:"sha256,omitempty"` // of a regular file's content
+	Link   string `json:"link,omitempty"`   // a symlink's target
+}
+
+// PutTreeParams say where and how a tree lands.
+type PutTreeParams struct {
+	Dir      string `json:"dir"`
+	UID      int    `json:"uid"` // owner of what is written
+	GID      int    `json:"gid"`
+	// Expect maps regular files to the sha256 they must have; any
+	// mismatch fails the whole put.
+	Expect map[string]string `json:"expect,omitempty"`
+	// Delete lists paths removed once the new entries are in place.
+	Delete []string `json:"delete,omitempty"`
+	// ReadOnly bind-mounts Dir read-only afterwards, and at every boot.
+	ReadOnly bool `json:"readonly,omitempty"`
+	// Entries is how many tar entries the caller sends: a stream cut at
+	// an entry boundary is refused too.
+	Entries int `json:"entries"`
+}
+
+// GetTreeParams name files under Dir.
+type GetTreeParams struct {
+	Dir   string   `json:"dir"`
+	Paths []string `json:"paths"`
+}
+
+// ManifestParams name a tree to list; Exclude drops top-level names.
+type ManifestParams struct {
+	Dir     string   `json:"dir"`
+	Exclude []string `json:"exclude,omitempty"`
+}
+
+// ManifestResult answers manifest; a missing Dir is an empty tree.
+type ManifestResult struct {
+	Entries []TreeEntry `json:"entries"`
+}
+
+// TreeResult ends a put or get.
+type TreeResult struct {
+	Files int   `json:"files"`
+	Bytes int64 `json:"bytes"`
+}
 
 // WindowPayload encodes a terminal size for a Window frame.
 func WindowPayload(rows, cols uint16) []byte {

@@ -1,11 +1,16 @@
 package vm
 
+// What the other services (stats, workspace) ask of the VM service.
+
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/agent"
+	"github.com/bangerdev/banger/internal/store"
 )
 
 // Agent is the agent link of the running VM named name: api.ErrNotFound
@@ -52,4 +57,23 @@ func AutoStopAfter(setting string, def time.Duration) time.Duration {
 		return 0 // validated on the way in; a broken record never stops
 	}
 	return d
+}
+
+// SetWorkspace records dir as the VM's workspace: exec and ssh start
+// there.
+func (s *Service) SetWorkspace(ctx context.Context, name, dir string) error {
+	err := s.cfg.Store.Update(ctx, func(tx *store.Tx) error { return tx.SetVMWorkspace(ctx, name, dir) })
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("vm %q: %w", name, api.ErrNotFound)
+	}
+	return err
+}
+
+// StateDirOf is the state directory of the VM named name.
+func (s *Service) StateDirOf(ctx context.Context, name string) (string, error) {
+	rec, err := s.find(ctx, name)
+	if err != nil {
+		return "", err
+	}
+	return s.stateDir(rec.ID), nil
 }

@@ -1,0 +1,359 @@
+package agent
+
+import (
+	"archive/tar"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bangerdev/banger/internal/agent/proto"
+)
+
+// CleanRel checks a tree path from the other side: relative, no "..",
+// no empty or dot elements; it returns the path in OS form.
+func CleanRel(p string) (string, error) {
+	if p == "" || strings.HasPrefix(p, "/") || strings.ContainsRune(p, 0) {
+		return "", fmt.Errorf("tree path %q: not a relative path", p)
+	}
+	for _, el := range strings.Split(p, "/") {
+		if el == "" || el == "." || el == ".." {
+			return "", fmt.Errorf("tree path %q: empty, . or .. elements", p)
+		}
+	}
+	return filepath.FromSlash(p), nil
+}
+
+// ReadOnlyMarker records, on the guest's disk, the directories the agent
+// bind-mounts read-only at every boot.
+const ReadOnlyMarker = "/etc/banger/readonly"
+
+// ExtractTree extracts a tar stream under p.Dir, all or nothing: the agent
+// serves put_tree with it, and the host pulls a workspace with it.
+func ExtractTree(r io.Reader, p proto.PutTreeParams) (proto.TreeResult, error) {
+	var res proto.TreeResult
+	if !filepath.IsAbs(p.Dir) {
+		return res, fmt.Errorf("put_tree: %q is not absolute", p.Dir)
+	}
+	if err := os.MkdirAll(p.Dir, 0o755); err != nil {
+		return res, err
+	}
+	_ = os.Chown(p.Dir, p.UID, p.GID)
+	// The staging directory is a sibling, on the same file system, so
+	// entries rename into place; older ones are leftovers of a put that
+	// was cut off.
+	parent := filepath.Dir(p.Dir)
+	stale, _ := filepath.Glob(filepath.Join(parent, ".banger-stage-*"))
+	for _, s := range stale {
+		_ = os.RemoveAll(s)
+	}
+	stage, err := os.MkdirTemp(parent, ".banger-stage-")
+	if err != nil {
+		return res, err
+	}
+	defer os.RemoveAll(stage)
+	var entries []*tar.Header
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return res, fmt.Errorf("reading the tree: %w", err)
+		}
+		rel, err := CleanRel(strings.TrimSuffix(h.Name, "/"))
+		if err != nil {
+			return res, err
+		}
+		dst := filepath.Join(stage, rel)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return res, err
+		}
+		mode := os.FileMode(h.Mode) & os.ModePerm
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if err := os.Mkdir(dst, mode|0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+				return res, err
+			}
+		case tar.TypeSymlink:
+			if err := os.Symlink(h.Linkname, dst); err != nil {
+				return res, err
+			}
+		case tar.TypeReg:
+			sum, n, err := writeStaged(dst, tr, mode)
+			if err != nil {
+				return res, err
+			}
+			if want, ok := p.Expect[h.Name]; ok && want != sum {
+				return res, fmt.Errorf("%s arrived with sha256 %s, want %s: transfer damaged, nothing changed", h.Name, sum, want)
+			}
+			res.Files++
+			res.Bytes += n
+		default:
+			return res, fmt.Errorf("%s: tar entry type %q is not a file, directory or symlink", h.Name, h.Typeflag)
+		}
+		entries = append(entries, h)
+	}
+	if p.Entries > 0 && len(entries) != p.Entries {
+		return res, fmt.Errorf("the tree ended after %d of %d entries: transfer cut off, nothing changed", len(entries), p.Entries)
+	}
+	// Everything arrived intact: move it into place, parents first.
+	for _, h := range entries {
+		rel, _ := CleanRel(strings.TrimSuffix(h.Name, "/"))
+		src, dst := filepath.Join(stage, rel), filepath.Join(p.Dir, rel)
+		if err := mkdirOwned(filepath.Dir(dst), p.Dir, p.UID, p.GID); err != nil {
+			return res, err
+		}
+		if h.Typeflag == tar.TypeDir {
+			if err := mkdirOwned(dst, p.Dir, p.UID, p.GID); err != nil {
+				return res, err
+			}
+			_ = os.Chmod(dst, os.FileMode(h.Mode)&os.ModePerm)
+			continue
+		}
+		if fi, err := os.Lstat(dst); err == nil && fi.IsDir() {
+			if err := os.RemoveAll(dst); err != nil { // a directory replaced by a file
+				return res, err
+			}
+		}
+		_ = os.Lchown(src, p.UID, p.GID)
+		if err := os.Rename(src, dst); err != nil {
+			return res, err
+		}
+	}
+	for _, d := range p.Delete {
+		rel, err := CleanRel(d)
+		if err != nil {
+			return res, err
+		}
+		if err := os.Remove(filepath.Join(p.Dir, rel)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return res, err
+		}
+	}
+	if p.ReadOnly {
+		if err := MountReadOnly(p.Dir); err != nil {
+			return res, err
+		}
+		if err := os.MkdirAll(filepath.Dir(ReadOnlyMarker), 0o755); err != nil {
+			return res, err
+		}
+		if err := os.WriteFile(ReadOnlyMarker, []byte(p.Dir+"\n"), 0o644); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// MountReadOnly bind-mounts dir over itself, read-only.
+func MountReadOnly(dir string) error {
+	if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind-mounting %s: %w", dir, err)
+	}
+	if err := unix.Mount("", dir, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+		return fmt.Errorf("making %s read-only: %w", dir, err)
+	}
+	return nil
+}
+
+// mkdirOwned makes dir and its missing parents below root, owned by uid.
+func mkdirOwned(dir, root string, uid, gid int) error {
+	if dir == root || !strings.HasPrefix(dir, root+string(filepath.Separator)) {
+		return nil
+	}
+	if fi, err := os.Lstat(dir); err == nil {
+		if fi.IsDir() {
+			return nil
+		}
+		if err := os.Remove(dir); err != nil { // a file replaced by a directory
+			return err
+		}
+	}
+	if err := mkdirOwned(filepath.Dir(dir), root, uid, gid); err != nil {
+		return err
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return os.Chown(dir, uid, gid)
+}
+
+func writeStaged(dst string, r io.Reader, mode os.FileMode) (string, int64, error) {
+	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return "", 0, err
+	}
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, h), r)
+	if err == nil {
+		err = f.Chmod(mode) // past the umask
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return hex.EncodeToString(h.Sum(nil)), n, err
+}
+
+// WriteTree writes a tar of p.Paths under p.Dir to w.
+func WriteTree(w io.Writer, p proto.GetTreeParams) (proto.TreeResult, error) {
+	var res proto.TreeResult
+	tw := tar.NewWriter(w)
+	for _, rel := range p.Paths {
+		clean, err := CleanRel(rel)
+		if err != nil {
+			return res, err
+		}
+		n, err := addToTar(tw, filepath.Join(p.Dir, clean), rel)
+		if err != nil {
+			return res, err
+		}
+		res.Files++
+		res.Bytes += n
+	}
+	return res, tw.Close()
+}
+
+// addToTar writes one file, symlink or directory as name.
+func addToTar(tw *tar.Writer, file, name string) (int64, error) {
+	fi, err := os.Lstat(file)
+	if err != nil {
+		return 0, err
+	}
+	link := ""
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		if link, err = os.Readlink(file); err != nil {
+			return 0, err
+		}
+	}
+	h, err := tar.FileInfoHeader(fi, link)
+	if err != nil {
+		return 0, err
+	}
+	h.Name, h.Uname, h.Gname, h.Uid, h.Gid = name, "", "", 0, 0
+	if fi.IsDir() {
+		h.Name += "/"
+	}
+	if err := tw.WriteHeader(h); err != nil {
+		return 0, err
+	}
+	if !fi.Mode().IsRegular() {
+		return 0, nil
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	return io.Copy(tw, f)
+}
+
+// Manifest lists the tree under dir (symlinks not followed), hashing
+// regular files; names in exclude are skipped at the top level.
+func Manifest(dir string, exclude []string) ([]proto.TreeEntry, error) {
+	out := []proto.TreeEntry{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if p == dir && errors.Is(err, fs.ErrNotExist) {
+				return fs.SkipAll
+			}
+			return err
+		}
+		if p == dir {
+			return nil
+		}
+		rel, _ := filepath.Rel(dir, p)
+		rel = filepath.ToSlash(rel)
+		if !strings.Contains(rel, "/") && slices.Contains(exclude, rel) {
+			if d.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		e, err := Entry(p, rel)
+		if err != nil {
+			return err
+		}
+		out = append(out, e)
+		return nil
+	})
+	return out, err
+}
+
+// Entry describes one file as a TreeEntry named rel.
+func Entry(file, rel string) (proto.TreeEntry, error) {
+	fi, err := os.Lstat(file)
+	if err != nil {
+		return proto.TreeEntry{}, err
+	}
+	e := proto.TreeEntry{Path: path.Clean(rel), Mode: uint32(fi.Mode().Perm())}
+	switch {
+	case fi.Mode()&fs.ModeSymlink != 0:
+		e.Type = "l"
+		e.Link, err = os.Readlink(file)
+	case fi.IsDir():
+		e.Type = "d"
+	case fi.Mode().IsRegular():
+		e.Type, e.Size = "f", fi.Size()
+		e.SHA256, err = hashFile(file)
+	default:
+		return proto.TreeEntry{}, fmt.Errorf("%s: not a file, directory or symlink", file)
+	}
+	return e, err
+}
+
+func hashFile(file string) (string, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// handleTree serves the tree methods.
+func (s *Server) handleTree(l *link, stream uint32, req proto.Request, ch chan proto.Frame) {
+	switch req.Method {
+	case proto.MethodPutTree:
+		var p proto.PutTreeParams
+		if err := json.Unmarshal(req.Params, &p); err != nil {
+			s.respond(l, stream, nil, fmt.Errorf("bad put_tree params: %v", err))
+			return
+		}
+		in := &frameReader{ch: ch, fd: proto.Stdin, link: l}
+		r, err := ExtractTree(in, p)
+		if err != nil {
+			_, _ = io.Copy(io.Discard, in) // the rest of what the caller sends
+		}
+		s.respond(l, stream, r, err)
+	case proto.MethodGetTree:
+		var p proto.GetTreeParams
+		if err := json.Unmarshal(req.Params, &p); err != nil {
+			s.respond(l, stream, nil, fmt.Errorf("bad get_tree params: %v", err))
+			return
+		}
+		r, err := WriteTree(&frameWriter{l: l, stream: stream, fd: proto.Stdout}, p)
+		s.respond(l, stream, r, err)
+	case proto.MethodManifest:
+		var p proto.ManifestParams
+		if err := json.Unmarshal(req.Params, &p); err != nil {
+			s.respond(l, stream, nil, fmt.Errorf("bad manifest params: %v", err))
+			return
+		}
+		entries, err := Manifest(p.Dir, p.Exclude)
+		s.respond(l, stream, proto.ManifestResult{Entries: entries}, err)
+	}
+}

@@ -1,0 +1,134 @@
+package agent
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/bangerdev/banger/internal/agent/proto"
+)
+
+func tarOf(t *testing.T, files map[string]string, extra ...*tar.Header) ([]byte, map[string]string) {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	sums := map[string]string{}
+	for _, name := range []string{"a.txt", "dir/b.sh", "dir/sub/c"} {
+		body, ok := files[name]
+		if !ok {
+			continue
+		}
+		mode := int64(0o644)
+		if strings.HasSuffix(name, ".sh") {
+			mode = 0o755
+		}
+		_ = tw.WriteHeader(&tar.Header{Name: name, Mode: mode, Size: int64(len(body)), Typeflag: tar.TypeReg})
+		_, _ = tw.Write([]byte(body))
+		sum := sha256.Sum256([]byte(body))
+		sums[name] = hex.EncodeToString(sum[:])
+	}
+	for _, h := range extra {
+		_ = tw.WriteHeader(h)
+	}
+	tw.Close()
+	return buf.Bytes(), sums
+}
+
+func TestTreeRoundTrip(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "ws")
+	c := pair(t, &Server{})
+	ctx := context.Background()
+	files := map[string]string{"a.txt": "alpha\n", "dir/b.sh": "#!/bin/sh\necho hi\n", "dir/sub/c": "c"}
+	data, sums := tarOf(t, files, &tar.Header{Name: "link", Linkname: "a.txt", Typeflag: tar.TypeSymlink})
+	r, err := c.PutTree(ctx, proto.PutTreeParams{Dir: dir, UID: os.Getuid(), GID: os.Getgid(), Expect: sums, Entries: 4}, bytes.NewReader(data))
+	if err != nil || r.Files != 3 {
+		t.Fatalf("PutTree = %+v, %v", r, err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "dir/b.sh")); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Fatalf("b.sh: %v %v", fi, err)
+	}
+	if l, err := os.Readlink(filepath.Join(dir, "link")); err != nil || l != "a.txt" {
+		t.Fatalf("link: %q %v", l, err)
+	}
+	m, err := c.Manifest(ctx, proto.ManifestParams{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, e := range m {
+		got[e.Path] = e.Type + " " + e.SHA256 + e.Link
+	}
+	if got["a.txt"] != "f "+sums["a.txt"] || got["link"] != "l a.txt" || got["dir/sub"] != "d " {
+		t.Fatalf("manifest = %v", got)
+	}
+	var out bytes.Buffer
+	if _, err := c.GetTree(ctx, proto.GetTreeParams{Dir: dir, Paths: []string{"a.txt", "dir/b.sh", "link"}}, &out); err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(&out)
+	var names []string
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			break
+		}
+		names = append(names, h.Name)
+	}
+	if strings.Join(names, ",") != "a.txt,dir/b.sh,link" {
+		t.Fatalf("GetTree entries = %v", names)
+	}
+
+	// A damaged file, a path out of the tree, a stream cut short: each
+	// fails and changes nothing.
+	before, _ := os.ReadFile(filepath.Join(dir, "a.txt"))
+	bad, badSums := tarOf(t, map[string]string{"a.txt": "changed"})
+	badSums["a.txt"] = sums["a.txt"]
+	if _, err := c.PutTree(ctx, proto.PutTreeParams{Dir: dir, Expect: badSums, Entries: 1}, bytes.NewReader(bad)); err == nil || !strings.Contains(err.Error(), "damaged") {
+		t.Fatalf("a damaged file: %v", err)
+	}
+	escape, _ := tarOf(t, nil, &tar.Header{Name: "../evil", Typeflag: tar.TypeReg})
+	if _, err := c.PutTree(ctx, proto.PutTreeParams{Dir: dir}, bytes.NewReader(escape)); err == nil {
+		t.Fatal("a path out of the tree was taken")
+	}
+	short, shortSums := tarOf(t, map[string]string{"a.txt": "changed"})
+	if _, err := c.PutTree(ctx, proto.PutTreeParams{Dir: dir, Expect: shortSums, Entries: 2}, bytes.NewReader(short)); err == nil || !strings.Contains(err.Error(), "cut off") {
+		t.Fatalf("a cut tree: %v", err)
+	}
+	if after, _ := os.ReadFile(filepath.Join(dir, "a.txt")); !bytes.Equal(before, after) {
+		t.Fatalf("a failed put changed a.txt to %q", after)
+	}
+	if stale, _ := filepath.Glob(filepath.Join(filepath.Dir(dir), ".banger-stage-*")); len(stale) != 0 {
+		t.Fatalf("staging left: %v", stale)
+	}
+	// Delete removes, after the new entries land.
+	empty, _ := tarOf(t, nil)
+	if _, err := c.PutTree(ctx, proto.PutTreeParams{Dir: dir, Delete: []string{"dir/sub/c"}}, bytes.NewReader(empty)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "dir/sub/c")); !os.IsNotExist(err) {
+		t.Fatalf("deleted file: %v", err)
+	}
+}
+
+// FuzzCleanRel: whatever a peer names, an accepted path stays inside.
+func FuzzCleanRel(f *testing.F) {
+	for _, s := range []string{"a/b", "../x", "/etc/passwd", "a/../../b", "a//b", "."} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		rel, err := CleanRel(p)
+		if err != nil {
+			return
+		}
+		joined := filepath.Join("/root/ws", rel)
+		if !strings.HasPrefix(joined, "/root/ws/") {
+			t.Fatalf("%q escapes to %q", p, joined)
+		}
+	})
+}

@@ -1,0 +1,286 @@
+package workspace
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/agent"
+	"github.com/bangerdev/banger/internal/agent/proto"
+)
+
+// tree is one side's files by path (regular files and symlinks).
+type tree map[string]proto.TreeEntry
+
+func same(a, b proto.TreeEntry) bool {
+	return a.Type == b.Type && a.SHA256 == b.SHA256 && a.Link == b.Link && a.Mode == b.Mode
+}
+
+// changes compares a side now with the last sync.
+func changes(last, now tree) api.WorkspaceChanges {
+	c := api.WorkspaceChanges{Added: []string{}, Modified: []string{}, Deleted: []string{}}
+	for p, e := range now {
+		old, ok := last[p]
+		switch {
+		case !ok:
+			c.Added = append(c.Added, p)
+		case !same(old, e):
+			c.Modified = append(c.Modified, p)
+		}
+	}
+	for p := range last {
+		if _, ok := now[p]; !ok {
+			c.Deleted = append(c.Deleted, p)
+		}
+	}
+	slices.Sort(c.Added)
+	slices.Sort(c.Modified)
+	slices.Sort(c.Deleted)
+	return c
+}
+
+func changed(c api.WorkspaceChanges) []string {
+	return slices.Concat(c.Added, c.Modified, c.Deleted)
+}
+
+// conflicts are the paths both sides changed, to different results.
+func conflicts(host, guest tree, hc, gc api.WorkspaceChanges) []string {
+	inHost := map[string]bool{}
+	for _, p := range changed(hc) {
+		inHost[p] = true
+	}
+	out := []string{}
+	for _, p := range changed(gc) {
+		if !inHost[p] {
+			continue
+		}
+		h, hok := host[p]
+		g, gok := guest[p]
+		if hok != gok || (hok && !same(h, g)) {
+			out = append(out, p)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// hostTree hashes the host side: the files the workspace selects now,
+// plus those the last sync knew (a deleted one is simply absent).
+func hostTree(ctx context.Context, root string, st State) (tree, error) {
+	sel, err := Select(ctx, root, st.IncludeUntracked)
+	if err != nil {
+		return nil, err
+	}
+	paths := slices.Clone(sel.Files)
+	for p := range st.Files {
+		paths = append(paths, p)
+	}
+	out := tree{}
+	for _, p := range paths {
+		if _, done := out[p]; done {
+			continue
+		}
+		e, err := agent.Entry(filepath.Join(root, filepath.FromSlash(p)), p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if e.Type != "d" {
+			out[p] = e
+		}
+	}
+	return out, nil
+}
+
+// guestTree hashes the guest side, leaving out .git (its commits travel
+// by export, not by sync).
+func guestTree(ctx context.Context, a Agent, dir string) (tree, error) {
+	entries, err := a.Manifest(ctx, proto.ManifestParams{Dir: dir, Exclude: []string{".git"}})
+	if err != nil {
+		return nil, fmt.Errorf("listing the guest's workspace: %w", err)
+	}
+	out := tree{}
+	for _, e := range entries {
+		if e.Type != "d" {
+			out[e.Path] = e
+		}
+	}
+	return out, nil
+}
+
+// sides is everything a status, pull or push works from.
+type sides struct {
+	st       State
+	stateDir string
+	hostDir  string
+	a        Agent
+	host     tree
+	guest    tree
+	hc, gc   api.WorkspaceChanges
+	conflict []string
+}
+
+func (s *Service) sides(ctx context.Context, name, dir string) (sides, error) {
+	var sd sides
+	var err error
+	if sd.st, sd.stateDir, err = s.loadState(ctx, name); err != nil {
+		return sd, err
+	}
+	sd.hostDir = sd.st.Host
+	if dir != "" {
+		if !filepath.IsAbs(dir) {
+			return sd, fmt.Errorf("%w: directory %q must be absolute", api.ErrInvalidArgument, dir)
+		}
+		sd.hostDir = filepath.Clean(dir)
+	}
+	if sd.a, err = s.cfg.Agent(ctx, name); err != nil {
+		return sd, err
+	}
+	if sd.host, err = hostTree(ctx, sd.hostDir, sd.st); err != nil {
+		return sd, err
+	}
+	if sd.guest, err = guestTree(ctx, sd.a, sd.st.Guest); err != nil {
+		return sd, err
+	}
+	last := tree(sd.st.Files)
+	sd.hc, sd.gc = changes(last, sd.host), changes(last, sd.guest)
+	sd.conflict = conflicts(sd.host, sd.guest, sd.hc, sd.gc)
+	return sd, nil
+}
+
+// Status says what changed on each side since the last sync.
+func (s *Service) Status(ctx context.Context, p api.WorkspaceRefParams) (api.WorkspaceStatus, error) {
+	sd, err := s.sides(ctx, p.Name, p.Dir)
+	if err != nil {
+		return api.WorkspaceStatus{}, err
+	}
+	return api.WorkspaceStatus{Name: p.Name, HostDir: sd.hostDir, GuestDir: sd.st.Guest, Base: sd.st.Base,
+		Host: sd.hc, Guest: sd.gc, Conflicts: sd.conflict}, nil
+}
+
+// refuse is the error for conflicts without force.
+func refuse(verb string, paths []string) error {
+	shown := paths
+	if len(shown) > 20 {
+		shown = shown[:20]
+	}
+	more := ""
+	if len(paths) > len(shown) {
+		more = fmt.Sprintf(" and %d more", len(paths)-len(shown))
+	}
+	return fmt.Errorf("%w: %s would overwrite changes on both sides: %s%s; see `banger vm workspace status`, or pass --force to take this side's",
+		api.ErrInUse, verb, strings.Join(shown, ", "), more)
+}
+
+// Pull brings the guest's changes into the host directory, all at once.
+// A host file changed since the last sync, or one the sync never put
+// there, is not replaced or removed unless p.Force.
+func (s *Service) Pull(ctx context.Context, p api.WorkspaceRefParams, progress Progress) (api.WorkspaceSyncResult, error) {
+	sd, err := s.sides(ctx, p.Name, p.Dir)
+	if err != nil {
+		return api.WorkspaceSyncResult{}, err
+	}
+	res := api.WorkspaceSyncResult{Name: p.Name, Dir: sd.hostDir, Changes: sd.gc}
+	// Files the sync did not put on the host (ignored ones, say) count
+	// as host changes too.
+	var clash []string
+	for _, path := range changed(sd.gc) {
+		last, known := sd.st.Files[path]
+		cur, err := agent.Entry(filepath.Join(sd.hostDir, filepath.FromSlash(path)), path)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			continue
+		case err != nil:
+			return res, err
+		case !known || !same(last, cur):
+			if g, ok := sd.guest[path]; !ok || !same(g, cur) {
+				clash = append(clash, path)
+			}
+		}
+	}
+	slices.Sort(clash)
+	if len(clash) > 0 && !p.Force {
+		return res, refuse("pull", clash)
+	}
+	res.Overwritten = clash
+	fetch := slices.Concat(sd.gc.Added, sd.gc.Modified)
+	expect := map[string]string{}
+	for _, f := range fetch {
+		if e := sd.guest[f]; e.Type == "f" {
+			expect[f] = e.SHA256
+			res.Bytes += e.Size
+		}
+	}
+	uid, gid := ownerOf(sd.hostDir)
+	put := proto.PutTreeParams{Dir: sd.hostDir, UID: uid, GID: gid, Expect: expect, Delete: sd.gc.Deleted, Entries: len(fetch)}
+	// The guest's tar goes straight into the host's all-or-nothing
+	// extraction: staged beside the tree, checked, then renamed.
+	pr, pw := io.Pipe()
+	go func() {
+		w := &countingWriter{w: pw, progress: progress, phase: "receiving"}
+		_, err := sd.a.GetTree(ctx, proto.GetTreeParams{Dir: sd.st.Guest, Paths: fetch}, w)
+		pw.CloseWithError(err)
+	}()
+	if _, err := agent.ExtractTree(pr, put); err != nil {
+		pr.CloseWithError(err)
+		return res, fmt.Errorf("pulling from vm %s: %w; the host tree is unchanged", p.Name, err)
+	}
+	sd.record(sd.gc, sd.guest)
+	if p.Dir == "" || filepath.Clean(p.Dir) == sd.st.Host {
+		if err := saveState(sd.stateDir, sd.st); err != nil {
+			return res, err
+		}
+	}
+	s.cfg.Log.Info("workspace pulled", "vm", p.Name, "dir", sd.hostDir, "changed", len(changed(sd.gc)))
+	return res, nil
+}
+
+// Push sends the host's changes into the guest, all at once; a guest
+// file changed since the last sync is not replaced or removed unless
+// p.Force.
+func (s *Service) Push(ctx context.Context, p api.WorkspaceRefParams, progress Progress) (api.WorkspaceSyncResult, error) {
+	sd, err := s.sides(ctx, p.Name, p.Dir)
+	if err != nil {
+		return api.WorkspaceSyncResult{}, err
+	}
+	res := api.WorkspaceSyncResult{Name: p.Name, Dir: sd.st.Guest, Changes: sd.hc}
+	if len(sd.conflict) > 0 && !p.Force {
+		return res, refuse("push", sd.conflict)
+	}
+	res.Overwritten = sd.conflict
+	send := slices.Concat(sd.hc.Added, sd.hc.Modified)
+	expect := map[string]string{}
+	for _, f := range send {
+		if e := sd.host[f]; e.Type == "f" {
+			expect[f] = e.SHA256
+			res.Bytes += e.Size
+		}
+	}
+	if _, err := s.put(ctx, sd.a, sd.hostDir, send, proto.PutTreeParams{Dir: sd.st.Guest, Expect: expect, Delete: sd.hc.Deleted}, progress); err != nil {
+		return res, fmt.Errorf("pushing to vm %s: %w; the guest's workspace is unchanged", p.Name, err)
+	}
+	sd.record(sd.hc, sd.host)
+	if err := saveState(sd.stateDir, sd.st); err != nil {
+		return res, err
+	}
+	s.cfg.Log.Info("workspace pushed", "vm", p.Name, "dir", sd.hostDir, "changed", len(changed(sd.hc)))
+	return res, nil
+}
+
+// record notes in the state what a sync carried over from side now.
+func (sd *sides) record(c api.WorkspaceChanges, now tree) {
+	for _, p := range slices.Concat(c.Added, c.Modified) {
+		sd.st.Files[p] = now[p]
+	}
+	for _, p := range c.Deleted {
+		delete(sd.st.Files, p)
+	}
+}

@@ -1,0 +1,239 @@
+// Package workspace is the workspace service: a host project placed in a
+// VM (git-tracked files by default, with enough of .git that git works
+// inside), what changed on each side since the last sync by content hash,
+// pull and push that refuse conflicts and change a side all at once or
+// not at all, and a binary git patch of the guest's work. Transfers are
+// tar streams over the agent link: no network is needed. It reaches VMs
+// only through the functions of Config.
+package workspace
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"syscall"
+
+	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/agent"
+	"github.com/bangerdev/banger/internal/agent/proto"
+)
+
+// GuestDir is where a workspace lives in the guest; exec starts there.
+const GuestDir = "/workspace"
+
+// Agent is what the service asks of a guest's agent.
+type Agent interface {
+	PutTree(ctx context.Context, p proto.PutTreeParams, r io.Reader) (proto.TreeResult, error)
+	GetTree(ctx context.Context, p proto.GetTreeParams, w io.Writer) (proto.TreeResult, error)
+	Manifest(ctx context.Context, p proto.ManifestParams) ([]proto.TreeEntry, error)
+}
+
+// Config wires a Service.
+type Config struct {
+	// Agent is the agent of the running VM named name (api.ErrNotFound,
+	// api.ErrNotRunning otherwise); StateDir is the VM's directory, where
+	// the workspace's sync state is kept.
+	Agent    func(ctx context.Context, name string) (Agent, error)
+	StateDir func(ctx context.Context, name string) (string, error)
+	// Placed records the guest directory on the VM, for exec and ssh.
+	Placed func(ctx context.Context, name, dir string) error
+	// GuestDir is where workspaces go in guests (default GuestDir).
+	GuestDir string
+	Log      *slog.Logger
+}
+
+// Service is the workspace service.
+type Service struct{ cfg Config }
+
+// New makes a service.
+func New(cfg Config) *Service {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.GuestDir == "" {
+		cfg.GuestDir = GuestDir
+	}
+	return &Service{cfg: cfg}
+}
+
+// Progress reports a transfer's advance.
+type Progress func(api.WorkspaceProgress)
+
+// State is what the last sync left: the files both sides agreed on.
+type State struct {
+	Host             string                     `json:"host"`
+	Guest            string                     `json:"guest"`
+	Base             string                     `json:"base,omitempty"`
+	IncludeUntracked bool                       `json:"include_untracked,omitempty"`
+	Files            map[string]proto.TreeEntry `json:"files"`
+}
+
+const stateFile = "workspace.json"
+
+func (s *Service) loadState(ctx context.Context, name string) (State, string, error) {
+	dir, err := s.cfg.StateDir(ctx, name)
+	if err != nil {
+		return State{}, "", err
+	}
+	b, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return State{}, dir, fmt.Errorf("vm %s has no workspace: %w; make one with `banger vm workspace prepare %s PATH`", name, api.ErrNotFound, name)
+	}
+	if err != nil {
+		return State{}, dir, err
+	}
+	var st State
+	if err := json.Unmarshal(b, &st); err != nil {
+		return State{}, dir, fmt.Errorf("reading the workspace state of vm %s: %w", name, err)
+	}
+	if st.Files == nil {
+		st.Files = map[string]proto.TreeEntry{}
+	}
+	return st, dir, nil
+}
+
+// saveState replaces the state file atomically.
+func saveState(dir string, st State) error {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, ".workspace-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), filepath.Join(dir, stateFile))
+}
+
+// Prepare places the host tree p.Path in the VM (all of it in one put),
+// or with p.DryRun only lists what would go.
+func (s *Service) Prepare(ctx context.Context, p api.WorkspacePrepareParams, progress Progress) (api.WorkspacePrepareResult, error) {
+	res := api.WorkspacePrepareResult{Name: p.Name, Dir: s.cfg.GuestDir}
+	if !filepath.IsAbs(p.Path) {
+		return res, fmt.Errorf("%w: workspace path %q must be absolute", api.ErrInvalidArgument, p.Path)
+	}
+	sel, err := Select(ctx, filepath.Clean(p.Path), p.IncludeUntracked)
+	if err != nil {
+		return res, fmt.Errorf("%w: %v", api.ErrInvalidArgument, err)
+	}
+	res.Base = sel.Base
+	if p.DryRun {
+		res.List, res.Files = sel.Files, len(sel.Files)
+		return res, nil
+	}
+	a, err := s.cfg.Agent(ctx, p.Name)
+	if err != nil {
+		return res, err
+	}
+	stateDir, err := s.cfg.StateDir(ctx, p.Name)
+	if err != nil {
+		return res, err
+	}
+	st := State{Host: sel.Root, Guest: s.cfg.GuestDir, Base: sel.Base, IncludeUntracked: p.IncludeUntracked, Files: map[string]proto.TreeEntry{}}
+	paths := slices.Clone(sel.Files)
+	expect := map[string]string{}
+	for i, f := range sel.Files {
+		e, err := agent.Entry(filepath.Join(sel.Root, filepath.FromSlash(f)), f)
+		if err != nil {
+			return res, fmt.Errorf("reading %s: %w", f, err)
+		}
+		st.Files[f] = e
+		if e.Type == "f" {
+			expect[f] = e.SHA256
+			res.Bytes += e.Size
+		}
+		progress(api.WorkspaceProgress{Phase: "hashing", Done: int64(i + 1), Total: int64(len(sel.Files)), Unit: "files"})
+	}
+	if sel.Git {
+		gitFiles, err := walkRel(sel.Root, ".git")
+		if err != nil {
+			return res, err
+		}
+		paths = append(paths, gitFiles...)
+	}
+	res.Files = len(sel.Files)
+	_, err = s.put(ctx, a, sel.Root, paths, proto.PutTreeParams{Dir: s.cfg.GuestDir, Expect: expect, ReadOnly: p.ReadOnly}, progress)
+	if err != nil {
+		return res, fmt.Errorf("placing the workspace in vm %s: %w", p.Name, err)
+	}
+	if err := saveState(stateDir, st); err != nil {
+		return res, err
+	}
+	if err := s.cfg.Placed(ctx, p.Name, s.cfg.GuestDir); err != nil {
+		return res, err
+	}
+	s.cfg.Log.Info("workspace placed", "vm", p.Name, "host", sel.Root, "files", res.Files, "base", sel.Base)
+	return res, nil
+}
+
+// walkRel lists a subtree (directories first, then their contents) as
+// slash paths relative to root.
+func walkRel(root, sub string) ([]string, error) {
+	var out []string
+	err := filepath.WalkDir(filepath.Join(root, sub), func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		out = append(out, filepath.ToSlash(rel))
+		return nil
+	})
+	return out, err
+}
+
+// put streams paths under root to the guest as one tar, all or nothing.
+func (s *Service) put(ctx context.Context, a Agent, root string, paths []string, p proto.PutTreeParams, progress Progress) (proto.TreeResult, error) {
+	p.Entries = len(paths)
+	pr, pw := io.Pipe()
+	go func() {
+		w := &countingWriter{w: pw, progress: progress, phase: "sending"}
+		_, err := agent.WriteTree(w, proto.GetTreeParams{Dir: root, Paths: paths})
+		pw.CloseWithError(err)
+	}()
+	r, err := a.PutTree(ctx, p, pr)
+	pr.CloseWithError(errors.New("the put ended"))
+	return r, err
+}
+
+// countingWriter reports bytes written as progress.
+type countingWriter struct {
+	w        io.Writer
+	n        int64
+	progress Progress
+	phase    string
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	c.progress(api.WorkspaceProgress{Phase: c.phase, Done: c.n, Unit: "bytes"})
+	return n, err
+}
+
+// ownerOf is the uid and gid owning dir, for files the daemon writes into
+// a user's tree.
+func ownerOf(dir string) (int, int) {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return os.Getuid(), os.Getgid()
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return int(st.Uid), int(st.Gid)
+	}
+	return os.Getuid(), os.Getgid()
+}
