@@ -181,9 +181,9 @@ type TreeEntry struct {
 
 // PutTreeParams say where and how a tree lands.
 type PutTreeParams struct {
-	Dir      string `json:"dir"`
-	UID      int    `json:"uid"` // owner of what is written
-	GID      int    `json:"gid"`
+	Dir string `json:"dir"`
+	UID int    `json:"uid"` // owner of what is written
+	GID int    `json:"gid"`
 	// Expect maps regular files to the sha256 they must have; any
 	// mismatch fails the whole put.
 	Expect map[string]string `json:"expect,omitempty"`
