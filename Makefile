@@ -31,7 +31,7 @@ FUZZ_TARGETS := \
 	./internal/agent/procfs:FuzzParse:200000 \
 	./internal/agent:FuzzCleanRel:200000
 
-.PHONY: all deps testimages build test fmt-check vet unit fuzz vmtest smoke bench bench-image bench-boot bench-vm lint run clean
+.PHONY: all deps testimages build test fmt-check vet unit fuzz vmtest smoke bench bench-image bench-boot bench-vm bench-workspace lint run clean
 
 all: build
 
@@ -78,7 +78,7 @@ vmtest: testimages
 
 test: deps fmt-check vet unit fuzz vmtest smoke
 
-bench: deps bench-image bench-boot bench-vm
+bench: deps bench-image bench-boot bench-vm bench-workspace
 	@scripts/bench.sh
 
 # VM create cost and create-to-first-command, small vs large image, with
@@ -87,6 +87,9 @@ bench-vm: build testimages
 	BANGER_TEST_CACHE=$(TEST_CACHE) go run ./bench/vm -bin $(BIN) -crane .tools/crane -runs $(or $(RUNS),3)
 
 # Boot to agent-ready against plain QEMU to the first userspace line.
+bench-workspace: build testimages
+	BANGER_TEST_CACHE=$(TEST_CACHE) go run ./bench/workspace -bin $(BIN) -crane .tools/crane -runs $(or $(RUNS),1)
+
 bench-boot: testimages
 	BANGER_TEST_CACHE=$(TEST_CACHE) go run ./bench/boot -runs $(or $(RUNS),7)
 

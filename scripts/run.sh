@@ -28,8 +28,10 @@ if ! banger image show "$image" >/dev/null 2>&1; then
 	fi
 fi
 
-# ARGS, when given, is one command line for the guest's shell.
+# The checkout itself is the VM's workspace (placed once, at /workspace,
+# where the shell starts). ARGS, when given, is one command line for the
+# guest's shell.
 if [[ -n ${ARGS:-} ]]; then
-	exec "$bin/banger" vm run --name dev -- "$ARGS"
+	exec "$bin/banger" vm run "$PWD" --name dev -- "$ARGS"
 fi
-exec "$bin/banger" vm run --name dev
+exec "$bin/banger" vm run "$PWD" --name dev

@@ -11,8 +11,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"time"
+
+	"github.com/bangerdev/banger/bench/benchkit"
 
 	"github.com/bangerdev/banger/internal/agent/proto"
 	"github.com/bangerdev/banger/internal/boot"
@@ -67,7 +68,7 @@ func run(runs int, image string) error {
 		floor, banger = append(floor, f), append(banger, b)
 		floorInit, bangerInit, bangerReady = append(floorInit, fi), append(bangerInit, bi), append(bangerReady, br)
 	}
-	mf, mfd, mb := median(floor), median(floorDev), median(banger)
+	mf, mfd, mb := benchkit.Median(floor), benchkit.Median(floorDev), benchkit.Median(banger)
 	fmt.Printf("\nboot of the %s image, %d runs each, alternating, median (%s, 1 vCPU, 512 MiB):\n", image, runs, accel)
 	fmt.Printf("  floor: plain qemu-system-x86_64, root disk only, to the first userspace line  %8s\n", mf.Round(time.Millisecond))
 	fmt.Printf("  floor with banger's devices (+ work disk, virtio-serial port)                %8s\n", mfd.Round(time.Millisecond))
@@ -76,7 +77,7 @@ func run(runs int, image string) error {
 	fmt.Printf("  overhead against the same-devices floor                                      %7.0f%%\n", 100*(mb.Seconds()/mfd.Seconds()-1))
 	ms := func(d time.Duration) string { return d.Round(time.Millisecond).String() }
 	fmt.Printf("  guest clock (kernel start to): floor init %s; banger init %s, agent ready %s\n",
-		ms(median(floorInit)), ms(median(bangerInit)), ms(median(bangerReady)))
+		ms(benchkit.Median(floorInit)), ms(benchkit.Median(bangerInit)), ms(benchkit.Median(bangerReady)))
 	return nil
 }
 
@@ -132,10 +133,4 @@ func bangerBoot(env *boottest.Env, rootfs, accel string, i int) (wall, guestInit
 		}
 	}
 	return wall, guestInit, guestReady, nil
-}
-
-func median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
 }

@@ -17,9 +17,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
+
+	"github.com/bangerdev/banger/bench/benchkit"
 
 	"github.com/bangerdev/banger/internal/rootfs"
 )
@@ -83,12 +84,12 @@ func run() error {
 		baseT = append(baseT, steps[0]+steps[1]+steps[2])
 		pullT, exportT, mkfsT = append(pullT, steps[0]), append(exportT, steps[1]), append(mkfsT, steps[2])
 	}
-	mb, mbase := median(bangerT), median(baseT)
+	mb, mbase := benchkit.Median(bangerT), benchkit.Median(baseT)
 	fmt.Printf("pull + flatten, from a registry on 127.0.0.1 to a bootable ext4 image:\n")
 	fmt.Printf("  banger image pull                         %8s\n", mb.Round(time.Millisecond))
 	fmt.Printf("  baseline: crane pull; crane export | tar -x; mkfs.ext4 -d\n")
 	fmt.Printf("                                            %8s  (pull %s, export+untar %s, mkfs %s)\n",
-		mbase.Round(time.Millisecond), median(pullT).Round(time.Millisecond), median(exportT).Round(time.Millisecond), median(mkfsT).Round(time.Millisecond))
+		mbase.Round(time.Millisecond), benchkit.Median(pullT).Round(time.Millisecond), benchkit.Median(exportT).Round(time.Millisecond), benchkit.Median(mkfsT).Round(time.Millisecond))
 	fmt.Printf("  ratio banger/baseline                     %8.2f  (goal: at most 0.50)\n\n", mb.Seconds()/mbase.Seconds())
 
 	return flattenVsCp(o, work)
@@ -132,7 +133,7 @@ func flattenVsCp(o opts, work string) error {
 		cp = append(cp, time.Since(start))
 		os.RemoveAll(dst)
 	}
-	mf, mc := median(flat), median(cp)
+	mf, mc := benchkit.Median(flat), benchkit.Median(cp)
 	rate := func(d time.Duration) float64 { return float64(bytesWritten) / (1 << 20) / d.Seconds() }
 	fmt.Printf("flatten throughput, %s of file bytes:\n", mib(bytesWritten))
 	fmt.Printf("  banger flatten (gunzip + merge + ext4)    %8s  %7.0f MiB/s\n", mf.Round(time.Millisecond), rate(mf))
@@ -232,12 +233,6 @@ func startRegistry(bin, work string) (string, func(), error) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-func median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

@@ -8,8 +8,6 @@
 package main
 
 import (
-	"archive/tar"
-	"bytes"
 	"crypto/rand"
 	"flag"
 	"fmt"
@@ -17,8 +15,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"time"
+
+	"github.com/bangerdev/banger/bench/benchkit"
 
 	"github.com/bangerdev/banger/internal/boot/boottest"
 )
@@ -117,7 +116,7 @@ func run(o opts) error {
 		floor = append(floor, d)
 	}
 
-	ms := func(ds []time.Duration) string { return median(ds).Round(time.Millisecond).String() }
+	ms := func(ds []time.Duration) string { return benchkit.Median(ds).Round(time.Millisecond).String() }
 	fmt.Printf("\nVM creation through bangerd and the CLI, %d runs, median (TCG, 1 vCPU, 512 MiB, 10 GiB work disk, no network):\n", o.runs)
 	fmt.Printf("  %-46s %10s %10s\n", "", "small", "large")
 	fmt.Printf("  %-46s %10s %10s\n", "image rootfs", "~2 MB", "~1 GB")
@@ -125,7 +124,7 @@ func run(o opts) error {
 	fmt.Printf("  %-46s %10s %10s\n", "create to first command (boot, exec true)", ms(results["small"].firstCommand), ms(results["large"].firstCommand))
 	fmt.Printf("  %-46s %10s\n", "floor: bare QEMU to first userspace line", ms(floor))
 	fmt.Printf("  large/small create cost: %.2fx (goal: the same; the image is shared, never copied)\n",
-		median(results["large"].create).Seconds()/median(results["small"].create).Seconds())
+		benchkit.Median(results["large"].create).Seconds()/benchkit.Median(results["small"].create).Seconds())
 	return nil
 }
 
@@ -136,7 +135,7 @@ func buildImages(o opts, dir string) (map[string]string, error) {
 		return nil, fmt.Errorf("busybox-static: %w", err)
 	}
 	small := filepath.Join(dir, "small.tar")
-	if err := writeTar(small, map[string][]byte{"bin/busybox": bb}, map[string]string{"bin/sh": "busybox", "bin/true": "busybox"}); err != nil {
+	if err := benchkit.WriteTar(small, map[string][]byte{"bin/busybox": bb}, map[string]string{"bin/sh": "busybox", "bin/true": "busybox"}); err != nil {
 		return nil, err
 	}
 	big := make([]byte, 768<<20)
@@ -144,7 +143,7 @@ func buildImages(o opts, dir string) (map[string]string, error) {
 		return nil, err
 	}
 	bigLayer := filepath.Join(dir, "big.tar")
-	if err := writeTar(bigLayer, map[string][]byte{"opt/big.bin": big}, nil); err != nil {
+	if err := benchkit.WriteTar(bigLayer, map[string][]byte{"opt/big.bin": big}, nil); err != nil {
 		return nil, err
 	}
 	out := map[string]string{"small": filepath.Join(dir, "small-image.tar"), "large": filepath.Join(dir, "large-image.tar")}
@@ -159,41 +158,4 @@ func buildImages(o opts, dir string) (map[string]string, error) {
 		}
 	}
 	return out, nil
-}
-
-func writeTar(path string, files map[string][]byte, links map[string]string) error {
-	var b bytes.Buffer
-	tw := tar.NewWriter(&b)
-	dirs := map[string]bool{}
-	for name := range files {
-		if d := filepath.Dir(name); d != "." && !dirs[d] {
-			dirs[d] = true
-			if err := tw.WriteHeader(&tar.Header{Name: d + "/", Mode: 0o755, Typeflag: tar.TypeDir}); err != nil {
-				return err
-			}
-		}
-	}
-	for name, body := range files {
-		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o755, Size: int64(len(body)), Typeflag: tar.TypeReg}); err != nil {
-			return err
-		}
-		if _, err := tw.Write(body); err != nil {
-			return err
-		}
-	}
-	for name, target := range links {
-		if err := tw.WriteHeader(&tar.Header{Name: name, Linkname: target, Typeflag: tar.TypeSymlink, Mode: 0o777}); err != nil {
-			return err
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return err
-	}
-	return os.WriteFile(path, b.Bytes(), 0o644)
-}
-
-func median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
 }

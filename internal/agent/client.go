@@ -1,12 +1,14 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -205,27 +207,43 @@ func (c *Client) Shutdown(ctx context.Context) error {
 // ReadFile copies a guest file to w.
 func (c *Client) ReadFile(ctx context.Context, path string, w io.Writer) (int64, error) {
 	var res proto.FileResult
-	err := c.download(ctx, proto.MethodReadFile, proto.FileParams{Path: path}, w, &res)
+	err := c.download(ctx, proto.MethodReadFile, proto.FileParams{Path: path}, nil, w, &res)
 	return res.Size, err
 }
 
-// GetTree writes a tar of files of the guest to w.
-func (c *Client) GetTree(ctx context.Context, p proto.GetTreeParams, w io.Writer) (proto.TreeResult, error) {
+// GetTree writes a tar of paths under the guest's dir to w.
+func (c *Client) GetTree(ctx context.Context, dir string, paths []string, w io.Writer) (proto.TreeResult, error) {
 	var res proto.TreeResult
-	err := c.download(ctx, proto.MethodGetTree, p, w, &res)
+	list := []byte(strings.Join(paths, "\x00"))
+	err := c.download(ctx, proto.MethodGetTree, proto.GetTreeParams{Dir: dir}, list, w, &res)
 	return res, err
 }
 
 // Manifest lists a guest directory tree with content hashes.
 func (c *Client) Manifest(ctx context.Context, p proto.ManifestParams) ([]proto.TreeEntry, error) {
 	var r proto.ManifestResult
-	err := c.Call(ctx, proto.MethodManifest, p, &r)
-	return r.Entries, err
+	var buf bytes.Buffer
+	if err := c.download(ctx, proto.MethodManifest, p, nil, &buf, &r); err != nil {
+		return nil, err
+	}
+	out := make([]proto.TreeEntry, 0, r.Count)
+	dec := json.NewDecoder(&buf)
+	for dec.More() {
+		var e proto.TreeEntry
+		if err := dec.Decode(&e); err != nil {
+			return nil, fmt.Errorf("%w: manifest entry: %v", proto.ErrFrame, err)
+		}
+		out = append(out, e)
+	}
+	if len(out) != r.Count {
+		return nil, fmt.Errorf("%w: manifest of %d entries, %d came", proto.ErrFrame, r.Count, len(out))
+	}
+	return out, nil
 }
 
-// download runs method, copying its stdout to w, and decodes its answer
-// into result.
-func (c *Client) download(ctx context.Context, method string, params any, w io.Writer, result any) error {
+// download runs method, first sending stdin (when not nil) and closing
+// it, then copying its stdout to w; it decodes the answer into result.
+func (c *Client) download(ctx context.Context, method string, params any, stdin []byte, w io.Writer, result any) error {
 	id, ch, err := c.stream()
 	if err != nil {
 		return err
@@ -233,6 +251,14 @@ func (c *Client) download(ctx context.Context, method string, params any, w io.W
 	defer c.l.release(id)
 	if err := c.request(id, method, params); err != nil {
 		return err
+	}
+	if stdin != nil {
+		if err := c.l.sendData(id, proto.Stdin, stdin); err != nil {
+			return err
+		}
+		if err := c.l.send(proto.Frame{Kind: proto.KindClose, Stream: id, Payload: []byte{proto.Stdin}}); err != nil {
+			return err
+		}
 	}
 	r := &frameReader{ch: ch, fd: proto.Stdout, done: ctx.Done(), link: c.l}
 	if _, err := io.Copy(w, r); err != nil {

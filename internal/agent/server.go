@@ -60,7 +60,11 @@ func (s *Server) respond(l *link, stream uint32, result any, err error) {
 		resp.Result = b
 	}
 	b, _ := json.Marshal(resp)
-	_ = l.send(proto.Frame{Kind: proto.KindResponse, Stream: stream, Payload: b})
+	if err := l.send(proto.Frame{Kind: proto.KindResponse, Stream: stream, Payload: b}); errors.Is(err, proto.ErrFrame) {
+		// Too big for a frame: say so rather than leave the caller waiting.
+		b, _ = json.Marshal(proto.Response{Error: fmt.Sprintf("the answer (%d bytes) does not fit an agent frame", len(b))})
+		_ = l.send(proto.Frame{Kind: proto.KindResponse, Stream: stream, Payload: b})
+	}
 }
 
 func (s *Server) handle(l *link, f proto.Frame, ch chan proto.Frame) {

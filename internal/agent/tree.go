@@ -2,6 +2,8 @@ package agent
 
 import (
 	"archive/tar"
+	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -13,6 +15,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -39,20 +42,25 @@ func CleanRel(p string) (string, error) {
 const ReadOnlyMarker = "/etc/banger/readonly"
 
 // ExtractTree extracts a tar stream under p.Dir, all or nothing: the agent
-// serves put_tree with it, and the host pulls a workspace with it.
-func ExtractTree(r io.Reader, p proto.PutTreeParams) (proto.TreeResult, error) {
+// serves put_tree with it, and the host pulls a workspace with it. A
+// regular file must match its PAXSHA256 record and expect[name], when
+// given; a global header's PAXDelete paths go once the rest is in place.
+func ExtractTree(r io.Reader, p proto.PutTreeParams, expect map[string]string) (proto.TreeResult, error) {
 	var res proto.TreeResult
 	if !filepath.IsAbs(p.Dir) {
 		return res, fmt.Errorf("put_tree: %q is not absolute", p.Dir)
 	}
-	if err := os.MkdirAll(p.Dir, 0o755); err != nil {
-		return res, err
-	}
-	_ = os.Chown(p.Dir, p.UID, p.GID)
+	// Into a missing or empty directory, the whole staging directory is
+	// renamed in at the end: one rename instead of one per file.
+	existing, err := os.ReadDir(p.Dir)
+	fresh := errors.Is(err, fs.ErrNotExist) || (err == nil && len(existing) == 0)
 	// The staging directory is a sibling, on the same file system, so
 	// entries rename into place; older ones are leftovers of a put that
 	// was cut off.
 	parent := filepath.Dir(p.Dir)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return res, err
+	}
 	stale, _ := filepath.Glob(filepath.Join(parent, ".banger-stage-*"))
 	for _, s := range stale {
 		_ = os.RemoveAll(s)
@@ -63,6 +71,9 @@ func ExtractTree(r io.Reader, p proto.PutTreeParams) (proto.TreeResult, error) {
 	}
 	defer os.RemoveAll(stage)
 	var entries []*tar.Header
+	var deletes []string
+	made := map[string]bool{stage: true} // directories known to exist: a stat saved per file
+	umask := processUmask()
 	tr := tar.NewReader(r)
 	for {
 		h, err := tr.Next()
@@ -72,13 +83,22 @@ func ExtractTree(r io.Reader, p proto.PutTreeParams) (proto.TreeResult, error) {
 		if err != nil {
 			return res, fmt.Errorf("reading the tree: %w", err)
 		}
+		if h.Typeflag == tar.TypeXGlobalHeader {
+			if d := h.PAXRecords[proto.PAXDelete]; d != "" {
+				deletes = append(deletes, strings.Split(d, "\x00")...)
+			}
+			continue
+		}
 		rel, err := CleanRel(strings.TrimSuffix(h.Name, "/"))
 		if err != nil {
 			return res, err
 		}
 		dst := filepath.Join(stage, rel)
-		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-			return res, err
+		if dir := filepath.Dir(dst); !made[dir] {
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return res, err
+			}
+			made[dir] = true
 		}
 		mode := os.FileMode(h.Mode) & os.ModePerm
 		switch h.Typeflag {
@@ -86,17 +106,25 @@ func ExtractTree(r io.Reader, p proto.PutTreeParams) (proto.TreeResult, error) {
 			if err := os.Mkdir(dst, mode|0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 				return res, err
 			}
+			if err := own(dst, p); err != nil {
+				return res, err
+			}
 		case tar.TypeSymlink:
 			if err := os.Symlink(h.Linkname, dst); err != nil {
 				return res, err
 			}
+			if err := own(dst, p); err != nil {
+				return res, err
+			}
 		case tar.TypeReg:
-			sum, n, err := writeStaged(dst, tr, mode)
+			sum, n, err := writeStaged(dst, tr, mode, umask, p)
 			if err != nil {
 				return res, err
 			}
-			if want, ok := p.Expect[h.Name]; ok && want != sum {
-				return res, fmt.Errorf("%s arrived with sha256 %s, want %s: transfer damaged, nothing changed", h.Name, sum, want)
+			for _, want := range []string{h.PAXRecords[proto.PAXSHA256], expect[h.Name]} {
+				if want != "" && want != sum {
+					return res, fmt.Errorf("%s arrived with sha256 %s, want %s: transfer damaged, nothing changed", h.Name, sum, want)
+				}
 			}
 			res.Files++
 			res.Bytes += n
@@ -107,6 +135,27 @@ func ExtractTree(r io.Reader, p proto.PutTreeParams) (proto.TreeResult, error) {
 	}
 	if p.Entries > 0 && len(entries) != p.Entries {
 		return res, fmt.Errorf("the tree ended after %d of %d entries: transfer cut off, nothing changed", len(entries), p.Entries)
+	}
+	if fresh && len(deletes) == 0 {
+		if err := os.Chmod(stage, 0o755); err != nil {
+			return res, err
+		}
+		if err := own(stage, p); err != nil {
+			return res, err
+		}
+		if err := os.Remove(p.Dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return res, err
+		}
+		if err := os.Rename(stage, p.Dir); err != nil {
+			return res, err
+		}
+		return res, finish(p)
+	}
+	if err := os.MkdirAll(p.Dir, 0o755); err != nil {
+		return res, err
+	}
+	if err := own(p.Dir, p); err != nil {
+		return res, err
 	}
 	// Everything arrived intact: move it into place, parents first.
 	for _, h := range entries {
@@ -127,12 +176,11 @@ func ExtractTree(r io.Reader, p proto.PutTreeParams) (proto.TreeResult, error) {
 				return res, err
 			}
 		}
-		_ = os.Lchown(src, p.UID, p.GID)
 		if err := os.Rename(src, dst); err != nil {
 			return res, err
 		}
 	}
-	for _, d := range p.Delete {
+	for _, d := range deletes {
 		rel, err := CleanRel(d)
 		if err != nil {
 			return res, err
@@ -141,18 +189,47 @@ func ExtractTree(r io.Reader, p proto.PutTreeParams) (proto.TreeResult, error) {
 			return res, err
 		}
 	}
-	if p.ReadOnly {
-		if err := MountReadOnly(p.Dir); err != nil {
-			return res, err
-		}
-		if err := os.MkdirAll(filepath.Dir(ReadOnlyMarker), 0o755); err != nil {
-			return res, err
-		}
-		if err := os.WriteFile(ReadOnlyMarker, []byte(p.Dir+"\n"), 0o644); err != nil {
-			return res, err
+	return res, finish(p)
+}
+
+// processUmask reads the umask from /proc/self/status (Linux 4.7 and
+// later); unknown, every bit counts as masked, so every file is chmodded.
+func processUmask() os.FileMode {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0o777
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+			if m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32); err == nil {
+				return os.FileMode(m)
+			}
 		}
 	}
-	return res, nil
+	return 0o777
+}
+
+// finish applies what a put asks once its files are in place.
+func finish(p proto.PutTreeParams) error {
+	if !p.ReadOnly {
+		return nil
+	}
+	if err := MountReadOnly(p.Dir); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(ReadOnlyMarker), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(ReadOnlyMarker, []byte(p.Dir+"\n"), 0o644)
+}
+
+// own gives path to the put's owner, unless it is already ours (the
+// common case: root writing for root costs no chown per file).
+func own(path string, p proto.PutTreeParams) error {
+	if p.UID == os.Geteuid() && p.GID == os.Getegid() {
+		return nil
+	}
+	return os.Lchown(path, p.UID, p.GID)
 }
 
 // MountReadOnly bind-mounts dir over itself, read-only.
@@ -188,15 +265,18 @@ func mkdirOwned(dir, root string, uid, gid int) error {
 	return os.Chown(dir, uid, gid)
 }
 
-func writeStaged(dst string, r io.Reader, mode os.FileMode) (string, int64, error) {
+func writeStaged(dst string, r io.Reader, mode, umask os.FileMode, p proto.PutTreeParams) (string, int64, error) {
 	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
 	if err != nil {
 		return "", 0, err
 	}
 	h := sha256.New()
 	n, err := io.Copy(io.MultiWriter(f, h), r)
+	if err == nil && mode&umask != 0 {
+		err = f.Chmod(mode) // the bits the umask took
+	}
 	if err == nil {
-		err = f.Chmod(mode) // past the umask
+		err = own(dst, p)
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -204,27 +284,71 @@ func writeStaged(dst string, r io.Reader, mode os.FileMode) (string, int64, erro
 	return hex.EncodeToString(h.Sum(nil)), n, err
 }
 
-// WriteTree writes a tar of p.Paths under p.Dir to w.
-func WriteTree(w io.Writer, p proto.GetTreeParams) (proto.TreeResult, error) {
+// TreeSpec is what WriteTree puts in a tar stream.
+type TreeSpec struct {
+	Dir    string
+	Paths  []string          // relative, slash-separated
+	Hashes map[string]string // regular files' sha256, sent as PAXSHA256
+	Delete []string          // sent first, as a PAXDelete global header
+}
+
+// WriteTree writes a tar of spec's paths under spec.Dir to w.
+func WriteTree(out io.Writer, spec TreeSpec) (proto.TreeResult, error) {
 	var res proto.TreeResult
+	// tar writes 512-byte blocks; over the agent link each write would be
+	// a frame, and small frames are what a link pays for.
+	w := bufio.NewWriterSize(out, 256<<10)
 	tw := tar.NewWriter(w)
-	for _, rel := range p.Paths {
+	if len(spec.Delete) > 0 {
+		hdr, err := DeleteHeader(spec.Delete)
+		if err != nil {
+			return res, err
+		}
+		if _, err := w.Write(hdr); err != nil {
+			return res, err
+		}
+	}
+	for _, rel := range spec.Paths {
 		clean, err := CleanRel(rel)
 		if err != nil {
 			return res, err
 		}
-		n, err := addToTar(tw, filepath.Join(p.Dir, clean), rel)
+		n, err := addToTar(tw, filepath.Join(spec.Dir, clean), rel, spec.Hashes[rel])
 		if err != nil {
 			return res, err
 		}
 		res.Files++
 		res.Bytes += n
 	}
-	return res, tw.Close()
+	if err := tw.Close(); err != nil {
+		return res, err
+	}
+	return res, w.Flush()
 }
 
-// addToTar writes one file, symlink or directory as name.
-func addToTar(tw *tar.Writer, file, name string) (int64, error) {
+// DeleteHeader is a tar global header naming paths to delete
+// (PAXDelete): a tar stream may start with it.
+func DeleteHeader(paths []string) ([]byte, error) {
+	for _, d := range paths {
+		if _, err := CleanRel(d); err != nil {
+			return nil, err
+		}
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeXGlobalHeader, Name: "banger-delete",
+		PAXRecords: map[string]string{proto.PAXDelete: strings.Join(paths, "\x00")}}); err != nil {
+		return nil, err
+	}
+	if err := tw.Flush(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil // no trailer: the stream goes on
+}
+
+// addToTar writes one file, symlink or directory as name, with its
+// expected hash when known.
+func addToTar(tw *tar.Writer, file, name, sum string) (int64, error) {
 	fi, err := os.Lstat(file)
 	if err != nil {
 		return 0, err
@@ -242,6 +366,10 @@ func addToTar(tw *tar.Writer, file, name string) (int64, error) {
 	h.Name, h.Uname, h.Gname, h.Uid, h.Gid = name, "", "", 0, 0
 	if fi.IsDir() {
 		h.Name += "/"
+	}
+	if sum != "" && fi.Mode().IsRegular() {
+		h.PAXRecords = map[string]string{proto.PAXSHA256: sum}
+		h.Format = tar.FormatPAX
 	}
 	if err := tw.WriteHeader(h); err != nil {
 		return 0, err
@@ -334,7 +462,7 @@ func (s *Server) handleTree(l *link, stream uint32, req proto.Request, ch chan p
 			return
 		}
 		in := &frameReader{ch: ch, fd: proto.Stdin, link: l}
-		r, err := ExtractTree(in, p)
+		r, err := ExtractTree(in, p, nil)
 		if err != nil {
 			_, _ = io.Copy(io.Discard, in) // the rest of what the caller sends
 		}
@@ -345,7 +473,18 @@ func (s *Server) handleTree(l *link, stream uint32, req proto.Request, ch chan p
 			s.respond(l, stream, nil, fmt.Errorf("bad get_tree params: %v", err))
 			return
 		}
-		r, err := WriteTree(&frameWriter{l: l, stream: stream, fd: proto.Stdout}, p)
+		list, err := io.ReadAll(io.LimitReader(&frameReader{ch: ch, fd: proto.Stdin, link: l}, 64<<20))
+		if err != nil {
+			s.respond(l, stream, nil, fmt.Errorf("reading get_tree paths: %v", err))
+			return
+		}
+		var paths []string
+		for _, p := range strings.Split(string(list), "\x00") {
+			if p != "" {
+				paths = append(paths, p)
+			}
+		}
+		r, err := WriteTree(&frameWriter{l: l, stream: stream, fd: proto.Stdout}, TreeSpec{Dir: p.Dir, Paths: paths})
 		s.respond(l, stream, r, err)
 	case proto.MethodManifest:
 		var p proto.ManifestParams
@@ -353,7 +492,21 @@ func (s *Server) handleTree(l *link, stream uint32, req proto.Request, ch chan p
 			s.respond(l, stream, nil, fmt.Errorf("bad manifest params: %v", err))
 			return
 		}
+		// The list goes as stdout, one JSON entry per line: a large tree's
+		// would not fit the answer's frame.
 		entries, err := Manifest(p.Dir, p.Exclude)
-		s.respond(l, stream, proto.ManifestResult{Entries: entries}, err)
+		if err == nil {
+			w := bufio.NewWriterSize(&frameWriter{l: l, stream: stream, fd: proto.Stdout}, 128<<10)
+			enc := json.NewEncoder(w)
+			for _, e := range entries {
+				if err = enc.Encode(e); err != nil {
+					break
+				}
+			}
+			if ferr := w.Flush(); err == nil {
+				err = ferr
+			}
+		}
+		s.respond(l, stream, proto.ManifestResult{Count: len(entries)}, err)
 	}
 }

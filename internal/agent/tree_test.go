@@ -28,10 +28,15 @@ func tarOf(t *testing.T, files map[string]string, extra ...*tar.Header) ([]byte,
 		if strings.HasSuffix(name, ".sh") {
 			mode = 0o755
 		}
-		_ = tw.WriteHeader(&tar.Header{Name: name, Mode: mode, Size: int64(len(body)), Typeflag: tar.TypeReg})
-		_, _ = tw.Write([]byte(body))
 		sum := sha256.Sum256([]byte(body))
 		sums[name] = hex.EncodeToString(sum[:])
+		want := sums[name]
+		if bad, ok := files["!"+name]; ok { // the sender's claim, for a damaged transfer
+			want = bad
+		}
+		_ = tw.WriteHeader(&tar.Header{Name: name, Mode: mode, Size: int64(len(body)), Typeflag: tar.TypeReg,
+			PAXRecords: map[string]string{proto.PAXSHA256: want}, Format: tar.FormatPAX})
+		_, _ = tw.Write([]byte(body))
 	}
 	for _, h := range extra {
 		_ = tw.WriteHeader(h)
@@ -46,7 +51,7 @@ func TestTreeRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	files := map[string]string{"a.txt": "alpha\n", "dir/b.sh": "#!/bin/sh\necho hi\n", "dir/sub/c": "c"}
 	data, sums := tarOf(t, files, &tar.Header{Name: "link", Linkname: "a.txt", Typeflag: tar.TypeSymlink})
-	r, err := c.PutTree(ctx, proto.PutTreeParams{Dir: dir, UID: os.Getuid(), GID: os.Getgid(), Expect: sums, Entries: 4}, bytes.NewReader(data))
+	r, err := c.PutTree(ctx, proto.PutTreeParams{Dir: dir, UID: os.Getuid(), GID: os.Getgid(), Entries: 4}, bytes.NewReader(data))
 	if err != nil || r.Files != 3 {
 		t.Fatalf("PutTree = %+v, %v", r, err)
 	}
@@ -68,7 +73,7 @@ func TestTreeRoundTrip(t *testing.T) {
 		t.Fatalf("manifest = %v", got)
 	}
 	var out bytes.Buffer
-	if _, err := c.GetTree(ctx, proto.GetTreeParams{Dir: dir, Paths: []string{"a.txt", "dir/b.sh", "link"}}, &out); err != nil {
+	if _, err := c.GetTree(ctx, dir, []string{"a.txt", "dir/b.sh", "link"}, &out); err != nil {
 		t.Fatal(err)
 	}
 	tr := tar.NewReader(&out)
@@ -87,17 +92,16 @@ func TestTreeRoundTrip(t *testing.T) {
 	// A damaged file, a path out of the tree, a stream cut short: each
 	// fails and changes nothing.
 	before, _ := os.ReadFile(filepath.Join(dir, "a.txt"))
-	bad, badSums := tarOf(t, map[string]string{"a.txt": "changed"})
-	badSums["a.txt"] = sums["a.txt"]
-	if _, err := c.PutTree(ctx, proto.PutTreeParams{Dir: dir, Expect: badSums, Entries: 1}, bytes.NewReader(bad)); err == nil || !strings.Contains(err.Error(), "damaged") {
+	bad, _ := tarOf(t, map[string]string{"a.txt": "changed", "!a.txt": sums["a.txt"]})
+	if _, err := c.PutTree(ctx, proto.PutTreeParams{Dir: dir, Entries: 1}, bytes.NewReader(bad)); err == nil || !strings.Contains(err.Error(), "damaged") {
 		t.Fatalf("a damaged file: %v", err)
 	}
 	escape, _ := tarOf(t, nil, &tar.Header{Name: "../evil", Typeflag: tar.TypeReg})
 	if _, err := c.PutTree(ctx, proto.PutTreeParams{Dir: dir}, bytes.NewReader(escape)); err == nil {
 		t.Fatal("a path out of the tree was taken")
 	}
-	short, shortSums := tarOf(t, map[string]string{"a.txt": "changed"})
-	if _, err := c.PutTree(ctx, proto.PutTreeParams{Dir: dir, Expect: shortSums, Entries: 2}, bytes.NewReader(short)); err == nil || !strings.Contains(err.Error(), "cut off") {
+	short, _ := tarOf(t, map[string]string{"a.txt": "changed"})
+	if _, err := c.PutTree(ctx, proto.PutTreeParams{Dir: dir, Entries: 2}, bytes.NewReader(short)); err == nil || !strings.Contains(err.Error(), "cut off") {
 		t.Fatalf("a cut tree: %v", err)
 	}
 	if after, _ := os.ReadFile(filepath.Join(dir, "a.txt")); !bytes.Equal(before, after) {
@@ -106,13 +110,20 @@ func TestTreeRoundTrip(t *testing.T) {
 	if stale, _ := filepath.Glob(filepath.Join(filepath.Dir(dir), ".banger-stage-*")); len(stale) != 0 {
 		t.Fatalf("staging left: %v", stale)
 	}
-	// Delete removes, after the new entries land.
+	// A PAXDelete header removes, after the new entries land.
+	hdr, err := DeleteHeader([]string{"dir/sub/c"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	empty, _ := tarOf(t, nil)
-	if _, err := c.PutTree(ctx, proto.PutTreeParams{Dir: dir, Delete: []string{"dir/sub/c"}}, bytes.NewReader(empty)); err != nil {
+	if _, err := c.PutTree(ctx, proto.PutTreeParams{Dir: dir}, bytes.NewReader(append(hdr, empty...))); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "dir/sub/c")); !os.IsNotExist(err) {
 		t.Fatalf("deleted file: %v", err)
+	}
+	if _, err := DeleteHeader([]string{"../etc/passwd"}); err == nil {
+		t.Fatal("a delete out of the tree was taken")
 	}
 }
 

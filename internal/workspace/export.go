@@ -59,10 +59,10 @@ func (s *Service) Export(ctx context.Context, p api.WorkspaceExportParams) (api.
 	}
 	pr, pw := io.Pipe()
 	go func() {
-		_, err := a.GetTree(ctx, proto.GetTreeParams{Dir: st.Guest, Paths: paths}, pw)
+		_, err := a.GetTree(ctx, st.Guest, paths, pw)
 		pw.CloseWithError(err)
 	}()
-	if _, err := agent.ExtractTree(pr, proto.PutTreeParams{Dir: work, UID: os.Getuid(), GID: os.Getgid(), Expect: expect, Entries: len(paths)}); err != nil {
+	if _, err := agent.ExtractTree(pr, proto.PutTreeParams{Dir: work, UID: os.Getuid(), GID: os.Getgid(), Entries: len(paths)}, expect); err != nil {
 		pr.CloseWithError(err)
 		return api.WorkspaceExportResult{}, fmt.Errorf("copying the guest's workspace: %w", err)
 	}

@@ -220,16 +220,18 @@ func (s *Service) Pull(ctx context.Context, p api.WorkspaceRefParams, progress P
 		}
 	}
 	uid, gid := ownerOf(sd.hostDir)
-	put := proto.PutTreeParams{Dir: sd.hostDir, UID: uid, GID: gid, Expect: expect, Delete: sd.gc.Deleted, Entries: len(fetch)}
+	put := proto.PutTreeParams{Dir: sd.hostDir, UID: uid, GID: gid, Entries: len(fetch)}
 	// The guest's tar goes straight into the host's all-or-nothing
 	// extraction: staged beside the tree, checked, then renamed.
 	pr, pw := io.Pipe()
 	go func() {
 		w := &countingWriter{w: pw, progress: progress, phase: "receiving"}
-		_, err := sd.a.GetTree(ctx, proto.GetTreeParams{Dir: sd.st.Guest, Paths: fetch}, w)
+		// Deletions ride in the same stream, so they happen with the rest.
+		dw := &deleteHeader{w: w, paths: sd.gc.Deleted}
+		_, err := sd.a.GetTree(ctx, sd.st.Guest, fetch, dw)
 		pw.CloseWithError(err)
 	}()
-	if _, err := agent.ExtractTree(pr, put); err != nil {
+	if _, err := agent.ExtractTree(pr, put, expect); err != nil {
 		pr.CloseWithError(err)
 		return res, fmt.Errorf("pulling from vm %s: %w; the host tree is unchanged", p.Name, err)
 	}
@@ -264,7 +266,8 @@ func (s *Service) Push(ctx context.Context, p api.WorkspaceRefParams, progress P
 			res.Bytes += e.Size
 		}
 	}
-	if _, err := s.put(ctx, sd.a, sd.hostDir, send, proto.PutTreeParams{Dir: sd.st.Guest, Expect: expect, Delete: sd.hc.Deleted}, progress); err != nil {
+	spec := agent.TreeSpec{Dir: sd.hostDir, Paths: send, Hashes: expect, Delete: sd.hc.Deleted}
+	if _, err := s.put(ctx, sd.a, spec, proto.PutTreeParams{Dir: sd.st.Guest}, progress); err != nil {
 		return res, fmt.Errorf("pushing to vm %s: %w; the guest's workspace is unchanged", p.Name, err)
 	}
 	sd.record(sd.hc, sd.host)
@@ -283,4 +286,28 @@ func (sd *sides) record(c api.WorkspaceChanges, now tree) {
 	for _, p := range c.Deleted {
 		delete(sd.st.Files, p)
 	}
+}
+
+// deleteHeader puts a PAXDelete global header in front of the tar stream
+// the guest sends, so a pull's deletions are applied with its files.
+type deleteHeader struct {
+	w     io.Writer
+	paths []string
+	sent  bool
+}
+
+func (d *deleteHeader) Write(p []byte) (int, error) {
+	if !d.sent {
+		d.sent = true
+		if len(d.paths) > 0 {
+			hdr, err := agent.DeleteHeader(d.paths)
+			if err != nil {
+				return 0, err
+			}
+			if _, err := d.w.Write(hdr); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return d.w.Write(p)
 }

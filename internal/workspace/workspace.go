@@ -31,7 +31,7 @@ const GuestDir = "/workspace"
 // Agent is what the service asks of a guest's agent.
 type Agent interface {
 	PutTree(ctx context.Context, p proto.PutTreeParams, r io.Reader) (proto.TreeResult, error)
-	GetTree(ctx context.Context, p proto.GetTreeParams, w io.Writer) (proto.TreeResult, error)
+	GetTree(ctx context.Context, dir string, paths []string, w io.Writer) (proto.TreeResult, error)
 	Manifest(ctx context.Context, p proto.ManifestParams) ([]proto.TreeEntry, error)
 }
 
@@ -167,7 +167,7 @@ func (s *Service) Prepare(ctx context.Context, p api.WorkspacePrepareParams, pro
 		paths = append(paths, gitFiles...)
 	}
 	res.Files = len(sel.Files)
-	_, err = s.put(ctx, a, sel.Root, paths, proto.PutTreeParams{Dir: s.cfg.GuestDir, Expect: expect, ReadOnly: p.ReadOnly}, progress)
+	_, err = s.put(ctx, a, agent.TreeSpec{Dir: sel.Root, Paths: paths, Hashes: expect}, proto.PutTreeParams{Dir: s.cfg.GuestDir, ReadOnly: p.ReadOnly}, progress)
 	if err != nil {
 		return res, fmt.Errorf("placing the workspace in vm %s: %w", p.Name, err)
 	}
@@ -196,13 +196,13 @@ func walkRel(root, sub string) ([]string, error) {
 	return out, err
 }
 
-// put streams paths under root to the guest as one tar, all or nothing.
-func (s *Service) put(ctx context.Context, a Agent, root string, paths []string, p proto.PutTreeParams, progress Progress) (proto.TreeResult, error) {
-	p.Entries = len(paths)
+// put streams spec to the guest as one tar, all or nothing.
+func (s *Service) put(ctx context.Context, a Agent, spec agent.TreeSpec, p proto.PutTreeParams, progress Progress) (proto.TreeResult, error) {
+	p.Entries = len(spec.Paths)
 	pr, pw := io.Pipe()
 	go func() {
 		w := &countingWriter{w: pw, progress: progress, phase: "sending"}
-		_, err := agent.WriteTree(w, proto.GetTreeParams{Dir: root, Paths: paths})
+		_, err := agent.WriteTree(w, spec)
 		pw.CloseWithError(err)
 	}()
 	r, err := a.PutTree(ctx, p, pr)

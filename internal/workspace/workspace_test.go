@@ -3,6 +3,7 @@ package workspace
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -217,10 +218,10 @@ func TestStatusPullPushConflicts(t *testing.T) {
 // transfer would.
 type cutAgent struct{ Agent }
 
-func (c cutAgent) GetTree(ctx context.Context, p proto.GetTreeParams, w io.Writer) (proto.TreeResult, error) {
+func (c cutAgent) GetTree(ctx context.Context, dir string, paths []string, w io.Writer) (proto.TreeResult, error) {
 	pr, pw := io.Pipe()
 	go func() {
-		_, err := c.Agent.GetTree(ctx, p, pw)
+		_, err := c.Agent.GetTree(ctx, dir, paths, pw)
 		pw.CloseWithError(err)
 	}()
 	_, _ = io.CopyN(w, pr, 700)
@@ -287,5 +288,42 @@ func TestExportApplies(t *testing.T) {
 	sh(t, e.host, "git", "apply", patch)
 	if b, _ := os.ReadFile(filepath.Join(e.host, "logo.bin")); string(b) != "\x00\x01\x02binary\xff" {
 		t.Fatalf("applied binary = %q", b)
+	}
+}
+
+// TestManyFiles: trees whose path lists exceed an agent frame many times
+// over go in, come back deleted, and go out again.
+func TestManyFiles(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	long := strings.Repeat("x", 90)
+	for i := range 4000 {
+		write(t, e.host, filepath.Join("many", fmt.Sprintf("%s-%04d.txt", long, i)), fmt.Sprint(i), 0o644)
+	}
+	sh(t, e.host, "git", "add", "many")
+	r, err := e.s.Prepare(ctx, api.WorkspacePrepareParams{Name: "vm", WorkspaceSpec: api.WorkspaceSpec{Path: e.host}}, nop)
+	if err != nil || r.Files != 4005 {
+		t.Fatalf("Prepare = %+v, %v", r, err)
+	}
+	// A status of the whole tree: its manifest is far over a frame.
+	if st, err := e.s.Status(ctx, api.WorkspaceRefParams{Name: "vm"}); err != nil || len(changed(st.Guest)) != 0 {
+		t.Fatalf("status of 4005 files = %+v, %v", st.Guest, err)
+	}
+	if err := os.RemoveAll(filepath.Join(e.guestDir, "many")); err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.s.Pull(ctx, api.WorkspaceRefParams{Name: "vm"}, nop)
+	if err != nil || len(res.Changes.Deleted) != 4000 {
+		t.Fatalf("Pull of 4000 deletions = %d, %v", len(res.Changes.Deleted), err)
+	}
+	if _, err := os.Stat(filepath.Join(e.host, "many")); err == nil {
+		entries, _ := os.ReadDir(filepath.Join(e.host, "many"))
+		if len(entries) != 0 {
+			t.Fatalf("%d files left on the host", len(entries))
+		}
+	}
+	sh(t, e.host, "git", "checkout", "--", "many")
+	if res, err := e.s.Push(ctx, api.WorkspaceRefParams{Name: "vm"}, nop); err != nil || len(res.Changes.Added) != 4000 {
+		t.Fatalf("Push of 4000 files = %+v, %v", res.Changes.Added[:min(3, len(res.Changes.Added))], err)
 	}
 }

@@ -32,7 +32,7 @@ func scenarios() []scenario {
 		{name: "sigkill-restart", run: sigkillRestart},
 		{name: "config-errors-and-sources", run: configErrorsAndSources},
 		{name: "completion", run: completion},
-	}, slices.Concat(imageScenarios(), kernelScenarios(), vmScenarios(), statsScenarios())...)
+	}, slices.Concat(imageScenarios(), kernelScenarios(), vmScenarios(), statsScenarios(), workspaceScenarios())...)
 }
 
 func daemonLifecycle(t *T) {

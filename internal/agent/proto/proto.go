@@ -179,27 +179,32 @@ type TreeEntry struct {
 	Link   string `json:"link,omitempty"`   // a symlink's target
 }
 
-// PutTreeParams say where and how a tree lands.
+// PutTreeParams say where and how a tree lands. Expected hashes and
+// paths to delete travel inside the tar stream (see PAXSHA256 and
+// PAXDelete), so a tree of any size fits one request.
 type PutTreeParams struct {
 	Dir string `json:"dir"`
 	UID int    `json:"uid"` // owner of what is written
 	GID int    `json:"gid"`
-	// Expect maps regular files to the sha256 they must have; any
-	// mismatch fails the whole put.
-	Expect map[string]string `json:"expect,omitempty"`
-	// Delete lists paths removed once the new entries are in place.
-	Delete []string `json:"delete,omitempty"`
 	// ReadOnly bind-mounts Dir read-only afterwards, and at every boot.
 	ReadOnly bool `json:"readonly,omitempty"`
-	// Entries is how many tar entries the caller sends: a stream cut at
-	// an entry boundary is refused too.
+	// Entries is how many file, directory and symlink entries the caller
+	// sends: a stream cut at an entry boundary is refused too.
 	Entries int `json:"entries"`
 }
 
-// GetTreeParams name files under Dir.
+// PAX records banger adds to a tree's tar stream: a regular file's
+// expected sha256 (any mismatch fails the whole put), and, in a global
+// header, NUL-separated paths removed once the new entries are in place.
+const (
+	PAXSHA256 = "BANGER.sha256"
+	PAXDelete = "BANGER.delete"
+)
+
+// GetTreeParams name a directory; the paths to put in the tar come on
+// stdin, NUL-separated, ended by a Close.
 type GetTreeParams struct {
-	Dir   string   `json:"dir"`
-	Paths []string `json:"paths"`
+	Dir string `json:"dir"`
 }
 
 // ManifestParams name a tree to list; Exclude drops top-level names.
@@ -208,9 +213,10 @@ type ManifestParams struct {
 	Exclude []string `json:"exclude,omitempty"`
 }
 
-// ManifestResult answers manifest; a missing Dir is an empty tree.
+// ManifestResult ends manifest, whose entries come as stdout, one
+// TreeEntry JSON per line; a missing Dir is an empty tree.
 type ManifestResult struct {
-	Entries []TreeEntry `json:"entries"`
+	Count int `json:"count"`
 }
 
 // TreeResult ends a put or get.

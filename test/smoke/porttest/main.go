@@ -7,6 +7,7 @@
 //	porttest udp PORT     a UDP echo socket
 //	porttest burn         one CPU busy until killed
 //	porttest alloc MB     MB of memory held (touched) until killed
+//	porttest files N DIR  create N small files under DIR, and say how long it took
 package main
 
 import (
@@ -96,6 +97,25 @@ func run(args []string) error {
 			time.Sleep(time.Hour)
 			_ = held[0]
 		}
+	case "files":
+		n, err := strconv.Atoi(arg())
+		if err != nil || len(args) < 3 {
+			return fmt.Errorf("usage: porttest files N DIR")
+		}
+		start := time.Now()
+		for i := range n {
+			d := fmt.Sprintf("%s/d%03d", args[2], i/500)
+			if i%500 == 0 {
+				if err := os.MkdirAll(d, 0o755); err != nil {
+					return err
+				}
+			}
+			if err := os.WriteFile(fmt.Sprintf("%s/f%05d.txt", d, i), []byte("x\n"), 0o644); err != nil {
+				return err
+			}
+		}
+		fmt.Printf("%d files in %s\n", n, time.Since(start))
+		return nil
 	}
 	return fmt.Errorf("unknown mode %q", args[0])
 }
