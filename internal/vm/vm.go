@@ -223,8 +223,16 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (*opstate.Op
 	if err := validate(rec); err != nil {
 		return nil, err
 	}
-	if p.Workspace != nil && p.NoStart {
-		return nil, fmt.Errorf("%w: a workspace is placed in a running VM; drop --no-start, or prepare it after `banger vm start` (`banger vm workspace prepare`)", api.ErrInvalidArgument)
+	if p.Workspace != nil {
+		if p.NoStart {
+			return nil, fmt.Errorf("%w: a workspace is placed in a running VM; drop --no-start, or prepare it after `banger vm start` (`banger vm workspace prepare`)", api.ErrInvalidArgument)
+		}
+		// Checked before anything is made, so a typo costs no VM.
+		if fi, err := os.Stat(p.Workspace.Path); err != nil {
+			return nil, fmt.Errorf("%w: workspace %s: not a directory on this host: %v", api.ErrInvalidArgument, p.Workspace.Path, err)
+		} else if !fi.IsDir() {
+			return nil, fmt.Errorf("%w: workspace %s: not a directory on this host: a file", api.ErrInvalidArgument, p.Workspace.Path)
+		}
 	}
 	if rec.Network == api.NetworkBridge && s.cfg.Bridge == nil {
 		return nil, fmt.Errorf("%w: --network bridge: %s; use --network user", api.ErrInvalidArgument, s.cfg.NoBridge)

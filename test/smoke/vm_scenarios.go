@@ -150,7 +150,7 @@ func vmRun(t *T) {
 
 	t.Contains("run -d", t.Must("vm", "run", "-d", "--name", "keep", "--image", ref, "--memory", "256M").stdout, "keep")
 	t.Contains("run again", t.Must("vm", "run", "--name", "keep", "--", "cat /proc/1/comm").stdout, "init")
-	t.MustFail(1, "workspace", "vm", "run", "/some/path", "--", "true")
+	t.MustFail(1, "workspace /some/path: not a directory", "vm", "run", "/some/path", "--", "true")
 
 	// vm logs -f prints the console, then what comes; Ctrl-C ends it.
 	follow := exec.Command(filepath.Join(t.bin, "banger"), "vm", "logs", "-f", "keep")
