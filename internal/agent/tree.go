@@ -73,6 +73,8 @@ func ExtractTree(r io.Reader, p proto.PutTreeParams, expect map[string]string) (
 	var entries []*tar.Header
 	var deletes []string
 	made := map[string]bool{stage: true} // directories known to exist: a stat saved per file
+	sums := map[string]string{}          // what arrived
+	claimed := map[string]string{}       // what the sender says it sent
 	umask := processUmask()
 	tr := tar.NewReader(r)
 	for {
@@ -86,6 +88,9 @@ func ExtractTree(r io.Reader, p proto.PutTreeParams, expect map[string]string) (
 		if h.Typeflag == tar.TypeXGlobalHeader {
 			if d := h.PAXRecords[proto.PAXDelete]; d != "" {
 				deletes = append(deletes, strings.Split(d, "\x00")...)
+			}
+			if err := claims(h.PAXRecords[proto.PAXSHA256], claimed); err != nil {
+				return res, err
 			}
 			continue
 		}
@@ -121,10 +126,9 @@ func ExtractTree(r io.Reader, p proto.PutTreeParams, expect map[string]string) (
 			if err != nil {
 				return res, err
 			}
-			for _, want := range []string{h.PAXRecords[proto.PAXSHA256], expect[h.Name]} {
-				if want != "" && want != sum {
-					return res, fmt.Errorf("%s arrived with sha256 %s, want %s: transfer damaged, nothing changed", h.Name, sum, want)
-				}
+			sums[h.Name] = sum
+			if want := h.PAXRecords[proto.PAXSHA256]; want != "" {
+				claimed[h.Name] = want
 			}
 			res.Files++
 			res.Bytes += n
@@ -135,6 +139,13 @@ func ExtractTree(r io.Reader, p proto.PutTreeParams, expect map[string]string) (
 	}
 	if p.Entries > 0 && len(entries) != p.Entries {
 		return res, fmt.Errorf("the tree ended after %d of %d entries: transfer cut off, nothing changed", len(entries), p.Entries)
+	}
+	for _, want := range []map[string]string{claimed, expect} {
+		for name, sum := range want {
+			if got, ok := sums[name]; !ok || got != sum {
+				return res, fmt.Errorf("%s arrived with sha256 %q, want %s: transfer damaged, nothing changed", name, got, sum)
+			}
+		}
 	}
 	if fresh && len(deletes) == 0 {
 		if err := os.Chmod(stage, 0o755); err != nil {
@@ -207,6 +218,21 @@ func processUmask() os.FileMode {
 		}
 	}
 	return 0o777
+}
+
+// claims reads a PAXSHA256 record of "path\x00sum\x00..." pairs.
+func claims(rec string, into map[string]string) error {
+	if rec == "" {
+		return nil
+	}
+	f := strings.Split(rec, "\x00")
+	if len(f)%2 != 0 {
+		return fmt.Errorf("%w: a %s record of %d fields", proto.ErrFrame, proto.PAXSHA256, len(f))
+	}
+	for i := 0; i < len(f); i += 2 {
+		into[f[i]] = f[i+1]
+	}
+	return nil
 }
 
 // finish applies what a put asks once its files are in place.
@@ -313,12 +339,38 @@ func WriteTree(out io.Writer, spec TreeSpec) (proto.TreeResult, error) {
 		if err != nil {
 			return res, err
 		}
-		n, err := addToTar(tw, filepath.Join(spec.Dir, clean), rel, spec.Hashes[rel])
+		n, err := addToTar(tw, filepath.Join(spec.Dir, clean), rel)
 		if err != nil {
 			return res, err
 		}
 		res.Files++
 		res.Bytes += n
+	}
+	// The hashes close the stream, in global headers under the tar
+	// reader's 1 MiB limit: one per file would double a small file's
+	// share of the link.
+	var b strings.Builder
+	flush := func() error {
+		if b.Len() == 0 {
+			return nil
+		}
+		err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeXGlobalHeader, Name: "banger-sha256",
+			PAXRecords: map[string]string{proto.PAXSHA256: strings.TrimSuffix(b.String(), "\x00")}})
+		b.Reset()
+		return err
+	}
+	for _, rel := range spec.Paths {
+		if sum, ok := spec.Hashes[rel]; ok {
+			b.WriteString(rel + "\x00" + sum + "\x00")
+			if b.Len() > 512<<10 {
+				if err := flush(); err != nil {
+					return res, err
+				}
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return res, err
 	}
 	if err := tw.Close(); err != nil {
 		return res, err
@@ -346,9 +398,8 @@ func DeleteHeader(paths []string) ([]byte, error) {
 	return buf.Bytes(), nil // no trailer: the stream goes on
 }
 
-// addToTar writes one file, symlink or directory as name, with its
-// expected hash when known.
-func addToTar(tw *tar.Writer, file, name, sum string) (int64, error) {
+// addToTar writes one file, symlink or directory as name.
+func addToTar(tw *tar.Writer, file, name string) (int64, error) {
 	fi, err := os.Lstat(file)
 	if err != nil {
 		return 0, err
@@ -366,10 +417,6 @@ func addToTar(tw *tar.Writer, file, name, sum string) (int64, error) {
 	h.Name, h.Uname, h.Gname, h.Uid, h.Gid = name, "", "", 0, 0
 	if fi.IsDir() {
 		h.Name += "/"
-	}
-	if sum != "" && fi.Mode().IsRegular() {
-		h.PAXRecords = map[string]string{proto.PAXSHA256: sum}
-		h.Format = tar.FormatPAX
 	}
 	if err := tw.WriteHeader(h); err != nil {
 		return 0, err

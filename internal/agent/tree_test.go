@@ -96,6 +96,14 @@ func TestTreeRoundTrip(t *testing.T) {
 	if _, err := c.PutTree(ctx, proto.PutTreeParams{Dir: dir, Entries: 1}, bytes.NewReader(bad)); err == nil || !strings.Contains(err.Error(), "damaged") {
 		t.Fatalf("a damaged file: %v", err)
 	}
+	// The same, claimed in WriteTree's closing global header.
+	var claimedBad bytes.Buffer
+	if _, err := WriteTree(&claimedBad, TreeSpec{Dir: dir, Paths: []string{"a.txt"}, Hashes: map[string]string{"a.txt": strings.Repeat("0", 64)}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PutTree(ctx, proto.PutTreeParams{Dir: dir + "2", Entries: 1}, &claimedBad); err == nil || !strings.Contains(err.Error(), "damaged") {
+		t.Fatalf("a file whose closing hash is wrong: %v", err)
+	}
 	escape, _ := tarOf(t, nil, &tar.Header{Name: "../evil", Typeflag: tar.TypeReg})
 	if _, err := c.PutTree(ctx, proto.PutTreeParams{Dir: dir}, bytes.NewReader(escape)); err == nil {
 		t.Fatal("a path out of the tree was taken")

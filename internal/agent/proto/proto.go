@@ -193,9 +193,11 @@ type PutTreeParams struct {
 	Entries int `json:"entries"`
 }
 
-// PAX records banger adds to a tree's tar stream: a regular file's
-// expected sha256 (any mismatch fails the whole put), and, in a global
-// header, NUL-separated paths removed once the new entries are in place.
+// PAX records banger adds to a tree's tar stream, in global headers:
+// expected sha256 sums as NUL-separated "path, sum" pairs (closing the
+// stream; any mismatch or missing file fails the whole put), and
+// NUL-separated paths removed once the new entries are in place. A
+// file's own PAXSHA256 record is checked too.
 const (
 	PAXSHA256 = "BANGER.sha256"
 	PAXDelete = "BANGER.delete"
