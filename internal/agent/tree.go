@@ -61,21 +61,25 @@ func ExtractTree(r io.Reader, p proto.PutTreeParams, expect map[string]string) (
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return res, err
 	}
-	stale, _ := filepath.Glob(filepath.Join(parent, ".banger-stage-*"))
-	for _, s := range stale {
-		_ = os.RemoveAll(s)
-	}
+	removeStale(parent)
 	stage, err := os.MkdirTemp(parent, ".banger-stage-")
 	if err != nil {
 		return res, err
 	}
 	defer os.RemoveAll(stage)
+	// Held while the put runs (and released by the kernel if the process
+	// dies), so a concurrent put beside it leaves this one alone.
+	if lock, err := os.Open(stage); err == nil {
+		defer lock.Close()
+		_ = unix.Flock(int(lock.Fd()), unix.LOCK_EX)
+	}
 	var entries []*tar.Header
 	var deletes []string
 	made := map[string]bool{stage: true} // directories known to exist: a stat saved per file
 	sums := map[string]string{}          // what arrived
 	claimed := map[string]string{}       // what the sender says it sent
 	umask := processUmask()
+	leaves := map[string]bool{} // the stream's non-directory entries
 	tr := tar.NewReader(r)
 	for {
 		h, err := tr.Next()
@@ -97,6 +101,16 @@ func ExtractTree(r io.Reader, p proto.PutTreeParams, expect map[string]string) (
 		rel, err := CleanRel(strings.TrimSuffix(h.Name, "/"))
 		if err != nil {
 			return res, err
+		}
+		// Nothing may go under a symlink or file this stream made: "a"
+		// linked to /etc, then "a/passwd", would write outside.
+		for d := filepath.Dir(rel); d != "."; d = filepath.Dir(d) {
+			if leaves[d] {
+				return res, fmt.Errorf("tree path %q goes through %q, which is not a directory", h.Name, d)
+			}
+		}
+		if h.Typeflag != tar.TypeDir {
+			leaves[rel] = true
 		}
 		dst := filepath.Join(stage, rel)
 		if dir := filepath.Dir(dst); !made[dir] {
@@ -169,8 +183,12 @@ func ExtractTree(r io.Reader, p proto.PutTreeParams, expect map[string]string) (
 		return res, err
 	}
 	// Everything arrived intact: move it into place, parents first.
+	safe := map[string]bool{}
 	for _, h := range entries {
 		rel, _ := CleanRel(strings.TrimSuffix(h.Name, "/"))
+		if err := realDirs(p.Dir, rel, safe); err != nil {
+			return res, err
+		}
 		src, dst := filepath.Join(stage, rel), filepath.Join(p.Dir, rel)
 		if err := mkdirOwned(filepath.Dir(dst), p.Dir, p.UID, p.GID); err != nil {
 			return res, err
@@ -194,6 +212,9 @@ func ExtractTree(r io.Reader, p proto.PutTreeParams, expect map[string]string) (
 	for _, d := range deletes {
 		rel, err := CleanRel(d)
 		if err != nil {
+			return res, err
+		}
+		if err := realDirs(p.Dir, rel, safe); err != nil {
 			return res, err
 		}
 		if err := os.Remove(filepath.Join(p.Dir, rel)); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -231,6 +252,51 @@ func claims(rec string, into map[string]string) error {
 	}
 	for i := 0; i < len(f); i += 2 {
 		into[f[i]] = f[i+1]
+	}
+	return nil
+}
+
+// removeStale removes the staging directories in parent that no running
+// put holds: leftovers of a put that was cut off.
+func removeStale(parent string) {
+	stale, _ := filepath.Glob(filepath.Join(parent, ".banger-stage-*"))
+	for _, dir := range stale {
+		f, err := os.Open(dir)
+		if err != nil {
+			continue
+		}
+		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
+			_ = os.RemoveAll(dir)
+		}
+		f.Close()
+	}
+}
+
+// realDirs refuses rel when one of its parents under root is a symlink:
+// writing or removing through it would reach outside root. A missing
+// parent is fine (it is made as a directory); safe caches the parents
+// already checked.
+func realDirs(root, rel string, safe map[string]bool) error {
+	var parents []string
+	for d := filepath.Dir(rel); d != "."; d = filepath.Dir(d) {
+		parents = append(parents, d)
+	}
+	for i := len(parents) - 1; i >= 0; i-- {
+		d := parents[i]
+		if safe[d] {
+			continue
+		}
+		fi, err := os.Lstat(filepath.Join(root, d))
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			return fmt.Errorf("%s: its parent %s is a symlink; refusing to write through it", rel, d)
+		}
+		safe[d] = fi.IsDir()
 	}
 	return nil
 }

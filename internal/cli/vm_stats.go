@@ -94,6 +94,7 @@ func sparkline(vals []float64, top float64) string {
 
 func (a *App) vmTopCommand() *cobra.Command {
 	var every time.Duration
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "top",
 		Short: "A live view of every running VM's CPU, memory and network",
@@ -105,10 +106,18 @@ func (a *App) vmTopCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if asJSON {
+				all, err := c.VMStatsAll(cmd.Context())
+				if err != nil {
+					return err
+				}
+				return printJSON(a.Stdout, all)
+			}
 			return a.top(cmd.Context(), c, "", every)
 		},
 	}
 	cmd.Flags().DurationVar(&every, "interval", 2*time.Second, "how often to redraw")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print every running VM's latest sample once, as JSON")
 	return cmd
 }
 
