@@ -5,10 +5,14 @@ package benchkit
 import (
 	"archive/tar"
 	"bytes"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/bangerdev/banger/internal/boot/boottest"
 )
 
 // Median of ds (the upper one of an even count).
@@ -49,4 +53,43 @@ func WriteTar(path string, files map[string][]byte, links map[string]string) err
 		return err
 	}
 	return os.WriteFile(path, b.Bytes(), 0o644)
+}
+
+// CLI runs banger on one BANGER_HOME.
+type CLI struct{ Bin, Home string }
+
+// Run runs banger, failing with its output.
+func (c CLI) Run(args ...string) error {
+	cmd := exec.Command(filepath.Join(c.Bin, "banger"), args...)
+	cmd.Env = append(os.Environ(), "BANGER_HOME="+c.Home)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("banger %v: %v\n%s", args, err, out)
+	}
+	return nil
+}
+
+// Timed runs banger and says how long it took.
+func (c CLI) Timed(args ...string) (time.Duration, error) {
+	t0 := time.Now()
+	err := c.Run(args...)
+	return time.Since(t0), err
+}
+
+// Start starts the home's daemon and imports the test kernel (Debian's
+// package, cached by scripts/testimages.sh); stop stops the daemon.
+func (c CLI) Start() (stop func(), err error) {
+	if err := c.Run("daemon", "start"); err != nil {
+		return nil, err
+	}
+	stop = func() { _ = c.Run("daemon", "stop") }
+	debs, _ := filepath.Glob(filepath.Join(boottest.CacheDir(), "linux-image-*.deb"))
+	if len(debs) == 0 {
+		stop()
+		return nil, fmt.Errorf("no kernel package in %s; run scripts/testimages.sh", boottest.CacheDir())
+	}
+	if err := c.Run("kernel", "import", "--deb", debs[0]); err != nil {
+		stop()
+		return nil, err
+	}
+	return stop, nil
 }

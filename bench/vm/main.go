@@ -51,26 +51,13 @@ func run(o opts) error {
 		return err
 	}
 	defer os.RemoveAll(work)
-	home := filepath.Join(work, "home")
-	banger := func(args ...string) error {
-		cmd := exec.Command(filepath.Join(o.bin, "banger"), args...)
-		cmd.Env = append(os.Environ(), "BANGER_HOME="+home)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("banger %v: %v\n%s", args, err, out)
-		}
-		return nil
-	}
-	if err := banger("daemon", "start"); err != nil {
+	cli := benchkit.CLI{Bin: o.bin, Home: filepath.Join(work, "home")}
+	banger := cli.Run
+	stop, err := cli.Start()
+	if err != nil {
 		return err
 	}
-	defer banger("daemon", "stop")
-	debs, _ := filepath.Glob(filepath.Join(boottest.CacheDir(), "linux-image-*.deb"))
-	if len(debs) == 0 {
-		return fmt.Errorf("no kernel package in %s; run scripts/testimages.sh", boottest.CacheDir())
-	}
-	if err := banger("kernel", "import", "--deb", debs[0]); err != nil {
-		return err
-	}
+	defer stop()
 	images, err := buildImages(o, work)
 	if err != nil {
 		return err

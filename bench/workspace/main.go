@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/bench/benchkit"
-	"github.com/bangerdev/banger/internal/boot/boottest"
 )
 
 func main() {
@@ -45,20 +44,8 @@ func run(o opts) error {
 		return err
 	}
 	defer os.RemoveAll(work)
-	home := filepath.Join(work, "home")
-	banger := func(args ...string) error {
-		cmd := exec.Command(filepath.Join(o.bin, "banger"), args...)
-		cmd.Env = append(os.Environ(), "BANGER_HOME="+home)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("banger %v: %v\n%s", args, err, out)
-		}
-		return nil
-	}
-	timed := func(args ...string) (time.Duration, error) {
-		t0 := time.Now()
-		err := banger(args...)
-		return time.Since(t0), err
-	}
+	cli := benchkit.CLI{Bin: o.bin, Home: filepath.Join(work, "home")}
+	banger, timed := cli.Run, cli.Timed
 	fmt.Println("preparing kernel, image and a tree...")
 	porttest := filepath.Join(work, "porttest")
 	build := exec.Command("go", "build", "-trimpath", "-o", porttest, "./test/smoke/porttest")
@@ -66,17 +53,11 @@ func run(o opts) error {
 	if out, err := build.CombinedOutput(); err != nil {
 		return fmt.Errorf("building porttest: %v\n%s", err, out)
 	}
-	if err := banger("daemon", "start"); err != nil {
+	stop, err := cli.Start()
+	if err != nil {
 		return err
 	}
-	defer banger("daemon", "stop")
-	debs, _ := filepath.Glob(filepath.Join(boottest.CacheDir(), "linux-image-*.deb"))
-	if len(debs) == 0 {
-		return fmt.Errorf("no kernel package in %s; run scripts/testimages.sh", boottest.CacheDir())
-	}
-	if err := banger("kernel", "import", "--deb", debs[0]); err != nil {
-		return err
-	}
+	defer stop()
 	bb, err := os.ReadFile("/bin/busybox")
 	if err != nil {
 		return fmt.Errorf("busybox-static: %w", err)
