@@ -22,8 +22,8 @@ type bridgeNet struct {
 	d *Daemon
 }
 
-func (b bridgeNet) Attach(vmID string, addr netip.Addr, nat bool) (string, error) {
-	tap, err := b.Network.Attach(vmID, addr, nat)
+func (b bridgeNet) Attach(vmID string, mac net.HardwareAddr, addr netip.Addr, nat bool) (string, error) {
+	tap, err := b.Network.Attach(vmID, mac, addr, nat)
 	if err != nil {
 		return "", err
 	}

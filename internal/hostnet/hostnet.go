@@ -88,9 +88,10 @@ func (n *Network) Range() (first, last netip.Addr) {
 }
 
 // Attach gives the VM vmID a tap on the bridge, making the bridge and the
-// firewall first if need be, and with nat its own rules letting addr out.
-// It returns the tap's name. A failure leaves no tap and no rule.
-func (n *Network) Attach(vmID string, addr netip.Addr, nat bool) (tap string, err error) {
+// firewall first if need be; rules of its own keep it to its MAC and
+// address (no spoofing), and with nat let addr out. It returns the tap's
+// name. A failure leaves no tap and no rule.
+func (n *Network) Attach(vmID string, mac net.HardwareAddr, addr netip.Addr, nat bool) (tap string, err error) {
 	if !n.cfg.Prefix.Contains(addr) {
 		return "", fmt.Errorf("attaching vm %s: address %s is outside the bridge network %s", vmID, addr, n.cfg.Prefix)
 	}
@@ -125,6 +126,9 @@ func (n *Network) Attach(vmID string, addr netip.Addr, nat bool) (tap string, er
 	if err := netlink.LinkSetUp(t); err != nil {
 		return "", fmt.Errorf("bringing tap %s up: %w", tap, err)
 	}
+	if err := n.addAntiSpoof(vmID, tap, mac, addr); err != nil {
+		return "", err
+	}
 	if nat {
 		if err := enableForwarding(); err != nil {
 			return "", err
@@ -133,7 +137,7 @@ func (n *Network) Attach(vmID string, addr netip.Addr, nat bool) (tap string, er
 			return "", err
 		}
 	}
-	n.cfg.Log.Debug("vm attached to the bridge", "vm", vmID, "tap", tap, "addr", addr, "nat", nat)
+	n.cfg.Log.Debug("vm attached to the bridge", "vm", vmID, "tap", tap, "mac", mac, "addr", addr, "nat", nat)
 	return tap, nil
 }
 

@@ -1,6 +1,7 @@
 package hostnet
 
 import (
+	"net"
 	"net/netip"
 	"os"
 	"runtime"
@@ -68,7 +69,9 @@ func TestAttachDetachSweep(t *testing.T) {
 		t.Fatal("Sweep made the bridge")
 	}
 	const a, b = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
-	tapA, err := n.Attach(a, netip.MustParseAddr("10.99.0.2"), false)
+	macA, _ := net.ParseMAC("52:54:00:00:00:0a")
+	macB, _ := net.ParseMAC("52:54:00:00:00:0b")
+	tapA, err := n.Attach(a, macA, netip.MustParseAddr("10.99.0.2"), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,20 +88,20 @@ func TestAttachDetachSweep(t *testing.T) {
 	if err != nil || l.Attrs().MasterIndex != br.Attrs().Index || l.Attrs().Flags&unix.IFF_UP == 0 {
 		t.Fatalf("tap %s: %v, %+v", tapA, err, l)
 	}
-	if got := ruleOwners(t, n); len(got) != 0 {
-		t.Errorf("a sandboxed VM has NAT rules: %v", got)
+	if got := ruleOwners(t, n); !slices.Equal(got, []string{a, a, a}) {
+		t.Errorf("a sandboxed VM's rules = %v; want its three anti-spoofing ones, no NAT", got)
 	}
 	if len(forwardRules(t, n)) != 5 {
 		t.Errorf("forward chain has %d rules; want 5", len(forwardRules(t, n)))
 	}
 	// b gets NAT, and attaching it twice (a restart) leaves one set of rules.
 	for range 2 {
-		if _, err := n.Attach(b, netip.MustParseAddr("10.99.0.3"), true); err != nil {
+		if _, err := n.Attach(b, macB, netip.MustParseAddr("10.99.0.3"), true); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if got := ruleOwners(t, n); !slices.Equal(got, []string{b, b}) {
-		t.Errorf("rule owners after attaching b with NAT = %v; want b's two", got)
+	if got := ruleOwners(t, n); !slices.Equal(got, []string{b, b, a, a, a, b, b, b}) {
+		t.Errorf("rule owners after attaching b with NAT = %v; want b's two NAT rules, then a's and b's anti-spoofing", got)
 	}
 	if fwd, _ := os.ReadFile("/proc/sys/net/ipv4/ip_forward"); strings.TrimSpace(string(fwd)) != "1" {
 		t.Errorf("ip_forward = %q after a NAT attach", fwd)
@@ -108,7 +111,7 @@ func TestAttachDetachSweep(t *testing.T) {
 		t.Errorf("forward chain has %d rules after three attaches; want 5", len(forwardRules(t, n)))
 	}
 	// An address outside the network is refused, and leaves nothing.
-	if _, err := n.Attach("cccccccccccccccccccccccccccccccc", netip.MustParseAddr("10.98.0.3"), true); err == nil {
+	if _, err := n.Attach("cccccccccccccccccccccccccccccccc", macB, netip.MustParseAddr("10.98.0.3"), true); err == nil {
 		t.Error("attached an address outside the network")
 	}
 	// A network overlapping another interface's is refused by name.
@@ -121,7 +124,7 @@ func TestAttachDetachSweep(t *testing.T) {
 		t.Fatal(err)
 	}
 	n2, _ := New(Config{Bridge: "bgtest1", Prefix: netip.MustParsePrefix("10.50.7.0/24"), Owner: "test"})
-	if _, err := n2.Attach(a, netip.MustParseAddr("10.50.7.2"), false); err == nil || !strings.Contains(err.Error(), "overlaps 10.50.1.1/16 on other0") {
+	if _, err := n2.Attach(a, macA, netip.MustParseAddr("10.50.7.2"), false); err == nil || !strings.Contains(err.Error(), "overlaps 10.50.1.1/16 on other0") {
 		t.Errorf("overlapping network: %v", err)
 	}
 	if _, err := netlink.LinkByName("bgtest1"); err == nil {
@@ -130,7 +133,7 @@ func TestAttachDetachSweep(t *testing.T) {
 	// Another daemon's bridge of the same name is refused, and its
 	// taps are not swept.
 	other, _ := New(Config{Bridge: "bgtest0", Prefix: netip.MustParsePrefix("10.99.0.0/24"), Owner: "other"})
-	if _, err := other.Attach("dddddddddddddddddddddddddddddddd", netip.MustParseAddr("10.99.0.9"), false); err == nil ||
+	if _, err := other.Attach("dddddddddddddddddddddddddddddddd", macA, netip.MustParseAddr("10.99.0.9"), false); err == nil ||
 		!strings.Contains(err.Error(), "belongs to another banger daemon (test)") {
 		t.Errorf("attaching to another daemon's bridge: %v", err)
 	}
@@ -147,8 +150,8 @@ func TestAttachDetachSweep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(removed) != 3 {
-		t.Errorf("Sweep removed %v; want b's tap and two rules", removed)
+	if len(removed) != 6 {
+		t.Errorf("Sweep removed %v; want b's tap and five rules", removed)
 	}
 	if _, err := netlink.LinkByName(TapName(b)); err == nil {
 		t.Error("Sweep kept b's tap")
@@ -156,8 +159,8 @@ func TestAttachDetachSweep(t *testing.T) {
 	if _, err := netlink.LinkByName(tapA); err != nil {
 		t.Errorf("Sweep removed a's tap: %v", err)
 	}
-	if got := ruleOwners(t, n); len(got) != 0 {
-		t.Errorf("rules left after Sweep: %v", got)
+	if got := ruleOwners(t, n); !slices.Equal(got, []string{a, a, a}) {
+		t.Errorf("rules after Sweep = %v; want a's only", got)
 	}
 	for range 2 {
 		if err := n.Detach(a); err != nil {
@@ -166,6 +169,9 @@ func TestAttachDetachSweep(t *testing.T) {
 	}
 	if _, err := netlink.LinkByName(tapA); err == nil {
 		t.Error("Detach kept the tap")
+	}
+	if got := ruleOwners(t, n); len(got) != 0 {
+		t.Errorf("rules after Detach = %v", got)
 	}
 	if br, _ := netlink.LinkByName("bgtest0"); br.Attrs().HardwareAddr.String() != mac {
 		t.Errorf("the bridge's MAC changed from %s to %s as taps went", mac, br.Attrs().HardwareAddr)
@@ -179,10 +185,9 @@ func ruleOwners(t *testing.T, n *Network) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, natVMs, post := n.chains()
 	var out []string
-	for _, ch := range []*nftables.Chain{natVMs, post} {
-		rules, err := c.GetRules(n.table(), ch)
+	for _, ch := range n.ownedChains() {
+		rules, err := c.GetRules(ch.Table, ch)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -3,7 +3,9 @@ package hostnet
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/google/nftables"
@@ -29,6 +31,14 @@ import (
 //	  }
 //	}
 //
+//	table bridge banger-<bridge> {
+//	  chain prerouting {  # filter, hook prerouting: frames from each tap
+//	    iifname <tap> ether saddr != <mac> drop            # one set per VM
+//	    iifname <tap> ether type ip ip saddr != <addr> drop
+//	    iifname <tap> ether type arp arp saddr ip != <addr> drop
+//	  }
+//	}
+//
 // A per-VM rule carries the comment "banger vm=<ID>", which is how Detach
 // and Sweep find it.
 const (
@@ -45,6 +55,22 @@ func (n *Network) table() *nftables.Table {
 	return &nftables.Table{Name: TableName(n.cfg.Bridge), Family: nftables.TableFamilyIPv4}
 }
 
+func (n *Network) bridgeTable() *nftables.Table {
+	return &nftables.Table{Name: TableName(n.cfg.Bridge), Family: nftables.TableFamilyBridge}
+}
+
+func (n *Network) prerouting() *nftables.Chain {
+	accept := nftables.ChainPolicyAccept
+	return &nftables.Chain{Name: "prerouting", Table: n.bridgeTable(), Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRef(-200), Policy: &accept}
+}
+
+// ownedChains are the chains holding per-VM rules.
+func (n *Network) ownedChains() []*nftables.Chain {
+	_, natVMs, post := n.chains()
+	return []*nftables.Chain{natVMs, post, n.prerouting()}
+}
+
 func (n *Network) chains() (forward, natVMs, post *nftables.Chain) {
 	t := n.table()
 	accept := nftables.ChainPolicyAccept
@@ -56,34 +82,35 @@ func (n *Network) chains() (forward, natVMs, post *nftables.Chain) {
 	return forward, natVMs, post
 }
 
-// ensureFirewall makes the table, its chains and its fixed rules, unless
-// the forward chain already has its rules.
+// ensureFirewall makes the tables and chains (adding an existing one
+// changes nothing) and the forward chain's fixed rules unless it has them.
 func (n *Network) ensureFirewall() error {
 	c, err := nftables.New()
 	if err != nil {
 		return fmt.Errorf("opening nftables: %w", err)
 	}
 	forward, natVMs, post := n.chains()
-	if rules, err := c.GetRules(n.table(), forward); err == nil && len(rules) > 0 {
-		return nil
-	}
-	br := n.cfg.Bridge
+	rules, _ := c.GetRules(n.table(), forward)
 	c.AddTable(n.table())
 	for _, ch := range []*nftables.Chain{forward, natVMs, post} {
 		c.AddChain(ch)
 	}
-	c.FlushChain(forward)
-	for _, exprs := range [][]expr.Any{
-		append(ctEstablished(), accept()),
-		append(append(ifname(expr.MetaKeyIIFNAME, br, expr.CmpOpEq), ifname(expr.MetaKeyOIFNAME, br, expr.CmpOpEq)...), accept()),
-		append(ifname(expr.MetaKeyIIFNAME, br, expr.CmpOpEq), &expr.Verdict{Kind: expr.VerdictJump, Chain: chainNATVMs}),
-		append(ifname(expr.MetaKeyIIFNAME, br, expr.CmpOpEq), &expr.Verdict{Kind: expr.VerdictDrop}),
-		append(ifname(expr.MetaKeyOIFNAME, br, expr.CmpOpEq), &expr.Verdict{Kind: expr.VerdictDrop}),
-	} {
-		c.AddRule(&nftables.Rule{Table: n.table(), Chain: forward, Exprs: exprs, UserData: comment("banger")})
+	c.AddTable(n.bridgeTable())
+	c.AddChain(n.prerouting())
+	if len(rules) == 0 {
+		br := n.cfg.Bridge
+		for _, exprs := range [][]expr.Any{
+			append(ctEstablished(), accept()),
+			append(append(ifname(expr.MetaKeyIIFNAME, br, expr.CmpOpEq), ifname(expr.MetaKeyOIFNAME, br, expr.CmpOpEq)...), accept()),
+			append(ifname(expr.MetaKeyIIFNAME, br, expr.CmpOpEq), &expr.Verdict{Kind: expr.VerdictJump, Chain: chainNATVMs}),
+			append(ifname(expr.MetaKeyIIFNAME, br, expr.CmpOpEq), &expr.Verdict{Kind: expr.VerdictDrop}),
+			append(ifname(expr.MetaKeyOIFNAME, br, expr.CmpOpEq), &expr.Verdict{Kind: expr.VerdictDrop}),
+		} {
+			c.AddRule(&nftables.Rule{Table: n.table(), Chain: forward, Exprs: exprs, UserData: comment("banger")})
+		}
 	}
 	if err := c.Flush(); err != nil {
-		return fmt.Errorf("creating nftables table %s: %w", TableName(br), err)
+		return fmt.Errorf("creating the nftables tables %s: %w", TableName(n.cfg.Bridge), err)
 	}
 	return nil
 }
@@ -106,16 +133,49 @@ func (n *Network) addNAT(vmID string, addr netip.Addr) error {
 	return nil
 }
 
+// addAntiSpoof keeps frames from tap to the VM's own MAC and address.
+func (n *Network) addAntiSpoof(vmID, tap string, mac net.HardwareAddr, addr netip.Addr) error {
+	if len(mac) != 6 {
+		return fmt.Errorf("attaching vm %s: MAC %q is not an Ethernet address", vmID, mac)
+	}
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("opening nftables: %w", err)
+	}
+	a := addr.As4()
+	fromTap := ifname(expr.MetaKeyIIFNAME, tap, expr.CmpOpEq)
+	etherType := func(t uint16) []expr.Any {
+		return []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(t)}}
+	}
+	neq := func(base expr.PayloadBase, off uint32, data []byte) []expr.Any {
+		return []expr.Any{&expr.Payload{DestRegister: 1, Base: base, Offset: off, Len: uint32(len(data))},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: data}}
+	}
+	drop := &expr.Verdict{Kind: expr.VerdictDrop}
+	for _, match := range [][]expr.Any{
+		neq(expr.PayloadBaseLLHeader, 6, mac),                                              // ether saddr
+		append(etherType(unix.ETH_P_IP), neq(expr.PayloadBaseNetworkHeader, 12, a[:])...),  // ip saddr
+		append(etherType(unix.ETH_P_ARP), neq(expr.PayloadBaseNetworkHeader, 14, a[:])...), // arp saddr ip
+	} {
+		c.AddRule(&nftables.Rule{Table: n.bridgeTable(), Chain: n.prerouting(), UserData: comment(ownerPrefix + vmID),
+			Exprs: append(append(slices.Clone(fromTap), match...), drop)})
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("adding the anti-spoofing rules of vm %s: %w", vmID, err)
+	}
+	return nil
+}
+
 // deleteRules removes the per-VM rules whose owner match says to.
 func (n *Network) deleteRules(match func(owner string) bool) error {
 	c, err := nftables.New()
 	if err != nil {
 		return fmt.Errorf("opening nftables: %w", err)
 	}
-	_, natVMs, post := n.chains()
 	var doomed int
-	for _, ch := range []*nftables.Chain{natVMs, post} {
-		rules, err := c.GetRules(n.table(), ch)
+	for _, ch := range n.ownedChains() {
+		rules, err := c.GetRules(ch.Table, ch)
 		if errors.Is(err, unix.ENOENT) {
 			continue // no table yet: nothing to remove
 		}

@@ -81,9 +81,10 @@ type Bridge interface {
 	Prefix() netip.Prefix
 	Gateway() netip.Addr
 	Range() (first, last netip.Addr)
-	// Attach makes the VM's tap (and with nat its NAT rules), returning
-	// the tap's name; Detach undoes it, whatever is left.
-	Attach(vmID string, addr netip.Addr, nat bool) (string, error)
+	// Attach makes the VM's tap, its anti-spoofing rules (its MAC and
+	// address only) and with nat its NAT rules, returning the tap's name;
+	// Detach undoes it, whatever is left.
+	Attach(vmID string, mac net.HardwareAddr, addr netip.Addr, nat bool) (string, error)
 	Detach(vmID string) error
 	// Sweep removes taps and rules of VMs not in keep.
 	Sweep(keep []string) ([]string, error)
@@ -449,7 +450,11 @@ func (s *Service) attach(rec store.VM) (string, error) {
 	if !rec.Addr.IsValid() {
 		return "", fmt.Errorf("vm %s has no address lease; delete it and create it again", rec.Name)
 	}
-	return s.cfg.Bridge.Attach(rec.ID, rec.Addr, rec.NAT)
+	mac, err := net.ParseMAC(rec.MAC)
+	if err != nil {
+		return "", fmt.Errorf("vm %s: MAC %q: %w", rec.Name, rec.MAC, err)
+	}
+	return s.cfg.Bridge.Attach(rec.ID, mac, rec.Addr, rec.NAT)
 }
 
 // detach removes a bridge VM's tap and rules, once its VMM is gone.

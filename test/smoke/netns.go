@@ -224,13 +224,18 @@ func (t *T) Taps() []string {
 // RuleComments lists the comments of the rules in every chain of the ip
 // table in the scenario's namespace, sorted; none when it has no table.
 func (t *T) RuleComments(table string) []string {
+	return t.RuleCommentsOf(nftables.TableFamilyIPv4, table)
+}
+
+// RuleCommentsOf is RuleComments for a table of another family.
+func (t *T) RuleCommentsOf(family nftables.TableFamily, table string) []string {
 	var out []string
 	t.inNetns(t.netns, func() {
 		c, err := nftables.New()
 		if err != nil {
 			t.Fatalf("%v", err)
 		}
-		chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+		chains, err := c.ListChainsOfTableFamily(family)
 		if err != nil {
 			t.Fatalf("listing nftables chains: %v", err)
 		}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/api"
+	"github.com/google/nftables"
 )
 
 func vmScenarios() []scenario {
@@ -295,6 +296,14 @@ func vmBridge(t *T) {
 	if banner, err := t.DialInNetns("10.77.0.2:22"); err != nil || !strings.HasPrefix(banner, "SSH-2.0-") {
 		t.Fatalf("the host to a:22: %q, %v", banner, err)
 	}
+	// A guest that takes another address gets nowhere with it: frames
+	// from its tap must carry its own MAC and leased address.
+	mustBB("a", "ip", "addr", "add", "10.77.0.50/24", "dev", "eth0")
+	if r := bb("a", "ping", "-c", "1", "-W", "5", "-I", "10.77.0.50", "10.77.0.1"); r.code == 0 {
+		t.Fatalf("a spoofed source address reached the host: %s", r)
+	}
+	mustBB("a", "ip", "addr", "del", "10.77.0.50/24", "dev", "eth0")
+	t.Contains("a pings the host again", mustBB("a", "ping", "-c", "1", "-W", "10", "10.77.0.1"), "1 packets received")
 	// Outbound: b (--nat) reaches the outside, a (sandbox) does not, and
 	// its DNS queries for other names are refused.
 	wget := []string{"timeout", "10", "/bin/busybox", "wget", "-qO-", outside}
@@ -320,6 +329,9 @@ func vmBridge(t *T) {
 	}
 	if got := owned(); !slices.Equal(got, []string{"nat-vms: banger vm=" + b.ID, "postrouting: banger vm=" + b.ID}) {
 		t.Fatalf("per-VM rules = %v", got)
+	}
+	if got := t.RuleCommentsOf(nftables.TableFamilyBridge, table); len(got) != 6 {
+		t.Fatalf("anti-spoofing rules = %v; want three per VM", got)
 	}
 
 	// The daemon dies hard; a's VMM dies too while it is down, and a
@@ -377,5 +389,8 @@ func vmBridge(t *T) {
 	}
 	if got := owned(); len(got) != 0 {
 		t.Fatalf("per-VM rules left after delete: %v", got)
+	}
+	if got := t.RuleCommentsOf(nftables.TableFamilyBridge, table); len(got) != 0 {
+		t.Fatalf("anti-spoofing rules left after delete: %v", got)
 	}
 }
