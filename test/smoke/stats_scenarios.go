@@ -90,8 +90,10 @@ func vmStatsPorts(t *T) {
 		got = ports()
 		return got[8080].Port != 0 && got[8443].Port != 0 && got[5353].Port != 0
 	})
-	// A port opened now shows on the next call: ports are read live.
+	// A port that opened a moment ago shows on the next call: ports are
+	// read live, not from the poller's cache.
 	bg("/bin/porttest echo 7000")
+	t.Must("vm", "exec", "web", "--", "/bin/porttest", "wait", "7000")
 	start := time.Now()
 	t.Eventually("port 7000 shows", 10*time.Second, func() bool { got = ports(); return got[7000].Port != 0 })
 	if took := time.Since(start); took > 2*time.Second {

@@ -8,6 +8,7 @@
 //	porttest burn         one CPU busy until killed
 //	porttest alloc MB     MB of memory held (touched) until killed
 //	porttest files N DIR  create N small files under DIR, and say how long it took
+//	porttest wait PORT    return once 127.0.0.1:PORT accepts connections
 package main
 
 import (
@@ -97,6 +98,14 @@ func run(args []string) error {
 			time.Sleep(time.Hour)
 			_ = held[0]
 		}
+	case "wait":
+		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if c, err := net.Dial("tcp", "127.0.0.1:"+arg()); err == nil {
+				c.Close()
+				return nil
+			}
+		}
+		return fmt.Errorf("nothing listens on port %s after a minute", arg())
 	case "files":
 		n, err := strconv.Atoi(arg())
 		if err != nil || len(args) < 3 {
