@@ -232,7 +232,7 @@ func (a *App) vmPortsCommand() *cobra.Command {
 		Long: "List every listening TCP and UDP socket in the guest with its process, one row per port. " +
 			"Each TCP port is probed from the host (a TLS handshake, then an HTTP request) and given a URL: " +
 			"the VM's address on the bridge network, or with --forward a listener on the host's 127.0.0.1 " +
-			"that carries connections through the agent (any network, until the VM stops or the daemon restarts).",
+			"that carries connections through the agent (any network; until the VM stops, across daemon restarts).",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.client()

@@ -9,6 +9,7 @@ import (
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/stats"
+	"github.com/bangerdev/banger/internal/store"
 	"github.com/bangerdev/banger/internal/vm"
 )
 
@@ -55,6 +56,7 @@ func (d *Daemon) newStats() *stats.Service {
 			return c, nil
 		},
 		AutoStop: d.vms.AutoStop,
+		Forwards: storeForwards{d.store},
 		Interval: d.cfg.StatsPollInterval,
 		Log:      d.log.With("service", "stats"),
 	})
@@ -102,4 +104,29 @@ func (d *Daemon) touchVMs(method string, params json.RawMessage) {
 			d.stats.Touch(n)
 		}
 	}
+}
+
+// storeForwards keeps the stats service's forwards in the store.
+type storeForwards struct{ st *store.Store }
+
+func (f storeForwards) Save(ctx context.Context, fw stats.Forward) error {
+	return f.st.Update(ctx, func(tx *store.Tx) error {
+		return tx.PutForward(ctx, store.Forward{VMID: fw.VMID, GuestPort: fw.GuestPort, GuestAddr: fw.GuestAddr, HostAddr: fw.HostAddr})
+	})
+}
+
+func (f storeForwards) Drop(ctx context.Context, vmID string) error {
+	return f.st.Update(ctx, func(tx *store.Tx) error { return tx.DeleteForwards(ctx, vmID) })
+}
+
+func (f storeForwards) All(ctx context.Context) ([]stats.Forward, error) {
+	var out []stats.Forward
+	err := f.st.View(ctx, func(tx *store.Tx) error {
+		all, err := tx.Forwards(ctx)
+		for _, fw := range all {
+			out = append(out, stats.Forward{VMID: fw.VMID, GuestPort: fw.GuestPort, GuestAddr: fw.GuestAddr, HostAddr: fw.HostAddr})
+		}
+		return err
+	})
+	return out, err
 }

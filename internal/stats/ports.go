@@ -47,7 +47,7 @@ func (s *Service) Ports(ctx context.Context, name string, forward bool) (api.VMP
 			continue
 		}
 		if forward {
-			if err := s.forward(t, *p); err != nil {
+			if err := s.forward(ctx, t, p.Port, guestAddr(*p), "127.0.0.1:"+strconv.Itoa(p.Port)); err != nil {
 				return api.VMPortsResult{}, err
 			}
 		}
@@ -191,27 +191,31 @@ func (s *Service) forwardAddr(id string, port int) string {
 	return ""
 }
 
-// forward opens a loopback listener for p (on the same port number when
-// it is free), unless one is open.
-func (s *Service) forward(t Target, p api.VMPort) error {
+// forward opens a loopback listener for a guest port (on hostAddr when
+// it is free, else any port), unless one is open, and keeps it.
+func (s *Service) forward(ctx context.Context, t Target, port int, target, hostAddr string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.forwards[t.ID][p.Port] != nil {
+	if s.forwards[t.ID][port] != nil {
 		return nil
 	}
-	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p.Port)))
+	ln, err := net.Listen("tcp", hostAddr)
 	if err != nil {
 		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
-			return fmt.Errorf("forwarding port %d of vm %s: %w", p.Port, t.Name, err)
+			return fmt.Errorf("forwarding port %d of vm %s: %w", port, t.Name, err)
 		}
 	}
 	f := &forward{ln: ln, addr: ln.Addr().String()}
 	if s.forwards[t.ID] == nil {
 		s.forwards[t.ID] = map[int]*forward{}
 	}
-	s.forwards[t.ID][p.Port] = f
-	target := guestAddr(p)
-	s.cfg.Log.Info("forwarding a guest port", "vm", t.Name, "port", p.Port, "host", f.addr)
+	s.forwards[t.ID][port] = f
+	if s.cfg.Forwards != nil {
+		if err := s.cfg.Forwards.Save(ctx, Forward{VMID: t.ID, GuestPort: port, GuestAddr: target, HostAddr: f.addr}); err != nil {
+			s.cfg.Log.Warn("keeping a forward", "vm", t.Name, "port", port, "err", err)
+		}
+	}
+	s.cfg.Log.Info("forwarding a guest port", "vm", t.Name, "port", port, "host", f.addr)
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -223,6 +227,37 @@ func (s *Service) forward(t Target, p api.VMPort) error {
 		}
 	}()
 	return nil
+}
+
+// restoreForwards opens again the kept forwards of running VMs, on the
+// same host addresses; those of VMs that stopped meanwhile go.
+func (s *Service) restoreForwards(ctx context.Context) {
+	if s.cfg.Forwards == nil {
+		return
+	}
+	kept, err := s.cfg.Forwards.All(ctx)
+	if err != nil {
+		s.cfg.Log.Warn("reading kept forwards", "err", err)
+		return
+	}
+	targets, err := s.cfg.Running(ctx)
+	if err != nil {
+		return
+	}
+	byID := map[string]Target{}
+	for _, t := range targets {
+		byID[t.ID] = t
+	}
+	for _, f := range kept {
+		t, ok := byID[f.VMID]
+		if !ok {
+			_ = s.cfg.Forwards.Drop(ctx, f.VMID)
+			continue
+		}
+		if err := s.forward(ctx, t, f.GuestPort, f.GuestAddr, f.HostAddr); err != nil {
+			s.cfg.Log.Warn("reopening a forward", "vm", t.Name, "port", f.GuestPort, "err", err)
+		}
+	}
 }
 
 // carry joins one forwarded connection to its guest port.
@@ -252,8 +287,10 @@ func (s *Service) carry(name string, c net.Conn, target string) {
 	<-done
 }
 
-// closeForwards closes the forwards of the VMs doomed says to.
-func (s *Service) closeForwards(doomed func(id string) bool) {
+// closeForwards closes the forwards of the VMs doomed says to; with
+// forget, they are no longer kept either (the VM stopped), while at
+// shutdown they are, for the next daemon.
+func (s *Service) closeForwards(ctx context.Context, doomed func(id string) bool, forget bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for id, fs := range s.forwards {
@@ -264,5 +301,10 @@ func (s *Service) closeForwards(doomed func(id string) bool) {
 			f.ln.Close()
 		}
 		delete(s.forwards, id)
+		if forget && s.cfg.Forwards != nil {
+			if err := s.cfg.Forwards.Drop(ctx, id); err != nil {
+				s.cfg.Log.Warn("dropping kept forwards", "vm", id, "err", err)
+			}
+		}
 	}
 }

@@ -56,11 +56,29 @@ type Config struct {
 	// AutoStop stops an idle VM gracefully with reason, unless a
 	// lifecycle verb holds it (then it reports false).
 	AutoStop func(ctx context.Context, name, reason string) (bool, error)
+	// Forwards keeps the loopback forwards, so a restarted daemon opens
+	// them again; nil keeps them in memory only.
+	Forwards ForwardStore
 	Interval time.Duration // between polls
 	History  int           // samples kept per VM
 	ProcRoot string        // the host's /proc
 	Now      func() time.Time
 	Log      *slog.Logger
+}
+
+// Forward is a kept loopback forward of a guest port.
+type Forward struct {
+	VMID      string
+	GuestPort int
+	GuestAddr string // dialed in the guest
+	HostAddr  string // listened on, on the host's loopback
+}
+
+// ForwardStore keeps forwards across daemon restarts.
+type ForwardStore interface {
+	Save(ctx context.Context, f Forward) error
+	Drop(ctx context.Context, vmID string) error
+	All(ctx context.Context) ([]Forward, error)
 }
 
 // Service is the stats service.
@@ -108,7 +126,8 @@ const agentTimeout = 5 * time.Second
 func (s *Service) Run(ctx context.Context) {
 	t := time.NewTicker(s.cfg.Interval)
 	defer t.Stop()
-	defer s.closeForwards(func(string) bool { return true })
+	defer s.closeForwards(context.WithoutCancel(ctx), func(string) bool { return true }, false)
+	s.restoreForwards(ctx)
 	for {
 		s.Poll(ctx)
 		select {
@@ -141,7 +160,7 @@ func (s *Service) Poll(ctx context.Context) {
 		}
 	}
 	s.mu.Unlock()
-	s.closeForwards(func(id string) bool { return !alive[id] })
+	s.closeForwards(ctx, func(id string) bool { return !alive[id] }, true)
 	s.sweep(ctx, targets)
 }
 

@@ -295,7 +295,7 @@ func TestPortsForward(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.closeForwards(func(string) bool { return true })
+	defer s.closeForwards(ctx, func(string) bool { return true }, false)
 	for _, p := range r.Ports {
 		if p.Port == 18080 {
 			if p.Forward == "" || p.URL != "http://"+p.Forward {
@@ -330,5 +330,86 @@ func TestPortsForward(t *testing.T) {
 		if again.Ports[i].Forward != r.Ports[i].Forward {
 			t.Fatalf("forward moved: %s → %s", r.Ports[i].Forward, again.Ports[i].Forward)
 		}
+	}
+}
+
+// memForwards keeps forwards in memory: the store's stand-in here, the
+// daemon wires the real one (store.Tx forwards).
+type memForwards struct {
+	mu sync.Mutex
+	fs map[string]Forward
+}
+
+func (m *memForwards) Save(_ context.Context, f Forward) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.fs[fmt.Sprint(f.VMID, f.GuestPort)] = f
+	return nil
+}
+
+func (m *memForwards) Drop(_ context.Context, id string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k, f := range m.fs {
+		if f.VMID == id {
+			delete(m.fs, k)
+		}
+	}
+	return nil
+}
+
+func (m *memForwards) All(context.Context) ([]Forward, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []Forward
+	for _, f := range m.fs {
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// TestForwardsSurviveARestart: a second service (a restarted daemon)
+// opens the kept forwards again on the same address; a VM that is gone
+// loses its.
+func TestForwardsSurviveARestart(t *testing.T) {
+	srv := servers(t)
+	a := &fakeAgent{
+		socks:  []proto.Socket{{Proto: "tcp", Addr: "0.0.0.0", Port: 18081}},
+		dialTo: map[string]string{"127.0.0.1:18081": srv["http"]},
+	}
+	kept := &memForwards{fs: map[string]Forward{}}
+	clk := &clock{now: time.Unix(1000, 0)}
+	targets := []Target{{Name: "web", ID: "1", Network: api.NetworkUser}}
+	first, _ := newTest(targets, map[string]*fakeAgent{"web": a}, clk)
+	first.cfg.Forwards = kept
+	ctx := context.Background()
+	r, err := first.Ports(ctx, "web", true)
+	if err != nil || r.Ports[0].Forward == "" {
+		t.Fatalf("Ports --forward = %+v, %v", r, err)
+	}
+	addr := r.Ports[0].Forward
+	first.closeForwards(ctx, func(string) bool { return true }, false) // the daemon stops
+	if _, err := http.Get("http://" + addr); err == nil {
+		t.Fatal("the forward still answers with no daemon")
+	}
+	second, _ := newTest(targets, map[string]*fakeAgent{"web": a}, clk)
+	second.cfg.Forwards = kept
+	second.restoreForwards(ctx)
+	defer second.closeForwards(ctx, func(string) bool { return true }, false)
+	resp, err := http.Get("http://" + addr)
+	if err != nil {
+		t.Fatalf("the kept forward after a restart: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "hi" {
+		t.Fatalf("through the restored forward: %q", body)
+	}
+	// The VM stops: its forward closes and is no longer kept.
+	gone, _ := newTest(nil, map[string]*fakeAgent{}, clk)
+	gone.cfg.Forwards = kept
+	gone.restoreForwards(ctx)
+	if all, _ := kept.All(ctx); len(all) != 0 {
+		t.Fatalf("forwards of a stopped VM kept: %+v", all)
 	}
 }

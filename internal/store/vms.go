@@ -142,10 +142,13 @@ func (t *Tx) VMs(ctx context.Context) ([]VM, error) {
 	return out, nil
 }
 
-// DeleteVM removes the record named name, and frees its lease.
+// DeleteVM removes the record named name, and frees its lease and forwards.
 func (t *Tx) DeleteVM(ctx context.Context, name string) error {
 	if _, err := t.tx.ExecContext(ctx, "DELETE FROM leases WHERE vm_id = (SELECT id FROM vms WHERE name = ?)", name); err != nil {
 		return fmt.Errorf("freeing the lease of vm %q: %w", name, err)
+	}
+	if _, err := t.tx.ExecContext(ctx, "DELETE FROM forwards WHERE vm_id = (SELECT id FROM vms WHERE name = ?)", name); err != nil {
+		return fmt.Errorf("removing the forwards of vm %q: %w", name, err)
 	}
 	res, err := t.tx.ExecContext(ctx, "DELETE FROM vms WHERE name = ?", name)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bufio"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -134,6 +135,32 @@ func vmStatsPorts(t *T) {
 		}
 		c.Close()
 		t.Contains("GET through "+addr, resp.String(), "200", "hello from busybox httpd")
+	}
+
+	// The forward outlives a daemon killed with SIGKILL: the next one
+	// opens it again on the same address.
+	var st struct {
+		PID int `json:"pid"`
+	}
+	t.JSON(&st, "daemon", "status")
+	if err := syscall.Kill(st.PID, syscall.SIGKILL); err != nil {
+		t.Fatalf("%v", err)
+	}
+	t.Eventually("daemon dies", time.Minute, func() bool { return syscall.Kill(st.PID, 0) != nil || isZombie(st.PID) })
+	t.StartDaemon()
+	t.Eventually("the forward is back", time.Minute, func() bool {
+		c, err := dialIn(t.netns, "tcp", fwd.Forward)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		fmt.Fprint(c, "GET / HTTP/1.0\r\n\r\n")
+		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+		b, _ := io.ReadAll(c)
+		return strings.Contains(string(b), "hello from busybox httpd")
+	})
+	if again := ports()[8080]; again.Forward != fwd.Forward {
+		t.Fatalf("after a restart port 8080 is forwarded at %q, was %q", again.Forward, fwd.Forward)
 	}
 
 	// Stats move with the guest's load.
