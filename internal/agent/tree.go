@@ -41,11 +41,20 @@ func CleanRel(p string) (string, error) {
 // bind-mounts read-only at every boot.
 const ReadOnlyMarker = "/etc/banger/readonly"
 
+// Local is what the extracting side itself knows of a tree it receives:
+// the sha256 each regular file must have, and paths to remove once the
+// rest is in place (the host's pull knows both from the guest's
+// manifest; the agent learns them from the stream's PAX records).
+type Local struct {
+	Expect map[string]string
+	Delete []string
+}
+
 // ExtractTree extracts a tar stream under p.Dir, all or nothing: the agent
 // serves put_tree with it, and the host pulls a workspace with it. A
-// regular file must match its PAXSHA256 record and expect[name], when
-// given; a global header's PAXDelete paths go once the rest is in place.
-func ExtractTree(r io.Reader, p proto.PutTreeParams, expect map[string]string) (proto.TreeResult, error) {
+// regular file must match its PAXSHA256 record and local.Expect, when
+// given; PAXDelete paths and local.Delete go once the rest is in place.
+func ExtractTree(r io.Reader, p proto.PutTreeParams, local Local) (proto.TreeResult, error) {
 	var res proto.TreeResult
 	if !filepath.IsAbs(p.Dir) {
 		return res, fmt.Errorf("put_tree: %q is not absolute", p.Dir)
@@ -74,7 +83,7 @@ func ExtractTree(r io.Reader, p proto.PutTreeParams, expect map[string]string) (
 		_ = unix.Flock(int(lock.Fd()), unix.LOCK_EX)
 	}
 	var entries []*tar.Header
-	var deletes []string
+	deletes := slices.Clone(local.Delete)
 	made := map[string]bool{stage: true} // directories known to exist: a stat saved per file
 	sums := map[string]string{}          // what arrived
 	claimed := map[string]string{}       // what the sender says it sent
@@ -154,7 +163,7 @@ func ExtractTree(r io.Reader, p proto.PutTreeParams, expect map[string]string) (
 	if p.Entries > 0 && len(entries) != p.Entries {
 		return res, fmt.Errorf("the tree ended after %d of %d entries: transfer cut off, nothing changed", len(entries), p.Entries)
 	}
-	for _, want := range []map[string]string{claimed, expect} {
+	for _, want := range []map[string]string{claimed, local.Expect} {
 		for name, sum := range want {
 			if got, ok := sums[name]; !ok || got != sum {
 				return res, fmt.Errorf("%s arrived with sha256 %q, want %s: transfer damaged, nothing changed", name, got, sum)
@@ -575,7 +584,7 @@ func (s *Server) handleTree(l *link, stream uint32, req proto.Request, ch chan p
 			return
 		}
 		in := &frameReader{ch: ch, fd: proto.Stdin, link: l}
-		r, err := ExtractTree(in, p, nil)
+		r, err := ExtractTree(in, p, Local{})
 		if err != nil {
 			_, _ = io.Copy(io.Discard, in) // the rest of what the caller sends
 		}

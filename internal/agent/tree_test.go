@@ -203,7 +203,7 @@ func TestExtractRefusesSymlinkTraversal(t *testing.T) {
 		{"a symlink already in the tree, deeper", existing, stream(file("a/sub/new"))},
 		{"a delete through a symlink", existing, io.MultiReader(bytes.NewReader(del), stream())},
 	} {
-		if _, err := ExtractTree(tc.r, proto.PutTreeParams{Dir: tc.dir, UID: os.Getuid(), GID: os.Getgid()}, nil); err == nil {
+		if _, err := ExtractTree(tc.r, proto.PutTreeParams{Dir: tc.dir, UID: os.Getuid(), GID: os.Getgid()}, Local{}); err == nil {
 			t.Errorf("%s: taken", tc.name)
 		}
 		if b, err := os.ReadFile(filepath.Join(outside, "victim")); err != nil || string(b) != "keep" {

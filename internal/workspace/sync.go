@@ -194,7 +194,11 @@ func (s *Service) Pull(ctx context.Context, p api.WorkspaceRefParams, progress P
 	var clash []string
 	for _, path := range changed(sd.gc) {
 		last, known := sd.st.Files[path]
-		cur, err := agent.Entry(filepath.Join(sd.hostDir, filepath.FromSlash(path)), path)
+		cur, hashed := sd.host[path]
+		var err error
+		if !hashed { // outside the selection (ignored, say): not hashed yet
+			cur, err = agent.Entry(filepath.Join(sd.hostDir, filepath.FromSlash(path)), path)
+		}
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			continue
@@ -226,12 +230,11 @@ func (s *Service) Pull(ctx context.Context, p api.WorkspaceRefParams, progress P
 	pr, pw := io.Pipe()
 	go func() {
 		w := &countingWriter{w: pw, progress: progress, phase: "receiving"}
-		// Deletions ride in the same stream, so they happen with the rest.
-		dw := &deleteHeader{w: w, paths: sd.gc.Deleted}
-		_, err := sd.a.GetTree(ctx, sd.st.Guest, fetch, dw)
+		_, err := sd.a.GetTree(ctx, sd.st.Guest, fetch, w)
 		pw.CloseWithError(err)
 	}()
-	if _, err := agent.ExtractTree(pr, put, expect); err != nil {
+	// Deletions happen with the rest, after every file is checked.
+	if _, err := agent.ExtractTree(pr, put, agent.Local{Expect: expect, Delete: sd.gc.Deleted}); err != nil {
 		pr.CloseWithError(err)
 		return res, fmt.Errorf("pulling from vm %s: %w; the host tree is unchanged", p.Name, err)
 	}
@@ -286,28 +289,4 @@ func (sd *sides) record(c api.WorkspaceChanges, now tree) {
 	for _, p := range c.Deleted {
 		delete(sd.st.Files, p)
 	}
-}
-
-// deleteHeader puts a PAXDelete global header in front of the tar stream
-// the guest sends, so a pull's deletions are applied with its files.
-type deleteHeader struct {
-	w     io.Writer
-	paths []string
-	sent  bool
-}
-
-func (d *deleteHeader) Write(p []byte) (int, error) {
-	if !d.sent {
-		d.sent = true
-		if len(d.paths) > 0 {
-			hdr, err := agent.DeleteHeader(d.paths)
-			if err != nil {
-				return 0, err
-			}
-			if _, err := d.w.Write(hdr); err != nil {
-				return 0, err
-			}
-		}
-	}
-	return d.w.Write(p)
 }
