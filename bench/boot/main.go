@@ -18,6 +18,7 @@ import (
 	"github.com/bangerdev/banger/internal/agent/proto"
 	"github.com/bangerdev/banger/internal/boot"
 	"github.com/bangerdev/banger/internal/boot/boottest"
+	"github.com/bangerdev/banger/internal/vmm"
 	"github.com/bangerdev/banger/internal/vmm/qemu"
 )
 
@@ -43,7 +44,7 @@ func run(runs int, image string) error {
 		return fmt.Errorf("no image %q", image)
 	}
 	accel := "tcg"
-	if err := qemu.KVMUsable(); err == nil {
+	if err := vmm.KVMUsable(); err == nil {
 		accel = "kvm"
 	} else {
 		fmt.Printf("accelerator: TCG (%v)\n", err)
@@ -92,28 +93,20 @@ func bangerBoot(env *boottest.Env, rootfs, accel string, i int) (wall, guestInit
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	spec := qemu.Spec{
-		Kernel: env.Vmlinux, Initrd: env.Initrd, Cmdline: boot.Cmdline(proto.BootParams{Hostname: "bench"}, accel == "tcg"),
-		MemoryMiB: 512, VCPU: 1, Accel: accel,
-		Disks:       []qemu.Disk{{Path: rootfs, ReadOnly: true, Serial: proto.RootSerial}, {Path: work, Serial: proto.WorkSerial}},
-		AgentSocket: filepath.Join(dir, "agent.sock"), ConsoleLog: filepath.Join(dir, "console.log"),
-	}
-	errLog, err := os.Create(filepath.Join(dir, "qemu.log"))
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	defer errLog.Close()
 	start := time.Now()
-	p, err := qemu.Start("qemu-system-x86_64", spec, errLog)
+	// The driver picks the accelerator as banger's VMs get it.
+	in, err := (&qemu.Driver{}).Start(context.Background(), vmm.Spec{
+		Kernel: env.Vmlinux, Initrd: env.Initrd, Cmdline: boot.Cmdline(proto.BootParams{Hostname: "bench"}, accel == "tcg"),
+		MemoryMiB: 512, VCPU: 1, Dir: dir,
+		Disks: []vmm.Disk{{Path: rootfs, ReadOnly: true, Serial: proto.RootSerial}, {Path: work, Serial: proto.WorkSerial}},
+	})
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	done := make(chan struct{})
-	go func() { p.Wait(); close(done) }()
-	defer func() { p.Kill(); <-done }()
+	defer func() { _ = in.Process().Kill(); <-in.Done() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c, err := boot.WaitAgent(ctx, boot.UnixDialer(spec.AgentSocket), done)
+	c, err := boot.WaitAgent(ctx, in.DialAgent, in.Done())
 	if err != nil {
 		return 0, 0, 0, err
 	}

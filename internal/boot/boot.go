@@ -18,16 +18,16 @@ import (
 
 	"github.com/bangerdev/banger/internal/agent"
 	"github.com/bangerdev/banger/internal/agent/proto"
+	"github.com/bangerdev/banger/internal/bundle"
 	"github.com/bangerdev/banger/internal/initramfs"
-	"github.com/bangerdev/banger/internal/kernel"
 	"github.com/bangerdev/banger/internal/kmod"
-	"github.com/bangerdev/banger/internal/vmm/qemu"
+	"github.com/bangerdev/banger/internal/vmm"
 )
 
 // Initramfs builds the initramfs of a kernel bundle around agent: the
 // guest's modules, resolved from the bundle's own modules tree.
 func Initramfs(bundleDir string, agentBin []byte) ([]byte, error) {
-	modDir := filepath.Join(bundleDir, kernel.DirModules)
+	modDir := bundle.Modules(bundleDir)
 	var mods []kmod.Info
 	idx := kmod.NewIndex(nil, nil)
 	// A bundle without modules is a kernel with its drivers built in.
@@ -39,11 +39,11 @@ func Initramfs(bundleDir string, agentBin []byte) ([]byte, error) {
 	var later []kmod.Info
 	if idx.Len() > 0 {
 		var err error
-		if mods, err = idx.Resolve(kernel.GuestModules()...); err != nil {
+		if mods, err = idx.Resolve(bundle.GuestModules()...); err != nil {
 			return nil, err
 		}
 		var optional []string
-		for _, m := range kernel.OptionalGuestModules() {
+		for _, m := range bundle.OptionalGuestModules() {
 			if _, err := idx.Resolve(m); err == nil {
 				optional = append(optional, m)
 			}
@@ -110,7 +110,7 @@ func CachedInitramfs(bundleDir, agentPath string) (string, error) {
 func Cmdline(p proto.BootParams, emulated bool) string {
 	args := append([]string{"console=ttyS0", "reboot=t", "panic=-1"}, p.Args()...)
 	if emulated {
-		if khz := qemu.TSCkHz(); khz > 0 {
+		if khz := vmm.TSCkHz(); khz > 0 {
 			args = append(args, fmt.Sprintf("tsc_early_khz=%d", khz))
 		}
 	}
@@ -173,13 +173,5 @@ func WaitAgent(ctx context.Context, dial func(context.Context) (net.Conn, error)
 			return nil, fmt.Errorf("waiting for the agent: %w", ctx.Err())
 		default:
 		}
-	}
-}
-
-// UnixDialer dials a unix socket, for VMMs whose agent transport is one.
-func UnixDialer(path string) func(context.Context) (net.Conn, error) {
-	return func(ctx context.Context) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", path)
 	}
 }

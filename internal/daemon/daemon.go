@@ -24,7 +24,7 @@ import (
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/blobcache"
-	"github.com/bangerdev/banger/internal/boottest"
+	"github.com/bangerdev/banger/internal/bootcheck"
 	"github.com/bangerdev/banger/internal/config"
 	"github.com/bangerdev/banger/internal/hostnet"
 	"github.com/bangerdev/banger/internal/image"
@@ -94,7 +94,7 @@ type Daemon struct {
 
 	images    *image.Service
 	kernels   *kernel.Service
-	bootTest  *boottest.Service
+	bootTest  *bootcheck.Service
 	vms       *vm.Service
 	stats     *stats.Service
 	workspace *workspace.Service
@@ -292,7 +292,7 @@ func (d *Daemon) wireServices(opts Options) error {
 		}
 	}
 	driver := d.driver()
-	d.bootTest = &boottest.Service{
+	d.bootTest = &bootcheck.Service{
 		Image: func(ctx context.Context, name string) (api.Image, error) { return imgs.Resolve(ctx, name) },
 		Kernel: func(ctx context.Context, name string) (api.Kernel, error) {
 			return kernels.Show(ctx, api.KernelRefParams{Name: name})
@@ -338,7 +338,7 @@ func (d *Daemon) wireServices(opts Options) error {
 		},
 		Driver:   driver,
 		Agent:    agentBin,
-		Emulated: qemu.KVMUsable() != nil,
+		Emulated: vmm.KVMUsable() != nil,
 		Defaults: vm.Defaults{
 			Image: d.cfg.DefaultImageName, Kernel: d.cfg.DefaultKernel, VCPU: d.cfg.VMDefaults.VCPU,
 			MemoryMiB: d.cfg.VMDefaults.MemoryMiB, DiskSize: d.cfg.VMDefaults.DiskSize, Network: network,

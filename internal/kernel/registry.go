@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/bundle"
 	"github.com/bangerdev/banger/internal/opstate"
 	"github.com/bangerdev/banger/internal/store"
 )
@@ -159,13 +160,13 @@ func writeBundleTar(w io.Writer, dir, version string) error {
 		_, err = io.Copy(tw, f)
 		return err
 	}
-	if err := add(filepath.Join(dir, FileKernel), "boot/vmlinuz-"+version); err != nil {
+	if err := add(filepath.Join(dir, bundle.FileKernel), "boot/vmlinuz-"+version); err != nil {
 		return err
 	}
-	if err := add(filepath.Join(dir, FileConfig), "boot/config-"+version); err != nil {
+	if err := add(filepath.Join(dir, bundle.FileConfig), "boot/config-"+version); err != nil {
 		return err
 	}
-	modDir := filepath.Join(dir, DirModules)
+	modDir := filepath.Join(dir, bundle.DirModules)
 	err := filepath.WalkDir(modDir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {

@@ -31,28 +31,12 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 
 	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/bundle"
 	"github.com/bangerdev/banger/internal/deb"
 	"github.com/bangerdev/banger/internal/kmod"
 	"github.com/bangerdev/banger/internal/opstate"
 	"github.com/bangerdev/banger/internal/store"
 )
-
-// GuestModules are what every guest needs to boot: virtio over MMIO, the
-// block, network and console devices, ext4 for the disks and overlay to
-// stack the VM's writable disk on the image. Those a kernel builds in
-// need no module.
-func GuestModules() []string {
-	return []string{"virtio_mmio", "virtio_blk", "virtio_net", "virtio_console", "ext4", "overlay"}
-}
-
-// OptionalGuestModules go into the initramfs when the kernel has them,
-// loaded at boot only where the VM has the device (else once the agent
-// serves, off the boot path): the vsock transport through which
-// Firecracker and vhost-vsock reach the agent, and vsock loopback, which
-// lets a guest test its own vsock listener.
-func OptionalGuestModules() []string {
-	return []string{"vmw_vsock_virtio_transport", "vsock_loopback"}
-}
 
 // maxBundle bounds what one import may write.
 const maxBundle = 8 << 30
@@ -124,15 +108,6 @@ func (s *Service) Operations() *opstate.Registry[api.Kernel] { return s.ops }
 func (s *Service) bundleDir(id string) string {
 	return filepath.Join(s.cfg.Dir, strings.TrimPrefix(id, "sha256:"))
 }
-
-// Bundle files, relative to a bundle directory.
-const (
-	FileKernel   = "vmlinuz" // the kernel as imported
-	FileVmlinux  = "vmlinux" // the uncompressed ELF kernel
-	FileConfig   = "config"  // the kernel's build configuration, when known
-	DirModules   = "modules" // the /lib/modules/<version> tree
-	FileManifest = "bundle.json"
-)
 
 // Import starts an import.
 func (s *Service) Import(_ context.Context, p api.KernelImportParams) (*opstate.Op[api.Kernel], error) {
@@ -233,7 +208,7 @@ func (s *Service) install(ctx context.Context, op *opstate.Op[api.Kernel], name 
 	rec.Name = name
 
 	op.SetPhase("extracting the ELF kernel")
-	image, err := os.ReadFile(filepath.Join(staging, FileKernel))
+	image, err := os.ReadFile(filepath.Join(staging, bundle.FileKernel))
 	if err != nil {
 		return api.Kernel{}, err
 	}
@@ -241,7 +216,7 @@ func (s *Service) install(ctx context.Context, op *opstate.Op[api.Kernel], name 
 	if err != nil {
 		return api.Kernel{}, fmt.Errorf("kernel %s: %w", rec.Origin, err)
 	}
-	if err := os.WriteFile(filepath.Join(staging, FileVmlinux), vmlinux, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(staging, bundle.FileVmlinux), vmlinux, 0o644); err != nil {
 		return api.Kernel{}, err
 	}
 	if rec.Version == "" {
@@ -252,13 +227,13 @@ func (s *Service) install(ctx context.Context, op *opstate.Op[api.Kernel], name 
 	}
 
 	op.SetPhase("checking modules")
-	modDir := filepath.Join(staging, DirModules)
+	modDir := filepath.Join(staging, bundle.DirModules)
 	if _, err := os.Stat(modDir); err == nil {
 		idx, err := kmod.Load(modDir)
 		if err != nil {
 			return api.Kernel{}, err
 		}
-		if _, err := idx.Resolve(GuestModules()...); err != nil {
+		if _, err := idx.Resolve(bundle.GuestModules()...); err != nil {
 			return api.Kernel{}, fmt.Errorf("%w: kernel %s cannot boot a banger guest: %v", api.ErrInvalidArgument, rec.Version, err)
 		}
 		rec.Modules = idx.Len()
@@ -269,7 +244,7 @@ func (s *Service) install(ctx context.Context, op *opstate.Op[api.Kernel], name 
 	if err != nil {
 		return api.Kernel{}, err
 	}
-	if err := os.WriteFile(filepath.Join(staging, FileManifest), manifest, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(staging, bundle.FileManifest), manifest, 0o644); err != nil {
 		return api.Kernel{}, err
 	}
 	sum := sha256.Sum256(manifest)
@@ -340,18 +315,18 @@ func unpackTree(ctx context.Context, tr *tar.Reader, dir, origin string) (string
 		var dst, v string
 		switch {
 		case strings.HasPrefix(name, "boot/vmlinuz-"):
-			v, dst = strings.TrimPrefix(name, "boot/vmlinuz-"), FileKernel
+			v, dst = strings.TrimPrefix(name, "boot/vmlinuz-"), bundle.FileKernel
 		case strings.HasPrefix(name, "boot/vmlinux-"):
-			v, dst = strings.TrimPrefix(name, "boot/vmlinux-"), FileKernel
+			v, dst = strings.TrimPrefix(name, "boot/vmlinux-"), bundle.FileKernel
 		case strings.HasPrefix(name, "boot/config-"):
-			v, dst = strings.TrimPrefix(name, "boot/config-"), FileConfig
+			v, dst = strings.TrimPrefix(name, "boot/config-"), bundle.FileConfig
 		case strings.HasPrefix(name, "lib/modules/"):
 			rest := strings.TrimPrefix(name, "lib/modules/")
 			v, rest, _ = strings.Cut(rest, "/")
 			if rest == "" {
 				continue
 			}
-			dst = path.Join(DirModules, rest)
+			dst = path.Join(bundle.DirModules, rest)
 		default:
 			continue
 		}
@@ -368,7 +343,7 @@ func unpackTree(ctx context.Context, tr *tar.Reader, dir, origin string) (string
 			return "", err
 		}
 	}
-	if _, err := os.Stat(filepath.Join(dir, FileKernel)); err != nil {
+	if _, err := os.Stat(filepath.Join(dir, bundle.FileKernel)); err != nil {
 		return "", fmt.Errorf("%w: %s holds no /boot/vmlinuz-* or /boot/vmlinux-*; is it a kernel package or image?", api.ErrInvalidArgument, origin)
 	}
 	return version, nil
@@ -400,7 +375,7 @@ func copyFiles(kernelFile, modules, dir string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := writeFile(filepath.Join(dir, FileKernel), in, fi.Size()); err != nil {
+	if err := writeFile(filepath.Join(dir, bundle.FileKernel), in, fi.Size()); err != nil {
 		return "", err
 	}
 	if modules == "" {
@@ -427,7 +402,7 @@ func copyFiles(kernelFile, modules, dir string) (string, error) {
 		if err != nil {
 			return err
 		}
-		return writeFile(filepath.Join(dir, DirModules, rel), src, info.Size())
+		return writeFile(filepath.Join(dir, bundle.DirModules, rel), src, info.Size())
 	})
 	if err != nil {
 		return "", fmt.Errorf("copying modules from %s: %w", modules, err)
@@ -468,7 +443,7 @@ func manifestOf(dir, version string) ([]byte, int64, error) {
 			return err
 		}
 		rel, _ := filepath.Rel(dir, p)
-		if rel == FileManifest {
+		if rel == bundle.FileManifest {
 			return nil
 		}
 		f, err := os.Open(p)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/bundle"
 	"github.com/bangerdev/banger/internal/kmod/kmodtest"
 	"github.com/bangerdev/banger/internal/opstate"
 	"github.com/bangerdev/banger/internal/store"
@@ -119,12 +120,12 @@ func TestImportDeb(t *testing.T) {
 	if k.Name != "6.1.0-99-test" || k.Version != "6.1.0-99-test" || k.Modules != 9 || k.Source != "deb" || !k.Default || !strings.HasPrefix(k.ID, "sha256:") {
 		t.Fatalf("imported %+v", k)
 	}
-	for _, file := range []string{FileKernel, FileVmlinux, FileConfig, FileManifest, "modules/kernel/ext4.ko", "modules/modules.builtin"} {
+	for _, file := range []string{bundle.FileKernel, bundle.FileVmlinux, bundle.FileConfig, bundle.FileManifest, "modules/kernel/ext4.ko", "modules/modules.builtin"} {
 		if _, err := os.Stat(filepath.Join(k.Dir, file)); err != nil {
 			t.Errorf("bundle lacks %s: %v", file, err)
 		}
 	}
-	vmlinux, _ := os.ReadFile(filepath.Join(k.Dir, FileVmlinux))
+	vmlinux, _ := os.ReadFile(filepath.Join(k.Dir, bundle.FileVmlinux))
 	if !bytes.HasPrefix(vmlinux, []byte("\x7fELF")) {
 		t.Fatal("vmlinux is not ELF")
 	}

@@ -25,7 +25,7 @@ import (
 	"github.com/bangerdev/banger/internal/agent"
 	"github.com/bangerdev/banger/internal/agent/proto"
 	"github.com/bangerdev/banger/internal/boot"
-	"github.com/bangerdev/banger/internal/kernel"
+	"github.com/bangerdev/banger/internal/bundle"
 	"github.com/bangerdev/banger/internal/opstate"
 	"github.com/bangerdev/banger/internal/proc"
 	"github.com/bangerdev/banger/internal/store"
@@ -346,7 +346,7 @@ func (s *Service) create(ctx context.Context, op *opstate.Op[api.VM], rec store.
 	}
 	rec.Kernel, rec.KernelID = k.Name, k.ID
 	op.SetPhase("preparing work disk")
-	if err := makeWorkDisk(ctx, s.workDisk(rec.ID), rec.DiskSize); err != nil {
+	if err := boot.WorkDisk(ctx, s.workDisk(rec.ID), rec.DiskSize); err != nil {
 		return fail(err)
 	}
 	if noStart {
@@ -420,7 +420,7 @@ func (s *Service) boot(ctx context.Context, phase func(string), rec store.VM, im
 	c, err := boot.WaitAgent(wctx, in.DialAgent, in.Done())
 	if err != nil {
 		kill()
-		return rec, fmt.Errorf("booting: %w; %s", err, bootFailure(in))
+		return rec, fmt.Errorf("booting: %w; %s", err, boot.Failure(in, s.cfg.Driver.Name()))
 	}
 	if s.cfg.SSH.KnownHostsFile != "" {
 		if err := s.learnHostKey(ctx, rec.Name, c); err != nil {
@@ -495,7 +495,7 @@ func (s *Service) spec(rec store.VM, img api.Image, k api.Kernel, tap string) (v
 		}
 	}
 	return vmm.Spec{
-		Kernel: filepath.Join(k.Dir, kernel.FileVmlinux), Initrd: initrd, Cmdline: boot.Cmdline(params, s.cfg.Emulated),
+		Kernel: bundle.Vmlinux(k.Dir), Initrd: initrd, Cmdline: boot.Cmdline(params, s.cfg.Emulated),
 		MemoryMiB: rec.MemoryMiB, VCPU: rec.VCPU, Dir: s.runDir(rec.ID), NIC: nic,
 		Disks: []vmm.Disk{{Path: img.Rootfs, ReadOnly: true, Serial: proto.RootSerial}, {Path: s.workDisk(rec.ID), Serial: proto.WorkSerial}},
 	}, nil

@@ -66,6 +66,10 @@ type Instance interface {
 	ID() proc.ID
 	// Done is closed once the process exited.
 	Done() <-chan struct{}
+	// ExitState is how the process exited, once Done is closed; nil
+	// while it runs, and for a VMM adopted after a daemon restart (not
+	// our child: its status is not ours to read).
+	ExitState() *os.ProcessState
 	// DialAgent connects to the guest agent's transport.
 	DialAgent(ctx context.Context) (net.Conn, error)
 	// ConsoleLog is the serial console's log file.
@@ -92,6 +96,7 @@ type Handle struct {
 	id      proc.ID
 	proc    *os.Process
 	done    chan struct{}
+	state   *os.ProcessState // set before done is closed
 	console string
 	vmmLog  string
 }
@@ -100,7 +105,7 @@ type Handle struct {
 func Watch(p *os.Process, consoleLog, vmmLog string) *Handle {
 	h := &Handle{proc: p, done: make(chan struct{}), console: consoleLog, vmmLog: vmmLog}
 	h.id, _ = proc.Identify(p.Pid) // a VMM that died at once has none; Done says so
-	go func() { _, _ = p.Wait(); close(h.done) }()
+	go func() { h.state, _ = p.Wait(); close(h.done) }()
 	return h
 }
 
@@ -146,6 +151,16 @@ func (h *Handle) Process() *os.Process { return h.proc }
 
 // Done is closed once the VMM exited.
 func (h *Handle) Done() <-chan struct{} { return h.done }
+
+// ExitState is how the VMM exited: nil while it runs, or when adopted.
+func (h *Handle) ExitState() *os.ProcessState {
+	select {
+	case <-h.done:
+		return h.state
+	default:
+		return nil
+	}
+}
 
 // ConsoleLog is the serial console's log file.
 func (h *Handle) ConsoleLog() string { return h.console }

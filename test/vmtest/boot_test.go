@@ -46,15 +46,17 @@ func TestMain(m *testing.M) {
 
 // vm is one booted guest.
 type vm struct {
-	proc    *os.Process
-	done    chan struct{} // closed once QEMU exited; state holds how
-	state   *os.ProcessState
+	in      vmm.Instance
+	done    <-chan struct{} // closed once QEMU exited; in.ExitState() says how
 	client  *agent.Client
 	console string
 	work    string // the work disk
 	started time.Time
 	ready   time.Duration
 }
+
+// state is how QEMU exited, once done is closed.
+func (v *vm) state() *os.ProcessState { return v.in.ExitState() }
 
 // start boots kernelPath with the rootfs image and waits for the agent;
 // it fails the test if the agent does not answer. Cleanup kills QEMU if
@@ -77,33 +79,20 @@ func startVM(t *testing.T, o opts) *vm {
 	kernelPath, image, wantAgent := o.kernel, o.image, o.wantAgent
 	dir := t.TempDir()
 	work := filepath.Join(dir, "work.ext4")
-	if err := os.Truncate(createFile(t, work), 1<<30); err != nil {
+	if err := boot.WorkDisk(context.Background(), work, 1<<30); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("mkfs.ext4", "-q", "-F", work).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
-	}
-	sock := filepath.Join(dir, "agent.sock")
-	spec := qemu.Spec{
+	started := time.Now()
+	in, err := (&qemu.Driver{}).Start(context.Background(), vmm.Spec{
 		Kernel: kernelPath, Initrd: shared.Initrd,
 		Cmdline: boot.Cmdline(o.params, true), NIC: o.nic,
-		MemoryMiB: 512, VCPU: 1, Accel: "tcg",
-		Disks:       []qemu.Disk{{Path: image, ReadOnly: true, Serial: proto.RootSerial}, {Path: work, Serial: proto.WorkSerial}},
-		AgentSocket: sock, ConsoleLog: filepath.Join(dir, "console.log"),
-	}
-	errLog, err := os.Create(filepath.Join(dir, "qemu.log"))
+		MemoryMiB: 512, VCPU: 1, Dir: dir,
+		Disks: []vmm.Disk{{Path: image, ReadOnly: true, Serial: proto.RootSerial}, {Path: work, Serial: proto.WorkSerial}},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := &vm{console: spec.ConsoleLog, work: work, started: time.Now(), done: make(chan struct{})}
-	v.proc, err = qemu.Start("qemu-system-x86_64", spec, errLog)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		v.state, _ = v.proc.Wait()
-		close(v.done)
-	}()
+	v := &vm{in: in, done: in.Done(), console: in.ConsoleLog(), work: work, started: started}
 	t.Cleanup(func() {
 		if v.client != nil {
 			v.client.Close()
@@ -111,16 +100,16 @@ func startVM(t *testing.T, o opts) *vm {
 		select {
 		case <-v.done:
 		default:
-			v.proc.Kill()
+			_ = in.Process().Kill()
 			<-v.done
 		}
-		if syscall.Kill(v.proc.Pid, 0) == nil {
-			t.Errorf("QEMU (pid %d) still running", v.proc.Pid)
+		if syscall.Kill(in.Process().Pid, 0) == nil {
+			t.Errorf("QEMU (pid %d) still running", in.Process().Pid)
 		}
 		if t.Failed() {
-			log, _ := os.ReadFile(spec.ConsoleLog)
-			qlog, _ := os.ReadFile(errLog.Name())
-			t.Logf("console:\n%s\nqemu:\n%s", tail(log, 40), qlog)
+			log, _ := os.ReadFile(in.ConsoleLog())
+			qlog, _ := os.ReadFile(in.VMMLog())
+			t.Logf("console:\n%s\nqemu:\n%s", boot.Tail(log, 40), qlog)
 		}
 	})
 	if !wantAgent {
@@ -128,26 +117,12 @@ func startVM(t *testing.T, o opts) *vm {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	v.client, err = boot.WaitAgent(ctx, boot.UnixDialer(sock), v.done)
+	v.client, err = boot.WaitAgent(ctx, in.DialAgent, v.done)
 	if err != nil {
-		t.Fatalf("%v (QEMU: %v)", err, v.state)
+		t.Fatalf("%v (QEMU: %v)", err, v.state())
 	}
 	v.ready = time.Since(v.started)
 	return v
-}
-
-func createFile(t *testing.T, p string) string {
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	return p
-}
-
-func tail(b []byte, lines int) string {
-	all := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	return strings.Join(all[max(0, len(all)-lines):], "\n")
 }
 
 func (v *vm) exec(t *testing.T, args ...string) (string, int) {
@@ -171,8 +146,8 @@ func (v *vm) shutdown(t *testing.T) {
 	}
 	select {
 	case <-v.done:
-		if !v.state.Success() {
-			t.Fatalf("QEMU exited with %v after a clean shutdown", v.state)
+		if !v.state().Success() {
+			t.Fatalf("QEMU exited with %v after a clean shutdown", v.state())
 		}
 	case <-time.After(time.Minute):
 		t.Fatal("the VM did not power off")
@@ -257,7 +232,7 @@ func TestBrokenImagePowersOff(t *testing.T) {
 	}
 	log, _ := os.ReadFile(v.console)
 	if !strings.Contains(string(log), "banger-agent: FATAL: mounting ext4 on /mnt/lower") {
-		t.Fatalf("console does not say why:\n%s", tail(log, 20))
+		t.Fatalf("console does not say why:\n%s", boot.Tail(log, 20))
 	}
 }
 
@@ -270,7 +245,7 @@ func TestBrokenKernelFails(t *testing.T) {
 	v := start(t, bad, shared.Images["busybox"], false)
 	select {
 	case <-v.done:
-		if v.state.Success() {
+		if v.state().Success() {
 			t.Fatal("QEMU succeeded with a broken kernel")
 		}
 	case <-time.After(time.Minute):
@@ -294,11 +269,8 @@ func TestDriverConformance(t *testing.T) {
 			}
 			dir := t.TempDir()
 			work := filepath.Join(dir, "work.ext4")
-			if err := os.Truncate(createFile(t, work), 256<<20); err != nil {
+			if err := boot.WorkDisk(context.Background(), work, 256<<20); err != nil {
 				t.Fatal(err)
-			}
-			if out, err := exec.Command("mkfs.ext4", "-q", "-F", work).CombinedOutput(); err != nil {
-				t.Fatalf("mkfs.ext4: %v\n%s", err, out)
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
@@ -324,7 +296,7 @@ func TestDriverConformance(t *testing.T) {
 			c, err := boot.WaitAgent(ctx, in.DialAgent, in.Done())
 			if err != nil {
 				log, _ := os.ReadFile(in.ConsoleLog())
-				t.Fatalf("%v\nconsole:\n%s", err, tail(log, 30))
+				t.Fatalf("%v\nconsole:\n%s", err, boot.Tail(log, 30))
 			}
 			defer c.Close()
 			var out bytes.Buffer

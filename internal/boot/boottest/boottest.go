@@ -17,6 +17,7 @@ import (
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/boot"
+	"github.com/bangerdev/banger/internal/bundle"
 	"github.com/bangerdev/banger/internal/kernel"
 	"github.com/bangerdev/banger/internal/rootfs"
 	"github.com/bangerdev/banger/internal/store"
@@ -79,7 +80,7 @@ func Setup() (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
-	e.Vmlinux = filepath.Join(k.Dir, kernel.FileVmlinux)
+	e.Vmlinux = bundle.Vmlinux(k.Dir)
 	agentBytes, err := os.ReadFile(agentBin)
 	if err != nil {
 		return nil, err

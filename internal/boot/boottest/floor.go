@@ -2,6 +2,7 @@ package boottest
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -18,16 +19,7 @@ import (
 // WorkDisk makes a 1 GiB sparse ext4 work disk in dir.
 func WorkDisk(dir string) (string, error) {
 	p := filepath.Join(dir, "work.ext4")
-	if err := os.WriteFile(p, nil, 0o644); err != nil {
-		return "", err
-	}
-	if err := os.Truncate(p, 1<<30); err != nil {
-		return "", err
-	}
-	if out, err := exec.Command("mkfs.ext4", "-q", "-F", p).CombinedOutput(); err != nil {
-		return "", fmt.Errorf("mkfs.ext4: %v: %s", err, out)
-	}
-	return p, nil
+	return p, boot.WorkDisk(context.Background(), p, 1<<30)
 }
 
 // FloorBoot is the benchmarks' floor: QEMU run by hand with env's kernel

@@ -16,7 +16,6 @@ import (
 	"github.com/bangerdev/banger/internal/agent/proto"
 	"github.com/bangerdev/banger/internal/proc"
 	"github.com/bangerdev/banger/internal/vmm"
-	"github.com/bangerdev/banger/internal/vmm/qemu"
 )
 
 // Driver runs VMs under Firecracker, which needs a usable KVM.
@@ -40,7 +39,7 @@ func (d *Driver) Available() error {
 	if _, err := exec.LookPath(d.binary()); err != nil {
 		return fmt.Errorf("firecracker: %w (set firecracker_bin in config.toml)", err)
 	}
-	if err := qemu.KVMUsable(); err != nil {
+	if err := vmm.KVMUsable(); err != nil {
 		return fmt.Errorf("firecracker: %w", err)
 	}
 	if d.Jailer != nil {

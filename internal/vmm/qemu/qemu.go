@@ -4,9 +4,7 @@
 package qemu
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -17,51 +15,39 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/bangerdev/banger/internal/agent/proto"
 	"github.com/bangerdev/banger/internal/proc"
 	"github.com/bangerdev/banger/internal/vmm"
 )
 
-// Disk is one virtio block device; the guest finds it by Serial.
-type Disk struct {
-	Path     string
-	ReadOnly bool
-	Serial   string
-}
-
-// Spec describes one VM.
-type Spec struct {
-	Kernel, Initrd string // an ELF kernel (booted through its PVH note) and an initramfs
-	Cmdline        string
-	MemoryMiB      int
-	VCPU           int
-	Disks          []Disk
+// machine is one QEMU command line's worth of a VM: the driver's Spec
+// plus what the driver decides (accelerator, where sockets and logs go).
+type machine struct {
+	vmm.Spec
+	Accel string // "kvm" or "tcg"
 	// AgentSocket is the host end of the agent's virtio-serial port, a
 	// unix socket QEMU listens on.
 	AgentSocket string
-	// ConsoleLog receives the serial console.
-	ConsoleLog string
-	// Accel is "kvm" or "tcg".
-	Accel string
-	NIC   *vmm.NIC
+	ConsoleLog  string // receives the serial console
 }
 
-// Args is the QEMU command line of spec (without the binary).
-func Args(s Spec) []string {
+// args is the QEMU command line of m (without the binary).
+func args(m machine) []string {
 	args := []string{
 		"-M", "microvm,x-option-roms=off,rtc=on",
-		"-accel", s.Accel,
-		"-cpu", map[bool]string{true: "host", false: "max"}[s.Accel == "kvm"],
-		"-m", strconv.Itoa(s.MemoryMiB),
-		"-smp", strconv.Itoa(s.VCPU),
+		"-accel", m.Accel,
+		"-cpu", map[bool]string{true: "host", false: "max"}[m.Accel == "kvm"],
+		"-m", strconv.Itoa(m.MemoryMiB),
+		"-smp", strconv.Itoa(m.VCPU),
 		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-		"-kernel", s.Kernel,
-		"-append", s.Cmdline,
-		"-serial", "file:" + s.ConsoleLog,
+		"-kernel", m.Kernel,
+		"-append", m.Cmdline,
+		"-serial", "file:" + m.ConsoleLog,
 	}
-	if s.Initrd != "" {
-		args = append(args, "-initrd", s.Initrd)
+	if m.Initrd != "" {
+		args = append(args, "-initrd", m.Initrd)
 	}
-	for i, d := range s.Disks {
+	for i, d := range m.Disks {
 		id := fmt.Sprintf("disk%d", i)
 		drive := fmt.Sprintf("id=%s,file=%s,format=raw,if=none,cache=unsafe", id, escape(d.Path))
 		if d.ReadOnly {
@@ -69,7 +55,7 @@ func Args(s Spec) []string {
 		}
 		args = append(args, "-drive", drive, "-device", fmt.Sprintf("virtio-blk-device,drive=%s,serial=%s", id, d.Serial))
 	}
-	if n := s.NIC; n != nil {
+	if n := m.NIC; n != nil {
 		var netdev string
 		if n.User {
 			netdev = "user,id=net0,net=10.0.2.0/24"
@@ -84,86 +70,17 @@ func Args(s Spec) []string {
 		}
 		args = append(args, "-netdev", netdev, "-device", "virtio-net-device,netdev=net0,mac="+n.MAC)
 	}
-	if s.AgentSocket != "" {
+	if m.AgentSocket != "" {
 		args = append(args,
 			"-device", "virtio-serial-device",
-			"-chardev", fmt.Sprintf("socket,id=agent,path=%s,server=on,wait=off", escape(s.AgentSocket)),
-			"-device", "virtserialport,chardev=agent,name=banger.agent")
+			"-chardev", fmt.Sprintf("socket,id=agent,path=%s,server=on,wait=off", escape(m.AgentSocket)),
+			"-device", "virtserialport,chardev=agent,name="+proto.PortName)
 	}
 	return args
 }
 
 // escape doubles commas, QEMU's option separator, in a path.
 func escape(p string) string { return strings.ReplaceAll(p, ",", ",,") }
-
-// Start launches QEMU detached from the caller (its own session), so the
-// VM outlives a daemon restart. stderr goes to errLog.
-func Start(binary string, s Spec, errLog *os.File) (*os.Process, error) {
-	cmd := exec.Command(binary, Args(s)...)
-	cmd.Stdout, cmd.Stderr = errLog, errLog
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", binary, err)
-	}
-	return cmd.Process, nil
-}
-
-// ErrNoKVM explains why KVM is not used.
-var ErrNoKVM = errors.New("KVM is not usable")
-
-// KVMUsable tells whether guests can run under KVM here. A PVM-only host
-// (kvm_pvm loaded, no vmx/svm) has a /dev/kvm on which an ordinary kernel
-// hangs: that counts as unusable.
-func KVMUsable() error {
-	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrNoKVM, err)
-	}
-	f.Close()
-	if _, err := os.Stat("/sys/module/kvm_pvm"); err == nil && !hasVirtFlags() {
-		return fmt.Errorf("%w: this host's KVM is PVM-only (kvm_pvm, no vmx/svm), which cannot run a standard guest kernel", ErrNoKVM)
-	}
-	return nil
-}
-
-func hasVirtFlags() bool {
-	f, err := os.Open("/proc/cpuinfo")
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if strings.HasPrefix(sc.Text(), "flags") {
-			for _, fl := range strings.Fields(sc.Text()) {
-				if fl == "vmx" || fl == "svm" {
-					return true
-				}
-			}
-			return false
-		}
-	}
-	return false
-}
-
-// TSCkHz is the host's TSC frequency in kHz (from /proc/cpuinfo), passed
-// to an emulated guest as tsc_early_khz: without it, a TCG guest under
-// host load often hangs calibrating its TSC against the PIT.
-func TSCkHz() int {
-	b, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "cpu MHz" {
-			mhz, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err == nil {
-				return int(mhz * 1000)
-			}
-		}
-	}
-	return 0
-}
 
 // Driver runs VMs under QEMU.
 type Driver struct {
@@ -193,33 +110,28 @@ func (d *Driver) Available() error {
 	return nil
 }
 
-// Start boots s, under KVM when usable and TCG otherwise.
+// Start boots s, under KVM when usable and TCG otherwise, detached from
+// the caller (its own session), so the VM outlives a daemon restart.
 func (d *Driver) Start(_ context.Context, s vmm.Spec) (vmm.Instance, error) {
-	accel := "kvm"
-	if err := KVMUsable(); err != nil {
-		accel = "tcg"
+	m := machine{Spec: s, Accel: "kvm", AgentSocket: filepath.Join(s.Dir, "agent.sock"), ConsoleLog: filepath.Join(s.Dir, "console.log")}
+	if err := vmm.KVMUsable(); err != nil {
+		m.Accel = "tcg"
 		if d.Warn != nil {
 			d.warned.Do(func() { d.Warn(err) })
 		}
-	}
-	spec := Spec{
-		Kernel: s.Kernel, Initrd: s.Initrd, Cmdline: s.Cmdline, MemoryMiB: s.MemoryMiB, VCPU: s.VCPU, Accel: accel,
-		AgentSocket: filepath.Join(s.Dir, "agent.sock"), ConsoleLog: filepath.Join(s.Dir, "console.log"),
-		NIC: s.NIC,
-	}
-	for _, dk := range s.Disks {
-		spec.Disks = append(spec.Disks, Disk(dk))
 	}
 	errLog, err := os.Create(filepath.Join(s.Dir, "qemu.log"))
 	if err != nil {
 		return nil, err
 	}
 	defer errLog.Close()
-	p, err := Start(d.binary(), spec, errLog)
-	if err != nil {
-		return nil, err
+	cmd := exec.Command(d.binary(), args(m)...)
+	cmd.Stdout, cmd.Stderr = errLog, errLog
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", d.binary(), err)
 	}
-	return &instance{Handle: vmm.Watch(p, spec.ConsoleLog, errLog.Name()), sock: spec.AgentSocket}, nil
+	return &instance{Handle: vmm.Watch(cmd.Process, m.ConsoleLog, errLog.Name()), sock: m.AgentSocket}, nil
 }
 
 // Adopt takes back the QEMU of a VM whose runtime dir is s.Dir.

@@ -23,7 +23,7 @@ func TestArgsNetwork(t *testing.T) {
 		{"user, outbound", &vmm.NIC{User: true, Outbound: true, MAC: "52:54:00:00:00:01"},
 			[]string{"user,id=net0,net=10.0.2.0/24"}, []string{"restrict"}},
 	} {
-		line := strings.Join(Args(Spec{Accel: "tcg", NIC: tc.nic}), " ")
+		line := strings.Join(args(machine{Spec: vmm.Spec{NIC: tc.nic}, Accel: "tcg"}), " ")
 		for _, w := range tc.want {
 			if !strings.Contains(line, w) {
 				t.Errorf("%s: %q lacks %q", tc.name, line, w)
@@ -47,7 +47,7 @@ func TestWarnsOnce(t *testing.T) {
 		}
 	}
 	want := 0
-	if KVMUsable() != nil {
+	if vmm.KVMUsable() != nil {
 		want = 1
 	}
 	if warnings != want {

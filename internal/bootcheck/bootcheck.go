@@ -1,7 +1,7 @@
-// Package boottest is the boot check behind `banger vm boot-test`: boot a
+// Package bootcheck is the boot check behind `banger vm boot-test`: boot a
 // throwaway VM from an image and a kernel, run uname -a through the guest
 // agent, power it off, and time every phase.
-package boottest
+package bootcheck
 
 import (
 	"bytes"
@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -17,7 +16,7 @@ import (
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/agent/proto"
 	"github.com/bangerdev/banger/internal/boot"
-	"github.com/bangerdev/banger/internal/kernel"
+	"github.com/bangerdev/banger/internal/bundle"
 	"github.com/bangerdev/banger/internal/vmm"
 )
 
@@ -70,20 +69,14 @@ func (s *Service) Run(ctx context.Context, p api.BootTestParams) (api.BootTestRe
 		return res, err
 	}
 	work := filepath.Join(dir, "work.ext4")
-	if err := os.WriteFile(work, nil, 0o600); err != nil {
+	if err := boot.WorkDisk(ctx, work, 256<<20); err != nil {
 		return res, err
-	}
-	if err := os.Truncate(work, 256<<20); err != nil {
-		return res, err
-	}
-	if out, err := exec.CommandContext(ctx, "mkfs.ext4", "-q", "-F", work).CombinedOutput(); err != nil {
-		return res, fmt.Errorf("making the work disk: %v: %s", err, bytes.TrimSpace(out))
 	}
 	phase("prepare (initramfs, work disk)", time.Since(start))
 
 	start = time.Now()
 	in, err := s.Driver.Start(ctx, vmm.Spec{
-		Kernel: filepath.Join(k.Dir, kernel.FileVmlinux), Initrd: initrdPath, Cmdline: boot.Cmdline(proto.BootParams{Hostname: "boot-test"}, true),
+		Kernel: bundle.Vmlinux(k.Dir), Initrd: initrdPath, Cmdline: boot.Cmdline(proto.BootParams{Hostname: "boot-test"}, true),
 		MemoryMiB: 512, VCPU: 1, Dir: dir,
 		Disks: []vmm.Disk{{Path: img.Rootfs, ReadOnly: true, Serial: proto.RootSerial}, {Path: work, Serial: proto.WorkSerial}},
 	})
@@ -103,17 +96,7 @@ func (s *Service) Run(ctx context.Context, p api.BootTestParams) (api.BootTestRe
 	defer cancel()
 	c, err := boot.WaitAgent(wctx, in.DialAgent, in.Done())
 	if err != nil {
-		log, _ := os.ReadFile(in.ConsoleLog())
-		msg := fmt.Sprintf("the console ends with:\n%s", lastLines(log, 15))
-		if len(bytes.TrimSpace(log)) == 0 {
-			msg = "the console is empty: the kernel never started"
-		}
-		if in.VMMLog() != in.ConsoleLog() {
-			if vlog, _ := os.ReadFile(in.VMMLog()); len(bytes.TrimSpace(vlog)) > 0 {
-				msg += fmt.Sprintf("\n%s said:\n%s", s.Driver.Name(), lastLines(vlog, 10))
-			}
-		}
-		return res, fmt.Errorf("booting: %w; %s", err, msg)
+		return res, fmt.Errorf("booting: %w; %s", err, boot.Failure(in, s.Driver.Name()))
 	}
 	defer c.Close()
 	phase("agent ready", time.Since(start))
@@ -146,9 +129,4 @@ func (s *Service) Run(ctx context.Context, p api.BootTestParams) (api.BootTestRe
 	phase("power off", time.Since(t0))
 	s.Log.Info("boot test", "image", img.Name, "kernel", k.Name, "vmm", res.VMM)
 	return res, nil
-}
-
-func lastLines(b []byte, n int) string {
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
