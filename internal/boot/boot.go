@@ -16,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/bangerdev/banger/internal/agent"
+	"github.com/bangerdev/banger/internal/agent/client"
 	"github.com/bangerdev/banger/internal/agent/proto"
 	"github.com/bangerdev/banger/internal/bundle"
 	"github.com/bangerdev/banger/internal/initramfs"
@@ -122,7 +122,7 @@ var ErrStopped = errors.New("the VM stopped before its agent answered")
 
 // WaitAgent connects to the agent with dial and pings until the agent
 // answers, the VM stops (stopped is closed) or ctx ends.
-func WaitAgent(ctx context.Context, dial func(context.Context) (net.Conn, error), stopped <-chan struct{}) (*agent.Client, error) {
+func WaitAgent(ctx context.Context, dial func(context.Context) (net.Conn, error), stopped <-chan struct{}) (*client.Client, error) {
 	var conn net.Conn
 	for conn == nil {
 		c, err := dial(ctx)
@@ -141,7 +141,7 @@ func WaitAgent(ctx context.Context, dial func(context.Context) (net.Conn, error)
 	// The socket exists before the guest does: ping until it answers.
 	// A ping sent before the guest opened its end is lost: retry, and
 	// retry at once when the agent's hello shows it is up.
-	c := agent.NewClient(conn)
+	c := client.New(conn)
 	hello := c.Hello()
 	for {
 		pctx, cancel := context.WithTimeout(ctx, 250*time.Millisecond)

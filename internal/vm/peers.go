@@ -9,13 +9,13 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/api"
-	"github.com/bangerdev/banger/internal/agent"
+	"github.com/bangerdev/banger/internal/agent/client"
 	"github.com/bangerdev/banger/internal/store"
 )
 
 // Agent is the agent link of the running VM named name: api.ErrNotFound
 // or api.ErrNotRunning otherwise.
-func (s *Service) Agent(ctx context.Context, name string) (*agent.Client, error) {
+func (s *Service) Agent(ctx context.Context, name string) (*client.Client, error) {
 	rec, err := s.find(ctx, name)
 	if err != nil {
 		return nil, err

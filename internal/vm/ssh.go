@@ -13,7 +13,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/bangerdev/banger/api"
-	"github.com/bangerdev/banger/internal/agent"
+	"github.com/bangerdev/banger/internal/agent/client"
 	"github.com/bangerdev/banger/internal/agent/proto"
 )
 
@@ -53,7 +53,7 @@ func (s *Service) DialSSH(ctx context.Context, p api.VMRefParams) (net.Conn, err
 
 // learnHostKey records the guest's SSH host key, as its agent reports
 // it, under the VM's alias in banger's known_hosts.
-func (s *Service) learnHostKey(ctx context.Context, name string, c *agent.Client) error {
+func (s *Service) learnHostKey(ctx context.Context, name string, c *client.Client) error {
 	var info proto.InfoResult
 	if err := c.Call(ctx, proto.MethodInfo, nil, &info); err != nil {
 		return fmt.Errorf("asking vm %s for its SSH host key: %w", name, err)

@@ -22,7 +22,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/bangerdev/banger/api"
-	"github.com/bangerdev/banger/internal/agent"
+	"github.com/bangerdev/banger/internal/agent/client"
 	"github.com/bangerdev/banger/internal/agent/proto"
 	"github.com/bangerdev/banger/internal/boot"
 	"github.com/bangerdev/banger/internal/bundle"
@@ -116,7 +116,7 @@ type live struct {
 	exited chan struct{}
 
 	mu     sync.Mutex
-	client *agent.Client
+	client *client.Client
 	reason string // why it is stopping, set by whoever asked
 }
 
@@ -506,7 +506,7 @@ const userAddr = "10.0.2.15"
 
 // watch tracks a running VM until its VMM exits, then records it
 // stopped, with the reason whoever stopped it gave, or the exit's.
-func (s *Service) watch(rec store.VM, in vmm.Instance, c *agent.Client) {
+func (s *Service) watch(rec store.VM, in vmm.Instance, c *client.Client) {
 	l := &live{inst: in, client: c, exited: make(chan struct{})}
 	s.mu.Lock()
 	s.live[rec.ID] = l
@@ -547,7 +547,7 @@ func (s *Service) watch(rec store.VM, in vmm.Instance, c *agent.Client) {
 
 // client is the agent link of a running VM, dialed again when a daemon
 // restart or a broken link left none.
-func (s *Service) client(ctx context.Context, rec store.VM) (*agent.Client, *live, error) {
+func (s *Service) client(ctx context.Context, rec store.VM) (*client.Client, *live, error) {
 	s.mu.Lock()
 	l := s.live[rec.ID]
 	s.mu.Unlock()

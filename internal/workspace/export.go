@@ -10,8 +10,8 @@ import (
 	"strings"
 
 	"github.com/bangerdev/banger/api"
-	"github.com/bangerdev/banger/internal/agent"
 	"github.com/bangerdev/banger/internal/agent/proto"
+	"github.com/bangerdev/banger/internal/agent/tree"
 )
 
 // Export is a binary git patch of the guest's work tree (committed and
@@ -62,7 +62,7 @@ func (s *Service) Export(ctx context.Context, p api.WorkspaceExportParams) (api.
 		_, err := a.GetTree(ctx, st.Guest, paths, pw)
 		pw.CloseWithError(err)
 	}()
-	if _, err := agent.ExtractTree(pr, proto.PutTreeParams{Dir: work, UID: os.Getuid(), GID: os.Getgid(), Entries: len(paths)}, agent.Local{Expect: expect}); err != nil {
+	if _, err := tree.Extract(pr, proto.PutTreeParams{Dir: work, UID: os.Getuid(), GID: os.Getgid(), Entries: len(paths)}, tree.Local{Expect: expect}); err != nil {
 		pr.CloseWithError(err)
 		return api.WorkspaceExportResult{}, fmt.Errorf("copying the guest's workspace: %w", err)
 	}

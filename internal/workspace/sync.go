@@ -11,19 +11,19 @@ import (
 	"strings"
 
 	"github.com/bangerdev/banger/api"
-	"github.com/bangerdev/banger/internal/agent"
 	"github.com/bangerdev/banger/internal/agent/proto"
+	"github.com/bangerdev/banger/internal/agent/tree"
 )
 
-// tree is one side's files by path (regular files and symlinks).
-type tree map[string]proto.TreeEntry
+// files is one side's files by path (regular files and symlinks).
+type files map[string]proto.TreeEntry
 
 func same(a, b proto.TreeEntry) bool {
 	return a.Type == b.Type && a.SHA256 == b.SHA256 && a.Link == b.Link && a.Mode == b.Mode
 }
 
 // changes compares a side now with the last sync.
-func changes(last, now tree) api.WorkspaceChanges {
+func changes(last, now files) api.WorkspaceChanges {
 	c := api.WorkspaceChanges{Added: []string{}, Modified: []string{}, Deleted: []string{}}
 	for p, e := range now {
 		old, ok := last[p]
@@ -50,7 +50,7 @@ func changed(c api.WorkspaceChanges) []string {
 }
 
 // conflicts are the paths both sides changed, to different results.
-func conflicts(host, guest tree, hc, gc api.WorkspaceChanges) []string {
+func conflicts(host, guest files, hc, gc api.WorkspaceChanges) []string {
 	inHost := map[string]bool{}
 	for _, p := range changed(hc) {
 		inHost[p] = true
@@ -72,7 +72,7 @@ func conflicts(host, guest tree, hc, gc api.WorkspaceChanges) []string {
 
 // hostTree hashes the host side: the files the workspace selects now,
 // plus those the last sync knew (a deleted one is simply absent).
-func hostTree(ctx context.Context, root string, st State) (tree, error) {
+func hostTree(ctx context.Context, root string, st State) (files, error) {
 	sel, err := Select(ctx, root, st.IncludeUntracked)
 	if err != nil {
 		return nil, err
@@ -81,12 +81,12 @@ func hostTree(ctx context.Context, root string, st State) (tree, error) {
 	for p := range st.Files {
 		paths = append(paths, p)
 	}
-	out := tree{}
+	out := files{}
 	for _, p := range paths {
 		if _, done := out[p]; done {
 			continue
 		}
-		e, err := agent.Entry(filepath.Join(root, filepath.FromSlash(p)), p)
+		e, err := tree.Entry(filepath.Join(root, filepath.FromSlash(p)), p)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
@@ -102,12 +102,12 @@ func hostTree(ctx context.Context, root string, st State) (tree, error) {
 
 // guestTree hashes the guest side, leaving out .git (its commits travel
 // by export, not by sync).
-func guestTree(ctx context.Context, a Agent, dir string) (tree, error) {
+func guestTree(ctx context.Context, a Agent, dir string) (files, error) {
 	entries, err := a.Manifest(ctx, proto.ManifestParams{Dir: dir, Exclude: []string{".git"}})
 	if err != nil {
 		return nil, fmt.Errorf("listing the guest's workspace: %w", err)
 	}
-	out := tree{}
+	out := files{}
 	for _, e := range entries {
 		if e.Type != "d" {
 			out[e.Path] = e
@@ -122,8 +122,8 @@ type sides struct {
 	stateDir string
 	hostDir  string
 	a        Agent
-	host     tree
-	guest    tree
+	host     files
+	guest    files
 	hc, gc   api.WorkspaceChanges
 	conflict []string
 }
@@ -150,7 +150,7 @@ func (s *Service) sides(ctx context.Context, name, dir string) (sides, error) {
 	if sd.guest, err = guestTree(ctx, sd.a, sd.st.Guest); err != nil {
 		return sd, err
 	}
-	last := tree(sd.st.Files)
+	last := files(sd.st.Files)
 	sd.hc, sd.gc = changes(last, sd.host), changes(last, sd.guest)
 	sd.conflict = conflicts(sd.host, sd.guest, sd.hc, sd.gc)
 	return sd, nil
@@ -197,7 +197,7 @@ func (s *Service) Pull(ctx context.Context, p api.WorkspaceRefParams, progress P
 		cur, hashed := sd.host[path]
 		var err error
 		if !hashed { // outside the selection (ignored, say): not hashed yet
-			cur, err = agent.Entry(filepath.Join(sd.hostDir, filepath.FromSlash(path)), path)
+			cur, err = tree.Entry(filepath.Join(sd.hostDir, filepath.FromSlash(path)), path)
 		}
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
@@ -234,7 +234,7 @@ func (s *Service) Pull(ctx context.Context, p api.WorkspaceRefParams, progress P
 		pw.CloseWithError(err)
 	}()
 	// Deletions happen with the rest, after every file is checked.
-	if _, err := agent.ExtractTree(pr, put, agent.Local{Expect: expect, Delete: sd.gc.Deleted}); err != nil {
+	if _, err := tree.Extract(pr, put, tree.Local{Expect: expect, Delete: sd.gc.Deleted}); err != nil {
 		pr.CloseWithError(err)
 		return res, fmt.Errorf("pulling from vm %s: %w; the host tree is unchanged", p.Name, err)
 	}
@@ -269,7 +269,7 @@ func (s *Service) Push(ctx context.Context, p api.WorkspaceRefParams, progress P
 			res.Bytes += e.Size
 		}
 	}
-	spec := agent.TreeSpec{Dir: sd.hostDir, Paths: send, Hashes: expect, Delete: sd.hc.Deleted}
+	spec := tree.Spec{Dir: sd.hostDir, Paths: send, Hashes: expect, Delete: sd.hc.Deleted}
 	if _, err := s.put(ctx, sd.a, spec, proto.PutTreeParams{Dir: sd.st.Guest}, progress); err != nil {
 		return res, fmt.Errorf("pushing to vm %s: %w; the guest's workspace is unchanged", p.Name, err)
 	}
@@ -282,7 +282,7 @@ func (s *Service) Push(ctx context.Context, p api.WorkspaceRefParams, progress P
 }
 
 // record notes in the state what a sync carried over from side now.
-func (sd *sides) record(c api.WorkspaceChanges, now tree) {
+func (sd *sides) record(c api.WorkspaceChanges, now files) {
 	for _, p := range slices.Concat(c.Added, c.Modified) {
 		sd.st.Files[p] = now[p]
 	}

@@ -21,8 +21,8 @@ import (
 	"syscall"
 
 	"github.com/bangerdev/banger/api"
-	"github.com/bangerdev/banger/internal/agent"
 	"github.com/bangerdev/banger/internal/agent/proto"
+	"github.com/bangerdev/banger/internal/agent/tree"
 )
 
 // GuestDir is where a workspace lives in the guest; exec starts there.
@@ -148,7 +148,7 @@ func (s *Service) Prepare(ctx context.Context, p api.WorkspacePrepareParams, pro
 	paths := slices.Clone(sel.Files)
 	expect := map[string]string{}
 	for i, f := range sel.Files {
-		e, err := agent.Entry(filepath.Join(sel.Root, filepath.FromSlash(f)), f)
+		e, err := tree.Entry(filepath.Join(sel.Root, filepath.FromSlash(f)), f)
 		if err != nil {
 			return res, fmt.Errorf("reading %s: %w", f, err)
 		}
@@ -167,7 +167,7 @@ func (s *Service) Prepare(ctx context.Context, p api.WorkspacePrepareParams, pro
 		paths = append(paths, gitFiles...)
 	}
 	res.Files = len(sel.Files)
-	_, err = s.put(ctx, a, agent.TreeSpec{Dir: sel.Root, Paths: paths, Hashes: expect}, proto.PutTreeParams{Dir: s.cfg.GuestDir, ReadOnly: p.ReadOnly}, progress)
+	_, err = s.put(ctx, a, tree.Spec{Dir: sel.Root, Paths: paths, Hashes: expect}, proto.PutTreeParams{Dir: s.cfg.GuestDir, ReadOnly: p.ReadOnly}, progress)
 	if err != nil {
 		return res, fmt.Errorf("placing the workspace in vm %s: %w", p.Name, err)
 	}
@@ -197,12 +197,12 @@ func walkRel(root, sub string) ([]string, error) {
 }
 
 // put streams spec to the guest as one tar, all or nothing.
-func (s *Service) put(ctx context.Context, a Agent, spec agent.TreeSpec, p proto.PutTreeParams, progress Progress) (proto.TreeResult, error) {
+func (s *Service) put(ctx context.Context, a Agent, spec tree.Spec, p proto.PutTreeParams, progress Progress) (proto.TreeResult, error) {
 	p.Entries = len(spec.Paths)
 	pr, pw := io.Pipe()
 	go func() {
 		w := &countingWriter{w: pw, progress: progress, phase: "sending"}
-		_, err := agent.WriteTree(w, spec)
+		_, err := tree.Write(w, spec)
 		pw.CloseWithError(err)
 	}()
 	r, err := a.PutTree(ctx, p, pr)

@@ -14,8 +14,9 @@ import (
 	"testing"
 
 	"github.com/bangerdev/banger/api"
-	"github.com/bangerdev/banger/internal/agent"
+	"github.com/bangerdev/banger/internal/agent/client"
 	"github.com/bangerdev/banger/internal/agent/proto"
+	"github.com/bangerdev/banger/internal/agent/server"
 )
 
 // env is a host repository and a "guest": the real agent server over an
@@ -74,9 +75,9 @@ func newEnv(t *testing.T) *env {
 	write(t, e.host, "debug.log", "ignored\n", 0o644)
 
 	a, b := net.Pipe()
-	srv := &agent.Server{}
+	srv := &server.Server{}
 	go func() { _ = srv.Serve(b) }()
-	c := agent.NewClient(a)
+	c := client.New(a)
 	t.Cleanup(func() { c.Close(); b.Close() })
 	e.a = c
 	state := t.TempDir()

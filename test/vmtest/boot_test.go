@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bangerdev/banger/internal/agent"
+	"github.com/bangerdev/banger/internal/agent/client"
 	"github.com/bangerdev/banger/internal/agent/proto"
 	"github.com/bangerdev/banger/internal/boot"
 	"github.com/bangerdev/banger/internal/boot/boottest"
@@ -48,7 +48,7 @@ func TestMain(m *testing.M) {
 type vm struct {
 	in      vmm.Instance
 	done    <-chan struct{} // closed once QEMU exited; in.ExitState() says how
-	client  *agent.Client
+	client  *client.Client
 	console string
 	work    string // the work disk
 	started time.Time

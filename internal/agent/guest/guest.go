@@ -24,9 +24,11 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
 
-	"github.com/bangerdev/banger/internal/agent"
+	"github.com/bangerdev/banger/internal/agent/link"
 	"github.com/bangerdev/banger/internal/agent/procfs"
 	"github.com/bangerdev/banger/internal/agent/proto"
+	"github.com/bangerdev/banger/internal/agent/server"
+	"github.com/bangerdev/banger/internal/agent/spawn"
 	"github.com/bangerdev/banger/internal/agent/sshd"
 	"github.com/bangerdev/banger/internal/sshkey"
 	"github.com/bangerdev/banger/internal/version"
@@ -60,11 +62,18 @@ func VsockPing(cid uint32) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	c := agent.NewClient(os.NewFile(uintptr(fd), "vsock"))
-	defer c.Close()
+	// The link itself, not the host's client: guest code links no host
+	// code.
+	l := link.New(os.NewFile(uintptr(fd), "vsock"))
+	go l.Run(nil)
+	defer l.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	r, err := c.Ping(ctx)
+	var r proto.PingResult
+	ch, err := l.Open(1)
+	if err == nil {
+		err = l.Call(ctx, 1, ch, proto.MethodPing, nil, &r)
+	}
 	if err != nil {
 		return fmt.Errorf("pinging the agent over vsock: %w", err)
 	}
@@ -132,7 +141,7 @@ func mount(src, dst, fstype string, flags uintptr, data string) error {
 }
 
 func (g *guest) boot() error {
-	os.Setenv("PATH", agent.DefaultPath)
+	os.Setenv("PATH", spawn.DefaultPath)
 	for _, m := range []struct{ src, dst, fs string }{{"proc", "/proc", "proc"}, {"sysfs", "/sys", "sysfs"}, {"devtmpfs", "/dev", "devtmpfs"}} {
 		if err := mount(m.src, m.dst, m.fs, unix.MS_NOSUID|unix.MS_NOEXEC, ""); err != nil && !errors.Is(err, unix.EBUSY) {
 			return err
@@ -206,9 +215,9 @@ func (g *guest) boot() error {
 	_ = mount("tmpfs", "/dev/shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777")
 	_ = mount("tmpfs", "/run", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755")
 	// A workspace placed read-only stays so across reboots.
-	if b, err := os.ReadFile(agent.ReadOnlyMarker); err == nil {
+	if b, err := os.ReadFile(server.ReadOnlyMarker); err == nil {
 		for _, dir := range strings.Fields(string(b)) {
-			if err := agent.MountReadOnly(dir); err != nil {
+			if err := server.MountReadOnly(dir); err != nil {
 				fmt.Fprintf(os.Stderr, "banger-agent: workspace %s: %v\n", dir, err)
 			}
 		}
@@ -379,7 +388,7 @@ func (g *guest) serve() {
 		}
 		go func() { _ = sshSrv.Serve(l) }()
 	}
-	srv := &agent.Server{
+	srv := &server.Server{
 		Spawn: g.r.spawn,
 		SSH: func(c net.Conn) {
 			<-sshReady
@@ -469,7 +478,7 @@ func (g *guest) serve() {
 
 // servePort serves the virtio-serial port: the host end may come and go
 // (daemon restarts), so it is opened again each time.
-func servePort(srv *agent.Server, port string) {
+func servePort(srv *server.Server, port string) {
 	for {
 		f, err := os.OpenFile(port, os.O_RDWR, 0)
 		if err != nil {
@@ -577,7 +586,7 @@ func (r *reaper) reap() {
 }
 
 func (r *reaper) spawn(p proto.ExecParams, stdin, stdout, stderr *os.File) (func() proto.ExecResult, error) {
-	c, err := agent.Prepare("/", p)
+	c, err := spawn.Prepare("/", p)
 	if err != nil {
 		return nil, err
 	}
@@ -595,7 +604,7 @@ func (r *reaper) spawn(p proto.ExecParams, stdin, stdout, stderr *os.File) (func
 		r.waiters[proc.Pid] = ch
 	}
 	_ = proc.Release()
-	return func() proto.ExecResult { return agent.ExitResult(<-ch) }, nil
+	return func() proto.ExecResult { return spawn.ExitResult(<-ch) }, nil
 }
 
 // workDiskUsage is the used and total bytes of the work disk's file

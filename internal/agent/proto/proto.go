@@ -227,6 +227,9 @@ type TreeResult struct {
 	Bytes int64 `json:"bytes"`
 }
 
+// Winsize is a terminal's size.
+type Winsize struct{ Rows, Cols uint16 }
+
 // WindowPayload encodes a terminal size for a Window frame.
 func WindowPayload(rows, cols uint16) []byte {
 	return binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint16(nil, rows), cols)

@@ -22,14 +22,14 @@ import (
 	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
 
-	"github.com/bangerdev/banger/internal/agent"
 	"github.com/bangerdev/banger/internal/agent/passwd"
 	"github.com/bangerdev/banger/internal/agent/proto"
+	"github.com/bangerdev/banger/internal/agent/spawn"
 )
 
 // Server serves SSH connections.
 type Server struct {
-	spawn agent.Spawn
+	spawn spawn.Func
 	root  string // the guest's root, "/" in a guest
 	log   *slog.Logger
 	conf  *ssh.ServerConfig
@@ -44,8 +44,8 @@ func (s *Server) Connections() int { return int(s.open.Load()) }
 type Config struct {
 	HostKey    ssh.Signer
 	Authorized []ssh.PublicKey
-	Spawn      agent.Spawn // nil: agent.OSSpawn
-	Root       string      // default "/"
+	Spawn      spawn.Func // nil: spawn.OS
+	Root       string     // default "/"
 	Log        *slog.Logger
 }
 
@@ -53,7 +53,7 @@ type Config struct {
 func New(c Config) *Server {
 	s := &Server{spawn: c.Spawn, root: c.Root, log: c.Log}
 	if s.spawn == nil {
-		s.spawn = agent.OSSpawn
+		s.spawn = spawn.OS
 	}
 	if s.root == "" {
 		s.root = "/"
@@ -139,7 +139,7 @@ func clamp(n uint32) uint16 { return uint16(min(n, 0xffff)) }
 func (s *Server) session(user string, ch ssh.Channel, reqs <-chan *ssh.Request) {
 	var env []string
 	var tty *ptyReq
-	resize := make(chan agent.Winsize, 4)
+	resize := make(chan proto.Winsize, 4)
 	started := false
 	for req := range reqs {
 		ok := false
@@ -158,7 +158,7 @@ func (s *Server) session(user string, ch ssh.Channel, reqs <-chan *ssh.Request) 
 			var w windowChange
 			if ssh.Unmarshal(req.Payload, &w) == nil {
 				select {
-				case resize <- agent.Winsize{Rows: clamp(w.Rows), Cols: clamp(w.Cols)}:
+				case resize <- proto.Winsize{Rows: clamp(w.Rows), Cols: clamp(w.Cols)}:
 				default: // a burst of resizes: the last ones win soon enough
 				}
 			}
@@ -187,7 +187,7 @@ func (s *Server) session(user string, ch ssh.Channel, reqs <-chan *ssh.Request) 
 }
 
 // run runs what a session asked for and returns its exit status.
-func (s *Server) run(user, kind, arg string, env []string, tty *ptyReq, ch ssh.Channel, resize <-chan agent.Winsize) int {
+func (s *Server) run(user, kind, arg string, env []string, tty *ptyReq, ch ssh.Channel, resize <-chan proto.Winsize) int {
 	acct, err := passwd.Lookup(s.root, user)
 	if err != nil {
 		fmt.Fprintf(ch.Stderr(), "banger: %v\r\n", err)
@@ -218,9 +218,9 @@ func (s *Server) run(user, kind, arg string, env []string, tty *ptyReq, ch ssh.C
 	if tty != nil {
 		p.Env = append(p.Env, "TERM="+tty.Term)
 		p.Rows, p.Cols = clamp(tty.Rows), clamp(tty.Cols)
-		res, err = agent.RunTTY(s.spawn, p, ch, ch, resize)
+		res, err = spawn.RunTTY(s.spawn, p, ch, ch, resize)
 	} else {
-		res, err = agent.RunPipes(s.spawn, p, ch, ch, ch.Stderr())
+		res, err = spawn.RunPipes(s.spawn, p, ch, ch, ch.Stderr())
 	}
 	if err != nil {
 		fmt.Fprintf(ch.Stderr(), "banger: %v\r\n", err)
@@ -257,7 +257,7 @@ func (s *Server) subsystem(acct passwd.Account, name string, ch ssh.Channel) int
 	if acct.UID != 0 {
 		for _, bin := range sftpServers {
 			if _, err := os.Stat(filepath.Join(s.root, bin)); err == nil {
-				res, err := agent.RunPipes(s.spawn, proto.ExecParams{Args: []string{bin}, User: strconv.FormatUint(uint64(acct.UID), 10)}, ch, ch, ch.Stderr())
+				res, err := spawn.RunPipes(s.spawn, proto.ExecParams{Args: []string{bin}, User: strconv.FormatUint(uint64(acct.UID), 10)}, ch, ch, ch.Stderr())
 				if err != nil {
 					fmt.Fprintf(ch.Stderr(), "banger: %v\r\n", err)
 					return 1

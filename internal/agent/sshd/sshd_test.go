@@ -10,10 +10,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/bangerdev/banger/internal/roottest"
-	"github.com/bangerdev/banger/internal/sshkey"
 	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/bangerdev/banger/internal/roottest"
+	"github.com/bangerdev/banger/internal/sshkey"
 )
 
 func newKey(t *testing.T) ssh.Signer {

@@ -1,4 +1,8 @@
-package agent
+// Package spawn starts processes in the guest as an image's user: the
+// command resolved against the image (binary, account, environment,
+// directory), then run with pipes or on a new terminal. The agent's
+// server (exec) and its SSH server (sessions) share it. Guest side only.
+package spawn
 
 import (
 	"fmt"

@@ -1,4 +1,9 @@
-package agent
+// Package tree moves directory trees across the VM boundary as tar
+// streams, for both ends: the guest agent's put_tree, get_tree and
+// manifest, and the host's workspace prepare, push, pull and export. The
+// extracting side treats the stream as hostile (paths confined, nothing
+// written through a symlink, every file's hash checked, all or nothing).
+package tree
 
 import (
 	"archive/tar"
@@ -6,7 +11,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -37,10 +41,6 @@ func CleanRel(p string) (string, error) {
 	return filepath.FromSlash(p), nil
 }
 
-// ReadOnlyMarker records, on the guest's disk, the directories the agent
-// bind-mounts read-only at every boot.
-const ReadOnlyMarker = "/etc/banger/readonly"
-
 // Local is what the extracting side itself knows of a tree it receives:
 // the sha256 each regular file must have, and paths to remove once the
 // rest is in place (the host's pull knows both from the guest's
@@ -50,187 +50,273 @@ type Local struct {
 	Delete []string
 }
 
-// ExtractTree extracts a tar stream under p.Dir, all or nothing: the agent
+// Extract extracts a tar stream under p.Dir, all or nothing: the agent
 // serves put_tree with it, and the host pulls a workspace with it. A
 // regular file must match its PAXSHA256 record and local.Expect, when
 // given; PAXDelete paths and local.Delete go once the rest is in place.
-func ExtractTree(r io.Reader, p proto.PutTreeParams, local Local) (proto.TreeResult, error) {
-	var res proto.TreeResult
+// Nothing is changed under p.Dir until every entry arrived intact.
+func Extract(r io.Reader, p proto.PutTreeParams, local Local) (proto.TreeResult, error) {
 	if !filepath.IsAbs(p.Dir) {
-		return res, fmt.Errorf("put_tree: %q is not absolute", p.Dir)
+		return proto.TreeResult{}, fmt.Errorf("put_tree: %q is not absolute", p.Dir)
 	}
-	// Into a missing or empty directory, the whole staging directory is
-	// renamed in at the end: one rename instead of one per file.
+	x, err := stage(p, local)
+	if err != nil {
+		return proto.TreeResult{}, err
+	}
+	defer x.close()
+	if err := x.receive(r); err != nil {
+		return x.res, err
+	}
+	if err := x.verify(); err != nil {
+		return x.res, err
+	}
+	if x.fresh && len(x.deletes) == 0 {
+		return x.res, x.renameWhole()
+	}
+	if err := x.install(); err != nil {
+		return x.res, err
+	}
+	return x.res, x.applyDeletes()
+}
+
+// extraction is one Extract: the stream's entries staged beside the
+// target, checked, then moved into place.
+type extraction struct {
+	p     proto.PutTreeParams
+	stage string
+	lock  *os.File
+	// fresh: the target is missing or empty, so the whole staging
+	// directory is renamed in at the end, one rename instead of one per
+	// file.
+	fresh bool
+	umask os.FileMode
+
+	entries []*tar.Header
+	deletes []string
+	made    map[string]bool   // directories known to exist: a stat saved per file
+	leaves  map[string]bool   // the stream's non-directory entries
+	sums    map[string]string // what arrived
+	claimed map[string]string // what the sender says it sent
+	expect  map[string]string // what the extracting side itself knows
+	safe    map[string]bool   // target directories checked to be real ones
+	res     proto.TreeResult
+}
+
+// stage makes the staging directory, a sibling of p.Dir on the same file
+// system so entries rename into place, and sweeps older ones (leftovers
+// of a put that was cut off).
+func stage(p proto.PutTreeParams, local Local) (*extraction, error) {
 	existing, err := os.ReadDir(p.Dir)
-	fresh := errors.Is(err, fs.ErrNotExist) || (err == nil && len(existing) == 0)
-	// The staging directory is a sibling, on the same file system, so
-	// entries rename into place; older ones are leftovers of a put that
-	// was cut off.
+	x := &extraction{
+		p:       p,
+		fresh:   errors.Is(err, fs.ErrNotExist) || (err == nil && len(existing) == 0),
+		umask:   processUmask(),
+		deletes: slices.Clone(local.Delete),
+		leaves:  map[string]bool{},
+		sums:    map[string]string{},
+		claimed: map[string]string{},
+		expect:  local.Expect,
+	}
 	parent := filepath.Dir(p.Dir)
 	if err := os.MkdirAll(parent, 0o755); err != nil {
-		return res, err
+		return nil, err
 	}
 	removeStale(parent)
-	stage, err := os.MkdirTemp(parent, ".banger-stage-")
-	if err != nil {
-		return res, err
+	if x.stage, err = os.MkdirTemp(parent, stagePrefix); err != nil {
+		return nil, err
 	}
-	defer os.RemoveAll(stage)
+	x.made = map[string]bool{x.stage: true}
 	// Held while the put runs (and released by the kernel if the process
 	// dies), so a concurrent put beside it leaves this one alone.
-	if lock, err := os.Open(stage); err == nil {
-		defer lock.Close()
-		_ = unix.Flock(int(lock.Fd()), unix.LOCK_EX)
+	if x.lock, err = os.Open(x.stage); err == nil {
+		_ = unix.Flock(int(x.lock.Fd()), unix.LOCK_EX)
 	}
-	var entries []*tar.Header
-	deletes := slices.Clone(local.Delete)
-	made := map[string]bool{stage: true} // directories known to exist: a stat saved per file
-	sums := map[string]string{}          // what arrived
-	claimed := map[string]string{}       // what the sender says it sent
-	umask := processUmask()
-	leaves := map[string]bool{} // the stream's non-directory entries
+	return x, nil
+}
+
+// stagePrefix starts the name of every staging directory.
+const stagePrefix = ".banger-stage-"
+
+// close removes what is left of the staging directory.
+func (x *extraction) close() {
+	if x.lock != nil {
+		x.lock.Close()
+	}
+	os.RemoveAll(x.stage)
+}
+
+// receive stages every entry of the stream.
+func (x *extraction) receive(r io.Reader) error {
 	tr := tar.NewReader(r)
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
-			break
+			return nil
 		}
 		if err != nil {
-			return res, fmt.Errorf("reading the tree: %w", err)
+			return fmt.Errorf("reading the tree: %w", err)
 		}
 		if h.Typeflag == tar.TypeXGlobalHeader {
-			if d := h.PAXRecords[proto.PAXDelete]; d != "" {
-				deletes = append(deletes, strings.Split(d, "\x00")...)
-			}
-			if err := claims(h.PAXRecords[proto.PAXSHA256], claimed); err != nil {
-				return res, err
+			if err := x.global(h); err != nil {
+				return err
 			}
 			continue
 		}
-		rel, err := CleanRel(strings.TrimSuffix(h.Name, "/"))
+		if err := x.entry(h, tr); err != nil {
+			return err
+		}
+		x.entries = append(x.entries, h)
+	}
+}
+
+// global takes a global header's deletions and hashes.
+func (x *extraction) global(h *tar.Header) error {
+	if d := h.PAXRecords[proto.PAXDelete]; d != "" {
+		x.deletes = append(x.deletes, strings.Split(d, "\x00")...)
+	}
+	return claims(h.PAXRecords[proto.PAXSHA256], x.claimed)
+}
+
+// entry stages one file, directory or symlink.
+func (x *extraction) entry(h *tar.Header, body io.Reader) error {
+	rel, err := CleanRel(strings.TrimSuffix(h.Name, "/"))
+	if err != nil {
+		return err
+	}
+	// Nothing may go under a symlink or file this stream made: "a"
+	// linked to /etc, then "a/passwd", would write outside.
+	for d := filepath.Dir(rel); d != "."; d = filepath.Dir(d) {
+		if x.leaves[d] {
+			return fmt.Errorf("tree path %q goes through %q, which is not a directory", h.Name, d)
+		}
+	}
+	if h.Typeflag != tar.TypeDir {
+		x.leaves[rel] = true
+	}
+	dst := filepath.Join(x.stage, rel)
+	if dir := filepath.Dir(dst); !x.made[dir] {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		x.made[dir] = true
+	}
+	mode := os.FileMode(h.Mode) & os.ModePerm
+	switch h.Typeflag {
+	case tar.TypeDir:
+		if err := os.Mkdir(dst, mode|0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+		return own(dst, x.p)
+	case tar.TypeSymlink:
+		if err := os.Symlink(h.Linkname, dst); err != nil {
+			return err
+		}
+		return own(dst, x.p)
+	case tar.TypeReg:
+		sum, n, err := writeStaged(dst, body, mode, x.umask, x.p)
 		if err != nil {
-			return res, err
+			return err
 		}
-		// Nothing may go under a symlink or file this stream made: "a"
-		// linked to /etc, then "a/passwd", would write outside.
-		for d := filepath.Dir(rel); d != "."; d = filepath.Dir(d) {
-			if leaves[d] {
-				return res, fmt.Errorf("tree path %q goes through %q, which is not a directory", h.Name, d)
-			}
+		x.sums[h.Name] = sum
+		if want := h.PAXRecords[proto.PAXSHA256]; want != "" {
+			x.claimed[h.Name] = want
 		}
-		if h.Typeflag != tar.TypeDir {
-			leaves[rel] = true
-		}
-		dst := filepath.Join(stage, rel)
-		if dir := filepath.Dir(dst); !made[dir] {
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				return res, err
-			}
-			made[dir] = true
-		}
-		mode := os.FileMode(h.Mode) & os.ModePerm
-		switch h.Typeflag {
-		case tar.TypeDir:
-			if err := os.Mkdir(dst, mode|0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-				return res, err
-			}
-			if err := own(dst, p); err != nil {
-				return res, err
-			}
-		case tar.TypeSymlink:
-			if err := os.Symlink(h.Linkname, dst); err != nil {
-				return res, err
-			}
-			if err := own(dst, p); err != nil {
-				return res, err
-			}
-		case tar.TypeReg:
-			sum, n, err := writeStaged(dst, tr, mode, umask, p)
-			if err != nil {
-				return res, err
-			}
-			sums[h.Name] = sum
-			if want := h.PAXRecords[proto.PAXSHA256]; want != "" {
-				claimed[h.Name] = want
-			}
-			res.Files++
-			res.Bytes += n
-		default:
-			return res, fmt.Errorf("%s: tar entry type %q is not a file, directory or symlink", h.Name, h.Typeflag)
-		}
-		entries = append(entries, h)
+		x.res.Files++
+		x.res.Bytes += n
+		return nil
+	default:
+		return fmt.Errorf("%s: tar entry type %q is not a file, directory or symlink", h.Name, h.Typeflag)
 	}
-	if p.Entries > 0 && len(entries) != p.Entries {
-		return res, fmt.Errorf("the tree ended after %d of %d entries: transfer cut off, nothing changed", len(entries), p.Entries)
+}
+
+// verify checks that the whole stream arrived: every entry, every
+// file's hash as the sender claimed it and as the extracting side
+// expects it.
+func (x *extraction) verify() error {
+	if x.p.Entries > 0 && len(x.entries) != x.p.Entries {
+		return fmt.Errorf("the tree ended after %d of %d entries: transfer cut off, nothing changed", len(x.entries), x.p.Entries)
 	}
-	for _, want := range []map[string]string{claimed, local.Expect} {
+	for _, want := range []map[string]string{x.claimed, x.expect} {
 		for name, sum := range want {
-			if got, ok := sums[name]; !ok || got != sum {
-				return res, fmt.Errorf("%s arrived with sha256 %q, want %s: transfer damaged, nothing changed", name, got, sum)
+			if got, ok := x.sums[name]; !ok || got != sum {
+				return fmt.Errorf("%s arrived with sha256 %q, want %s: transfer damaged, nothing changed", name, got, sum)
 			}
 		}
 	}
-	if fresh && len(deletes) == 0 {
-		if err := os.Chmod(stage, 0o755); err != nil {
-			return res, err
-		}
-		if err := own(stage, p); err != nil {
-			return res, err
-		}
-		if err := os.Remove(p.Dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return res, err
-		}
-		if err := os.Rename(stage, p.Dir); err != nil {
-			return res, err
-		}
-		return res, finish(p)
+	return nil
+}
+
+// renameWhole puts the staging directory in the place of a missing or
+// empty target.
+func (x *extraction) renameWhole() error {
+	if err := os.Chmod(x.stage, 0o755); err != nil {
+		return err
 	}
+	if err := own(x.stage, x.p); err != nil {
+		return err
+	}
+	if err := os.Remove(x.p.Dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return os.Rename(x.stage, x.p.Dir)
+}
+
+// install moves every staged entry into the target, parents first,
+// never through a symlink already there.
+func (x *extraction) install() error {
+	p := x.p
 	if err := os.MkdirAll(p.Dir, 0o755); err != nil {
-		return res, err
+		return err
 	}
 	if err := own(p.Dir, p); err != nil {
-		return res, err
+		return err
 	}
-	// Everything arrived intact: move it into place, parents first.
 	safe := map[string]bool{}
-	for _, h := range entries {
+	for _, h := range x.entries {
 		rel, _ := CleanRel(strings.TrimSuffix(h.Name, "/"))
 		if err := realDirs(p.Dir, rel, safe); err != nil {
-			return res, err
+			return err
 		}
-		src, dst := filepath.Join(stage, rel), filepath.Join(p.Dir, rel)
+		src, dst := filepath.Join(x.stage, rel), filepath.Join(p.Dir, rel)
 		if err := mkdirOwned(filepath.Dir(dst), p.Dir, p.UID, p.GID); err != nil {
-			return res, err
+			return err
 		}
 		if h.Typeflag == tar.TypeDir {
 			if err := mkdirOwned(dst, p.Dir, p.UID, p.GID); err != nil {
-				return res, err
+				return err
 			}
 			_ = os.Chmod(dst, os.FileMode(h.Mode)&os.ModePerm)
 			continue
 		}
 		if fi, err := os.Lstat(dst); err == nil && fi.IsDir() {
 			if err := os.RemoveAll(dst); err != nil { // a directory replaced by a file
-				return res, err
+				return err
 			}
 		}
 		if err := os.Rename(src, dst); err != nil {
-			return res, err
+			return err
 		}
 	}
-	for _, d := range deletes {
+	x.safe = safe
+	return nil
+}
+
+// applyDeletes removes what the stream and the extracting side named,
+// never through a symlink.
+func (x *extraction) applyDeletes() error {
+	for _, d := range x.deletes {
 		rel, err := CleanRel(d)
 		if err != nil {
-			return res, err
+			return err
 		}
-		if err := realDirs(p.Dir, rel, safe); err != nil {
-			return res, err
+		if err := realDirs(x.p.Dir, rel, x.safe); err != nil {
+			return err
 		}
-		if err := os.Remove(filepath.Join(p.Dir, rel)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return res, err
+		if err := os.Remove(filepath.Join(x.p.Dir, rel)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
 		}
 	}
-	return res, finish(p)
+	return nil
 }
 
 // processUmask reads the umask from /proc/self/status (Linux 4.7 and
@@ -268,7 +354,7 @@ func claims(rec string, into map[string]string) error {
 // removeStale removes the staging directories in parent that no running
 // put holds: leftovers of a put that was cut off.
 func removeStale(parent string) {
-	stale, _ := filepath.Glob(filepath.Join(parent, ".banger-stage-*"))
+	stale, _ := filepath.Glob(filepath.Join(parent, stagePrefix+"*"))
 	for _, dir := range stale {
 		f, err := os.Open(dir)
 		if err != nil {
@@ -310,20 +396,6 @@ func realDirs(root, rel string, safe map[string]bool) error {
 	return nil
 }
 
-// finish applies what a put asks once its files are in place.
-func finish(p proto.PutTreeParams) error {
-	if !p.ReadOnly {
-		return nil
-	}
-	if err := MountReadOnly(p.Dir); err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(ReadOnlyMarker), 0o755); err != nil {
-		return err
-	}
-	return os.WriteFile(ReadOnlyMarker, []byte(p.Dir+"\n"), 0o644)
-}
-
 // own gives path to the put's owner, unless it is already ours (the
 // common case: root writing for root costs no chown per file).
 func own(path string, p proto.PutTreeParams) error {
@@ -331,17 +403,6 @@ func own(path string, p proto.PutTreeParams) error {
 		return nil
 	}
 	return os.Lchown(path, p.UID, p.GID)
-}
-
-// MountReadOnly bind-mounts dir over itself, read-only.
-func MountReadOnly(dir string) error {
-	if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
-		return fmt.Errorf("bind-mounting %s: %w", dir, err)
-	}
-	if err := unix.Mount("", dir, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
-		return fmt.Errorf("making %s read-only: %w", dir, err)
-	}
-	return nil
 }
 
 // mkdirOwned makes dir and its missing parents below root, owned by uid.
@@ -385,16 +446,16 @@ func writeStaged(dst string, r io.Reader, mode, umask os.FileMode, p proto.PutTr
 	return hex.EncodeToString(h.Sum(nil)), n, err
 }
 
-// TreeSpec is what WriteTree puts in a tar stream.
-type TreeSpec struct {
+// Spec is what Write puts in a tar stream.
+type Spec struct {
 	Dir    string
 	Paths  []string          // relative, slash-separated
 	Hashes map[string]string // regular files' sha256, sent as PAXSHA256
 	Delete []string          // sent first, as a PAXDelete global header
 }
 
-// WriteTree writes a tar of spec's paths under spec.Dir to w.
-func WriteTree(out io.Writer, spec TreeSpec) (proto.TreeResult, error) {
+// Write writes a tar of spec's paths under spec.Dir to w.
+func Write(out io.Writer, spec Spec) (proto.TreeResult, error) {
 	var res proto.TreeResult
 	// tar writes 512-byte blocks; over the agent link each write would be
 	// a frame, and small frames are what a link pays for.
@@ -572,63 +633,4 @@ func hashFile(file string) (string, error) {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// handleTree serves the tree methods.
-func (s *Server) handleTree(l *link, stream uint32, req proto.Request, ch chan proto.Frame) {
-	switch req.Method {
-	case proto.MethodPutTree:
-		var p proto.PutTreeParams
-		if err := json.Unmarshal(req.Params, &p); err != nil {
-			s.respond(l, stream, nil, fmt.Errorf("bad put_tree params: %v", err))
-			return
-		}
-		in := &frameReader{ch: ch, fd: proto.Stdin, link: l}
-		r, err := ExtractTree(in, p, Local{})
-		if err != nil {
-			_, _ = io.Copy(io.Discard, in) // the rest of what the caller sends
-		}
-		s.respond(l, stream, r, err)
-	case proto.MethodGetTree:
-		var p proto.GetTreeParams
-		if err := json.Unmarshal(req.Params, &p); err != nil {
-			s.respond(l, stream, nil, fmt.Errorf("bad get_tree params: %v", err))
-			return
-		}
-		list, err := io.ReadAll(io.LimitReader(&frameReader{ch: ch, fd: proto.Stdin, link: l}, 64<<20))
-		if err != nil {
-			s.respond(l, stream, nil, fmt.Errorf("reading get_tree paths: %v", err))
-			return
-		}
-		var paths []string
-		for _, p := range strings.Split(string(list), "\x00") {
-			if p != "" {
-				paths = append(paths, p)
-			}
-		}
-		r, err := WriteTree(&frameWriter{l: l, stream: stream, fd: proto.Stdout}, TreeSpec{Dir: p.Dir, Paths: paths})
-		s.respond(l, stream, r, err)
-	case proto.MethodManifest:
-		var p proto.ManifestParams
-		if err := json.Unmarshal(req.Params, &p); err != nil {
-			s.respond(l, stream, nil, fmt.Errorf("bad manifest params: %v", err))
-			return
-		}
-		// The list goes as stdout, one JSON entry per line: a large tree's
-		// would not fit the answer's frame.
-		entries, err := Manifest(p.Dir, p.Exclude)
-		if err == nil {
-			w := bufio.NewWriterSize(&frameWriter{l: l, stream: stream, fd: proto.Stdout}, 128<<10)
-			enc := json.NewEncoder(w)
-			for _, e := range entries {
-				if err = enc.Encode(e); err != nil {
-					break
-				}
-			}
-			if ferr := w.Flush(); err == nil {
-				err = ferr
-			}
-		}
-		s.respond(l, stream, proto.ManifestResult{Count: len(entries)}, err)
-	}
 }

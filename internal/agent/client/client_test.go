@@ -1,32 +1,46 @@
-package agent
+package client_test
+
+// The client against the real guest server over an in-process pipe: both
+// ends of the protocol, as the daemon and the agent run them.
 
 import (
+	"archive/tar"
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
+	"github.com/bangerdev/banger/internal/agent/client"
 	"github.com/bangerdev/banger/internal/agent/proto"
+	"github.com/bangerdev/banger/internal/agent/server"
+	"github.com/bangerdev/banger/internal/agent/sshd"
+	"github.com/bangerdev/banger/internal/agent/tree"
+	"github.com/bangerdev/banger/internal/sshkey"
 )
 
-func pair(t *testing.T, s *Server) *Client {
+func pair(t *testing.T, s *server.Server) *client.Client {
 	t.Helper()
 	a, b := net.Pipe()
 	go s.Serve(b)
-	c := NewClient(a)
+	c := client.New(a)
 	t.Cleanup(func() { c.Close() })
 	return c
 }
 
 func TestPingExecShutdown(t *testing.T) {
 	shut := make(chan struct{})
-	c := pair(t, &Server{
+	c := pair(t, &server.Server{
 		Ping:     func() proto.PingResult { return proto.PingResult{Uptime: 1.5} },
 		Shutdown: func() { close(shut) },
 	})
@@ -85,7 +99,7 @@ func TestPingExecShutdown(t *testing.T) {
 
 func TestLinkLossFailsCalls(t *testing.T) {
 	a, b := net.Pipe()
-	c := NewClient(a)
+	c := client.New(a)
 	b.Close()
 	<-c.Done()
 	if _, err := c.Ping(context.Background()); err == nil {
@@ -94,7 +108,7 @@ func TestLinkLossFailsCalls(t *testing.T) {
 }
 
 func TestFiles(t *testing.T) {
-	c := pair(t, &Server{})
+	c := pair(t, &server.Server{})
 	ctx := context.Background()
 	dir := t.TempDir()
 	target := filepath.Join(dir, "notes.txt")
@@ -128,8 +142,8 @@ func TestFiles(t *testing.T) {
 func TestWriteInterrupted(t *testing.T) {
 	a, b := net.Pipe()
 	served := make(chan struct{})
-	go func() { (&Server{}).Serve(b); close(served) }()
-	c := NewClient(a)
+	go func() { (&server.Server{}).Serve(b); close(served) }()
+	c := client.New(a)
 	dir := t.TempDir()
 	pr, pw := io.Pipe()
 	go func() {
@@ -146,7 +160,7 @@ func TestWriteInterrupted(t *testing.T) {
 }
 
 func TestExecTTY(t *testing.T) {
-	c := pair(t, &Server{})
+	c := pair(t, &server.Server{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var out bytes.Buffer
@@ -161,11 +175,11 @@ func TestExecTTY(t *testing.T) {
 	}
 
 	// A resize reaches the process as SIGWINCH and a new size.
-	resize := make(chan Winsize, 1)
+	resize := make(chan proto.Winsize, 1)
 	w := &watchWriter{want: "ready", seen: make(chan struct{})}
 	go func() {
 		<-w.seen
-		resize <- Winsize{Rows: 40, Cols: 120}
+		resize <- proto.Winsize{Rows: 40, Cols: 120}
 	}()
 	r, err = c.ExecTTY(ctx, proto.ExecParams{Args: []string{"sh", "-c", `trap 'stty size; exit 0' WINCH; echo ready; while :; do sleep 0.05; done`}, Rows: 24, Cols: 80}, nil, w, resize)
 	if err != nil || r.ExitCode != 0 || !strings.Contains(w.String(), "40 120") {
@@ -208,7 +222,7 @@ func TestDialStatsPorts(t *testing.T) {
 			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
 		}
 	}()
-	c := pair(t, &Server{
+	c := pair(t, &server.Server{
 		Stats: func() (proto.StatsResult, error) { return proto.StatsResult{NumCPU: 3, Procs: 7}, nil },
 		Ports: func() ([]proto.Socket, error) { return []proto.Socket{{Proto: "tcp", Addr: "0.0.0.0", Port: 80}}, nil },
 	})
@@ -246,8 +260,178 @@ func TestDialStatsPorts(t *testing.T) {
 	if err != nil || len(socks) != 1 || socks[0].Port != 80 {
 		t.Fatalf("Ports = %+v, %v", socks, err)
 	}
-	bare := pair(t, &Server{})
+	bare := pair(t, &server.Server{})
 	if _, err := bare.Stats(ctx); err == nil {
 		t.Fatal("an agent without stats answered")
+	}
+}
+
+func tarOf(t *testing.T, files map[string]string, extra ...*tar.Header) ([]byte, map[string]string) {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	sums := map[string]string{}
+	for _, name := range []string{"a.txt", "dir/b.sh", "dir/sub/c"} {
+		body, ok := files[name]
+		if !ok {
+			continue
+		}
+		mode := int64(0o644)
+		if strings.HasSuffix(name, ".sh") {
+			mode = 0o755
+		}
+		sum := sha256.Sum256([]byte(body))
+		sums[name] = hex.EncodeToString(sum[:])
+		want := sums[name]
+		if bad, ok := files["!"+name]; ok { // the sender's claim, for a damaged transfer
+			want = bad
+		}
+		_ = tw.WriteHeader(&tar.Header{Name: name, Mode: mode, Size: int64(len(body)), Typeflag: tar.TypeReg,
+			PAXRecords: map[string]string{proto.PAXSHA256: want}, Format: tar.FormatPAX})
+		_, _ = tw.Write([]byte(body))
+	}
+	for _, h := range extra {
+		_ = tw.WriteHeader(h)
+	}
+	tw.Close()
+	return buf.Bytes(), sums
+}
+
+func TestTreeRoundTrip(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "ws")
+	c := pair(t, &server.Server{})
+	ctx := context.Background()
+	files := map[string]string{"a.txt": "alpha\n", "dir/b.sh": "#!/bin/sh\necho hi\n", "dir/sub/c": "c"}
+	data, sums := tarOf(t, files, &tar.Header{Name: "link", Linkname: "a.txt", Typeflag: tar.TypeSymlink})
+	r, err := c.PutTree(ctx, proto.PutTreeParams{Dir: dir, UID: os.Getuid(), GID: os.Getgid(), Entries: 4}, bytes.NewReader(data))
+	if err != nil || r.Files != 3 {
+		t.Fatalf("PutTree = %+v, %v", r, err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "dir/b.sh")); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Fatalf("b.sh: %v %v", fi, err)
+	}
+	if l, err := os.Readlink(filepath.Join(dir, "link")); err != nil || l != "a.txt" {
+		t.Fatalf("link: %q %v", l, err)
+	}
+	m, err := c.Manifest(ctx, proto.ManifestParams{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, e := range m {
+		got[e.Path] = e.Type + " " + e.SHA256 + e.Link
+	}
+	if got["a.txt"] != "f "+sums["a.txt"] || got["link"] != "l a.txt" || got["dir/sub"] != "d " {
+		t.Fatalf("manifest = %v", got)
+	}
+	var out bytes.Buffer
+	if _, err := c.GetTree(ctx, dir, []string{"a.txt", "dir/b.sh", "link"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(&out)
+	var names []string
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			break
+		}
+		names = append(names, h.Name)
+	}
+	if strings.Join(names, ",") != "a.txt,dir/b.sh,link" {
+		t.Fatalf("GetTree entries = %v", names)
+	}
+
+	// A damaged file, a path out of the tree, a stream cut short: each
+	// fails and changes nothing.
+	before, _ := os.ReadFile(filepath.Join(dir, "a.txt"))
+	bad, _ := tarOf(t, map[string]string{"a.txt": "changed", "!a.txt": sums["a.txt"]})
+	if _, err := c.PutTree(ctx, proto.PutTreeParams{Dir: dir, Entries: 1}, bytes.NewReader(bad)); err == nil || !strings.Contains(err.Error(), "damaged") {
+		t.Fatalf("a damaged file: %v", err)
+	}
+	// The same, claimed in WriteTree's closing global header.
+	var claimedBad bytes.Buffer
+	if _, err := tree.Write(&claimedBad, tree.Spec{Dir: dir, Paths: []string{"a.txt"}, Hashes: map[string]string{"a.txt": strings.Repeat("0", 64)}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PutTree(ctx, proto.PutTreeParams{Dir: dir + "2", Entries: 1}, &claimedBad); err == nil || !strings.Contains(err.Error(), "damaged") {
+		t.Fatalf("a file whose closing hash is wrong: %v", err)
+	}
+	escape, _ := tarOf(t, nil, &tar.Header{Name: "../evil", Typeflag: tar.TypeReg})
+	if _, err := c.PutTree(ctx, proto.PutTreeParams{Dir: dir}, bytes.NewReader(escape)); err == nil {
+		t.Fatal("a path out of the tree was taken")
+	}
+	short, _ := tarOf(t, map[string]string{"a.txt": "changed"})
+	if _, err := c.PutTree(ctx, proto.PutTreeParams{Dir: dir, Entries: 2}, bytes.NewReader(short)); err == nil || !strings.Contains(err.Error(), "cut off") {
+		t.Fatalf("a cut tree: %v", err)
+	}
+	if after, _ := os.ReadFile(filepath.Join(dir, "a.txt")); !bytes.Equal(before, after) {
+		t.Fatalf("a failed put changed a.txt to %q", after)
+	}
+	if stale, _ := filepath.Glob(filepath.Join(filepath.Dir(dir), ".banger-stage-*")); len(stale) != 0 {
+		t.Fatalf("staging left: %v", stale)
+	}
+	// A PAXDelete header removes, after the new entries land.
+	hdr, err := tree.DeleteHeader([]string{"dir/sub/c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	empty, _ := tarOf(t, nil)
+	if _, err := c.PutTree(ctx, proto.PutTreeParams{Dir: dir}, bytes.NewReader(append(hdr, empty...))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "dir/sub/c")); !os.IsNotExist(err) {
+		t.Fatalf("deleted file: %v", err)
+	}
+	if _, err := tree.DeleteHeader([]string{"../etc/passwd"}); err == nil {
+		t.Fatal("a delete out of the tree was taken")
+	}
+}
+
+// TestSSHOverAgentChannel runs an SSH session through the agent link
+// itself, as `banger vm ssh` does for a VM without a network.
+func TestSSHOverAgentChannel(t *testing.T) {
+	user, err := sshkey.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hk, err := sshkey.LoadOrCreate(filepath.Join(t.TempDir(), "hk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := sshd.New(sshd.Config{HostKey: hk, Authorized: []ssh.PublicKey{user.PublicKey()}})
+	a, b := net.Pipe()
+	go (&server.Server{SSH: srv.ServeConn}).Serve(b)
+	c := client.New(a)
+	defer c.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// Two connections at once, each its own stream on the one link.
+	for i := range 2 {
+		conn, err := c.DialSSH(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Connect as ourselves by uid, which needs no privileges.
+		sc, chans, reqs, err := ssh.NewClientConn(conn, "agent", &ssh.ClientConfig{
+			User: strconv.Itoa(os.Getuid()), Auth: []ssh.AuthMethod{ssh.PublicKeys(user)}, HostKeyCallback: ssh.FixedHostKey(hk.PublicKey()),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		client := ssh.NewClient(sc, chans, reqs)
+		defer client.Close()
+		s, err := client.NewSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := s.Output("echo session " + strconv.Itoa(i))
+		if err != nil || string(out) != "session "+strconv.Itoa(i)+"\n" {
+			t.Fatalf("over the agent channel: %q, %v", out, err)
+		}
+	}
+	// The link still serves calls.
+	if _, err := c.Ping(ctx); err != nil {
+		t.Fatal(err)
 	}
 }

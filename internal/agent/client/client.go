@@ -1,4 +1,8 @@
-package agent
+// Package client is the host's end of the guest agent protocol: the
+// daemon's calls to an agent (ping, info, exec with pipes or a terminal,
+// files, trees, stats, ports, power-off) and byte streams to the guest's
+// SSH server and TCP ports, all over one link. It links no guest code.
+package client
 
 import (
 	"bytes"
@@ -12,69 +16,43 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bangerdev/banger/internal/agent/link"
 	"github.com/bangerdev/banger/internal/agent/proto"
 )
 
+// ErrClosed means the link to the agent went away.
+var ErrClosed = link.ErrClosed
+
 // Client talks to one guest agent over one link.
 type Client struct {
-	l    *link
+	l    *link.Link
 	mu   sync.Mutex
 	next uint32
 }
 
-// NewClient starts reading frames from rw; Close stops it.
-func NewClient(rw io.ReadWriteCloser) *Client {
-	c := &Client{l: newLink(rw)}
-	go c.l.readLoop(nil)
+// New starts reading frames from rw; Close stops it.
+func New(rw io.ReadWriteCloser) *Client {
+	c := &Client{l: link.New(rw)}
+	go c.l.Run(nil)
 	return c
 }
 
 // Close closes the link.
-func (c *Client) Close() error { return c.l.rw.Close() }
+func (c *Client) Close() error { return c.l.Close() }
 
 // Hello is closed once the agent said hello on this link: it is up.
-func (c *Client) Hello() <-chan struct{} { return c.l.hello }
+func (c *Client) Hello() <-chan struct{} { return c.l.Hello() }
 
 // Done is closed when the link goes down.
-func (c *Client) Done() <-chan struct{} { return c.l.done }
+func (c *Client) Done() <-chan struct{} { return c.l.Done() }
 
 func (c *Client) stream() (uint32, chan proto.Frame, error) {
 	c.mu.Lock()
 	c.next++
 	id := c.next
 	c.mu.Unlock()
-	ch, err := c.l.open(id)
+	ch, err := c.l.Open(id)
 	return id, ch, err
-}
-
-func (c *Client) request(id uint32, method string, params any) error {
-	req := proto.Request{Method: method}
-	if params != nil {
-		b, err := json.Marshal(params)
-		if err != nil {
-			return err
-		}
-		req.Params = b
-	}
-	b, err := json.Marshal(req)
-	if err != nil {
-		return err
-	}
-	return c.l.send(proto.Frame{Kind: proto.KindRequest, Stream: id, Payload: b})
-}
-
-func decodeResponse(f proto.Frame, result any) error {
-	var resp proto.Response
-	if err := json.Unmarshal(f.Payload, &resp); err != nil {
-		return fmt.Errorf("%w: response: %v", proto.ErrFrame, err)
-	}
-	if resp.Error != "" {
-		return fmt.Errorf("agent: %s", resp.Error)
-	}
-	if result != nil && len(resp.Result) > 0 {
-		return json.Unmarshal(resp.Result, result)
-	}
-	return nil
 }
 
 // Call performs a call without data streams.
@@ -83,23 +61,8 @@ func (c *Client) Call(ctx context.Context, method string, params, result any) er
 	if err != nil {
 		return err
 	}
-	defer c.l.release(id)
-	if err := c.request(id, method, params); err != nil {
-		return err
-	}
-	for {
-		select {
-		case f, ok := <-ch:
-			if !ok {
-				return c.l.err
-			}
-			if f.Kind == proto.KindResponse {
-				return decodeResponse(f, result)
-			}
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	defer c.l.Release(id)
+	return c.l.Call(ctx, id, ch, method, params, result)
 }
 
 // Ping checks that the agent answers.
@@ -119,19 +82,19 @@ func (c *Client) Exec(ctx context.Context, p proto.ExecParams, stdin io.Reader, 
 // ExecTTY runs a process on a guest terminal of p.Rows x p.Cols: stdin is
 // typed into it, what it writes comes to stdout, and each size received
 // on resize resizes it.
-func (c *Client) ExecTTY(ctx context.Context, p proto.ExecParams, stdin io.Reader, stdout io.Writer, resize <-chan Winsize) (proto.ExecResult, error) {
+func (c *Client) ExecTTY(ctx context.Context, p proto.ExecParams, stdin io.Reader, stdout io.Writer, resize <-chan proto.Winsize) (proto.ExecResult, error) {
 	p.Tty = true
 	return c.exec(ctx, p, stdin, stdout, nil, resize)
 }
 
-func (c *Client) exec(ctx context.Context, p proto.ExecParams, stdin io.Reader, stdout, stderr io.Writer, resize <-chan Winsize) (proto.ExecResult, error) {
+func (c *Client) exec(ctx context.Context, p proto.ExecParams, stdin io.Reader, stdout, stderr io.Writer, resize <-chan proto.Winsize) (proto.ExecResult, error) {
 	id, ch, err := c.stream()
 	if err != nil {
 		return proto.ExecResult{}, err
 	}
-	defer c.l.release(id)
+	defer c.l.Release(id)
 	p.Stdin = stdin != nil
-	if err := c.request(id, proto.MethodExec, p); err != nil {
+	if err := c.l.Request(id, proto.MethodExec, p); err != nil {
 		return proto.ExecResult{}, err
 	}
 	if stdin != nil {
@@ -140,12 +103,12 @@ func (c *Client) exec(ctx context.Context, p proto.ExecParams, stdin io.Reader, 
 			for {
 				n, err := stdin.Read(buf)
 				if n > 0 {
-					if c.l.sendData(id, proto.Stdin, buf[:n]) != nil {
+					if c.l.SendData(id, proto.Stdin, buf[:n]) != nil {
 						return
 					}
 				}
 				if err != nil {
-					_ = c.l.send(proto.Frame{Kind: proto.KindClose, Stream: id, Payload: []byte{proto.Stdin}})
+					_ = c.l.CloseFD(id, proto.Stdin)
 					return
 				}
 			}
@@ -158,7 +121,7 @@ func (c *Client) exec(ctx context.Context, p proto.ExecParams, stdin io.Reader, 
 			for {
 				select {
 				case ws := <-resize:
-					if c.l.send(proto.Frame{Kind: proto.KindWindow, Stream: id, Payload: proto.WindowPayload(ws.Rows, ws.Cols)}) != nil {
+					if c.l.Send(proto.Frame{Kind: proto.KindWindow, Stream: id, Payload: proto.WindowPayload(ws.Rows, ws.Cols)}) != nil {
 						return
 					}
 				case <-done:
@@ -171,7 +134,7 @@ func (c *Client) exec(ctx context.Context, p proto.ExecParams, stdin io.Reader, 
 		select {
 		case f, ok := <-ch:
 			if !ok {
-				return proto.ExecResult{}, c.l.err
+				return proto.ExecResult{}, c.l.Err()
 			}
 			switch f.Kind {
 			case proto.KindData:
@@ -186,7 +149,7 @@ func (c *Client) exec(ctx context.Context, p proto.ExecParams, stdin io.Reader, 
 				}
 			case proto.KindResponse:
 				var r proto.ExecResult
-				err := decodeResponse(f, &r)
+				err := link.DecodeResponse(f, &r)
 				return r, err
 			}
 		case <-ctx.Done():
@@ -248,29 +211,29 @@ func (c *Client) download(ctx context.Context, method string, params any, stdin 
 	if err != nil {
 		return err
 	}
-	defer c.l.release(id)
-	if err := c.request(id, method, params); err != nil {
+	defer c.l.Release(id)
+	if err := c.l.Request(id, method, params); err != nil {
 		return err
 	}
 	if stdin != nil {
-		if err := c.l.sendData(id, proto.Stdin, stdin); err != nil {
+		if err := c.l.SendData(id, proto.Stdin, stdin); err != nil {
 			return err
 		}
-		if err := c.l.send(proto.Frame{Kind: proto.KindClose, Stream: id, Payload: []byte{proto.Stdin}}); err != nil {
+		if err := c.l.CloseFD(id, proto.Stdin); err != nil {
 			return err
 		}
 	}
-	r := &frameReader{ch: ch, fd: proto.Stdout, done: ctx.Done(), link: c.l}
+	r := c.l.NewReader(ch, proto.Stdout, ctx.Done())
 	if _, err := io.Copy(w, r); err != nil {
 		return err
 	}
-	if r.resp == nil {
+	if r.Response() == nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		return fmt.Errorf("%w: the agent ended %s without an answer", proto.ErrFrame, method)
 	}
-	return decodeResponse(*r.resp, result)
+	return link.DecodeResponse(*r.Response(), result)
 }
 
 // WriteFile replaces a guest file with what r yields.
@@ -298,12 +261,12 @@ func (c *Client) upload(ctx context.Context, method string, params any, r io.Rea
 	if err != nil {
 		return err
 	}
-	defer c.l.release(id)
-	if err := c.request(id, method, params); err != nil {
+	defer c.l.Release(id)
+	if err := c.l.Request(id, method, params); err != nil {
 		return err
 	}
 	closeStdin := func() error {
-		return c.l.send(proto.Frame{Kind: proto.KindClose, Stream: id, Payload: []byte{proto.Stdin}})
+		return c.l.CloseFD(id, proto.Stdin)
 	}
 	sent := make(chan error, 1)
 	stop := make(chan struct{})
@@ -318,7 +281,7 @@ func (c *Client) upload(ctx context.Context, method string, params any, r io.Rea
 			}
 			n, err := r.Read(buf)
 			if n > 0 {
-				if serr := c.l.sendData(id, proto.Stdin, buf[:n]); serr != nil {
+				if serr := c.l.SendData(id, proto.Stdin, buf[:n]); serr != nil {
 					sent <- serr
 					return
 				}
@@ -342,10 +305,10 @@ func (c *Client) upload(ctx context.Context, method string, params any, r io.Rea
 			}
 		case f, ok := <-ch:
 			if !ok {
-				return c.l.err
+				return c.l.Err()
 			}
 			if f.Kind == proto.KindResponse {
-				return decodeResponse(f, result)
+				return link.DecodeResponse(f, result)
 			}
 		case <-ctx.Done():
 			_ = closeStdin()
@@ -388,19 +351,19 @@ func (c *Client) pipe(method string, params any) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := c.request(id, method, params); err != nil {
-		c.l.release(id)
+	if err := c.l.Request(id, method, params); err != nil {
+		c.l.Release(id)
 		return nil, err
 	}
 	closed := make(chan struct{})
-	return &streamConn{c: c, id: id, closed: closed, r: &frameReader{ch: ch, fd: proto.Stdout, done: closed, link: c.l}}, nil
+	return &streamConn{c: c, id: id, closed: closed, r: c.l.NewReader(ch, proto.Stdout, closed)}, nil
 }
 
 // streamConn is one stream used as a connection.
 type streamConn struct {
 	c  *Client
 	id uint32
-	r  *frameReader
+	r  *link.Reader
 
 	once   sync.Once
 	closed chan struct{}
@@ -408,8 +371,8 @@ type streamConn struct {
 
 func (s *streamConn) Read(p []byte) (int, error) {
 	n, err := s.r.Read(p)
-	if err == io.EOF && s.r.resp != nil {
-		if rerr := decodeResponse(*s.r.resp, nil); rerr != nil {
+	if err == io.EOF && s.r.Response() != nil {
+		if rerr := link.DecodeResponse(*s.r.Response(), nil); rerr != nil {
 			return n, rerr
 		}
 	}
@@ -422,7 +385,7 @@ func (s *streamConn) Write(p []byte) (int, error) {
 		return 0, net.ErrClosed
 	default:
 	}
-	if err := s.c.l.sendData(s.id, proto.Stdin, p); err != nil {
+	if err := s.c.l.SendData(s.id, proto.Stdin, p); err != nil {
 		return 0, err
 	}
 	return len(p), nil
@@ -432,8 +395,8 @@ func (s *streamConn) Write(p []byte) (int, error) {
 func (s *streamConn) Close() error {
 	s.once.Do(func() {
 		close(s.closed)
-		_ = s.c.l.send(proto.Frame{Kind: proto.KindClose, Stream: s.id, Payload: []byte{proto.Stdin}})
-		s.c.l.release(s.id)
+		_ = s.c.l.CloseFD(s.id, proto.Stdin)
+		s.c.l.Release(s.id)
 	})
 	return nil
 }

@@ -1,4 +1,4 @@
-package agent
+package spawn
 
 import (
 	"fmt"
@@ -14,13 +14,13 @@ import (
 	"github.com/bangerdev/banger/internal/agent/proto"
 )
 
-// Spawn starts a process with the given files and returns a function
+// Func starts a process with the given files and returns a function
 // that waits for its exit. PID 1 supplies one that cooperates with its
-// zombie reaper; OSSpawn serves everywhere else.
-type Spawn func(p proto.ExecParams, stdin, stdout, stderr *os.File) (wait func() proto.ExecResult, err error)
+// zombie reaper; OS serves everywhere else.
+type Func func(p proto.ExecParams, stdin, stdout, stderr *os.File) (wait func() proto.ExecResult, err error)
 
-// OSSpawn starts processes directly, resolved by Prepare against "/".
-func OSSpawn(p proto.ExecParams, stdin, stdout, stderr *os.File) (func() proto.ExecResult, error) {
+// OS starts processes directly, resolved by Prepare against "/".
+func OS(p proto.ExecParams, stdin, stdout, stderr *os.File) (func() proto.ExecResult, error) {
 	c, err := Prepare("/", p)
 	if err != nil {
 		return nil, err
@@ -52,7 +52,7 @@ func ExitResult(ws syscall.WaitStatus) proto.ExecResult {
 // returns once the process exited and its output was copied. Copying
 // stdin stops when stdin ends or the process is gone: a stdin that never
 // ends is the caller's to close.
-func RunPipes(spawn Spawn, p proto.ExecParams, stdin io.Reader, stdout, stderr io.Writer) (proto.ExecResult, error) {
+func RunPipes(spawn Func, p proto.ExecParams, stdin io.Reader, stdout, stderr io.Writer) (proto.ExecResult, error) {
 	var child []*os.File // the child's ends, closed once it started
 	var ours []*os.File  // ours, closed if it does not start
 	defer func() {
@@ -123,13 +123,10 @@ func RunPipes(spawn Spawn, p proto.ExecParams, stdin io.Reader, stdout, stderr i
 	return res, nil
 }
 
-// Winsize is a terminal's size.
-type Winsize struct{ Rows, Cols uint16 }
-
 // RunTTY runs p on a new terminal of p.Rows x p.Cols: stdin is typed
 // into it, what the process writes goes to out, and each size received on
 // resize resizes it. Like RunPipes, it does not wait for stdin to end.
-func RunTTY(spawn Spawn, p proto.ExecParams, stdin io.Reader, out io.Writer, resize <-chan Winsize) (proto.ExecResult, error) {
+func RunTTY(spawn Func, p proto.ExecParams, stdin io.Reader, out io.Writer, resize <-chan proto.Winsize) (proto.ExecResult, error) {
 	ptmx, tty, err := pty.Open()
 	if err != nil {
 		return proto.ExecResult{}, fmt.Errorf("opening a terminal: %w", err)

@@ -1,4 +1,8 @@
-package agent
+// Package server is the guest's end of the agent protocol: it answers
+// the host's calls on one link (ping, info, exec with pipes or a terminal,
+// files, trees, stats, ports, dial, SSH, power-off). The guest agent
+// (internal/agent/guest) runs it; it links no host code.
+package server
 
 import (
 	"encoding/json"
@@ -11,12 +15,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bangerdev/banger/internal/agent/link"
 	"github.com/bangerdev/banger/internal/agent/proto"
+	"github.com/bangerdev/banger/internal/agent/spawn"
 )
 
 // Server is the guest side.
 type Server struct {
-	Spawn    Spawn
+	Spawn    spawn.Func
 	Ping     func() proto.PingResult
 	Info     func() proto.InfoResult
 	Shutdown func() // powers the guest off; called after the answer is sent
@@ -29,45 +35,30 @@ type Server struct {
 
 // Serve answers calls on rw until it fails.
 func (s *Server) Serve(rw io.ReadWriteCloser) error {
-	l := newLink(rw)
-	if err := l.send(proto.Frame{Kind: proto.KindHello}); err != nil {
+	l := link.New(rw)
+	if err := l.Send(proto.Frame{Kind: proto.KindHello}); err != nil {
 		return err
 	}
 	var wg sync.WaitGroup
-	l.readLoop(func(f proto.Frame) {
-		ch, err := l.open(f.Stream)
+	l.Run(func(f proto.Frame) {
+		ch, err := l.Open(f.Stream)
 		if err != nil {
 			return
 		}
 		wg.Go(func() {
-			defer l.release(f.Stream)
+			defer l.Release(f.Stream)
 			s.handle(l, f, ch)
 		})
 	})
 	wg.Wait()
-	return l.err
+	return l.Err()
 }
 
-func (s *Server) respond(l *link, stream uint32, result any, err error) {
-	var resp proto.Response
-	if err != nil {
-		resp.Error = err.Error()
-	} else if result != nil {
-		b, merr := json.Marshal(result)
-		if merr != nil {
-			resp.Error = merr.Error()
-		}
-		resp.Result = b
-	}
-	b, _ := json.Marshal(resp)
-	if err := l.send(proto.Frame{Kind: proto.KindResponse, Stream: stream, Payload: b}); errors.Is(err, proto.ErrFrame) {
-		// Too big for a frame: say so rather than leave the caller waiting.
-		b, _ = json.Marshal(proto.Response{Error: fmt.Sprintf("the answer (%d bytes) does not fit an agent frame", len(b))})
-		_ = l.send(proto.Frame{Kind: proto.KindResponse, Stream: stream, Payload: b})
-	}
+func (s *Server) respond(l *link.Link, stream uint32, result any, err error) {
+	l.Respond(stream, result, err)
 }
 
-func (s *Server) handle(l *link, f proto.Frame, ch chan proto.Frame) {
+func (s *Server) handle(l *link.Link, f proto.Frame, ch <-chan proto.Frame) {
 	var req proto.Request
 	if err := json.Unmarshal(f.Payload, &req); err != nil {
 		s.respond(l, f.Stream, nil, fmt.Errorf("bad request: %v", err))
@@ -156,74 +147,60 @@ func (s *Server) handle(l *link, f proto.Frame, ch chan proto.Frame) {
 	}
 }
 
-func (s *Server) spawn() Spawn {
+func (s *Server) spawn() spawn.Func {
 	if s.Spawn == nil {
-		return OSSpawn
+		return spawn.OS
 	}
 	return s.Spawn
 }
 
-func (s *Server) exec(l *link, stream uint32, p proto.ExecParams, ch chan proto.Frame) (proto.ExecResult, error) {
+func (s *Server) exec(l *link.Link, stream uint32, p proto.ExecParams, ch <-chan proto.Frame) (proto.ExecResult, error) {
 	done := make(chan struct{})
 	defer close(done) // ends the reads of the caller's frames
-	in := &frameReader{ch: ch, fd: proto.Stdin, done: done, link: l}
-	stdout := &frameWriter{l: l, stream: stream, fd: proto.Stdout}
+	in := l.NewReader(ch, proto.Stdin, done)
+	stdout := l.NewWriter(stream, proto.Stdout)
 	if p.Tty {
-		resize := make(chan Winsize, 1)
-		in.resize = resize
-		return RunTTY(s.spawn(), p, in, stdout, resize)
+		resize := make(chan proto.Winsize, 1)
+		in.Resize(resize)
+		return spawn.RunTTY(s.spawn(), p, in, stdout, resize)
 	}
 	var stdin io.Reader = in
 	if !p.Stdin {
 		stdin = nil                                    // the process gets /dev/null
 		go func() { _, _ = io.Copy(io.Discard, in) }() // and the link never waits on this stream
 	}
-	return RunPipes(s.spawn(), p, stdin, stdout, &frameWriter{l: l, stream: stream, fd: proto.Stderr})
+	return spawn.RunPipes(s.spawn(), p, stdin, stdout, l.NewWriter(stream, proto.Stderr))
 }
 
 // pipeStream joins a stream to conn: the caller's stdin frames are
 // written to it, what it yields goes back as stdout frames. It returns
 // once conn closed, by either end.
-func pipeStream(l *link, stream uint32, conn net.Conn, ch chan proto.Frame) {
+func pipeStream(l *link.Link, stream uint32, conn net.Conn, ch <-chan proto.Frame) {
 	done := make(chan struct{})
 	go func() {
-		_, _ = io.Copy(conn, &frameReader{ch: ch, fd: proto.Stdin, done: done, link: l})
+		_, _ = io.Copy(conn, l.NewReader(ch, proto.Stdin, done))
 		conn.Close()
 	}()
-	_, _ = io.Copy(&frameWriter{l: l, stream: stream, fd: proto.Stdout}, conn)
+	_, _ = io.Copy(l.NewWriter(stream, proto.Stdout), conn)
 	conn.Close()
 	close(done)
-	_ = l.send(proto.Frame{Kind: proto.KindClose, Stream: stream, Payload: []byte{proto.Stdout}})
+	_ = l.CloseFD(stream, proto.Stdout)
 }
 
-// frameWriter sends what is written as Data frames of one stream.
-type frameWriter struct {
-	l      *link
-	stream uint32
-	fd     byte
-}
-
-func (w *frameWriter) Write(p []byte) (int, error) {
-	if err := w.l.sendData(w.stream, w.fd, p); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-func readFile(l *link, stream uint32, p proto.FileParams) (proto.FileResult, error) {
+func readFile(l *link.Link, stream uint32, p proto.FileParams) (proto.FileResult, error) {
 	f, err := os.Open(p.Path)
 	if err != nil {
 		return proto.FileResult{}, err
 	}
 	defer f.Close()
-	n, err := io.Copy(&frameWriter{l: l, stream: stream, fd: proto.Stdout}, f)
+	n, err := io.Copy(l.NewWriter(stream, proto.Stdout), f)
 	return proto.FileResult{Size: n}, err
 }
 
 // writeFile writes the caller's bytes to a temporary file beside the
 // target and renames it into place once the caller closed its stream, so
 // a broken transfer never leaves half a file.
-func writeFile(l *link, p proto.FileParams, ch chan proto.Frame) (proto.FileResult, error) {
+func writeFile(l *link.Link, p proto.FileParams, ch <-chan proto.Frame) (proto.FileResult, error) {
 	mode := os.FileMode(p.Mode & 0o7777)
 	if mode == 0 {
 		mode = 0o644
@@ -233,7 +210,7 @@ func writeFile(l *link, p proto.FileParams, ch chan proto.Frame) (proto.FileResu
 		return proto.FileResult{}, err
 	}
 	defer os.Remove(tmp.Name())
-	n, err := io.Copy(tmp, &frameReader{ch: ch, fd: proto.Stdin, link: l})
+	n, err := io.Copy(tmp, l.NewReader(ch, proto.Stdin, nil))
 	if err == nil {
 		err = tmp.Chmod(mode)
 	}
