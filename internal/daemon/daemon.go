@@ -16,33 +16,18 @@ import (
 	"net"
 	"os"
 	"os/user"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/bangerdev/banger/api"
-	"github.com/bangerdev/banger/internal/blobcache"
-	"github.com/bangerdev/banger/internal/bootcheck"
 	"github.com/bangerdev/banger/internal/config"
-	"github.com/bangerdev/banger/internal/hostnet"
-	"github.com/bangerdev/banger/internal/image"
-	"github.com/bangerdev/banger/internal/kernel"
 	"github.com/bangerdev/banger/internal/lockfile"
-	"github.com/bangerdev/banger/internal/opstate"
 	"github.com/bangerdev/banger/internal/paths"
-	"github.com/bangerdev/banger/internal/rootfs"
 	"github.com/bangerdev/banger/internal/rpc"
-	"github.com/bangerdev/banger/internal/sshkey"
-	"github.com/bangerdev/banger/internal/stats"
 	"github.com/bangerdev/banger/internal/store"
-	"github.com/bangerdev/banger/internal/vm"
-	"github.com/bangerdev/banger/internal/vmdns"
 	"github.com/bangerdev/banger/internal/vmm"
-	"github.com/bangerdev/banger/internal/vmm/firecracker"
-	"github.com/bangerdev/banger/internal/vmm/qemu"
-	"github.com/bangerdev/banger/internal/workspace"
 )
 
 // ErrAlreadyRunning means another daemon holds this layout's lock.
@@ -68,8 +53,10 @@ type Options struct {
 	// the running executable).
 	AgentBin string
 
-	// extraOps lets this package's tests list registries of their own.
+	// extraOps lets this package's tests list registries of their own,
+	// and driver run VMs with a driver of theirs.
 	extraOps []opSource
+	driver   vmm.Driver
 }
 
 // Daemon is a running bangerd.
@@ -88,29 +75,8 @@ type Daemon struct {
 	// stop requests a graceful shutdown.
 	stop context.CancelFunc
 
-	// ops are the operation registries of every service, for the
-	// operations.* methods. Services add theirs in wireServices.
-	ops []opSource
-
-	images    *image.Service
-	kernels   *kernel.Service
-	bootTest  *bootcheck.Service
-	vms       *vm.Service
-	stats     *stats.Service
-	workspace *workspace.Service
-	// hostnet and dns exist in a root daemon: the bridge network and its
-	// .vm zone.
-	hostnet *hostnet.Network
-	dns     *vmdns.Server
-
+	svc      *services
 	handlers map[string]handler
-}
-
-// opSource is what the operations.* methods need of a service's registry.
-type opSource interface {
-	List() []opstate.Status
-	Lookup(id string) (opstate.Tracked, bool)
-	Prune() int
 }
 
 // Run serves until ctx ends or a client calls shutdown. It returns once
@@ -161,15 +127,13 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if d.instanceID, err = d.initMeta(ctx); err != nil {
 		return err
 	}
-	err = d.wireServices(opts)
-	if d.dns != nil {
-		defer d.dns.Close()
-	}
-	if err != nil {
+	if d.svc, err = d.wire(opts); err != nil {
 		return err
 	}
-	d.ops = append(d.ops, opts.extraOps...)
-	d.handlers = rpcHandlers()
+	if d.svc.dns != nil {
+		defer d.svc.dns.Close()
+	}
+	d.handlers = rpcHandlers(d.svc)
 
 	ln, err := listen(l, group)
 	if err != nil {
@@ -186,7 +150,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 
 	var wg sync.WaitGroup
 	wg.Go(func() { d.background(lifetime, opts.OpRetention) })
-	wg.Go(func() { d.stats.Run(lifetime) })
+	wg.Go(func() { d.svc.stats.Run(lifetime) })
 	connCtx, closeConns := context.WithCancel(context.WithoutCancel(lifetime))
 	wg.Go(func() {
 		<-lifetime.Done()
@@ -237,150 +201,9 @@ func (d *Daemon) background(ctx context.Context, retention time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			for _, src := range d.ops {
-				if n := src.Prune(); n > 0 {
-					d.log.Debug("pruned finished operations", "count", n)
-				}
-			}
+			d.svc.ops.prune()
 		}
 	}
-}
-
-// wireServices builds the services and registers their operation
-// registries. Each service takes its dependencies as function-typed fields
-// or small interfaces; this is the only place that knows them all.
-func (d *Daemon) wireServices(opts Options) error {
-	imgs, err := image.New(image.Config{
-		Store:     d.store,
-		Cache:     blobcache.New(d.layout.OCICacheDir()),
-		Dir:       filepath.Join(d.layout.StateDir, "images"),
-		Log:       d.log.With("service", "image"),
-		Limits:    rootfs.Limits{MaxBytes: d.cfg.Images.MaxUnpackedSize, MaxEntries: d.cfg.Images.MaxEntries},
-		Lifetime:  d.lifetime,
-		Retention: opts.OpRetention,
-		UsedBy: func(ctx context.Context, tx *store.Tx, id string) (int, int, error) {
-			return tx.VMsUsing(ctx, "image_id", id)
-		},
-	})
-	if err != nil {
-		return fmt.Errorf("starting the image service: %w", err)
-	}
-	d.images = imgs
-	d.ops = append(d.ops, imgs.Operations())
-
-	kernels, err := kernel.New(kernel.Config{
-		Store:     d.store,
-		Dir:       filepath.Join(d.layout.StateDir, "kernels"),
-		Log:       d.log.With("service", "kernel"),
-		Lifetime:  d.lifetime,
-		Retention: opts.OpRetention,
-		UsedBy: func(ctx context.Context, tx *store.Tx, id string) (int, error) {
-			running, other, err := tx.VMsUsing(ctx, "kernel_id", id)
-			return running + other, err
-		},
-	})
-	if err != nil {
-		return fmt.Errorf("starting the kernel service: %w", err)
-	}
-	d.kernels = kernels
-	d.ops = append(d.ops, kernels.Operations())
-
-	agentBin := opts.AgentBin
-	if agentBin == "" {
-		if exe, err := os.Executable(); err == nil {
-			agentBin = filepath.Join(filepath.Dir(exe), "banger-agent")
-		}
-	}
-	driver := d.driver()
-	d.bootTest = &bootcheck.Service{
-		Image: func(ctx context.Context, name string) (api.Image, error) { return imgs.Resolve(ctx, name) },
-		Kernel: func(ctx context.Context, name string) (api.Kernel, error) {
-			return kernels.Show(ctx, api.KernelRefParams{Name: name})
-		},
-		Driver:  driver,
-		Agent:   agentBin,
-		WorkDir: filepath.Join(d.layout.RuntimeDir, "vms"),
-		Log:     d.log.With("service", "boot-test"),
-	}
-
-	sshDir := filepath.Join(d.layout.StateDir, "ssh")
-	key, err := sshkey.LoadOrCreate(filepath.Join(sshDir, "id_ed25519"))
-	if err != nil {
-		return fmt.Errorf("loading banger's SSH key: %w", err)
-	}
-	bridge, noBridge := d.bridge()
-	network := d.cfg.Network.Mode
-	if network == api.NetworkBridge && bridge == nil {
-		return fmt.Errorf("network.mode is bridge in config.toml, but %s; set it to user", noBridge)
-	}
-	d.vms = vm.New(vm.Config{
-		Store:     d.store,
-		StateDir:  filepath.Join(d.layout.StateDir, "vms"),
-		RunDir:    filepath.Join(d.layout.RuntimeDir, "vms"),
-		Log:       d.log.With("service", "vm"),
-		Lifetime:  d.lifetime,
-		Retention: opts.OpRetention,
-		Image:     imgs.Resolve,
-		PullImage: func(ctx context.Context, ref string) (api.Image, error) {
-			op, err := imgs.Pull(ctx, api.ImagePullParams{Ref: ref})
-			if err != nil {
-				return api.Image{}, err
-			}
-			select {
-			case <-op.Done():
-				return op.Result()
-			case <-ctx.Done():
-				return api.Image{}, ctx.Err()
-			}
-		},
-		Kernel: func(ctx context.Context, name string) (api.Kernel, error) {
-			return kernels.Show(ctx, api.KernelRefParams{Name: name})
-		},
-		Driver:   driver,
-		Agent:    agentBin,
-		Emulated: vmm.KVMUsable() != nil,
-		Defaults: vm.Defaults{
-			Image: d.cfg.DefaultImageName, Kernel: d.cfg.DefaultKernel, VCPU: d.cfg.VMDefaults.VCPU,
-			MemoryMiB: d.cfg.VMDefaults.MemoryMiB, DiskSize: d.cfg.VMDefaults.DiskSize, Network: network,
-			NAT: d.cfg.Network.NAT,
-		},
-		SSH: vm.SSHConfig{Key: key.PublicKey(), IdentityFile: filepath.Join(sshDir, "id_ed25519"),
-			KnownHostsFile: filepath.Join(sshDir, "known_hosts")},
-		Bridge:         bridge,
-		NoBridge:       noBridge,
-		PlaceWorkspace: d.placeWorkspace,
-	})
-	d.ops = append(d.ops, d.vms.Operations())
-	if err := d.vms.Reconcile(d.lifetime); err != nil {
-		return fmt.Errorf("taking back running VMs: %w", err)
-	}
-	d.listenDNS() // a bridge a previous daemon made
-	d.stats = d.newStats()
-	d.workspace = d.newWorkspace()
-	return nil
-}
-
-// driver picks the VMM: the configured one, or under "auto" Firecracker
-// where it can run and QEMU elsewhere.
-func (d *Daemon) driver() vmm.Driver {
-	fc := &firecracker.Driver{Binary: d.cfg.FirecrackerBin}
-	if d.cfg.FirecrackerJailer != "" {
-		fc.Jailer = &firecracker.Jailer{Binary: d.cfg.FirecrackerJailer, UID: d.cfg.JailerUID, GID: d.cfg.JailerGID,
-			BaseDir: filepath.Join(d.layout.StateDir, "jail")}
-	}
-	q := &qemu.Driver{Warn: func(reason error) {
-		d.log.Warn("VMs run under software emulation (TCG), much slower than KVM", "reason", reason)
-	}}
-	switch d.cfg.VMM {
-	case "firecracker":
-		return fc
-	case "qemu":
-		return q
-	}
-	if fc.Available() == nil {
-		return fc
-	}
-	return q
 }
 
 // initMeta records the store's identity on first start.

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -20,7 +19,6 @@ import (
 	"github.com/bangerdev/banger/internal/opstate"
 	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/rpc"
-	"github.com/bangerdev/banger/internal/store"
 )
 
 type testDaemon struct {
@@ -336,33 +334,5 @@ func TestRefusesForeignDirectory(t *testing.T) {
 	err = Run(context.Background(), Options{Layout: l, Config: config.Defaults(config.Host{CPUs: 1, MemoryBytes: 1 << 30})})
 	if err == nil || !strings.Contains(err.Error(), "not a directory") {
 		t.Fatalf("Run with a symlinked runtime dir = %v", err)
-	}
-}
-
-// TestWireServicesInstantiatesStatsService pins the wiring order: the
-// stats service exists once the services are wired, and its closures
-// reach the VM service.
-func TestWireServicesInstantiatesStatsService(t *testing.T) {
-	ctx := context.Background()
-	home := t.TempDir()
-	st, err := store.Open(ctx, filepath.Join(home, "banger.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	d := &Daemon{layout: paths.Home(home), cfg: config.Defaults(config.Host{CPUs: 2, MemoryBytes: 4 << 30}),
-		log: slog.New(slog.DiscardHandler), store: st, lifetime: ctx}
-	if err := d.wireServices(Options{}); err != nil {
-		t.Fatal(err)
-	}
-	if d.vms == nil || d.stats == nil {
-		t.Fatalf("wired vms %v, stats %v", d.vms != nil, d.stats != nil)
-	}
-	if _, err := d.stats.Stats(ctx, "nope"); !errors.Is(err, api.ErrNotFound) {
-		t.Fatalf("stats of a missing VM through the wiring: %v", err)
-	}
-	all, err := d.stats.StatsAll(ctx)
-	if err != nil || len(all.VMs) != 0 {
-		t.Fatalf("StatsAll with no VMs = %+v, %v", all, err)
 	}
 }

@@ -5,99 +5,182 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
+	"net"
 	"slices"
 	"strings"
 
 	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/opstate"
 	"github.com/bangerdev/banger/internal/rpc"
+	"github.com/bangerdev/banger/internal/workspace"
 )
 
 // handler is the uniform shape every method dispatches through.
-type handler func(ctx context.Context, d *Daemon, call *rpc.Call) rpc.Response
+type handler func(ctx context.Context, call *rpc.Call) rpc.Response
 
-// paramHandler adapts a service call that takes params P and returns R:
-// decode, call, encode. Errors keep their sentinel's wire code.
-func paramHandler[P, R any](fn func(ctx context.Context, d *Daemon, p P) (R, error)) handler {
-	return func(ctx context.Context, d *Daemon, call *rpc.Call) rpc.Response {
+// rpcHandlers is the single source of truth for the methods bangerd
+// serves: each entry is one of the wired services' methods, adapted by
+// the helpers below for its shape.
+func rpcHandlers(s *services) map[string]handler {
+	return map[string]handler{
+		api.MethodPing:               anyParams(ping),
+		api.MethodShutdown:           anyParams(s.daemon.shutdown),
+		api.MethodVersion:            noParam(s.daemon.version),
+		api.MethodDaemonInfo:         noParam(s.daemon.info),
+		api.MethodConfigShow:         noParam(s.daemon.configShow),
+		api.MethodOperationsList:     noParam(s.ops.List),
+		api.MethodOperationsGet:      param(s.ops.Get),
+		api.MethodOperationsCancel:   param(s.ops.Cancel),
+		api.MethodOperationsWait:     stream(s.ops.Wait),
+		api.MethodImagePull:          startOp(s.images.Pull),
+		api.MethodImageImport:        startOp(s.images.Import),
+		api.MethodImageList:          noParam(s.images.List),
+		api.MethodImageShow:          param(s.images.Show),
+		api.MethodImageDelete:        param(s.images.Delete),
+		api.MethodImageCachePrune:    param(s.images.PruneCache),
+		api.MethodKernelImport:       startOp(s.kernels.Import),
+		api.MethodKernelList:         noParam(s.kernels.List),
+		api.MethodKernelShow:         param(s.kernels.Show),
+		api.MethodKernelDelete:       param(s.kernels.Delete),
+		api.MethodKernelPull:         startOp(s.kernels.Pull),
+		api.MethodKernelPush:         param(s.kernels.Push),
+		api.MethodVMBootTest:         param(s.bootCheck.Run),
+		api.MethodVMCreate:           startOp(s.creates.Create),
+		api.MethodVMStart:            param(s.vms.Start),
+		api.MethodVMStop:             param(s.vms.Stop),
+		api.MethodVMRestart:          param(s.vms.Restart),
+		api.MethodVMDelete:           param(s.vms.Delete),
+		api.MethodVMList:             noParam(s.vms.List),
+		api.MethodVMShow:             param(s.vms.Show),
+		api.MethodVMExec:             stream(s.vms.Exec),
+		api.MethodVMLogs:             stream(s.vms.Logs),
+		api.MethodVMSet:              param(s.vms.Set),
+		api.MethodVMKill:             param(s.vms.Kill),
+		api.MethodVMPrune:            noParam(s.vms.Prune),
+		api.MethodVMSSH:              param(s.vms.SSH),
+		api.MethodVMSSHProxy:         upgrade(s.vms.DialSSH),
+		api.MethodVMStats:            param(s.stats.Stats),
+		api.MethodVMStatsAll:         noParam(s.stats.StatsAll),
+		api.MethodVMHealth:           param(s.stats.Health),
+		api.MethodVMPing:             param(s.stats.Health),
+		api.MethodVMPorts:            param(s.stats.Ports),
+		api.MethodVMWorkspacePrepare: progress(s.workspace.Prepare),
+		api.MethodVMWorkspaceStatus:  param(s.workspace.Status),
+		api.MethodVMWorkspacePull:    progress(s.workspace.Pull),
+		api.MethodVMWorkspacePush:    progress(s.workspace.Push),
+		api.MethodVMWorkspaceExport:  param(s.workspace.Export),
+	}
+}
+
+// upgradable names the methods whose connection becomes a byte stream.
+func upgradable(method string) bool { return method == api.MethodVMSSHProxy }
+
+// param adapts a call that takes params P and returns R: decode
+// strictly, call, encode. Errors keep their sentinel's wire code.
+func param[P, R any](fn func(context.Context, P) (R, error)) handler {
+	return func(ctx context.Context, call *rpc.Call) rpc.Response {
 		var p P
 		if err := decodeParams(call.Method, call.Params, &p); err != nil {
 			return rpc.Error(err)
 		}
-		r, err := fn(ctx, d, p)
-		if err != nil {
-			return rpc.Error(err)
-		}
-		return rpc.Result(r)
+		return answer(fn(ctx, p))
 	}
 }
 
-// noParamHandler adapts a service call without params. Params sent anyway
-// are refused, so a client built for a newer daemon learns it early.
-func noParamHandler[R any](fn func(ctx context.Context, d *Daemon) (R, error)) handler {
-	return func(ctx context.Context, d *Daemon, call *rpc.Call) rpc.Response {
+// noParam adapts a call without params. Params sent anyway are refused,
+// so a client built for a newer daemon learns it early.
+func noParam[R any](fn func(context.Context) (R, error)) handler {
+	return func(ctx context.Context, call *rpc.Call) rpc.Response {
 		if len(call.Params) > 0 && !bytes.Equal(bytes.TrimSpace(call.Params), []byte("{}")) {
 			return rpc.Error(fmt.Errorf("%w: %s takes no params", api.ErrInvalidRequest, call.Method))
 		}
-		r, err := fn(ctx, d)
-		if err != nil {
-			return rpc.Error(err)
-		}
-		return rpc.Result(r)
+		return answer(fn(ctx))
 	}
 }
 
-// rpcHandlers is the single source of truth for the methods bangerd serves.
-// A fresh map per call keeps it free of shared mutable state.
-func rpcHandlers() map[string]handler {
-	return map[string]handler{
-		api.MethodPing:               handlePing,
-		api.MethodShutdown:           handleShutdown,
-		api.MethodVersion:            noParamHandler(version),
-		api.MethodDaemonInfo:         noParamHandler(daemonInfo),
-		api.MethodConfigShow:         noParamHandler(configShow),
-		api.MethodOperationsList:     noParamHandler(listOperations),
-		api.MethodOperationsGet:      paramHandler(getOperation),
-		api.MethodOperationsCancel:   paramHandler(cancelOperation),
-		api.MethodOperationsWait:     handleOperationsWait,
-		api.MethodImagePull:          paramHandler(pullImage),
-		api.MethodImageImport:        paramHandler(importImage),
-		api.MethodImageList:          noParamHandler(listImages),
-		api.MethodImageShow:          paramHandler(showImage),
-		api.MethodImageDelete:        paramHandler(deleteImage),
-		api.MethodImageCachePrune:    paramHandler(pruneImageCache),
-		api.MethodKernelImport:       paramHandler(importKernel),
-		api.MethodKernelList:         noParamHandler(listKernels),
-		api.MethodKernelShow:         paramHandler(showKernel),
-		api.MethodKernelDelete:       paramHandler(deleteKernel),
-		api.MethodKernelPull:         paramHandler(pullKernel),
-		api.MethodKernelPush:         paramHandler(pushKernel),
-		api.MethodVMBootTest:         paramHandler(bootTest),
-		api.MethodVMCreate:           paramHandler(createVM),
-		api.MethodVMStart:            paramHandler(startVM),
-		api.MethodVMStop:             paramHandler(stopVM),
-		api.MethodVMRestart:          paramHandler(restartVM),
-		api.MethodVMDelete:           paramHandler(deleteVM),
-		api.MethodVMList:             noParamHandler(listVMs),
-		api.MethodVMShow:             paramHandler(showVM),
-		api.MethodVMExec:             handleVMExec,
-		api.MethodVMLogs:             handleVMLogs,
-		api.MethodVMSet:              paramHandler(setVM),
-		api.MethodVMKill:             paramHandler(killVM),
-		api.MethodVMPrune:            noParamHandler(pruneVMs),
-		api.MethodVMSSH:              paramHandler(vmSSH),
-		api.MethodVMSSHProxy:         handleVMSSHProxy,
-		api.MethodVMStats:            paramHandler(vmStats),
-		api.MethodVMStatsAll:         noParamHandler(vmStatsAll),
-		api.MethodVMHealth:           paramHandler(vmHealth),
-		api.MethodVMPing:             paramHandler(vmHealth),
-		api.MethodVMPorts:            paramHandler(vmPorts),
-		api.MethodVMWorkspacePrepare: handleWorkspacePrepare,
-		api.MethodVMWorkspaceStatus:  paramHandler(workspaceStatus),
-		api.MethodVMWorkspacePull:    handleWorkspacePull,
-		api.MethodVMWorkspacePush:    handleWorkspacePush,
-		api.MethodVMWorkspaceExport:  paramHandler(workspaceExport),
+// anyParams adapts a call that ignores whatever params come (ping and
+// shutdown answer any client).
+func anyParams[R any](fn func(context.Context) (R, error)) handler {
+	return func(ctx context.Context, _ *rpc.Call) rpc.Response { return answer(fn(ctx)) }
+}
+
+// startOp adapts a call that starts an operation: the answer is its
+// summary, and operations.wait follows it.
+func startOp[P, T any](fn func(context.Context, P) (*opstate.Op[T], error)) handler {
+	return param(func(ctx context.Context, p P) (api.OperationSummary, error) {
+		op, err := fn(ctx, p)
+		if err != nil {
+			return api.OperationSummary{}, err
+		}
+		return summarize(op.Status()), nil
+	})
+}
+
+// stream adapts a call that emits events E before its result.
+func stream[P, E, R any](fn func(context.Context, P, func(E) error) (R, error)) handler {
+	return func(ctx context.Context, call *rpc.Call) rpc.Response {
+		var p P
+		if err := decodeParams(call.Method, call.Params, &p); err != nil {
+			return rpc.Error(err)
+		}
+		return answer(fn(ctx, p, func(e E) error { return call.Emit(e) }))
 	}
+}
+
+// progress adapts a workspace transfer: its progress becomes events, at
+// most one per 64 KiB or 500 files, so a fast transfer does not flood the
+// client.
+func progress[P, R any](fn func(context.Context, P, workspace.Progress) (R, error)) handler {
+	return stream(func(ctx context.Context, p P, emit func(api.WorkspaceProgress) error) (R, error) {
+		var last api.WorkspaceProgress
+		return fn(ctx, p, func(p api.WorkspaceProgress) {
+			if p.Phase == last.Phase && p.Done-last.Done < 64<<10 && p.Unit == "bytes" {
+				return
+			}
+			if p.Phase == last.Phase && p.Unit == "files" && p.Done != p.Total && p.Done-last.Done < 500 {
+				return
+			}
+			last = p
+			_ = emit(p)
+		})
+	})
+}
+
+// upgrade adapts a method whose connection becomes a byte stream to what
+// dial opens: checks first (distinct codes), then the bytes both ways
+// until either end hangs up.
+func upgrade[P any](dial func(context.Context, P) (net.Conn, error)) handler {
+	return func(ctx context.Context, call *rpc.Call) rpc.Response {
+		var p P
+		if err := decodeParams(call.Method, call.Params, &p); err != nil {
+			return rpc.Error(err)
+		}
+		conn, err := dial(ctx, p)
+		if err != nil {
+			return rpc.Error(err)
+		}
+		defer conn.Close()
+		stream, err := call.Upgrade(struct{}{})
+		if err != nil {
+			return rpc.Error(err)
+		}
+		go func() {
+			_, _ = io.Copy(conn, stream) // the client's bytes, until it hangs up
+			conn.Close()
+		}()
+		_, _ = io.Copy(stream, conn)
+		// Returning closes the client's connection, which ends the copy above.
+		return rpc.Response{}
+	}
+}
+
+func answer[R any](r R, err error) rpc.Response {
+	if err != nil {
+		return rpc.Error(err)
+	}
+	return rpc.Result(r)
 }
 
 // dispatch checks the protocol version and routes a call to its handler.
@@ -117,8 +200,44 @@ func (d *Daemon) dispatch(ctx context.Context, call *rpc.Call) rpc.Response {
 			api.ErrUnknownMethod, call.Method, d.build.Version, strings.Join(slices.Sorted(maps.Keys(d.handlers)), ", ")))
 	}
 	d.log.Debug("call", "method", call.Method, "id", call.ID)
-	d.touchVMs(call.Method, call.Params)
-	return h(ctx, d, call)
+	defer d.activity(call.Method, call.Params)()
+	return h(ctx, call)
+}
+
+// activity records a vm.* call on the VMs it names, for the idle sweep,
+// and returns what ends it: a session (exec, ssh, a workspace transfer)
+// keeps its VM busy until the call returns. Reads (list, stats, ports,
+// health, ping, logs) are left out: a dashboard polling them must not
+// keep every VM awake.
+func (d *Daemon) activity(method string, params json.RawMessage) (end func()) {
+	end = func() {}
+	if !strings.HasPrefix(method, "vm.") {
+		return end
+	}
+	switch method {
+	case api.MethodVMList, api.MethodVMShow, api.MethodVMStats, api.MethodVMStatsAll, api.MethodVMHealth,
+		api.MethodVMPing, api.MethodVMPorts, api.MethodVMLogs:
+		return end
+	}
+	var ref struct {
+		Name  string   `json:"name"`
+		Names []string `json:"names"`
+	}
+	if json.Unmarshal(params, &ref) != nil {
+		return end
+	}
+	switch method {
+	case api.MethodVMExec, api.MethodVMSSHProxy, api.MethodVMWorkspacePrepare, api.MethodVMWorkspacePull, api.MethodVMWorkspacePush:
+		if ref.Name != "" {
+			return d.svc.stats.Session(ref.Name)
+		}
+	}
+	for _, n := range append(ref.Names, ref.Name) {
+		if n != "" {
+			d.svc.stats.Touch(n)
+		}
+	}
+	return end
 }
 
 // decodeParams decodes strictly: an unknown field is a client bug (or a

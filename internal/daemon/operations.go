@@ -4,17 +4,31 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
 	"time"
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/opstate"
-	"github.com/bangerdev/banger/internal/rpc"
 )
 
 // waitEventInterval throttles operations.wait events: a byte counter may
 // change thousands of times a second, a terminal needs a few frames.
 const waitEventInterval = 100 * time.Millisecond
+
+// opSource is what the operations.* methods need of a service's registry.
+type opSource interface {
+	List() []opstate.Status
+	Lookup(id string) (opstate.Tracked, bool)
+	Prune() int
+}
+
+// operations serves the operations.* methods over every service's
+// registry, as one list.
+type operations struct {
+	sources []opSource
+	log     *slog.Logger
+}
 
 func summarize(st opstate.Status) api.OperationSummary {
 	s := api.OperationSummary{
@@ -44,9 +58,10 @@ func summarize(st opstate.Status) api.OperationSummary {
 	return s
 }
 
-func listOperations(_ context.Context, d *Daemon) (api.OperationsListResult, error) {
+// List is every operation, oldest first.
+func (o *operations) List(context.Context) (api.OperationsListResult, error) {
 	res := api.OperationsListResult{Operations: []api.OperationSummary{}}
-	for _, src := range d.ops {
+	for _, src := range o.sources {
 		for _, st := range src.List() {
 			res.Operations = append(res.Operations, summarize(st))
 		}
@@ -57,11 +72,11 @@ func listOperations(_ context.Context, d *Daemon) (api.OperationsListResult, err
 	return res, nil
 }
 
-func (d *Daemon) findOperation(id string) (opstate.Tracked, error) {
+func (o *operations) find(id string) (opstate.Tracked, error) {
 	if id == "" {
 		return nil, fmt.Errorf("%w: an operation id is required (see `banger ops list`)", api.ErrInvalidArgument)
 	}
-	for _, src := range d.ops {
+	for _, src := range o.sources {
 		if op, ok := src.Lookup(id); ok {
 			return op, nil
 		}
@@ -69,16 +84,19 @@ func (d *Daemon) findOperation(id string) (opstate.Tracked, error) {
 	return nil, fmt.Errorf("operation %q: %w (finished operations are kept for a while, then pruned; see `banger ops list`)", id, api.ErrNotFound)
 }
 
-func getOperation(_ context.Context, d *Daemon, p api.OperationIDParams) (api.OperationSummary, error) {
-	op, err := d.findOperation(p.ID)
+// Get is one operation.
+func (o *operations) Get(_ context.Context, p api.OperationIDParams) (api.OperationSummary, error) {
+	op, err := o.find(p.ID)
 	if err != nil {
 		return api.OperationSummary{}, err
 	}
 	return summarize(op.Status()), nil
 }
 
-func cancelOperation(_ context.Context, d *Daemon, p api.OperationIDParams) (api.OperationSummary, error) {
-	op, err := d.findOperation(p.ID)
+// Cancel asks a running operation to stop; a finished one is
+// api.ErrNotRunning.
+func (o *operations) Cancel(_ context.Context, p api.OperationIDParams) (api.OperationSummary, error) {
+	op, err := o.find(p.ID)
 	if err != nil {
 		return api.OperationSummary{}, err
 	}
@@ -86,39 +104,44 @@ func cancelOperation(_ context.Context, d *Daemon, p api.OperationIDParams) (api
 		st := op.Status()
 		return summarize(st), fmt.Errorf("operation %s: %w: it already %s", p.ID, api.ErrNotRunning, summarize(st).State)
 	}
-	d.log.Info("operation cancel requested", "id", p.ID)
+	o.log.Info("operation cancel requested", "id", p.ID)
 	return summarize(op.Status()), nil
 }
 
-// handleOperationsWait streams the operation's summary on every change
-// (throttled) and ends with the final summary once it is done.
-func handleOperationsWait(ctx context.Context, d *Daemon, call *rpc.Call) rpc.Response {
-	var p api.OperationIDParams
-	if err := decodeParams(call.Method, call.Params, &p); err != nil {
-		return rpc.Error(err)
-	}
-	op, err := d.findOperation(p.ID)
+// Wait emits the operation's summary on every change (throttled) and
+// returns the final summary once it is done.
+func (o *operations) Wait(ctx context.Context, p api.OperationIDParams, emit func(api.OperationSummary) error) (api.OperationSummary, error) {
+	op, err := o.find(p.ID)
 	if err != nil {
-		return rpc.Error(err)
+		return api.OperationSummary{}, err
 	}
 	for {
 		st, changed := op.Watch()
 		if st.Done {
-			return rpc.Result(summarize(st))
+			return summarize(st), nil
 		}
-		if err := call.Emit(summarize(st)); err != nil {
-			return rpc.Error(err)
+		if err := emit(summarize(st)); err != nil {
+			return api.OperationSummary{}, err
 		}
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			return rpc.Error(ctx.Err())
+			return api.OperationSummary{}, ctx.Err()
 		}
 		select {
 		case <-op.Done(): // report the end at once
 		case <-time.After(waitEventInterval):
 		case <-ctx.Done():
-			return rpc.Error(ctx.Err())
+			return api.OperationSummary{}, ctx.Err()
+		}
+	}
+}
+
+// prune drops finished operations past their retention.
+func (o *operations) prune() {
+	for _, src := range o.sources {
+		if n := src.Prune(); n > 0 {
+			o.log.Debug("pruned finished operations", "count", n)
 		}
 	}
 }

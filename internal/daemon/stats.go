@@ -2,10 +2,9 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
-	"strings"
+	"time"
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/stats"
@@ -13,97 +12,48 @@ import (
 	"github.com/bangerdev/banger/internal/vm"
 )
 
-// newStats wires the stats service to the VM service through closures;
-// it needs d.vms set.
-func (d *Daemon) newStats() *stats.Service {
-	target := func(v api.VM) stats.Target {
-		t := stats.Target{Name: v.Name, ID: v.ID, PID: v.PID, VCPU: v.VCPU, Network: v.Network,
-			AutoStop: vm.AutoStopAfter(v.AutoStop, d.cfg.AutoStopStaleAfter)}
-		if v.Network == api.NetworkBridge {
-			t.Addr, _ = netip.ParseAddr(v.IP)
-		}
-		if v.StartedAt != nil {
-			t.StartedAt = *v.StartedAt
-		}
-		return t
-	}
-	return stats.New(stats.Config{
-		Running: func(ctx context.Context) ([]stats.Target, error) {
-			all, err := d.vms.List(ctx)
-			var out []stats.Target
-			for _, v := range all.VMs {
-				if v.State == api.VMRunning {
-					out = append(out, target(v))
-				}
-			}
-			return out, err
-		},
-		Target: func(ctx context.Context, name string) (stats.Target, error) {
-			v, err := d.vms.Show(ctx, api.VMRefParams{Name: name})
-			if err != nil {
-				return stats.Target{}, err
-			}
-			if v.State != api.VMRunning {
-				return stats.Target{}, fmt.Errorf("vm %s is %s: %w; start it with `banger vm start %s`", name, v.State, api.ErrNotRunning, name)
-			}
-			return target(v), nil
-		},
-		Agent: func(ctx context.Context, name string) (stats.Agent, error) {
-			c, err := d.vms.Agent(ctx, name)
-			if err != nil {
-				return nil, err
-			}
-			return c, nil
-		},
-		AutoStop: d.vms.AutoStop,
-		Forwards: storeForwards{d.store},
-		Interval: d.cfg.StatsPollInterval,
-		Log:      d.log.With("service", "stats"),
-	})
+// statsTargets is what the stats service knows of the VMs, read from
+// the VM service through show and list.
+type statsTargets struct {
+	list     func(context.Context) (api.VMListResult, error)
+	show     func(context.Context, api.VMRefParams) (api.VM, error)
+	autoStop time.Duration // the config's auto_stop_stale_after
 }
 
-// The stats service's methods, adapted for the dispatch table.
-
-func vmStats(ctx context.Context, d *Daemon, p api.VMRefParams) (api.VMStats, error) {
-	return d.stats.Stats(ctx, p.Name)
+func (t statsTargets) target(v api.VM) stats.Target {
+	st := stats.Target{Name: v.Name, ID: v.ID, PID: v.PID, VCPU: v.VCPU, Network: v.Network,
+		AutoStop: vm.AutoStopAfter(v.AutoStop, t.autoStop)}
+	if v.Network == api.NetworkBridge {
+		st.Addr, _ = netip.ParseAddr(v.IP)
+	}
+	if v.StartedAt != nil {
+		st.StartedAt = *v.StartedAt
+	}
+	return st
 }
 
-func vmStatsAll(ctx context.Context, d *Daemon) (api.VMStatsList, error) {
-	return d.stats.StatsAll(ctx)
-}
-
-func vmHealth(ctx context.Context, d *Daemon, p api.VMRefParams) (api.VMHealth, error) {
-	return d.stats.Health(ctx, p.Name)
-}
-
-func vmPorts(ctx context.Context, d *Daemon, p api.VMPortsParams) (api.VMPortsResult, error) {
-	return d.stats.Ports(ctx, p.Name, p.Forward)
-}
-
-// touchVMs records API activity on the VMs a vm.* call names, for the
-// idle sweep. Reads (list, stats, ports, health, ping) are left out: a
-// dashboard polling them must not keep every VM awake.
-func (d *Daemon) touchVMs(method string, params json.RawMessage) {
-	if d.stats == nil || !strings.HasPrefix(method, "vm.") {
-		return
-	}
-	switch method {
-	case api.MethodVMList, api.MethodVMShow, api.MethodVMStats, api.MethodVMStatsAll, api.MethodVMHealth,
-		api.MethodVMPing, api.MethodVMPorts, api.MethodVMLogs:
-		return
-	}
-	var ref struct {
-		Name  string   `json:"name"`
-		Names []string `json:"names"`
-	}
-	if json.Unmarshal(params, &ref) != nil {
-		return
-	}
-	for _, n := range append(ref.Names, ref.Name) {
-		if n != "" {
-			d.stats.Touch(n)
+// Running lists the running VMs.
+func (t statsTargets) Running(ctx context.Context) ([]stats.Target, error) {
+	all, err := t.list(ctx)
+	var out []stats.Target
+	for _, v := range all.VMs {
+		if v.State == api.VMRunning {
+			out = append(out, t.target(v))
 		}
 	}
+	return out, err
+}
+
+// Target is the running VM named name.
+func (t statsTargets) Target(ctx context.Context, name string) (stats.Target, error) {
+	v, err := t.show(ctx, api.VMRefParams{Name: name})
+	if err != nil {
+		return stats.Target{}, err
+	}
+	if v.State != api.VMRunning {
+		return stats.Target{}, fmt.Errorf("vm %s is %s: %w; start it with `banger vm start %s`", name, v.State, api.ErrNotRunning, name)
+	}
+	return t.target(v), nil
 }
 
 // storeForwards keeps the stats service's forwards in the store.

@@ -43,7 +43,11 @@ type Config struct {
 	// Owner marks the bridge as this daemon's (its link alias): another
 	// daemon's bridge of the same name is refused, and never swept.
 	Owner string
-	Log   *slog.Logger
+	// OnUp, when set, is told the gateway address each time Attach has
+	// found or made the bridge (the .vm DNS server listens there); it must
+	// be idempotent.
+	OnUp func(gateway netip.Addr)
+	Log  *slog.Logger
 }
 
 // Network manages one bridge.
@@ -75,7 +79,17 @@ func New(cfg Config) (*Network, error) {
 func (n *Network) Prefix() netip.Prefix { return n.cfg.Prefix }
 
 // Gateway is the bridge's own address: the VMs' gateway and DNS server.
-func (n *Network) Gateway() netip.Addr { return n.cfg.Prefix.Addr().Next() }
+func (n *Network) Gateway() netip.Addr { return GatewayOf(n.cfg.Prefix) }
+
+// GatewayOf is the gateway of the bridge network p: its first address.
+func GatewayOf(p netip.Prefix) netip.Addr { return p.Masked().Addr().Next() }
+
+// Ours says whether the bridge exists and is this daemon's: one a
+// previous run made, which VMs still use.
+func (n *Network) Ours() bool {
+	br, err := netlink.LinkByName(n.cfg.Bridge)
+	return err == nil && br.Type() == "bridge" && br.Attrs().Alias == n.alias()
+}
 
 // Range is the first and last address a VM may lease.
 func (n *Network) Range() (first, last netip.Addr) {
@@ -100,6 +114,9 @@ func (n *Network) Attach(vmID string, mac net.HardwareAddr, addr netip.Addr, nat
 	br, err := n.ensureBridge()
 	if err != nil {
 		return "", err
+	}
+	if n.cfg.OnUp != nil {
+		n.cfg.OnUp(n.Gateway())
 	}
 	if err := n.ensureFirewall(); err != nil {
 		return "", err

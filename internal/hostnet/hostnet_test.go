@@ -57,9 +57,14 @@ func inNewNetns(t *testing.T) {
 func TestAttachDetachSweep(t *testing.T) {
 	roottest.Require(t, "it makes a bridge, taps and nftables rules in a network namespace")
 	inNewNetns(t)
-	n, err := New(Config{Bridge: "bgtest0", Prefix: netip.MustParsePrefix("10.99.0.0/24"), Owner: "test"})
+	var up []netip.Addr
+	n, err := New(Config{Bridge: "bgtest0", Prefix: netip.MustParsePrefix("10.99.0.0/24"), Owner: "test",
+		OnUp: func(gw netip.Addr) { up = append(up, gw) }})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if n.Ours() {
+		t.Fatal("Ours before any bridge exists")
 	}
 	// Nothing to sweep before the first VM, and sweeping makes nothing.
 	if removed, err := n.Sweep(nil); err != nil || len(removed) != 0 {
@@ -74,6 +79,10 @@ func TestAttachDetachSweep(t *testing.T) {
 	tapA, err := n.Attach(a, macA, netip.MustParseAddr("10.99.0.2"), false)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The bridge is up: its hook heard the gateway, and it is ours.
+	if len(up) != 1 || up[0] != netip.MustParseAddr("10.99.0.1") || !n.Ours() {
+		t.Fatalf("after the first attach: OnUp calls %v, Ours %v", up, n.Ours())
 	}
 	br, err := netlink.LinkByName("bgtest0")
 	if err != nil {

@@ -19,11 +19,12 @@ import (
 	"github.com/bangerdev/banger/internal/agent/proto"
 )
 
-// Ports lists the listening ports of the VM named name, each TCP port
-// probed for HTTPS and HTTP; with forward, each TCP port also gets a
+// Ports lists the listening ports of the VM req names, each TCP port
+// probed for HTTPS and HTTP; with req.Forward, each TCP port also gets a
 // listener on the host's loopback that carries connections to it through
 // the agent.
-func (s *Service) Ports(ctx context.Context, name string, forward bool) (api.VMPortsResult, error) {
+func (s *Service) Ports(ctx context.Context, req api.VMPortsParams) (api.VMPortsResult, error) {
+	name, forward := req.Name, req.Forward
 	t, err := s.cfg.Target(ctx, name)
 	if err != nil {
 		return api.VMPortsResult{}, err

@@ -280,10 +280,10 @@ func (s *Service) agentErr(name string, err error) error {
 	return fmt.Errorf("vm %s: %w", name, err)
 }
 
-// Stats is the latest sample of the VM named name, taken now if the
-// poller has none yet.
-func (s *Service) Stats(ctx context.Context, name string) (api.VMStats, error) {
-	t, err := s.cfg.Target(ctx, name)
+// Stats is the latest sample of the VM p names, taken now if the poller
+// has none yet.
+func (s *Service) Stats(ctx context.Context, p api.VMRefParams) (api.VMStats, error) {
+	t, err := s.cfg.Target(ctx, p.Name)
 	if err != nil {
 		return api.VMStats{}, err
 	}
@@ -308,7 +308,7 @@ func (s *Service) StatsAll(ctx context.Context) (api.VMStatsList, error) {
 	}
 	out := api.VMStatsList{VMs: []api.VMStats{}}
 	for _, t := range targets {
-		st, err := s.Stats(ctx, t.Name)
+		st, err := s.Stats(ctx, api.VMRefParams{Name: t.Name})
 		if err != nil {
 			st = api.VMStats{Name: t.Name, VCPU: t.VCPU} // no sample: shown empty, not an error for the rest
 		}
@@ -317,8 +317,9 @@ func (s *Service) StatsAll(ctx context.Context) (api.VMStatsList, error) {
 	return out, nil
 }
 
-// Health pings the VM's agent, timing the answer.
-func (s *Service) Health(ctx context.Context, name string) (api.VMHealth, error) {
+// Health pings the agent of the VM p names, timing the answer.
+func (s *Service) Health(ctx context.Context, p api.VMRefParams) (api.VMHealth, error) {
+	name := p.Name
 	if _, err := s.cfg.Target(ctx, name); err != nil {
 		return api.VMHealth{}, err
 	}

@@ -112,13 +112,13 @@ func TestCollect(t *testing.T) {
 	}}
 	s, _ := newTest([]Target{{Name: "web", ID: "id1", VCPU: 2}}, map[string]*fakeAgent{"web": a}, clk)
 	ctx := context.Background()
-	st, err := s.Stats(ctx, "web") // no poll yet: sampled on demand
+	st, err := s.Stats(ctx, api.VMRefParams{Name: "web"}) // no poll yet: sampled on demand
 	if err != nil || st.CPUPercent != 20 || st.MemUsed != 600 {
 		t.Fatalf("first sample = %+v, %v; want 20%% (since boot, of one CPU × 2) and 600 used", st, err)
 	}
 	clk.Add(5 * time.Second)
 	s.Poll(ctx)
-	st, _ = s.Stats(ctx, "web")
+	st, _ = s.Stats(ctx, api.VMRefParams{Name: "web"})
 	if st.CPUPercent != 100 || st.NetRxRate != 1000 || st.NetTxRate != 100 || st.MemUsed != 700 {
 		t.Fatalf("second sample = %+v; want 100%% CPU, 1000 B/s in, 100 B/s out", st)
 	}
@@ -126,7 +126,7 @@ func TestCollect(t *testing.T) {
 	s.Poll(ctx)
 	clk.Add(5 * time.Second)
 	s.Poll(ctx)
-	st, _ = s.Stats(ctx, "web")
+	st, _ = s.Stats(ctx, api.VMRefParams{Name: "web"})
 	got := []float64{}
 	for _, h := range st.History {
 		got = append(got, h.CPUPercent)
@@ -134,7 +134,7 @@ func TestCollect(t *testing.T) {
 	if !slices.Equal(got, []float64{100, 0, 20}) {
 		t.Fatalf("history = %v; want the last 3: 100, 0, 20", got)
 	}
-	if _, err := s.Stats(ctx, "nope"); !errors.Is(err, api.ErrNotFound) {
+	if _, err := s.Stats(ctx, api.VMRefParams{Name: "nope"}); !errors.Is(err, api.ErrNotFound) {
 		t.Fatalf("stats of a missing VM: %v", err)
 	}
 }
@@ -143,13 +143,13 @@ func TestHealthUnresponsive(t *testing.T) {
 	clk := &clock{now: time.Unix(1000, 0)}
 	s, _ := newTest([]Target{{Name: "ok", ID: "1"}, {Name: "hung", ID: "2"}},
 		map[string]*fakeAgent{"ok": {}, "hung": {block: true}}, clk)
-	h, err := s.Health(context.Background(), "ok")
+	h, err := s.Health(context.Background(), api.VMRefParams{Name: "ok"})
 	if err != nil || h.AgentVersion != "test" || h.Uptime != 42 {
 		t.Fatalf("Health(ok) = %+v, %v", h, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	if _, err := s.Health(ctx, "hung"); !errors.Is(err, api.ErrUnresponsive) {
+	if _, err := s.Health(ctx, api.VMRefParams{Name: "hung"}); !errors.Is(err, api.ErrUnresponsive) {
 		t.Fatalf("Health(hung) = %v; want unresponsive", err)
 	}
 }
@@ -279,7 +279,7 @@ func TestPortsForward(t *testing.T) {
 	clk := &clock{now: time.Unix(1000, 0)}
 	s, _ := newTest([]Target{{Name: "web", ID: "1", Network: api.NetworkUser}}, map[string]*fakeAgent{"web": a}, clk)
 	ctx := context.Background()
-	r, err := s.Ports(ctx, "web", false)
+	r, err := s.Ports(ctx, api.VMPortsParams{Name: "web", Forward: false})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,7 +291,7 @@ func TestPortsForward(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("ports = %v; want %v (no URL: a user-mode VM without forwards)", got, want)
 	}
-	r, err = s.Ports(ctx, "web", true)
+	r, err = s.Ports(ctx, api.VMPortsParams{Name: "web", Forward: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,7 +325,7 @@ func TestPortsForward(t *testing.T) {
 		}
 	}
 	// A second --forward keeps the same listeners.
-	again, _ := s.Ports(ctx, "web", true)
+	again, _ := s.Ports(ctx, api.VMPortsParams{Name: "web", Forward: true})
 	for i := range again.Ports {
 		if again.Ports[i].Forward != r.Ports[i].Forward {
 			t.Fatalf("forward moved: %s → %s", r.Ports[i].Forward, again.Ports[i].Forward)
@@ -383,7 +383,7 @@ func TestForwardsSurviveARestart(t *testing.T) {
 	first, _ := newTest(targets, map[string]*fakeAgent{"web": a}, clk)
 	first.cfg.Forwards = kept
 	ctx := context.Background()
-	r, err := first.Ports(ctx, "web", true)
+	r, err := first.Ports(ctx, api.VMPortsParams{Name: "web", Forward: true})
 	if err != nil || r.Ports[0].Forward == "" {
 		t.Fatalf("Ports --forward = %+v, %v", r, err)
 	}

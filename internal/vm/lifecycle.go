@@ -265,12 +265,23 @@ func (w eventWriter) Write(p []byte) (int, error) {
 }
 
 // Logs returns a VM's serial console: the kernel's messages and the
-// agent's.
-func (s *Service) Logs(ctx context.Context, p api.VMLogsParams) (api.VMLogsResult, error) {
+// agent's. With p.Follow it emits the console's tail, then what is
+// written to it, until ctx ends or the VM is deleted, and returns an
+// empty result.
+func (s *Service) Logs(ctx context.Context, p api.VMLogsParams, emit func(api.VMLogsResult) error) (api.VMLogsResult, error) {
 	rec, err := s.find(ctx, p.Name)
 	if err != nil {
 		return api.VMLogsResult{}, err
 	}
+	console, err := s.console(rec, p.Tail)
+	if err != nil || !p.Follow {
+		return console, err
+	}
+	return api.VMLogsResult{}, s.follow(ctx, rec, console, emit)
+}
+
+// console reads rec's console, its last tail lines when tail > 0.
+func (s *Service) console(rec store.VM, tail int) (api.VMLogsResult, error) {
 	b, err := os.ReadFile(filepath.Join(s.runDir(rec.ID), "console.log"))
 	if errors.Is(err, os.ErrNotExist) {
 		return api.VMLogsResult{}, nil // never booted
@@ -278,8 +289,8 @@ func (s *Service) Logs(ctx context.Context, p api.VMLogsParams) (api.VMLogsResul
 	if err != nil {
 		return api.VMLogsResult{}, err
 	}
-	if p.Tail > 0 {
-		b = []byte(boot.Tail(b, p.Tail) + "\n")
+	if tail > 0 {
+		b = []byte(boot.Tail(b, tail) + "\n")
 	}
 	return api.VMLogsResult{Console: string(b)}, nil
 }
@@ -491,19 +502,11 @@ func (s *Service) Prune(ctx context.Context) (api.VMPruneResult, error) {
 // followInterval is how often a followed console is checked for growth.
 const followInterval = 200 * time.Millisecond
 
-// FollowLogs sends the console's tail, then what is written to it, until
-// ctx ends or the VM is deleted. A restarted VM's console starts over:
-// it is sent from its start.
-func (s *Service) FollowLogs(ctx context.Context, p api.VMLogsParams, out func(string) error) error {
-	first, err := s.Logs(ctx, p)
-	if err != nil {
-		return err
-	}
-	if err := out(first.Console); err != nil {
-		return err
-	}
-	rec, err := s.find(ctx, p.Name)
-	if err != nil {
+// follow emits first, then what is written to rec's console, until ctx
+// ends or the VM is deleted. A restarted VM's console starts over: it is
+// sent from its start.
+func (s *Service) follow(ctx context.Context, rec store.VM, first api.VMLogsResult, emit func(api.VMLogsResult) error) error {
+	if err := emit(first); err != nil {
 		return err
 	}
 	path := filepath.Join(s.runDir(rec.ID), "console.log")
@@ -520,7 +523,7 @@ func (s *Service) FollowLogs(ctx context.Context, p api.VMLogsParams, out func(s
 			return nil
 		case <-t.C:
 		}
-		if cur, err := s.find(ctx, p.Name); err != nil || cur.ID != rec.ID {
+		if cur, err := s.find(ctx, rec.Name); err != nil || cur.ID != rec.ID {
 			return nil // deleted: nothing more will come
 		}
 		f, err := os.Open(path)
@@ -534,7 +537,7 @@ func (s *Service) FollowLogs(ctx context.Context, p api.VMLogsParams, out func(s
 			n, err := f.ReadAt(buf, offset)
 			if n > 0 {
 				offset += int64(n)
-				if oerr := out(string(buf[:n])); oerr != nil {
+				if oerr := emit(api.VMLogsResult{Console: string(buf[:n])}); oerr != nil {
 					f.Close()
 					return oerr
 				}

@@ -26,7 +26,6 @@ import (
 	"github.com/bangerdev/banger/internal/agent/proto"
 	"github.com/bangerdev/banger/internal/boot"
 	"github.com/bangerdev/banger/internal/bundle"
-	"github.com/bangerdev/banger/internal/opstate"
 	"github.com/bangerdev/banger/internal/proc"
 	"github.com/bangerdev/banger/internal/store"
 	"github.com/bangerdev/banger/internal/vmm"
@@ -56,8 +55,6 @@ type Config struct {
 	RunDir   string // one directory per VM ID: sockets, console log
 	Log      *slog.Logger
 	Lifetime context.Context
-	// Retention keeps finished create operations listed this long.
-	Retention time.Duration
 	// Image finds an image by name or ID; PullImage pulls a reference
 	// that Image does not know, for create.
 	Image     func(ctx context.Context, nameOrID string) (api.Image, error)
@@ -72,8 +69,6 @@ type Config struct {
 	// and NoBridge then says why, for the error a bridge VM gets.
 	Bridge   Bridge
 	NoBridge string
-	// PlaceWorkspace puts a create's workspace in the VM once it is up.
-	PlaceWorkspace func(ctx context.Context, name string, spec api.WorkspaceSpec) error
 }
 
 // Bridge is the host's side of the bridge network.
@@ -100,7 +95,6 @@ type SSHConfig struct {
 // Service manages VMs.
 type Service struct {
 	cfg Config
-	ops *opstate.Registry[api.VM]
 
 	mu    sync.Mutex
 	live  map[string]*live       // running VMs by ID
@@ -127,14 +121,10 @@ func New(cfg Config) *Service {
 	}
 	return &Service{
 		cfg:   cfg,
-		ops:   opstate.NewRegistry[api.VM](cfg.Retention, time.Now),
 		live:  map[string]*live{},
 		locks: map[string]*sync.Mutex{},
 	}
 }
-
-// Operations is the registry of create operations.
-func (s *Service) Operations() *opstate.Registry[api.VM] { return s.ops }
 
 var validName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}$`)
 
@@ -190,8 +180,20 @@ func (s *Service) put(ctx context.Context, rec store.VM) error {
 	return s.cfg.Store.Update(ctx, func(tx *store.Tx) error { return tx.PutVM(ctx, rec) })
 }
 
-// Create validates p and starts the vm.create operation.
-func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (*opstate.Op[api.VM], error) {
+// Creation is a VM recorded as creating, whose phases Build runs.
+type Creation struct {
+	rec     store.VM
+	noStart bool
+}
+
+// Name is the VM's name, generated when the params left it out.
+func (c Creation) Name() string { return c.rec.Name }
+
+// Create validates p and records the VM as creating, before any work: a
+// taken name is api.ErrAlreadyExists, a bad value api.ErrInvalidArgument.
+// Build then runs its phases (the daemon runs them as the vm.create
+// operation). A workspace is the caller's to place once the VM is up.
+func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (Creation, error) {
 	d := s.cfg.Defaults
 	rec := store.VM{
 		Name: p.Name, ID: newID(), State: api.VMCreating, Image: p.Image, Kernel: p.Kernel,
@@ -222,24 +224,13 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (*opstate.Op
 		rec.NAT = *p.NAT
 	}
 	if err := validate(rec); err != nil {
-		return nil, err
-	}
-	if p.Workspace != nil {
-		if p.NoStart {
-			return nil, fmt.Errorf("%w: a workspace is placed in a running VM; drop --no-start, or prepare it after `banger vm start` (`banger vm workspace prepare`)", api.ErrInvalidArgument)
-		}
-		// Checked before anything is made, so a typo costs no VM.
-		if fi, err := os.Stat(p.Workspace.Path); err != nil {
-			return nil, fmt.Errorf("%w: workspace %s: not a directory on this host: %v", api.ErrInvalidArgument, p.Workspace.Path, err)
-		} else if !fi.IsDir() {
-			return nil, fmt.Errorf("%w: workspace %s: not a directory on this host: a file", api.ErrInvalidArgument, p.Workspace.Path)
-		}
+		return Creation{}, err
 	}
 	if rec.Network == api.NetworkBridge && s.cfg.Bridge == nil {
-		return nil, fmt.Errorf("%w: --network bridge: %s; use --network user", api.ErrInvalidArgument, s.cfg.NoBridge)
+		return Creation{}, fmt.Errorf("%w: --network bridge: %s; use --network user", api.ErrInvalidArgument, s.cfg.NoBridge)
 	}
 	if err := s.cfg.Driver.Available(); err != nil {
-		return nil, fmt.Errorf("%w: %v", api.ErrInvalidArgument, err)
+		return Creation{}, fmt.Errorf("%w: %v", api.ErrInvalidArgument, err)
 	}
 	err := s.cfg.Store.Update(ctx, func(tx *store.Tx) error {
 		if err := s.insert(ctx, tx, &rec); err != nil {
@@ -257,23 +248,28 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (*opstate.Op
 		return err
 	})
 	if errors.Is(err, store.ErrAlreadyExists) {
-		return nil, fmt.Errorf("vm %q %w; pick another --name, or delete it (`banger vm delete %s`)", rec.Name, api.ErrAlreadyExists, rec.Name)
+		return Creation{}, fmt.Errorf("vm %q %w; pick another --name, or delete it (`banger vm delete %s`)", rec.Name, api.ErrAlreadyExists, rec.Name)
 	}
 	if err != nil {
-		return nil, err
+		return Creation{}, err
 	}
-	return s.ops.Start(s.cfg.Lifetime, api.OpKindVMCreate, rec.Name, func(ctx context.Context, op *opstate.Op[api.VM]) (api.VM, error) {
-		unlock := s.lock(rec.Name)
-		defer unlock()
-		start := time.Now()
-		v, err := s.create(ctx, op, rec, p.NoStart, p.Workspace)
-		if err != nil {
-			s.cfg.Log.Warn("vm create failed", "vm", rec.Name, "err", err)
-			return api.VM{}, err
-		}
-		s.cfg.Log.Info("vm created", "vm", rec.Name, "state", v.State, "took", time.Since(start).Round(time.Millisecond))
-		return v, nil
-	}), nil
+	return Creation{rec: rec, noStart: p.NoStart}, nil
+}
+
+// Build runs a creation's phases under the VM's lock, reporting each to
+// phase. A failure keeps the VM, failed, with its console log for `vm
+// logs`; a canceled build leaves nothing.
+func (s *Service) Build(ctx context.Context, phase func(string), c Creation) (api.VM, error) {
+	unlock := s.lock(c.rec.Name)
+	defer unlock()
+	start := time.Now()
+	v, err := s.create(ctx, phase, c.rec, c.noStart)
+	if err != nil {
+		s.cfg.Log.Warn("vm create failed", "vm", c.rec.Name, "err", err)
+		return api.VM{}, err
+	}
+	s.cfg.Log.Info("vm created", "vm", c.rec.Name, "state", v.State, "took", time.Since(start).Round(time.Millisecond))
+	return v, nil
 }
 
 // insert adds rec, named now if it has no name.
@@ -317,7 +313,7 @@ func validate(rec store.VM) error {
 
 // create runs the phases of vm.create. A failure keeps the VM, failed,
 // with its console log for `vm logs`; a canceled create leaves nothing.
-func (s *Service) create(ctx context.Context, op *opstate.Op[api.VM], rec store.VM, noStart bool, ws *api.WorkspaceSpec) (api.VM, error) {
+func (s *Service) create(ctx context.Context, phase func(string), rec store.VM, noStart bool) (api.VM, error) {
 	fail := func(err error) (api.VM, error) {
 		if ctx.Err() != nil {
 			s.remove(context.WithoutCancel(ctx), rec)
@@ -329,23 +325,23 @@ func (s *Service) create(ctx context.Context, op *opstate.Op[api.VM], rec store.
 		}
 		return api.VM{}, err
 	}
-	op.SetPhase("resolving image")
+	phase("resolving image")
 	img, err := s.cfg.Image(ctx, rec.Image)
 	if errors.Is(err, api.ErrNotFound) && s.cfg.PullImage != nil {
-		op.SetPhase("pulling image")
+		phase("pulling image")
 		img, err = s.cfg.PullImage(ctx, rec.Image)
 	}
 	if err != nil {
 		return fail(fmt.Errorf("image %s: %w", rec.Image, err))
 	}
 	rec.Image, rec.ImageID = img.Name, img.ID
-	op.SetPhase("resolving kernel")
+	phase("resolving kernel")
 	k, err := s.cfg.Kernel(ctx, rec.Kernel)
 	if err != nil {
 		return fail(err)
 	}
 	rec.Kernel, rec.KernelID = k.Name, k.ID
-	op.SetPhase("preparing work disk")
+	phase("preparing work disk")
 	if err := boot.WorkDisk(ctx, s.workDisk(rec.ID), rec.DiskSize); err != nil {
 		return fail(err)
 	}
@@ -359,20 +355,9 @@ func (s *Service) create(ctx context.Context, op *opstate.Op[api.VM], rec store.
 	if err := s.put(ctx, rec); err != nil {
 		return fail(err)
 	}
-	rec, err = s.boot(ctx, op.SetPhase, rec, img, k)
+	rec, err = s.boot(ctx, phase, rec, img, k)
 	if err != nil {
 		return fail(err)
-	}
-	if ws != nil && s.cfg.PlaceWorkspace != nil {
-		op.SetPhase("placing workspace")
-		// Placing records the directory with a one-column update
-		// (SetWorkspace), not through the lock this create holds.
-		if err := s.cfg.PlaceWorkspace(ctx, rec.Name, *ws); err != nil {
-			return api.VM{}, fmt.Errorf("vm %s is up, but its workspace was not placed: %w; try again with `banger vm workspace prepare %s %s`", rec.Name, err, rec.Name, ws.Path)
-		}
-		if rec, err = s.find(ctx, rec.Name); err != nil {
-			return api.VM{}, err
-		}
 	}
 	return s.toAPI(rec), nil
 }

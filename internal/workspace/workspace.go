@@ -120,6 +120,19 @@ func saveState(dir string, st State) error {
 	return os.Rename(tmp.Name(), filepath.Join(dir, stateFile))
 }
 
+// Check refuses a workspace that is not a directory on this host, so a
+// create with a typo costs no VM.
+func Check(spec api.WorkspaceSpec) error {
+	fi, err := os.Stat(spec.Path)
+	if err != nil {
+		return fmt.Errorf("%w: workspace %s: not a directory on this host: %v", api.ErrInvalidArgument, spec.Path, err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%w: workspace %s: not a directory on this host: a file", api.ErrInvalidArgument, spec.Path)
+	}
+	return nil
+}
+
 // Prepare places the host tree p.Path in the VM (all of it in one put),
 // or with p.DryRun only lists what would go.
 func (s *Service) Prepare(ctx context.Context, p api.WorkspacePrepareParams, progress Progress) (api.WorkspacePrepareResult, error) {

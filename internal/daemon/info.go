@@ -6,26 +6,25 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/api"
-	"github.com/bangerdev/banger/internal/rpc"
 )
 
-func handlePing(_ context.Context, _ *Daemon, _ *rpc.Call) rpc.Response {
-	return rpc.Result(api.PingResult{Pong: true})
-}
+// The daemon's own methods.
 
-// handleShutdown answers first and stops after: the stop closes the
-// listener, while this connection stays open until its answer is written.
-func handleShutdown(_ context.Context, d *Daemon, _ *rpc.Call) rpc.Response {
+func ping(context.Context) (api.PingResult, error) { return api.PingResult{Pong: true}, nil }
+
+// shutdown answers first and stops after: the stop closes the listener,
+// while this connection stays open until its answer is written.
+func (d *Daemon) shutdown(context.Context) (api.ShutdownResult, error) {
 	d.log.Info("shutdown requested over the API")
 	d.stop()
-	return rpc.Result(api.ShutdownResult{PID: os.Getpid()})
+	return api.ShutdownResult{PID: os.Getpid()}, nil
 }
 
-func version(_ context.Context, d *Daemon) (api.VersionResult, error) {
+func (d *Daemon) version(context.Context) (api.VersionResult, error) {
 	return api.VersionResult{Daemon: d.build}, nil
 }
 
-func daemonInfo(_ context.Context, d *Daemon) (api.DaemonInfo, error) {
+func (d *Daemon) info(context.Context) (api.DaemonInfo, error) {
 	l := d.layout
 	return api.DaemonInfo{
 		PID:  os.Getpid(),
@@ -43,7 +42,7 @@ func daemonInfo(_ context.Context, d *Daemon) (api.DaemonInfo, error) {
 	}, nil
 }
 
-func configShow(_ context.Context, d *Daemon) (api.ConfigShowResult, error) {
+func (d *Daemon) configShow(context.Context) (api.ConfigShowResult, error) {
 	res := api.ConfigShowResult{File: d.layout.ConfigFile()}
 	for _, v := range d.cfg.Values() {
 		res.Values = append(res.Values, api.ConfigValue{Key: v.Key, Value: v.Value, Source: v.Source})

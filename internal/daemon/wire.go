@@ -1,0 +1,223 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/blobcache"
+	"github.com/bangerdev/banger/internal/bootcheck"
+	"github.com/bangerdev/banger/internal/image"
+	"github.com/bangerdev/banger/internal/kernel"
+	"github.com/bangerdev/banger/internal/opstate"
+	"github.com/bangerdev/banger/internal/rootfs"
+	"github.com/bangerdev/banger/internal/sshkey"
+	"github.com/bangerdev/banger/internal/stats"
+	"github.com/bangerdev/banger/internal/store"
+	"github.com/bangerdev/banger/internal/vm"
+	"github.com/bangerdev/banger/internal/vmdns"
+	"github.com/bangerdev/banger/internal/vmm"
+	"github.com/bangerdev/banger/internal/vmm/firecracker"
+	"github.com/bangerdev/banger/internal/vmm/qemu"
+	"github.com/bangerdev/banger/internal/workspace"
+)
+
+// services are the wired services; the handler table (rpcHandlers) is a
+// function of them.
+type services struct {
+	daemon    *Daemon // its own methods: version, info, config, shutdown
+	ops       *operations
+	images    *image.Service
+	kernels   *kernel.Service
+	bootCheck *bootcheck.Service
+	vms       *vm.Service
+	creates   *creator
+	stats     *stats.Service
+	workspace *workspace.Service
+	dns       *vmdns.Server // nil without a bridge network
+}
+
+// wire builds the services in dependency order into local values, each
+// from those below it, so none can be used before it exists. What a
+// service needs of another it gets as function-typed fields or a small
+// interface; a step that spans two (placing a workspace after a create)
+// is orchestrated here, not by either.
+func (d *Daemon) wire(opts Options) (*services, error) {
+	images, err := image.New(image.Config{
+		Store:     d.store,
+		Cache:     blobcache.New(d.layout.OCICacheDir()),
+		Dir:       filepath.Join(d.layout.StateDir, "images"),
+		Log:       d.log.With("service", "image"),
+		Limits:    rootfs.Limits{MaxBytes: d.cfg.Images.MaxUnpackedSize, MaxEntries: d.cfg.Images.MaxEntries},
+		Lifetime:  d.lifetime,
+		Retention: opts.OpRetention,
+		UsedBy: func(ctx context.Context, tx *store.Tx, id string) (int, int, error) {
+			return tx.VMsUsing(ctx, "image_id", id)
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("starting the image service: %w", err)
+	}
+
+	kernels, err := kernel.New(kernel.Config{
+		Store:     d.store,
+		Dir:       filepath.Join(d.layout.StateDir, "kernels"),
+		Log:       d.log.With("service", "kernel"),
+		Lifetime:  d.lifetime,
+		Retention: opts.OpRetention,
+		UsedBy: func(ctx context.Context, tx *store.Tx, id string) (int, error) {
+			running, other, err := tx.VMsUsing(ctx, "kernel_id", id)
+			return running + other, err
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("starting the kernel service: %w", err)
+	}
+	kernelByName := func(ctx context.Context, name string) (api.Kernel, error) {
+		return kernels.Show(ctx, api.KernelRefParams{Name: name})
+	}
+
+	agentBin := opts.AgentBin
+	if agentBin == "" {
+		if exe, err := os.Executable(); err == nil {
+			agentBin = filepath.Join(filepath.Dir(exe), "banger-agent")
+		}
+	}
+	driver := opts.driver
+	if driver == nil {
+		driver = d.driver()
+	}
+	bootCheck := &bootcheck.Service{
+		Image:   images.Resolve,
+		Kernel:  kernelByName,
+		Driver:  driver,
+		Agent:   agentBin,
+		WorkDir: filepath.Join(d.layout.RuntimeDir, "vms"),
+		Log:     d.log.With("service", "boot-test"),
+	}
+
+	sshDir := filepath.Join(d.layout.StateDir, "ssh")
+	key, err := sshkey.LoadOrCreate(filepath.Join(sshDir, "id_ed25519"))
+	if err != nil {
+		return nil, fmt.Errorf("loading banger's SSH key: %w", err)
+	}
+	hostNet, dns, noBridge := d.bridgeNetwork()
+	var bridge vm.Bridge // a nil *hostnet.Network must stay a nil interface
+	if hostNet != nil {
+		bridge = hostNet
+	}
+	if d.cfg.Network.Mode == api.NetworkBridge && bridge == nil {
+		return nil, fmt.Errorf("network.mode is bridge in config.toml, but %s; set it to user", noBridge)
+	}
+	vms := vm.New(vm.Config{
+		Store:     d.store,
+		StateDir:  filepath.Join(d.layout.StateDir, "vms"),
+		RunDir:    filepath.Join(d.layout.RuntimeDir, "vms"),
+		Log:       d.log.With("service", "vm"),
+		Lifetime:  d.lifetime,
+		Image:     images.Resolve,
+		PullImage: pullAndWait(images.Pull),
+		Kernel:    kernelByName,
+		Driver:    driver,
+		Agent:     agentBin,
+		Emulated:  vmm.KVMUsable() != nil,
+		Defaults: vm.Defaults{
+			Image: d.cfg.DefaultImageName, Kernel: d.cfg.DefaultKernel, VCPU: d.cfg.VMDefaults.VCPU,
+			MemoryMiB: d.cfg.VMDefaults.MemoryMiB, DiskSize: d.cfg.VMDefaults.DiskSize, Network: d.cfg.Network.Mode,
+			NAT: d.cfg.Network.NAT,
+		},
+		SSH: vm.SSHConfig{Key: key.PublicKey(), IdentityFile: filepath.Join(sshDir, "id_ed25519"),
+			KnownHostsFile: filepath.Join(sshDir, "known_hosts")},
+		Bridge:   bridge,
+		NoBridge: noBridge,
+	})
+	if err := vms.Reconcile(d.lifetime); err != nil {
+		return nil, fmt.Errorf("taking back running VMs: %w", err)
+	}
+	if hostNet != nil && hostNet.Ours() {
+		d.listenDNS(dns, hostNet.Gateway()) // the bridge a previous daemon made
+	}
+
+	targets := statsTargets{list: vms.List, show: vms.Show, autoStop: d.cfg.AutoStopStaleAfter}
+	st := stats.New(stats.Config{
+		Running: targets.Running,
+		Target:  targets.Target,
+		Agent: func(ctx context.Context, name string) (stats.Agent, error) {
+			return asInterface[stats.Agent](vms.Agent(ctx, name))
+		},
+		AutoStop: vms.AutoStop,
+		Forwards: storeForwards{d.store},
+		Interval: d.cfg.StatsPollInterval,
+		Log:      d.log.With("service", "stats"),
+	})
+
+	ws := workspace.New(workspace.Config{
+		Agent: func(ctx context.Context, name string) (workspace.Agent, error) {
+			return asInterface[workspace.Agent](vms.Agent(ctx, name))
+		},
+		StateDir: vms.StateDirOf,
+		Placed:   vms.SetWorkspace,
+		Log:      d.log.With("service", "workspace"),
+	})
+
+	creates := &creator{
+		create: vms.Create, build: vms.Build, show: vms.Show, place: ws.Prepare, session: st.Session,
+		ops: opstate.NewRegistry[api.VM](opts.OpRetention, time.Now), lifetime: d.lifetime,
+	}
+	ops := &operations{log: d.log, sources: append([]opSource{images.Operations(), kernels.Operations(), creates.ops}, opts.extraOps...)}
+	return &services{daemon: d, ops: ops, images: images, kernels: kernels, bootCheck: bootCheck,
+		vms: vms, creates: creates, stats: st, workspace: ws, dns: dns}, nil
+}
+
+// asInterface turns a service's concrete result into the small interface
+// its consumer declares, keeping a nil result a nil interface.
+func asInterface[I any, T any](v *T, err error) (I, error) {
+	var zero I
+	if err != nil || v == nil {
+		return zero, err
+	}
+	return any(v).(I), nil
+}
+
+// pullAndWait pulls an image and waits for it, for a create whose image
+// is not here yet.
+func pullAndWait(pull func(context.Context, api.ImagePullParams) (image.Started, error)) func(context.Context, string) (api.Image, error) {
+	return func(ctx context.Context, ref string) (api.Image, error) {
+		op, err := pull(ctx, api.ImagePullParams{Ref: ref})
+		if err != nil {
+			return api.Image{}, err
+		}
+		select {
+		case <-op.Done():
+			return op.Result()
+		case <-ctx.Done():
+			return api.Image{}, ctx.Err()
+		}
+	}
+}
+
+// driver picks the VMM: the configured one, or under "auto" Firecracker
+// where it can run and QEMU elsewhere.
+func (d *Daemon) driver() vmm.Driver {
+	fc := &firecracker.Driver{Binary: d.cfg.FirecrackerBin}
+	if d.cfg.FirecrackerJailer != "" {
+		fc.Jailer = &firecracker.Jailer{Binary: d.cfg.FirecrackerJailer, UID: d.cfg.JailerUID, GID: d.cfg.JailerGID,
+			BaseDir: filepath.Join(d.layout.StateDir, "jail")}
+	}
+	q := &qemu.Driver{Warn: func(reason error) {
+		d.log.Warn("VMs run under software emulation (TCG), much slower than KVM", "reason", reason)
+	}}
+	switch d.cfg.VMM {
+	case "firecracker":
+		return fc
+	case "qemu":
+		return q
+	}
+	if fc.Available() == nil {
+		return fc
+	}
+	return q
+}
