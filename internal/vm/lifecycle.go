@@ -273,26 +273,28 @@ func (s *Service) Logs(ctx context.Context, p api.VMLogsParams, emit func(api.VM
 	if err != nil {
 		return api.VMLogsResult{}, err
 	}
-	console, err := s.console(rec, p.Tail)
+	console, read, err := s.console(rec, p.Tail)
 	if err != nil || !p.Follow {
 		return console, err
 	}
-	return api.VMLogsResult{}, s.follow(ctx, rec, console, emit)
+	return api.VMLogsResult{}, s.follow(ctx, rec, console, read, emit)
 }
 
-// console reads rec's console, its last tail lines when tail > 0.
-func (s *Service) console(rec store.VM, tail int) (api.VMLogsResult, error) {
+// console reads rec's console, its last tail lines when tail > 0, and
+// says how many bytes of the file it read.
+func (s *Service) console(rec store.VM, tail int) (api.VMLogsResult, int64, error) {
 	b, err := os.ReadFile(filepath.Join(s.runDir(rec.ID), "console.log"))
 	if errors.Is(err, os.ErrNotExist) {
-		return api.VMLogsResult{}, nil // never booted
+		return api.VMLogsResult{}, 0, nil // never booted
 	}
 	if err != nil {
-		return api.VMLogsResult{}, err
+		return api.VMLogsResult{}, 0, err
 	}
+	read := int64(len(b))
 	if tail > 0 {
 		b = []byte(boot.Tail(b, tail) + "\n")
 	}
-	return api.VMLogsResult{Console: string(b)}, nil
+	return api.VMLogsResult{Console: string(b)}, read, nil
 }
 
 // Reconcile runs once at daemon start: VMs recorded running whose VMM
@@ -502,18 +504,15 @@ func (s *Service) Prune(ctx context.Context) (api.VMPruneResult, error) {
 // followInterval is how often a followed console is checked for growth.
 const followInterval = 200 * time.Millisecond
 
-// follow emits first, then what is written to rec's console, until ctx
-// ends or the VM is deleted. A restarted VM's console starts over: it is
-// sent from its start.
-func (s *Service) follow(ctx context.Context, rec store.VM, first api.VMLogsResult, emit func(api.VMLogsResult) error) error {
+// follow emits first, then what is written to rec's console past offset
+// (where first was read to, so no line written meanwhile is lost), until
+// ctx ends or the VM is deleted. A restarted VM's console starts over: it
+// is sent from its start.
+func (s *Service) follow(ctx context.Context, rec store.VM, first api.VMLogsResult, offset int64, emit func(api.VMLogsResult) error) error {
 	if err := emit(first); err != nil {
 		return err
 	}
 	path := filepath.Join(s.runDir(rec.ID), "console.log")
-	var offset int64
-	if fi, err := os.Stat(path); err == nil {
-		offset = fi.Size()
-	}
 	t := time.NewTicker(followInterval)
 	defer t.Stop()
 	buf := make([]byte, 64<<10)

@@ -63,8 +63,11 @@ type Config struct {
 	Driver    vmm.Driver
 	Agent     string // the banger-agent binary, /init of the initramfs
 	Emulated  bool   // guests run under TCG: their kernel gets the host's TSC rate
-	Defaults  Defaults
-	SSH       SSHConfig
+	// BootTimeout bounds the wait for a booting guest's agent (default
+	// 5m: a TCG boot on a busy host is slow).
+	BootTimeout time.Duration
+	Defaults    Defaults
+	SSH         SSHConfig
 	// Bridge is the root daemon's bridge network; nil when there is none,
 	// and NoBridge then says why, for the error a bridge VM gets.
 	Bridge   Bridge
@@ -118,6 +121,9 @@ type live struct {
 func New(cfg Config) *Service {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.BootTimeout <= 0 {
+		cfg.BootTimeout = 5 * time.Minute
 	}
 	return &Service{
 		cfg:   cfg,
@@ -400,7 +406,7 @@ func (s *Service) boot(ctx context.Context, phase func(string), rec store.VM, im
 		return rec, err
 	}
 	phase("waiting for the agent")
-	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	wctx, cancel := context.WithTimeout(ctx, s.cfg.BootTimeout)
 	defer cancel()
 	c, err := boot.WaitAgent(wctx, in.DialAgent, in.Done())
 	if err != nil {
@@ -549,7 +555,7 @@ func (s *Service) client(ctx context.Context, rec store.VM) (*client.Client, *li
 			return l.client, l, nil
 		}
 	}
-	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	wctx, cancel := context.WithTimeout(ctx, min(time.Minute, s.cfg.BootTimeout))
 	defer cancel()
 	c, err := boot.WaitAgent(wctx, l.inst.DialAgent, l.inst.Done())
 	if err != nil {
