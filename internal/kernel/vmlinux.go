@@ -41,7 +41,7 @@ func (l *limitedBuffer) Write(p []byte) (int, error) {
 // ErrNoELF means no ELF kernel could be found in a kernel image.
 var ErrNoELF = errors.New("no ELF kernel inside")
 
-var elfMagic = []byte{0x7f, 'E', 'L', 'F'}
+const elfMagic = "\x7fELF"
 
 // maxVmlinux bounds a decompressed kernel.
 const maxVmlinux = 512 << 20
@@ -51,7 +51,7 @@ const maxVmlinux = 512 << 20
 // kernels, and QEMU's microvm boots one through its PVH note far faster
 // than a bzImage under emulation, where decompression dominates the boot.
 func Vmlinux(image []byte) ([]byte, error) {
-	if bytes.HasPrefix(image, elfMagic) {
+	if bytes.HasPrefix(image, []byte(elfMagic)) {
 		return image, nil
 	}
 	type codec struct {
@@ -92,7 +92,7 @@ func Vmlinux(image []byte) ([]byte, error) {
 			// Trailing bytes after the stream are expected; what matters is
 			// that the stream decompressed to an ELF file.
 			_, _ = io.Copy(&out, io.LimitReader(r, maxVmlinux))
-			if bytes.HasPrefix(out.Bytes(), elfMagic) && out.Len() > 64 {
+			if bytes.HasPrefix(out.Bytes(), []byte(elfMagic)) && out.Len() > 64 {
 				return out.Bytes(), nil
 			}
 		}

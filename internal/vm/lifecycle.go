@@ -436,8 +436,22 @@ func growWorkDisk(ctx context.Context, path string, size int64) error {
 	return nil
 }
 
-// signals vm kill sends a VMM.
-var signals = map[string]syscall.Signal{"KILL": syscall.SIGKILL, "TERM": syscall.SIGTERM, "INT": syscall.SIGINT, "HUP": syscall.SIGHUP, "QUIT": syscall.SIGQUIT}
+// signal is the signal vm kill sends a VMM by that name.
+func signal(name string) (syscall.Signal, bool) {
+	switch name {
+	case "KILL":
+		return syscall.SIGKILL, true
+	case "TERM":
+		return syscall.SIGTERM, true
+	case "INT":
+		return syscall.SIGINT, true
+	case "HUP":
+		return syscall.SIGHUP, true
+	case "QUIT":
+		return syscall.SIGQUIT, true
+	}
+	return 0, false
+}
 
 // Kill signals a running VM's VMM (SIGKILL by default): no power-off
 // through the guest.
@@ -446,7 +460,7 @@ func (s *Service) Kill(ctx context.Context, p api.VMKillParams) (api.VM, error) 
 	if name == "" {
 		name = "KILL"
 	}
-	sig, ok := signals[name]
+	sig, ok := signal(name)
 	if !ok {
 		return api.VM{}, fmt.Errorf("%w: --signal %q: use KILL, TERM, INT, HUP or QUIT", api.ErrInvalidArgument, p.Signal)
 	}

@@ -578,16 +578,18 @@ func newMAC() string {
 	return fmt.Sprintf("52:54:00:%02x:%02x:%02x", b[0], b[1], b[2])
 }
 
-var (
-	nameAdjectives = []string{"amber", "brisk", "calm", "dusty", "eager", "fuzzy", "gentle", "happy", "icy", "jolly", "keen", "lucky", "mellow", "nimble", "odd", "plucky", "quiet", "rusty", "sunny", "tidy", "urban", "vivid", "witty", "young", "zesty"}
-	nameNouns      = []string{"otter", "badger", "comet", "delta", "ember", "falcon", "gecko", "harbor", "island", "jaguar", "koala", "lagoon", "meadow", "nebula", "orchid", "pebble", "quartz", "raven", "summit", "tundra", "umber", "valley", "walrus", "yak", "zephyr"}
-)
+// nameWords are what generated names are made of: adjectives, nouns.
+func nameWords() (adjectives, nouns []string) {
+	return []string{"amber", "brisk", "calm", "dusty", "eager", "fuzzy", "gentle", "happy", "icy", "jolly", "keen", "lucky", "mellow", "nimble", "odd", "plucky", "quiet", "rusty", "sunny", "tidy", "urban", "vivid", "witty", "young", "zesty"},
+		[]string{"otter", "badger", "comet", "delta", "ember", "falcon", "gecko", "harbor", "island", "jaguar", "koala", "lagoon", "meadow", "nebula", "orchid", "pebble", "quartz", "raven", "summit", "tundra", "umber", "valley", "walrus", "yak", "zephyr"}
+}
 
 // newName is a readable name, as Docker makes them.
 func newName() string {
 	b := make([]byte, 2)
 	_, _ = rand.Read(b)
-	return nameAdjectives[int(b[0])%len(nameAdjectives)] + "-" + nameNouns[int(b[1])%len(nameNouns)]
+	adjectives, nouns := nameWords()
+	return adjectives[int(b[0])%len(adjectives)] + "-" + nouns[int(b[1])%len(nouns)]
 }
 
 // adoptedID identifies a recorded VMM for Reconcile.

@@ -29,7 +29,7 @@ type Account struct {
 var ErrUnknownUser = errors.New("unknown user")
 
 // rootAccount stands in when the image has no passwd entry for root.
-var rootAccount = Account{Name: "root", Home: "/root"}
+func rootAccount() Account { return Account{Name: "root", Home: "/root"} }
 
 // Lookup finds user (a name or a numeric uid) in the files under root.
 // Root always exists; a numeric uid without an entry runs with gid = uid
@@ -53,7 +53,7 @@ func Lookup(root, user string) (Account, error) {
 	if !found {
 		switch uid, nerr := strconv.ParseUint(user, 10, 32); {
 		case user == "root" || (nerr == nil && uid == 0):
-			acct = rootAccount
+			acct = rootAccount()
 		case nerr == nil:
 			acct = Account{Name: user, UID: uint32(uid), GID: uint32(uid), Home: "/"}
 		default:

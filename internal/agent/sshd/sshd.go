@@ -244,7 +244,9 @@ func (s *Server) shell(acct passwd.Account) string {
 }
 
 // sftpServers are where images keep OpenSSH's sftp-server.
-var sftpServers = []string{"/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server", "/usr/lib/ssh/sftp-server", "/usr/libexec/sftp-server"}
+func sftpServers() []string {
+	return []string{"/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server", "/usr/lib/ssh/sftp-server", "/usr/libexec/sftp-server"}
+}
 
 // subsystem serves sftp: root gets the agent's own server, which needs
 // nothing in the image; another user gets the image's sftp-server run as
@@ -255,7 +257,7 @@ func (s *Server) subsystem(acct passwd.Account, name string, ch ssh.Channel) int
 		return 1
 	}
 	if acct.UID != 0 {
-		for _, bin := range sftpServers {
+		for _, bin := range sftpServers() {
 			if _, err := os.Stat(filepath.Join(s.root, bin)); err == nil {
 				res, err := spawn.RunPipes(s.spawn, proto.ExecParams{Args: []string{bin}, User: strconv.FormatUint(uint64(acct.UID), 10)}, ch, ch, ch.Stderr())
 				if err != nil {
