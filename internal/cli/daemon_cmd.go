@@ -30,12 +30,8 @@ import (
 const exitNotRunning = 3
 
 func (a *App) daemonCommand() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "daemon",
-		Short: "Run, start, stop and inspect bangerd",
-	}
-	cmd.AddCommand(a.daemonRunCommand(), a.daemonStartCommand(), a.daemonStopCommand(), a.daemonStatusCommand(), a.daemonPingCommand())
-	return cmd
+	return group("daemon", "Run, start, stop and inspect bangerd", nil,
+		a.daemonRunCommand(), a.daemonStartCommand(), a.daemonStopCommand(), a.daemonStatusCommand(), a.daemonPingCommand())
 }
 
 func (a *App) daemonRunCommand() *cobra.Command {
@@ -268,12 +264,8 @@ func (a *App) daemonStatusCommand() *cobra.Command {
 		Use:   "status",
 		Short: "Tell whether bangerd runs, and describe it (exit code 3 when it does not)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+		RunE: a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
+			ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			defer cancel()
 			info, err := c.DaemonInfo(ctx)
 			if errors.Is(err, client.ErrDaemonNotRunning) {
@@ -310,7 +302,7 @@ func (a *App) daemonStatusCommand() *cobra.Command {
 				{"  log", info.Paths.LogFile},
 				{"  store", fmt.Sprintf("%s (schema %d)", info.Paths.Database, info.SchemaVersion)},
 			})
-		},
+		}),
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
@@ -321,12 +313,8 @@ func (a *App) daemonPingCommand() *cobra.Command {
 		Use:   "ping",
 		Short: "Check that bangerd answers, and print the round-trip time",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+		RunE: a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
+			ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			defer cancel()
 			start := time.Now()
 			if err := c.Ping(ctx); err != nil {
@@ -334,7 +322,7 @@ func (a *App) daemonPingCommand() *cobra.Command {
 			}
 			fmt.Fprintf(a.Stdout, "pong from %s in %s\n", c.Socket(), time.Since(start).Round(time.Microsecond))
 			return nil
-		},
+		}),
 	}
 }
 

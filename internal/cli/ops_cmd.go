@@ -1,78 +1,37 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/api/client"
 )
 
 func (a *App) opsCommand() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:     "ops",
-		Aliases: []string{"operations"},
-		Short:   "List, inspect, wait for and cancel daemon operations",
-	}
-	cmd.AddCommand(a.opsListCommand(), a.opsShowCommand(), a.opsWaitCommand(), a.opsCancelCommand())
-	return cmd
+	return group("ops", "List, inspect, wait for and cancel daemon operations", []string{"operations"},
+		a.opsListCommand(), a.opsShowCommand(), a.opsWaitCommand(), a.opsCancelCommand())
 }
 
 func (a *App) opsListCommand() *cobra.Command {
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:     "list",
-		Aliases: []string{"ls"},
-		Short:   "List operations (running, and finished ones until they are pruned)",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			ops, err := c.Operations(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(a.Stdout, api.OperationsListResult{Operations: ops})
-			}
-			now := time.Now()
-			rows := make([][]string, 0, len(ops))
-			for _, op := range ops {
-				rows = append(rows, []string{op.ID, op.Kind, dash(op.Target), op.State, dash(op.Phase), dash(formatProgress(op.Progress)), ago(now, op.StartedAt)})
-			}
-			return table(a.Stdout, []string{"ID", "KIND", "TARGET", "STATE", "PHASE", "PROGRESS", "AGE"}, rows)
-		},
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	return cmd
+	return listed(a, &cobra.Command{Use: "list", Aliases: []string{"ls"}, Short: "List operations (running, and finished ones until they are pruned)", Args: cobra.NoArgs},
+		(*client.Client).Operations, func(ops []api.OperationSummary) any { return api.OperationsListResult{Operations: ops} },
+		[]string{"ID", "KIND", "TARGET", "STATE", "PHASE", "PROGRESS", "AGE"}, func(now time.Time, op api.OperationSummary) []string {
+			return []string{op.ID, op.Kind, dash(op.Target), op.State, dash(op.Phase), dash(formatProgress(op.Progress)), ago(now, op.StartedAt)}
+		})
 }
 
 func (a *App) opsShowCommand() *cobra.Command {
-	var asJSON bool
-	cmd := &cobra.Command{
+	return printed(a, &cobra.Command{
 		Use:   "show ID",
 		Short: "Show one operation",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			op, err := c.Operation(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(a.Stdout, op)
-			}
-			return a.printOperation(op)
-		},
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	return cmd
+	}, "print JSON", func(ctx context.Context, c *client.Client, args []string) (api.OperationSummary, error) {
+		return c.Operation(ctx, args[0])
+	}, a.printOperation)
 }
 
 func (a *App) printOperation(op api.OperationSummary) error {
@@ -117,11 +76,7 @@ func (a *App) opsWaitCommand() *cobra.Command {
 		Use:   "wait ID",
 		Short: "Wait for an operation to finish, showing its progress on a terminal (exit 1 if it failed)",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
 			live := !asJSON && isTTY(a.Stdout)
 			var onUpdate func(api.OperationSummary)
 			if live {
@@ -129,7 +84,7 @@ func (a *App) opsWaitCommand() *cobra.Command {
 					fmt.Fprintf(a.Stdout, "\r\033[K%s %s %s: %s %s", op.ID, op.Kind, op.Target, dash(op.Phase), formatProgress(op.Progress))
 				}
 			}
-			op, err := c.WaitOperation(cmd.Context(), args[0], onUpdate)
+			op, err := c.WaitOperation(ctx, args[0], onUpdate)
 			if live {
 				fmt.Fprint(a.Stdout, "\r\033[K")
 			}
@@ -144,7 +99,7 @@ func (a *App) opsWaitCommand() *cobra.Command {
 				fmt.Fprintf(a.Stdout, "%s %s %s %s\n", op.ID, op.Kind, dash(op.Target), op.State)
 			}
 			return opFailure(op)
-		},
+		}),
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the final operation as JSON")
 	return cmd
@@ -155,18 +110,14 @@ func (a *App) opsCancelCommand() *cobra.Command {
 		Use:   "cancel ID",
 		Short: "Ask a running operation to stop",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			op, err := c.CancelOperation(cmd.Context(), args[0])
+		RunE: a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
+			op, err := c.CancelOperation(ctx, args[0])
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(a.Stdout, "cancel requested for %s (%s %s); `banger ops wait %s` waits for it to stop\n", op.ID, op.Kind, dash(op.Target), op.ID)
 			return nil
-		},
+		}),
 	}
 	return cmd
 }

@@ -1,19 +1,17 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/spf13/cobra"
 
 	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/api/client"
 )
 
 func (a *App) vmCommand() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "vm",
-		Short: "Run and manage VMs",
-	}
-	cmd.AddCommand(a.vmCreateCommand(), a.vmListCommand("list", "ls"), a.vmShowCommand(), a.vmExecCommand(), a.vmLogsCommand(), a.vmBootTestCommand(),
+	cmd := group("vm", "Run and manage VMs", nil, a.vmCreateCommand(), a.vmListCommand("list", "ls"), a.vmShowCommand(), a.vmExecCommand(), a.vmLogsCommand(), a.vmBootTestCommand(),
 		a.vmSSHCommand(), a.vmSSHProxyCommand(), a.vmSSHConfigCommand(), a.vmRunCommand(),
 		a.vmSetCommand(), a.vmKillCommand(), a.vmPruneCommand())
 	cmd.AddCommand(a.vmLifecycleCommands()...)
@@ -24,33 +22,21 @@ func (a *App) vmCommand() *cobra.Command {
 
 func (a *App) vmBootTestCommand() *cobra.Command {
 	var p api.BootTestParams
-	var asJSON bool
-	cmd := &cobra.Command{
+	cmd := printed(a, &cobra.Command{
 		Use:   "boot-test --image REF [--kernel REF]",
 		Short: "Boot a throwaway VM, run uname -a through its agent, power it off, and time each phase",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			res, err := c.BootTest(cmd.Context(), p)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(a.Stdout, res)
-			}
-			fmt.Fprintf(a.Stdout, "%s\n(image %s, kernel %s, %s)\n\n", res.Uname, res.Image, res.Kernel, res.VMM)
-			rows := make([][]string, 0, len(res.Phases))
-			for _, ph := range res.Phases {
-				rows = append(rows, []string{ph.Name, fmt.Sprintf("%.3fs", ph.Seconds), ph.Clock})
-			}
-			return table(a.Stdout, []string{"PHASE", "TIME", "CLOCK"}, rows)
-		},
-	}
+	}, "print JSON", func(ctx context.Context, c *client.Client, _ []string) (api.BootTestResult, error) {
+		return c.BootTest(ctx, p)
+	}, func(res api.BootTestResult) error {
+		fmt.Fprintf(a.Stdout, "%s\n(image %s, kernel %s, %s)\n\n", res.Uname, res.Image, res.Kernel, res.VMM)
+		rows := make([][]string, 0, len(res.Phases))
+		for _, ph := range res.Phases {
+			rows = append(rows, []string{ph.Name, fmt.Sprintf("%.3fs", ph.Seconds), ph.Clock})
+		}
+		return table(a.Stdout, []string{"PHASE", "TIME", "CLOCK"}, rows)
+	})
 	cmd.Flags().StringVar(&p.Image, "image", "", "image to boot (name or ID prefix)")
 	cmd.Flags().StringVar(&p.Kernel, "kernel", "", "kernel to boot (default: the default kernel)")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }

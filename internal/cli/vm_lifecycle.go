@@ -94,23 +94,20 @@ func (a *App) vmCreateCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			if f.ws.dryRun {
-				return a.dryRun(cmd.Context(), c, *p.Workspace)
-			}
-			start := time.Now()
-			v, err := a.createVM(cmd.Context(), c, p)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(a.Stdout, v)
-			}
-			fmt.Fprintf(a.Stdout, "created vm %s (%s) in %s\n", v.Name, v.State, time.Since(start).Round(100*time.Millisecond))
-			return nil
+			return a.withClient(func(ctx context.Context, c *client.Client, _ []string) error {
+				if f.ws.dryRun {
+					return a.dryRun(ctx, c, *p.Workspace)
+				}
+				start := time.Now()
+				v, err := a.createVM(ctx, c, p)
+				if err != nil {
+					return err
+				}
+				return a.emit(v, asJSON, func() error {
+					_, err := fmt.Fprintf(a.Stdout, "created vm %s (%s) in %s\n", v.Name, v.State, time.Since(start).Round(100*time.Millisecond))
+					return err
+				})
+			})(cmd, args)
 		},
 	}
 	f.register(cmd, "name of the VM (default: a generated one)")
@@ -137,14 +134,7 @@ func parseMiB(s string) (int, error) {
 // createVM runs vm.create to its end, with progress on a terminal.
 func (a *App) createVM(ctx context.Context, c *client.Client, p api.VMCreateParams) (api.VM, error) {
 	op, err := c.CreateVM(ctx, p)
-	if err != nil {
-		return api.VM{}, err
-	}
-	final, err := a.followOp(ctx, c, op)
-	if err != nil {
-		return api.VM{}, err
-	}
-	return c.VM(ctx, final.Result)
+	return finished(ctx, a, c, op, err, c.VM)
 }
 
 // vmVerbCommand is a lifecycle verb taking one or more VM names.
@@ -153,14 +143,10 @@ func (a *App) vmVerbCommand(use, short, done string, showState bool, flags func(
 		Use:   use + " NAME...",
 		Short: short,
 		Args:  cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
 			var errs []error
 			for _, name := range args {
-				v, err := do(cmd.Context(), c, name)
+				v, err := do(ctx, c, name)
 				if err != nil {
 					errs = append(errs, err)
 					continue
@@ -172,7 +158,7 @@ func (a *App) vmVerbCommand(use, short, done string, showState bool, flags func(
 				}
 			}
 			return errors.Join(errs...)
-		},
+		}),
 	}
 	if flags != nil {
 		flags(cmd)
@@ -208,73 +194,37 @@ func (a *App) vmLifecycleCommands() []*cobra.Command {
 }
 
 func (a *App) vmListCommand(use string, aliases ...string) *cobra.Command {
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:     use,
-		Aliases: aliases,
-		Short:   "List VMs",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			vms, err := c.VMs(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(a.Stdout, api.VMListResult{VMs: vms})
-			}
-			now := time.Now()
-			rows := make([][]string, 0, len(vms))
-			for _, v := range vms {
-				rows = append(rows, []string{v.Name, v.State, v.Image, dash(v.IP), strconv.Itoa(v.VCPU),
-					units.FormatSize(int64(v.MemoryMiB) << 20), units.FormatSize(v.DiskSize), ago(now, v.CreatedAt)})
-			}
-			return table(a.Stdout, []string{"NAME", "STATE", "IMAGE", "IP", "CPUS", "MEMORY", "DISK", "AGE"}, rows)
-		},
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	return cmd
+	return listed(a, &cobra.Command{Use: use, Aliases: aliases, Short: "List VMs", Args: cobra.NoArgs},
+		(*client.Client).VMs, func(vms []api.VM) any { return api.VMListResult{VMs: vms} },
+		[]string{"NAME", "STATE", "IMAGE", "IP", "CPUS", "MEMORY", "DISK", "AGE"}, func(now time.Time, v api.VM) []string {
+			return []string{v.Name, v.State, v.Image, dash(v.IP), strconv.Itoa(v.VCPU),
+				units.FormatSize(int64(v.MemoryMiB) << 20), units.FormatSize(v.DiskSize), ago(now, v.CreatedAt)}
+		})
 }
 
 func (a *App) vmShowCommand() *cobra.Command {
-	var asJSON bool
-	cmd := &cobra.Command{
+	return printed(a, &cobra.Command{
 		Use:   "show NAME",
 		Short: "Show a VM",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			v, err := c.VM(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(a.Stdout, v)
-			}
-			kv := [][2]string{
-				{"name", v.Name}, {"id", v.ID}, {"state", v.State}, {"reason", dash(v.Reason)},
-				{"image", v.Image}, {"kernel", v.Kernel}, {"vmm", dash(v.VMM)},
-				{"cpus", strconv.Itoa(v.VCPU)}, {"memory", units.FormatSize(int64(v.MemoryMiB) << 20)},
-				{"disk", fmt.Sprintf("%s (%s used on the host)", units.FormatSize(v.DiskSize), units.FormatSize(v.DiskUsed))},
-				{"network", v.Network}, {"ip", dash(v.IP)}, {"created", v.CreatedAt.Local().Format(time.RFC3339)},
-			}
-			if v.StartedAt != nil {
-				kv = append(kv, [2]string{"started", v.StartedAt.Local().Format(time.RFC3339)})
-			}
-			if v.StoppedAt != nil {
-				kv = append(kv, [2]string{"stopped", v.StoppedAt.Local().Format(time.RFC3339)})
-			}
-			return fields(a.Stdout, kv)
-		},
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	return cmd
+	}, "print JSON", func(ctx context.Context, c *client.Client, args []string) (api.VM, error) {
+		return c.VM(ctx, args[0])
+	}, func(v api.VM) error {
+		kv := [][2]string{
+			{"name", v.Name}, {"id", v.ID}, {"state", v.State}, {"reason", dash(v.Reason)},
+			{"image", v.Image}, {"kernel", v.Kernel}, {"vmm", dash(v.VMM)},
+			{"cpus", strconv.Itoa(v.VCPU)}, {"memory", units.FormatSize(int64(v.MemoryMiB) << 20)},
+			{"disk", fmt.Sprintf("%s (%s used on the host)", units.FormatSize(v.DiskSize), units.FormatSize(v.DiskUsed))},
+			{"network", v.Network}, {"ip", dash(v.IP)}, {"created", v.CreatedAt.Local().Format(time.RFC3339)},
+		}
+		if v.StartedAt != nil {
+			kv = append(kv, [2]string{"started", v.StartedAt.Local().Format(time.RFC3339)})
+		}
+		if v.StoppedAt != nil {
+			kv = append(kv, [2]string{"stopped", v.StoppedAt.Local().Format(time.RFC3339)})
+		}
+		return fields(a.Stdout, kv)
+	})
 }
 
 func (a *App) vmExecCommand() *cobra.Command {
@@ -283,13 +233,9 @@ func (a *App) vmExecCommand() *cobra.Command {
 		Use:   "exec NAME -- CMD [ARG...]",
 		Short: "Run a command in a running VM; its exit code is banger's",
 		Args:  cobra.MinimumNArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
 			p.Name, p.Args = args[0], args[1:]
-			code, err := a.execVM(cmd.Context(), c, p)
+			code, err := a.execVM(ctx, c, p)
 			if err != nil {
 				return err
 			}
@@ -297,7 +243,7 @@ func (a *App) vmExecCommand() *cobra.Command {
 				return &ExitError{Code: code}
 			}
 			return nil
-		},
+		}),
 	}
 	cmd.Flags().StringArrayVarP(&p.Env, "env", "e", nil, "set an environment variable (KEY=VALUE; repeatable)")
 	cmd.Flags().StringVarP(&p.Dir, "workdir", "w", "", "directory to run in (default: the user's home)")
@@ -325,13 +271,8 @@ func (a *App) vmLogsCommand() *cobra.Command {
 		Use:   "logs [-f] [-n N] NAME",
 		Short: "Print a VM's console: its kernel's and its agent's messages",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
 			p.Name = args[0]
-			ctx := cmd.Context()
 			if p.Follow {
 				var stop context.CancelFunc
 				ctx, stop = signal.NotifyContext(ctx, os.Interrupt)
@@ -349,7 +290,7 @@ func (a *App) vmLogsCommand() *cobra.Command {
 			}
 			_, err = io.WriteString(a.Stdout, r.Console)
 			return err
-		},
+		}),
 	}
 	cmd.Flags().IntVarP(&p.Tail, "tail", "n", 0, "only the last N lines")
 	cmd.Flags().BoolVarP(&p.Follow, "follow", "f", false, "keep printing what the console receives")
@@ -372,18 +313,16 @@ func (a *App) vmSetCommand() *cobra.Command {
 			if cmd.Flags().Changed("nat") {
 				p.NAT = &nat
 			}
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			p.Name = args[0]
-			v, err := c.SetVM(cmd.Context(), p)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(a.Stdout, "vm %s: %d cpus, %s memory, %s disk, nat %v, auto-stop %s\n", v.Name, v.VCPU,
-				units.FormatSize(int64(v.MemoryMiB)<<20), units.FormatSize(v.DiskSize), v.NAT, dash(v.AutoStop))
-			return nil
+			return a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
+				p.Name = args[0]
+				v, err := c.SetVM(ctx, p)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.Stdout, "vm %s: %d cpus, %s memory, %s disk, nat %v, auto-stop %s\n", v.Name, v.VCPU,
+					units.FormatSize(int64(v.MemoryMiB)<<20), units.FormatSize(v.DiskSize), v.NAT, dash(v.AutoStop))
+				return nil
+			})(cmd, args)
 		},
 	}
 	f := cmd.Flags()
@@ -410,13 +349,9 @@ func (a *App) vmPruneCommand() *cobra.Command {
 		Use:   "prune [-f]",
 		Short: "Delete every stopped and failed VM",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(ctx context.Context, c *client.Client, _ []string) error {
 			if !force {
-				vms, err := c.VMs(cmd.Context())
+				vms, err := c.VMs(ctx)
 				if err != nil {
 					return err
 				}
@@ -440,7 +375,7 @@ func (a *App) vmPruneCommand() *cobra.Command {
 					return nil
 				}
 			}
-			r, err := c.PruneVMs(cmd.Context())
+			r, err := c.PruneVMs(ctx)
 			if err != nil {
 				return err
 			}
@@ -450,7 +385,7 @@ func (a *App) vmPruneCommand() *cobra.Command {
 			}
 			fmt.Fprintln(a.Stdout)
 			return nil
-		},
+		}),
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "do not ask")
 	return cmd

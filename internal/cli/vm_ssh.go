@@ -25,19 +25,15 @@ func (a *App) vmSSHCommand() *cobra.Command {
 			"words (`-- sh -c 'echo hi'`, as vm exec); a single word is given to the guest's shell as it is\n" +
 			"(`-- 'ls | wc -l'`).",
 		Args: cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			sshBin, argv, err := a.sshCommand(cmd.Context(), c, args[0], args[1:])
+		RunE: a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
+			sshBin, argv, err := a.sshCommand(ctx, c, args[0], args[1:])
 			if err != nil {
 				return err
 			}
 			// ssh takes over this process: its exit code is ours, its
 			// terminal handling is the real thing.
 			return syscall.Exec(sshBin, argv, os.Environ())
-		},
+		}),
 	}
 }
 
@@ -119,12 +115,8 @@ func (a *App) vmSSHProxyCommand() *cobra.Command {
 		Use:   "ssh-proxy NAME",
 		Short: "Join stdin and stdout to a VM's SSH server (an OpenSSH ProxyCommand)",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			stream, err := c.SSHProxy(cmd.Context(), args[0])
+		RunE: a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
+			stream, err := c.SSHProxy(ctx, args[0])
 			if err != nil {
 				return err
 			}
@@ -137,7 +129,7 @@ func (a *App) vmSSHProxyCommand() *cobra.Command {
 			}()
 			_, err = io.Copy(a.Stdout, stream)
 			return err
-		},
+		}),
 	}
 }
 
@@ -147,13 +139,9 @@ func (a *App) vmSSHConfigCommand() *cobra.Command {
 		Short: "Print OpenSSH Host entries for running VMs (all of them by default)",
 		Long: "Print Host entries that let ssh, scp, rsync, git and IDE remotes reach VMs as NAME.vm, e.g.\n" +
 			"`banger vm ssh-config >> ~/.ssh/config`, or `scp -F <(banger vm ssh-config) f box.vm:`.",
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
 			if len(args) == 0 {
-				vms, err := c.VMs(cmd.Context())
+				vms, err := c.VMs(ctx)
 				if err != nil {
 					return err
 				}
@@ -168,7 +156,7 @@ func (a *App) vmSSHConfigCommand() *cobra.Command {
 				return err
 			}
 			for _, name := range args {
-				info, err := c.VMSSH(cmd.Context(), name)
+				info, err := c.VMSSH(ctx, name)
 				if err != nil {
 					return err
 				}
@@ -178,6 +166,6 @@ func (a *App) vmSSHConfigCommand() *cobra.Command {
 				}
 			}
 			return nil
-		},
+		}),
 	}
 }

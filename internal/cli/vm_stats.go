@@ -28,15 +28,11 @@ func (a *App) vmStatsCommand() *cobra.Command {
 		Long: "Show the stats poller's latest sample of a running VM, with its recent CPU history. " +
 			"--watch redraws it live, as `banger vm top` does for every VM.",
 		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
 			if watch {
-				return a.top(cmd.Context(), c, args[0], every)
+				return a.top(ctx, c, args[0], every)
 			}
-			st, err := c.VMStats(cmd.Context(), args[0])
+			st, err := c.VMStats(ctx, args[0])
 			if err != nil {
 				return err
 			}
@@ -44,7 +40,7 @@ func (a *App) vmStatsCommand() *cobra.Command {
 				return printJSON(a.Stdout, st)
 			}
 			return fields(a.Stdout, statsFields(st))
-		},
+		}),
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "redraw live until interrupted")
@@ -101,20 +97,16 @@ func (a *App) vmTopCommand() *cobra.Command {
 		Long: "Redraw a table of every running VM every --interval until interrupted (Ctrl-C), with a " +
 			"sparkline of each VM's recent CPU. Printed once when the output is not a terminal.",
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
 			if asJSON {
-				all, err := c.VMStatsAll(cmd.Context())
+				all, err := c.VMStatsAll(ctx)
 				if err != nil {
 					return err
 				}
 				return printJSON(a.Stdout, all)
 			}
-			return a.top(cmd.Context(), c, "", every)
-		},
+			return a.top(ctx, c, "", every)
+		}),
 	}
 	cmd.Flags().DurationVar(&every, "interval", 2*time.Second, "how often to redraw")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print every running VM's latest sample once, as JSON")
@@ -176,32 +168,19 @@ func (a *App) topTable(w io.Writer, rows [][]string) error {
 }
 
 func (a *App) vmHealthCommand() *cobra.Command {
-	var asJSON bool
-	cmd := &cobra.Command{
+	return printed(a, &cobra.Command{
 		Use:   "health NAME",
 		Short: "Check that a running VM's agent answers, with its latency and version",
 		Long: "Ping the VM's agent. Exits non-zero with code not_found, not_running, or unresponsive " +
 			"(the agent did not answer within 5s).",
 		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			h, err := c.VMHealth(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(a.Stdout, h)
-			}
-			_, err = fmt.Fprintf(a.Stdout, "vm %s is healthy: agent %s answered in %.1f ms, guest up %s\n",
-				h.Name, dash(h.AgentVersion), h.LatencyMS, shortDuration(time.Duration(h.Uptime*float64(time.Second))))
-			return err
-		},
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	return cmd
+	}, "print JSON", func(ctx context.Context, c *client.Client, args []string) (api.VMHealth, error) {
+		return c.VMHealth(ctx, args[0])
+	}, func(h api.VMHealth) error {
+		_, err := fmt.Fprintf(a.Stdout, "vm %s is healthy: agent %s answered in %.1f ms, guest up %s\n",
+			h.Name, dash(h.AgentVersion), h.LatencyMS, shortDuration(time.Duration(h.Uptime*float64(time.Second))))
+		return err
+	})
 }
 
 func (a *App) vmPingCommand() *cobra.Command {
@@ -209,24 +188,20 @@ func (a *App) vmPingCommand() *cobra.Command {
 		Use:   "ping NAME",
 		Short: "Ping a running VM's agent",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			h, err := c.VMPing(cmd.Context(), args[0])
+		RunE: a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
+			h, err := c.VMPing(ctx, args[0])
 			if err != nil {
 				return err
 			}
 			_, err = fmt.Fprintf(a.Stdout, "pong from %s in %.1f ms\n", h.Name, h.LatencyMS)
 			return err
-		},
+		}),
 	}
 }
 
 func (a *App) vmPortsCommand() *cobra.Command {
-	var asJSON, forward bool
-	cmd := &cobra.Command{
+	var forward bool
+	cmd := printed(a, &cobra.Command{
 		Use:   "ports NAME",
 		Short: "List a running VM's listening ports, each probed as http, https or tcp",
 		Long: "List every listening TCP and UDP socket in the guest with its process, one row per port. " +
@@ -234,30 +209,19 @@ func (a *App) vmPortsCommand() *cobra.Command {
 			"the VM's address on the bridge network, or with --forward a listener on the host's 127.0.0.1 " +
 			"that carries connections through the agent (any network; until the VM stops, across daemon restarts).",
 		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
+	}, "print JSON", func(ctx context.Context, c *client.Client, args []string) (api.VMPortsResult, error) {
+		return c.VMPorts(ctx, api.VMPortsParams{Name: args[0], Forward: forward})
+	}, func(r api.VMPortsResult) error {
+		rows := make([][]string, 0, len(r.Ports))
+		for _, p := range r.Ports {
+			proc := p.Process
+			if p.PID != 0 {
+				proc = fmt.Sprintf("%s (%d)", p.Process, p.PID)
 			}
-			r, err := c.VMPorts(cmd.Context(), api.VMPortsParams{Name: args[0], Forward: forward})
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(a.Stdout, r)
-			}
-			rows := make([][]string, 0, len(r.Ports))
-			for _, p := range r.Ports {
-				proc := p.Process
-				if p.PID != 0 {
-					proc = fmt.Sprintf("%s (%d)", p.Process, p.PID)
-				}
-				rows = append(rows, []string{p.Proto, strconv.Itoa(p.Port), strings.Join(p.Addresses, ","), dash(proc), p.Scheme, dash(p.URL)})
-			}
-			return table(a.Stdout, []string{"PROTO", "PORT", "ADDRESS", "PROCESS", "SCHEME", "URL"}, rows)
-		},
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+			rows = append(rows, []string{p.Proto, strconv.Itoa(p.Port), strings.Join(p.Addresses, ","), dash(proc), p.Scheme, dash(p.URL)})
+		}
+		return table(a.Stdout, []string{"PROTO", "PORT", "ADDRESS", "PROCESS", "SCHEME", "URL"}, rows)
+	})
 	cmd.Flags().BoolVar(&forward, "forward", false, "open each TCP port on the host's 127.0.0.1")
 	return cmd
 }

@@ -16,13 +16,9 @@ import (
 )
 
 func (a *App) vmWorkspaceCommand() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "workspace",
-		Short: "Put a host project in a VM, and sync or export its changes",
-	}
-	cmd.AddCommand(a.workspacePrepareCommand(), a.workspaceStatusCommand(), a.workspaceSyncCommand("pull"),
+	return group("workspace", "Put a host project in a VM, and sync or export its changes", nil,
+		a.workspacePrepareCommand(), a.workspaceStatusCommand(), a.workspaceSyncCommand("pull"),
 		a.workspaceSyncCommand("push"), a.workspaceExportCommand())
-	return cmd
 }
 
 // workspaceFlags are the flags that choose what a workspace holds.
@@ -129,12 +125,8 @@ func (a *App) workspaceStatusCommand() *cobra.Command {
 		Use:   "status NAME",
 		Short: "What changed on each side since the last sync, by content hash",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			st, err := c.WorkspaceStatus(cmd.Context(), api.WorkspaceRefParams{Name: args[0], Dir: absOrEmpty(dir)})
+		RunE: a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
+			st, err := c.WorkspaceStatus(ctx, api.WorkspaceRefParams{Name: args[0], Dir: absOrEmpty(dir)})
 			if err != nil {
 				return err
 			}
@@ -164,7 +156,7 @@ func (a *App) workspaceStatusCommand() *cobra.Command {
 				return err
 			}
 			return table(a.Stdout, []string{"SIDE", "CHANGE", "PATH"}, rows)
-		},
+		}),
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().StringVar(&dir, "dir", "", "host directory to compare (default: the one the workspace was made from)")
@@ -195,11 +187,7 @@ func (a *App) workspaceSyncCommand(verb string) *cobra.Command {
 			"all at once or not at all. A file changed on both sides, or (pull) a host file the sync did not put\n" +
 			"there, is refused with the list unless --force, which takes this side's and says what it replaced.",
 		Args: cobra.RangeArgs(1, 2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
 			p := api.WorkspaceRefParams{Name: args[0], Force: force}
 			if len(args) == 2 {
 				p.Dir = absOrEmpty(args[1])
@@ -209,7 +197,7 @@ func (a *App) workspaceSyncCommand(verb string) *cobra.Command {
 			if verb == "push" {
 				do = c.PushWorkspace
 			}
-			r, err := do(cmd.Context(), p, show)
+			r, err := do(ctx, p, show)
 			done()
 			if err != nil {
 				return err
@@ -223,7 +211,7 @@ func (a *App) workspaceSyncCommand(verb string) *cobra.Command {
 			_, err = fmt.Fprintf(a.Stdout, "%sed %d added, %d modified, %d deleted (%s) into %s\n", strings.TrimSuffix(verb, "e"),
 				len(r.Changes.Added), len(r.Changes.Modified), len(r.Changes.Deleted), units.FormatSize(r.Bytes), r.Dir)
 			return err
-		},
+		}),
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "overwrite what changed on both sides with this side's")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -239,12 +227,8 @@ func (a *App) workspaceExportCommand() *cobra.Command {
 			"changes alike, against the commit it was made from (--base-commit to choose another). The guest is\n" +
 			"only read. Apply it with `git apply PATCH` in the host repository.",
 		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			r, err := c.ExportWorkspace(cmd.Context(), api.WorkspaceExportParams{Name: args[0], BaseCommit: base})
+		RunE: a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
+			r, err := c.ExportWorkspace(ctx, api.WorkspaceExportParams{Name: args[0], BaseCommit: base})
 			if err != nil {
 				return err
 			}
@@ -258,7 +242,7 @@ func (a *App) workspaceExportCommand() *cobra.Command {
 			}
 			_, err = io.WriteString(w, r.Patch)
 			return err
-		},
+		}),
 	}
 	cmd.Flags().StringVar(&base, "base-commit", "", "commit to diff against (default: the one the workspace was made from)")
 	cmd.Flags().StringVarP(&output, "output", "o", "", "write the patch to this file instead of stdout")

@@ -25,20 +25,15 @@ import (
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/blobcache"
+	"github.com/bangerdev/banger/internal/ociref"
 	"github.com/bangerdev/banger/internal/opstate"
 	"github.com/bangerdev/banger/internal/rootfs"
 	"github.com/bangerdev/banger/internal/store"
 )
 
-// Store is the part of the store the service uses.
-type Store interface {
-	Update(ctx context.Context, f func(*store.Tx) error) error
-	View(ctx context.Context, f func(*store.Tx) error) error
-}
-
 // Config wires a Service.
 type Config struct {
-	Store Store
+	Store store.Access
 	Cache *blobcache.Cache
 	// Dir holds one directory per image ID with its rootfs.ext4.
 	Dir    string
@@ -156,24 +151,6 @@ func parsePlatform(p string) (*v1.Platform, error) {
 	return plat, nil
 }
 
-// normalize spells a reference the way records store it:
-// "debian" → "docker.io/library/debian:latest".
-func normalize(ref name.Reference) string {
-	return strings.Replace(ref.Name(), name.DefaultRegistry+"/", "docker.io/", 1)
-}
-
-func parseRef(s string, insecure bool) (name.Reference, error) {
-	var opts []name.Option
-	if insecure {
-		opts = append(opts, name.Insecure)
-	}
-	ref, err := name.ParseReference(s, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %q is not an image reference such as debian:bookworm or registry.example.com/team/app:1.2: %v", api.ErrInvalidArgument, s, err)
-	}
-	return ref, nil
-}
-
 // toAPI turns a record into its public shape.
 func (s *Service) toAPI(ctx context.Context, rec store.Image) api.Image {
 	img := api.Image{
@@ -213,39 +190,21 @@ func (s *Service) find(ctx context.Context, tx *store.Tx, q string) (store.Image
 		return rec, err
 	}
 	if ref, perr := name.ParseReference(q); perr == nil {
-		if rec, err := tx.Image(ctx, normalize(ref)); err == nil || !errors.Is(err, store.ErrNotFound) {
+		if rec, err := tx.Image(ctx, ociref.Normalize(ref)); err == nil || !errors.Is(err, store.ErrNotFound) {
 			return rec, err
 		}
 	}
-	prefix := strings.TrimPrefix(q, "sha256:")
-	if len(prefix) >= 6 && strings.Trim(prefix, "0123456789abcdef") == "" {
-		all, err := tx.Images(ctx)
-		if err != nil {
-			return store.Image{}, err
-		}
-		var match []store.Image
-		for _, r := range all {
-			if strings.HasPrefix(strings.TrimPrefix(r.ID, "sha256:"), prefix) {
-				match = append(match, r)
-			}
-		}
-		if len(match) == 1 || (len(match) > 1 && allSameID(match)) {
-			return match[0], nil
-		}
-		if len(match) > 1 {
-			return store.Image{}, fmt.Errorf("%w: %q matches %d images; give more of the ID or a name", api.ErrInvalidArgument, q, len(match))
-		}
+	all, err := tx.Images(ctx)
+	if err != nil {
+		return store.Image{}, err
+	}
+	switch match, n := store.MatchID(all, func(r store.Image) string { return r.ID }, q); {
+	case n == 1:
+		return match, nil
+	case n > 1:
+		return store.Image{}, fmt.Errorf("%w: %q matches %d images; give more of the ID or a name", api.ErrInvalidArgument, q, n)
 	}
 	return store.Image{}, fmt.Errorf("image %q: %w (see `banger image list`; `banger image pull %s` fetches it)", q, api.ErrNotFound, q)
-}
-
-func allSameID(recs []store.Image) bool {
-	for _, r := range recs[1:] {
-		if r.ID != recs[0].ID {
-			return false
-		}
-	}
-	return true
 }
 
 // List returns every image.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/blobcache"
+	"github.com/bangerdev/banger/internal/ociref"
 	"github.com/bangerdev/banger/internal/opstate"
 	"github.com/bangerdev/banger/internal/rootfs"
 	"github.com/bangerdev/banger/internal/store"
@@ -42,11 +43,11 @@ func (s *Service) Import(_ context.Context, p api.ImageImportParams) (Started, e
 	}
 	var wantName string
 	if p.Name != "" {
-		ref, err := parseRef(p.Name, false)
+		ref, err := ociref.Parse(p.Name, false)
 		if err != nil {
 			return nil, err
 		}
-		wantName = normalize(ref)
+		wantName = ociref.Normalize(ref)
 	}
 	op := s.ops.Start(s.cfg.Lifetime, api.OpKindImageImport, p.Path, func(ctx context.Context, op *opstate.Op[api.Image]) (api.Image, error) {
 		start := time.Now()
@@ -191,7 +192,7 @@ func fromLayout(dir string, plat *v1.Platform) (v1.Image, string, string, error)
 	refName := ""
 	if n := d.Annotations["org.opencontainers.image.ref.name"]; n != "" {
 		if ref, err := name.ParseReference(n); err == nil && strings.ContainsAny(n, "/:") {
-			refName = normalize(ref)
+			refName = ociref.Normalize(ref)
 		}
 	}
 	return img, d.Digest.String(), refName, nil
@@ -217,8 +218,8 @@ func fromArchive(path, wantName string) (v1.Image, string, error) {
 	switch {
 	case wantName != "" && len(m) > 1:
 		for _, t := range tags {
-			if ref, err := name.NewTag(t); err == nil && normalize(ref) == wantName {
-				tag, pick = &ref, normalize(ref)
+			if ref, err := name.NewTag(t); err == nil && ociref.Normalize(ref) == wantName {
+				tag, pick = &ref, ociref.Normalize(ref)
 			}
 		}
 		if tag == nil {
@@ -229,7 +230,7 @@ func fromArchive(path, wantName string) (v1.Image, string, error) {
 	case len(m[0].RepoTags) > 0:
 		t, err := name.NewTag(m[0].RepoTags[0])
 		if err == nil {
-			tag, pick = &t, normalize(t)
+			tag, pick = &t, ociref.Normalize(t)
 		}
 	}
 	img, err := tarball.Image(opener, tag)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/blobcache"
+	"github.com/bangerdev/banger/internal/ociref"
 	"github.com/bangerdev/banger/internal/opstate"
 	"github.com/bangerdev/banger/internal/rootfs"
 	"github.com/bangerdev/banger/internal/store"
@@ -35,7 +36,7 @@ type Started = *opstate.Op[api.Image]
 // Pull starts (or joins) the pull of a reference. Two pulls of the same
 // reference and platform share one operation.
 func (s *Service) Pull(_ context.Context, p api.ImagePullParams) (Started, error) {
-	ref, err := parseRef(p.Ref, p.Insecure)
+	ref, err := ociref.Parse(p.Ref, p.Insecure)
 	if err != nil {
 		return nil, err
 	}
@@ -43,7 +44,7 @@ func (s *Service) Pull(_ context.Context, p api.ImagePullParams) (Started, error
 	if err != nil {
 		return nil, err
 	}
-	target := normalize(ref)
+	target := ociref.Normalize(ref)
 	key := target + "|" + plat.String()
 	s.mu.Lock()
 	defer s.mu.Unlock()

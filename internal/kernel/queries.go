@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/store"
@@ -47,17 +46,11 @@ func (s *Service) find(ctx context.Context, tx *store.Tx, q string) (store.Kerne
 		}
 		return all[0], nil
 	}
-	prefix := strings.TrimPrefix(q, "sha256:")
-	if len(prefix) >= 6 {
-		var match []store.Kernel
-		for _, k := range all {
-			if strings.HasPrefix(strings.TrimPrefix(k.ID, "sha256:"), prefix) {
-				match = append(match, k)
-			}
-		}
-		if len(match) == 1 {
-			return match[0], nil
-		}
+	switch match, n := store.MatchID(all, func(k store.Kernel) string { return k.ID }, q); {
+	case n == 1:
+		return match, nil
+	case n > 1:
+		return store.Kernel{}, fmt.Errorf("%w: %q matches %d kernels; give more of the ID or a name", api.ErrInvalidArgument, q, n)
 	}
 	return store.Kernel{}, fmt.Errorf("kernel %q: %w (see `banger kernel list`)", q, api.ErrNotFound)
 }

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/bundle"
+	"github.com/bangerdev/banger/internal/ociref"
 	"github.com/bangerdev/banger/internal/opstate"
 	"github.com/bangerdev/banger/internal/store"
 )
@@ -43,22 +43,10 @@ func (s *Service) remoteOptions(ctx context.Context) []remote.Option {
 		remote.WithPlatform(v1.Platform{OS: "linux", Architecture: runtime.GOARCH})}
 }
 
-func parseRef(ref string, insecure bool) (name.Reference, error) {
-	var opts []name.Option
-	if insecure {
-		opts = append(opts, name.Insecure)
-	}
-	r, err := name.ParseReference(ref, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %q is not an image reference: %v", api.ErrInvalidArgument, ref, err)
-	}
-	return r, nil
-}
-
 // Pull starts pulling a kernel image: one banger pushed, or any image
 // holding /boot/vmlinu[xz]-V and /lib/modules/V.
 func (s *Service) Pull(_ context.Context, p api.KernelPullParams) (*opstate.Op[api.Kernel], error) {
-	ref, err := parseRef(p.Ref, p.Insecure)
+	ref, err := ociref.Parse(p.Ref, p.Insecure)
 	if err != nil {
 		return nil, err
 	}
@@ -92,7 +80,7 @@ func (s *Service) Pull(_ context.Context, p api.KernelPullParams) (*opstate.Op[a
 // Push publishes a kernel as an image with one layer holding
 // /boot/vmlinuz-V, /boot/config-V and /lib/modules/V (docs/kernel-images.md).
 func (s *Service) Push(ctx context.Context, p api.KernelPushParams) (api.KernelPushResult, error) {
-	ref, err := parseRef(p.Ref, p.Insecure)
+	ref, err := ociref.Parse(p.Ref, p.Insecure)
 	if err != nil {
 		return api.KernelPushResult{}, err
 	}

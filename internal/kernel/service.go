@@ -41,15 +41,9 @@ import (
 // maxBundle bounds what one import may write.
 const maxBundle = 8 << 30
 
-// Store is the part of the store the service uses.
-type Store interface {
-	Update(ctx context.Context, f func(*store.Tx) error) error
-	View(ctx context.Context, f func(*store.Tx) error) error
-}
-
 // Config wires a Service.
 type Config struct {
-	Store     Store
+	Store     store.Access
 	Dir       string // one directory per bundle ID
 	Log       *slog.Logger
 	Lifetime  context.Context

@@ -25,20 +25,11 @@ func (t *Tx) PutForward(ctx context.Context, f Forward) error {
 
 // Forwards lists every forward.
 func (t *Tx) Forwards(ctx context.Context) ([]Forward, error) {
-	rows, err := t.tx.QueryContext(ctx, "SELECT vm_id, guest_port, guest_addr, host_addr FROM forwards ORDER BY vm_id, guest_port")
-	if err != nil {
-		return nil, fmt.Errorf("listing forwards: %w", err)
-	}
-	defer rows.Close()
-	var out []Forward
-	for rows.Next() {
+	return all(ctx, t, func(r scanner) (Forward, error) {
 		var f Forward
-		if err := rows.Scan(&f.VMID, &f.GuestPort, &f.GuestAddr, &f.HostAddr); err != nil {
-			return nil, fmt.Errorf("listing forwards: %w", err)
-		}
-		out = append(out, f)
-	}
-	return out, rows.Err()
+		err := r.Scan(&f.VMID, &f.GuestPort, &f.GuestAddr, &f.HostAddr)
+		return f, err
+	}, "forwards", "SELECT vm_id, guest_port, guest_addr, host_addr FROM forwards ORDER BY vm_id, guest_port")
 }
 
 // DeleteForwards removes the forwards of a VM.

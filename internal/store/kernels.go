@@ -2,8 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 	"time"
 )
@@ -22,7 +20,7 @@ type Kernel struct {
 
 const kernelColumns = "name, id, version, source, origin, size, modules, created_at"
 
-func scanKernel(row interface{ Scan(...any) error }) (Kernel, error) {
+func scanKernel(row scanner) (Kernel, error) {
 	var k Kernel
 	var created string
 	if err := row.Scan(&k.Name, &k.ID, &k.Version, &k.Source, &k.Origin, &k.Size, &k.Modules, &created); err != nil {
@@ -48,32 +46,12 @@ func (t *Tx) PutKernel(ctx context.Context, k Kernel) error {
 
 // Kernel returns the record named name, or ErrNotFound.
 func (t *Tx) Kernel(ctx context.Context, name string) (Kernel, error) {
-	k, err := scanKernel(t.tx.QueryRowContext(ctx, "SELECT "+kernelColumns+" FROM kernels WHERE name = ?", name))
-	if errors.Is(err, sql.ErrNoRows) {
-		return Kernel{}, fmt.Errorf("kernel %q: %w", name, ErrNotFound)
-	}
-	if err != nil {
-		return Kernel{}, fmt.Errorf("reading kernel %q: %w", name, err)
-	}
-	return k, nil
+	return one(ctx, t, scanKernel, fmt.Sprintf("kernel %q", name), "SELECT "+kernelColumns+" FROM kernels WHERE name = ?", name)
 }
 
 // Kernels lists every record, newest first.
 func (t *Tx) Kernels(ctx context.Context) ([]Kernel, error) {
-	rows, err := t.tx.QueryContext(ctx, "SELECT "+kernelColumns+" FROM kernels ORDER BY created_at DESC, name")
-	if err != nil {
-		return nil, fmt.Errorf("listing kernels: %w", err)
-	}
-	defer rows.Close()
-	var out []Kernel
-	for rows.Next() {
-		k, err := scanKernel(rows)
-		if err != nil {
-			return nil, fmt.Errorf("listing kernels: %w", err)
-		}
-		out = append(out, k)
-	}
-	return out, rows.Err()
+	return all(ctx, t, scanKernel, "kernels", "SELECT "+kernelColumns+" FROM kernels ORDER BY created_at DESC, name")
 }
 
 // DeleteKernel removes the record named name and returns how many records
@@ -83,11 +61,5 @@ func (t *Tx) DeleteKernel(ctx context.Context, name string) (remaining int, err 
 	if err != nil {
 		return 0, err
 	}
-	if _, err := t.tx.ExecContext(ctx, "DELETE FROM kernels WHERE name = ?", name); err != nil {
-		return 0, fmt.Errorf("deleting kernel %q: %w", name, err)
-	}
-	if err := t.tx.QueryRowContext(ctx, "SELECT count(*) FROM kernels WHERE id = ?", k.ID).Scan(&remaining); err != nil {
-		return 0, fmt.Errorf("counting kernels of %s: %w", k.ID, err)
-	}
-	return remaining, nil
+	return deleteNamed(ctx, t, "kernels", "kernel", name, k.ID)
 }

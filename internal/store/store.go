@@ -181,6 +181,13 @@ func (s *Store) SchemaVersion() int { return s.version }
 // Tx is a transaction; all of its writes land together or not at all.
 type Tx struct{ tx *sql.Tx }
 
+// Access is what a service needs of the store: transactions. *Store
+// has it; a test may give a service something else that does.
+type Access interface {
+	Update(ctx context.Context, f func(*Tx) error) error
+	View(ctx context.Context, f func(*Tx) error) error
+}
+
 // Update runs f in a write transaction, committing when f returns nil.
 func (s *Store) Update(ctx context.Context, f func(*Tx) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -52,7 +51,7 @@ func parseTime(s string) (time.Time, error) {
 	return time.Parse(time.RFC3339Nano, s)
 }
 
-func scanVM(row interface{ Scan(...any) error }) (VM, error) {
+func scanVM(row scanner) (VM, error) {
 	var v VM
 	var created, started, stopped string
 	var pidStart int64
@@ -97,12 +96,9 @@ func (t *Tx) PutVM(ctx context.Context, v VM) error {
 
 // VM returns the record named name, or ErrNotFound.
 func (t *Tx) VM(ctx context.Context, name string) (VM, error) {
-	v, err := scanVM(t.tx.QueryRowContext(ctx, "SELECT "+vmColumns+" FROM vms WHERE name = ?", name))
-	if errors.Is(err, sql.ErrNoRows) {
-		return VM{}, fmt.Errorf("vm %q: %w", name, ErrNotFound)
-	}
+	v, err := one(ctx, t, scanVM, fmt.Sprintf("vm %q", name), "SELECT "+vmColumns+" FROM vms WHERE name = ?", name)
 	if err != nil {
-		return VM{}, fmt.Errorf("reading vm %q: %w", name, err)
+		return VM{}, err
 	}
 	if v.Addr, err = t.Lease(ctx, v.ID); err != nil && !errors.Is(err, ErrNotFound) {
 		return VM{}, err
@@ -112,20 +108,8 @@ func (t *Tx) VM(ctx context.Context, name string) (VM, error) {
 
 // VMs lists every record, oldest first.
 func (t *Tx) VMs(ctx context.Context) ([]VM, error) {
-	rows, err := t.tx.QueryContext(ctx, "SELECT "+vmColumns+" FROM vms ORDER BY created_at, name")
+	out, err := all(ctx, t, scanVM, "vms", "SELECT "+vmColumns+" FROM vms ORDER BY created_at, name")
 	if err != nil {
-		return nil, fmt.Errorf("listing vms: %w", err)
-	}
-	defer rows.Close()
-	var out []VM
-	for rows.Next() {
-		v, err := scanVM(rows)
-		if err != nil {
-			return nil, fmt.Errorf("listing vms: %w", err)
-		}
-		out = append(out, v)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, err
 	}
 	leases, err := t.Leases(ctx)

@@ -71,12 +71,11 @@ func (s *Service) Show(ctx context.Context, p api.VMRefParams) (api.VM, error) {
 
 // Start boots a stopped (or failed) VM.
 func (s *Service) Start(ctx context.Context, p api.VMRefParams) (api.VM, error) {
-	unlock := s.lock(p.Name)
-	defer unlock()
-	rec, err := s.find(ctx, p.Name)
+	rec, unlock, err := s.locked(ctx, p.Name)
 	if err != nil {
 		return api.VM{}, err
 	}
+	defer unlock()
 	switch rec.State {
 	case api.VMRunning:
 		return s.toAPI(rec), nil
@@ -109,12 +108,11 @@ const defaultStopTimeout = 30 * time.Second
 // Stop powers a VM off through its agent, and kills its VMM if the guest
 // has not gone within the timeout (at once with Force).
 func (s *Service) Stop(ctx context.Context, p api.VMStopParams) (api.VM, error) {
-	unlock := s.lock(p.Name)
-	defer unlock()
-	rec, err := s.find(ctx, p.Name)
+	rec, unlock, err := s.locked(ctx, p.Name)
 	if err != nil {
 		return api.VM{}, err
 	}
+	defer unlock()
 	if err := s.stop(ctx, rec, p.Force, time.Duration(p.Timeout)*time.Second); err != nil {
 		return api.VM{}, err
 	}
@@ -183,12 +181,11 @@ func (s *Service) Restart(ctx context.Context, p api.VMRefParams) (api.VM, error
 // Delete removes a VM and its files; a running one only with Force,
 // which stops it first.
 func (s *Service) Delete(ctx context.Context, p api.VMDeleteParams) (api.VM, error) {
-	unlock := s.lock(p.Name)
-	defer unlock()
-	rec, err := s.find(ctx, p.Name)
+	rec, unlock, err := s.locked(ctx, p.Name)
 	if err != nil {
 		return api.VM{}, err
 	}
+	defer unlock()
 	switch {
 	case rec.State == api.VMCreating:
 		return api.VM{}, fmt.Errorf("vm %s is being created: %w; cancel the operation first (`banger ops list`)", rec.Name, api.ErrInUse)
@@ -232,11 +229,7 @@ func (s *Service) Exec(ctx context.Context, p api.VMExecParams, out func(api.VME
 	if len(p.Args) == 0 {
 		return api.VMExecResult{}, fmt.Errorf("%w: no command to run", api.ErrInvalidArgument)
 	}
-	rec, err := s.find(ctx, p.Name)
-	if err != nil {
-		return api.VMExecResult{}, err
-	}
-	c, _, err := s.client(ctx, rec)
+	rec, c, err := s.running(ctx, p.Name)
 	if err != nil {
 		return api.VMExecResult{}, err
 	}
@@ -368,12 +361,11 @@ func (s *Service) Reconcile(ctx context.Context) error {
 // VM stopped: the error says so rather than applying them at next boot
 // behind the user's back. A disk only grows.
 func (s *Service) Set(ctx context.Context, p api.VMSetParams) (api.VM, error) {
-	unlock := s.lock(p.Name)
-	defer unlock()
-	rec, err := s.find(ctx, p.Name)
+	rec, unlock, err := s.locked(ctx, p.Name)
 	if err != nil {
 		return api.VM{}, err
 	}
+	defer unlock()
 	next := rec
 	if p.VCPU != 0 {
 		next.VCPU = p.VCPU
@@ -464,12 +456,11 @@ func (s *Service) Kill(ctx context.Context, p api.VMKillParams) (api.VM, error) 
 	if !ok {
 		return api.VM{}, fmt.Errorf("%w: --signal %q: use KILL, TERM, INT, HUP or QUIT", api.ErrInvalidArgument, p.Signal)
 	}
-	unlock := s.lock(p.Name)
-	defer unlock()
-	rec, err := s.find(ctx, p.Name)
+	rec, unlock, err := s.locked(ctx, p.Name)
 	if err != nil {
 		return api.VM{}, err
 	}
+	defer unlock()
 	s.mu.Lock()
 	l := s.live[rec.ID]
 	s.mu.Unlock()

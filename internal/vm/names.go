@@ -12,7 +12,7 @@ import (
 // store alone: no service is needed, so the DNS server can exist before
 // the bridge network that starts it and the VM service that uses that.
 type Names struct {
-	Store   Store
+	Store   store.Access
 	Prefix  netip.Prefix // the bridge network
 	Gateway netip.Addr   // the host's address on it
 }

@@ -16,11 +16,7 @@ import (
 // Agent is the agent link of the running VM named name: api.ErrNotFound
 // or api.ErrNotRunning otherwise.
 func (s *Service) Agent(ctx context.Context, name string) (*client.Client, error) {
-	rec, err := s.find(ctx, name)
-	if err != nil {
-		return nil, err
-	}
-	c, _, err := s.client(ctx, rec)
+	_, c, err := s.running(ctx, name)
 	return c, err
 }
 

@@ -23,11 +23,7 @@ func sshHost(name string) string { return name + ".vm" }
 // SSH says how OpenSSH reaches a running VM, and makes sure banger's
 // known_hosts holds the VM's host key.
 func (s *Service) SSH(ctx context.Context, p api.VMRefParams) (api.VMSSHInfo, error) {
-	rec, err := s.find(ctx, p.Name)
-	if err != nil {
-		return api.VMSSHInfo{}, err
-	}
-	c, _, err := s.client(ctx, rec)
+	rec, c, err := s.running(ctx, p.Name)
 	if err != nil {
 		return api.VMSSHInfo{}, err
 	}
@@ -40,11 +36,7 @@ func (s *Service) SSH(ctx context.Context, p api.VMRefParams) (api.VMSSHInfo, er
 
 // DialSSH connects to a running VM's SSH server through its agent.
 func (s *Service) DialSSH(ctx context.Context, p api.VMRefParams) (net.Conn, error) {
-	rec, err := s.find(ctx, p.Name)
-	if err != nil {
-		return nil, err
-	}
-	c, _, err := s.client(ctx, rec)
+	_, c, err := s.running(ctx, p.Name)
 	if err != nil {
 		return nil, err
 	}

@@ -31,12 +31,6 @@ import (
 	"github.com/bangerdev/banger/internal/vmm"
 )
 
-// Store is the part of the store the service uses.
-type Store interface {
-	Update(ctx context.Context, f func(*store.Tx) error) error
-	View(ctx context.Context, f func(*store.Tx) error) error
-}
-
 // Defaults fill what a create leaves out.
 type Defaults struct {
 	Image     string
@@ -50,7 +44,7 @@ type Defaults struct {
 
 // Config wires a Service.
 type Config struct {
-	Store    Store
+	Store    store.Access
 	StateDir string // one directory per VM ID: its work disk
 	RunDir   string // one directory per VM ID: sockets, console log
 	Log      *slog.Logger
@@ -180,6 +174,28 @@ func (s *Service) find(ctx context.Context, name string) (store.VM, error) {
 		return store.VM{}, fmt.Errorf("vm %q: %w (see `banger vm list`)", name, api.ErrNotFound)
 	}
 	return rec, err
+}
+
+// locked takes the lock of the VM named name and reads its record;
+// unlock releases the lock.
+func (s *Service) locked(ctx context.Context, name string) (rec store.VM, unlock func(), err error) {
+	unlock = s.lock(name)
+	if rec, err = s.find(ctx, name); err != nil {
+		unlock()
+		return store.VM{}, nil, err
+	}
+	return rec, unlock, nil
+}
+
+// running reads the record of the running VM named name and its agent
+// link: api.ErrNotFound or api.ErrNotRunning otherwise.
+func (s *Service) running(ctx context.Context, name string) (store.VM, *client.Client, error) {
+	rec, err := s.find(ctx, name)
+	if err != nil {
+		return store.VM{}, nil, err
+	}
+	c, _, err := s.client(ctx, rec)
+	return rec, c, err
 }
 
 func (s *Service) put(ctx context.Context, rec store.VM) error {

@@ -39,6 +39,7 @@ func (s *Server) Serve(rw io.ReadWriteCloser) error {
 	if err := l.Send(proto.Frame{Kind: proto.KindHello}); err != nil {
 		return err
 	}
+	table := methods()
 	var wg sync.WaitGroup
 	l.Run(func(f proto.Frame) {
 		ch, err := l.Open(f.Stream)
@@ -47,104 +48,134 @@ func (s *Server) Serve(rw io.ReadWriteCloser) error {
 		}
 		wg.Go(func() {
 			defer l.Release(f.Stream)
-			s.handle(l, f, ch)
+			s.handle(table, l, f, ch)
 		})
 	})
 	wg.Wait()
 	return l.Err()
 }
 
-func (s *Server) respond(l *link.Link, stream uint32, result any, err error) {
-	l.Respond(stream, result, err)
+// call is one request being served on its stream.
+type call struct {
+	l      *link.Link
+	stream uint32
+	method string
+	params json.RawMessage
+	ch     <-chan proto.Frame // the caller's frames for this stream
+	// after runs once the answer is sent (shutdown powers off then).
+	after func()
 }
 
-func (s *Server) handle(l *link.Link, f proto.Frame, ch <-chan proto.Frame) {
+// in reads the caller's stdin bytes; done (nil: never) ends it early.
+func (c *call) in(done <-chan struct{}) *link.Reader { return c.l.NewReader(c.ch, proto.Stdin, done) }
+
+// out writes fd's bytes back to the caller.
+func (c *call) out(fd byte) *link.Writer { return c.l.NewWriter(c.stream, fd) }
+
+// method answers one call with its result or error.
+type method func(s *Server, c *call) (any, error)
+
+// methods is the agent's handler table.
+func methods() map[string]method {
+	return map[string]method{
+		proto.MethodPing:      func(s *Server, _ *call) (any, error) { return optional(s.Ping), nil },
+		proto.MethodInfo:      func(s *Server, _ *call) (any, error) { return optional(s.Info), nil },
+		proto.MethodShutdown:  (*Server).shutdown,
+		proto.MethodReadFile:  with(readFile),
+		proto.MethodWriteFile: with(writeFile),
+		proto.MethodSSH:       (*Server).ssh,
+		proto.MethodDial:      with(dial),
+		proto.MethodStats:     func(s *Server, _ *call) (any, error) { return served(s.Stats, "stats") },
+		proto.MethodPorts:     (*Server).ports,
+		proto.MethodExec:      with((*Server).exec),
+		proto.MethodPutTree:   with(putTree),
+		proto.MethodGetTree:   with(getTree),
+		proto.MethodManifest:  with(manifest),
+	}
+}
+
+// with adapts a method that takes params P, decoded from the request.
+func with[P, R any](fn func(*Server, *call, P) (R, error)) method {
+	return func(s *Server, c *call) (any, error) {
+		var p P
+		if len(c.params) > 0 {
+			if err := json.Unmarshal(c.params, &p); err != nil {
+				return nil, fmt.Errorf("bad %s params: %v", c.method, err)
+			}
+		}
+		return fn(s, c, p)
+	}
+}
+
+// optional is what fn says, or R's zero value when the agent has none.
+func optional[R any](fn func() R) R {
+	var r R
+	if fn != nil {
+		r = fn()
+	}
+	return r
+}
+
+// served calls fn, a method the agent may not serve.
+func served[R any](fn func() (R, error), what string) (any, error) {
+	if fn == nil {
+		return nil, fmt.Errorf("this agent serves no %s", what)
+	}
+	return fn()
+}
+
+func (s *Server) handle(table map[string]method, l *link.Link, f proto.Frame, ch <-chan proto.Frame) {
 	var req proto.Request
 	if err := json.Unmarshal(f.Payload, &req); err != nil {
-		s.respond(l, f.Stream, nil, fmt.Errorf("bad request: %v", err))
+		l.Respond(f.Stream, nil, fmt.Errorf("bad request: %v", err))
 		return
 	}
-	switch req.Method {
-	case proto.MethodPing:
-		var r proto.PingResult
-		if s.Ping != nil {
-			r = s.Ping()
-		}
-		s.respond(l, f.Stream, r, nil)
-	case proto.MethodInfo:
-		var r proto.InfoResult
-		if s.Info != nil {
-			r = s.Info()
-		}
-		s.respond(l, f.Stream, r, nil)
-	case proto.MethodShutdown:
-		s.respond(l, f.Stream, struct{}{}, nil)
-		if s.Shutdown != nil {
-			s.Shutdown()
-		}
-	case proto.MethodReadFile, proto.MethodWriteFile:
-		var p proto.FileParams
-		if err := json.Unmarshal(req.Params, &p); err != nil {
-			s.respond(l, f.Stream, nil, fmt.Errorf("bad file params: %v", err))
-			return
-		}
-		var r proto.FileResult
-		var err error
-		if req.Method == proto.MethodReadFile {
-			r, err = readFile(l, f.Stream, p)
-		} else {
-			r, err = writeFile(l, p, ch)
-		}
-		s.respond(l, f.Stream, r, err)
-	case proto.MethodSSH:
-		if s.SSH == nil {
-			s.respond(l, f.Stream, nil, errors.New("this agent serves no SSH"))
-			return
-		}
-		ours, theirs := net.Pipe()
-		go s.SSH(theirs)
-		pipeStream(l, f.Stream, ours, ch)
-		s.respond(l, f.Stream, struct{}{}, nil)
-	case proto.MethodDial:
-		var p proto.DialParams
-		if err := json.Unmarshal(req.Params, &p); err != nil {
-			s.respond(l, f.Stream, nil, fmt.Errorf("bad dial params: %v", err))
-			return
-		}
-		c, err := net.DialTimeout("tcp", p.Addr, 5*time.Second)
-		if err != nil {
-			s.respond(l, f.Stream, nil, err)
-			return
-		}
-		pipeStream(l, f.Stream, c, ch)
-		s.respond(l, f.Stream, struct{}{}, nil)
-	case proto.MethodStats:
-		if s.Stats == nil {
-			s.respond(l, f.Stream, nil, errors.New("this agent serves no stats"))
-			return
-		}
-		r, err := s.Stats()
-		s.respond(l, f.Stream, r, err)
-	case proto.MethodPorts:
-		if s.Ports == nil {
-			s.respond(l, f.Stream, nil, errors.New("this agent serves no ports"))
-			return
-		}
-		socks, err := s.Ports()
-		s.respond(l, f.Stream, proto.PortsResult{Sockets: socks}, err)
-	case proto.MethodPutTree, proto.MethodGetTree, proto.MethodManifest:
-		s.handleTree(l, f.Stream, req, ch)
-	case proto.MethodExec:
-		var p proto.ExecParams
-		if err := json.Unmarshal(req.Params, &p); err != nil {
-			s.respond(l, f.Stream, nil, fmt.Errorf("bad exec params: %v", err))
-			return
-		}
-		r, err := s.exec(l, f.Stream, p, ch)
-		s.respond(l, f.Stream, r, err)
-	default:
-		s.respond(l, f.Stream, nil, fmt.Errorf("unknown method %q", req.Method))
+	m, ok := table[req.Method]
+	if !ok {
+		l.Respond(f.Stream, nil, fmt.Errorf("unknown method %q", req.Method))
+		return
 	}
+	c := &call{l: l, stream: f.Stream, method: req.Method, params: req.Params, ch: ch}
+	r, err := m(s, c)
+	l.Respond(f.Stream, r, err)
+	if c.after != nil {
+		c.after()
+	}
+}
+
+// shutdown answers, then powers the guest off.
+func (s *Server) shutdown(c *call) (any, error) {
+	c.after = s.Shutdown
+	return struct{}{}, nil
+}
+
+// ssh makes the stream a byte pipe to the SSH server.
+func (s *Server) ssh(c *call) (any, error) {
+	if s.SSH == nil {
+		return nil, errors.New("this agent serves no SSH")
+	}
+	ours, theirs := net.Pipe()
+	go s.SSH(theirs)
+	pipeStream(c, ours)
+	return struct{}{}, nil
+}
+
+// dial makes the stream a byte pipe to a TCP address in the guest.
+func dial(_ *Server, c *call, p proto.DialParams) (any, error) {
+	conn, err := net.DialTimeout("tcp", p.Addr, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	pipeStream(c, conn)
+	return struct{}{}, nil
+}
+
+func (s *Server) ports(*call) (any, error) {
+	if s.Ports == nil {
+		return nil, errors.New("this agent serves no ports")
+	}
+	socks, err := s.Ports()
+	return proto.PortsResult{Sockets: socks}, err
 }
 
 func (s *Server) spawn() spawn.Func {
@@ -154,11 +185,11 @@ func (s *Server) spawn() spawn.Func {
 	return s.Spawn
 }
 
-func (s *Server) exec(l *link.Link, stream uint32, p proto.ExecParams, ch <-chan proto.Frame) (proto.ExecResult, error) {
+func (s *Server) exec(c *call, p proto.ExecParams) (proto.ExecResult, error) {
 	done := make(chan struct{})
 	defer close(done) // ends the reads of the caller's frames
-	in := l.NewReader(ch, proto.Stdin, done)
-	stdout := l.NewWriter(stream, proto.Stdout)
+	in := c.in(done)
+	stdout := c.out(proto.Stdout)
 	if p.Tty {
 		resize := make(chan proto.Winsize, 1)
 		in.Resize(resize)
@@ -169,38 +200,38 @@ func (s *Server) exec(l *link.Link, stream uint32, p proto.ExecParams, ch <-chan
 		stdin = nil                                    // the process gets /dev/null
 		go func() { _, _ = io.Copy(io.Discard, in) }() // and the link never waits on this stream
 	}
-	return spawn.RunPipes(s.spawn(), p, stdin, stdout, l.NewWriter(stream, proto.Stderr))
+	return spawn.RunPipes(s.spawn(), p, stdin, stdout, c.out(proto.Stderr))
 }
 
 // pipeStream joins a stream to conn: the caller's stdin frames are
 // written to it, what it yields goes back as stdout frames. It returns
 // once conn closed, by either end.
-func pipeStream(l *link.Link, stream uint32, conn net.Conn, ch <-chan proto.Frame) {
+func pipeStream(c *call, conn net.Conn) {
 	done := make(chan struct{})
 	go func() {
-		_, _ = io.Copy(conn, l.NewReader(ch, proto.Stdin, done))
+		_, _ = io.Copy(conn, c.in(done))
 		conn.Close()
 	}()
-	_, _ = io.Copy(l.NewWriter(stream, proto.Stdout), conn)
+	_, _ = io.Copy(c.out(proto.Stdout), conn)
 	conn.Close()
 	close(done)
-	_ = l.CloseFD(stream, proto.Stdout)
+	_ = c.l.CloseFD(c.stream, proto.Stdout)
 }
 
-func readFile(l *link.Link, stream uint32, p proto.FileParams) (proto.FileResult, error) {
+func readFile(_ *Server, c *call, p proto.FileParams) (proto.FileResult, error) {
 	f, err := os.Open(p.Path)
 	if err != nil {
 		return proto.FileResult{}, err
 	}
 	defer f.Close()
-	n, err := io.Copy(l.NewWriter(stream, proto.Stdout), f)
+	n, err := io.Copy(c.out(proto.Stdout), f)
 	return proto.FileResult{Size: n}, err
 }
 
 // writeFile writes the caller's bytes to a temporary file beside the
 // target and renames it into place once the caller closed its stream, so
 // a broken transfer never leaves half a file.
-func writeFile(l *link.Link, p proto.FileParams, ch <-chan proto.Frame) (proto.FileResult, error) {
+func writeFile(_ *Server, c *call, p proto.FileParams) (proto.FileResult, error) {
 	mode := os.FileMode(p.Mode & 0o7777)
 	if mode == 0 {
 		mode = 0o644
@@ -210,7 +241,7 @@ func writeFile(l *link.Link, p proto.FileParams, ch <-chan proto.Frame) (proto.F
 		return proto.FileResult{}, err
 	}
 	defer os.Remove(tmp.Name())
-	n, err := io.Copy(tmp, l.NewReader(ch, proto.Stdin, nil))
+	n, err := io.Copy(tmp, c.in(nil))
 	if err == nil {
 		err = tmp.Chmod(mode)
 	}

@@ -11,71 +11,57 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/bangerdev/banger/internal/agent/link"
 	"github.com/bangerdev/banger/internal/agent/proto"
 	"github.com/bangerdev/banger/internal/agent/tree"
 )
 
-// handleTree serves the tree methods.
-func (s *Server) handleTree(l *link.Link, stream uint32, req proto.Request, ch <-chan proto.Frame) {
-	switch req.Method {
-	case proto.MethodPutTree:
-		var p proto.PutTreeParams
-		if err := json.Unmarshal(req.Params, &p); err != nil {
-			s.respond(l, stream, nil, fmt.Errorf("bad put_tree params: %v", err))
-			return
-		}
-		in := l.NewReader(ch, proto.Stdin, nil)
-		r, err := tree.Extract(in, p, tree.Local{})
-		if err == nil {
-			err = finish(p)
-		}
-		if err != nil {
-			_, _ = io.Copy(io.Discard, in) // the rest of what the caller sends
-		}
-		s.respond(l, stream, r, err)
-	case proto.MethodGetTree:
-		var p proto.GetTreeParams
-		if err := json.Unmarshal(req.Params, &p); err != nil {
-			s.respond(l, stream, nil, fmt.Errorf("bad get_tree params: %v", err))
-			return
-		}
-		list, err := io.ReadAll(io.LimitReader(l.NewReader(ch, proto.Stdin, nil), 64<<20))
-		if err != nil {
-			s.respond(l, stream, nil, fmt.Errorf("reading get_tree paths: %v", err))
-			return
-		}
-		var paths []string
-		for _, p := range strings.Split(string(list), "\x00") {
-			if p != "" {
-				paths = append(paths, p)
-			}
-		}
-		r, err := tree.Write(l.NewWriter(stream, proto.Stdout), tree.Spec{Dir: p.Dir, Paths: paths})
-		s.respond(l, stream, r, err)
-	case proto.MethodManifest:
-		var p proto.ManifestParams
-		if err := json.Unmarshal(req.Params, &p); err != nil {
-			s.respond(l, stream, nil, fmt.Errorf("bad manifest params: %v", err))
-			return
-		}
-		// The list goes as stdout, one JSON entry per line: a large tree's
-		// would not fit the answer's frame.
-		entries, err := tree.Manifest(p.Dir, p.Exclude)
-		if err == nil {
-			w := bufio.NewWriterSize(l.NewWriter(stream, proto.Stdout), 128<<10)
-			enc := json.NewEncoder(w)
-			for _, e := range entries {
-				if err = enc.Encode(e); err != nil {
-					break
-				}
-			}
-			if ferr := w.Flush(); err == nil {
-				err = ferr
-			}
-		}
-		s.respond(l, stream, proto.ManifestResult{Count: len(entries)}, err)
+// putTree extracts the caller's tar stream into p.Dir, all or nothing.
+func putTree(_ *Server, c *call, p proto.PutTreeParams) (proto.TreeResult, error) {
+	in := c.in(nil)
+	r, err := tree.Extract(in, p, tree.Local{})
+	if err == nil {
+		err = finish(p)
 	}
+	if err != nil {
+		_, _ = io.Copy(io.Discard, in) // the rest of what the caller sends
+	}
+	return r, err
+}
+
+// getTree streams a tar of the paths the caller sends (NUL-separated, on
+// stdin) under p.Dir.
+func getTree(_ *Server, c *call, p proto.GetTreeParams) (proto.TreeResult, error) {
+	list, err := io.ReadAll(io.LimitReader(c.in(nil), 64<<20))
+	if err != nil {
+		return proto.TreeResult{}, fmt.Errorf("reading get_tree paths: %v", err)
+	}
+	var paths []string
+	for _, p := range strings.Split(string(list), "\x00") {
+		if p != "" {
+			paths = append(paths, p)
+		}
+	}
+	return tree.Write(c.out(proto.Stdout), tree.Spec{Dir: p.Dir, Paths: paths})
+}
+
+// manifest lists the tree under p.Dir with hashes. The list goes as
+// stdout, one JSON entry per line: a large tree's would not fit the
+// answer's frame.
+func manifest(_ *Server, c *call, p proto.ManifestParams) (proto.ManifestResult, error) {
+	entries, err := tree.Manifest(p.Dir, p.Exclude)
+	if err == nil {
+		w := bufio.NewWriterSize(c.out(proto.Stdout), 128<<10)
+		enc := json.NewEncoder(w)
+		for _, e := range entries {
+			if err = enc.Encode(e); err != nil {
+				break
+			}
+		}
+		if ferr := w.Flush(); err == nil {
+			err = ferr
+		}
+	}
+	return proto.ManifestResult{Count: len(entries)}, err
 }
 
 // ReadOnlyMarker records, on the guest's disk, the directories the agent

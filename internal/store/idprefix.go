@@ -1,0 +1,26 @@
+package store
+
+import "strings"
+
+// MatchID finds the record whose ID starts with q, an ID prefix of at
+// least 6 hex digits ("sha256:" optional), as `image show 5d74b5` takes
+// one. It returns the first match and how many distinct IDs matched:
+// several records of one ID (names of one image) are one match, and a q
+// that is no ID prefix matches nothing.
+func MatchID[T any](recs []T, id func(T) string, q string) (T, int) {
+	var first T
+	prefix := strings.TrimPrefix(q, "sha256:")
+	if len(prefix) < 6 || strings.Trim(prefix, "0123456789abcdef") != "" {
+		return first, 0
+	}
+	ids := map[string]bool{}
+	for _, r := range recs {
+		if strings.HasPrefix(strings.TrimPrefix(id(r), "sha256:"), prefix) {
+			if len(ids) == 0 {
+				first = r
+			}
+			ids[id(r)] = true
+		}
+	}
+	return first, len(ids)
+}
