@@ -1,6 +1,9 @@
 package api
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // PingResult answers MethodPing.
 type PingResult struct {
@@ -114,4 +117,11 @@ type OperationIDParams struct {
 // ShutdownResult answers MethodShutdown.
 type ShutdownResult struct {
 	PID int `json:"pid"`
+}
+
+// ShortID is the part of an ID (a sha256 digest) shown to users: its
+// first 12 hex digits.
+func ShortID(id string) string {
+	h := strings.TrimPrefix(id, "sha256:")
+	return h[:min(12, len(h))]
 }

@@ -25,18 +25,10 @@ func (a *App) imageCommand() *cobra.Command {
 func (a *App) imageMade(cmd *cobra.Command, verb string, start func(context.Context, *client.Client, []string) (api.OperationSummary, error)) *cobra.Command {
 	return makes(a, cmd, "print the image as JSON", start, func(c *client.Client) func(context.Context, string) (api.Image, error) { return c.Image },
 		func(img api.Image, took time.Duration) error {
-			_, err := fmt.Fprintf(a.Stdout, "%s %s (%s, %s rootfs, %d layer(s)) in %s\n", verb, img.Name, shortID(img.ID),
+			_, err := fmt.Fprintf(a.Stdout, "%s %s (%s, %s rootfs, %d layer(s)) in %s\n", verb, img.Name, api.ShortID(img.ID),
 				units.FormatSize(img.Size), img.Layers, took.Round(100*time.Millisecond))
 			return err
 		})
-}
-
-func shortID(id string) string {
-	h := strings.TrimPrefix(id, "sha256:")
-	if len(h) > 12 {
-		h = h[:12]
-	}
-	return h
 }
 
 func (a *App) imagePullCommand() *cobra.Command {
@@ -78,7 +70,7 @@ func (a *App) imageListCommand() *cobra.Command {
 	return listed(a, &cobra.Command{Use: "list", Aliases: []string{"ls"}, Short: "List images", Args: cobra.NoArgs},
 		(*client.Client).Images, func(imgs []api.Image) any { return api.ImageListResult{Images: imgs} },
 		[]string{"NAME", "ID", "SIZE", "LAYERS", "CREATED", "VMS"}, func(now time.Time, img api.Image) []string {
-			return []string{img.Name, shortID(img.ID), units.FormatSize(img.Size), strconv.Itoa(img.Layers), ago(now, img.CreatedAt), strconv.Itoa(img.UsedBy)}
+			return []string{img.Name, api.ShortID(img.ID), units.FormatSize(img.Size), strconv.Itoa(img.Layers), ago(now, img.CreatedAt), strconv.Itoa(img.UsedBy)}
 		})
 }
 
@@ -129,9 +121,9 @@ func (a *App) imageDeleteCommand() *cobra.Command {
 				return err
 			}
 			if res.RootfsRemoved {
-				fmt.Fprintf(a.Stdout, "deleted %s (%s, freed %s)\n", res.Name, shortID(res.ID), units.FormatSize(res.BytesFreed))
+				fmt.Fprintf(a.Stdout, "deleted %s (%s, freed %s)\n", res.Name, api.ShortID(res.ID), units.FormatSize(res.BytesFreed))
 			} else {
-				fmt.Fprintf(a.Stdout, "deleted %s (%s; its rootfs stays, other names use it)\n", res.Name, shortID(res.ID))
+				fmt.Fprintf(a.Stdout, "deleted %s (%s; its rootfs stays, other names use it)\n", res.Name, api.ShortID(res.ID))
 			}
 			return nil
 		}),

@@ -66,7 +66,7 @@ func (a *App) kernelListCommand() *cobra.Command {
 			if k.Default {
 				name += " (default)"
 			}
-			return []string{name, k.Version, shortID(k.ID), strconv.Itoa(k.Modules), units.FormatSize(k.Size), k.Source, ago(now, k.CreatedAt), strconv.Itoa(k.UsedBy)}
+			return []string{name, k.Version, api.ShortID(k.ID), strconv.Itoa(k.Modules), units.FormatSize(k.Size), k.Source, ago(now, k.CreatedAt), strconv.Itoa(k.UsedBy)}
 		})
 }
 

@@ -1,7 +1,6 @@
 package image
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -81,31 +80,16 @@ func (s *Service) importImage(ctx context.Context, op *opstate.Op[api.Image], pa
 	if err != nil {
 		return api.Image{}, err
 	}
-	rawConfig, err := img.RawConfigFile()
-	if err != nil {
-		return api.Image{}, fmt.Errorf("importing %s: reading the config: %w", path, err)
-	}
-	cf, err := v1.ParseConfigFile(bytes.NewReader(rawConfig))
-	if err != nil {
-		return api.Image{}, fmt.Errorf("importing %s: reading the config: %w", path, err)
-	}
-	cfgName, err := img.ConfigName()
+	rawConfig, cf, cfgName, layers, err := contents(img)
 	if err != nil {
 		return api.Image{}, fmt.Errorf("importing %s: %w", path, err)
-	}
-	layers, err := img.Layers()
-	if err != nil {
-		return api.Image{}, fmt.Errorf("importing %s: listing layers: %w", path, err)
-	}
-	if len(layers) != len(cf.RootFS.DiffIDs) {
-		return api.Image{}, fmt.Errorf("importing %s: %d layers but %d diff_ids in the config", path, len(layers), len(cf.RootFS.DiffIDs))
 	}
 	recName := wantName
 	if recName == "" {
 		recName = defaultName
 	}
 	if recName == "" {
-		recName = "import/" + shortDigest(cfgName.String())
+		recName = "import/" + api.ShortID(cfgName.String())
 	}
 	rec := store.Image{
 		Name: recName, ID: cfgName.String(), Digest: digest, Platform: platformOf(cf, plat),
@@ -116,7 +100,7 @@ func (s *Service) importImage(ctx context.Context, op *opstate.Op[api.Image], pa
 		for i, l := range layers {
 			diffID := cf.RootFS.DiffIDs[i].String()
 			out[i] = rootfs.Layer{
-				Name: fmt.Sprintf("layer %d (%s)", i+1, shortDigest(diffID)),
+				Name: fmt.Sprintf("layer %d (%s)", i+1, api.ShortID(diffID)),
 				Open: func() (io.ReadCloser, error) {
 					rc, err := l.Uncompressed()
 					if err != nil {

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -113,24 +112,9 @@ func (s *Service) pull(ctx context.Context, op *opstate.Op[api.Image], ref name.
 		}
 	}
 
-	rawConfig, err := img.RawConfigFile()
+	rawConfig, cf, cfgName, layers, err := contents(img)
 	if err != nil {
-		return api.Image{}, fmt.Errorf("fetching the config of %s: %w", target, err)
-	}
-	cf, err := v1.ParseConfigFile(bytes.NewReader(rawConfig))
-	if err != nil {
-		return api.Image{}, fmt.Errorf("reading the config of %s: %w", target, err)
-	}
-	cfgName, err := img.ConfigName()
-	if err != nil {
-		return api.Image{}, fmt.Errorf("reading the config of %s: %w", target, err)
-	}
-	layers, err := img.Layers()
-	if err != nil {
-		return api.Image{}, fmt.Errorf("listing the layers of %s: %w", target, err)
-	}
-	if len(layers) != len(cf.RootFS.DiffIDs) {
-		return api.Image{}, fmt.Errorf("image %s: %d layers but %d diff_ids in its config", target, len(layers), len(cf.RootFS.DiffIDs))
+		return api.Image{}, fmt.Errorf("image %s: %w", target, err)
 	}
 	rec := store.Image{
 		Name: target, ID: cfgName.String(), Digest: digest.String(), RepoDigest: repoDigest,
@@ -158,6 +142,28 @@ func platformOf(cf *v1.ConfigFile, fallback *v1.Platform) string {
 func fileExists(p string) bool {
 	fi, err := os.Stat(p)
 	return err == nil && fi.Mode().IsRegular()
+}
+
+// contents are what an image is built from: its config (as sent, and
+// parsed), the config's digest (the image ID) and its layers, one per
+// diff_id.
+func contents(img v1.Image) (raw []byte, cf *v1.ConfigFile, id v1.Hash, layers []v1.Layer, err error) {
+	if raw, err = img.RawConfigFile(); err != nil {
+		return nil, nil, id, nil, fmt.Errorf("fetching the config: %w", err)
+	}
+	if cf, err = v1.ParseConfigFile(bytes.NewReader(raw)); err != nil {
+		return nil, nil, id, nil, fmt.Errorf("reading the config: %w", err)
+	}
+	if id, err = img.ConfigName(); err != nil {
+		return nil, nil, id, nil, fmt.Errorf("reading the config: %w", err)
+	}
+	if layers, err = img.Layers(); err != nil {
+		return nil, nil, id, nil, fmt.Errorf("listing the layers: %w", err)
+	}
+	if len(layers) != len(cf.RootFS.DiffIDs) {
+		return nil, nil, id, nil, fmt.Errorf("%d layers but %d diff_ids in its config", len(layers), len(cf.RootFS.DiffIDs))
+	}
+	return raw, cf, id, layers, nil
 }
 
 // download fetches the layers missing from the cache, a few at a time,
@@ -190,7 +196,7 @@ func (s *Service) download(ctx context.Context, op *opstate.Op[api.Image], targe
 		if mt, err := l.MediaType(); err == nil && !mt.IsDistributable() {
 			return fmt.Errorf("layer %d of %s: %w: foreign layers (%s) are not supported", i+1, target, api.ErrInvalidArgument, mt)
 		}
-		items[i] = opstate.Item{Name: shortDigest(d.String()), Total: size}
+		items[i] = opstate.Item{Name: api.ShortID(d.String()), Total: size}
 		if s.cfg.Cache.Has(d.String(), size) {
 			items[i].Done = size
 			continue
@@ -241,21 +247,13 @@ func (s *Service) download(ctx context.Context, op *opstate.Op[api.Image], targe
 func (s *Service) fetch(ctx context.Context, l v1.Layer, digest string, size int64, progress func(int64)) error {
 	rc, err := l.Compressed()
 	if err != nil {
-		return fmt.Errorf("fetching layer %s: %w", shortDigest(digest), err)
+		return fmt.Errorf("fetching layer %s: %w", api.ShortID(digest), err)
 	}
 	defer rc.Close()
 	if err := s.cfg.Cache.Put(ctx, digest, size, rc, progress); err != nil {
-		return fmt.Errorf("fetching layer %s: %w", shortDigest(digest), err)
+		return fmt.Errorf("fetching layer %s: %w", api.ShortID(digest), err)
 	}
 	return nil
-}
-
-func shortDigest(d string) string {
-	h := strings.TrimPrefix(d, "sha256:")
-	if len(h) > 12 {
-		h = h[:12]
-	}
-	return h
 }
 
 // cachedLayers opens each layer from the blob cache: its compressed
@@ -271,7 +269,7 @@ func (s *Service) cachedLayers(layers []v1.Layer, diffIDs []v1.Hash) ([]rootfs.L
 		}
 		digest, diffID := d.String(), diffIDs[i].String()
 		out[i] = rootfs.Layer{
-			Name: fmt.Sprintf("layer %d (%s)", i+1, shortDigest(digest)),
+			Name: fmt.Sprintf("layer %d (%s)", i+1, api.ShortID(digest)),
 			Open: func() (io.ReadCloser, error) {
 				rc, err := s.cfg.Cache.Open(digest)
 				if err != nil {

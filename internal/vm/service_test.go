@@ -3,16 +3,22 @@ package vm
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/sshkey"
+	"github.com/bangerdev/banger/internal/store"
 	"github.com/bangerdev/banger/internal/vmm/vmmtest"
 )
 
@@ -455,4 +461,264 @@ func TestBridgeVM(t *testing.T) {
 	if len(fb.swept) != 1 || len(fb.swept[0]) != 5 {
 		t.Fatalf("swept keeping %v", fb.swept)
 	}
+}
+
+func TestLogs(t *testing.T) {
+	f := newFixture(t)
+	v := f.mustCreate("web")
+	ctx := context.Background()
+	r, err := f.svc.Logs(ctx, api.VMLogsParams{Name: "web"}, nil)
+	if err != nil || r.Console != vmmtest.ConsoleBoot {
+		t.Fatalf("logs = %q, %v", r.Console, err)
+	}
+	console := filepath.Join(f.svc.runDir(v.ID), "console.log")
+	if err := os.WriteFile(console, []byte("one\ntwo\nthree\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := f.svc.Logs(ctx, api.VMLogsParams{Name: "web", Tail: 2}, nil); r.Console != "two\nthree\n" {
+		t.Fatalf("tail 2 = %q", r.Console)
+	}
+	// Following: the tail first, then what the console receives.
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var mu sync.Mutex
+	var got []string
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.svc.Logs(fctx, api.VMLogsParams{Name: "web", Tail: 1, Follow: true}, func(r api.VMLogsResult) error {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, r.Console)
+			if len(got) == 1 {
+				fh, _ := os.OpenFile(console, os.O_APPEND|os.O_WRONLY, 0)
+				fh.WriteString("four\n")
+				fh.Close()
+			}
+			if strings.Contains(strings.Join(got, ""), "four") {
+				cancel()
+			}
+			return nil
+		})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil || strings.Join(got, "") != "three\nfour\n" {
+			t.Fatalf("follow = %q, %v", got, err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("following never saw the new line")
+	}
+	if _, err := f.svc.Logs(ctx, api.VMLogsParams{Name: "nope"}, nil); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("logs of a missing VM = %v", err)
+	}
+}
+
+// fixture is a VM service on a temporary store and directories.
+type fixture struct {
+	t      *testing.T
+	dir    string
+	db     string
+	drv    *vmmtest.Driver
+	bridge *fakeBridge
+	svc    *Service
+	st     *store.Store
+	cfg    Config
+}
+
+func newFixture(t *testing.T, change ...func(*Config)) *fixture {
+	t.Helper()
+	dir := t.TempDir()
+	f := &fixture{t: t, dir: dir, db: filepath.Join(dir, "banger.db"), drv: &vmmtest.Driver{}}
+	t.Cleanup(f.drv.Close)
+	agentBin := filepath.Join(dir, "banger-agent")
+	if err := os.WriteFile(agentBin, []byte("not really an agent"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	kernelDir := filepath.Join(dir, "kernel") // no modules: all built in
+	rootfs := filepath.Join(dir, "rootfs.ext4")
+	if err := os.MkdirAll(kernelDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(rootfs, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	key, err := sshkey.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.cfg = Config{
+		StateDir: filepath.Join(dir, "state"),
+		RunDir:   filepath.Join(dir, "run"),
+		Lifetime: context.Background(),
+		Image: func(_ context.Context, name string) (api.Image, error) {
+			if name != "debian" && name != "sha256:img" {
+				return api.Image{}, fmt.Errorf("image %q: %w", name, api.ErrNotFound)
+			}
+			return api.Image{Name: "debian", ID: "sha256:img", Rootfs: rootfs}, nil
+		},
+		Kernel: func(_ context.Context, name string) (api.Kernel, error) {
+			return api.Kernel{Name: "6.1", ID: "sha256:k", Dir: kernelDir}, nil
+		},
+		Driver:      f.drv,
+		Agent:       agentBin,
+		BootTimeout: 3 * time.Second,
+		Defaults:    Defaults{Image: "debian", Kernel: "default", VCPU: 1, MemoryMiB: 256, DiskSize: 64 << 20, Network: api.NetworkNone},
+		SSH: SSHConfig{Key: key.PublicKey(), IdentityFile: filepath.Join(dir, "id"),
+			KnownHostsFile: filepath.Join(dir, "known_hosts")},
+	}
+	for _, c := range change {
+		c(&f.cfg)
+	}
+	if b, ok := f.cfg.Bridge.(*fakeBridge); ok {
+		f.bridge = b
+	}
+	f.open()
+	return f
+}
+
+// open starts a service (again, as a restarted daemon) on the store.
+func (f *fixture) open() {
+	f.t.Helper()
+	st, err := store.Open(context.Background(), f.db)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(func() { st.Close() })
+	f.st = st
+	cfg := f.cfg
+	cfg.Store = st
+	cfg.Log = slog.New(slog.DiscardHandler)
+	f.svc = New(cfg)
+}
+
+// create runs a whole create, as the daemon's vm.create operation does.
+func (f *fixture) create(p api.VMCreateParams) (api.VM, error) {
+	f.t.Helper()
+	c, err := f.svc.Create(context.Background(), p)
+	if err != nil {
+		return api.VM{}, err
+	}
+	return f.svc.Build(context.Background(), func(string) {}, c)
+}
+
+func (f *fixture) mustCreate(name string) api.VM {
+	f.t.Helper()
+	v, err := f.create(api.VMCreateParams{Name: name})
+	if err != nil {
+		f.t.Fatalf("create %s: %v", name, err)
+	}
+	return v
+}
+
+func (f *fixture) show(name string) api.VM {
+	f.t.Helper()
+	v, err := f.svc.Show(context.Background(), api.VMRefParams{Name: name})
+	if err != nil {
+		f.t.Fatalf("show %s: %v", name, err)
+	}
+	return v
+}
+
+// waitState waits for the record to say state.
+func (f *fixture) waitState(name, state string) api.VM {
+	f.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		v := f.show(name)
+		if v.State == state {
+			return v
+		}
+		if time.Now().After(deadline) {
+			f.t.Fatalf("vm %s is %s (%s), want %s", name, v.State, v.Reason, state)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func alive(pid int) bool { return pid > 0 && syscall.Kill(pid, 0) == nil }
+
+// waitGone waits for a stand-in VMM to have exited (and been reaped).
+func waitGone(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the VMM (pid %d) still runs", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (f *fixture) exec(name string, args ...string) (string, int, error) {
+	var out strings.Builder
+	r, err := f.svc.Exec(context.Background(), api.VMExecParams{Name: name, Args: args}, func(ev api.VMExecEvent) error {
+		out.Write(ev.Data)
+		return nil
+	})
+	return out.String(), r.ExitCode, err
+}
+
+func knownHosts(t *testing.T, f *fixture) string {
+	t.Helper()
+	b, err := os.ReadFile(f.cfg.SSH.KnownHostsFile)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// fakeBridge stands in for hostnet: it records what the service asks.
+type fakeBridge struct {
+	prefix netip.Prefix
+
+	mu       sync.Mutex
+	attaches map[string]string
+	swept    [][]string
+}
+
+func (b *fakeBridge) Prefix() netip.Prefix { return b.prefix }
+func (b *fakeBridge) Gateway() netip.Addr  { return b.prefix.Addr().Next() }
+func (b *fakeBridge) Range() (netip.Addr, netip.Addr) {
+	return b.Gateway().Next(), netip.MustParseAddr("10.77.0.6")
+}
+
+func (b *fakeBridge) Attach(vmID string, _ net.HardwareAddr, addr netip.Addr, nat bool) (string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.attaches == nil {
+		b.attaches = map[string]string{}
+	}
+	b.attaches[vmID] = fmt.Sprintf("%s %s %v", vmID, addr, nat)
+	return "tap-" + vmID[:8], nil
+}
+
+func (b *fakeBridge) Detach(vmID string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.attaches, vmID)
+	return nil
+}
+
+func (b *fakeBridge) Sweep(keep []string) ([]string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.swept = append(b.swept, keep)
+	return nil, nil
+}
+
+func (b *fakeBridge) attached() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := slices.Collect(func(yield func(string) bool) {
+		for _, v := range b.attaches {
+			if !yield(v) {
+				return
+			}
+		}
+	})
+	slices.Sort(out)
+	return out
 }

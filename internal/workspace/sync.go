@@ -18,6 +18,20 @@ import (
 // files is one side's files by path (regular files and symlinks).
 type files map[string]proto.TreeEntry
 
+// hashes are the sha256 of the regular files among paths, and their
+// bytes in all: what a transfer of paths must deliver.
+func (fs files) hashes(paths []string) (map[string]string, int64) {
+	sums := map[string]string{}
+	var n int64
+	for _, f := range paths {
+		if e := fs[f]; e.Type == "f" {
+			sums[f] = e.SHA256
+			n += e.Size
+		}
+	}
+	return sums, n
+}
+
 func same(a, b proto.TreeEntry) bool {
 	return a.Type == b.Type && a.SHA256 == b.SHA256 && a.Link == b.Link && a.Mode == b.Mode
 }
@@ -216,13 +230,8 @@ func (s *Service) Pull(ctx context.Context, p api.WorkspaceRefParams, progress P
 	}
 	res.Overwritten = clash
 	fetch := slices.Concat(sd.gc.Added, sd.gc.Modified)
-	expect := map[string]string{}
-	for _, f := range fetch {
-		if e := sd.guest[f]; e.Type == "f" {
-			expect[f] = e.SHA256
-			res.Bytes += e.Size
-		}
-	}
+	expect, n := sd.guest.hashes(fetch)
+	res.Bytes += n
 	uid, gid := ownerOf(sd.hostDir)
 	put := proto.PutTreeParams{Dir: sd.hostDir, UID: uid, GID: gid, Entries: len(fetch)}
 	// The guest's tar goes straight into the host's all-or-nothing
@@ -262,13 +271,8 @@ func (s *Service) Push(ctx context.Context, p api.WorkspaceRefParams, progress P
 	}
 	res.Overwritten = sd.conflict
 	send := slices.Concat(sd.hc.Added, sd.hc.Modified)
-	expect := map[string]string{}
-	for _, f := range send {
-		if e := sd.host[f]; e.Type == "f" {
-			expect[f] = e.SHA256
-			res.Bytes += e.Size
-		}
-	}
+	expect, n := sd.host.hashes(send)
+	res.Bytes += n
 	spec := tree.Spec{Dir: sd.hostDir, Paths: send, Hashes: expect, Delete: sd.hc.Deleted}
 	if _, err := s.put(ctx, sd.a, spec, proto.PutTreeParams{Dir: sd.st.Guest}, progress); err != nil {
 		return res, fmt.Errorf("pushing to vm %s: %w; the guest's workspace is unchanged", p.Name, err)

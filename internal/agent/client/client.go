@@ -55,6 +55,19 @@ func (c *Client) stream() (uint32, chan proto.Frame, error) {
 	return id, ch, err
 }
 
+// open starts a call of method on a new stream; the caller releases it.
+func (c *Client) open(method string, params any) (uint32, chan proto.Frame, error) {
+	id, ch, err := c.stream()
+	if err != nil {
+		return 0, nil, err
+	}
+	if err := c.l.Request(id, method, params); err != nil {
+		c.l.Release(id)
+		return 0, nil, err
+	}
+	return id, ch, nil
+}
+
 // Call performs a call without data streams.
 func (c *Client) Call(ctx context.Context, method string, params, result any) error {
 	id, ch, err := c.stream()
@@ -88,15 +101,12 @@ func (c *Client) ExecTTY(ctx context.Context, p proto.ExecParams, stdin io.Reade
 }
 
 func (c *Client) exec(ctx context.Context, p proto.ExecParams, stdin io.Reader, stdout, stderr io.Writer, resize <-chan proto.Winsize) (proto.ExecResult, error) {
-	id, ch, err := c.stream()
+	p.Stdin = stdin != nil
+	id, ch, err := c.open(proto.MethodExec, p)
 	if err != nil {
 		return proto.ExecResult{}, err
 	}
 	defer c.l.Release(id)
-	p.Stdin = stdin != nil
-	if err := c.l.Request(id, proto.MethodExec, p); err != nil {
-		return proto.ExecResult{}, err
-	}
 	if stdin != nil {
 		go func() {
 			buf := make([]byte, 64<<10)
@@ -207,14 +217,11 @@ func (c *Client) Manifest(ctx context.Context, p proto.ManifestParams) ([]proto.
 // download runs method, first sending stdin (when not nil) and closing
 // it, then copying its stdout to w; it decodes the answer into result.
 func (c *Client) download(ctx context.Context, method string, params any, stdin []byte, w io.Writer, result any) error {
-	id, ch, err := c.stream()
+	id, ch, err := c.open(method, params)
 	if err != nil {
 		return err
 	}
 	defer c.l.Release(id)
-	if err := c.l.Request(id, method, params); err != nil {
-		return err
-	}
 	if stdin != nil {
 		if err := c.l.SendData(id, proto.Stdin, stdin); err != nil {
 			return err
@@ -257,14 +264,11 @@ func (c *Client) PutTree(ctx context.Context, p proto.PutTreeParams, r io.Reader
 // result. Canceled, it closes the stdin so the agent stops waiting (a
 // put then fails as cut off).
 func (c *Client) upload(ctx context.Context, method string, params any, r io.Reader, result any) error {
-	id, ch, err := c.stream()
+	id, ch, err := c.open(method, params)
 	if err != nil {
 		return err
 	}
 	defer c.l.Release(id)
-	if err := c.l.Request(id, method, params); err != nil {
-		return err
-	}
 	closeStdin := func() error {
 		return c.l.CloseFD(id, proto.Stdin)
 	}
@@ -347,12 +351,8 @@ func (c *Client) Ports(ctx context.Context) ([]proto.Socket, error) {
 
 // pipe opens a stream that method turns into a byte pipe.
 func (c *Client) pipe(method string, params any) (net.Conn, error) {
-	id, ch, err := c.stream()
+	id, ch, err := c.open(method, params)
 	if err != nil {
-		return nil, err
-	}
-	if err := c.l.Request(id, method, params); err != nil {
-		c.l.Release(id)
 		return nil, err
 	}
 	closed := make(chan struct{})

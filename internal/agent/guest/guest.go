@@ -301,42 +301,49 @@ func loadOpened(files []*os.File) error {
 // waitForDisk finds the virtio disk whose serial is serial, or, for a
 // VMM whose disks have none, the one at serial's place in order.
 func waitForDisk(serial string, order []string, limit time.Duration) (string, error) {
-	deadline := time.Now().Add(limit)
-	for {
+	return poll(limit, "no disk with serial "+serial, func() (string, bool) {
 		for i, s := range order {
 			if s == serial && i < 26 {
 				dev := "/dev/vd" + string(rune('a'+i))
 				if _, err := os.Stat(dev); err == nil {
-					return dev, nil
+					return dev, true
 				}
 			}
 		}
-		matches, _ := filepath.Glob("/sys/block/vd*/serial")
-		for _, m := range matches {
-			if b, err := os.ReadFile(m); err == nil && strings.TrimSpace(string(b)) == serial {
-				return "/dev/" + filepath.Base(filepath.Dir(m)), nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return "", fmt.Errorf("no disk with serial %s after %s", serial, limit)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return named("/sys/block/vd*/serial", serial)
+	})
 }
 
 // findPort finds the virtio-serial port named name; its name arrives a
 // moment after the driver binds.
 func findPort(name string, limit time.Duration) (string, error) {
+	return poll(limit, "no virtio port named "+name, func() (string, bool) {
+		return named("/sys/class/virtio-ports/vport*/name", name)
+	})
+}
+
+// named is the device whose sysfs attribute file (matched by pattern,
+// /sys/.../DEVICE/ATTR) holds want.
+func named(pattern, want string) (string, bool) {
+	matches, _ := filepath.Glob(pattern)
+	for _, m := range matches {
+		if b, err := os.ReadFile(m); err == nil && strings.TrimSpace(string(b)) == want {
+			return "/dev/" + filepath.Base(filepath.Dir(m)), true
+		}
+	}
+	return "", false
+}
+
+// poll asks find every few milliseconds until it finds, or limit passes
+// (then the error says missing).
+func poll(limit time.Duration, missing string, find func() (string, bool)) (string, error) {
 	deadline := time.Now().Add(limit)
 	for {
-		matches, _ := filepath.Glob("/sys/class/virtio-ports/vport*/name")
-		for _, m := range matches {
-			if b, err := os.ReadFile(m); err == nil && strings.TrimSpace(string(b)) == name {
-				return "/dev/" + filepath.Base(filepath.Dir(m)), nil
-			}
+		if v, ok := find(); ok {
+			return v, nil
 		}
 		if time.Now().After(deadline) {
-			return "", fmt.Errorf("no virtio port named %s after %s", name, limit)
+			return "", fmt.Errorf("%s after %s", missing, limit)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

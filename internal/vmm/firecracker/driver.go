@@ -2,6 +2,7 @@ package firecracker
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -27,12 +28,7 @@ type Driver struct {
 // Name is "firecracker".
 func (d *Driver) Name() string { return "firecracker" }
 
-func (d *Driver) binary() string {
-	if d.Binary != "" {
-		return d.Binary
-	}
-	return "firecracker"
-}
+func (d *Driver) binary() string { return cmp.Or(d.Binary, "firecracker") }
 
 // Available says why Firecracker cannot run here, or nil.
 func (d *Driver) Available() error {

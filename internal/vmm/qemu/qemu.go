@@ -4,6 +4,7 @@
 package qemu
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -95,12 +96,7 @@ type Driver struct {
 // Name is "qemu".
 func (d *Driver) Name() string { return "qemu" }
 
-func (d *Driver) binary() string {
-	if d.Binary != "" {
-		return d.Binary
-	}
-	return "qemu-system-x86_64"
-}
+func (d *Driver) binary() string { return cmp.Or(d.Binary, "qemu-system-x86_64") }
 
 // Available says why QEMU cannot run here, or nil.
 func (d *Driver) Available() error {
