@@ -31,6 +31,7 @@ import (
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/blobcache"
 	"github.com/bangerdev/banger/internal/store"
+	"github.com/bangerdev/banger/internal/store/storetest"
 )
 
 type file struct {
@@ -161,12 +162,9 @@ type fixture struct {
 func newService(t *testing.T) *fixture {
 	t.Helper()
 	dir := t.TempDir()
-	st, err := store.Open(context.Background(), filepath.Join(dir, "banger.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := storetest.Open(t)
 	f := &fixture{dir: dir, cache: blobcache.New(filepath.Join(dir, "cache", "oci")), st: st, used: map[string][2]int{}}
+	var err error
 	f.svc, err = New(Config{
 		Store: st, Cache: f.cache, Dir: filepath.Join(dir, "images"), Log: slog.New(slog.DiscardHandler),
 		Lifetime: context.Background(),

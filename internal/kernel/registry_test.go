@@ -84,15 +84,7 @@ func TestPullAnImageWithAKernel(t *testing.T) {
 		return nil
 	})
 	tw.Close()
-	b := buf.Bytes()
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := mutate.AppendLayers(empty.Image, layer)
-	if err != nil {
-		t.Fatal(err)
-	}
+	img := imageOf(t, buf.Bytes())
 	ref := reg + "/distro/with-kernel:1"
 	tag, _ := name.NewTag(ref)
 	if err := remote.Write(tag, img); err != nil {
@@ -122,12 +114,18 @@ func mustImage(t *testing.T) v1.Image {
 	tw.WriteHeader(&tar.Header{Name: "etc/hostname", Mode: 0o644, Size: 1, Typeflag: tar.TypeReg})
 	tw.Write([]byte("x"))
 	tw.Close()
-	b := buf.Bytes()
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil })
+	img := imageOf(t, buf.Bytes())
+	return img
+}
+
+// imageOf is a one-layer image of the tar layer.
+func imageOf(t *testing.T, layer []byte) v1.Image {
+	t.Helper()
+	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(layer)), nil })
 	if err != nil {
 		t.Fatal(err)
 	}
-	img, err := mutate.AppendLayers(empty.Image, layer)
+	img, err := mutate.AppendLayers(empty.Image, l)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/bangerdev/banger/internal/kmod/kmodtest"
 	"github.com/bangerdev/banger/internal/opstate"
 	"github.com/bangerdev/banger/internal/store"
+	"github.com/bangerdev/banger/internal/store/storetest"
 )
 
 func xzBCJ(b []byte) ([]byte, error) {
@@ -78,12 +79,9 @@ type fixture struct {
 func newService(t *testing.T, fetch func(context.Context, string) (string, error)) *fixture {
 	t.Helper()
 	dir := t.TempDir()
-	st, err := store.Open(context.Background(), filepath.Join(dir, "banger.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := storetest.Open(t)
 	f := &fixture{dir: filepath.Join(dir, "kernels"), used: map[string]int{}}
+	var err error
 	f.svc, err = New(Config{Store: st, Dir: f.dir, Log: slog.New(slog.DiscardHandler), FetchDebian: fetch,
 		UsedBy: func(_ context.Context, _ *store.Tx, id string) (int, error) { return f.used[id], nil }})
 	if err != nil {

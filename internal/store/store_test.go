@@ -99,13 +99,9 @@ func TestOpenMigratesAndReopens(t *testing.T) {
 
 func TestUpdateIsAtomic(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, filepath.Join(t.TempDir(), "banger.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openTemp(t)
 	boom := errors.New("boom")
-	err = s.Update(ctx, func(tx *Tx) error {
+	err := s.Update(ctx, func(tx *Tx) error {
 		if err := tx.SetMeta(ctx, "half", "written"); err != nil {
 			return err
 		}
@@ -268,17 +264,13 @@ func TestKilledMidWriteReopensCleanly(t *testing.T) {
 
 func TestImages(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, filepath.Join(t.TempDir(), "banger.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openTemp(t)
 	now := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
 	a := Image{Name: "docker.io/library/debian:bookworm", ID: "sha256:cc", Digest: "sha256:aa", RepoDigest: "sha256:ii", Platform: "linux/amd64",
 		Config: []byte(`{"config":{}}`), Layers: 1, Size: 100, Source: "pull", CreatedAt: now}
 	b := a
 	b.Name = "debian:alias"
-	err = s.Update(ctx, func(tx *Tx) error {
+	err := s.Update(ctx, func(tx *Tx) error {
 		if err := tx.PutImage(ctx, a); err != nil {
 			return err
 		}
@@ -325,17 +317,13 @@ func TestImages(t *testing.T) {
 
 func TestKernels(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, filepath.Join(t.TempDir(), "banger.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openTemp(t)
 	old := Kernel{Name: "debian-6.1.0-55", ID: "sha256:aa", Version: "6.1.0-55-amd64", Source: "debian", Origin: "linux-image-6.1.0-55-amd64", Size: 1, Modules: 2, CreatedAt: time.Unix(100, 0)}
 	newer := old
 	newer.Name, newer.CreatedAt = "debian-6.1.0-56", time.Unix(200, 0)
 	alias := newer
 	alias.Name = "mine"
-	err = s.Update(ctx, func(tx *Tx) error {
+	err := s.Update(ctx, func(tx *Tx) error {
 		for _, k := range []Kernel{old, newer, alias} {
 			if err := tx.PutKernel(ctx, k); err != nil {
 				return err
@@ -366,17 +354,13 @@ func TestKernels(t *testing.T) {
 
 func TestVMs(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, filepath.Join(t.TempDir(), "banger.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openTemp(t)
 	a := VM{Name: "a", ID: "id-a", State: "running", ImageID: "img1", KernelID: "k1", VCPU: 1, MemoryMiB: 256, DiskSize: 1 << 30,
 		Network: "none", PID: 42, PIDStart: 1 << 40, CreatedAt: time.Unix(100, 0).UTC(), StartedAt: time.Unix(101, 0).UTC(),
 		NAT: true, AutoStop: "30m"}
 	b := a
 	b.Name, b.ID, b.State, b.PID, b.PIDStart, b.CreatedAt, b.StartedAt = "b", "id-b", "stopped", 0, 0, time.Unix(200, 0).UTC(), time.Time{}
-	err = s.Update(ctx, func(tx *Tx) error {
+	err := s.Update(ctx, func(tx *Tx) error {
 		for _, v := range []VM{a, b} {
 			if err := tx.InsertVM(ctx, v); err != nil {
 				return err
@@ -432,11 +416,7 @@ func TestVMs(t *testing.T) {
 
 func TestLeases(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, filepath.Join(t.TempDir(), "banger.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openTemp(t)
 	first, last := netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("10.0.0.4")
 	lease := func(id string) (netip.Addr, error) {
 		var a netip.Addr
@@ -476,7 +456,7 @@ func TestLeases(t *testing.T) {
 	if got, err := lease("d"); err != nil || got.String() != "10.0.0.3" {
 		t.Fatalf("lease after freeing b = %v, %v", got, err)
 	}
-	err = s.View(ctx, func(tx *Tx) error {
+	err := s.View(ctx, func(tx *Tx) error {
 		v, err := tx.VM(ctx, "c")
 		if err != nil || v.Addr.String() != "10.0.0.4" {
 			t.Errorf("VM(c).Addr = %v, %v", v.Addr, err)
@@ -501,4 +481,16 @@ func TestLeases(t *testing.T) {
 	if err == nil {
 		t.Fatal("an address was leased twice")
 	}
+}
+
+// openTemp opens a store in a new temporary directory, closed with the
+// test.
+func openTemp(t *testing.T) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), filepath.Join(t.TempDir(), "banger.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }
