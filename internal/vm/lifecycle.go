@@ -138,7 +138,7 @@ func (s *Service) stopWith(ctx context.Context, rec store.VM, force bool, timeou
 	l.reason = reason
 	l.mu.Unlock()
 	if !force {
-		if c, _, err := s.client(ctx, rec); err == nil {
+		if c, err := s.client(ctx, rec); err == nil {
 			sctx, cancel := context.WithTimeout(ctx, timeout)
 			err = c.Shutdown(sctx)
 			cancel()

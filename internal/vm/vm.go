@@ -194,7 +194,7 @@ func (s *Service) running(ctx context.Context, name string) (store.VM, *client.C
 	if err != nil {
 		return store.VM{}, nil, err
 	}
-	c, _, err := s.client(ctx, rec)
+	c, err := s.client(ctx, rec)
 	return rec, c, err
 }
 
@@ -554,12 +554,12 @@ func (s *Service) watch(rec store.VM, in vmm.Instance, c *client.Client) {
 
 // client is the agent link of a running VM, dialed again when a daemon
 // restart or a broken link left none.
-func (s *Service) client(ctx context.Context, rec store.VM) (*client.Client, *live, error) {
+func (s *Service) client(ctx context.Context, rec store.VM) (*client.Client, error) {
 	s.mu.Lock()
 	l := s.live[rec.ID]
 	s.mu.Unlock()
 	if l == nil || rec.State != api.VMRunning {
-		return nil, nil, fmt.Errorf("vm %s is %s: %w; start it with `banger vm start %s`", rec.Name, rec.State, api.ErrNotRunning, rec.Name)
+		return nil, fmt.Errorf("vm %s is %s: %w; start it with `banger vm start %s`", rec.Name, rec.State, api.ErrNotRunning, rec.Name)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -568,17 +568,17 @@ func (s *Service) client(ctx context.Context, rec store.VM) (*client.Client, *li
 		case <-l.client.Done():
 			l.client = nil
 		default:
-			return l.client, l, nil
+			return l.client, nil
 		}
 	}
 	wctx, cancel := context.WithTimeout(ctx, min(time.Minute, s.cfg.BootTimeout))
 	defer cancel()
 	c, err := boot.WaitAgent(wctx, l.inst.DialAgent, l.inst.Done())
 	if err != nil {
-		return nil, nil, fmt.Errorf("reaching the agent of vm %s: %w", rec.Name, err)
+		return nil, fmt.Errorf("reaching the agent of vm %s: %w", rec.Name, err)
 	}
 	l.client = c
-	return c, l, nil
+	return c, nil
 }
 
 func newID() string {
