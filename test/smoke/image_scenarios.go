@@ -17,18 +17,6 @@ import (
 	"github.com/bangerdev/banger/api"
 )
 
-func imageScenarios() []scenario {
-	return []scenario{
-		{name: "image-pull-repull", run: imagePullRepull},
-		{name: "image-import", run: imageImport},
-		{name: "image-delete", run: imageDelete},
-		{name: "image-cache-prune", run: imageCachePrune},
-		{name: "image-hostile-rejected", run: imageHostile},
-		{name: "image-debian", run: imageDebian},
-		{name: "image-pull-auth", run: imagePullAuth},
-	}
-}
-
 // temporaries lists dot-files banger left under its state and cache.
 func (t *T) temporaries() []string {
 	var out []string

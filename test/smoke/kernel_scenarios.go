@@ -8,14 +8,6 @@ import (
 	"github.com/bangerdev/banger/api"
 )
 
-func kernelScenarios() []scenario {
-	return []scenario{
-		{name: "kernel-import-debian", run: kernelImportDebian, hostNetwork: true}, // apt reaches the mirror
-		{name: "vm-boot-test", run: vmBootTest},
-		{name: "vm-boot-images", run: vmBootImages},
-	}
-}
-
 // kernelImportDebian imports the host distribution's kernel package, the
 // way a fresh Debian machine gets its guest kernel, then a second name of
 // it from the package file, and deletes both.

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,7 +21,7 @@ import (
 // scenarios lists every scenario. Each one is independent: it may assume
 // nothing but its own empty home.
 func scenarios() []scenario {
-	return append([]scenario{
+	return []scenario{
 		{name: "daemon-lifecycle", run: daemonLifecycle},
 		{name: "version-mismatch", run: versionMismatch},
 		{name: "two-daemons-refused", run: twoDaemonsRefused},
@@ -32,7 +31,24 @@ func scenarios() []scenario {
 		{name: "sigkill-restart", run: sigkillRestart},
 		{name: "config-errors-and-sources", run: configErrorsAndSources},
 		{name: "completion", run: completion},
-	}, slices.Concat(imageScenarios(), kernelScenarios(), vmScenarios(), statsScenarios(), workspaceScenarios())...)
+		{name: "image-pull-repull", run: imagePullRepull},
+		{name: "image-import", run: imageImport},
+		{name: "image-delete", run: imageDelete},
+		{name: "image-cache-prune", run: imageCachePrune},
+		{name: "image-hostile-rejected", run: imageHostile},
+		{name: "image-debian", run: imageDebian},
+		{name: "image-pull-auth", run: imagePullAuth},
+		{name: "kernel-import-debian", run: kernelImportDebian, hostNetwork: true}, // apt reaches the mirror
+		{name: "vm-boot-test", run: vmBootTest},
+		{name: "vm-boot-images", run: vmBootImages},
+		{name: "vm-lifecycle", run: vmLifecycle},
+		{name: "vm-run", run: vmRun},
+		{name: "vm-bridge", run: vmBridge},
+		{name: "vm-stats-ports", run: vmStatsPorts},
+		{name: "vm-auto-stop", run: vmAutoStop},
+		{name: "vm-workspace", run: vmWorkspace},
+		{name: "vm-workspace-large", run: vmWorkspaceLarge},
+	}
 }
 
 func daemonLifecycle(t *T) {

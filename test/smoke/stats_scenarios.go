@@ -18,13 +18,6 @@ import (
 	"github.com/bangerdev/banger/api"
 )
 
-func statsScenarios() []scenario {
-	return []scenario{
-		{name: "vm-stats-ports", run: vmStatsPorts},
-		{name: "vm-auto-stop", run: vmAutoStop},
-	}
-}
-
 // portsImage is the busybox image with the porttest helper and a page
 // for busybox httpd.
 func (t *T) portsImage() v1.Image {

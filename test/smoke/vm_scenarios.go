@@ -15,17 +15,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/bangerdev/banger/api"
 	"github.com/google/nftables"
-)
 
-func vmScenarios() []scenario {
-	return []scenario{
-		{name: "vm-lifecycle", run: vmLifecycle},
-		{name: "vm-run", run: vmRun},
-		{name: "vm-bridge", run: vmBridge},
-	}
-}
+	"github.com/bangerdev/banger/api"
+)
 
 // vmLifecycle takes one VM through create, exec, stop, start, a daemon
 // killed with SIGKILL and restarted (the VM keeps running and is taken

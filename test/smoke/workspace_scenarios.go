@@ -15,13 +15,6 @@ import (
 	"github.com/bangerdev/banger/api"
 )
 
-func workspaceScenarios() []scenario {
-	return []scenario{
-		{name: "vm-workspace", run: vmWorkspace},
-		{name: "vm-workspace-large", run: vmWorkspaceLarge},
-	}
-}
-
 // gitRun runs git (or any command) in dir on the host.
 func (t *T) gitRun(dir string, args ...string) string {
 	cmd := exec.Command(args[0], args[1:]...)
