@@ -3,10 +3,13 @@ package boot
 import (
 	"os"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/bangerdev/banger/internal/bundle"
 	"github.com/bangerdev/banger/internal/kmod/kmodtest"
+	"github.com/bangerdev/banger/internal/vmm"
 )
 
 func TestCachedInitramfs(t *testing.T) {
@@ -45,5 +48,52 @@ func TestCachedInitramfs(t *testing.T) {
 	}
 	if _, err := CachedInitramfs(dir, filepath.Join(t.TempDir(), "missing")); err == nil {
 		t.Fatal("a missing agent binary was accepted")
+	}
+}
+
+// logs is an Instance that only has logs.
+type logs struct {
+	vmm.Instance
+	console, vmmLog string
+}
+
+func (l logs) ConsoleLog() string { return l.console }
+func (l logs) VMMLog() string     { return l.vmmLog }
+
+// TestFailureReadsOnlyTheEnd: the console is the guest's to write, and a
+// guest may fill it; saying why a boot failed reads only its end.
+func TestFailureReadsOnlyTheEnd(t *testing.T) {
+	dir := t.TempDir()
+	console := filepath.Join(dir, "console.log")
+	f, err := os.Create(console)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(512 << 20); err != nil { // sparse: half a GiB of NULs
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("\nKernel panic: the end\n"), 512<<20); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	vmmLog := filepath.Join(dir, "vmm.log")
+	if err := os.WriteFile(vmmLog, []byte("qemu: could not open disk\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	msg := Failure(logs{console: console, vmmLog: vmmLog}, "qemu")
+	runtime.ReadMemStats(&after)
+	if !strings.Contains(msg, "Kernel panic: the end") || !strings.Contains(msg, "qemu said:\nqemu: could not open disk") {
+		t.Fatalf("Failure = %q", msg)
+	}
+	if len(msg) > 2*failureBytes {
+		t.Fatalf("Failure gave %d bytes", len(msg))
+	}
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 8<<20 {
+		t.Fatalf("Failure allocated %d MiB for a console it should only read the end of", grew>>20)
+	}
+	if got := Failure(logs{console: filepath.Join(dir, "none"), vmmLog: filepath.Join(dir, "none")}, "qemu"); !strings.Contains(got, "the console is empty") {
+		t.Fatalf("Failure without logs = %q", got)
 	}
 }

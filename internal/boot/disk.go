@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,20 +44,52 @@ func WorkDisk(ctx context.Context, path string, size int64) error {
 	return nil
 }
 
+// failureBytes bounds what Failure reads of each log: the guest writes
+// the console, and may have written gigabytes.
+const failureBytes = 64 << 10
+
 // Failure says why a VM did not come up: the console's end, and the VMM's
 // own complaint (vmmName says whose) when it has one.
 func Failure(in vmm.Instance, vmmName string) string {
-	log, _ := os.ReadFile(in.ConsoleLog())
+	log := tailFile(in.ConsoleLog(), failureBytes)
 	msg := fmt.Sprintf("the console ends with:\n%s", Tail(log, 15))
 	if len(bytes.TrimSpace(log)) == 0 {
 		msg = "the console is empty: the kernel never started"
 	}
 	if in.VMMLog() != in.ConsoleLog() {
-		if vlog, _ := os.ReadFile(in.VMMLog()); len(bytes.TrimSpace(vlog)) > 0 {
+		if vlog := tailFile(in.VMMLog(), failureBytes); len(bytes.TrimSpace(vlog)) > 0 {
 			msg += fmt.Sprintf("\n%s said:\n%s", vmmName, Tail(vlog, 10))
 		}
 	}
 	return msg
+}
+
+// tailFile is at most the last max bytes of the file at path (nothing if
+// it cannot be read), from the start of a line when it cut the file.
+func tailFile(path string, max int64) []byte {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil
+	}
+	off := fi.Size() - max
+	if off < 0 {
+		off = 0
+	}
+	b, err := io.ReadAll(io.NewSectionReader(f, off, max))
+	if err != nil {
+		return nil
+	}
+	if off > 0 {
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			b = b[i+1:]
+		}
+	}
+	return b
 }
 
 // Tail is the last n lines of b.

@@ -99,14 +99,13 @@ func group(use, short string, aliases []string, subs ...*cobra.Command) *cobra.C
 // method, as (*client.Client).Images.
 func listed[T any](a *App, cmd *cobra.Command, fetch func(*client.Client, context.Context) ([]T, error),
 	wrap func([]T) any, header []string, row func(now time.Time, item T) []string) *cobra.Command {
-	return printed(a, cmd, "print JSON", func(ctx context.Context, c *client.Client, _ []string) (any, error) {
+	return printed(a, cmd, "print JSON", func(ctx context.Context, c *client.Client, _ []string) (listing[T], error) {
 		items, err := fetch(c, ctx)
 		return listing[T]{items, wrap}, err
-	}, func(l any) error {
-		items := l.(listing[T]).items
+	}, func(l listing[T]) error {
 		now := time.Now()
-		rows := make([][]string, 0, len(items))
-		for _, it := range items {
+		rows := make([][]string, 0, len(l.items))
+		for _, it := range l.items {
 			rows = append(rows, row(now, it))
 		}
 		return table(a.Stdout, header, rows)

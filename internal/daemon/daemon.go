@@ -27,7 +27,6 @@ import (
 	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/rpc"
 	"github.com/bangerdev/banger/internal/store"
-	"github.com/bangerdev/banger/internal/vmm"
 )
 
 // ErrAlreadyRunning means another daemon holds this layout's lock.
@@ -53,10 +52,8 @@ type Options struct {
 	// the running executable).
 	AgentBin string
 
-	// extraOps lets this package's tests list registries of their own,
-	// and driver run VMs with a driver of theirs.
+	// extraOps lets this package's tests list registries of their own.
 	extraOps []opSource
-	driver   vmm.Driver
 }
 
 // Daemon is a running bangerd.

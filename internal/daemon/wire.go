@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/agent/client"
 	"github.com/bangerdev/banger/internal/blobcache"
 	"github.com/bangerdev/banger/internal/bootcheck"
 	"github.com/bangerdev/banger/internal/image"
@@ -86,10 +87,7 @@ func (d *Daemon) wire(opts Options) (*services, error) {
 			agentBin = filepath.Join(filepath.Dir(exe), "banger-agent")
 		}
 	}
-	driver := opts.driver
-	if driver == nil {
-		driver = d.driver()
-	}
+	driver := d.driver()
 	bootCheck := &bootcheck.Service{
 		Image:   images.Resolve,
 		Kernel:  kernelByName,
@@ -143,11 +141,9 @@ func (d *Daemon) wire(opts Options) (*services, error) {
 
 	targets := statsTargets{list: vms.List, show: vms.Show, autoStop: d.cfg.AutoStopStaleAfter}
 	st := stats.New(stats.Config{
-		Running: targets.Running,
-		Target:  targets.Target,
-		Agent: func(ctx context.Context, name string) (stats.Agent, error) {
-			return asInterface[stats.Agent](vms.Agent(ctx, name))
-		},
+		Running:  targets.Running,
+		Target:   targets.Target,
+		Agent:    agentAs(vms.Agent, func(c *client.Client) stats.Agent { return c }),
 		AutoStop: vms.AutoStop,
 		Forwards: storeForwards{d.store},
 		Interval: d.cfg.StatsPollInterval,
@@ -155,9 +151,7 @@ func (d *Daemon) wire(opts Options) (*services, error) {
 	})
 
 	ws := workspace.New(workspace.Config{
-		Agent: func(ctx context.Context, name string) (workspace.Agent, error) {
-			return asInterface[workspace.Agent](vms.Agent(ctx, name))
-		},
+		Agent:    agentAs(vms.Agent, func(c *client.Client) workspace.Agent { return c }),
 		StateDir: vms.StateDirOf,
 		Placed:   vms.SetWorkspace,
 		Log:      d.log.With("service", "workspace"),
@@ -172,14 +166,18 @@ func (d *Daemon) wire(opts Options) (*services, error) {
 		vms: vms, creates: creates, stats: st, workspace: ws, dns: dns}, nil
 }
 
-// asInterface turns a service's concrete result into the small interface
-// its consumer declares, keeping a nil result a nil interface.
-func asInterface[I any, T any](v *T, err error) (I, error) {
-	var zero I
-	if err != nil || v == nil {
-		return zero, err
+// agentAs gives a service the VM service's agent links as the small
+// interface I it declares; as is the conversion (checked by the
+// compiler), and a failed lookup stays a nil interface.
+func agentAs[I any](agent func(context.Context, string) (*client.Client, error), as func(*client.Client) I) func(context.Context, string) (I, error) {
+	return func(ctx context.Context, name string) (I, error) {
+		c, err := agent(ctx, name)
+		if err != nil {
+			var none I
+			return none, err
+		}
+		return as(c), nil
 	}
-	return any(v).(I), nil
 }
 
 // pullAndWait pulls an image and waits for it, for a create whose image

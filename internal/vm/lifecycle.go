@@ -138,19 +138,19 @@ func (s *Service) stopWith(ctx context.Context, rec store.VM, force bool, timeou
 	l.reason = reason
 	l.mu.Unlock()
 	if !force {
-		if c, err := s.client(ctx, rec); err == nil {
-			sctx, cancel := context.WithTimeout(ctx, timeout)
-			err = c.Shutdown(sctx)
-			cancel()
-			if err == nil {
-				select {
-				case <-l.exited:
-					return nil
-				case <-time.After(timeout):
-				case <-ctx.Done():
-					return ctx.Err()
-				}
+		// One deadline for reaching the agent (a broken link is dialed
+		// again), asking it to power off, and the VMM's exit.
+		sctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		if c, err := s.client(sctx, rec); err == nil && c.Shutdown(sctx) == nil {
+			select {
+			case <-l.exited:
+				return nil
+			case <-sctx.Done():
 			}
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
 		s.cfg.Log.Warn("graceful stop did not finish; killing the VMM", "vm", rec.Name, "timeout", timeout)
 		l.mu.Lock()

@@ -253,7 +253,15 @@ func TestStopPaths(t *testing.T) {
 			g := f.drv.Guest(f.svc.runDir(v.ID))
 			g.SetFault(tc.fault)
 			if tc.fault == vmmtest.Silent {
-				g.DropLinks() // the stop dials again, and gets no answer
+				// The link breaks; the stop dials again, and gets no answer.
+				f.svc.mu.Lock()
+				l := f.svc.live[v.ID]
+				f.svc.mu.Unlock()
+				l.mu.Lock()
+				link := l.client
+				l.mu.Unlock()
+				g.DropLinks()
+				<-link.Done()
 			}
 			tc.p.Name = "web"
 			v, err := f.svc.Stop(context.Background(), tc.p)
@@ -429,6 +437,21 @@ func TestBridgeVM(t *testing.T) {
 	slices.Sort(want)
 	if got := fb.attached(); !slices.Equal(got, want) {
 		t.Fatalf("attached %v", got)
+	}
+	// What the .vm zone asks of the records.
+	names := Names{Store: f.st, Prefix: fb.prefix, Gateway: fb.Gateway()}
+	if addr, ok := names.AddrOf(ctx, "a"); !ok || addr.String() != "10.77.0.2" {
+		t.Fatalf("AddrOf(a) = %v, %v", addr, ok)
+	}
+	for _, n := range []string{"nope", "A", "../a"} {
+		if _, ok := names.AddrOf(ctx, n); ok {
+			t.Errorf("AddrOf(%q) answered", n)
+		}
+	}
+	for addr, want := range map[string]bool{"10.77.0.2": false, "10.77.0.3": true, "10.77.0.1": true, "10.77.0.5": false, "192.0.2.1": true} {
+		if got := names.MayGoOut(ctx, netip.MustParseAddr(addr)); got != want {
+			t.Errorf("MayGoOut(%s) = %v, want %v", addr, got, want)
+		}
 	}
 	if _, err := f.svc.Stop(ctx, api.VMStopParams{Name: "a"}); err != nil {
 		t.Fatal(err)
