@@ -29,7 +29,9 @@ FUZZ_TARGETS := \
 	./internal/agent/passwd:FuzzLookup:24000 \
 	./internal/vmdns:FuzzAnswer:300000 \
 	./internal/agent/procfs:FuzzParse:200000 \
-	./internal/agent/tree:FuzzCleanRel:200000
+	./internal/agent/tree:FuzzCleanRel:200000 \
+	./internal/agent/client:FuzzParseManifest:200000 \
+	./internal/agent/client:FuzzClientFrames:150000
 
 .PHONY: all deps testimages build test fmt-check vet unit fuzz vmtest smoke bench bench-image bench-boot bench-vm bench-workspace lint run clean
 

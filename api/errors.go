@@ -21,6 +21,8 @@ const (
 	CodeCanceled        Code = "canceled"
 	CodeUnresponsive    Code = "unresponsive" // a running VM's agent did not answer in time
 	CodeOperationFailed Code = "operation_failed"
+	CodeGuestRefused    Code = "guest_refused"  // a VM sent what the host does not accept from a guest
+	CodeLimitExceeded   Code = "limit_exceeded" // over a configured cap (the message names the key)
 )
 
 // Sentinel errors. Services wrap them with context (fmt.Errorf("vm %q: %w",
@@ -38,6 +40,8 @@ var (
 	ErrCanceled        = errors.New("canceled")
 	ErrUnresponsive    = errors.New("unresponsive")
 	ErrOperationFailed = errors.New("operation failed")
+	ErrGuestRefused    = errors.New("refused from the guest")
+	ErrLimitExceeded   = errors.New("limit exceeded")
 )
 
 // codeTable is the one place sentinels and codes meet. Order matters only
@@ -61,6 +65,8 @@ func codeTable() []struct {
 		{ErrCanceled, CodeCanceled},
 		{ErrUnresponsive, CodeUnresponsive},
 		{ErrOperationFailed, CodeOperationFailed},
+		{ErrGuestRefused, CodeGuestRefused},
+		{ErrLimitExceeded, CodeLimitExceeded},
 	}
 }
 

@@ -37,6 +37,7 @@ type Config struct {
 	VMDefaults        VMDefaults
 	Network           Network
 	Images            Images
+	Workspace         Workspace
 
 	file    string
 	sources map[string]string
@@ -61,6 +62,12 @@ type Network struct {
 type Images struct {
 	MaxUnpackedSize int64 // bytes over all layers
 	MaxEntries      int
+}
+
+// Workspace caps what one workspace sync takes from a guest.
+type Workspace struct {
+	MaxBytes   int64 // bytes of files
+	MaxEntries int   // entries of the guest's manifest, files pulled
 }
 
 // Host describes the machine, for defaults that scale with it.
@@ -99,6 +106,8 @@ func Keys() []string {
 		"network.nat",
 		"images.max_unpacked_size",
 		"images.max_entries",
+		"workspace.max_bytes",
+		"workspace.max_entries",
 	}
 }
 
@@ -118,6 +127,7 @@ func Defaults(host Host) Config {
 		VMDefaults:        VMDefaults{VCPU: vcpu, MemoryMiB: mem, DiskSize: 10 << 30},
 		Network:           Network{Mode: "user", Bridge: "banger0", CIDR: netip.MustParsePrefix("10.203.0.0/24")},
 		Images:            Images{MaxUnpackedSize: 64 << 30, MaxEntries: 4 << 20},
+		Workspace:         Workspace{MaxBytes: 8 << 30, MaxEntries: 200_000},
 		sources:           map[string]string{},
 	}
 	for _, k := range Keys() {
@@ -156,6 +166,10 @@ type file struct {
 		MaxUnpackedSize any  `toml:"max_unpacked_size"`
 		MaxEntries      *int `toml:"max_entries"`
 	} `toml:"images"`
+	Workspace struct {
+		MaxBytes   any  `toml:"max_bytes"`
+		MaxEntries *int `toml:"max_entries"`
+	} `toml:"workspace"`
 }
 
 // Load reads path over the defaults. A missing file is not an error: every
@@ -348,6 +362,24 @@ func (c *Config) apply(data []byte) error {
 		c.Images.MaxEntries = *v
 		set("images.max_entries")
 	}
+	if f.Workspace.MaxBytes != nil {
+		n, err := parseSize(f.Workspace.MaxBytes)
+		if err != nil {
+			return fmt.Errorf("workspace.max_bytes: %w", err)
+		}
+		if n < 1<<20 {
+			return fmt.Errorf("workspace.max_bytes: %s is too small; use at least 1M", units.FormatSize(n))
+		}
+		c.Workspace.MaxBytes = n
+		set("workspace.max_bytes")
+	}
+	if v := f.Workspace.MaxEntries; v != nil {
+		if *v < 100 {
+			return fmt.Errorf("workspace.max_entries: %d is too small; use at least 100", *v)
+		}
+		c.Workspace.MaxEntries = *v
+		set("workspace.max_entries")
+	}
 	return nil
 }
 
@@ -424,6 +456,8 @@ func (c Config) Values() []Value {
 		"network.nat":              strconv.FormatBool(c.Network.NAT),
 		"images.max_unpacked_size": units.FormatSize(c.Images.MaxUnpackedSize),
 		"images.max_entries":       strconv.Itoa(c.Images.MaxEntries),
+		"workspace.max_bytes":      units.FormatSize(c.Workspace.MaxBytes),
+		"workspace.max_entries":    strconv.Itoa(c.Workspace.MaxEntries),
 	}
 	out := make([]Value, 0, len(vals))
 	for _, k := range Keys() {

@@ -154,7 +154,8 @@ func (d *Daemon) wire(opts Options) (*services, error) {
 		Agent:    agentAs(vms.Agent, func(c *client.Client) workspace.Agent { return c }),
 		StateDir: vms.StateDirOf,
 		Placed:   vms.SetWorkspace,
-		Log:      d.log.With("service", "workspace"),
+		MaxBytes: d.cfg.Workspace.MaxBytes, MaxEntries: d.cfg.Workspace.MaxEntries,
+		Log: d.log.With("service", "workspace"),
 	})
 
 	creates := &creator{

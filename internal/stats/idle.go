@@ -62,30 +62,27 @@ func (s *Service) idleFor(t Target, now time.Time) (time.Duration, bool) {
 	return now.Sub(last), true
 }
 
-// sweep stops the VMs idle past their auto-stop time. One that a
+// sweep stops VM t if it is idle past its auto-stop time. One that a
 // lifecycle verb or operation holds is left for the next sweep.
-func (s *Service) sweep(ctx context.Context, targets []Target) {
-	now := s.cfg.Now()
-	for _, t := range targets {
-		if t.AutoStop <= 0 {
-			continue
-		}
-		idle, ok := s.idleFor(t, now)
-		if !ok || idle < t.AutoStop {
-			continue
-		}
-		reason := fmt.Sprintf("stopped automatically: idle for %s (auto-stop after %s)", idle.Round(time.Second), t.AutoStop)
-		stopped, err := s.cfg.AutoStop(ctx, t.Name, reason)
-		switch {
-		case err != nil:
-			s.cfg.Log.Error("auto-stopping an idle VM", "vm", t.Name, "err", err)
-		case stopped:
-			s.cfg.Log.Info("vm auto-stopped", "vm", t.Name, "idle", idle.Round(time.Second), "auto_stop", t.AutoStop)
-			s.mu.Lock()
-			delete(s.activity, t.Name)
-			s.mu.Unlock()
-		default:
-			s.cfg.Log.Debug("idle VM busy with an operation; not stopping it now", "vm", t.Name)
-		}
+func (s *Service) sweep(ctx context.Context, t Target) {
+	if t.AutoStop <= 0 {
+		return
+	}
+	idle, ok := s.idleFor(t, s.cfg.Now())
+	if !ok || idle < t.AutoStop {
+		return
+	}
+	reason := fmt.Sprintf("stopped automatically: idle for %s (auto-stop after %s)", idle.Round(time.Second), t.AutoStop)
+	stopped, err := s.cfg.AutoStop(ctx, t.Name, reason)
+	switch {
+	case err != nil:
+		s.cfg.Log.Error("auto-stopping an idle VM", "vm", t.Name, "err", err)
+	case stopped:
+		s.cfg.Log.Info("vm auto-stopped", "vm", t.Name, "idle", idle.Round(time.Second), "auto_stop", t.AutoStop)
+		s.mu.Lock()
+		delete(s.activity, t.Name)
+		s.mu.Unlock()
+	default:
+		s.cfg.Log.Debug("idle VM busy with an operation; not stopping it now", "vm", t.Name)
 	}
 }

@@ -89,6 +89,7 @@ type Service struct {
 	series   map[string]*series // by VM ID
 	activity map[string]*activity
 	forwards map[string]map[int]*forward // VM ID → guest port
+	polling  map[string]bool             // VM IDs a poll is sampling or stopping
 }
 
 // series is one VM's samples.
@@ -116,20 +117,24 @@ func New(cfg Config) *Service {
 	if cfg.Interval <= 0 {
 		cfg.Interval = 5 * time.Second
 	}
-	return &Service{cfg: cfg, series: map[string]*series{}, activity: map[string]*activity{}, forwards: map[string]map[int]*forward{}}
+	return &Service{cfg: cfg, series: map[string]*series{}, activity: map[string]*activity{}, forwards: map[string]map[int]*forward{}, polling: map[string]bool{}}
 }
 
 // agentTimeout bounds one call to an agent.
 const agentTimeout = 5 * time.Second
 
-// Run polls every interval until ctx ends, then closes the forwards.
+// Run polls every interval until ctx ends, then closes the forwards. A
+// poll never waits for the one before: a VM still being sampled or
+// stopped from the last one is skipped, the others are not held up.
 func (s *Service) Run(ctx context.Context) {
 	t := time.NewTicker(s.cfg.Interval)
 	defer t.Stop()
 	defer s.closeForwards(context.WithoutCancel(ctx), func(string) bool { return true }, false)
 	s.restoreForwards(ctx)
+	var polls sync.WaitGroup
+	defer polls.Wait()
 	for {
-		s.Poll(ctx)
+		polls.Go(func() { s.Poll(ctx) })
 		select {
 		case <-ctx.Done():
 			return
@@ -138,8 +143,9 @@ func (s *Service) Run(ctx context.Context) {
 	}
 }
 
-// Poll samples every running VM once, forgets VMs that stopped, and
-// stops those idle past their time.
+// Poll samples every running VM once, each on its own (a VM whose
+// agent is stuck delays no other), forgets VMs that stopped, and stops
+// those idle past their time.
 func (s *Service) Poll(ctx context.Context) {
 	targets, err := s.cfg.Running(ctx)
 	if err != nil {
@@ -147,12 +153,21 @@ func (s *Service) Poll(ctx context.Context) {
 		return
 	}
 	alive := map[string]bool{}
+	var wg sync.WaitGroup
 	for _, t := range targets {
 		alive[t.ID] = true
-		if _, err := s.collect(ctx, t); err != nil {
-			s.cfg.Log.Debug("sampling a VM", "vm", t.Name, "err", err)
+		if !s.claim(t.ID) {
+			continue // the last poll of t is still under way
 		}
+		wg.Go(func() {
+			defer s.unclaim(t.ID)
+			if _, err := s.collect(ctx, t); err != nil {
+				s.cfg.Log.Debug("sampling a VM", "vm", t.Name, "err", err)
+			}
+			s.sweep(ctx, t)
+		})
 	}
+	wg.Wait()
 	s.mu.Lock()
 	for id := range s.series {
 		if !alive[id] {
@@ -161,7 +176,23 @@ func (s *Service) Poll(ctx context.Context) {
 	}
 	s.mu.Unlock()
 	s.closeForwards(ctx, func(id string) bool { return !alive[id] }, true)
-	s.sweep(ctx, targets)
+}
+
+// claim marks a VM's poll under way, unless one already is.
+func (s *Service) claim(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.polling[id] {
+		return false
+	}
+	s.polling[id] = true
+	return true
+}
+
+func (s *Service) unclaim(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.polling, id)
 }
 
 // collect takes one sample of t into its series.

@@ -189,6 +189,7 @@ func TestSweep(t *testing.T) {
 		"idle: stopped automatically: idle for 1m10s (auto-stop after 1m0s)",
 		"touched: stopped automatically: idle for 2m0s (auto-stop after 1m0s)",
 	}
+	slices.Sort(*stopped) // VMs are polled each on its own
 	if !slices.Equal(*stopped, want) {
 		t.Fatalf("stopped = %q; want %q (busy has an ssh connection, never has no auto-stop)", *stopped, want)
 	}
@@ -412,4 +413,48 @@ func TestForwardsSurviveARestart(t *testing.T) {
 	if all, _ := kept.All(ctx); len(all) != 0 {
 		t.Fatalf("forwards of a stopped VM kept: %+v", all)
 	}
+}
+
+// TestStuckVMDelaysNoOther: a VM whose agent never answers does not hold
+// up the sampling or the idle sweep of another.
+func TestStuckVMDelaysNoOther(t *testing.T) {
+	clk := &clock{now: time.Unix(1000, 0)}
+	targets := []Target{
+		{Name: "stuck", ID: "1", StartedAt: clk.Now()},
+		{Name: "idle", ID: "2", AutoStop: time.Second, StartedAt: clk.Now().Add(-time.Hour)},
+	}
+	agents := map[string]*fakeAgent{
+		"stuck": {block: true},
+		"idle":  {samples: []proto.StatsResult{{CPUTotal: 1, Uptime: 1}}},
+	}
+	s, stopped := newTest(targets, agents, clk)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Poll(ctx); close(done) }()
+	deadline := time.After(agentTimeout / 2)
+	for {
+		s.mu.Lock()
+		_, sampled := s.series["2"]
+		s.mu.Unlock()
+		if sampled && s.claim("2") { // its poll, sweep included, is over
+			s.unclaim("2")
+			break
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("the other VM waited behind the stuck one (sampled: %v)", sampled)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	if len(*stopped) != 1 {
+		t.Fatalf("stopped = %v; want the idle VM stopped", *stopped)
+	}
+	// A second poll while the first still waits on the stuck VM samples
+	// the other again and leaves the stuck one alone.
+	if !s.claim("1") {
+		cancel()
+		<-done
+		return
+	}
+	t.Fatal("the stuck VM's poll was not under way")
 }

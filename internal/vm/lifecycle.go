@@ -108,6 +108,9 @@ const defaultStopTimeout = 30 * time.Second
 // Stop powers a VM off through its agent, and kills its VMM if the guest
 // has not gone within the timeout (at once with Force).
 func (s *Service) Stop(ctx context.Context, p api.VMStopParams) (api.VM, error) {
+	if p.Force {
+		s.preempt(ctx, p.Name, "killed by `banger vm stop --force`", syscall.SIGKILL)
+	}
 	rec, unlock, err := s.locked(ctx, p.Name)
 	if err != nil {
 		return api.VM{}, err
@@ -170,6 +173,27 @@ func (s *Service) stopWith(ctx context.Context, rec store.VM, force bool, timeou
 	}
 }
 
+// preempt signals a running VM's VMM before its lock is taken: a
+// graceful stop waiting on a wedged guest holds that lock, and a forced
+// stop, kill or delete must not wait behind it. The holder sees the VMM
+// exit and lets go.
+func (s *Service) preempt(ctx context.Context, name, reason string, sig syscall.Signal) {
+	rec, err := s.find(ctx, name)
+	if err != nil {
+		return // the locked path reports it
+	}
+	s.mu.Lock()
+	l := s.live[rec.ID]
+	s.mu.Unlock()
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	l.reason = reason
+	l.mu.Unlock()
+	_ = l.inst.Process().Signal(sig)
+}
+
 // Restart stops a VM gracefully and starts it again.
 func (s *Service) Restart(ctx context.Context, p api.VMRefParams) (api.VM, error) {
 	if _, err := s.Stop(ctx, api.VMStopParams{Name: p.Name}); err != nil {
@@ -181,6 +205,9 @@ func (s *Service) Restart(ctx context.Context, p api.VMRefParams) (api.VM, error
 // Delete removes a VM and its files; a running one only with Force,
 // which stops it first.
 func (s *Service) Delete(ctx context.Context, p api.VMDeleteParams) (api.VM, error) {
+	if p.Force {
+		s.preempt(ctx, p.Name, "killed by `banger vm delete --force`", syscall.SIGKILL)
+	}
 	rec, unlock, err := s.locked(ctx, p.Name)
 	if err != nil {
 		return api.VM{}, err
@@ -456,6 +483,10 @@ func (s *Service) Kill(ctx context.Context, p api.VMKillParams) (api.VM, error) 
 	if !ok {
 		return api.VM{}, fmt.Errorf("%w: --signal %q: use KILL, TERM, INT, HUP or QUIT", api.ErrInvalidArgument, p.Signal)
 	}
+	reason := "killed by `banger vm kill` (SIG" + name + ")"
+	if sig == syscall.SIGKILL {
+		s.preempt(ctx, p.Name, reason, sig)
+	}
 	rec, unlock, err := s.locked(ctx, p.Name)
 	if err != nil {
 		return api.VM{}, err
@@ -468,7 +499,7 @@ func (s *Service) Kill(ctx context.Context, p api.VMKillParams) (api.VM, error) 
 		return api.VM{}, fmt.Errorf("vm %s is %s: %w", rec.Name, rec.State, api.ErrNotRunning)
 	}
 	l.mu.Lock()
-	l.reason = "killed by `banger vm kill` (SIG" + name + ")"
+	l.reason = reason
 	l.mu.Unlock()
 	if err := l.inst.Process().Signal(sig); err != nil {
 		return api.VM{}, fmt.Errorf("signaling vm %s: %w", rec.Name, err)

@@ -745,3 +745,57 @@ func (b *fakeBridge) attached() []string {
 	slices.Sort(out)
 	return out
 }
+
+// TestForceNeverWaitsBehindAGracefulStop: a graceful stop of a guest that
+// ignores the power-off holds the VM for its whole timeout; stop --force,
+// kill and delete --force each end the VM at once all the same.
+func TestForceNeverWaitsBehindAGracefulStop(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		force func(f *fixture) error
+	}{
+		{"stop --force", func(f *fixture) error {
+			_, err := f.svc.Stop(context.Background(), api.VMStopParams{Name: "web", Force: true})
+			return err
+		}},
+		{"kill", func(f *fixture) error {
+			_, err := f.svc.Kill(context.Background(), api.VMKillParams{Name: "web"})
+			if errors.Is(err, api.ErrNotRunning) {
+				err = nil // the graceful stop saw the VMM die first and recorded it
+			}
+			return err
+		}},
+		{"delete --force", func(f *fixture) error {
+			_, err := f.svc.Delete(context.Background(), api.VMDeleteParams{Name: "web", Force: true})
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			v := f.mustCreate("web")
+			g := f.drv.Guest(f.svc.runDir(v.ID))
+			g.SetFault(vmmtest.IgnoreShutdown)
+			graceful := make(chan error, 1)
+			go func() {
+				_, err := f.svc.Stop(context.Background(), api.VMStopParams{Name: "web", Timeout: 600})
+				graceful <- err
+			}()
+			// The graceful stop has the VM once the guest got its power-off.
+			for g.Shutdowns() == 0 {
+				time.Sleep(time.Millisecond)
+			}
+			forced := make(chan error, 1)
+			go func() { forced <- tc.force(f) }()
+			select {
+			case err := <-forced:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%s still waits behind a graceful stop", tc.name)
+			}
+			waitGone(t, g.PID())
+			<-graceful
+		})
+	}
+}

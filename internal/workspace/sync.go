@@ -2,6 +2,9 @@ package workspace
 
 import (
 	"context"
+
+	"golang.org/x/sys/unix"
+
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +16,7 @@ import (
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/agent/proto"
 	"github.com/bangerdev/banger/internal/agent/tree"
+	"github.com/bangerdev/banger/internal/units"
 )
 
 // files is one side's files by path (regular files and symlinks).
@@ -32,8 +36,11 @@ func (fs files) hashes(paths []string) (map[string]string, int64) {
 	return sums, n
 }
 
+// same compares entries as git would: type, content, link and whether
+// the file is executable. Other mode bits do not sync (the host masks
+// what comes from a guest), so they cannot make a change.
 func same(a, b proto.TreeEntry) bool {
-	return a.Type == b.Type && a.SHA256 == b.SHA256 && a.Link == b.Link && a.Mode == b.Mode
+	return a.Type == b.Type && a.SHA256 == b.SHA256 && a.Link == b.Link && a.Mode&0o111 != 0 == (b.Mode&0o111 != 0)
 }
 
 // changes compares a side now with the last sync.
@@ -93,14 +100,17 @@ func hostTree(ctx context.Context, root string, st State) (files, error) {
 	}
 	paths := slices.Clone(sel.Files)
 	for p := range st.Files {
-		paths = append(paths, p)
+		// A state from an older banger may name paths no guest may sync.
+		if _, err := tree.CleanRel(p); err == nil && !tree.IsGitPath(p) {
+			paths = append(paths, p)
+		}
 	}
 	out := files{}
 	for _, p := range paths {
 		if _, done := out[p]; done {
 			continue
 		}
-		e, err := tree.Entry(filepath.Join(root, filepath.FromSlash(p)), p)
+		e, err := tree.EntryIn(root, p)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
@@ -114,20 +124,19 @@ func hostTree(ctx context.Context, root string, st State) (files, error) {
 	return out, nil
 }
 
-// guestTree hashes the guest side, leaving out .git (its commits travel
-// by export, not by sync).
-func guestTree(ctx context.Context, a Agent, dir string) (files, error) {
-	entries, err := a.Manifest(ctx, proto.ManifestParams{Dir: dir, Exclude: []string{".git"}})
+// guestTree lists the guest side, leaving out .git at any depth (its
+// commits travel by export, not by sync). The listing is the guest's
+// proposal: vetManifest keeps only what the host may use.
+func (s *Service) guestTree(ctx context.Context, a Agent, dir string) (files, error) {
+	entries, err := a.Manifest(ctx, proto.ManifestParams{Dir: dir, Exclude: []string{".git"}},
+		s.cfg.MaxEntries, max(int64(s.cfg.MaxEntries)*manifestBytesPerEntry, 1<<20))
+	if errors.Is(err, proto.ErrFrame) {
+		return nil, fmt.Errorf("listing the guest's workspace: %w: %w; raise workspace.max_entries if the tree is really that large", api.ErrGuestRefused, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("listing the guest's workspace: %w", err)
 	}
-	out := files{}
-	for _, e := range entries {
-		if e.Type != "d" {
-			out[e.Path] = e
-		}
-	}
-	return out, nil
+	return vetManifest(entries, s.cfg.MaxBytes)
 }
 
 // sides is everything a status, pull or push works from.
@@ -161,7 +170,7 @@ func (s *Service) sides(ctx context.Context, name, dir string) (sides, error) {
 	if sd.host, err = hostTree(ctx, sd.hostDir, sd.st); err != nil {
 		return sd, err
 	}
-	if sd.guest, err = guestTree(ctx, sd.a, sd.st.Guest); err != nil {
+	if sd.guest, err = s.guestTree(ctx, sd.a, sd.st.Guest); err != nil {
 		return sd, err
 	}
 	last := files(sd.st.Files)
@@ -205,19 +214,25 @@ func (s *Service) Pull(ctx context.Context, p api.WorkspaceRefParams, progress P
 	res := api.WorkspaceSyncResult{Name: p.Name, Dir: sd.hostDir, Changes: sd.gc}
 	// Files the sync did not put on the host (ignored ones, say) count
 	// as host changes too.
-	var clash []string
+	var clash, dirs []string
 	for _, path := range changed(sd.gc) {
 		last, known := sd.st.Files[path]
 		cur, hashed := sd.host[path]
 		var err error
 		if !hashed { // outside the selection (ignored, say): not hashed yet
-			cur, err = tree.Entry(filepath.Join(sd.hostDir, filepath.FromSlash(path)), path)
+			cur, err = tree.EntryIn(sd.hostDir, path)
 		}
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			continue
 		case err != nil:
 			return res, err
+		case cur.Type == "d" && sd.guest[path].Type != "":
+			// A file of the guest's where the host has a directory: never
+			// replaced, --force or not (it may hold anything).
+			dirs = append(dirs, path)
+		case cur.Type == "d":
+			// Deleted in the guest, a directory on the host: it stays.
 		case !known || !same(last, cur):
 			if g, ok := sd.guest[path]; !ok || !same(g, cur) {
 				clash = append(clash, path)
@@ -225,15 +240,21 @@ func (s *Service) Pull(ctx context.Context, p api.WorkspaceRefParams, progress P
 		}
 	}
 	slices.Sort(clash)
+	if len(dirs) > 0 {
+		return res, fmt.Errorf("%w: pull would replace host directories with the guest's files: %s; move them away on the host, or rename them in the guest", api.ErrInUse, strings.Join(dirs, ", "))
+	}
 	if len(clash) > 0 && !p.Force {
 		return res, refuse("pull", clash)
 	}
 	res.Overwritten = clash
 	fetch := slices.Concat(sd.gc.Added, sd.gc.Modified)
-	expect, n := sd.guest.hashes(fetch)
+	want, n, err := s.wanted(sd.guest, fetch, sd.hostDir)
+	if err != nil {
+		return res, fmt.Errorf("pulling from vm %s: %w", p.Name, err)
+	}
 	res.Bytes += n
 	uid, gid := ownerOf(sd.hostDir)
-	put := proto.PutTreeParams{Dir: sd.hostDir, UID: uid, GID: gid, Entries: len(fetch)}
+	put := proto.PutTreeParams{Dir: sd.hostDir, UID: uid, GID: gid}
 	// The guest's tar goes straight into the host's all-or-nothing
 	// extraction: staged beside the tree, checked, then renamed.
 	pr, pw := io.Pipe()
@@ -242,10 +263,11 @@ func (s *Service) Pull(ctx context.Context, p api.WorkspaceRefParams, progress P
 		_, err := sd.a.GetTree(ctx, sd.st.Guest, fetch, w)
 		pw.CloseWithError(err)
 	}()
-	// Deletions happen with the rest, after every file is checked.
-	if _, err := tree.Extract(pr, put, tree.Local{Expect: expect, Delete: sd.gc.Deleted}); err != nil {
+	// Deletions happen with the rest, after every file is checked: the
+	// host's own list, from the manifests, never the stream's.
+	if _, err := tree.Extract(pr, put, tree.Local{Want: want, Delete: sd.gc.Deleted, MaxBytes: s.cfg.MaxBytes}); err != nil {
 		pr.CloseWithError(err)
-		return res, fmt.Errorf("pulling from vm %s: %w; the host tree is unchanged", p.Name, err)
+		return res, fmt.Errorf("pulling from vm %s: %w; the host tree is unchanged", p.Name, guestFault(err))
 	}
 	sd.record(sd.gc, sd.guest)
 	if p.Dir == "" || filepath.Clean(p.Dir) == sd.st.Host {
@@ -293,4 +315,61 @@ func (sd *sides) record(c api.WorkspaceChanges, now files) {
 	for _, p := range c.Deleted {
 		delete(sd.st.Files, p)
 	}
+}
+
+// wanted is what a transfer of paths from the guest must bring, as the
+// guest's vetted manifest described it, and its bytes; it refuses a
+// transfer over the caps or over the free space where it lands.
+func (s *Service) wanted(guest files, paths []string, dest string) (map[string]proto.TreeEntry, int64, error) {
+	if len(paths) > s.cfg.MaxEntries {
+		return nil, 0, fmt.Errorf("%w: %d files is over workspace.max_entries (%d); raise it in the config", api.ErrLimitExceeded, len(paths), s.cfg.MaxEntries)
+	}
+	want := make(map[string]proto.TreeEntry, len(paths))
+	var n int64
+	for _, p := range paths {
+		e := guest[p]
+		want[p] = e
+		n += e.Size
+	}
+	if n > s.cfg.MaxBytes {
+		return nil, 0, fmt.Errorf("%w: %s in %d files is over workspace.max_bytes (%s); raise it in the config, or remove the large files in the guest",
+			api.ErrLimitExceeded, units.FormatSize(n), len(paths), units.FormatSize(s.cfg.MaxBytes))
+	}
+	if err := roomFor(dest, n); err != nil {
+		return nil, 0, err
+	}
+	return want, n, nil
+}
+
+// roomFor refuses to write n bytes where the file system of dir (or its
+// nearest existing parent) would be left with less than a margin.
+func roomFor(dir string, n int64) error {
+	const margin = 64 << 20
+	for {
+		var st unix.Statfs_t
+		err := unix.Statfs(dir, &st)
+		if errors.Is(err, unix.ENOENT) && filepath.Dir(dir) != dir {
+			dir = filepath.Dir(dir)
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("checking free space in %s: %w", dir, err)
+		}
+		if free := int64(st.Bavail) * st.Bsize; free < n+margin {
+			return fmt.Errorf("%w: %s needs %s, and its file system has %s free; free some space", api.ErrLimitExceeded, dir, units.FormatSize(n+margin), units.FormatSize(free))
+		}
+		return nil
+	}
+}
+
+// guestFault marks an extraction's refusal of the guest's stream as the
+// guest's doing, and a type clash as a conflict.
+func guestFault(err error) error {
+	switch {
+	case errors.Is(err, tree.ErrRefused):
+		return fmt.Errorf("%w: %w", api.ErrGuestRefused, err)
+	case errors.Is(err, tree.ErrConflict):
+		return fmt.Errorf("%w: %w", api.ErrInUse, err)
+	}
+	return err
 }

@@ -32,7 +32,8 @@ const GuestDir = "/workspace"
 type Agent interface {
 	PutTree(ctx context.Context, p proto.PutTreeParams, r io.Reader) (proto.TreeResult, error)
 	GetTree(ctx context.Context, dir string, paths []string, w io.Writer) (proto.TreeResult, error)
-	Manifest(ctx context.Context, p proto.ManifestParams) ([]proto.TreeEntry, error)
+	// Manifest lists at most max entries in at most maxBytes.
+	Manifest(ctx context.Context, p proto.ManifestParams, max int, maxBytes int64) ([]proto.TreeEntry, error)
 }
 
 // Config wires a Service.
@@ -46,8 +47,23 @@ type Config struct {
 	Placed func(ctx context.Context, name, dir string) error
 	// GuestDir is where workspaces go in guests (default GuestDir).
 	GuestDir string
-	Log      *slog.Logger
+	// MaxBytes and MaxEntries cap what one sync takes from a guest (files'
+	// bytes, entries of its manifest); 0 means DefaultMaxBytes and
+	// DefaultMaxEntries.
+	MaxBytes   int64
+	MaxEntries int
+	Log        *slog.Logger
 }
+
+// Defaults of the per-sync caps ([workspace] max_bytes, max_entries).
+const (
+	DefaultMaxBytes   = 8 << 30
+	DefaultMaxEntries = 200_000
+)
+
+// manifestBytesPerEntry is the listing a manifest may take per entry
+// allowed, on average: a JSON line with a long path is about 250 bytes.
+const manifestBytesPerEntry = 256
 
 // Service is the workspace service.
 type Service struct{ cfg Config }
@@ -59,6 +75,12 @@ func New(cfg Config) *Service {
 	}
 	if cfg.GuestDir == "" {
 		cfg.GuestDir = GuestDir
+	}
+	if cfg.MaxBytes <= 0 {
+		cfg.MaxBytes = DefaultMaxBytes
+	}
+	if cfg.MaxEntries <= 0 {
+		cfg.MaxEntries = DefaultMaxEntries
 	}
 	return &Service{cfg: cfg}
 }

@@ -5,13 +5,15 @@
 package client
 
 import (
-	"bytes"
+	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -30,9 +32,19 @@ type Client struct {
 	next uint32
 }
 
+// WriteTimeout bounds the write of one frame to an agent: a guest that
+// stops reading its link for that long has it closed (link.ErrStalled),
+// and no caller waits on it longer.
+const WriteTimeout = 10 * time.Second
+
+// ErrStalled means the agent stopped reading its link, which was closed.
+var ErrStalled = link.ErrStalled
+
 // New starts reading frames from rw; Close stops it.
 func New(rw io.ReadWriteCloser) *Client {
-	c := &Client{l: link.New(rw)}
+	l := link.New(rw)
+	l.SetWriteTimeout(WriteTimeout)
+	c := &Client{l: l}
 	go c.l.Run(nil)
 	return c
 }
@@ -56,12 +68,12 @@ func (c *Client) stream() (uint32, chan proto.Frame, error) {
 }
 
 // open starts a call of method on a new stream; the caller releases it.
-func (c *Client) open(method string, params any) (uint32, chan proto.Frame, error) {
+func (c *Client) open(ctx context.Context, method string, params any) (uint32, chan proto.Frame, error) {
 	id, ch, err := c.stream()
 	if err != nil {
 		return 0, nil, err
 	}
-	if err := c.l.Request(id, method, params); err != nil {
+	if err := c.l.Request(ctx, id, method, params); err != nil {
 		c.l.Release(id)
 		return 0, nil, err
 	}
@@ -102,7 +114,7 @@ func (c *Client) ExecTTY(ctx context.Context, p proto.ExecParams, stdin io.Reade
 
 func (c *Client) exec(ctx context.Context, p proto.ExecParams, stdin io.Reader, stdout, stderr io.Writer, resize <-chan proto.Winsize) (proto.ExecResult, error) {
 	p.Stdin = stdin != nil
-	id, ch, err := c.open(proto.MethodExec, p)
+	id, ch, err := c.open(ctx, proto.MethodExec, p)
 	if err != nil {
 		return proto.ExecResult{}, err
 	}
@@ -113,12 +125,12 @@ func (c *Client) exec(ctx context.Context, p proto.ExecParams, stdin io.Reader, 
 			for {
 				n, err := stdin.Read(buf)
 				if n > 0 {
-					if c.l.SendData(id, proto.Stdin, buf[:n]) != nil {
+					if c.l.SendData(ctx, id, proto.Stdin, buf[:n]) != nil {
 						return
 					}
 				}
 				if err != nil {
-					_ = c.l.CloseFD(id, proto.Stdin)
+					_ = c.l.CloseFD(ctx, id, proto.Stdin)
 					return
 				}
 			}
@@ -131,7 +143,7 @@ func (c *Client) exec(ctx context.Context, p proto.ExecParams, stdin io.Reader, 
 			for {
 				select {
 				case ws := <-resize:
-					if c.l.Send(proto.Frame{Kind: proto.KindWindow, Stream: id, Payload: proto.WindowPayload(ws.Rows, ws.Cols)}) != nil {
+					if c.l.Send(ctx, proto.Frame{Kind: proto.KindWindow, Stream: id, Payload: proto.WindowPayload(ws.Rows, ws.Cols)}) != nil {
 						return
 					}
 				case <-done:
@@ -144,7 +156,7 @@ func (c *Client) exec(ctx context.Context, p proto.ExecParams, stdin io.Reader, 
 		select {
 		case f, ok := <-ch:
 			if !ok {
-				return proto.ExecResult{}, c.l.Err()
+				return proto.ExecResult{}, cmp.Or(c.l.Err(), ErrClosed)
 			}
 			switch f.Kind {
 			case proto.KindData:
@@ -192,24 +204,72 @@ func (c *Client) GetTree(ctx context.Context, dir string, paths []string, w io.W
 	return res, err
 }
 
-// Manifest lists a guest directory tree with content hashes.
-func (c *Client) Manifest(ctx context.Context, p proto.ManifestParams) ([]proto.TreeEntry, error) {
+// Manifest lists a guest directory tree with content hashes, decoded as
+// it arrives: at most max entries in at most maxBytes of listing (see
+// ParseManifest). More is the guest's fault, never the host's memory.
+func (c *Client) Manifest(ctx context.Context, p proto.ManifestParams, max int, maxBytes int64) ([]proto.TreeEntry, error) {
+	pr, pw := io.Pipe()
+	type parsed struct {
+		entries []proto.TreeEntry
+		err     error
+	}
+	done := make(chan parsed, 1)
+	go func() {
+		entries, err := ParseManifest(pr, max, maxBytes)
+		// Stops the download too when the listing broke a limit.
+		pr.CloseWithError(cmp.Or(err, io.ErrClosedPipe))
+		done <- parsed{entries, err}
+	}()
 	var r proto.ManifestResult
-	var buf bytes.Buffer
-	if err := c.download(ctx, proto.MethodManifest, p, nil, &buf, &r); err != nil {
+	err := c.download(ctx, proto.MethodManifest, p, nil, pw, &r)
+	pw.CloseWithError(err)
+	got := <-done
+	if got.err != nil {
+		return nil, got.err
+	}
+	if err != nil {
 		return nil, err
 	}
-	out := make([]proto.TreeEntry, 0, r.Count)
-	dec := json.NewDecoder(&buf)
-	for dec.More() {
+	if len(got.entries) != r.Count {
+		return nil, fmt.Errorf("%w: manifest of %d entries, %d came", proto.ErrFrame, r.Count, len(got.entries))
+	}
+	return got.entries, nil
+}
+
+// maxManifestLine bounds one manifest entry's JSON: a path and a link
+// of PATH_MAX, every byte escaped.
+const maxManifestLine = 64 << 10
+
+// ParseManifest reads a manifest listing, one JSON entry per line, of at
+// most max entries and maxBytes; a longer listing, a longer line or one
+// that is not an entry is a bad frame. Entries are not checked further:
+// what a path may be is the caller's business.
+func ParseManifest(r io.Reader, max int, maxBytes int64) ([]proto.TreeEntry, error) {
+	lr := &io.LimitedReader{R: r, N: maxBytes + 1}
+	sc := bufio.NewScanner(lr)
+	sc.Buffer(make([]byte, 0, 64<<10), maxManifestLine)
+	out := []proto.TreeEntry{}
+	for sc.Scan() {
+		if lr.N <= 0 {
+			return nil, fmt.Errorf("%w: manifest over %d bytes", proto.ErrFrame, maxBytes)
+		}
+		if len(out) == max {
+			return nil, fmt.Errorf("%w: manifest of more than %d entries", proto.ErrFrame, max)
+		}
 		var e proto.TreeEntry
-		if err := dec.Decode(&e); err != nil {
-			return nil, fmt.Errorf("%w: manifest entry: %v", proto.ErrFrame, err)
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			return nil, fmt.Errorf("%w: manifest entry %d: %v", proto.ErrFrame, len(out)+1, err)
 		}
 		out = append(out, e)
 	}
-	if len(out) != r.Count {
-		return nil, fmt.Errorf("%w: manifest of %d entries, %d came", proto.ErrFrame, r.Count, len(out))
+	if lr.N <= 0 {
+		return nil, fmt.Errorf("%w: manifest over %d bytes", proto.ErrFrame, maxBytes)
+	}
+	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return nil, fmt.Errorf("%w: a manifest entry over %d bytes", proto.ErrFrame, maxManifestLine)
+		}
+		return nil, err
 	}
 	return out, nil
 }
@@ -217,16 +277,16 @@ func (c *Client) Manifest(ctx context.Context, p proto.ManifestParams) ([]proto.
 // download runs method, first sending stdin (when not nil) and closing
 // it, then copying its stdout to w; it decodes the answer into result.
 func (c *Client) download(ctx context.Context, method string, params any, stdin []byte, w io.Writer, result any) error {
-	id, ch, err := c.open(method, params)
+	id, ch, err := c.open(ctx, method, params)
 	if err != nil {
 		return err
 	}
 	defer c.l.Release(id)
 	if stdin != nil {
-		if err := c.l.SendData(id, proto.Stdin, stdin); err != nil {
+		if err := c.l.SendData(ctx, id, proto.Stdin, stdin); err != nil {
 			return err
 		}
-		if err := c.l.CloseFD(id, proto.Stdin); err != nil {
+		if err := c.l.CloseFD(ctx, id, proto.Stdin); err != nil {
 			return err
 		}
 	}
@@ -264,13 +324,13 @@ func (c *Client) PutTree(ctx context.Context, p proto.PutTreeParams, r io.Reader
 // result. Canceled, it closes the stdin so the agent stops waiting (a
 // put then fails as cut off).
 func (c *Client) upload(ctx context.Context, method string, params any, r io.Reader, result any) error {
-	id, ch, err := c.open(method, params)
+	id, ch, err := c.open(ctx, method, params)
 	if err != nil {
 		return err
 	}
 	defer c.l.Release(id)
 	closeStdin := func() error {
-		return c.l.CloseFD(id, proto.Stdin)
+		return c.l.CloseFD(context.WithoutCancel(ctx), id, proto.Stdin)
 	}
 	sent := make(chan error, 1)
 	stop := make(chan struct{})
@@ -285,7 +345,7 @@ func (c *Client) upload(ctx context.Context, method string, params any, r io.Rea
 			}
 			n, err := r.Read(buf)
 			if n > 0 {
-				if serr := c.l.SendData(id, proto.Stdin, buf[:n]); serr != nil {
+				if serr := c.l.SendData(ctx, id, proto.Stdin, buf[:n]); serr != nil {
 					sent <- serr
 					return
 				}
@@ -309,7 +369,7 @@ func (c *Client) upload(ctx context.Context, method string, params any, r io.Rea
 			}
 		case f, ok := <-ch:
 			if !ok {
-				return c.l.Err()
+				return cmp.Or(c.l.Err(), ErrClosed)
 			}
 			if f.Kind == proto.KindResponse {
 				return link.DecodeResponse(f, result)
@@ -325,14 +385,14 @@ func (c *Client) upload(ctx context.Context, method string, params any, r io.Rea
 // client to run its protocol over: ssh reaches the guest through the
 // agent's channel, with no network.
 func (c *Client) DialSSH(ctx context.Context) (net.Conn, error) {
-	return c.pipe(proto.MethodSSH, nil)
+	return c.pipe(ctx, proto.MethodSSH, nil)
 }
 
 // Dial connects to addr, a TCP address in the guest, through the agent:
 // no network between host and guest is needed. A refused connection
 // shows as the first Read's error.
 func (c *Client) Dial(ctx context.Context, addr string) (net.Conn, error) {
-	return c.pipe(proto.MethodDial, proto.DialParams{Addr: addr})
+	return c.pipe(ctx, proto.MethodDial, proto.DialParams{Addr: addr})
 }
 
 // Stats samples the guest's counters.
@@ -350,21 +410,27 @@ func (c *Client) Ports(ctx context.Context) ([]proto.Socket, error) {
 }
 
 // pipe opens a stream that method turns into a byte pipe.
-func (c *Client) pipe(method string, params any) (net.Conn, error) {
-	id, ch, err := c.open(method, params)
+func (c *Client) pipe(ctx context.Context, method string, params any) (net.Conn, error) {
+	id, ch, err := c.open(ctx, method, params)
 	if err != nil {
 		return nil, err
 	}
 	closed := make(chan struct{})
-	return &streamConn{c: c, id: id, closed: closed, r: c.l.NewReader(ch, proto.Stdout, closed)}, nil
+	s := &streamConn{c: c, id: id, closed: closed, r: c.l.NewReader(ch, proto.Stdout, closed)}
+	s.rd.init()
+	s.wd.init()
+	s.r.Expiry(s.rd.expired)
+	return s, nil
 }
 
-// streamConn is one stream used as a connection.
+// streamConn is one stream used as a connection, with deadlines: a TLS
+// handshake or a read from a guest port ends when its caller says.
 type streamConn struct {
 	c  *Client
 	id uint32
 	r  *link.Reader
 
+	rd, wd deadline
 	once   sync.Once
 	closed chan struct{}
 }
@@ -385,17 +451,31 @@ func (s *streamConn) Write(p []byte) (int, error) {
 		return 0, net.ErrClosed
 	default:
 	}
-	if err := s.c.l.SendData(s.id, proto.Stdin, p); err != nil {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.wd.expired():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	if err := s.c.l.SendData(ctx, s.id, proto.Stdin, p); err != nil {
+		if ctx.Err() != nil && s.wd.passed() {
+			return 0, os.ErrDeadlineExceeded
+		}
 		return 0, err
 	}
 	return len(p), nil
 }
 
-// Close hangs up: the agent closes its end of the SSH connection.
+// Close hangs up: the agent closes its end of the connection.
 func (s *streamConn) Close() error {
 	s.once.Do(func() {
 		close(s.closed)
-		_ = s.c.l.CloseFD(s.id, proto.Stdin)
+		ctx, cancel := context.WithTimeout(context.Background(), WriteTimeout)
+		defer cancel()
+		_ = s.c.l.CloseFD(ctx, s.id, proto.Stdin)
 		s.c.l.Release(s.id)
 	})
 	return nil
@@ -409,8 +489,56 @@ func (agentAddr) String() string  { return "agent" }
 func (s *streamConn) LocalAddr() net.Addr  { return agentAddr{} }
 func (s *streamConn) RemoteAddr() net.Addr { return agentAddr{} }
 
-// Deadlines are not supported on agent streams; SSH clients do not use
-// them.
-func (s *streamConn) SetDeadline(time.Time) error      { return errors.ErrUnsupported }
-func (s *streamConn) SetReadDeadline(time.Time) error  { return errors.ErrUnsupported }
-func (s *streamConn) SetWriteDeadline(time.Time) error { return errors.ErrUnsupported }
+func (s *streamConn) SetDeadline(t time.Time) error {
+	s.rd.set(t)
+	s.wd.set(t)
+	return nil
+}
+func (s *streamConn) SetReadDeadline(t time.Time) error  { s.rd.set(t); return nil }
+func (s *streamConn) SetWriteDeadline(t time.Time) error { s.wd.set(t); return nil }
+
+// deadline is one direction's deadline as a channel closed when it
+// passes.
+type deadline struct {
+	mu    sync.Mutex
+	t     time.Time
+	timer *time.Timer
+	c     chan struct{}
+}
+
+func (d *deadline) init() { d.c = make(chan struct{}) }
+
+// expired is the channel of the current deadline.
+func (d *deadline) expired() <-chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.c
+}
+
+func (d *deadline) passed() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return !d.t.IsZero() && !time.Now().Before(d.t)
+}
+
+// set replaces the deadline; each channel is closed by its own timer
+// at most, so a new deadline gets a new channel.
+func (d *deadline) set(t time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.timer != nil {
+		d.timer.Stop()
+		d.timer = nil
+	}
+	d.c = make(chan struct{})
+	d.t = t
+	if t.IsZero() {
+		return
+	}
+	c := d.c
+	if dur := time.Until(t); dur <= 0 {
+		close(c)
+	} else {
+		d.timer = time.AfterFunc(dur, func() { close(c) })
+	}
+}

@@ -313,7 +313,7 @@ func TestTreeRoundTrip(t *testing.T) {
 	if l, err := os.Readlink(filepath.Join(dir, "link")); err != nil || l != "a.txt" {
 		t.Fatalf("link: %q %v", l, err)
 	}
-	m, err := c.Manifest(ctx, proto.ManifestParams{Dir: dir})
+	m, err := c.Manifest(ctx, proto.ManifestParams{Dir: dir}, 100, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,41 +6,90 @@
 package link
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
+	"time"
 
+	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/agent/proto"
 )
 
 // ErrClosed means the link went away.
 var ErrClosed = errors.New("agent connection closed")
 
+// ErrStalled means the peer stopped reading the link: a frame could not
+// be written within the write timeout, so the link was closed.
+// It is api.ErrUnresponsive to the daemon's callers.
+var ErrStalled = fmt.Errorf("the peer stopped reading the link: %w", api.ErrUnresponsive)
+
+// errGone: the stream was released while a send waited on it.
+var errGone = errors.New("the stream was closed")
+
 // Link is one connection between the host and a guest agent.
 type Link struct {
-	rw io.ReadWriteCloser
+	rw           io.ReadWriteCloser
+	writeTimeout time.Duration
 
-	wmu sync.Mutex
-	buf []byte
+	wsem chan struct{} // the write lock, taken with a context
+	buf  []byte
 
 	mu      sync.Mutex
-	streams map[uint32]chan proto.Frame
-	err     error // set once the reader stops
+	streams map[uint32]*stream
+	err     error // set once the reader stopped
+	stalled bool
 	done    chan struct{}
 	hello   chan struct{} // closed at the peer's first hello
 	helloed bool
+	once    sync.Once
 }
+
+// stream is one stream's state on this side. Frames the reader routes
+// to it wait in q (bounded by the window the peer may fill) until pump
+// hands them to ch: the reader itself never waits on a consumer.
+type stream struct {
+	ch   chan proto.Frame
+	wake chan struct{} // cap 1: q grew, or the link ended
+	more chan struct{} // cap 1: send credit came
+	gone chan struct{} // closed by Release
+
+	// Under Link.mu.
+	q       []proto.Frame
+	ended   bool  // the link is down: deliver q, then close ch
+	window  int64 // receiving: units the peer may still send
+	pending int64 // receiving: units consumed, not yet given back
+	credit  int64 // sending: units we may still send
+	control int   // uncharged frames received
+}
+
+// maxControl bounds the uncharged frames (Request, Response, Close) a
+// stream may receive: an honest peer sends at most five.
+const maxControl = 16
+
+// unlimited is the credit of a stream whose peer reset it.
+const unlimited = 1 << 62
 
 // New wraps rw; Run reads its frames.
 func New(rw io.ReadWriteCloser) *Link {
-	return &Link{rw: rw, streams: map[uint32]chan proto.Frame{}, done: make(chan struct{}), hello: make(chan struct{})}
+	return &Link{rw: rw, streams: map[uint32]*stream{}, done: make(chan struct{}), hello: make(chan struct{}), wsem: make(chan struct{}, 1)}
 }
 
+// SetWriteTimeout bounds the write of one frame (0: none): a peer that
+// does not take a frame in that time has the link closed under it
+// (ErrStalled). Set it before the link is used.
+func (l *Link) SetWriteTimeout(d time.Duration) { l.writeTimeout = d }
+
 // Close closes the connection; Run then ends.
-func (l *Link) Close() error { return l.rw.Close() }
+func (l *Link) Close() error {
+	var err error
+	l.once.Do(func() { err = l.rw.Close() })
+	return err
+}
 
 // Done is closed once the reader stopped: the link is down.
 func (l *Link) Done() <-chan struct{} { return l.done }
@@ -55,32 +104,104 @@ func (l *Link) Err() error {
 	return l.err
 }
 
-// Send writes one frame.
-func (l *Link) Send(f proto.Frame) error {
-	l.wmu.Lock()
-	defer l.wmu.Unlock()
+// Send writes one frame; a Data or Window frame first waits for the
+// stream's credit. ctx bounds the waits, not a write under way.
+func (l *Link) Send(ctx context.Context, f proto.Frame) error {
+	if proto.Charged(f.Kind) {
+		cost := int64(len(f.Payload)) + proto.FrameCost
+		if _, err := l.acquire(ctx, f.Stream, cost, cost); err != nil {
+			return err
+		}
+	}
+	return l.write(ctx, f)
+}
+
+// write writes one frame under the write lock. A write that does not
+// finish within the write timeout closes the link: half a frame is
+// written, the stream of frames cannot go on.
+func (l *Link) write(ctx context.Context, f proto.Frame) error {
+	select {
+	case l.wsem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-l.done:
+		return l.Err()
+	}
+	defer func() { <-l.wsem }()
 	b, err := proto.AppendFrame(l.buf[:0], f)
 	if err != nil {
 		return err
 	}
 	l.buf = b
-	if _, err := l.rw.Write(b); err != nil {
+	var t *time.Timer
+	if l.writeTimeout > 0 {
+		t = time.AfterFunc(l.writeTimeout, func() {
+			l.mu.Lock()
+			l.stalled = true
+			l.mu.Unlock()
+			_ = l.Close()
+		})
+	}
+	_, err = l.rw.Write(b)
+	if t != nil && !t.Stop() {
+		return fmt.Errorf("%w: a frame waited over %s", ErrStalled, l.writeTimeout)
+	}
+	if err != nil {
+		_ = l.Close()
 		return fmt.Errorf("writing to the agent link: %w", err)
 	}
 	return nil
 }
 
+// acquire takes up to want units of stream's send credit, at least
+// least (or want, when less is available only after waiting).
+func (l *Link) acquire(ctx context.Context, id uint32, want, least int64) (int64, error) {
+	for {
+		l.mu.Lock()
+		st := l.streams[id]
+		if st == nil {
+			err := l.err
+			l.mu.Unlock()
+			return 0, cmp.Or(err, errGone)
+		}
+		if st.credit >= least {
+			got := min(want, st.credit)
+			st.credit -= got
+			l.mu.Unlock()
+			return got, nil
+		}
+		l.mu.Unlock()
+		select {
+		case <-st.more:
+		case <-st.gone:
+			return 0, errGone
+		case <-l.done:
+			return 0, l.Err()
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
+
 // chunk is the most bytes one Data frame carries.
 const chunk = 256 << 10
 
-// SendData sends p on stream as fd's bytes, split into Data frames.
-func (l *Link) SendData(stream uint32, fd byte, p []byte) error {
+// SendData sends p on stream as fd's bytes, split into Data frames as
+// the stream's credit allows.
+func (l *Link) SendData(ctx context.Context, stream uint32, fd byte, p []byte) error {
 	for len(p) > 0 {
 		n := min(len(p), chunk)
+		const head = 1 + proto.FrameCost // the fd byte is payload too
+		want := int64(n) + head
+		got, err := l.acquire(ctx, stream, want, min(want, 16<<10+head))
+		if err != nil {
+			return err
+		}
+		n = int(got - head)
 		payload := make([]byte, 1+n)
 		payload[0] = fd
 		copy(payload[1:], p[:n])
-		if err := l.Send(proto.Frame{Kind: proto.KindData, Stream: stream, Payload: payload}); err != nil {
+		if err := l.write(ctx, proto.Frame{Kind: proto.KindData, Stream: stream, Payload: payload}); err != nil {
 			return err
 		}
 		p = p[n:]
@@ -89,12 +210,12 @@ func (l *Link) SendData(stream uint32, fd byte, p []byte) error {
 }
 
 // CloseFD ends fd's bytes on stream.
-func (l *Link) CloseFD(stream uint32, fd byte) error {
-	return l.Send(proto.Frame{Kind: proto.KindClose, Stream: stream, Payload: []byte{fd}})
+func (l *Link) CloseFD(ctx context.Context, stream uint32, fd byte) error {
+	return l.write(ctx, proto.Frame{Kind: proto.KindClose, Stream: stream, Payload: []byte{fd}})
 }
 
 // Request opens a call on stream: a Request frame of method and params.
-func (l *Link) Request(stream uint32, method string, params any) error {
+func (l *Link) Request(ctx context.Context, stream uint32, method string, params any) error {
 	req := proto.Request{Method: method}
 	if params != nil {
 		b, err := json.Marshal(params)
@@ -107,7 +228,7 @@ func (l *Link) Request(stream uint32, method string, params any) error {
 	if err != nil {
 		return err
 	}
-	return l.Send(proto.Frame{Kind: proto.KindRequest, Stream: stream, Payload: b})
+	return l.write(ctx, proto.Frame{Kind: proto.KindRequest, Stream: stream, Payload: b})
 }
 
 // Respond ends a call on stream with result, or err. An answer too big
@@ -124,9 +245,10 @@ func (l *Link) Respond(stream uint32, result any, err error) {
 		resp.Result = b
 	}
 	b, _ := json.Marshal(resp)
-	if err := l.Send(proto.Frame{Kind: proto.KindResponse, Stream: stream, Payload: b}); errors.Is(err, proto.ErrFrame) {
+	ctx := context.Background()
+	if err := l.write(ctx, proto.Frame{Kind: proto.KindResponse, Stream: stream, Payload: b}); errors.Is(err, proto.ErrFrame) {
 		b, _ = json.Marshal(proto.Response{Error: fmt.Sprintf("the answer (%d bytes) does not fit an agent frame", len(b))})
-		_ = l.Send(proto.Frame{Kind: proto.KindResponse, Stream: stream, Payload: b})
+		_ = l.write(ctx, proto.Frame{Kind: proto.KindResponse, Stream: stream, Payload: b})
 	}
 }
 
@@ -141,7 +263,9 @@ func DecodeResponse(f proto.Frame, result any) error {
 		return fmt.Errorf("agent: %s", resp.Error)
 	}
 	if result != nil && len(resp.Result) > 0 {
-		return json.Unmarshal(resp.Result, result)
+		if err := json.Unmarshal(resp.Result, result); err != nil {
+			return fmt.Errorf("%w: result: %v", proto.ErrFrame, err)
+		}
 	}
 	return nil
 }
@@ -149,14 +273,14 @@ func DecodeResponse(f proto.Frame, result any) error {
 // Call performs a call without data streams on stream, which must be
 // open: its Request, then its Response decoded into result.
 func (l *Link) Call(ctx context.Context, stream uint32, ch <-chan proto.Frame, method string, params, result any) error {
-	if err := l.Request(stream, method, params); err != nil {
+	if err := l.Request(ctx, stream, method, params); err != nil {
 		return err
 	}
 	for {
 		select {
 		case f, ok := <-ch:
 			if !ok {
-				return l.Err()
+				return cmp.Or(l.Err(), ErrClosed)
 			}
 			if f.Kind == proto.KindResponse {
 				return DecodeResponse(f, result)
@@ -168,34 +292,120 @@ func (l *Link) Call(ctx context.Context, stream uint32, ch <-chan proto.Frame, m
 }
 
 // Open registers a stream; frames for it arrive on the returned channel,
-// which is closed when the link goes down.
+// which is closed when the link goes down (after the frames that came
+// before) or the stream is released.
 func (l *Link) Open(id uint32) (chan proto.Frame, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.err != nil {
 		return nil, l.err
 	}
-	ch := make(chan proto.Frame, 64)
-	l.streams[id] = ch
-	return ch, nil
+	if l.streams[id] != nil {
+		return nil, fmt.Errorf("%w: stream %d is open already", proto.ErrFrame, id)
+	}
+	st := &stream{ch: make(chan proto.Frame), wake: make(chan struct{}, 1), more: make(chan struct{}, 1),
+		gone: make(chan struct{}), window: proto.Window, credit: proto.Window}
+	l.streams[id] = st
+	go l.pump(id, st)
+	return st.ch, nil
 }
 
-// Release forgets a stream.
+// Release forgets a stream, and tells the peer to stop counting credit
+// on it (it may be waiting to send what nobody will read).
 func (l *Link) Release(id uint32) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
+	st := l.streams[id]
 	delete(l.streams, id)
+	down := l.err != nil
+	l.mu.Unlock()
+	if st == nil {
+		return
+	}
+	close(st.gone)
+	if !down {
+		ctx, cancel := context.WithTimeout(context.Background(), max(l.writeTimeout, time.Second))
+		defer cancel()
+		_ = l.write(ctx, proto.Frame{Kind: proto.KindCredit, Stream: id, Payload: proto.CreditPayload(proto.CreditReset)})
+	}
+}
+
+// pump hands a stream's queued frames to its consumer, and gives the
+// peer its credit back as they go.
+func (l *Link) pump(id uint32, st *stream) {
+	defer close(st.ch)
+	for {
+		l.mu.Lock()
+		for len(st.q) == 0 {
+			if st.ended {
+				l.mu.Unlock()
+				return
+			}
+			l.mu.Unlock()
+			select {
+			case <-st.wake:
+			case <-st.gone:
+				return
+			}
+			l.mu.Lock()
+		}
+		f := st.q[0]
+		st.q[0] = proto.Frame{}
+		st.q = st.q[1:]
+		l.mu.Unlock()
+		select {
+		case st.ch <- f:
+		case <-st.gone:
+			return
+		}
+		if !proto.Charged(f.Kind) {
+			continue
+		}
+		l.mu.Lock()
+		st.pending += int64(len(f.Payload)) + proto.FrameCost
+		var grant int64
+		if st.pending >= proto.Window/4 || len(st.q) == 0 && st.pending > 0 && st.window < proto.Window/2 {
+			grant, st.pending = st.pending, 0
+			st.window += grant
+		}
+		ended := st.ended
+		l.mu.Unlock()
+		if grant > 0 && !ended {
+			_ = l.write(context.Background(), proto.Frame{Kind: proto.KindCredit, Stream: id, Payload: proto.CreditPayload(uint32(grant))})
+		}
+	}
+}
+
+// route queues a frame for its stream; a peer that overruns its credit
+// or floods a stream with control frames breaks the protocol.
+func (l *Link) route(st *stream, f proto.Frame) error {
+	if proto.Charged(f.Kind) {
+		st.window -= int64(len(f.Payload)) + proto.FrameCost
+		if st.window < 0 {
+			return fmt.Errorf("%w: stream %d sent past its credit", proto.ErrFrame, f.Stream)
+		}
+	} else if st.control++; st.control > maxControl {
+		return fmt.Errorf("%w: stream %d sent %d control frames", proto.ErrFrame, f.Stream, st.control)
+	}
+	st.q = append(st.q, f)
+	signal(st.wake)
+	return nil
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
 }
 
 // Run routes frames until the link fails; requests on unknown streams go
 // to onNew (the server opens streams on requests), other frames of
-// unknown streams are dropped.
+// unknown streams are dropped. It never waits on a stream's consumer.
 func (l *Link) Run(onNew func(proto.Frame)) {
 	var err error
-	for {
+	for err == nil {
 		var f proto.Frame
-		f, err = proto.ReadFrame(l.rw)
-		if err != nil {
+		if f, err = proto.ReadFrame(l.rw); err != nil {
 			break
 		}
 		if f.Kind == proto.KindHello {
@@ -206,12 +416,20 @@ func (l *Link) Run(onNew func(proto.Frame)) {
 			continue
 		}
 		l.mu.Lock()
-		ch, ok := l.streams[f.Stream]
-		l.mu.Unlock()
+		st := l.streams[f.Stream]
 		switch {
-		case ok:
-			ch <- f
-		case f.Kind == proto.KindRequest && onNew != nil:
+		case st != nil && f.Kind == proto.KindCredit:
+			if n := proto.CreditUnits(f.Payload); n == proto.CreditReset {
+				st.credit = unlimited
+			} else {
+				st.credit = min(st.credit+int64(n), unlimited)
+			}
+			signal(st.more)
+		case st != nil:
+			err = l.route(st, f)
+		}
+		l.mu.Unlock()
+		if st == nil && f.Kind == proto.KindRequest && onNew != nil {
 			onNew(f)
 		}
 	}
@@ -220,10 +438,15 @@ func (l *Link) Run(onNew func(proto.Frame)) {
 	} else {
 		err = fmt.Errorf("%w: %w", ErrClosed, err)
 	}
+	_ = l.Close() // a broken peer's link is done: writes fail at once
 	l.mu.Lock()
+	if l.stalled {
+		err = fmt.Errorf("%w: %w", ErrClosed, ErrStalled)
+	}
 	l.err = err
-	for id, ch := range l.streams {
-		close(ch)
+	for id, st := range l.streams {
+		st.ended = true
+		signal(st.wake)
 		delete(l.streams, id)
 	}
 	l.mu.Unlock()
@@ -242,9 +465,21 @@ type Reader struct {
 	link   *Link           // for the error of a link that went down
 	resize chan<- proto.Winsize
 
-	buf  []byte
-	err  error
-	resp *proto.Frame
+	buf    []byte
+	err    error
+	resp   *proto.Frame
+	expiry func() <-chan struct{}
+}
+
+// Expiry makes reads end with os.ErrDeadlineExceeded when the channel
+// expiry returns (asked anew at each wait) is closed.
+func (r *Reader) Expiry(expiry func() <-chan struct{}) { r.expiry = expiry }
+
+func (r *Reader) expired() <-chan struct{} {
+	if r.expiry == nil {
+		return nil
+	}
+	return r.expiry()
 }
 
 // NewReader reads fd's bytes from ch, a stream of l; done (nil: never)
@@ -268,7 +503,7 @@ func (r *Reader) Read(p []byte) (int, error) {
 		case f, ok := <-r.ch:
 			switch {
 			case !ok:
-				r.err = r.link.Err()
+				r.err = cmp.Or(r.link.Err(), ErrClosed)
 			case f.Kind == proto.KindData && f.Payload[0] == r.fd:
 				r.buf = f.Payload[1:]
 			case f.Kind == proto.KindClose && f.Payload[0] == r.fd:
@@ -285,6 +520,8 @@ func (r *Reader) Read(p []byte) (int, error) {
 			}
 		case <-r.done:
 			r.err = io.EOF
+		case <-r.expired():
+			return 0, os.ErrDeadlineExceeded // not sticky: a later deadline reads on
 		}
 	}
 	n := copy(p, r.buf)
@@ -305,7 +542,7 @@ func (l *Link) NewWriter(stream uint32, fd byte) *Writer {
 }
 
 func (w *Writer) Write(p []byte) (int, error) {
-	if err := w.l.SendData(w.stream, w.fd, p); err != nil {
+	if err := w.l.SendData(context.Background(), w.stream, w.fd, p); err != nil {
 		return 0, err
 	}
 	return len(p), nil

@@ -11,6 +11,14 @@
 // carry bytes (payload: fd:uint8 then the bytes), Close frames end one
 // direction of a file descriptor (payload: fd:uint8) and Window frames
 // resize an exec's terminal (payload: rows:uint16be cols:uint16be).
+//
+// Data and Window frames are flow-controlled per stream and direction:
+// each side may send a stream's peer at most Window units (a frame's
+// payload plus FrameCost) that the peer has not yet given back with a
+// Credit frame (payload: units:uint32be; CreditReset: the peer is done
+// with the stream, send without counting). One stream whose reader
+// stalls therefore holds at most a window of memory and never blocks
+// the link's other streams.
 package proto
 
 import (
@@ -45,7 +53,25 @@ const (
 	// payload): a host that connected before the guest was up learns the
 	// moment it is, instead of retrying calls the guest never saw.
 	KindHello byte = 6
+	// KindCredit gives a stream's peer back units of its window.
+	KindCredit byte = 7
 )
+
+// Flow control (see the package comment).
+const (
+	Window      = 2 << 20
+	FrameCost   = 64 // units a Data or Window frame costs beyond its payload
+	CreditReset = 1<<32 - 1
+)
+
+// Charged says whether frames of kind spend flow-control credit.
+func Charged(kind byte) bool { return kind == KindData || kind == KindWindow }
+
+// CreditPayload encodes a Credit frame's payload.
+func CreditPayload(units uint32) []byte { return binary.BigEndian.AppendUint32(nil, units) }
+
+// CreditUnits decodes a Credit frame's payload (checked by ReadFrame).
+func CreditUnits(p []byte) uint32 { return binary.BigEndian.Uint32(p) }
 
 // File descriptors of Data and Close frames.
 const (
@@ -94,9 +120,9 @@ func ReadFrame(r io.Reader) (Frame, error) {
 		if len(f.Payload) != 0 {
 			return Frame{}, fmt.Errorf("%w: hello frame with data", ErrFrame)
 		}
-	case KindWindow:
+	case KindWindow, KindCredit:
 		if len(f.Payload) != 4 {
-			return Frame{}, fmt.Errorf("%w: window frame of %d bytes", ErrFrame, len(f.Payload))
+			return Frame{}, fmt.Errorf("%w: %d-byte payload in a frame of kind %d", ErrFrame, len(f.Payload), f.Kind)
 		}
 	default:
 		return Frame{}, fmt.Errorf("%w: kind %d", ErrFrame, f.Kind)

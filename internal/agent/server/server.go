@@ -5,6 +5,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,7 +37,7 @@ type Server struct {
 // Serve answers calls on rw until it fails.
 func (s *Server) Serve(rw io.ReadWriteCloser) error {
 	l := link.New(rw)
-	if err := l.Send(proto.Frame{Kind: proto.KindHello}); err != nil {
+	if err := l.Send(context.Background(), proto.Frame{Kind: proto.KindHello}); err != nil {
 		return err
 	}
 	table := methods()
@@ -215,7 +216,7 @@ func pipeStream(c *call, conn net.Conn) {
 	_, _ = io.Copy(c.out(proto.Stdout), conn)
 	conn.Close()
 	close(done)
-	_ = c.l.CloseFD(c.stream, proto.Stdout)
+	_ = c.l.CloseFD(context.Background(), c.stream, proto.Stdout)
 }
 
 func readFile(_ *Server, c *call, p proto.FileParams) (proto.FileResult, error) {

@@ -41,13 +41,16 @@ func CleanRel(p string) (string, error) {
 	return filepath.FromSlash(p), nil
 }
 
-// Local is what the extracting side itself knows of a tree it receives:
-// the sha256 each regular file must have, and paths to remove once the
-// rest is in place (the host's pull knows both from the guest's
-// manifest; the agent learns them from the stream's PAX records).
+// Local is what the extracting side itself knows of a tree it receives.
+// The agent, trusting its host, passes nothing and learns hashes and
+// deletions from the stream's PAX records. The host, receiving from a
+// guest it does not trust, passes Want: the stream must then hold exactly
+// those entries (see strict.go), and Delete, the removals the host itself
+// decided from the manifests.
 type Local struct {
-	Expect map[string]string
-	Delete []string
+	Want     map[string]proto.TreeEntry
+	Delete   []string
+	MaxBytes int64 // with Want: bytes over all files (0: no cap)
 }
 
 // Extract extracts a tar stream under p.Dir, all or nothing: the agent
@@ -93,12 +96,15 @@ type extraction struct {
 
 	entries []*tar.Header
 	deletes []string
-	made    map[string]bool   // directories known to exist: a stat saved per file
-	leaves  map[string]bool   // the stream's non-directory entries
-	sums    map[string]string // what arrived
-	claimed map[string]string // what the sender says it sent
-	expect  map[string]string // what the extracting side itself knows
-	safe    map[string]bool   // target directories checked to be real ones
+	want    map[string]proto.TreeEntry // strict: what the host asked for
+	hostDel map[string]bool            // strict: the host's own deletions
+	seen    map[string]bool            // strict: entries already taken
+	made    map[string]bool            // directories known to exist: a stat saved per file
+	leaves  map[string]bool            // the stream's non-directory entries
+	sums    map[string]string          // what arrived
+	claimed map[string]string          // what the sender says it sent
+	safe    map[string]bool            // target directories checked to be real ones
+	maxSize int64
 	res     proto.TreeResult
 }
 
@@ -115,7 +121,13 @@ func stage(p proto.PutTreeParams, local Local) (*extraction, error) {
 		leaves:  map[string]bool{},
 		sums:    map[string]string{},
 		claimed: map[string]string{},
-		expect:  local.Expect,
+		want:    local.Want,
+		maxSize: local.MaxBytes,
+		seen:    map[string]bool{},
+		hostDel: map[string]bool{},
+	}
+	for _, d := range local.Delete {
+		x.hostDel[d] = true
 	}
 	parent := filepath.Dir(p.Dir)
 	if err := os.MkdirAll(parent, 0o755); err != nil {
@@ -172,6 +184,9 @@ func (x *extraction) receive(r io.Reader) error {
 // global takes a global header's deletions and hashes.
 func (x *extraction) global(h *tar.Header) error {
 	if d := h.PAXRecords[proto.PAXDelete]; d != "" {
+		if x.strict() {
+			return fmt.Errorf("%w: the stream names deletions; only the host decides those", ErrRefused)
+		}
 		x.deletes = append(x.deletes, strings.Split(d, "\x00")...)
 	}
 	return claims(h.PAXRecords[proto.PAXSHA256], x.claimed)
@@ -193,6 +208,12 @@ func (x *extraction) entry(h *tar.Header, body io.Reader) error {
 	if h.Typeflag != tar.TypeDir {
 		x.leaves[rel] = true
 	}
+	mode := os.FileMode(h.Mode) & os.ModePerm
+	if x.strict() {
+		if mode, err = x.allowed(h, rel); err != nil {
+			return err
+		}
+	}
 	dst := filepath.Join(x.stage, rel)
 	if dir := filepath.Dir(dst); !x.made[dir] {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -200,7 +221,6 @@ func (x *extraction) entry(h *tar.Header, body io.Reader) error {
 		}
 		x.made[dir] = true
 	}
-	mode := os.FileMode(h.Mode) & os.ModePerm
 	switch h.Typeflag {
 	case tar.TypeDir:
 		if err := os.Mkdir(dst, mode|0o700); err != nil && !errors.Is(err, fs.ErrExist) {
@@ -213,7 +233,11 @@ func (x *extraction) entry(h *tar.Header, body io.Reader) error {
 		}
 		return own(dst, x.p)
 	case tar.TypeReg:
-		sum, n, err := writeStaged(dst, body, mode, x.umask, x.p)
+		umask := x.umask
+		if x.strict() {
+			umask = 0o777 // mode is final: always set as is
+		}
+		sum, n, err := writeStaged(dst, body, mode, umask, x.p)
 		if err != nil {
 			return err
 		}
@@ -236,14 +260,12 @@ func (x *extraction) verify() error {
 	if x.p.Entries > 0 && len(x.entries) != x.p.Entries {
 		return fmt.Errorf("the tree ended after %d of %d entries: transfer cut off, nothing changed", len(x.entries), x.p.Entries)
 	}
-	for _, want := range []map[string]string{x.claimed, x.expect} {
-		for name, sum := range want {
-			if got, ok := x.sums[name]; !ok || got != sum {
-				return fmt.Errorf("%s arrived with sha256 %q, want %s: transfer damaged, nothing changed", name, got, sum)
-			}
+	for name, sum := range x.claimed {
+		if got, ok := x.sums[name]; !ok || got != sum {
+			return fmt.Errorf("%s arrived with sha256 %q, want %s: transfer damaged, nothing changed", name, got, sum)
 		}
 	}
-	return nil
+	return x.complete()
 }
 
 // renameWhole puts the staging directory in the place of a missing or
@@ -278,17 +300,20 @@ func (x *extraction) install() error {
 			return err
 		}
 		src, dst := filepath.Join(x.stage, rel), filepath.Join(p.Dir, rel)
-		if err := mkdirOwned(filepath.Dir(dst), p.Dir, p.UID, p.GID); err != nil {
+		if err := x.mkdirOwned(filepath.Dir(dst)); err != nil {
 			return err
 		}
 		if h.Typeflag == tar.TypeDir {
-			if err := mkdirOwned(dst, p.Dir, p.UID, p.GID); err != nil {
+			if err := x.mkdirOwned(dst); err != nil {
 				return err
 			}
 			_ = os.Chmod(dst, os.FileMode(h.Mode)&os.ModePerm)
 			continue
 		}
 		if fi, err := os.Lstat(dst); err == nil && fi.IsDir() {
+			if x.strict() {
+				return fmt.Errorf("%w: %s is a directory here and a file in the sender's tree; move the directory away to take the file", ErrConflict, rel)
+			}
 			if err := os.RemoveAll(dst); err != nil { // a directory replaced by a file
 				return err
 			}
@@ -311,6 +336,9 @@ func (x *extraction) applyDeletes() error {
 		}
 		if err := realDirs(x.p.Dir, rel, x.safe); err != nil {
 			return err
+		}
+		if fi, err := os.Lstat(filepath.Join(x.p.Dir, rel)); x.strict() && err == nil && fi.IsDir() {
+			continue // the host's deletions are of files; a directory there now stays
 		}
 		if err := os.Remove(filepath.Join(x.p.Dir, rel)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
@@ -405,8 +433,12 @@ func own(path string, p proto.PutTreeParams) error {
 	return os.Lchown(path, p.UID, p.GID)
 }
 
-// mkdirOwned makes dir and its missing parents below root, owned by uid.
-func mkdirOwned(dir, root string, uid, gid int) error {
+// mkdirOwned makes dir and its missing parents below the target, owned
+// by the put's owner. A file in the way goes (it became a directory on
+// the sender's side) unless the extraction is strict and the host did
+// not itself decide to delete it.
+func (x *extraction) mkdirOwned(dir string) error {
+	root := x.p.Dir
 	if dir == root || !strings.HasPrefix(dir, root+string(filepath.Separator)) {
 		return nil
 	}
@@ -414,17 +446,21 @@ func mkdirOwned(dir, root string, uid, gid int) error {
 		if fi.IsDir() {
 			return nil
 		}
+		rel, _ := filepath.Rel(root, dir)
+		if x.strict() && !x.hostDel[filepath.ToSlash(rel)] {
+			return fmt.Errorf("%w: %s is a file here and a directory in the sender's tree", ErrConflict, rel)
+		}
 		if err := os.Remove(dir); err != nil { // a file replaced by a directory
 			return err
 		}
 	}
-	if err := mkdirOwned(filepath.Dir(dir), root, uid, gid); err != nil {
+	if err := x.mkdirOwned(filepath.Dir(dir)); err != nil {
 		return err
 	}
 	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 		return err
 	}
-	return os.Chown(dir, uid, gid)
+	return os.Chown(dir, x.p.UID, x.p.GID)
 }
 
 func writeStaged(dst string, r io.Reader, mode, umask os.FileMode, p proto.PutTreeParams) (string, int64, error) {
@@ -569,7 +605,7 @@ func addToTar(tw *tar.Writer, file, name string) (int64, error) {
 }
 
 // Manifest lists the tree under dir (symlinks not followed), hashing
-// regular files; names in exclude are skipped at the top level.
+// regular files; names in exclude are skipped at any depth.
 func Manifest(dir string, exclude []string) ([]proto.TreeEntry, error) {
 	out := []proto.TreeEntry{}
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
@@ -584,7 +620,7 @@ func Manifest(dir string, exclude []string) ([]proto.TreeEntry, error) {
 		}
 		rel, _ := filepath.Rel(dir, p)
 		rel = filepath.ToSlash(rel)
-		if !strings.Contains(rel, "/") && slices.Contains(exclude, rel) {
+		if slices.Contains(exclude, d.Name()) {
 			if d.IsDir() {
 				return fs.SkipDir
 			}

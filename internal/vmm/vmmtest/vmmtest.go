@@ -76,6 +76,14 @@ type Guest struct {
 	fault Fault
 	conns []net.Conn // the agent's ends, closed when the VMM exits
 	gone  bool
+	shuts int // power-off requests the agent got
+}
+
+// Shutdowns counts the power-off requests the agent got.
+func (g *Guest) Shutdowns() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.shuts
 }
 
 // SetFault changes how this guest behaves from now on (Silent applies to
@@ -217,6 +225,9 @@ func (g *Guest) server() *server.Server {
 			return proto.InfoResult{Kernel: "vmmtest", Hostname: "vmmtest", SSHHostKey: string(ssh.MarshalAuthorizedKey(g.HostKey))}
 		},
 		Shutdown: func() {
+			g.mu.Lock()
+			g.shuts++
+			g.mu.Unlock()
 			if !g.faulty(IgnoreShutdown) {
 				_ = g.process.Kill()
 			}

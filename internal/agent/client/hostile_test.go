@@ -1,0 +1,121 @@
+package client_test
+
+// The host's client against a hostile guest: the guest end of the link
+// is the test's, answering calls with what no honest agent sends.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bangerdev/banger/internal/agent/client"
+	"github.com/bangerdev/banger/internal/agent/link"
+	"github.com/bangerdev/banger/internal/agent/proto"
+)
+
+// hostile is a guest that answers every request with answer.
+func hostile(t *testing.T, answer func(l *link.Link, req proto.Frame)) *client.Client {
+	t.Helper()
+	a, b := net.Pipe()
+	l := link.New(b)
+	go l.Run(func(f proto.Frame) { go answer(l, f) })
+	c := client.New(a)
+	t.Cleanup(func() { c.Close(); b.Close() })
+	return c
+}
+
+func manifestLine(path string) string {
+	return `{"path":"` + path + `","type":"f","mode":420,"size":1,"sha256":"` + strings.Repeat("a", 64) + `"}` + "\n"
+}
+
+// TestHostileManifest: a manifest's count, length and lines are bounded
+// before anything is allocated for them.
+func TestHostileManifest(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		lines string
+		count int
+	}{
+		{"a count of 2^50 and no entries (was a fatal make)", "", 1 << 50},
+		{"a negative count", "", -1},
+		{"more entries than allowed", strings.Repeat(manifestLine("x"), 101), 101},
+		{"more bytes than allowed", manifestLine(strings.Repeat("y", 2<<20)), 1},
+		{"one line of 8 MiB", `{"path":"` + strings.Repeat("z", 8<<20), 1},
+		{"garbage", "\x00\x01\x02\n", 1},
+		{"fewer entries than counted", manifestLine("a"), 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := hostile(t, func(l *link.Link, req proto.Frame) {
+				_ = l.SendData(context.Background(), req.Stream, proto.Stdout, []byte(tc.lines))
+				_ = l.CloseFD(context.Background(), req.Stream, proto.Stdout)
+				l.Respond(req.Stream, proto.ManifestResult{Count: tc.count}, nil)
+			})
+			var before runtime.MemStats
+			runtime.ReadMemStats(&before)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			m, err := c.Manifest(ctx, proto.ManifestParams{Dir: "/w"}, 100, 1<<20)
+			if !errors.Is(err, proto.ErrFrame) {
+				t.Fatalf("Manifest = %d entries, %v; want a bad frame", len(m), err)
+			}
+			var after runtime.MemStats
+			runtime.ReadMemStats(&after)
+			if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 64<<20 {
+				t.Fatalf("the heap grew by %d MiB", grew>>20)
+			}
+		})
+	}
+}
+
+// FuzzParseManifest: any listing gives at most max entries, or an error.
+func FuzzParseManifest(f *testing.F) {
+	f.Add([]byte(manifestLine("a") + manifestLine("b")))
+	f.Add([]byte(`{"path":"x"`))
+	f.Add([]byte("\n\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := client.ParseManifest(bytes.NewReader(b), 3, 4096)
+		if err == nil && len(m) > 3 {
+			t.Fatalf("%d entries past the cap", len(m))
+		}
+	})
+}
+
+// FuzzClientFrames: whatever bytes a guest writes on its link, every
+// host call ends (with an answer or an error) and the client does not
+// panic.
+func FuzzClientFrames(f *testing.F) {
+	frame := func(kind byte, stream uint32, payload string) []byte {
+		b, _ := proto.AppendFrame(nil, proto.Frame{Kind: kind, Stream: stream, Payload: []byte(payload)})
+		return b
+	}
+	f.Add(frame(proto.KindResponse, 1, `{"result":{"uptime":1}}`))
+	f.Add(append(frame(proto.KindData, 2, "\x01"+manifestLine("a")), frame(proto.KindResponse, 2, `{"result":{"count":1}}`)...))
+	f.Add(frame(proto.KindResponse, 3, `{"result":{"sockets":[{"port":-1}]}}`))
+	f.Add(frame(proto.KindData, 4, "\x01garbage"))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		a, g := net.Pipe()
+		c := client.New(a)
+		defer c.Close()
+		go func() {
+			_, _ = g.Write(b)
+			g.Close()
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, _ = c.Ping(ctx)
+		_, _ = c.Manifest(ctx, proto.ManifestParams{Dir: "/w"}, 10, 4096)
+		_, _ = c.Ports(ctx)
+		_, _ = c.Stats(ctx)
+		var out bytes.Buffer
+		_, _ = c.GetTree(ctx, "/w", []string{"a"}, &out)
+		if ctx.Err() != nil {
+			t.Fatal("a call outlived the link")
+		}
+	})
+}

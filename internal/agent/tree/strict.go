@@ -1,0 +1,138 @@
+package tree
+
+import (
+	"archive/tar"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/bangerdev/banger/internal/agent/proto"
+)
+
+// The host's side of a transfer from a guest: a strict extraction takes
+// only what the host asked for, as the host described it (Local.Want).
+
+var (
+	// ErrRefused: the stream held something the receiving side never
+	// accepts from a peer it does not trust.
+	ErrRefused = errors.New("refused")
+	// ErrConflict: taking the entry would replace something of another
+	// type (a directory by a file, a file by a directory).
+	ErrConflict = errors.New("conflict")
+)
+
+func (x *extraction) strict() bool { return x.want != nil }
+
+// IsGitPath says whether a component of the slash path p is .git, in any
+// case: git's own directory (its config, hooks) never crosses from a
+// guest to the host, and a case-insensitive file system would take .GIT
+// for it.
+func IsGitPath(p string) bool {
+	for el := range strings.SplitSeq(p, "/") {
+		if strings.EqualFold(el, ".git") {
+			return true
+		}
+	}
+	return false
+}
+
+// allowed checks one entry of a strict stream against what the host
+// asked for, and returns the mode the file gets on the host.
+func (x *extraction) allowed(h *tar.Header, rel string) (os.FileMode, error) {
+	name := filepath.ToSlash(rel)
+	if IsGitPath(name) {
+		return 0, fmt.Errorf("%w: %s: a .git path", ErrRefused, name)
+	}
+	if sparse(h) {
+		return 0, fmt.Errorf("%w: %s: a sparse tar entry", ErrRefused, name)
+	}
+	w, ok := x.want[name]
+	if !ok {
+		return 0, fmt.Errorf("%w: %s: not an entry the host asked for", ErrRefused, name)
+	}
+	if x.seen[name] {
+		return 0, fmt.Errorf("%w: %s: sent twice", ErrRefused, name)
+	}
+	x.seen[name] = true
+	switch {
+	case w.Type == "f" && h.Typeflag == tar.TypeReg:
+		if h.Size != w.Size {
+			return 0, fmt.Errorf("%w: %s: %d bytes sent, the manifest said %d", ErrRefused, name, h.Size, w.Size)
+		}
+		if x.maxSize > 0 && x.res.Bytes+h.Size > x.maxSize {
+			return 0, fmt.Errorf("%w: %s: over the transfer's cap of %d bytes", ErrRefused, name, x.maxSize)
+		}
+	case w.Type == "l" && h.Typeflag == tar.TypeSymlink:
+		if h.Linkname != w.Link {
+			return 0, fmt.Errorf("%w: %s: a symlink to %q, the manifest said %q", ErrRefused, name, h.Linkname, w.Link)
+		}
+	default:
+		return 0, fmt.Errorf("%w: %s: tar type %q, the manifest said %q", ErrRefused, name, h.Typeflag, w.Type)
+	}
+	return x.hostMode(rel, os.FileMode(h.Mode)&os.ModePerm), nil
+}
+
+// hostMode is the mode a file from the guest gets: no bit the host's
+// umask takes, and no group or world write unless the file it replaces
+// already had it. Setuid, setgid and sticky bits never pass (ModePerm).
+func (x *extraction) hostMode(rel string, m os.FileMode) os.FileMode {
+	keep := os.FileMode(0)
+	if fi, err := os.Lstat(filepath.Join(x.p.Dir, rel)); err == nil && fi.Mode().IsRegular() {
+		keep = fi.Mode().Perm() & 0o022
+	}
+	return m &^ x.umask &^ (0o022 &^ keep)
+}
+
+// sparse says whether h is a sparse file, in any of tar's forms: its
+// holes would expand to any size on the host from a few bytes of stream.
+func sparse(h *tar.Header) bool {
+	if h.Typeflag == tar.TypeGNUSparse {
+		return true
+	}
+	for k := range h.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
+		}
+	}
+	return false
+}
+
+// complete checks, for a strict stream, that every entry asked for came
+// with the content the host expects.
+func (x *extraction) complete() error {
+	if !x.strict() {
+		return nil
+	}
+	for name, w := range x.want {
+		if !x.seen[name] {
+			return fmt.Errorf("%s did not arrive: transfer cut off, nothing changed", name)
+		}
+		if w.Type == "f" && x.sums[name] != w.SHA256 {
+			return fmt.Errorf("%s arrived with sha256 %q, want %s: transfer damaged, nothing changed", name, x.sums[name], w.SHA256)
+		}
+	}
+	return nil
+}
+
+// EntryIn describes root/rel as a TreeEntry without following a symlink
+// on the way: a parent of rel that is a symlink reads as fs.ErrNotExist,
+// so hashing the host's side never reads outside root.
+func EntryIn(root, rel string) (proto.TreeEntry, error) {
+	clean, err := CleanRel(rel)
+	if err != nil {
+		return proto.TreeEntry{}, err
+	}
+	for d := filepath.Dir(clean); d != "."; d = filepath.Dir(d) {
+		fi, err := os.Lstat(filepath.Join(root, d))
+		if err != nil {
+			return proto.TreeEntry{}, err
+		}
+		if !fi.IsDir() {
+			return proto.TreeEntry{}, fmt.Errorf("%s: %w (its parent %s is not a directory)", rel, fs.ErrNotExist, d)
+		}
+	}
+	return Entry(filepath.Join(root, clean), rel)
+}
