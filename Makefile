@@ -31,9 +31,10 @@ FUZZ_TARGETS := \
 	./internal/agent/procfs:FuzzParse:200000 \
 	./internal/agent/tree:FuzzCleanRel:200000 \
 	./internal/agent/client:FuzzParseManifest:200000 \
-	./internal/agent/client:FuzzClientFrames:150000
+	./internal/agent/client:FuzzClientFrames:150000 \
+	./internal/termsafe:FuzzString:300000
 
-.PHONY: all deps testimages build test fmt-check vet unit fuzz vmtest smoke bench bench-image bench-boot bench-vm bench-workspace lint run clean
+.PHONY: all deps testimages build test fmt-check vet unit fuzz vmtest smoke bench bench-image bench-boot bench-disk bench-vm bench-workspace lint run clean
 
 all: build
 
@@ -80,7 +81,7 @@ vmtest: testimages
 
 test: deps fmt-check vet unit fuzz vmtest smoke
 
-bench: deps bench-image bench-boot bench-vm bench-workspace
+bench: deps bench-image bench-boot bench-disk bench-vm bench-workspace
 	@scripts/bench.sh
 
 # VM create cost and create-to-first-command, small vs large image, with
@@ -91,6 +92,11 @@ bench-vm: build testimages
 # Boot to agent-ready against plain QEMU to the first userspace line.
 bench-workspace: build testimages
 	BANGER_TEST_CACHE=$(TEST_CACHE) go run ./bench/workspace -bin $(BIN) -crane .tools/crane -runs $(or $(RUNS),1)
+
+# The work disk's cache mode: cache=unsafe against cache=writeback, on
+# writes that flush.
+bench-disk: testimages
+	BANGER_TEST_CACHE=$(TEST_CACHE) go run ./bench/disk -runs $(or $(RUNS),3)
 
 bench-boot: testimages
 	BANGER_TEST_CACHE=$(TEST_CACHE) go run ./bench/boot -runs $(or $(RUNS),7)

@@ -165,6 +165,8 @@ func WaitAgent(ctx context.Context, dial func(context.Context) (net.Conn, error)
 		default:
 		}
 		select {
+		case <-c.Done(): // a dead link answers no later ping either
+			return nil, fmt.Errorf("waiting for the agent: %w", err)
 		case <-stopped:
 			c.Close()
 			return nil, ErrStopped

@@ -15,6 +15,7 @@ import (
 
 	"github.com/bangerdev/banger/api/client"
 	"github.com/bangerdev/banger/internal/paths"
+	"github.com/bangerdev/banger/internal/termsafe"
 	"github.com/bangerdev/banger/internal/version"
 )
 
@@ -80,11 +81,12 @@ func (a *App) Execute(cmd *cobra.Command, args []string) int {
 	var exit *ExitError
 	if errors.As(err, &exit) {
 		if exit.Err != nil {
-			fmt.Fprintf(a.Stderr, "banger: %v\n", exit.Err)
+			fmt.Fprintf(a.Stderr, "banger: %s\n", termsafe.Text(exit.Err.Error()))
 		}
 		return exit.Code
 	}
-	fmt.Fprintf(a.Stderr, "banger: %v\n", err)
+	// An error may quote a guest (an agent's message): escaped.
+	fmt.Fprintf(a.Stderr, "banger: %s\n", termsafe.Text(err.Error()))
 	return 1
 }
 

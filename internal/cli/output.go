@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/termsafe"
 	"github.com/bangerdev/banger/internal/units"
 )
 
@@ -18,21 +19,27 @@ func printJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// table prints rows under a header, aligned.
+// table prints rows under a header, aligned. Cells may hold what a
+// guest chose (a process name, a path): their control characters are
+// escaped, so they cannot drive the terminal or break the alignment.
 func table(w io.Writer, header []string, rows [][]string) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, strings.Join(header, "\t"))
 	for _, r := range rows {
-		fmt.Fprintln(tw, strings.Join(r, "\t"))
+		cells := make([]string, len(r))
+		for i, c := range r {
+			cells[i] = termsafe.String(c)
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}
 	return tw.Flush()
 }
 
-// fields prints "key: value" lines, aligned.
+// fields prints "key: value" lines, aligned, values escaped as table's.
 func fields(w io.Writer, kv [][2]string) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 1, ' ', 0)
 	for _, f := range kv {
-		fmt.Fprintf(tw, "%s:\t%s\n", f[0], f[1])
+		fmt.Fprintf(tw, "%s:\t%s\n", f[0], termsafe.String(f[1]))
 	}
 	return tw.Flush()
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/api/client"
+	"github.com/bangerdev/banger/internal/termsafe"
 	"github.com/bangerdev/banger/internal/units"
 )
 
@@ -267,8 +268,9 @@ func (a *App) execVM(ctx context.Context, c *client.Client, p api.VMExecParams) 
 
 func (a *App) vmLogsCommand() *cobra.Command {
 	var p api.VMLogsParams
+	var raw bool
 	cmd := &cobra.Command{
-		Use:   "logs [-f] [-n N] NAME",
+		Use:   "logs [-f] [-n N] [--raw] NAME",
 		Short: "Print a VM's console: its kernel's and its agent's messages",
 		Args:  cobra.ExactArgs(1),
 		RunE: a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
@@ -278,8 +280,14 @@ func (a *App) vmLogsCommand() *cobra.Command {
 				ctx, stop = signal.NotifyContext(ctx, os.Interrupt)
 				defer stop()
 			}
+			// A console is the guest's text: on a terminal its escape
+			// sequences are shown, not obeyed (--raw passes them).
+			var out io.Writer = a.Stdout
+			if isTTY(a.Stdout) && !raw {
+				out = termsafe.NewWriter(a.Stdout)
+			}
 			r, err := c.VMLogs(ctx, p, func(chunk string) error {
-				_, err := io.WriteString(a.Stdout, chunk)
+				_, err := io.WriteString(out, chunk)
 				return err
 			})
 			if p.Follow && ctx.Err() != nil {
@@ -288,10 +296,11 @@ func (a *App) vmLogsCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			_, err = io.WriteString(a.Stdout, r.Console)
+			_, err = io.WriteString(out, r.Console)
 			return err
 		}),
 	}
+	cmd.Flags().BoolVar(&raw, "raw", false, "on a terminal too, print the console's bytes as they are (escape sequences included)")
 	cmd.Flags().IntVarP(&p.Tail, "tail", "n", 0, "only the last N lines")
 	cmd.Flags().BoolVarP(&p.Follow, "follow", "f", false, "keep printing what the console receives")
 	return cmd

@@ -23,6 +23,7 @@ import (
 // Config is the daemon's effective configuration.
 type Config struct {
 	LogLevel           string
+	LogMaxSize         int64         // a VM's console (and VMM output) kept on the host, both halves
 	AutoStopStaleAfter time.Duration // 0 disables auto-stop
 	StatsPollInterval  time.Duration
 	DefaultImageName   string
@@ -89,6 +90,7 @@ var ErrInvalid = errors.New("invalid configuration")
 func Keys() []string {
 	return []string{
 		"log_level",
+		"log_max_size",
 		"auto_stop_stale_after",
 		"stats_poll_interval",
 		"default_image_name",
@@ -117,6 +119,7 @@ func Defaults(host Host) Config {
 	mem := min(max(int(host.MemoryBytes/8>>20), 256), 8<<10)
 	c := Config{
 		LogLevel:          "info",
+		LogMaxSize:        16 << 20,
 		StatsPollInterval: 5 * time.Second,
 		DefaultImageName:  "docker.io/library/debian:bookworm",
 		DefaultKernel:     "auto",
@@ -142,6 +145,7 @@ func Defaults(host Host) Config {
 // that a bare integer gets a helpful error instead of meaning nanoseconds.
 type file struct {
 	LogLevel           *string `toml:"log_level"`
+	LogMaxSize         any     `toml:"log_max_size"`
 	AutoStopStaleAfter any     `toml:"auto_stop_stale_after"`
 	StatsPollInterval  any     `toml:"stats_poll_interval"`
 	DefaultImageName   *string `toml:"default_image_name"`
@@ -304,17 +308,6 @@ func (c *Config) apply(data []byte) error {
 		c.VMDefaults.MemoryMiB = *v
 		set("vm_defaults.memory_mib")
 	}
-	if f.VMDefaults.DiskSize != nil {
-		n, err := parseSize(f.VMDefaults.DiskSize)
-		if err != nil {
-			return fmt.Errorf("vm_defaults.disk_size: %w", err)
-		}
-		if n < 64<<20 {
-			return fmt.Errorf("vm_defaults.disk_size: %s is too small; use at least 64M", units.FormatSize(n))
-		}
-		c.VMDefaults.DiskSize = n
-		set("vm_defaults.disk_size")
-	}
 	if v := f.Network.Mode; v != nil {
 		if *v != "user" && *v != "bridge" && *v != "none" {
 			return fmt.Errorf("network.mode: %q: use user, bridge or none", *v)
@@ -344,41 +337,44 @@ func (c *Config) apply(data []byte) error {
 		c.Network.NAT = *v
 		set("network.nat")
 	}
-	if f.Images.MaxUnpackedSize != nil {
-		n, err := parseSize(f.Images.MaxUnpackedSize)
+	// Sizes and counts with a floor, each its own key.
+	for _, sz := range []struct {
+		key   string
+		v     any
+		floor int64
+		dst   *int64
+	}{
+		{"log_max_size", f.LogMaxSize, 64 << 10, &c.LogMaxSize},
+		{"vm_defaults.disk_size", f.VMDefaults.DiskSize, 64 << 20, &c.VMDefaults.DiskSize},
+		{"images.max_unpacked_size", f.Images.MaxUnpackedSize, 16 << 20, &c.Images.MaxUnpackedSize},
+		{"workspace.max_bytes", f.Workspace.MaxBytes, 1 << 20, &c.Workspace.MaxBytes},
+	} {
+		if sz.v == nil {
+			continue
+		}
+		n, err := parseSize(sz.v)
 		if err != nil {
-			return fmt.Errorf("images.max_unpacked_size: %w", err)
+			return fmt.Errorf("%s: %w", sz.key, err)
 		}
-		if n < 16<<20 {
-			return fmt.Errorf("images.max_unpacked_size: %s is too small; use at least 16M", units.FormatSize(n))
+		if n < sz.floor {
+			return fmt.Errorf("%s: %s is too small; use at least %s", sz.key, units.FormatSize(n), units.FormatSize(sz.floor))
 		}
-		c.Images.MaxUnpackedSize = n
-		set("images.max_unpacked_size")
+		*sz.dst = n
+		set(sz.key)
 	}
-	if v := f.Images.MaxEntries; v != nil {
-		if *v < 100 {
-			return fmt.Errorf("images.max_entries: %d is too small; use at least 100", *v)
+	for _, cnt := range []struct {
+		key string
+		v   *int
+		dst *int
+	}{{"images.max_entries", f.Images.MaxEntries, &c.Images.MaxEntries}, {"workspace.max_entries", f.Workspace.MaxEntries, &c.Workspace.MaxEntries}} {
+		if cnt.v == nil {
+			continue
 		}
-		c.Images.MaxEntries = *v
-		set("images.max_entries")
-	}
-	if f.Workspace.MaxBytes != nil {
-		n, err := parseSize(f.Workspace.MaxBytes)
-		if err != nil {
-			return fmt.Errorf("workspace.max_bytes: %w", err)
+		if *cnt.v < 100 {
+			return fmt.Errorf("%s: %d is too small; use at least 100", cnt.key, *cnt.v)
 		}
-		if n < 1<<20 {
-			return fmt.Errorf("workspace.max_bytes: %s is too small; use at least 1M", units.FormatSize(n))
-		}
-		c.Workspace.MaxBytes = n
-		set("workspace.max_bytes")
-	}
-	if v := f.Workspace.MaxEntries; v != nil {
-		if *v < 100 {
-			return fmt.Errorf("workspace.max_entries: %d is too small; use at least 100", *v)
-		}
-		c.Workspace.MaxEntries = *v
-		set("workspace.max_entries")
+		*cnt.dst = *cnt.v
+		set(cnt.key)
 	}
 	return nil
 }
@@ -438,6 +434,7 @@ func (c Config) Values() []Value {
 	}
 	vals := map[string]string{
 		"log_level":                c.LogLevel,
+		"log_max_size":             units.FormatSize(c.LogMaxSize),
 		"auto_stop_stale_after":    dur(c.AutoStopStaleAfter),
 		"stats_poll_interval":      c.StatsPollInterval.String(),
 		"default_image_name":       c.DefaultImageName,

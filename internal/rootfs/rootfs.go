@@ -222,6 +222,17 @@ func checkLimits(l Layer, hdr *tar.Header, st *Stats, lim Limits) error {
 	return nil
 }
 
+// countImplied counts the directories an entry implied (a/b/c alone
+// makes a and a/b) as entries: each is a node of the tree and a header
+// of the image, so a layer of few, deep entries is held to the same cap.
+func countImplied(l Layer, hdr *tar.Header, st *Stats, lim Limits, n int) error {
+	st.Entries += n
+	if st.Entries > lim.MaxEntries {
+		return &EntryError{Layer: l.Name, Entry: hdr.Name, Err: fmt.Errorf("%w: more than %d entries, the directories its paths imply included", ErrLimit, lim.MaxEntries)}
+	}
+	return nil
+}
+
 // streamOne converts a single layer in one pass. It gives up with
 // errNeedExact when the layer replaces a path it already wrote.
 func streamOne(ctx context.Context, l Layer, e *emitter, lim Limits) (Stats, error) {
@@ -248,13 +259,16 @@ func streamOne(ctx context.Context, l Layer, e *emitter, lim Limits) (Stats, err
 		if err != nil {
 			return st, &EntryError{Layer: l.Name, Entry: hdr.Name, Err: err}
 		}
+		if err := countImplied(l, hdr, &st, lim, len(res.created)); err != nil {
+			return st, err
+		}
 		switch res.change {
 		case changeNone:
 			continue
 		case changeReplaced:
 			return st, errNeedExact
 		}
-		for _, p := range res.created {
+		for _, p := range t.pathsOf(res.created) {
 			if err := e.header(p, &tar.Header{Typeflag: tar.TypeDir, Mode: 0o755, ModTime: hdr.ModTime}); err != nil {
 				return st, err
 			}
@@ -316,8 +330,16 @@ func exact(ctx context.Context, layers []Layer, e *emitter, lim Limits) (Stats, 
 				closer.Close()
 				return st, err
 			}
-			if _, err := t.apply(i, k, hdr); err != nil {
+			res, err := t.apply(i, k, hdr)
+			if err == nil {
+				err = countImplied(l, hdr, &st, lim, len(res.created))
+			}
+			if err != nil {
 				closer.Close()
+				var ee *EntryError
+				if errors.As(err, &ee) {
+					return st, err
+				}
 				return st, &EntryError{Layer: l.Name, Entry: hdr.Name, Err: err}
 			}
 		}

@@ -17,7 +17,7 @@ var (
 	ErrSymlinkLoop  = errors.New("too many levels of symbolic links")
 	ErrBadWhiteout  = errors.New("invalid whiteout")
 	ErrLinkTarget   = errors.New("hard link target does not exist in this or a lower layer")
-	ErrNameTooLong  = errors.New("name too long (255 bytes a component, 4096 a path)")
+	ErrNameTooLong  = errors.New("name too long (255 bytes a component, 4096 a path, 256 components)")
 	ErrUnsupported  = errors.New("unsupported entry type")
 	ErrLimit        = errors.New("image exceeds the unpack limit")
 	ErrLayerChanged = errors.New("layer changed between passes")
@@ -39,7 +39,12 @@ func (e *EntryError) Unwrap() error { return e.Err }
 const (
 	// maxPath is Linux's PATH_MAX: no real file system holds a longer
 	// name, and deeper trees only cost the writer quadratic time.
-	maxPath        = 4096
+	maxPath = 4096
+	// maxDepth bounds the components of a path, and the directories one
+	// entry may imply: every implied directory is written with its whole
+	// path, so depth times path length is what one entry can cost.
+	// Real images stay far below (node_modules trees reach about 50).
+	maxDepth       = 256
 	whiteoutPrefix = ".wh."
 	opaqueMarker   = ".wh..wh..opq"
 	maxSymlinks    = 40
@@ -120,6 +125,9 @@ func cleanName(name string) ([]string, error) {
 		return nil, nil
 	}
 	parts := strings.Split(p, "/")
+	if len(parts) > maxDepth {
+		return nil, ErrNameTooLong
+	}
 	for _, c := range parts {
 		if len(c) > 255 {
 			return nil, ErrNameTooLong
@@ -183,9 +191,9 @@ const (
 
 type applied struct {
 	change  change
-	path    string   // resolved path of the entry
-	created []string // implicit parent directories created, in order
-	ino     *inode   // the entry's inode (non-directories)
+	path    string  // resolved path of the entry
+	created []*node // implicit parent directories created, in order
+	ino     *inode  // the entry's inode (non-directories)
 }
 
 // apply applies one entry of layer to the tree.
@@ -213,17 +221,20 @@ func (t *tree) apply(layer, ordinal int, hdr *tar.Header) (applied, error) {
 	var res applied
 	depth := 0
 	var created []*node
+	tooDeep := false
 	parent, err := t.resolveDir(parts[:len(parts)-1], func() *node {
 		n := newDir(&tar.Header{Typeflag: tar.TypeDir, Mode: 0o755, ModTime: hdr.ModTime}, layer)
 		created = append(created, n)
+		tooDeep = tooDeep || len(created) > maxDepth // through symlinks, a walk can outgrow its name
 		return n
 	}, &depth)
+	if err == nil && tooDeep {
+		err = ErrNameTooLong
+	}
 	if err != nil {
 		return applied{}, err
 	}
-	if len(created) > 0 {
-		res.created = t.pathsOf(created)
-	}
+	res.created = created
 	parentPath := t.pathOf(parent)
 	res.path = path.Join(parentPath, base)
 	existing := parent.children[base]
@@ -349,9 +360,17 @@ func (t *tree) pathOf(n *node) string {
 	return strings.Join(parts, "/")
 }
 
+// pathsOf is the paths of ns, made in order: a node whose parent came
+// just before it extends that path instead of walking to the root again,
+// so a chain of new directories costs its paths' length, not its depth
+// squared.
 func (t *tree) pathsOf(ns []*node) []string {
 	out := make([]string, 0, len(ns))
-	for _, n := range ns {
+	for i, n := range ns {
+		if i > 0 && n.parent == ns[i-1] {
+			out = append(out, out[i-1]+"/"+n.name)
+			continue
+		}
 		out = append(out, t.pathOf(n))
 	}
 	return out

@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/agent/proto"
@@ -40,11 +42,20 @@ func (s *Service) Ports(ctx context.Context, req api.VMPortsParams) (api.VMPorts
 		return api.VMPortsResult{}, s.agentErr(name, err)
 	}
 	ports := Dedupe(socks)
+	if len(ports) > maxPorts {
+		s.cfg.Log.Warn("a guest lists more ports than are shown", "vm", name, "ports", len(ports), "shown", maxPorts)
+		ports = ports[:maxPorts]
+	}
 	var wg sync.WaitGroup
+	probed := 0
 	for i := range ports {
 		p := &ports[i]
 		if p.Proto != "tcp" {
 			p.Scheme = "udp"
+			continue
+		}
+		if probed++; probed > maxProbes {
+			p.Scheme = "tcp" // not probed: a guest cannot make the host dial without end
 			continue
 		}
 		if forward {
@@ -79,8 +90,34 @@ func (s *Service) Ports(ctx context.Context, req api.VMPortsParams) (api.VMPorts
 	return api.VMPortsResult{Name: name, Ports: ports}, nil
 }
 
+// Bounds on what one ports call does for a guest's list: ports shown,
+// TCP ports probed (and forwarded), addresses kept per port.
+const (
+	maxPorts     = 1024
+	maxProbes    = 64
+	maxAddresses = 16
+	maxProcess   = 64 // a process name's bytes (Linux's comm is 16)
+)
+
+// valid says whether a guest's socket is one the host can describe: a
+// known protocol, a port number, an IP address.
+func valid(s proto.Socket) bool {
+	switch s.Proto {
+	case "tcp", "tcp6", "udp", "udp6":
+	default:
+		return false
+	}
+	if s.Port < 1 || s.Port > 65535 || s.PID < 0 {
+		return false
+	}
+	_, err := netip.ParseAddr(s.Addr)
+	return err == nil
+}
+
 // Dedupe folds a guest's sockets into ports: one per protocol and port
-// number, whatever the address families and binds.
+// number, whatever the address families and binds. What the guest
+// reports is checked first: sockets that are not valid are left out,
+// process names cut and stripped of control characters.
 func Dedupe(socks []proto.Socket) []api.VMPort {
 	type key struct {
 		proto string
@@ -88,6 +125,10 @@ func Dedupe(socks []proto.Socket) []api.VMPort {
 	}
 	byKey := map[key]*api.VMPort{}
 	for _, s := range socks {
+		if !valid(s) {
+			continue
+		}
+		s.Process = processName(s.Process)
 		k := key{strings.TrimSuffix(s.Proto, "6"), s.Port}
 		p := byKey[k]
 		if p == nil {
@@ -98,7 +139,7 @@ func Dedupe(socks []proto.Socket) []api.VMPort {
 		if a, err := netip.ParseAddr(addr); err == nil && a.IsUnspecified() {
 			addr = "*"
 		}
-		if !slices.Contains(p.Addresses, addr) {
+		if !slices.Contains(p.Addresses, addr) && len(p.Addresses) < maxAddresses {
 			p.Addresses = append(p.Addresses, addr)
 		}
 		if p.Process == "" && s.Process != "" {
@@ -117,6 +158,21 @@ func Dedupe(socks []proto.Socket) []api.VMPort {
 		return cmp.Or(cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.Port, b.Port))
 	})
 	return out
+}
+
+// processName is a guest's process name as the host shows it: at most
+// maxProcess bytes of printable text.
+func processName(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == utf8.RuneError {
+			return '?'
+		}
+		return r
+	}, s)
+	if len(s) > maxProcess {
+		s = strings.ToValidUTF8(s[:maxProcess], "")
+	}
+	return s
 }
 
 // directAddr is where the host reaches p without the agent: the VM's
@@ -160,7 +216,9 @@ func Probe(ctx context.Context, dial func(context.Context) (net.Conn, error)) st
 	}
 	if try(func(c net.Conn) bool {
 		tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // detection only: nothing is sent over it
-		return tc.Handshake() == nil
+		hctx, cancel := context.WithTimeout(ctx, probeTimeout)
+		defer cancel()
+		return tc.HandshakeContext(hctx) == nil
 	}) {
 		return "https"
 	}
@@ -192,16 +250,24 @@ func (s *Service) forwardAddr(id string, port int) string {
 	return ""
 }
 
-// forward opens a loopback listener for a guest port (on hostAddr when
-// it is free, else any port), unless one is open, and keeps it.
+// forward opens a loopback listener for a guest port, unless one is
+// open, and keeps it: on hostAddr when that is a loopback address, not a
+// privileged port (a guest chooses its port numbers; a root daemon must
+// not take 22 or 53 of the host's for it) and free, else on any free
+// port of 127.0.0.1, said in the log.
 func (s *Service) forward(ctx context.Context, t Target, port int, target, hostAddr string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.forwards[t.ID][port] != nil {
 		return nil
 	}
-	ln, err := net.Listen("tcp", hostAddr)
+	var ln net.Listener
+	err := errors.New("not a loopback address above 1023")
+	if ap, perr := netip.ParseAddrPort(hostAddr); perr == nil && ap.Addr().IsLoopback() && ap.Port() >= 1024 {
+		ln, err = net.Listen("tcp", hostAddr)
+	}
 	if err != nil {
+		s.cfg.Log.Info("forwarding a guest port elsewhere", "vm", t.Name, "port", port, "wanted", hostAddr, "why", err)
 		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 			return fmt.Errorf("forwarding port %d of vm %s: %w", port, t.Name, err)
 		}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -28,6 +29,7 @@ type fakeAgent struct {
 	socks   []proto.Socket
 	dialTo  map[string]string // guest address → real address
 	block   bool              // Ping and Stats wait for the context
+	dials   int
 }
 
 func (f *fakeAgent) Ping(ctx context.Context) (proto.PingResult, error) {
@@ -55,6 +57,9 @@ func (f *fakeAgent) Stats(ctx context.Context) (proto.StatsResult, error) {
 func (f *fakeAgent) Ports(context.Context) ([]proto.Socket, error) { return f.socks, nil }
 
 func (f *fakeAgent) Dial(ctx context.Context, addr string) (net.Conn, error) {
+	f.mu.Lock()
+	f.dials++
+	f.mu.Unlock()
 	real, ok := f.dialTo[addr]
 	if !ok {
 		return nil, fmt.Errorf("dial %s: connection refused", addr)
@@ -457,4 +462,40 @@ func TestStuckVMDelaysNoOther(t *testing.T) {
 		return
 	}
 	t.Fatal("the stuck VM's poll was not under way")
+}
+
+// TestHostilePorts: a guest's socket list is checked before use: bad
+// entries left out, names cut and cleaned, thousands of ports neither
+// all shown nor all probed, and a guest port under 1024 never becomes a
+// privileged port on the host.
+func TestHostilePorts(t *testing.T) {
+	a := &fakeAgent{socks: []proto.Socket{
+		{Proto: "tcp", Addr: "0.0.0.0", Port: -1},
+		{Proto: "tcp", Addr: "0.0.0.0", Port: 70000},
+		{Proto: "sctp", Addr: "0.0.0.0", Port: 99},
+		{Proto: "tcp", Addr: "not an address", Port: 98},
+		{Proto: "tcp", Addr: "0.0.0.0", Port: 22, Process: "sshd\x1b]0;owned\x07" + strings.Repeat("x", 1000)},
+	}}
+	for p := 2000; p < 7000; p++ {
+		a.socks = append(a.socks, proto.Socket{Proto: "tcp", Addr: "10.0.0.1", Port: p})
+	}
+	s, _ := newTest([]Target{{Name: "web", ID: "1", Network: api.NetworkUser}}, map[string]*fakeAgent{"web": a}, &clock{now: time.Unix(1000, 0)})
+	ctx := context.Background()
+	r, err := s.Ports(ctx, api.VMPortsParams{Name: "web", Forward: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.closeForwards(ctx, func(string) bool { return true }, false)
+	if len(r.Ports) != maxPorts || r.Ports[0].Port != 22 {
+		t.Fatalf("%d ports, first %+v; want %d, port 22 first", len(r.Ports), r.Ports[0], maxPorts)
+	}
+	if p := r.Ports[0].Process; len(p) > maxProcess || strings.ContainsAny(p, "\x1b\x07") {
+		t.Fatalf("process name %q", p)
+	}
+	if a.dials > 2*maxProbes {
+		t.Fatalf("%d dials into the guest for one ports call", a.dials)
+	}
+	if fwd := r.Ports[0].Forward; fwd == "" || strings.HasSuffix(fwd, ":22") {
+		t.Fatalf("guest port 22 forwarded at %q; want an unprivileged port", fwd)
+	}
 }

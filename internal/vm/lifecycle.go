@@ -14,7 +14,7 @@ import (
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/agent/proto"
-	"github.com/bangerdev/banger/internal/boot"
+	"github.com/bangerdev/banger/internal/logcap"
 	"github.com/bangerdev/banger/internal/store"
 	"github.com/bangerdev/banger/internal/vmm"
 )
@@ -293,28 +293,25 @@ func (s *Service) Logs(ctx context.Context, p api.VMLogsParams, emit func(api.VM
 	if err != nil {
 		return api.VMLogsResult{}, err
 	}
-	console, read, err := s.console(rec, p.Tail)
+	// Streamed in chunks, never read whole: a log is up to its cap.
+	path := filepath.Join(s.runDir(rec.ID), "console.log")
+	send := func(b []byte) error { return emit(api.VMLogsResult{Console: string(b)}) }
+	var offset int64
+	if p.Tail > 0 {
+		var b []byte
+		if b, offset, err = logcap.Tail(path, p.Tail); err == nil && len(b) > 0 {
+			if b[len(b)-1] != '\n' {
+				b = append(b, '\n')
+			}
+			err = send(b)
+		}
+	} else {
+		offset, err = logcap.Stream(path, send)
+	}
 	if err != nil || !p.Follow {
-		return console, err
+		return api.VMLogsResult{}, err
 	}
-	return api.VMLogsResult{}, s.follow(ctx, rec, console, read, emit)
-}
-
-// console reads rec's console, its last tail lines when tail > 0, and
-// says how many bytes of the file it read.
-func (s *Service) console(rec store.VM, tail int) (api.VMLogsResult, int64, error) {
-	b, err := os.ReadFile(filepath.Join(s.runDir(rec.ID), "console.log"))
-	if errors.Is(err, os.ErrNotExist) {
-		return api.VMLogsResult{}, 0, nil // never booted
-	}
-	if err != nil {
-		return api.VMLogsResult{}, 0, err
-	}
-	read := int64(len(b))
-	if tail > 0 {
-		b = []byte(boot.Tail(b, tail) + "\n")
-	}
-	return api.VMLogsResult{Console: string(b)}, read, nil
+	return api.VMLogsResult{}, s.follow(ctx, rec, path, offset, send)
 }
 
 // Reconcile runs once at daemon start: VMs recorded running whose VMM
@@ -544,14 +541,9 @@ const followInterval = 200 * time.Millisecond
 // (where first was read to, so no line written meanwhile is lost), until
 // ctx ends or the VM is deleted. A restarted VM's console starts over: it
 // is sent from its start.
-func (s *Service) follow(ctx context.Context, rec store.VM, first api.VMLogsResult, offset int64, emit func(api.VMLogsResult) error) error {
-	if err := emit(first); err != nil {
-		return err
-	}
-	path := filepath.Join(s.runDir(rec.ID), "console.log")
+func (s *Service) follow(ctx context.Context, rec store.VM, path string, offset int64, send func([]byte) error) error {
 	t := time.NewTicker(followInterval)
 	defer t.Stop()
-	buf := make([]byte, 64<<10)
 	for {
 		select {
 		case <-ctx.Done():
@@ -561,26 +553,9 @@ func (s *Service) follow(ctx context.Context, rec store.VM, first api.VMLogsResu
 		if cur, err := s.find(ctx, rec.Name); err != nil || cur.ID != rec.ID {
 			return nil // deleted: nothing more will come
 		}
-		f, err := os.Open(path)
-		if err != nil {
-			continue // not booted yet
+		var err error
+		if offset, err = logcap.From(path, offset, send); err != nil {
+			return err
 		}
-		if fi, err := f.Stat(); err == nil && fi.Size() < offset {
-			offset = 0
-		}
-		for {
-			n, err := f.ReadAt(buf, offset)
-			if n > 0 {
-				offset += int64(n)
-				if oerr := emit(api.VMLogsResult{Console: string(buf[:n])}); oerr != nil {
-					f.Close()
-					return oerr
-				}
-			}
-			if err != nil {
-				break
-			}
-		}
-		f.Close()
 	}
 }

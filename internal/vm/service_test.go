@@ -16,7 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/agent/client"
+	"github.com/bangerdev/banger/internal/logcap"
 	"github.com/bangerdev/banger/internal/sshkey"
 	"github.com/bangerdev/banger/internal/store"
 	"github.com/bangerdev/banger/internal/vmm/vmmtest"
@@ -486,20 +490,30 @@ func TestBridgeVM(t *testing.T) {
 	}
 }
 
+// logsOf is what a vm.logs call sends, chunks and answer together.
+func logsOf(t *testing.T, f *fixture, p api.VMLogsParams) string {
+	t.Helper()
+	var b strings.Builder
+	r, err := f.svc.Logs(context.Background(), p, func(r api.VMLogsResult) error { b.WriteString(r.Console); return nil })
+	if err != nil {
+		t.Fatalf("logs %+v: %v", p, err)
+	}
+	return b.String() + r.Console
+}
+
 func TestLogs(t *testing.T) {
 	f := newFixture(t)
 	v := f.mustCreate("web")
 	ctx := context.Background()
-	r, err := f.svc.Logs(ctx, api.VMLogsParams{Name: "web"}, nil)
-	if err != nil || r.Console != vmmtest.ConsoleBoot {
-		t.Fatalf("logs = %q, %v", r.Console, err)
+	if got := logsOf(t, f, api.VMLogsParams{Name: "web"}); got != vmmtest.ConsoleBoot {
+		t.Fatalf("logs = %q", got)
 	}
 	console := filepath.Join(f.svc.runDir(v.ID), "console.log")
 	if err := os.WriteFile(console, []byte("one\ntwo\nthree\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if r, _ := f.svc.Logs(ctx, api.VMLogsParams{Name: "web", Tail: 2}, nil); r.Console != "two\nthree\n" {
-		t.Fatalf("tail 2 = %q", r.Console)
+	if got := logsOf(t, f, api.VMLogsParams{Name: "web", Tail: 2}); got != "two\nthree\n" {
+		t.Fatalf("tail 2 = %q", got)
 	}
 	// Following: the tail first, then what the console receives.
 	fctx, cancel := context.WithCancel(ctx)
@@ -537,6 +551,51 @@ func TestLogs(t *testing.T) {
 	if _, err := f.svc.Logs(ctx, api.VMLogsParams{Name: "nope"}, nil); !errors.Is(err, api.ErrNotFound) {
 		t.Fatalf("logs of a missing VM = %v", err)
 	}
+}
+
+// TestConsoleFloodIsCapped: a guest that writes its console without end
+// costs the host at most the cap (plus one sweep's writing), and the
+// newest lines stay readable.
+func TestConsoleFloodIsCapped(t *testing.T) {
+	const capBytes = 256 << 10
+	f := newFixture(t, func(c *Config) { c.LogMaxBytes = capBytes })
+	v := f.mustCreate("web")
+	console := filepath.Join(f.svc.runDir(v.ID), "console.log")
+	w, err := os.OpenFile(console, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	line := strings.Repeat("flood ", 16) + "\n"
+	var written, worst int64
+	start := time.Now()
+	for written < 48*capBytes {
+		for range 100 {
+			n, _ := w.WriteString(line)
+			written += int64(n)
+		}
+		var on int64
+		for _, p := range []string{console, console + logcap.Older} {
+			if fi, err := os.Stat(p); err == nil {
+				on += fi.Size()
+			}
+		}
+		worst = max(worst, on)
+		time.Sleep(time.Millisecond) // a guest writing at about 10 MB/s
+	}
+	if _, err := w.WriteString("newest\n"); err != nil {
+		t.Fatal(err)
+	}
+	// What the guest can write between two sweeps comes on top; twice
+	// that, for a sweep that runs late on a busy machine.
+	rate := float64(written) / time.Since(start).Seconds()
+	if bound := capBytes + int64(rate*logSweep.Seconds()*2); worst > bound || worst >= written/2 {
+		t.Fatalf("%d bytes on the host for a cap of %d (bound %d at %.0f B/s)", worst, capBytes, bound, rate)
+	}
+	if got := logsOf(t, f, api.VMLogsParams{Name: "web", Tail: 1}); got != "newest\n" {
+		t.Fatalf("tail = %q", got)
+	}
+	t.Logf("wrote %d bytes at %.1f MB/s; at most %d on the host (cap %d)", written, rate/1e6, worst, capBytes)
 }
 
 // fixture is a VM service on a temporary store and directories.
@@ -797,5 +856,94 @@ func TestForceNeverWaitsBehindAGracefulStop(t *testing.T) {
 			waitGone(t, g.PID())
 			<-graceful
 		})
+	}
+}
+
+// TestHostKeyInjection: what a guest reports as its SSH host key reaches
+// known_hosts only as one key the host re-encoded: a second line naming
+// a certificate authority for every host, options or a comment never do.
+func TestHostKeyInjection(t *testing.T) {
+	f := newFixture(t)
+	v := f.mustCreate("web")
+	g := f.drv.Guest(f.svc.runDir(v.ID))
+	good := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(g.HostKey)))
+	before := knownHosts(t, f)
+	for _, tc := range []struct {
+		name, key string
+		ok        bool
+	}{
+		{"a second line: @cert-authority for every host", good + "\n@cert-authority * " + good + "\n", false},
+		{"a second key", good + "\n" + good, false},
+		{"garbage", "not a key\n*.example.com " + good, false},
+		{"a comment and options", `command="rm -rf ~" ` + good + " evil@comment", true},
+		{"20 KiB", strings.Repeat("A", 20<<10), false},
+	} {
+		g.ReportHostKey(tc.key)
+		_, err := f.svc.SSH(context.Background(), api.VMRefParams{Name: "web"})
+		kh := knownHosts(t, f)
+		if strings.Contains(kh, "@cert-authority") || strings.Contains(kh, "evil") || strings.Contains(kh, "command=") || strings.Count(kh, "\n") != strings.Count(before, "\n") {
+			t.Fatalf("%s: known_hosts became\n%s", tc.name, kh)
+		}
+		if tc.ok != (err == nil) || (!tc.ok && !errors.Is(err, api.ErrGuestRefused)) {
+			t.Fatalf("%s: ssh = %v", tc.name, err)
+		}
+		if tc.ok && !strings.Contains(kh, "web.vm "+good+"\n") {
+			t.Fatalf("%s: known_hosts lacks the key:\n%s", tc.name, kh)
+		}
+	}
+}
+
+// TestStalledGuestHarmsNoOther: a guest whose agent stops reading its
+// link fails its own calls as unresponsive once the link's write timeout
+// passes; another VM's calls go on meanwhile, and stop --force ends the
+// stalled one at once.
+func TestStalledGuestHarmsNoOther(t *testing.T) {
+	f := newFixture(t)
+	f.mustCreate("good")
+	evil := f.mustCreate("evil")
+	g := f.drv.Guest(f.svc.runDir(evil.ID))
+	g.SetFault(vmmtest.Stalled)
+	f.svc.mu.Lock()
+	l := f.svc.live[evil.ID]
+	f.svc.mu.Unlock()
+	l.mu.Lock()
+	old := l.client
+	l.mu.Unlock()
+	g.DropLinks() // the next link is the stalled one
+	<-old.Done()
+	stalled := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		_, _, err := f.exec("evil", "true")
+		stalled <- err
+	}()
+	for i := range 3 {
+		if out, code, err := f.exec("good", "echo", "fine"); err != nil || code != 0 || out != "fine\n" {
+			t.Fatalf("exec %d in the good VM beside a stalled one = %q %d %v", i, out, code, err)
+		}
+	}
+	select {
+	case err := <-stalled:
+		if !errors.Is(err, api.ErrUnresponsive) {
+			t.Fatalf("exec in the stalled VM = %v; want unresponsive", err)
+		}
+		if took := time.Since(start); took > client.WriteTimeout+10*time.Second {
+			t.Fatalf("the stalled exec took %s", took)
+		}
+	case <-time.After(client.WriteTimeout + 20*time.Second):
+		t.Fatal("the stalled exec never ended")
+	}
+	forced := make(chan error, 1)
+	go func() {
+		_, err := f.svc.Stop(context.Background(), api.VMStopParams{Name: "evil", Force: true})
+		forced <- err
+	}()
+	select {
+	case err := <-forced:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("stop --force of a stalled VM still waits")
 	}
 }

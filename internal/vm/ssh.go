@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -53,10 +54,43 @@ func (s *Service) learnHostKey(ctx context.Context, name string, c *client.Clien
 	if info.SSHHostKey == "" {
 		return fmt.Errorf("vm %s: its agent serves no SSH (see `banger vm logs %s`)", name, name)
 	}
-	if _, _, _, _, err := ssh.ParseAuthorizedKey([]byte(info.SSHHostKey)); err != nil {
-		return fmt.Errorf("vm %s: its host key %q: %w", name, info.SSHHostKey, err)
+	line, err := hostKeyLine(info.SSHHostKey)
+	if err != nil {
+		return fmt.Errorf("vm %s: its agent's host key: %w: %w", name, api.ErrGuestRefused, err)
 	}
-	return s.setKnownHost(sshHost(name), info.SSHHostKey)
+	return s.setKnownHost(sshHost(name), line)
+}
+
+// hostKeyLine is the known_hosts key of what a guest reports as its host
+// key: exactly one key, re-encoded by the host (type and base64 alone).
+// Whatever else the guest put there (a second line such as
+// "@cert-authority * ssh-ed25519 …", options, a comment) never reaches
+// the file.
+func hostKeyLine(reported string) (string, error) {
+	if len(reported) > 16<<10 {
+		return "", fmt.Errorf("%d bytes is no SSH host key", len(reported))
+	}
+	if strings.ContainsAny(strings.TrimSpace(reported), "\r\n") {
+		return "", fmt.Errorf("more than one line: %q", short(reported))
+	}
+	pub, _, _, rest, err := ssh.ParseAuthorizedKey([]byte(reported))
+	if err != nil {
+		return "", fmt.Errorf("%q: %w", short(reported), err)
+	}
+	if len(bytes.TrimSpace(rest)) > 0 {
+		return "", fmt.Errorf("more than one key: %q", short(reported))
+	}
+	if _, ok := pub.(*ssh.Certificate); ok {
+		return "", errors.New("a certificate, not a host key")
+	}
+	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub))), nil
+}
+
+func short(s string) string {
+	if len(s) > 120 {
+		return s[:120] + "..."
+	}
+	return s
 }
 
 // setKnownHost replaces host's line of the known_hosts file (key ""

@@ -26,6 +26,7 @@ import (
 	"github.com/bangerdev/banger/internal/agent/proto"
 	"github.com/bangerdev/banger/internal/boot"
 	"github.com/bangerdev/banger/internal/bundle"
+	"github.com/bangerdev/banger/internal/logcap"
 	"github.com/bangerdev/banger/internal/proc"
 	"github.com/bangerdev/banger/internal/store"
 	"github.com/bangerdev/banger/internal/vmm"
@@ -60,6 +61,9 @@ type Config struct {
 	// BootTimeout bounds the wait for a booting guest's agent (default
 	// 5m: a TCG boot on a busy host is slow).
 	BootTimeout time.Duration
+	// LogMaxBytes caps each of a VM's logs (its console, its VMM's
+	// output) on the host, both halves together (default 16 MiB).
+	LogMaxBytes int64
 	Defaults    Defaults
 	SSH         SSHConfig
 	// Bridge is the root daemon's bridge network; nil when there is none,
@@ -115,6 +119,9 @@ type live struct {
 func New(cfg Config) *Service {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.LogMaxBytes <= 0 {
+		cfg.LogMaxBytes = DefaultLogMaxBytes
 	}
 	if cfg.BootTimeout <= 0 {
 		cfg.BootTimeout = 5 * time.Minute
@@ -518,6 +525,7 @@ func (s *Service) watch(rec store.VM, in vmm.Instance, c *client.Client) {
 	s.mu.Lock()
 	s.live[rec.ID] = l
 	s.mu.Unlock()
+	go s.capLogs(rec, in)
 	go func() {
 		<-in.Done()
 		l.mu.Lock()
@@ -552,6 +560,38 @@ func (s *Service) watch(rec store.VM, in vmm.Instance, c *client.Client) {
 	}()
 }
 
+// DefaultLogMaxBytes is a VM's console cap by default (log_max_size).
+const DefaultLogMaxBytes = 16 << 20
+
+// logSweep is how often a running VM's logs are measured: a guest that
+// floods its console overshoots the cap by at most what it writes in
+// that time.
+const logSweep = 100 * time.Millisecond
+
+// capLogs keeps in's logs within the cap while it runs.
+func (s *Service) capLogs(rec store.VM, in vmm.Instance) {
+	t := time.NewTicker(logSweep)
+	defer t.Stop()
+	logs := []string{in.ConsoleLog()}
+	if v := in.VMMLog(); v != "" && v != in.ConsoleLog() {
+		logs = append(logs, v)
+	}
+	for {
+		select {
+		case <-in.Done():
+			return
+		case <-t.C:
+		}
+		for _, f := range logs {
+			if cut, err := logcap.Rotate(f, s.cfg.LogMaxBytes); err != nil {
+				s.cfg.Log.Warn("capping a VM's log", "vm", rec.Name, "file", f, "err", err)
+			} else if cut {
+				s.cfg.Log.Debug("rotated a VM's log", "vm", rec.Name, "file", f)
+			}
+		}
+	}
+}
+
 // client is the agent link of a running VM, dialed again when a daemon
 // restart or a broken link left none.
 func (s *Service) client(ctx context.Context, rec store.VM) (*client.Client, error) {
@@ -574,6 +614,10 @@ func (s *Service) client(ctx context.Context, rec store.VM) (*client.Client, err
 	wctx, cancel := context.WithTimeout(ctx, min(time.Minute, s.cfg.BootTimeout))
 	defer cancel()
 	c, err := boot.WaitAgent(wctx, l.inst.DialAgent, l.inst.Done())
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		// The VM runs and its agent did not answer in time.
+		return nil, fmt.Errorf("reaching the agent of vm %s: %w: %w; see `banger vm logs %s`", rec.Name, api.ErrUnresponsive, err, rec.Name)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reaching the agent of vm %s: %w", rec.Name, err)
 	}

@@ -20,6 +20,11 @@ type Disk struct {
 	Path     string
 	ReadOnly bool
 	Serial   string
+	// Volatile lets the VMM ignore the guest's flushes (QEMU's
+	// cache=unsafe): faster, but a host crash can lose or corrupt what
+	// the guest believed on disk. Only for data that may be lost; a
+	// VM's work disk is not (its writes are honoured, cache=writeback).
+	Volatile bool
 }
 
 // NIC is the VM's network interface: a host tap device (root networking)

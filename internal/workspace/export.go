@@ -50,7 +50,7 @@ func (s *Service) Export(ctx context.Context, p api.WorkspaceExportParams) (api.
 	}
 	guest, err := s.guestTree(ctx, a, st.Guest)
 	if err != nil {
-		return api.WorkspaceExportResult{}, err
+		return api.WorkspaceExportResult{}, fmt.Errorf("vm %s: %w", p.Name, err)
 	}
 	paths := slices.Sorted(maps.Keys(guest))
 	want, _, err := s.wanted(guest, paths, stateDir)

@@ -171,7 +171,7 @@ func (s *Service) sides(ctx context.Context, name, dir string) (sides, error) {
 		return sd, err
 	}
 	if sd.guest, err = s.guestTree(ctx, sd.a, sd.st.Guest); err != nil {
-		return sd, err
+		return sd, fmt.Errorf("vm %s: %w", name, err)
 	}
 	last := files(sd.st.Files)
 	sd.hc, sd.gc = changes(last, sd.host), changes(last, sd.guest)
@@ -241,10 +241,10 @@ func (s *Service) Pull(ctx context.Context, p api.WorkspaceRefParams, progress P
 	}
 	slices.Sort(clash)
 	if len(dirs) > 0 {
-		return res, fmt.Errorf("%w: pull would replace host directories with the guest's files: %s; move them away on the host, or rename them in the guest", api.ErrInUse, strings.Join(dirs, ", "))
+		return res, fmt.Errorf("%w: pull from vm %s would replace host directories with the guest's files: %q; move them away on the host, or rename them in the guest", api.ErrInUse, p.Name, dirs)
 	}
 	if len(clash) > 0 && !p.Force {
-		return res, refuse("pull", clash)
+		return res, refuse("pull from vm "+p.Name, clash)
 	}
 	res.Overwritten = clash
 	fetch := slices.Concat(sd.gc.Added, sd.gc.Modified)
@@ -289,7 +289,7 @@ func (s *Service) Push(ctx context.Context, p api.WorkspaceRefParams, progress P
 	}
 	res := api.WorkspaceSyncResult{Name: p.Name, Dir: sd.st.Guest, Changes: sd.hc}
 	if len(sd.conflict) > 0 && !p.Force {
-		return res, refuse("push", sd.conflict)
+		return res, refuse("push to vm "+p.Name, sd.conflict)
 	}
 	res.Overwritten = sd.conflict
 	send := slices.Concat(sd.hc.Added, sd.hc.Modified)

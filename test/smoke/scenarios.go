@@ -48,6 +48,7 @@ func scenarios() []scenario {
 		{name: "vm-auto-stop", run: vmAutoStop},
 		{name: "vm-workspace", run: vmWorkspace},
 		{name: "vm-workspace-large", run: vmWorkspaceLarge},
+		{name: "vm-hostile-guest", run: vmHostileGuest},
 	}
 }
 

@@ -6,8 +6,10 @@ package client_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
+	"os"
 	"runtime"
 	"strings"
 	"testing"
@@ -16,6 +18,7 @@ import (
 	"github.com/bangerdev/banger/internal/agent/client"
 	"github.com/bangerdev/banger/internal/agent/link"
 	"github.com/bangerdev/banger/internal/agent/proto"
+	"github.com/bangerdev/banger/internal/agent/server"
 )
 
 // hostile is a guest that answers every request with answer.
@@ -118,4 +121,57 @@ func FuzzClientFrames(f *testing.F) {
 			t.Fatal("a call outlived the link")
 		}
 	})
+}
+
+// TestStreamDeadlines: a guest port that accepts and never answers (a
+// port probe's TLS handshake, a read) ends at the caller's deadline on an
+// agent stream, as on a socket; before, deadlines were unsupported there
+// and `vm ports` could hang forever.
+func TestStreamDeadlines(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held open, never written
+		}
+	}()
+	c := pair(t, &server.Server{})
+	ctx := context.Background()
+	conn, err := c.Dial(ctx, ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := conn.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past the deadline = %v", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("the read took %s", took)
+	}
+	conn2, err := c.Dial(ctx, ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn2.Close()
+	_ = conn2.SetDeadline(time.Now().Add(300 * time.Millisecond))
+	hctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	start = time.Now()
+	if err := tls.Client(conn2, &tls.Config{InsecureSkipVerify: true}).HandshakeContext(hctx); err == nil {
+		t.Fatal("a handshake with a silent port succeeded")
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("the handshake took %s", took)
+	}
 }

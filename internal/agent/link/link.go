@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bangerdev/banger/api"
@@ -47,6 +48,7 @@ type Link struct {
 	hello   chan struct{} // closed at the peer's first hello
 	helloed bool
 	once    sync.Once
+	closed  atomic.Bool
 }
 
 // stream is one stream's state on this side. Frames the reader routes
@@ -87,8 +89,25 @@ func (l *Link) SetWriteTimeout(d time.Duration) { l.writeTimeout = d }
 // Close closes the connection; Run then ends.
 func (l *Link) Close() error {
 	var err error
-	l.once.Do(func() { err = l.rw.Close() })
+	l.once.Do(func() {
+		l.closed.Store(true)
+		err = l.rw.Close()
+	})
 	return err
+}
+
+// closedErr is why a write cannot start: the link was closed (by a
+// stall, perhaps), though its reader may not have seen it yet.
+func (l *Link) closedErr() error {
+	if !l.closed.Load() {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stalled {
+		return fmt.Errorf("%w: %w", ErrClosed, ErrStalled)
+	}
+	return cmp.Or(l.err, ErrClosed)
 }
 
 // Done is closed once the reader stopped: the link is down.
@@ -128,6 +147,9 @@ func (l *Link) write(ctx context.Context, f proto.Frame) error {
 		return l.Err()
 	}
 	defer func() { <-l.wsem }()
+	if err := l.closedErr(); err != nil {
+		return err
+	}
 	b, err := proto.AppendFrame(l.buf[:0], f)
 	if err != nil {
 		return err

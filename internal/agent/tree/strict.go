@@ -75,15 +75,17 @@ func (x *extraction) allowed(h *tar.Header, rel string) (os.FileMode, error) {
 	return x.hostMode(rel, os.FileMode(h.Mode)&os.ModePerm), nil
 }
 
-// hostMode is the mode a file from the guest gets: no bit the host's
-// umask takes, and no group or world write unless the file it replaces
-// already had it. Setuid, setgid and sticky bits never pass (ModePerm).
+// hostMode is the mode a file from the guest gets: the guest's bits as
+// a user's umask of 022 leaves them, so no group or world write unless
+// the file it replaces already had it. (Not the daemon's own umask,
+// 077, which is for its state, not a user's tree.) Setuid, setgid and
+// sticky bits never pass (ModePerm).
 func (x *extraction) hostMode(rel string, m os.FileMode) os.FileMode {
 	keep := os.FileMode(0)
 	if fi, err := os.Lstat(filepath.Join(x.p.Dir, rel)); err == nil && fi.Mode().IsRegular() {
 		keep = fi.Mode().Perm() & 0o022
 	}
-	return m &^ x.umask &^ (0o022 &^ keep)
+	return m &^ (0o022 &^ keep)
 }
 
 // sparse says whether h is a sparse file, in any of tar's forms: its

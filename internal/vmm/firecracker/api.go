@@ -37,6 +37,9 @@ type Drive struct {
 	PathOnHost   string `json:"path_on_host"`
 	IsRootDevice bool   `json:"is_root_device"`
 	IsReadOnly   bool   `json:"is_read_only"`
+	// CacheType is Unsafe (flushes ignored) or Writeback (flushes
+	// honoured); Firecracker's default is Unsafe.
+	CacheType string `json:"cache_type,omitempty"`
 }
 
 // NetworkInterface is PUT /network-interfaces/{iface_id}.

@@ -77,7 +77,8 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Instance, error) {
 	}
 	apiSock := filepath.Join(s.Dir, "firecracker.sock")
 	console := filepath.Join(s.Dir, "console.log")
-	out, err := os.Create(console)
+	// Appended to, so the daemon can cut the log (internal/logcap).
+	out, err := os.OpenFile(console, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
@@ -146,7 +147,11 @@ func (d *Driver) configure(ctx context.Context, in *instance, apiSock, vsock str
 		return err
 	}
 	for _, dk := range s.Disks {
-		if err := c.PutDrive(ctx, Drive{DriveID: dk.Serial, PathOnHost: dk.Path, IsReadOnly: dk.ReadOnly}); err != nil {
+		cache := "Writeback"
+		if dk.ReadOnly || dk.Volatile {
+			cache = "Unsafe"
+		}
+		if err := c.PutDrive(ctx, Drive{DriveID: dk.Serial, PathOnHost: dk.Path, IsReadOnly: dk.ReadOnly, CacheType: cache}); err != nil {
 			return err
 		}
 	}

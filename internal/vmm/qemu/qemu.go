@@ -6,7 +6,9 @@ package qemu
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -17,6 +19,7 @@ import (
 	"syscall"
 
 	"github.com/bangerdev/banger/internal/agent/proto"
+	"github.com/bangerdev/banger/internal/logcap"
 	"github.com/bangerdev/banger/internal/proc"
 	"github.com/bangerdev/banger/internal/vmm"
 )
@@ -43,14 +46,24 @@ func args(m machine) []string {
 		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
 		"-kernel", m.Kernel,
 		"-append", m.Cmdline,
-		"-serial", "file:" + m.ConsoleLog,
+		// Appended to, so the daemon can cut the log (internal/logcap)
+		// without QEMU writing on at its old offset.
+		"-chardev", "file,id=console,append=on,path=" + escape(m.ConsoleLog),
+		"-serial", "chardev:console",
 	}
 	if m.Initrd != "" {
 		args = append(args, "-initrd", m.Initrd)
 	}
 	for i, d := range m.Disks {
 		id := fmt.Sprintf("disk%d", i)
-		drive := fmt.Sprintf("id=%s,file=%s,format=raw,if=none,cache=unsafe", id, escape(d.Path))
+		// A read-only disk is never written, so skipping flushes costs
+		// nothing there; a writable one honours the guest's flushes
+		// (writeback) unless its data may be lost (Volatile).
+		cache := "writeback"
+		if d.ReadOnly || d.Volatile {
+			cache = "unsafe"
+		}
+		drive := fmt.Sprintf("id=%s,file=%s,format=raw,if=none,cache=%s", id, escape(d.Path), cache)
 		if d.ReadOnly {
 			drive += ",readonly=on"
 		}
@@ -116,7 +129,13 @@ func (d *Driver) Start(_ context.Context, s vmm.Spec) (vmm.Instance, error) {
 			d.warned.Do(func() { d.Warn(err) })
 		}
 	}
-	errLog, err := os.Create(filepath.Join(s.Dir, "qemu.log"))
+	// A new boot, a new console: append=on alone would keep the last one.
+	for _, f := range []string{m.ConsoleLog, m.ConsoleLog + logcap.Older} {
+		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+	}
+	errLog, err := os.OpenFile(filepath.Join(s.Dir, "qemu.log"), os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}

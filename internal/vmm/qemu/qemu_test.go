@@ -54,3 +54,24 @@ func TestWarnsOnce(t *testing.T) {
 		t.Fatalf("%d warnings over 3 boots, want %d", warnings, want)
 	}
 }
+
+// TestArgsDiskCache: the guest's flushes reach the host's disk for a
+// writable disk (a host crash does not corrupt a VM's work), and are
+// skipped only where nothing is written or losing it is acceptable.
+func TestArgsDiskCache(t *testing.T) {
+	line := strings.Join(args(machine{Spec: vmm.Spec{Disks: []vmm.Disk{
+		{Path: "/i/rootfs.ext4", ReadOnly: true, Serial: "r"},
+		{Path: "/v/work.ext4", Serial: "w"},
+		{Path: "/v/scratch.ext4", Serial: "s", Volatile: true},
+	}}, Accel: "tcg"}), " ")
+	for _, want := range []string{
+		"file=/i/rootfs.ext4,format=raw,if=none,cache=unsafe,readonly=on",
+		"file=/v/work.ext4,format=raw,if=none,cache=writeback ",
+		"file=/v/scratch.ext4,format=raw,if=none,cache=unsafe ",
+		"-chardev file,id=console,append=on,path=",
+	} {
+		if !strings.Contains(line, want) {
+			t.Errorf("args lack %q:\n%s", want, line)
+		}
+	}
+}

@@ -9,6 +9,7 @@
 package vmmtest
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -44,6 +45,10 @@ const (
 	IgnoreShutdown
 	// StartFails: Start itself fails (a VMM binary that cannot run).
 	StartFails
+	// Stalled: the agent says hello on its next connections, then never
+	// reads them again (a guest whose root took the channel and sits on
+	// it).
+	Stalled
 )
 
 // ConsoleBoot and ConsolePanic are what instances write on their console.
@@ -77,6 +82,15 @@ type Guest struct {
 	conns []net.Conn // the agent's ends, closed when the VMM exits
 	gone  bool
 	shuts int // power-off requests the agent got
+	keyAs string
+}
+
+// ReportHostKey makes the agent's info report text as its SSH host key,
+// as a hostile guest would.
+func (g *Guest) ReportHostKey(text string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.keyAs = text
 }
 
 // Shutdowns counts the power-off requests the agent got.
@@ -222,7 +236,10 @@ func (g *Guest) server() *server.Server {
 	return &server.Server{
 		Ping: func() proto.PingResult { return proto.PingResult{Version: "vmmtest", Uptime: 1} },
 		Info: func() proto.InfoResult {
-			return proto.InfoResult{Kernel: "vmmtest", Hostname: "vmmtest", SSHHostKey: string(ssh.MarshalAuthorizedKey(g.HostKey))}
+			g.mu.Lock()
+			key := cmp.Or(g.keyAs, string(ssh.MarshalAuthorizedKey(g.HostKey)))
+			g.mu.Unlock()
+			return proto.InfoResult{Kernel: "vmmtest", Hostname: "vmmtest", SSHHostKey: key}
 		},
 		Shutdown: func() {
 			g.mu.Lock()
@@ -267,9 +284,15 @@ func (i *instance) DialAgent(ctx context.Context) (net.Conn, error) {
 	}
 	ours, theirs := net.Pipe()
 	g.conns = append(g.conns, theirs)
-	if g.fault == Silent {
+	switch g.fault {
+	case Silent:
 		go discard(theirs)
-	} else {
+	case Stalled:
+		go func() {
+			hello, _ := proto.AppendFrame(nil, proto.Frame{Kind: proto.KindHello})
+			_, _ = theirs.Write(hello) // and nothing more is read or written
+		}()
+	default:
 		go func() { _ = g.srv.Serve(theirs) }()
 	}
 	return ours, nil

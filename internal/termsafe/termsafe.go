@@ -1,0 +1,106 @@
+// Package termsafe escapes text from a guest before it reaches a
+// terminal: a process name, a path or a console line can carry escape
+// sequences that move the cursor, rewrite the title, or worse.
+package termsafe
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"unicode/utf8"
+)
+
+// String is s with every control character (C0, DEL, C1) and every
+// invalid UTF-8 byte written as a Go escape (\x1b, \u009b).
+func String(s string) string {
+	if clean(s, false) {
+		return s
+	}
+	var b strings.Builder
+	write(&b, s, false)
+	return b.String()
+}
+
+// Text is String for multi-line text: newlines and tabs stay.
+func Text(s string) string {
+	if clean(s, true) {
+		return s
+	}
+	var b strings.Builder
+	write(&b, s, true)
+	return b.String()
+}
+
+func clean(s string, lines bool) bool {
+	for _, r := range s {
+		if bad(r, lines) {
+			return false
+		}
+	}
+	return true
+}
+
+func bad(r rune, lines bool) bool {
+	if lines && (r == '\n' || r == '\t') {
+		return false
+	}
+	return r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == utf8.RuneError
+}
+
+func write(b *strings.Builder, s string, lines bool) {
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n <= 1:
+			fmt.Fprintf(b, `\x%02x`, s[i])
+		case bad(r, lines) && r < 0x80:
+			fmt.Fprintf(b, `\x%02x`, r)
+		case bad(r, lines):
+			fmt.Fprintf(b, `\u%04x`, r)
+		default:
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+}
+
+// Writer escapes what it is given as Text before passing it on. A
+// multi-byte character split across two writes is held until it is
+// whole.
+type Writer struct {
+	w    io.Writer
+	hold []byte
+}
+
+// NewWriter writes escaped text to w.
+func NewWriter(w io.Writer) *Writer { return &Writer{w: w} }
+
+func (t *Writer) Write(p []byte) (int, error) {
+	buf := append(t.hold, p...)
+	t.hold = nil
+	// An incomplete rune at the end waits for the next write.
+	if cut := partialTail(buf); cut > 0 {
+		t.hold = append([]byte(nil), buf[len(buf)-cut:]...)
+		buf = buf[:len(buf)-cut]
+	}
+	if _, err := io.WriteString(t.w, Text(string(buf))); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// partialTail is how many bytes at the end of b start a rune that is
+// not complete yet (0 if none).
+func partialTail(b []byte) int {
+	for n := 1; n <= 3 && n <= len(b); n++ {
+		c := b[len(b)-n]
+		if c&0xc0 == 0x80 {
+			continue // a continuation byte: look further back
+		}
+		if c >= 0xc0 && !utf8.FullRune(b[len(b)-n:]) {
+			return n
+		}
+		return 0
+	}
+	return 0
+}
