@@ -15,10 +15,17 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"golang.org/x/sys/unix"
 )
 
 // Older is the suffix of the rotated half.
 const Older = ".1"
+
+// ErrNotAppending: the file's writer does not append (a hole at its
+// start since the last cut), so cutting it only makes holes; rotation of
+// it must stop.
+var ErrNotAppending = errors.New("its writer does not append: it cannot be cut")
 
 // Rotate moves path's content to path.1 when path is over max/2 bytes.
 // What the writer appends between the copy and the truncation is lost:
@@ -39,6 +46,9 @@ func Rotate(path string, max int64) (bool, error) {
 		return false, err
 	}
 	defer src.Close()
+	if data, err := unix.Seek(int(src.Fd()), 0, unix.SEEK_DATA); err == nil && data > 0 {
+		return false, fmt.Errorf("%s: %w", path, ErrNotAppending)
+	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".rotate-*")
 	if err != nil {
 		return false, err

@@ -2,6 +2,7 @@ package logcap
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -73,5 +74,30 @@ func TestTailAcrossHalves(t *testing.T) {
 		if got, _, err := Tail(path, n); err != nil || string(got) != want {
 			t.Errorf("Tail(%d) = %q, %v; want %q", n, got, err, want)
 		}
+	}
+}
+
+// TestWriterThatDoesNotAppend: a writer that keeps its offset (an older
+// VMM's console) makes a hole after a cut; the next rotation sees it and
+// stops, rather than copying holes every sweep.
+func TestWriterThatDoesNotAppend(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "console.log")
+	w, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	chunk := []byte(strings.Repeat("y", 4096))
+	for range 32 {
+		_, _ = w.Write(chunk)
+	}
+	if cut, err := Rotate(path, 64<<10); !cut || err != nil {
+		t.Fatalf("first cut = %v, %v", cut, err)
+	}
+	for range 32 {
+		_, _ = w.Write(chunk) // at its old offset: a hole before
+	}
+	if _, err := Rotate(path, 64<<10); !errors.Is(err, ErrNotAppending) {
+		t.Fatalf("second cut = %v; want ErrNotAppending", err)
 	}
 }

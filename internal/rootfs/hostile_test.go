@@ -242,6 +242,13 @@ func TestDeepPaths(t *testing.T) {
 	if _, _, err := build(t, memLayers(layerTar(t, ent{name: "x", body: "x"}), tars), Limits{MaxEntries: 5000}); !errors.Is(err, ErrLimit) {
 		t.Fatalf("two layers, 12,500 nodes under a cap of 5,000 = %v", err)
 	}
+	// Through a symlink, a short name lands deep: held to the same caps.
+	chain := strings.TrimSuffix(strings.Repeat("a/", 200), "/")
+	through := layerTar(t, ent{name: chain + "/", typ: tar.TypeDir}, ent{name: "l", typ: tar.TypeSymlink, link: chain},
+		ent{name: "l/" + strings.Repeat("b/", 100) + "f", body: "x"})
+	if _, _, err := build(t, memLayers(through), Limits{}); !errors.Is(err, ErrNameTooLong) {
+		t.Fatalf("300 levels through a symlink = %v; want ErrNameTooLong", err)
+	}
 	// Within the caps it builds, with the heap bounded by what it holds.
 	var before, after runtime.MemStats
 	runtime.GC()

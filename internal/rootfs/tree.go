@@ -71,6 +71,10 @@ type node struct {
 	layer    int    // layer that last declared this path
 	parent   *node  // the root is its own parent
 	name     string
+	// depth and plen are the node's components and path bytes from the
+	// root: a path reached through symlinks is held to maxDepth and
+	// maxPath too, without walking it.
+	depth, plen int
 }
 
 func (n *node) isDir() bool { return n.dir != nil }
@@ -84,6 +88,10 @@ func newDir(hdr *tar.Header, layer int) *node {
 // attach makes child dir's entry name, replacing what was there.
 func attach(dir *node, name string, child *node) {
 	child.parent, child.name = dir, name
+	child.depth, child.plen = dir.depth+1, dir.plen+len(name)
+	if dir.depth > 0 {
+		child.plen++ // the slash
+	}
 	dir.children[name] = child
 }
 
@@ -228,8 +236,8 @@ func (t *tree) apply(layer, ordinal int, hdr *tar.Header) (applied, error) {
 		tooDeep = tooDeep || len(created) > maxDepth // through symlinks, a walk can outgrow its name
 		return n
 	}, &depth)
-	if err == nil && tooDeep {
-		err = ErrNameTooLong
+	if err == nil && (tooDeep || parent.depth+1 > maxDepth || parent.plen+1+len(base) > maxPath) {
+		err = ErrNameTooLong // deep or long once symlinks are followed
 	}
 	if err != nil {
 		return applied{}, err

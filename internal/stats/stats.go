@@ -168,6 +168,15 @@ func (s *Service) Poll(ctx context.Context) {
 		})
 	}
 	wg.Wait()
+	// The VMs running now, not when the poll began: one started while a
+	// slow VM held the poll keeps its forwards and its series.
+	if now, err := s.cfg.Running(ctx); err == nil {
+		for _, t := range now {
+			alive[t.ID] = true
+		}
+	} else {
+		return
+	}
 	s.mu.Lock()
 	for id := range s.series {
 		if !alive[id] {

@@ -185,7 +185,7 @@ func (s *Service) preempt(ctx context.Context, name, reason string, sig syscall.
 	s.mu.Lock()
 	l := s.live[rec.ID]
 	s.mu.Unlock()
-	if l == nil {
+	if l == nil || rec.State != api.VMRunning {
 		return
 	}
 	l.mu.Lock()
@@ -492,13 +492,17 @@ func (s *Service) Kill(ctx context.Context, p api.VMKillParams) (api.VM, error) 
 	s.mu.Lock()
 	l := s.live[rec.ID]
 	s.mu.Unlock()
-	if l == nil {
+	// The record says stopped before the watcher forgets the VMM: both
+	// mean it no longer runs.
+	if l == nil || rec.State != api.VMRunning {
 		return api.VM{}, fmt.Errorf("vm %s is %s: %w", rec.Name, rec.State, api.ErrNotRunning)
 	}
 	l.mu.Lock()
 	l.reason = reason
 	l.mu.Unlock()
-	if err := l.inst.Process().Signal(sig); err != nil {
+	if err := l.inst.Process().Signal(sig); errors.Is(err, os.ErrProcessDone) {
+		return api.VM{}, fmt.Errorf("vm %s stopped meanwhile: %w", rec.Name, api.ErrNotRunning)
+	} else if err != nil {
 		return api.VM{}, fmt.Errorf("signaling vm %s: %w", rec.Name, err)
 	}
 	if sig == syscall.SIGKILL {

@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sync"
 	"time"
 
@@ -61,8 +62,8 @@ type Config struct {
 	// BootTimeout bounds the wait for a booting guest's agent (default
 	// 5m: a TCG boot on a busy host is slow).
 	BootTimeout time.Duration
-	// LogMaxBytes caps each of a VM's logs (its console, its VMM's
-	// output) on the host, both halves together (default 16 MiB).
+	// LogMaxBytes caps a VM's logs on the host in all (its console, its
+	// VMM's output, each with its rotated half; default 16 MiB).
 	LogMaxBytes int64
 	Defaults    Defaults
 	SSH         SSHConfig
@@ -572,9 +573,16 @@ const logSweep = 100 * time.Millisecond
 func (s *Service) capLogs(rec store.VM, in vmm.Instance) {
 	t := time.NewTicker(logSweep)
 	defer t.Stop()
-	logs := []string{in.ConsoleLog()}
+	// The cap is for the VM in all: the console gets three quarters of
+	// it, the VMM's own output (QEMU's errors: little) the rest, unless
+	// both are one file.
+	type capped struct {
+		path string
+		max  int64
+	}
+	logs := []capped{{in.ConsoleLog(), s.cfg.LogMaxBytes}}
 	if v := in.VMMLog(); v != "" && v != in.ConsoleLog() {
-		logs = append(logs, v)
+		logs = []capped{{in.ConsoleLog(), s.cfg.LogMaxBytes / 4 * 3}, {v, s.cfg.LogMaxBytes / 4}}
 	}
 	for {
 		select {
@@ -582,11 +590,20 @@ func (s *Service) capLogs(rec store.VM, in vmm.Instance) {
 			return
 		case <-t.C:
 		}
-		for _, f := range logs {
-			if cut, err := logcap.Rotate(f, s.cfg.LogMaxBytes); err != nil {
-				s.cfg.Log.Warn("capping a VM's log", "vm", rec.Name, "file", f, "err", err)
-			} else if cut {
-				s.cfg.Log.Debug("rotated a VM's log", "vm", rec.Name, "file", f)
+		for i := 0; i < len(logs); i++ {
+			f := logs[i]
+			cut, err := logcap.Rotate(f.path, f.max)
+			switch {
+			case errors.Is(err, logcap.ErrNotAppending):
+				// A VMM started by an older banger: its log stays uncut
+				// until the VM restarts.
+				s.cfg.Log.Warn("a VM's log cannot be capped; restart the VM to cap it", "vm", rec.Name, "file", f.path)
+				logs = slices.Delete(logs, i, i+1)
+				i--
+			case err != nil:
+				s.cfg.Log.Warn("capping a VM's log", "vm", rec.Name, "file", f.path, "err", err)
+			case cut:
+				s.cfg.Log.Debug("rotated a VM's log", "vm", rec.Name, "file", f.path)
 			}
 		}
 	}

@@ -53,7 +53,10 @@ func (s *Service) Export(ctx context.Context, p api.WorkspaceExportParams) (api.
 		return api.WorkspaceExportResult{}, fmt.Errorf("vm %s: %w", p.Name, err)
 	}
 	paths := slices.Sorted(maps.Keys(guest))
-	want, _, err := s.wanted(guest, paths, stateDir)
+	want, n, err := s.wanted(guest, paths, stateDir)
+	if err == nil {
+		err = roomFor(stateDir, 2*n) // the copy, and git's loose objects of it
+	}
 	if err != nil {
 		return api.WorkspaceExportResult{}, fmt.Errorf("exporting from vm %s: %w", p.Name, err)
 	}

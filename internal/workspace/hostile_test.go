@@ -234,6 +234,23 @@ func TestHostilePull(t *testing.T) {
 				return append(m, fileEntry("twice", "a"), fileEntry("twice", "b"))
 			}}
 		}, api.ErrGuestRefused},
+		{"endless global headers of hash claims", func(t *testing.T, e *env) {
+			write(t, e.guestDir, "main.go", "changed\n", 0o644)
+			var b bytes.Buffer
+			tw := tar.NewWriter(&b)
+			claim := strings.Repeat("p\x00"+strings.Repeat("0", 64)+"\x00", 10000)
+			for range 64 {
+				_ = tw.WriteHeader(&tar.Header{Typeflag: tar.TypeXGlobalHeader, Name: "g", PAXRecords: map[string]string{proto.PAXSHA256: strings.TrimSuffix(claim, "\x00")}})
+			}
+			_ = tw.Flush()
+			e.a = forged{Agent: e.a, stream: tarOf(t, b.Bytes(), tarFile("main.go", "changed\n"))}
+		}, api.ErrGuestRefused},
+		{"a megabyte of PAX records on one entry", func(t *testing.T, e *env) {
+			write(t, e.guestDir, "main.go", "changed\n", 0o644)
+			h := tarFile("main.go", "changed\n")
+			h.h.PAXRecords = map[string]string{"junk": strings.Repeat("j", 1<<20-100)}
+			e.a = forged{Agent: e.a, stream: tarOf(t, nil, h)}
+		}, api.ErrGuestRefused},
 		{"more than max_bytes", func(t *testing.T, e *env) {
 			e.s.cfg.MaxBytes = 4096
 			write(t, e.guestDir, "big.bin", strings.Repeat("x", 5000), 0o644)
@@ -475,5 +492,34 @@ func TestRootReadsAUsersRepository(t *testing.T) {
 	chown(filepath.Join(e.host, ".git", "config"), 4343)
 	if sel, err := Select(context.Background(), e.host, false); err == nil || !strings.Contains(err.Error(), "uid 4343") {
 		t.Fatalf("Select with a config of another owner = %v, %v", sel.Files, err)
+	}
+}
+
+// TestOldStateKeepsNestedRepositories: a state from an older banger that
+// recorded a nested repository's files (the old guest listing excluded
+// .git at the top only) must not make the first pull delete them on the
+// host now that neither side lists them.
+func TestOldStateKeepsNestedRepositories(t *testing.T) {
+	e := prepared(t)
+	ctx := context.Background()
+	write(t, e.host, "vendor/lib/.git/config", "[core]\n", 0o644)
+	write(t, e.guestDir, "vendor/lib/.git/config", "[core]\n", 0o644)
+	dir := e.s.stateDirForTest(t)
+	st, _, err := e.s.loadState(ctx, "vm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Files["vendor/lib/.git/config"] = fileEntry("vendor/lib/.git/config", "[core]\n")
+	if err := saveState(dir, st); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(e.guestDir, "vendor/lib/.git/config")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.s.Pull(ctx, api.WorkspaceRefParams{Name: "vm"}, nop); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(e.host, "vendor/lib/.git/config")); err != nil {
+		t.Fatalf("the pull deleted a nested repository's file: %v", err)
 	}
 }

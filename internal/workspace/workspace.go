@@ -118,6 +118,14 @@ func (s *Service) loadState(ctx context.Context, name string) (State, string, er
 	if st.Files == nil {
 		st.Files = map[string]proto.TreeEntry{}
 	}
+	// A state written by an older banger may record paths no sync takes
+	// now (nested .git files): kept, they would read as deleted on the
+	// side that no longer lists them, and the sync would delete them.
+	for p := range st.Files {
+		if _, err := tree.CleanRel(p); err != nil || tree.IsGitPath(p) {
+			delete(st.Files, p)
+		}
+	}
 	return st, dir, nil
 }
 

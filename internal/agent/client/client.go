@@ -498,12 +498,15 @@ func (s *streamConn) SetReadDeadline(t time.Time) error  { s.rd.set(t); return n
 func (s *streamConn) SetWriteDeadline(t time.Time) error { s.wd.set(t); return nil }
 
 // deadline is one direction's deadline as a channel closed when it
-// passes.
+// passes. A waiter holds the channel it was given: a deadline moved
+// later keeps the channel (its timer moves), one set in the past closes
+// it at once, so a blocked Read or Write ends as net.Conn promises.
 type deadline struct {
-	mu    sync.Mutex
-	t     time.Time
-	timer *time.Timer
-	c     chan struct{}
+	mu     sync.Mutex
+	t      time.Time
+	timer  *time.Timer
+	c      chan struct{}
+	closed bool
 }
 
 func (d *deadline) init() { d.c = make(chan struct{}) }
@@ -521,8 +524,7 @@ func (d *deadline) passed() bool {
 	return !d.t.IsZero() && !time.Now().Before(d.t)
 }
 
-// set replaces the deadline; each channel is closed by its own timer
-// at most, so a new deadline gets a new channel.
+// set replaces the deadline.
 func (d *deadline) set(t time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -530,15 +532,26 @@ func (d *deadline) set(t time.Time) {
 		d.timer.Stop()
 		d.timer = nil
 	}
-	d.c = make(chan struct{})
+	if d.closed { // passed: a new deadline needs a new channel
+		d.c, d.closed = make(chan struct{}), false
+	}
 	d.t = t
 	if t.IsZero() {
 		return
 	}
-	c := d.c
-	if dur := time.Until(t); dur <= 0 {
-		close(c)
-	} else {
-		d.timer = time.AfterFunc(dur, func() { close(c) })
+	dur := time.Until(t)
+	if dur <= 0 {
+		close(d.c)
+		d.closed = true
+		return
 	}
+	c := d.c
+	d.timer = time.AfterFunc(dur, func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.c == c && !d.closed {
+			close(c)
+			d.closed = true
+		}
+	})
 }

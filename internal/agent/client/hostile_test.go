@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"net"
 	"os"
@@ -159,6 +160,27 @@ func TestStreamDeadlines(t *testing.T) {
 	if took := time.Since(start); took > 5*time.Second {
 		t.Fatalf("the read took %s", took)
 	}
+	// A read already blocked ends when the deadline is moved to now.
+	conn3, err := c.Dial(ctx, ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn3.Close()
+	blocked := make(chan error, 1)
+	go func() {
+		_, err := conn3.Read(make([]byte, 1))
+		blocked <- err
+	}()
+	_ = conn3.SetReadDeadline(time.Now().Add(time.Hour))
+	_ = conn3.SetReadDeadline(time.Now())
+	select {
+	case err := <-blocked:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("the blocked read = %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a blocked read ignored a deadline moved to now")
+	}
 	conn2, err := c.Dial(ctx, ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -173,5 +195,54 @@ func TestStreamDeadlines(t *testing.T) {
 	}
 	if took := time.Since(start); took > 5*time.Second {
 		t.Fatalf("the handshake took %s", took)
+	}
+}
+
+// TestSlowDripBlocksNoOtherCall: a guest that drips its manifest a few
+// bytes at a time holds only that call, which its caller's context ends;
+// the link's other calls answer meanwhile.
+func TestSlowDripBlocksNoOtherCall(t *testing.T) {
+	stop := make(chan struct{})
+	defer close(stop)
+	c := hostile(t, func(l *link.Link, req proto.Frame) {
+		var r proto.Request
+		_ = json.Unmarshal(req.Payload, &r)
+		if r.Method == proto.MethodPing {
+			l.Respond(req.Stream, proto.PingResult{Uptime: 1}, nil)
+			return
+		}
+		line := manifestLine("drip")
+		for i := 0; ; i = (i + 1) % len(line) {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			if l.SendData(context.Background(), req.Stream, proto.Stdout, []byte{line[i]}) != nil {
+				return
+			}
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	dripped := make(chan error, 1)
+	go func() {
+		_, err := c.Manifest(ctx, proto.ManifestParams{Dir: "/w"}, 100, 1<<20)
+		dripped <- err
+	}()
+	for range 5 {
+		pctx, pcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if _, err := c.Ping(pctx); err != nil {
+			t.Fatalf("a ping beside a dripping manifest: %v", err)
+		}
+		pcancel()
+	}
+	select {
+	case err := <-dripped:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("the dripping manifest ended with %v; want its context's deadline", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the dripping manifest outlived its context")
 	}
 }

@@ -126,13 +126,29 @@ func (l *Link) Err() error {
 // Send writes one frame; a Data or Window frame first waits for the
 // stream's credit. ctx bounds the waits, not a write under way.
 func (l *Link) Send(ctx context.Context, f proto.Frame) error {
-	if proto.Charged(f.Kind) {
-		cost := int64(len(f.Payload)) + proto.FrameCost
-		if _, err := l.acquire(ctx, f.Stream, cost, cost); err != nil {
-			return err
-		}
+	if !proto.Charged(f.Kind) {
+		return l.write(ctx, f)
 	}
-	return l.write(ctx, f)
+	cost := int64(len(f.Payload)) + proto.FrameCost
+	if _, err := l.acquire(ctx, f.Stream, cost, cost); err != nil {
+		return err
+	}
+	return l.spend(ctx, f, cost)
+}
+
+// spend writes a charged frame whose credit was taken; a write that
+// never started (its context ended waiting for the lock) gives it back.
+func (l *Link) spend(ctx context.Context, f proto.Frame, cost int64) error {
+	err := l.write(ctx, f)
+	if err != nil && ctx.Err() != nil {
+		l.mu.Lock()
+		if st := l.streams[f.Stream]; st != nil {
+			st.credit += cost
+			signal(st.more)
+		}
+		l.mu.Unlock()
+	}
+	return err
 }
 
 // write writes one frame under the write lock. A write that does not
@@ -189,6 +205,9 @@ func (l *Link) acquire(ctx context.Context, id uint32, want, least int64) (int64
 		if st.credit >= least {
 			got := min(want, st.credit)
 			st.credit -= got
+			if st.credit > 0 {
+				signal(st.more) // another sender may be waiting on the same credit
+			}
 			l.mu.Unlock()
 			return got, nil
 		}
@@ -223,7 +242,7 @@ func (l *Link) SendData(ctx context.Context, stream uint32, fd byte, p []byte) e
 		payload := make([]byte, 1+n)
 		payload[0] = fd
 		copy(payload[1:], p[:n])
-		if err := l.write(ctx, proto.Frame{Kind: proto.KindData, Stream: stream, Payload: payload}); err != nil {
+		if err := l.spend(ctx, proto.Frame{Kind: proto.KindData, Stream: stream, Payload: payload}, got); err != nil {
 			return err
 		}
 		p = p[n:]

@@ -180,3 +180,36 @@ func TestBulkThroughCredit(t *testing.T) {
 		}
 	}
 }
+
+// TestResetWakesEverySender: two senders wait on one stream's credit (an
+// exec's stdout and stderr copiers); the peer releases the stream: both
+// go on, not only the first to wake.
+func TestResetWakesEverySender(t *testing.T) {
+	a, b := pair(t)
+	if _, err := a.Open(1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Open(1); err != nil { // opened, never read
+		t.Fatal(err)
+	}
+	done := make(chan error, 2)
+	for _, fd := range []byte{proto.Stdout, proto.Stderr} {
+		go func() { done <- a.SendData(context.Background(), 1, fd, make([]byte, 2*proto.Window)) }()
+	}
+	// Both wait once the window is spent.
+	for {
+		a.mu.Lock()
+		spent := a.streams[1].credit < 16<<10
+		a.mu.Unlock()
+		if spent {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	b.Release(1)
+	for i := range 2 {
+		if err := within(t, 10*time.Second, "a sender after the peer's release", func() error { return <-done }); err != nil {
+			t.Fatalf("sender %d: %v", i, err)
+		}
+	}
+}

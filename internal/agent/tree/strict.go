@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -100,6 +101,33 @@ func sparse(h *tar.Header) bool {
 		}
 	}
 	return false
+}
+
+// bounded cuts a strict stream at what the entries asked for can take:
+// their bytes, and headers generous for paths and links of PATH_MAX and
+// the sender's closing records. Past that the stream is refused, not
+// read on (global headers without end, a megabyte of PAX records an
+// entry).
+func (x *extraction) bounded(r io.Reader) io.Reader {
+	var n int64
+	for _, w := range x.want {
+		n += w.Size
+	}
+	limit := n + int64(len(x.want))*16<<10 + 64<<10
+	return &capped{r: io.LimitReader(r, limit+1), left: limit}
+}
+
+type capped struct {
+	r    io.Reader
+	left int64
+}
+
+func (c *capped) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if c.left -= int64(n); c.left < 0 {
+		return n, fmt.Errorf("%w: the stream is longer than the entries asked for", ErrRefused)
+	}
+	return n, err
 }
 
 // complete checks, for a strict stream, that every entry asked for came

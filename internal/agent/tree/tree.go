@@ -67,6 +67,9 @@ func Extract(r io.Reader, p proto.PutTreeParams, local Local) (proto.TreeResult,
 		return proto.TreeResult{}, err
 	}
 	defer x.close()
+	if x.strict() {
+		r = x.bounded(r)
+	}
 	if err := x.receive(r); err != nil {
 		return x.res, err
 	}
@@ -177,7 +180,9 @@ func (x *extraction) receive(r io.Reader) error {
 		if err := x.entry(h, tr); err != nil {
 			return err
 		}
-		x.entries = append(x.entries, h)
+		// Only what install needs: a header's PAX records may be a
+		// megabyte of the sender's choosing.
+		x.entries = append(x.entries, &tar.Header{Name: h.Name, Typeflag: h.Typeflag, Mode: h.Mode})
 	}
 }
 
@@ -188,6 +193,9 @@ func (x *extraction) global(h *tar.Header) error {
 			return fmt.Errorf("%w: the stream names deletions; only the host decides those", ErrRefused)
 		}
 		x.deletes = append(x.deletes, strings.Split(d, "\x00")...)
+	}
+	if x.strict() {
+		return nil // the host's own manifest has the hashes
 	}
 	return claims(h.PAXRecords[proto.PAXSHA256], x.claimed)
 }
@@ -242,7 +250,7 @@ func (x *extraction) entry(h *tar.Header, body io.Reader) error {
 			return err
 		}
 		x.sums[h.Name] = sum
-		if want := h.PAXRecords[proto.PAXSHA256]; want != "" {
+		if want := h.PAXRecords[proto.PAXSHA256]; want != "" && !x.strict() {
 			x.claimed[h.Name] = want
 		}
 		x.res.Files++
@@ -336,6 +344,9 @@ func (x *extraction) applyDeletes() error {
 		}
 		if err := realDirs(x.p.Dir, rel, x.safe); err != nil {
 			return err
+		}
+		if x.strict() && IsGitPath(d) {
+			return fmt.Errorf("%w: deleting %s: a .git path", ErrRefused, d)
 		}
 		if fi, err := os.Lstat(filepath.Join(x.p.Dir, rel)); x.strict() && err == nil && fi.IsDir() {
 			continue // the host's deletions are of files; a directory there now stays
@@ -447,7 +458,7 @@ func (x *extraction) mkdirOwned(dir string) error {
 			return nil
 		}
 		rel, _ := filepath.Rel(root, dir)
-		if x.strict() && !x.hostDel[filepath.ToSlash(rel)] {
+		if x.strict() && (!x.hostDel[filepath.ToSlash(rel)] || IsGitPath(filepath.ToSlash(rel))) {
 			return fmt.Errorf("%w: %s is a file here and a directory in the sender's tree", ErrConflict, rel)
 		}
 		if err := os.Remove(dir); err != nil { // a file replaced by a directory

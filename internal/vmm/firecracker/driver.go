@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/internal/agent/proto"
+	"github.com/bangerdev/banger/internal/logcap"
 	"github.com/bangerdev/banger/internal/proc"
 	"github.com/bangerdev/banger/internal/vmm"
 )
@@ -77,6 +79,10 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Instance, error) {
 	}
 	apiSock := filepath.Join(s.Dir, "firecracker.sock")
 	console := filepath.Join(s.Dir, "console.log")
+	// A new boot, a new console: the last one's rotated half goes too.
+	if err := os.Remove(console + logcap.Older); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
 	// Appended to, so the daemon can cut the log (internal/logcap).
 	out, err := os.OpenFile(console, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o644)
 	if err != nil {

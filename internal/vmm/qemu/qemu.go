@@ -130,7 +130,7 @@ func (d *Driver) Start(_ context.Context, s vmm.Spec) (vmm.Instance, error) {
 		}
 	}
 	// A new boot, a new console: append=on alone would keep the last one.
-	for _, f := range []string{m.ConsoleLog, m.ConsoleLog + logcap.Older} {
+	for _, f := range []string{m.ConsoleLog, m.ConsoleLog + logcap.Older, filepath.Join(s.Dir, "qemu.log"+logcap.Older)} {
 		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return nil, err
 		}
