@@ -30,6 +30,7 @@ func (d *Daemon) bridgeNetwork() (*hostnet.Network, *vmdns.Server, string) {
 	dns := vmdns.New(vmdns.Config{
 		Resolve:    names.AddrOf,
 		MayForward: names.MayGoOut,
+		Local:      names.Local,
 		Upstream:   vmdns.Upstreams(resolv, prefix.Contains),
 		Log:        d.log.With("service", "dns"),
 	})

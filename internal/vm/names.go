@@ -34,12 +34,22 @@ func (n Names) AddrOf(ctx context.Context, name string) (netip.Addr, bool) {
 	return rec.Addr, true
 }
 
+// Local says whether the DNS server answers a query from addr at all:
+// the bridge's network (its VMs and the gateway, the host) and the
+// host's loopback.
+func (n Names) Local(addr netip.Addr) bool {
+	return n.Prefix.Contains(addr) || addr.IsLoopback()
+}
+
 // MayGoOut says whether the bridge address addr belongs to a VM with
-// NAT; the host itself (the gateway, or an address off the bridge) may
-// too.
+// NAT; the host itself (the gateway, loopback) may too. Anyone else may
+// not: the server is no open resolver.
 func (n Names) MayGoOut(ctx context.Context, addr netip.Addr) bool {
-	if !n.Prefix.Contains(addr) || addr == n.Gateway {
+	if addr == n.Gateway || addr.IsLoopback() {
 		return true
+	}
+	if !n.Prefix.Contains(addr) {
+		return false
 	}
 	out := false
 	_ = n.Store.View(ctx, func(tx *store.Tx) error {

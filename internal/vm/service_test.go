@@ -452,9 +452,17 @@ func TestBridgeVM(t *testing.T) {
 			t.Errorf("AddrOf(%q) answered", n)
 		}
 	}
-	for addr, want := range map[string]bool{"10.77.0.2": false, "10.77.0.3": true, "10.77.0.1": true, "10.77.0.5": false, "192.0.2.1": true} {
+	// Off the bridge, only the host's loopback: the DNS server is no open
+	// resolver for whoever reaches the gateway address.
+	for addr, want := range map[string]bool{"10.77.0.2": false, "10.77.0.3": true, "10.77.0.1": true, "10.77.0.5": false,
+		"192.0.2.1": false, "127.0.0.1": true} {
 		if got := names.MayGoOut(ctx, netip.MustParseAddr(addr)); got != want {
 			t.Errorf("MayGoOut(%s) = %v, want %v", addr, got, want)
+		}
+	}
+	for addr, want := range map[string]bool{"10.77.0.4": true, "127.0.0.1": true, "192.0.2.1": false, "10.78.0.1": false} {
+		if got := names.Local(netip.MustParseAddr(addr)); got != want {
+			t.Errorf("Local(%s) = %v, want %v", addr, got, want)
 		}
 	}
 	if _, err := f.svc.Stop(ctx, api.VMStopParams{Name: "a"}); err != nil {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
+	"golang.org/x/time/rate"
 )
 
 // Zone is the domain VM names live under.
@@ -33,9 +34,24 @@ type Config struct {
 	Resolve func(ctx context.Context, name string) (netip.Addr, bool)
 	// MayForward says whether a query from src may go upstream.
 	MayForward func(ctx context.Context, src netip.Addr) bool
-	Upstream   []netip.AddrPort
-	Log        *slog.Logger
+	// Local says whether a query from src is answered at all: the VMs'
+	// network and the host. Nothing goes back to anyone else, so the
+	// server is neither an open resolver nor a reflector (nil: all).
+	Local    func(src netip.Addr) bool
+	Upstream []netip.AddrPort
+	// MaxInFlight bounds the queries answered at once (default 64); a
+	// query past it is dropped, and its client asks again.
+	MaxInFlight int
+	// PerSource and Burst rate-limit each source address (default 50
+	// queries a second, bursts of 100): one VM cannot take the server
+	// from the others.
+	PerSource rate.Limit
+	Burst     int
+	Log       *slog.Logger
 }
+
+// maxSources bounds the rate limiters kept; past it they start over.
+const maxSources = 4096
 
 // Server answers DNS queries on the addresses it listens on.
 type Server struct {
@@ -44,6 +60,11 @@ type Server struct {
 	mu    sync.Mutex
 	conns map[netip.AddrPort]*net.UDPConn
 	wg    sync.WaitGroup
+
+	slots   chan struct{} // one per query being answered
+	limMu   sync.Mutex
+	limits  map[netip.Addr]*rate.Limiter
+	dropped int // queries dropped (rate or slots), for the log
 }
 
 // New makes a server that listens nowhere yet.
@@ -51,7 +72,49 @@ func New(cfg Config) *Server {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, conns: map[netip.AddrPort]*net.UDPConn{}}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 64
+	}
+	if cfg.PerSource <= 0 {
+		cfg.PerSource = 50
+	}
+	if cfg.Burst <= 0 {
+		cfg.Burst = 100
+	}
+	return &Server{cfg: cfg, conns: map[netip.AddrPort]*net.UDPConn{}, slots: make(chan struct{}, cfg.MaxInFlight),
+		limits: map[netip.Addr]*rate.Limiter{}}
+}
+
+// admit says whether a query from src is taken: from a local source,
+// within its rate, with a slot free (then the caller frees it).
+func (s *Server) admit(src netip.Addr) bool {
+	if s.cfg.Local != nil && !s.cfg.Local(src) {
+		return false
+	}
+	s.limMu.Lock()
+	lim := s.limits[src]
+	if lim == nil {
+		if len(s.limits) >= maxSources {
+			clear(s.limits)
+		}
+		lim = rate.NewLimiter(s.cfg.PerSource, s.cfg.Burst)
+		s.limits[src] = lim
+	}
+	ok := lim.Allow()
+	if ok {
+		select {
+		case s.slots <- struct{}{}:
+		default:
+			ok = false
+		}
+	}
+	if !ok {
+		if s.dropped++; s.dropped%1000 == 1 {
+			s.cfg.Log.Warn("dns queries dropped: over a source's rate or the server's slots", "src", src, "dropped", s.dropped)
+		}
+	}
+	s.limMu.Unlock()
+	return ok
 }
 
 // Listen serves UDP on addr; listening again on an address is a no-op.
@@ -96,11 +159,16 @@ func (s *Server) serve(c *net.UDPConn) {
 			}
 			return
 		}
+		src := from.Addr().Unmap()
+		if !s.admit(src) {
+			continue
+		}
 		q := bytes.Clone(buf[:n])
 		s.wg.Go(func() {
+			defer func() { <-s.slots }()
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			if reply := s.Answer(ctx, from.Addr().Unmap(), q); reply != nil {
+			if reply := s.Answer(ctx, src, q); reply != nil {
 				_, _ = c.WriteToUDPAddrPort(reply, from)
 			}
 		})

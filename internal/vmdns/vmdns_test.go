@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -186,4 +187,119 @@ func FuzzAnswer(f *testing.F) {
 			t.Fatalf("reply ID %#x for query %x", m.ID, q)
 		}
 	})
+}
+
+// TestServerContainment: the server answers only local sources; one
+// source is rate-limited; the queries answered at once are bounded (no
+// goroutine per packet without end).
+func TestServerContainment(t *testing.T) {
+	query := func(id uint16, name string) []byte {
+		b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: id, RecursionDesired: true})
+		_ = b.StartQuestions()
+		_ = b.Question(dnsmessage.Question{Name: dnsmessage.MustNewName(name), Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET})
+		q, _ := b.Finish()
+		return q
+	}
+	start := func(cfg Config) (*Server, *net.UDPConn) {
+		if cfg.Resolve == nil {
+			cfg.Resolve = func(context.Context, string) (netip.Addr, bool) { return natVM, true }
+		}
+		s := New(cfg)
+		addr := freeUDP(t)
+		if err := s.Listen(addr); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(addr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return s, c
+	}
+	answers := func(c *net.UDPConn, wait time.Duration) []uint16 {
+		var ids []uint16
+		buf := make([]byte, 512)
+		_ = c.SetReadDeadline(time.Now().Add(wait))
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				return ids
+			}
+			var p dnsmessage.Parser
+			if h, err := p.Start(buf[:n]); err == nil {
+				ids = append(ids, h.ID)
+			}
+		}
+	}
+	local := func(src netip.Addr) bool { return src.IsLoopback() }
+
+	// A burst of 100 from one source: about the burst is answered.
+	_, c := start(Config{Local: local, PerSource: 5, Burst: 10})
+	for i := range 100 {
+		_, _ = c.Write(query(uint16(i), "web.vm."))
+	}
+	if n := len(answers(c, 2*time.Second)); n < 5 || n > 20 {
+		t.Fatalf("%d of 100 queries answered from one source; want about the burst of 10", n)
+	}
+
+	// Slow answers: at most MaxInFlight at once, the rest dropped.
+	var mu sync.Mutex
+	inFlight, most := 0, 0
+	release := make(chan struct{})
+	s, c := start(Config{Local: local, MaxInFlight: 8, PerSource: 1000, Burst: 1000,
+		Resolve: func(ctx context.Context, _ string) (netip.Addr, bool) {
+			mu.Lock()
+			inFlight++
+			most = max(most, inFlight)
+			mu.Unlock()
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			mu.Lock()
+			inFlight--
+			mu.Unlock()
+			return natVM, true
+		}})
+	for i := range 50 {
+		_, _ = c.Write(query(uint16(i), "slow.vm."))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.limMu.Lock()
+		dropped := s.dropped
+		s.limMu.Unlock()
+		if dropped >= 42 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of 50 queries dropped with 8 slots", dropped)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	mu.Lock()
+	got := most
+	mu.Unlock()
+	close(release)
+	if got > 8 {
+		t.Fatalf("%d queries answered at once; want at most 8", got)
+	}
+
+	// Not local: nothing comes back.
+	_, c = start(Config{Local: func(netip.Addr) bool { return false }})
+	_, _ = c.Write(query(7, "web.vm."))
+	if ids := answers(c, 500*time.Millisecond); len(ids) != 0 {
+		t.Fatalf("a foreign source got answers %v", ids)
+	}
+}
+
+func freeUDP(t *testing.T) netip.AddrPort {
+	t.Helper()
+	probe, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer probe.Close()
+	return probe.LocalAddr().(*net.UDPAddr).AddrPort()
 }
