@@ -97,8 +97,8 @@ func TestAttachDetachSweep(t *testing.T) {
 	if err != nil || l.Attrs().MasterIndex != br.Attrs().Index || l.Attrs().Flags&unix.IFF_UP == 0 {
 		t.Fatalf("tap %s: %v, %+v", tapA, err, l)
 	}
-	if got := ruleOwners(t, n); !slices.Equal(got, []string{a, a, a}) {
-		t.Errorf("a sandboxed VM's rules = %v; want its three anti-spoofing ones, no NAT", got)
+	if got := ruleOwners(t, n); !slices.Equal(got, []string{a, a, a, a}) {
+		t.Errorf("a sandboxed VM's rules = %v; want its four anti-spoofing ones, no NAT", got)
 	}
 	if len(forwardRules(t, n)) != 5 {
 		t.Errorf("forward chain has %d rules; want 5", len(forwardRules(t, n)))
@@ -109,7 +109,7 @@ func TestAttachDetachSweep(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got := ruleOwners(t, n); !slices.Equal(got, []string{b, b, a, a, a, b, b, b}) {
+	if got := ruleOwners(t, n); !slices.Equal(got, []string{b, b, a, a, a, a, b, b, b, b}) {
 		t.Errorf("rule owners after attaching b with NAT = %v; want b's two NAT rules, then a's and b's anti-spoofing", got)
 	}
 	if fwd, _ := os.ReadFile("/proc/sys/net/ipv4/ip_forward"); strings.TrimSpace(string(fwd)) != "1" {
@@ -159,8 +159,8 @@ func TestAttachDetachSweep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(removed) != 6 {
-		t.Errorf("Sweep removed %v; want b's tap and five rules", removed)
+	if len(removed) != 7 {
+		t.Errorf("Sweep removed %v; want b's tap and six rules", removed)
 	}
 	if _, err := netlink.LinkByName(TapName(b)); err == nil {
 		t.Error("Sweep kept b's tap")
@@ -168,7 +168,7 @@ func TestAttachDetachSweep(t *testing.T) {
 	if _, err := netlink.LinkByName(tapA); err != nil {
 		t.Errorf("Sweep removed a's tap: %v", err)
 	}
-	if got := ruleOwners(t, n); !slices.Equal(got, []string{a, a, a}) {
+	if got := ruleOwners(t, n); !slices.Equal(got, []string{a, a, a, a}) {
 		t.Errorf("rules after Sweep = %v; want a's only", got)
 	}
 	for range 2 {

@@ -36,6 +36,7 @@ import (
 //	    iifname <tap> ether saddr != <mac> drop            # one set per VM
 //	    iifname <tap> ether type ip ip saddr != <addr> drop
 //	    iifname <tap> ether type arp arp saddr ip != <addr> drop
+//	    iifname <tap> ether type != ip ether type != arp drop  # no IPv6, VLAN, other protocols
 //	  }
 //	}
 //
@@ -144,10 +145,11 @@ func (n *Network) addAntiSpoof(vmID, tap string, mac net.HardwareAddr, addr neti
 	}
 	a := addr.As4()
 	fromTap := ifname(expr.MetaKeyIIFNAME, tap, expr.CmpOpEq)
-	etherType := func(t uint16) []expr.Any {
+	etherTypeIs := func(op expr.CmpOp, t uint16) []expr.Any {
 		return []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(t)}}
+			&expr.Cmp{Op: op, Register: 1, Data: binaryutil.BigEndian.PutUint16(t)}}
 	}
+	etherType := func(t uint16) []expr.Any { return etherTypeIs(expr.CmpOpEq, t) }
 	neq := func(base expr.PayloadBase, off uint32, data []byte) []expr.Any {
 		return []expr.Any{&expr.Payload{DestRegister: 1, Base: base, Offset: off, Len: uint32(len(data))},
 			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: data}}
@@ -157,6 +159,9 @@ func (n *Network) addAntiSpoof(vmID, tap string, mac net.HardwareAddr, addr neti
 		neq(expr.PayloadBaseLLHeader, 6, mac),                                              // ether saddr
 		append(etherType(unix.ETH_P_IP), neq(expr.PayloadBaseNetworkHeader, 12, a[:])...),  // ip saddr
 		append(etherType(unix.ETH_P_ARP), neq(expr.PayloadBaseNetworkHeader, 14, a[:])...), // arp saddr ip
+		// Nothing but IPv4 and ARP: the firewall is IPv4's, so IPv6 (or a
+		// VLAN tag) would pass it by.
+		append(etherTypeIs(expr.CmpOpNeq, unix.ETH_P_IP), etherTypeIs(expr.CmpOpNeq, unix.ETH_P_ARP)...),
 	} {
 		c.AddRule(&nftables.Rule{Table: n.bridgeTable(), Chain: n.prerouting(), UserData: comment(ownerPrefix + vmID),
 			Exprs: append(append(slices.Clone(fromTap), match...), drop)})
