@@ -16,10 +16,8 @@ import (
 	"github.com/bangerdev/banger/bench/benchkit"
 
 	"github.com/bangerdev/banger/internal/agent/proto"
-	"github.com/bangerdev/banger/internal/boot"
 	"github.com/bangerdev/banger/internal/boot/boottest"
 	"github.com/bangerdev/banger/internal/vmm"
-	"github.com/bangerdev/banger/internal/vmm/qemu"
 )
 
 func main() {
@@ -60,7 +58,7 @@ func run(runs int, image string) error {
 			return err
 		}
 		floorDev = append(floorDev, fd)
-		b, bi, br, err := bangerBoot(env, rootfs, accel, i)
+		b, bi, br, err := bangerBoot(env, rootfs, i)
 		if err != nil {
 			return err
 		}
@@ -83,37 +81,16 @@ func run(runs int, image string) error {
 }
 
 // bangerBoot boots as banger does and times QEMU start to agent ready.
-func bangerBoot(env *boottest.Env, rootfs, accel string, i int) (wall, guestInit, guestReady time.Duration, err error) {
-	dir := filepath.Join(env.Dir, fmt.Sprintf("banger%d", i))
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return 0, 0, 0, err
-	}
-	defer os.RemoveAll(dir)
-	work, err := boottest.WorkDisk(dir)
+func bangerBoot(env *boottest.Env, rootfs string, i int) (wall, guestInit, guestReady time.Duration, err error) {
+	vm, err := boottest.BangerBoot(env, rootfs, filepath.Join(env.Dir, fmt.Sprintf("banger%d", i)), false)
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	start := time.Now()
-	// The driver picks the accelerator as banger's VMs get it.
-	in, err := (&qemu.Driver{}).Start(context.Background(), vmm.Spec{
-		Kernel: env.Vmlinux, Initrd: env.Initrd, Cmdline: boot.Cmdline(proto.BootParams{Hostname: "bench"}, accel == "tcg"),
-		MemoryMiB: 512, VCPU: 1, Dir: dir,
-		Disks: []vmm.Disk{{Path: rootfs, ReadOnly: true, Serial: proto.RootSerial}, {Path: work, Serial: proto.WorkSerial}},
-	})
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	defer func() { _ = in.Process().Kill(); <-in.Done() }()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer vm.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c, err := boot.WaitAgent(ctx, in.DialAgent, in.Done())
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	wall = time.Since(start)
-	defer c.Close()
 	var info proto.InfoResult
-	if err := c.Call(ctx, proto.MethodInfo, nil, &info); err != nil {
+	if err := vm.Agent.Call(ctx, proto.MethodInfo, nil, &info); err != nil {
 		return 0, 0, 0, err
 	}
 	for _, t := range info.Timings {
@@ -125,5 +102,5 @@ func bangerBoot(env *boottest.Env, rootfs, accel string, i int) (wall, guestInit
 			guestReady = d
 		}
 	}
-	return wall, guestInit, guestReady, nil
+	return vm.Wall, guestInit, guestReady, nil
 }

@@ -19,10 +19,7 @@ import (
 	"github.com/bangerdev/banger/bench/benchkit"
 	"github.com/bangerdev/banger/internal/agent/client"
 	"github.com/bangerdev/banger/internal/agent/proto"
-	"github.com/bangerdev/banger/internal/boot"
 	"github.com/bangerdev/banger/internal/boot/boottest"
-	"github.com/bangerdev/banger/internal/vmm"
-	"github.com/bangerdev/banger/internal/vmm/qemu"
 )
 
 func main() {
@@ -85,34 +82,16 @@ func mode(volatile bool) string {
 // measure boots one VM with the work disk in the given mode and times
 // each workload through the agent.
 func measure(env *boottest.Env, i int, volatile bool) ([]time.Duration, error) {
-	dir := filepath.Join(env.Dir, fmt.Sprintf("disk%d-%v", i, volatile))
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	work, err := boottest.WorkDisk(dir)
+	vm, err := boottest.BangerBoot(env, env.Images["debian"], filepath.Join(env.Dir, fmt.Sprintf("disk%d-%v", i, volatile)), volatile)
 	if err != nil {
 		return nil, err
 	}
-	in, err := (&qemu.Driver{}).Start(context.Background(), vmm.Spec{
-		Kernel: env.Vmlinux, Initrd: env.Initrd, Cmdline: boot.Cmdline(proto.BootParams{Hostname: "bench"}, vmm.KVMUsable() != nil),
-		MemoryMiB: 512, VCPU: 1, Dir: dir,
-		Disks: []vmm.Disk{{Path: env.Images["debian"], ReadOnly: true, Serial: proto.RootSerial}, {Path: work, Serial: proto.WorkSerial, Volatile: volatile}},
-	})
-	if err != nil {
-		return nil, err
-	}
-	defer func() { _ = in.Process().Kill(); <-in.Done() }()
+	defer vm.Stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	c, err := boot.WaitAgent(ctx, in.DialAgent, in.Done())
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
 	var out []time.Duration
 	for _, wl := range workloads {
-		d, err := timed(ctx, c, wl.script)
+		d, err := timed(ctx, vm.Agent, wl.script)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", wl.name, err)
 		}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/api/client"
+	"github.com/bangerdev/banger/internal/termsafe"
 )
 
 func (a *App) vmCommand() *cobra.Command {
@@ -29,7 +30,8 @@ func (a *App) vmBootTestCommand() *cobra.Command {
 	}, "print JSON", func(ctx context.Context, c *client.Client, _ []string) (api.BootTestResult, error) {
 		return c.BootTest(ctx, p)
 	}, func(res api.BootTestResult) error {
-		fmt.Fprintf(a.Stdout, "%s\n(image %s, kernel %s, %s)\n\n", res.Uname, res.Image, res.Kernel, res.VMM)
+		// uname -a is the guest's text.
+		fmt.Fprintf(a.Stdout, "%s\n(image %s, kernel %s, %s)\n\n", termsafe.Text(res.Uname), res.Image, res.Kernel, res.VMM)
 		rows := make([][]string, 0, len(res.Phases))
 		for _, ph := range res.Phases {
 			rows = append(rows, []string{ph.Name, fmt.Sprintf("%.3fs", ph.Seconds), ph.Clock})

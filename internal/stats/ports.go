@@ -19,6 +19,7 @@ import (
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/agent/proto"
+	"github.com/bangerdev/banger/internal/termsafe"
 )
 
 // Ports lists the listening ports of the VM req names, each TCP port
@@ -164,7 +165,7 @@ func Dedupe(socks []proto.Socket) []api.VMPort {
 // maxProcess bytes of printable text.
 func processName(s string) string {
 	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == utf8.RuneError {
+		if termsafe.IsControl(r) || r == utf8.RuneError {
 			return '?'
 		}
 		return r

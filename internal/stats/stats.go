@@ -153,9 +153,22 @@ func (s *Service) Poll(ctx context.Context) {
 		return
 	}
 	alive := map[string]bool{}
-	var wg sync.WaitGroup
 	for _, t := range targets {
 		alive[t.ID] = true
+	}
+	// What stopped is forgotten first, against the list just read: done
+	// after the sampling, a slow VM would leave the list stale, and a VM
+	// started meanwhile would lose its forwards.
+	s.mu.Lock()
+	for id := range s.series {
+		if !alive[id] {
+			delete(s.series, id)
+		}
+	}
+	s.mu.Unlock()
+	s.closeForwards(ctx, func(id string) bool { return !alive[id] }, true)
+	var wg sync.WaitGroup
+	for _, t := range targets {
 		if !s.claim(t.ID) {
 			continue // the last poll of t is still under way
 		}
@@ -168,23 +181,6 @@ func (s *Service) Poll(ctx context.Context) {
 		})
 	}
 	wg.Wait()
-	// The VMs running now, not when the poll began: one started while a
-	// slow VM held the poll keeps its forwards and its series.
-	if now, err := s.cfg.Running(ctx); err == nil {
-		for _, t := range now {
-			alive[t.ID] = true
-		}
-	} else {
-		return
-	}
-	s.mu.Lock()
-	for id := range s.series {
-		if !alive[id] {
-			delete(s.series, id)
-		}
-	}
-	s.mu.Unlock()
-	s.closeForwards(ctx, func(id string) bool { return !alive[id] }, true)
 }
 
 // claim marks a VM's poll under way, unless one already is.

@@ -12,56 +12,38 @@ import (
 
 // String is s with every control character (C0, DEL, C1) and every
 // invalid UTF-8 byte written as a Go escape (\x1b, \u009b).
-func String(s string) string {
-	if clean(s, false) {
-		return s
-	}
-	var b strings.Builder
-	write(&b, s, false)
-	return b.String()
-}
+func String(s string) string { return escape(s, false) }
 
 // Text is String for multi-line text: newlines and tabs stay.
-func Text(s string) string {
-	if clean(s, true) {
+func Text(s string) string { return escape(s, true) }
+
+// IsControl says whether r would drive a terminal: C0, DEL or C1.
+func IsControl(r rune) bool { return r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) }
+
+// HasControl says whether s holds a control character or invalid UTF-8.
+func HasControl(s string) bool { return !utf8.ValidString(s) || strings.ContainsFunc(s, IsControl) }
+
+func escape(s string, lines bool) string {
+	kept := func(r rune) bool { return lines && (r == '\n' || r == '\t') }
+	if utf8.ValidString(s) && !strings.ContainsFunc(s, func(r rune) bool { return IsControl(r) && !kept(r) }) {
 		return s
 	}
 	var b strings.Builder
-	write(&b, s, true)
-	return b.String()
-}
-
-func clean(s string, lines bool) bool {
-	for _, r := range s {
-		if bad(r, lines) {
-			return false
-		}
-	}
-	return true
-}
-
-func bad(r rune, lines bool) bool {
-	if lines && (r == '\n' || r == '\t') {
-		return false
-	}
-	return r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == utf8.RuneError
-}
-
-func write(b *strings.Builder, s string, lines bool) {
 	for i := 0; i < len(s); {
 		r, n := utf8.DecodeRuneInString(s[i:])
 		switch {
 		case r == utf8.RuneError && n <= 1:
-			fmt.Fprintf(b, `\x%02x`, s[i])
-		case bad(r, lines) && r < 0x80:
-			fmt.Fprintf(b, `\x%02x`, r)
-		case bad(r, lines):
-			fmt.Fprintf(b, `\u%04x`, r)
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case IsControl(r) && !kept(r) && r < 0x80:
+			fmt.Fprintf(&b, `\x%02x`, r)
+		case IsControl(r) && !kept(r):
+			fmt.Fprintf(&b, `\u%04x`, r)
 		default:
 			b.WriteString(s[i : i+n])
 		}
 		i += n
 	}
+	return b.String()
 }
 
 // Writer escapes what it is given as Text before passing it on. A

@@ -257,15 +257,7 @@ func TestStopPaths(t *testing.T) {
 			g := f.drv.Guest(f.svc.runDir(v.ID))
 			g.SetFault(tc.fault)
 			if tc.fault == vmmtest.Silent {
-				// The link breaks; the stop dials again, and gets no answer.
-				f.svc.mu.Lock()
-				l := f.svc.live[v.ID]
-				f.svc.mu.Unlock()
-				l.mu.Lock()
-				link := l.client
-				l.mu.Unlock()
-				g.DropLinks()
-				<-link.Done()
+				f.dropLink(v.ID, g) // the stop dials again, and gets no answer
 			}
 			tc.p.Name = "web"
 			v, err := f.svc.Stop(context.Background(), tc.p)
@@ -751,6 +743,19 @@ func (f *fixture) exec(name string, args ...string) (string, int, error) {
 	return out.String(), r.ExitCode, err
 }
 
+// dropLink breaks the VM's agent link and waits until the service sees
+// it broken: its next call dials again, meeting the guest's fault.
+func (f *fixture) dropLink(id string, g *vmmtest.Guest) {
+	f.svc.mu.Lock()
+	l := f.svc.live[id]
+	f.svc.mu.Unlock()
+	l.mu.Lock()
+	old := l.client
+	l.mu.Unlock()
+	g.DropLinks()
+	<-old.Done()
+}
+
 func knownHosts(t *testing.T, f *fixture) string {
 	t.Helper()
 	b, err := os.ReadFile(f.cfg.SSH.KnownHostsFile)
@@ -911,14 +916,7 @@ func TestStalledGuestHarmsNoOther(t *testing.T) {
 	evil := f.mustCreate("evil")
 	g := f.drv.Guest(f.svc.runDir(evil.ID))
 	g.SetFault(vmmtest.Stalled)
-	f.svc.mu.Lock()
-	l := f.svc.live[evil.ID]
-	f.svc.mu.Unlock()
-	l.mu.Lock()
-	old := l.client
-	l.mu.Unlock()
-	g.DropLinks() // the next link is the stalled one
-	<-old.Done()
+	f.dropLink(evil.ID, g) // the next link is the stalled one
 	stalled := make(chan error, 1)
 	start := time.Now()
 	go func() {

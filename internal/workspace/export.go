@@ -53,7 +53,7 @@ func (s *Service) Export(ctx context.Context, p api.WorkspaceExportParams) (api.
 		return api.WorkspaceExportResult{}, fmt.Errorf("vm %s: %w", p.Name, err)
 	}
 	paths := slices.Sorted(maps.Keys(guest))
-	want, n, err := s.wanted(guest, paths, stateDir)
+	want, n, err := s.wanted(guest, paths)
 	if err == nil {
 		err = roomFor(stateDir, 2*n) // the copy, and git's loose objects of it
 	}
@@ -87,7 +87,7 @@ func (s *Service) Export(ctx context.Context, p api.WorkspaceExportParams) (api.
 	if _, err := run(env, "", "read-tree", base); err != nil {
 		return api.WorkspaceExportResult{}, fmt.Errorf("%w: base commit %s: %v", api.ErrInvalidArgument, base, err)
 	}
-	take, err := exported(ctx, run, env, guest)
+	take, err := exported(run, env, guest)
 	if err != nil {
 		return api.WorkspaceExportResult{}, err
 	}
@@ -120,7 +120,7 @@ type gitRun func(env []string, stdin string, args ...string) (string, error)
 // exported is the guest files the patch holds, as `git add -A` would
 // take them: those the base tracks, and untracked ones git does not
 // ignore.
-func exported(ctx context.Context, run gitRun, env []string, guest files) ([]string, error) {
+func exported(run gitRun, env []string, guest files) ([]string, error) {
 	var take []string
 	for _, args := range [][]string{{"ls-files", "-z", "--cached"}, {"ls-files", "-z", "--others", "--exclude-standard"}} {
 		out, err := run(env, "", args...)
@@ -134,7 +134,7 @@ func exported(ctx context.Context, run gitRun, env []string, guest files) ([]str
 		}
 	}
 	slices.Sort(take)
-	return slices.Compact(take), ctx.Err()
+	return slices.Compact(take), nil
 }
 
 // blobIndex writes the blobs of take (symlinks as their targets, from

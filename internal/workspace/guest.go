@@ -8,6 +8,7 @@ import (
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/agent/proto"
 	"github.com/bangerdev/banger/internal/agent/tree"
+	"github.com/bangerdev/banger/internal/termsafe"
 	"github.com/bangerdev/banger/internal/units"
 )
 
@@ -62,7 +63,7 @@ func vetEntry(e proto.TreeEntry, maxBytes int64) error {
 	if _, err := tree.CleanRel(e.Path); err != nil || path.Clean(e.Path) != e.Path {
 		return bad("not a clean relative path")
 	}
-	if hasControl(e.Path) {
+	if termsafe.HasControl(e.Path) {
 		return bad("control characters in the path")
 	}
 	if e.Mode > 0o7777 {
@@ -101,15 +102,6 @@ func isSHA256(s string) bool {
 		}
 	}
 	return true
-}
-
-func hasControl(s string) bool {
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
-			return true
-		}
-	}
-	return false
 }
 
 // short cuts a guest string for an error message, where %q escapes its

@@ -106,11 +106,12 @@ func hostTree(ctx context.Context, root string, st State) (files, error) {
 		}
 	}
 	out := files{}
+	checked := map[string]bool{}
 	for _, p := range paths {
 		if _, done := out[p]; done {
 			continue
 		}
-		e, err := tree.EntryIn(root, p)
+		e, err := tree.EntryIn(root, p, checked)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
@@ -215,12 +216,13 @@ func (s *Service) Pull(ctx context.Context, p api.WorkspaceRefParams, progress P
 	// Files the sync did not put on the host (ignored ones, say) count
 	// as host changes too.
 	var clash, dirs []string
+	checked := map[string]bool{}
 	for _, path := range changed(sd.gc) {
 		last, known := sd.st.Files[path]
 		cur, hashed := sd.host[path]
 		var err error
 		if !hashed { // outside the selection (ignored, say): not hashed yet
-			cur, err = tree.EntryIn(sd.hostDir, path)
+			cur, err = tree.EntryIn(sd.hostDir, path, checked)
 		}
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
@@ -248,7 +250,10 @@ func (s *Service) Pull(ctx context.Context, p api.WorkspaceRefParams, progress P
 	}
 	res.Overwritten = clash
 	fetch := slices.Concat(sd.gc.Added, sd.gc.Modified)
-	want, n, err := s.wanted(sd.guest, fetch, sd.hostDir)
+	want, n, err := s.wanted(sd.guest, fetch)
+	if err == nil {
+		err = roomFor(sd.hostDir, n)
+	}
 	if err != nil {
 		return res, fmt.Errorf("pulling from vm %s: %w", p.Name, err)
 	}
@@ -319,8 +324,8 @@ func (sd *sides) record(c api.WorkspaceChanges, now files) {
 
 // wanted is what a transfer of paths from the guest must bring, as the
 // guest's vetted manifest described it, and its bytes; it refuses a
-// transfer over the caps or over the free space where it lands.
-func (s *Service) wanted(guest files, paths []string, dest string) (map[string]proto.TreeEntry, int64, error) {
+// transfer over the caps (the caller checks the room where it lands).
+func (s *Service) wanted(guest files, paths []string) (map[string]proto.TreeEntry, int64, error) {
 	if len(paths) > s.cfg.MaxEntries {
 		return nil, 0, fmt.Errorf("%w: %d files is over workspace.max_entries (%d); raise it in the config", api.ErrLimitExceeded, len(paths), s.cfg.MaxEntries)
 	}
@@ -334,9 +339,6 @@ func (s *Service) wanted(guest files, paths []string, dest string) (map[string]p
 	if n > s.cfg.MaxBytes {
 		return nil, 0, fmt.Errorf("%w: %s in %d files is over workspace.max_bytes (%s); raise it in the config, or remove the large files in the guest",
 			api.ErrLimitExceeded, units.FormatSize(n), len(paths), units.FormatSize(s.cfg.MaxBytes))
-	}
-	if err := roomFor(dest, n); err != nil {
-		return nil, 0, err
 	}
 	return want, n, nil
 }

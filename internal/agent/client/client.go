@@ -37,9 +37,6 @@ type Client struct {
 // and no caller waits on it longer.
 const WriteTimeout = 10 * time.Second
 
-// ErrStalled means the agent stopped reading its link, which was closed.
-var ErrStalled = link.ErrStalled
-
 // New starts reading frames from rw; Close stops it.
 func New(rw io.ReadWriteCloser) *Client {
 	l := link.New(rw)
@@ -451,22 +448,26 @@ func (s *streamConn) Write(p []byte) (int, error) {
 		return 0, net.ErrClosed
 	default:
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-s.wd.expired():
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	if err := s.c.l.SendData(ctx, s.id, proto.Stdin, p); err != nil {
-		if ctx.Err() != nil && s.wd.passed() {
-			return 0, os.ErrDeadlineExceeded
-		}
+	// The write deadline as the send's context: no goroutine a write.
+	if err := s.c.l.SendData(expiry{s.wd.expired()}, s.id, proto.Stdin, p); err != nil {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// expiry is a context done when a deadline's channel closes.
+type expiry struct{ done <-chan struct{} }
+
+func (expiry) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (e expiry) Done() <-chan struct{}     { return e.done }
+func (expiry) Value(any) any               { return nil }
+func (e expiry) Err() error {
+	select {
+	case <-e.done:
+		return os.ErrDeadlineExceeded
+	default:
+		return nil
+	}
 }
 
 // Close hangs up: the agent closes its end of the connection.
@@ -503,7 +504,6 @@ func (s *streamConn) SetWriteDeadline(t time.Time) error { s.wd.set(t); return n
 // it at once, so a blocked Read or Write ends as net.Conn promises.
 type deadline struct {
 	mu     sync.Mutex
-	t      time.Time
 	timer  *time.Timer
 	c      chan struct{}
 	closed bool
@@ -518,12 +518,6 @@ func (d *deadline) expired() <-chan struct{} {
 	return d.c
 }
 
-func (d *deadline) passed() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return !d.t.IsZero() && !time.Now().Before(d.t)
-}
-
 // set replaces the deadline.
 func (d *deadline) set(t time.Time) {
 	d.mu.Lock()
@@ -535,7 +529,6 @@ func (d *deadline) set(t time.Time) {
 	if d.closed { // passed: a new deadline needs a new channel
 		d.c, d.closed = make(chan struct{}), false
 	}
-	d.t = t
 	if t.IsZero() {
 		return
 	}

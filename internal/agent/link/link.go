@@ -67,6 +67,9 @@ type stream struct {
 	pending int64 // receiving: units consumed, not yet given back
 	credit  int64 // sending: units we may still send
 	control int   // uncharged frames received
+	// answered: a Response went either way, so the call is over on both
+	// sides and nothing waits on the stream's credit.
+	answered bool
 }
 
 // maxControl bounds the uncharged frames (Request, Response, Close) a
@@ -286,6 +289,11 @@ func (l *Link) Respond(stream uint32, result any, err error) {
 		resp.Result = b
 	}
 	b, _ := json.Marshal(resp)
+	l.mu.Lock()
+	if st := l.streams[stream]; st != nil {
+		st.answered = true
+	}
+	l.mu.Unlock()
 	ctx := context.Background()
 	if err := l.write(ctx, proto.Frame{Kind: proto.KindResponse, Stream: stream, Payload: b}); errors.Is(err, proto.ErrFrame) {
 		b, _ = json.Marshal(proto.Response{Error: fmt.Sprintf("the answer (%d bytes) does not fit an agent frame", len(b))})
@@ -351,19 +359,21 @@ func (l *Link) Open(id uint32) (chan proto.Frame, error) {
 	return st.ch, nil
 }
 
-// Release forgets a stream, and tells the peer to stop counting credit
-// on it (it may be waiting to send what nobody will read).
+// Release forgets a stream. One released before its call was answered
+// (a caller that gave up) tells the peer to stop counting credit on it:
+// the peer may be waiting to send what nobody will read. An answered
+// call costs no such frame.
 func (l *Link) Release(id uint32) {
 	l.mu.Lock()
 	st := l.streams[id]
 	delete(l.streams, id)
-	down := l.err != nil
+	reset := l.err == nil && st != nil && !st.answered
 	l.mu.Unlock()
 	if st == nil {
 		return
 	}
 	close(st.gone)
-	if !down {
+	if reset {
 		ctx, cancel := context.WithTimeout(context.Background(), max(l.writeTimeout, time.Second))
 		defer cancel()
 		_ = l.write(ctx, proto.Frame{Kind: proto.KindCredit, Stream: id, Payload: proto.CreditPayload(proto.CreditReset)})
@@ -426,6 +436,9 @@ func (l *Link) route(st *stream, f proto.Frame) error {
 		}
 	} else if st.control++; st.control > maxControl {
 		return fmt.Errorf("%w: stream %d sent %d control frames", proto.ErrFrame, f.Stream, st.control)
+	}
+	if f.Kind == proto.KindResponse {
+		st.answered = true
 	}
 	st.q = append(st.q, f)
 	signal(st.wake)

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/bangerdev/banger/internal/agent/proto"
 )
 
@@ -148,21 +150,21 @@ func (x *extraction) complete() error {
 }
 
 // EntryIn describes root/rel as a TreeEntry without following a symlink
-// on the way: a parent of rel that is a symlink reads as fs.ErrNotExist,
-// so hashing the host's side never reads outside root.
-func EntryIn(root, rel string) (proto.TreeEntry, error) {
+// on the way: below a parent that is a symlink or a file, rel reads as
+// fs.ErrNotExist, so hashing the host's side never reads outside root.
+// checked caches the parents found to be directories (realDirs'), for a
+// caller that asks about many paths.
+func EntryIn(root, rel string, checked map[string]bool) (proto.TreeEntry, error) {
 	clean, err := CleanRel(rel)
 	if err != nil {
 		return proto.TreeEntry{}, err
 	}
-	for d := filepath.Dir(clean); d != "."; d = filepath.Dir(d) {
-		fi, err := os.Lstat(filepath.Join(root, d))
-		if err != nil {
-			return proto.TreeEntry{}, err
-		}
-		if !fi.IsDir() {
-			return proto.TreeEntry{}, fmt.Errorf("%s: %w (its parent %s is not a directory)", rel, fs.ErrNotExist, d)
-		}
+	if err := realDirs(root, clean, checked); err != nil {
+		return proto.TreeEntry{}, fmt.Errorf("%w: %v", fs.ErrNotExist, err)
 	}
-	return Entry(filepath.Join(root, clean), rel)
+	e, err := Entry(filepath.Join(root, clean), rel)
+	if errors.Is(err, unix.ENOTDIR) {
+		return proto.TreeEntry{}, fmt.Errorf("%s: %w (a parent is a file)", rel, fs.ErrNotExist)
+	}
+	return e, err
 }

@@ -3,7 +3,9 @@ package tree
 import (
 	"archive/tar"
 	"bytes"
+	"errors"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -88,5 +90,34 @@ func TestExtractRefusesSymlinkTraversal(t *testing.T) {
 		if entries, _ := os.ReadDir(filepath.Join(outside, "sub")); len(entries) != 0 {
 			t.Fatalf("%s: wrote %v outside", tc.name, entries)
 		}
+	}
+}
+
+// TestEntryInNeverFollows: hashing the host's side reads nothing below a
+// symlink or a file, however the path was named.
+func TestEntryInNeverFollows(t *testing.T) {
+	root, outside := t.TempDir(), t.TempDir()
+	for p, body := range map[string]string{filepath.Join(outside, "secret"): "s", filepath.Join(root, "d", "f"): "ok", filepath.Join(root, "file"): "x"} {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(outside, filepath.Join(root, "l")); err != nil {
+		t.Fatal(err)
+	}
+	checked := map[string]bool{}
+	for _, rel := range []string{"l/secret", "file/x", "missing/f"} {
+		if e, err := EntryIn(root, rel, checked); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("EntryIn(%s) = %+v, %v; want not found", rel, e, err)
+		}
+	}
+	if e, err := EntryIn(root, "d/f", checked); err != nil || e.Type != "f" || e.Size != 2 {
+		t.Errorf("EntryIn(d/f) = %+v, %v", e, err)
+	}
+	if _, err := EntryIn(root, "../x", checked); err == nil {
+		t.Error("EntryIn took ../x")
 	}
 }
