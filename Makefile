@@ -28,13 +28,16 @@ FUZZ_TARGETS := \
 	./internal/agent/proto:FuzzParseBootParams:360000 \
 	./internal/agent/passwd:FuzzLookup:24000 \
 	./internal/vmdns:FuzzAnswer:300000 \
+	./internal/vmdns:FuzzAddresses:250000 \
+	./internal/allowlist:FuzzParse:350000 \
+	./internal/hostnet:FuzzParseAttempt:300000 \
 	./internal/agent/procfs:FuzzParse:200000 \
 	./internal/agent/tree:FuzzCleanRel:200000 \
 	./internal/agent/client:FuzzParseManifest:200000 \
 	./internal/agent/client:FuzzClientFrames:150000 \
 	./internal/termsafe:FuzzString:300000
 
-.PHONY: all deps testimages build test fmt-check vet unit fuzz vmtest smoke bench bench-image bench-boot bench-disk bench-vm bench-workspace lint run clean
+.PHONY: all deps testimages build test fmt-check vet unit fuzz vmtest smoke bench bench-image bench-boot bench-disk bench-vm bench-workspace bench-net lint run clean
 
 all: build
 
@@ -77,11 +80,11 @@ smoke: build testimages
 # Real VMs under QEMU (TCG here): Debian's kernel, banger's initramfs and
 # agent, images flattened by banger.
 vmtest: testimages
-	BANGER_VM_TESTS=1 BANGER_TEST_CACHE=$(TEST_CACHE) go test -count=1 -timeout 20m ./test/vmtest/
+	BANGER_VM_TESTS=1 BANGER_ROOT_TESTS=1 BANGER_TEST_CACHE=$(TEST_CACHE) go test -count=1 -timeout 20m ./test/vmtest/
 
 test: deps fmt-check vet unit fuzz vmtest smoke
 
-bench: deps bench-image bench-boot bench-disk bench-vm bench-workspace
+bench: deps bench-image bench-boot bench-disk bench-vm bench-workspace bench-net
 	@scripts/bench.sh
 
 # VM create cost and create-to-first-command, small vs large image, with
@@ -92,6 +95,11 @@ bench-vm: build testimages
 # Boot to agent-ready against plain QEMU to the first userspace line.
 bench-workspace: build testimages
 	BANGER_TEST_CACHE=$(TEST_CACHE) go run ./bench/workspace -bin $(BIN) -crane .tools/crane -runs $(or $(RUNS),1)
+
+# The bridge network's egress (root): a download through NAT and through
+# an allow-list, and the daemon's DNS against a direct query.
+bench-net: build testimages
+	BANGER_TEST_CACHE=$(TEST_CACHE) go run ./bench/net -bin $(BIN) -crane .tools/crane -runs $(or $(RUNS),5)
 
 # The work disk's cache mode: cache=unsafe against cache=writeback, on
 # writes that flush.

@@ -79,6 +79,13 @@ const (
 	MethodVMWorkspacePull    = "vm.workspace.pull"
 	MethodVMWorkspacePush    = "vm.workspace.push"
 	MethodVMWorkspaceExport  = "vm.workspace.export"
+
+	// MethodVMEgress streams a VM's outbound attempts (DNS and new
+	// connections, allowed or denied), following with follow;
+	// MethodVMEgressSuggest answers the allow-list that would have
+	// allowed what it saw.
+	MethodVMEgress        = "vm.egress"
+	MethodVMEgressSuggest = "vm.egress.suggest"
 )
 
 // Operation kinds. Every asynchronous daemon job is one of these.

@@ -35,6 +35,14 @@ const (
 	VMFailed   = "failed" // it did not come up; `vm logs` says why
 )
 
+// What a VM may reach beyond the host (VM.Egress).
+const (
+	EgressNone      = "none"       // no network
+	EgressSandbox   = "sandbox"    // nothing beyond the host
+	EgressNAT       = "nat"        // anywhere but link-local and network.nat_deny
+	EgressAllowList = "allow-list" // only what its allow-list names
+)
+
 // Networks a VM can have.
 const (
 	NetworkBridge = "bridge" // a tap on the root daemon's bridge: NAME.vm, VM to VM
@@ -44,20 +52,25 @@ const (
 
 // VM is one VM's record.
 type VM struct {
-	Name      string     `json:"name"`
-	ID        string     `json:"id"`
-	State     string     `json:"state"`
-	Reason    string     `json:"reason,omitempty"` // why it stopped or failed
-	Image     string     `json:"image"`
-	ImageID   string     `json:"image_id"`
-	Kernel    string     `json:"kernel"`
-	KernelID  string     `json:"kernel_id"`
-	VCPU      int        `json:"vcpu"`
-	MemoryMiB int        `json:"memory_mib"`
-	DiskSize  int64      `json:"disk_size"` // bytes of the work disk
-	DiskUsed  int64      `json:"disk_used"` // bytes it takes on the host
-	Network   string     `json:"network"`
-	NAT       bool       `json:"nat"` // outbound connections allowed
+	Name      string `json:"name"`
+	ID        string `json:"id"`
+	State     string `json:"state"`
+	Reason    string `json:"reason,omitempty"` // why it stopped or failed
+	Image     string `json:"image"`
+	ImageID   string `json:"image_id"`
+	Kernel    string `json:"kernel"`
+	KernelID  string `json:"kernel_id"`
+	VCPU      int    `json:"vcpu"`
+	MemoryMiB int    `json:"memory_mib"`
+	DiskSize  int64  `json:"disk_size"` // bytes of the work disk
+	DiskUsed  int64  `json:"disk_used"` // bytes it takes on the host
+	Network   string `json:"network"`
+	NAT       bool   `json:"nat"` // outbound connections allowed
+	// Egress says what it may reach beyond the host: EgressNone (no
+	// NIC), EgressSandbox, EgressNAT or EgressAllowList (Allow).
+	Egress    string     `json:"egress"`
+	Allow     []string   `json:"allow,omitempty"`   // its allow-list, canonical
+	Isolate   bool       `json:"isolate,omitempty"` // no traffic with the other VMs
 	AutoStop  string     `json:"auto_stop,omitempty"`
 	IP        string     `json:"ip,omitempty"`
 	Workspace string     `json:"workspace,omitempty"` // its guest directory
@@ -79,8 +92,15 @@ type VMCreateParams struct {
 	DiskSize  int64  `json:"disk_size,omitempty"`
 	Network   string `json:"network,omitempty"`
 	// NAT lets the VM open connections out; nil takes network.nat.
-	NAT     *bool `json:"nat,omitempty"`
-	NoStart bool  `json:"no_start,omitempty"`
+	NAT *bool `json:"nat,omitempty"`
+	// Allow lets it open connections out only to these (domains,
+	// *.wildcards, addresses, CIDRs, each with optional :PORT[,PORT]);
+	// bridge network only. Nil takes network.allow for a bridge VM
+	// without NAT set.
+	Allow []string `json:"allow,omitempty"`
+	// Isolate keeps it from the other VMs on the bridge.
+	Isolate bool `json:"isolate,omitempty"`
+	NoStart bool `json:"no_start,omitempty"`
 	// Workspace places a host project in the VM once it is up.
 	Workspace *WorkspaceSpec `json:"workspace,omitempty"`
 }
@@ -95,7 +115,13 @@ type VMSetParams struct {
 	// AutoStop is an idle time ("30m"), "0" for never, "default" for
 	// the config's.
 	AutoStop string `json:"auto_stop,omitempty"`
-	NAT      *bool  `json:"nat,omitempty"`
+	// NAT opens (true) or closes (false) the VM's way out, replacing
+	// an allow-list; Allow replaces the allow-list (and implies NAT).
+	// On a running bridge VM both take effect at once, its connections
+	// included.
+	NAT     *bool    `json:"nat,omitempty"`
+	Allow   []string `json:"allow,omitempty"`
+	Isolate *bool    `json:"isolate,omitempty"`
 }
 
 // VMKillParams are the params of MethodVMKill.

@@ -19,6 +19,8 @@ declare -A packages=(
 	[xz]=xz-utils                 # unpacks kernels (their xz uses the x86 BCJ filter)
 	[dpkg-deb]=dpkg               # tests build .deb packages
 	[qemu-system-x86_64]=qemu-system-x86 # the VMM, and the VM tests' VMM
+	[passt]=passt                 # user-mode networking with NAT (QEMU's own maps the host's loopback into the guest)
+	[nft]=nftables                # the network tests read the firewall as nft shows it
 )
 
 # `banger kernel import --debian` (and its smoke scenario) asks apt for the

@@ -257,6 +257,19 @@ func (c *Client) VMLogs(ctx context.Context, p api.VMLogsParams, onChunk func(st
 	return stream[api.VMLogsResult, api.VMLogsResult](ctx, c, api.MethodVMLogs, p, func(ev api.VMLogsResult) error { return onChunk(ev.Console) })
 }
 
+// VMEgress sends a VM's outbound attempts to onEvent, oldest first;
+// with p.Follow, what follows too until ctx ends.
+func (c *Client) VMEgress(ctx context.Context, p api.VMEgressParams, onEvent func(api.EgressEvent) error) error {
+	_, err := stream[api.EgressEvent, struct{}](ctx, c, api.MethodVMEgress, p, onEvent)
+	return err
+}
+
+// VMEgressSuggest is the allow-list that would have allowed what a VM
+// tried.
+func (c *Client) VMEgressSuggest(ctx context.Context, name string) (api.VMEgressSuggestResult, error) {
+	return call[api.VMEgressSuggestResult](ctx, c, api.MethodVMEgressSuggest, api.VMRefParams{Name: name})
+}
+
 // SetVM changes a VM's sizes and settings.
 func (c *Client) SetVM(ctx context.Context, p api.VMSetParams) (api.VM, error) {
 	return call[api.VM](ctx, c, api.MethodVMSet, p)

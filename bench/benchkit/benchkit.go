@@ -56,16 +56,30 @@ func WriteTar(path string, files map[string][]byte, links map[string]string) err
 }
 
 // CLI runs banger on one BANGER_HOME.
-type CLI struct{ Bin, Home string }
+type CLI struct {
+	Bin, Home string
+	// Wrap runs banger under another command (`ip netns exec NS`).
+	Wrap []string
+}
 
 // Run runs banger, failing with its output.
 func (c CLI) Run(args ...string) error {
-	cmd := exec.Command(filepath.Join(c.Bin, "banger"), args...)
+	_, err := c.Output(args...)
+	return err
+}
+
+// Output runs banger and returns its standard output, failing with all
+// it printed.
+func (c CLI) Output(args ...string) (string, error) {
+	argv := append(append(slices.Clone(c.Wrap), filepath.Join(c.Bin, "banger")), args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), "BANGER_HOME="+c.Home)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("banger %v: %v\n%s", args, err, out)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("banger %v: %v\n%s%s", args, err, stdout.Bytes(), stderr.Bytes())
 	}
-	return nil
+	return stdout.String(), nil
 }
 
 // Timed runs banger and says how long it took.

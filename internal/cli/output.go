@@ -19,6 +19,9 @@ func printJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
+// printJSONLine prints v as one line of JSON, for streams.
+func printJSONLine(w io.Writer, v any) error { return json.NewEncoder(w).Encode(v) }
+
 // table prints rows under a header, aligned. Cells may hold what a
 // guest chose (a process name, a path): their control characters are
 // escaped, so they cannot drive the terminal or break the alignment.

@@ -38,6 +38,8 @@ func (f *createFlags) register(cmd *cobra.Command, nameHelp string) {
 	fs.StringVar(&f.disk, "disk", "", "size of the work disk, e.g. 20G (default: vm_defaults.disk_size)")
 	fs.StringVar(&f.p.Network, "network", "", "bridge (a tap on the root daemon's bridge, NAME.vm), user (QEMU user-mode, no root needed) or none; default network.mode")
 	fs.BoolVar(&f.nat, "nat", false, "let the VM open connections out (default: network.nat)")
+	fs.StringArrayVar(&f.p.Allow, "allow", nil, "let the VM open connections out only to RULE: a name (github.com), *.domain, an IPv4 address or CIDR, each with optional :PORT[,PORT]; repeat for more (bridge network; default: network.allow)")
+	fs.BoolVar(&f.p.Isolate, "isolate", false, "keep the VM from the other VMs on the bridge, both ways")
 	fs.StringVar(&f.workspace, "workspace", "", "place this host tree in the VM at /workspace (see `banger vm workspace prepare`)")
 	f.ws.register(cmd)
 }
@@ -66,6 +68,19 @@ func (f *createFlags) params(cmd *cobra.Command) (api.VMCreateParams, error) {
 	return p, nil
 }
 
+// egressSummary says in a few words what a VM may reach.
+func egressSummary(v api.VM) string {
+	switch v.Egress {
+	case api.EgressSandbox:
+		return "sandbox (nothing beyond the host; --nat or --allow to open)"
+	case api.EgressNAT:
+		return "nat (anywhere but link-local and network.nat_deny)"
+	case api.EgressAllowList:
+		return fmt.Sprintf("allow-list (%d rules)", len(v.Allow))
+	}
+	return dash(v.Egress)
+}
+
 // parseSizes reads --memory and --disk; empty is zero.
 func parseSizes(memory, disk string) (int, int64, error) {
 	mib, err := parseMiB(memory)
@@ -85,7 +100,7 @@ func (a *App) vmCreateCommand() *cobra.Command {
 	var f createFlags
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "create [--name N] [--image REF] [--kernel REF] [--cpus N] [--memory SIZE] [--disk SIZE] [--network bridge|user|none] [--workspace PATH] [--no-start]",
+		Use:   "create [--name N] [--image REF] [--kernel REF] [--cpus N] [--memory SIZE] [--disk SIZE] [--network bridge|user|none] [--nat | --allow RULE...] [--isolate] [--workspace PATH] [--no-start]",
 		Short: "Create a VM and boot it",
 		Long: "Create a VM from an image (pulled when missing) and a kernel, with its own sparse work disk\n" +
 			"stacked on the shared read-only image, and boot it. Defaults come from config.toml.",
@@ -216,8 +231,15 @@ func (a *App) vmShowCommand() *cobra.Command {
 			{"image", v.Image}, {"kernel", v.Kernel}, {"vmm", dash(v.VMM)},
 			{"cpus", strconv.Itoa(v.VCPU)}, {"memory", units.FormatSize(int64(v.MemoryMiB) << 20)},
 			{"disk", fmt.Sprintf("%s (%s used on the host)", units.FormatSize(v.DiskSize), units.FormatSize(v.DiskUsed))},
-			{"network", v.Network}, {"ip", dash(v.IP)}, {"created", v.CreatedAt.Local().Format(time.RFC3339)},
+			{"network", v.Network}, {"ip", dash(v.IP)}, {"egress", egressSummary(v)},
 		}
+		for _, r := range v.Allow {
+			kv = append(kv, [2]string{"  allow", r})
+		}
+		if v.Isolate {
+			kv = append(kv, [2]string{"isolated", "from the other VMs"})
+		}
+		kv = append(kv, [2]string{"created", v.CreatedAt.Local().Format(time.RFC3339)})
 		if v.StartedAt != nil {
 			kv = append(kv, [2]string{"started", v.StartedAt.Local().Format(time.RFC3339)})
 		}
@@ -309,10 +331,10 @@ func (a *App) vmLogsCommand() *cobra.Command {
 func (a *App) vmSetCommand() *cobra.Command {
 	var p api.VMSetParams
 	var memory, disk string
-	var nat bool
+	var nat, isolate bool
 	cmd := &cobra.Command{
-		Use:   "set NAME [--cpus N] [--memory SIZE] [--disk SIZE] [--nat=true|false] [--auto-stop DURATION|0|default]",
-		Short: "Change a VM's sizes and settings (cpus, memory, disk and nat while it is stopped)",
+		Use:   "set NAME [--cpus N] [--memory SIZE] [--disk SIZE] [--nat=true|false] [--allow RULE]... [--isolate=true|false] [--auto-stop DURATION|0|default]",
+		Short: "Change a VM's sizes and settings (cpus, memory and disk while it is stopped; a bridge VM's way out at once)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var err error
@@ -322,14 +344,17 @@ func (a *App) vmSetCommand() *cobra.Command {
 			if cmd.Flags().Changed("nat") {
 				p.NAT = &nat
 			}
+			if cmd.Flags().Changed("isolate") {
+				p.Isolate = &isolate
+			}
 			return a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
 				p.Name = args[0]
 				v, err := c.SetVM(ctx, p)
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(a.Stdout, "vm %s: %d cpus, %s memory, %s disk, nat %v, auto-stop %s\n", v.Name, v.VCPU,
-					units.FormatSize(int64(v.MemoryMiB)<<20), units.FormatSize(v.DiskSize), v.NAT, dash(v.AutoStop))
+				fmt.Fprintf(a.Stdout, "vm %s: %d cpus, %s memory, %s disk, egress %s, auto-stop %s\n", v.Name, v.VCPU,
+					units.FormatSize(int64(v.MemoryMiB)<<20), units.FormatSize(v.DiskSize), egressSummary(v), dash(v.AutoStop))
 				return nil
 			})(cmd, args)
 		},
@@ -338,7 +363,9 @@ func (a *App) vmSetCommand() *cobra.Command {
 	f.IntVar(&p.VCPU, "cpus", 0, "virtual CPUs")
 	f.StringVar(&memory, "memory", "", "memory, e.g. 2G")
 	f.StringVar(&disk, "disk", "", "work disk size; it only grows")
-	f.BoolVar(&nat, "nat", false, "let the VM open connections out")
+	f.BoolVar(&nat, "nat", false, "open (true) or close (false) the VM's way out, replacing an allow-list")
+	f.StringArrayVar(&p.Allow, "allow", nil, "let it open connections out only to RULE (replaces its list; repeat for more; see vm create)")
+	f.BoolVar(&isolate, "isolate", false, "keep it from the other VMs on the bridge")
 	f.StringVar(&p.AutoStop, "auto-stop", "", "stop the VM after this long idle (30m), 0 for never, default for the config's")
 	return cmd
 }

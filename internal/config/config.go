@@ -17,6 +17,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/bangerdev/banger/internal/allowlist"
 	"github.com/bangerdev/banger/internal/units"
 )
 
@@ -57,6 +58,18 @@ type Network struct {
 	Bridge string
 	CIDR   netip.Prefix
 	NAT    bool // outbound internet for new VMs; off by default
+	// NATDeny are destinations no VM reaches, with NAT or an allow-list,
+	// on top of link-local (always denied).
+	NATDeny []netip.Prefix
+	// Allow is the allow-list of new bridge VMs that set neither --nat
+	// nor --allow (canonical rules; empty: none).
+	Allow []string
+}
+
+// DefaultNATDeny are the cloud metadata services outside link-local:
+// Alibaba's, and Oracle's older one.
+func DefaultNATDeny() []netip.Prefix {
+	return []netip.Prefix{netip.MustParsePrefix("100.100.100.200/32"), netip.MustParsePrefix("192.0.0.192/32")}
 }
 
 // Images bounds what one image may unpack to, against decompression bombs.
@@ -103,9 +116,12 @@ func Keys() []string {
 		"vm_defaults.vcpu",
 		"vm_defaults.memory_mib",
 		"vm_defaults.disk_size",
+		"network.mode",
 		"network.bridge",
 		"network.cidr",
 		"network.nat",
+		"network.nat_deny",
+		"network.allow",
 		"images.max_unpacked_size",
 		"images.max_entries",
 		"workspace.max_bytes",
@@ -128,7 +144,7 @@ func Defaults(host Host) Config {
 		JailerUID:         65534,
 		JailerGID:         65534,
 		VMDefaults:        VMDefaults{VCPU: vcpu, MemoryMiB: mem, DiskSize: 10 << 30},
-		Network:           Network{Mode: "user", Bridge: "banger0", CIDR: netip.MustParsePrefix("10.203.0.0/24")},
+		Network:           Network{Mode: "user", Bridge: "banger0", CIDR: netip.MustParsePrefix("10.203.0.0/24"), NATDeny: DefaultNATDeny()},
 		Images:            Images{MaxUnpackedSize: 64 << 30, MaxEntries: 4 << 20},
 		Workspace:         Workspace{MaxBytes: 8 << 30, MaxEntries: 200_000},
 		sources:           map[string]string{},
@@ -161,10 +177,12 @@ type file struct {
 		DiskSize  any  `toml:"disk_size"`
 	} `toml:"vm_defaults"`
 	Network struct {
-		Mode   *string `toml:"mode"`
-		Bridge *string `toml:"bridge"`
-		CIDR   *string `toml:"cidr"`
-		NAT    *bool   `toml:"nat"`
+		Mode    *string   `toml:"mode"`
+		Bridge  *string   `toml:"bridge"`
+		CIDR    *string   `toml:"cidr"`
+		NAT     *bool     `toml:"nat"`
+		NATDeny *[]string `toml:"nat_deny"`
+		Allow   *[]string `toml:"allow"`
 	} `toml:"network"`
 	Images struct {
 		MaxUnpackedSize any  `toml:"max_unpacked_size"`
@@ -337,6 +355,32 @@ func (c *Config) apply(data []byte) error {
 		c.Network.NAT = *v
 		set("network.nat")
 	}
+	if v := f.Network.NATDeny; v != nil {
+		c.Network.NATDeny = nil
+		for _, d := range *v {
+			p, err := netip.ParsePrefix(d)
+			if err != nil {
+				a, aerr := netip.ParseAddr(d)
+				if aerr != nil {
+					return fmt.Errorf("network.nat_deny: %q is not an IPv4 address or CIDR such as 10.0.0.0/8", d)
+				}
+				p = netip.PrefixFrom(a, a.BitLen())
+			}
+			if !p.Addr().Is4() {
+				return fmt.Errorf("network.nat_deny: %s: only IPv4 (VMs have no IPv6 route)", d)
+			}
+			c.Network.NATDeny = append(c.Network.NATDeny, p.Masked())
+		}
+		set("network.nat_deny")
+	}
+	if v := f.Network.Allow; v != nil {
+		l, err := allowlist.ParseList(*v)
+		if err != nil {
+			return fmt.Errorf("network.allow: %w", err)
+		}
+		c.Network.Allow = l.Strings()
+		set("network.allow")
+	}
 	// Sizes and counts with a floor, each its own key.
 	for _, sz := range []struct {
 		key   string
@@ -416,6 +460,22 @@ func parseSize(v any) (int64, error) {
 	}
 }
 
+func prefixStrings(ps []netip.Prefix) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return out
+}
+
+// list shows a list value as TOML writes it.
+func list(v []string) string {
+	if len(v) == 0 {
+		return "[]"
+	}
+	return `["` + strings.Join(v, `", "`) + `"]`
+}
+
 // File is the path the configuration was read from ("" for Parse).
 func (c Config) File() string { return c.file }
 
@@ -451,6 +511,8 @@ func (c Config) Values() []Value {
 		"network.bridge":           c.Network.Bridge,
 		"network.cidr":             c.Network.CIDR.String(),
 		"network.nat":              strconv.FormatBool(c.Network.NAT),
+		"network.nat_deny":         list(prefixStrings(c.Network.NATDeny)),
+		"network.allow":            list(c.Network.Allow),
 		"images.max_unpacked_size": units.FormatSize(c.Images.MaxUnpackedSize),
 		"images.max_entries":       strconv.Itoa(c.Images.MaxEntries),
 		"workspace.max_bytes":      units.FormatSize(c.Workspace.MaxBytes),

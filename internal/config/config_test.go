@@ -2,8 +2,10 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -89,6 +91,16 @@ nat = true
 			return c.Images.MaxUnpackedSize == 8<<30 && c.Images.MaxEntries == 1000
 		}},
 		{name: "image limit tiny", doc: "[images]\nmax_entries = 3", err: "images.max_entries"},
+		{name: "default nat_deny", doc: "", check: func(c Config) bool {
+			return slices.Equal(c.Network.NATDeny, DefaultNATDeny()) && len(c.Network.Allow) == 0
+		}},
+		{name: "egress", doc: "[network]\nnat_deny = [\"10.0.0.0/8\", \"192.168.1.7\"]\nallow = [\"GitHub.com:443\", \"*.npmjs.org\", \"github.com:443\"]", check: func(c Config) bool {
+			return fmt.Sprint(c.Network.NATDeny) == "[10.0.0.0/8 192.168.1.7/32]" && slices.Equal(c.Network.Allow, []string{"github.com:443", "*.npmjs.org"})
+		}},
+		{name: "no nat_deny", doc: "[network]\nnat_deny = []", check: func(c Config) bool { return len(c.Network.NATDeny) == 0 }},
+		{name: "nat_deny junk", doc: "[network]\nnat_deny = [\"metadata\"]", err: `network.nat_deny: "metadata" is not an IPv4 address or CIDR`},
+		{name: "nat_deny v6", doc: "[network]\nnat_deny = [\"fd00::/8\"]", err: "only IPv4"},
+		{name: "allow junk", doc: "[network]\nallow = [\"github.com:http\"]", err: `network.allow: invalid allow rule "github.com:http"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := Parse([]byte(tc.doc), host)

@@ -71,6 +71,8 @@ func rpcHandlers(s *services) map[string]handler {
 		api.MethodVMWorkspacePull:    progress(s.workspace.Pull),
 		api.MethodVMWorkspacePush:    progress(s.workspace.Push),
 		api.MethodVMWorkspaceExport:  param(s.workspace.Export),
+		api.MethodVMEgress:           stream(s.egress.Events),
+		api.MethodVMEgressSuggest:    param(s.egress.Suggest),
 	}
 }
 
@@ -207,7 +209,7 @@ func (d *Daemon) dispatch(ctx context.Context, call *rpc.Call) rpc.Response {
 // activity records a vm.* call on the VMs it names, for the idle sweep,
 // and returns what ends it: a session (exec, ssh, a workspace transfer)
 // keeps its VM busy until the call returns. Reads (list, stats, ports,
-// health, ping, logs) are left out: a dashboard polling them must not
+// health, ping, logs, egress) are left out: a dashboard polling them must not
 // keep every VM awake.
 func (d *Daemon) activity(method string, params json.RawMessage) (end func()) {
 	end = func() {}
@@ -216,7 +218,7 @@ func (d *Daemon) activity(method string, params json.RawMessage) (end func()) {
 	}
 	switch method {
 	case api.MethodVMList, api.MethodVMShow, api.MethodVMStats, api.MethodVMStatsAll, api.MethodVMHealth,
-		api.MethodVMPing, api.MethodVMPorts, api.MethodVMLogs:
+		api.MethodVMPing, api.MethodVMPorts, api.MethodVMLogs, api.MethodVMEgress, api.MethodVMEgressSuggest:
 		return end
 	}
 	var ref struct {

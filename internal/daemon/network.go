@@ -1,10 +1,16 @@
 package daemon
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
+	"sync"
+	"time"
 
+	"github.com/bangerdev/banger/internal/allowlist"
+	"github.com/bangerdev/banger/internal/egress"
 	"github.com/bangerdev/banger/internal/hostnet"
 	"github.com/bangerdev/banger/internal/vm"
 	"github.com/bangerdev/banger/internal/vmdns"
@@ -13,40 +19,81 @@ import (
 // dnsPort is where the .vm zone is served, on the bridge's address.
 const dnsPort = 53
 
-// bridgeNetwork is a root daemon's bridge network and its .vm DNS server,
-// which starts listening on the gateway when the bridge comes up (the
-// network's OnUp hook); nil and why not elsewhere. The DNS server reads
-// the VM records from the store, so it needs no service.
-func (d *Daemon) bridgeNetwork() (*hostnet.Network, *vmdns.Server, string) {
-	if os.Geteuid() != 0 {
-		return nil, nil, fmt.Sprintf("the daemon runs as uid %d, and a bridge, taps and nftables need root", os.Geteuid())
-	}
-	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		return nil, nil, fmt.Sprintf("this host has no /dev/net/tun (%v); load the tun module (`modprobe tun`)", err)
-	}
-	prefix := d.cfg.Network.CIDR.Masked()
-	names := vm.Names{Store: d.store, Prefix: prefix, Gateway: hostnet.GatewayOf(prefix)}
-	resolv, _ := os.ReadFile("/etc/resolv.conf")
-	dns := vmdns.New(vmdns.Config{
-		Resolve:    names.AddrOf,
-		MayForward: names.MayGoOut,
-		Local:      names.Local,
-		Upstream:   vmdns.Upstreams(resolv, prefix.Contains),
-		Log:        d.log.With("service", "dns"),
-	})
-	n, err := hostnet.New(hostnet.Config{Bridge: d.cfg.Network.Bridge, Prefix: d.cfg.Network.CIDR,
-		Owner: d.instanceID + " " + d.layout.StateDir, Log: d.log.With("service", "hostnet"),
-		OnUp: func(gw netip.Addr) { d.listenDNS(dns, gw) }})
-	if err != nil {
-		return nil, nil, err.Error()
-	}
-	return n, dns, ""
+// bridge is a root daemon's bridge network, its .vm DNS server and the
+// egress log both feed.
+type bridge struct {
+	net     *hostnet.Network
+	dns     *vmdns.Server
+	egress  *egress.Service
+	watched sync.Once // the firewall's log, read from when the bridge first exists
 }
 
-// listenDNS serves the .vm zone on the bridge's address. Without it VMs
-// still run; only names do not resolve, so a failure is a warning.
-func (d *Daemon) listenDNS(dns *vmdns.Server, gw netip.Addr) {
-	if err := dns.Listen(netip.AddrPortFrom(gw, dnsPort)); err != nil {
+// egressService keeps what VMs tried to reach; it reads the VM records
+// from the store, so it needs no service.
+func (d *Daemon) egressService(names vm.Names) *egress.Service {
+	vmsDir := filepath.Join(d.layout.StateDir, "vms")
+	return egress.New(egress.Config{
+		Find: func(ctx context.Context, name string) (egress.Target, error) {
+			id, network, err := names.Lookup(ctx, name)
+			return egress.Target{ID: id, Network: network}, err
+		},
+		Dir:    func(id string) string { return filepath.Join(vmsDir, id) },
+		Egress: names.Egress,
+		Deny:   d.cfg.Network.NATDeny,
+		Log:    d.log.With("service", "egress"),
+	})
+}
+
+// bridgeNetwork is a root daemon's bridge network and its .vm DNS server,
+// which starts listening on the gateway when the bridge comes up (the
+// network's OnUp hook), as the firewall's log is read; nil and why not
+// elsewhere. The DNS server reads the VM records from the store, so it
+// needs no service.
+func (d *Daemon) bridgeNetwork(names vm.Names, eg *egress.Service) (*bridge, string) {
+	if os.Geteuid() != 0 {
+		return nil, fmt.Sprintf("the daemon runs as uid %d, and a bridge, taps and nftables need root", os.Geteuid())
+	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		return nil, fmt.Sprintf("this host has no /dev/net/tun (%v); load the tun module (`modprobe tun`)", err)
+	}
+	b := &bridge{egress: eg}
+	resolv, _ := os.ReadFile("/etc/resolv.conf")
+	b.dns = vmdns.New(vmdns.Config{
+		Resolve: names.AddrOf,
+		Source: func(ctx context.Context, src netip.Addr) vmdns.Source {
+			id, egress, allow := names.Source(ctx, src)
+			l, _ := allowlist.ParseList(allow) // canonical in the store
+			return vmdns.Source{VM: id, Egress: egress, Allow: l}
+		},
+		Resolved: func(vmID string, addrs []netip.Addr, ports []uint16, ttl time.Duration) error {
+			return b.net.AllowResolved(vmID, addrs, ports, ttl)
+		},
+		Observe:  eg.DNS,
+		Local:    names.Local,
+		Upstream: vmdns.Upstreams(resolv, names.Prefix.Contains),
+		Log:      d.log.With("service", "dns"),
+	})
+	var err error
+	b.net, err = hostnet.New(hostnet.Config{Bridge: d.cfg.Network.Bridge, Prefix: d.cfg.Network.CIDR,
+		Owner: d.instanceID + " " + d.layout.StateDir, Deny: d.cfg.Network.NATDeny, Log: d.log.With("service", "hostnet"),
+		OnUp: func(gw netip.Addr) { d.bridgeUp(b, gw) }})
+	if err != nil {
+		return nil, err.Error()
+	}
+	return b, ""
+}
+
+// bridgeUp serves the .vm zone on the bridge's address, and reads the
+// firewall's log into the egress log. Without either VMs still run
+// (names do not resolve, connections are not logged): a failure is a
+// warning.
+func (d *Daemon) bridgeUp(b *bridge, gw netip.Addr) {
+	if err := b.dns.Listen(netip.AddrPortFrom(gw, dnsPort)); err != nil {
 		d.log.Warn("NAME.vm will not resolve", "err", err)
 	}
+	b.watched.Do(func() {
+		if err := b.net.Watch(d.lifetime, b.egress.Attempt); err != nil {
+			d.log.Warn("VMs' connections will not be logged (vm egress)", "err", err)
+		}
+	})
 }

@@ -9,8 +9,11 @@ import (
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/agent/client"
+	"github.com/bangerdev/banger/internal/allowlist"
 	"github.com/bangerdev/banger/internal/blobcache"
 	"github.com/bangerdev/banger/internal/bootcheck"
+	"github.com/bangerdev/banger/internal/egress"
+	"github.com/bangerdev/banger/internal/hostnet"
 	"github.com/bangerdev/banger/internal/image"
 	"github.com/bangerdev/banger/internal/kernel"
 	"github.com/bangerdev/banger/internal/opstate"
@@ -38,6 +41,7 @@ type services struct {
 	creates   *creator
 	stats     *stats.Service
 	workspace *workspace.Service
+	egress    *egress.Service
 	dns       *vmdns.Server // nil without a bridge network
 }
 
@@ -102,10 +106,15 @@ func (d *Daemon) wire(opts Options) (*services, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loading banger's SSH key: %w", err)
 	}
-	hostNet, dns, noBridge := d.bridgeNetwork()
+	prefix := d.cfg.Network.CIDR.Masked()
+	names := vm.Names{Store: d.store, Prefix: prefix, Gateway: hostnet.GatewayOf(prefix)}
+	eg := d.egressService(names)
+	br, noBridge := d.bridgeNetwork(names, eg)
 	var bridge vm.Bridge // a nil *hostnet.Network must stay a nil interface
-	if hostNet != nil {
-		bridge = hostNet
+	var dns *vmdns.Server
+	policyChanged := func(context.Context, string, allowlist.List) {}
+	if br != nil {
+		bridge, dns, policyChanged = br.net, br.dns, br.dns.Reallow
 	}
 	if d.cfg.Network.Mode == api.NetworkBridge && bridge == nil {
 		return nil, fmt.Errorf("network.mode is bridge in config.toml, but %s; set it to user", noBridge)
@@ -126,18 +135,25 @@ func (d *Daemon) wire(opts Options) (*services, error) {
 		Defaults: vm.Defaults{
 			Image: d.cfg.DefaultImageName, Kernel: d.cfg.DefaultKernel, VCPU: d.cfg.VMDefaults.VCPU,
 			MemoryMiB: d.cfg.VMDefaults.MemoryMiB, DiskSize: d.cfg.VMDefaults.DiskSize, Network: d.cfg.Network.Mode,
-			NAT: d.cfg.Network.NAT,
+			NAT: d.cfg.Network.NAT, Allow: d.cfg.Network.Allow,
 		},
 		SSH: vm.SSHConfig{Key: key.PublicKey(), IdentityFile: filepath.Join(sshDir, "id_ed25519"),
 			KnownHostsFile: filepath.Join(sshDir, "known_hosts")},
-		Bridge:   bridge,
-		NoBridge: noBridge,
+		Bridge:        bridge,
+		NoBridge:      noBridge,
+		PolicyChanged: policyChanged,
+		Removed: func(id string) {
+			eg.Forget(id)
+			if dns != nil {
+				dns.Forget(id)
+			}
+		},
 	})
 	if err := vms.Reconcile(d.lifetime); err != nil {
 		return nil, fmt.Errorf("taking back running VMs: %w", err)
 	}
-	if hostNet != nil && hostNet.Ours() {
-		d.listenDNS(dns, hostNet.Gateway()) // the bridge a previous daemon made
+	if br != nil && br.net.Ours() {
+		d.bridgeUp(br, br.net.Gateway()) // the bridge a previous daemon made
 	}
 
 	targets := statsTargets{list: vms.List, show: vms.Show, autoStop: d.cfg.AutoStopStaleAfter}
@@ -165,7 +181,7 @@ func (d *Daemon) wire(opts Options) (*services, error) {
 	}
 	ops := &operations{log: d.log, sources: append([]opSource{images.Operations(), kernels.Operations(), creates.ops}, opts.extraOps...)}
 	return &services{daemon: d, ops: ops, images: images, kernels: kernels, bootCheck: bootCheck,
-		vms: vms, creates: creates, stats: st, workspace: ws, dns: dns}, nil
+		vms: vms, creates: creates, stats: st, workspace: ws, egress: eg, dns: dns}, nil
 }
 
 // agentAs gives a service the VM service's agent links as the small

@@ -1,12 +1,15 @@
 // Package hostnet is the bridge network of a root daemon: one Linux
 // bridge holding the gateway address, one tap per running VM enslaved to
-// it, and an nftables table that keeps VMs in a sandbox (they reach each
-// other and the host, nothing beyond) except those given NAT, each by
-// rules of its own.
+// it, and nftables tables that contain them: a VM reaches the host only
+// for the daemon's DNS, other VMs unless either is isolated, and beyond
+// the host only with NAT (never link-local nor a denied destination),
+// restricted to its allow-list when it has one; every new connection it
+// opens is logged, allowed or denied, to an NFLOG group (Watch).
 //
 // It works in the network namespace of the calling thread and starts no
-// goroutines, so a test that moved its locked thread into a namespace of
-// its own keeps everything there.
+// goroutines but Watch's reader (whose socket is opened first), so a test
+// that moved its locked thread into a namespace of its own keeps
+// everything there.
 package hostnet
 
 import (
@@ -19,9 +22,13 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/bangerdev/banger/internal/allowlist"
 )
 
 // TapPrefix starts the name of every tap hostnet makes.
@@ -43,6 +50,10 @@ type Config struct {
 	// Owner marks the bridge as this daemon's (its link alias): another
 	// daemon's bridge of the same name is refused, and never swept.
 	Owner string
+	// Deny are destinations no VM reaches, NAT or allow-list, on top of
+	// link-local (169.254.0.0/16, cloud metadata), which is always denied
+	// (network.nat_deny).
+	Deny []netip.Prefix
 	// OnUp, when set, is told the gateway address each time Attach has
 	// found or made the bridge (the .vm DNS server listens there); it must
 	// be idempotent.
@@ -50,10 +61,32 @@ type Config struct {
 	Log  *slog.Logger
 }
 
+// Policy is what a VM may reach beyond the bridge.
+type Policy struct {
+	NAT bool // it may open connections out (masqueraded)
+	// Allow, with NAT, restricts those to its address rules and to the
+	// addresses its names resolved to (AllowResolved); empty: anywhere
+	// but the denied destinations.
+	Allow allowlist.List
+	// Isolate keeps it from the other VMs on the bridge, both ways.
+	Isolate bool
+}
+
+// Attachment is a VM on the bridge.
+type Attachment struct {
+	ID     string
+	MAC    net.HardwareAddr
+	Addr   netip.Addr
+	Policy Policy
+}
+
 // Network manages one bridge.
 type Network struct {
 	cfg Config
-	mu  sync.Mutex // one change at a time: Attach, Detach and Sweep read then write
+	mu  sync.Mutex // one change at a time: Attach, Detach, SetPolicy and Sync read then write
+
+	resolvedMu sync.Mutex
+	resolved   map[string]map[string]time.Time // per VM key: set element → when it expires
 }
 
 // New checks cfg; nothing on the host changes until a VM attaches.
@@ -68,11 +101,16 @@ func New(cfg Config) (*Network, error) {
 	if cfg.Owner == "" {
 		return nil, fmt.Errorf("bridge %s: no owner", cfg.Bridge)
 	}
+	for _, d := range cfg.Deny {
+		if !d.Addr().Is4() {
+			return nil, fmt.Errorf("denied destination %s: only IPv4", d)
+		}
+	}
 	cfg.Prefix = p
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Network{cfg: cfg}, nil
+	return &Network{cfg: cfg, resolved: map[string]map[string]time.Time{}}, nil
 }
 
 // Prefix is the bridge's network.
@@ -101,13 +139,13 @@ func (n *Network) Range() (first, last netip.Addr) {
 	return n.Gateway().Next(), bcast.Prev()
 }
 
-// Attach gives the VM vmID a tap on the bridge, making the bridge and the
-// firewall first if need be; rules of its own keep it to its MAC and
-// address (no spoofing), and with nat let addr out. It returns the tap's
-// name. A failure leaves no tap and no rule.
-func (n *Network) Attach(vmID string, mac net.HardwareAddr, addr netip.Addr, nat bool) (tap string, err error) {
-	if !n.cfg.Prefix.Contains(addr) {
-		return "", fmt.Errorf("attaching vm %s: address %s is outside the bridge network %s", vmID, addr, n.cfg.Prefix)
+// Attach gives the VM a tap on the bridge, making the bridge and the
+// firewall first if need be, and its rules: anti-spoofing (its MAC and
+// address only) and its policy. It returns the tap's name. A failure
+// leaves no tap and no rule.
+func (n *Network) Attach(a Attachment) (tap string, err error) {
+	if !n.cfg.Prefix.Contains(a.Addr) {
+		return "", fmt.Errorf("attaching vm %s: address %s is outside the bridge network %s", a.ID, a.Addr, n.cfg.Prefix)
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -118,17 +156,21 @@ func (n *Network) Attach(vmID string, mac net.HardwareAddr, addr netip.Addr, nat
 	if n.cfg.OnUp != nil {
 		n.cfg.OnUp(n.Gateway())
 	}
-	if err := n.ensureFirewall(); err != nil {
+	c, err := nftables.New()
+	if err != nil {
+		return "", fmt.Errorf("opening nftables: %w", err)
+	}
+	if err := n.ensureFirewall(c); err != nil {
 		return "", err
 	}
-	tap = TapName(vmID)
+	tap = TapName(a.ID)
 	defer func() {
 		if err != nil {
-			_ = n.detach(vmID)
+			_ = n.detach(a.ID)
 		}
 	}()
 	// A tap or rules of this VM are leftovers of its last run.
-	if err := n.detach(vmID); err != nil {
+	if err := n.detach(a.ID); err != nil {
 		return "", err
 	}
 	t := &netlink.Tuntap{
@@ -143,23 +185,70 @@ func (n *Network) Attach(vmID string, mac net.HardwareAddr, addr netip.Addr, nat
 	if err := netlink.LinkSetUp(t); err != nil {
 		return "", fmt.Errorf("bringing tap %s up: %w", tap, err)
 	}
-	if err := n.addAntiSpoof(vmID, tap, mac, addr); err != nil {
+	if a.Policy.NAT {
+		if err := n.enableForwarding(c); err != nil {
+			return "", err
+		}
+	}
+	if err := n.addVM(c, a); err != nil {
 		return "", err
 	}
-	if nat {
-		if err := enableForwarding(); err != nil {
-			return "", err
-		}
-		if err := n.addNAT(vmID, addr); err != nil {
-			return "", err
-		}
+	if err := c.Flush(); err != nil {
+		return "", fmt.Errorf("adding the nftables rules of vm %s: %w", a.ID, err)
 	}
-	n.cfg.Log.Debug("vm attached to the bridge", "vm", vmID, "tap", tap, "mac", mac, "addr", addr, "nat", nat)
+	n.cfg.Log.Debug("vm attached to the bridge", "vm", a.ID, "tap", tap, "mac", a.MAC, "addr", a.Addr, "nat", a.Policy.NAT,
+		"allow", len(a.Policy.Allow), "isolate", a.Policy.Isolate)
 	return tap, nil
 }
 
-// Detach removes the VM's tap and its rules; what is already gone is
-// fine.
+// SetPolicy replaces a running VM's policy at once, in one nftables
+// transaction: what its names resolved to is forgotten (the DNS server
+// adds back what the new list still allows), and its connections are
+// cut, so none outlives a policy that no longer allows it.
+func (n *Network) SetPolicy(a Attachment) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("opening nftables: %w", err)
+	}
+	if a.Policy.NAT {
+		if err := n.enableForwarding(c); err != nil {
+			return err
+		}
+	}
+	if _, err := n.removeRules(c, func(owner string) bool { return owner == a.ID }); err != nil {
+		return err
+	}
+	sets, err := c.GetSets(n.table())
+	if err != nil {
+		return fmt.Errorf("listing nftables sets: %w", err)
+	}
+	for _, s := range sets {
+		if k, ok := vmObject(s.Name, "a-", "p-"); ok && k == key(a.ID) {
+			c.FlushSet(s)
+		}
+	}
+	if err := n.addVM(c, a); err != nil {
+		return err
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("changing the nftables rules of vm %s: %w", a.ID, err)
+	}
+	n.forget(a.ID)
+	filter := &netlink.ConntrackFilter{}
+	if err := filter.AddIP(netlink.ConntrackOrigSrcIP, a.Addr.AsSlice()); err != nil {
+		return err
+	}
+	if _, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, filter); err != nil {
+		return fmt.Errorf("ending the connections of vm %s: %w", a.ID, err)
+	}
+	n.cfg.Log.Info("vm policy changed", "vm", a.ID, "nat", a.Policy.NAT, "allow", len(a.Policy.Allow), "isolate", a.Policy.Isolate)
+	return nil
+}
+
+// Detach removes the VM's tap, its rules, chains and sets; what is
+// already gone is fine.
 func (n *Network) Detach(vmID string) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -174,58 +263,104 @@ func (n *Network) detach(vmID string) error {
 			errs = append(errs, fmt.Errorf("removing tap %s: %w", tap, err))
 		}
 	}
-	if err := n.deleteRules(func(owner string) bool { return owner == vmID }); err != nil {
+	k := key(vmID)
+	if _, err := n.removeAll(func(owner string) bool { return owner == vmID }, func(got string) bool { return got == k }); err != nil {
 		errs = append(errs, err)
 	}
+	n.forget(vmID)
 	return errors.Join(errs...)
 }
 
-// Sweep removes the taps on this bridge and the per-VM rules whose VM is
-// not in keep: what a VM that stopped while no daemon ran left behind.
-// It creates nothing.
-func (n *Network) Sweep(keep []string) (removed []string, err error) {
+// removeAll removes, in one transaction, the per-VM rules whose owner
+// matches and the per-VM chains and sets whose key does.
+func (n *Network) removeAll(owner, k func(string) bool) ([]string, error) {
+	c, err := nftables.New()
+	if err != nil {
+		return nil, fmt.Errorf("opening nftables: %w", err)
+	}
+	owners, err := n.removeRules(c, owner)
+	if err != nil {
+		return nil, err
+	}
+	objects, err := n.removeVMObjects(c, k)
+	if err != nil {
+		return nil, err
+	}
+	if len(owners) == 0 && len(objects) == 0 {
+		return nil, nil
+	}
+	if err := c.Flush(); err != nil {
+		return nil, fmt.Errorf("removing nftables rules: %w", err)
+	}
+	var removed []string
+	for _, o := range owners {
+		removed = append(removed, "nftables rules of vm "+o)
+	}
+	return append(removed, objects...), nil
+}
+
+// Sync is the bridge network as a restarted daemon finds it: the VMs in
+// running get their rules, chains and sets made again from their
+// records (what their names resolved to is kept), and the taps on this
+// bridge and every per-VM rule, chain and set of any other VM (one that
+// stopped while no daemon ran) are removed. Without the bridge it does
+// nothing.
+func (n *Network) Sync(running []Attachment) (removed []string, err error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	keepTap, keepID := map[string]bool{}, map[string]bool{}
-	for _, id := range keep {
-		keepTap[TapName(id)], keepID[id] = true, true
-	}
 	br, err := netlink.LinkByName(n.cfg.Bridge)
-	if err == nil && br.Attrs().Alias != n.alias() {
-		return nil, nil // another daemon's, or not banger's at all
+	if err != nil || br.Attrs().Alias != n.alias() {
+		return nil, nil // none yet, another daemon's, or not banger's at all
 	}
-	if err == nil {
-		links, err := netlink.LinkList()
-		if err != nil {
-			return nil, fmt.Errorf("listing links: %w", err)
+	keepTap, keepID, keepKey := map[string]bool{}, map[string]bool{}, map[string]bool{}
+	for _, a := range running {
+		keepTap[TapName(a.ID)], keepID[a.ID], keepKey[key(a.ID)] = true, true, true
+	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("listing links: %w", err)
+	}
+	for _, l := range links {
+		a := l.Attrs()
+		if _, tuntap := l.(*netlink.Tuntap); !tuntap || !strings.HasPrefix(a.Name, TapPrefix) || keepTap[a.Name] {
+			continue
 		}
-		for _, l := range links {
-			a := l.Attrs()
-			if _, tuntap := l.(*netlink.Tuntap); !tuntap || !strings.HasPrefix(a.Name, TapPrefix) || keepTap[a.Name] {
-				continue
-			}
-			// Another bridge's taps belong to another daemon.
-			if a.MasterIndex != 0 && a.MasterIndex != br.Attrs().Index {
-				continue
-			}
-			if err := netlink.LinkDel(l); err != nil {
-				return removed, fmt.Errorf("removing the leftover tap %s: %w", a.Name, err)
-			}
-			removed = append(removed, "tap "+a.Name)
+		// Another bridge's taps belong to another daemon.
+		if a.MasterIndex != 0 && a.MasterIndex != br.Attrs().Index {
+			continue
+		}
+		if err := netlink.LinkDel(l); err != nil {
+			return removed, fmt.Errorf("removing the leftover tap %s: %w", a.Name, err)
+		}
+		removed = append(removed, "tap "+a.Name)
+	}
+	c, err := nftables.New()
+	if err != nil {
+		return removed, fmt.Errorf("opening nftables: %w", err)
+	}
+	if err := n.ensureFirewall(c); err != nil {
+		return removed, err
+	}
+	gone, err := n.removeAll(func(owner string) bool { return !keepID[owner] }, func(k string) bool { return !keepKey[k] })
+	removed = append(removed, gone...)
+	if err != nil {
+		return removed, err
+	}
+	// The running VMs' rules, made again in one transaction (their own
+	// chains are flushed by addVM): an older daemon's table, or one
+	// changed by hand, is put right.
+	if _, err := n.removeRules(c, func(owner string) bool { return keepID[owner] }); err != nil {
+		return removed, err
+	}
+	for _, a := range running {
+		if err := n.addVM(c, a); err != nil {
+			return removed, err
 		}
 	}
-	var owners []string
-	err = n.deleteRules(func(owner string) bool {
-		if keepID[owner] {
-			return false
-		}
-		owners = append(owners, owner)
-		return true
-	})
-	for _, o := range owners {
-		removed = append(removed, "nftables rule of vm "+o)
+	if err := c.Flush(); err != nil {
+		return removed, fmt.Errorf("making the running VMs' nftables rules again: %w", err)
 	}
-	return removed, err
+	return removed, nil
 }
 
 const aliasPrefix = "banger "
@@ -305,6 +440,11 @@ func (n *Network) ensureBridge() (netlink.Link, error) {
 			return nil, fmt.Errorf("giving bridge %s the address %s: %w", n.cfg.Bridge, gw, err)
 		}
 	}
+	if br.Attrs().Group != BridgeGroup {
+		if err := netlink.LinkSetGroup(br, BridgeGroup); err != nil {
+			return nil, fmt.Errorf("putting bridge %s in banger's interface group: %w", n.cfg.Bridge, err)
+		}
+	}
 	if err := netlink.LinkSetUp(br); err != nil {
 		return nil, fmt.Errorf("bringing bridge %s up: %w", n.cfg.Bridge, err)
 	}
@@ -312,14 +452,19 @@ func (n *Network) ensureBridge() (netlink.Link, error) {
 }
 
 // enableForwarding lets the kernel route, which NAT needs; like Docker,
-// banger leaves it on.
-func enableForwarding() error {
+// banger leaves it on. When it was off, the host routed nothing, so a
+// rule keeps it routing nothing but banger's bridges' traffic.
+func (n *Network) enableForwarding(c *nftables.Conn) error {
 	const path = "/proc/sys/net/ipv4/ip_forward"
 	if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) == "1" {
 		return nil
 	}
+	if err := n.keepForwardingContained(c); err != nil {
+		return err
+	}
 	if err := os.WriteFile(path, []byte("1\n"), 0o644); err != nil {
 		return fmt.Errorf("enabling IPv4 forwarding for NAT: %w", err)
 	}
+	n.cfg.Log.Info("IPv4 forwarding switched on; the host routes nothing else than its VMs' traffic")
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/bangerdev/banger/internal/allowlist"
 	"github.com/bangerdev/banger/internal/roottest"
 )
 
@@ -36,6 +37,9 @@ func TestRange(t *testing.T) {
 			t.Errorf("New accepted %s", bad)
 		}
 	}
+	if _, err := New(Config{Bridge: "b", Prefix: netip.MustParsePrefix("10.0.0.0/24"), Owner: "o", Deny: []netip.Prefix{netip.MustParsePrefix("fd00::/8")}}); err == nil {
+		t.Error("New accepted an IPv6 denied destination")
+	}
 	if got := TapName("0123456789abcdef0123456789abcdef"); got != "bg-0123456789ab" || len(got) > 15 {
 		t.Errorf("TapName = %q", got)
 	}
@@ -52,9 +56,15 @@ func inNewNetns(t *testing.T) {
 	}
 }
 
-// TestAttachDetachSweep drives the real kernel: bridge, taps and
-// nftables in a namespace the test makes.
-func TestAttachDetachSweep(t *testing.T) {
+func vmAttachment(id, mac, addr string, p Policy) Attachment {
+	m, _ := net.ParseMAC(mac)
+	return Attachment{ID: id, MAC: m, Addr: netip.MustParseAddr(addr), Policy: p}
+}
+
+// TestAttachDetachSync drives the real kernel: bridge, taps and
+// nftables in a namespace the test makes; what the rules do to packets
+// is TestContainment's.
+func TestAttachDetachSync(t *testing.T) {
 	roottest.Require(t, "it makes a bridge, taps and nftables rules in a network namespace")
 	inNewNetns(t)
 	var up []netip.Addr
@@ -66,17 +76,16 @@ func TestAttachDetachSweep(t *testing.T) {
 	if n.Ours() {
 		t.Fatal("Ours before any bridge exists")
 	}
-	// Nothing to sweep before the first VM, and sweeping makes nothing.
-	if removed, err := n.Sweep(nil); err != nil || len(removed) != 0 {
-		t.Fatalf("Sweep on a bare host = %v, %v", removed, err)
+	// Nothing to sync before the first VM, and syncing makes nothing.
+	if removed, err := n.Sync(nil); err != nil || len(removed) != 0 {
+		t.Fatalf("Sync on a bare host = %v, %v", removed, err)
 	}
 	if _, err := netlink.LinkByName("bgtest0"); err == nil {
-		t.Fatal("Sweep made the bridge")
+		t.Fatal("Sync made the bridge")
 	}
 	const a, b = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
-	macA, _ := net.ParseMAC("52:54:00:00:00:0a")
-	macB, _ := net.ParseMAC("52:54:00:00:00:0b")
-	tapA, err := n.Attach(a, macA, netip.MustParseAddr("10.99.0.2"), false)
+	va := vmAttachment(a, "52:54:00:00:00:0a", "10.99.0.2", Policy{})
+	tapA, err := n.Attach(va)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,6 +97,9 @@ func TestAttachDetachSweep(t *testing.T) {
 	if err != nil {
 		t.Fatalf("no bridge after attach: %v", err)
 	}
+	if br.Attrs().Group != BridgeGroup {
+		t.Errorf("bridge group = %#x; want %#x", br.Attrs().Group, BridgeGroup)
+	}
 	addrs, _ := netlink.AddrList(br, unix.AF_INET)
 	if len(addrs) != 1 || addrs[0].IPNet.String() != "10.99.0.1/24" {
 		t.Errorf("bridge addresses = %v; want 10.99.0.1/24", addrs)
@@ -97,31 +109,56 @@ func TestAttachDetachSweep(t *testing.T) {
 	if err != nil || l.Attrs().MasterIndex != br.Attrs().Index || l.Attrs().Flags&unix.IFF_UP == 0 {
 		t.Fatalf("tap %s: %v, %+v", tapA, err, l)
 	}
-	if got := ruleOwners(t, n); !slices.Equal(got, []string{a, a, a, a}) {
-		t.Errorf("a sandboxed VM's rules = %v; want its four anti-spoofing ones, no NAT", got)
+	// A sandbox: anti-spoofing, to-host and egress rules, its chains,
+	// no NAT, no sets.
+	wantA := []string{"bridge prerouting", "bridge prerouting", "bridge prerouting", "bridge prerouting",
+		"ip egress", "ip to-host"}
+	if got := ownedRules(t, n, a); !slices.Equal(got, wantA) {
+		t.Errorf("a sandboxed VM's rules = %v; want %v", got, wantA)
 	}
-	if len(forwardRules(t, n)) != 5 {
-		t.Errorf("forward chain has %d rules; want 5", len(forwardRules(t, n)))
+	if got := objects(t, n); !slices.Equal(got, []string{"chain no-aaaaaaaaaaaa", "chain ok-aaaaaaaaaaaa", "chain vm-aaaaaaaaaaaa"}) {
+		t.Errorf("per-VM chains and sets = %v", got)
 	}
-	// b gets NAT, and attaching it twice (a restart) leaves one set of rules.
+	fixed := len(chainRules(t, n.table(), chainForward))
+	if fixed != 7 {
+		t.Errorf("forward chain has %d rules; want 7 (forwarding was on, or is not checked)", fixed)
+	}
+	// b gets an allow-list and isolation, and attaching it twice (a
+	// restart) leaves one set of rules.
+	vb := vmAttachment(b, "52:54:00:00:00:0b", "10.99.0.3", Policy{NAT: true, Isolate: true, Allow: mustList(t, "192.0.2.0/24:443", "example.com")})
 	for range 2 {
-		if _, err := n.Attach(b, macB, netip.MustParseAddr("10.99.0.3"), true); err != nil {
+		if _, err := n.Attach(vb); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if got := ruleOwners(t, n); !slices.Equal(got, []string{b, b, a, a, a, a, b, b, b, b}) {
-		t.Errorf("rule owners after attaching b with NAT = %v; want b's two NAT rules, then a's and b's anti-spoofing", got)
+	wantB := []string{"bridge forward", "bridge forward", "bridge prerouting", "bridge prerouting", "bridge prerouting", "bridge prerouting",
+		"ip egress", "ip isolation", "ip isolation", "ip postrouting", "ip to-host"}
+	if got := ownedRules(t, n, b); !slices.Equal(got, wantB) {
+		t.Errorf("rules of b = %v; want %v", got, wantB)
+	}
+	if got := objects(t, n); !slices.Equal(got, []string{"chain no-aaaaaaaaaaaa", "chain no-bbbbbbbbbbbb", "chain ok-aaaaaaaaaaaa", "chain ok-bbbbbbbbbbbb",
+		"chain vm-aaaaaaaaaaaa", "chain vm-bbbbbbbbbbbb", "set a-bbbbbbbbbbbb", "set p-bbbbbbbbbbbb"}) {
+		t.Errorf("per-VM chains and sets = %v", got)
+	}
+	// link-local, the list's two (TCP and UDP) port rules, its two sets,
+	// the final goto.
+	if got := len(chainRules(t, n.table(), "vm-bbbbbbbbbbbb")); got != 6 {
+		t.Errorf("b's policy chain has %d rules; want 6", got)
 	}
 	if fwd, _ := os.ReadFile("/proc/sys/net/ipv4/ip_forward"); strings.TrimSpace(string(fwd)) != "1" {
 		t.Errorf("ip_forward = %q after a NAT attach", fwd)
 	}
-	// The fixed rules are made once.
-	if len(forwardRules(t, n)) != 5 {
-		t.Errorf("forward chain has %d rules after three attaches; want 5", len(forwardRules(t, n)))
+	// Forwarding was off in this namespace: banger keeps the host from
+	// routing anything but its bridges' traffic, with one rule, once.
+	if got := len(chainRules(t, n.table(), chainForward)); got != fixed+1 {
+		t.Errorf("forward chain has %d rules after NAT attaches; want %d", got, fixed+1)
 	}
 	// An address outside the network is refused, and leaves nothing.
-	if _, err := n.Attach("cccccccccccccccccccccccccccccccc", macB, netip.MustParseAddr("10.98.0.3"), true); err == nil {
+	if _, err := n.Attach(vmAttachment("cccccccccccccccccccccccccccccccc", "52:54:00:00:00:0c", "10.98.0.3", Policy{NAT: true})); err == nil {
 		t.Error("attached an address outside the network")
+	}
+	if got := ownedRules(t, n, "cccccccccccccccccccccccccccccccc"); len(got) != 0 {
+		t.Errorf("a refused attach left rules %v", got)
 	}
 	// A network overlapping another interface's is refused by name.
 	dummy := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "other0"}}
@@ -133,7 +170,7 @@ func TestAttachDetachSweep(t *testing.T) {
 		t.Fatal(err)
 	}
 	n2, _ := New(Config{Bridge: "bgtest1", Prefix: netip.MustParsePrefix("10.50.7.0/24"), Owner: "test"})
-	if _, err := n2.Attach(a, macA, netip.MustParseAddr("10.50.7.2"), false); err == nil || !strings.Contains(err.Error(), "overlaps 10.50.1.1/16 on other0") {
+	if _, err := n2.Attach(vmAttachment(a, "52:54:00:00:00:0a", "10.50.7.2", Policy{})); err == nil || !strings.Contains(err.Error(), "overlaps 10.50.1.1/16 on other0") {
 		t.Errorf("overlapping network: %v", err)
 	}
 	if _, err := netlink.LinkByName("bgtest1"); err == nil {
@@ -142,11 +179,11 @@ func TestAttachDetachSweep(t *testing.T) {
 	// Another daemon's bridge of the same name is refused, and its
 	// taps are not swept.
 	other, _ := New(Config{Bridge: "bgtest0", Prefix: netip.MustParsePrefix("10.99.0.0/24"), Owner: "other"})
-	if _, err := other.Attach("dddddddddddddddddddddddddddddddd", macA, netip.MustParseAddr("10.99.0.9"), false); err == nil ||
+	if _, err := other.Attach(vmAttachment("dddddddddddddddddddddddddddddddd", "52:54:00:00:00:0a", "10.99.0.9", Policy{})); err == nil ||
 		!strings.Contains(err.Error(), "belongs to another banger daemon (test)") {
 		t.Errorf("attaching to another daemon's bridge: %v", err)
 	}
-	if removed, err := other.Sweep(nil); err != nil || len(removed) != 0 {
+	if removed, err := other.Sync(nil); err != nil || len(removed) != 0 {
 		t.Errorf("another daemon swept %v, %v", removed, err)
 	}
 	// The bridge's MAC is its own, whatever ports come and go: guests
@@ -154,22 +191,52 @@ func TestAttachDetachSweep(t *testing.T) {
 	if br, _ := netlink.LinkByName("bgtest0"); br.Attrs().HardwareAddr.String() != mac {
 		t.Errorf("the bridge's MAC changed from %s to %s as taps came", mac, br.Attrs().HardwareAddr)
 	}
-	// Sweep keeps a, removes b's tap and rules.
-	removed, err := n.Sweep([]string{a})
+	// A restarted daemon keeps a, whose rules a hand lost, and removes
+	// b's tap, rules, chains and sets.
+	c, _ := nftables.New()
+	for _, r := range chainRulesOf(t, c, n.table(), chainEgress) {
+		_ = c.DelRule(r)
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	restarted, _ := New(Config{Bridge: "bgtest0", Prefix: netip.MustParsePrefix("10.99.0.0/24"), Owner: "test"})
+	removed, err := restarted.Sync([]Attachment{va})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(removed) != 7 {
-		t.Errorf("Sweep removed %v; want b's tap and six rules", removed)
+	if !slices.Contains(removed, "tap "+TapName(b)) || !slices.Contains(removed, "nftables rules of vm "+b) || !slices.Contains(removed, "nftables set a-bbbbbbbbbbbb") {
+		t.Errorf("Sync removed %v; want b's tap, rules, chains and sets", removed)
 	}
 	if _, err := netlink.LinkByName(TapName(b)); err == nil {
-		t.Error("Sweep kept b's tap")
+		t.Error("Sync kept b's tap")
 	}
 	if _, err := netlink.LinkByName(tapA); err != nil {
-		t.Errorf("Sweep removed a's tap: %v", err)
+		t.Errorf("Sync removed a's tap: %v", err)
 	}
-	if got := ruleOwners(t, n); !slices.Equal(got, []string{a, a, a, a}) {
-		t.Errorf("rules after Sweep = %v; want a's only", got)
+	if got := ownedRules(t, n, a); !slices.Equal(got, wantA) {
+		t.Errorf("a's rules after Sync = %v; want %v (made again)", got, wantA)
+	}
+	if got := ownedRules(t, n, b); len(got) != 0 {
+		t.Errorf("b's rules after Sync = %v", got)
+	}
+	if got := objects(t, n); !slices.Equal(got, []string{"chain no-aaaaaaaaaaaa", "chain ok-aaaaaaaaaaaa", "chain vm-aaaaaaaaaaaa"}) {
+		t.Errorf("per-VM chains and sets after Sync = %v", got)
+	}
+	// An older banger's table (no layout tag) is replaced whole.
+	c.FlushChain(regular(n.table(), chainForward))
+	c.AddRule(&nftables.Rule{Table: n.table(), Chain: regular(n.table(), chainForward), Exprs: join(accept()), UserData: comment("banger")})
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := restarted.Sync([]Attachment{va}); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(chainRules(t, n.table(), chainForward)); got != fixed {
+		t.Errorf("an older table made again has %d forward rules; want %d", got, fixed)
+	}
+	if got := ownedRules(t, n, a); !slices.Equal(got, wantA) {
+		t.Errorf("a's rules after an older table = %v; want %v", got, wantA)
 	}
 	for range 2 {
 		if err := n.Detach(a); err != nil {
@@ -179,16 +246,29 @@ func TestAttachDetachSweep(t *testing.T) {
 	if _, err := netlink.LinkByName(tapA); err == nil {
 		t.Error("Detach kept the tap")
 	}
-	if got := ruleOwners(t, n); len(got) != 0 {
+	if got := ownedRules(t, n, a); len(got) != 0 {
 		t.Errorf("rules after Detach = %v", got)
+	}
+	if got := objects(t, n); len(got) != 0 {
+		t.Errorf("chains and sets after Detach = %v", got)
 	}
 	if br, _ := netlink.LinkByName("bgtest0"); br.Attrs().HardwareAddr.String() != mac {
 		t.Errorf("the bridge's MAC changed from %s to %s as taps went", mac, br.Attrs().HardwareAddr)
 	}
 }
 
-// ruleOwners lists the owners of every per-VM rule, in chain order.
-func ruleOwners(t *testing.T, n *Network) []string {
+func mustList(t *testing.T, rules ...string) allowlist.List {
+	t.Helper()
+	l, err := allowlist.ParseList(rules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// ownedRules lists "family chain" of every rule owned by the VM id,
+// sorted.
+func ownedRules(t *testing.T, n *Network, id string) []string {
 	t.Helper()
 	c, err := nftables.New()
 	if err != nil {
@@ -196,28 +276,52 @@ func ruleOwners(t *testing.T, n *Network) []string {
 	}
 	var out []string
 	for _, ch := range n.ownedChains() {
-		rules, err := c.GetRules(ch.Table, ch)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range rules {
-			if o, ok := RuleOwner(r); ok {
-				out = append(out, o)
+		for _, r := range chainRulesOf(t, c, ch.Table, ch.Name) {
+			if o, ok := RuleOwner(r); ok && o == id {
+				fam := map[nftables.TableFamily]string{nftables.TableFamilyIPv4: "ip", nftables.TableFamilyBridge: "bridge"}[ch.Table.Family]
+				out = append(out, fam+" "+ch.Name)
 			}
 		}
 	}
+	slices.Sort(out)
 	return out
 }
 
-func forwardRules(t *testing.T, n *Network) []*nftables.Rule {
+// objects lists the per-VM chains and sets of the ip table, sorted.
+func objects(t *testing.T, n *Network) []string {
 	t.Helper()
 	c, err := nftables.New()
 	if err != nil {
 		t.Fatal(err)
 	}
-	forward, _, _ := n.chains()
-	rules, err := c.GetRules(n.table(), forward)
+	var out []string
+	chains, _ := c.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+	for _, ch := range chains {
+		if _, ok := vmObject(ch.Name, "vm-", "ok-", "no-"); ok && ch.Table.Name == n.table().Name {
+			out = append(out, "chain "+ch.Name)
+		}
+	}
+	sets, _ := c.GetSets(n.table())
+	for _, s := range sets {
+		out = append(out, "set "+s.Name)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func chainRules(t *testing.T, table *nftables.Table, chain string) []*nftables.Rule {
+	t.Helper()
+	c, err := nftables.New()
 	if err != nil {
+		t.Fatal(err)
+	}
+	return chainRulesOf(t, c, table, chain)
+}
+
+func chainRulesOf(t *testing.T, c *nftables.Conn, table *nftables.Table, chain string) []*nftables.Rule {
+	t.Helper()
+	rules, err := c.GetRules(table, regular(table, chain))
+	if err != nil && !strings.Contains(err.Error(), "no such file") {
 		t.Fatal(err)
 	}
 	return rules

@@ -3,6 +3,7 @@ package hostnet
 import (
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net"
 	"net/netip"
 	"slices"
@@ -15,42 +16,117 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The firewall is one table, named after the bridge:
+// The firewall is two tables named after the bridge. K is a VM's key
+// (the first 12 characters of its ID), X its address, G the NFLOG group:
 //
 //	table ip banger-<bridge> {
-//	  chain forward {   # filter, hook forward
-//	    ct state established,related accept
-//	    iifname <bridge> oifname <bridge> accept   # VM to VM
-//	    iifname <bridge> jump nat-vms
-//	    iifname <bridge> drop                      # the sandbox
-//	    oifname <bridge> drop                      # nothing comes in
+//	  chain prerouting {   # filter, hook prerouting, before any DNAT (mangle)
+//	    iifname <br> fib daddr type local jump to-host
+//	    iifname <br> fib daddr type local drop   # every host address, before DNAT can hide it
 //	  }
-//	  chain nat-vms { ip saddr <addr> accept  # one per VM with NAT }
-//	  chain postrouting { # nat, hook postrouting
-//	    ip saddr <addr> oifname != <bridge> masquerade  # one per VM with NAT
+//	  chain input {        # filter, hook input: broadcast and multicast too
+//	    iifname <br> jump to-host
+//	    iifname <br> drop
+//	  }
+//	  chain to-host {
+//	    ct state established,related accept      # replies to what the host opened
+//	    ip daddr <gateway> udp dport 53 accept   # the daemon's DNS, nothing else
+//	    ip saddr X goto no-K                     # per VM: logged
+//	  }
+//	  chain forward {      # filter, hook forward
+//	    meta iifgroup != <group> meta oifgroup != <group> drop   # only if banger switched forwarding on
+//	    iifname <br> oifname <br> jump isolation
+//	    iifname <br> oifname <br> accept         # VM to VM
+//	    oifname <br> ct state established,related accept
+//	    oifname <br> drop                        # nothing comes in unasked
+//	    iifname <br> ct state established,related accept
+//	    iifname <br> jump egress
+//	    iifname <br> drop
+//	  }
+//	  chain isolation { ip saddr X drop; ip daddr X drop }   # per VM with --isolate
+//	  chain egress { ip saddr X goto vm-K }                  # per VM
+//	  chain vm-K {         # per VM: its policy
+//	    ip daddr 169.254.0.0/16 goto no-K; ip daddr <each of network.nat_deny> goto no-K
+//	    goto ok-K                                # NAT
+//	    meta l4proto . ip daddr . th dport @p-K goto ok-K    # allow-list: names, with ports
+//	    ip daddr @a-K goto ok-K                              # names, any port
+//	    [meta l4proto tcp|udp] ip daddr <prefix> [th dport <port>] goto ok-K   # address rules
+//	    goto no-K                                # the sandbox; what the list does not name
+//	  }
+//	  chain ok-K { limit 20/s burst 50 log group G prefix "bg a <ID>"; accept }
+//	  chain no-K { limit 20/s burst 50 log group G prefix "bg d <ID>"; drop }
+//	  set a-K { ipv4_addr; timeout }; set p-K { inet_proto . ipv4_addr . inet_service; timeout }
+//	  chain postrouting {  # nat, hook postrouting
+//	    ip saddr X oifname != <br> masquerade    # per VM with NAT
 //	  }
 //	}
-//
 //	table bridge banger-<bridge> {
-//	  chain prerouting {  # filter, hook prerouting: frames from each tap
-//	    iifname <tap> ether saddr != <mac> drop            # one set per VM
-//	    iifname <tap> ether type ip ip saddr != <addr> drop
-//	    iifname <tap> ether type arp arp saddr ip != <addr> drop
-//	    iifname <tap> ether type != ip ether type != arp drop  # no IPv6, VLAN, other protocols
+//	  chain prerouting {   # frames as they leave a VM's tap: no spoofing
+//	    iifname <tap> ether saddr != <mac> drop; … ip saddr != X drop; … arp saddr ip != X drop
+//	    iifname <tap> ether type != ip ether type != arp drop   # no IPv6, VLAN, other protocols
 //	  }
+//	  chain forward { iifname <tap> drop; oifname <tap> drop }   # per VM with --isolate
 //	}
 //
-// A per-VM rule carries the comment "banger vm=<ID>", which is how Detach
-// and Sweep find it.
+// Per-VM rules carry the comment "banger vm=<ID>"; per-VM chains and sets
+// are named by K. Detach and Sync find them so.
 const (
+	ownerPrefix = "banger vm="
+	// layoutTag marks the fixed rules of this layout: a table without it
+	// is an older banger's, rebuilt.
+	layoutTag = "banger v2"
+	// forwardingTag marks the rule that keeps the host from routing
+	// between its other interfaces, added when banger switched IPv4
+	// forwarding on.
+	forwardingTag = "banger forwarding"
+
+	chainPrerouting  = "prerouting"
+	chainInput       = "input"
+	chainToHost      = "to-host"
 	chainForward     = "forward"
-	chainNATVMs      = "nat-vms"
+	chainIsolation   = "isolation"
+	chainEgress      = "egress"
 	chainPostrouting = "postrouting"
-	ownerPrefix      = "banger vm="
+
+	// BridgeGroup is the interface group of banger's bridges, so the
+	// forwarding rule tells them from the host's other interfaces.
+	BridgeGroup = 0xba26e7
+
+	// The per-VM log budget: new connections logged per second (and a
+	// burst); past it they are decided but not logged.
+	logRate, logBurst = 20, 50
+	// maxResolved bounds the addresses (and address-port pairs) a VM's
+	// allow-list sets hold.
+	maxResolved = 4096
 )
 
-// TableName is the nftables table (family ip) of a bridge.
+// linkLocal is never reached by a VM: cloud metadata services live there.
+var linkLocal = netip.MustParsePrefix("169.254.0.0/16")
+
+// Log prefixes: what the firewall did with a VM's new connection.
+const (
+	logAllowed = "bg a "
+	logDenied  = "bg d "
+)
+
+// TableName is the nftables table (family ip and bridge) of a bridge.
 func TableName(bridge string) string { return "banger-" + bridge }
+
+// LogGroup is the NFLOG group a bridge's firewall logs to: fixed per
+// bridge, so a restarted daemon listens where the rules it finds log.
+func LogGroup(bridge string) uint16 {
+	h := fnv.New32a()
+	h.Write([]byte(bridge))
+	return uint16(1000 + h.Sum32()%60000)
+}
+
+// key is a VM's short name in chain and set names.
+func key(vmID string) string {
+	if len(vmID) > 12 {
+		return vmID[:12]
+	}
+	return vmID
+}
 
 func (n *Network) table() *nftables.Table {
 	return &nftables.Table{Name: TableName(n.cfg.Bridge), Family: nftables.TableFamilyIPv4}
@@ -60,149 +136,303 @@ func (n *Network) bridgeTable() *nftables.Table {
 	return &nftables.Table{Name: TableName(n.cfg.Bridge), Family: nftables.TableFamilyBridge}
 }
 
-func (n *Network) prerouting() *nftables.Chain {
+func base(t *nftables.Table, name string, typ nftables.ChainType, hook *nftables.ChainHook, prio *nftables.ChainPriority) *nftables.Chain {
 	accept := nftables.ChainPolicyAccept
-	return &nftables.Chain{Name: "prerouting", Table: n.bridgeTable(), Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRef(-200), Policy: &accept}
+	return &nftables.Chain{Name: name, Table: t, Type: typ, Hooknum: hook, Priority: prio, Policy: &accept}
 }
 
-// ownedChains are the chains holding per-VM rules.
-func (n *Network) ownedChains() []*nftables.Chain {
-	_, natVMs, post := n.chains()
-	return []*nftables.Chain{natVMs, post, n.prerouting()}
+func regular(t *nftables.Table, name string) *nftables.Chain {
+	return &nftables.Chain{Name: name, Table: t}
 }
 
-func (n *Network) chains() (forward, natVMs, post *nftables.Chain) {
-	t := n.table()
-	accept := nftables.ChainPolicyAccept
-	forward = &nftables.Chain{Name: chainForward, Table: t, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept}
-	natVMs = &nftables.Chain{Name: chainNATVMs, Table: t}
-	post = &nftables.Chain{Name: chainPostrouting, Table: t, Type: nftables.ChainTypeNAT,
-		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: &accept}
-	return forward, natVMs, post
-}
-
-// ensureFirewall makes the tables and chains (adding an existing one
-// changes nothing) and the forward chain's fixed rules unless it has them.
-func (n *Network) ensureFirewall() error {
-	c, err := nftables.New()
-	if err != nil {
-		return fmt.Errorf("opening nftables: %w", err)
+// fixedChains are the chains made once, in creation order.
+func (n *Network) fixedChains() []*nftables.Chain {
+	t, b := n.table(), n.bridgeTable()
+	return []*nftables.Chain{
+		regular(t, chainToHost), regular(t, chainIsolation), regular(t, chainEgress),
+		base(t, chainPrerouting, nftables.ChainTypeFilter, nftables.ChainHookPrerouting, nftables.ChainPriorityMangle),
+		base(t, chainInput, nftables.ChainTypeFilter, nftables.ChainHookInput, nftables.ChainPriorityFilter),
+		base(t, chainForward, nftables.ChainTypeFilter, nftables.ChainHookForward, nftables.ChainPriorityFilter),
+		base(t, chainPostrouting, nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource),
+		base(b, chainPrerouting, nftables.ChainTypeFilter, nftables.ChainHookPrerouting, nftables.ChainPriorityRef(-200)),
+		base(b, chainForward, nftables.ChainTypeFilter, nftables.ChainHookForward, nftables.ChainPriorityFilter),
 	}
-	forward, natVMs, post := n.chains()
-	rules, _ := c.GetRules(n.table(), forward)
-	c.AddTable(n.table())
-	for _, ch := range []*nftables.Chain{forward, natVMs, post} {
+}
+
+// ownedChains are the fixed chains that hold per-VM rules.
+func (n *Network) ownedChains() []*nftables.Chain {
+	t, b := n.table(), n.bridgeTable()
+	return []*nftables.Chain{regular(t, chainToHost), regular(t, chainIsolation), regular(t, chainEgress),
+		regular(t, chainPostrouting), regular(b, chainPrerouting), regular(b, chainForward)}
+}
+
+// ensureFirewall makes the tables, their chains and fixed rules, unless
+// they are there in this layout; an older layout is removed first (the
+// rules of running VMs are then made again by Sync or Attach).
+func (n *Network) ensureFirewall(c *nftables.Conn) error {
+	t := n.table()
+	rules, err := c.GetRules(t, regular(t, chainForward))
+	if err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("reading the nftables table %s: %w", t.Name, err)
+	}
+	for _, r := range rules {
+		if s, _ := userdata.GetString(r.UserData, userdata.TypeComment); s == layoutTag {
+			return nil
+		}
+	}
+	if len(rules) > 0 {
+		n.cfg.Log.Info("replacing an older banger's nftables tables", "table", t.Name)
+		c.DelTable(t)
+		c.DelTable(n.bridgeTable())
+		if err := c.Flush(); err != nil {
+			return fmt.Errorf("removing the older nftables tables %s: %w", t.Name, err)
+		}
+	}
+	c.AddTable(t)
+	c.AddTable(n.bridgeTable())
+	for _, ch := range n.fixedChains() {
 		c.AddChain(ch)
 	}
-	c.AddTable(n.bridgeTable())
-	c.AddChain(n.prerouting())
-	if len(rules) == 0 {
-		br := n.cfg.Bridge
-		for _, exprs := range [][]expr.Any{
-			append(ctEstablished(), accept()),
-			append(append(ifname(expr.MetaKeyIIFNAME, br, expr.CmpOpEq), ifname(expr.MetaKeyOIFNAME, br, expr.CmpOpEq)...), accept()),
-			append(ifname(expr.MetaKeyIIFNAME, br, expr.CmpOpEq), &expr.Verdict{Kind: expr.VerdictJump, Chain: chainNATVMs}),
-			append(ifname(expr.MetaKeyIIFNAME, br, expr.CmpOpEq), &expr.Verdict{Kind: expr.VerdictDrop}),
-			append(ifname(expr.MetaKeyOIFNAME, br, expr.CmpOpEq), &expr.Verdict{Kind: expr.VerdictDrop}),
-		} {
-			c.AddRule(&nftables.Rule{Table: n.table(), Chain: forward, Exprs: exprs, UserData: comment("banger")})
+	br := n.cfg.Bridge
+	fromBr := ifname(expr.MetaKeyIIFNAME, br, expr.CmpOpEq)
+	toBr := ifname(expr.MetaKeyOIFNAME, br, expr.CmpOpEq)
+	local := append(slices.Clone(fromBr), &expr.Fib{Register: 1, FlagDADDR: true, ResultADDRTYPE: true},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)})
+	gw := n.Gateway().As4()
+	fixed := map[string][][]expr.Any{
+		chainPrerouting: {
+			join(local, jump(chainToHost)),
+			join(local, drop()),
+		},
+		chainInput: {
+			join(fromBr, jump(chainToHost)),
+			join(fromBr, drop()),
+		},
+		chainToHost: {
+			join(ctEstablished(), accept()),
+			join(daddr(netip.PrefixFrom(netip.AddrFrom4(gw), 32)), l4proto(unix.IPPROTO_UDP), dport(53), accept()),
+		},
+		chainForward: {
+			join(fromBr, toBr, jump(chainIsolation)),
+			join(fromBr, toBr, accept()),
+			join(toBr, ctEstablished(), accept()),
+			join(toBr, drop()),
+			join(fromBr, ctEstablished(), accept()),
+			join(fromBr, jump(chainEgress)),
+			join(fromBr, drop()),
+		},
+	}
+	for _, ch := range n.fixedChains() {
+		if ch.Table.Family != nftables.TableFamilyIPv4 {
+			continue
+		}
+		for _, exprs := range fixed[ch.Name] {
+			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs, UserData: comment(layoutTag)})
 		}
 	}
 	if err := c.Flush(); err != nil {
-		return fmt.Errorf("creating the nftables tables %s: %w", TableName(n.cfg.Bridge), err)
+		return fmt.Errorf("creating the nftables tables %s: %w", t.Name, err)
 	}
 	return nil
 }
 
-// addNAT lets addr out, masqueraded, by two rules owned by vmID.
-func (n *Network) addNAT(vmID string, addr netip.Addr) error {
-	c, err := nftables.New()
+// keepForwardingContained adds, once, the rule that drops what the host
+// would route between interfaces other than banger's bridges: forwarding
+// was off until banger switched it on, so nothing else was routed.
+func (n *Network) keepForwardingContained(c *nftables.Conn) error {
+	t := n.table()
+	fwd := regular(t, chainForward)
+	rules, err := c.GetRules(t, fwd)
 	if err != nil {
-		return fmt.Errorf("opening nftables: %w", err)
+		return fmt.Errorf("reading the forward chain: %w", err)
 	}
-	_, natVMs, post := n.chains()
-	owner := comment(ownerPrefix + vmID)
-	c.AddRule(&nftables.Rule{Table: n.table(), Chain: natVMs, UserData: owner,
-		Exprs: append(saddr(addr), accept())})
-	c.AddRule(&nftables.Rule{Table: n.table(), Chain: post, UserData: owner,
-		Exprs: append(append(saddr(addr), ifname(expr.MetaKeyOIFNAME, n.cfg.Bridge, expr.CmpOpNeq)...), &expr.Masq{})})
+	for _, r := range rules {
+		if s, _ := userdata.GetString(r.UserData, userdata.TypeComment); s == forwardingTag {
+			return nil
+		}
+	}
+	group := binaryutil.NativeEndian.PutUint32(BridgeGroup)
+	c.InsertRule(&nftables.Rule{Table: t, Chain: fwd, UserData: comment(forwardingTag), Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFGROUP, Register: 1}, &expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: group},
+		&expr.Meta{Key: expr.MetaKeyOIFGROUP, Register: 1}, &expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: group},
+		drop(),
+	}})
 	if err := c.Flush(); err != nil {
-		return fmt.Errorf("adding the NAT rules of vm %s: %w", vmID, err)
+		return fmt.Errorf("adding the forwarding rule: %w", err)
 	}
 	return nil
 }
 
-// addAntiSpoof keeps frames from tap to the VM's own MAC and address.
-func (n *Network) addAntiSpoof(vmID, tap string, mac net.HardwareAddr, addr netip.Addr) error {
-	if len(mac) != 6 {
-		return fmt.Errorf("attaching vm %s: MAC %q is not an Ethernet address", vmID, mac)
+// vmChains are a VM's own chains: its policy, and the logged verdicts.
+func (n *Network) vmChains(vmID string) (policy, ok, no *nftables.Chain) {
+	t, k := n.table(), key(vmID)
+	return regular(t, "vm-"+k), regular(t, "ok-"+k), regular(t, "no-"+k)
+}
+
+// vmSets are the addresses a VM's allow-list names resolved to: any
+// port, and protocol-address-port triples.
+func (n *Network) vmSets(vmID string) (anyPort, ports *nftables.Set) {
+	t, k := n.table(), key(vmID)
+	return &nftables.Set{Table: t, Name: "a-" + k, KeyType: nftables.TypeIPAddr, HasTimeout: true, Size: maxResolved},
+		&nftables.Set{Table: t, Name: "p-" + k, HasTimeout: true, Size: maxResolved, Concatenation: true,
+			KeyType: nftables.MustConcatSetType(nftables.TypeInetProto, nftables.TypeIPAddr, nftables.TypeInetService)}
+}
+
+// addVM queues every rule, chain and set of the VM a (sets are kept if
+// they exist); the caller flushes.
+func (n *Network) addVM(c *nftables.Conn, a Attachment) error {
+	if len(a.MAC) != 6 {
+		return fmt.Errorf("attaching vm %s: MAC %q is not an Ethernet address", a.ID, a.MAC)
 	}
-	c, err := nftables.New()
-	if err != nil {
-		return fmt.Errorf("opening nftables: %w", err)
+	t, bt := n.table(), n.bridgeTable()
+	owner := comment(ownerPrefix + a.ID)
+	add := func(tbl *nftables.Table, chain string, exprs ...[]expr.Any) {
+		for _, e := range exprs {
+			c.AddRule(&nftables.Rule{Table: tbl, Chain: regular(tbl, chain), Exprs: e, UserData: owner})
+		}
 	}
-	a := addr.As4()
-	fromTap := ifname(expr.MetaKeyIIFNAME, tap, expr.CmpOpEq)
-	etherTypeIs := func(op expr.CmpOp, t uint16) []expr.Any {
-		return []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2},
-			&expr.Cmp{Op: op, Register: 1, Data: binaryutil.BigEndian.PutUint16(t)}}
+	tap := ifname(expr.MetaKeyIIFNAME, TapName(a.ID), expr.CmpOpEq)
+	addr := netip.PrefixFrom(a.Addr, 32)
+	a4 := a.Addr.As4()
+	add(bt, chainPrerouting,
+		join(tap, neq(expr.PayloadBaseLLHeader, 6, a.MAC), drop()),
+		join(tap, etherType(expr.CmpOpEq, unix.ETH_P_IP), neq(expr.PayloadBaseNetworkHeader, 12, a4[:]), drop()),
+		join(tap, etherType(expr.CmpOpEq, unix.ETH_P_ARP), neq(expr.PayloadBaseNetworkHeader, 14, a4[:]), drop()),
+		// Nothing but IPv4 and ARP: the firewall is IPv4's, so IPv6 (or
+		// a VLAN tag) would pass it by.
+		join(tap, etherType(expr.CmpOpNeq, unix.ETH_P_IP), etherType(expr.CmpOpNeq, unix.ETH_P_ARP), drop()))
+	if a.Policy.Isolate {
+		add(bt, chainForward, join(tap, drop()), join(ifname(expr.MetaKeyOIFNAME, TapName(a.ID), expr.CmpOpEq), drop()))
+		add(t, chainIsolation, join(saddr(addr), drop()), join(daddr(addr), drop()))
 	}
-	etherType := func(t uint16) []expr.Any { return etherTypeIs(expr.CmpOpEq, t) }
-	neq := func(base expr.PayloadBase, off uint32, data []byte) []expr.Any {
-		return []expr.Any{&expr.Payload{DestRegister: 1, Base: base, Offset: off, Len: uint32(len(data))},
-			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: data}}
+
+	policy, ok, no := n.vmChains(a.ID)
+	for _, ch := range []*nftables.Chain{policy, ok, no} {
+		c.AddChain(ch)
+		c.FlushChain(ch)
 	}
-	drop := &expr.Verdict{Kind: expr.VerdictDrop}
-	for _, match := range [][]expr.Any{
-		neq(expr.PayloadBaseLLHeader, 6, mac),                                              // ether saddr
-		append(etherType(unix.ETH_P_IP), neq(expr.PayloadBaseNetworkHeader, 12, a[:])...),  // ip saddr
-		append(etherType(unix.ETH_P_ARP), neq(expr.PayloadBaseNetworkHeader, 14, a[:])...), // arp saddr ip
-		// Nothing but IPv4 and ARP: the firewall is IPv4's, so IPv6 (or a
-		// VLAN tag) would pass it by.
-		append(etherTypeIs(expr.CmpOpNeq, unix.ETH_P_IP), etherTypeIs(expr.CmpOpNeq, unix.ETH_P_ARP)...),
-	} {
-		c.AddRule(&nftables.Rule{Table: n.bridgeTable(), Chain: n.prerouting(), UserData: comment(ownerPrefix + vmID),
-			Exprs: append(append(slices.Clone(fromTap), match...), drop)})
+	group := LogGroup(n.cfg.Bridge)
+	add(t, ok.Name, logged(group, logAllowed+a.ID), []expr.Any{accept()})
+	add(t, no.Name, logged(group, logDenied+a.ID), []expr.Any{drop()})
+	add(t, chainToHost, join(saddr(addr), goTo(no.Name)))
+	add(t, chainEgress, join(saddr(addr), goTo(policy.Name)))
+
+	for _, p := range append([]netip.Prefix{linkLocal}, n.cfg.Deny...) {
+		add(t, policy.Name, join(daddr(p), goTo(no.Name)))
 	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("adding the anti-spoofing rules of vm %s: %w", vmID, err)
+	anyPort, ports := n.vmSets(a.ID)
+	switch {
+	case !a.Policy.NAT:
+	case len(a.Policy.Allow) == 0:
+		add(t, policy.Name, []expr.Any{goTo(ok.Name)})
+	default:
+		for _, s := range []*nftables.Set{anyPort, ports} {
+			if err := c.AddSet(s, nil); err != nil {
+				return fmt.Errorf("adding the set %s: %w", s.Name, err)
+			}
+		}
+		add(t, policy.Name,
+			[]expr.Any{
+				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 8},
+				&expr.Payload{DestRegister: 9, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+				&expr.Payload{DestRegister: 10, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+				&expr.Lookup{SourceRegister: 8, SetName: ports.Name, SetID: ports.ID},
+				goTo(ok.Name),
+			},
+			[]expr.Any{
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+				&expr.Lookup{SourceRegister: 1, SetName: anyPort.Name, SetID: anyPort.ID},
+				goTo(ok.Name),
+			})
+		for _, r := range a.Policy.Allow.Addrs() {
+			if len(r.Ports) == 0 {
+				add(t, policy.Name, join(daddr(r.Prefix), goTo(ok.Name)))
+				continue
+			}
+			for _, proto := range []byte{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
+				for _, p := range r.Ports {
+					add(t, policy.Name, join(daddr(r.Prefix), l4proto(proto), dport(p), goTo(ok.Name)))
+				}
+			}
+		}
+	}
+	add(t, policy.Name, []expr.Any{goTo(no.Name)})
+	if a.Policy.NAT {
+		add(t, chainPostrouting, join(saddr(addr), ifname(expr.MetaKeyOIFNAME, n.cfg.Bridge, expr.CmpOpNeq), []expr.Any{&expr.Masq{}}))
 	}
 	return nil
 }
 
-// deleteRules removes the per-VM rules whose owner match says to.
-func (n *Network) deleteRules(match func(owner string) bool) error {
-	c, err := nftables.New()
-	if err != nil {
-		return fmt.Errorf("opening nftables: %w", err)
-	}
-	var doomed int
+// removeRules queues the deletion of the per-VM rules in the fixed
+// chains whose owner match says to, and returns those owners.
+func (n *Network) removeRules(c *nftables.Conn, match func(owner string) bool) ([]string, error) {
+	var owners []string
 	for _, ch := range n.ownedChains() {
 		rules, err := c.GetRules(ch.Table, ch)
 		if errors.Is(err, unix.ENOENT) {
 			continue // no table yet: nothing to remove
 		}
 		if err != nil {
-			return fmt.Errorf("listing nftables chain %s: %w", ch.Name, err)
+			return nil, fmt.Errorf("listing nftables chain %s: %w", ch.Name, err)
 		}
 		for _, r := range rules {
 			if owner, ok := RuleOwner(r); ok && match(owner) {
 				if err := c.DelRule(r); err != nil {
-					return fmt.Errorf("removing an nftables rule of vm %s: %w", owner, err)
+					return nil, fmt.Errorf("removing an nftables rule of vm %s: %w", owner, err)
 				}
-				doomed++
+				if !slices.Contains(owners, owner) {
+					owners = append(owners, owner)
+				}
 			}
 		}
 	}
-	if doomed == 0 {
-		return nil
+	return owners, nil
+}
+
+// removeVMObjects queues the deletion of the per-VM chains and sets whose
+// key match says to (after the rules that jump to them), and lists them.
+func (n *Network) removeVMObjects(c *nftables.Conn, match func(key string) bool) ([]string, error) {
+	t := n.table()
+	var removed []string
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return nil, fmt.Errorf("listing nftables chains: %w", err)
 	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("removing nftables rules: %w", err)
+	var doomed []*nftables.Chain
+	for _, ch := range chains {
+		if ch.Table.Name != t.Name {
+			continue
+		}
+		if k, ok := vmObject(ch.Name, "vm-", "ok-", "no-"); ok && match(k) {
+			c.FlushChain(ch)
+			doomed = append(doomed, ch)
+		}
 	}
-	return nil
+	for _, ch := range doomed {
+		c.DelChain(ch)
+		removed = append(removed, "nftables chain "+ch.Name)
+	}
+	all, err := c.GetSets(t)
+	if err != nil && !errors.Is(err, unix.ENOENT) {
+		return nil, fmt.Errorf("listing nftables sets: %w", err)
+	}
+	for _, s := range all {
+		if k, ok := vmObject(s.Name, "a-", "p-"); ok && match(k) {
+			c.DelSet(s)
+			removed = append(removed, "nftables set "+s.Name)
+		}
+	}
+	return removed, nil
+}
+
+// vmObject is the VM key in a per-VM chain's or set's name.
+func vmObject(name string, prefixes ...string) (string, bool) {
+	for _, p := range prefixes {
+		if k, ok := strings.CutPrefix(name, p); ok && len(k) == 12 {
+			return k, true
+		}
+	}
+	return "", false
 }
 
 // RuleOwner is the VM ID a per-VM rule belongs to.
@@ -216,7 +446,35 @@ func RuleOwner(r *nftables.Rule) (string, bool) {
 
 func comment(s string) []byte { return userdata.AppendString(nil, userdata.TypeComment, s) }
 
+func join(parts ...any) []expr.Any {
+	var out []expr.Any
+	for _, p := range parts {
+		switch p := p.(type) {
+		case []expr.Any:
+			out = append(out, p...)
+		case expr.Any:
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 func accept() expr.Any { return &expr.Verdict{Kind: expr.VerdictAccept} }
+func drop() expr.Any   { return &expr.Verdict{Kind: expr.VerdictDrop} }
+func jump(chain string) expr.Any {
+	return &expr.Verdict{Kind: expr.VerdictJump, Chain: chain}
+}
+func goTo(chain string) expr.Any { return &expr.Verdict{Kind: expr.VerdictGoto, Chain: chain} }
+
+// logged sends the packet's headers to the NFLOG group with prefix,
+// within the rule's own rate.
+func logged(group uint16, prefix string) []expr.Any {
+	return []expr.Any{
+		&expr.Limit{Type: expr.LimitTypePkts, Rate: logRate, Unit: expr.LimitTimeSecond, Burst: logBurst},
+		&expr.Log{Key: 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_PREFIX | 1<<unix.NFTA_LOG_SNAPLEN,
+			Group: group, Snaplen: snaplen, Data: []byte(prefix)},
+	}
+}
 
 // ifname matches an interface name as nft does: NUL-padded to 16 bytes.
 func ifname(key expr.MetaKey, name string, op expr.CmpOp) []expr.Any {
@@ -225,12 +483,38 @@ func ifname(key expr.MetaKey, name string, op expr.CmpOp) []expr.Any {
 	return []expr.Any{&expr.Meta{Key: key, Register: 1}, &expr.Cmp{Op: op, Register: 1, Data: b}}
 }
 
-func saddr(a netip.Addr) []expr.Any {
-	b := a.As4()
-	return []expr.Any{
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: b[:]},
+func saddr(p netip.Prefix) []expr.Any { return prefixMatch(12, p) }
+func daddr(p netip.Prefix) []expr.Any { return prefixMatch(16, p) }
+
+// prefixMatch matches the IPv4 address at offset of the network header
+// against p.
+func prefixMatch(offset uint32, p netip.Prefix) []expr.Any {
+	a := p.Masked().Addr().As4()
+	out := []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: 4}}
+	if p.Bits() < 32 {
+		mask := net.CIDRMask(p.Bits(), 32)
+		out = append(out, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: make([]byte, 4)})
 	}
+	return append(out, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a[:]})
+}
+
+func l4proto(p byte) []expr.Any {
+	return []expr.Any{&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{p}}}
+}
+
+func dport(p uint16) []expr.Any {
+	return []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(p)}}
+}
+
+func etherType(op expr.CmpOp, t uint16) []expr.Any {
+	return []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2},
+		&expr.Cmp{Op: op, Register: 1, Data: binaryutil.BigEndian.PutUint16(t)}}
+}
+
+func neq(base expr.PayloadBase, off uint32, data []byte) []expr.Any {
+	return []expr.Any{&expr.Payload{DestRegister: 1, Base: base, Offset: off, Len: uint32(len(data))},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: data}}
 }
 
 func ctEstablished() []expr.Any {

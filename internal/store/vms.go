@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -30,12 +31,14 @@ type VM struct {
 	NAT           bool      // outbound connections allowed
 	AutoStop      string    // idle time before an automatic stop: "" default, "0" never
 	Workspace     string    // the guest directory of its workspace; "" none
+	Isolate       bool      // no traffic with the other VMs on the bridge
+	Allow         []string  // egress allow-list, canonical rules; nil: none
 	// Addr is the VM's leased bridge address (read from leases; PutVM
 	// does not write it).
 	Addr netip.Addr
 }
 
-const vmColumns = "name, id, state, reason, image, image_id, kernel, kernel_id, vcpu, memory_mib, disk_size, network, mac, vmm, pid, pid_start, created_at, started_at, stopped_at, nat, auto_stop, workspace"
+const vmColumns = "name, id, state, reason, image, image_id, kernel, kernel_id, vcpu, memory_mib, disk_size, network, mac, vmm, pid, pid_start, created_at, started_at, stopped_at, nat, auto_stop, workspace, isolate, allow"
 
 func formatTime(t time.Time) string {
 	if t.IsZero() {
@@ -55,9 +58,14 @@ func scanVM(row scanner) (VM, error) {
 	var v VM
 	var created, started, stopped string
 	var pidStart int64
+	var allow string
 	if err := row.Scan(&v.Name, &v.ID, &v.State, &v.Reason, &v.Image, &v.ImageID, &v.Kernel, &v.KernelID, &v.VCPU, &v.MemoryMiB,
-		&v.DiskSize, &v.Network, &v.MAC, &v.VMM, &v.PID, &pidStart, &created, &started, &stopped, &v.NAT, &v.AutoStop, &v.Workspace); err != nil {
+		&v.DiskSize, &v.Network, &v.MAC, &v.VMM, &v.PID, &pidStart, &created, &started, &stopped, &v.NAT, &v.AutoStop, &v.Workspace,
+		&v.Isolate, &allow); err != nil {
 		return VM{}, err
+	}
+	if allow != "" {
+		v.Allow = strings.Split(allow, "\n")
 	}
 	v.PIDStart = uint64(pidStart)
 	var err error
@@ -85,9 +93,10 @@ func (t *Tx) InsertVM(ctx context.Context, v VM) error {
 
 // PutVM inserts or replaces the record of v.Name.
 func (t *Tx) PutVM(ctx context.Context, v VM) error {
-	_, err := t.tx.ExecContext(ctx, "INSERT OR REPLACE INTO vms("+vmColumns+") VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+	_, err := t.tx.ExecContext(ctx, "INSERT OR REPLACE INTO vms("+vmColumns+") VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 		v.Name, v.ID, v.State, v.Reason, v.Image, v.ImageID, v.Kernel, v.KernelID, v.VCPU, v.MemoryMiB, v.DiskSize, v.Network,
-		v.MAC, v.VMM, v.PID, int64(v.PIDStart), formatTime(v.CreatedAt), formatTime(v.StartedAt), formatTime(v.StoppedAt), v.NAT, v.AutoStop, v.Workspace)
+		v.MAC, v.VMM, v.PID, int64(v.PIDStart), formatTime(v.CreatedAt), formatTime(v.StartedAt), formatTime(v.StoppedAt), v.NAT, v.AutoStop, v.Workspace,
+		v.Isolate, strings.Join(v.Allow, "\n"))
 	if err != nil {
 		return fmt.Errorf("writing vm %q: %w", v.Name, err)
 	}

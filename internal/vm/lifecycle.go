@@ -8,12 +8,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/agent/proto"
+	"github.com/bangerdev/banger/internal/hostnet"
 	"github.com/bangerdev/banger/internal/logcap"
 	"github.com/bangerdev/banger/internal/store"
 	"github.com/bangerdev/banger/internal/vmm"
@@ -24,7 +26,7 @@ func (s *Service) toAPI(rec store.VM) api.VM {
 	v := api.VM{
 		Name: rec.Name, ID: rec.ID, State: rec.State, Reason: rec.Reason, Image: rec.Image, ImageID: rec.ImageID,
 		Kernel: rec.Kernel, KernelID: rec.KernelID, VCPU: rec.VCPU, MemoryMiB: rec.MemoryMiB, DiskSize: rec.DiskSize,
-		Network: rec.Network, NAT: rec.NAT, AutoStop: rec.AutoStop, Workspace: rec.Workspace, VMM: rec.VMM, PID: rec.PID, CreatedAt: rec.CreatedAt,
+		Network: rec.Network, NAT: rec.NAT, Egress: egressOf(rec), Allow: rec.Allow, Isolate: rec.Isolate, AutoStop: rec.AutoStop, Workspace: rec.Workspace, VMM: rec.VMM, PID: rec.PID, CreatedAt: rec.CreatedAt,
 	}
 	if !rec.StartedAt.IsZero() {
 		t := rec.StartedAt
@@ -242,6 +244,9 @@ func (s *Service) remove(ctx context.Context, rec store.VM) error {
 			return fmt.Errorf("removing vm %s from known_hosts: %w", rec.Name, err)
 		}
 	}
+	if s.cfg.Removed != nil {
+		s.cfg.Removed(rec.ID)
+	}
 	for _, dir := range []string{s.runDir(rec.ID), s.stateDir(rec.ID)} {
 		if err := os.RemoveAll(dir); err != nil {
 			return fmt.Errorf("removing vm %s: %w", rec.Name, err)
@@ -359,13 +364,26 @@ func (s *Service) Reconcile(ctx context.Context) error {
 		s.cfg.Log.Info("vm reconciled", "vm", rec.Name, "state", rec.State, "reason", rec.Reason)
 	}
 	if s.cfg.Bridge != nil {
-		// Taps and rules of VMs that stopped while no daemon ran.
-		removed, err := s.cfg.Bridge.Sweep(alive)
+		// The running VMs' rules made again from their records; taps and
+		// rules of VMs that stopped while no daemon ran removed.
+		var running []hostnet.Attachment
+		for _, rec := range all {
+			if !slices.Contains(alive, rec.ID) || rec.Network != api.NetworkBridge || !rec.Addr.IsValid() {
+				continue
+			}
+			a, err := attachment(rec)
+			if err != nil {
+				s.cfg.Log.Error("a running VM's firewall", "vm", rec.Name, "err", err)
+				continue
+			}
+			running = append(running, a)
+		}
+		removed, err := s.cfg.Bridge.Sync(running)
 		for _, what := range removed {
 			s.cfg.Log.Info("removed a leftover", "what", what)
 		}
 		if err != nil {
-			s.cfg.Log.Error("sweeping the bridge network", "err", err)
+			s.cfg.Log.Error("syncing the bridge network", "err", err)
 		}
 	}
 	for _, parent := range []string{s.cfg.RunDir, s.cfg.StateDir} {
@@ -410,26 +428,66 @@ func (s *Service) Set(ctx context.Context, p api.VMSetParams) (api.VM, error) {
 	default:
 		next.AutoStop = p.AutoStop
 	}
-	if p.NAT != nil {
-		next.NAT = *p.NAT
+	switch {
+	case p.Allow != nil:
+		if p.NAT != nil && !*p.NAT {
+			return api.VM{}, fmt.Errorf("%w: --allow opens the way out to what it names; --nat=false closes it: pass one", api.ErrInvalidArgument)
+		}
+		next.NAT, next.Allow = true, p.Allow
+	case p.NAT != nil:
+		next.NAT, next.Allow = *p.NAT, nil
+	}
+	if p.Isolate != nil {
+		next.Isolate = *p.Isolate
+	}
+	if err := canonAllow(&next); err != nil {
+		return api.VM{}, err
 	}
 	if err := validate(next); err != nil {
 		return api.VM{}, err
 	}
-	needsStop := next.VCPU != rec.VCPU || next.MemoryMiB != rec.MemoryMiB || next.DiskSize != rec.DiskSize || next.NAT != rec.NAT
-	if needsStop && rec.State != api.VMStopped && rec.State != api.VMFailed {
-		return api.VM{}, fmt.Errorf("vm %s is %s: %w; cpus, memory, disk and nat change only while it is stopped (`banger vm stop %s`)", rec.Name, rec.State, api.ErrInUse, rec.Name)
+	stopped := rec.State == api.VMStopped || rec.State == api.VMFailed
+	policy := next.NAT != rec.NAT || next.Isolate != rec.Isolate || !slices.Equal(next.Allow, rec.Allow)
+	// A bridge VM's policy lives in the host's firewall: it changes at
+	// once. A user-mode VM's way out is its VMM's command line.
+	live := policy && rec.State == api.VMRunning && rec.Network == api.NetworkBridge
+	needsStop := next.VCPU != rec.VCPU || next.MemoryMiB != rec.MemoryMiB || next.DiskSize != rec.DiskSize || (policy && !live)
+	if needsStop && !stopped {
+		return api.VM{}, fmt.Errorf("vm %s is %s: %w; cpus, memory, disk (and the way out of a VM not on the bridge) change only while it is stopped (`banger vm stop %s`)", rec.Name, rec.State, api.ErrInUse, rec.Name)
 	}
 	if next.DiskSize != rec.DiskSize {
 		if err := growWorkDisk(ctx, s.workDisk(rec.ID), next.DiskSize); err != nil {
 			return api.VM{}, err
 		}
 	}
+	if live {
+		if err := s.setPolicy(ctx, next); err != nil {
+			return api.VM{}, err
+		}
+	}
 	if err := s.put(ctx, next); err != nil {
+		if live {
+			_ = s.setPolicy(context.WithoutCancel(ctx), rec) // the record still says the old one
+		}
 		return api.VM{}, err
 	}
-	s.cfg.Log.Info("vm changed", "vm", rec.Name)
+	s.cfg.Log.Info("vm changed", "vm", rec.Name, "egress", egressOf(next), "isolate", next.Isolate)
 	return s.toAPI(next), nil
+}
+
+// setPolicy gives a running bridge VM rec's policy at once.
+func (s *Service) setPolicy(ctx context.Context, rec store.VM) error {
+	a, err := attachment(rec)
+	if err != nil {
+		return err
+	}
+	if err := s.cfg.Bridge.SetPolicy(a); err != nil {
+		return fmt.Errorf("changing the firewall of vm %s: %w", rec.Name, err)
+	}
+	if s.cfg.PolicyChanged != nil {
+		s.cfg.PolicyChanged(ctx, rec.ID, a.Policy.Allow)
+	}
+	return nil
 }
 
 // growWorkDisk makes a stopped VM's work disk and its file system

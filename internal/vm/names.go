@@ -2,6 +2,8 @@ package vm
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/netip"
 
 	"github.com/bangerdev/banger/api"
@@ -41,25 +43,55 @@ func (n Names) Local(addr netip.Addr) bool {
 	return n.Prefix.Contains(addr) || addr.IsLoopback()
 }
 
-// MayGoOut says whether the bridge address addr belongs to a VM with
-// NAT; the host itself (the gateway, loopback) may too. Anyone else may
-// not: the server is no open resolver.
-func (n Names) MayGoOut(ctx context.Context, addr netip.Addr) bool {
+// Source says who the bridge address addr is, for the DNS server: a VM
+// (its ID, what it may reach, its allow-list), or the host itself (the
+// gateway, loopback: no ID, anything). An address no VM holds may reach
+// nothing: the server is no open resolver.
+func (n Names) Source(ctx context.Context, addr netip.Addr) (id, egress string, allow []string) {
 	if addr == n.Gateway || addr.IsLoopback() {
-		return true
+		return "", api.EgressNAT, nil
 	}
+	egress = api.EgressSandbox
 	if !n.Prefix.Contains(addr) {
-		return false
+		return "", egress, nil
 	}
-	out := false
 	_ = n.Store.View(ctx, func(tx *store.Tx) error {
 		all, err := tx.VMs(ctx)
 		for _, rec := range all {
 			if rec.Addr == addr && rec.Network == api.NetworkBridge {
-				out = rec.NAT
+				id, egress, allow = rec.ID, egressOf(rec), rec.Allow
+			}
+		}
+		return err
+	})
+	return id, egress, allow
+}
+
+// Egress is what the VM of that ID may reach now (api.Egress*).
+func (n Names) Egress(ctx context.Context, id string) string {
+	out := api.EgressSandbox
+	_ = n.Store.View(ctx, func(tx *store.Tx) error {
+		all, err := tx.VMs(ctx)
+		for _, rec := range all {
+			if rec.ID == id {
+				out = egressOf(rec)
 			}
 		}
 		return err
 	})
 	return out
+}
+
+// Lookup is the ID and network of the VM named name.
+func (n Names) Lookup(ctx context.Context, name string) (id, network string, err error) {
+	var rec store.VM
+	err = n.Store.View(ctx, func(tx *store.Tx) error {
+		var err error
+		rec, err = tx.VM(ctx, name)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return "", "", fmt.Errorf("vm %q: %w (see `banger vm list`)", name, api.ErrNotFound)
+	}
+	return rec.ID, rec.Network, err
 }

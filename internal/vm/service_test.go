@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -20,6 +19,8 @@ import (
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/agent/client"
+	"github.com/bangerdev/banger/internal/allowlist"
+	"github.com/bangerdev/banger/internal/hostnet"
 	"github.com/bangerdev/banger/internal/logcap"
 	"github.com/bangerdev/banger/internal/sshkey"
 	"github.com/bangerdev/banger/internal/store"
@@ -429,7 +430,7 @@ func TestBridgeVM(t *testing.T) {
 	if a.IP != "10.77.0.2" || b.IP != "10.77.0.3" {
 		t.Fatalf("leases %s, %s", a.IP, b.IP)
 	}
-	want := []string{a.ID + " 10.77.0.2 false", b.ID + " 10.77.0.3 true"}
+	want := []string{a.ID + " 10.77.0.2 nat=false allow=[] isolate=false", b.ID + " 10.77.0.3 nat=true allow=[] isolate=false"}
 	slices.Sort(want)
 	if got := fb.attached(); !slices.Equal(got, want) {
 		t.Fatalf("attached %v", got)
@@ -446,11 +447,20 @@ func TestBridgeVM(t *testing.T) {
 	}
 	// Off the bridge, only the host's loopback: the DNS server is no open
 	// resolver for whoever reaches the gateway address.
-	for addr, want := range map[string]bool{"10.77.0.2": false, "10.77.0.3": true, "10.77.0.1": true, "10.77.0.5": false,
-		"192.0.2.1": false, "127.0.0.1": true} {
-		if got := names.MayGoOut(ctx, netip.MustParseAddr(addr)); got != want {
-			t.Errorf("MayGoOut(%s) = %v, want %v", addr, got, want)
+	for addr, want := range map[string]string{"10.77.0.2": a.ID + " sandbox", "10.77.0.3": b.ID + " nat", "10.77.0.1": " nat",
+		"10.77.0.5": " sandbox", "192.0.2.1": " sandbox", "127.0.0.1": " nat"} {
+		if id, egress, _ := names.Source(ctx, netip.MustParseAddr(addr)); id+" "+egress != want {
+			t.Errorf("Source(%s) = %s %s, want %s", addr, id, egress, want)
 		}
+	}
+	if names.Egress(ctx, b.ID) != api.EgressNAT || names.Egress(ctx, "nope") != api.EgressSandbox {
+		t.Errorf("Egress(b) = %s", names.Egress(ctx, b.ID))
+	}
+	if id, network, err := names.Lookup(ctx, "b"); id != b.ID || network != api.NetworkBridge || err != nil {
+		t.Errorf("Lookup(b) = %s, %s, %v", id, network, err)
+	}
+	if _, _, err := names.Lookup(ctx, "nope"); !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("Lookup(nope) = %v", err)
 	}
 	for addr, want := range map[string]bool{"10.77.0.4": true, "127.0.0.1": true, "192.0.2.1": false, "10.78.0.1": false} {
 		if got := names.Local(netip.MustParseAddr(addr)); got != want {
@@ -460,7 +470,7 @@ func TestBridgeVM(t *testing.T) {
 	if _, err := f.svc.Stop(ctx, api.VMStopParams{Name: "a"}); err != nil {
 		t.Fatal(err)
 	}
-	if got := fb.attached(); !slices.Equal(got, []string{b.ID + " 10.77.0.3 true"}) {
+	if got := fb.attached(); !slices.Equal(got, []string{b.ID + " 10.77.0.3 nat=true allow=[] isolate=false"}) {
 		t.Fatalf("after a stopped, attached %v", got)
 	}
 	if v := f.show("a"); v.IP != "10.77.0.2" {
@@ -479,14 +489,106 @@ func TestBridgeVM(t *testing.T) {
 	if v := f.mustCreate("f"); v.IP != "10.77.0.2" {
 		t.Fatalf("the freed lease went elsewhere: %+v", v)
 	}
-	// A restart sweeps what no running VM owns.
+	// A restart makes the running VMs' rules again and sweeps the rest.
 	f.st.Close()
 	f.open()
 	if err := f.svc.Reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if len(fb.swept) != 1 || len(fb.swept[0]) != 5 {
-		t.Fatalf("swept keeping %v", fb.swept)
+	if len(fb.synced) != 1 || len(fb.synced[0]) != 5 {
+		t.Fatalf("synced %v", fb.synced)
+	}
+}
+
+// TestEgressPolicy: allow-lists and isolation, chosen at create (the
+// config's default list for bridge VMs), refused where no firewall can
+// hold them, and changed on a running bridge VM at once.
+func TestEgressPolicy(t *testing.T) {
+	fb := &fakeBridge{prefix: netip.MustParsePrefix("10.77.0.0/29")}
+	var changed []string
+	f := newFixture(t, func(c *Config) {
+		c.Bridge = fb
+		c.Defaults.Network = api.NetworkBridge
+		c.Defaults.Allow = []string{"deb.debian.org:80"}
+		c.PolicyChanged = func(_ context.Context, id string, l allowlist.List) {
+			changed = append(changed, id+" "+fmt.Sprint(l.Strings()))
+		}
+	})
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name   string
+		p      api.VMCreateParams
+		egress string
+		allow  []string
+	}{
+		{"the config's list", api.VMCreateParams{Name: "d"}, api.EgressAllowList, []string{"deb.debian.org:80"}},
+		{"its own list", api.VMCreateParams{Name: "l", Allow: []string{"GitHub.com:443", "10.0.0.0/8", "github.com:443"}, Isolate: true},
+			api.EgressAllowList, []string{"github.com:443", "10.0.0.0/8"}},
+		{"nat: no list", api.VMCreateParams{Name: "n", NAT: new(true)}, api.EgressNAT, nil},
+		{"no nat: nothing", api.VMCreateParams{Name: "s", NAT: new(false), NoStart: true}, api.EgressSandbox, nil},
+		{"user, not the config's list", api.VMCreateParams{Name: "u", Network: api.NetworkUser}, api.EgressSandbox, nil},
+	} {
+		v, err := f.create(tc.p)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if v.Egress != tc.egress || !slices.Equal(v.Allow, tc.allow) || v.NAT != (tc.egress != api.EgressSandbox) {
+			t.Errorf("%s: egress %s, allow %q, nat %v; want %s, %q", tc.name, v.Egress, v.Allow, v.NAT, tc.egress, tc.allow)
+		}
+	}
+	if got := fb.attached(); !slices.Contains(got, f.show("l").ID+" 10.77.0.3 nat=true allow=[github.com:443 10.0.0.0/8] isolate=true") {
+		t.Errorf("attached %q", got)
+	}
+	for _, tc := range []struct {
+		name   string
+		p      api.VMCreateParams
+		saying string
+	}{
+		{"a list on the user network", api.VMCreateParams{Name: "x", Network: api.NetworkUser, Allow: []string{"github.com"}}, "--allow needs the bridge network"},
+		{"a list without a network", api.VMCreateParams{Name: "x", Network: api.NetworkNone, Allow: []string{"github.com"}}, "--allow needs the bridge network"},
+		{"a list and no nat", api.VMCreateParams{Name: "x", Allow: []string{"github.com"}, NAT: new(false)}, "pass one"},
+		{"a bad rule", api.VMCreateParams{Name: "x", Allow: []string{"github.com:http"}}, `invalid allow rule "github.com:http"`},
+	} {
+		if _, err := f.svc.Create(ctx, tc.p); !errors.Is(err, api.ErrInvalidArgument) || !strings.Contains(err.Error(), tc.saying) {
+			t.Errorf("%s: %v; want invalid_argument saying %q", tc.name, err, tc.saying)
+		}
+	}
+	// A running bridge VM changes at once; its DNS server hears of it.
+	n := f.show("n")
+	v, err := f.svc.Set(ctx, api.VMSetParams{Name: "n", Allow: []string{"example.com:443"}, Isolate: new(true)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Egress != api.EgressAllowList || !v.Isolate || fb.policy(n.ID) != "nat=true allow=[example.com:443] isolate=true" ||
+		!slices.Equal(changed, []string{n.ID + " [example.com:443]"}) {
+		t.Errorf("after set --allow: %+v, firewall %q, told %q", v, fb.policy(n.ID), changed)
+	}
+	if v, err = f.svc.Set(ctx, api.VMSetParams{Name: "n", NAT: new(false)}); err != nil || v.Egress != api.EgressSandbox || v.Allow != nil ||
+		fb.policy(n.ID) != "nat=false allow=[] isolate=true" {
+		t.Errorf("after set --nat=false: %+v, %v, firewall %q", v, err, fb.policy(n.ID))
+	}
+	// A firewall that refuses the change leaves the record as it was.
+	fb.fail = errors.New("nftables said no")
+	if _, err := f.svc.Set(ctx, api.VMSetParams{Name: "n", NAT: new(true)}); err == nil || !strings.Contains(err.Error(), "nftables said no") {
+		t.Errorf("a refused change: %v", err)
+	}
+	fb.fail = nil
+	if v := f.show("n"); v.Egress != api.EgressSandbox {
+		t.Errorf("a refused change was recorded: %+v", v)
+	}
+	// A user-mode VM's way out is its VMM's: it changes while stopped.
+	if _, err := f.svc.Set(ctx, api.VMSetParams{Name: "u", NAT: new(true)}); !errors.Is(err, api.ErrInUse) {
+		t.Errorf("set --nat on a running user-mode VM: %v", err)
+	}
+	if _, err := f.svc.Set(ctx, api.VMSetParams{Name: "u", Allow: []string{"github.com"}}); !errors.Is(err, api.ErrInvalidArgument) {
+		t.Errorf("set --allow on a user-mode VM: %v", err)
+	}
+	// A stopped VM's change waits for its start.
+	if v, err := f.svc.Set(ctx, api.VMSetParams{Name: "s", Allow: []string{"192.0.2.0/24:22"}}); err != nil || v.Egress != api.EgressAllowList {
+		t.Errorf("set --allow on a stopped VM: %+v, %v", v, err)
+	}
+	if fb.policy(f.show("s").ID) != "" {
+		t.Error("a stopped VM's firewall was touched")
 	}
 }
 
@@ -771,7 +873,8 @@ type fakeBridge struct {
 
 	mu       sync.Mutex
 	attaches map[string]string
-	swept    [][]string
+	synced   [][]string
+	fail     error // SetPolicy's answer
 }
 
 func (b *fakeBridge) Prefix() netip.Prefix { return b.prefix }
@@ -780,14 +883,37 @@ func (b *fakeBridge) Range() (netip.Addr, netip.Addr) {
 	return b.Gateway().Next(), netip.MustParseAddr("10.77.0.6")
 }
 
-func (b *fakeBridge) Attach(vmID string, _ net.HardwareAddr, addr netip.Addr, nat bool) (string, error) {
+func policyString(p hostnet.Policy) string {
+	return fmt.Sprintf("nat=%v allow=%v isolate=%v", p.NAT, p.Allow.Strings(), p.Isolate)
+}
+
+func (b *fakeBridge) Attach(a hostnet.Attachment) (string, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.attaches == nil {
 		b.attaches = map[string]string{}
 	}
-	b.attaches[vmID] = fmt.Sprintf("%s %s %v", vmID, addr, nat)
-	return "tap-" + vmID[:8], nil
+	b.attaches[a.ID] = fmt.Sprintf("%s %s %s", a.ID, a.Addr, policyString(a.Policy))
+	return "tap-" + a.ID[:8], nil
+}
+
+func (b *fakeBridge) SetPolicy(a hostnet.Attachment) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.fail != nil {
+		return b.fail
+	}
+	b.attaches[a.ID] = fmt.Sprintf("%s %s %s", a.ID, a.Addr, policyString(a.Policy))
+	return nil
+}
+
+// policy is what the firewall holds for the VM id; "" when not attached.
+func (b *fakeBridge) policy(id string) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	_, p, _ := strings.Cut(b.attaches[id], " ")
+	_, p, _ = strings.Cut(p, " ")
+	return p
 }
 
 func (b *fakeBridge) Detach(vmID string) error {
@@ -797,10 +923,14 @@ func (b *fakeBridge) Detach(vmID string) error {
 	return nil
 }
 
-func (b *fakeBridge) Sweep(keep []string) ([]string, error) {
+func (b *fakeBridge) Sync(running []hostnet.Attachment) ([]string, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.swept = append(b.swept, keep)
+	var ids []string
+	for _, a := range running {
+		ids = append(ids, a.ID)
+	}
+	b.synced = append(b.synced, ids)
 	return nil, nil
 }
 

@@ -25,8 +25,10 @@ import (
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/agent/client"
 	"github.com/bangerdev/banger/internal/agent/proto"
+	"github.com/bangerdev/banger/internal/allowlist"
 	"github.com/bangerdev/banger/internal/boot"
 	"github.com/bangerdev/banger/internal/bundle"
+	"github.com/bangerdev/banger/internal/hostnet"
 	"github.com/bangerdev/banger/internal/logcap"
 	"github.com/bangerdev/banger/internal/proc"
 	"github.com/bangerdev/banger/internal/store"
@@ -42,6 +44,7 @@ type Defaults struct {
 	DiskSize  int64
 	Network   string
 	NAT       bool
+	Allow     []string // the allow-list of new bridge VMs that set neither NAT nor one
 }
 
 // Config wires a Service.
@@ -71,6 +74,11 @@ type Config struct {
 	// and NoBridge then says why, for the error a bridge VM gets.
 	Bridge   Bridge
 	NoBridge string
+	// PolicyChanged is told a running bridge VM's new allow-list once its
+	// firewall has it (the DNS server gives back what its names still
+	// resolve to); Removed the ID of a VM that is gone.
+	PolicyChanged func(ctx context.Context, vmID string, allow allowlist.List)
+	Removed       func(vmID string)
 }
 
 // Bridge is the host's side of the bridge network.
@@ -79,12 +87,15 @@ type Bridge interface {
 	Gateway() netip.Addr
 	Range() (first, last netip.Addr)
 	// Attach makes the VM's tap, its anti-spoofing rules (its MAC and
-	// address only) and with nat its NAT rules, returning the tap's name;
-	// Detach undoes it, whatever is left.
-	Attach(vmID string, mac net.HardwareAddr, addr netip.Addr, nat bool) (string, error)
+	// address only) and its policy's, returning the tap's name; Detach
+	// undoes it, whatever is left; SetPolicy replaces a running VM's
+	// policy at once.
+	Attach(a hostnet.Attachment) (string, error)
+	SetPolicy(a hostnet.Attachment) error
 	Detach(vmID string) error
-	// Sweep removes taps and rules of VMs not in keep.
-	Sweep(keep []string) ([]string, error)
+	// Sync makes the running VMs' rules again and removes every tap and
+	// rule of any other.
+	Sync(running []hostnet.Attachment) ([]string, error)
 }
 
 // SSHConfig is banger's own SSH identity for its VMs.
@@ -249,9 +260,22 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (Creation, e
 	if rec.DiskSize == 0 {
 		rec.DiskSize = d.DiskSize
 	}
-	rec.NAT = d.NAT
-	if p.NAT != nil {
+	rec.Isolate = p.Isolate
+	switch {
+	case p.Allow != nil:
+		if p.NAT != nil && !*p.NAT {
+			return Creation{}, fmt.Errorf("%w: --allow opens the way out to what it names; --nat=false closes it: pass one", api.ErrInvalidArgument)
+		}
+		rec.NAT, rec.Allow = true, p.Allow
+	case p.NAT != nil:
 		rec.NAT = *p.NAT
+	case rec.Network == api.NetworkBridge && len(d.Allow) > 0:
+		rec.NAT, rec.Allow = true, d.Allow
+	default:
+		rec.NAT = d.NAT
+	}
+	if err := canonAllow(&rec); err != nil {
+		return Creation{}, err
 	}
 	if err := validate(rec); err != nil {
 		return Creation{}, err
@@ -330,6 +354,9 @@ func validate(rec store.VM) error {
 		return fmt.Errorf("%w: --disk %d bytes: the work disk needs at least 64M", api.ErrInvalidArgument, rec.DiskSize)
 	case rec.Network != api.NetworkBridge && rec.Network != api.NetworkUser && rec.Network != api.NetworkNone:
 		return fmt.Errorf("%w: --network %q: use %s, %s or %s", api.ErrInvalidArgument, rec.Network, api.NetworkBridge, api.NetworkUser, api.NetworkNone)
+	case len(rec.Allow) > 0 && rec.Network != api.NetworkBridge:
+		return fmt.Errorf("%w: --allow needs the bridge network: on the %s network the guest's connections leave %s, where no firewall tells VMs apart; use --network bridge (a root daemon), or --nat for every destination",
+			api.ErrInvalidArgument, rec.Network, map[bool]string{true: "nowhere", false: "from the VMM's own sockets"}[rec.Network == api.NetworkNone])
 	case rec.NAT && rec.Network == api.NetworkNone:
 		return fmt.Errorf("%w: --nat needs a network; --network none has none", api.ErrInvalidArgument)
 	}
@@ -339,6 +366,47 @@ func validate(rec store.VM) error {
 		}
 	}
 	return nil
+}
+
+// canonAllow puts a record's allow-list in canonical form.
+func canonAllow(rec *store.VM) error {
+	if len(rec.Allow) == 0 {
+		rec.Allow = nil
+		return nil
+	}
+	l, err := allowlist.ParseList(rec.Allow)
+	if err != nil {
+		return fmt.Errorf("%w: --allow: %w", api.ErrInvalidArgument, err)
+	}
+	rec.Allow = l.Strings()
+	return nil
+}
+
+// egressOf is what rec may reach beyond the host (api.VM.Egress).
+func egressOf(rec store.VM) string {
+	switch {
+	case rec.Network == api.NetworkNone:
+		return api.EgressNone
+	case rec.NAT && len(rec.Allow) > 0:
+		return api.EgressAllowList
+	case rec.NAT:
+		return api.EgressNAT
+	}
+	return api.EgressSandbox
+}
+
+// attachment is a bridge VM as its firewall sees it.
+func attachment(rec store.VM) (hostnet.Attachment, error) {
+	mac, err := net.ParseMAC(rec.MAC)
+	if err != nil {
+		return hostnet.Attachment{}, fmt.Errorf("vm %s: MAC %q: %w", rec.Name, rec.MAC, err)
+	}
+	allow, err := allowlist.ParseList(rec.Allow)
+	if err != nil {
+		return hostnet.Attachment{}, fmt.Errorf("vm %s: its allow-list: %w", rec.Name, err)
+	}
+	return hostnet.Attachment{ID: rec.ID, MAC: mac, Addr: rec.Addr,
+		Policy: hostnet.Policy{NAT: rec.NAT, Allow: allow, Isolate: rec.Isolate}}, nil
 }
 
 // create runs the phases of vm.create. A failure keeps the VM, failed,
@@ -465,11 +533,11 @@ func (s *Service) attach(rec store.VM) (string, error) {
 	if !rec.Addr.IsValid() {
 		return "", fmt.Errorf("vm %s has no address lease; delete it and create it again", rec.Name)
 	}
-	mac, err := net.ParseMAC(rec.MAC)
+	a, err := attachment(rec)
 	if err != nil {
-		return "", fmt.Errorf("vm %s: MAC %q: %w", rec.Name, rec.MAC, err)
+		return "", err
 	}
-	return s.cfg.Bridge.Attach(rec.ID, mac, rec.Addr, rec.NAT)
+	return s.cfg.Bridge.Attach(a)
 }
 
 // detach removes a bridge VM's tap and rules, once its VMM is gone.

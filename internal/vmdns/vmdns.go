@@ -2,7 +2,10 @@
 // NAME.vm with a VM's address, for the guests and for a host whose
 // resolver routes the vm zone to it, and passes other names to the host's
 // upstream servers, but only for VMs allowed out (a sandboxed VM could
-// otherwise talk to the world through DNS queries).
+// otherwise talk to the world through DNS queries), and for a VM with an
+// allow-list only the names on it: the addresses they resolve to are
+// what its firewall then lets it reach (Config.Resolved), for the
+// answer's TTL. Every question of a VM is told to Config.Observe.
 package vmdns
 
 import (
@@ -12,14 +15,19 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
 	"golang.org/x/time/rate"
+
+	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/allowlist"
 )
 
 // Zone is the domain VM names live under.
@@ -28,12 +36,34 @@ const Zone = "vm."
 // TTL of an answer: short, since a VM's address can go with it.
 const TTL = 5
 
+// How long an allow-listed VM may reach what a name resolved to: the
+// record's TTL, but at least MinAllowTTL (programs connect a moment
+// after they resolve, and some cache for tens of seconds) and at most
+// MaxAllowTTL.
+const (
+	MinAllowTTL = time.Minute
+	MaxAllowTTL = time.Hour
+)
+
+// Source is who asks: the host, or a VM and what it may reach.
+type Source struct {
+	VM     string // its ID; "" for the host, which may ask anything
+	Egress string // api.EgressSandbox, EgressNAT or EgressAllowList
+	Allow  allowlist.List
+}
+
 // Config wires a Server.
 type Config struct {
 	// Resolve is the address of the VM named name, if there is one.
 	Resolve func(ctx context.Context, name string) (netip.Addr, bool)
-	// MayForward says whether a query from src may go upstream.
-	MayForward func(ctx context.Context, src netip.Addr) bool
+	// Source says who src is (nil: everyone is the host).
+	Source func(ctx context.Context, src netip.Addr) Source
+	// Resolved lets the VM reach what a name on its allow-list resolved
+	// to (on ports, all when none) for ttl; the answer reaches the guest
+	// only once this returned.
+	Resolved func(vm string, addrs []netip.Addr, ports []uint16, ttl time.Duration) error
+	// Observe is told every question a VM asks outside the .vm zone.
+	Observe func(vm string, e api.EgressEvent)
 	// Local says whether a query from src is answered at all: the VMs'
 	// network and the host. Nothing goes back to anyone else, so the
 	// server is neither an open resolver nor a reflector (nil: all).
@@ -65,7 +95,21 @@ type Server struct {
 	limMu   sync.Mutex
 	limits  map[netip.Addr]*rate.Limiter
 	dropped int // queries dropped (rate or slots), for the log
+
+	memMu sync.Mutex
+	// remembered: per VM, the names its allow-list let it resolve, for
+	// Reallow after its list changes.
+	remembered map[string]map[string]answer
 }
+
+// answer is what a name resolved to, and until when it may be reached.
+type answer struct {
+	addrs []netip.Addr
+	until time.Time
+}
+
+// maxRemembered bounds the names remembered per VM.
+const maxRemembered = 512
 
 // New makes a server that listens nowhere yet.
 func New(cfg Config) *Server {
@@ -82,7 +126,7 @@ func New(cfg Config) *Server {
 		cfg.Burst = 100
 	}
 	return &Server{cfg: cfg, conns: map[netip.AddrPort]*net.UDPConn{}, slots: make(chan struct{}, cfg.MaxInFlight),
-		limits: map[netip.Addr]*rate.Limiter{}}
+		limits: map[netip.Addr]*rate.Limiter{}, remembered: map[string]map[string]answer{}}
 }
 
 // admit says whether a query from src is taken: from a local source,
@@ -192,13 +236,151 @@ func (s *Server) Answer(ctx context.Context, src netip.Addr, q []byte) []byte {
 	if name == Zone || strings.HasSuffix(name, "."+Zone) {
 		return s.answerZone(ctx, h, question, strings.TrimSuffix(name, "."+Zone))
 	}
-	if s.cfg.MayForward == nil || !s.cfg.MayForward(ctx, src) {
+	who := Source{Egress: api.EgressNAT}
+	if s.cfg.Source != nil {
+		who = s.cfg.Source(ctx, src)
+	}
+	ev := api.EgressEvent{Time: time.Now(), Kind: api.EgressDNS, Name: strings.TrimSuffix(name, "."), Type: typeName(question.Type),
+		Verdict: api.EgressDenied}
+	observe := func() {
+		if who.VM != "" && s.cfg.Observe != nil {
+			s.cfg.Observe(who.VM, ev)
+		}
+	}
+	var ports []uint16
+	switch who.Egress {
+	case api.EgressNAT:
+	case api.EgressAllowList:
+		var anyPort, ok bool
+		if ports, anyPort, ok = who.Allow.Ports(name); !ok {
+			ev.Reason = api.ReasonAllowList
+			observe()
+			return reply(h, &question, dnsmessage.RCodeNameError, nil, false)
+		}
+		if anyPort {
+			ports = nil
+		}
+	default:
+		ev.Reason = api.ReasonSandbox
+		observe()
 		return reply(h, &question, dnsmessage.RCodeRefused, nil, false)
 	}
-	if r := s.forward(ctx, q); r != nil {
-		return r
+	r := s.forward(ctx, q)
+	if r == nil {
+		ev.Reason = api.ReasonUpstream
+		observe()
+		return reply(h, &question, dnsmessage.RCodeServerFailure, nil, false)
 	}
-	return reply(h, &question, dnsmessage.RCodeServerFailure, nil, false)
+	addrs, ttl := Addresses(r, question.Name)
+	for _, a := range addrs {
+		ev.Answers = append(ev.Answers, a.String())
+	}
+	if who.Egress == api.EgressAllowList && len(addrs) > 0 && s.cfg.Resolved != nil {
+		ttl = min(max(ttl, MinAllowTTL), MaxAllowTTL)
+		if err := s.cfg.Resolved(who.VM, addrs, ports, ttl); err != nil {
+			s.cfg.Log.Warn("allowing what a VM resolved", "vm", who.VM, "name", ev.Name, "err", err)
+			ev.Reason = api.ReasonFirewall
+			observe()
+			return reply(h, &question, dnsmessage.RCodeServerFailure, nil, false)
+		}
+		s.remember(who.VM, ev.Name, addrs, time.Now().Add(ttl))
+	}
+	ev.Verdict = api.EgressAllowed
+	observe()
+	return r
+}
+
+// typeName is a question type as dig shows it.
+func typeName(t dnsmessage.Type) string { return strings.TrimPrefix(t.String(), "Type") }
+
+// Addresses are the IPv4 addresses a reply gives for name, following
+// its CNAME chain within the answer section (records for other names
+// are not the question's), and the smallest TTL along the way.
+func Addresses(reply []byte, name dnsmessage.Name) ([]netip.Addr, time.Duration) {
+	var m dnsmessage.Message
+	if err := m.Unpack(reply); err != nil || m.RCode != dnsmessage.RCodeSuccess {
+		return nil, 0
+	}
+	want := strings.ToLower(name.String())
+	minTTL := uint32(MaxAllowTTL / time.Second)
+	var out []netip.Addr
+	// A chain is at most as long as the answer section; each pass
+	// follows one link.
+	for range len(m.Answers) + 1 {
+		next := ""
+		for _, a := range m.Answers {
+			if strings.ToLower(a.Header.Name.String()) != want || a.Header.Class != dnsmessage.ClassINET {
+				continue
+			}
+			switch b := a.Body.(type) {
+			case *dnsmessage.AResource:
+				addr := netip.AddrFrom4(b.A)
+				if !slices.Contains(out, addr) {
+					out = append(out, addr)
+				}
+				minTTL = min(minTTL, a.Header.TTL)
+			case *dnsmessage.CNAMEResource:
+				next = strings.ToLower(b.CNAME.String())
+				minTTL = min(minTTL, a.Header.TTL)
+			}
+		}
+		if next == "" || len(out) > 0 {
+			break
+		}
+		want = next
+	}
+	return out, time.Duration(minTTL) * time.Second
+}
+
+// remember keeps what an allow-listed name resolved to, for Reallow.
+func (s *Server) remember(vm, name string, addrs []netip.Addr, until time.Time) {
+	s.memMu.Lock()
+	defer s.memMu.Unlock()
+	names := s.remembered[vm]
+	if names == nil {
+		names = map[string]answer{}
+		s.remembered[vm] = names
+	}
+	if _, ok := names[name]; !ok && len(names) >= maxRemembered {
+		for n, a := range names {
+			if time.Now().After(a.until) || len(names) >= maxRemembered {
+				delete(names, n)
+			}
+		}
+	}
+	names[name] = answer{addrs: addrs, until: until}
+}
+
+// Reallow lets a VM whose allow-list changed reach again, until their
+// TTL ends, what the names its new list still allows resolved to: its
+// firewall forgot them all with the change.
+func (s *Server) Reallow(ctx context.Context, vm string, allow allowlist.List) {
+	s.memMu.Lock()
+	names := maps.Clone(s.remembered[vm])
+	if len(allow) == 0 {
+		delete(s.remembered, vm)
+	}
+	s.memMu.Unlock()
+	for name, a := range names {
+		ports, anyPort, ok := allow.Ports(name)
+		left := time.Until(a.until)
+		if !ok || left < time.Second || s.cfg.Resolved == nil {
+			continue
+		}
+		if anyPort {
+			ports = nil
+		}
+		if err := s.cfg.Resolved(vm, a.addrs, ports, left); err != nil {
+			s.cfg.Log.Warn("allowing again what a VM resolved", "vm", vm, "name", name, "err", err)
+		}
+	}
+}
+
+// Forget drops what the server remembers of a VM.
+func (s *Server) Forget(vm string) {
+	s.memMu.Lock()
+	delete(s.remembered, vm)
+	s.memMu.Unlock()
 }
 
 // answerZone answers for NAME.vm: an A record when a VM has that name,

@@ -2,6 +2,7 @@ package vmdns
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"slices"
@@ -10,12 +11,28 @@ import (
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/allowlist"
 )
 
 var (
 	natVM     = netip.MustParseAddr("10.203.0.2")
 	sandboxVM = netip.MustParseAddr("10.203.0.3")
+	listVM    = netip.MustParseAddr("10.203.0.4")
 )
+
+// sources: natVM has NAT, listVM an allow-list, the rest a sandbox.
+func sources(_ context.Context, src netip.Addr) Source {
+	switch src {
+	case natVM:
+		return Source{VM: "nat", Egress: api.EgressNAT}
+	case listVM:
+		l, _ := allowlist.ParseList([]string{"example.com:443", "*.example.org"})
+		return Source{VM: "list", Egress: api.EgressAllowList, Allow: l}
+	}
+	return Source{VM: "sandbox", Egress: api.EgressSandbox}
+}
 
 func testServer(upstream []netip.AddrPort) *Server {
 	return New(Config{
@@ -28,8 +45,8 @@ func testServer(upstream []netip.AddrPort) *Server {
 			}
 			return netip.Addr{}, false
 		},
-		MayForward: func(_ context.Context, src netip.Addr) bool { return src == natVM },
-		Upstream:   upstream,
+		Source:   sources,
+		Upstream: upstream,
 	})
 }
 
@@ -97,6 +114,11 @@ func TestAnswer(t *testing.T) {
 		{"a sandbox may not ask out", []netip.AddrPort{up}, sandboxVM, "example.com.", dnsmessage.TypeA, dnsmessage.RCodeRefused, nil},
 		{"a NAT VM asks upstream", []netip.AddrPort{dead, up}, natVM, "example.com.", dnsmessage.TypeA, dnsmessage.RCodeSuccess, []string{"192.0.2.7"}},
 		{"no upstream answers", []netip.AddrPort{dead}, natVM, "example.com.", dnsmessage.TypeA, dnsmessage.RCodeServerFailure, nil},
+		{"a listed name goes upstream", []netip.AddrPort{up}, listVM, "Example.COM.", dnsmessage.TypeA, dnsmessage.RCodeSuccess, []string{"192.0.2.7"}},
+		{"a wildcard's name goes upstream", []netip.AddrPort{up}, listVM, "a.b.example.org.", dnsmessage.TypeA, dnsmessage.RCodeSuccess, []string{"192.0.2.7"}},
+		{"a name off the list does not exist", []netip.AddrPort{up}, listVM, "example.net.", dnsmessage.TypeA, dnsmessage.RCodeNameError, nil},
+		{"a wildcard's own domain is off it", []netip.AddrPort{up}, listVM, "example.org.", dnsmessage.TypeTXT, dnsmessage.RCodeNameError, nil},
+		{"VM names for a listed VM", nil, listVM, "web.vm.", dnsmessage.TypeA, dnsmessage.RCodeSuccess, []string{"10.203.0.2"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := testServer(tc.upstream)
@@ -165,6 +187,67 @@ func TestUpstreams(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("Upstreams = %v; want %v", got, want)
 	}
+}
+
+func TestAddresses(t *testing.T) {
+	name := dnsmessage.MustNewName("www.example.com.")
+	rr := func(owner string, ttl uint32, body dnsmessage.ResourceBody) dnsmessage.Resource {
+		h := dnsmessage.ResourceHeader{Name: dnsmessage.MustNewName(owner), Class: dnsmessage.ClassINET, TTL: ttl}
+		return dnsmessage.Resource{Header: h, Body: body}
+	}
+	a := func(s string) *dnsmessage.AResource { return &dnsmessage.AResource{A: netip.MustParseAddr(s).As4()} }
+	cname := func(s string) *dnsmessage.CNAMEResource {
+		return &dnsmessage.CNAMEResource{CNAME: dnsmessage.MustNewName(s)}
+	}
+	for _, tc := range []struct {
+		name    string
+		answers []dnsmessage.Resource
+		rcode   dnsmessage.RCode
+		want    []string
+		ttl     time.Duration
+	}{
+		{"direct", []dnsmessage.Resource{rr("www.example.com.", 300, a("192.0.2.1")), rr("WWW.example.com.", 200, a("192.0.2.2"))},
+			0, []string{"192.0.2.1", "192.0.2.2"}, 200 * time.Second},
+		{"a chain", []dnsmessage.Resource{rr("www.example.com.", 30, cname("cdn.example.net.")), rr("cdn.example.net.", 300, cname("edge.example.net.")),
+			rr("edge.example.net.", 20, a("192.0.2.3"))}, 0, []string{"192.0.2.3"}, 20 * time.Second},
+		{"records for other names are not ours", []dnsmessage.Resource{rr("evil.example.", 30, a("192.0.2.66")), rr("www.example.com.", 60, a("192.0.2.4"))},
+			0, []string{"192.0.2.4"}, time.Minute},
+		{"a chain that loops", []dnsmessage.Resource{rr("www.example.com.", 30, cname("x.example.")), rr("x.example.", 30, cname("www.example.com."))},
+			0, nil, 30 * time.Second},
+		{"an error", []dnsmessage.Resource{rr("www.example.com.", 30, a("192.0.2.5"))}, dnsmessage.RCodeNameError, nil, 0},
+	} {
+		m := dnsmessage.Message{Header: dnsmessage.Header{Response: true, RCode: tc.rcode}, Answers: tc.answers,
+			Questions: []dnsmessage.Question{{Name: name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET}}}
+		for i := range m.Answers {
+			m.Answers[i].Header.Type = map[bool]dnsmessage.Type{true: dnsmessage.TypeA, false: dnsmessage.TypeCNAME}[isA(m.Answers[i].Body)]
+		}
+		b, err := m.Pack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs, ttl := Addresses(b, name)
+		var got []string
+		for _, a := range addrs {
+			got = append(got, a.String())
+		}
+		if !slices.Equal(got, tc.want) || (tc.want != nil && ttl != tc.ttl) {
+			t.Errorf("%s: Addresses = %v, %v; want %v, %v", tc.name, got, ttl, tc.want, tc.ttl)
+		}
+	}
+}
+
+func isA(b dnsmessage.ResourceBody) bool { _, ok := b.(*dnsmessage.AResource); return ok }
+
+// FuzzAddresses: an upstream's reply comes from the network; no reply
+// may panic the reader, and a loop ends.
+func FuzzAddresses(f *testing.F) {
+	f.Add(query(f, "example.com.", dnsmessage.TypeA))
+	f.Fuzz(func(t *testing.T, reply []byte) {
+		addrs, _ := Addresses(reply, dnsmessage.MustNewName("example.com."))
+		if len(addrs) > len(reply) {
+			t.Fatalf("%d addresses from %d bytes", len(addrs), len(reply))
+		}
+	})
 }
 
 // FuzzAnswer feeds the server what a guest may send: any bytes. A reply,
@@ -302,4 +385,105 @@ func freeUDP(t *testing.T) netip.AddrPort {
 	}
 	defer probe.Close()
 	return probe.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+// TestAllowList: an allow-listed VM's answers reach it only once its
+// firewall took their addresses, on the list's ports, for a TTL within
+// bounds; every question is observed with its verdict; a list change
+// gives back what the new list still allows.
+func TestAllowList(t *testing.T) {
+	up := fakeUpstream(t)
+	type grant struct {
+		vm    string
+		addrs []netip.Addr
+		ports []uint16
+		ttl   time.Duration
+	}
+	var mu sync.Mutex
+	var grants []grant
+	var seen []api.EgressEvent
+	fail := false
+	s := New(Config{
+		Resolve: func(context.Context, string) (netip.Addr, bool) { return netip.Addr{}, false },
+		Source:  sources, Upstream: []netip.AddrPort{up},
+		Resolved: func(vm string, addrs []netip.Addr, ports []uint16, ttl time.Duration) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if fail {
+				return errors.New("the set is full")
+			}
+			grants = append(grants, grant{vm, addrs, ports, ttl})
+			return nil
+		},
+		Observe: func(vm string, e api.EgressEvent) {
+			mu.Lock()
+			defer mu.Unlock()
+			if vm == "" || e.Time.IsZero() || e.Kind != api.EgressDNS {
+				t.Errorf("odd event of %q: %+v", vm, e)
+			}
+			seen = append(seen, e)
+		},
+	})
+	ctx := context.Background()
+	rcode := func(src netip.Addr, name string) dnsmessage.RCode {
+		var m dnsmessage.Message
+		if err := m.Unpack(s.Answer(ctx, src, query(t, name, dnsmessage.TypeA))); err != nil {
+			t.Fatal(err)
+		}
+		return m.RCode
+	}
+	for _, tc := range []struct {
+		src  netip.Addr
+		name string
+		want dnsmessage.RCode
+	}{
+		{listVM, "example.com.", dnsmessage.RCodeSuccess},
+		{listVM, "www.example.org.", dnsmessage.RCodeSuccess},
+		{listVM, "evil.example.", dnsmessage.RCodeNameError},
+		{natVM, "evil.example.", dnsmessage.RCodeSuccess},
+		{sandboxVM, "example.com.", dnsmessage.RCodeRefused},
+		{listVM, "web.vm.", dnsmessage.RCodeNameError}, // the zone: no event
+	} {
+		if got := rcode(tc.src, tc.name); got != tc.want {
+			t.Errorf("%s asks %s: %v; want %v", tc.src, tc.name, got, tc.want)
+		}
+	}
+	a := []netip.Addr{netip.MustParseAddr("192.0.2.7")}
+	mu.Lock()
+	want := []grant{{"list", a, []uint16{443}, MinAllowTTL}, {"list", a, nil, MinAllowTTL}}
+	same := func(x, y grant) bool {
+		return x.vm == y.vm && slices.Equal(x.addrs, y.addrs) && slices.Equal(x.ports, y.ports) && x.ttl == y.ttl
+	}
+	if len(grants) != 2 || !same(grants[0], want[0]) || !same(grants[1], want[1]) {
+		t.Errorf("grants = %+v; want %+v (the upstream's TTL of 60 s, at least the floor)", grants, want)
+	}
+	var verdicts []string
+	for _, e := range seen {
+		verdicts = append(verdicts, e.Name+" "+e.Verdict+" "+e.Reason)
+	}
+	if !slices.Equal(verdicts, []string{"example.com allowed ", "www.example.org allowed ", "evil.example denied not on its allow-list",
+		"evil.example allowed ", "example.com denied no NAT (sandbox)"}) {
+		t.Errorf("observed %q", verdicts)
+	}
+	if len(seen) > 0 && (seen[0].Type != "A" || !slices.Equal(seen[0].Answers, []string{"192.0.2.7"})) {
+		t.Errorf("first event %+v", seen[0])
+	}
+	// A firewall that cannot take an answer withholds it.
+	fail, grants = true, nil
+	mu.Unlock()
+	if got := rcode(listVM, "example.com."); got != dnsmessage.RCodeServerFailure {
+		t.Errorf("an answer the firewall refused: %v; want SERVFAIL", got)
+	}
+	mu.Lock()
+	fail = false
+	mu.Unlock()
+	// The list changes: example.com stays (now any port), the wildcard
+	// goes.
+	l, _ := allowlist.ParseList([]string{"example.com"})
+	s.Reallow(ctx, "list", l)
+	mu.Lock()
+	if len(grants) != 1 || grants[0].vm != "list" || grants[0].ports != nil || grants[0].ttl > MinAllowTTL || grants[0].ttl < MinAllowTTL-10*time.Second {
+		t.Errorf("after the change, grants = %+v; want example.com's address on every port for what is left of its TTL", grants)
+	}
+	mu.Unlock()
 }

@@ -51,6 +51,9 @@ type T struct {
 	tools  tools
 	defers []func()
 	netns  string // set by Netns: commands run inside it
+	// resolver: commands run by `ip netns exec`, which gives them
+	// /etc/netns/NETNS/resolv.conf (UseResolver).
+	resolver bool
 }
 
 // defer_ runs f when the scenario ends, after its daemon stopped.
@@ -199,7 +202,10 @@ func (t *T) env() []string {
 
 func (t *T) exec(ctx context.Context, stdin io.Reader, args ...string) run {
 	cmd := exec.CommandContext(ctx, filepath.Join(t.bin, "banger"), args...)
-	if t.netns != "" {
+	switch {
+	case t.netns != "" && t.resolver:
+		cmd = exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", t.netns, filepath.Join(t.bin, "banger")}, args...)...)
+	case t.netns != "":
 		cmd = exec.CommandContext(ctx, "nsenter", append([]string{"--net=/run/netns/" + t.netns, "--", filepath.Join(t.bin, "banger")}, args...)...)
 	}
 	cmd.Env = t.env()

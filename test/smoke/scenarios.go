@@ -44,6 +44,7 @@ func scenarios() []scenario {
 		{name: "vm-lifecycle", run: vmLifecycle},
 		{name: "vm-run", run: vmRun},
 		{name: "vm-bridge", run: vmBridge},
+		{name: "vm-egress", run: vmEgress},
 		{name: "vm-stats-ports", run: vmStatsPorts},
 		{name: "vm-auto-stop", run: vmAutoStop},
 		{name: "vm-workspace", run: vmWorkspace},

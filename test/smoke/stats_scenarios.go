@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/test/networld"
 )
 
 // portsImage is the busybox image with the porttest helper and a page
@@ -115,7 +116,7 @@ func vmStatsPorts(t *T) {
 		t.Fatalf("--forward gave port 8080 no forward: %+v", fwd)
 	}
 	for _, addr := range []string{"10.78.0.2:8080", fwd.Forward} {
-		c, err := dialIn(t.netns, "tcp", addr)
+		c, err := networld.Dial(t.netns, "tcp", addr)
 		if err != nil {
 			t.Fatalf("dialing %s: %v", addr, err)
 		}
@@ -142,7 +143,7 @@ func vmStatsPorts(t *T) {
 	t.Eventually("daemon dies", time.Minute, func() bool { return syscall.Kill(st.PID, 0) != nil || isZombie(st.PID) })
 	t.StartDaemon()
 	t.Eventually("the forward is back", time.Minute, func() bool {
-		c, err := dialIn(t.netns, "tcp", fwd.Forward)
+		c, err := networld.Dial(t.netns, "tcp", fwd.Forward)
 		if err != nil {
 			return false
 		}

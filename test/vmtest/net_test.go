@@ -11,14 +11,19 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pkg/sftp"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 
 	"github.com/bangerdev/banger/internal/agent/proto"
+	"github.com/bangerdev/banger/internal/roottest"
 	"github.com/bangerdev/banger/internal/sshkey"
 	"github.com/bangerdev/banger/internal/vmm"
 )
@@ -74,17 +79,87 @@ func (v *vm) sshOverAgent(t *testing.T, key ssh.Signer, hostKey ssh.PublicKey) *
 	return c
 }
 
-// TestNetworkSSHAndVsock boots a guest on QEMU's user-mode network and
-// checks what the agent set up from the host's parameters: address,
-// route, resolver, hosts; the guest reaching the host; the agent's SSH
-// server through the agent channel and through a forwarded port; and the
-// agent's vsock listener, through vsock loopback.
+// withOutside moves the test's thread (and so the VMM and passt it
+// starts) into a network namespace of its own, whose only way out is a
+// veth to a second namespace standing in for the internet: a web server
+// at 198.51.100.2:8080 answering "hello from outside". Nothing leaves
+// the two.
+func withOutside(t *testing.T) string {
+	t.Helper()
+	roottest.Require(t, "it makes network namespaces")
+	runtime.LockOSThread() // never unlocked: the thread ends with the test
+	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+		t.Fatal(err)
+	}
+	var out netns.NsHandle
+	var err error
+	done := make(chan struct{})
+	go func() { // a thread of its own makes the outside, then ends
+		defer close(done)
+		runtime.LockOSThread()
+		out, err = netns.New()
+	}()
+	<-done
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { out.Close() })
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	lo, _ := netlink.LinkByName("lo")
+	must(netlink.LinkSetUp(lo))
+	must(netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "up0"}, PeerName: "outside0"}))
+	peer, _ := netlink.LinkByName("outside0")
+	must(netlink.LinkSetNsFd(peer, int(out)))
+	up, _ := netlink.LinkByName("up0")
+	a, _ := netlink.ParseAddr("198.51.100.1/24")
+	must(netlink.AddrAdd(up, a))
+	must(netlink.LinkSetUp(up))
+	must(netlink.RouteAdd(&netlink.Route{LinkIndex: up.Attrs().Index, Gw: net.ParseIP("198.51.100.2")}))
+	var ln net.Listener
+	done = make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread()
+		if err = netns.Set(out); err != nil {
+			return
+		}
+		l, _ := netlink.LinkByName("outside0")
+		a, _ := netlink.ParseAddr("198.51.100.2/24")
+		if err = netlink.AddrAdd(l, a); err == nil {
+			err = netlink.LinkSetUp(l)
+		}
+		if err == nil {
+			ln, err = net.Listen("tcp", "198.51.100.2:8080")
+		}
+	}()
+	<-done
+	must(err)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "hello from outside") }),
+		ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return "http://198.51.100.2:8080/"
+}
+
+// TestNetworkSSHAndVsock boots a guest on the user-mode network with NAT
+// (passt) and checks what the agent set up from the host's parameters:
+// address, route, resolver, hosts; the guest reaching the outside but
+// not a service on the host's loopback (QEMU's own user networking maps
+// it to 10.0.2.2); the agent's SSH server through the agent channel and
+// through a forwarded port; and the agent's vsock listener, through vsock
+// loopback.
 func TestNetworkSSHAndVsock(t *testing.T) {
+	outside := withOutside(t)
 	key := userKey(t)
 	mac, _ := net.ParseMAC("52:54:00:12:34:56")
 	sshPort := freePort(t)
 	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprint(w, "hello from the host")
+		fmt.Fprint(w, "hello from the host's loopback")
 	}))
 	defer web.Close()
 	webPort := web.Listener.Addr().(*net.TCPAddr).Port
@@ -112,9 +187,17 @@ func TestNetworkSSHAndVsock(t *testing.T) {
 			t.Errorf("guest /etc lacks %q (exit %d):\n%s", want, code, out)
 		}
 	}
-	out, code = v.exec(t, "/bin/busybox", "wget", "-qO-", fmt.Sprintf("http://10.0.2.2:%d/", webPort))
-	if code != 0 || out != "hello from the host" {
-		t.Fatalf("guest -> host over the network = %q (exit %d)", out, code)
+	out, code = v.exec(t, "/bin/busybox", "wget", "-qO-", outside)
+	if code != 0 || out != "hello from outside" {
+		t.Fatalf("guest -> outside with NAT = %q (exit %d)", out, code)
+	}
+	// The host's loopback is not the guest's: not at the gateway, nor
+	// anywhere else.
+	for _, addr := range []string{"10.0.2.2", "127.0.0.1", "10.0.2.3"} {
+		out, code = v.exec(t, "/bin/busybox", "timeout", "5", "/bin/busybox", "wget", "-qO-", fmt.Sprintf("http://%s:%d/", addr, webPort))
+		if code == 0 || strings.Contains(out, "loopback") {
+			t.Errorf("guest -> %s:%d reached the host's loopback: %q (exit %d)", addr, webPort, out, code)
+		}
 	}
 
 	// SSH through the agent channel: a terminal session, then sftp.

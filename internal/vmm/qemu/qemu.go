@@ -33,6 +33,9 @@ type machine struct {
 	// unix socket QEMU listens on.
 	AgentSocket string
 	ConsoleLog  string // receives the serial console
+	// PasstSocket, for a user-mode NIC with outbound connections, is
+	// where passt serves it.
+	PasstSocket string
 }
 
 // args is the QEMU command line of m (without the binary).
@@ -71,7 +74,10 @@ func args(m machine) []string {
 	}
 	if n := m.NIC; n != nil {
 		var netdev string
-		if n.User {
+		switch {
+		case n.User && m.PasstSocket != "":
+			netdev = "stream,id=net0,server=off,addr.type=unix,addr.path=" + escape(m.PasstSocket)
+		case n.User:
 			netdev = "user,id=net0,net=10.0.2.0/24"
 			if !n.Outbound {
 				netdev += ",restrict=on"
@@ -79,7 +85,7 @@ func args(m machine) []string {
 			for _, f := range n.Forwards {
 				netdev += fmt.Sprintf(",hostfwd=%s:127.0.0.1:%d-:%d", f.Proto, f.HostPort, f.GuestPort)
 			}
-		} else {
+		default:
 			netdev = fmt.Sprintf("tap,id=net0,ifname=%s,script=no,downscript=no", n.Tap)
 		}
 		args = append(args, "-netdev", netdev, "-device", "virtio-net-device,netdev=net0,mac="+n.MAC)
@@ -99,6 +105,7 @@ func escape(p string) string { return strings.ReplaceAll(p, ",", ",,") }
 // Driver runs VMs under QEMU.
 type Driver struct {
 	Binary string // default qemu-system-x86_64
+	Passt  string // default passt: user-mode networking with NAT
 	// Warn is told why KVM is not used, once per Driver (nil: say
 	// nothing).
 	Warn func(reason error)
@@ -140,13 +147,25 @@ func (d *Driver) Start(_ context.Context, s vmm.Spec) (vmm.Instance, error) {
 		return nil, err
 	}
 	defer errLog.Close()
+	stopPasst := func() {}
+	if n := s.NIC; n != nil && n.User && n.Outbound {
+		if stopPasst, err = d.startPasst(s.Dir, n); err != nil {
+			return nil, err
+		}
+		m.PasstSocket = filepath.Join(s.Dir, passtSocket)
+	}
 	cmd := exec.Command(d.binary(), args(m)...)
 	cmd.Stdout, cmd.Stderr = errLog, errLog
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
+		stopPasst()
 		return nil, fmt.Errorf("starting %s: %w", d.binary(), err)
 	}
-	return &instance{Handle: vmm.Watch(cmd.Process, m.ConsoleLog, errLog.Name()), sock: m.AgentSocket}, nil
+	in := &instance{Handle: vmm.Watch(cmd.Process, m.ConsoleLog, errLog.Name()), sock: m.AgentSocket}
+	// passt ends when QEMU hangs up; one whose QEMU never connected is
+	// ended here.
+	go func() { <-in.Done(); stopPasst() }()
+	return in, nil
 }
 
 // Adopt takes back the QEMU of a VM whose runtime dir is s.Dir.

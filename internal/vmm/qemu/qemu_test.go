@@ -20,10 +20,14 @@ func TestArgsNetwork(t *testing.T) {
 			[]string{"-netdev tap,id=net0,ifname=bgr-tap1,script=no,downscript=no", "virtio-net-device,netdev=net0,mac=52:54:00:aa:bb:cc"}, nil},
 		{"user, sandboxed", &vmm.NIC{User: true, MAC: "52:54:00:00:00:01", Forwards: []vmm.Forward{{Proto: "tcp", HostPort: 2222, GuestPort: 22}}},
 			[]string{"user,id=net0,net=10.0.2.0/24,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22"}, nil},
-		{"user, outbound", &vmm.NIC{User: true, Outbound: true, MAC: "52:54:00:00:00:01"},
-			[]string{"user,id=net0,net=10.0.2.0/24"}, []string{"restrict"}},
+		{"user, outbound: passt", &vmm.NIC{User: true, Outbound: true, MAC: "52:54:00:00:00:01"},
+			[]string{"-netdev stream,id=net0,server=off,addr.type=unix,addr.path=/run/vm/passt.sock"}, []string{"restrict", "user,", "hostfwd"}},
 	} {
-		line := strings.Join(args(machine{Spec: vmm.Spec{NIC: tc.nic}, Accel: "tcg"}), " ")
+		m := machine{Spec: vmm.Spec{NIC: tc.nic}, Accel: "tcg"}
+		if tc.nic != nil && tc.nic.Outbound {
+			m.PasstSocket = "/run/vm/passt.sock"
+		}
+		line := strings.Join(args(m), " ")
 		for _, w := range tc.want {
 			if !strings.Contains(line, w) {
 				t.Errorf("%s: %q lacks %q", tc.name, line, w)
@@ -34,6 +38,22 @@ func TestArgsNetwork(t *testing.T) {
 				t.Errorf("%s: %q has %q", tc.name, line, n)
 			}
 		}
+	}
+}
+
+func TestPasstArgs(t *testing.T) {
+	n := &vmm.NIC{User: true, Outbound: true, Forwards: []vmm.Forward{{Proto: "tcp", HostPort: 2222, GuestPort: 22},
+		{Proto: "tcp", HostPort: 8080, GuestPort: 80}, {Proto: "udp", HostPort: 5353, GuestPort: 53}}}
+	line := strings.Join(passtArgs("/run/vm", n, 0, 0), " ")
+	for _, w := range []string{"--one-off", "--no-map-gw", "--address 10.0.2.15", "--gateway 10.0.2.2", "--dns-forward 10.0.2.3",
+		"--socket /run/vm/passt.sock", "--runas 0:0", "--tcp-ports 127.0.0.1/2222:22,127.0.0.1/8080:80", "--udp-ports 127.0.0.1/5353:53"} {
+		if !strings.Contains(line, w) {
+			t.Errorf("%q lacks %q", line, w)
+		}
+	}
+	line = strings.Join(passtArgs("/run/vm", &vmm.NIC{User: true, Outbound: true}, 1000, 1000), " ")
+	if strings.Contains(line, "--runas") || !strings.Contains(line, "--tcp-ports none --udp-ports none") {
+		t.Errorf("an unprivileged daemon's passt: %q", line)
 	}
 }
 

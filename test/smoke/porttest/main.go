@@ -9,9 +9,12 @@
 //	porttest alloc MB     MB of memory held (touched) until killed
 //	porttest files N DIR  create N small files under DIR, and say how long it took
 //	porttest wait PORT    return once 127.0.0.1:PORT accepts connections
+//	porttest fetch URL    GET URL, discard the body, print its time to first byte and throughput
+//	porttest dns SERVER NAME N  ask SERVER for NAME's A record N times, print the median latency
 package main
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -23,9 +26,13 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"os"
+	"slices"
 	"strconv"
 	"time"
+
+	"golang.org/x/net/dns/dnsmessage"
 )
 
 func main() {
@@ -106,6 +113,17 @@ func run(args []string) error {
 			}
 		}
 		return fmt.Errorf("nothing listens on port %s after a minute", arg())
+	case "fetch":
+		return fetch(arg())
+	case "dns":
+		if len(args) < 4 {
+			return fmt.Errorf("usage: porttest dns SERVER NAME N")
+		}
+		n, err := strconv.Atoi(args[3])
+		if err != nil || n < 1 {
+			return fmt.Errorf("dns: N %q is not a count", args[3])
+		}
+		return dnsLatency(args[1], args[2], n)
 	case "files":
 		n, err := strconv.Atoi(arg())
 		if err != nil || len(args) < 3 {
@@ -127,6 +145,73 @@ func run(args []string) error {
 		return nil
 	}
 	return fmt.Errorf("unknown mode %q", args[0])
+}
+
+// fetch prints "ttfb_us=T bytes=B mbps=R": from the request's start
+// (name resolution and connect included) to the response's first byte,
+// and the body's rate after it.
+func fetch(url string) error {
+	start := time.Now()
+	var first time.Time
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(),
+		&httptrace.ClientTrace{GotFirstResponseByte: func() { first = time.Now() }}), http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := (&http.Client{Timeout: 5 * time.Minute}).Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	n, err := io.Copy(io.Discard, resp.Body)
+	if err != nil {
+		return err
+	}
+	took := time.Since(first)
+	fmt.Printf("ttfb_us=%d bytes=%d mbps=%.1f\n", first.Sub(start).Microseconds(), n, float64(n)/(1<<20)/took.Seconds())
+	return nil
+}
+
+// dnsLatency prints "median_us=M" over n A queries for name to server.
+func dnsLatency(server, name string, n int) error {
+	c, err := net.Dial("udp", net.JoinHostPort(server, "53"))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	q := dnsmessage.Message{Header: dnsmessage.Header{RecursionDesired: true},
+		Questions: []dnsmessage.Question{{Name: dnsmessage.MustNewName(name + "."), Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET}}}
+	var took []time.Duration
+	buf := make([]byte, 1500)
+	for i := range n {
+		q.ID = uint16(i + 1)
+		b, err := q.Pack()
+		if err != nil {
+			return err
+		}
+		start := time.Now()
+		if _, err := c.Write(b); err != nil {
+			return err
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for {
+			m, err := c.Read(buf)
+			if err != nil {
+				return fmt.Errorf("query %d: %w", i, err)
+			}
+			var p dnsmessage.Parser
+			if h, err := p.Start(buf[:m]); err == nil && h.ID == q.ID {
+				if h.RCode != dnsmessage.RCodeSuccess {
+					return fmt.Errorf("query %d: %v", i, h.RCode)
+				}
+				break
+			}
+		}
+		took = append(took, time.Since(start))
+	}
+	slices.Sort(took)
+	fmt.Printf("median_us=%d\n", took[len(took)/2].Microseconds())
+	return nil
 }
 
 func selfSigned() (tls.Certificate, error) {

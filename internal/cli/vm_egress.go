@@ -1,0 +1,131 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/api/client"
+	"github.com/bangerdev/banger/internal/termsafe"
+)
+
+func (a *App) vmEgressCommand() *cobra.Command {
+	var p api.VMEgressParams
+	var asJSON, suggest bool
+	cmd := &cobra.Command{
+		Use:   "egress NAME [-f] [--json] [--suggest]",
+		Short: "Show what a VM tried to reach: DNS questions and new connections, allowed or denied",
+		Long: "Every outbound attempt of a bridge VM as the host saw it (the daemon's DNS server, the firewall's\n" +
+			"log; nothing the guest says): time, verdict, destination, port, the name it was resolved from, and\n" +
+			"why a denied one was. --suggest prints the allow-list that would have allowed it all: run a task\n" +
+			"once with --nat, then `banger vm set NAME --allow RULE...` with those rules. The log is kept per VM\n" +
+			"(1 MiB at most; the oldest goes first) and deleted with it.",
+		Args: cobra.ExactArgs(1),
+		RunE: a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
+			p.Name = args[0]
+			if suggest {
+				if p.Follow {
+					return fmt.Errorf("%w: --suggest reads what was seen; drop --follow", api.ErrInvalidArgument)
+				}
+				r, err := c.VMEgressSuggest(ctx, p.Name)
+				if err != nil {
+					return err
+				}
+				return a.emit(r, asJSON, func() error { return a.printSuggestion(r) })
+			}
+			if p.Follow {
+				var stop context.CancelFunc
+				ctx, stop = signal.NotifyContext(ctx, os.Interrupt)
+				defer stop()
+			}
+			var events []api.EgressEvent
+			header := false
+			err := c.VMEgress(ctx, p, func(e api.EgressEvent) error {
+				switch {
+				case asJSON && p.Follow:
+					return printJSONLine(a.Stdout, e) // one object a line, as they come
+				case asJSON:
+					events = append(events, e)
+					return nil
+				}
+				if !header {
+					header = true
+					fmt.Fprintf(a.Stdout, "%-8s  %-7s  %-7s  %-26s  %s\n", "TIME", "VERDICT", "KIND", "DESTINATION", "NAME / WHY")
+				}
+				_, err := io.WriteString(a.Stdout, egressLine(e))
+				return err
+			})
+			if p.Follow && ctx.Err() != nil {
+				return nil // Ctrl-C ends following
+			}
+			if err != nil {
+				return err
+			}
+			if asJSON && !p.Follow {
+				if events == nil {
+					events = []api.EgressEvent{}
+				}
+				return printJSON(a.Stdout, struct {
+					Name   string            `json:"name"`
+					Events []api.EgressEvent `json:"events"`
+				}{p.Name, events})
+			}
+			if !header && !asJSON {
+				fmt.Fprintf(a.Stdout, "vm %s has tried nothing yet\n", p.Name)
+			}
+			return nil
+		}),
+	}
+	cmd.Flags().BoolVarP(&p.Follow, "follow", "f", false, "keep printing attempts as they come")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (with -f: one object a line)")
+	cmd.Flags().BoolVar(&suggest, "suggest", false, "print the allow-list that would have allowed what was seen")
+	return cmd
+}
+
+// egressLine is one attempt as a line of the table; guest-chosen names
+// are escaped.
+func egressLine(e api.EgressEvent) string {
+	dest := e.Dest
+	if e.Port != 0 {
+		dest += ":" + strconv.Itoa(e.Port)
+	}
+	if e.Proto != "" {
+		dest = e.Proto + " " + dest
+	}
+	what := e.Name
+	if e.Kind == api.EgressDNS {
+		dest = e.Type + " " + e.Name
+		what = strings.Join(e.Answers, " ")
+	}
+	if e.Reason != "" {
+		what = strings.TrimSpace(what + " (" + e.Reason + ")")
+	}
+	return termsafe.String(fmt.Sprintf("%-8s  %-7s  %-7s  %-26s  %s", e.Time.Local().Format("15:04:05"), e.Verdict, e.Kind, dest, what)) + "\n"
+}
+
+func (a *App) printSuggestion(r api.VMEgressSuggestResult) error {
+	if len(r.Allow) == 0 {
+		fmt.Fprintf(a.Stdout, "# vm %s has tried nothing an allow-list would open\n", r.Name)
+	}
+	for _, rule := range r.Allow {
+		fmt.Fprintln(a.Stdout, rule)
+	}
+	for _, n := range r.Never {
+		fmt.Fprintf(a.Stdout, "# never allowed: %s\n", termsafe.String(n))
+	}
+	if isTTY(a.Stdout) && len(r.Allow) > 0 {
+		var b strings.Builder
+		for _, rule := range r.Allow {
+			b.WriteString(" --allow '" + rule + "'")
+		}
+		fmt.Fprintf(a.Stderr, "apply with: banger vm set %s%s\n", r.Name, b.String())
+	}
+	return nil
+}
