@@ -104,8 +104,10 @@ func egressLine(e api.EgressEvent) string {
 		dest = e.Type + " " + e.Name
 		what = strings.Join(e.Answers, " ")
 	}
-	if e.Reason != "" {
-		what = strings.TrimSpace(what + " (" + e.Reason + ")")
+	if e.Reason != "" && what != "" {
+		what += "; " + e.Reason
+	} else if e.Reason != "" {
+		what = e.Reason
 	}
 	return termsafe.String(fmt.Sprintf("%-8s  %-7s  %-7s  %-26s  %s", e.Time.Local().Format("15:04:05"), e.Verdict, e.Kind, dest, what)) + "\n"
 }

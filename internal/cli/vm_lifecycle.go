@@ -76,6 +76,9 @@ func egressSummary(v api.VM) string {
 	case api.EgressNAT:
 		return "nat (anywhere but link-local and network.nat_deny)"
 	case api.EgressAllowList:
+		if len(v.Allow) == 1 {
+			return "allow-list (1 rule)"
+		}
 		return fmt.Sprintf("allow-list (%d rules)", len(v.Allow))
 	}
 	return dash(v.Egress)

@@ -428,14 +428,8 @@ func (s *Service) Set(ctx context.Context, p api.VMSetParams) (api.VM, error) {
 	default:
 		next.AutoStop = p.AutoStop
 	}
-	switch {
-	case p.Allow != nil:
-		if p.NAT != nil && !*p.NAT {
-			return api.VM{}, fmt.Errorf("%w: --allow opens the way out to what it names; --nat=false closes it: pass one", api.ErrInvalidArgument)
-		}
-		next.NAT, next.Allow = true, p.Allow
-	case p.NAT != nil:
-		next.NAT, next.Allow = *p.NAT, nil
+	if _, err := applyEgress(&next, p.Allow, p.NAT); err != nil {
+		return api.VM{}, err
 	}
 	if p.Isolate != nil {
 		next.Isolate = *p.Isolate

@@ -261,14 +261,11 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (Creation, e
 		rec.DiskSize = d.DiskSize
 	}
 	rec.Isolate = p.Isolate
+	given, err := applyEgress(&rec, p.Allow, p.NAT)
 	switch {
-	case p.Allow != nil:
-		if p.NAT != nil && !*p.NAT {
-			return Creation{}, fmt.Errorf("%w: --allow opens the way out to what it names; --nat=false closes it: pass one", api.ErrInvalidArgument)
-		}
-		rec.NAT, rec.Allow = true, p.Allow
-	case p.NAT != nil:
-		rec.NAT = *p.NAT
+	case err != nil:
+		return Creation{}, err
+	case given:
 	case rec.Network == api.NetworkBridge && len(d.Allow) > 0:
 		rec.NAT, rec.Allow = true, d.Allow
 	default:
@@ -286,7 +283,7 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (Creation, e
 	if err := s.cfg.Driver.Available(); err != nil {
 		return Creation{}, fmt.Errorf("%w: %v", api.ErrInvalidArgument, err)
 	}
-	err := s.cfg.Store.Update(ctx, func(tx *store.Tx) error {
+	err = s.cfg.Store.Update(ctx, func(tx *store.Tx) error {
 		if err := s.insert(ctx, tx, &rec); err != nil {
 			return err
 		}
@@ -366,6 +363,24 @@ func validate(rec store.VM) error {
 		}
 	}
 	return nil
+}
+
+// applyEgress sets rec's way out from a call's --allow and --nat, and
+// says whether either was given: a list implies NAT, --nat (either way)
+// replaces a list.
+func applyEgress(rec *store.VM, allow []string, nat *bool) (bool, error) {
+	switch {
+	case len(allow) > 0:
+		if nat != nil && !*nat {
+			return true, fmt.Errorf("%w: --allow opens the way out to what it names; --nat=false closes it: pass one", api.ErrInvalidArgument)
+		}
+		rec.NAT, rec.Allow = true, allow
+	case nat != nil:
+		rec.NAT, rec.Allow = *nat, nil
+	default:
+		return false, nil
+	}
+	return true, nil
 }
 
 // canonAllow puts a record's allow-list in canonical form.

@@ -60,13 +60,7 @@ func vmEgress(t *T) {
 			t.Fatalf("%v", err)
 		}
 	}
-	cfg := "[network]\nmode = \"bridge\"\ncidr = \"10.79.0.0/24\"\n"
-	if err := os.WriteFile(filepath.Join(t.Home(), "config.toml"), []byte(cfg), 0o644); err != nil {
-		t.Fatalf("%v", err)
-	}
-	reg := t.bootable()
-	ref := reg + "/smoke/busybox:egress"
-	t.Push(ref, t.busyboxImage())
+	ref := t.bridgeBusybox("10.79.0.0/24")
 	const table = "banger-banger0"
 
 	small := []string{"--image", ref, "--cpus", "1", "--memory", "256M"}
@@ -77,7 +71,7 @@ func vmEgress(t *T) {
 	if s.Egress != api.EgressSandbox || n.Egress != api.EgressNAT || l.Egress != api.EgressAllowList || !slices.Equal(l.Allow, []string{"good.example:80"}) {
 		t.Fatalf("egress: s %s, n %s, l %s %v", s.Egress, n.Egress, l.Egress, l.Allow)
 	}
-	t.Contains("vm show l", t.Must("vm", "show", "l").stdout, "allow-list (1 rules)", "good.example:80")
+	t.Contains("vm show l", t.Must("vm", "show", "l").stdout, "allow-list (1 rule)", "good.example:80")
 
 	web := func(host, port string) string { return "http://" + host + ":" + port + "/" }
 	hostSide := []string{web("10.79.0.1", "8080"), web(hostOther, "8080"), web(networld.Uplink, "8080"), web(networld.Metadata, "80")}
@@ -175,6 +169,19 @@ func vmEgress(t *T) {
 	if taps := t.Taps(); len(taps) != 0 {
 		t.Fatalf("taps left after delete: %v", taps)
 	}
+}
+
+// bridgeBusybox starts the scenario's daemon on the bridge network cidr
+// (its VMs' default), with the test kernel, and returns the busybox
+// image's reference in the scenario's registry.
+func (t *T) bridgeBusybox(cidr string) string {
+	cfg := "[network]\nmode = \"bridge\"\ncidr = \"" + cidr + "\"\n"
+	if err := os.WriteFile(filepath.Join(t.Home(), "config.toml"), []byte(cfg), 0o644); err != nil {
+		t.Fatalf("%v", err)
+	}
+	ref := t.bootable() + "/smoke/busybox:bridge"
+	t.Push(ref, t.busyboxImage())
+	return ref
 }
 
 // probe fetches every URL from the VM at once (4 s each) and fails the

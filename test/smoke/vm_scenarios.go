@@ -257,13 +257,7 @@ func (s *syncBuffer) String() string {
 // delete; nothing is left when the VMs go.
 func vmBridge(t *T) {
 	outside := t.Outside()
-	cfg := "[network]\nmode = \"bridge\"\ncidr = \"10.77.0.0/24\"\n"
-	if err := os.WriteFile(filepath.Join(t.Home(), "config.toml"), []byte(cfg), 0o644); err != nil {
-		t.Fatalf("%v", err)
-	}
-	reg := t.bootable()
-	ref := reg + "/smoke/busybox:bridge"
-	t.Push(ref, t.busyboxImage())
+	ref := t.bridgeBusybox("10.77.0.0/24")
 	const table = "banger-banger0"
 
 	var a, b api.VM

@@ -10,7 +10,8 @@
 //	porttest files N DIR  create N small files under DIR, and say how long it took
 //	porttest wait PORT    return once 127.0.0.1:PORT accepts connections
 //	porttest fetch URL    GET URL, discard the body, print its time to first byte and throughput
-//	porttest dns SERVER NAME N  ask SERVER for NAME's A record N times, print the median latency
+//	porttest dns SERVER NAME N  ask SERVER for NAME's A record N times, 25 ms apart (under the
+//	                      daemon's per-source rate), print the median latency
 package main
 
 import (
@@ -184,6 +185,9 @@ func dnsLatency(server, name string, n int) error {
 	var took []time.Duration
 	buf := make([]byte, 1500)
 	for i := range n {
+		if i > 0 {
+			time.Sleep(25 * time.Millisecond)
+		}
 		q.ID = uint16(i + 1)
 		b, err := q.Pack()
 		if err != nil {
