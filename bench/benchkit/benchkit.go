@@ -107,3 +107,31 @@ func (c CLI) Start() (stop func(), err error) {
 	}
 	return stop, nil
 }
+
+// ImportPorttest builds test/smoke/porttest (static), puts it in a
+// busybox image beside busybox (/bin/sh its shell) and imports that as
+// name; work holds what it builds.
+func (c CLI) ImportPorttest(crane, work, name string) error {
+	porttest := filepath.Join(work, "porttest")
+	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", porttest, "./test/smoke/porttest")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("building porttest: %v\n%s", err, out)
+	}
+	bb, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		return fmt.Errorf("busybox-static: %w", err)
+	}
+	pt, err := os.ReadFile(porttest)
+	if err != nil {
+		return err
+	}
+	layer, archive := filepath.Join(work, name+"-layer.tar"), filepath.Join(work, name+".tar")
+	if err := WriteTar(layer, map[string][]byte{"bin/busybox": bb, "bin/porttest": pt}, map[string]string{"bin/sh": "busybox"}); err != nil {
+		return err
+	}
+	if out, err := exec.Command(crane, "append", "-f", layer, "-t", "bench/"+name, "-o", archive).CombinedOutput(); err != nil {
+		return fmt.Errorf("crane append: %v\n%s", err, out)
+	}
+	return c.Run("image", "import", archive, "--name", name)
+}

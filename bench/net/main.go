@@ -97,7 +97,7 @@ func run(o opts) error {
 		return err
 	}
 	defer stop()
-	if err := importImage(o, cli, work); err != nil {
+	if err := cli.ImportPorttest(o.crane, work, "net"); err != nil {
 		return err
 	}
 	common := []string{"--image", "net", "--cpus", "1", "--memory", "512M"}
@@ -211,31 +211,4 @@ func hostFetch(ns string) (string, error) {
 	}
 	took := time.Since(first)
 	return fmt.Sprintf("ttfb_us=%d bytes=%d mbps=%.1f", first.Sub(start).Microseconds(), n+1, float64(n+1)/(1<<20)/took.Seconds()), nil
-}
-
-// importImage builds a busybox image with porttest (static) and
-// imports it as "net".
-func importImage(o opts, cli benchkit.CLI, work string) error {
-	porttest := filepath.Join(work, "porttest")
-	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", porttest, "./test/smoke/porttest")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("building porttest: %v\n%s", err, out)
-	}
-	bb, err := os.ReadFile("/bin/busybox")
-	if err != nil {
-		return err
-	}
-	pt, err := os.ReadFile(porttest)
-	if err != nil {
-		return err
-	}
-	layer, archive := filepath.Join(work, "layer.tar"), filepath.Join(work, "net.tar")
-	if err := benchkit.WriteTar(layer, map[string][]byte{"bin/busybox": bb, "bin/porttest": pt}, map[string]string{"bin/sh": "busybox"}); err != nil {
-		return err
-	}
-	if out, err := exec.Command(o.crane, "append", "-f", layer, "-t", "bench/net", "-o", archive).CombinedOutput(); err != nil {
-		return fmt.Errorf("crane append: %v\n%s", err, out)
-	}
-	return cli.Run("image", "import", archive, "--name", "net")
 }

@@ -12,7 +12,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -47,33 +46,12 @@ func run(o opts) error {
 	cli := benchkit.CLI{Bin: o.bin, Home: filepath.Join(work, "home")}
 	banger, timed := cli.Run, cli.Timed
 	fmt.Println("preparing kernel, image and a tree...")
-	porttest := filepath.Join(work, "porttest")
-	build := exec.Command("go", "build", "-trimpath", "-o", porttest, "./test/smoke/porttest")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("building porttest: %v\n%s", err, out)
-	}
 	stop, err := cli.Start()
 	if err != nil {
 		return err
 	}
 	defer stop()
-	bb, err := os.ReadFile("/bin/busybox")
-	if err != nil {
-		return fmt.Errorf("busybox-static: %w", err)
-	}
-	pt, err := os.ReadFile(porttest)
-	if err != nil {
-		return err
-	}
-	layer, image := filepath.Join(work, "layer.tar"), filepath.Join(work, "image.tar")
-	if err := benchkit.WriteTar(layer, map[string][]byte{"bin/busybox": bb, "bin/porttest": pt}, map[string]string{"bin/sh": "busybox"}); err != nil {
-		return err
-	}
-	if out, err := exec.Command(o.crane, "append", "-t", "ws:bench", "-o", image, "-f", layer).CombinedOutput(); err != nil {
-		return fmt.Errorf("crane: %v\n%s", err, out)
-	}
-	if err := banger("image", "import", image, "--name", "ws"); err != nil {
+	if err := cli.ImportPorttest(o.crane, work, "ws"); err != nil {
 		return err
 	}
 	tree := filepath.Join(work, "tree")
