@@ -116,6 +116,7 @@ func (a *App) rootCommand() *cobra.Command {
 		a.vmCommand(),
 		a.psCommand(),
 		a.configCommand(),
+		a.systemCommand(),
 	)
 	return root
 }

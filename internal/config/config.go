@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -64,6 +65,9 @@ type Network struct {
 	// Allow is the allow-list of new bridge VMs that set neither --nat
 	// nor --allow (canonical rules; empty: none).
 	Allow []string
+	// Helper is the root network helper's socket, for a daemon that does
+	// not run as root ("" = none: a root daemon does it itself).
+	Helper string
 }
 
 // DefaultNATDeny are the cloud metadata services outside link-local:
@@ -122,6 +126,7 @@ func Keys() []string {
 		"network.nat",
 		"network.nat_deny",
 		"network.allow",
+		"network.helper",
 		"images.max_unpacked_size",
 		"images.max_entries",
 		"workspace.max_bytes",
@@ -183,6 +188,7 @@ type file struct {
 		NAT     *bool     `toml:"nat"`
 		NATDeny *[]string `toml:"nat_deny"`
 		Allow   *[]string `toml:"allow"`
+		Helper  *string   `toml:"helper"`
 	} `toml:"network"`
 	Images struct {
 		MaxUnpackedSize any  `toml:"max_unpacked_size"`
@@ -381,6 +387,13 @@ func (c *Config) apply(data []byte) error {
 		c.Network.Allow = l.Strings()
 		set("network.allow")
 	}
+	if v := f.Network.Helper; v != nil {
+		if *v != "" && !filepath.IsAbs(*v) {
+			return fmt.Errorf("network.helper: %q: the helper's socket is an absolute path", *v)
+		}
+		c.Network.Helper = *v
+		set("network.helper")
+	}
 	// Sizes and counts with a floor, each its own key.
 	for _, sz := range []struct {
 		key   string
@@ -513,6 +526,7 @@ func (c Config) Values() []Value {
 		"network.nat":              strconv.FormatBool(c.Network.NAT),
 		"network.nat_deny":         list(prefixStrings(c.Network.NATDeny)),
 		"network.allow":            list(c.Network.Allow),
+		"network.helper":           c.Network.Helper,
 		"images.max_unpacked_size": units.FormatSize(c.Images.MaxUnpackedSize),
 		"images.max_entries":       strconv.Itoa(c.Images.MaxEntries),
 		"workspace.max_bytes":      units.FormatSize(c.Workspace.MaxBytes),

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"github.com/bangerdev/banger/internal/allowlist"
 	"github.com/bangerdev/banger/internal/egress"
 	"github.com/bangerdev/banger/internal/hostnet"
+	"github.com/bangerdev/banger/internal/nethelper"
 	"github.com/bangerdev/banger/internal/vm"
 	"github.com/bangerdev/banger/internal/vmdns"
 )
@@ -19,10 +21,19 @@ import (
 // dnsPort is where the .vm zone is served, on the bridge's address.
 const dnsPort = 53
 
-// bridge is a root daemon's bridge network, its .vm DNS server and the
-// egress log both feed.
+// bridgeNet is the host's side of the bridge network: a root daemon's
+// own *hostnet.Network, or a *nethelper.Client asking the root helper.
+type bridgeNet interface {
+	vm.Bridge
+	Ours() bool
+	AllowResolved(vmID string, addrs []netip.Addr, ports []uint16, ttl time.Duration) error
+	Watch(ctx context.Context, seen func(hostnet.Attempt)) error
+}
+
+// bridge is the bridge network, its .vm DNS server and the egress log
+// both feed.
 type bridge struct {
-	net     *hostnet.Network
+	net     bridgeNet
 	dns     *vmdns.Server
 	egress  *egress.Service
 	watched sync.Once // the firewall's log, read from when the bridge first exists
@@ -44,19 +55,39 @@ func (d *Daemon) egressService(names vm.Names) *egress.Service {
 	})
 }
 
-// bridgeNetwork is a root daemon's bridge network and its .vm DNS server,
-// which starts listening on the gateway when the bridge comes up (the
+// bridgeNetwork is the bridge network and its .vm DNS server, which
+// starts listening on the gateway when the bridge comes up (the
 // network's OnUp hook), as the firewall's log is read; nil and why not
-// elsewhere. The DNS server reads the VM records from the store, so it
-// needs no service.
+// elsewhere. A root daemon does it in-process; an installed one, running
+// as its owner, asks the root helper (network.helper). The DNS server
+// reads the VM records from the store, so it needs no service.
 func (d *Daemon) bridgeNetwork(names vm.Names, eg *egress.Service) (*bridge, string) {
-	if os.Geteuid() != 0 {
-		return nil, fmt.Sprintf("the daemon runs as uid %d, and a bridge, taps and nftables need root", os.Geteuid())
-	}
-	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		return nil, fmt.Sprintf("this host has no /dev/net/tun (%v); load the tun module (`modprobe tun`)", err)
-	}
 	b := &bridge{egress: eg}
+	onUp := func(gw netip.Addr) { d.bridgeUp(b, gw) }
+	var bind func(netip.AddrPort) (*net.UDPConn, error)
+	switch {
+	case d.cfg.Network.Helper != "":
+		ctx, cancel := context.WithTimeout(d.lifetime, 30*time.Second)
+		defer cancel()
+		c, err := nethelper.NewClient(ctx, d.cfg.Network.Helper, d.cfg.Network.CIDR, d.log.With("service", "nethelper"))
+		if err != nil {
+			return nil, err.Error()
+		}
+		c.OnUp, bind, b.net = onUp, c.DNSSocket, c
+	case os.Geteuid() != 0:
+		return nil, fmt.Sprintf("the daemon runs as uid %d, and a bridge, taps and nftables need root: run the root network helper for it (`sudo banger system helper --owner %d`, docs/privileges.md) and set network.helper in config.toml", os.Geteuid(), os.Geteuid())
+	default:
+		if _, err := os.Stat("/dev/net/tun"); err != nil {
+			return nil, fmt.Sprintf("this host has no /dev/net/tun (%v); load the tun module (`modprobe tun`)", err)
+		}
+		n, err := hostnet.New(hostnet.Config{Bridge: d.cfg.Network.Bridge, Prefix: d.cfg.Network.CIDR,
+			Owner: d.instanceID + " " + d.layout.StateDir, Deny: d.cfg.Network.NATDeny, Log: d.log.With("service", "hostnet"),
+			OnUp: onUp})
+		if err != nil {
+			return nil, err.Error()
+		}
+		b.net = n
+	}
 	resolv, _ := os.ReadFile("/etc/resolv.conf")
 	b.dns = vmdns.New(vmdns.Config{
 		Resolve: names.AddrOf,
@@ -65,21 +96,13 @@ func (d *Daemon) bridgeNetwork(names vm.Names, eg *egress.Service) (*bridge, str
 			l, _ := allowlist.ParseList(allow) // canonical in the store
 			return vmdns.Source{VM: id, Egress: egress, Allow: l}
 		},
-		Resolved: func(vmID string, addrs []netip.Addr, ports []uint16, ttl time.Duration) error {
-			return b.net.AllowResolved(vmID, addrs, ports, ttl)
-		},
+		Resolved: b.net.AllowResolved,
 		Observe:  eg.DNS,
 		Local:    names.Local,
 		Upstream: vmdns.Upstreams(resolv, names.Prefix.Contains),
+		Bind:     bind,
 		Log:      d.log.With("service", "dns"),
 	})
-	var err error
-	b.net, err = hostnet.New(hostnet.Config{Bridge: d.cfg.Network.Bridge, Prefix: d.cfg.Network.CIDR,
-		Owner: d.instanceID + " " + d.layout.StateDir, Deny: d.cfg.Network.NATDeny, Log: d.log.With("service", "hostnet"),
-		OnUp: func(gw netip.Addr) { d.bridgeUp(b, gw) }})
-	if err != nil {
-		return nil, err.Error()
-	}
 	return b, ""
 }
 

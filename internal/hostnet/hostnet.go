@@ -54,6 +54,10 @@ type Config struct {
 	// link-local (169.254.0.0/16, cloud metadata), which is always denied
 	// (network.nat_deny).
 	Deny []netip.Prefix
+	// TapUser and TapGroup may open the taps (TUNSETOWNER, TUNSETGROUP):
+	// the daemon's user, whose VMM opens them, when the daemon is not
+	// root (0: root alone).
+	TapUser, TapGroup uint32
 	// OnUp, when set, is told the gateway address each time Attach has
 	// found or made the bridge (the .vm DNS server listens there); it must
 	// be idempotent.
@@ -130,13 +134,17 @@ func (n *Network) Ours() bool {
 }
 
 // Range is the first and last address a VM may lease.
-func (n *Network) Range() (first, last netip.Addr) {
-	p := n.cfg.Prefix
+func (n *Network) Range() (first, last netip.Addr) { return RangeOf(n.cfg.Prefix) }
+
+// RangeOf is the first and last address a VM may lease on the bridge
+// network p: after the gateway, before the broadcast address.
+func RangeOf(p netip.Prefix) (first, last netip.Addr) {
+	p = p.Masked()
 	b := p.Addr().As4()
 	host := uint32(1)<<(32-p.Bits()) - 1
 	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) | host
 	bcast := netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
-	return n.Gateway().Next(), bcast.Prev()
+	return GatewayOf(p).Next(), bcast.Prev()
 }
 
 // Attach gives the VM a tap on the bridge, making the bridge and the
@@ -178,6 +186,7 @@ func (n *Network) Attach(a Attachment) (tap string, err error) {
 		Mode:      netlink.TUNTAP_MODE_TAP,
 		// As QEMU and Firecracker open it: no packet info, virtio-net headers.
 		Flags: netlink.TUNTAP_NO_PI | netlink.TUNTAP_VNET_HDR | netlink.TUNTAP_ONE_QUEUE,
+		Owner: n.cfg.TapUser, Group: n.cfg.TapGroup,
 	}
 	if err := netlink.LinkAdd(t); err != nil {
 		return "", fmt.Errorf("creating tap %s: %w", tap, err)

@@ -47,12 +47,17 @@ func TestRange(t *testing.T) {
 
 // inNewNetns moves the test's goroutine, locked to its thread, into a
 // network namespace of its own, which goes when the thread does: the test
-// touches nothing of the host's network.
+// touches nothing of the host's network. A new namespace copies the
+// host's IPv4 forwarding switch: it starts off here, as on a host that
+// never routed.
 func inNewNetns(t *testing.T) {
 	t.Helper()
 	runtime.LockOSThread() // never unlocked: the thread ends with the test
 	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 		t.Fatalf("making a network namespace: %v", err)
+	}
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("0\n"), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -69,6 +69,9 @@ type Config struct {
 	// server is neither an open resolver nor a reflector (nil: all).
 	Local    func(src netip.Addr) bool
 	Upstream []netip.AddrPort
+	// Bind makes the socket Listen serves (nil: net.ListenUDP; an
+	// unprivileged daemon asks its root helper for port 53).
+	Bind func(addr netip.AddrPort) (*net.UDPConn, error)
 	// MaxInFlight bounds the queries answered at once (default 64); a
 	// query past it is dropped, and its client asks again.
 	MaxInFlight int
@@ -171,7 +174,13 @@ func (s *Server) Listen(addr netip.AddrPort) error {
 	if _, ok := s.conns[addr]; ok {
 		return nil
 	}
-	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
+	bind := s.cfg.Bind
+	if bind == nil {
+		bind = func(addr netip.AddrPort) (*net.UDPConn, error) {
+			return net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
+		}
+	}
+	c, err := bind(addr)
 	if err != nil {
 		return fmt.Errorf("listening for DNS on %s: %w", addr, err)
 	}

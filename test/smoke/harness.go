@@ -54,7 +54,12 @@ type T struct {
 	// resolver: commands run by `ip netns exec`, which gives them
 	// /etc/netns/NETNS/resolv.conf (UseResolver).
 	resolver bool
+	// user, when set, is who later commands run as (AsUser).
+	user *userID
 }
+
+// userID is a user commands may run as.
+type userID struct{ uid, gid int }
 
 // defer_ runs f when the scenario ends, after its daemon stopped.
 func (t *T) defer_(f func()) { t.defers = append(t.defers, f) }
@@ -203,6 +208,11 @@ func (t *T) env() []string {
 func (t *T) exec(ctx context.Context, stdin io.Reader, args ...string) run {
 	cmd := exec.CommandContext(ctx, filepath.Join(t.bin, "banger"), args...)
 	switch {
+	case t.user != nil:
+		// nsenter, as root, enters the namespace and then drops to the
+		// user: no user may enter a namespace itself.
+		cmd = exec.CommandContext(ctx, "nsenter", append([]string{"--net=/run/netns/" + t.netns,
+			"--setuid", strconv.Itoa(t.user.uid), "--setgid", strconv.Itoa(t.user.gid), "--", filepath.Join(t.bin, "banger")}, args...)...)
 	case t.netns != "" && t.resolver:
 		cmd = exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", t.netns, filepath.Join(t.bin, "banger")}, args...)...)
 	case t.netns != "":

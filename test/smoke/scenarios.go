@@ -45,6 +45,7 @@ func scenarios() []scenario {
 		{name: "vm-run", run: vmRun},
 		{name: "vm-bridge", run: vmBridge},
 		{name: "vm-egress", run: vmEgress},
+		{name: "system-helper", run: systemHelper},
 		{name: "vm-stats-ports", run: vmStatsPorts},
 		{name: "vm-auto-stop", run: vmAutoStop},
 		{name: "vm-workspace", run: vmWorkspace},
