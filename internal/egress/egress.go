@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -90,21 +91,31 @@ func New(cfg Config) *Service {
 
 func (s *Service) path(id string) string { return filepath.Join(s.cfg.Dir(id), LogName) }
 
-// vm is the VM's state, its names read back from its log the first time.
+// vm is the VM's state, its names read back from its log the first time
+// (outside the service's lock: other VMs' events do not wait on it).
 func (s *Service) vm(id string) *vmLog {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if v := s.vms[id]; v != nil {
+	v := s.vms[id]
+	s.mu.Unlock()
+	if v != nil {
 		return v
 	}
-	v := &vmLog{names: map[netip.Addr]string{}, last: map[string]time.Time{}}
+	v = &vmLog{names: map[netip.Addr]string{}, last: map[string]time.Time{}}
 	_ = s.read(id, func(e api.EgressEvent) error {
 		v.learn(e)
 		return nil
 	})
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if known := s.vms[id]; known != nil {
+		return known // another event loaded it meanwhile
+	}
 	s.vms[id] = v
 	return v
 }
+
+// vmID is the shape of a VM's ID: its log's path is made from it.
+var vmID = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
 // learn keeps what a DNS answer says of names.
 func (v *vmLog) learn(e api.EgressEvent) {
@@ -133,6 +144,9 @@ func (s *Service) Forget(id string) {
 
 // DNS records a question a VM asked the daemon's DNS server.
 func (s *Service) DNS(id string, e api.EgressEvent) {
+	if !vmID.MatchString(id) {
+		return
+	}
 	v := s.vm(id)
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -142,6 +156,9 @@ func (s *Service) DNS(id string, e api.EgressEvent) {
 
 // Attempt records a new connection the firewall logged.
 func (s *Service) Attempt(a hostnet.Attempt) {
+	if !vmID.MatchString(a.VM) {
+		return
+	}
 	v := s.vm(a.VM)
 	e := api.EgressEvent{Time: a.Time, Kind: api.EgressConnect, Verdict: api.EgressDenied, Proto: a.Proto,
 		Dest: a.Dst.String(), Port: int(a.Port)}

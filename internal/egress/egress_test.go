@@ -77,6 +77,9 @@ func TestLogAndSuggest(t *testing.T) {
 	s.Attempt(hostnet.Attempt{VM: id, Time: t0, ToHost: true, Proto: "tcp", Dst: netip.MustParseAddr("10.203.0.1"), Port: 8080})
 	s.Attempt(attempt(true, "tcp", "192.0.2.10", 443, t0.Add(3*time.Second)))  // a retry: folded
 	s.Attempt(attempt(true, "tcp", "192.0.2.10", 443, t0.Add(11*time.Second))) // later: kept
+	// An ID that is not one names no log: nothing is written.
+	s.Attempt(hostnet.Attempt{VM: "../../etc/cron.d/x", Time: t0, Proto: "tcp", Dst: netip.MustParseAddr("192.0.2.9"), Port: 1})
+	s.DNS("../x", api.EgressEvent{Time: t0, Kind: api.EgressDNS, Verdict: api.EgressAllowed, Name: "evil.example"})
 	got := events(t, s)
 	var lines []string
 	for _, e := range got {

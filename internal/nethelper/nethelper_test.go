@@ -2,8 +2,6 @@ package nethelper
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,12 +10,10 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -159,10 +155,15 @@ func TestHelper(t *testing.T) {
 		t.Fatal(err)
 	}
 	socket := filepath.Join(dir, "helper.sock")
-	var logged syncBuffer
+	logFile, err := os.Create(filepath.Join(dir, "helper.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	logged := func() string { b, _ := os.ReadFile(logFile.Name()); return string(b) }
 	helper := exec.Command(bin, "-test.run=^$")
-	helper.Env = append(os.Environ(), "NETHELPER_TEST_HELPER="+socket, fmt.Sprintf("NETHELPER_TEST_OWNER=%d:%d", owner.uid, owner.gid))
-	helper.Stdout, helper.Stderr = &logged, &logged
+	helper.Env = append(os.Environ(), "NETHELPER_TEST_HELPER="+socket, fmt.Sprintf("NETHELPER_TEST_OWNER=%d:%d", owner.UID, owner.GID))
+	helper.Stdout, helper.Stderr = logFile, logFile
 	helper.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
 	if err := helper.Start(); err != nil {
 		t.Fatal(err)
@@ -173,7 +174,7 @@ func TestHelper(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the helper did not listen:\n%s", logged.String())
+			t.Fatalf("the helper did not listen:\n%s", logged())
 		}
 	}
 	prefix := netip.MustParsePrefix("10.98.0.0/24")
@@ -188,7 +189,7 @@ func TestHelper(t *testing.T) {
 	// uid.
 	cmd := exec.Command(bin, "-test.run=^$")
 	cmd.Env = append(os.Environ(), "NETHELPER_TEST_CLIENT="+socket)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(owner.uid), Gid: uint32(owner.gid)}}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(owner.UID), Gid: uint32(owner.GID)}}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("the owner's client: %v\n%s", err, out)
@@ -241,9 +242,9 @@ func TestHelper(t *testing.T) {
 		t.Error("detach left the tap")
 	}
 	// Every request is logged with its caller.
-	for _, w := range []string{"caller_uid=0", "caller_uid=" + strconv.Itoa(owner.uid), "op=attach", "op=exec"} {
-		if !strings.Contains(logged.String(), w) {
-			t.Errorf("the helper's log lacks %q:\n%s", w, logged.String())
+	for _, w := range []string{"caller_uid=0", "caller_uid=" + strconv.Itoa(owner.UID), "op=attach", "op=exec"} {
+		if !strings.Contains(logged(), w) {
+			t.Errorf("the helper's log lacks %q:\n%s", w, logged())
 		}
 	}
 }
@@ -258,7 +259,7 @@ func TestTapOwner(t *testing.T) {
 		t.Fatal(err)
 	}
 	n, err := hostnet.New(hostnet.Config{Bridge: "bgown0", Prefix: netip.MustParsePrefix("10.97.0.0/24"), Owner: "test",
-		TapUser: uint32(owner.uid), TapGroup: uint32(owner.gid)})
+		TapUser: uint32(owner.UID), TapGroup: uint32(owner.GID)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,65 +272,18 @@ func TestTapOwner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tt, ok := l.(*netlink.Tuntap); !ok || tt.Owner != uint32(owner.uid) {
-		t.Fatalf("tap %s: %+v; want it owned by uid %d", tap, l, owner.uid)
+	if tt, ok := l.(*netlink.Tuntap); !ok || tt.Owner != uint32(owner.UID) {
+		t.Fatalf("tap %s: %+v; want it owned by uid %d", tap, l, owner.UID)
 	}
 }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-type testUser struct{ uid, gid int }
 
 // throwawayUser makes a system user for the test, removed after it.
-func throwawayUser(t *testing.T) testUser {
+func throwawayUser(t *testing.T) roottest.User {
 	t.Helper()
-	b := make([]byte, 3)
-	_, _ = rand.Read(b)
-	name := "bgt" + hex.EncodeToString(b)
-	if out, err := exec.Command("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name).CombinedOutput(); err != nil {
-		t.Fatalf("useradd: %v\n%s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("userdel", name).Run() })
-	u, err := user.Lookup(name)
+	u, remove, err := roottest.AddUser("bgt")
 	if err != nil {
 		t.Fatal(err)
 	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	return testUser{uid, gid}
-}
-
-// TestHelperNotUp: a daemon that starts before its helper starts anyway;
-// bridge work then fails saying where the helper should be.
-func TestHelperNotUp(t *testing.T) {
-	socket := filepath.Join(t.TempDir(), "helper.sock")
-	c, err := NewClient(context.Background(), socket, netip.MustParsePrefix("10.98.0.0/24"), nil)
-	if err != nil {
-		t.Fatalf("NewClient without a helper: %v", err)
-	}
-	if _, err := c.Attach(hostnet.Attachment{ID: vmA}); err == nil || !strings.Contains(err.Error(), "reaching the network helper at "+socket) {
-		t.Fatalf("attach without a helper: %v", err)
-	}
-	if c.Ours() {
-		t.Fatal("Ours without a helper")
-	}
-	first, last := c.Range()
-	if c.Gateway().String() != "10.98.0.1" || first.String() != "10.98.0.2" || last.String() != "10.98.0.254" {
-		t.Fatalf("gateway %s, range %s-%s", c.Gateway(), first, last)
-	}
+	t.Cleanup(remove)
+	return u
 }

@@ -351,6 +351,7 @@ func (s *Server) remember(vm, name string, addrs []netip.Addr, until time.Time) 
 		s.remembered[vm] = names
 	}
 	if _, ok := names[name]; !ok && len(names) >= maxRemembered {
+		// Full: the expired go, and one more if none had.
 		for n, a := range names {
 			if time.Now().After(a.until) || len(names) >= maxRemembered {
 				delete(names, n)

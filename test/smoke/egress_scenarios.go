@@ -9,8 +9,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
@@ -133,14 +131,7 @@ func vmEgress(t *T) {
 	// The daemon dies hard and comes back: the next daemon makes the
 	// firewall again from the store, the same as it was.
 	before := t.RuleComments(table)
-	var st struct {
-		PID int `json:"pid"`
-	}
-	t.JSON(&st, "daemon", "status")
-	if err := syscall.Kill(st.PID, syscall.SIGKILL); err != nil {
-		t.Fatalf("kill: %v", err)
-	}
-	t.Eventually("daemon dies", time.Minute, func() bool { return syscall.Kill(st.PID, 0) != nil || isZombie(st.PID) })
+	t.KillDaemon()
 	t.StartDaemon()
 	if after := t.RuleComments(table); !slices.Equal(after, before) {
 		t.Fatalf("rules after a restart:\n%v\nbefore:\n%v", after, before)

@@ -282,6 +282,25 @@ func (t *T) StartDaemon() int {
 	return st.PID
 }
 
+// DaemonPID is the scenario's daemon's pid.
+func (t *T) DaemonPID() int {
+	var st struct {
+		PID int `json:"pid"`
+	}
+	t.JSON(&st, "daemon", "status")
+	return st.PID
+}
+
+// KillDaemon kills the scenario's daemon with SIGKILL and waits for it
+// to be gone.
+func (t *T) KillDaemon() {
+	pid := t.DaemonPID()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill: %v", err)
+	}
+	t.Eventually("daemon dies", time.Minute, func() bool { return syscall.Kill(pid, 0) != nil || isZombie(pid) })
+}
+
 // Socket is the scenario's daemon socket.
 func (t *T) Socket() string { return filepath.Join(t.home, "run", "banger.sock") }
 

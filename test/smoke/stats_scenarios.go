@@ -133,14 +133,7 @@ func vmStatsPorts(t *T) {
 
 	// The forward outlives a daemon killed with SIGKILL: the next one
 	// opens it again on the same address.
-	var st struct {
-		PID int `json:"pid"`
-	}
-	t.JSON(&st, "daemon", "status")
-	if err := syscall.Kill(st.PID, syscall.SIGKILL); err != nil {
-		t.Fatalf("%v", err)
-	}
-	t.Eventually("daemon dies", time.Minute, func() bool { return syscall.Kill(st.PID, 0) != nil || isZombie(st.PID) })
+	t.KillDaemon()
 	t.StartDaemon()
 	t.Eventually("the forward is back", time.Minute, func() bool {
 		c, err := networld.Dial(t.netns, "tcp", fwd.Forward)

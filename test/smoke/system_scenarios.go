@@ -1,12 +1,9 @@
 package main
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -14,6 +11,7 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/roottest"
 	"github.com/bangerdev/banger/test/networld"
 )
 
@@ -67,7 +65,7 @@ func systemHelper(t *T) {
 		t.Fatalf("the owner's bridge VM: %+v", v)
 	}
 	// Nothing of it runs as root: the daemon and QEMU are the owner's.
-	for _, pid := range []int{v.PID, t.daemonPID()} {
+	for _, pid := range []int{v.PID, t.DaemonPID()} {
 		if uid := processUID(pid); uid != owner.uid {
 			t.Fatalf("process %d runs as uid %d, not the owner's %d", pid, uid, owner.uid)
 		}
@@ -94,11 +92,7 @@ func systemHelper(t *T) {
 	t.Contains("the VM after the helper's restart", t.Must(wget...).stdout, "hello from outside")
 	// The daemon dies hard: the next one takes the VM back, and syncs
 	// its rules through the helper.
-	pid := t.daemonPID()
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatalf("%v", err)
-	}
-	t.Eventually("the daemon dies", time.Minute, func() bool { return syscall.Kill(pid, 0) != nil || isZombie(pid) })
+	t.KillDaemon()
 	t.StartDaemon()
 	t.Contains("the VM after the daemon's restart", t.Must(wget...).stdout, "hello from outside")
 
@@ -113,15 +107,6 @@ func systemHelper(t *T) {
 	if log, _ := os.ReadFile(filepath.Join(t.Home(), "helper.log")); !strings.Contains(string(log), "caller_uid="+strconv.Itoa(owner.uid)) {
 		t.Fatalf("the helper's log does not name its caller:\n%s", log)
 	}
-}
-
-// daemonPID is the scenario's daemon's pid.
-func (t *T) daemonPID() int {
-	var st struct {
-		PID int `json:"pid"`
-	}
-	t.JSON(&st, "daemon", "status")
-	return st.PID
 }
 
 // processUID is the real uid of pid, -1 when unknown.
@@ -141,20 +126,12 @@ func processUID(pid int) int {
 
 // throwawayUser makes a system user for the scenario, removed after it.
 func (t *T) throwawayUser() userID {
-	b := make([]byte, 3)
-	_, _ = rand.Read(b)
-	name := "bgs" + hex.EncodeToString(b)
-	if out, err := exec.Command("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name).CombinedOutput(); err != nil {
-		t.Fatalf("useradd: %v\n%s", err, out)
-	}
-	t.defer_(func() { _ = exec.Command("userdel", name).Run() })
-	u, err := user.Lookup(name)
+	u, remove, err := roottest.AddUser("bgs")
 	if err != nil {
 		t.Fatalf("%v", err)
 	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	return userID{uid, gid}
+	t.defer_(remove)
+	return userID{u.UID, u.GID}
 }
 
 // chownTree gives dir and everything in it to u.

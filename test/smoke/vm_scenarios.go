@@ -87,17 +87,10 @@ func vmLifecycle(t *T) {
 
 	// The daemon dies hard; the VM does not, and the next daemon takes
 	// it back.
-	var st struct {
-		PID int `json:"pid"`
-	}
-	t.JSON(&st, "daemon", "status")
 	v = api.VM{} // omitted fields must not keep old values
 	t.JSON(&v, "vm", "show", "box")
 	vmmPID := v.PID
-	if err := syscall.Kill(st.PID, syscall.SIGKILL); err != nil {
-		t.Fatalf("kill: %v", err)
-	}
-	t.Eventually("daemon dies", time.Minute, func() bool { return syscall.Kill(st.PID, 0) != nil || isZombie(st.PID) })
+	t.KillDaemon()
 	if syscall.Kill(vmmPID, 0) != nil {
 		t.Fatalf("the VMM (pid %d) died with the daemon", vmmPID)
 	}
@@ -356,14 +349,7 @@ func vmBridge(t *T) {
 	// The daemon dies hard; a's VMM dies too while it is down, and a
 	// stray tap and rule appear. The next daemon keeps b, and removes
 	// what no live VM owns.
-	var st struct {
-		PID int `json:"pid"`
-	}
-	t.JSON(&st, "daemon", "status")
-	if err := syscall.Kill(st.PID, syscall.SIGKILL); err != nil {
-		t.Fatalf("kill: %v", err)
-	}
-	t.Eventually("daemon dies", time.Minute, func() bool { return syscall.Kill(st.PID, 0) != nil || isZombie(st.PID) })
+	t.KillDaemon()
 	_ = syscall.Kill(a.PID, syscall.SIGKILL)
 	t.Eventually("a's VMM dies", time.Minute, func() bool { return syscall.Kill(a.PID, 0) != nil || isZombie(a.PID) })
 	const stray = "5757575757575757575757575757575757"
