@@ -23,25 +23,30 @@ const (
 	CodeOperationFailed Code = "operation_failed"
 	CodeGuestRefused    Code = "guest_refused"  // a VM sent what the host does not accept from a guest
 	CodeLimitExceeded   Code = "limit_exceeded" // over a configured cap (the message names the key)
+	// CodePermissionDenied: the caller named something on the host it
+	// may not use itself (a file it cannot read), or that the daemon
+	// cannot prove it may.
+	CodePermissionDenied Code = "permission_denied"
 )
 
 // Sentinel errors. Services wrap them with context (fmt.Errorf("vm %q: %w",
 // name, api.ErrNotFound)); the daemon maps them to codes with CodeOf and the
 // client maps codes back with (*Error).Unwrap, so errors.Is works end to end.
 var (
-	ErrVersionMismatch = errors.New("version mismatch")
-	ErrUnknownMethod   = errors.New("unknown method")
-	ErrInvalidRequest  = errors.New("invalid request")
-	ErrNotFound        = errors.New("not found")
-	ErrNotRunning      = errors.New("not running")
-	ErrAlreadyExists   = errors.New("already exists")
-	ErrInUse           = errors.New("in use")
-	ErrInvalidArgument = errors.New("invalid argument")
-	ErrCanceled        = errors.New("canceled")
-	ErrUnresponsive    = errors.New("unresponsive")
-	ErrOperationFailed = errors.New("operation failed")
-	ErrGuestRefused    = errors.New("refused from the guest")
-	ErrLimitExceeded   = errors.New("limit exceeded")
+	ErrVersionMismatch  = errors.New("version mismatch")
+	ErrUnknownMethod    = errors.New("unknown method")
+	ErrInvalidRequest   = errors.New("invalid request")
+	ErrNotFound         = errors.New("not found")
+	ErrNotRunning       = errors.New("not running")
+	ErrAlreadyExists    = errors.New("already exists")
+	ErrInUse            = errors.New("in use")
+	ErrInvalidArgument  = errors.New("invalid argument")
+	ErrCanceled         = errors.New("canceled")
+	ErrUnresponsive     = errors.New("unresponsive")
+	ErrOperationFailed  = errors.New("operation failed")
+	ErrGuestRefused     = errors.New("refused from the guest")
+	ErrLimitExceeded    = errors.New("limit exceeded")
+	ErrPermissionDenied = errors.New("permission denied")
 )
 
 // codeTable is the one place sentinels and codes meet. Order matters only
@@ -67,6 +72,7 @@ func codeTable() []struct {
 		{ErrOperationFailed, CodeOperationFailed},
 		{ErrGuestRefused, CodeGuestRefused},
 		{ErrLimitExceeded, CodeLimitExceeded},
+		{ErrPermissionDenied, CodePermissionDenied},
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/bangerdev/banger/api/client"
 	"github.com/bangerdev/banger/internal/config"
 	"github.com/bangerdev/banger/internal/daemon"
+	"github.com/bangerdev/banger/internal/install"
 	"github.com/bangerdev/banger/internal/lockfile"
 	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/proc"
@@ -58,13 +59,18 @@ func (a *App) daemonRunCommand() *cobra.Command {
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			opts := daemon.Options{Layout: l, Config: cfg, Build: version.Info()}
+			if l.Mode == paths.ModeSystem {
+				if err := systemInstall(&opts); err != nil {
+					return err
+				}
+			}
 			if !background {
 				opts.Stderr = a.Stderr
 			}
 			return daemon.Run(ctx, opts)
 		},
 	}
-	cmd.Flags().BoolVar(&system, "system", false, "use the system layout (/var/lib/banger, /run/banger/banger.sock, …)")
+	cmd.Flags().BoolVar(&system, "system", false, "use the system layout (/var/lib/banger, /run/banger/bangerd.sock, …)")
 	cmd.Flags().BoolVar(&checkMigrations, "check-migrations", false, "report whether this binary can open the current store, and exit (1 if it cannot)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "with --check-migrations: print JSON")
 	cmd.Flags().BoolVar(&background, "background", false, "log to the log file only (used by `banger daemon start`)")
@@ -334,4 +340,29 @@ func processGone(pid int) bool {
 	}
 	_, err := proc.Identify(pid)
 	return errors.Is(err, proc.ErrGone)
+}
+
+// systemInstall reads the install record for a daemon in the system
+// layout: who else may use the socket, and the helper's socket when it
+// runs as the owner (not root). A root daemon without a record is the
+// root-only layout: the socket is root's alone.
+func systemInstall(opts *daemon.Options) error {
+	rec, err := install.ReadRecord("")
+	if errors.Is(err, install.ErrNotInstalled) {
+		if os.Geteuid() != 0 {
+			return fmt.Errorf("a daemon in the system layout runs as root or as the installed owner: %w", err)
+		}
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if uid := os.Geteuid(); uid != 0 && uid != rec.UID {
+		return fmt.Errorf("the system daemon runs as its owner %s (uid %d), not uid %d: start it with `sudo systemctl start bangerd`", rec.Owner, rec.UID, uid)
+	}
+	opts.SocketGroup = rec.Group
+	if os.Geteuid() != 0 && opts.Config.Network.Helper == "" {
+		opts.Config.Network.Helper = rec.HelperSocket
+	}
+	return nil
 }

@@ -21,7 +21,8 @@ import (
 )
 
 func (a *App) systemCommand() *cobra.Command {
-	return group("system", "Run banger installed for daily use: the owner's daemon and its root helper", nil, a.systemHelperCommand())
+	return group("system", "Run banger installed for daily use: the owner's daemon and its root helper", nil,
+		a.systemInstallCommand(), a.systemStatusCommand(), a.systemRestartCommand(), a.systemUninstallCommand(), a.systemHelperCommand())
 }
 
 func (a *App) systemHelperCommand() *cobra.Command {
@@ -62,7 +63,7 @@ func (a *App) systemHelperCommand() *cobra.Command {
 				return err
 			}
 			n, err := hostnet.New(hostnet.Config{Bridge: cfg.Network.Bridge, Prefix: cfg.Network.CIDR, Deny: cfg.Network.NATDeny,
-				Owner: "helper " + socket, TapUser: uint32(uid), TapGroup: uint32(gid), Log: log})
+				Owner: nethelper.Owner(socket), TapUser: uint32(uid), TapGroup: uint32(gid), Log: log})
 			if err != nil {
 				ln.Close()
 				return err

@@ -21,7 +21,11 @@ type creator struct {
 	show    func(context.Context, api.VMRefParams) (api.VM, error)
 	place   func(context.Context, api.WorkspacePrepareParams, workspace.Progress) (api.WorkspacePrepareResult, error)
 	session func(name string) (end func()) // keeps the VM from counting as idle
-	ops     *opstate.Registry[api.VM]
+	// hostTree refuses a workspace the caller may not have the daemon
+	// read (checked here, with the request's caller: the placement runs
+	// in the operation, after the request).
+	hostTree func(ctx context.Context, path, what string) error
+	ops      *opstate.Registry[api.VM]
 	// lifetime is the parent of every create: it ends with the daemon.
 	lifetime context.Context
 }
@@ -32,6 +36,11 @@ func (c *creator) Create(ctx context.Context, p api.VMCreateParams) (*opstate.Op
 	if p.Workspace != nil {
 		if p.NoStart {
 			return nil, fmt.Errorf("%w: a workspace is placed in a running VM; drop --no-start, or prepare it after `banger vm start` (`banger vm workspace prepare`)", api.ErrInvalidArgument)
+		}
+		if c.hostTree != nil {
+			if err := c.hostTree(ctx, p.Workspace.Path, "a workspace"); err != nil {
+				return nil, err
+			}
 		}
 		if err := workspace.Check(*p.Workspace); err != nil {
 			return nil, err

@@ -25,6 +25,7 @@ import (
 	"github.com/bangerdev/banger/internal/config"
 	"github.com/bangerdev/banger/internal/lockfile"
 	"github.com/bangerdev/banger/internal/paths"
+	"github.com/bangerdev/banger/internal/peer"
 	"github.com/bangerdev/banger/internal/rpc"
 	"github.com/bangerdev/banger/internal/store"
 )
@@ -47,6 +48,11 @@ type Options struct {
 	ShutdownGrace time.Duration
 	// Ready, when non-nil, is called once the socket accepts connections.
 	Ready func()
+
+	// SocketGroup may also use the socket (0660, its directory 0750),
+	// in the system layout: the install's --group. Empty: the daemon's
+	// user alone (0600).
+	SocketGroup string
 
 	// AgentBin is the guest agent binary (default: banger-agent next to
 	// the running executable).
@@ -86,7 +92,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		opts.ShutdownGrace = 10 * time.Second
 	}
 	l := opts.Layout
-	group, groupErr := socketGroup(l)
+	group, groupErr := socketGroup(l, opts.SocketGroup)
 	if err := prepareDirs(l, group); err != nil {
 		return err
 	}
@@ -97,7 +103,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	defer logFile.Close()
 	log := newLogger(logFile, opts.Stderr, opts.Config.LogLevel)
 	if groupErr != nil {
-		log.Warn("socket restricted to root", "reason", groupErr)
+		log.Warn("socket restricted to the daemon's user", "reason", groupErr)
 	}
 
 	lock, err := lockfile.Acquire(l.LockFile())
@@ -163,7 +169,17 @@ func Run(ctx context.Context, opts Options) (err error) {
 			}
 			break
 		}
-		conns.Go(func() { rpc.ServeConn(connCtx, c, d.dispatch, log, upgradable) })
+		// Each call knows its caller: logged, and checked against the
+		// host paths it names (internal/peer).
+		ctx := connCtx
+		if cred, err := peer.FromConn(c); err == nil {
+			ctx = peer.NewContext(connCtx, cred)
+		} else {
+			log.Warn("refusing a connection whose peer the kernel cannot name", "err", err)
+			c.Close()
+			continue
+		}
+		conns.Go(func() { rpc.ServeConn(ctx, c, d.dispatch, log, upgradable) })
 	}
 	log.Info("bangerd shutting down")
 	// Give calls in flight a moment to answer, then cut them off.
@@ -230,17 +246,17 @@ func (d *Daemon) initMeta(ctx context.Context) (string, error) {
 }
 
 // socketGroup returns the gid that may use a system daemon's socket, or -1.
-func socketGroup(l paths.Layout) (int, error) {
-	if l.Mode != paths.ModeSystem {
+func socketGroup(l paths.Layout, name string) (int, error) {
+	if l.Mode != paths.ModeSystem || name == "" {
 		return -1, nil
 	}
-	g, err := user.LookupGroup("banger")
+	g, err := user.LookupGroup(name)
 	if err != nil {
-		return -1, fmt.Errorf("looking up group banger: %w; create it with `banger system install`", err)
+		return -1, fmt.Errorf("looking up group %s: %w; make it (`groupadd %s`) or install again without --group", name, err, name)
 	}
 	gid, err := strconv.Atoi(g.Gid)
 	if err != nil {
-		return -1, fmt.Errorf("looking up group banger: gid %q: %w", g.Gid, err)
+		return -1, fmt.Errorf("looking up group %s: gid %q: %w", name, g.Gid, err)
 	}
 	return gid, nil
 }
@@ -268,8 +284,7 @@ func prepareDirs(l paths.Layout, gid int) error {
 			if err := os.Chown(dir.Path, -1, gid); err != nil {
 				return fmt.Errorf("setting group of %s: %w", dir.Path, err)
 			}
-		} else if dir.Group {
-			mode = 0o700
+			mode = 0o750
 		}
 		if fi.Mode().Perm() != mode {
 			if err := os.Chmod(dir.Path, mode); err != nil {

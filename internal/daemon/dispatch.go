@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"net"
 	"slices"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/opstate"
+	"github.com/bangerdev/banger/internal/peer"
 	"github.com/bangerdev/banger/internal/rpc"
 	"github.com/bangerdev/banger/internal/workspace"
 )
@@ -201,7 +203,7 @@ func (d *Daemon) dispatch(ctx context.Context, call *rpc.Call) rpc.Response {
 		return rpc.Error(fmt.Errorf("%w %q; this daemon (bangerd %s) serves: %s",
 			api.ErrUnknownMethod, call.Method, d.build.Version, strings.Join(slices.Sorted(maps.Keys(d.handlers)), ", ")))
 	}
-	d.log.Debug("call", "method", call.Method, "id", call.ID)
+	d.logCall(ctx, call.Method, call.ID)
 	defer d.activity(call.Method, call.Params)()
 	return h(ctx, call)
 }
@@ -257,4 +259,16 @@ func decodeParams(method string, raw json.RawMessage, p any) error {
 		return fmt.Errorf("%w: params of %s: trailing data", api.ErrInvalidRequest, method)
 	}
 	return nil
+}
+
+// logCall logs a call with its caller: at info, but for the methods a
+// dashboard calls over and over, at debug.
+func (d *Daemon) logCall(ctx context.Context, method string, id uint64) {
+	level := slog.LevelInfo
+	switch method {
+	case api.MethodPing, api.MethodVMStats, api.MethodVMStatsAll, api.MethodVMHealth, api.MethodVMPing, api.MethodOperationsGet:
+		level = slog.LevelDebug
+	}
+	c, _ := peer.FromContext(ctx)
+	d.log.Log(ctx, level, "call", "method", method, "id", id, "uid", c.UID, "pid", c.PID)
 }

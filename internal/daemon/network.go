@@ -75,7 +75,7 @@ func (d *Daemon) bridgeNetwork(names vm.Names, eg *egress.Service) (*bridge, str
 		}
 		c.OnUp, bind, b.net = onUp, c.DNSSocket, c
 	case os.Geteuid() != 0:
-		return nil, fmt.Sprintf("the daemon runs as uid %d, and a bridge, taps and nftables need root: run the root network helper for it (`sudo banger system helper --owner %d`, docs/privileges.md) and set network.helper in config.toml", os.Geteuid(), os.Geteuid())
+		return nil, fmt.Sprintf("this daemon runs as uid %d without root, and a bridge, taps and nftables need root: install banger with `sudo banger system install` (your daemon, with a narrow root helper for the network; docs/privileges.md), or use --network user", os.Geteuid())
 	default:
 		if _, err := os.Stat("/dev/net/tun"); err != nil {
 			return nil, fmt.Sprintf("this host has no /dev/net/tun (%v); load the tun module (`modprobe tun`)", err)

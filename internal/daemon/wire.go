@@ -17,6 +17,7 @@ import (
 	"github.com/bangerdev/banger/internal/image"
 	"github.com/bangerdev/banger/internal/kernel"
 	"github.com/bangerdev/banger/internal/opstate"
+	"github.com/bangerdev/banger/internal/peer"
 	"github.com/bangerdev/banger/internal/rootfs"
 	"github.com/bangerdev/banger/internal/sshkey"
 	"github.com/bangerdev/banger/internal/stats"
@@ -51,7 +52,16 @@ type services struct {
 // interface; a step that spans two (placing a workspace after a create)
 // is orchestrated here, not by either.
 func (d *Daemon) wire(opts Options) (*services, error) {
+	if d.cfg.FirecrackerJailer != "" && os.Geteuid() != 0 {
+		// The jailer chroots and changes user: root's alone. Refused
+		// rather than dropped, so no one believes their VMs jailed.
+		return nil, fmt.Errorf("firecracker_jailer is set, and the jailer needs root, which this daemon (uid %d) is not: an installed daemon runs Firecracker as its owner already; remove firecracker_jailer from config.toml, or run the daemon as root", os.Geteuid())
+	}
+	// What callers other than root and the daemon's own user may have it
+	// touch on the host (an installed daemon shared with --group).
+	host := peer.Host{Self: uint32(os.Geteuid())}
 	images, err := image.New(image.Config{
+		HostFile:  host.File,
 		Store:     d.store,
 		Cache:     blobcache.New(d.layout.OCICacheDir()),
 		Dir:       filepath.Join(d.layout.StateDir, "images"),
@@ -68,6 +78,7 @@ func (d *Daemon) wire(opts Options) (*services, error) {
 	}
 
 	kernels, err := kernel.New(kernel.Config{
+		HostFile:  host.File,
 		Store:     d.store,
 		Dir:       filepath.Join(d.layout.StateDir, "kernels"),
 		Log:       d.log.With("service", "kernel"),
@@ -168,6 +179,7 @@ func (d *Daemon) wire(opts Options) (*services, error) {
 	})
 
 	ws := workspace.New(workspace.Config{
+		HostTree: host.Tree,
 		Agent:    agentAs(vms.Agent, func(c *client.Client) workspace.Agent { return c }),
 		StateDir: vms.StateDirOf,
 		Placed:   vms.SetWorkspace,
@@ -176,7 +188,7 @@ func (d *Daemon) wire(opts Options) (*services, error) {
 	})
 
 	creates := &creator{
-		create: vms.Create, build: vms.Build, show: vms.Show, place: ws.Prepare, session: st.Session,
+		create: vms.Create, build: vms.Build, show: vms.Show, place: ws.Prepare, session: st.Session, hostTree: host.Tree,
 		ops: opstate.NewRegistry[api.VM](opts.OpRetention, time.Now), lifetime: d.lifetime,
 	}
 	ops := &operations{log: d.log, sources: append([]opSource{images.Operations(), kernels.Operations(), creates.ops}, opts.extraOps...)}

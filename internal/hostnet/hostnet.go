@@ -477,3 +477,34 @@ func (n *Network) enableForwarding(c *nftables.Conn) error {
 	n.cfg.Log.Info("IPv4 forwarding switched on; the host routes nothing else than its VMs' traffic")
 	return nil
 }
+
+// Handover gives the bridge of another banger daemon, one from accepts
+// by its owner, to cfg.Owner: what VMs left on it (taps, rules, chains,
+// sets) is swept first. An install does it when the owner's helper takes
+// over a root daemon's network whose VMs are all stopped; the firewall's
+// tables stay in place all along, so forwarding stays contained. It
+// reports whether there was such a bridge.
+func Handover(cfg Config, from func(owner string) bool) (bool, error) {
+	br, err := netlink.LinkByName(cfg.Bridge)
+	if err != nil {
+		return false, nil
+	}
+	alias := br.Attrs().Alias
+	old, ok := strings.CutPrefix(alias, aliasPrefix)
+	if br.Type() != "bridge" || !ok || old == cfg.Owner || !from(old) {
+		return false, nil
+	}
+	prev := cfg
+	prev.Owner = old
+	n, err := New(prev)
+	if err != nil {
+		return false, err
+	}
+	if _, err := n.Sync(nil); err != nil {
+		return false, fmt.Errorf("sweeping bridge %s: %w", cfg.Bridge, err)
+	}
+	if err := netlink.LinkSetAlias(br, aliasPrefix+cfg.Owner); err != nil {
+		return false, fmt.Errorf("handing bridge %s over: %w", cfg.Bridge, err)
+	}
+	return true, nil
+}

@@ -52,6 +52,10 @@ type Config struct {
 	Transport http.RoundTripper
 	// Jobs bounds parallel layer downloads (default 3).
 	Jobs int
+	// HostFile is the path to read for a host path the request's caller
+	// named, until release (internal/peer: the caller's rights checked);
+	// nil reads every path as named.
+	HostFile func(ctx context.Context, path string) (use string, release func(), err error)
 }
 
 // Service is the image service.

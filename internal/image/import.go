@@ -26,15 +26,9 @@ import (
 
 // Import starts importing a docker-archive tarball (`docker save`) or an
 // OCI image layout directory.
-func (s *Service) Import(_ context.Context, p api.ImageImportParams) (Started, error) {
+func (s *Service) Import(ctx context.Context, p api.ImageImportParams) (Started, error) {
 	if !filepath.IsAbs(p.Path) {
 		return nil, fmt.Errorf("%w: import path %q must be absolute", api.ErrInvalidArgument, p.Path)
-	}
-	if _, err := os.Stat(p.Path); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("importing %s: %w", p.Path, api.ErrNotFound)
-		}
-		return nil, fmt.Errorf("%w: importing %s: %v", api.ErrInvalidArgument, p.Path, err)
 	}
 	plat, err := parsePlatform(p.Platform)
 	if err != nil {
@@ -48,9 +42,23 @@ func (s *Service) Import(_ context.Context, p api.ImageImportParams) (Started, e
 		}
 		wantName = ociref.Normalize(ref)
 	}
+	read, release := p.Path, func() {}
+	if s.cfg.HostFile != nil {
+		if read, release, err = s.cfg.HostFile(ctx, p.Path); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := os.Stat(read); err != nil {
+		release()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("importing %s: %w", p.Path, api.ErrNotFound)
+		}
+		return nil, fmt.Errorf("%w: importing %s: %v", api.ErrInvalidArgument, p.Path, err)
+	}
 	op := s.ops.Start(s.cfg.Lifetime, api.OpKindImageImport, p.Path, func(ctx context.Context, op *opstate.Op[api.Image]) (api.Image, error) {
+		defer release()
 		start := time.Now()
-		img, err := s.importImage(ctx, op, p.Path, wantName, plat)
+		img, err := s.importImage(ctx, op, read, p.Path, wantName, plat)
 		if err != nil {
 			s.cfg.Log.Warn("image import failed", "path", p.Path, "err", err)
 			return api.Image{}, err
@@ -61,11 +69,12 @@ func (s *Service) Import(_ context.Context, p api.ImageImportParams) (Started, e
 	return op, nil
 }
 
-func (s *Service) importImage(ctx context.Context, op *opstate.Op[api.Image], path, wantName string, plat *v1.Platform) (api.Image, error) {
+// importImage reads path, the file or directory named as shown.
+func (s *Service) importImage(ctx context.Context, op *opstate.Op[api.Image], path, shown, wantName string, plat *v1.Platform) (api.Image, error) {
 	op.SetPhase("reading")
 	fi, err := os.Stat(path)
 	if err != nil {
-		return api.Image{}, fmt.Errorf("importing %s: %w", path, err)
+		return api.Image{}, fmt.Errorf("importing %s: %w", shown, err)
 	}
 	var (
 		img         v1.Image
@@ -82,7 +91,7 @@ func (s *Service) importImage(ctx context.Context, op *opstate.Op[api.Image], pa
 	}
 	rawConfig, cf, cfgName, layers, err := contents(img)
 	if err != nil {
-		return api.Image{}, fmt.Errorf("importing %s: %w", path, err)
+		return api.Image{}, fmt.Errorf("importing %s: %w", shown, err)
 	}
 	recName := wantName
 	if recName == "" {

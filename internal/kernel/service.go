@@ -59,6 +59,10 @@ type Config struct {
 	// returns its path (default: apt-get download linux-image-amd64's
 	// current dependency).
 	FetchDebian func(ctx context.Context, dir string) (string, error)
+	// HostFile is the path to read for a host path the request's caller
+	// named, until release (internal/peer: the caller's rights checked);
+	// nil reads every path as named.
+	HostFile func(ctx context.Context, path string) (use string, release func(), err error)
 }
 
 // Service is the kernel service.
@@ -104,7 +108,7 @@ func (s *Service) bundleDir(id string) string {
 }
 
 // Import starts an import.
-func (s *Service) Import(_ context.Context, p api.KernelImportParams) (*opstate.Op[api.Kernel], error) {
+func (s *Service) Import(ctx context.Context, p api.KernelImportParams) (*opstate.Op[api.Kernel], error) {
 	n := 0
 	for _, set := range []bool{p.Deb != "", p.Debian, p.Kernel != ""} {
 		if set {
@@ -117,27 +121,21 @@ func (s *Service) Import(_ context.Context, p api.KernelImportParams) (*opstate.
 	if p.Modules != "" && p.Kernel == "" {
 		return nil, fmt.Errorf("%w: --modules goes with --kernel", api.ErrInvalidArgument)
 	}
-	for _, f := range []string{p.Deb, p.Kernel, p.Modules} {
-		if f == "" {
-			continue
-		}
-		if !filepath.IsAbs(f) {
-			return nil, fmt.Errorf("%w: path %q must be absolute", api.ErrInvalidArgument, f)
-		}
-		if _, err := os.Stat(f); err != nil {
-			return nil, fmt.Errorf("%w: %s: %v", api.ErrNotFound, f, err)
-		}
-	}
 	if p.Name != "" && !validName.MatchString(p.Name) {
 		return nil, fmt.Errorf("%w: kernel name %q: use letters, digits, '.', '_' and '-'", api.ErrInvalidArgument, p.Name)
+	}
+	read, release, err := s.hostFiles(ctx, p)
+	if err != nil {
+		return nil, err
 	}
 	target := p.Deb + p.Kernel
 	if p.Debian {
 		target = "debian:linux-image-amd64"
 	}
 	return s.ops.Start(s.cfg.Lifetime, api.OpKindKernelImport, target, func(ctx context.Context, op *opstate.Op[api.Kernel]) (api.Kernel, error) {
+		defer release()
 		start := time.Now()
-		k, err := s.install(ctx, op, p.Name, s.importSource(p))
+		k, err := s.install(ctx, op, p.Name, s.importSource(read, p))
 		if err != nil {
 			s.cfg.Log.Warn("kernel import failed", "from", target, "err", err)
 			return api.Kernel{}, err
@@ -147,13 +145,48 @@ func (s *Service) Import(_ context.Context, p api.KernelImportParams) (*opstate.
 	}), nil
 }
 
+// hostFiles checks the host files p names, and gives the params to
+// read them by (HostFile's paths), held until release.
+func (s *Service) hostFiles(ctx context.Context, p api.KernelImportParams) (api.KernelImportParams, func(), error) {
+	var held []func()
+	release := func() {
+		for _, r := range held {
+			r()
+		}
+	}
+	read := p
+	for _, f := range []*string{&read.Deb, &read.Kernel, &read.Modules} {
+		if *f == "" {
+			continue
+		}
+		if !filepath.IsAbs(*f) {
+			release()
+			return p, nil, fmt.Errorf("%w: path %q must be absolute", api.ErrInvalidArgument, *f)
+		}
+		if s.cfg.HostFile != nil {
+			use, r, err := s.cfg.HostFile(ctx, *f)
+			if err != nil {
+				release()
+				return p, nil, err
+			}
+			held = append(held, r)
+			*f = use
+		}
+		if _, err := os.Stat(*f); err != nil {
+			release()
+			return p, nil, fmt.Errorf("%w: %s: %v", api.ErrNotFound, *f, err)
+		}
+	}
+	return read, release, nil
+}
+
 var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
 // source fills a staging directory with a bundle's kernel, config and
 // modules, and says what it came from.
 type source func(ctx context.Context, op *opstate.Op[api.Kernel], staging string) (rec store.Kernel, err error)
 
-func (s *Service) importSource(p api.KernelImportParams) source {
+func (s *Service) importSource(p, named api.KernelImportParams) source {
 	return func(ctx context.Context, op *opstate.Op[api.Kernel], staging string) (store.Kernel, error) {
 		var rec store.Kernel
 		var err error
@@ -174,12 +207,12 @@ func (s *Service) importSource(p api.KernelImportParams) source {
 			rec.Version, err = unpackDeb(ctx, pkg, staging)
 			return rec, err
 		case p.Deb != "":
-			rec.Source, rec.Origin = "deb", p.Deb
+			rec.Source, rec.Origin = "deb", named.Deb
 			op.SetPhase("unpacking")
 			rec.Version, err = unpackDeb(ctx, p.Deb, staging)
 			return rec, err
 		default:
-			rec.Source, rec.Origin = "files", p.Kernel
+			rec.Source, rec.Origin = "files", named.Kernel
 			op.SetPhase("copying")
 			rec.Version, err = copyFiles(p.Kernel, p.Modules, staging)
 			return rec, err

@@ -25,6 +25,10 @@ import (
 // DefaultSocket is where an installed helper listens.
 const DefaultSocket = "/run/banger-helper/helper.sock"
 
+// Owner is the bridge's owner tag (its link alias) of the helper serving
+// on socket.
+func Owner(socket string) string { return "helper " + socket }
+
 // The operations, and nothing else.
 const (
 	OpStatus        = "status"         // {} → StatusResult

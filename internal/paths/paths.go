@@ -40,7 +40,7 @@ type Layout struct {
 func (l Layout) ConfigFile() string { return filepath.Join(l.ConfigDir, "config.toml") }
 
 // Socket is the daemon's API socket.
-func (l Layout) Socket() string { return filepath.Join(l.RuntimeDir, "banger.sock") }
+func (l Layout) Socket() string { return filepath.Join(l.RuntimeDir, "bangerd.sock") }
 
 // LockFile is held (flock) by the one daemon serving this layout. It lives in
 // the state directory because the state is what must have a single owner.
@@ -181,15 +181,11 @@ func (l Layout) Validate() error {
 
 // Dirs lists the directories a daemon creates, each with its mode.
 func (l Layout) Dirs() []Dir {
-	runtimeMode := uint32(0o700)
-	if l.Mode == ModeSystem {
-		// Members of the banger group reach the socket inside.
-		runtimeMode = 0o750
-	}
 	dirs := []Dir{
 		{Path: l.StateDir, Mode: 0o700},
 		{Path: l.CacheDir, Mode: 0o700},
-		{Path: l.RuntimeDir, Mode: runtimeMode, Group: l.Mode == ModeSystem},
+		// 0750 and the socket's group's when the socket is shared.
+		{Path: l.RuntimeDir, Mode: 0o700, Group: l.Mode == ModeSystem},
 		{Path: l.LogDir, Mode: 0o700},
 	}
 	if l.Mode == ModeHome {
@@ -202,5 +198,5 @@ func (l Layout) Dirs() []Dir {
 type Dir struct {
 	Path  string
 	Mode  uint32
-	Group bool // owned by the banger group (system mode)
+	Group bool // the shared socket's group's, 0750 (system mode)
 }

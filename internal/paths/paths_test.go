@@ -65,7 +65,7 @@ func TestResolve(t *testing.T) {
 
 func TestSystemPaths(t *testing.T) {
 	l := System()
-	if l.Socket() != "/run/banger/banger.sock" || l.StateDir != "/var/lib/banger" || l.CacheDir != "/var/cache/banger" {
+	if l.Socket() != "/run/banger/bangerd.sock" || l.StateDir != "/var/lib/banger" || l.CacheDir != "/var/cache/banger" {
 		t.Fatalf("system layout = %+v, socket %s", l, l.Socket())
 	}
 }

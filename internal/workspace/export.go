@@ -36,6 +36,9 @@ func (s *Service) Export(ctx context.Context, p api.WorkspaceExportParams) (api.
 	if base == "" {
 		return api.WorkspaceExportResult{}, fmt.Errorf("%w: the workspace of vm %s was not made from a git commit; pass --base-commit", api.ErrInvalidArgument, p.Name)
 	}
+	if err := s.hostTree(ctx, st.Host, "workspace export, which runs git in"); err != nil {
+		return api.WorkspaceExportResult{}, err
+	}
 	gitDir := filepath.Join(st.Host, ".git")
 	if _, err := os.Stat(gitDir); err != nil {
 		return api.WorkspaceExportResult{}, fmt.Errorf("%w: %s is not the top of a git repository any more: %v", api.ErrInvalidArgument, st.Host, err)

@@ -155,15 +155,24 @@ type sides struct {
 func (s *Service) sides(ctx context.Context, name, dir string) (sides, error) {
 	var sd sides
 	var err error
+	if dir != "" {
+		// Checked first: a caller refused the directory learns nothing
+		// of the VM.
+		if !filepath.IsAbs(dir) {
+			return sd, fmt.Errorf("%w: directory %q must be absolute", api.ErrInvalidArgument, dir)
+		}
+		if err := s.hostTree(ctx, dir, "a workspace sync with"); err != nil {
+			return sd, err
+		}
+	}
 	if sd.st, sd.stateDir, err = s.loadState(ctx, name); err != nil {
 		return sd, err
 	}
 	sd.hostDir = sd.st.Host
 	if dir != "" {
-		if !filepath.IsAbs(dir) {
-			return sd, fmt.Errorf("%w: directory %q must be absolute", api.ErrInvalidArgument, dir)
-		}
 		sd.hostDir = filepath.Clean(dir)
+	} else if err := s.hostTree(ctx, sd.hostDir, "a workspace sync with"); err != nil {
+		return sd, err
 	}
 	if sd.a, err = s.cfg.Agent(ctx, name); err != nil {
 		return sd, err

@@ -53,6 +53,10 @@ type Config struct {
 	MaxBytes   int64
 	MaxEntries int
 	Log        *slog.Logger
+	// HostTree refuses a host tree the request's caller may not have the
+	// daemon read, write or run git in (internal/peer); nil allows every
+	// tree.
+	HostTree func(ctx context.Context, path, what string) error
 }
 
 // Defaults of the per-sync caps ([workspace] max_bytes, max_entries).
@@ -170,6 +174,9 @@ func (s *Service) Prepare(ctx context.Context, p api.WorkspacePrepareParams, pro
 	if !filepath.IsAbs(p.Path) {
 		return res, fmt.Errorf("%w: workspace path %q must be absolute", api.ErrInvalidArgument, p.Path)
 	}
+	if err := s.hostTree(ctx, p.Path, "workspace prepare"); err != nil {
+		return res, err
+	}
 	sel, err := Select(ctx, filepath.Clean(p.Path), p.IncludeUntracked)
 	if err != nil {
 		return res, fmt.Errorf("%w: %v", api.ErrInvalidArgument, err)
@@ -222,6 +229,14 @@ func (s *Service) Prepare(ctx context.Context, p api.WorkspacePrepareParams, pro
 	}
 	s.cfg.Log.Info("workspace placed", "vm", p.Name, "host", sel.Root, "files", res.Files, "base", sel.Base)
 	return res, nil
+}
+
+// hostTree is the config's HostTree, or nil.
+func (s *Service) hostTree(ctx context.Context, path, what string) error {
+	if s.cfg.HostTree == nil {
+		return nil
+	}
+	return s.cfg.HostTree(ctx, path, what)
 }
 
 // walkRel lists a subtree (directories first, then their contents) as

@@ -302,7 +302,7 @@ func (t *T) KillDaemon() {
 }
 
 // Socket is the scenario's daemon socket.
-func (t *T) Socket() string { return filepath.Join(t.home, "run", "banger.sock") }
+func (t *T) Socket() string { return filepath.Join(t.home, "run", "bangerd.sock") }
 
 // Home is the scenario's BANGER_HOME.
 func (t *T) Home() string { return t.home }

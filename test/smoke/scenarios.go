@@ -46,6 +46,7 @@ func scenarios() []scenario {
 		{name: "vm-bridge", run: vmBridge},
 		{name: "vm-egress", run: vmEgress},
 		{name: "system-helper", run: systemHelper},
+		{name: "caller-rights", run: callerRights},
 		{name: "vm-stats-ports", run: vmStatsPorts},
 		{name: "vm-auto-stop", run: vmAutoStop},
 		{name: "vm-workspace", run: vmWorkspace},

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,6 +10,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/roottest"
@@ -142,4 +146,102 @@ func chownTree(dir string, u userID) error {
 		}
 		return os.Lchown(p, u.uid, u.gid)
 	})
+}
+
+// callerRights shares an unprivileged owner's daemon with a second user,
+// as `system install --group` does, and has that user try to make the
+// daemon read what only the owner or root may, through every request
+// that names a host path: each is refused by name before anything is
+// read, and the user's own file is read through the descriptor the check
+// ended on. The owner itself is not held back, and the daemon's log
+// names each call's caller.
+func callerRights(t *T) {
+	owner, member := t.throwawayUser(), t.throwawayUser()
+	base, err := os.MkdirTemp("", "bs-rights-")
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	t.defer_(func() { os.RemoveAll(base) })
+	archive := func(path, tag string, u userID, mode os.FileMode) {
+		ref, _ := name.NewTag(tag)
+		if err := tarball.WriteToFile(path, ref, t.busyboxImage()); err != nil {
+			t.Fatalf("%v", err)
+		}
+		if err := errors.Join(os.Chown(path, u.uid, u.gid), os.Chmod(path, mode)); err != nil {
+			t.Fatalf("%v", err)
+		}
+	}
+	dir := func(path string, u userID, mode os.FileMode) string {
+		if err := errors.Join(os.MkdirAll(path, 0o755), os.Chown(path, u.uid, u.gid), os.Chmod(path, mode)); err != nil {
+			t.Fatalf("%v", err)
+		}
+		return path
+	}
+	rootUser := userID{0, 0}
+	dir(base, rootUser, 0o755)
+	ownerOnly := dir(filepath.Join(base, "owner"), owner, 0o700)
+	archive(filepath.Join(ownerOnly, "secret.tar"), "example.com/smoke/rights:secret", owner, 0o600)
+	ownerOpen := dir(filepath.Join(base, "owner-open"), owner, 0o755)
+	archive(filepath.Join(ownerOpen, "private.tar"), "example.com/smoke/rights:private", owner, 0o600)
+	rootOnly := dir(filepath.Join(base, "root"), rootUser, 0o700)
+	archive(filepath.Join(rootOnly, "root.tar"), "example.com/smoke/rights:root", rootUser, 0o644)
+	rootDir := dir(filepath.Join(base, "rootdir"), rootUser, 0o755)
+	mine := dir(filepath.Join(base, "member"), member, 0o755)
+	archive(filepath.Join(mine, "mine.tar"), "example.com/smoke/rights:mine", member, 0o644)
+	proj := dir(filepath.Join(mine, "proj"), member, 0o755)
+	if err := errors.Join(os.Symlink(filepath.Join(ownerOpen, "private.tar"), filepath.Join(mine, "link.tar")),
+		os.Lchown(filepath.Join(mine, "link.tar"), member.uid, member.gid)); err != nil {
+		t.Fatalf("%v", err)
+	}
+
+	if err := chownTree(t.Home(), owner); err != nil {
+		t.Fatalf("%v", err)
+	}
+	t.user = &owner
+	t.StartDaemon()
+	// The socket shared as --group shares it (0660 in a 0750 directory,
+	// for the group's members): here opened to the member by mode.
+	for _, p := range []struct {
+		path string
+		mode os.FileMode
+	}{{t.Home(), 0o711}, {filepath.Join(t.Home(), "run"), 0o711}, {t.Socket(), 0o666}} {
+		if err := os.Chmod(p.path, p.mode); err != nil {
+			t.Fatalf("%v", err)
+		}
+	}
+
+	t.user = &member
+	for _, tc := range []struct {
+		what string
+		want string
+		args []string
+	}{
+		{"the owner's private directory", "may not search", []string{"image", "import", filepath.Join(ownerOnly, "secret.tar")}},
+		{"the owner's private file", "may not read", []string{"image", "import", filepath.Join(ownerOpen, "private.tar")}},
+		{"root's directory", "may not search", []string{"image", "import", filepath.Join(rootOnly, "root.tar")}},
+		{"a symlink of the member's to the owner's file", "may not read", []string{"image", "import", filepath.Join(mine, "link.tar")}},
+		{"a directory (its files could be swapped mid-read)", "single regular files", []string{"image", "import", proj}},
+		{"a kernel file", "may not read", []string{"kernel", "import", "--kernel", filepath.Join(ownerOpen, "private.tar")}},
+		{"a workspace", "banger daemon start", []string{"vm", "workspace", "prepare", "x", proj}},
+		{"a pull into root's directory", "banger daemon start", []string{"vm", "workspace", "pull", "x", rootDir}},
+		{"a create with a workspace", "banger daemon start", []string{"vm", "create", "--name", "w", "--workspace", proj}},
+	} {
+		r := t.Banger(tc.args...)
+		if r.code == 0 || !strings.Contains(r.stderr, tc.want) {
+			t.Fatalf("%s: want a refusal naming %q, got %s", tc.what, tc.want, r)
+		}
+	}
+	t.Contains("the member's own archive", t.Must("image", "import", filepath.Join(mine, "mine.tar")).stdout, "imported example.com/smoke/rights:mine")
+	if imgs := t.images(); len(imgs) != 1 {
+		t.Fatalf("images after the member's attempts: %+v", imgs)
+	}
+
+	t.user = &owner
+	t.Contains("the owner's own archive", t.Must("image", "import", filepath.Join(ownerOnly, "secret.tar")).stdout, "imported example.com/smoke/rights:secret")
+	log, _ := os.ReadFile(filepath.Join(t.Home(), "logs", "bangerd.log"))
+	for _, u := range []userID{owner, member} {
+		if !strings.Contains(string(log), "method=image.import") || !strings.Contains(string(log), "uid="+strconv.Itoa(u.uid)+" ") {
+			t.Fatalf("the daemon's log does not name caller uid %d:\n%s", u.uid, log)
+		}
+	}
 }
