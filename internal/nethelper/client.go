@@ -2,6 +2,7 @@ package nethelper
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -282,13 +283,14 @@ func (c *Client) call(ctx context.Context, op string, params, result any) error 
 		return err
 	}
 	defer conn.Close()
-	if err := send(conn, op, params); err != nil {
-		return fmt.Errorf("asking the network helper (%s): %w", op, err)
-	}
+	sendErr := send(conn, op, params)
 	_ = conn.SetReadDeadline(time.Now().Add(2 * time.Minute))
+	// A helper that refuses the caller answers before it reads, then
+	// hangs up: the send may meet a closed socket with the refusal
+	// already waiting to be read.
 	line, err := readLine(bufio.NewReader(conn))
 	if err != nil {
-		return fmt.Errorf("asking the network helper (%s): %w", op, err)
+		return fmt.Errorf("asking the network helper (%s): %w", op, cmp.Or(sendErr, err))
 	}
 	return decode(line, result)
 }

@@ -154,7 +154,8 @@ func chownTree(dir string, u userID) error {
 // that names a host path: each is refused by name before anything is
 // read, and the user's own file is read through the descriptor the check
 // ended on. The owner itself is not held back, and the daemon's log
-// names each call's caller.
+// names each call's caller. A daemon without root or the helper refuses
+// the bridge network, naming how to get it.
 func callerRights(t *T) {
 	owner, member := t.throwawayUser(), t.throwawayUser()
 	base, err := os.MkdirTemp("", "bs-rights-")
@@ -237,6 +238,9 @@ func callerRights(t *T) {
 	}
 
 	t.user = &owner
+	// Without root and without an install, the bridge network is
+	// refused with the way to get it.
+	t.MustFail(1, "sudo banger system install", "vm", "create", "--name", "b", "--network", "bridge", "--image", "example.com/smoke/rights:mine")
 	t.Contains("the owner's own archive", t.Must("image", "import", filepath.Join(ownerOnly, "secret.tar")).stdout, "imported example.com/smoke/rights:secret")
 	log, _ := os.ReadFile(filepath.Join(t.Home(), "logs", "bangerd.log"))
 	for _, u := range []userID{owner, member} {
