@@ -179,21 +179,21 @@ func (s *Service) stopWith(ctx context.Context, rec store.VM, force bool, timeou
 // graceful stop waiting on a wedged guest holds that lock, and a forced
 // stop, kill or delete must not wait behind it. The holder sees the VMM
 // exit and lets go.
-func (s *Service) preempt(ctx context.Context, name, reason string, sig syscall.Signal) {
+func (s *Service) preempt(ctx context.Context, name, reason string, sig syscall.Signal) (signaled bool) {
 	rec, err := s.find(ctx, name)
 	if err != nil {
-		return // the locked path reports it
+		return false // the locked path reports it
 	}
 	s.mu.Lock()
 	l := s.live[rec.ID]
 	s.mu.Unlock()
 	if l == nil || rec.State != api.VMRunning {
-		return
+		return false
 	}
 	l.mu.Lock()
 	l.reason = reason
 	l.mu.Unlock()
-	_ = l.inst.Process().Signal(sig)
+	return l.inst.Process().Signal(sig) == nil
 }
 
 // Restart stops a VM gracefully and starts it again.
@@ -533,9 +533,7 @@ func (s *Service) Kill(ctx context.Context, p api.VMKillParams) (api.VM, error) 
 		return api.VM{}, fmt.Errorf("%w: --signal %q: use KILL, TERM, INT, HUP or QUIT", api.ErrInvalidArgument, p.Signal)
 	}
 	reason := "killed by `banger vm kill` (SIG" + name + ")"
-	if sig == syscall.SIGKILL {
-		s.preempt(ctx, p.Name, reason, sig)
-	}
+	preempted := sig == syscall.SIGKILL && s.preempt(ctx, p.Name, reason, sig)
 	rec, unlock, err := s.locked(ctx, p.Name)
 	if err != nil {
 		return api.VM{}, err
@@ -547,15 +545,22 @@ func (s *Service) Kill(ctx context.Context, p api.VMKillParams) (api.VM, error) 
 	// The record says stopped before the watcher forgets the VMM: both
 	// mean it no longer runs.
 	if l == nil || rec.State != api.VMRunning {
+		if preempted {
+			// Our own signal, sent ahead of the lock, got there first.
+			return s.toAPI(rec), nil
+		}
 		return api.VM{}, fmt.Errorf("vm %s is %s: %w", rec.Name, rec.State, api.ErrNotRunning)
 	}
 	l.mu.Lock()
 	l.reason = reason
 	l.mu.Unlock()
-	if err := l.inst.Process().Signal(sig); errors.Is(err, os.ErrProcessDone) {
-		return api.VM{}, fmt.Errorf("vm %s stopped meanwhile: %w", rec.Name, api.ErrNotRunning)
-	} else if err != nil {
-		return api.VM{}, fmt.Errorf("signaling vm %s: %w", rec.Name, err)
+	// Preempted, it is signaled already: what is left is to see it end.
+	if !preempted {
+		if err := l.inst.Process().Signal(sig); errors.Is(err, os.ErrProcessDone) {
+			return api.VM{}, fmt.Errorf("vm %s stopped meanwhile: %w", rec.Name, api.ErrNotRunning)
+		} else if err != nil {
+			return api.VM{}, fmt.Errorf("signaling vm %s: %w", rec.Name, err)
+		}
 	}
 	if sig == syscall.SIGKILL {
 		select {
