@@ -117,6 +117,7 @@ func (a *App) rootCommand() *cobra.Command {
 		a.psCommand(),
 		a.configCommand(),
 		a.systemCommand(),
+		a.doctorCommand(),
 	)
 	return root
 }

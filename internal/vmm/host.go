@@ -24,10 +24,17 @@ func KVMUsable() error {
 		return fmt.Errorf("%w: %v", ErrNoKVM, err)
 	}
 	f.Close()
-	if _, err := os.Stat("/sys/module/kvm_pvm"); err == nil && !hasVirtFlags() {
+	if PVMOnly() {
 		return fmt.Errorf("%w: this host's KVM is PVM-only (kvm_pvm, no vmx/svm), which cannot run a standard guest kernel", ErrNoKVM)
 	}
 	return nil
+}
+
+// PVMOnly says whether the host's KVM is PVM alone (the kvm_pvm module,
+// no hardware virtualization flags): it runs only PVM guest kernels.
+func PVMOnly() bool {
+	_, err := os.Stat("/sys/module/kvm_pvm")
+	return err == nil && !hasVirtFlags()
 }
 
 func hasVirtFlags() bool {

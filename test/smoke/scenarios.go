@@ -47,6 +47,7 @@ func scenarios() []scenario {
 		{name: "vm-egress", run: vmEgress},
 		{name: "system-helper", run: systemHelper},
 		{name: "caller-rights", run: callerRights},
+		{name: "doctor", run: doctorHost},
 		{name: "vm-stats-ports", run: vmStatsPorts},
 		{name: "vm-auto-stop", run: vmAutoStop},
 		{name: "vm-workspace", run: vmWorkspace},

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/roottest"
+	"github.com/bangerdev/banger/internal/vmm"
 	"github.com/bangerdev/banger/test/networld"
 )
 
@@ -248,4 +250,70 @@ func callerRights(t *T) {
 			t.Fatalf("the daemon's log does not name caller uid %d:\n%s", u.uid, log)
 		}
 	}
+}
+
+// doctorHost runs `banger doctor` on this host: without a daemon, and
+// then without a kernel, it fails naming each fix; once both are there
+// it passes, and what it says of KVM and the accelerator agree (here:
+// no usable KVM, TCG).
+func doctorHost(t *T) {
+	type report struct {
+		OK     bool `json:"ok"`
+		Checks []struct {
+			Name   string `json:"name"`
+			Status string `json:"status"`
+			Detail string `json:"detail"`
+			Fix    string `json:"fix"`
+		} `json:"checks"`
+	}
+	run := func(wantCode int) report {
+		r := t.Banger("doctor", "--json")
+		var rep report
+		if r.code != wantCode || json.Unmarshal([]byte(r.stdout), &rep) != nil {
+			t.Fatalf("doctor: want exit %d and JSON, got %s", wantCode, r)
+		}
+		return rep
+	}
+	check := func(rep report, name, status, says string) {
+		for _, c := range rep.Checks {
+			if c.Name == name {
+				if c.Status != status || !strings.Contains(c.Detail+" "+c.Fix, says) {
+					t.Fatalf("doctor's %s: %+v, want %s saying %q", name, c, status, says)
+				}
+				return
+			}
+		}
+		t.Fatalf("doctor has no %s check: %+v", name, rep)
+	}
+	check(run(1), "daemon", "fail", "banger daemon start")
+	t.MustFail(1, "", "doctor") // the table, and the exit code, for a person
+	t.StartDaemon()
+	rep := run(1)
+	check(rep, "daemon", "ok", "bangerd")
+	check(rep, "kernel", "fail", "banger kernel import --debian")
+	check(rep, "qemu", "ok", "QEMU emulator")
+	check(rep, "bridge network", "ok", "root")
+	t.Must("kernel", "import", "--deb", t.tools.kernelDeb)
+	rep = run(0)
+	if !rep.OK {
+		t.Fatalf("doctor after the kernel: %+v", rep)
+	}
+	check(rep, "kernel", "ok", "the default")
+	check(rep, "default image", "warn", "banger image pull")
+	if vmm.PVMOnly() { // as on the machines this suite runs on
+		check(rep, "kvm", "warn", "PVM-only")
+	}
+	kvm, accel := "", ""
+	for _, c := range rep.Checks {
+		switch c.Name {
+		case "kvm":
+			kvm = c.Status
+		case "accelerator":
+			accel = c.Detail
+		}
+	}
+	if (kvm == "ok") != strings.HasPrefix(accel, "kvm") || (kvm != "ok" && !strings.HasPrefix(accel, "tcg")) {
+		t.Fatalf("kvm %s but accelerator %q", kvm, accel)
+	}
+	t.Contains("doctor's table", t.Must("doctor").stdout, "STATUS", "accelerator", "default image: banger image pull")
 }
