@@ -264,6 +264,12 @@ func (c *Client) VMEgress(ctx context.Context, p api.VMEgressParams, onEvent fun
 	return err
 }
 
+// Events streams the daemon's lifecycle events to onEvent; with
+// p.Follow it ends only when ctx does or the daemon goes.
+func (c *Client) Events(ctx context.Context, p api.EventsParams, onEvent func(api.Event) error) (api.EventsResult, error) {
+	return stream[api.Event, api.EventsResult](ctx, c, api.MethodEvents, p, onEvent)
+}
+
 // VMEgressSuggest is the allow-list that would have allowed what a VM
 // tried.
 func (c *Client) VMEgressSuggest(ctx context.Context, name string) (api.VMEgressSuggestResult, error) {

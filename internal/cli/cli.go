@@ -118,6 +118,7 @@ func (a *App) rootCommand() *cobra.Command {
 		a.configCommand(),
 		a.systemCommand(),
 		a.doctorCommand(),
+		a.eventsCommand(),
 	)
 	return root
 }

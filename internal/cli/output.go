@@ -107,3 +107,40 @@ func formatBuild(name string, b api.BuildInfo) string {
 	extra = append(extra, b.Go, fmt.Sprintf("protocol %d", b.Protocol))
 	return fmt.Sprintf("%s %s (%s)", name, b.Version, strings.Join(extra, ", "))
 }
+
+// streamed prints what a streaming call sends: following with --json,
+// one object a line as it comes; with --json otherwise, collected in all
+// for the caller to print whole; else a table, header before the first
+// row, each row line's (escaped there).
+type streamed[E any] struct {
+	a              *App
+	follow, asJSON bool
+	header         string
+	line           func(E) string
+	all            []E
+	rows           int
+}
+
+func (s *streamed[E]) emit(e E) error {
+	switch {
+	case s.asJSON && s.follow:
+		return printJSONLine(s.a.Stdout, e)
+	case s.asJSON:
+		s.all = append(s.all, e)
+		return nil
+	}
+	if s.rows == 0 {
+		fmt.Fprintln(s.a.Stdout, s.header)
+	}
+	s.rows++
+	_, err := fmt.Fprintln(s.a.Stdout, s.line(e))
+	return err
+}
+
+// collected is all, never nil (a JSON list, not null).
+func (s *streamed[E]) collected() []E {
+	if s.all == nil {
+		return []E{}
+	}
+	return s.all
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -23,13 +24,15 @@ func TestGuestTextIsEscaped(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A DNS question is the guest's too.
-	b.WriteString(egressLine(api.EgressEvent{Kind: api.EgressDNS, Verdict: api.EgressDenied, Type: "A", Name: evil, Reason: api.ReasonAllowList}))
+	b.WriteString(egressLine(api.EgressEvent{Kind: api.EgressDNS, Verdict: api.EgressDenied, Type: "A", Name: evil, Reason: api.ReasonAllowList}) + "\n")
+	// So is what an event says of a denial, a stop, an image's name.
+	b.WriteString(eventLine(api.Event{Type: api.EventEgressDenied, VM: "x", Detail: "dns " + evil}) + "\n")
 	a := &App{Stdout: &b, Stderr: &b}
 	if err := a.printSuggestion(api.VMEgressSuggestResult{Name: "x", Never: []string{evil}}); err != nil {
 		t.Fatal(err)
 	}
 	out := b.String()
-	if strings.ContainsAny(out, "\x1b\x07") || strings.Count(out, `nginx\x1b]0;owned\x07\x1b[2J`) != 4 {
+	if strings.ContainsAny(out, "\x1b\x07") || strings.Count(out, `nginx\x1b]0;owned\x07\x1b[2J`) != 5 {
 		t.Fatalf("output %q", out)
 	}
 	var e bytes.Buffer
@@ -39,5 +42,32 @@ func TestGuestTextIsEscaped(t *testing.T) {
 	}}, nil)
 	if strings.ContainsAny(e.String(), "\x1b\x07") {
 		t.Fatalf("error %q", e.String())
+	}
+}
+
+func TestParseSince(t *testing.T) {
+	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		in   string
+		want time.Time
+		bad  bool
+	}{
+		{in: "10m", want: now.Add(-10 * time.Minute)},
+		{in: "2h30m", want: now.Add(-150 * time.Minute)},
+		{in: "2026-12-05T10:00:00Z", want: time.Date(2026, 12, 5, 10, 0, 0, 0, time.UTC)},
+		{in: "2026-12-05", want: time.Date(2026, 12, 5, 0, 0, 0, 0, time.Local)},
+		{in: "-5m", bad: true},
+		{in: "yesterday", bad: true},
+	} {
+		got, err := parseSince(c.in, now)
+		if c.bad {
+			if !errors.Is(err, api.ErrInvalidArgument) || !strings.Contains(err.Error(), "neither a duration") {
+				t.Errorf("%q: %v", c.in, err)
+			}
+			continue
+		}
+		if err != nil || !got.Equal(c.want) {
+			t.Errorf("%q = %v, %v; want %v", c.in, got, err, c.want)
+		}
 	}
 }

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"strconv"
@@ -45,23 +44,9 @@ func (a *App) vmEgressCommand() *cobra.Command {
 				ctx, stop = signal.NotifyContext(ctx, os.Interrupt)
 				defer stop()
 			}
-			var events []api.EgressEvent
-			header := false
-			err := c.VMEgress(ctx, p, func(e api.EgressEvent) error {
-				switch {
-				case asJSON && p.Follow:
-					return printJSONLine(a.Stdout, e) // one object a line, as they come
-				case asJSON:
-					events = append(events, e)
-					return nil
-				}
-				if !header {
-					header = true
-					fmt.Fprintf(a.Stdout, "%-8s  %-7s  %-7s  %-26s  %s\n", "TIME", "VERDICT", "KIND", "DESTINATION", "NAME / WHY")
-				}
-				_, err := io.WriteString(a.Stdout, egressLine(e))
-				return err
-			})
+			out := &streamed[api.EgressEvent]{a: a, follow: p.Follow, asJSON: asJSON, line: egressLine,
+				header: fmt.Sprintf("%-8s  %-7s  %-7s  %-26s  %s", "TIME", "VERDICT", "KIND", "DESTINATION", "NAME / WHY")}
+			err := c.VMEgress(ctx, p, out.emit)
 			if p.Follow && ctx.Err() != nil {
 				return nil // Ctrl-C ends following
 			}
@@ -69,15 +54,12 @@ func (a *App) vmEgressCommand() *cobra.Command {
 				return err
 			}
 			if asJSON && !p.Follow {
-				if events == nil {
-					events = []api.EgressEvent{}
-				}
 				return printJSON(a.Stdout, struct {
 					Name   string            `json:"name"`
 					Events []api.EgressEvent `json:"events"`
-				}{p.Name, events})
+				}{p.Name, out.collected()})
 			}
-			if !header && !asJSON {
+			if out.rows == 0 && !asJSON {
 				fmt.Fprintf(a.Stdout, "vm %s has tried nothing yet\n", p.Name)
 			}
 			return nil
@@ -109,7 +91,7 @@ func egressLine(e api.EgressEvent) string {
 	} else if e.Reason != "" {
 		what = e.Reason
 	}
-	return termsafe.String(fmt.Sprintf("%-8s  %-7s  %-7s  %-26s  %s", e.Time.Local().Format("15:04:05"), e.Verdict, e.Kind, dest, what)) + "\n"
+	return termsafe.String(fmt.Sprintf("%-8s  %-7s  %-7s  %-26s  %s", e.Time.Local().Format("15:04:05"), e.Verdict, e.Kind, dest, what))
 }
 
 func (a *App) printSuggestion(r api.VMEgressSuggestResult) error {

@@ -336,3 +336,51 @@ func TestRefusesForeignDirectory(t *testing.T) {
 		t.Fatalf("Run with a symlinked runtime dir = %v", err)
 	}
 }
+
+// TestEvents: an operation that fails is an event over the wire, with
+// its target and error; a canceled one is not; past and live come in one
+// stream.
+func TestEvents(t *testing.T) {
+	td := startDaemon(t)
+	ctx := context.Background()
+	start := time.Now()
+	failed := td.ops.Start(context.Background(), api.OpKindImagePull, "evil:latest", func(context.Context, *opstate.Op[string]) (string, error) {
+		return "", errors.New("manifest unknown")
+	})
+	<-failed.Done()
+	canceled := td.ops.Start(context.Background(), api.OpKindVMCreate, "web", func(ctx context.Context, _ *opstate.Op[string]) (string, error) {
+		<-ctx.Done()
+		return "", ctx.Err()
+	})
+	_ = canceled.Cancel()
+	<-canceled.Done()
+
+	fctx, stop := context.WithCancel(ctx)
+	defer stop()
+	got := make(chan api.Event, 10)
+	go func() {
+		_, _ = td.client.Events(fctx, api.EventsParams{Since: start, Follow: true}, func(e api.Event) error { got <- e; return nil })
+	}()
+	next := func() api.Event {
+		select {
+		case e := <-got:
+			return e
+		case <-time.After(30 * time.Second):
+			t.Fatal("no event")
+			return api.Event{}
+		}
+	}
+	if e := next(); e.Type != api.EventOperationFailed || e.Image != "evil:latest" || e.Reason != "manifest unknown" ||
+		e.Detail != api.OpKindImagePull+" "+failed.ID() {
+		t.Fatalf("past event %+v", e)
+	}
+	live := td.ops.Start(context.Background(), api.OpKindVMCreate, "db", func(context.Context, *opstate.Op[string]) (string, error) {
+		return "", errors.New("no space left on device")
+	})
+	if e := next(); e.Type != api.EventOperationFailed || e.VM != "db" || e.Detail != api.OpKindVMCreate+" "+live.ID() {
+		t.Fatalf("live event %+v", e)
+	}
+	if _, err := td.client.Events(ctx, api.EventsParams{Since: start, Types: []string{"vm.exploded"}}, func(api.Event) error { return nil }); !errors.Is(err, api.ErrInvalidArgument) {
+		t.Fatalf("an unknown type = %v", err)
+	}
+}

@@ -75,6 +75,7 @@ func rpcHandlers(s *services) map[string]handler {
 		api.MethodVMWorkspaceExport:  param(s.workspace.Export),
 		api.MethodVMEgress:           stream(s.egress.Events),
 		api.MethodVMEgressSuggest:    param(s.egress.Suggest),
+		api.MethodEvents:             stream(s.events.Stream),
 	}
 }
 

@@ -7,9 +7,11 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
+	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/allowlist"
 	"github.com/bangerdev/banger/internal/egress"
 	"github.com/bangerdev/banger/internal/hostnet"
@@ -39,9 +41,10 @@ type bridge struct {
 	watched sync.Once // the firewall's log, read from when the bridge first exists
 }
 
-// egressService keeps what VMs tried to reach; it reads the VM records
-// from the store, so it needs no service.
-func (d *Daemon) egressService(names vm.Names) *egress.Service {
+// egressService keeps what VMs tried to reach, and publishes each
+// denial as an event; it reads the VM records from the store, so it
+// needs no service.
+func (d *Daemon) egressService(names vm.Names, publish func(api.Event)) *egress.Service {
 	vmsDir := filepath.Join(d.layout.StateDir, "vms")
 	return egress.New(egress.Config{
 		Find: func(ctx context.Context, name string) (egress.Target, error) {
@@ -52,7 +55,31 @@ func (d *Daemon) egressService(names vm.Names) *egress.Service {
 		Egress: names.Egress,
 		Deny:   d.cfg.Network.NATDeny,
 		Log:    d.log.With("service", "egress"),
+		Denied: func(id string, e api.EgressEvent) {
+			ctx, cancel := context.WithTimeout(d.lifetime, 5*time.Second)
+			defer cancel()
+			name, ok := names.NameOf(ctx, id)
+			if !ok {
+				return // deleted meanwhile
+			}
+			publish(api.Event{Time: e.Time, Type: api.EventEgressDenied, VM: name, Reason: e.Reason, Detail: egressDetail(e)})
+		},
 	})
+}
+
+// egressDetail says where a denied attempt went, as `vm egress` does.
+func egressDetail(e api.EgressEvent) string {
+	if e.Kind == api.EgressDNS {
+		return "dns " + e.Name
+	}
+	where := e.Proto + " " + e.Dest
+	if e.Port != 0 {
+		where += ":" + strconv.Itoa(e.Port)
+	}
+	if e.Name != "" {
+		where += " (" + e.Name + ")"
+	}
+	return where
 }
 
 // bridgeNetwork is the bridge network and its .vm DNS server, which

@@ -21,6 +21,7 @@ type opSource interface {
 	List() []opstate.Status
 	Lookup(id string) (opstate.Tracked, bool)
 	Prune() int
+	OnFailed(fn func(opstate.Status))
 }
 
 // operations serves the operations.* methods over every service's

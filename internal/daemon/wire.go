@@ -13,6 +13,7 @@ import (
 	"github.com/bangerdev/banger/internal/blobcache"
 	"github.com/bangerdev/banger/internal/bootcheck"
 	"github.com/bangerdev/banger/internal/egress"
+	"github.com/bangerdev/banger/internal/events"
 	"github.com/bangerdev/banger/internal/hostnet"
 	"github.com/bangerdev/banger/internal/image"
 	"github.com/bangerdev/banger/internal/kernel"
@@ -44,6 +45,7 @@ type services struct {
 	workspace *workspace.Service
 	egress    *egress.Service
 	dns       *vmdns.Server // nil without a bridge network
+	events    *events.Bus
 }
 
 // wire builds the services in dependency order into local values, each
@@ -60,6 +62,7 @@ func (d *Daemon) wire(opts Options) (*services, error) {
 	// What callers other than root and the daemon's own user may have it
 	// touch on the host (an installed daemon shared with --group).
 	host := peer.Host{Self: uint32(os.Geteuid())}
+	bus := events.New(events.Config{Store: d.store, Log: d.log.With("service", "events")})
 	images, err := image.New(image.Config{
 		HostFile:  host.File,
 		Store:     d.store,
@@ -72,6 +75,7 @@ func (d *Daemon) wire(opts Options) (*services, error) {
 		UsedBy: func(ctx context.Context, tx *store.Tx, id string) (int, int, error) {
 			return tx.VMsUsing(ctx, "image_id", id)
 		},
+		Event: bus.Publish,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("starting the image service: %w", err)
@@ -119,7 +123,7 @@ func (d *Daemon) wire(opts Options) (*services, error) {
 	}
 	prefix := d.cfg.Network.CIDR.Masked()
 	names := vm.Names{Store: d.store, Prefix: prefix, Gateway: hostnet.GatewayOf(prefix)}
-	eg := d.egressService(names)
+	eg := d.egressService(names, bus.Publish)
 	br, noBridge := d.bridgeNetwork(names, eg)
 	var bridge vm.Bridge // a nil *hostnet.Network must stay a nil interface
 	var dns *vmdns.Server
@@ -153,6 +157,7 @@ func (d *Daemon) wire(opts Options) (*services, error) {
 		Bridge:        bridge,
 		NoBridge:      noBridge,
 		PolicyChanged: policyChanged,
+		Event:         bus.Publish,
 		Removed: func(id string) {
 			eg.Forget(id)
 			if dns != nil {
@@ -192,8 +197,29 @@ func (d *Daemon) wire(opts Options) (*services, error) {
 		ops: opstate.NewRegistry[api.VM](opts.OpRetention, time.Now), lifetime: d.lifetime,
 	}
 	ops := &operations{log: d.log, sources: append([]opSource{images.Operations(), kernels.Operations(), creates.ops}, opts.extraOps...)}
+	for _, src := range ops.sources {
+		src.OnFailed(func(st opstate.Status) { bus.Publish(opFailed(st)) })
+	}
 	return &services{daemon: d, ops: ops, images: images, kernels: kernels, bootCheck: bootCheck,
-		vms: vms, creates: creates, stats: st, workspace: ws, egress: eg, dns: dns}, nil
+		vms: vms, creates: creates, stats: st, workspace: ws, egress: eg, dns: dns, events: bus}, nil
+}
+
+// opFailed is the event of a failed operation: what it was on, why, and
+// which it was (for `banger ops show`).
+func opFailed(st opstate.Status) api.Event {
+	e := api.Event{Type: api.EventOperationFailed, Time: st.Finished, Detail: st.Kind + " " + st.ID}
+	if st.Err != nil {
+		e.Reason = st.Err.Error()
+	}
+	switch st.Kind {
+	case api.OpKindVMCreate:
+		e.VM = st.Target
+	case api.OpKindImagePull, api.OpKindImageImport:
+		e.Image = st.Target
+	default:
+		e.Detail += " " + st.Target
+	}
+	return e
 }
 
 // agentAs gives a service the VM service's agent links as the small

@@ -53,6 +53,9 @@ type Config struct {
 	Deny     []netip.Prefix
 	MaxBytes int64 // per VM (default DefaultMaxBytes)
 	Log      *slog.Logger
+	// Denied is told of each denied attempt written to a VM's log (the
+	// daemon's events); nil tells no one.
+	Denied func(id string, e api.EgressEvent)
 }
 
 // Service keeps the VMs' egress logs.
@@ -223,6 +226,9 @@ func (s *Service) write(id string, e api.EgressEvent) {
 	}
 	if err != nil {
 		s.cfg.Log.Warn("writing a VM's egress log", "vm", id, "err", err)
+	}
+	if e.Verdict == api.EgressDenied && s.cfg.Denied != nil {
+		s.cfg.Denied(id, e)
 	}
 }
 

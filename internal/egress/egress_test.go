@@ -63,6 +63,8 @@ func events(t *testing.T, s *Service) []api.EgressEvent {
 
 func TestLogAndSuggest(t *testing.T) {
 	s, _ := testService(t, api.EgressAllowList, 0)
+	var denied []string // what the daemon's events are told
+	s.cfg.Denied = func(vm string, e api.EgressEvent) { denied = append(denied, vm+" "+e.Dest+e.Name) }
 	t0 := time.Now()
 	s.DNS(id, api.EgressEvent{Time: t0, Kind: api.EgressDNS, Verdict: api.EgressAllowed, Name: "github.com", Type: "A", Answers: []string{"192.0.2.10"}})
 	s.DNS(id, api.EgressEvent{Time: t0, Kind: api.EgressDNS, Verdict: api.EgressDenied, Reason: api.ReasonAllowList, Name: "Registry.npmjs.org", Type: "A"})
@@ -101,6 +103,10 @@ func TestLogAndSuggest(t *testing.T) {
 	if !slices.Equal(lines, want) {
 		t.Errorf("events:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
 	}
+	if len(denied) != 8 || denied[0] != id+" Registry.npmjs.org" || denied[7] != id+" 10.203.0.1" {
+		t.Errorf("told of denials %q", denied)
+	}
+	s.cfg.Denied = nil
 	res, err := s.Suggest(context.Background(), api.VMRefParams{Name: "dev"})
 	if err != nil {
 		t.Fatal(err)

@@ -56,6 +56,9 @@ type Config struct {
 	// named, until release (internal/peer: the caller's rights checked);
 	// nil reads every path as named.
 	HostFile func(ctx context.Context, path string) (use string, release func(), err error)
+	// Event is told of each image pulled, imported and deleted; nil
+	// tells no one.
+	Event func(api.Event)
 }
 
 // Service is the image service.
@@ -311,7 +314,15 @@ func (s *Service) Delete(ctx context.Context, p api.ImageDeleteParams) (api.Imag
 		}
 	}
 	s.cfg.Log.Info("image deleted", "name", res.Name, "id", res.ID, "rootfs_removed", res.RootfsRemoved)
+	s.event(api.EventImageDeleted, res.Name, res.ID)
 	return res, nil
+}
+
+// event tells cfg.Event of an image.
+func (s *Service) event(typ, name, id string) {
+	if s.cfg.Event != nil {
+		s.cfg.Event(api.Event{Type: typ, Image: name, Detail: id})
+	}
 }
 
 // PruneCache empties the blob cache (or, dry, says what that would free).

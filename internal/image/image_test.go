@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -157,6 +158,7 @@ type fixture struct {
 	st    *store.Store
 	used  map[string][2]int
 	mu    sync.Mutex
+	told  []api.Event // what the service told of
 }
 
 func newService(t *testing.T) *fixture {
@@ -173,6 +175,11 @@ func newService(t *testing.T) *fixture {
 			defer f.mu.Unlock()
 			u := f.used[id]
 			return u[0], u[1], nil
+		},
+		Event: func(e api.Event) {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			f.told = append(f.told, e)
 		},
 	})
 	if err != nil {
@@ -473,6 +480,16 @@ func TestDelete(t *testing.T) {
 	}
 	if _, err := f.svc.Delete(ctx, api.ImageDeleteParams{Name: a}); !errors.Is(err, api.ErrNotFound) {
 		t.Fatalf("second delete = %v", err)
+	}
+	f.mu.Lock()
+	var told []string
+	for _, e := range f.told {
+		told = append(told, e.Type+" "+e.Image)
+	}
+	f.mu.Unlock()
+	want := []string{"image.pulled " + a, "image.pulled " + b, "image.pulled " + other, "image.deleted " + a, "image.deleted " + b}
+	if !slices.Equal(told, want) {
+		t.Fatalf("events %q, want %q", told, want)
 	}
 	if left := f.leftovers(t); len(left) != 0 {
 		t.Fatalf("temporary files left: %v", left)

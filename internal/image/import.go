@@ -64,6 +64,7 @@ func (s *Service) Import(ctx context.Context, p api.ImageImportParams) (Started,
 			return api.Image{}, err
 		}
 		s.cfg.Log.Info("image imported", "path", p.Path, "name", img.Name, "id", img.ID, "took", time.Since(start).Round(time.Millisecond))
+		s.event(api.EventImageImported, img.Name, img.ID)
 		return img, nil
 	})
 	return op, nil

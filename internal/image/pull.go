@@ -63,6 +63,7 @@ func (s *Service) Pull(_ context.Context, p api.ImagePullParams) (Started, error
 			return api.Image{}, err
 		}
 		s.cfg.Log.Info("image pulled", "ref", target, "id", img.ID, "took", time.Since(start).Round(time.Millisecond))
+		s.event(api.EventImagePulled, img.Name, img.ID)
 		return img, nil
 	})
 	s.inflight[key] = op

@@ -69,16 +69,18 @@ type Op[T any] struct {
 	cancel           context.CancelFunc
 	done             chan struct{}
 	now              func() time.Time
+	onFailed         func(Status)
 
-	mu       sync.Mutex
-	phase    string
-	progress *Progress
-	started  time.Time
-	finished time.Time
-	err      error
-	result   T
-	canceled bool
-	changed  chan struct{} // closed and replaced on every change
+	mu        sync.Mutex
+	phase     string
+	progress  *Progress
+	started   time.Time
+	finished  time.Time
+	err       error
+	result    T
+	canceled  bool
+	finishing bool          // Finish was called
+	changed   chan struct{} // closed and replaced on every change
 }
 
 // ID returns the operation's identifier.
@@ -111,16 +113,23 @@ func (o *Op[T]) SetItems(items []Item, unit string) {
 	o.update(func() { o.progress = p })
 }
 
-// Finish records the outcome. Only the first call counts.
+// Finish records the outcome. Only the first call counts. A failure
+// (not a cancel) is told to the registry's OnFailed before Done closes,
+// so whoever waits on the operation finds it told.
 func (o *Op[T]) Finish(result T, err error) {
 	o.mu.Lock()
-	select {
-	case <-o.done:
+	if o.finishing {
 		o.mu.Unlock()
 		return
-	default:
 	}
+	o.finishing = true
 	o.result, o.err, o.finished = result, err, o.now()
+	st := o.statusLocked(true)
+	o.mu.Unlock()
+	if err != nil && !errors.Is(err, context.Canceled) && o.onFailed != nil {
+		o.onFailed(st)
+	}
+	o.mu.Lock()
 	o.notifyLocked()
 	close(o.done)
 	o.mu.Unlock()
@@ -162,20 +171,28 @@ func (o *Op[T]) Status() Status {
 func (o *Op[T]) Watch() (Status, <-chan struct{}) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	done := false
+	select {
+	case <-o.done:
+		done = true
+	default:
+	}
+	return o.statusLocked(done), o.changed
+}
+
+func (o *Op[T]) statusLocked(done bool) Status {
 	st := Status{
 		ID: o.id, Kind: o.kind, Target: o.target, Phase: o.phase,
 		Started: o.started, Finished: o.finished, Err: o.err, Canceled: o.canceled,
 	}
 	st.Progress = o.progress.clone()
-	select {
-	case <-o.done:
+	if done {
 		st.Done = true
 		if n, ok := any(o.result).(Named); ok && o.err == nil {
 			st.Result = n.ResultName()
 		}
-	default:
 	}
-	return st, o.changed
+	return st
 }
 
 func (o *Op[T]) update(f func()) {
@@ -205,8 +222,17 @@ type Registry[T any] struct {
 	retention time.Duration
 	now       func() time.Time
 
-	mu  sync.Mutex
-	ops map[string]*Op[T]
+	mu       sync.Mutex
+	ops      map[string]*Op[T]
+	onFailed func(Status)
+}
+
+// OnFailed has fn told of every operation that fails from now on (not
+// one canceled), before the operation says it is done.
+func (r *Registry[T]) OnFailed(fn func(Status)) {
+	r.mu.Lock()
+	r.onFailed = fn
+	r.mu.Unlock()
 }
 
 // NewRegistry returns a registry that prunes finished operations older than
@@ -229,6 +255,7 @@ func (r *Registry[T]) Insert(parent context.Context, kind, target string) *Op[T]
 		started: r.now(), changed: make(chan struct{}),
 	}
 	r.mu.Lock()
+	op.onFailed = r.onFailed
 	r.ops[op.id] = op
 	r.mu.Unlock()
 	return op

@@ -274,3 +274,36 @@ func TestItemsAreCopied(t *testing.T) {
 		t.Fatalf("snapshot mutation leaked: %+v", again.Progress)
 	}
 }
+
+// OnFailed hears of each failure once, before Done; not of successes or
+// cancels.
+func TestOnFailed(t *testing.T) {
+	r := NewRegistry[string](time.Hour, nil)
+	var told []Status
+	r.OnFailed(func(st Status) {
+		told = append(told, st) // Finish runs it on the finishing goroutine, before Done
+	})
+	cases := []struct {
+		name string
+		err  error
+		told bool
+	}{
+		{"success", nil, false},
+		{"failure", errors.New("boom"), true},
+		{"cancel", context.Canceled, false},
+	}
+	for _, c := range cases {
+		op := r.Start(context.Background(), "image.pull", c.name, func(context.Context, *Op[string]) (string, error) {
+			return "", c.err
+		})
+		<-op.Done()
+		op.Finish("", errors.New("again")) // ignored, told nothing
+		last := len(told) > 0 && told[len(told)-1].Target == c.name
+		if last != c.told {
+			t.Errorf("%s: told = %v", c.name, last)
+		}
+	}
+	if len(told) != 1 || !told[0].Done || told[0].Kind != "image.pull" || told[0].Err == nil {
+		t.Fatalf("told %+v", told)
+	}
+}

@@ -101,6 +101,7 @@ func (s *Service) Start(ctx context.Context, p api.VMRefParams) (api.VM, error) 
 		return api.VM{}, err
 	}
 	s.cfg.Log.Info("vm started", "vm", rec.Name)
+	s.event(api.EventVMStarted, rec.Name, rec.Image, "")
 	return s.toAPI(rec), nil
 }
 
@@ -230,6 +231,7 @@ func (s *Service) Delete(ctx context.Context, p api.VMDeleteParams) (api.VM, err
 		return api.VM{}, err
 	}
 	s.cfg.Log.Info("vm deleted", "vm", rec.Name)
+	s.event(api.EventVMDeleted, rec.Name, rec.Image, "")
 	return v, nil
 }
 
@@ -362,6 +364,9 @@ func (s *Service) Reconcile(ctx context.Context) error {
 			return err
 		}
 		s.cfg.Log.Info("vm reconciled", "vm", rec.Name, "state", rec.State, "reason", rec.Reason)
+		if rec.State == api.VMStopped {
+			s.event(api.EventVMStopped, rec.Name, rec.Image, rec.Reason)
+		}
 	}
 	if s.cfg.Bridge != nil {
 		// The running VMs' rules made again from their records; taps and

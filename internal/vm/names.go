@@ -95,3 +95,19 @@ func (n Names) Lookup(ctx context.Context, name string) (id, network string, err
 	}
 	return rec.ID, rec.Network, err
 }
+
+// NameOf is the name of the VM of that ID, for what is known of a VM by
+// its ID alone (its egress, from the firewall's log).
+func (n Names) NameOf(ctx context.Context, id string) (string, bool) {
+	name := ""
+	_ = n.Store.View(ctx, func(tx *store.Tx) error {
+		all, err := tx.VMs(ctx)
+		for _, rec := range all {
+			if rec.ID == id {
+				name = rec.Name
+			}
+		}
+		return err
+	})
+	return name, name != ""
+}

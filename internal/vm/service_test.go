@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -305,8 +306,71 @@ func TestKill(t *testing.T) {
 	v, _ = f.svc.Start(ctx, api.VMRefParams{Name: "web"})
 	_ = syscall.Kill(v.PID, syscall.SIGKILL)
 	v = f.waitState("web", api.VMStopped)
-	if !strings.Contains(v.Reason, "stopped on its own") {
+	if !strings.Contains(v.Reason, "its VMM (vmmtest) crashed: signal: killed") {
 		t.Fatalf("reason %q", v.Reason)
+	}
+}
+
+// The lifecycle is told as events, each stop with its reason.
+func TestEvents(t *testing.T) {
+	var mu sync.Mutex
+	var got []api.Event
+	f := newFixture(t, func(c *Config) {
+		c.Event = func(e api.Event) {
+			mu.Lock()
+			got = append(got, e)
+			mu.Unlock()
+		}
+	})
+	ctx := context.Background()
+	f.mustCreate("web")
+	if _, err := f.svc.Stop(ctx, api.VMStopParams{Name: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	v, err := f.svc.Start(ctx, api.VMRefParams{Name: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = syscall.Kill(v.PID, syscall.SIGKILL)
+	f.waitState("web", api.VMStopped)
+	if _, err := f.svc.Delete(ctx, api.VMDeleteParams{Name: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	want := []struct{ typ, reason string }{
+		{api.EventVMCreated, ""}, {api.EventVMStarted, ""},
+		{api.EventVMStopped, "stopped by `banger vm stop`"}, {api.EventVMStarted, ""},
+		{api.EventVMStopped, "its VMM (vmmtest) crashed"}, {api.EventVMDeleted, ""},
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != len(want) {
+		t.Fatalf("events %+v", got)
+	}
+	for i, w := range want {
+		if e := got[i]; e.Type != w.typ || e.VM != "web" || e.Image != "debian" || !strings.HasPrefix(e.Reason, w.reason) {
+			t.Errorf("event %d = %+v, want %s %q", i, e, w.typ, w.reason)
+		}
+	}
+}
+
+func TestExitReason(t *testing.T) {
+	run := func(args ...string) *os.ProcessState {
+		cmd := exec.Command(args[0], args[1:]...)
+		_ = cmd.Run()
+		return cmd.ProcessState
+	}
+	for _, c := range []struct {
+		st   *os.ProcessState
+		want string
+	}{
+		{nil, "the VM stopped on its own"},
+		{run("true"), "the guest powered off"},
+		{run("false"), "its VMM (qemu) crashed: exit status 1"},
+		{run("sh", "-c", "kill -SEGV $$"), "its VMM (qemu) crashed: signal: segmentation fault"},
+	} {
+		if got := exitReason("web", "qemu", c.st); !strings.HasPrefix(got, c.want) {
+			t.Errorf("%v: %q", c.st, got)
+		}
 	}
 }
 

@@ -79,6 +79,9 @@ type Config struct {
 	// resolve to); Removed the ID of a VM that is gone.
 	PolicyChanged func(ctx context.Context, vmID string, allow allowlist.List)
 	Removed       func(vmID string)
+	// Event is told each VM's lifecycle: created, started, stopped (and
+	// why), deleted; nil tells no one.
+	Event func(api.Event)
 }
 
 // Bridge is the host's side of the bridge network.
@@ -320,6 +323,10 @@ func (s *Service) Build(ctx context.Context, phase func(string), c Creation) (ap
 		return api.VM{}, err
 	}
 	s.cfg.Log.Info("vm created", "vm", c.rec.Name, "state", v.State, "took", time.Since(start).Round(time.Millisecond))
+	s.event(api.EventVMCreated, v.Name, v.Image, "")
+	if v.State == api.VMRunning {
+		s.event(api.EventVMStarted, v.Name, v.Image, "")
+	}
 	return v, nil
 }
 
@@ -619,7 +626,7 @@ func (s *Service) watch(rec store.VM, in vmm.Instance, c *client.Client) {
 		}
 		l.mu.Unlock()
 		if reason == "" {
-			reason = "the VM stopped on its own (powered off from inside, or its VMM died; see `banger vm logs " + rec.Name + "`)"
+			reason = exitReason(rec.Name, rec.VMM, in.ExitState())
 		}
 		// Before the record says stopped: a start that follows makes a
 		// new tap, which this must not remove.
@@ -640,8 +647,29 @@ func (s *Service) watch(rec store.VM, in vmm.Instance, c *client.Client) {
 		delete(s.live, rec.ID)
 		s.mu.Unlock()
 		s.cfg.Log.Info("vm stopped", "vm", rec.Name, "reason", reason)
+		s.event(api.EventVMStopped, rec.Name, rec.Image, reason)
 		close(l.exited)
 	}()
+}
+
+// exitReason says why a VM stopped that no one asked to stop, from its
+// VMM's exit: a VMM exits 0 when its guest powers off, anything else is
+// a crash. An adopted VMM's exit is not ours to read.
+func exitReason(name, vmmName string, st *os.ProcessState) string {
+	switch {
+	case st == nil:
+		return "the VM stopped on its own (powered off from inside, or its VMM died; see `banger vm logs " + name + "`)"
+	case st.Success():
+		return "the guest powered off"
+	}
+	return fmt.Sprintf("its VMM (%s) crashed: %s; see `banger vm logs %s`", vmmName, st, name)
+}
+
+// event tells cfg.Event of a VM's lifecycle.
+func (s *Service) event(typ, name, image, reason string) {
+	if s.cfg.Event != nil {
+		s.cfg.Event(api.Event{Type: typ, VM: name, Image: image, Reason: reason})
+	}
 }
 
 // DefaultLogMaxBytes is a VM's console cap by default (log_max_size).

@@ -3,6 +3,7 @@ package main
 import (
 	"archive/tar"
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -195,6 +196,7 @@ func vmStatsPorts(t *T) {
 // session stays up, the idle one is stopped with the reason and time in
 // `vm show` and a line in the daemon's log.
 func vmAutoStop(t *T) {
+	start := time.Now()
 	t.statsConfig()
 	reg := t.bootable()
 	ref := reg + "/smoke/busybox:idle"
@@ -235,5 +237,72 @@ func vmAutoStop(t *T) {
 	log, _ := os.ReadFile(filepath.Join(t.Home(), "logs", "bangerd.log"))
 	t.Contains("daemon log", string(log), "vm auto-stopped")
 	_ = ssh.Process.Kill()
+
+	// The same told as events, kept across a daemon restart.
+	want := []string{api.EventVMCreated, api.EventVMStarted, api.EventVMStopped + " stopped automatically: idle for"}
+	t.sawEvents("idle", start, want)
+	t.KillDaemon()
+	t.StartDaemon()
+	t.sawEvents("idle", start, want)
+	// Followed: the deletes, as they happen (from start on, so a delete
+	// before the follower is in is not missed).
+	follow := exec.Command(filepath.Join(t.bin, "banger"), "events", "--json", "--type", api.EventVMDeleted,
+		"--since", start.Format(time.RFC3339Nano))
+	follow.Env = t.env()
+	out, err := follow.StdoutPipe()
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	if err := follow.Start(); err != nil {
+		t.Fatalf("%v", err)
+	}
+	t.defer_(func() { _ = follow.Process.Kill(); _ = follow.Wait() })
+	lines := make(chan api.Event, 4)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			var e api.Event
+			if json.Unmarshal(sc.Bytes(), &e) == nil {
+				lines <- e
+			}
+		}
+		close(lines)
+	}()
 	t.Must("vm", "delete", "--force", "idle", "twin")
+	deleted := map[string]bool{}
+	for len(deleted) < 2 {
+		select {
+		case e, ok := <-lines:
+			if !ok {
+				t.Fatalf("banger events ended early")
+			}
+			deleted[e.VM] = e.Type == api.EventVMDeleted
+		case <-time.After(time.Minute):
+			t.Fatalf("banger events did not show both deletes: %v", deleted)
+		}
+	}
+	if !deleted["idle"] || !deleted["twin"] {
+		t.Fatalf("followed %v", deleted)
+	}
+	t.sawEvents("idle", start, append(want, api.EventVMDeleted))
+	t.MustFail(1, "no event type", "events", "--type", "vm.exploded", "--no-follow")
+}
+
+// sawEvents checks that the kept events of vm since start are want, in
+// order: each a type, and after a space the start of its reason.
+func (t *T) sawEvents(vm string, start time.Time, want []string) {
+	var got struct{ Events []api.Event }
+	t.JSON(&got, "events", "--no-follow", "--vm", vm, "--since", start.Format(time.RFC3339Nano))
+	var seen []string
+	for _, e := range got.Events {
+		seen = append(seen, e.Type+" "+e.Reason)
+	}
+	if len(seen) != len(want) {
+		t.Fatalf("events of %s: %q, want %q", vm, seen, want)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(seen[i], w) {
+			t.Fatalf("events of %s: %q, want %q", vm, seen, want)
+		}
+	}
 }
