@@ -35,9 +35,11 @@ FUZZ_TARGETS := \
 	./internal/agent/tree:FuzzCleanRel:200000 \
 	./internal/agent/client:FuzzParseManifest:200000 \
 	./internal/agent/client:FuzzClientFrames:150000 \
-	./internal/termsafe:FuzzString:300000
+	./internal/termsafe:FuzzString:300000 \
+	./internal/release:FuzzParseSums:50000 \
+	./internal/release:FuzzUnpack:5000
 
-.PHONY: all deps testimages build test fmt-check vet unit fuzz vmtest smoke bench bench-image bench-boot bench-disk bench-vm bench-workspace bench-net lint run clean
+.PHONY: release all deps testimages build test fmt-check vet unit fuzz vmtest smoke bench bench-image bench-boot bench-disk bench-vm bench-workspace bench-net lint run clean
 
 all: build
 
@@ -48,6 +50,17 @@ build: deps
 	CGO_ENABLED=0 go build -buildvcs=auto -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/banger ./cmd/bangerd
 	# The agent is copied into every guest at boot: stripped, it boots faster.
 	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(BIN)/ ./cmd/banger-agent
+
+# A signed release in dist/: make release VERSION=1.2.3 KEY=FILE (a
+# minisign private key; go run ./cmd/banger-release -genkey FILE makes one).
+release: deps
+	@[ -n "$(VERSION)" ] && [ -n "$(KEY)" ] || { echo "usage: make release VERSION=1.2.3 KEY=FILE (a minisign private key; go run ./cmd/banger-release -genkey FILE makes a pair)" >&2; exit 2; }
+	rm -rf dist/build-$(VERSION)
+	CGO_ENABLED=0 go build -buildvcs=auto -ldflags "$(LDFLAGS) -X github.com/bangerdev/banger/internal/version.Version=$(VERSION)" -o dist/build-$(VERSION)/ ./cmd/banger ./cmd/bangerd
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X github.com/bangerdev/banger/internal/version.Version=$(VERSION)" -o dist/build-$(VERSION)/ ./cmd/banger-agent
+	go run ./cmd/banger-release -version $(VERSION) -key $(KEY) -bin dist/build-$(VERSION) -out dist
+	rm -rf dist/build-$(VERSION)
+	@ls -l dist/
 
 fmt-check:
 	@files=$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go')); \

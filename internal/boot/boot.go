@@ -154,9 +154,13 @@ func WaitAgent(ctx context.Context, dial func(context.Context) (net.Conn, error)
 				}
 			}(hello)
 		}
-		_, err := c.Ping(pctx)
+		res, err := c.Ping(pctx)
 		cancel()
 		if err == nil {
+			if err := proto.CheckProtocol(proto.PingProtocol(res), proto.MinProtocol); err != nil {
+				c.Close()
+				return nil, err
+			}
 			return c, nil
 		}
 		select {

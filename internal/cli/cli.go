@@ -119,6 +119,7 @@ func (a *App) rootCommand() *cobra.Command {
 		a.systemCommand(),
 		a.doctorCommand(),
 		a.eventsCommand(),
+		a.updateCommand(),
 	)
 	return root
 }

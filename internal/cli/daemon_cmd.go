@@ -71,7 +71,7 @@ func (a *App) daemonRunCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&system, "system", false, "use the system layout (/var/lib/banger, /run/banger/bangerd.sock, …)")
-	cmd.Flags().BoolVar(&checkMigrations, "check-migrations", false, "report whether this binary can open the current store, and exit (1 if it cannot)")
+	cmd.Flags().BoolVar(&checkMigrations, "check-migrations", false, "report whether this binary can open the current store, and exit: 0 as it is, 10 after migrating it, 20 not at all (1: could not tell)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "with --check-migrations: print JSON")
 	cmd.Flags().BoolVar(&background, "background", false, "log to the log file only (used by `banger daemon start`)")
 	_ = cmd.Flags().MarkHidden("background")
@@ -115,8 +115,11 @@ func (a *App) checkMigrations(ctx context.Context, l paths.Layout, asJSON bool) 
 			fmt.Fprintf(a.Stdout, "%s: schema version %d is newer than this binary's %d: cannot open\n", res.Path, res.Version, res.BinaryVersion)
 		}
 	}
-	if !res.CanOpen() {
-		return &ExitError{Code: 1}
+	switch {
+	case !res.CanOpen():
+		return &ExitError{Code: exitRefuse}
+	case res.NeedsMigration():
+		return &ExitError{Code: exitWillMigrate}
 	}
 	return nil
 }

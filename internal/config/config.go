@@ -41,6 +41,9 @@ type Config struct {
 	Network           Network
 	Images            Images
 	Workspace         Workspace
+	// UpdateURL is where `banger update` finds releases: a base URL or a
+	// directory; "" has it need --from.
+	UpdateURL string
 
 	file    string
 	sources map[string]string
@@ -117,6 +120,7 @@ func Keys() []string {
 		"firecracker_jailer",
 		"jailer_uid",
 		"jailer_gid",
+		"update_url",
 		"vm_defaults.vcpu",
 		"vm_defaults.memory_mib",
 		"vm_defaults.disk_size",
@@ -170,6 +174,7 @@ type file struct {
 	AutoStopStaleAfter any     `toml:"auto_stop_stale_after"`
 	StatsPollInterval  any     `toml:"stats_poll_interval"`
 	DefaultImageName   *string `toml:"default_image_name"`
+	UpdateURL          *string `toml:"update_url"`
 	DefaultKernel      *string `toml:"default_kernel"`
 	VMM                *string `toml:"vmm"`
 	FirecrackerBin     *string `toml:"firecracker_bin"`
@@ -278,6 +283,14 @@ func (c *Config) apply(data []byte) error {
 		}
 		c.DefaultImageName = *f.DefaultImageName
 		set("default_image_name")
+	}
+	if f.UpdateURL != nil {
+		u := strings.TrimSpace(*f.UpdateURL)
+		if u != "" && !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "http://") && !filepath.IsAbs(u) {
+			return fmt.Errorf("update_url: %q is neither an http(s) URL nor an absolute directory", u)
+		}
+		c.UpdateURL = u
+		set("update_url")
 	}
 	if f.DefaultKernel != nil {
 		if strings.TrimSpace(*f.DefaultKernel) == "" {
@@ -511,6 +524,7 @@ func (c Config) Values() []Value {
 		"auto_stop_stale_after":    dur(c.AutoStopStaleAfter),
 		"stats_poll_interval":      c.StatsPollInterval.String(),
 		"default_image_name":       c.DefaultImageName,
+		"update_url":               c.UpdateURL,
 		"default_kernel":           c.DefaultKernel,
 		"vmm":                      c.VMM,
 		"firecracker_bin":          c.FirecrackerBin,

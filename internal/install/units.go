@@ -102,3 +102,12 @@ func header(b *strings.Builder, r Record, description string) {
 	fmt.Fprintf(b, "Description=%s\n", description)
 	fmt.Fprintf(b, "Documentation=%s\n", docs)
 }
+
+// BinaryPaths are where an install put each of banger's binaries.
+func BinaryPaths(r Record) map[string]string {
+	return map[string]string{
+		"banger":       filepath.Join(r.Prefix, cliPath),
+		"bangerd":      filepath.Join(r.Prefix, daemonPath),
+		"banger-agent": filepath.Join(r.Prefix, agentPath),
+	}
+}

@@ -10,8 +10,10 @@ import (
 	"github.com/bangerdev/banger/api"
 )
 
-// Version is banger's release version.
-const Version = "0.1.0-dev"
+// Version is banger's release version: this, or what `make release`
+// stamps (-X github.com/bangerdev/banger/internal/version.Version=...);
+// like buildDate, never written at run time.
+var Version = "0.1.0-dev"
 
 // buildDate is stamped by the linker (`make build` passes
 // -X github.com/bangerdev/banger/internal/version.buildDate=...); it is

@@ -746,6 +746,9 @@ func (s *Service) client(ctx context.Context, rec store.VM) (*client.Client, err
 		// The VM runs and its agent did not answer in time.
 		return nil, fmt.Errorf("reaching the agent of vm %s: %w: %w; see `banger vm logs %s`", rec.Name, api.ErrUnresponsive, err, rec.Name)
 	}
+	if errors.Is(err, proto.ErrOldAgent) {
+		return nil, fmt.Errorf("vm %s runs the agent it booted with: %w; restart it to give it this release's agent (`banger vm restart %s`)", rec.Name, err, rec.Name)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reaching the agent of vm %s: %w", rec.Name, err)
 	}

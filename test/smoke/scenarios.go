@@ -48,6 +48,7 @@ func scenarios() []scenario {
 		{name: "system-helper", run: systemHelper},
 		{name: "caller-rights", run: callerRights},
 		{name: "doctor", run: doctorHost},
+		{name: "update", run: updateRelease},
 		{name: "vm-stats-ports", run: vmStatsPorts},
 		{name: "vm-auto-stop", run: vmAutoStop},
 		{name: "vm-workspace", run: vmWorkspace},

@@ -52,6 +52,9 @@ func (c *Client) Close() error { return c.l.Close() }
 // Hello is closed once the agent said hello on this link: it is up.
 func (c *Client) Hello() <-chan struct{} { return c.l.Hello() }
 
+// Protocol is the protocol the agent's hello said (0 before it came).
+func (c *Client) Protocol() uint16 { return c.l.PeerProtocol() }
+
 // Done is closed when the link goes down.
 func (c *Client) Done() <-chan struct{} { return c.l.Done() }
 

@@ -405,7 +405,9 @@ func (g *guest) serve() {
 			}
 			sshSrv.ServeConn(c)
 		},
-		Ping: func() proto.PingResult { return proto.PingResult{Uptime: uptime(), Version: version.Version} },
+		Ping: func() proto.PingResult {
+			return proto.PingResult{Uptime: uptime(), Version: version.Version, Protocol: proto.Protocol}
+		},
 		Stats: func() (proto.StatsResult, error) {
 			r, err := procfs.Stats("/proc", g.workDiskUsage)
 			select {

@@ -47,6 +47,7 @@ type Link struct {
 	done    chan struct{}
 	hello   chan struct{} // closed at the peer's first hello
 	helloed bool
+	peer    uint16 // the protocol the hello said; set before hello closes
 	once    sync.Once
 	closed  atomic.Bool
 }
@@ -118,6 +119,17 @@ func (l *Link) Done() <-chan struct{} { return l.done }
 
 // Hello is closed at the peer's first hello frame.
 func (l *Link) Hello() <-chan struct{} { return l.hello }
+
+// PeerProtocol is the protocol the peer's hello said, once Hello is
+// closed (0 before).
+func (l *Link) PeerProtocol() uint16 {
+	select {
+	case <-l.hello:
+		return l.peer
+	default:
+		return 0
+	}
+}
 
 // Err is why the link went down, once Done is closed.
 func (l *Link) Err() error {
@@ -465,6 +477,7 @@ func (l *Link) Run(onNew func(proto.Frame)) {
 		if f.Kind == proto.KindHello {
 			if !l.helloed {
 				l.helloed = true
+				l.peer = proto.HelloProtocol(f)
 				close(l.hello)
 			}
 			continue

@@ -49,13 +49,56 @@ const (
 	KindData     byte = 3
 	KindClose    byte = 4
 	KindWindow   byte = 5
-	// KindHello is the agent's first frame on a link (stream 0, no
-	// payload): a host that connected before the guest was up learns the
-	// moment it is, instead of retrying calls the guest never saw.
+	// KindHello is the agent's first frame on a link (stream 0; its
+	// payload the agent's protocol, two bytes big-endian, none from a
+	// protocol 1 agent): a host that connected before the guest was up
+	// learns the moment it is, instead of retrying calls the guest never
+	// saw.
 	KindHello byte = 6
 	// KindCredit gives a stream's peer back units of its window.
 	KindCredit byte = 7
 )
+
+// The agent protocol. A VM keeps the agent it booted with until it
+// restarts, so a daemon updated under it talks to older agents: every
+// protocol from MinProtocol on. 1 is banger 0.1's (a hello without
+// payload, no protocol in ping); 2 says its protocol in both.
+const (
+	Protocol    uint16 = 2
+	MinProtocol uint16 = 1
+)
+
+// ErrOldAgent: the agent's protocol is older than the host still speaks.
+var ErrOldAgent = errors.New("agent too old")
+
+// Hello is the agent's hello frame.
+func Hello() Frame {
+	return Frame{Kind: KindHello, Payload: binary.BigEndian.AppendUint16(nil, Protocol)}
+}
+
+// HelloProtocol is the protocol a hello frame says.
+func HelloProtocol(f Frame) uint16 {
+	if len(f.Payload) == 2 {
+		return binary.BigEndian.Uint16(f.Payload)
+	}
+	return 1
+}
+
+// PingProtocol is the protocol a ping result says.
+func PingProtocol(r PingResult) uint16 {
+	if r.Protocol == 0 {
+		return 1
+	}
+	return r.Protocol
+}
+
+// CheckProtocol refuses an agent older than min.
+func CheckProtocol(v, min uint16) error {
+	if v < min {
+		return fmt.Errorf("%w: it speaks protocol %d, and this daemon needs %d or newer", ErrOldAgent, v, min)
+	}
+	return nil
+}
 
 // Flow control (see the package comment).
 const (
@@ -117,8 +160,8 @@ func ReadFrame(r io.Reader) (Frame, error) {
 			return Frame{}, fmt.Errorf("%w: close frame with data", ErrFrame)
 		}
 	case KindHello:
-		if len(f.Payload) != 0 {
-			return Frame{}, fmt.Errorf("%w: hello frame with data", ErrFrame)
+		if len(f.Payload) != 0 && len(f.Payload) != 2 {
+			return Frame{}, fmt.Errorf("%w: %d-byte hello frame", ErrFrame, len(f.Payload))
 		}
 	case KindWindow, KindCredit:
 		if len(f.Payload) != 4 {
@@ -281,6 +324,9 @@ type FileResult struct {
 type PingResult struct {
 	Uptime  float64 `json:"uptime"`            // seconds since the guest booted
 	Version string  `json:"version,omitempty"` // the agent's banger version
+	// Protocol is the agent's protocol (0 from a protocol 1 agent), said
+	// again here because a host that reconnects sees no new hello.
+	Protocol uint16 `json:"protocol,omitempty"`
 }
 
 // StatsResult is one sample of the guest's counters. CPU times are in

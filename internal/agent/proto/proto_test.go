@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 )
 
@@ -81,4 +82,36 @@ func FuzzReadFrame(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestProtocol(t *testing.T) {
+	for _, c := range []struct {
+		frame Frame
+		want  uint16
+	}{
+		{Hello(), Protocol},
+		{Frame{Kind: KindHello}, 1}, // banger 0.1's agent
+		{Frame{Kind: KindHello, Payload: []byte{0, 7}}, 7},
+	} {
+		b, err := AppendFrame(nil, c.frame)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := ReadFrame(bytes.NewReader(b))
+		if err != nil || HelloProtocol(f) != c.want {
+			t.Errorf("%v: %d, %v", c.frame.Payload, HelloProtocol(f), err)
+		}
+	}
+	if PingProtocol(PingResult{}) != 1 || PingProtocol(PingResult{Protocol: 2}) != 2 {
+		t.Error("ping protocol")
+	}
+	for _, c := range []struct {
+		v, min uint16
+		ok     bool
+	}{{0, 1, false}, {1, 1, true}, {2, 1, true}, {1, 2, false}, {65535, 2, true}} {
+		err := CheckProtocol(c.v, c.min)
+		if (err == nil) != c.ok || (err != nil && (!errors.Is(err, ErrOldAgent) || !strings.Contains(err.Error(), "needs"))) {
+			t.Errorf("%d against %d: %v", c.v, c.min, err)
+		}
+	}
 }

@@ -37,7 +37,7 @@ type Server struct {
 // Serve answers calls on rw until it fails.
 func (s *Server) Serve(rw io.ReadWriteCloser) error {
 	l := link.New(rw)
-	if err := l.Send(context.Background(), proto.Frame{Kind: proto.KindHello}); err != nil {
+	if err := l.Send(context.Background(), proto.Hello()); err != nil {
 		return err
 	}
 	table := methods()

@@ -1,0 +1,271 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/api/client"
+	"github.com/bangerdev/banger/internal/config"
+	"github.com/bangerdev/banger/internal/doctor"
+	"github.com/bangerdev/banger/internal/install"
+	"github.com/bangerdev/banger/internal/release"
+	"github.com/bangerdev/banger/internal/termsafe"
+	"github.com/bangerdev/banger/internal/update"
+	"github.com/bangerdev/banger/internal/version"
+)
+
+// Exit codes of `bangerd --check-migrations`, which `banger update`
+// reads from the new daemon before swapping anything.
+const (
+	exitWillMigrate = 10
+	exitRefuse      = 20
+)
+
+func (a *App) updateCommand() *cobra.Command {
+	var check, dryRun, rollback, asJSON bool
+	var o update.Options
+	var from, pubkeyFile string
+	cmd := &cobra.Command{
+		Use:   "update [--check] [--to VERSION] [--from URL|DIR|FILE] [--dry-run] [--rollback] [--json]",
+		Short: "Update banger to a signed release (or --rollback to the previous one)",
+		Long: "Reads the release index (SHA256SUMS) of --from or update_url, checks its signature against banger's\n" +
+			"release key and the tarball's checksum before anything else, refuses while an operation is in flight\n" +
+			"(naming it) or when the new daemon cannot open the store (`bangerd --check-migrations`), then swaps\n" +
+			"the binaries (the old ones kept in .banger-previous), restarts the daemon (and the helper, installed),\n" +
+			"and runs the new `banger doctor`: a failure after the swap rolls back by itself and says why. Running\n" +
+			"VMs keep running and are adopted by the new daemon; they keep their agent until `banger vm restart`.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			h, cfgURL, err := a.updateHost()
+			if err != nil {
+				return err
+			}
+			if rollback {
+				if check || dryRun || from != "" || o.To != "" {
+					return fmt.Errorf("%w: --rollback takes no release; drop --check, --dry-run, --from and --to", api.ErrInvalidArgument)
+				}
+				res, err := update.Rollback(ctx, h)
+				if err != nil {
+					return err
+				}
+				return a.emit(res, asJSON, func() error {
+					fmt.Fprintf(a.Stdout, "rolled back from %s to %s (`banger update --rollback` again goes back to %s)\n", res.Previous, res.Target, res.Previous)
+					return nil
+				})
+			}
+			if from == "" {
+				from = cfgURL
+			}
+			if from == "" {
+				return fmt.Errorf("%w: no release source: pass --from URL|DIR|FILE, or set update_url in config.toml", api.ErrInvalidArgument)
+			}
+			if o.From, err = release.OpenSource(from); err != nil {
+				return err
+			}
+			keyText := release.PinnedKey
+			if pubkeyFile != "" {
+				b, err := os.ReadFile(pubkeyFile)
+				if err != nil {
+					return fmt.Errorf("reading --pubkey-file: %w", err)
+				}
+				keyText = string(b)
+			}
+			if o.Key, err = release.ParseKey(keyText); err != nil {
+				return err
+			}
+			if check {
+				p, _, err := update.Check(ctx, h, o)
+				if err != nil {
+					return err
+				}
+				return a.emit(p, asJSON, func() error {
+					if p.UpToDate {
+						fmt.Fprintf(a.Stdout, "banger %s is up to date (%s has %s)\n", p.Current, p.Source, strings.Join(p.Available, ", "))
+					} else {
+						fmt.Fprintf(a.Stdout, "banger %s can be updated to %s (`banger update`)\n", p.Current, p.Target)
+					}
+					return nil
+				})
+			}
+			o.DryRun = dryRun
+			res, err := update.Apply(ctx, h, o)
+			if err != nil {
+				if errors.Is(err, update.ErrRolledBack) && asJSON {
+					_ = printJSON(a.Stdout, res)
+				}
+				return err
+			}
+			return a.emit(res, asJSON, func() error {
+				switch {
+				case res.UpToDate:
+					fmt.Fprintf(a.Stdout, "banger %s is up to date\n", res.Current)
+				case dryRun:
+					fmt.Fprintf(a.Stdout, "dry run: banger %s would be updated to %s (signature, checksum, operations and store checked: %s); nothing was changed\n",
+						res.Current, res.Target, res.Migration)
+				default:
+					fmt.Fprintf(a.Stdout, "updated banger %s to %s; the daemon restarted and doctor passed (`banger update --rollback` goes back to %s)\n",
+						res.Previous, res.Target, res.Previous)
+				}
+				return nil
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&check, "check", false, "only say whether a newer release is there")
+	cmd.Flags().StringVar(&o.To, "to", "", "the release to go to (default: the newest; an older one is allowed)")
+	cmd.Flags().StringVar(&from, "from", "", "the release source: https://BASE, a directory, or a tarball with SHA256SUMS and its signature beside it (default: update_url)")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "check everything (signature, checksum, operations, store) and change nothing")
+	cmd.Flags().BoolVar(&rollback, "rollback", false, "put the previous binaries back, restart and run doctor")
+	cmd.Flags().StringVar(&pubkeyFile, "pubkey-file", "", "trust this minisign public key instead of banger's pinned release key (tests, private builds)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+// updateHost is this machine as an update sees it: the install's
+// binaries (as root) or those beside this CLI, and the daemon that runs
+// on them; and the config's update_url.
+func (a *App) updateHost() (update.Host, string, error) {
+	h := update.Host{Current: version.Version, Paths: map[string]string{}}
+	if isTTY(a.Stderr) {
+		h.Say = func(format string, args ...any) { fmt.Fprintf(a.Stderr, "banger update: "+format+"\n", args...) }
+	} else {
+		h.Say = func(string, ...any) {}
+	}
+	var system bool
+	rec, err := install.ReadRecord("")
+	switch {
+	case err == nil:
+		if os.Geteuid() != 0 {
+			return h, "", errors.New("banger is installed (/etc/banger/install.toml), and its binaries are root's: run `sudo banger update`")
+		}
+		system = true
+		for name, path := range install.BinaryPaths(rec) {
+			h.Paths[name] = path
+		}
+		h.KeepDir = filepath.Join(filepath.Dir(h.Paths["bangerd"]), update.PreviousDir)
+		h.Restart = func(context.Context) error {
+			if !systemdRunning() {
+				return errors.New("systemd is not running on this host: restart `banger system helper` and `bangerd --system` yourself")
+			}
+			return systemctl("restart", install.HelperUnit, install.DaemonUnit)
+		}
+	case errors.Is(err, install.ErrNotInstalled):
+		exe, err := os.Executable()
+		if err == nil {
+			exe, err = filepath.EvalSymlinks(exe)
+		}
+		if err != nil {
+			return h, "", fmt.Errorf("finding banger's binaries: %w", err)
+		}
+		dir := filepath.Dir(exe)
+		for _, name := range release.Binaries {
+			h.Paths[name] = filepath.Join(dir, name)
+		}
+		h.KeepDir = filepath.Join(dir, update.PreviousDir)
+		h.Restart = func(ctx context.Context) error {
+			if out, err := a.runBinary(ctx, h.Paths["banger"], "daemon", "stop"); err != nil {
+				return fmt.Errorf("stopping the daemon: %w: %s", err, out)
+			}
+			if out, err := a.runBinary(ctx, h.Paths["banger"], "daemon", "start"); err != nil {
+				return fmt.Errorf("%w: %s", err, out)
+			}
+			return nil
+		}
+	default:
+		return h, "", err
+	}
+	l, err := a.layout(system)
+	if err != nil {
+		return h, "", err
+	}
+	sock := l.Socket()
+	if a.socket != "" {
+		sock = a.socket
+	}
+	h.InFlight = func(ctx context.Context) ([]api.OperationSummary, error) {
+		ops, err := client.New(sock, version.Version).Operations(ctx)
+		if errors.Is(err, client.ErrDaemonNotRunning) {
+			return nil, nil // nothing runs: nothing in flight
+		}
+		return ops, err
+	}
+	systemFlag := []string{}
+	if system {
+		systemFlag = []string{"--system"}
+	}
+	h.CheckMigrations = func(ctx context.Context, bangerd string) (update.Migration, string, error) {
+		out, err := a.runBinary(ctx, bangerd, append([]string{"--check-migrations"}, systemFlag...)...)
+		var exit *exec.ExitError
+		switch {
+		case err == nil:
+			return update.Compatible, out, nil
+		case errors.As(err, &exit) && exit.ExitCode() == exitWillMigrate:
+			return update.WillMigrate, out, nil
+		case errors.As(err, &exit) && exit.ExitCode() == exitRefuse:
+			return update.Refuses, out, nil
+		}
+		return 0, "", fmt.Errorf("%w: %s", err, out)
+	}
+	h.Version = func(ctx context.Context, bangerd string) (string, error) {
+		out, err := a.runBinary(ctx, bangerd, "--version")
+		if err != nil {
+			return "", fmt.Errorf("%w: %s", err, out)
+		}
+		v, ok := strings.CutPrefix(out, "bangerd version ")
+		if !ok {
+			return "", fmt.Errorf("it says %q, not its version", out)
+		}
+		return v, nil
+	}
+	h.Doctor = func(ctx context.Context, banger string) error {
+		out, _ := a.runBinary(ctx, banger, "doctor", "--json")
+		var rep struct {
+			OK     bool           `json:"ok"`
+			Checks []doctor.Check `json:"checks"`
+		}
+		if err := json.Unmarshal([]byte(out), &rep); err != nil {
+			return fmt.Errorf("the new doctor did not report: %q", out)
+		}
+		if rep.OK {
+			return nil
+		}
+		var failed []string
+		for _, c := range rep.Checks {
+			if c.Status == doctor.Fail {
+				failed = append(failed, c.Name+": "+c.Detail)
+			}
+		}
+		return errors.New(strings.Join(failed, "; "))
+	}
+	cfg, err := config.Load(l.ConfigFile(), hostInfo())
+	if err != nil {
+		return h, "", err
+	}
+	return h, cfg.UpdateURL, nil
+}
+
+// runBinary runs one of banger's binaries with this CLI's environment,
+// for at most two minutes, and returns what it printed (trimmed).
+func (a *App) runBinary(ctx context.Context, path string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, path, args...)
+	if a.socket != "" && filepath.Base(path) == "banger" {
+		cmd.Args = append([]string{path, "--socket", a.socket}, args...)
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return strings.TrimSpace(termsafe.Text(out.String())), err
+}

@@ -1,0 +1,337 @@
+package update
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"aead.dev/minisign"
+
+	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/release"
+)
+
+// fixture is an installed banger (binaries whose content is their
+// version) and a signed release source next to it.
+type fixture struct {
+	t        *testing.T
+	bin, src string
+	key      minisign.PrivateKey
+	pub      release.Key
+	ix       release.Index
+	ops      []api.OperationSummary
+	restarts int
+	doctor   error
+	restart  error
+	migrate  Migration
+	said     []string
+}
+
+func newFixture(t *testing.T) *fixture {
+	pub, key, err := minisign.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{t: t, bin: t.TempDir(), src: t.TempDir(), key: key, pub: pub}
+	for _, name := range release.Binaries {
+		if err := os.WriteFile(filepath.Join(f.bin, name), []byte("1.0.0"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return f
+}
+
+// publish adds a release whose binaries say version, and signs the index.
+func (f *fixture) publish(version string) {
+	dir := f.t.TempDir()
+	for _, name := range release.Binaries {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(version), 0o755); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+	tarball, err := release.Pack(dir, version)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.add(version, tarball)
+}
+
+// add serves tarball as version's, in a signed index.
+func (f *fixture) add(version string, tarball []byte) {
+	e := release.Entry{Version: version, File: release.TarballName(version)}
+	copy(e.Sum[:], sha256Of(tarball))
+	f.ix = append(f.ix, e)
+	f.write(e.File, tarball)
+	sums := f.ix.Bytes()
+	f.write(release.SumsName, sums)
+	f.write(release.SigName, release.Sign(f.key, sums))
+}
+
+func (f *fixture) write(name string, b []byte) {
+	if err := os.WriteFile(filepath.Join(f.src, name), b, 0o644); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func (f *fixture) host() Host {
+	paths := map[string]string{}
+	for _, name := range release.Binaries {
+		paths[name] = filepath.Join(f.bin, name)
+	}
+	return Host{
+		Current: "1.0.0", Paths: paths, KeepDir: filepath.Join(f.bin, PreviousDir),
+		InFlight: func(context.Context) ([]api.OperationSummary, error) { return f.ops, nil },
+		CheckMigrations: func(context.Context, string) (Migration, string, error) {
+			return f.migrate, "schema 10", nil
+		},
+		Version: func(_ context.Context, bangerd string) (string, error) {
+			b, err := os.ReadFile(bangerd)
+			return string(b), err
+		},
+		Restart: func(context.Context) error { f.restarts++; return f.restart },
+		Doctor:  func(context.Context, string) error { return f.doctor },
+		Say:     func(format string, args ...any) { f.said = append(f.said, fmt.Sprintf(format, args...)) },
+	}
+}
+
+func (f *fixture) options(to string) Options {
+	src, err := release.OpenSource(f.src)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return Options{From: src, Key: f.pub, To: to}
+}
+
+// installed is the version every binary in place says.
+func (f *fixture) installed() string {
+	var v []string
+	for _, name := range release.Binaries {
+		b, err := os.ReadFile(filepath.Join(f.bin, name))
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		v = append(v, string(b))
+	}
+	if len(slices.Compact(slices.Clone(v))) != 1 {
+		f.t.Fatalf("mixed binaries %q", v)
+	}
+	return v[0]
+}
+
+// untouched checks nothing was changed: the old binaries, nothing kept,
+// nothing staged.
+func (f *fixture) untouched() {
+	f.t.Helper()
+	if v := f.installed(); v != "1.0.0" {
+		f.t.Fatalf("binaries of %s in place", v)
+	}
+	entries, _ := os.ReadDir(f.bin)
+	if len(entries) != len(release.Binaries) {
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		f.t.Fatalf("left in the binaries' directory: %q", names)
+	}
+	if f.restarts != 0 {
+		f.t.Fatalf("restarted %d times", f.restarts)
+	}
+}
+
+func TestUpdate(t *testing.T) {
+	f := newFixture(t)
+	f.publish("1.0.0")
+	f.publish("1.1.0")
+	f.publish("1.2.0-rc.1")
+	ctx := context.Background()
+	res, err := Apply(ctx, f.host(), f.options(""))
+	if err != nil || !res.Updated || res.Target != "1.2.0-rc.1" || res.Previous != "1.0.0" || res.Migration != "schema 10" {
+		t.Fatalf("update = %+v, %v", res, err)
+	}
+	if v := f.installed(); v != "1.2.0-rc.1" || f.restarts != 1 {
+		t.Fatalf("after the update: %s, %d restarts", v, f.restarts)
+	}
+	kept, _ := os.ReadFile(filepath.Join(f.bin, PreviousDir, "VERSION"))
+	if string(kept) != "1.0.0\n" {
+		t.Fatalf("kept %q", kept)
+	}
+	// Up to date now.
+	h := f.host()
+	h.Current = "1.2.0-rc.1"
+	if res, err := Apply(ctx, h, f.options("")); err != nil || !res.UpToDate || res.Updated {
+		t.Fatalf("second update = %+v, %v", res, err)
+	}
+	// --rollback, twice: back and forth.
+	if res, err := Rollback(ctx, h); err != nil || res.Target != "1.0.0" || f.installed() != "1.0.0" {
+		t.Fatalf("rollback = %+v, %v; %s in place", res, err, f.installed())
+	}
+	if res, err := Rollback(ctx, f.host()); err != nil || res.Target != "1.2.0-rc.1" || f.installed() != "1.2.0-rc.1" {
+		t.Fatalf("second rollback = %+v, %v; %s in place", res, err, f.installed())
+	}
+	// --to an older one is allowed; one not there is named.
+	h.Current = "1.2.0-rc.1"
+	if res, err := Apply(ctx, h, f.options("1.1.0")); err != nil || f.installed() != "1.1.0" {
+		t.Fatalf("update --to 1.1.0 = %+v, %v", res, err)
+	}
+	if _, err := Apply(ctx, h, f.options("9.9.9")); !errors.Is(err, api.ErrNotFound) || !strings.Contains(err.Error(), "1.0.0, 1.1.0, 1.2.0-rc.1") {
+		t.Fatalf("update --to 9.9.9 = %v", err)
+	}
+}
+
+// Each of these is refused before anything is changed.
+func TestRefused(t *testing.T) {
+	ctx := context.Background()
+	symlink := tarOf(t, &tar.Header{Name: "banger-2.0.0/banger", Typeflag: tar.TypeSymlink, Linkname: "/etc/passwd"})
+	climbing := tarOf(t, &tar.Header{Name: "../../banger", Typeflag: tar.TypeReg, Mode: 0o755})
+	for _, c := range []struct {
+		name  string
+		setup func(f *fixture)
+		want  error
+		say   string
+	}{
+		{"an index signed by another key", func(f *fixture) {
+			other := newFixture(t)
+			sums, _ := os.ReadFile(filepath.Join(f.src, release.SumsName))
+			f.write(release.SigName, release.Sign(other.key, sums))
+		}, release.ErrBadSignature, "not signed by the release key"},
+		{"an index changed after signing", func(f *fixture) {
+			sums, _ := os.ReadFile(filepath.Join(f.src, release.SumsName))
+			f.write(release.SumsName, bytes.Replace(sums, []byte("2.0.0"), []byte("2.0.1"), 1))
+		}, release.ErrBadSignature, ""},
+		{"no signature", func(f *fixture) { os.Remove(filepath.Join(f.src, release.SigName)) }, nil, "SHA256SUMS.minisig"},
+		{"a tampered tarball", func(f *fixture) {
+			b, _ := os.ReadFile(filepath.Join(f.src, release.TarballName("2.0.0")))
+			b[len(b)/2] ^= 1
+			f.write(release.TarballName("2.0.0"), b)
+		}, release.ErrBadChecksum, "tampered or corrupt"},
+		{"a signed tarball with a symlink", func(f *fixture) { f.ix = nil; f.add("2.0.0", symlink) }, release.ErrBadTarball, "not a regular file"},
+		{"a signed tarball that climbs", func(f *fixture) { f.ix = nil; f.add("2.0.0", climbing) }, release.ErrBadTarball, "not NAME or DIR/NAME"},
+		{"a tarball of another version", func(f *fixture) {
+			f.ix = nil
+			dir := t.TempDir()
+			for _, name := range release.Binaries {
+				os.WriteFile(filepath.Join(dir, name), []byte("1.5.0"), 0o755)
+			}
+			b, _ := release.Pack(dir, "2.0.0")
+			f.add("2.0.0", b)
+		}, release.ErrBadTarball, "holds bangerd 1.5.0"},
+		{"an operation in flight", func(f *fixture) {
+			f.ops = []api.OperationSummary{
+				{ID: "op-1", Kind: api.OpKindVMCreate, Target: "web", Phase: "booting"},
+				{ID: "op-2", Kind: api.OpKindImagePull, Target: "debian", Done: true},
+			}
+		}, api.ErrInUse, "1 operation(s) in flight: vm.create web (booting) op-1"},
+		{"a store the new daemon cannot open", func(f *fixture) { f.migrate = Refuses }, api.ErrInvalidArgument, "cannot open the store: schema 10"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFixture(t)
+			f.publish("2.0.0")
+			c.setup(f)
+			_, err := Apply(ctx, f.host(), f.options(""))
+			if err == nil || (c.want != nil && !errors.Is(err, c.want)) || !strings.Contains(err.Error(), c.say) {
+				t.Fatalf("update = %v; want %v saying %q", err, c.want, c.say)
+			}
+			f.untouched()
+		})
+	}
+	t.Run("a dry run", func(t *testing.T) {
+		f := newFixture(t)
+		f.publish("2.0.0")
+		o := f.options("")
+		o.DryRun = true
+		if res, err := Apply(ctx, f.host(), o); err != nil || res.Target != "2.0.0" || res.Updated {
+			t.Fatalf("dry run = %+v, %v", res, err)
+		}
+		f.untouched()
+	})
+	t.Run("nothing to roll back to", func(t *testing.T) {
+		f := newFixture(t)
+		if _, err := Rollback(ctx, f.host()); !errors.Is(err, api.ErrNotFound) {
+			t.Fatalf("rollback = %v", err)
+		}
+		f.untouched()
+	})
+}
+
+// A release whose daemon does not start or whose doctor fails is rolled
+// back, saying why; what --rollback goes to stays what it was.
+func TestRollsBack(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		doctor   error
+		restart  error
+		restarts int
+		say      string
+	}{
+		{"doctor fails", errors.New("kvm: fail"), nil, 3, "doctor failed: kvm: fail"},
+		{"the daemon does not start", nil, errors.New("bangerd exited during start-up"), 3, "the daemon did not start again: bangerd exited"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFixture(t)
+			f.publish("1.1.0")
+			ctx := context.Background()
+			if _, err := Apply(ctx, f.host(), f.options("")); err != nil {
+				t.Fatal(err)
+			}
+			f.publish("2.0.0")
+			h := f.host()
+			h.Current = "1.1.0"
+			h.Restart = func(context.Context) error {
+				f.restarts++
+				if f.installed() == "2.0.0" {
+					return c.restart
+				}
+				return nil
+			}
+			h.Doctor = func(context.Context, string) error {
+				if f.installed() == "2.0.0" {
+					return c.doctor
+				}
+				return nil
+			}
+			res, err := Apply(ctx, h, f.options(""))
+			if !errors.Is(err, ErrRolledBack) || !strings.Contains(err.Error(), c.say) || !res.RolledBack || res.Updated {
+				t.Fatalf("update = %+v, %v", res, err)
+			}
+			if v := f.installed(); v != "1.1.0" || f.restarts != c.restarts {
+				t.Fatalf("after rolling back: %s, %d restarts", v, f.restarts)
+			}
+			kept, _ := os.ReadFile(filepath.Join(f.bin, PreviousDir, "VERSION"))
+			if string(kept) != "1.0.0\n" {
+				t.Fatalf("kept %q", kept)
+			}
+			if entries, _ := os.ReadDir(f.bin); len(entries) != len(release.Binaries)+1 {
+				t.Fatalf("left %d entries in the binaries' directory", len(entries))
+			}
+		})
+	}
+}
+
+func tarOf(t *testing.T, hdrs ...*tar.Header) []byte {
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(gz)
+	for _, h := range hdrs {
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tw.Close()
+	gz.Close()
+	return buf.Bytes()
+}
+
+func sha256Of(b []byte) []byte {
+	sum := sha256.Sum256(b)
+	return sum[:]
+}
