@@ -154,11 +154,18 @@ func (a *App) updateHost() (update.Host, string, error) {
 			h.Paths[name] = path
 		}
 		h.KeepDir = filepath.Join(filepath.Dir(h.Paths["bangerd"]), update.PreviousDir)
+		noSystemd := errors.New("systemd is not running on this host: restart `banger system helper` and `bangerd --system` yourself")
 		h.Restart = func(context.Context) error {
 			if !systemdRunning() {
-				return errors.New("systemd is not running on this host: restart `banger system helper` and `bangerd --system` yourself")
+				return noSystemd
 			}
 			return systemctl("restart", install.HelperUnit, install.DaemonUnit)
+		}
+		h.Stop = func(context.Context) error {
+			if !systemdRunning() {
+				return noSystemd
+			}
+			return systemctl("stop", install.DaemonUnit)
 		}
 	case errors.Is(err, install.ErrNotInstalled):
 		exe, err := os.Executable()
@@ -173,9 +180,15 @@ func (a *App) updateHost() (update.Host, string, error) {
 			h.Paths[name] = filepath.Join(dir, name)
 		}
 		h.KeepDir = filepath.Join(dir, update.PreviousDir)
-		h.Restart = func(ctx context.Context) error {
+		h.Stop = func(ctx context.Context) error {
 			if out, err := a.runBinary(ctx, h.Paths["banger"], "daemon", "stop"); err != nil {
 				return fmt.Errorf("stopping the daemon: %w: %s", err, out)
+			}
+			return nil
+		}
+		h.Restart = func(ctx context.Context) error {
+			if err := h.Stop(ctx); err != nil {
+				return err
 			}
 			if out, err := a.runBinary(ctx, h.Paths["banger"], "daemon", "start"); err != nil {
 				return fmt.Errorf("%w: %s", err, out)
@@ -189,6 +202,7 @@ func (a *App) updateHost() (update.Host, string, error) {
 	if err != nil {
 		return h, "", err
 	}
+	h.Store = l.Database()
 	sock := l.Socket()
 	if a.socket != "" {
 		sock = a.socket

@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
@@ -281,6 +282,45 @@ func (s *Store) IntegrityCheck(ctx context.Context) error {
 	}
 	if verdict != "ok" {
 		return fmt.Errorf("checking integrity: %s", verdict)
+	}
+	return nil
+}
+
+// Backup writes a consistent copy of the database at file to dst (which
+// must not exist), while a daemon may be writing to it: SQLite's VACUUM
+// INTO reads one snapshot. The copy gets the original's owner and mode
+// 0600, so it can take the original's place.
+func Backup(ctx context.Context, file, dst string) error {
+	fi, err := os.Stat(file)
+	if err != nil {
+		return fmt.Errorf("backing up store %s: %w", file, err)
+	}
+	db, err := sql.Open("sqlite", dsn(file, true))
+	if err != nil {
+		return fmt.Errorf("backing up store %s: %w", file, err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, "VACUUM INTO ?", dst); err != nil {
+		return fmt.Errorf("backing up store %s to %s: %w", file, dst, err)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		if err := os.Chown(dst, int(st.Uid), int(st.Gid)); err != nil {
+			return fmt.Errorf("backing up store %s: %w", file, err)
+		}
+	}
+	return os.Chmod(dst, 0o600)
+}
+
+// Restore puts a Backup in file's place, its -wal and -shm removed; no
+// process may have the database open.
+func Restore(backup, file string) error {
+	for _, f := range []string{file + "-wal", file + "-shm"} {
+		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("restoring store %s: %w", file, err)
+		}
+	}
+	if err := os.Rename(backup, file); err != nil {
+		return fmt.Errorf("restoring store %s: %w", file, err)
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/release"
+	"github.com/bangerdev/banger/internal/store"
 )
 
 // PreviousDir is the usual name of Host.KeepDir: the binaries an update
@@ -44,6 +45,9 @@ type Host struct {
 	Paths map[string]string
 	// KeepDir keeps the binaries an update replaced, with their VERSION.
 	KeepDir string
+	// Store is the daemon's database: copied before a release that
+	// migrates it, and put back if that release is rolled back.
+	Store string
 	// InFlight lists the daemon's unfinished operations (nil, nil when
 	// no daemon runs).
 	InFlight func(ctx context.Context) ([]api.OperationSummary, error)
@@ -52,8 +56,10 @@ type Host struct {
 	// Version is what a staged binary says its version is.
 	Version func(ctx context.Context, bangerd string) (string, error)
 	// Restart restarts the daemon (and the helper) on the binaries in
-	// Paths, returning once it answers.
+	// Paths, returning once it answers; Stop stops the daemon (none
+	// running is no error).
 	Restart func(ctx context.Context) error
+	Stop    func(ctx context.Context) error
 	// Doctor runs the binaries' doctor: an error names what failed.
 	Doctor func(ctx context.Context, banger string) error
 	// Say reports a step, on a terminal.
@@ -174,6 +180,17 @@ func Apply(ctx context.Context, h Host, o Options) (Result, error) {
 		h.Say("dry run: would replace %s with %s in %s, then restart the daemon and run doctor", h.Current, e.Version, filepath.Dir(h.Paths["banger"]))
 		return res, nil
 	}
+	// A release that migrates the store leaves one the old daemon cannot
+	// open: a copy first, put back if this release is rolled back.
+	var backup string
+	if m == WillMigrate {
+		backup = h.Store + ".before-" + e.Version
+		_ = os.Remove(backup)
+		if err := store.Backup(ctx, h.Store, backup); err != nil {
+			return res, fmt.Errorf("%w; nothing was changed", err)
+		}
+		h.Say("store copied to %s (release %s migrates it)", backup, e.Version)
+	}
 	// The old binaries go to a new keep directory, which replaces the
 	// kept ones only once the update held: a failed update leaves the
 	// previous rollback target as it was.
@@ -196,6 +213,14 @@ func Apply(ctx context.Context, h Host, o Options) (Result, error) {
 		res.RolledBack, res.Reason = true, reason
 		if err := install(fresh, h.Paths); err != nil {
 			return res, fmt.Errorf("%w: %s; and putting %s back failed: %v (the old binaries are in %s)", ErrRolledBack, reason, h.Current, err, fresh)
+		}
+		if backup != "" {
+			if err := h.Stop(ctx); err != nil {
+				return res, fmt.Errorf("%w: %s; %s is back, but stopping the daemon to put the store back failed: %v (the copy is %s)", ErrRolledBack, reason, h.Current, err, backup)
+			}
+			if err := store.Restore(backup, h.Store); err != nil {
+				return res, fmt.Errorf("%w: %s; %s is back, but its store is not: %v (the copy is %s)", ErrRolledBack, reason, h.Current, err, backup)
+			}
 		}
 		if err := h.Restart(ctx); err != nil {
 			return res, fmt.Errorf("%w: %s; %s is back, but its daemon did not start: %v", ErrRolledBack, reason, h.Current, err)
@@ -263,6 +288,15 @@ func Rollback(ctx context.Context, h Host) (Result, error) {
 	res := Result{Plan: Plan{Current: h.Current, Target: strings.TrimSpace(string(prev))}, Previous: h.Current}
 	if err := preflight(ctx, h); err != nil {
 		return res, err
+	}
+	// The store may have been migrated since: an older daemon refuses it.
+	// Putting the copy made before the update back would lose what
+	// changed since (VMs made, deleted): the owner's call, not ours.
+	if m, msg, err := h.CheckMigrations(ctx, filepath.Join(h.KeepDir, "bangerd")); err != nil {
+		return res, fmt.Errorf("checking the store with the previous bangerd: %w; nothing was changed", err)
+	} else if m == Refuses {
+		return res, fmt.Errorf("%w: the previous bangerd (%s) cannot open the store, which the update migrated: %s; nothing was changed. "+
+			"The copy made before the update is %s.before-*: putting it back by hand loses what changed since", api.ErrInvalidArgument, res.Target, msg, h.Store)
 	}
 	if err := swap(h.Paths, h.KeepDir, h.Current); err != nil {
 		return res, fmt.Errorf("putting the previous binaries back: %w", err)

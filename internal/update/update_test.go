@@ -14,11 +14,13 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"aead.dev/minisign"
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/release"
+	"github.com/bangerdev/banger/internal/store"
 )
 
 // fixture is an installed banger (binaries whose content is their
@@ -31,6 +33,8 @@ type fixture struct {
 	ix       release.Index
 	ops      []api.OperationSummary
 	restarts int
+	stops    int
+	store    string
 	doctor   error
 	restart  error
 	migrate  Migration
@@ -43,6 +47,12 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	f := &fixture{t: t, bin: t.TempDir(), src: t.TempDir(), key: key, pub: pub}
+	f.store = filepath.Join(t.TempDir(), "banger.db")
+	st, err := store.Open(context.Background(), f.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
 	for _, name := range release.Binaries {
 		if err := os.WriteFile(filepath.Join(f.bin, name), []byte("1.0.0"), 0o755); err != nil {
 			t.Fatal(err)
@@ -89,7 +99,8 @@ func (f *fixture) host() Host {
 		paths[name] = filepath.Join(f.bin, name)
 	}
 	return Host{
-		Current: "1.0.0", Paths: paths, KeepDir: filepath.Join(f.bin, PreviousDir),
+		Current: "1.0.0", Paths: paths, KeepDir: filepath.Join(f.bin, PreviousDir), Store: f.store,
+		Stop:     func(context.Context) error { f.stops++; return nil },
 		InFlight: func(context.Context) ([]api.OperationSummary, error) { return f.ops, nil },
 		CheckMigrations: func(context.Context, string) (Migration, string, error) {
 			return f.migrate, "schema 10", nil
@@ -314,6 +325,76 @@ func TestRollsBack(t *testing.T) {
 				t.Fatalf("left %d entries in the binaries' directory", len(entries))
 			}
 		})
+	}
+}
+
+// A release that migrates the store: copied first, put back when that
+// release is rolled back; --rollback past a migration is refused (the
+// copy would lose what changed since), naming the copy.
+func TestMigration(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	f.publish("2.0.0")
+	f.migrate = WillMigrate
+	events := func() int {
+		st, err := store.Open(ctx, f.store)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		var n int
+		_ = st.View(ctx, func(tx *store.Tx) error {
+			all, err := tx.Events(ctx, time.Unix(0, 0))
+			n = len(all)
+			return err
+		})
+		return n
+	}
+	h := f.host()
+	h.Restart = func(context.Context) error {
+		f.restarts++
+		if f.installed() == "2.0.0" { // the new daemon writes to the store
+			st, err := store.Open(ctx, f.store)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			return st.Update(ctx, func(tx *store.Tx) error {
+				return tx.AddEvents(ctx, []api.Event{{Type: api.EventVMCreated, VM: "new", Time: time.Now()}}, 10)
+			})
+		}
+		return nil
+	}
+	h.Doctor = func(context.Context, string) error { return errors.New("kvm: fail") }
+	if _, err := Apply(ctx, h, f.options("")); !errors.Is(err, ErrRolledBack) {
+		t.Fatalf("update = %v", err)
+	}
+	if n := events(); n != 0 || f.stops != 1 || f.installed() != "1.0.0" {
+		t.Fatalf("after the rollback: %d events, %d stops, %s", n, f.stops, f.installed())
+	}
+	if _, err := os.Stat(f.store + ".before-2.0.0"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the copy after it was put back: %v", err)
+	}
+
+	h.Doctor = func(context.Context, string) error { return nil }
+	if _, err := Apply(ctx, h, f.options("")); err != nil {
+		t.Fatal(err)
+	}
+	if n := events(); n != 1 {
+		t.Fatalf("after the update: %d events", n)
+	}
+	if _, err := os.Stat(f.store + ".before-2.0.0"); err != nil {
+		t.Fatalf("the copy made before the update: %v", err)
+	}
+	h.Current = "2.0.0"
+	h.CheckMigrations = func(_ context.Context, bangerd string) (Migration, string, error) {
+		return Refuses, "schema 11 is newer than this binary's 10", nil
+	}
+	if _, err := Rollback(ctx, h); !errors.Is(err, api.ErrInvalidArgument) || !strings.Contains(err.Error(), ".before-*") {
+		t.Fatalf("rollback past a migration = %v", err)
+	}
+	if f.installed() != "2.0.0" {
+		t.Fatal("a refused rollback changed the binaries")
 	}
 }
 
