@@ -51,6 +51,7 @@ type vm struct {
 	client  *client.Client
 	console string
 	work    string // the work disk
+	spec    vmm.Spec
 	started time.Time
 	ready   time.Duration
 }
@@ -83,16 +84,17 @@ func startVM(t *testing.T, o opts) *vm {
 		t.Fatal(err)
 	}
 	started := time.Now()
-	in, err := (&qemu.Driver{}).Start(context.Background(), vmm.Spec{
+	spec := vmm.Spec{
 		Kernel: kernelPath, Initrd: shared.Initrd,
 		Cmdline: boot.Cmdline(o.params, true), NIC: o.nic,
 		MemoryMiB: 512, VCPU: 1, Dir: dir,
 		Disks: []vmm.Disk{{Path: image, ReadOnly: true, Serial: proto.RootSerial}, {Path: work, Serial: proto.WorkSerial}},
-	})
+	}
+	in, err := (&qemu.Driver{}).Start(context.Background(), spec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := &vm{in: in, done: in.Done(), console: in.ConsoleLog(), work: work, started: started}
+	v := &vm{in: in, done: in.Done(), console: in.ConsoleLog(), work: work, spec: spec, started: started}
 	t.Cleanup(func() {
 		if v.client != nil {
 			v.client.Close()

@@ -36,6 +36,8 @@ type machine struct {
 	// PasstSocket, for a user-mode NIC with outbound connections, is
 	// where passt serves it.
 	PasstSocket string
+	// QMPSocket is QEMU's control socket (QMP): snapshots and restores.
+	QMPSocket string
 }
 
 // args is the QEMU command line of m (without the binary).
@@ -90,6 +92,11 @@ func args(m machine) []string {
 		}
 		args = append(args, "-netdev", netdev, "-device", "virtio-net-device,netdev=net0,mac="+n.MAC)
 	}
+	if m.QMPSocket != "" {
+		args = append(args,
+			"-chardev", fmt.Sprintf("socket,id=qmp,path=%s,server=on,wait=off", escape(m.QMPSocket)),
+			"-mon", "chardev=qmp,mode=control")
+	}
 	if m.AgentSocket != "" {
 		args = append(args,
 			"-device", "virtio-serial-device",
@@ -129,43 +136,56 @@ func (d *Driver) Available() error {
 // Start boots s, under KVM when usable and TCG otherwise, detached from
 // the caller (its own session), so the VM outlives a daemon restart.
 func (d *Driver) Start(_ context.Context, s vmm.Spec) (vmm.Instance, error) {
-	m := machine{Spec: s, Accel: "kvm", AgentSocket: filepath.Join(s.Dir, "agent.sock"), ConsoleLog: filepath.Join(s.Dir, "console.log")}
+	in, _, err := d.launch(s)
+	return in, err
+}
+
+// machineOf is the QEMU machine that runs s here.
+func (d *Driver) machineOf(s vmm.Spec) machine {
+	m := machine{Spec: s, Accel: "kvm", AgentSocket: filepath.Join(s.Dir, "agent.sock"), ConsoleLog: filepath.Join(s.Dir, "console.log"),
+		QMPSocket: filepath.Join(s.Dir, qmpSocket)}
 	if err := vmm.KVMUsable(); err != nil {
 		m.Accel = "tcg"
 		if d.Warn != nil {
 			d.warned.Do(func() { d.Warn(err) })
 		}
 	}
+	return m
+}
+
+// launch starts QEMU for s with extra arguments (a restore's -incoming).
+func (d *Driver) launch(s vmm.Spec, extra ...string) (*instance, machine, error) {
+	m := d.machineOf(s)
 	// A new boot, a new console: append=on alone would keep the last one.
-	for _, f := range []string{m.ConsoleLog, m.ConsoleLog + logcap.Older, filepath.Join(s.Dir, "qemu.log"+logcap.Older)} {
+	for _, f := range []string{m.ConsoleLog, m.ConsoleLog + logcap.Older, filepath.Join(s.Dir, "qemu.log"+logcap.Older), m.QMPSocket} {
 		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return nil, err
+			return nil, m, err
 		}
 	}
 	errLog, err := os.OpenFile(filepath.Join(s.Dir, "qemu.log"), os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o644)
 	if err != nil {
-		return nil, err
+		return nil, m, err
 	}
 	defer errLog.Close()
 	stopPasst := func() {}
 	if n := s.NIC; n != nil && n.User && n.Outbound {
 		if stopPasst, err = d.startPasst(s.Dir, n); err != nil {
-			return nil, err
+			return nil, m, err
 		}
 		m.PasstSocket = filepath.Join(s.Dir, passtSocket)
 	}
-	cmd := exec.Command(d.binary(), args(m)...)
+	cmd := exec.Command(d.binary(), append(args(m), extra...)...)
 	cmd.Stdout, cmd.Stderr = errLog, errLog
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		stopPasst()
-		return nil, fmt.Errorf("starting %s: %w", d.binary(), err)
+		return nil, m, fmt.Errorf("starting %s: %w", d.binary(), err)
 	}
-	in := &instance{Handle: vmm.Watch(cmd.Process, m.ConsoleLog, errLog.Name()), sock: m.AgentSocket}
+	in := &instance{Handle: vmm.Watch(cmd.Process, m.ConsoleLog, errLog.Name()), sock: m.AgentSocket, qmp: m.QMPSocket}
 	// passt ends when QEMU hangs up; one whose QEMU never connected is
 	// ended here.
 	go func() { <-in.Done(); stopPasst() }()
-	return in, nil
+	return in, m, nil
 }
 
 // Adopt takes back the QEMU of a VM whose runtime dir is s.Dir.
@@ -174,12 +194,13 @@ func (d *Driver) Adopt(s vmm.Spec, id proc.ID) (vmm.Instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &instance{Handle: h, sock: filepath.Join(s.Dir, "agent.sock")}, nil
+	return &instance{Handle: h, sock: filepath.Join(s.Dir, "agent.sock"), qmp: filepath.Join(s.Dir, qmpSocket)}, nil
 }
 
 type instance struct {
 	*vmm.Handle
 	sock string
+	qmp  string // the control socket
 }
 
 // DialAgent connects to the host end of the agent's virtio-serial port.

@@ -83,12 +83,14 @@ func TestArgsDiskCache(t *testing.T) {
 		{Path: "/i/rootfs.ext4", ReadOnly: true, Serial: "r"},
 		{Path: "/v/work.ext4", Serial: "w"},
 		{Path: "/v/scratch.ext4", Serial: "s", Volatile: true},
-	}}, Accel: "tcg"}), " ")
+	}}, Accel: "tcg", QMPSocket: "/v/qmp.sock"}), " ")
 	for _, want := range []string{
 		"file=/i/rootfs.ext4,format=raw,if=none,cache=unsafe,readonly=on",
 		"file=/v/work.ext4,format=raw,if=none,cache=writeback ",
 		"file=/v/scratch.ext4,format=raw,if=none,cache=unsafe ",
 		"-chardev file,id=console,append=on,path=",
+		// The control socket, for snapshots.
+		"-chardev socket,id=qmp,path=/v/qmp.sock,server=on,wait=off -mon chardev=qmp,mode=control",
 	} {
 		if !strings.Contains(line, want) {
 			t.Errorf("args lack %q:\n%s", want, line)

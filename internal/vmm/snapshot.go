@@ -1,0 +1,186 @@
+package vmm
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+)
+
+// StateFile and MemoryFile are a saved state's two files in its
+// directory: what it is valid for, and the VMM's memory and device state.
+const (
+	StateFile  = "state.json"
+	MemoryFile = "memory"
+	maxState   = 64 << 10
+)
+
+// ErrStateMismatch: a saved state is not valid for what would restore it.
+var ErrStateMismatch = errors.New("saved state does not match")
+
+// State describes a saved VM and what it is only valid for: restoring it
+// under another VMM, kernel, initramfs or machine shape would hand the
+// guest devices and memory it never had.
+type State struct {
+	VMM        string    `json:"vmm"`         // the driver's name
+	VMMVersion string    `json:"vmm_version"` // what its binary says it is
+	Accel      string    `json:"accel"`       // kvm or tcg: a TCG CPU is not a KVM one
+	Kernel     string    `json:"kernel"`      // sha256 of the kernel
+	Initrd     string    `json:"initrd"`      // sha256 of the initramfs ("" none)
+	MemoryMiB  int       `json:"memory_mib"`
+	VCPU       int       `json:"vcpu"`
+	Disks      []string  `json:"disks"` // each disk's serial and mode, in order
+	NIC        string    `json:"nic"`   // "", "tap", "user" or "user+outbound"
+	Size       int64     `json:"size"`  // bytes of MemoryFile
+	Saved      time.Time `json:"saved"`
+}
+
+// Describe is what s would need a state to be: the VMM's part (name,
+// version, accelerator) is the driver's to fill.
+func Describe(s Spec) (State, error) {
+	st := State{MemoryMiB: s.MemoryMiB, VCPU: s.VCPU}
+	var err error
+	if st.Kernel, err = fileSum(s.Kernel); err != nil {
+		return st, err
+	}
+	if s.Initrd != "" {
+		if st.Initrd, err = fileSum(s.Initrd); err != nil {
+			return st, err
+		}
+	}
+	for _, d := range s.Disks {
+		mode := "rw"
+		if d.ReadOnly {
+			mode = "ro"
+		}
+		st.Disks = append(st.Disks, d.Serial+":"+mode)
+	}
+	switch n := s.NIC; {
+	case n == nil:
+	case n.User && n.Outbound:
+		st.NIC = "user+outbound"
+	case n.User:
+		st.NIC = "user"
+	default:
+		st.NIC = "tap"
+	}
+	return st, nil
+}
+
+func fileSum(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("describing the VM: %w", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("describing the VM: %w", err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// Check says why a saved state is not valid where want describes the
+// restoring side, or nil.
+func (st State) Check(want State) error {
+	type field struct {
+		name      string
+		have, got any
+	}
+	for _, f := range []field{
+		{"VMM", st.VMM, want.VMM},
+		{"VMM version", st.VMMVersion, want.VMMVersion},
+		{"accelerator", st.Accel, want.Accel},
+		{"kernel", short(st.Kernel), short(want.Kernel)},
+		{"initramfs", short(st.Initrd), short(want.Initrd)},
+		{"memory (MiB)", st.MemoryMiB, want.MemoryMiB},
+		{"CPUs", st.VCPU, want.VCPU},
+		{"network device", st.NIC, want.NIC},
+	} {
+		if f.have != f.got {
+			return fmt.Errorf("%w: it was saved with %s %v, and this VM has %v", ErrStateMismatch, f.name, f.have, f.got)
+		}
+	}
+	if !slices.Equal(st.Disks, want.Disks) {
+		return fmt.Errorf("%w: it was saved with disks %v, and this VM has %v", ErrStateMismatch, st.Disks, want.Disks)
+	}
+	return nil
+}
+
+func short(sum string) string {
+	if len(sum) > 12 {
+		return sum[:12]
+	}
+	return sum
+}
+
+// ReadState reads a saved state's description from dir, bounded: the
+// directory is the daemon's, but a state may be old or cut short.
+func ReadState(dir string) (State, error) {
+	var st State
+	f, err := os.Open(filepath.Join(dir, StateFile))
+	if err != nil {
+		return st, fmt.Errorf("reading the saved state: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxState+1))
+	if err != nil {
+		return st, fmt.Errorf("reading the saved state: %w", err)
+	}
+	if len(b) > maxState {
+		return st, fmt.Errorf("reading the saved state: %s is over %d bytes", StateFile, maxState)
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, fmt.Errorf("reading the saved state: %w", err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, MemoryFile))
+	if err != nil {
+		return st, fmt.Errorf("reading the saved state: %w", err)
+	}
+	if fi.Size() != st.Size {
+		return st, fmt.Errorf("reading the saved state: %s is %d bytes, %s says %d: cut short", MemoryFile, fi.Size(), StateFile, st.Size)
+	}
+	return st, nil
+}
+
+// WriteState writes st as dir's description, synced.
+func WriteState(dir string, st State) error {
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(filepath.Join(dir, StateFile), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("writing the saved state: %w", err)
+	}
+	_, err = f.Write(b)
+	if serr := f.Sync(); err == nil {
+		err = serr
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("writing the saved state: %w", err)
+	}
+	return nil
+}
+
+// Snapshotter is a driver that saves and restores running VMs.
+type Snapshotter interface {
+	// Snapshot pauses in (which runs s), saves its memory and device
+	// state into dir (which must not exist; it appears whole or not at
+	// all), then resumes it, or with stop ends its VMM.
+	Snapshot(ctx context.Context, in Instance, s Spec, dir string, stop bool) (State, error)
+	// Restore starts a VMM for s from the state saved in dir, running;
+	// a state not valid for s or this VMM is refused (ErrStateMismatch)
+	// with the reason.
+	Restore(ctx context.Context, s Spec, dir string) (Instance, error)
+}

@@ -1,0 +1,91 @@
+package vmm
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestStateCheck(t *testing.T) {
+	dir := t.TempDir()
+	kernel, initrd := filepath.Join(dir, "vmlinux"), filepath.Join(dir, "initrd")
+	os.WriteFile(kernel, []byte("kernel"), 0o644)
+	os.WriteFile(initrd, []byte("initrd"), 0o644)
+	spec := Spec{Kernel: kernel, Initrd: initrd, MemoryMiB: 512, VCPU: 1,
+		Disks: []Disk{{Serial: "banger-root", ReadOnly: true}, {Serial: "banger-work"}}, NIC: &NIC{User: true}}
+	saved, err := Describe(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved.VMM, saved.VMMVersion, saved.Accel = "qemu", "QEMU emulator version 7.2.15", "tcg"
+	otherKernel := filepath.Join(dir, "vmlinux-2")
+	os.WriteFile(otherKernel, []byte("another kernel"), 0o644)
+	for _, c := range []struct {
+		name   string
+		change func(s *Spec, st *State)
+		says   string
+	}{
+		{"the same", func(*Spec, *State) {}, ""},
+		{"another VMM", func(_ *Spec, st *State) { st.VMM = "firecracker" }, "VMM qemu"},
+		{"another QEMU", func(_ *Spec, st *State) { st.VMMVersion = "QEMU emulator version 8.2.0" }, "VMM version QEMU emulator version 7.2.15"},
+		{"KVM", func(_ *Spec, st *State) { st.Accel = "kvm" }, "accelerator tcg"},
+		{"another kernel", func(s *Spec, _ *State) { s.Kernel = otherKernel }, "kernel "},
+		{"no initramfs", func(s *Spec, _ *State) { s.Initrd = "" }, "initramfs"},
+		{"more memory", func(s *Spec, _ *State) { s.MemoryMiB = 1024 }, "memory (MiB) 512"},
+		{"more CPUs", func(s *Spec, _ *State) { s.VCPU = 2 }, "CPUs 1"},
+		{"a tap", func(s *Spec, _ *State) { s.NIC = &NIC{Tap: "t"} }, "network device user"},
+		{"a disk less", func(s *Spec, _ *State) { s.Disks = s.Disks[:1] }, "disks"},
+		{"a disk writable", func(s *Spec, _ *State) { s.Disks = []Disk{{Serial: "banger-root"}, {Serial: "banger-work"}} }, "banger-root:ro"},
+	} {
+		s := spec
+		want := State{VMM: "qemu", VMMVersion: saved.VMMVersion, Accel: "tcg"}
+		c.change(&s, &want)
+		desc, err := Describe(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		desc.VMM, desc.VMMVersion, desc.Accel = want.VMM, want.VMMVersion, want.Accel
+		err = saved.Check(desc)
+		if c.says == "" {
+			if err != nil {
+				t.Errorf("%s: %v", c.name, err)
+			}
+			continue
+		}
+		if !errors.Is(err, ErrStateMismatch) || !strings.Contains(err.Error(), c.says) {
+			t.Errorf("%s: %v; want %q", c.name, err, c.says)
+		}
+	}
+}
+
+// A state is read whole or refused: cut short, oversized, garbage.
+func TestReadState(t *testing.T) {
+	write := func(state string, memory int) string {
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, StateFile), []byte(state), 0o600)
+		os.WriteFile(filepath.Join(dir, MemoryFile), make([]byte, memory), 0o600)
+		return dir
+	}
+	if st, err := ReadState(write(`{"vmm":"qemu","size":100}`, 100)); err != nil || st.VMM != "qemu" {
+		t.Fatalf("a whole state: %+v, %v", st, err)
+	}
+	for name, dir := range map[string]string{
+		"cut short": write(`{"vmm":"qemu","size":100}`, 99),
+		"garbage":   write(`{"vmm":`, 0),
+		"oversized": write(`{"vmm":"`+strings.Repeat("x", maxState)+`"}`, 0),
+		"missing":   t.TempDir(),
+	} {
+		if _, err := ReadState(dir); err == nil {
+			t.Errorf("%s: read", name)
+		}
+	}
+	dir := t.TempDir()
+	if err := WriteState(dir, State{VMM: "qemu"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteState(dir, State{VMM: "qemu"}); err == nil {
+		t.Error("a second description written over the first")
+	}
+}

@@ -1,0 +1,93 @@
+package vmtest
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bangerdev/banger/internal/boot"
+	"github.com/bangerdev/banger/internal/vmm"
+	"github.com/bangerdev/banger/internal/vmm/qemu"
+)
+
+// TestSnapshotRestore: a running VM is saved and its QEMU ends; a new
+// QEMU restored from that state answers without booting, with what the
+// guest held only in memory (a file on a tmpfs, a process that keeps
+// counting); a VM of another shape refuses the state, saying why.
+func TestSnapshotRestore(t *testing.T) {
+	v := start(t, shared.Vmlinux, shared.Images["busybox"], true)
+	_, code := v.exec(t, "sh", "-c", "mkdir -p /run/x && echo before > /run/x/f && "+
+		"(i=0; while true; do i=$((i+1)); echo $i > /run/x/n; sleep 0.2; done) </dev/null >/dev/null 2>&1 &")
+	if code != 0 {
+		t.Fatal("setting up the guest's state")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	d := &qemu.Driver{}
+	dir := filepath.Join(t.TempDir(), "state")
+	began := time.Now()
+	st, err := d.Snapshot(ctx, v.in, v.spec, dir, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := time.Since(began)
+	<-v.done
+	v.client.Close()
+	v.client = nil
+	if st.Size == 0 || st.VMM != "qemu" || st.MemoryMiB != 512 || !strings.HasPrefix(st.VMMVersion, "QEMU emulator version") {
+		t.Fatalf("state %+v", st)
+	}
+	if _, err := os.Stat(dir + ".partial"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a partial state left: %v", err)
+	}
+
+	began = time.Now()
+	in, err := d.Restore(ctx, v.spec, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = in.Process().Kill()
+		<-in.Done()
+		if syscall.Kill(in.Process().Pid, 0) == nil {
+			t.Errorf("restored QEMU (pid %d) still running", in.Process().Pid)
+		}
+	})
+	c, err := boot.WaitAgent(ctx, in.DialAgent, in.Done())
+	if err != nil {
+		qlog, _ := os.ReadFile(in.VMMLog())
+		t.Fatalf("the restored VM's agent: %v; qemu: %s", err, qlog)
+	}
+	defer c.Close()
+	ready := time.Since(began)
+	r := &vm{in: in, done: in.Done(), client: c}
+	if out, _ := r.exec(t, "cat", "/run/x/f"); out != "before\n" {
+		t.Fatalf("the tmpfs file after the restore: %q", out)
+	}
+	count := func() int {
+		out, _ := r.exec(t, "cat", "/run/x/n")
+		n, _ := strconv.Atoi(strings.TrimSpace(out))
+		return n
+	}
+	first := count()
+	deadline := time.Now().Add(time.Minute)
+	for count() <= first {
+		if time.Now().After(deadline) {
+			t.Fatalf("the guest's counter stopped at %d after the restore", first)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("saved %d MB in %s; restored to the agent's answer in %s (booted cold: %s)", st.Size>>20, saved.Round(time.Millisecond), ready.Round(time.Millisecond), v.ready.Round(time.Millisecond))
+
+	other := v.spec
+	other.MemoryMiB, other.Dir = 768, t.TempDir()
+	if _, err := d.Restore(ctx, other, dir); !errors.Is(err, vmm.ErrStateMismatch) || !strings.Contains(err.Error(), "memory (MiB) 512") {
+		t.Fatalf("a state for another shape = %v", err)
+	}
+}
