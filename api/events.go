@@ -12,6 +12,8 @@ const (
 	EventVMStarted       = "vm.started"
 	EventVMStopped       = "vm.stopped" // Reason says why: auto-stop, power-off, a VMM crash, a user
 	EventVMDeleted       = "vm.deleted"
+	EventVMSuspended     = "vm.suspended"
+	EventVMResumed       = "vm.resumed"
 	EventImagePulled     = "image.pulled"
 	EventImageImported   = "image.imported"
 	EventImageDeleted    = "image.deleted"
@@ -20,7 +22,7 @@ const (
 )
 
 // EventTypes are the types an events call may filter on.
-var EventTypes = []string{EventVMCreated, EventVMStarted, EventVMStopped, EventVMDeleted,
+var EventTypes = []string{EventVMCreated, EventVMStarted, EventVMStopped, EventVMDeleted, EventVMSuspended, EventVMResumed,
 	EventImagePulled, EventImageImported, EventImageDeleted, EventOperationFailed, EventEgressDenied}
 
 // Event is one thing that happened, as the daemon saw it. IDs grow with

@@ -47,6 +47,10 @@ const (
 	MethodVMStart   = "vm.start"
 	MethodVMStop    = "vm.stop"
 	MethodVMRestart = "vm.restart"
+	// MethodVMSuspend saves a running VM's memory and ends its VMM;
+	// MethodVMResume restores it.
+	MethodVMSuspend = "vm.suspend"
+	MethodVMResume  = "vm.resume"
 	MethodVMDelete  = "vm.delete"
 	MethodVMList    = "vm.list"
 	MethodVMShow    = "vm.show"

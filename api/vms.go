@@ -33,6 +33,9 @@ const (
 	VMRunning  = "running"
 	VMStopped  = "stopped"
 	VMFailed   = "failed" // it did not come up; `vm logs` says why
+	// VMSuspended: its memory is saved in its directory and its VMM is
+	// gone; resume (or exec, ssh, start) brings it back as it was.
+	VMSuspended = "suspended"
 )
 
 // What a VM may reach beyond the host (VM.Egress).
@@ -79,6 +82,8 @@ type VM struct {
 	CreatedAt time.Time  `json:"created_at"`
 	StartedAt *time.Time `json:"started_at,omitempty"`
 	StoppedAt *time.Time `json:"stopped_at,omitempty"`
+	// StateBytes is the disk its saved state takes while suspended.
+	StateBytes int64 `json:"state_bytes,omitempty"`
 }
 
 // VMCreateParams are the params of MethodVMCreate; zero values take the

@@ -229,6 +229,16 @@ func (c *Client) RestartVM(ctx context.Context, name string) (api.VM, error) {
 	return call[api.VM](ctx, c, api.MethodVMRestart, api.VMRefParams{Name: name})
 }
 
+// SuspendVM saves a running VM's memory and ends its VMM.
+func (c *Client) SuspendVM(ctx context.Context, name string) (api.VM, error) {
+	return call[api.VM](ctx, c, api.MethodVMSuspend, api.VMRefParams{Name: name})
+}
+
+// ResumeVM brings a suspended VM back.
+func (c *Client) ResumeVM(ctx context.Context, name string) (api.VM, error) {
+	return call[api.VM](ctx, c, api.MethodVMResume, api.VMRefParams{Name: name})
+}
+
 // DeleteVM removes a VM.
 func (c *Client) DeleteVM(ctx context.Context, p api.VMDeleteParams) (api.VM, error) {
 	return call[api.VM](ctx, c, api.MethodVMDelete, p)

@@ -203,6 +203,12 @@ func (a *App) vmLifecycleCommands() []*cobra.Command {
 		a.vmVerbCommand("restart", "Stop and start VMs", "restarted", true, nil, func(ctx context.Context, c *client.Client, name string) (api.VM, error) {
 			return c.RestartVM(ctx, name)
 		}),
+		a.vmVerbCommand("suspend", "Save running VMs' memory to disk and end their VMMs (resume, exec or ssh bring them back)", "suspended", true, nil, func(ctx context.Context, c *client.Client, name string) (api.VM, error) {
+			return c.SuspendVM(ctx, name)
+		}),
+		a.vmVerbCommand("resume", "Bring suspended VMs back as they were", "resumed", true, nil, func(ctx context.Context, c *client.Client, name string) (api.VM, error) {
+			return c.ResumeVM(ctx, name)
+		}),
 		a.vmVerbCommand("delete", "Delete VMs and their disks (a running one only with --force)", "deleted", false, func(cmd *cobra.Command) {
 			cmd.Aliases = []string{"rm"}
 			cmd.Flags().BoolVarP(&force, "force", "f", false, "stop a running VM first")
@@ -216,7 +222,11 @@ func (a *App) vmListCommand(use string, aliases ...string) *cobra.Command {
 	return listed(a, &cobra.Command{Use: use, Aliases: aliases, Short: "List VMs", Args: cobra.NoArgs},
 		(*client.Client).VMs, func(vms []api.VM) any { return api.VMListResult{VMs: vms} },
 		[]string{"NAME", "STATE", "IMAGE", "IP", "CPUS", "MEMORY", "DISK", "AGE"}, func(now time.Time, v api.VM) []string {
-			return []string{v.Name, v.State, v.Image, dash(v.IP), strconv.Itoa(v.VCPU),
+			state := v.State
+			if v.State == api.VMSuspended {
+				state += " (" + units.FormatSize(v.StateBytes) + " saved)"
+			}
+			return []string{v.Name, state, v.Image, dash(v.IP), strconv.Itoa(v.VCPU),
 				units.FormatSize(int64(v.MemoryMiB) << 20), units.FormatSize(v.DiskSize), ago(now, v.CreatedAt)}
 		})
 }
@@ -248,6 +258,9 @@ func (a *App) vmShowCommand() *cobra.Command {
 		}
 		if v.StoppedAt != nil {
 			kv = append(kv, [2]string{"stopped", v.StoppedAt.Local().Format(time.RFC3339)})
+		}
+		if v.State == api.VMSuspended {
+			kv = append(kv, [2]string{"saved state", units.FormatSize(v.StateBytes) + " on disk (no host memory while suspended)"})
 		}
 		return fields(a.Stdout, kv)
 	})

@@ -53,6 +53,8 @@ func rpcHandlers(s *services) map[string]handler {
 		api.MethodVMStart:            param(s.vms.Start),
 		api.MethodVMStop:             param(s.vms.Stop),
 		api.MethodVMRestart:          param(s.vms.Restart),
+		api.MethodVMSuspend:          param(s.vms.Suspend),
+		api.MethodVMResume:           param(s.vms.Resume),
 		api.MethodVMDelete:           param(s.vms.Delete),
 		api.MethodVMList:             noParam(s.vms.List),
 		api.MethodVMShow:             param(s.vms.Show),

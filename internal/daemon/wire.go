@@ -185,7 +185,7 @@ func (d *Daemon) wire(opts Options) (*services, error) {
 
 	ws := workspace.New(workspace.Config{
 		HostTree: host.Tree,
-		Agent:    agentAs(vms.Agent, func(c *client.Client) workspace.Agent { return c }),
+		Agent:    agentAs(vms.Awake, func(c *client.Client) workspace.Agent { return c }),
 		StateDir: vms.StateDirOf,
 		Placed:   vms.SetWorkspace,
 		MaxBytes: d.cfg.Workspace.MaxBytes, MaxEntries: d.cfg.Workspace.MaxEntries,

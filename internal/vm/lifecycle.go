@@ -36,6 +36,9 @@ func (s *Service) toAPI(rec store.VM) api.VM {
 		t := rec.StoppedAt
 		v.StoppedAt = &t
 	}
+	if rec.State == api.VMSuspended {
+		v.StateBytes = s.stateBytes(rec.ID)
+	}
 	switch {
 	case rec.Network == api.NetworkUser && rec.State == api.VMRunning:
 		v.IP = userAddr
@@ -83,14 +86,15 @@ func (s *Service) Start(ctx context.Context, p api.VMRefParams) (api.VM, error) 
 		return s.toAPI(rec), nil
 	case api.VMCreating:
 		return api.VM{}, fmt.Errorf("vm %s is still being created: %w; wait for it (`banger ops list`)", rec.Name, api.ErrInUse)
+	case api.VMSuspended:
+		if rec, err = s.resume(ctx, rec); err != nil {
+			return api.VM{}, err
+		}
+		return s.toAPI(rec), nil
 	}
-	img, err := s.cfg.Image(ctx, rec.ImageID)
+	img, k, err := s.inputs(ctx, rec)
 	if err != nil {
-		return api.VM{}, fmt.Errorf("vm %s: its image %s: %w", rec.Name, rec.Image, err)
-	}
-	k, err := s.cfg.Kernel(ctx, rec.Kernel)
-	if err != nil {
-		return api.VM{}, fmt.Errorf("vm %s: its kernel %s: %w", rec.Name, rec.Kernel, err)
+		return api.VM{}, err
 	}
 	rec, err = s.boot(ctx, func(string) {}, rec, img, k)
 	if err != nil {
@@ -119,6 +123,12 @@ func (s *Service) Stop(ctx context.Context, p api.VMStopParams) (api.VM, error) 
 		return api.VM{}, err
 	}
 	defer unlock()
+	if rec.State == api.VMSuspended {
+		if err := s.discard(ctx, rec, "stopped by `banger vm stop` while suspended: its saved memory was discarded"); err != nil {
+			return api.VM{}, err
+		}
+		return s.Show(ctx, api.VMRefParams{Name: p.Name})
+	}
 	if err := s.stop(ctx, rec, p.Force, time.Duration(p.Timeout)*time.Second); err != nil {
 		return api.VM{}, err
 	}
@@ -263,7 +273,7 @@ func (s *Service) Exec(ctx context.Context, p api.VMExecParams, out func(api.VME
 	if len(p.Args) == 0 {
 		return api.VMExecResult{}, fmt.Errorf("%w: no command to run", api.ErrInvalidArgument)
 	}
-	rec, c, err := s.running(ctx, p.Name)
+	rec, c, err := s.awake(ctx, p.Name)
 	if err != nil {
 		return api.VMExecResult{}, err
 	}
@@ -338,6 +348,11 @@ func (s *Service) Reconcile(ctx context.Context) error {
 	var alive []string
 	for _, rec := range all {
 		owned[rec.ID] = true
+		// A save cut short, or a state already resumed from, is of no use.
+		_ = os.RemoveAll(s.suspendDir(rec.ID) + ".partial")
+		if rec.State != api.VMSuspended {
+			_ = os.RemoveAll(s.suspendDir(rec.ID))
+		}
 		switch rec.State {
 		case api.VMRunning:
 			in, err := s.cfg.Driver.Adopt(vmm.Spec{Dir: s.runDir(rec.ID)}, adoptedID(rec))
@@ -356,6 +371,8 @@ func (s *Service) Reconcile(ctx context.Context) error {
 				}
 			}
 			rec.State, rec.Reason = api.VMFailed, "its create was interrupted: the daemon stopped; delete it and create it again"
+		case api.VMSuspended:
+			continue // its saved state waits in its directory
 		default:
 			continue
 		}

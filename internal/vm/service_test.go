@@ -1,6 +1,7 @@
 package vm
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -1159,5 +1160,109 @@ func TestStalledGuestHarmsNoOther(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("stop --force of a stalled VM still waits")
+	}
+}
+
+// TestSuspendResume: a suspended VM has no VMM and a saved state on
+// disk, survives a daemon restart, and comes back by resume, exec, ssh or
+// start with the same guest; stop discards the state, delete removes it.
+func TestSuspendResume(t *testing.T) {
+	var mu sync.Mutex
+	var told []string
+	f := newFixture(t, func(c *Config) {
+		c.Event = func(e api.Event) {
+			mu.Lock()
+			told = append(told, e.Type)
+			mu.Unlock()
+		}
+	})
+	ctx := context.Background()
+	v := f.mustCreate("web")
+	key := f.drv.Guest(f.svc.runDir(v.ID)).HostKey
+	if _, err := f.svc.Resume(ctx, api.VMRefParams{Name: "web"}); err != nil {
+		t.Fatalf("resume of a running VM: %v", err)
+	}
+	suspend := func() api.VM {
+		t.Helper()
+		s, err := f.svc.Suspend(ctx, api.VMRefParams{Name: "web"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.State != api.VMSuspended || s.PID != 0 || s.StateBytes == 0 || !strings.Contains(s.Reason, "banger vm resume") {
+			t.Fatalf("suspended = %+v", s)
+		}
+		return s
+	}
+	suspend()
+	waitGone(t, v.PID)
+	if again, err := f.svc.Suspend(ctx, api.VMRefParams{Name: "web"}); err != nil || again.State != api.VMSuspended {
+		t.Fatalf("a second suspend = %+v, %v", again, err)
+	}
+
+	// The daemon goes and comes back: still suspended, its state kept.
+	f.st.Close()
+	f.open()
+	if err := f.svc.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s := f.show("web"); s.State != api.VMSuspended || s.StateBytes == 0 {
+		t.Fatalf("after a restart = %+v", s)
+	}
+	// exec resumes it: the same guest, its state used once.
+	if out, code, err := f.exec("web", "true"); err != nil || code != 0 {
+		t.Fatalf("exec of a suspended VM = %q, %d, %v", out, code, err)
+	}
+	r := f.show("web")
+	if r.State != api.VMRunning || r.PID == 0 || f.drv.Restores() != 1 {
+		t.Fatalf("after exec = %+v, %d restores", r, f.drv.Restores())
+	}
+	if _, err := os.Stat(f.svc.suspendDir(r.ID)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the used state is still there: %v", err)
+	}
+	if g := f.drv.Guest(f.svc.runDir(r.ID)); !bytes.Equal(g.HostKey.Marshal(), key.Marshal()) {
+		t.Fatal("the resumed guest is another one")
+	}
+	// start and ssh resume too.
+	suspend()
+	if s, err := f.svc.Start(ctx, api.VMRefParams{Name: "web"}); err != nil || s.State != api.VMRunning {
+		t.Fatalf("start of a suspended VM = %+v, %v", s, err)
+	}
+	suspend()
+	if _, err := f.svc.SSH(ctx, api.VMRefParams{Name: "web"}); err != nil || f.show("web").State != api.VMRunning {
+		t.Fatalf("ssh of a suspended VM: %v", err)
+	}
+	// stop discards the saved memory; start boots afresh.
+	suspend()
+	s, err := f.svc.Stop(ctx, api.VMStopParams{Name: "web"})
+	if err != nil || s.State != api.VMStopped || !strings.Contains(s.Reason, "discarded") {
+		t.Fatalf("stop of a suspended VM = %+v, %v", s, err)
+	}
+	if _, err := os.Stat(f.svc.suspendDir(s.ID)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a discarded state is still there: %v", err)
+	}
+	if _, err := f.svc.Suspend(ctx, api.VMRefParams{Name: "web"}); !errors.Is(err, api.ErrNotRunning) {
+		t.Fatalf("suspend of a stopped VM = %v", err)
+	}
+	if _, err := f.svc.Resume(ctx, api.VMRefParams{Name: "web"}); !errors.Is(err, api.ErrInvalidArgument) || !strings.Contains(err.Error(), "banger vm start web") {
+		t.Fatalf("resume of a stopped VM = %v", err)
+	}
+	restores := f.drv.Restores()
+	if _, err := f.svc.Start(ctx, api.VMRefParams{Name: "web"}); err != nil || f.drv.Restores() != restores {
+		t.Fatalf("start after a discard: %v, %d restores", err, f.drv.Restores())
+	}
+	// A suspended VM is deleted with its state.
+	suspend()
+	if _, err := f.svc.Delete(ctx, api.VMDeleteParams{Name: "web"}); err != nil {
+		t.Fatalf("delete of a suspended VM: %v", err)
+	}
+	if _, err := os.Stat(f.svc.stateDir(s.ID)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("its directory after delete: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{api.EventVMCreated, api.EventVMStarted, api.EventVMSuspended, api.EventVMResumed, api.EventVMSuspended, api.EventVMResumed,
+		api.EventVMSuspended, api.EventVMResumed, api.EventVMSuspended, api.EventVMStopped, api.EventVMStarted, api.EventVMSuspended, api.EventVMDeleted}
+	if !slices.Equal(told, want) {
+		t.Fatalf("events\n%q\nwant\n%q", told, want)
 	}
 }

@@ -24,7 +24,7 @@ func sshHost(name string) string { return name + ".vm" }
 // SSH says how OpenSSH reaches a running VM, and makes sure banger's
 // known_hosts holds the VM's host key.
 func (s *Service) SSH(ctx context.Context, p api.VMRefParams) (api.VMSSHInfo, error) {
-	rec, c, err := s.running(ctx, p.Name)
+	rec, c, err := s.awake(ctx, p.Name)
 	if err != nil {
 		return api.VMSSHInfo{}, err
 	}
@@ -37,7 +37,7 @@ func (s *Service) SSH(ctx context.Context, p api.VMRefParams) (api.VMSSHInfo, er
 
 // DialSSH connects to a running VM's SSH server through its agent.
 func (s *Service) DialSSH(ctx context.Context, p api.VMRefParams) (net.Conn, error) {
-	_, c, err := s.running(ctx, p.Name)
+	_, c, err := s.awake(ctx, p.Name)
 	if err != nil {
 		return nil, err
 	}

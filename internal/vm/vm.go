@@ -128,6 +128,9 @@ type live struct {
 	mu     sync.Mutex
 	client *client.Client
 	reason string // why it is stopping, set by whoever asked
+	// suspending: its VMM ends because its state was saved; the record
+	// says suspended, not stopped.
+	suspending bool
 }
 
 // New makes a service; Reconcile takes back VMs that still run.
@@ -620,11 +623,15 @@ func (s *Service) watch(rec store.VM, in vmm.Instance, c *client.Client) {
 	go func() {
 		<-in.Done()
 		l.mu.Lock()
-		reason := l.reason
+		reason, suspended := l.reason, l.suspending
 		if l.client != nil {
 			l.client.Close()
 		}
 		l.mu.Unlock()
+		state := api.VMStopped
+		if suspended {
+			state = api.VMSuspended
+		}
 		if reason == "" {
 			reason = exitReason(rec.Name, rec.VMM, in.ExitState())
 		}
@@ -637,7 +644,7 @@ func (s *Service) watch(rec store.VM, in vmm.Instance, c *client.Client) {
 			if err != nil || cur.ID != rec.ID {
 				return err // deleted meanwhile
 			}
-			cur.State, cur.Reason, cur.PID, cur.PIDStart, cur.StoppedAt = api.VMStopped, reason, 0, 0, time.Now()
+			cur.State, cur.Reason, cur.PID, cur.PIDStart, cur.StoppedAt = state, reason, 0, 0, time.Now()
 			return tx.PutVM(ctx, cur)
 		})
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -646,8 +653,12 @@ func (s *Service) watch(rec store.VM, in vmm.Instance, c *client.Client) {
 		s.mu.Lock()
 		delete(s.live, rec.ID)
 		s.mu.Unlock()
-		s.cfg.Log.Info("vm stopped", "vm", rec.Name, "reason", reason)
-		s.event(api.EventVMStopped, rec.Name, rec.Image, reason)
+		if suspended {
+			s.event(api.EventVMSuspended, rec.Name, rec.Image, "")
+		} else {
+			s.cfg.Log.Info("vm stopped", "vm", rec.Name, "reason", reason)
+			s.event(api.EventVMStopped, rec.Name, rec.Image, reason)
+		}
 		close(l.exited)
 	}()
 }

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -400,4 +401,57 @@ func vmBridge(t *T) {
 	if got := t.RuleCommentsOf(nftables.TableFamilyBridge, table); len(got) != 0 {
 		t.Fatalf("anti-spoofing rules left after delete: %v", got)
 	}
+}
+
+// vmSuspend: a suspended VM has no QEMU and a saved state on disk, stays
+// suspended across kill -9 of the daemon, and vm exec brings it back with
+// what it held in memory: a file on a tmpfs, a process still counting.
+func vmSuspend(t *T) {
+	reg := t.bootable()
+	ref := reg + "/smoke/busybox:suspend"
+	t.Push(ref, t.busyboxImage())
+	t.Must("vm", "create", "--name", "sleepy", "--image", ref, "--cpus", "1", "--memory", "256M")
+	t.Must("vm", "exec", "sleepy", "--", "sh", "-c", "echo kept > /run/before && "+
+		"(i=0; while true; do i=$((i+1)); echo $i > /run/n; sleep 0.2; done) </dev/null >/dev/null 2>&1 &")
+	var v api.VM
+	t.JSON(&v, "vm", "show", "sleepy")
+	pid := v.PID
+	t.Contains("vm suspend", t.Must("vm", "suspend", "sleepy").stdout, "suspended")
+	suspended := func(when string) {
+		var s api.VM
+		t.JSON(&s, "vm", "show", "sleepy")
+		if s.State != api.VMSuspended || s.PID != 0 || s.StateBytes == 0 {
+			t.Fatalf("%s: %+v", when, s)
+		}
+	}
+	suspended("after vm suspend")
+	if syscall.Kill(pid, 0) == nil && !isZombie(pid) {
+		t.Fatalf("QEMU (pid %d) still runs while suspended", pid)
+	}
+	t.Contains("vm show", t.Must("vm", "show", "sleepy").stdout, "saved state", "no host memory")
+	t.KillDaemon()
+	t.StartDaemon()
+	suspended("after kill -9 of the daemon")
+
+	// vm exec resumes it, as it was.
+	t.Contains("the tmpfs file", t.Must("vm", "exec", "sleepy", "--", "cat", "/run/before").stdout, "kept")
+	count := func() int {
+		n, _ := strconv.Atoi(strings.TrimSpace(t.Must("vm", "exec", "sleepy", "--", "cat", "/run/n").stdout))
+		return n
+	}
+	first := count()
+	t.Eventually("the guest's counter goes on", time.Minute, func() bool { return count() > first })
+	t.JSON(&v, "vm", "show", "sleepy")
+	if v.State != api.VMRunning || v.StateBytes != 0 {
+		t.Fatalf("after the resume: %+v", v)
+	}
+	t.Must("vm", "suspend", "sleepy")
+	t.Contains("vm resume", t.Must("vm", "resume", "sleepy").stdout, "resumed")
+	t.Contains("after vm resume", t.Must("vm", "exec", "sleepy", "--", "cat", "/run/before").stdout, "kept")
+	var got struct{ Events []api.Event }
+	t.JSON(&got, "events", "--no-follow", "--vm", "sleepy", "--type", api.EventVMSuspended, "--type", api.EventVMResumed)
+	if len(got.Events) != 4 {
+		t.Fatalf("suspend and resume events: %+v", got.Events)
+	}
+	t.Must("vm", "delete", "--force", "sleepy")
 }

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digitalocean/go-qemu/qmp"
+
 	"github.com/bangerdev/banger/internal/boot"
 	"github.com/bangerdev/banger/internal/vmm"
 	"github.com/bangerdev/banger/internal/vmm/qemu"
@@ -89,5 +91,35 @@ func TestSnapshotRestore(t *testing.T) {
 	other.MemoryMiB, other.Dir = 768, t.TempDir()
 	if _, err := d.Restore(ctx, other, dir); !errors.Is(err, vmm.ErrStateMismatch) || !strings.Contains(err.Error(), "memory (MiB) 512") {
 		t.Fatalf("a state for another shape = %v", err)
+	}
+}
+
+// TestAdoptContinuesAPausedGuest: a daemon killed mid-save leaves its
+// guest paused; the next daemon's Adopt lets it run on.
+func TestAdoptContinuesAPausedGuest(t *testing.T) {
+	v := start(t, shared.Vmlinux, shared.Images["busybox"], true)
+	mon, err := qmp.NewSocketMonitor("unix", filepath.Join(v.spec.Dir, "qmp.sock"), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mon.Connect(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mon.Run([]byte(`{"execute":"stop"}`)); err != nil {
+		t.Fatal(err)
+	}
+	mon.Disconnect()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	if _, err := v.client.Ping(ctx); err == nil {
+		t.Fatal("a paused guest answered")
+	}
+	cancel()
+	if _, err := (&qemu.Driver{}).Adopt(v.spec, v.in.ID()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := v.client.Ping(ctx); err != nil {
+		t.Fatalf("the adopted guest: %v", err)
 	}
 }

@@ -194,7 +194,11 @@ func (d *Driver) Adopt(s vmm.Spec, id proc.ID) (vmm.Instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &instance{Handle: h, sock: filepath.Join(s.Dir, "agent.sock"), qmp: filepath.Join(s.Dir, qmpSocket)}, nil
+	in := &instance{Handle: h, sock: filepath.Join(s.Dir, "agent.sock"), qmp: filepath.Join(s.Dir, qmpSocket)}
+	// A daemon killed while saving this VM left its guest paused: it
+	// runs on (the record says running; a half-saved state is dropped).
+	in.unpause()
+	return in, nil
 }
 
 type instance struct {

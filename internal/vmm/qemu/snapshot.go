@@ -277,3 +277,25 @@ func syncDir(dir string) {
 		f.Close()
 	}
 }
+
+// unpause continues a guest left paused, if its QEMU has a control
+// socket and says so.
+func (in *instance) unpause() {
+	if _, err := os.Stat(in.qmp); err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	mon, err := dialQMP(ctx, in.qmp, in.Done())
+	if err != nil {
+		return
+	}
+	defer mon.close()
+	var st struct {
+		Running bool   `json:"running"`
+		Status  string `json:"status"`
+	}
+	if mon.run("query-status", nil, &st) == nil && !st.Running && st.Status != "inmigrate" {
+		_ = mon.run("cont", nil, nil)
+	}
+}

@@ -66,6 +66,8 @@ type Driver struct {
 	unavailable error
 	guests      map[string]*Guest // by runtime dir: Adopt finds a guest again
 	starts      int
+	snapshots   int
+	restores    int
 }
 
 // Guest is one instance's stand-in VMM and agent.
@@ -305,4 +307,73 @@ func discard(c net.Conn) {
 			return
 		}
 	}
+}
+
+// Snapshot saves a stand-in VM: a state directory whose memory file
+// names the guest, written whole or not at all; with stop its VMM ends,
+// as QEMU's does after a save.
+func (d *Driver) Snapshot(_ context.Context, vin vmm.Instance, s vmm.Spec, dir string, stop bool) (vmm.State, error) {
+	in, ok := vin.(*instance)
+	if !ok || in.g == nil {
+		return vmm.State{}, errors.New("vmmtest: snapshot of an instance this driver did not start")
+	}
+	st := vmm.State{VMM: d.Name(), MemoryMiB: s.MemoryMiB, VCPU: s.VCPU, Size: int64(len(s.Dir))}
+	tmp := dir + ".partial"
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		return st, err
+	}
+	defer os.RemoveAll(tmp)
+	if err := os.WriteFile(filepath.Join(tmp, vmm.MemoryFile), []byte(s.Dir), 0o600); err != nil {
+		return st, err
+	}
+	if err := vmm.WriteState(tmp, st); err != nil {
+		return st, err
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return st, err
+	}
+	if stop {
+		_ = in.Process().Kill()
+		<-in.Done()
+	}
+	d.mu.Lock()
+	d.snapshots++
+	d.mu.Unlock()
+	return st, nil
+}
+
+// Restore starts a stand-in from a saved state: its guest is the saved
+// one (the same SSH host key) under s. A state of another shape is
+// refused, as a real driver refuses it.
+func (d *Driver) Restore(ctx context.Context, s vmm.Spec, dir string) (vmm.Instance, error) {
+	st, err := vmm.ReadState(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := st.Check(vmm.State{VMM: d.Name(), MemoryMiB: s.MemoryMiB, VCPU: s.VCPU}); err != nil {
+		return nil, err
+	}
+	from, err := os.ReadFile(filepath.Join(dir, vmm.MemoryFile))
+	if err != nil {
+		return nil, err
+	}
+	saved := d.Guest(string(from))
+	in, err := d.Start(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	if saved != nil {
+		in.(*instance).g.HostKey = saved.HostKey
+	}
+	d.mu.Lock()
+	d.restores++
+	d.mu.Unlock()
+	return in, nil
+}
+
+// Restores counts the instances started from a saved state.
+func (d *Driver) Restores() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.restores
 }
