@@ -27,6 +27,13 @@ type Phase struct {
 	Clock string `json:"clock"`
 }
 
+// What auto-stop does to an idle VM (auto_idle_action, vm set
+// --idle-action).
+const (
+	IdleStop    = "stop"
+	IdleSuspend = "suspend"
+)
+
 // VM states.
 const (
 	VMCreating = "creating"
@@ -71,17 +78,20 @@ type VM struct {
 	NAT       bool   `json:"nat"` // outbound connections allowed
 	// Egress says what it may reach beyond the host: EgressNone (no
 	// NIC), EgressSandbox, EgressNAT or EgressAllowList (Allow).
-	Egress    string     `json:"egress"`
-	Allow     []string   `json:"allow,omitempty"`   // its allow-list, canonical
-	Isolate   bool       `json:"isolate,omitempty"` // no traffic with the other VMs
-	AutoStop  string     `json:"auto_stop,omitempty"`
-	IP        string     `json:"ip,omitempty"`
-	Workspace string     `json:"workspace,omitempty"` // its guest directory
-	VMM       string     `json:"vmm,omitempty"`
-	PID       int        `json:"pid,omitempty"`
-	CreatedAt time.Time  `json:"created_at"`
-	StartedAt *time.Time `json:"started_at,omitempty"`
-	StoppedAt *time.Time `json:"stopped_at,omitempty"`
+	Egress   string   `json:"egress"`
+	Allow    []string `json:"allow,omitempty"`   // its allow-list, canonical
+	Isolate  bool     `json:"isolate,omitempty"` // no traffic with the other VMs
+	AutoStop string   `json:"auto_stop,omitempty"`
+	// IdleAction is what auto-stop does to it once idle: IdleStop or
+	// IdleSuspend ("" the config's auto_idle_action).
+	IdleAction string     `json:"idle_action,omitempty"`
+	IP         string     `json:"ip,omitempty"`
+	Workspace  string     `json:"workspace,omitempty"` // its guest directory
+	VMM        string     `json:"vmm,omitempty"`
+	PID        int        `json:"pid,omitempty"`
+	CreatedAt  time.Time  `json:"created_at"`
+	StartedAt  *time.Time `json:"started_at,omitempty"`
+	StoppedAt  *time.Time `json:"stopped_at,omitempty"`
 	// StateBytes is the disk its saved state takes while suspended.
 	StateBytes int64 `json:"state_bytes,omitempty"`
 }
@@ -120,6 +130,9 @@ type VMSetParams struct {
 	// AutoStop is an idle time ("30m"), "0" for never, "default" for
 	// the config's.
 	AutoStop string `json:"auto_stop,omitempty"`
+	// IdleAction is IdleStop, IdleSuspend, or "default" for the
+	// config's.
+	IdleAction string `json:"idle_action,omitempty"`
 	// NAT opens (true) or closes (false) the VM's way out, replacing
 	// an allow-list; Allow replaces the allow-list (and implies NAT).
 	// On a running bridge VM both take effect at once, its connections

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -349,7 +350,7 @@ func (a *App) vmSetCommand() *cobra.Command {
 	var memory, disk string
 	var nat, isolate bool
 	cmd := &cobra.Command{
-		Use:   "set NAME [--cpus N] [--memory SIZE] [--disk SIZE] [--nat=true|false] [--allow RULE]... [--isolate=true|false] [--auto-stop DURATION|0|default]",
+		Use:   "set NAME [--cpus N] [--memory SIZE] [--disk SIZE] [--nat=true|false] [--allow RULE]... [--isolate=true|false] [--auto-stop DURATION|0|default] [--idle-action stop|suspend|default]",
 		Short: "Change a VM's sizes and settings (cpus, memory and disk while it is stopped; a bridge VM's way out at once)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -369,8 +370,8 @@ func (a *App) vmSetCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(a.Stdout, "vm %s: %d cpus, %s memory, %s disk, egress %s, auto-stop %s\n", v.Name, v.VCPU,
-					units.FormatSize(int64(v.MemoryMiB)<<20), units.FormatSize(v.DiskSize), egressSummary(v), dash(v.AutoStop))
+				fmt.Fprintf(a.Stdout, "vm %s: %d cpus, %s memory, %s disk, egress %s, auto-stop %s, idle action %s\n", v.Name, v.VCPU,
+					units.FormatSize(int64(v.MemoryMiB)<<20), units.FormatSize(v.DiskSize), egressSummary(v), dash(v.AutoStop), cmp.Or(v.IdleAction, "default"))
 				return nil
 			})(cmd, args)
 		},
@@ -383,6 +384,7 @@ func (a *App) vmSetCommand() *cobra.Command {
 	f.StringArrayVar(&p.Allow, "allow", nil, "let it open connections out only to RULE (replaces its list; repeat for more; see vm create)")
 	f.BoolVar(&isolate, "isolate", false, "keep it from the other VMs on the bridge")
 	f.StringVar(&p.AutoStop, "auto-stop", "", "stop the VM after this long idle (30m), 0 for never, default for the config's")
+	f.StringVar(&p.IdleAction, "idle-action", "", "what auto-stop does once it is idle: stop, suspend (resumed on use), or default (auto_idle_action)")
 	return cmd
 }
 

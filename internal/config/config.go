@@ -27,6 +27,7 @@ type Config struct {
 	LogLevel           string
 	LogMaxSize         int64         // a VM's console (and VMM output) kept on the host, both halves
 	AutoStopStaleAfter time.Duration // 0 disables auto-stop
+	AutoIdleAction     string        // what auto-stop does to an idle VM: stop or suspend
 	StatsPollInterval  time.Duration
 	DefaultImageName   string
 	DefaultKernel      string // "auto": the newest imported kernel
@@ -112,6 +113,7 @@ func Keys() []string {
 		"log_level",
 		"log_max_size",
 		"auto_stop_stale_after",
+		"auto_idle_action",
 		"stats_poll_interval",
 		"default_image_name",
 		"default_kernel",
@@ -145,6 +147,7 @@ func Defaults(host Host) Config {
 	c := Config{
 		LogLevel:          "info",
 		LogMaxSize:        16 << 20,
+		AutoIdleAction:    "stop",
 		StatsPollInterval: 5 * time.Second,
 		DefaultImageName:  "docker.io/library/debian:bookworm",
 		DefaultKernel:     "auto",
@@ -172,6 +175,7 @@ type file struct {
 	LogLevel           *string `toml:"log_level"`
 	LogMaxSize         any     `toml:"log_max_size"`
 	AutoStopStaleAfter any     `toml:"auto_stop_stale_after"`
+	AutoIdleAction     *string `toml:"auto_idle_action"`
 	StatsPollInterval  any     `toml:"stats_poll_interval"`
 	DefaultImageName   *string `toml:"default_image_name"`
 	UpdateURL          *string `toml:"update_url"`
@@ -265,6 +269,15 @@ func (c *Config) apply(data []byte) error {
 		}
 		c.AutoStopStaleAfter = d
 		set("auto_stop_stale_after")
+	}
+	if f.AutoIdleAction != nil {
+		switch *f.AutoIdleAction {
+		case "stop", "suspend":
+		default:
+			return fmt.Errorf("auto_idle_action: %q is neither \"stop\" nor \"suspend\"", *f.AutoIdleAction)
+		}
+		c.AutoIdleAction = *f.AutoIdleAction
+		set("auto_idle_action")
 	}
 	if f.StatsPollInterval != nil {
 		d, err := parseDuration(f.StatsPollInterval)
@@ -522,6 +535,7 @@ func (c Config) Values() []Value {
 		"log_level":                c.LogLevel,
 		"log_max_size":             units.FormatSize(c.LogMaxSize),
 		"auto_stop_stale_after":    dur(c.AutoStopStaleAfter),
+		"auto_idle_action":         c.AutoIdleAction,
 		"stats_poll_interval":      c.StatsPollInterval.String(),
 		"default_image_name":       c.DefaultImageName,
 		"update_url":               c.UpdateURL,

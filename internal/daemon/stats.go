@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/netip"
@@ -18,11 +19,12 @@ type statsTargets struct {
 	list     func(context.Context) (api.VMListResult, error)
 	show     func(context.Context, api.VMRefParams) (api.VM, error)
 	autoStop time.Duration // the config's auto_stop_stale_after
+	idle     string        // the config's auto_idle_action
 }
 
 func (t statsTargets) target(v api.VM) stats.Target {
 	st := stats.Target{Name: v.Name, ID: v.ID, PID: v.PID, VCPU: v.VCPU, Network: v.Network,
-		AutoStop: vm.AutoStopAfter(v.AutoStop, t.autoStop)}
+		AutoStop: vm.AutoStopAfter(v.AutoStop, t.autoStop), Suspend: cmp.Or(v.IdleAction, t.idle) == api.IdleSuspend}
 	if v.Network == api.NetworkBridge {
 		st.Addr, _ = netip.ParseAddr(v.IP)
 	}
@@ -34,10 +36,19 @@ func (t statsTargets) target(v api.VM) stats.Target {
 
 // Running lists the running VMs.
 func (t statsTargets) Running(ctx context.Context) ([]stats.Target, error) {
+	return t.inState(ctx, api.VMRunning)
+}
+
+// Suspended lists the suspended VMs.
+func (t statsTargets) Suspended(ctx context.Context) ([]stats.Target, error) {
+	return t.inState(ctx, api.VMSuspended)
+}
+
+func (t statsTargets) inState(ctx context.Context, state string) ([]stats.Target, error) {
 	all, err := t.list(ctx)
 	var out []stats.Target
 	for _, v := range all.VMs {
-		if v.State == api.VMRunning {
+		if v.State == state {
 			out = append(out, t.target(v))
 		}
 	}

@@ -172,15 +172,19 @@ func (d *Daemon) wire(opts Options) (*services, error) {
 		d.bridgeUp(br, br.net.Gateway()) // the bridge a previous daemon made
 	}
 
-	targets := statsTargets{list: vms.List, show: vms.Show, autoStop: d.cfg.AutoStopStaleAfter}
+	targets := statsTargets{list: vms.List, show: vms.Show, autoStop: d.cfg.AutoStopStaleAfter, idle: d.cfg.AutoIdleAction}
 	st := stats.New(stats.Config{
 		Running:  targets.Running,
 		Target:   targets.Target,
 		Agent:    agentAs(vms.Agent, func(c *client.Client) stats.Agent { return c }),
 		AutoStop: vms.AutoStop,
-		Forwards: storeForwards{d.store},
-		Interval: d.cfg.StatsPollInterval,
-		Log:      d.log.With("service", "stats"),
+		// A driver that cannot save a VM's memory stops idle VMs instead.
+		AutoSuspend: autoSuspend(vms, driver),
+		Suspended:   targets.Suspended,
+		Wake:        agentAs(vms.Awake, func(c *client.Client) stats.Agent { return c }),
+		Forwards:    storeForwards{d.store},
+		Interval:    d.cfg.StatsPollInterval,
+		Log:         d.log.With("service", "stats"),
 	})
 
 	ws := workspace.New(workspace.Config{
@@ -202,6 +206,15 @@ func (d *Daemon) wire(opts Options) (*services, error) {
 	}
 	return &services{daemon: d, ops: ops, images: images, kernels: kernels, bootCheck: bootCheck,
 		vms: vms, creates: creates, stats: st, workspace: ws, egress: eg, dns: dns, events: bus}, nil
+}
+
+// autoSuspend is the VM service's AutoSuspend where the driver can save
+// a VM's memory, nil (idle VMs are stopped) where it cannot.
+func autoSuspend(vms *vm.Service, driver vmm.Driver) func(context.Context, string, string) (bool, error) {
+	if _, ok := driver.(vmm.Snapshotter); !ok {
+		return nil
+	}
+	return vms.AutoSuspend
 }
 
 // opFailed is the event of a failed operation: what it was on, why, and

@@ -73,12 +73,18 @@ func (s *Service) sweep(ctx context.Context, t Target) {
 		return
 	}
 	reason := fmt.Sprintf("stopped automatically: idle for %s (auto-stop after %s)", idle.Round(time.Second), t.AutoStop)
-	stopped, err := s.cfg.AutoStop(ctx, t.Name, reason)
+	act, verb := s.cfg.AutoStop, "stopped"
+	if t.Suspend && s.cfg.AutoSuspend != nil {
+		reason = fmt.Sprintf("suspended automatically: idle for %s (auto-stop after %s); exec, ssh or a connection to a forwarded port resume it",
+			idle.Round(time.Second), t.AutoStop)
+		act, verb = s.cfg.AutoSuspend, "suspended"
+	}
+	stopped, err := act(ctx, t.Name, reason)
 	switch {
 	case err != nil:
-		s.cfg.Log.Error("auto-stopping an idle VM", "vm", t.Name, "err", err)
+		s.cfg.Log.Error("auto-stopping an idle VM", "vm", t.Name, "action", verb, "err", err)
 	case stopped:
-		s.cfg.Log.Info("vm auto-stopped", "vm", t.Name, "idle", idle.Round(time.Second), "auto_stop", t.AutoStop)
+		s.cfg.Log.Info("vm auto-"+verb, "vm", t.Name, "idle", idle.Round(time.Second), "auto_stop", t.AutoStop)
 		s.mu.Lock()
 		delete(s.activity, t.Name)
 		s.mu.Unlock()

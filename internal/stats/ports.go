@@ -312,6 +312,11 @@ func (s *Service) restoreForwards(ctx context.Context) {
 	if err != nil {
 		return
 	}
+	suspended, err := s.suspended(ctx)
+	if err != nil {
+		return
+	}
+	targets = append(targets, suspended...)
 	byID := map[string]Target{}
 	for _, t := range targets {
 		byID[t.ID] = t
@@ -333,8 +338,12 @@ func (s *Service) carry(name string, c net.Conn, target string) {
 	defer c.Close()
 	end := s.Session(name)
 	defer end()
-	ctx, cancel := context.WithTimeout(context.Background(), agentTimeout)
-	a, err := s.cfg.Agent(ctx, name)
+	agent, timeout := s.cfg.Agent, agentTimeout
+	if s.cfg.Wake != nil {
+		agent, timeout = s.cfg.Wake, wakeTimeout // a suspended VM is resumed first
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	a, err := agent(ctx, name)
 	var g net.Conn
 	if err == nil {
 		g, err = a.Dial(ctx, target)

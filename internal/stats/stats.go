@@ -34,7 +34,9 @@ type Target struct {
 	Network  string
 	Addr     netip.Addr // on the bridge network
 	// AutoStop is how long the VM may stay idle; 0 never stops it.
-	AutoStop  time.Duration
+	AutoStop time.Duration
+	// Suspend: an idle VM is suspended, not stopped.
+	Suspend   bool
 	StartedAt time.Time
 }
 
@@ -56,6 +58,13 @@ type Config struct {
 	// AutoStop stops an idle VM gracefully with reason, unless a
 	// lifecycle verb holds it (then it reports false).
 	AutoStop func(ctx context.Context, name, reason string) (bool, error)
+	// AutoSuspend suspends an idle VM whose Target says Suspend, the
+	// same way. Suspended lists the suspended VMs, whose forwards stay
+	// open; Wake is Agent for a connection to one of them: a suspended
+	// VM is resumed first. Nil: no VM is suspended here.
+	AutoSuspend func(ctx context.Context, name, reason string) (bool, error)
+	Suspended   func(ctx context.Context) ([]Target, error)
+	Wake        func(ctx context.Context, name string) (Agent, error)
 	// Forwards keeps the loopback forwards, so a restarted daemon opens
 	// them again; nil keeps them in memory only.
 	Forwards ForwardStore
@@ -123,6 +132,9 @@ func New(cfg Config) *Service {
 // agentTimeout bounds one call to an agent.
 const agentTimeout = 5 * time.Second
 
+// wakeTimeout bounds a forwarded connection's wait for its VM to resume.
+const wakeTimeout = 2 * time.Minute
+
 // Run polls every interval until ctx ends, then closes the forwards. A
 // poll never waits for the one before: a VM still being sampled or
 // stopped from the last one is skipped, the others are not held up.
@@ -156,6 +168,15 @@ func (s *Service) Poll(ctx context.Context) {
 	for _, t := range targets {
 		alive[t.ID] = true
 	}
+	// A suspended VM keeps its forwards: a connection wakes it.
+	suspended, err := s.suspended(ctx)
+	if err != nil {
+		s.cfg.Log.Warn("listing suspended VMs for stats", "err", err)
+		return
+	}
+	for _, t := range suspended {
+		alive[t.ID] = true
+	}
 	// What stopped is forgotten first, against the list just read: done
 	// after the sampling, a slow VM would leave the list stale, and a VM
 	// started meanwhile would lose its forwards.
@@ -181,6 +202,14 @@ func (s *Service) Poll(ctx context.Context) {
 		})
 	}
 	wg.Wait()
+}
+
+// suspended lists the suspended VMs (none without Suspended).
+func (s *Service) suspended(ctx context.Context) ([]Target, error) {
+	if s.cfg.Suspended == nil {
+		return nil, nil
+	}
+	return s.cfg.Suspended(ctx)
 }
 
 // claim marks a VM's poll under way, unless one already is.

@@ -499,3 +499,89 @@ func TestHostilePorts(t *testing.T) {
 		t.Fatalf("guest port 22 forwarded at %q; want an unprivileged port", fwd)
 	}
 }
+
+// TestIdleSuspend: an idle VM whose action is suspend is suspended, not
+// stopped; a suspended VM keeps its forwards, and a connection to one
+// wakes it (Wake, not Agent) and reaches its port; a VM gone from both
+// lists loses them.
+func TestIdleSuspend(t *testing.T) {
+	srv := servers(t)
+	clk := &clock{now: time.Unix(1000, 0)}
+	start := clk.Now()
+	web := Target{Name: "web", ID: "1", Network: api.NetworkUser, AutoStop: time.Minute, Suspend: true, StartedAt: start}
+	plain := Target{Name: "plain", ID: "2", AutoStop: time.Minute, StartedAt: start}
+	agents := map[string]*fakeAgent{
+		"web":   {samples: []proto.StatsResult{{CPUTotal: 1}}, socks: []proto.Socket{{Proto: "tcp", Addr: "0.0.0.0", Port: 17001}}, dialTo: map[string]string{"127.0.0.1:17001": srv["echo"]}},
+		"plain": {samples: []proto.StatsResult{{CPUTotal: 1}}},
+	}
+	var mu sync.Mutex
+	running, suspended := []Target{web, plain}, []Target(nil)
+	var acted, woken []string
+	s, stopped := newTest(nil, agents, clk)
+	s.cfg.Running = func(context.Context) ([]Target, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(running), nil
+	}
+	s.cfg.Target = func(_ context.Context, name string) (Target, error) { return web, nil }
+	s.cfg.Suspended = func(context.Context) ([]Target, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(suspended), nil
+	}
+	s.cfg.AutoSuspend = func(_ context.Context, name, reason string) (bool, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		acted = append(acted, name+": "+reason)
+		running, suspended = []Target{plain}, []Target{web}
+		return true, nil
+	}
+	s.cfg.Wake = func(_ context.Context, name string) (Agent, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		woken = append(woken, name)
+		return agents[name], nil
+	}
+	ctx := context.Background()
+	r, err := s.Ports(ctx, api.VMPortsParams{Name: "web", Forward: true})
+	if err != nil || len(r.Ports) != 1 || r.Ports[0].Forward == "" {
+		t.Fatalf("ports = %+v, %v", r, err)
+	}
+	addr := r.Ports[0].Forward
+	s.Poll(ctx)
+	clk.Add(2 * time.Minute)
+	s.Poll(ctx)
+	mu.Lock()
+	if len(acted) != 1 || !strings.HasPrefix(acted[0], "web: suspended automatically: idle for 2m0s (auto-stop after 1m0s); exec, ssh or a connection") {
+		t.Fatalf("suspended %q", acted)
+	}
+	mu.Unlock()
+	if len(*stopped) != 1 || !strings.HasPrefix((*stopped)[0], "plain: stopped automatically") {
+		t.Fatalf("stopped %q", *stopped)
+	}
+	s.Poll(ctx) // web is suspended now: its forward stays
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatalf("the forward of a suspended VM: %v", err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "wake up\n"); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	c.Close()
+	if err != nil || line != "wake up\n" {
+		t.Fatalf("through the forward of a suspended VM: %q, %v", line, err)
+	}
+	mu.Lock()
+	if !slices.Equal(woken, []string{"web"}) {
+		t.Fatalf("woken %q", woken)
+	}
+	running, suspended = nil, nil // deleted
+	mu.Unlock()
+	s.Poll(ctx)
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Fatal("the forward of a deleted VM is still open")
+	}
+}

@@ -26,7 +26,7 @@ func (s *Service) toAPI(rec store.VM) api.VM {
 	v := api.VM{
 		Name: rec.Name, ID: rec.ID, State: rec.State, Reason: rec.Reason, Image: rec.Image, ImageID: rec.ImageID,
 		Kernel: rec.Kernel, KernelID: rec.KernelID, VCPU: rec.VCPU, MemoryMiB: rec.MemoryMiB, DiskSize: rec.DiskSize,
-		Network: rec.Network, NAT: rec.NAT, Egress: egressOf(rec), Allow: rec.Allow, Isolate: rec.Isolate, AutoStop: rec.AutoStop, Workspace: rec.Workspace, VMM: rec.VMM, PID: rec.PID, CreatedAt: rec.CreatedAt,
+		Network: rec.Network, NAT: rec.NAT, Egress: egressOf(rec), Allow: rec.Allow, Isolate: rec.Isolate, AutoStop: rec.AutoStop, IdleAction: rec.IdleAction, Workspace: rec.Workspace, VMM: rec.VMM, PID: rec.PID, CreatedAt: rec.CreatedAt,
 	}
 	if !rec.StartedAt.IsZero() {
 		t := rec.StartedAt
@@ -449,6 +449,15 @@ func (s *Service) Set(ctx context.Context, p api.VMSetParams) (api.VM, error) {
 		next.AutoStop = ""
 	default:
 		next.AutoStop = p.AutoStop
+	}
+	switch p.IdleAction {
+	case "":
+	case "default":
+		next.IdleAction = ""
+	case api.IdleStop, api.IdleSuspend:
+		next.IdleAction = p.IdleAction
+	default:
+		return api.VM{}, fmt.Errorf("%w: --idle-action %q: use stop, suspend or default", api.ErrInvalidArgument, p.IdleAction)
 	}
 	if _, err := applyEgress(&next, p.Allow, p.NAT); err != nil {
 		return api.VM{}, err

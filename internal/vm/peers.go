@@ -24,6 +24,12 @@ func (s *Service) Agent(ctx context.Context, name string) (*client.Client, error
 // unless a lifecycle verb or operation holds it: then it reports false
 // and leaves it alone.
 func (s *Service) AutoStop(ctx context.Context, name, reason string) (bool, error) {
+	return s.whenFree(ctx, name, func(rec store.VM) error { return s.stopWith(ctx, rec, false, 0, reason) })
+}
+
+// whenFree runs act on the running VM named name under its lock, unless
+// a lifecycle verb or operation holds it (false, nothing done).
+func (s *Service) whenFree(ctx context.Context, name string, act func(store.VM) error) (bool, error) {
 	unlock, ok := s.tryLock(name)
 	if !ok {
 		return false, nil
@@ -33,7 +39,7 @@ func (s *Service) AutoStop(ctx context.Context, name, reason string) (bool, erro
 	if err != nil || rec.State != api.VMRunning {
 		return false, err
 	}
-	if err := s.stopWith(ctx, rec, false, 0, reason); err != nil {
+	if err := act(rec); err != nil {
 		return false, err
 	}
 	return true, nil

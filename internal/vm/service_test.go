@@ -1266,3 +1266,41 @@ func TestSuspendResume(t *testing.T) {
 		t.Fatalf("events\n%q\nwant\n%q", told, want)
 	}
 }
+
+// TestAutoSuspend: the idle sweep's suspend records its reason, leaves a
+// VM a lifecycle verb holds alone, and vm set takes the idle action.
+func TestAutoSuspend(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.mustCreate("web")
+	for _, c := range []struct {
+		set, want string
+		bad       bool
+	}{{"suspend", "suspend", false}, {"hibernate", "", true}, {"default", "", false}, {"stop", "stop", false}} {
+		v, err := f.svc.Set(ctx, api.VMSetParams{Name: "web", IdleAction: c.set})
+		if c.bad {
+			if !errors.Is(err, api.ErrInvalidArgument) || !strings.Contains(err.Error(), "stop, suspend or default") {
+				t.Fatalf("--idle-action %s = %v", c.set, err)
+			}
+			continue
+		}
+		if err != nil || v.IdleAction != c.want {
+			t.Fatalf("--idle-action %s = %+v, %v", c.set, v, err)
+		}
+	}
+	unlock := f.svc.lock("web")
+	if done, err := f.svc.AutoSuspend(ctx, "web", "idle"); done || err != nil {
+		t.Fatalf("auto-suspend of a held VM = %v, %v", done, err)
+	}
+	unlock()
+	reason := "suspended automatically: idle for 2m0s (auto-stop after 1m0s)"
+	if done, err := f.svc.AutoSuspend(ctx, "web", reason); !done || err != nil {
+		t.Fatalf("auto-suspend = %v, %v", done, err)
+	}
+	if v := f.show("web"); v.State != api.VMSuspended || v.Reason != reason {
+		t.Fatalf("after auto-suspend = %+v", v)
+	}
+	if done, err := f.svc.AutoSuspend(ctx, "web", reason); done || err != nil {
+		t.Fatalf("auto-suspend of a suspended VM = %v, %v", done, err)
+	}
+}

@@ -48,8 +48,7 @@ func (s *Service) snapshotter() (vmm.Snapshotter, error) {
 // and ends its VMM: the host's memory is freed, the work disk stays as
 // the guest left it. Resume, exec, ssh or start bring it back as it was.
 func (s *Service) Suspend(ctx context.Context, p api.VMRefParams) (api.VM, error) {
-	sn, err := s.snapshotter()
-	if err != nil {
+	if _, err := s.snapshotter(); err != nil {
 		return api.VM{}, err
 	}
 	rec, unlock, err := s.locked(ctx, p.Name)
@@ -60,26 +59,45 @@ func (s *Service) Suspend(ctx context.Context, p api.VMRefParams) (api.VM, error
 	if rec.State == api.VMSuspended {
 		return s.toAPI(rec), nil
 	}
+	if err := s.suspend(ctx, rec, reasonSuspended); err != nil {
+		return api.VM{}, err
+	}
+	return s.Show(ctx, api.VMRefParams{Name: rec.Name})
+}
+
+// AutoSuspend suspends the running VM named name, recording reason,
+// unless a lifecycle verb or operation holds it: then it reports false
+// and leaves it alone.
+func (s *Service) AutoSuspend(ctx context.Context, name, reason string) (bool, error) {
+	return s.whenFree(ctx, name, func(rec store.VM) error { return s.suspend(ctx, rec, reason) })
+}
+
+// suspend saves rec, running and locked, recording reason.
+func (s *Service) suspend(ctx context.Context, rec store.VM, reason string) error {
+	sn, err := s.snapshotter()
+	if err != nil {
+		return err
+	}
 	s.mu.Lock()
 	l := s.live[rec.ID]
 	s.mu.Unlock()
 	if l == nil || rec.State != api.VMRunning {
-		return api.VM{}, fmt.Errorf("vm %s is %s: %w; only a running VM is suspended", rec.Name, rec.State, api.ErrNotRunning)
+		return fmt.Errorf("vm %s is %s: %w; only a running VM is suspended", rec.Name, rec.State, api.ErrNotRunning)
 	}
 	img, k, err := s.inputs(ctx, rec)
 	if err != nil {
-		return api.VM{}, err
+		return err
 	}
 	spec, err := s.spec(rec, img, k, "")
 	if err != nil {
-		return api.VM{}, err
+		return err
 	}
 	l.mu.Lock()
-	l.reason, l.suspending = reasonSuspended, true
+	l.reason, l.suspending = reason, true
 	l.mu.Unlock()
 	dir := s.suspendDir(rec.ID)
 	if err := os.RemoveAll(dir); err != nil {
-		return api.VM{}, err
+		return err
 	}
 	if _, err := sn.Snapshot(ctx, l.inst, spec, dir, true); err != nil {
 		l.mu.Lock()
@@ -92,18 +110,18 @@ func (s *Service) Suspend(ctx context.Context, p api.VMRefParams) (api.VM, error
 			if cur, ferr := s.find(ctx, rec.Name); ferr == nil && cur.State == api.VMSuspended {
 				_ = s.discard(context.WithoutCancel(ctx), cur, "its VMM ended while it was being suspended: "+err.Error())
 			}
-			return api.VM{}, fmt.Errorf("suspending vm %s: %w; its VMM ended: it is stopped", rec.Name, err)
+			return fmt.Errorf("suspending vm %s: %w; its VMM ended: it is stopped", rec.Name, err)
 		default:
 		}
-		return api.VM{}, fmt.Errorf("suspending vm %s: %w (it runs on)", rec.Name, err)
+		return fmt.Errorf("suspending vm %s: %w (it runs on)", rec.Name, err)
 	}
 	select {
 	case <-l.exited:
 	case <-ctx.Done():
-		return api.VM{}, ctx.Err()
+		return ctx.Err()
 	}
-	s.cfg.Log.Info("vm suspended", "vm", rec.Name, "state_bytes", s.stateBytes(rec.ID))
-	return s.Show(ctx, api.VMRefParams{Name: rec.Name})
+	s.cfg.Log.Info("vm suspended", "vm", rec.Name, "reason", reason, "state_bytes", s.stateBytes(rec.ID))
+	return nil
 }
 
 // Resume brings a suspended VM back from its saved state.

@@ -654,7 +654,7 @@ func (s *Service) watch(rec store.VM, in vmm.Instance, c *client.Client) {
 		delete(s.live, rec.ID)
 		s.mu.Unlock()
 		if suspended {
-			s.event(api.EventVMSuspended, rec.Name, rec.Image, "")
+			s.event(api.EventVMSuspended, rec.Name, rec.Image, reason)
 		} else {
 			s.cfg.Log.Info("vm stopped", "vm", rec.Name, "reason", reason)
 			s.event(api.EventVMStopped, rec.Name, rec.Image, reason)

@@ -52,6 +52,7 @@ func scenarios() []scenario {
 		{name: "vm-stats-ports", run: vmStatsPorts},
 		{name: "vm-auto-stop", run: vmAutoStop},
 		{name: "vm-suspend", run: vmSuspend},
+		{name: "vm-idle-suspend", run: vmIdleSuspend},
 		{name: "vm-workspace", run: vmWorkspace},
 		{name: "vm-workspace-large", run: vmWorkspaceLarge},
 		{name: "vm-hostile-guest", run: vmHostileGuest},

@@ -117,19 +117,7 @@ func vmStatsPorts(t *T) {
 		t.Fatalf("--forward gave port 8080 no forward: %+v", fwd)
 	}
 	for _, addr := range []string{"10.78.0.2:8080", fwd.Forward} {
-		c, err := networld.Dial(t.netns, "tcp", addr)
-		if err != nil {
-			t.Fatalf("dialing %s: %v", addr, err)
-		}
-		fmt.Fprint(c, "GET / HTTP/1.0\r\n\r\n")
-		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-		var resp strings.Builder
-		sc := bufio.NewScanner(c)
-		for sc.Scan() {
-			resp.WriteString(sc.Text() + "\n")
-		}
-		c.Close()
-		t.Contains("GET through "+addr, resp.String(), "200", "hello from busybox httpd")
+		t.Contains("GET through "+addr, t.httpGet(addr, 30*time.Second), "200", "hello from busybox httpd")
 	}
 
 	// The forward outlives a daemon killed with SIGKILL: the next one
@@ -305,4 +293,63 @@ func (t *T) sawEvents(vm string, start time.Time, want []string) {
 			t.Fatalf("events of %s: %q, want %q", vm, seen, want)
 		}
 	}
+}
+
+// httpGet fetches / from addr in the scenario's namespace, within
+// timeout, and returns the response.
+func (t *T) httpGet(addr string, timeout time.Duration) string {
+	c, err := networld.Dial(t.netns, "tcp", addr)
+	if err != nil {
+		t.Fatalf("dialing %s: %v", addr, err)
+	}
+	defer c.Close()
+	fmt.Fprint(c, "GET / HTTP/1.0\r\n\r\n")
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	var resp strings.Builder
+	sc := bufio.NewScanner(c)
+	for sc.Scan() {
+		resp.WriteString(sc.Text() + "\n")
+	}
+	return resp.String()
+}
+
+// vmIdleSuspend: an idle VM whose idle action is suspend is suspended by
+// the sweep, saying why; a connection to its forwarded port wakes it and
+// is served; idle again, vm exec wakes it.
+func vmIdleSuspend(t *T) {
+	t.statsConfig()
+	reg := t.bootable()
+	ref := reg + "/smoke/ports:idle"
+	t.Push(ref, t.portsImage())
+	t.Must("vm", "create", "--name", "web", "--image", ref, "--cpus", "1", "--memory", "256M")
+	t.Must("vm", "exec", "web", "--", "/bin/busybox", "sh", "-c", "/bin/busybox httpd -f -p 8080 -h /www </dev/null >/dev/null 2>&1 &")
+	var fwd string
+	t.Eventually("httpd listens, forwarded", time.Minute, func() bool {
+		var r api.VMPortsResult
+		t.JSON(&r, "vm", "ports", "web", "--forward")
+		for _, p := range r.Ports {
+			if p.Port == 8080 && p.Forward != "" {
+				fwd = p.Forward
+			}
+		}
+		return fwd != ""
+	})
+	t.Contains("vm set", t.Must("vm", "set", "web", "--auto-stop", "10s", "--idle-action", "suspend").stdout, "idle action suspend")
+	state := func() api.VM {
+		var v api.VM
+		t.JSON(&v, "vm", "show", "web")
+		return v
+	}
+	t.Eventually("web is suspended once idle", 3*time.Minute, func() bool { return state().State == api.VMSuspended })
+	if v := state(); !strings.Contains(v.Reason, "suspended automatically: idle for") {
+		t.Fatalf("suspended: %+v", v)
+	}
+	// A connection to its forwarded port wakes it, and is served.
+	t.Contains("GET through the forward of a suspended VM", t.httpGet(fwd, 2*time.Minute), "200", "hello from busybox httpd")
+	if v := state(); v.State != api.VMRunning {
+		t.Fatalf("after a connection to its forward: %+v", v)
+	}
+	t.Eventually("web is suspended again once idle", 3*time.Minute, func() bool { return state().State == api.VMSuspended })
+	t.Contains("vm exec wakes it", t.Must("vm", "exec", "web", "--", "echo", "awake").stdout, "awake")
+	t.Must("vm", "delete", "--force", "web")
 }
