@@ -372,7 +372,16 @@ func (s *Service) Reconcile(ctx context.Context) error {
 			}
 			rec.State, rec.Reason = api.VMFailed, "its create was interrupted: the daemon stopped; delete it and create it again"
 		case api.VMSuspended:
-			continue // its saved state waits in its directory
+			if rec.PID == 0 {
+				continue // its saved state waits in its directory
+			}
+			// A resume the daemon's end cut short: its VMM goes, the
+			// state (removed only after a resume) stays.
+			if in, err := s.cfg.Driver.Adopt(vmm.Spec{Dir: s.runDir(rec.ID)}, adoptedID(rec)); err == nil {
+				_ = in.Process().Kill()
+				<-in.Done()
+			}
+			rec.Reason = "a resume was cut short (the daemon stopped); resume it again"
 		default:
 			continue
 		}

@@ -26,6 +26,7 @@ import (
 	"github.com/bangerdev/banger/internal/logcap"
 	"github.com/bangerdev/banger/internal/sshkey"
 	"github.com/bangerdev/banger/internal/store"
+	"github.com/bangerdev/banger/internal/vmm"
 	"github.com/bangerdev/banger/internal/vmm/vmmtest"
 )
 
@@ -1302,5 +1303,46 @@ func TestAutoSuspend(t *testing.T) {
 	}
 	if done, err := f.svc.AutoSuspend(ctx, "web", reason); done || err != nil {
 		t.Fatalf("auto-suspend of a suspended VM = %v, %v", done, err)
+	}
+}
+
+// TestResumeCutShort: a daemon that dies mid-resume has recorded the
+// restored VMM's pid; the next one ends that VMM, and the VM stays
+// suspended with its state, to be resumed again.
+func TestResumeCutShort(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	v := f.mustCreate("web")
+	if _, err := f.svc.Suspend(ctx, api.VMRefParams{Name: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	// The VMM a resume started, recorded, before the daemon died.
+	in, err := f.drv.Start(ctx, vmm.Spec{Dir: f.svc.runDir(v.ID)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := in.ID()
+	if err := f.st.Update(ctx, func(tx *store.Tx) error {
+		rec, err := tx.VM(ctx, "web")
+		if err != nil {
+			return err
+		}
+		rec.PID, rec.PIDStart = id.PID, id.StartTime
+		return tx.PutVM(ctx, rec)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	f.st.Close()
+	f.open()
+	if err := f.svc.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, id.PID)
+	s := f.show("web")
+	if s.State != api.VMSuspended || s.PID != 0 || s.StateBytes == 0 || !strings.Contains(s.Reason, "cut short") {
+		t.Fatalf("after the restart = %+v", s)
+	}
+	if _, code, err := f.exec("web", "true"); err != nil || code != 0 {
+		t.Fatalf("exec after a cut-short resume: %d, %v", code, err)
 	}
 }

@@ -184,8 +184,19 @@ func (s *Service) resume(ctx context.Context, rec store.VM) (store.VM, error) {
 		s.detach(rec)
 		return rec, err
 	}
-	in, err := sn.Restore(ctx, spec, s.suspendDir(rec.ID))
+	// The VMM is recorded as soon as it runs, the VM still suspended:
+	// a daemon that dies mid-restore leaves a pid the next one ends
+	// (Reconcile), and the saved state is still there.
+	in, err := sn.Restore(ctx, spec, s.suspendDir(rec.ID), func(in vmm.Instance) error {
+		id := in.ID()
+		rec.PID, rec.PIDStart = id.PID, id.StartTime
+		return s.put(ctx, rec)
+	})
 	if err != nil {
+		rec.PID, rec.PIDStart = 0, 0
+		if perr := s.put(context.WithoutCancel(ctx), rec); perr != nil {
+			s.cfg.Log.Error("recording a failed resume", "vm", rec.Name, "err", perr)
+		}
 		s.detach(rec)
 		if errors.Is(err, vmm.ErrStateMismatch) {
 			return rec, fmt.Errorf("vm %s cannot be resumed: %w; its saved memory is of no use now: `banger vm stop %s` discards it, then `banger vm start %s` boots it afresh", rec.Name, err, rec.Name, rec.Name)
@@ -198,8 +209,8 @@ func (s *Service) resume(ctx context.Context, rec store.VM) (store.VM, error) {
 		s.detach(rec)
 	}
 	suspended := rec
-	id := in.ID()
-	rec.State, rec.Reason, rec.PID, rec.PIDStart, rec.StoppedAt = api.VMRunning, "", id.PID, id.StartTime, time.Time{}
+	suspended.PID, suspended.PIDStart = 0, 0
+	rec.State, rec.Reason, rec.StoppedAt = api.VMRunning, "", time.Time{}
 	// Recorded before waiting, so a daemon that dies now adopts it.
 	if err := s.put(ctx, rec); err != nil {
 		kill()

@@ -181,6 +181,9 @@ type Snapshotter interface {
 	Snapshot(ctx context.Context, in Instance, s Spec, dir string, stop bool) (State, error)
 	// Restore starts a VMM for s from the state saved in dir, running;
 	// a state not valid for s or this VMM is refused (ErrStateMismatch)
-	// with the reason.
-	Restore(ctx context.Context, s Spec, dir string) (Instance, error)
+	// with the reason. started is told of the VMM as soon as it runs,
+	// before the state is loaded, so the caller can record it (a daemon
+	// that dies mid-restore must find the process); an error from it
+	// ends the VMM and the restore.
+	Restore(ctx context.Context, s Spec, dir string, started func(Instance) error) (Instance, error)
 }

@@ -50,7 +50,8 @@ func TestSnapshotRestore(t *testing.T) {
 	}
 
 	began = time.Now()
-	in, err := d.Restore(ctx, v.spec, dir)
+	var recorded int
+	in, err := d.Restore(ctx, v.spec, dir, func(in vmm.Instance) error { recorded = in.Process().Pid; return nil })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,6 +62,9 @@ func TestSnapshotRestore(t *testing.T) {
 			t.Errorf("restored QEMU (pid %d) still running", in.Process().Pid)
 		}
 	})
+	if recorded != in.Process().Pid {
+		t.Fatalf("started was told of pid %d, the restored QEMU is %d", recorded, in.Process().Pid)
+	}
 	c, err := boot.WaitAgent(ctx, in.DialAgent, in.Done())
 	if err != nil {
 		qlog, _ := os.ReadFile(in.VMMLog())
@@ -89,7 +93,7 @@ func TestSnapshotRestore(t *testing.T) {
 
 	other := v.spec
 	other.MemoryMiB, other.Dir = 768, t.TempDir()
-	if _, err := d.Restore(ctx, other, dir); !errors.Is(err, vmm.ErrStateMismatch) || !strings.Contains(err.Error(), "memory (MiB) 512") {
+	if _, err := d.Restore(ctx, other, dir, func(vmm.Instance) error { return nil }); !errors.Is(err, vmm.ErrStateMismatch) || !strings.Contains(err.Error(), "memory (MiB) 512") {
 		t.Fatalf("a state for another shape = %v", err)
 	}
 }

@@ -225,7 +225,7 @@ func (d *Driver) Snapshot(ctx context.Context, vin vmm.Instance, s vmm.Spec, dir
 // reason, unless the state was saved by this QEMU, here, for the same
 // kernel, initramfs and machine; then loaded through a descriptor and
 // run.
-func (d *Driver) Restore(ctx context.Context, s vmm.Spec, dir string) (vmm.Instance, error) {
+func (d *Driver) Restore(ctx context.Context, s vmm.Spec, dir string, started func(vmm.Instance) error) (vmm.Instance, error) {
 	st, err := vmm.ReadState(dir)
 	if err != nil {
 		return nil, err
@@ -250,6 +250,9 @@ func (d *Driver) Restore(ctx context.Context, s vmm.Spec, dir string) (vmm.Insta
 		_ = in.Process().Kill()
 		<-in.Done()
 		return nil, fmt.Errorf("restore: %w", err)
+	}
+	if err := started(in); err != nil {
+		return fail(err)
 	}
 	mon, err := dialQMP(ctx, in.qmp, in.Done())
 	if err != nil {

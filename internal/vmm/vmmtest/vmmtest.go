@@ -345,7 +345,7 @@ func (d *Driver) Snapshot(_ context.Context, vin vmm.Instance, s vmm.Spec, dir s
 // Restore starts a stand-in from a saved state: its guest is the saved
 // one (the same SSH host key) under s. A state of another shape is
 // refused, as a real driver refuses it.
-func (d *Driver) Restore(ctx context.Context, s vmm.Spec, dir string) (vmm.Instance, error) {
+func (d *Driver) Restore(ctx context.Context, s vmm.Spec, dir string, started func(vmm.Instance) error) (vmm.Instance, error) {
 	st, err := vmm.ReadState(dir)
 	if err != nil {
 		return nil, err
@@ -360,6 +360,11 @@ func (d *Driver) Restore(ctx context.Context, s vmm.Spec, dir string) (vmm.Insta
 	saved := d.Guest(string(from))
 	in, err := d.Start(ctx, s)
 	if err != nil {
+		return nil, err
+	}
+	if err := started(in); err != nil {
+		_ = in.Process().Kill()
+		<-in.Done()
 		return nil, err
 	}
 	if saved != nil {
