@@ -39,7 +39,7 @@ FUZZ_TARGETS := \
 	./internal/release:FuzzParseSums:50000 \
 	./internal/release:FuzzUnpack:5000
 
-.PHONY: release all deps testimages build test fmt-check vet unit fuzz vmtest smoke bench bench-image bench-boot bench-disk bench-vm bench-workspace bench-net lint run clean
+.PHONY: release all deps testimages build test fmt-check vet unit fuzz vmtest smoke bench bench-image bench-boot bench-disk bench-vm bench-workspace bench-net bench-snapshot lint run clean
 
 all: build
 
@@ -97,13 +97,17 @@ vmtest: testimages
 
 test: deps fmt-check vet unit fuzz vmtest smoke
 
-bench: deps bench-image bench-boot bench-disk bench-vm bench-workspace bench-net
+bench: deps bench-image bench-boot bench-disk bench-vm bench-workspace bench-net bench-snapshot
 	@scripts/bench.sh
 
 # VM create cost and create-to-first-command, small vs large image, with
 # the bare-QEMU floor beside them.
 bench-vm: build testimages
 	BANGER_TEST_CACHE=$(TEST_CACHE) go run ./bench/vm -bin $(BIN) -crane .tools/crane -runs $(or $(RUNS),3)
+
+# Cold create, suspend and resume to first command beside the bare-QEMU floor.
+bench-snapshot: build testimages
+	BANGER_TEST_CACHE=$(TEST_CACHE) go run ./bench/snapshot -bin $(BIN) -crane .tools/crane -runs $(or $(RUNS),3)
 
 # Boot to agent-ready against plain QEMU to the first userspace line.
 bench-workspace: build testimages

@@ -5,6 +5,7 @@ package benchkit
 import (
 	"archive/tar"
 	"bytes"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -134,4 +135,80 @@ func (c CLI) ImportPorttest(crane, work, name string) error {
 		return fmt.Errorf("crane append: %v\n%s", err, out)
 	}
 	return c.Run("image", "import", archive, "--name", name)
+}
+
+// World is a benchmark's setting: the boot test environment (kernel,
+// initramfs, images), a work directory, and a daemon started on a home in
+// it with the test kernel imported.
+type World struct {
+	Env  *boottest.Env
+	CLI  CLI
+	Work string
+	stop func()
+}
+
+// NewWorld sets up a World for the binaries in bin; Close undoes it.
+func NewWorld(name, bin string) (*World, error) {
+	fmt.Println("preparing kernel, initramfs and images...")
+	env, err := boottest.Setup()
+	if err != nil {
+		return nil, err
+	}
+	work, err := os.MkdirTemp("", name+"-")
+	if err != nil {
+		os.RemoveAll(env.Dir)
+		return nil, err
+	}
+	w := &World{Env: env, CLI: CLI{Bin: bin, Home: filepath.Join(work, "home")}, Work: work}
+	if w.stop, err = w.CLI.Start(); err != nil {
+		w.Close()
+		return nil, err
+	}
+	return w, nil
+}
+
+// Close stops the daemon and removes what the World made.
+func (w *World) Close() {
+	if w.stop != nil {
+		w.stop()
+	}
+	os.RemoveAll(w.Work)
+	os.RemoveAll(w.Env.Dir)
+}
+
+// ImportBusybox imports an image of busybox-static alone (/bin/sh and
+// /bin/true its applets) as name.
+func (c CLI) ImportBusybox(crane, work, name string) error {
+	bb, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		return fmt.Errorf("busybox-static: %w", err)
+	}
+	layer, archive := filepath.Join(work, name+"-layer.tar"), filepath.Join(work, name+".tar")
+	if err := WriteTar(layer, map[string][]byte{"bin/busybox": bb}, map[string]string{"bin/sh": "busybox", "bin/true": "busybox"}); err != nil {
+		return err
+	}
+	if out, err := exec.Command(crane, "append", "-f", layer, "-t", "bench/"+name, "-o", archive).CombinedOutput(); err != nil {
+		return fmt.Errorf("crane append: %v\n%s", err, out)
+	}
+	return c.Run("image", "import", archive, "--name", name)
+}
+
+// Opts are the flags every CLI benchmark takes.
+type Opts struct {
+	Bin, Crane string
+	Runs       int
+}
+
+// Main parses the common flags, runs run and exits non-zero on its
+// error, named for the benchmark.
+func Main(name string, run func(Opts) error) {
+	var o Opts
+	flag.StringVar(&o.Bin, "bin", "bin", "directory of banger and bangerd")
+	flag.StringVar(&o.Crane, "crane", ".tools/crane", "crane binary")
+	flag.IntVar(&o.Runs, "runs", 3, "runs of each measure")
+	flag.Parse()
+	if err := run(o); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(1)
+	}
 }

@@ -9,7 +9,6 @@ package main
 
 import (
 	"crypto/rand"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -22,42 +21,15 @@ import (
 	"github.com/bangerdev/banger/internal/boot/boottest"
 )
 
-func main() {
-	var o opts
-	flag.StringVar(&o.bin, "bin", "bin", "directory of banger and bangerd")
-	flag.StringVar(&o.crane, "crane", ".tools/crane", "crane binary")
-	flag.IntVar(&o.runs, "runs", 3, "runs of each measure")
-	flag.Parse()
-	if err := run(o); err != nil {
-		fmt.Fprintf(os.Stderr, "bench-vm: %v\n", err)
-		os.Exit(1)
-	}
-}
+func main() { benchkit.Main("bench-vm", run) }
 
-type opts struct {
-	bin, crane string
-	runs       int
-}
-
-func run(o opts) error {
-	fmt.Println("preparing kernel, initramfs and images...")
-	env, err := boottest.Setup()
+func run(o benchkit.Opts) error {
+	w, err := benchkit.NewWorld("bench-vm", o.Bin)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(env.Dir)
-	work, err := os.MkdirTemp("", "bench-vm-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(work)
-	cli := benchkit.CLI{Bin: o.bin, Home: filepath.Join(work, "home")}
-	banger := cli.Run
-	stop, err := cli.Start()
-	if err != nil {
-		return err
-	}
-	defer stop()
+	defer w.Close()
+	env, work, banger := w.Env, w.Work, w.CLI.Run
 	images, err := buildImages(o, work)
 	if err != nil {
 		return err
@@ -73,7 +45,7 @@ func run(o opts) error {
 	for _, img := range []string{"small", "large"} {
 		f := &figures{}
 		results[img] = f
-		for i := range o.runs {
+		for i := range o.Runs {
 			name := fmt.Sprintf("%s-%d", img, i)
 			common := []string{"--image", img, "--network", "none", "--cpus", "1", "--memory", "512M", "--disk", "10G"}
 			t0 := time.Now()
@@ -95,7 +67,7 @@ func run(o opts) error {
 		}
 	}
 	var floor []time.Duration
-	for i := range o.runs {
+	for i := range o.Runs {
 		d, _, err := boottest.FloorBoot(env, env.Images["debian"], "tcg", i, true)
 		if err != nil {
 			return err
@@ -104,7 +76,7 @@ func run(o opts) error {
 	}
 
 	ms := func(ds []time.Duration) string { return benchkit.Median(ds).Round(time.Millisecond).String() }
-	fmt.Printf("\nVM creation through bangerd and the CLI, %d runs, median (TCG, 1 vCPU, 512 MiB, 10 GiB work disk, no network):\n", o.runs)
+	fmt.Printf("\nVM creation through bangerd and the CLI, %d runs, median (TCG, 1 vCPU, 512 MiB, 10 GiB work disk, no network):\n", o.Runs)
 	fmt.Printf("  %-46s %10s %10s\n", "", "small", "large")
 	fmt.Printf("  %-46s %10s %10s\n", "image rootfs", "~2 MB", "~1 GB")
 	fmt.Printf("  %-46s %10s %10s\n", "create, no boot (work disk + record)", ms(results["small"].create), ms(results["large"].create))
@@ -116,7 +88,7 @@ func run(o opts) error {
 }
 
 // buildImages writes a small and a large image as docker-save archives.
-func buildImages(o opts, dir string) (map[string]string, error) {
+func buildImages(o benchkit.Opts, dir string) (map[string]string, error) {
 	bb, err := os.ReadFile("/bin/busybox")
 	if err != nil {
 		return nil, fmt.Errorf("busybox-static: %w", err)
@@ -140,7 +112,7 @@ func buildImages(o opts, dir string) (map[string]string, error) {
 		for _, l := range ls {
 			args = append(args, "-f", l)
 		}
-		if b, err := exec.Command(o.crane, args...).CombinedOutput(); err != nil {
+		if b, err := exec.Command(o.Crane, args...).CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("crane %v: %v\n%s", args, err, b)
 		}
 	}
