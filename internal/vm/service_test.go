@@ -1180,6 +1180,10 @@ func TestSuspendResume(t *testing.T) {
 	ctx := context.Background()
 	v := f.mustCreate("web")
 	key := f.drv.Guest(f.svc.runDir(v.ID)).HostKey
+	// Its VMM's sockets (QEMU's control socket among them) are the owner's alone.
+	if fi, err := os.Stat(f.svc.runDir(v.ID)); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("the VM's runtime directory: %v, %v", fi.Mode().Perm(), err)
+	}
 	if _, err := f.svc.Resume(ctx, api.VMRefParams{Name: "web"}); err != nil {
 		t.Fatalf("resume of a running VM: %v", err)
 	}

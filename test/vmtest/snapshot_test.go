@@ -48,6 +48,12 @@ func TestSnapshotRestore(t *testing.T) {
 	if _, err := os.Stat(dir + ".partial"); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a partial state left: %v", err)
 	}
+	// The guest's memory is its secrets: the owner's alone.
+	for path, want := range map[string]os.FileMode{dir: 0o700, filepath.Join(dir, vmm.MemoryFile): 0o600, filepath.Join(dir, vmm.StateFile): 0o600} {
+		if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != want {
+			t.Fatalf("%s: mode %v, %v; want %v", path, fi.Mode().Perm(), err, want)
+		}
+	}
 
 	began = time.Now()
 	var recorded int
