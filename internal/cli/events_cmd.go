@@ -3,8 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/signal"
 	"strings"
 	"time"
 
@@ -38,29 +36,16 @@ func (a *App) eventsCommand() *cobra.Command {
 			} else if noFollow {
 				p.Since = time.Unix(0, 1) // everything kept
 			}
-			if p.Follow {
-				var stop context.CancelFunc
-				ctx, stop = signal.NotifyContext(ctx, os.Interrupt)
-				defer stop()
-			}
 			out := &streamed[api.Event]{a: a, follow: p.Follow, asJSON: asJSON, line: eventLine,
 				header: fmt.Sprintf("%-19s  %-16s  %-20s  %s", "TIME", "TYPE", "VM/IMAGE", "REASON")}
-			_, err := c.Events(ctx, p, out.emit)
-			if p.Follow && ctx.Err() != nil {
-				return nil // Ctrl-C ends following
-			}
-			if err != nil {
+			return out.run(ctx, func(ctx context.Context, emit func(api.Event) error) error {
+				_, err := c.Events(ctx, p, emit)
 				return err
-			}
-			if asJSON && !p.Follow {
-				return printJSON(a.Stdout, struct {
+			}, func(all []api.Event) any {
+				return struct {
 					Events []api.Event `json:"events"`
-				}{out.collected()})
-			}
-			if out.rows == 0 && !asJSON {
-				fmt.Fprintln(a.Stdout, "no events")
-			}
-			return nil
+				}{all}
+			}, "no events")
 		}),
 	}
 	cmd.Flags().StringVar(&since, "since", "", "send the kept events since then first: a duration back (10m, 2h) or a time (2026-12-05T10:00:00Z, 2026-12-05)")

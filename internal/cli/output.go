@@ -1,9 +1,12 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -143,4 +146,29 @@ func (s *streamed[E]) collected() []E {
 		return []E{}
 	}
 	return s.all
+}
+
+// run reads the stream through call (following: until Ctrl-C, which is
+// no error), then prints what was collected, wrapped by whole, for
+// --json, or none when nothing came.
+func (s *streamed[E]) run(ctx context.Context, call func(context.Context, func(E) error) error, whole func([]E) any, none string) error {
+	if s.follow {
+		var stop context.CancelFunc
+		ctx, stop = signal.NotifyContext(ctx, os.Interrupt)
+		defer stop()
+	}
+	err := call(ctx, s.emit)
+	if s.follow && ctx.Err() != nil {
+		return nil // Ctrl-C ends following
+	}
+	if err != nil {
+		return err
+	}
+	if s.asJSON && !s.follow {
+		return printJSON(s.a.Stdout, whole(s.collected()))
+	}
+	if s.rows == 0 && !s.asJSON {
+		fmt.Fprintln(s.a.Stdout, none)
+	}
+	return nil
 }

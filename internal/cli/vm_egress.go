@@ -3,8 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/signal"
 	"strconv"
 	"strings"
 
@@ -39,30 +37,16 @@ func (a *App) vmEgressCommand() *cobra.Command {
 				}
 				return a.emit(r, asJSON, func() error { return a.printSuggestion(r) })
 			}
-			if p.Follow {
-				var stop context.CancelFunc
-				ctx, stop = signal.NotifyContext(ctx, os.Interrupt)
-				defer stop()
-			}
 			out := &streamed[api.EgressEvent]{a: a, follow: p.Follow, asJSON: asJSON, line: egressLine,
 				header: fmt.Sprintf("%-8s  %-7s  %-7s  %-26s  %s", "TIME", "VERDICT", "KIND", "DESTINATION", "NAME / WHY")}
-			err := c.VMEgress(ctx, p, out.emit)
-			if p.Follow && ctx.Err() != nil {
-				return nil // Ctrl-C ends following
-			}
-			if err != nil {
-				return err
-			}
-			if asJSON && !p.Follow {
-				return printJSON(a.Stdout, struct {
+			return out.run(ctx, func(ctx context.Context, emit func(api.EgressEvent) error) error {
+				return c.VMEgress(ctx, p, emit)
+			}, func(all []api.EgressEvent) any {
+				return struct {
 					Name   string            `json:"name"`
 					Events []api.EgressEvent `json:"events"`
-				}{p.Name, out.collected()})
-			}
-			if out.rows == 0 && !asJSON {
-				fmt.Fprintf(a.Stdout, "vm %s has tried nothing yet\n", p.Name)
-			}
-			return nil
+				}{p.Name, all}
+			}, fmt.Sprintf("vm %s has tried nothing yet", p.Name))
 		}),
 	}
 	cmd.Flags().BoolVarP(&p.Follow, "follow", "f", false, "keep printing attempts as they come")
