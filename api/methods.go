@@ -29,6 +29,8 @@ const (
 	MethodImageShow       = "image.show"
 	MethodImageDelete     = "image.delete"
 	MethodImageCachePrune = "image.cache.prune"
+	// MethodImageWarm makes the template VMs of a shape start from.
+	MethodImageWarm = "image.warm"
 
 	// MethodKernelImport starts an operation, as image.pull does.
 	MethodKernelImport = "kernel.import"
@@ -51,9 +53,16 @@ const (
 	// MethodVMResume restores it.
 	MethodVMSuspend = "vm.suspend"
 	MethodVMResume  = "vm.resume"
-	MethodVMDelete  = "vm.delete"
-	MethodVMList    = "vm.list"
-	MethodVMShow    = "vm.show"
+	// MethodVMFork makes running copies of a running VM.
+	MethodVMFork = "vm.fork"
+	// MethodVMSnapshot* make, list, roll back to and delete checkpoints.
+	MethodVMSnapshotCreate  = "vm.snapshot.create"
+	MethodVMSnapshotList    = "vm.snapshot.list"
+	MethodVMSnapshotRestore = "vm.snapshot.restore"
+	MethodVMSnapshotDelete  = "vm.snapshot.delete"
+	MethodVMDelete          = "vm.delete"
+	MethodVMList            = "vm.list"
+	MethodVMShow            = "vm.show"
 	// MethodVMExec streams VMExecEvent events, then the exit status.
 	MethodVMExec  = "vm.exec"
 	MethodVMLogs  = "vm.logs" // streams with follow

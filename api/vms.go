@@ -116,8 +116,39 @@ type VMCreateParams struct {
 	// Isolate keeps it from the other VMs on the bridge.
 	Isolate bool `json:"isolate,omitempty"`
 	NoStart bool `json:"no_start,omitempty"`
+	// Cold boots the VM even where a template of its shape would start
+	// it faster (a restore).
+	Cold bool `json:"cold,omitempty"`
 	// Workspace places a host project in the VM once it is up.
 	Workspace *WorkspaceSpec `json:"workspace,omitempty"`
+}
+
+// ImageWarmParams are the params of MethodImageWarm: the shape of VM
+// whose template to make, defaults as vm create's.
+type ImageWarmParams struct {
+	Image     string `json:"image"`
+	Kernel    string `json:"kernel,omitempty"`
+	VCPU      int    `json:"vcpu,omitempty"`
+	MemoryMiB int    `json:"memory_mib,omitempty"`
+	DiskSize  int64  `json:"disk_size,omitempty"`
+	Network   string `json:"network,omitempty"`
+	NAT       *bool  `json:"nat,omitempty"`
+}
+
+// Template is a saved VM that creates of its shape start from.
+type Template struct {
+	ID         string    `json:"id"`
+	Image      string    `json:"image"`
+	ImageID    string    `json:"image_id"`
+	Kernel     string    `json:"kernel"`
+	VCPU       int       `json:"vcpu"`
+	MemoryMiB  int       `json:"memory_mib"`
+	DiskSize   int64     `json:"disk_size"`
+	NIC        string    `json:"nic"` // none, tap, user or user+outbound
+	StateBytes int64     `json:"state_bytes"`
+	DiskUsed   int64     `json:"disk_used"`
+	Created    time.Time `json:"created"`
+	Took       float64   `json:"took_seconds,omitempty"` // what warm took (0: it was there)
 }
 
 // VMSetParams are the params of MethodVMSet: zero values change
@@ -306,4 +337,41 @@ type VMPort struct {
 type VMPortsResult struct {
 	Name  string   `json:"name"`
 	Ports []VMPort `json:"ports"`
+}
+
+// VMForkParams are the params of MethodVMFork.
+type VMForkParams struct {
+	Name  string `json:"name"`
+	Count int    `json:"count,omitempty"` // default 1, at most 16
+	// Prefix names the copies: PREFIX for one, PREFIX-1..N for more;
+	// empty: NAME-fork-N at the first free numbers.
+	Prefix string `json:"prefix,omitempty"`
+}
+
+// VMForkResult lists a fork's copies, running.
+type VMForkResult struct {
+	VMs []VM `json:"vms"`
+}
+
+// VMSnapshotParams name a VM's checkpoint (MethodVMSnapshot*); an empty
+// Tag on create takes the time.
+type VMSnapshotParams struct {
+	Name string `json:"name"`
+	Tag  string `json:"tag,omitempty"`
+}
+
+// Snapshot is a checkpoint of a VM: memory, devices and work disk.
+type Snapshot struct {
+	VM         string    `json:"vm"`
+	Tag        string    `json:"tag"`
+	Created    time.Time `json:"created"`
+	StateBytes int64     `json:"state_bytes"` // its saved memory
+	DiskUsed   int64     `json:"disk_used"`   // its copy of the work disk
+	VCPU       int       `json:"vcpu"`
+	MemoryMiB  int       `json:"memory_mib"`
+}
+
+// SnapshotListResult answers MethodVMSnapshotList.
+type SnapshotListResult struct {
+	Snapshots []Snapshot `json:"snapshots"`
 }

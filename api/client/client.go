@@ -239,6 +239,36 @@ func (c *Client) ResumeVM(ctx context.Context, name string) (api.VM, error) {
 	return call[api.VM](ctx, c, api.MethodVMResume, api.VMRefParams{Name: name})
 }
 
+// ForkVM makes running copies of a running VM.
+func (c *Client) ForkVM(ctx context.Context, p api.VMForkParams) (api.VMForkResult, error) {
+	return call[api.VMForkResult](ctx, c, api.MethodVMFork, p)
+}
+
+// CreateSnapshot checkpoints a running VM.
+func (c *Client) CreateSnapshot(ctx context.Context, p api.VMSnapshotParams) (api.Snapshot, error) {
+	return call[api.Snapshot](ctx, c, api.MethodVMSnapshotCreate, p)
+}
+
+// ListSnapshots lists a VM's checkpoints.
+func (c *Client) ListSnapshots(ctx context.Context, name string) (api.SnapshotListResult, error) {
+	return call[api.SnapshotListResult](ctx, c, api.MethodVMSnapshotList, api.VMRefParams{Name: name})
+}
+
+// RestoreSnapshot rolls a VM back to a checkpoint.
+func (c *Client) RestoreSnapshot(ctx context.Context, p api.VMSnapshotParams) (api.VM, error) {
+	return call[api.VM](ctx, c, api.MethodVMSnapshotRestore, p)
+}
+
+// DeleteSnapshot removes a checkpoint.
+func (c *Client) DeleteSnapshot(ctx context.Context, p api.VMSnapshotParams) (api.Snapshot, error) {
+	return call[api.Snapshot](ctx, c, api.MethodVMSnapshotDelete, p)
+}
+
+// WarmImage makes the template of a VM shape.
+func (c *Client) WarmImage(ctx context.Context, p api.ImageWarmParams) (api.Template, error) {
+	return call[api.Template](ctx, c, api.MethodImageWarm, p)
+}
+
 // DeleteVM removes a VM.
 func (c *Client) DeleteVM(ctx context.Context, p api.VMDeleteParams) (api.VM, error) {
 	return call[api.VM](ctx, c, api.MethodVMDelete, p)

@@ -14,7 +14,7 @@ import (
 func (a *App) vmCommand() *cobra.Command {
 	cmd := group("vm", "Run and manage VMs", nil, a.vmCreateCommand(), a.vmListCommand("list", "ls"), a.vmShowCommand(), a.vmExecCommand(), a.vmLogsCommand(), a.vmBootTestCommand(),
 		a.vmSSHCommand(), a.vmSSHProxyCommand(), a.vmSSHConfigCommand(), a.vmRunCommand(),
-		a.vmSetCommand(), a.vmKillCommand(), a.vmPruneCommand(), a.vmEgressCommand())
+		a.vmSetCommand(), a.vmKillCommand(), a.vmPruneCommand(), a.vmEgressCommand(), a.vmForkCommand(), a.vmSnapshotCommand())
 	cmd.AddCommand(a.vmLifecycleCommands()...)
 	cmd.AddCommand(a.vmStatsCommands()...)
 	cmd.AddCommand(a.vmWorkspaceCommand())

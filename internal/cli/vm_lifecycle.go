@@ -41,6 +41,7 @@ func (f *createFlags) register(cmd *cobra.Command, nameHelp string) {
 	fs.BoolVar(&f.nat, "nat", false, "let the VM open connections out (default: network.nat)")
 	fs.StringArrayVar(&f.p.Allow, "allow", nil, "let the VM open connections out only to RULE: a name (github.com), *.domain, an IPv4 address or CIDR, each with optional :PORT[,PORT]; repeat for more (bridge network; default: network.allow)")
 	fs.BoolVar(&f.p.Isolate, "isolate", false, "keep the VM from the other VMs on the bridge, both ways")
+	fs.BoolVar(&f.p.Cold, "cold", false, "boot the VM, even where a template of its shape would start it faster (warm_create)")
 	fs.StringVar(&f.workspace, "workspace", "", "place this host tree in the VM at /workspace (see `banger vm workspace prepare`)")
 	f.ws.register(cmd)
 }

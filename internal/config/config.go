@@ -28,11 +28,14 @@ type Config struct {
 	LogMaxSize         int64         // a VM's console (and VMM output) kept on the host, both halves
 	AutoStopStaleAfter time.Duration // 0 disables auto-stop
 	AutoIdleAction     string        // what auto-stop does to an idle VM: stop or suspend
-	StatsPollInterval  time.Duration
-	DefaultImageName   string
-	DefaultKernel      string // "auto": the newest imported kernel
-	VMM                string // auto, qemu or firecracker
-	FirecrackerBin     string
+	// WarmCreate starts new VMs from a saved template of their shape
+	// where the driver saves VMs (made on first use), instead of a boot.
+	WarmCreate        bool
+	StatsPollInterval time.Duration
+	DefaultImageName  string
+	DefaultKernel     string // "auto": the newest imported kernel
+	VMM               string // auto, qemu or firecracker
+	FirecrackerBin    string
 	// FirecrackerJailer runs Firecracker under this jailer binary, as
 	// JailerUID:JailerGID; empty runs it directly.
 	FirecrackerJailer string
@@ -114,6 +117,7 @@ func Keys() []string {
 		"log_max_size",
 		"auto_stop_stale_after",
 		"auto_idle_action",
+		"warm_create",
 		"stats_poll_interval",
 		"default_image_name",
 		"default_kernel",
@@ -148,6 +152,7 @@ func Defaults(host Host) Config {
 		LogLevel:          "info",
 		LogMaxSize:        16 << 20,
 		AutoIdleAction:    "stop",
+		WarmCreate:        true,
 		StatsPollInterval: 5 * time.Second,
 		DefaultImageName:  "docker.io/library/debian:bookworm",
 		DefaultKernel:     "auto",
@@ -176,6 +181,7 @@ type file struct {
 	LogMaxSize         any     `toml:"log_max_size"`
 	AutoStopStaleAfter any     `toml:"auto_stop_stale_after"`
 	AutoIdleAction     *string `toml:"auto_idle_action"`
+	WarmCreate         *bool   `toml:"warm_create"`
 	StatsPollInterval  any     `toml:"stats_poll_interval"`
 	DefaultImageName   *string `toml:"default_image_name"`
 	UpdateURL          *string `toml:"update_url"`
@@ -278,6 +284,10 @@ func (c *Config) apply(data []byte) error {
 		}
 		c.AutoIdleAction = *f.AutoIdleAction
 		set("auto_idle_action")
+	}
+	if f.WarmCreate != nil {
+		c.WarmCreate = *f.WarmCreate
+		set("warm_create")
 	}
 	if f.StatsPollInterval != nil {
 		d, err := parseDuration(f.StatsPollInterval)
@@ -536,6 +546,7 @@ func (c Config) Values() []Value {
 		"log_max_size":             units.FormatSize(c.LogMaxSize),
 		"auto_stop_stale_after":    dur(c.AutoStopStaleAfter),
 		"auto_idle_action":         c.AutoIdleAction,
+		"warm_create":              strconv.FormatBool(c.WarmCreate),
 		"stats_poll_interval":      c.StatsPollInterval.String(),
 		"default_image_name":       c.DefaultImageName,
 		"update_url":               c.UpdateURL,

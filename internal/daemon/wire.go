@@ -63,6 +63,9 @@ func (d *Daemon) wire(opts Options) (*services, error) {
 	// touch on the host (an installed daemon shared with --group).
 	host := peer.Host{Self: uint32(os.Geteuid())}
 	bus := events.New(events.Config{Store: d.store, Log: d.log.With("service", "events")})
+	// The VM service's, once it exists (before any request): an image's
+	// templates go with it.
+	var dropTemplates func(context.Context)
 	images, err := image.New(image.Config{
 		HostFile:  host.File,
 		Store:     d.store,
@@ -75,7 +78,12 @@ func (d *Daemon) wire(opts Options) (*services, error) {
 		UsedBy: func(ctx context.Context, tx *store.Tx, id string) (int, int, error) {
 			return tx.VMsUsing(ctx, "image_id", id)
 		},
-		Event: bus.Publish,
+		Event: func(e api.Event) {
+			bus.Publish(e)
+			if e.Type == api.EventImageDeleted && dropTemplates != nil {
+				dropTemplates(d.lifetime)
+			}
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("starting the image service: %w", err)
@@ -164,7 +172,10 @@ func (d *Daemon) wire(opts Options) (*services, error) {
 				dns.Forget(id)
 			}
 		},
+		TemplateDir: filepath.Join(d.layout.StateDir, "templates"),
+		ColdCreate:  !d.cfg.WarmCreate,
 	})
+	dropTemplates = vms.DropTemplates
 	if err := vms.Reconcile(d.lifetime); err != nil {
 		return nil, fmt.Errorf("taking back running VMs: %w", err)
 	}

@@ -25,6 +25,12 @@ func LoadOrCreate(path string) (ssh.Signer, error) {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
+	return Create(path)
+}
+
+// Create makes a new ed25519 key at path (mode 0600), replacing any:
+// a guest restored from a template must not keep the template's.
+func Create(path string) (ssh.Signer, error) {
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, err

@@ -45,11 +45,17 @@ func (s *Service) toAPI(rec store.VM) api.VM {
 	case rec.Network == api.NetworkBridge && rec.Addr.IsValid():
 		v.IP = rec.Addr.String() // leased for the VM's life
 	}
-	var st syscall.Stat_t
-	if syscall.Stat(s.workDisk(rec.ID), &st) == nil {
-		v.DiskUsed = st.Blocks * 512
-	}
+	v.DiskUsed = diskUsed(s.workDisk(rec.ID))
 	return v
+}
+
+// diskUsed is what a (sparse) disk image takes on the host.
+func diskUsed(path string) int64 {
+	var st syscall.Stat_t
+	if syscall.Stat(path, &st) != nil {
+		return 0
+	}
+	return st.Blocks * 512
 }
 
 // List returns every VM.
@@ -177,6 +183,26 @@ func (s *Service) stopWith(ctx context.Context, rec store.VM, force bool, timeou
 		l.reason = "killed by `banger vm stop --force`"
 		l.mu.Unlock()
 	}
+	_ = l.inst.Process().Kill()
+	select {
+	case <-l.exited:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// kill ends a running VM's VMM at once, recording reason.
+func (s *Service) kill(ctx context.Context, rec store.VM, reason string) error {
+	s.mu.Lock()
+	l := s.live[rec.ID]
+	s.mu.Unlock()
+	if l == nil {
+		return nil
+	}
+	l.mu.Lock()
+	l.reason = reason
+	l.mu.Unlock()
 	_ = l.inst.Process().Kill()
 	select {
 	case <-l.exited:
@@ -344,12 +370,21 @@ func (s *Service) Reconcile(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
+	s.sweepTemplateBuilds()
+	s.DropTemplates(ctx)
 	owned := map[string]bool{}
 	var alive []string
 	for _, rec := range all {
 		owned[rec.ID] = true
-		// A save cut short, or a state already resumed from, is of no use.
-		_ = os.RemoveAll(s.suspendDir(rec.ID) + ".partial")
+		// A save cut short, or a state already resumed from, is of no
+		// use; nor a fork's scratch state or a checkpoint cut short.
+		_ = os.RemoveAll(s.suspendDir(rec.ID) + partial)
+		for _, pattern := range []string{filepath.Join(s.stateDir(rec.ID), forkPrefix+"*"), filepath.Join(s.stateDir(rec.ID), checkpointsDir, "*"+partial)} {
+			leftovers, _ := filepath.Glob(pattern)
+			for _, f := range leftovers {
+				_ = os.RemoveAll(f)
+			}
+		}
 		if rec.State != api.VMSuspended {
 			_ = os.RemoveAll(s.suspendDir(rec.ID))
 		}
@@ -383,7 +418,15 @@ func (s *Service) Reconcile(ctx context.Context) error {
 			}
 			rec.Reason = "a resume was cut short (the daemon stopped); resume it again"
 		default:
-			continue
+			if rec.PID == 0 {
+				continue
+			}
+			// A start from a checkpoint the daemon's end cut short.
+			if in, err := s.cfg.Driver.Adopt(vmm.Spec{Dir: s.runDir(rec.ID)}, adoptedID(rec)); err == nil {
+				_ = in.Process().Kill()
+				<-in.Done()
+			}
+			rec.Reason = "its start was cut short (the daemon stopped); start it again"
 		}
 		rec.PID, rec.PIDStart, rec.StoppedAt = 0, 0, time.Now()
 		if err := s.put(ctx, rec); err != nil {

@@ -99,7 +99,7 @@ func (s *Service) suspend(ctx context.Context, rec store.VM, reason string) erro
 	if err := os.RemoveAll(dir); err != nil {
 		return err
 	}
-	if _, err := sn.Snapshot(ctx, l.inst, spec, dir, true); err != nil {
+	if _, err := sn.Snapshot(ctx, l.inst, spec, dir, vmm.SnapshotOptions{Stop: true}); err != nil {
 		l.mu.Lock()
 		l.reason, l.suspending = "", false
 		l.mu.Unlock()
@@ -225,6 +225,12 @@ func (s *Service) resume(ctx context.Context, rec store.VM) (store.VM, error) {
 			s.cfg.Log.Error("recording a failed resume", "vm", rec.Name, "err", perr)
 		}
 		return suspended, fmt.Errorf("resuming vm %s: its agent: %w; it stays suspended", rec.Name, err)
+	}
+	// Its clock stopped at the save, and its random pool must not
+	// repeat what it drew after: both are set again (an agent from
+	// before identities keeps them).
+	if err := s.identify(wctx, rec, c, false); err != nil {
+		s.cfg.Log.Warn("a resumed VM keeps its saved clock", "vm", rec.Name, "err", err)
 	}
 	s.watch(rec, in, c)
 	if err := os.RemoveAll(s.suspendDir(rec.ID)); err != nil {

@@ -79,6 +79,11 @@ type Config struct {
 	// resolve to); Removed the ID of a VM that is gone.
 	PolicyChanged func(ctx context.Context, vmID string, allow allowlist.List)
 	Removed       func(vmID string)
+	// TemplateDir holds the templates creates restore from where the
+	// driver saves VMs ("": none); ColdCreate boots every VM instead
+	// (warm_create = false), `image warm` still making templates.
+	TemplateDir string
+	ColdCreate  bool
 	// Event is told each VM's lifecycle: created, started, stopped (and
 	// why), deleted; nil tells no one.
 	Event func(api.Event)
@@ -117,6 +122,8 @@ type Service struct {
 	locks map[string]*sync.Mutex // one per VM name: its lifecycle verbs queue
 
 	knownMu sync.Mutex // the known_hosts file
+
+	templates map[string]*sync.RWMutex // by template name, under mu
 }
 
 // live is a running VM's VMM and the link to its agent.
@@ -231,6 +238,7 @@ func (s *Service) put(ctx context.Context, rec store.VM) error {
 type Creation struct {
 	rec     store.VM
 	noStart bool
+	cold    bool // boot it, even where a template would do
 }
 
 // Name is the VM's name, generated when the params left it out.
@@ -241,6 +249,36 @@ func (c Creation) Name() string { return c.rec.Name }
 // Build then runs its phases (the daemon runs them as the vm.create
 // operation). A workspace is the caller's to place once the VM is up.
 func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (Creation, error) {
+	rec, err := s.newRecord(p)
+	if err != nil {
+		return Creation{}, err
+	}
+	err = s.cfg.Store.Update(ctx, func(tx *store.Tx) error {
+		if err := s.insert(ctx, tx, &rec); err != nil {
+			return err
+		}
+		if rec.Network != api.NetworkBridge {
+			return nil
+		}
+		first, last := s.cfg.Bridge.Range()
+		var err error
+		rec.Addr, err = tx.AllocateLease(ctx, rec.ID, first, last)
+		if errors.Is(err, store.ErrExhausted) {
+			return fmt.Errorf("%w: the bridge network %s has no free address; delete a VM (`banger vm prune`) or widen network.cidr in config.toml", api.ErrInvalidArgument, s.cfg.Bridge.Prefix())
+		}
+		return err
+	})
+	if errors.Is(err, store.ErrAlreadyExists) {
+		return Creation{}, fmt.Errorf("vm %q %w; pick another --name, or delete it (`banger vm delete %s`)", rec.Name, api.ErrAlreadyExists, rec.Name)
+	}
+	if err != nil {
+		return Creation{}, err
+	}
+	return Creation{rec: rec, noStart: p.NoStart, cold: p.Cold}, nil
+}
+
+// newRecord is the record p asks for, defaults filled and checked.
+func (s *Service) newRecord(p api.VMCreateParams) (store.VM, error) {
 	d := s.cfg.Defaults
 	rec := store.VM{
 		Name: p.Name, ID: newID(), State: api.VMCreating, Image: p.Image, Kernel: p.Kernel,
@@ -270,7 +308,7 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (Creation, e
 	given, err := applyEgress(&rec, p.Allow, p.NAT)
 	switch {
 	case err != nil:
-		return Creation{}, err
+		return store.VM{}, err
 	case given:
 	case rec.Network == api.NetworkBridge && len(d.Allow) > 0:
 		rec.NAT, rec.Allow = true, d.Allow
@@ -278,39 +316,18 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (Creation, e
 		rec.NAT = d.NAT
 	}
 	if err := canonAllow(&rec); err != nil {
-		return Creation{}, err
+		return store.VM{}, err
 	}
 	if err := validate(rec); err != nil {
-		return Creation{}, err
+		return store.VM{}, err
 	}
 	if rec.Network == api.NetworkBridge && s.cfg.Bridge == nil {
-		return Creation{}, fmt.Errorf("%w: --network bridge: %s; use --network user", api.ErrInvalidArgument, s.cfg.NoBridge)
+		return store.VM{}, fmt.Errorf("%w: --network bridge: %s; use --network user", api.ErrInvalidArgument, s.cfg.NoBridge)
 	}
 	if err := s.cfg.Driver.Available(); err != nil {
-		return Creation{}, fmt.Errorf("%w: %v", api.ErrInvalidArgument, err)
+		return store.VM{}, fmt.Errorf("%w: %v", api.ErrInvalidArgument, err)
 	}
-	err = s.cfg.Store.Update(ctx, func(tx *store.Tx) error {
-		if err := s.insert(ctx, tx, &rec); err != nil {
-			return err
-		}
-		if rec.Network != api.NetworkBridge {
-			return nil
-		}
-		first, last := s.cfg.Bridge.Range()
-		var err error
-		rec.Addr, err = tx.AllocateLease(ctx, rec.ID, first, last)
-		if errors.Is(err, store.ErrExhausted) {
-			return fmt.Errorf("%w: the bridge network %s has no free address; delete a VM (`banger vm prune`) or widen network.cidr in config.toml", api.ErrInvalidArgument, s.cfg.Bridge.Prefix())
-		}
-		return err
-	})
-	if errors.Is(err, store.ErrAlreadyExists) {
-		return Creation{}, fmt.Errorf("vm %q %w; pick another --name, or delete it (`banger vm delete %s`)", rec.Name, api.ErrAlreadyExists, rec.Name)
-	}
-	if err != nil {
-		return Creation{}, err
-	}
-	return Creation{rec: rec, noStart: p.NoStart}, nil
+	return rec, nil
 }
 
 // Build runs a creation's phases under the VM's lock, reporting each to
@@ -320,7 +337,7 @@ func (s *Service) Build(ctx context.Context, phase func(string), c Creation) (ap
 	unlock := s.lock(c.rec.Name)
 	defer unlock()
 	start := time.Now()
-	v, err := s.create(ctx, phase, c.rec, c.noStart)
+	v, err := s.create(ctx, phase, c)
 	if err != nil {
 		s.cfg.Log.Warn("vm create failed", "vm", c.rec.Name, "err", err)
 		return api.VM{}, err
@@ -436,7 +453,8 @@ func attachment(rec store.VM) (hostnet.Attachment, error) {
 
 // create runs the phases of vm.create. A failure keeps the VM, failed,
 // with its console log for `vm logs`; a canceled create leaves nothing.
-func (s *Service) create(ctx context.Context, phase func(string), rec store.VM, noStart bool) (api.VM, error) {
+func (s *Service) create(ctx context.Context, phase func(string), cr Creation) (api.VM, error) {
+	rec, noStart := cr.rec, cr.noStart
 	fail := func(err error) (api.VM, error) {
 		if ctx.Err() != nil {
 			s.remove(context.WithoutCancel(ctx), rec)
@@ -464,6 +482,18 @@ func (s *Service) create(ctx context.Context, phase func(string), rec store.VM, 
 		return fail(err)
 	}
 	rec.Kernel, rec.KernelID = k.Name, k.ID
+	if !noStart && !cr.cold && s.warm() {
+		warm, err := s.createWarm(ctx, phase, rec, img, k)
+		if err == nil {
+			return s.toAPI(warm), nil
+		}
+		if ctx.Err() != nil {
+			return fail(err)
+		}
+		// The VM is still owed a start: booted, from a fresh disk.
+		s.cfg.Log.Warn("starting from a template failed; booting instead", "vm", rec.Name, "err", err)
+		_ = os.Remove(s.workDisk(rec.ID))
+	}
 	phase("preparing work disk")
 	if err := boot.WorkDisk(ctx, s.workDisk(rec.ID), rec.DiskSize); err != nil {
 		return fail(err)
@@ -581,7 +611,21 @@ func (s *Service) spec(rec store.VM, img api.Image, k api.Kernel, tap string) (v
 	if err != nil {
 		return vmm.Spec{}, err
 	}
-	params := proto.BootParams{Hostname: rec.Name}
+	params, nic, err := s.bootParams(rec, tap)
+	if err != nil {
+		return vmm.Spec{}, err
+	}
+	return vmm.Spec{
+		Kernel: bundle.Vmlinux(k.Dir), Initrd: initrd, Cmdline: boot.Cmdline(params, s.cfg.Emulated),
+		MemoryMiB: rec.MemoryMiB, VCPU: rec.VCPU, Dir: s.runDir(rec.ID), NIC: nic,
+		Disks: []vmm.Disk{{Path: img.Rootfs, ReadOnly: true, Serial: proto.RootSerial}, {Path: s.workDisk(rec.ID), Serial: proto.WorkSerial}},
+	}, nil
+}
+
+// bootParams are what rec's agent is told (at boot, or after a restore)
+// and its NIC, on tap if it has one.
+func (s *Service) bootParams(rec store.VM, tap string) (proto.BootParams, *vmm.NIC, error) {
+	params := proto.BootParams{Hostname: rec.Name, MachineID: rec.ID}
 	if s.cfg.SSH.Key != nil {
 		params.SSHKeys = []ssh.PublicKey{s.cfg.SSH.Key}
 	}
@@ -589,7 +633,7 @@ func (s *Service) spec(rec store.VM, img api.Image, k api.Kernel, tap string) (v
 	if rec.Network != api.NetworkNone {
 		mac, err := net.ParseMAC(rec.MAC)
 		if err != nil {
-			return vmm.Spec{}, fmt.Errorf("vm %s: MAC %q: %w", rec.Name, rec.MAC, err)
+			return params, nil, fmt.Errorf("vm %s: MAC %q: %w", rec.Name, rec.MAC, err)
 		}
 		if rec.Network == api.NetworkBridge {
 			gw := s.cfg.Bridge.Gateway()
@@ -602,11 +646,7 @@ func (s *Service) spec(rec store.VM, img api.Image, k api.Kernel, tap string) (v
 				Gateway: netip.MustParseAddr("10.0.2.2"), DNS: []netip.Addr{netip.MustParseAddr("10.0.2.3")}}
 		}
 	}
-	return vmm.Spec{
-		Kernel: bundle.Vmlinux(k.Dir), Initrd: initrd, Cmdline: boot.Cmdline(params, s.cfg.Emulated),
-		MemoryMiB: rec.MemoryMiB, VCPU: rec.VCPU, Dir: s.runDir(rec.ID), NIC: nic,
-		Disks: []vmm.Disk{{Path: img.Rootfs, ReadOnly: true, Serial: proto.RootSerial}, {Path: s.workDisk(rec.ID), Serial: proto.WorkSerial}},
-	}, nil
+	return params, nic, nil
 }
 
 // userAddr is a guest's address on QEMU's user-mode network.

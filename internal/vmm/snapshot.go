@@ -173,12 +173,23 @@ func WriteState(dir string, st State) error {
 	return nil
 }
 
+// SnapshotOptions say what a snapshot does besides saving.
+type SnapshotOptions struct {
+	// Stop ends the VMM once saved (suspend, a template); otherwise the
+	// guest runs on (a checkpoint, a fork).
+	Stop bool
+	// Paused runs while the guest is paused, before its state is saved:
+	// a copy of its work disk taken then is the disk that memory knows.
+	// An error from it aborts the snapshot, the guest running on.
+	Paused func() error
+}
+
 // Snapshotter is a driver that saves and restores running VMs.
 type Snapshotter interface {
 	// Snapshot pauses in (which runs s), saves its memory and device
 	// state into dir (which must not exist; it appears whole or not at
-	// all), then resumes it, or with stop ends its VMM.
-	Snapshot(ctx context.Context, in Instance, s Spec, dir string, stop bool) (State, error)
+	// all), then resumes it, or with o.Stop ends its VMM.
+	Snapshot(ctx context.Context, in Instance, s Spec, dir string, o SnapshotOptions) (State, error)
 	// Restore starts a VMM for s from the state saved in dir, running;
 	// a state not valid for s or this VMM is refused (ErrStateMismatch)
 	// with the reason. started is told of the VMM as soon as it runs,
@@ -186,4 +197,8 @@ type Snapshotter interface {
 	// that dies mid-restore must find the process); an error from it
 	// ends the VMM and the restore.
 	Restore(ctx context.Context, s Spec, dir string, started func(Instance) error) (Instance, error)
+	// Loadable says why Restore would refuse the state in dir for s
+	// (ErrStateMismatch), or nil: checked before anything is undone
+	// for it.
+	Loadable(ctx context.Context, s Spec, dir string) error
 }

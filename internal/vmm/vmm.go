@@ -39,6 +39,9 @@ type NIC struct {
 	// Outbound lets a user-mode guest open connections out (to the host
 	// and beyond); without it the guest only answers forwarded ones.
 	Outbound bool
+	// Unplugged: the device with no host end (no Tap), for a template
+	// saved to be restored later on a tap. Nothing it sends arrives.
+	Unplugged bool
 }
 
 // Forward maps a port on the host's 127.0.0.1 to a guest port.

@@ -34,7 +34,7 @@ func TestSnapshotRestore(t *testing.T) {
 	d := &qemu.Driver{}
 	dir := filepath.Join(t.TempDir(), "state")
 	began := time.Now()
-	st, err := d.Snapshot(ctx, v.in, v.spec, dir, true)
+	st, err := d.Snapshot(ctx, v.in, v.spec, dir, vmm.SnapshotOptions{Stop: true})
 	if err != nil {
 		t.Fatal(err)
 	}

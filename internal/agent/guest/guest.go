@@ -84,7 +84,7 @@ func VsockPing(cid uint32) error {
 // Main runs PID 1. It never returns: on a fatal error it reports on the
 // console and powers off, so the host sees the VM stop.
 func Main() {
-	g := &guest{start: time.Now()}
+	g := &guest{start: time.Now(), sshReady: make(chan struct{})}
 	if err := g.boot(); err != nil {
 		g.fatal(err)
 	}
@@ -100,6 +100,14 @@ type guest struct {
 	later   []*os.File      // modules to load once serving
 	virtio  map[string]bool // IDs of the VM's virtio devices
 	workFD  int             // O_PATH of the work disk's mount; 0: none
+
+	// sshReady is closed once the SSH server started (or could not);
+	// mu guards what identify changes after that.
+	sshReady  chan struct{}
+	mu        sync.Mutex
+	sshSrv    *sshd.Server
+	sshSigner ssh.Signer
+	hostKey   string // sshSigner's public half, authorized_keys format
 }
 
 // mark records a boot phase. Only the first goes to the console at once
@@ -224,6 +232,11 @@ func (g *guest) boot() error {
 	}
 	if h := g.params.Hostname; h != "" {
 		_ = unix.Sethostname([]byte(h))
+	}
+	if id := g.params.MachineID; id != "" {
+		if err := provide("/etc/machine-id", id+"\n"); err != nil {
+			return fmt.Errorf("writing the machine id: %w", err)
+		}
 	}
 	g.r = newReaper()
 	if g.addrs, err = bringUpNetwork(g.params.Net, g.params.Hostname); err != nil {
@@ -375,19 +388,19 @@ func (g *guest) serve() {
 	// The SSH server starts once the agent serves, off the boot's
 	// critical path (a first boot generates the host key); what needs it
 	// waits.
-	var sshSrv *sshd.Server
-	var hostKey string
-	sshReady := make(chan struct{})
 	startSSH := func() {
-		defer close(sshReady)
+		defer close(g.sshReady)
 		hk, err := sshkey.LoadOrCreate(hostKeyPath)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "banger-agent: no SSH: loading the host key: %v\n", err)
 			return
 		}
-		hostKey = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(hk.PublicKey())))
-		sshSrv = sshd.New(sshd.Config{HostKey: hk, Authorized: g.params.SSHKeys, Spawn: g.r.spawn,
+		g.mu.Lock()
+		g.sshSigner, g.hostKey = hk, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(hk.PublicKey())))
+		g.sshSrv = sshd.New(sshd.Config{HostKey: hk, Authorized: g.params.SSHKeys, Spawn: g.r.spawn,
 			Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+		sshSrv := g.sshSrv
+		g.mu.Unlock()
 		l, err := net.Listen("tcp", fmt.Sprintf(":%d", proto.SSHPort))
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "banger-agent: no SSH on the network: %v\n", err)
@@ -395,25 +408,32 @@ func (g *guest) serve() {
 		}
 		go func() { _ = sshSrv.Serve(l) }()
 	}
+	sshServer := func() *sshd.Server {
+		<-g.sshReady
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return g.sshSrv
+	}
 	srv := &server.Server{
 		Spawn: g.r.spawn,
 		SSH: func(c net.Conn) {
-			<-sshReady
-			if sshSrv == nil {
+			srv := sshServer()
+			if srv == nil {
 				c.Close()
 				return
 			}
-			sshSrv.ServeConn(c)
+			srv.ServeConn(c)
 		},
+		Identity: g.identify,
 		Ping: func() proto.PingResult {
 			return proto.PingResult{Uptime: uptime(), Version: version.Version, Protocol: proto.Protocol}
 		},
 		Stats: func() (proto.StatsResult, error) {
 			r, err := procfs.Stats("/proc", g.workDiskUsage)
 			select {
-			case <-sshReady:
-				if sshSrv != nil {
-					r.Sessions = sshSrv.Connections()
+			case <-g.sshReady:
+				if srv := sshServer(); srv != nil {
+					r.Sessions = srv.Connections()
 				}
 			default:
 			}
@@ -421,12 +441,14 @@ func (g *guest) serve() {
 		},
 		Ports: func() ([]proto.Socket, error) { return procfs.Listening("/proc") },
 		Info: func() proto.InfoResult {
-			<-sshReady
+			<-g.sshReady
 			var u unix.Utsname
 			_ = unix.Uname(&u)
 			h, _ := os.Hostname()
+			g.mu.Lock()
+			defer g.mu.Unlock()
 			return proto.InfoResult{Kernel: unix.ByteSliceToString(u.Release[:]), Hostname: h, Timings: g.timings,
-				SSHHostKey: hostKey, Addresses: g.addrs}
+				SSHHostKey: g.hostKey, Addresses: g.addrs}
 		},
 		Shutdown: func() {
 			go func() {

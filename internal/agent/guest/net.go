@@ -151,6 +151,11 @@ func provide(path, content string) error {
 		return err
 	}
 	src := filepath.Join(runDir, filepath.Base(path))
+	if _, err := os.Stat(src); err == nil {
+		// Provided before (a restored guest taking a new identity): the
+		// mount shows the file, rewritten in place.
+		return os.WriteFile(src, []byte(content), 0o644)
+	}
 	if err := os.WriteFile(src, []byte(content), 0o644); err != nil {
 		return err
 	}

@@ -22,6 +22,22 @@ type BootParams struct {
 	// DiskOrder lists disk serials in attach order, for VMMs whose disks
 	// carry no serial (Firecracker): the i-th is /dev/vd('a'+i).
 	DiskOrder []string
+	// MachineID is the VM's /etc/machine-id: its ID, never the image's,
+	// which every VM of that image would share.
+	MachineID string
+}
+
+// ValidMachineID: 32 lower-case hex digits, as machine-id(5) says.
+func ValidMachineID(s string) bool {
+	if len(s) != 32 {
+		return false
+	}
+	for _, c := range s {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // NetParams configure the guest's one NIC.
@@ -47,6 +63,9 @@ func (p BootParams) Args() []string {
 	}
 	if len(p.DiskOrder) > 0 {
 		out = append(out, "banger.disks="+strings.Join(p.DiskOrder, ","))
+	}
+	if p.MachineID != "" {
+		out = append(out, "banger.machine_id="+p.MachineID)
 	}
 	if n := p.Net; n != nil {
 		out = append(out, "banger.mac="+n.MAC.String(), "banger.ip="+n.Address.String())
@@ -88,6 +107,12 @@ func ParseBootParams(cmdline string) (BootParams, error) {
 	}
 	if s := args["banger.disks"]; s != "" {
 		p.DiskOrder = strings.Split(s, ",")
+	}
+	if s := args["banger.machine_id"]; s != "" {
+		if !ValidMachineID(s) {
+			return BootParams{}, fmt.Errorf("parsing banger.machine_id: %q is not 32 hex digits", s)
+		}
+		p.MachineID = s
 	}
 	if args["banger.ip"] == "" {
 		return p, nil

@@ -25,6 +25,7 @@ func TestBootParamsRoundTrip(t *testing.T) {
 		"empty":    {},
 		"hostname": {Hostname: "dev-box"},
 		"disks":    {DiskOrder: []string{"banger-root", "banger-work"}},
+		"machine":  {MachineID: "0123456789abcdef0123456789abcdef"},
 		"full": {Hostname: "a", SSHKeys: []ssh.PublicKey{key, key}, Net: &NetParams{
 			MAC: mac, Address: netip.MustParsePrefix("10.0.2.15/24"), Gateway: netip.MustParseAddr("10.0.2.2"),
 			DNS: []netip.Addr{netip.MustParseAddr("10.0.2.3"), netip.MustParseAddr("fd00::1")},
@@ -50,6 +51,8 @@ func TestBootParamsErrors(t *testing.T) {
 		"banger.ip=10.0.0.2 banger.mac=52:54:00:12:34:56",
 		"banger.ip=10.0.0.2/24 banger.mac=52:54:00:12:34:56 banger.gw=x",
 		"banger.ip=10.0.0.2/24 banger.mac=52:54:00:12:34:56 banger.dns=1.1.1.1,,",
+		"banger.machine_id=../../etc/shadow",
+		"banger.machine_id=0123456789ABCDEF0123456789ABCDEF",
 	} {
 		if _, err := ParseBootParams(cmdline); err == nil || !strings.Contains(err.Error(), "banger.") {
 			t.Errorf("ParseBootParams(%q) = %v, want an error naming the argument", cmdline, err)

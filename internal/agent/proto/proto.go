@@ -62,10 +62,12 @@ const (
 // The agent protocol. A VM keeps the agent it booted with until it
 // restarts, so a daemon updated under it talks to older agents: every
 // protocol from MinProtocol on. 1 is banger 0.1's (a hello without
-// payload, no protocol in ping); 2 says its protocol in both.
+// payload, no protocol in ping); 2 says its protocol in both; 3 takes a
+// new identity after a restore (MethodIdentity).
 const (
-	Protocol    uint16 = 2
-	MinProtocol uint16 = 1
+	Protocol         uint16 = 3
+	MinProtocol      uint16 = 1
+	IdentityProtocol uint16 = 3
 )
 
 // ErrOldAgent: the agent's protocol is older than the host still speaks.
@@ -236,7 +238,29 @@ const (
 	MethodGetTree = "get_tree"
 	// MethodManifest lists a directory tree with content hashes.
 	MethodManifest = "manifest"
+	// MethodIdentity gives a guest restored from a saved state (a
+	// template, a fork, a checkpoint) its VM's identity (IdentityParams),
+	// before the host hands the VM to anyone.
+	MethodIdentity = "identity"
 )
+
+// IdentityParams are what a restored guest takes on: its VM's boot
+// parameters, as a cold boot would have had them on its command line,
+// and what must never be shared by two VMs restored from one state.
+type IdentityParams struct {
+	// Boot is the VM's banger.* arguments (BootParams.Args, space
+	// separated): hostname, SSH keys, MAC and addresses.
+	Boot string `json:"boot"`
+	// UnixNano is the host's clock: a restored guest's is the save's.
+	UnixNano int64 `json:"unix_nano"`
+	// Entropy seeds the guest kernel's random pool, which is credited
+	// and reseeded: two clones must not draw the same numbers.
+	Entropy []byte `json:"entropy"`
+	// MachineID is the VM's /etc/machine-id (32 hex digits).
+	MachineID string `json:"machine_id"`
+	// NewHostKey makes the agent generate a fresh SSH host key.
+	NewHostKey bool `json:"new_host_key,omitempty"`
+}
 
 // TreeEntry is one file of a tree, relative to its root.
 type TreeEntry struct {

@@ -32,6 +32,9 @@ type Server struct {
 	// Stats and Ports answer MethodStats and MethodPorts; nil refuses.
 	Stats func() (proto.StatsResult, error)
 	Ports func() ([]proto.Socket, error)
+	// Identity makes a restored guest its VM's (MethodIdentity); nil
+	// refuses the method.
+	Identity func(proto.IdentityParams) error
 }
 
 // Serve answers calls on rw until it fails.
@@ -92,6 +95,7 @@ func methods() map[string]method {
 		proto.MethodPutTree:   with(putTree),
 		proto.MethodGetTree:   with(getTree),
 		proto.MethodManifest:  with(manifest),
+		proto.MethodIdentity:  with(identity),
 	}
 }
 
@@ -169,6 +173,13 @@ func dial(_ *Server, c *call, p proto.DialParams) (any, error) {
 	}
 	pipeStream(c, conn)
 	return struct{}{}, nil
+}
+
+func identity(s *Server, _ *call, p proto.IdentityParams) (any, error) {
+	if s.Identity == nil {
+		return nil, errors.New("this agent takes no new identity")
+	}
+	return struct{}{}, s.Identity(p)
 }
 
 func (s *Server) ports(*call) (any, error) {

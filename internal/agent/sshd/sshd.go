@@ -32,8 +32,8 @@ type Server struct {
 	spawn spawn.Func
 	root  string // the guest's root, "/" in a guest
 	log   *slog.Logger
-	conf  *ssh.ServerConfig
-	open  atomic.Int32 // connections past the handshake
+	conf  atomic.Pointer[ssh.ServerConfig] // swapped whole by Reconfigure
+	open  atomic.Int32                     // connections past the handshake
 }
 
 // Connections counts the open, authenticated connections: the host's
@@ -61,11 +61,19 @@ func New(c Config) *Server {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	keys := make([][]byte, len(c.Authorized))
-	for i, k := range c.Authorized {
+	s.Reconfigure(c.HostKey, c.Authorized)
+	return s
+}
+
+// Reconfigure serves new connections with hostKey, for exactly
+// authorized: a guest restored from a template takes its own VM's keys.
+// Open connections keep what they were accepted with.
+func (s *Server) Reconfigure(hostKey ssh.Signer, authorized []ssh.PublicKey) {
+	keys := make([][]byte, len(authorized))
+	for i, k := range authorized {
 		keys[i] = k.Marshal()
 	}
-	s.conf = &ssh.ServerConfig{
+	conf := &ssh.ServerConfig{
 		PublicKeyCallback: func(_ ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 			b := key.Marshal()
 			for _, k := range keys {
@@ -77,8 +85,8 @@ func New(c Config) *Server {
 		},
 		ServerVersion: "SSH-2.0-banger-agent",
 	}
-	s.conf.AddHostKey(c.HostKey)
-	return s
+	conf.AddHostKey(hostKey)
+	s.conf.Store(conf)
 }
 
 // Serve accepts connections until l fails.
@@ -95,7 +103,7 @@ func (s *Server) Serve(l net.Listener) error {
 // ServeConn runs one connection to its end.
 func (s *Server) ServeConn(c net.Conn) {
 	defer c.Close()
-	conn, chans, reqs, err := ssh.NewServerConn(c, s.conf)
+	conn, chans, reqs, err := ssh.NewServerConn(c, s.conf.Load())
 	if err != nil {
 		s.log.Debug("ssh handshake failed", "err", err)
 		return

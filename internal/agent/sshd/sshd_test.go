@@ -228,3 +228,36 @@ func TestUnknownUser(t *testing.T) {
 		t.Fatalf("unknown user: %q, %v", out, err)
 	}
 }
+
+// TestReconfigure: a restored guest's server takes its VM's keys: the
+// template's host key and authorised keys no longer serve.
+func TestReconfigure(t *testing.T) {
+	oldUser, newUser := newKey(t), newKey(t)
+	oldHost, newHost := newKey(t), newKey(t)
+	srv := New(Config{HostKey: oldHost, Authorized: []ssh.PublicKey{oldUser.PublicKey()}})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go srv.Serve(l)
+	addr := l.Addr().String()
+	if _, err := dial(t, addr, oldHost.PublicKey(), oldUser); err != nil {
+		t.Fatalf("before: %v", err)
+	}
+	srv.Reconfigure(newHost, []ssh.PublicKey{newUser.PublicKey()})
+	for _, c := range []struct {
+		name string
+		host ssh.PublicKey
+		user ssh.Signer
+		ok   bool
+	}{
+		{"the new keys", newHost.PublicKey(), newUser, true},
+		{"the old host key", oldHost.PublicKey(), newUser, false},
+		{"the old user key", newHost.PublicKey(), oldUser, false},
+	} {
+		if _, err := dial(t, addr, c.host, c.user); (err == nil) != c.ok {
+			t.Errorf("%s: %v", c.name, err)
+		}
+	}
+}

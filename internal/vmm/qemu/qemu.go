@@ -87,6 +87,10 @@ func args(m machine) []string {
 			for _, f := range n.Forwards {
 				netdev += fmt.Sprintf(",hostfwd=%s:127.0.0.1:%d-:%d", f.Proto, f.HostPort, f.GuestPort)
 			}
+		case n.Unplugged:
+			// A hub port on a hub of its own: a NIC with no cable. Its
+			// device's saved state loads the same on a tap.
+			netdev = "hubport,id=net0,hubid=0"
 		default:
 			netdev = fmt.Sprintf("tap,id=net0,ifname=%s,script=no,downscript=no", n.Tap)
 		}

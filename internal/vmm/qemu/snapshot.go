@@ -140,7 +140,7 @@ func (m *monitor) waitMigration(ctx context.Context, exited <-chan struct{}) err
 // description written last, and the directory renamed into place, so a
 // crash leaves a whole state or none. The VM then runs on, or with stop
 // its QEMU quits.
-func (d *Driver) Snapshot(ctx context.Context, vin vmm.Instance, s vmm.Spec, dir string, stop bool) (vmm.State, error) {
+func (d *Driver) Snapshot(ctx context.Context, vin vmm.Instance, s vmm.Spec, dir string, o vmm.SnapshotOptions) (vmm.State, error) {
 	in, ok := vin.(*instance)
 	if !ok {
 		return vmm.State{}, fmt.Errorf("snapshot: not a QEMU VM")
@@ -170,10 +170,15 @@ func (d *Driver) Snapshot(ctx context.Context, vin vmm.Instance, s vmm.Spec, dir
 	}
 	saved := false
 	defer func() {
-		if !saved || !stop {
+		if !saved || !o.Stop {
 			_ = mon.run("cont", nil, nil) // running again, whatever happened
 		}
 	}()
+	if o.Paused != nil {
+		if err := o.Paused(); err != nil {
+			return st, fmt.Errorf("snapshot: %w", err)
+		}
+	}
 	f, err := os.OpenFile(filepath.Join(tmp, vmm.MemoryFile), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return st, fmt.Errorf("snapshot: %w", err)
@@ -209,7 +214,7 @@ func (d *Driver) Snapshot(ctx context.Context, vin vmm.Instance, s vmm.Spec, dir
 	}
 	syncDir(filepath.Dir(dir))
 	saved = true
-	if stop {
+	if o.Stop {
 		_ = mon.run("quit", nil, nil)
 		select {
 		case <-in.Done():
@@ -226,15 +231,7 @@ func (d *Driver) Snapshot(ctx context.Context, vin vmm.Instance, s vmm.Spec, dir
 // kernel, initramfs and machine; then loaded through a descriptor and
 // run.
 func (d *Driver) Restore(ctx context.Context, s vmm.Spec, dir string, started func(vmm.Instance) error) (vmm.Instance, error) {
-	st, err := vmm.ReadState(dir)
-	if err != nil {
-		return nil, err
-	}
-	want, err := d.describe(ctx, s)
-	if err != nil {
-		return nil, err
-	}
-	if err := st.Check(want); err != nil {
+	if err := d.Loadable(ctx, s, dir); err != nil {
 		return nil, err
 	}
 	f, err := os.Open(filepath.Join(dir, vmm.MemoryFile))
@@ -272,6 +269,19 @@ func (d *Driver) Restore(ctx context.Context, s vmm.Spec, dir string, started fu
 		return fail(err)
 	}
 	return in, nil
+}
+
+// Loadable says why the state in dir would not load for s here.
+func (d *Driver) Loadable(ctx context.Context, s vmm.Spec, dir string) error {
+	st, err := vmm.ReadState(dir)
+	if err != nil {
+		return err
+	}
+	want, err := d.describe(ctx, s)
+	if err != nil {
+		return err
+	}
+	return st.Check(want)
 }
 
 func syncDir(dir string) {

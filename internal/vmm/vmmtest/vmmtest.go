@@ -17,8 +17,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 
@@ -85,6 +87,14 @@ type Guest struct {
 	gone  bool
 	shuts int // power-off requests the agent got
 	keyAs string
+	ids   []proto.IdentityParams
+}
+
+// Identities are the identities the agent was given after a restore.
+func (g *Guest) Identities() []proto.IdentityParams {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.Clone(g.ids)
 }
 
 // ReportHostKey makes the agent's info report text as its SSH host key,
@@ -236,12 +246,30 @@ func (d *Driver) Adopt(s vmm.Spec, id proc.ID) (vmm.Instance, error) {
 // ends the stand-in VMM as a guest's power-off ends QEMU.
 func (g *Guest) server() *server.Server {
 	return &server.Server{
-		Ping: func() proto.PingResult { return proto.PingResult{Version: "vmmtest", Uptime: 1} },
+		Ping: func() proto.PingResult {
+			return proto.PingResult{Version: "vmmtest", Uptime: 1, Protocol: proto.Protocol}
+		},
 		Info: func() proto.InfoResult {
 			g.mu.Lock()
 			key := cmp.Or(g.keyAs, string(ssh.MarshalAuthorizedKey(g.HostKey)))
 			g.mu.Unlock()
 			return proto.InfoResult{Kernel: "vmmtest", Hostname: "vmmtest", SSHHostKey: key}
+		},
+		Identity: func(p proto.IdentityParams) error {
+			if _, err := proto.ParseBootParams(p.Boot); err != nil {
+				return err
+			}
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			g.ids = append(g.ids, p)
+			if p.NewHostKey {
+				k, err := sshkey.NewKey()
+				if err != nil {
+					return err
+				}
+				g.HostKey = k.PublicKey()
+			}
+			return nil
 		},
 		Shutdown: func() {
 			g.mu.Lock()
@@ -312,17 +340,22 @@ func discard(c net.Conn) {
 // Snapshot saves a stand-in VM: a state directory whose memory file
 // names the guest, written whole or not at all; with stop its VMM ends,
 // as QEMU's does after a save.
-func (d *Driver) Snapshot(_ context.Context, vin vmm.Instance, s vmm.Spec, dir string, stop bool) (vmm.State, error) {
+func (d *Driver) Snapshot(_ context.Context, vin vmm.Instance, s vmm.Spec, dir string, o vmm.SnapshotOptions) (vmm.State, error) {
 	in, ok := vin.(*instance)
 	if !ok || in.g == nil {
 		return vmm.State{}, errors.New("vmmtest: snapshot of an instance this driver did not start")
 	}
-	st := vmm.State{VMM: d.Name(), MemoryMiB: s.MemoryMiB, VCPU: s.VCPU, Size: int64(len(s.Dir))}
+	st := vmm.State{VMM: d.Name(), MemoryMiB: s.MemoryMiB, VCPU: s.VCPU, Size: int64(len(s.Dir)), Saved: time.Now().UTC()}
 	tmp := dir + ".partial"
 	if err := os.Mkdir(tmp, 0o700); err != nil {
 		return st, err
 	}
 	defer os.RemoveAll(tmp)
+	if o.Paused != nil {
+		if err := o.Paused(); err != nil {
+			return st, err
+		}
+	}
 	if err := os.WriteFile(filepath.Join(tmp, vmm.MemoryFile), []byte(s.Dir), 0o600); err != nil {
 		return st, err
 	}
@@ -332,7 +365,7 @@ func (d *Driver) Snapshot(_ context.Context, vin vmm.Instance, s vmm.Spec, dir s
 	if err := os.Rename(tmp, dir); err != nil {
 		return st, err
 	}
-	if stop {
+	if o.Stop {
 		_ = in.Process().Kill()
 		<-in.Done()
 	}
@@ -346,11 +379,7 @@ func (d *Driver) Snapshot(_ context.Context, vin vmm.Instance, s vmm.Spec, dir s
 // one (the same SSH host key) under s. A state of another shape is
 // refused, as a real driver refuses it.
 func (d *Driver) Restore(ctx context.Context, s vmm.Spec, dir string, started func(vmm.Instance) error) (vmm.Instance, error) {
-	st, err := vmm.ReadState(dir)
-	if err != nil {
-		return nil, err
-	}
-	if err := st.Check(vmm.State{VMM: d.Name(), MemoryMiB: s.MemoryMiB, VCPU: s.VCPU}); err != nil {
+	if err := d.Loadable(ctx, s, dir); err != nil {
 		return nil, err
 	}
 	from, err := os.ReadFile(filepath.Join(dir, vmm.MemoryFile))
@@ -374,6 +403,15 @@ func (d *Driver) Restore(ctx context.Context, s vmm.Spec, dir string, started fu
 	d.restores++
 	d.mu.Unlock()
 	return in, nil
+}
+
+// Loadable refuses a state of another shape, as a real driver does.
+func (d *Driver) Loadable(_ context.Context, s vmm.Spec, dir string) error {
+	st, err := vmm.ReadState(dir)
+	if err != nil {
+		return err
+	}
+	return st.Check(vmm.State{VMM: d.Name(), MemoryMiB: s.MemoryMiB, VCPU: s.VCPU})
 }
 
 // Restores counts the instances started from a saved state.

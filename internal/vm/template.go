@@ -1,0 +1,392 @@
+package vm
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/agent/proto"
+	"github.com/bangerdev/banger/internal/boot"
+	"github.com/bangerdev/banger/internal/bundle"
+	"github.com/bangerdev/banger/internal/clonefile"
+	"github.com/bangerdev/banger/internal/proc"
+	"github.com/bangerdev/banger/internal/store"
+	"github.com/bangerdev/banger/internal/vmm"
+)
+
+// A template is a VM booted to agent-ready with an empty work disk and
+// no identity, saved: a create of the same shape restores it instead of
+// booting. Its directory under Config.TemplateDir, named for its key:
+//
+//	key.json   what it was made for (templateKey)
+//	state/     the saved memory and device state (vmm.State checks the
+//	           VMM, kernel, initramfs and machine itself)
+//	work.ext4  its work disk, which each VM's starts as a copy of
+//
+// It is made in KEY.building and renamed whole into place.
+const (
+	templateKeyFile = "key.json"
+	templateState   = "state"
+	templateDisk    = "work.ext4"
+	templatePID     = "vmm.pid" // a building template's VMM, for a daemon that dies meanwhile
+	building        = ".building"
+)
+
+// templateKey is what a template is made for: a VM of another image,
+// kernel, size or network device cannot use it.
+type templateKey struct {
+	ImageID   string `json:"image_id"`
+	KernelID  string `json:"kernel_id"`
+	VCPU      int    `json:"vcpu"`
+	MemoryMiB int    `json:"memory_mib"`
+	DiskSize  int64  `json:"disk_size"`
+	NIC       string `json:"nic"` // none, tap, user or user+outbound
+}
+
+func keyOf(rec store.VM) templateKey {
+	nic := "none"
+	switch {
+	case rec.Network == api.NetworkBridge:
+		nic = "tap"
+	case rec.Network == api.NetworkUser && rec.NAT:
+		nic = "user+outbound"
+	case rec.Network == api.NetworkUser:
+		nic = "user"
+	}
+	return templateKey{ImageID: rec.ImageID, KernelID: rec.KernelID, VCPU: rec.VCPU, MemoryMiB: rec.MemoryMiB, DiskSize: rec.DiskSize, NIC: nic}
+}
+
+// name is the template's directory name: a digest of its key.
+func (k templateKey) name() string {
+	b, _ := json.Marshal(k)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}
+
+func (s *Service) templateDir(k templateKey) string {
+	return filepath.Join(s.cfg.TemplateDir, k.name())
+}
+
+// templateRunDir holds a building template's sockets: under the runtime
+// directory, whose short path keeps them within a socket path's limit.
+func (s *Service) templateRunDir(k templateKey) string {
+	return filepath.Join(s.cfg.RunDir, "template-"+k.name())
+}
+
+// templateLock is k's lock: creates restoring from it share it, a
+// build or removal takes it alone.
+func (s *Service) templateLock(k templateKey) *sync.RWMutex {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.templates == nil {
+		s.templates = map[string]*sync.RWMutex{}
+	}
+	m, ok := s.templates[k.name()]
+	if !ok {
+		m = &sync.RWMutex{}
+		s.templates[k.name()] = m
+	}
+	return m
+}
+
+// canWarm reports whether this driver and configuration have
+// templates; warm whether creates start from them.
+func (s *Service) canWarm() bool {
+	_, ok := s.cfg.Driver.(vmm.Snapshotter)
+	return ok && s.cfg.TemplateDir != ""
+}
+
+func (s *Service) warm() bool { return s.canWarm() && !s.cfg.ColdCreate }
+
+// template is k's template directory, made first if there is none;
+// release lets it be rebuilt or removed again.
+func (s *Service) template(ctx context.Context, phase func(string), k templateKey, img api.Image, kern api.Kernel) (dir string, release func(), err error) {
+	m := s.templateLock(k)
+	dir = s.templateDir(k)
+	for range 2 {
+		m.RLock()
+		if _, err := os.Stat(filepath.Join(dir, templateKeyFile)); err == nil {
+			return dir, m.RUnlock, nil
+		}
+		m.RUnlock()
+		m.Lock()
+		if _, err := os.Stat(filepath.Join(dir, templateKeyFile)); err != nil {
+			phase("making a template (first VM of this shape)")
+			err = s.buildTemplate(ctx, k, img, kern)
+			if err != nil {
+				m.Unlock()
+				return "", nil, err
+			}
+		}
+		m.Unlock()
+	}
+	return "", nil, fmt.Errorf("template %s: removed as soon as made", k.name())
+}
+
+// dropTemplate removes k's template (stale: its state no longer loads).
+func (s *Service) dropTemplate(k templateKey, why string) {
+	m := s.templateLock(k)
+	m.Lock()
+	defer m.Unlock()
+	s.cfg.Log.Info("removing a template", "template", k.name(), "image", k.ImageID, "why", why)
+	_ = os.RemoveAll(s.templateDir(k))
+}
+
+// buildTemplate boots a VM of key k with no identity (no hostname, no
+// keys, its NIC unconfigured and, for a tap, unplugged), waits for its
+// agent and SSH host key, and saves it, its VMM ending. Called with k's
+// lock held.
+func (s *Service) buildTemplate(ctx context.Context, k templateKey, img api.Image, kern api.Kernel) error {
+	start := time.Now()
+	final := s.templateDir(k)
+	dir := final + building
+	runDir := s.templateRunDir(k)
+	for _, d := range []string{dir, runDir} {
+		if err := os.RemoveAll(d); err != nil {
+			return err
+		}
+	}
+	defer os.RemoveAll(runDir)
+	ok := false
+	defer func() {
+		if !ok {
+			os.RemoveAll(dir)
+		}
+	}()
+	if err := os.MkdirAll(runDir, 0o700); err != nil {
+		return err
+	}
+	if err := boot.WorkDisk(ctx, filepath.Join(dir, templateDisk), k.DiskSize); err != nil {
+		return err
+	}
+	spec, err := s.templateSpec(k, img, kern, dir, runDir)
+	if err != nil {
+		return err
+	}
+	in, err := s.cfg.Driver.Start(ctx, spec)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		_ = in.Process().Kill()
+		<-in.Done()
+	}()
+	id := in.ID()
+	if err := os.WriteFile(filepath.Join(dir, templatePID), []byte(fmt.Sprintf("%d %d\n", id.PID, id.StartTime)), 0o600); err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, s.cfg.BootTimeout)
+	defer cancel()
+	c, err := boot.WaitAgent(wctx, in.DialAgent, in.Done())
+	if err != nil {
+		return fmt.Errorf("making a template: booting: %w; %s", err, boot.Failure(in, s.cfg.Driver.Name()))
+	}
+	defer c.Close()
+	// Info answers once the SSH server has its host key: the template
+	// is saved settled, with nothing left to do at first use.
+	var info proto.InfoResult
+	if err := c.Call(wctx, proto.MethodInfo, nil, &info); err != nil {
+		return fmt.Errorf("making a template: asking its agent: %w", err)
+	}
+	sn, err := s.snapshotter()
+	if err != nil {
+		return err
+	}
+	if _, err := sn.Snapshot(ctx, in, spec, filepath.Join(dir, templateState), vmm.SnapshotOptions{Stop: true}); err != nil {
+		return fmt.Errorf("making a template: %w", err)
+	}
+	b, err := json.MarshalIndent(k, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, templateKeyFile), b, 0o600); err != nil {
+		return err
+	}
+	_ = os.Remove(filepath.Join(dir, templatePID))
+	if err := os.Rename(dir, final); err != nil {
+		return err
+	}
+	ok = true
+	s.cfg.Log.Info("template made", "template", k.name(), "image", img.Name, "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// templateSpec is how a template of key k runs: dir holds its work
+// disk, runDir its sockets.
+func (s *Service) templateSpec(k templateKey, img api.Image, kern api.Kernel, dir, runDir string) (vmm.Spec, error) {
+	initrd, err := boot.CachedInitramfs(kern.Dir, s.cfg.Agent)
+	if err != nil {
+		return vmm.Spec{}, err
+	}
+	var nic *vmm.NIC
+	switch k.NIC {
+	case "tap":
+		nic = &vmm.NIC{Unplugged: true, MAC: newMAC()}
+	case "user", "user+outbound":
+		nic = &vmm.NIC{User: true, MAC: newMAC(), Outbound: k.NIC == "user+outbound"}
+	}
+	return vmm.Spec{
+		Kernel: bundle.Vmlinux(kern.Dir), Initrd: initrd, Cmdline: boot.Cmdline(proto.BootParams{}, s.cfg.Emulated),
+		MemoryMiB: k.MemoryMiB, VCPU: k.VCPU, Dir: runDir, NIC: nic,
+		Disks: []vmm.Disk{{Path: img.Rootfs, ReadOnly: true, Serial: proto.RootSerial}, {Path: filepath.Join(dir, templateDisk), Serial: proto.WorkSerial}},
+	}, nil
+}
+
+// createWarm starts rec from its shape's template (made first if there
+// is none): its work disk a copy of the template's, its guest given
+// rec's identity. A template its VMM no longer loads (another QEMU,
+// agent or kernel) is made again, once.
+func (s *Service) createWarm(ctx context.Context, phase func(string), rec store.VM, img api.Image, kern api.Kernel) (store.VM, error) {
+	k := keyOf(rec)
+	for try := 0; ; try++ {
+		dir, release, err := s.template(ctx, phase, k, img, kern)
+		if err != nil {
+			return rec, err
+		}
+		phase("copying the work disk")
+		_ = os.Remove(s.workDisk(rec.ID))
+		if err := os.MkdirAll(s.stateDir(rec.ID), 0o700); err != nil {
+			release()
+			return rec, err
+		}
+		if _, err := clonefile.Copy(filepath.Join(dir, templateDisk), s.workDisk(rec.ID)); err != nil {
+			release()
+			return rec, err
+		}
+		var out store.VM
+		out, err = s.startFrom(ctx, phase, rec, img, kern, filepath.Join(dir, templateState), true)
+		release()
+		if err == nil || !errors.Is(err, vmm.ErrStateMismatch) || try > 0 {
+			return out, err
+		}
+		s.dropTemplate(k, err.Error())
+	}
+}
+
+// Warm makes the template of a VM shape, as the first create of that
+// shape would: the image (pulled if unknown), kernel and sizes default
+// as vm create's do.
+func (s *Service) Warm(ctx context.Context, p api.ImageWarmParams) (api.Template, error) {
+	if !s.canWarm() {
+		return api.Template{}, fmt.Errorf("%w: the %s driver cannot save a VM, so it has no templates", api.ErrInvalidArgument, s.cfg.Driver.Name())
+	}
+	rec, err := s.newRecord(api.VMCreateParams{Image: p.Image, Kernel: p.Kernel, VCPU: p.VCPU, MemoryMiB: p.MemoryMiB,
+		DiskSize: p.DiskSize, Network: p.Network, NAT: p.NAT})
+	if err != nil {
+		return api.Template{}, err
+	}
+	img, err := s.cfg.Image(ctx, rec.Image)
+	if errors.Is(err, api.ErrNotFound) && s.cfg.PullImage != nil {
+		img, err = s.cfg.PullImage(ctx, rec.Image)
+	}
+	if err != nil {
+		return api.Template{}, fmt.Errorf("image %s: %w", rec.Image, err)
+	}
+	kern, err := s.cfg.Kernel(ctx, rec.Kernel)
+	if err != nil {
+		return api.Template{}, err
+	}
+	rec.ImageID, rec.KernelID = img.ID, kern.ID
+	k := keyOf(rec)
+	start := time.Now()
+	_, release, err := s.template(ctx, func(string) {}, k, img, kern)
+	if err != nil {
+		return api.Template{}, err
+	}
+	release()
+	t := s.templateOf(k, img.Name, kern.Name)
+	t.Took = time.Since(start).Seconds()
+	return t, nil
+}
+
+// templateOf describes k's template.
+func (s *Service) templateOf(k templateKey, image, kernel string) api.Template {
+	dir := s.templateDir(k)
+	t := api.Template{ID: k.name(), Image: image, ImageID: k.ImageID, Kernel: kernel, VCPU: k.VCPU, MemoryMiB: k.MemoryMiB,
+		DiskSize: k.DiskSize, NIC: k.NIC}
+	if fi, err := os.Stat(filepath.Join(dir, templateKeyFile)); err == nil {
+		t.Created = fi.ModTime().UTC()
+	}
+	if fi, err := os.Stat(filepath.Join(dir, templateState, vmm.MemoryFile)); err == nil {
+		t.StateBytes = fi.Size()
+	}
+	t.DiskUsed = diskUsed(filepath.Join(dir, templateDisk))
+	return t
+}
+
+// readTemplateKey reads a template directory's key.
+func readTemplateKey(dir string) (templateKey, error) {
+	var k templateKey
+	b, err := os.ReadFile(filepath.Join(dir, templateKeyFile))
+	if err != nil {
+		return k, err
+	}
+	if len(b) > 4<<10 {
+		return k, errors.New("key.json is too big")
+	}
+	return k, json.Unmarshal(b, &k)
+}
+
+// DropTemplates removes the templates of images or kernels that are
+// gone (the daemon calls it once an image is deleted), and at start the
+// leftovers of builds a dead daemon cut short, their VMMs ended.
+func (s *Service) DropTemplates(ctx context.Context) {
+	if s.cfg.TemplateDir == "" {
+		return
+	}
+	entries, _ := os.ReadDir(s.cfg.TemplateDir)
+	for _, e := range entries {
+		dir := filepath.Join(s.cfg.TemplateDir, e.Name())
+		if strings.HasSuffix(e.Name(), building) {
+			continue // a build in flight; swept at start (sweepTemplateBuilds)
+		}
+		k, err := readTemplateKey(dir)
+		if err != nil || k.name() != e.Name() {
+			s.cfg.Log.Info("removing an unreadable template", "dir", dir, "err", err)
+			_ = os.RemoveAll(dir)
+			continue
+		}
+		if _, err := s.cfg.Image(ctx, k.ImageID); errors.Is(err, api.ErrNotFound) {
+			s.dropTemplate(k, "its image was deleted")
+		}
+	}
+}
+
+// sweepTemplateBuilds ends the VMMs of template builds a dead daemon
+// left, and removes what they left; at start, before any build.
+func (s *Service) sweepTemplateBuilds() {
+	if s.cfg.TemplateDir == "" {
+		return
+	}
+	entries, _ := os.ReadDir(s.cfg.TemplateDir)
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), building) {
+			continue
+		}
+		dir := filepath.Join(s.cfg.TemplateDir, e.Name())
+		if b, err := os.ReadFile(filepath.Join(dir, templatePID)); err == nil {
+			if f := strings.Fields(string(b)); len(f) == 2 {
+				pid, _ := strconv.Atoi(f[0])
+				st, _ := strconv.ParseUint(f[1], 10, 64)
+				runDir := filepath.Join(s.cfg.RunDir, "template-"+strings.TrimSuffix(e.Name(), building))
+				if in, err := s.cfg.Driver.Adopt(vmm.Spec{Dir: runDir}, proc.ID{PID: pid, StartTime: st}); err == nil {
+					_ = in.Process().Kill()
+					<-in.Done()
+				}
+				_ = os.RemoveAll(runDir)
+			}
+		}
+		s.cfg.Log.Info("removing a template build cut short", "dir", dir)
+		_ = os.RemoveAll(dir)
+	}
+}
