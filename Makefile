@@ -37,7 +37,8 @@ FUZZ_TARGETS := \
 	./internal/agent/client:FuzzClientFrames:150000 \
 	./internal/termsafe:FuzzString:300000 \
 	./internal/release:FuzzParseSums:50000 \
-	./internal/release:FuzzUnpack:5000
+	./internal/release:FuzzUnpack:5000 \
+	./internal/vm:FuzzHostKeyLine:100000
 
 .PHONY: release all deps testimages build test fmt-check vet unit fuzz vmtest smoke bench bench-image bench-boot bench-disk bench-vm bench-workspace bench-net bench-snapshot lint run clean
 

@@ -104,6 +104,12 @@ const (
 // Operation kinds. Every asynchronous daemon job is one of these.
 const (
 	OpKindVMCreate     = "vm.create"
+	OpKindVMSuspend    = "vm.suspend"
+	OpKindVMResume     = "vm.resume"
+	OpKindVMFork       = "vm.fork"
+	OpKindVMSnapshot   = "vm.snapshot.create"
+	OpKindVMRollback   = "vm.snapshot.restore"
+	OpKindImageWarm    = "image.warm"
 	OpKindImagePull    = "image.pull"
 	OpKindImageImport  = "image.import"
 	OpKindKernelPull   = "kernel.pull"

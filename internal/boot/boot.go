@@ -6,8 +6,6 @@ package boot
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -66,16 +64,20 @@ func Initramfs(bundleDir string, agentBin []byte) ([]byte, error) {
 // at agentPath, building it once per bundle and agent build and keeping it
 // in the bundle's directory (it goes when the bundle does). Indexing a
 // distribution kernel's modules takes most of a second: not something to
-// redo at every boot.
-func CachedInitramfs(bundleDir, agentPath string) (string, error) {
-	agentBin, err := os.ReadFile(agentPath)
+// redo at every boot. sums (nil: none) keeps the agent's digest between
+// calls, which restores make several at once.
+func CachedInitramfs(bundleDir, agentPath string, sums *vmm.Sums) (string, error) {
+	sum, err := sums.File(agentPath)
 	if err != nil {
 		return "", fmt.Errorf("reading the guest agent (build it with `make build`): %w", err)
 	}
-	sum := sha256.Sum256(agentBin)
-	path := filepath.Join(bundleDir, "initrd-"+hex.EncodeToString(sum[:6])+".cpio")
+	path := filepath.Join(bundleDir, "initrd-"+sum[:12]+".cpio")
 	if _, err := os.Stat(path); err == nil {
 		return path, nil
+	}
+	agentBin, err := os.ReadFile(agentPath)
+	if err != nil {
+		return "", fmt.Errorf("reading the guest agent (build it with `make build`): %w", err)
 	}
 	data, err := Initramfs(bundleDir, agentBin)
 	if err != nil {

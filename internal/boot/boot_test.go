@@ -25,12 +25,12 @@ func TestCachedInitramfs(t *testing.T) {
 	agent := filepath.Join(t.TempDir(), "banger-agent")
 	os.WriteFile(agent, []byte("agent v1"), 0o755)
 
-	p1, err := CachedInitramfs(dir, agent)
+	p1, err := CachedInitramfs(dir, agent, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	fi1, _ := os.Stat(p1)
-	p2, err := CachedInitramfs(dir, agent)
+	p2, err := CachedInitramfs(dir, agent, nil)
 	if err != nil || p2 != p1 {
 		t.Fatalf("second call = %s, %v", p2, err)
 	}
@@ -39,14 +39,14 @@ func TestCachedInitramfs(t *testing.T) {
 	}
 	// A new agent build gets its own initramfs.
 	os.WriteFile(agent, []byte("agent v2"), 0o755)
-	p3, err := CachedInitramfs(dir, agent)
+	p3, err := CachedInitramfs(dir, agent, nil)
 	if err != nil || p3 == p1 {
 		t.Fatalf("after an agent rebuild = %s, %v", p3, err)
 	}
 	if matches, _ := filepath.Glob(filepath.Join(dir, ".initrd-*")); len(matches) != 0 {
 		t.Fatalf("temporary files left: %v", matches)
 	}
-	if _, err := CachedInitramfs(dir, filepath.Join(t.TempDir(), "missing")); err == nil {
+	if _, err := CachedInitramfs(dir, filepath.Join(t.TempDir(), "missing"), nil); err == nil {
 		t.Fatal("a missing agent binary was accepted")
 	}
 }

@@ -64,7 +64,7 @@ func (s *Service) Run(ctx context.Context, p api.BootTestParams) (api.BootTestRe
 	}
 
 	start := time.Now()
-	initrdPath, err := boot.CachedInitramfs(k.Dir, s.Agent)
+	initrdPath, err := boot.CachedInitramfs(k.Dir, s.Agent, nil)
 	if err != nil {
 		return res, err
 	}

@@ -41,6 +41,12 @@ func checkTag(tag string) error {
 // SnapshotCreate saves a running VM (a suspended one is resumed first)
 // as checkpoint p.Tag (default: the time), the VM running on.
 func (s *Service) SnapshotCreate(ctx context.Context, p api.VMSnapshotParams) (api.Snapshot, error) {
+	return tracked(ctx, s, api.OpKindVMSnapshot, p.Name, func(ctx context.Context, phase func(string)) (api.Snapshot, error) {
+		return s.snapshotCreate(ctx, phase, p)
+	})
+}
+
+func (s *Service) snapshotCreate(ctx context.Context, phase func(string), p api.VMSnapshotParams) (api.Snapshot, error) {
 	sn, err := s.snapshotter()
 	if err != nil {
 		return api.Snapshot{}, err
@@ -56,7 +62,7 @@ func (s *Service) SnapshotCreate(ctx context.Context, p api.VMSnapshotParams) (a
 		return api.Snapshot{}, err
 	}
 	if rec.State == api.VMSuspended {
-		if _, err := s.Resume(ctx, api.VMRefParams{Name: p.Name}); err != nil {
+		if _, err := s.resumeNamed(ctx, phase, p.Name); err != nil {
 			return api.Snapshot{}, err
 		}
 	}
@@ -91,6 +97,7 @@ func (s *Service) SnapshotCreate(ctx context.Context, p api.VMSnapshotParams) (a
 		return api.Snapshot{}, err
 	}
 	defer os.RemoveAll(tmp)
+	phase("saving")
 	if _, err := sn.Snapshot(ctx, l.inst, spec, filepath.Join(tmp, templateState), vmm.SnapshotOptions{Paused: func() error {
 		_, err := clonefile.Copy(s.workDisk(rec.ID), filepath.Join(tmp, templateDisk))
 		return err
@@ -167,6 +174,12 @@ func (s *Service) SnapshotRestore(ctx context.Context, p api.VMSnapshotParams) (
 	if err := checkTag(p.Tag); err != nil {
 		return api.VM{}, err
 	}
+	return tracked(ctx, s, api.OpKindVMRollback, p.Name, func(ctx context.Context, phase func(string)) (api.VM, error) {
+		return s.snapshotRestore(ctx, phase, p)
+	})
+}
+
+func (s *Service) snapshotRestore(ctx context.Context, phase func(string), p api.VMSnapshotParams) (api.VM, error) {
 	sn, err := s.snapshotter()
 	if err != nil {
 		return api.VM{}, err
@@ -209,10 +222,11 @@ func (s *Service) SnapshotRestore(ctx context.Context, p api.VMSnapshotParams) (
 	if rec, err = s.find(ctx, rec.Name); err != nil {
 		return api.VM{}, err
 	}
+	phase("copying the disk back")
 	if _, err := clonefile.Copy(filepath.Join(dir, templateDisk), s.workDisk(rec.ID)); err != nil {
 		return api.VM{}, err
 	}
-	rec, err = s.startFrom(ctx, func(string) {}, rec, img, k, filepath.Join(dir, templateState), false)
+	rec, err = s.startFrom(ctx, phase, rec, img, k, filepath.Join(dir, templateState), false)
 	if err != nil {
 		rec.State, rec.Reason, rec.StoppedAt = api.VMStopped, "a rollback to snapshot "+p.Tag+" failed: "+err.Error(), time.Now()
 		if perr := s.put(context.WithoutCancel(ctx), rec); perr != nil {

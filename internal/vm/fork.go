@@ -31,6 +31,12 @@ const forkPrefix = "fork-"
 // each copy starts from them with its own name, identity, address and
 // a copy of the disk. All are made or none.
 func (s *Service) Fork(ctx context.Context, p api.VMForkParams) (api.VMForkResult, error) {
+	return tracked(ctx, s, api.OpKindVMFork, p.Name, func(ctx context.Context, phase func(string)) (api.VMForkResult, error) {
+		return s.fork(ctx, phase, p)
+	})
+}
+
+func (s *Service) fork(ctx context.Context, phase func(string), p api.VMForkParams) (api.VMForkResult, error) {
 	res := api.VMForkResult{VMs: []api.VM{}}
 	count := p.Count
 	if count == 0 {
@@ -48,7 +54,7 @@ func (s *Service) Fork(ctx context.Context, p api.VMForkParams) (api.VMForkResul
 		return res, err
 	}
 	if rec.State == api.VMSuspended {
-		if _, err := s.Resume(ctx, api.VMRefParams{Name: p.Name}); err != nil {
+		if _, err := s.resumeNamed(ctx, phase, p.Name); err != nil {
 			return res, err
 		}
 	}
@@ -94,6 +100,7 @@ func (s *Service) Fork(ctx context.Context, p api.VMForkParams) (api.VMForkResul
 	defer os.Remove(disk)
 	defer os.RemoveAll(scratch)
 	start := time.Now()
+	phase("saving")
 	// The disk is copied while the guest is paused: the copy is the
 	// disk its saved memory knows.
 	if _, err := sn.Snapshot(ctx, l.inst, spec, scratch, vmm.SnapshotOptions{Paused: func() error {
@@ -103,6 +110,7 @@ func (s *Service) Fork(ctx context.Context, p api.VMForkParams) (api.VMForkResul
 		return res, fmt.Errorf("forking vm %s: %w (it runs on)", rec.Name, err)
 	}
 	saved := time.Since(start)
+	phase(fmt.Sprintf("starting %d copies", len(copies)))
 	errs := make([]error, len(copies))
 	var wg sync.WaitGroup
 	for i := range copies {
@@ -114,10 +122,12 @@ func (s *Service) Fork(ctx context.Context, p api.VMForkParams) (api.VMForkResul
 				errs[i] = err
 				return
 			}
+			t0 := time.Now()
 			if _, err := clonefile.Copy(disk, s.workDisk(c.ID)); err != nil {
 				errs[i] = err
 				return
 			}
+			s.cfg.Log.Info("copied a fork's disk", "vm", c.Name, "took", time.Since(t0).Round(time.Millisecond))
 			copies[i], errs[i] = s.startFrom(ctx, func(string) {}, c, img, k, scratch, true)
 		})
 	}

@@ -175,21 +175,9 @@ func (s *Service) stopWith(ctx context.Context, rec store.VM, force bool, timeou
 			return ctx.Err()
 		}
 		s.cfg.Log.Warn("graceful stop did not finish; killing the VMM", "vm", rec.Name, "timeout", timeout)
-		l.mu.Lock()
-		l.reason = fmt.Sprintf("killed by `banger vm stop`: the guest did not power off within %s", timeout)
-		l.mu.Unlock()
-	} else {
-		l.mu.Lock()
-		l.reason = "killed by `banger vm stop --force`"
-		l.mu.Unlock()
+		return s.kill(ctx, rec, fmt.Sprintf("killed by `banger vm stop`: the guest did not power off within %s", timeout))
 	}
-	_ = l.inst.Process().Kill()
-	select {
-	case <-l.exited:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return s.kill(ctx, rec, "killed by `banger vm stop --force`")
 }
 
 // kill ends a running VM's VMM at once, recording reason.

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"golang.org/x/crypto/ssh"
@@ -308,4 +310,107 @@ func TestCheckpoints(t *testing.T) {
 	if _, err := os.Stat(half); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a checkpoint cut short is left: %v", err)
 	}
+}
+
+// TestTrackedVerbs: long verbs show as operations with their phases;
+// while one runs on a VM another is refused with in_use, naming it,
+// and an exec (which resumes, untracked) is not.
+func TestTrackedVerbs(t *testing.T) {
+	type op struct{ kind, target string }
+	var mu sync.Mutex
+	var ops []op
+	var phases []string
+	hold, held := make(chan struct{}), make(chan struct{})
+	f := newFixture(t, func(c *Config) {
+		c.Track = func(kind, target string) (context.Context, func(string), func(error)) {
+			mu.Lock()
+			ops = append(ops, op{kind, target})
+			mu.Unlock()
+			return context.Background(), func(p string) {
+				mu.Lock()
+				phases = append(phases, kind+": "+p)
+				mu.Unlock()
+				if kind == api.OpKindVMSnapshot && p == "saving" {
+					close(held)
+					<-hold
+				}
+			}, func(error) {}
+		}
+	})
+	ctx := context.Background()
+	f.mustCreate("web")
+	errc := make(chan error, 1)
+	go func() {
+		_, err := f.svc.SnapshotCreate(ctx, api.VMSnapshotParams{Name: "web", Tag: "one"})
+		errc <- err
+	}()
+	<-held
+	_, err := f.svc.Suspend(ctx, api.VMRefParams{Name: "web"})
+	if !errors.Is(err, api.ErrInUse) || !strings.Contains(err.Error(), "vm.snapshot.create web (saving)") {
+		t.Fatalf("a suspend during a checkpoint = %v", err)
+	}
+	if _, err := f.svc.Fork(ctx, api.VMForkParams{Name: "web"}); !errors.Is(err, api.ErrInUse) {
+		t.Fatalf("a fork during a checkpoint = %v", err)
+	}
+	close(hold)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.Suspend(ctx, api.VMRefParams{Name: "web"}); err != nil {
+		t.Fatalf("a suspend once the checkpoint is done: %v", err)
+	}
+	if _, _, err := f.exec("web", "true"); err != nil {
+		t.Fatalf("exec of the suspended VM: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []op{{api.OpKindVMSnapshot, "web"}, {api.OpKindVMSuspend, "web"}}
+	if !slices.Equal(ops, want) {
+		t.Fatalf("operations %v, want %v", ops, want)
+	}
+	if !slices.Contains(phases, api.OpKindVMSuspend+": saving") {
+		t.Fatalf("phases %v", phases)
+	}
+}
+
+// TestHostileIdentityAnswer: a guest (its memory carried into a fork's
+// copies) answers its new identity with a host key line crafted to
+// widen known_hosts; the fork is refused as the guest's doing, no copy
+// is left, and known_hosts is as it was.
+func TestHostileIdentityAnswer(t *testing.T) {
+	f := newFixture(t)
+	v := f.mustCreate("web")
+	g := f.drv.Guest(f.svc.runDir(v.ID))
+	good := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(g.HostKey)))
+	before := knownHosts(t, f)
+	g.ReportHostKey(good + "\n@cert-authority * " + good + "\n")
+	_, err := f.svc.Fork(context.Background(), api.VMForkParams{Name: "web", Count: 2})
+	if !errors.Is(err, api.ErrGuestRefused) {
+		t.Fatalf("fork of a hostile guest = %v", err)
+	}
+	if kh := knownHosts(t, f); kh != before {
+		t.Fatalf("known_hosts became\n%s", kh)
+	}
+	if l, _ := f.svc.List(context.Background()); len(l.VMs) != 1 {
+		t.Fatalf("a refused fork left %d VMs", len(l.VMs))
+	}
+}
+
+// FuzzHostKeyLine: whatever a guest reports as its host key, what
+// reaches known_hosts is one line of one key, or nothing.
+func FuzzHostKeyLine(f *testing.F) {
+	f.Add("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl banger")
+	f.Add("@cert-authority * ssh-ed25519 AAAA\nx")
+	f.Fuzz(func(t *testing.T, reported string) {
+		line, err := hostKeyLine(reported)
+		if err != nil {
+			return
+		}
+		if strings.ContainsAny(line, "\r\n@") || len(strings.Fields(line)) != 2 {
+			t.Fatalf("%q became %q", reported, line)
+		}
+		if _, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line)); err != nil {
+			t.Fatalf("%q became %q, which is no key: %v", reported, line, err)
+		}
+	})
 }

@@ -51,10 +51,16 @@ func (s *Service) learnHostKey(ctx context.Context, name string, c *client.Clien
 	if err := c.Call(ctx, proto.MethodInfo, nil, &info); err != nil {
 		return fmt.Errorf("asking vm %s for its SSH host key: %w", name, err)
 	}
-	if info.SSHHostKey == "" {
+	return s.recordHostKey(name, info.SSHHostKey)
+}
+
+// recordHostKey records what the guest of vm name reports as its SSH
+// host key, checked, under the VM's alias in banger's known_hosts.
+func (s *Service) recordHostKey(name, reported string) error {
+	if reported == "" {
 		return fmt.Errorf("vm %s: its agent serves no SSH (see `banger vm logs %s`)", name, name)
 	}
-	line, err := hostKeyLine(info.SSHHostKey)
+	line, err := hostKeyLine(reported)
 	if err != nil {
 		return fmt.Errorf("vm %s: its agent's host key: %w: %w", name, api.ErrGuestRefused, err)
 	}

@@ -51,18 +51,20 @@ func (s *Service) Suspend(ctx context.Context, p api.VMRefParams) (api.VM, error
 	if _, err := s.snapshotter(); err != nil {
 		return api.VM{}, err
 	}
-	rec, unlock, err := s.locked(ctx, p.Name)
-	if err != nil {
-		return api.VM{}, err
-	}
-	defer unlock()
-	if rec.State == api.VMSuspended {
-		return s.toAPI(rec), nil
-	}
-	if err := s.suspend(ctx, rec, reasonSuspended); err != nil {
-		return api.VM{}, err
-	}
-	return s.Show(ctx, api.VMRefParams{Name: rec.Name})
+	return tracked(ctx, s, api.OpKindVMSuspend, p.Name, func(ctx context.Context, phase func(string)) (api.VM, error) {
+		rec, unlock, err := s.locked(ctx, p.Name)
+		if err != nil {
+			return api.VM{}, err
+		}
+		defer unlock()
+		if rec.State != api.VMSuspended {
+			phase("saving")
+			if err := s.suspend(ctx, rec, reasonSuspended); err != nil {
+				return api.VM{}, err
+			}
+		}
+		return s.Show(ctx, api.VMRefParams{Name: p.Name})
+	})
 }
 
 // AutoSuspend suspends the running VM named name, recording reason,
@@ -126,7 +128,15 @@ func (s *Service) suspend(ctx context.Context, rec store.VM, reason string) erro
 
 // Resume brings a suspended VM back from its saved state.
 func (s *Service) Resume(ctx context.Context, p api.VMRefParams) (api.VM, error) {
-	rec, unlock, err := s.locked(ctx, p.Name)
+	return tracked(ctx, s, api.OpKindVMResume, p.Name, func(ctx context.Context, phase func(string)) (api.VM, error) {
+		return s.resumeNamed(ctx, phase, p.Name)
+	})
+}
+
+// resumeNamed resumes the VM named name if it is suspended: Resume's
+// work, and what exec, ssh and the other verbs that need it up call.
+func (s *Service) resumeNamed(ctx context.Context, phase func(string), name string) (api.VM, error) {
+	rec, unlock, err := s.locked(ctx, name)
 	if err != nil {
 		return api.VM{}, err
 	}
@@ -138,6 +148,7 @@ func (s *Service) Resume(ctx context.Context, p api.VMRefParams) (api.VM, error)
 	default:
 		return api.VM{}, fmt.Errorf("%w: vm %s is %s, not suspended: start it (`banger vm start %s`)", api.ErrInvalidArgument, rec.Name, rec.State, rec.Name)
 	}
+	phase("restoring")
 	rec, err = s.resume(ctx, rec)
 	if err != nil {
 		return api.VM{}, err
@@ -163,41 +174,18 @@ func (s *Service) inputs(ctx context.Context, rec store.VM) (api.Image, api.Kern
 // the state must never be loaded twice. A resume that fails leaves the
 // VM suspended, its state kept.
 func (s *Service) resume(ctx context.Context, rec store.VM) (store.VM, error) {
-	sn, err := s.snapshotter()
-	if err != nil {
-		return rec, err
-	}
 	img, k, err := s.inputs(ctx, rec)
 	if err != nil {
 		return rec, err
 	}
-	tap, err := s.attach(rec)
-	if err != nil {
-		return rec, err
-	}
-	spec, err := s.spec(rec, img, k, tap)
-	if err != nil {
-		s.detach(rec)
-		return rec, err
-	}
-	if err := os.MkdirAll(spec.Dir, 0o700); err != nil {
-		s.detach(rec)
-		return rec, err
-	}
-	// The VMM is recorded as soon as it runs, the VM still suspended:
-	// a daemon that dies mid-restore leaves a pid the next one ends
-	// (Reconcile), and the saved state is still there.
-	in, err := sn.Restore(ctx, spec, s.suspendDir(rec.ID), func(in vmm.Instance) error {
-		id := in.ID()
-		rec.PID, rec.PIDStart = id.PID, id.StartTime
-		return s.put(ctx, rec)
-	})
+	// Recorded with the VM still suspended: the saved state is still
+	// there for the next daemon if this one dies now.
+	in, err := s.restoreVMM(ctx, func(string) {}, &rec, img, k, s.suspendDir(rec.ID))
 	if err != nil {
 		rec.PID, rec.PIDStart = 0, 0
 		if perr := s.put(context.WithoutCancel(ctx), rec); perr != nil {
 			s.cfg.Log.Error("recording a failed resume", "vm", rec.Name, "err", perr)
 		}
-		s.detach(rec)
 		if errors.Is(err, vmm.ErrStateMismatch) {
 			return rec, fmt.Errorf("vm %s cannot be resumed: %w; its saved memory is of no use now: `banger vm stop %s` discards it, then `banger vm start %s` boots it afresh", rec.Name, err, rec.Name, rec.Name)
 		}
@@ -262,7 +250,7 @@ func (s *Service) awake(ctx context.Context, name string) (store.VM, *client.Cli
 		return rec, nil, err
 	}
 	if rec.State == api.VMSuspended {
-		if _, err := s.Resume(ctx, api.VMRefParams{Name: name}); err != nil {
+		if _, err := s.resumeNamed(ctx, func(string) {}, name); err != nil {
 			return rec, nil, err
 		}
 	}

@@ -224,7 +224,7 @@ func (s *Service) buildTemplate(ctx context.Context, k templateKey, img api.Imag
 // templateSpec is how a template of key k runs: dir holds its work
 // disk, runDir its sockets.
 func (s *Service) templateSpec(k templateKey, img api.Image, kern api.Kernel, dir, runDir string) (vmm.Spec, error) {
-	initrd, err := boot.CachedInitramfs(kern.Dir, s.cfg.Agent)
+	initrd, err := boot.CachedInitramfs(kern.Dir, s.cfg.Agent, &s.sums)
 	if err != nil {
 		return vmm.Spec{}, err
 	}
@@ -277,6 +277,16 @@ func (s *Service) createWarm(ctx context.Context, phase func(string), rec store.
 // shape would: the image (pulled if unknown), kernel and sizes default
 // as vm create's do.
 func (s *Service) Warm(ctx context.Context, p api.ImageWarmParams) (api.Template, error) {
+	var t api.Template
+	err := s.track(ctx, api.OpKindImageWarm, p.Image, func(ctx context.Context, phase func(string)) error {
+		var err error
+		t, err = s.warmImage(ctx, phase, p)
+		return err
+	})
+	return t, err
+}
+
+func (s *Service) warmImage(ctx context.Context, phase func(string), p api.ImageWarmParams) (api.Template, error) {
 	if !s.canWarm() {
 		return api.Template{}, fmt.Errorf("%w: the %s driver cannot save a VM, so it has no templates", api.ErrInvalidArgument, s.cfg.Driver.Name())
 	}
@@ -299,7 +309,7 @@ func (s *Service) Warm(ctx context.Context, p api.ImageWarmParams) (api.Template
 	rec.ImageID, rec.KernelID = img.ID, kern.ID
 	k := keyOf(rec)
 	start := time.Now()
-	_, release, err := s.template(ctx, func(string) {}, k, img, kern)
+	_, release, err := s.template(ctx, phase, k, img, kern)
 	if err != nil {
 		return api.Template{}, err
 	}

@@ -84,6 +84,10 @@ type Config struct {
 	// (warm_create = false), `image warm` still making templates.
 	TemplateDir string
 	ColdCreate  bool
+	// Track shows a long verb (suspend, resume, fork, checkpoint,
+	// rollback, image warm) as an operation until done; nil shows none.
+	// Canceling ctx (`banger ops cancel`) ends the verb.
+	Track func(kind, target string) (ctx context.Context, phase func(string), done func(error))
 	// Event is told each VM's lifecycle: created, started, stopped (and
 	// why), deleted; nil tells no one.
 	Event func(api.Event)
@@ -124,6 +128,8 @@ type Service struct {
 	knownMu sync.Mutex // the known_hosts file
 
 	templates map[string]*sync.RWMutex // by template name, under mu
+	busy      map[string]string        // tracked verbs running, by target, under mu
+	sums      vmm.Sums                 // the agent binary's digest, for its initramfs
 }
 
 // live is a running VM's VMM and the link to its agent.
@@ -607,7 +613,7 @@ func (s *Service) detach(rec store.VM) {
 
 // spec is how the driver runs rec, on tap if it has one.
 func (s *Service) spec(rec store.VM, img api.Image, k api.Kernel, tap string) (vmm.Spec, error) {
-	initrd, err := boot.CachedInitramfs(k.Dir, s.cfg.Agent)
+	initrd, err := boot.CachedInitramfs(k.Dir, s.cfg.Agent, &s.sums)
 	if err != nil {
 		return vmm.Spec{}, err
 	}

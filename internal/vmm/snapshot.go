@@ -9,9 +9,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // StateFile and MemoryFile are a saved state's two files in its
@@ -43,15 +48,16 @@ type State struct {
 }
 
 // Describe is what s would need a state to be: the VMM's part (name,
-// version, accelerator) is the driver's to fill.
-func Describe(s Spec) (State, error) {
+// version, accelerator) is the driver's to fill. sums (nil: none) keeps
+// the files' digests between calls.
+func Describe(s Spec, sums *Sums) (State, error) {
 	st := State{MemoryMiB: s.MemoryMiB, VCPU: s.VCPU}
 	var err error
-	if st.Kernel, err = fileSum(s.Kernel); err != nil {
+	if st.Kernel, err = sums.File(s.Kernel); err != nil {
 		return st, err
 	}
 	if s.Initrd != "" {
-		if st.Initrd, err = fileSum(s.Initrd); err != nil {
+		if st.Initrd, err = sums.File(s.Initrd); err != nil {
 			return st, err
 		}
 	}
@@ -74,17 +80,95 @@ func Describe(s Spec) (State, error) {
 	return st, nil
 }
 
-func fileSum(path string) (string, error) {
+// Versions keeps what VMM binaries say they are (`BINARY --version`, its
+// first line), each valid while the binary file stays the same one: an
+// upgraded QEMU is asked again. The zero value is ready.
+type Versions struct {
+	mu sync.Mutex
+	m  map[sumKey]string
+}
+
+// Of is binary's version (a name looked up on PATH, or a path).
+func (v *Versions) Of(ctx context.Context, binary string) (string, error) {
+	path, err := exec.LookPath(binary)
+	if err != nil {
+		return "", fmt.Errorf("asking %s its version: %w", binary, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return "", fmt.Errorf("asking %s its version: %w", binary, err)
+	}
+	k := sumKey{path, st.Dev, st.Ino, st.Size, st.Mtim.Nano()}
+	v.mu.Lock()
+	ver, ok := v.m[k]
+	v.mu.Unlock()
+	if ok {
+		return ver, nil
+	}
+	out, err := exec.CommandContext(ctx, path, "--version").Output()
+	if err != nil {
+		return "", fmt.Errorf("asking %s its version: %w", binary, err)
+	}
+	line, _, _ := strings.Cut(string(out), "\n")
+	ver = strings.TrimSpace(line)
+	v.mu.Lock()
+	if v.m == nil {
+		v.m = map[sumKey]string{}
+	}
+	v.m[k] = ver
+	v.mu.Unlock()
+	return ver, nil
+}
+
+// Sums keeps files' sha256 digests, each valid while the file's inode,
+// size and modification time stay (a kernel and initramfs of tens of MB
+// are read once, not on every restore: four at once, on two cores, were
+// most of a fork's time). The zero value is ready; a nil one keeps none.
+type Sums struct {
+	mu sync.Mutex
+	m  map[sumKey]string
+}
+
+type sumKey struct {
+	path       string
+	dev, ino   uint64
+	size, time int64
+}
+
+// File is the sha256 of the file at path.
+func (c *Sums) File(path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", fmt.Errorf("describing the VM: %w", err)
 	}
 	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return "", fmt.Errorf("describing the VM: %w", err)
+	}
+	k := sumKey{path, st.Dev, st.Ino, st.Size, st.Mtim.Nano()}
+	if c != nil {
+		c.mu.Lock()
+		sum, ok := c.m[k]
+		c.mu.Unlock()
+		if ok {
+			return sum, nil
+		}
+	}
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
 		return "", fmt.Errorf("describing the VM: %w", err)
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	sum := hex.EncodeToString(h.Sum(nil))
+	if c != nil {
+		c.mu.Lock()
+		if c.m == nil {
+			c.m = map[sumKey]string{}
+		}
+		c.m[k] = sum
+		c.mu.Unlock()
+	}
+	return sum, nil
 }
 
 // Check says why a saved state is not valid where want describes the
@@ -182,6 +266,42 @@ type SnapshotOptions struct {
 	// a copy of its work disk taken then is the disk that memory knows.
 	// An error from it aborts the snapshot, the guest running on.
 	Paused func() error
+}
+
+// StageState makes dir.partial, empty and the owner's alone, where a
+// driver writes a state before CommitState; the caller removes it
+// whatever happens (nothing is left once it is renamed).
+func StageState(dir string) (string, error) {
+	tmp := dir + ".partial"
+	if err := os.RemoveAll(tmp); err != nil {
+		return "", err
+	}
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		return "", fmt.Errorf("snapshot: %w", err)
+	}
+	return tmp, nil
+}
+
+// CommitState finishes a state written in tmp: st gets its memory
+// file's size and the time, is written beside it, and tmp is renamed to
+// dir, synced, so a crash leaves the whole state or none.
+func CommitState(tmp, dir string, st State) (State, error) {
+	fi, err := os.Stat(filepath.Join(tmp, MemoryFile))
+	if err != nil {
+		return st, fmt.Errorf("snapshot: %w", err)
+	}
+	st.Size, st.Saved = fi.Size(), time.Now().UTC()
+	if err := WriteState(tmp, st); err != nil {
+		return st, err
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return st, fmt.Errorf("snapshot: %w", err)
+	}
+	if f, err := os.Open(filepath.Dir(dir)); err == nil {
+		_ = f.Sync()
+		f.Close()
+	}
+	return st, nil
 }
 
 // Snapshotter is a driver that saves and restores running VMs.

@@ -15,7 +15,8 @@ func TestStateCheck(t *testing.T) {
 	os.WriteFile(initrd, []byte("initrd"), 0o644)
 	spec := Spec{Kernel: kernel, Initrd: initrd, MemoryMiB: 512, VCPU: 1,
 		Disks: []Disk{{Serial: "banger-root", ReadOnly: true}, {Serial: "banger-work"}}, NIC: &NIC{User: true}}
-	saved, err := Describe(spec)
+	var sums Sums
+	saved, err := Describe(spec, &sums)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +43,7 @@ func TestStateCheck(t *testing.T) {
 		s := spec
 		want := State{VMM: "qemu", VMMVersion: saved.VMMVersion, Accel: "tcg"}
 		c.change(&s, &want)
-		desc, err := Describe(s)
+		desc, err := Describe(s, &sums)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -87,5 +88,76 @@ func TestReadState(t *testing.T) {
 	}
 	if err := WriteState(dir, State{VMM: "qemu"}); err == nil {
 		t.Error("a second description written over the first")
+	}
+}
+
+// TestStageCommit: a state appears whole under its name once committed,
+// with its memory's size; staged again, what a cut-short save left goes.
+func TestStageCommit(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	tmp, err := StageState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(tmp, "leftover"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if tmp, err = StageState(dir); err != nil {
+		t.Fatal(err)
+	}
+	if entries, _ := os.ReadDir(tmp); len(entries) != 0 {
+		t.Fatalf("a staged state holds %v", entries)
+	}
+	if fi, _ := os.Stat(tmp); fi.Mode().Perm() != 0o700 {
+		t.Fatalf("staged mode %v", fi.Mode().Perm())
+	}
+	if err := os.WriteFile(filepath.Join(tmp, MemoryFile), make([]byte, 1234), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("the state exists before its commit: %v", err)
+	}
+	st, err := CommitState(tmp, dir, State{VMM: "qemu"})
+	if err != nil || st.Size != 1234 || st.Saved.IsZero() {
+		t.Fatalf("commit = %+v, %v", st, err)
+	}
+	got, err := ReadState(dir)
+	if err != nil || got.Size != 1234 || got.VMM != "qemu" {
+		t.Fatalf("read back = %+v, %v", got, err)
+	}
+	if _, err := os.Stat(tmp); !os.IsNotExist(err) {
+		t.Fatalf("the staging directory is left: %v", err)
+	}
+}
+
+// TestSumsSeeAChange: a kept digest is used while its file is the same
+// one; a file changed in place, or another at that path, is read again.
+func TestSumsSeeAChange(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "vmlinux")
+	var sums Sums
+	sum := func() string {
+		t.Helper()
+		s, err := sums.File(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	os.WriteFile(path, []byte("kernel A"), 0o644)
+	a := sum()
+	if sum() != a {
+		t.Fatal("the same file summed twice differs")
+	}
+	os.WriteFile(path, []byte("kernel B"), 0o644) // same size, in place
+	if sum() == a {
+		t.Fatal("a file changed in place kept its old digest")
+	}
+	os.Remove(path)
+	os.WriteFile(path, []byte("kernel A"), 0o644)
+	if sum() != a {
+		t.Fatal("the same content sums differently")
+	}
+	if _, err := sums.File(path + ".missing"); err == nil {
+		t.Fatal("a missing file has a digest")
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bangerdev/banger/internal/agent/link"
@@ -27,9 +28,10 @@ var ErrClosed = link.ErrClosed
 
 // Client talks to one guest agent over one link.
 type Client struct {
-	l    *link.Link
-	mu   sync.Mutex
-	next uint32
+	l      *link.Link
+	mu     sync.Mutex
+	next   uint32
+	pinged atomic.Uint32 // the protocol the last ping answer said
 }
 
 // WriteTimeout bounds the write of one frame to an agent: a guest that
@@ -52,8 +54,14 @@ func (c *Client) Close() error { return c.l.Close() }
 // Hello is closed once the agent said hello on this link: it is up.
 func (c *Client) Hello() <-chan struct{} { return c.l.Hello() }
 
-// Protocol is the protocol the agent's hello said (0 before it came).
-func (c *Client) Protocol() uint16 { return c.l.PeerProtocol() }
+// Protocol is the protocol the agent's hello said, or its last ping
+// (a restored guest says no hello to a new link); 0 before either.
+func (c *Client) Protocol() uint16 {
+	if v := c.l.PeerProtocol(); v != 0 {
+		return v
+	}
+	return uint16(c.pinged.Load())
+}
 
 // Done is closed when the link goes down.
 func (c *Client) Done() <-chan struct{} { return c.l.Done() }
@@ -94,6 +102,9 @@ func (c *Client) Call(ctx context.Context, method string, params, result any) er
 func (c *Client) Ping(ctx context.Context) (proto.PingResult, error) {
 	var r proto.PingResult
 	err := c.Call(ctx, proto.MethodPing, nil, &r)
+	if err == nil {
+		c.pinged.Store(uint32(proto.PingProtocol(r)))
+	}
 	return r, err
 }
 

@@ -25,44 +25,45 @@ const maxEntropy = 512
 // identify makes a guest restored from a saved state its VM's: the
 // clock and the random pool first (what follows draws from them), then
 // the machine-id, hostname, NIC and SSH keys, the host key new.
-func (g *guest) identify(p proto.IdentityParams) error {
+func (g *guest) identify(p proto.IdentityParams) (proto.IdentityResult, error) {
+	var r proto.IdentityResult
 	bp, err := proto.ParseBootParams(p.Boot)
 	if err != nil {
-		return err
+		return r, err
 	}
 	if p.MachineID != "" && !proto.ValidMachineID(p.MachineID) {
-		return fmt.Errorf("machine id %q is not 32 hex digits", p.MachineID)
+		return r, fmt.Errorf("machine id %q is not 32 hex digits", p.MachineID)
 	}
 	if len(p.Entropy) < 32 || len(p.Entropy) > maxEntropy {
-		return fmt.Errorf("%d bytes of entropy: the host gives 32 to %d", len(p.Entropy), maxEntropy)
+		return r, fmt.Errorf("%d bytes of entropy: the host gives 32 to %d", len(p.Entropy), maxEntropy)
 	}
 	if p.UnixNano > 0 {
 		ts := unix.NsecToTimespec(p.UnixNano)
 		if err := unix.ClockSettime(unix.CLOCK_REALTIME, &ts); err != nil {
-			return fmt.Errorf("setting the clock: %w", err)
+			return r, fmt.Errorf("setting the clock: %w", err)
 		}
 	}
 	if err := reseed(p.Entropy); err != nil {
-		return err
+		return r, err
 	}
 	if p.MachineID != "" {
 		if err := provide("/etc/machine-id", p.MachineID+"\n"); err != nil {
-			return fmt.Errorf("writing the machine id: %w", err)
+			return r, fmt.Errorf("writing the machine id: %w", err)
 		}
 	}
 	if bp.Hostname != "" {
 		if err := unix.Sethostname([]byte(bp.Hostname)); err != nil {
-			return fmt.Errorf("setting the hostname: %w", err)
+			return r, fmt.Errorf("setting the hostname: %w", err)
 		}
 	}
 	if bp.Net != nil {
 		if err := renameNIC(bp.Net); err != nil {
-			return err
+			return r, err
 		}
 	}
 	addrs, err := bringUpNetwork(bp.Net, bp.Hostname)
 	if err != nil {
-		return err
+		return r, err
 	}
 	// On the console, which starts empty for a restored VM: how its
 	// kernel booted (once, for the saved state), and that it was restored.
@@ -74,18 +75,19 @@ func (g *guest) identify(p proto.IdentityParams) error {
 	g.params.Hostname, g.params.SSHKeys, g.params.Net, g.params.MachineID = bp.Hostname, bp.SSHKeys, bp.Net, p.MachineID
 	g.addrs = addrs
 	if g.sshSrv == nil {
-		return nil
+		return r, nil
 	}
 	hk := g.sshSigner
 	if p.NewHostKey {
 		if hk, err = sshkey.Create(hostKeyPath); err != nil {
-			return fmt.Errorf("making a new SSH host key: %w", err)
+			return r, fmt.Errorf("making a new SSH host key: %w", err)
 		}
 	}
 	g.sshSrv.Reconfigure(hk, bp.SSHKeys)
 	g.sshSigner = hk
 	g.hostKey = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(hk.PublicKey())))
-	return nil
+	r.SSHHostKey = g.hostKey
+	return r, nil
 }
 
 // reseed mixes b into the kernel's random pool, credited, and reseeds

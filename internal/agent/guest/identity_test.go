@@ -35,7 +35,7 @@ func TestIdentityRefusals(t *testing.T) {
 		"too little entropy":    {"", "", 8},
 		"too much entropy":      {"", "", maxEntropy + 1},
 	} {
-		err := g.identify(identityParams(p.boot, p.machine, p.entropy))
+		_, err := g.identify(identityParams(p.boot, p.machine, p.entropy))
 		if err == nil {
 			t.Errorf("%s: taken", name)
 		}

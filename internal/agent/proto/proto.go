@@ -262,6 +262,12 @@ type IdentityParams struct {
 	NewHostKey bool `json:"new_host_key,omitempty"`
 }
 
+// IdentityResult answers identity: the SSH host key the guest now has
+// (authorized_keys format), as info would say it.
+type IdentityResult struct {
+	SSHHostKey string `json:"ssh_host_key"`
+}
+
 // TreeEntry is one file of a tree, relative to its root.
 type TreeEntry struct {
 	Path   string `json:"path"` // slash-separated, relative

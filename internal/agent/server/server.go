@@ -34,7 +34,7 @@ type Server struct {
 	Ports func() ([]proto.Socket, error)
 	// Identity makes a restored guest its VM's (MethodIdentity); nil
 	// refuses the method.
-	Identity func(proto.IdentityParams) error
+	Identity func(proto.IdentityParams) (proto.IdentityResult, error)
 }
 
 // Serve answers calls on rw until it fails.
@@ -179,7 +179,7 @@ func identity(s *Server, _ *call, p proto.IdentityParams) (any, error) {
 	if s.Identity == nil {
 		return nil, errors.New("this agent takes no new identity")
 	}
-	return struct{}{}, s.Identity(p)
+	return s.Identity(p)
 }
 
 func (s *Server) ports(*call) (any, error) {

@@ -66,6 +66,59 @@ const (
 	ActionSendCtrlAltDel = "SendCtrlAltDel"
 )
 
+// SnapshotCreate is PUT /snapshot/create (SnapshotCreateParams); the
+// VM must be paused.
+type SnapshotCreate struct {
+	SnapshotType string `json:"snapshot_type,omitempty"` // Full or Diff
+	SnapshotPath string `json:"snapshot_path"`           // the device state
+	MemFilePath  string `json:"mem_file_path"`           // the guest's memory
+}
+
+// MemoryBackend is where a loaded snapshot's memory comes from.
+type MemoryBackend struct {
+	BackendType string `json:"backend_type"` // File or Uffd
+	BackendPath string `json:"backend_path"`
+}
+
+// NetworkOverride puts a restored interface on another tap.
+type NetworkOverride struct {
+	IfaceID     string `json:"iface_id"`
+	HostDevName string `json:"host_dev_name"`
+}
+
+// VsockOverride puts a restored vsock device on another socket.
+type VsockOverride struct {
+	UDSPath string `json:"uds_path"`
+}
+
+// SnapshotLoad is PUT /snapshot/load (SnapshotLoadParams), to a
+// Firecracker given nothing else.
+type SnapshotLoad struct {
+	SnapshotPath     string            `json:"snapshot_path"`
+	MemBackend       *MemoryBackend    `json:"mem_backend,omitempty"`
+	ResumeVM         bool              `json:"resume_vm,omitempty"`
+	NetworkOverrides []NetworkOverride `json:"network_overrides,omitempty"`
+	VsockOverride    *VsockOverride    `json:"vsock_override,omitempty"`
+}
+
+// VMState is PATCH /vm (Vm): Paused or Resumed.
+type VMState struct {
+	State string `json:"state"`
+}
+
+// VM states.
+const (
+	StatePaused  = "Paused"
+	StateResumed = "Resumed"
+)
+
+// DrivePatch is PATCH /drives/{drive_id} (PartialDrive): another
+// backing file for a drive, after boot or a snapshot's load.
+type DrivePatch struct {
+	DriveID    string `json:"drive_id"`
+	PathOnHost string `json:"path_on_host,omitempty"`
+}
+
 // Client calls one Firecracker's API socket.
 type Client struct {
 	http *http.Client
@@ -82,18 +135,22 @@ func NewClient(path string) *Client {
 }
 
 func (c *Client) put(ctx context.Context, path string, body any) error {
+	return c.send(ctx, http.MethodPut, path, body)
+}
+
+func (c *Client) send(ctx context.Context, method, path string, body any) error {
 	b, err := json.Marshal(body)
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://firecracker"+path, bytes.NewReader(b))
+	req, err := http.NewRequestWithContext(ctx, method, "http://firecracker"+path, bytes.NewReader(b))
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("firecracker PUT %s: %w", path, err)
+		return fmt.Errorf("firecracker %s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
@@ -102,9 +159,9 @@ func (c *Client) put(ctx context.Context, path string, body any) error {
 			FaultMessage string `json:"fault_message"`
 		}
 		if json.Unmarshal(msg, &fault) == nil && fault.FaultMessage != "" {
-			return fmt.Errorf("firecracker PUT %s: %s: %s", path, resp.Status, fault.FaultMessage)
+			return fmt.Errorf("firecracker %s %s: %s: %s", method, path, resp.Status, fault.FaultMessage)
 		}
-		return fmt.Errorf("firecracker PUT %s: %s: %s", path, resp.Status, bytes.TrimSpace(msg))
+		return fmt.Errorf("firecracker %s %s: %s: %s", method, path, resp.Status, bytes.TrimSpace(msg))
 	}
 	return nil
 }
@@ -137,4 +194,24 @@ func (c *Client) PutVsock(ctx context.Context, v Vsock) error {
 // Act performs an action: InstanceStart, SendCtrlAltDel.
 func (c *Client) Act(ctx context.Context, action string) error {
 	return c.put(ctx, "/actions", Action{ActionType: action})
+}
+
+// CreateSnapshot saves a paused VM.
+func (c *Client) CreateSnapshot(ctx context.Context, p SnapshotCreate) error {
+	return c.put(ctx, "/snapshot/create", p)
+}
+
+// LoadSnapshot loads a saved VM into a Firecracker given nothing else.
+func (c *Client) LoadSnapshot(ctx context.Context, p SnapshotLoad) error {
+	return c.put(ctx, "/snapshot/load", p)
+}
+
+// SetState pauses or resumes the VM.
+func (c *Client) SetState(ctx context.Context, state string) error {
+	return c.send(ctx, http.MethodPatch, "/vm", VMState{State: state})
+}
+
+// PatchDrive points a drive at another backing file.
+func (c *Client) PatchDrive(ctx context.Context, p DrivePatch) error {
+	return c.send(ctx, http.MethodPatch, "/drives/"+url.PathEscape(p.DriveID), p)
 }

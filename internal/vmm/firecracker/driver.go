@@ -25,6 +25,9 @@ import (
 type Driver struct {
 	Binary string  // default "firecracker" on PATH
 	Jailer *Jailer // nil: run Firecracker directly
+
+	sums     vmm.Sums     // the kernels' and initramfses' digests, for saved states
+	versions vmm.Versions // what the binary says it is, for saved states
 }
 
 // Name is "firecracker".
@@ -77,32 +80,54 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Instance, error) {
 	if err := Check(s); err != nil {
 		return nil, err
 	}
-	apiSock := filepath.Join(s.Dir, "firecracker.sock")
+	l, err := d.launch(s)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.configure(ctx, l.in, l.apiSock, l.fcVsock, l.fcSpec); err != nil {
+		_ = l.in.Process().Kill()
+		<-l.in.Done()
+		return nil, err
+	}
+	return l.in, nil
+}
+
+// launched is a Firecracker just started, given nothing yet: its API
+// socket, and the VM's vsock socket and spec as Firecracker sees them
+// (inside its chroot when jailed).
+type launched struct {
+	in      *instance
+	apiSock string
+	fcVsock string
+	fcSpec  vmm.Spec
+}
+
+// launch starts Firecracker for s, detached, its console in console.log.
+func (d *Driver) launch(s vmm.Spec) (launched, error) {
+	l := launched{apiSock: filepath.Join(s.Dir, "firecracker.sock"), fcSpec: s}
 	console := filepath.Join(s.Dir, "console.log")
 	// A new boot, a new console: the last one's rotated half goes too.
 	if err := os.Remove(console + logcap.Older); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, err
+		return l, err
 	}
 	// Appended to, so the daemon can cut the log (internal/logcap).
 	out, err := os.OpenFile(console, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o644)
 	if err != nil {
-		return nil, err
+		return l, err
 	}
 	defer out.Close()
-	// Paths as the host sees them, and as Firecracker does (the same
-	// unless it is jailed).
 	vsock := filepath.Join(s.Dir, "vsock.sock")
-	fcSpec, fcVsock := s, vsock
+	l.fcVsock = vsock
 	var cmd *exec.Cmd
 	var jl *jail
 	if d.Jailer == nil {
-		cmd = exec.Command(d.binary(), "--api-sock", apiSock)
+		cmd = exec.Command(d.binary(), "--api-sock", l.apiSock)
 	} else {
 		if jl, err = d.Jailer.prepare(filepath.Base(s.Dir), d.binary(), s); err != nil {
-			return nil, err
+			return l, err
 		}
 		cmd = exec.Command(d.Jailer.Binary, jl.args...)
-		apiSock, vsock, fcSpec, fcVsock = jl.apiSock, jl.vsock, jl.spec, "/vsock.sock"
+		l.apiSock, vsock, l.fcSpec, l.fcVsock = jl.apiSock, jl.vsock, jl.spec, "/vsock.sock"
 	}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -110,29 +135,23 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Instance, error) {
 		if jl != nil {
 			jl.remove()
 		}
-		return nil, fmt.Errorf("starting firecracker: %w", err)
+		return l, fmt.Errorf("starting firecracker: %w", err)
 	}
-	in := &instance{Handle: vmm.Watch(cmd.Process, console, console), vsock: vsock}
+	l.in = &instance{Handle: vmm.Watch(cmd.Process, console, console), vsock: vsock}
 	if jl != nil {
-		go func() { <-in.Done(); jl.remove() }()
+		go func() { <-l.in.Done(); jl.remove() }()
 	}
-	if err := d.configure(ctx, in, apiSock, fcVsock, fcSpec); err != nil {
-		_ = in.Process().Kill()
-		<-in.Done()
-		return nil, err
-	}
-	return in, nil
+	return l, nil
 }
 
-// configure sets the VM up through the API; s and vsock are paths as
-// Firecracker sees them (inside its chroot when jailed).
-func (d *Driver) configure(ctx context.Context, in *instance, apiSock, vsock string, s vmm.Spec) error {
+// waitAPI waits for a just started Firecracker's API socket.
+func waitAPI(ctx context.Context, in *instance, apiSock string) error {
 	// The API socket appears a moment after the process starts.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if c, err := net.Dial("unix", apiSock); err == nil {
 			c.Close()
-			break
+			return nil
 		}
 		select {
 		case <-in.Done():
@@ -144,6 +163,14 @@ func (d *Driver) configure(ctx context.Context, in *instance, apiSock, vsock str
 		if time.Now().After(deadline) {
 			return errors.New("firecracker's API socket did not appear")
 		}
+	}
+}
+
+// configure sets the VM up through the API; s and vsock are paths as
+// Firecracker sees them (inside its chroot when jailed).
+func (d *Driver) configure(ctx context.Context, in *instance, apiSock, vsock string, s vmm.Spec) error {
+	if err := waitAPI(ctx, in, apiSock); err != nil {
+		return err
 	}
 	c := NewClient(apiSock)
 	if err := c.PutMachineConfig(ctx, MachineConfig{VCPUCount: s.VCPU, MemSizeMiB: s.MemoryMiB}); err != nil {

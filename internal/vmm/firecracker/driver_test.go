@@ -31,3 +31,6 @@ func TestCheck(t *testing.T) {
 		}
 	}
 }
+
+// The Firecracker driver saves and restores VMs, as the QEMU one does.
+var _ vmm.Snapshotter = (*Driver)(nil)

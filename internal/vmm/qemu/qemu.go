@@ -121,7 +121,9 @@ type Driver struct {
 	// nothing).
 	Warn func(reason error)
 
-	warned sync.Once
+	warned   sync.Once
+	sums     vmm.Sums     // the kernels' and initramfses' digests, for saved states
+	versions vmm.Versions // what the binary says it is, for saved states
 }
 
 // Name is "qemu".

@@ -6,9 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/digitalocean/go-qemu/qmp"
@@ -23,24 +21,14 @@ const qmpSocket = "qmp.sock"
 // no shell (an exec: URI would run one) and no path QEMU must open.
 const snapFD = "banger-state"
 
-// version is what the QEMU binary says it is (its first line).
-func (d *Driver) version(ctx context.Context) (string, error) {
-	out, err := exec.CommandContext(ctx, d.binary(), "--version").Output()
-	if err != nil {
-		return "", fmt.Errorf("asking %s its version: %w", d.binary(), err)
-	}
-	line, _, _ := strings.Cut(string(out), "\n")
-	return strings.TrimSpace(line), nil
-}
-
 // describe is the state s would need, under this QEMU here.
 func (d *Driver) describe(ctx context.Context, s vmm.Spec) (vmm.State, error) {
-	st, err := vmm.Describe(s)
+	st, err := vmm.Describe(s, &d.sums)
 	if err != nil {
 		return st, err
 	}
 	st.VMM, st.Accel = d.Name(), d.machineOf(s).Accel
-	st.VMMVersion, err = d.version(ctx)
+	st.VMMVersion, err = d.versions.Of(ctx, d.binary())
 	return st, err
 }
 
@@ -63,7 +51,7 @@ func dialQMP(ctx context.Context, path string, exited <-chan struct{}) (*monitor
 			return nil, fmt.Errorf("connecting to QEMU's control socket: %w (last: %v)", ctx.Err(), err)
 		case <-exited:
 			return nil, errors.New("QEMU exited before its control socket answered")
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(5 * time.Millisecond): // QEMU makes its socket early: a restore waits on this
 		}
 	}
 }
@@ -130,7 +118,7 @@ func (m *monitor) waitMigration(ctx context.Context, exited <-chan struct{}) err
 			return ctx.Err()
 		case <-exited:
 			return errors.New("QEMU exited during the migration")
-		case <-time.After(10 * time.Millisecond):
+		case <-time.After(2 * time.Millisecond):
 		}
 	}
 }
@@ -152,12 +140,9 @@ func (d *Driver) Snapshot(ctx context.Context, vin vmm.Instance, s vmm.Spec, dir
 	if _, err := os.Stat(in.qmp); err != nil {
 		return st, fmt.Errorf("snapshot: this VM's QEMU has no control socket (it was started by an older banger): restart the VM first")
 	}
-	tmp := dir + ".partial"
-	if err := os.RemoveAll(tmp); err != nil {
+	tmp, err := vmm.StageState(dir)
+	if err != nil {
 		return st, err
-	}
-	if err := os.Mkdir(tmp, 0o700); err != nil {
-		return st, fmt.Errorf("snapshot: %w", err)
 	}
 	defer os.RemoveAll(tmp)
 	mon, err := dialQMP(ctx, in.qmp, in.Done())
@@ -201,18 +186,9 @@ func (d *Driver) Snapshot(ctx context.Context, vin vmm.Instance, s vmm.Spec, dir
 	if err := f.Sync(); err != nil {
 		return st, fmt.Errorf("snapshot: %w", err)
 	}
-	fi, err := f.Stat()
-	if err != nil {
-		return st, fmt.Errorf("snapshot: %w", err)
-	}
-	st.Size, st.Saved = fi.Size(), time.Now().UTC()
-	if err := vmm.WriteState(tmp, st); err != nil {
+	if st, err = vmm.CommitState(tmp, dir, st); err != nil {
 		return st, err
 	}
-	if err := os.Rename(tmp, dir); err != nil {
-		return st, fmt.Errorf("snapshot: %w", err)
-	}
-	syncDir(filepath.Dir(dir))
 	saved = true
 	if o.Stop {
 		_ = mon.run("quit", nil, nil)
@@ -282,13 +258,6 @@ func (d *Driver) Loadable(ctx context.Context, s vmm.Spec, dir string) error {
 		return err
 	}
 	return st.Check(want)
-}
-
-func syncDir(dir string) {
-	if f, err := os.Open(dir); err == nil {
-		_ = f.Sync()
-		f.Close()
-	}
 }
 
 // unpause continues a guest left paused, if its QEMU has a control

@@ -255,9 +255,9 @@ func (g *Guest) server() *server.Server {
 			g.mu.Unlock()
 			return proto.InfoResult{Kernel: "vmmtest", Hostname: "vmmtest", SSHHostKey: key}
 		},
-		Identity: func(p proto.IdentityParams) error {
+		Identity: func(p proto.IdentityParams) (proto.IdentityResult, error) {
 			if _, err := proto.ParseBootParams(p.Boot); err != nil {
-				return err
+				return proto.IdentityResult{}, err
 			}
 			g.mu.Lock()
 			defer g.mu.Unlock()
@@ -265,11 +265,11 @@ func (g *Guest) server() *server.Server {
 			if p.NewHostKey {
 				k, err := sshkey.NewKey()
 				if err != nil {
-					return err
+					return proto.IdentityResult{}, err
 				}
 				g.HostKey = k.PublicKey()
 			}
-			return nil
+			return proto.IdentityResult{SSHHostKey: cmp.Or(g.keyAs, string(ssh.MarshalAuthorizedKey(g.HostKey)))}, nil
 		},
 		Shutdown: func() {
 			g.mu.Lock()
@@ -397,7 +397,12 @@ func (d *Driver) Restore(ctx context.Context, s vmm.Spec, dir string, started fu
 		return nil, err
 	}
 	if saved != nil {
-		in.(*instance).g.HostKey = saved.HostKey
+		// The saved guest's memory travels: its host key, and what a
+		// hostile one reports instead.
+		g := in.(*instance).g
+		saved.mu.Lock()
+		g.HostKey, g.keyAs = saved.HostKey, saved.keyAs
+		saved.mu.Unlock()
 	}
 	d.mu.Lock()
 	d.restores++
