@@ -414,3 +414,34 @@ func FuzzHostKeyLine(f *testing.F) {
 		}
 	})
 }
+
+// TestTemplateFailureRemembered: a template that cannot be made leaves
+// the create to boot, and the next creates of that shape boot too for a
+// while, rather than each paying for another attempt.
+func TestTemplateFailureRemembered(t *testing.T) {
+	f := newFixture(t, withTemplates)
+	// A file where the templates go: no template can be made.
+	if err := os.WriteFile(f.cfg.TemplateDir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if v := f.mustCreate("a"); v.State != api.VMRunning || f.drv.Restores() != 0 {
+		t.Fatalf("a create whose template failed: %+v, %d restores", v, f.drv.Restores())
+	}
+	if err := os.Remove(f.cfg.TemplateDir); err != nil {
+		t.Fatal(err)
+	}
+	if v := f.mustCreate("b"); v.State != api.VMRunning || f.drv.Restores() != 0 {
+		t.Fatalf("the next create tried the template again: %d restores", f.drv.Restores())
+	}
+	if _, err := os.Stat(f.cfg.TemplateDir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a template was made: %v", err)
+	}
+	// image warm tries again, and the next create starts from it.
+	if _, err := f.svc.Warm(context.Background(), api.ImageWarmParams{Image: "debian"}); err != nil {
+		t.Fatalf("image warm after a failure: %v", err)
+	}
+	f.mustCreate("c")
+	if f.drv.Restores() != 1 {
+		t.Fatalf("after image warm: %d restores", f.drv.Restores())
+	}
+}

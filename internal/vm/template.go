@@ -91,6 +91,9 @@ func (s *Service) templateLock(k templateKey) *sync.RWMutex {
 	if s.templates == nil {
 		s.templates = map[string]*sync.RWMutex{}
 	}
+	if s.failed == nil {
+		s.failed = map[string]failure{}
+	}
 	m, ok := s.templates[k.name()]
 	if !ok {
 		m = &sync.RWMutex{}
@@ -121,9 +124,17 @@ func (s *Service) template(ctx context.Context, phase func(string), k templateKe
 		m.RUnlock()
 		m.Lock()
 		if _, err := os.Stat(filepath.Join(dir, templateKeyFile)); err != nil {
+			if err := s.recentFailure(k); err != nil {
+				m.Unlock()
+				return "", nil, err
+			}
 			phase("making a template (first VM of this shape)")
-			err = s.buildTemplate(ctx, k, img, kern)
-			if err != nil {
+			if err := s.buildTemplate(ctx, k, img, kern); err != nil {
+				if ctx.Err() == nil {
+					s.mu.Lock()
+					s.failed[k.name()] = failure{time.Now(), err}
+					s.mu.Unlock()
+				}
 				m.Unlock()
 				return "", nil, err
 			}
@@ -131,6 +142,28 @@ func (s *Service) template(ctx context.Context, phase func(string), k templateKe
 		m.Unlock()
 	}
 	return "", nil, fmt.Errorf("template %s: removed as soon as made", k.name())
+}
+
+// retryTemplate is how long a template that could not be made is not
+// tried again: creates of its shape boot meanwhile, rather than each
+// paying for a build that fails (or hangs until the boot timeout).
+const retryTemplate = 10 * time.Minute
+
+// failure is a template build's failure, and when.
+type failure struct {
+	at  time.Time
+	err error
+}
+
+// recentFailure is the error of k's last build, if it failed lately.
+func (s *Service) recentFailure(k templateKey) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f, ok := s.failed[k.name()]
+	if !ok || time.Since(f.at) > retryTemplate {
+		return nil
+	}
+	return fmt.Errorf("its template could not be made %s ago (tried again after %s): %w", time.Since(f.at).Round(time.Second), retryTemplate, f.err)
 }
 
 // dropTemplate removes k's template (stale: its state no longer loads).
@@ -309,6 +342,10 @@ func (s *Service) warmImage(ctx context.Context, phase func(string), p api.Image
 	rec.ImageID, rec.KernelID = img.ID, kern.ID
 	k := keyOf(rec)
 	start := time.Now()
+	// Asked for, it is tried again whatever failed before.
+	s.mu.Lock()
+	delete(s.failed, k.name())
+	s.mu.Unlock()
 	_, release, err := s.template(ctx, phase, k, img, kern)
 	if err != nil {
 		return api.Template{}, err

@@ -128,6 +128,7 @@ type Service struct {
 	knownMu sync.Mutex // the known_hosts file
 
 	templates map[string]*sync.RWMutex // by template name, under mu
+	failed    map[string]failure       // template builds that failed, by name, under mu
 	busy      map[string]string        // tracked verbs running, by target, under mu
 	sums      vmm.Sums                 // the agent binary's digest, for its initramfs
 }

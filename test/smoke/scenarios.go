@@ -57,6 +57,7 @@ func scenarios() []scenario {
 		{name: "vm-checkpoint", run: vmCheckpoint},
 		{name: "vm-fork", run: vmFork},
 		{name: "vm-suspend-killed", run: vmSuspendKilled},
+		{name: "vm-state-refused", run: vmStateRefused},
 		{name: "vm-workspace", run: vmWorkspace},
 		{name: "vm-workspace-large", run: vmWorkspaceLarge},
 		{name: "vm-hostile-guest", run: vmHostileGuest},

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/release"
 )
 
 // identity is what must differ between two VMs restored from one
@@ -209,4 +210,59 @@ func vmSuspendKilled(t *T) {
 	}
 	t.Contains("the VM answers", t.Must("vm", "exec", "k", "--", "cat", "/run/f").stdout, "kept")
 	t.Must("vm", "delete", "--force", "k")
+}
+
+// vmStateRefused: a saved state is valid only for what saved it. The
+// agent changes under a suspended VM (as an update brings a new one, so
+// the initramfs changes): resuming it is refused with the reason and the
+// way out, which works; the template of that shape, stale too, is made
+// again by the next create, which still starts from it.
+func vmStateRefused(t *T) {
+	bin := filepath.Join(t.home, "bin")
+	if err := os.Mkdir(bin, 0o755); err != nil {
+		t.Fatalf("%v", err)
+	}
+	for _, name := range release.Binaries {
+		b, err := os.ReadFile(filepath.Join(t.bin, name))
+		if err != nil {
+			t.Fatalf("%v", err)
+		}
+		if err := os.WriteFile(filepath.Join(bin, name), b, 0o755); err != nil {
+			t.Fatalf("%v", err)
+		}
+	}
+	t.bin = bin
+	reg := t.bootable()
+	ref := reg + "/smoke/busybox:refused"
+	t.Push(ref, t.busyboxImage())
+	shape := []string{"--image", ref, "--cpus", "1", "--memory", "256M"}
+	t.Must(append([]string{"vm", "create", "--name", "s"}, shape...)...)
+	t.Must("vm", "suspend", "s")
+	t.Must("daemon", "stop")
+	// Another agent: the same program with bytes after it (an ELF file
+	// runs the same), so another initramfs.
+	f, err := os.OpenFile(filepath.Join(bin, "banger-agent"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	f.Write([]byte("another build"))
+	f.Close()
+	t.StartDaemon()
+	t.MustFail(1, "it was saved with initramfs", "vm", "resume", "s")
+	r := t.MustFail(1, "banger vm stop s", "vm", "exec", "s", "--", "true")
+	t.Contains("the way out", r.stderr, "banger vm start s")
+	var v api.VM
+	t.JSON(&v, "vm", "show", "s")
+	if v.State != api.VMSuspended || v.StateBytes == 0 {
+		t.Fatalf("a refused resume changed the VM: %+v", v)
+	}
+	t.Must("vm", "stop", "s")
+	t.Must("vm", "start", "s")
+	t.Must("vm", "exec", "s", "--", "true")
+	// The stale template is made again, and the next VM starts from it.
+	t.Must(append([]string{"vm", "create", "--name", "after"}, shape...)...)
+	t.Contains("a VM from the remade template", t.Must("vm", "logs", "after").stdout, `restored from a saved state as "after"`)
+	for _, name := range []string{"s", "after"} {
+		t.Must("vm", "delete", "--force", name)
+	}
 }

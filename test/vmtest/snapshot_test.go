@@ -102,6 +102,19 @@ func TestSnapshotRestore(t *testing.T) {
 	if _, err := d.Restore(ctx, other, dir, func(vmm.Instance) error { return nil }); !errors.Is(err, vmm.ErrStateMismatch) || !strings.Contains(err.Error(), "memory (MiB) 512") {
 		t.Fatalf("a state for another shape = %v", err)
 	}
+	// Another kernel (the same one with a byte more is another file).
+	kernel, err := os.ReadFile(v.spec.Kernel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other = v.spec
+	other.Kernel, other.Dir = filepath.Join(t.TempDir(), "vmlinux"), t.TempDir()
+	if err := os.WriteFile(other.Kernel, append(kernel, 0), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Restore(ctx, other, dir, func(vmm.Instance) error { return nil }); !errors.Is(err, vmm.ErrStateMismatch) || !strings.Contains(err.Error(), "saved with kernel") {
+		t.Fatalf("a state for another kernel = %v", err)
+	}
 }
 
 // TestAdoptContinuesAPausedGuest: a daemon killed mid-save leaves its
