@@ -113,12 +113,23 @@ func TestWarmCreate(t *testing.T) {
 	if boots() != before+1 {
 		t.Fatalf("a stale template was not made again: %d boots", boots())
 	}
-	// Its image gone, its templates go.
+	// Its kernel gone, or its image, its templates go.
+	image, kernel := f.svc.cfg.Image, f.svc.cfg.Kernel
+	f.svc.cfg.Kernel = func(context.Context, string) (api.Kernel, error) { return api.Kernel{}, api.ErrNotFound }
+	f.svc.DropTemplates(ctx)
+	if entries, _ := os.ReadDir(f.cfg.TemplateDir); len(entries) != 0 {
+		t.Fatalf("templates of a deleted kernel: %v", entries)
+	}
+	f.svc.cfg.Kernel = kernel
+	if _, err := f.svc.Warm(ctx, api.ImageWarmParams{Image: "debian"}); err != nil {
+		t.Fatal(err)
+	}
 	f.svc.cfg.Image = func(context.Context, string) (api.Image, error) { return api.Image{}, api.ErrNotFound }
 	f.svc.DropTemplates(ctx)
 	if entries, _ := os.ReadDir(f.cfg.TemplateDir); len(entries) != 0 {
 		t.Fatalf("templates of a deleted image: %v", entries)
 	}
+	f.svc.cfg.Image = image
 }
 
 // TestTemplateBuildCutShort: a daemon that died while making a template

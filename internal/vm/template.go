@@ -385,8 +385,8 @@ func readTemplateKey(dir string) (templateKey, error) {
 }
 
 // DropTemplates removes the templates of images or kernels that are
-// gone (the daemon calls it once an image is deleted), and at start the
-// leftovers of builds a dead daemon cut short, their VMMs ended.
+// gone: the daemon calls it once an image is deleted, and at start
+// (a kernel's are removed then, or with the next image deleted).
 func (s *Service) DropTemplates(ctx context.Context) {
 	if s.cfg.TemplateDir == "" {
 		return
@@ -405,6 +405,8 @@ func (s *Service) DropTemplates(ctx context.Context) {
 		}
 		if _, err := s.cfg.Image(ctx, k.ImageID); errors.Is(err, api.ErrNotFound) {
 			s.dropTemplate(k, "its image was deleted")
+		} else if _, err := s.cfg.Kernel(ctx, k.KernelID); errors.Is(err, api.ErrNotFound) {
+			s.dropTemplate(k, "its kernel was deleted")
 		}
 	}
 }
