@@ -268,6 +268,16 @@ type SnapshotOptions struct {
 	Paused func() error
 }
 
+// CheckSaved says why the state saved in dir is not valid where want
+// describes the restoring side (ErrStateMismatch), or cannot be read.
+func CheckSaved(dir string, want State) error {
+	st, err := ReadState(dir)
+	if err != nil {
+		return err
+	}
+	return st.Check(want)
+}
+
 // StageState makes dir.partial, empty and the owner's alone, where a
 // driver writes a state before CommitState; the caller removes it
 // whatever happens (nothing is left once it is renamed).

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/api"
-	"github.com/bangerdev/banger/internal/release"
 )
 
 // identity is what must differ between two VMs restored from one
@@ -218,20 +217,7 @@ func vmSuspendKilled(t *T) {
 // way out, which works; the template of that shape, stale too, is made
 // again by the next create, which still starts from it.
 func vmStateRefused(t *T) {
-	bin := filepath.Join(t.home, "bin")
-	if err := os.Mkdir(bin, 0o755); err != nil {
-		t.Fatalf("%v", err)
-	}
-	for _, name := range release.Binaries {
-		b, err := os.ReadFile(filepath.Join(t.bin, name))
-		if err != nil {
-			t.Fatalf("%v", err)
-		}
-		if err := os.WriteFile(filepath.Join(bin, name), b, 0o755); err != nil {
-			t.Fatalf("%v", err)
-		}
-	}
-	t.bin = bin
+	bin := t.ownBinaries()
 	reg := t.bootable()
 	ref := reg + "/smoke/busybox:refused"
 	t.Push(ref, t.busyboxImage())

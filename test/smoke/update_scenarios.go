@@ -19,14 +19,9 @@ import (
 	"github.com/bangerdev/banger/internal/release"
 )
 
-// updateRelease: banger updates itself from signed releases served over
-// HTTP on the scenario's loopback. Refused while a vm create is in
-// flight (named), for a tampered tarball and for another key's
-// signature, the binaries untouched each time; then accepted, the VM
-// started before it answering after it; a release whose doctor fails is
-// rolled back by itself; --rollback goes back to where it started.
-func updateRelease(t *T) {
-	// The scenario's own copy of the binaries: the update replaces them.
+// ownBinaries gives the scenario its own copy of the binaries, which it
+// may change, and returns their directory.
+func (t *T) ownBinaries() string {
 	bin := filepath.Join(t.home, "bin")
 	if err := os.Mkdir(bin, 0o755); err != nil {
 		t.Fatalf("%v", err)
@@ -41,6 +36,18 @@ func updateRelease(t *T) {
 		}
 	}
 	t.bin = bin
+	return bin
+}
+
+// updateRelease: banger updates itself from signed releases served over
+// HTTP on the scenario's loopback. Refused while a vm create is in
+// flight (named), for a tampered tarball and for another key's
+// signature, the binaries untouched each time; then accepted, the VM
+// started before it answering after it; a release whose doctor fails is
+// rolled back by itself; --rollback goes back to where it started.
+func updateRelease(t *T) {
+	// The scenario's own copy of the binaries: the update replaces them.
+	t.ownBinaries()
 	var start struct{ Client api.BuildInfo }
 	t.JSON(&start, "version")
 	reg := t.bootable()

@@ -90,15 +90,11 @@ func (d *Driver) Loadable(ctx context.Context, s vmm.Spec, dir string) error {
 	if d.Jailer != nil {
 		return errJailed
 	}
-	st, err := vmm.ReadState(dir)
-	if err != nil {
-		return err
-	}
 	want, err := d.describe(ctx, s)
 	if err != nil {
 		return err
 	}
-	return st.Check(want)
+	return vmm.CheckSaved(dir, want)
 }
 
 // Restore starts a Firecracker given nothing, loads the state in dir

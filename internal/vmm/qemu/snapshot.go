@@ -249,15 +249,11 @@ func (d *Driver) Restore(ctx context.Context, s vmm.Spec, dir string, started fu
 
 // Loadable says why the state in dir would not load for s here.
 func (d *Driver) Loadable(ctx context.Context, s vmm.Spec, dir string) error {
-	st, err := vmm.ReadState(dir)
-	if err != nil {
-		return err
-	}
 	want, err := d.describe(ctx, s)
 	if err != nil {
 		return err
 	}
-	return st.Check(want)
+	return vmm.CheckSaved(dir, want)
 }
 
 // unpause continues a guest left paused, if its QEMU has a control

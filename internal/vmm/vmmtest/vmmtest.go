@@ -412,11 +412,7 @@ func (d *Driver) Restore(ctx context.Context, s vmm.Spec, dir string, started fu
 
 // Loadable refuses a state of another shape, as a real driver does.
 func (d *Driver) Loadable(_ context.Context, s vmm.Spec, dir string) error {
-	st, err := vmm.ReadState(dir)
-	if err != nil {
-		return err
-	}
-	return st.Check(vmm.State{VMM: d.Name(), MemoryMiB: s.MemoryMiB, VCPU: s.VCPU})
+	return vmm.CheckSaved(dir, vmm.State{VMM: d.Name(), MemoryMiB: s.MemoryMiB, VCPU: s.VCPU})
 }
 
 // Restores counts the instances started from a saved state.
