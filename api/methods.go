@@ -30,7 +30,8 @@ const (
 	MethodImageDelete     = "image.delete"
 	MethodImageCachePrune = "image.cache.prune"
 	// MethodImageWarm makes the template VMs of a shape start from.
-	MethodImageWarm = "image.warm"
+	MethodImageWarm      = "image.warm"
+	MethodImageTemplates = "image.templates"
 
 	// MethodKernelImport starts an operation, as image.pull does.
 	MethodKernelImport = "kernel.import"

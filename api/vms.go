@@ -339,6 +339,11 @@ type VMPortsResult struct {
 	Ports []VMPort `json:"ports"`
 }
 
+// TemplateListResult answers MethodImageTemplates.
+type TemplateListResult struct {
+	Templates []Template `json:"templates"`
+}
+
 // VMForkParams are the params of MethodVMFork.
 type VMForkParams struct {
 	Name  string `json:"name"`

@@ -264,6 +264,12 @@ func (c *Client) DeleteSnapshot(ctx context.Context, p api.VMSnapshotParams) (ap
 	return call[api.Snapshot](ctx, c, api.MethodVMSnapshotDelete, p)
 }
 
+// Templates lists the templates creates start from.
+func (c *Client) Templates(ctx context.Context) ([]api.Template, error) {
+	r, err := call[api.TemplateListResult](ctx, c, api.MethodImageTemplates, nil)
+	return r.Templates, err
+}
+
 // WarmImage makes the template of a VM shape.
 func (c *Client) WarmImage(ctx context.Context, p api.ImageWarmParams) (api.Template, error) {
 	return call[api.Template](ctx, c, api.MethodImageWarm, p)

@@ -17,7 +17,7 @@ import (
 
 func (a *App) imageCommand() *cobra.Command {
 	return group("image", "Pull, import, list and delete images", []string{"images"},
-		a.imagePullCommand(), a.imageImportCommand(), a.imageListCommand(), a.imageShowCommand(), a.imageDeleteCommand(), a.imageWarmCommand(),
+		a.imagePullCommand(), a.imageImportCommand(), a.imageListCommand(), a.imageShowCommand(), a.imageDeleteCommand(), a.imageWarmCommand(), a.imageTemplatesCommand(),
 		group("cache", "Manage the OCI blob cache", nil, a.imageCachePruneCommand()))
 }
 

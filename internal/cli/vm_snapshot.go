@@ -126,3 +126,13 @@ func (a *App) imageWarmCommand() *cobra.Command {
 	}
 	return cmd
 }
+
+// imageTemplatesCommand is `image templates`.
+func (a *App) imageTemplatesCommand() *cobra.Command {
+	return listed(a, &cobra.Command{Use: "templates", Short: "List the templates new VMs start from, and what they take on disk", Args: cobra.NoArgs},
+		(*client.Client).Templates, func(t []api.Template) any { return api.TemplateListResult{Templates: t} },
+		[]string{"ID", "IMAGE", "KERNEL", "SHAPE", "NIC", "MEMORY SAVED", "DISK", "AGE"}, func(now time.Time, t api.Template) []string {
+			return []string{t.ID, t.Image, t.Kernel, fmt.Sprintf("%d cpus, %s, %s disk", t.VCPU, units.FormatSize(int64(t.MemoryMiB)<<20), units.FormatSize(t.DiskSize)),
+				t.NIC, units.FormatSize(t.StateBytes), units.FormatSize(t.DiskUsed), ago(now, t.Created)}
+		})
+}

@@ -43,6 +43,7 @@ func rpcHandlers(s *services) map[string]handler {
 		api.MethodImageDelete:        param(s.images.Delete),
 		api.MethodImageCachePrune:    param(s.images.PruneCache),
 		api.MethodImageWarm:          param(s.vms.Warm),
+		api.MethodImageTemplates:     noParam(s.vms.Templates),
 		api.MethodKernelImport:       startOp(s.kernels.Import),
 		api.MethodKernelList:         noParam(s.kernels.List),
 		api.MethodKernelShow:         param(s.kernels.Show),

@@ -81,8 +81,9 @@ func TestWarmCreate(t *testing.T) {
 	if bytes.Equal(ids["a"].Entropy, ids["b"].Entropy) {
 		t.Fatal("two VMs were given the same entropy")
 	}
-	if entries, _ := os.ReadDir(f.cfg.TemplateDir); len(entries) != 1 {
-		t.Fatalf("templates: %v", entries)
+	if l, err := f.svc.Templates(ctx); err != nil || len(l.Templates) != 1 || l.Templates[0].Image != "debian" || l.Templates[0].Kernel != "6.1" ||
+		l.Templates[0].NIC != "user" || l.Templates[0].StateBytes == 0 || l.Templates[0].MemoryMiB != 256 {
+		t.Fatalf("templates = %+v, %v", l, err)
 	}
 	// Another size, another template.
 	if _, err := f.create(api.VMCreateParams{Name: "big", MemoryMiB: 512}); err != nil {

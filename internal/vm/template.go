@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -369,6 +371,34 @@ func (s *Service) templateOf(k templateKey, image, kernel string) api.Template {
 	}
 	t.DiskUsed = diskUsed(filepath.Join(dir, templateDisk))
 	return t
+}
+
+// Templates lists the templates creates start from, oldest first.
+func (s *Service) Templates(ctx context.Context) (api.TemplateListResult, error) {
+	res := api.TemplateListResult{Templates: []api.Template{}}
+	if s.cfg.TemplateDir == "" {
+		return res, nil
+	}
+	entries, err := os.ReadDir(s.cfg.TemplateDir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return res, err
+	}
+	for _, e := range entries {
+		k, err := readTemplateKey(filepath.Join(s.cfg.TemplateDir, e.Name()))
+		if err != nil || k.name() != e.Name() {
+			continue // being built, or not one
+		}
+		image, kernel := k.ImageID, k.KernelID
+		if img, err := s.cfg.Image(ctx, k.ImageID); err == nil {
+			image = img.Name
+		}
+		if kern, err := s.cfg.Kernel(ctx, k.KernelID); err == nil {
+			kernel = kern.Name
+		}
+		res.Templates = append(res.Templates, s.templateOf(k, image, kernel))
+	}
+	slices.SortFunc(res.Templates, func(a, b api.Template) int { return a.Created.Compare(b.Created) })
+	return res, nil
 }
 
 // readTemplateKey reads a template directory's key.

@@ -41,9 +41,12 @@ func vmWarm(t *T) {
 	shape := []string{"--cpus", "1", "--memory", "256M"}
 	t.Contains("image warm", t.Must(append([]string{"image", "warm", ref}, shape...)...).stdout, "template", "ready", "nic tap")
 	templates := filepath.Join(t.Home(), "state", "templates")
-	if entries, _ := os.ReadDir(templates); len(entries) != 1 {
-		t.Fatalf("templates after image warm: %v", entries)
+	var tl api.TemplateListResult
+	t.JSON(&tl, "image", "templates")
+	if entries, _ := os.ReadDir(templates); len(entries) != 1 || len(tl.Templates) != 1 || tl.Templates[0].Image != ref || tl.Templates[0].NIC != "tap" {
+		t.Fatalf("templates after image warm: %v, %+v", entries, tl)
 	}
+	t.Contains("image templates", t.Must("image", "templates").stdout, "MEMORY SAVED", ref, "1 cpus, 256 MiB")
 	for _, name := range []string{"twin-a", "twin-b"} {
 		t.Must(append([]string{"vm", "create", "--name", name, "--image", ref}, shape...)...)
 	}
