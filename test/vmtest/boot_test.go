@@ -204,6 +204,20 @@ func TestBootBusybox(t *testing.T) {
 	if code != 7 || out != "hello from vmtest\n" {
 		t.Fatalf("busybox sh = %q (exit %d)", out, code)
 	}
+	// cgroup2, its controllers delegated, for container runtimes.
+	out, code = v.exec(t, "sh", "-c", "grep ' /sys/fs/cgroup ' /proc/mounts; cat /sys/fs/cgroup/cgroup.subtree_control; "+
+		"mkdir /sys/fs/cgroup/t && echo $$ > /sys/fs/cgroup/t/cgroup.procs && echo 20M > /sys/fs/cgroup/t/memory.max && cat /sys/fs/cgroup/t/memory.max")
+	if code != 0 || !strings.Contains(out, "cgroup2 /sys/fs/cgroup cgroup2") {
+		t.Fatalf("cgroup2 = %q (exit %d)", out, code)
+	}
+	for _, c := range []string{"cpu", "memory", "pids", "io"} {
+		if !strings.Contains(out, c) {
+			t.Fatalf("controller %s not delegated: %q", c, out)
+		}
+	}
+	if !strings.HasSuffix(out, "20971520\n") {
+		t.Fatalf("a child group's memory limit: %q", out)
+	}
 	v.shutdown(t)
 }
 

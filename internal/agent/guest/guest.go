@@ -222,6 +222,10 @@ func (g *guest) boot() error {
 	_ = mount("devpts", "/dev/pts", "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")
 	_ = mount("tmpfs", "/dev/shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777")
 	_ = mount("tmpfs", "/run", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755")
+	if err := mountCgroups(); err != nil {
+		// Container runtimes and systemd-run need it; exec and ssh do not.
+		fmt.Fprintf(os.Stderr, "banger-agent: cgroup2: %v\n", err)
+	}
 	// A workspace placed read-only stays so across reboots.
 	if b, err := os.ReadFile(server.ReadOnlyMarker); err == nil {
 		for _, dir := range strings.Fields(string(b)) {
