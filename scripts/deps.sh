@@ -21,6 +21,7 @@ declare -A packages=(
 	[qemu-system-x86_64]=qemu-system-x86 # the VMM, and the VM tests' VMM
 	[passt]=passt                 # user-mode networking with NAT (QEMU's own maps the host's loopback into the guest)
 	[nft]=nftables                # the network tests read the firewall as nft shows it
+	[depmod]=kmod                 # indexes a kernel's modules for the guests' modprobe
 )
 
 # `banger kernel import --debian` (and its smoke scenario) asks apt for the

@@ -273,7 +273,7 @@ func (s *Service) templateSpec(k templateKey, img api.Image, kern api.Kernel, di
 	return vmm.Spec{
 		Kernel: bundle.Vmlinux(kern.Dir), Initrd: initrd, Cmdline: boot.Cmdline(proto.BootParams{}, s.cfg.Emulated),
 		MemoryMiB: k.MemoryMiB, VCPU: k.VCPU, Dir: runDir, NIC: nic,
-		Disks: []vmm.Disk{{Path: img.Rootfs, ReadOnly: true, Serial: proto.RootSerial}, {Path: filepath.Join(dir, templateDisk), Serial: proto.WorkSerial}},
+		Disks: s.disks(img, kern, filepath.Join(dir, templateDisk)),
 	}, nil
 }
 

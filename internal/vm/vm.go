@@ -625,8 +625,23 @@ func (s *Service) spec(rec store.VM, img api.Image, k api.Kernel, tap string) (v
 	return vmm.Spec{
 		Kernel: bundle.Vmlinux(k.Dir), Initrd: initrd, Cmdline: boot.Cmdline(params, s.cfg.Emulated),
 		MemoryMiB: rec.MemoryMiB, VCPU: rec.VCPU, Dir: s.runDir(rec.ID), NIC: nic,
-		Disks: []vmm.Disk{{Path: img.Rootfs, ReadOnly: true, Serial: proto.RootSerial}, {Path: s.workDisk(rec.ID), Serial: proto.WorkSerial}},
+		Disks: s.disks(img, k, s.workDisk(rec.ID)),
 	}, nil
+}
+
+// disks are a VM's block devices: the image, its work disk, and its
+// kernel's module tree when the bundle has one (built on first use;
+// without it the guest has the initramfs's modules alone).
+func (s *Service) disks(img api.Image, k api.Kernel, work string) []vmm.Disk {
+	d := []vmm.Disk{{Path: img.Rootfs, ReadOnly: true, Serial: proto.RootSerial}, {Path: work, Serial: proto.WorkSerial}}
+	mods, err := boot.ModulesDisk(context.Background(), k.Dir, k.Version)
+	if err != nil {
+		s.cfg.Log.Warn("VMs of this kernel get the initramfs's modules alone", "kernel", k.Name, "err", err)
+	}
+	if mods != "" {
+		d = append(d, vmm.Disk{Path: mods, ReadOnly: true, Serial: proto.ModulesSerial})
+	}
+	return d
 }
 
 // bootParams are what rec's agent is told (at boot, or after a restore)

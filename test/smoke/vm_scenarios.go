@@ -46,6 +46,11 @@ func vmLifecycle(t *T) {
 		t.Fatalf("exec = %s", r)
 	}
 	t.Contains("hostname", t.Must("vm", "exec", "box", "--", "uname", "-n").stdout, "box")
+	// The kernel's whole module tree, from its read-only disk: a module
+	// the initramfs does not carry loads, its dependencies too; and the
+	// agent mounted cgroup2.
+	t.Contains("modprobe", t.Must("vm", "exec", "box", "--", "sh", "-c", "busybox modprobe br_netfilter && cut -d' ' -f1 /proc/modules; grep cgroup2 /proc/mounts").stdout,
+		"br_netfilter\n", "bridge\n", "cgroup2 /sys/fs/cgroup")
 	t.Contains("ps", t.Must("ps").stdout, "box", "running")
 	var list api.VMListResult
 	t.JSON(&list, "vm", "list")

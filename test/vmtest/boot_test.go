@@ -73,6 +73,7 @@ type opts struct {
 	wantAgent     bool
 	params        proto.BootParams
 	nic           *vmm.NIC
+	disks         []vmm.Disk // after the image and the work disk
 }
 
 func startVM(t *testing.T, o opts) *vm {
@@ -88,7 +89,7 @@ func startVM(t *testing.T, o opts) *vm {
 		Kernel: kernelPath, Initrd: shared.Initrd,
 		Cmdline: boot.Cmdline(o.params, true), NIC: o.nic,
 		MemoryMiB: 512, VCPU: 1, Dir: dir,
-		Disks: []vmm.Disk{{Path: image, ReadOnly: true, Serial: proto.RootSerial}, {Path: work, Serial: proto.WorkSerial}},
+		Disks: append([]vmm.Disk{{Path: image, ReadOnly: true, Serial: proto.RootSerial}, {Path: work, Serial: proto.WorkSerial}}, o.disks...),
 	}
 	in, err := (&qemu.Driver{}).Start(context.Background(), spec)
 	if err != nil {
@@ -219,6 +220,32 @@ func TestBootBusybox(t *testing.T) {
 		t.Fatalf("a child group's memory limit: %q", out)
 	}
 	v.shutdown(t)
+}
+
+// TestModprobe: with its kernel's modules disk the guest loads modules
+// the initramfs did not carry, dependencies and all (busybox's modprobe,
+// from the disk's depmod indexes); the tree is read-only.
+func TestModprobe(t *testing.T) {
+	mods, err := boot.ModulesDisk(context.Background(), shared.Kernel.Dir, shared.Kernel.Version)
+	if err != nil || mods == "" {
+		t.Fatalf("the modules disk: %q, %v", mods, err)
+	}
+	v := startVM(t, opts{kernel: shared.Vmlinux, image: shared.Images["busybox"], wantAgent: true,
+		params: proto.BootParams{Hostname: "vmtest"}, disks: []vmm.Disk{{Path: mods, ReadOnly: true, Serial: proto.ModulesSerial}}})
+	mods5 := "br_netfilter nf_tables veth bridge"
+	out, code := v.exec(t, "sh", "-c", "for m in "+mods5+"; do busybox modprobe $m || exit 1; done; cat /proc/modules | cut -d' ' -f1; "+
+		"touch /lib/modules/$(uname -r)/x 2>&1 || true")
+	if code != 0 {
+		t.Fatalf("modprobe: %q (exit %d)", out, code)
+	}
+	for _, m := range append(strings.Fields(mods5), "stp", "llc") {
+		if !strings.Contains(out, m+"\n") {
+			t.Fatalf("%s is not loaded:\n%s", m, out)
+		}
+	}
+	if !strings.Contains(out, "Read-only file system") {
+		t.Fatalf("the module tree is writable:\n%s", out)
+	}
 }
 
 // An image without a shell, an init or /bin still boots: the agent needs

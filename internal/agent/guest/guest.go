@@ -226,6 +226,9 @@ func (g *guest) boot() error {
 		// Container runtimes and systemd-run need it; exec and ssh do not.
 		fmt.Fprintf(os.Stderr, "banger-agent: cgroup2: %v\n", err)
 	}
+	if err := mountModules(g.params.DiskOrder); err != nil {
+		fmt.Fprintf(os.Stderr, "banger-agent: the kernel's modules: %v\n", err)
+	}
 	// A workspace placed read-only stays so across reboots.
 	if b, err := os.ReadFile(server.ReadOnlyMarker); err == nil {
 		for _, dir := range strings.Fields(string(b)) {

@@ -34,8 +34,12 @@ const (
 	PortName   = "banger.agent" // the agent's virtio-serial port
 	RootSerial = "banger-root"  // virtio-blk serial of the image's rootfs
 	WorkSerial = "banger-work"  // virtio-blk serial of the VM's writable disk
-	VsockPort  = 1024           // the agent's vsock port
-	SSHPort    = 22             // the agent's SSH server on the guest network
+	// ModulesSerial is the kernel bundle's whole module tree, read-only,
+	// mounted at /lib/modules/<release>: modprobe in the guest finds
+	// what the initramfs did not carry.
+	ModulesSerial = "banger-modules"
+	VsockPort     = 1024 // the agent's vsock port
+	SSHPort       = 22   // the agent's SSH server on the guest network
 )
 
 // MaxFrame bounds a frame: large enough for a 256 KiB data chunk with its

@@ -26,6 +26,7 @@ import (
 // Env is a prepared set of boot artifacts under Dir.
 type Env struct {
 	Dir     string
+	Kernel  api.Kernel // its bundle: the modules disk is built from it
 	Vmlinux string
 	Initrd  string
 	Images  map[string]string // debian, busybox, no-shell, garbage -> rootfs image
@@ -80,7 +81,7 @@ func Setup() (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
-	e.Vmlinux = bundle.Vmlinux(k.Dir)
+	e.Kernel, e.Vmlinux = k, bundle.Vmlinux(k.Dir)
 	agentBytes, err := os.ReadFile(agentBin)
 	if err != nil {
 		return nil, err
