@@ -9,12 +9,16 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/bangerdev/banger/internal/bundle"
 )
 
 // ModulesFile is a bundle's modules disk, beside its kernel.
 const ModulesFile = "modules.ext4"
+
+// nobody is the user a root daemon runs depmod as.
+const nobody = 65534
 
 // ErrNoDepmod: the host has no depmod, which indexes the modules for the
 // guest's modprobe; VMs then have only the initramfs's modules.
@@ -55,7 +59,13 @@ func ModulesDisk(ctx context.Context, dir, version string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("making the modules disk: %w", err)
 	}
-	if out, err := exec.CommandContext(ctx, depmod, "-b", staging, version).CombinedOutput(); err != nil {
+	cmd, done, err := confined(ctx, staging, tree, depmod, version)
+	if err != nil {
+		return "", fmt.Errorf("making the modules disk: %w", err)
+	}
+	out, err := cmd.CombinedOutput()
+	done()
+	if err != nil {
 		return "", fmt.Errorf("making the modules disk: depmod: %v: %s", err, strings.TrimSpace(string(out)))
 	}
 	img := filepath.Join(staging, ModulesFile)
@@ -97,25 +107,65 @@ func linkTree(src, dst string) (int64, error) {
 			return err
 		}
 		to := filepath.Join(dst, rel)
+		// Modes set whatever the daemon's umask: a confined depmod
+		// reads as nobody. The bundle's files are no secret (its
+		// directory is closed to others); a link shares their mode.
 		switch {
 		case d.IsDir():
-			return os.MkdirAll(to, 0o755)
+			if err := os.MkdirAll(to, 0o755); err != nil {
+				return err
+			}
+			return os.Chmod(to, 0o755)
 		case d.Type().IsRegular():
 			fi, err := d.Info()
 			if err != nil {
 				return err
 			}
 			size += fi.Size()
-			if os.Link(p, to) == nil {
-				return nil
+			if os.Link(p, to) != nil {
+				b, err := os.ReadFile(p)
+				if err != nil {
+					return err
+				}
+				if err := os.WriteFile(to, b, 0o644); err != nil {
+					return err
+				}
 			}
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			return os.WriteFile(to, b, 0o644)
+			return os.Chmod(to, 0o644)
 		}
 		return nil
 	})
 	return size, err
+}
+
+// confined is `depmod -b STAGING version`, which parses a bundle's
+// module files (a bundle pulled from a registry is as hostile as an
+// image), given as little as the daemon can: a root daemon runs it as
+// nobody, with no network, owning only tree (where it writes its
+// indexes) and reaching staging through a descriptor, since the
+// daemon's directories above it are closed to others. Another daemon's
+// user has nothing more to drop. done closes what it was given.
+func confined(ctx context.Context, staging, tree, depmod, version string) (*exec.Cmd, func(), error) {
+	if os.Geteuid() != 0 {
+		return exec.CommandContext(ctx, depmod, "-b", staging, version), func() {}, nil
+	}
+	for _, d := range []string{staging, filepath.Join(staging, "lib"), filepath.Join(staging, "lib", "modules")} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			return nil, nil, err
+		}
+	}
+	if err := os.Chown(tree, nobody, nobody); err != nil {
+		return nil, nil, err
+	}
+	f, err := os.Open(staging)
+	if err != nil {
+		return nil, nil, err
+	}
+	cmd := exec.CommandContext(ctx, depmod, "-b", "/proc/self/fd/3", version)
+	cmd.ExtraFiles = []*os.File{f}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Credential: &syscall.Credential{Uid: nobody, Gid: nobody, NoSetGroups: true},
+		Cloneflags: syscall.CLONE_NEWNET | syscall.CLONE_NEWIPC,
+	}
+	return cmd, func() { f.Close() }, nil
 }

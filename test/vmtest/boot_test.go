@@ -226,7 +226,11 @@ func TestBootBusybox(t *testing.T) {
 // the initramfs did not carry, dependencies and all (busybox's modprobe,
 // from the disk's depmod indexes); the tree is read-only.
 func TestModprobe(t *testing.T) {
+	// Built as the daemon builds it: under its umask (what it makes is
+	// its own alone), by a depmod confined to nobody when root.
+	old := syscall.Umask(0o077)
 	mods, err := boot.ModulesDisk(context.Background(), shared.Kernel.Dir, shared.Kernel.Version)
+	syscall.Umask(old)
 	if err != nil || mods == "" {
 		t.Fatalf("the modules disk: %q, %v", mods, err)
 	}
