@@ -169,8 +169,11 @@ func TestHelper(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = helper.Process.Kill(); _ = helper.Wait() }) // its namespace goes with it
+	// Listening, not only bound: a socket file exists between the two,
+	// and a client that met that refusal took the helper for not up yet.
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
-		if _, err := os.Stat(socket); err == nil {
+		if c, err := net.Dial("unix", socket); err == nil {
+			c.Close()
 			break
 		}
 		if time.Now().After(deadline) {
