@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -457,3 +458,42 @@ func TestTemplateFailureRemembered(t *testing.T) {
 		t.Fatalf("after image warm: %d restores", f.drv.Restores())
 	}
 }
+
+// TestModulesDiskFailureOnce: a bundle whose modules disk cannot be made
+// (here: modules, and no version to name their directory) gives its VMs
+// none, warned once, not a build attempt at every start.
+func TestModulesDiskFailureOnce(t *testing.T) {
+	var mu sync.Mutex
+	warned := 0
+	f := newFixture(t)
+	kernelDir := filepath.Join(f.dir, "kernel")
+	if err := os.MkdirAll(filepath.Join(kernelDir, "modules", "kernel"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f.svc.cfg.Log = slog.New(countingHandler{func(r slog.Record) {
+		if strings.Contains(r.Message, "initramfs's modules alone") {
+			mu.Lock()
+			warned++
+			mu.Unlock()
+		}
+	}})
+	for _, name := range []string{"a", "b"} {
+		v := f.mustCreate(name)
+		if n := len(f.drv.Guest(f.svc.runDir(v.ID)).Spec.Disks); n != 2 {
+			t.Fatalf("%s has %d disks", name, n)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if warned != 1 {
+		t.Fatalf("warned %d times", warned)
+	}
+}
+
+// countingHandler passes every record to fn.
+type countingHandler struct{ fn func(slog.Record) }
+
+func (h countingHandler) Enabled(context.Context, slog.Level) bool      { return true }
+func (h countingHandler) Handle(_ context.Context, r slog.Record) error { h.fn(r); return nil }
+func (h countingHandler) WithAttrs([]slog.Attr) slog.Handler            { return h }
+func (h countingHandler) WithGroup(string) slog.Handler                 { return h }

@@ -131,6 +131,7 @@ type Service struct {
 	failed    map[string]failure       // template builds that failed, by name, under mu
 	busy      map[string]string        // tracked verbs running, by target, under mu
 	sums      vmm.Sums                 // the agent binary's digest, for its initramfs
+	noModules map[string]bool          // bundles whose modules disk failed, by directory, under mu
 }
 
 // live is a running VM's VMM and the link to its agent.
@@ -634,9 +635,24 @@ func (s *Service) spec(rec store.VM, img api.Image, k api.Kernel, tap string) (v
 // without it the guest has the initramfs's modules alone).
 func (s *Service) disks(img api.Image, k api.Kernel, work string) []vmm.Disk {
 	d := []vmm.Disk{{Path: img.Rootfs, ReadOnly: true, Serial: proto.RootSerial}, {Path: work, Serial: proto.WorkSerial}}
+	// A bundle whose disk could not be made is not tried again on every
+	// start (a build reads the whole tree); its VMs keep one disk set
+	// until the daemon restarts.
+	s.mu.Lock()
+	failed := s.noModules[k.Dir]
+	s.mu.Unlock()
+	if failed {
+		return d
+	}
 	mods, err := boot.ModulesDisk(context.Background(), k.Dir, k.Version)
 	if err != nil {
-		s.cfg.Log.Warn("VMs of this kernel get the initramfs's modules alone", "kernel", k.Name, "err", err)
+		s.cfg.Log.Warn("VMs of this kernel get the initramfs's modules alone until the daemon restarts", "kernel", k.Name, "err", err)
+		s.mu.Lock()
+		if s.noModules == nil {
+			s.noModules = map[string]bool{}
+		}
+		s.noModules[k.Dir] = true
+		s.mu.Unlock()
 	}
 	if mods != "" {
 		d = append(d, vmm.Disk{Path: mods, ReadOnly: true, Serial: proto.ModulesSerial})
