@@ -89,6 +89,7 @@ testimages: deps
 smoke: build testimages
 	go run ./test/smoke -bin $(BIN) -jobs $(JOBS) -registry .tools/registry \
 		-debian $(TEST_CACHE)/debian-bookworm-minbase.tar.gz \
+		-systemd $(TEST_CACHE)/debian-bookworm-systemd.tar.gz \
 		-kernel-deb $$(ls $(TEST_CACHE)/linux-image-*.deb | head -1)
 
 # Real VMs under QEMU (TCG here): Debian's kernel, banger's initramfs and

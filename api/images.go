@@ -11,15 +11,18 @@ type Image struct {
 	// Digest is the manifest digest ("" for a docker-archive import).
 	Digest string `json:"digest,omitempty"`
 	// RepoDigest is the index digest the name resolved to, if it was one.
-	RepoDigest string      `json:"repo_digest,omitempty"`
-	Platform   string      `json:"platform"`
-	Layers     int         `json:"layers"`
-	Size       int64       `json:"size"` // bytes of the rootfs on disk
-	Source     string      `json:"source"`
-	CreatedAt  time.Time   `json:"created_at"`
-	UsedBy     int         `json:"used_by"` // VMs using it
-	Rootfs     string      `json:"rootfs"`
-	Config     ImageConfig `json:"config"`
+	RepoDigest string    `json:"repo_digest,omitempty"`
+	Platform   string    `json:"platform"`
+	Layers     int       `json:"layers"`
+	Size       int64     `json:"size"` // bytes of the rootfs on disk
+	Source     string    `json:"source"`
+	CreatedAt  time.Time `json:"created_at"`
+	UsedBy     int       `json:"used_by"` // VMs using it
+	Rootfs     string    `json:"rootfs"`
+	// Init is where the image keeps systemd, which VMs created with
+	// --init image (or auto) run as PID 1; "" when it has none.
+	Init   string      `json:"init,omitempty"`
+	Config ImageConfig `json:"config"`
 }
 
 // ResultName names the image in operation listings.

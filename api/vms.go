@@ -53,6 +53,13 @@ const (
 	EgressAllowList = "allow-list" // only what its allow-list names
 )
 
+// What runs as a VM's PID 1 (VMCreateParams.Init, VM.Init).
+const (
+	InitAgent = "agent" // banger's agent alone
+	InitImage = "image" // the image's systemd; the agent is its service
+	InitAuto  = "auto"  // create: the image's when it has systemd, else the agent
+)
+
 // Networks a VM can have.
 const (
 	NetworkBridge = "bridge" // a tap on the root daemon's bridge: NAME.vm, VM to VM
@@ -84,14 +91,16 @@ type VM struct {
 	AutoStop string   `json:"auto_stop,omitempty"`
 	// IdleAction is what auto-stop does to it once idle: IdleStop or
 	// IdleSuspend ("" the config's auto_idle_action).
-	IdleAction string     `json:"idle_action,omitempty"`
-	IP         string     `json:"ip,omitempty"`
-	Workspace  string     `json:"workspace,omitempty"` // its guest directory
-	VMM        string     `json:"vmm,omitempty"`
-	PID        int        `json:"pid,omitempty"`
-	CreatedAt  time.Time  `json:"created_at"`
-	StartedAt  *time.Time `json:"started_at,omitempty"`
-	StoppedAt  *time.Time `json:"stopped_at,omitempty"`
+	IdleAction string `json:"idle_action,omitempty"`
+	// Init is what runs as its PID 1: InitAgent or InitImage.
+	Init      string     `json:"init"`
+	IP        string     `json:"ip,omitempty"`
+	Workspace string     `json:"workspace,omitempty"` // its guest directory
+	VMM       string     `json:"vmm,omitempty"`
+	PID       int        `json:"pid,omitempty"`
+	CreatedAt time.Time  `json:"created_at"`
+	StartedAt *time.Time `json:"started_at,omitempty"`
+	StoppedAt *time.Time `json:"stopped_at,omitempty"`
 	// StateBytes is the disk its saved state takes while suspended.
 	StateBytes int64 `json:"state_bytes,omitempty"`
 }
@@ -119,6 +128,9 @@ type VMCreateParams struct {
 	// Cold boots the VM even where a template of its shape would start
 	// it faster (a restore).
 	Cold bool `json:"cold,omitempty"`
+	// Init is what runs as its PID 1: InitAgent, InitImage or InitAuto
+	// ("" takes vm_defaults.init).
+	Init string `json:"init,omitempty"`
 	// Workspace places a host project in the VM once it is up.
 	Workspace *WorkspaceSpec `json:"workspace,omitempty"`
 }

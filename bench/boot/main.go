@@ -2,7 +2,8 @@
 // against the floor on the same machine in the same run: the same kernel,
 // initramfs and disk booted by a plain qemu-system-x86_64 command to its
 // first userspace line (the agent's "init started" on the console). It
-// prints figures and the ratio; it asserts nothing.
+// then boots the systemd test image with the agent as init and with
+// systemd as init. It prints figures and ratios; it asserts nothing.
 package main
 
 import (
@@ -77,7 +78,59 @@ func run(runs int, image string) error {
 	ms := func(d time.Duration) string { return d.Round(time.Millisecond).String() }
 	fmt.Printf("  guest clock (kernel start to): floor init %s; banger init %s, agent ready %s\n",
 		ms(benchkit.Median(floorInit)), ms(benchkit.Median(bangerInit)), ms(benchkit.Median(bangerReady)))
+	return systemdBoots(env, runs)
+}
+
+// systemdBoots times the systemd image to agent ready with the agent as
+// init and with the image's systemd as init (the agent its service),
+// alternating, and prints both and their ratio.
+func systemdBoots(env *boottest.Env, runs int) error {
+	rootfs := env.Images["systemd"]
+	var agentWall, initWall, agentReady, initReady []time.Duration
+	for i := range runs {
+		for _, init := range []string{"", "/sbin/init"} {
+			dir := filepath.Join(env.Dir, fmt.Sprintf("systemd%d%v", i, init != ""))
+			vm, err := boottest.BangerBootWith(env, rootfs, dir, proto.BootParams{Hostname: "bench", Init: init})
+			if err != nil {
+				return fmt.Errorf("booting the systemd image (init %q): %w", init, err)
+			}
+			ready, err := guestReady(vm)
+			vm.Stop()
+			if err != nil {
+				return err
+			}
+			if init == "" {
+				agentWall, agentReady = append(agentWall, vm.Wall), append(agentReady, ready)
+			} else {
+				initWall, initReady = append(initWall, vm.Wall), append(initReady, ready)
+			}
+			fmt.Printf("  systemd image run %d, init %-10s QEMU start to agent ready %s (guest clock %s)\n", i+1,
+				map[bool]string{true: "agent", false: "systemd"}[init == ""], vm.Wall.Round(time.Millisecond), ready.Round(time.Millisecond))
+		}
+	}
+	ma, mi := benchkit.Median(agentWall), benchkit.Median(initWall)
+	ms := func(d time.Duration) string { return d.Round(time.Millisecond).String() }
+	fmt.Printf("\nboot of the systemd image (Debian, systemd, Docker), %d runs each, alternating, median:\n", runs)
+	fmt.Printf("  --init agent: QEMU start to agent ready                                      %8s (guest clock %s)\n", ms(ma), ms(benchkit.Median(agentReady)))
+	fmt.Printf("  --init image: QEMU start to agent ready as systemd's service                 %8s (guest clock %s)\n", ms(mi), ms(benchkit.Median(initReady)))
+	fmt.Printf("  ratio, image's init to agent alone                                            %7.2fx\n", mi.Seconds()/ma.Seconds())
 	return nil
+}
+
+// guestReady is the agent's "agent ready" phase on the guest's clock.
+func guestReady(vm *boottest.Booted) (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var info proto.InfoResult
+	if err := vm.Agent.Call(ctx, proto.MethodInfo, nil, &info); err != nil {
+		return 0, err
+	}
+	for _, t := range info.Timings {
+		if t.Phase == "agent ready" {
+			return time.Duration(t.Seconds * float64(time.Second)), nil
+		}
+	}
+	return 0, fmt.Errorf("no agent ready phase in %+v", info.Timings)
 }
 
 // bangerBoot boots as banger does and times QEMU start to agent ready.

@@ -111,6 +111,14 @@ func CachedInitramfs(bundleDir, agentPath string, sums *vmm.Sums) (string, error
 // hangs calibrating its clock while the host is busy.
 func Cmdline(p proto.BootParams, emulated bool) string {
 	args := append([]string{"console=ttyS0", "reboot=t", "panic=-1"}, p.Args()...)
+	if p.Init != "" {
+		// For the image's systemd: no login prompt on the console, a log
+		// file nobody types at (its getty would also wait for a udev
+		// that many images lack), and only failures among its status
+		// lines (its journal keeps them all; each console line costs an
+		// emulated UART milliseconds).
+		args = append(args, "systemd.getty_auto=0", "systemd.show_status=error")
+	}
 	if emulated {
 		if khz := vmm.TSCkHz(); khz > 0 {
 			args = append(args, fmt.Sprintf("tsc_early_khz=%d", khz))

@@ -95,6 +95,7 @@ func (a *App) imageShowCommand() *cobra.Command {
 			{"source", img.Source},
 			{"layers", strconv.Itoa(img.Layers)},
 			{"rootfs", fmt.Sprintf("%s (%s)", img.Rootfs, units.FormatSize(img.Size))},
+			{"systemd", dash(img.Init)},
 			{"added", fmt.Sprintf("%s (%s ago)", img.CreatedAt.Local().Format(time.DateTime), ago(time.Now(), img.CreatedAt))},
 			{"image created", created},
 			{"entrypoint", dash(strings.Join(img.Config.Entrypoint, " "))},

@@ -42,6 +42,7 @@ func (f *createFlags) register(cmd *cobra.Command, nameHelp string) {
 	fs.StringArrayVar(&f.p.Allow, "allow", nil, "let the VM open connections out only to RULE: a name (github.com), *.domain, an IPv4 address or CIDR, each with optional :PORT[,PORT]; repeat for more (bridge network; default: network.allow)")
 	fs.BoolVar(&f.p.Isolate, "isolate", false, "keep the VM from the other VMs on the bridge, both ways")
 	fs.BoolVar(&f.p.Cold, "cold", false, "boot the VM, even where a template of its shape would start it faster (warm_create)")
+	fs.StringVar(&f.p.Init, "init", "", "PID 1: agent (banger's agent alone), image (the image's systemd, the agent its service) or auto (image when it has systemd); default vm_defaults.init")
 	fs.StringVar(&f.workspace, "workspace", "", "place this host tree in the VM at /workspace (see `banger vm workspace prepare`)")
 	f.ws.register(cmd)
 }
@@ -243,7 +244,7 @@ func (a *App) vmShowCommand() *cobra.Command {
 	}, func(v api.VM) error {
 		kv := [][2]string{
 			{"name", v.Name}, {"id", v.ID}, {"state", v.State}, {"reason", dash(v.Reason)},
-			{"image", v.Image}, {"kernel", v.Kernel}, {"vmm", dash(v.VMM)},
+			{"image", v.Image}, {"kernel", v.Kernel}, {"vmm", dash(v.VMM)}, {"init", initSummary(v.Init)},
 			{"cpus", strconv.Itoa(v.VCPU)}, {"memory", units.FormatSize(int64(v.MemoryMiB) << 20)},
 			{"disk", fmt.Sprintf("%s (%s used on the host)", units.FormatSize(v.DiskSize), units.FormatSize(v.DiskUsed))},
 			{"network", v.Network}, {"ip", dash(v.IP)}, {"egress", egressSummary(v)},
@@ -266,6 +267,14 @@ func (a *App) vmShowCommand() *cobra.Command {
 		}
 		return fields(a.Stdout, kv)
 	})
+}
+
+// initSummary says what a VM's PID 1 is.
+func initSummary(init string) string {
+	if init == api.InitImage {
+		return "the image's systemd (banger's agent is its service)"
+	}
+	return "banger's agent"
 }
 
 func (a *App) vmExecCommand() *cobra.Command {

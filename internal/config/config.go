@@ -58,6 +58,9 @@ type VMDefaults struct {
 	VCPU      int
 	MemoryMiB int
 	DiskSize  int64 // bytes
+	// Init is PID 1 of new VMs: "agent" (banger's), "image" (the
+	// image's systemd) or "auto" (the image's when it has systemd).
+	Init string
 }
 
 // Network configures the bridge network of a root daemon.
@@ -130,6 +133,7 @@ func Keys() []string {
 		"vm_defaults.vcpu",
 		"vm_defaults.memory_mib",
 		"vm_defaults.disk_size",
+		"vm_defaults.init",
 		"network.mode",
 		"network.bridge",
 		"network.cidr",
@@ -160,7 +164,7 @@ func Defaults(host Host) Config {
 		FirecrackerBin:    "firecracker",
 		JailerUID:         65534,
 		JailerGID:         65534,
-		VMDefaults:        VMDefaults{VCPU: vcpu, MemoryMiB: mem, DiskSize: 10 << 30},
+		VMDefaults:        VMDefaults{VCPU: vcpu, MemoryMiB: mem, DiskSize: 10 << 30, Init: "auto"},
 		Network:           Network{Mode: "user", Bridge: "banger0", CIDR: netip.MustParsePrefix("10.203.0.0/24"), NATDeny: DefaultNATDeny()},
 		Images:            Images{MaxUnpackedSize: 64 << 30, MaxEntries: 4 << 20},
 		Workspace:         Workspace{MaxBytes: 8 << 30, MaxEntries: 200_000},
@@ -192,9 +196,10 @@ type file struct {
 	JailerUID          *int    `toml:"jailer_uid"`
 	JailerGID          *int    `toml:"jailer_gid"`
 	VMDefaults         struct {
-		VCPU      *int `toml:"vcpu"`
-		MemoryMiB *int `toml:"memory_mib"`
-		DiskSize  any  `toml:"disk_size"`
+		VCPU      *int    `toml:"vcpu"`
+		MemoryMiB *int    `toml:"memory_mib"`
+		DiskSize  any     `toml:"disk_size"`
+		Init      *string `toml:"init"`
 	} `toml:"vm_defaults"`
 	Network struct {
 		Mode    *string   `toml:"mode"`
@@ -360,6 +365,15 @@ func (c *Config) apply(data []byte) error {
 		}
 		c.VMDefaults.VCPU = *v
 		set("vm_defaults.vcpu")
+	}
+	if v := f.VMDefaults.Init; v != nil {
+		switch *v {
+		case "agent", "image", "auto":
+		default:
+			return fmt.Errorf("vm_defaults.init: %q is not \"agent\", \"image\" or \"auto\"", *v)
+		}
+		c.VMDefaults.Init = *v
+		set("vm_defaults.init")
 	}
 	if v := f.VMDefaults.MemoryMiB; v != nil {
 		if *v < 64 {
@@ -559,6 +573,7 @@ func (c Config) Values() []Value {
 		"vm_defaults.vcpu":         strconv.Itoa(c.VMDefaults.VCPU),
 		"vm_defaults.memory_mib":   strconv.Itoa(c.VMDefaults.MemoryMiB),
 		"vm_defaults.disk_size":    units.FormatSize(c.VMDefaults.DiskSize),
+		"vm_defaults.init":         c.VMDefaults.Init,
 		"network.mode":             c.Network.Mode,
 		"network.bridge":           c.Network.Bridge,
 		"network.cidr":             c.Network.CIDR.String(),

@@ -80,6 +80,8 @@ nat = true
 		{name: "jailer as root", doc: "jailer_uid = 0", err: "jailer_uid: 0 must be an unprivileged id"},
 		{name: "vcpu zero", doc: "[vm_defaults]\nvcpu = 0", err: "vm_defaults.vcpu"},
 		{name: "memory tiny", doc: "[vm_defaults]\nmemory_mib = 8", err: "vm_defaults.memory_mib"},
+		{name: "init image", doc: "[vm_defaults]\ninit = \"image\"", check: func(c Config) bool { return c.VMDefaults.Init == "image" }},
+		{name: "init junk", doc: "[vm_defaults]\ninit = \"sysvinit\"", err: "vm_defaults.init"},
 		{name: "disk tiny", doc: "[vm_defaults]\ndisk_size = \"1M\"", err: "too small"},
 		{name: "disk junk", doc: "[vm_defaults]\ndisk_size = \"big\"", err: "vm_defaults.disk_size"},
 		{name: "bridge too long", doc: "[network]\nbridge = \"averyveryverylongname\"", err: "network.bridge"},
@@ -155,6 +157,7 @@ func TestLoadSources(t *testing.T) {
 		"vm_defaults.memory_mib": {"2048", "host (an eighth of 16 GiB RAM, 256 MiB to 8 GiB)"},
 		"auto_stop_stale_after":  {"0 (off)", SourceDefault},
 		"vm_defaults.disk_size":  {"10 GiB", SourceDefault},
+		"vm_defaults.init":       {"auto", SourceDefault},
 	} {
 		if got[key].Value != want[0] || got[key].Source != want[1] {
 			t.Errorf("%s = %+v, want %v", key, got[key], want)

@@ -176,7 +176,7 @@ func (d *Daemon) wire(opts Options) (*services, error) {
 		Defaults: vm.Defaults{
 			Image: d.cfg.DefaultImageName, Kernel: d.cfg.DefaultKernel, VCPU: d.cfg.VMDefaults.VCPU,
 			MemoryMiB: d.cfg.VMDefaults.MemoryMiB, DiskSize: d.cfg.VMDefaults.DiskSize, Network: d.cfg.Network.Mode,
-			NAT: d.cfg.Network.NAT, Allow: d.cfg.Network.Allow,
+			NAT: d.cfg.Network.NAT, Allow: d.cfg.Network.Allow, Init: d.cfg.VMDefaults.Init,
 		},
 		SSH: vm.SSHConfig{Key: key.PublicKey(), IdentityFile: filepath.Join(sshDir, "id_ed25519"),
 			KnownHostsFile: filepath.Join(sshDir, "known_hosts")},

@@ -145,6 +145,24 @@ func (s *Service) RootfsPath(id string) (string, error) {
 	return filepath.Join(dir, "rootfs.ext4"), nil
 }
 
+// initFile, beside an image's rootfs, names the systemd found in it
+// when it was built (rootfs.Stats.Init); absent, the image has none.
+const initFile = "init"
+
+// initOf is the systemd the rootfs of id was built with; "" for none,
+// or for a rootfs built before banger looked.
+func (s *Service) initOf(id string) string {
+	dir, err := s.rootfsDir(id)
+	if err != nil {
+		return ""
+	}
+	b, err := os.ReadFile(filepath.Join(dir, initFile))
+	if err != nil || !rootfs.IsInit(string(b)) {
+		return ""
+	}
+	return string(b)
+}
+
 func hostPlatform() string { return "linux/" + runtime.GOARCH }
 
 func parsePlatform(p string) (*v1.Platform, error) {
@@ -165,6 +183,7 @@ func (s *Service) toAPI(ctx context.Context, rec store.Image) api.Image {
 		Layers: rec.Layers, Size: rec.Size, Source: rec.Source, CreatedAt: rec.CreatedAt,
 	}
 	img.Rootfs, _ = s.RootfsPath(rec.ID)
+	img.Init = s.initOf(rec.ID)
 	var cf v1.ConfigFile
 	if err := json.Unmarshal(rec.Config, &cf); err == nil {
 		img.Config = api.ImageConfig{

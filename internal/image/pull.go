@@ -373,7 +373,12 @@ func (s *Service) installRecord(ctx context.Context, op *opstate.Op[api.Image], 
 			return api.Image{}, fmt.Errorf("building the rootfs of %s: %w", rec.Name, err)
 		}
 		s.cfg.Log.Info("rootfs built", "image", rec.Name, "id", rec.ID, "files", st.Files, "bytes", st.Bytes,
-			"size", st.Size, "passes", st.Passes, "took", time.Since(start).Round(time.Millisecond))
+			"size", st.Size, "passes", st.Passes, "init", st.Init, "took", time.Since(start).Round(time.Millisecond))
+		if st.Init != "" {
+			if err := os.WriteFile(filepath.Join(tmp, initFile), []byte(st.Init), 0o644); err != nil {
+				return api.Image{}, fmt.Errorf("building the rootfs of %s: %w", rec.Name, err)
+			}
+		}
 		s.install.Lock()
 		defer s.install.Unlock()
 		if err := os.Rename(tmp, dir); err != nil && !fileExists(final) {

@@ -70,6 +70,10 @@ type Stats struct {
 	Bytes   int64 // file bytes written
 	Passes  int   // 1 for the streaming path, 2 for the exact one
 	Size    int64 // bytes of the ext4 image
+	// Init is where the image keeps systemd, to run as its init: one of
+	// /sbin/init, /lib/systemd/systemd, /usr/lib/systemd/systemd; ""
+	// when it has none.
+	Init string
 }
 
 // errNeedExact makes the streaming path hand over to the two-pass one.
@@ -300,7 +304,7 @@ func streamOne(ctx context.Context, l Layer, e *emitter, lim Limits) (Stats, err
 	if err := drain(l, raw); err != nil {
 		return st, err
 	}
-	st.Passes = 1
+	st.Passes, st.Init = 1, t.systemd()
 	return st, ctx.Err()
 }
 
@@ -435,6 +439,6 @@ func exact(ctx context.Context, layers []Layer, e *emitter, lim Limits) (Stats, 
 			return st, err
 		}
 	}
-	st.Passes = 2
+	st.Passes, st.Init = 2, t.systemd()
 	return st, ctx.Err()
 }

@@ -26,7 +26,7 @@ func (s *Service) toAPI(rec store.VM) api.VM {
 	v := api.VM{
 		Name: rec.Name, ID: rec.ID, State: rec.State, Reason: rec.Reason, Image: rec.Image, ImageID: rec.ImageID,
 		Kernel: rec.Kernel, KernelID: rec.KernelID, VCPU: rec.VCPU, MemoryMiB: rec.MemoryMiB, DiskSize: rec.DiskSize,
-		Network: rec.Network, NAT: rec.NAT, Egress: egressOf(rec), Allow: rec.Allow, Isolate: rec.Isolate, AutoStop: rec.AutoStop, IdleAction: rec.IdleAction, Workspace: rec.Workspace, VMM: rec.VMM, PID: rec.PID, CreatedAt: rec.CreatedAt,
+		Network: rec.Network, NAT: rec.NAT, Egress: egressOf(rec), Allow: rec.Allow, Isolate: rec.Isolate, AutoStop: rec.AutoStop, IdleAction: rec.IdleAction, Init: initName(rec.Init), Workspace: rec.Workspace, VMM: rec.VMM, PID: rec.PID, CreatedAt: rec.CreatedAt,
 	}
 	if !rec.StartedAt.IsZero() {
 		t := rec.StartedAt
@@ -690,4 +690,12 @@ func (s *Service) follow(ctx context.Context, rec store.VM, path string, offset 
 			return err
 		}
 	}
+}
+
+// initName is a record's Init as the API says it.
+func initName(init string) string {
+	if init == "" {
+		return api.InitAgent
+	}
+	return init
 }

@@ -5,6 +5,7 @@
 package vm
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -45,6 +46,7 @@ type Defaults struct {
 	Network   string
 	NAT       bool
 	Allow     []string // the allow-list of new bridge VMs that set neither NAT nor one
+	Init      string   // api.InitAgent, InitImage or InitAuto ("": auto)
 }
 
 // Config wires a Service.
@@ -246,7 +248,8 @@ func (s *Service) put(ctx context.Context, rec store.VM) error {
 type Creation struct {
 	rec     store.VM
 	noStart bool
-	cold    bool // boot it, even where a template would do
+	cold    bool   // boot it, even where a template would do
+	init    string // as asked: api.InitAgent, InitImage or InitAuto
 }
 
 // Name is the VM's name, generated when the params left it out.
@@ -282,7 +285,8 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (Creation, e
 	if err != nil {
 		return Creation{}, err
 	}
-	return Creation{rec: rec, noStart: p.NoStart, cold: p.Cold}, nil
+	init := cmp.Or(p.Init, s.cfg.Defaults.Init, api.InitAuto)
+	return Creation{rec: rec, noStart: p.NoStart, cold: p.Cold, init: init}, nil
 }
 
 // newRecord is the record p asks for, defaults filled and checked.
@@ -313,6 +317,11 @@ func (s *Service) newRecord(p api.VMCreateParams) (store.VM, error) {
 		rec.DiskSize = d.DiskSize
 	}
 	rec.Isolate = p.Isolate
+	switch p.Init {
+	case "", api.InitAgent, api.InitImage, api.InitAuto:
+	default:
+		return store.VM{}, fmt.Errorf("%w: --init %q: use %s (banger's agent as PID 1), %s (the image's systemd) or %s", api.ErrInvalidArgument, p.Init, api.InitAgent, api.InitImage, api.InitAuto)
+	}
 	given, err := applyEgress(&rec, p.Allow, p.NAT)
 	switch {
 	case err != nil:
@@ -484,13 +493,23 @@ func (s *Service) create(ctx context.Context, phase func(string), cr Creation) (
 		return fail(fmt.Errorf("image %s: %w", rec.Image, err))
 	}
 	rec.Image, rec.ImageID = img.Name, img.ID
+	if rec.Init, err = initOf(cr.init, img); err != nil {
+		// Refused as asked, before anything was made: nothing is kept.
+		if rerr := s.remove(context.WithoutCancel(ctx), rec); rerr != nil {
+			s.cfg.Log.Error("removing a refused VM", "vm", rec.Name, "err", rerr)
+		}
+		return api.VM{}, err
+	}
 	phase("resolving kernel")
 	k, err := s.cfg.Kernel(ctx, rec.Kernel)
 	if err != nil {
 		return fail(err)
 	}
 	rec.Kernel, rec.KernelID = k.Name, k.ID
-	if !noStart && !cr.cold && s.warm() {
+	// Templates hold agent-init VMs: a booted systemd keeps the
+	// identity it started with (journal, hostname) where a restore
+	// would give the copy another.
+	if !noStart && !cr.cold && s.warm() && rec.Init == "" {
 		warm, err := s.createWarm(ctx, phase, rec, img, k)
 		if err == nil {
 			return s.toAPI(warm), nil
@@ -585,6 +604,18 @@ func (s *Service) boot(ctx context.Context, phase func(string), rec store.VM, im
 	return rec, nil
 }
 
+// initOf is what a create asking for init runs as PID 1 with img: the
+// record's Init ("" the agent, api.InitImage the image's systemd).
+func initOf(init string, img api.Image) (string, error) {
+	switch {
+	case init == api.InitImage && img.Init == "":
+		return "", fmt.Errorf("%w: --init image: image %s has no systemd (banger looks for it at /sbin/init, /lib/systemd/systemd and /usr/lib/systemd/systemd when it builds the image; one built by an older banger was not looked at: delete and pull it again); use --init agent", api.ErrInvalidArgument, img.Name)
+	case init == api.InitImage, init == api.InitAuto && img.Init != "":
+		return api.InitImage, nil
+	}
+	return "", nil
+}
+
 // attach gives a bridge VM its tap; other VMs need nothing of the host.
 func (s *Service) attach(rec store.VM) (string, error) {
 	if rec.Network != api.NetworkBridge {
@@ -622,6 +653,11 @@ func (s *Service) spec(rec store.VM, img api.Image, k api.Kernel, tap string) (v
 	params, nic, err := s.bootParams(rec, tap)
 	if err != nil {
 		return vmm.Spec{}, err
+	}
+	if rec.Init == api.InitImage {
+		if params.Init = img.Init; params.Init == "" {
+			return vmm.Spec{}, fmt.Errorf("vm %s runs its image's init, and image %s has no systemd; recreate it with --init agent", rec.Name, img.Name)
+		}
 	}
 	return vmm.Spec{
 		Kernel: bundle.Vmlinux(k.Dir), Initrd: initrd, Cmdline: boot.Cmdline(params, s.cfg.Emulated),

@@ -37,7 +37,9 @@ type result struct {
 type tools struct {
 	registry  string // CNCF distribution registry binary
 	debianTar string // debootstrap'd Debian tree, as a (gzipped) tarball
-	kernelDeb string // Debian's linux-image package
+	// systemdTar is the same with systemd as init, kmod and Docker.
+	systemdTar string
+	kernelDeb  string // Debian's linux-image package
 	// porttest builds the static guest helper of test/smoke/porttest.
 	porttest func() (string, error)
 }

@@ -148,11 +148,16 @@ func (t *T) hostileImage() v1.Image {
 
 // debianImage is the debootstrap'd Debian tree of scripts/testimages.sh,
 // as one layer.
-func (t *T) debianImage() v1.Image {
-	if t.tools.debianTar == "" {
+func (t *T) debianImage() v1.Image { return t.treeImage(t.tools.debianTar) }
+
+// systemdImage is scripts/testimages.sh's Debian with systemd as
+// /sbin/init, kmod and Docker, as one layer.
+func (t *T) systemdImage() v1.Image { return t.treeImage(t.tools.systemdTar) }
+
+func (t *T) treeImage(path string) v1.Image {
+	if path == "" {
 		t.Fatalf("no Debian test image; run scripts/testimages.sh (make test does)")
 	}
-	path := t.tools.debianTar
 	l, err := tarball.LayerFromFile(path)
 	if err != nil {
 		t.Fatalf("%v", err)

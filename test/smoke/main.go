@@ -40,6 +40,7 @@ func smoke() int {
 	flag.StringVar(&tl.registry, "registry", ".tools/registry", "CNCF distribution registry binary")
 	flag.StringVar(&tl.kernelDeb, "kernel-deb", "", "Debian linux-image package (scripts/testimages.sh caches one)")
 	flag.StringVar(&tl.debianTar, "debian", "/var/cache/banger-test/debian-bookworm-minbase.tar.gz", "Debian test image tarball (scripts/testimages.sh)")
+	flag.StringVar(&tl.systemdTar, "systemd", "/var/cache/banger-test/debian-bookworm-systemd.tar.gz", "Debian with systemd and Docker, as a tarball (scripts/testimages.sh)")
 	flag.Parse()
 
 	binDir, err := filepath.Abs(*bin)
@@ -67,7 +68,7 @@ func smoke() int {
 		}
 	}
 
-	for _, p := range []*string{&tl.registry, &tl.debianTar, &tl.kernelDeb} {
+	for _, p := range []*string{&tl.registry, &tl.debianTar, &tl.systemdTar, &tl.kernelDeb} {
 		if abs, err := filepath.Abs(*p); err == nil {
 			*p = abs
 		}

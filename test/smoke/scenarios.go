@@ -61,6 +61,7 @@ func scenarios() []scenario {
 		{name: "vm-workspace", run: vmWorkspace},
 		{name: "vm-workspace-large", run: vmWorkspaceLarge},
 		{name: "vm-hostile-guest", run: vmHostileGuest},
+		{name: "vm-systemd", run: vmSystemd},
 	}
 }
 

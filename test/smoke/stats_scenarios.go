@@ -72,15 +72,7 @@ func vmStatsPorts(t *T) {
 	bg("/bin/porttest tls 8443")
 	bg("/bin/porttest udp 5353")
 
-	ports := func(args ...string) map[int]api.VMPort {
-		var r api.VMPortsResult
-		t.JSON(&r, append([]string{"vm", "ports", "web"}, args...)...)
-		out := map[int]api.VMPort{}
-		for _, p := range r.Ports {
-			out[p.Port] = p
-		}
-		return out
-	}
+	ports := func(args ...string) map[int]api.VMPort { return t.vmPorts("web", args...) }
 	var got map[int]api.VMPort
 	t.Eventually("the guest's servers listen", time.Minute, func() bool {
 		got = ports()
@@ -293,6 +285,17 @@ func (t *T) sawEvents(vm string, start time.Time, want []string) {
 			t.Fatalf("events of %s: %q, want %q", vm, seen, want)
 		}
 	}
+}
+
+// vmPorts is `vm ports NAME ARGS --json`, by port.
+func (t *T) vmPorts(name string, args ...string) map[int]api.VMPort {
+	var r api.VMPortsResult
+	t.JSON(&r, append([]string{"vm", "ports", name}, args...)...)
+	out := map[int]api.VMPort{}
+	for _, p := range r.Ports {
+		out[p.Port] = p
+	}
+	return out
 }
 
 // httpGet fetches / from addr in the scenario's namespace, within

@@ -365,3 +365,56 @@ func TestDriverConformance(t *testing.T) {
 		})
 	}
 }
+
+// TestSystemdInit: told to, the agent hands PID 1 to the image's systemd
+// and serves as its service (exec, the banger hostname), and a power-off
+// goes through systemd and back to the agent, which leaves the work
+// disk clean.
+func TestSystemdInit(t *testing.T) {
+	v := startVM(t, opts{kernel: shared.Vmlinux, image: shared.Images["systemd"], wantAgent: true,
+		params: proto.BootParams{Hostname: "vmtest", Init: "/sbin/init"}})
+	out, code := v.exec(t, "sh", "-c", "cat /proc/1/comm; systemctl is-system-running --wait; hostname; cat /proc/self/cgroup; "+
+		"systemd-run --wait --quiet -p MemoryMax=32M sh -c 'cat /proc/self/cgroup > /run/unit-cgroup' && cat /run/unit-cgroup; "+
+		"echo writing > /root/f")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || len(lines) < 5 {
+		t.Fatalf("exec under systemd: %q (exit %d)", out, code)
+	}
+	if lines[0] != "systemd" {
+		t.Fatalf("PID 1 is %q, not systemd", lines[0])
+	}
+	if lines[1] != "running" && lines[1] != "degraded" {
+		t.Fatalf("systemctl is-system-running = %q", lines[1])
+	}
+	if lines[2] != "vmtest" {
+		t.Fatalf("hostname %q: not banger's", lines[2])
+	}
+	if !strings.Contains(lines[3], "banger-agent.service") {
+		t.Fatalf("exec's process is not in the agent's unit: %q", lines[3])
+	}
+	if !strings.Contains(lines[4], ".service") || strings.Contains(lines[4], "banger-agent") {
+		t.Fatalf("a transient unit's cgroup: %q", lines[4])
+	}
+	info := v.info(t)
+	var handed, ready bool
+	for _, p := range info.Timings {
+		handed = handed || p.Phase == "init handed over"
+		ready = ready || p.Phase == "agent ready"
+	}
+	if !handed || !ready {
+		t.Fatalf("timings %+v lack the hand-over or the agent ready", info.Timings)
+	}
+	t.Logf("agent ready %s after QEMU started; guest clock: %+v", v.ready.Round(time.Millisecond), info.Timings)
+	v.shutdown(t)
+	log, _ := os.ReadFile(v.console)
+	if !strings.Contains(string(log), "systemd-shutdown") || !strings.Contains(string(log), "banger-agent: poweroff: file systems read-only") {
+		t.Fatalf("the power-off did not go through systemd and back to the agent:\n%s", boot.Tail(log, 30))
+	}
+	sb, err := exec.Command("dumpe2fs", "-h", v.work).CombinedOutput()
+	if err != nil {
+		t.Fatalf("dumpe2fs: %v\n%s", err, sb)
+	}
+	if !strings.Contains(string(sb), "Filesystem state:         clean") || strings.Contains(string(sb), "needs_recovery") {
+		t.Fatalf("the work disk was not left clean by systemd's power-off:\n%s", sb)
+	}
+}

@@ -88,7 +88,12 @@ func Main() {
 	if err := g.boot(); err != nil {
 		g.fatal(err)
 	}
-	g.serve()
+	if g.params.Init != "" {
+		// On success this never returns: the image's init is PID 1 now.
+		err := g.handOver()
+		fmt.Fprintf(os.Stderr, "banger-agent: handing PID 1 to %s: %v; the agent stays init\n", g.params.Init, err)
+	}
+	g.fatal(g.serve())
 }
 
 type guest struct {
@@ -100,6 +105,9 @@ type guest struct {
 	later   []*os.File      // modules to load once serving
 	virtio  map[string]bool // IDs of the VM's virtio devices
 	workFD  int             // O_PATH of the work disk's mount; 0: none
+	// service: the agent runs as a service of the image's init, not as
+	// PID 1: it asks that init to power off, and leaves orphans to it.
+	service bool
 
 	// sshReady is closed once the SSH server started (or could not);
 	// mu guards what identify changes after that.
@@ -222,12 +230,20 @@ func (g *guest) boot() error {
 	_ = mount("devpts", "/dev/pts", "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")
 	_ = mount("tmpfs", "/dev/shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777")
 	_ = mount("tmpfs", "/run", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755")
+	// As systemd does: AppArmor's tools (Docker loads its profile with
+	// apparmor_parser) and other LSMs' read and write it.
+	_ = mount("securityfs", "/sys/kernel/security", "securityfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
 	if err := mountCgroups(); err != nil {
 		// Container runtimes and systemd-run need it; exec and ssh do not.
 		fmt.Fprintf(os.Stderr, "banger-agent: cgroup2: %v\n", err)
 	}
 	if err := mountModules(g.params.DiskOrder); err != nil {
 		fmt.Fprintf(os.Stderr, "banger-agent: the kernel's modules: %v\n", err)
+	}
+	if g.workFD > 0 {
+		if err := mountContainerStores(fmt.Sprintf("/proc/self/fd/%d", g.workFD)); err != nil {
+			fmt.Fprintf(os.Stderr, "banger-agent: container storage: %v\n", err)
+		}
 	}
 	// A workspace placed read-only stays so across reboots.
 	if b, err := os.ReadFile(server.ReadOnlyMarker); err == nil {
@@ -391,7 +407,9 @@ func virtioDevices() map[string]bool {
 	return ids
 }
 
-func (g *guest) serve() {
+// serve serves the host until the machine stops; it returns only an
+// error that keeps it from serving.
+func (g *guest) serve() error {
 	// The SSH server starts once the agent serves, off the boot's
 	// critical path (a first boot generates the host key); what needs it
 	// waits.
@@ -460,6 +478,10 @@ func (g *guest) serve() {
 		Shutdown: func() {
 			go func() {
 				time.Sleep(100 * time.Millisecond) // let the answer leave
+				if g.service {
+					g.initPowerOff()
+					return
+				}
 				g.shutdown()
 			}()
 		},
@@ -477,18 +499,18 @@ func (g *guest) serve() {
 	if vsockDev {
 		var err error
 		if vsock, err = listenVsock(proto.VsockPort); err != nil {
-			g.fatal(err)
+			return err
 		}
 	}
 	port := ""
 	if g.virtio[virtioConsole] {
 		var err error
 		if port, err = findPort(proto.PortName, 30*time.Second); err != nil {
-			g.fatal(err)
+			return err
 		}
 	}
 	if port == "" && !vsockDev {
-		g.fatal(errors.New("the VM has neither a vsock device nor a virtio-serial port for the agent"))
+		return errors.New("the VM has neither a vsock device nor a virtio-serial port for the agent")
 	}
 	g.mark("agent ready") // before serving: Info reads the timings
 	if vsock >= 0 {

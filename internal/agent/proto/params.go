@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"path"
 	"strings"
 
 	"golang.org/x/crypto/ssh"
@@ -25,6 +26,24 @@ type BootParams struct {
 	// MachineID is the VM's /etc/machine-id: its ID, never the image's,
 	// which every VM of that image would share.
 	MachineID string
+	// Init is the image's init (systemd) the agent hands PID 1 to once
+	// the machine is prepared, staying on as its service; "" keeps the
+	// agent as init.
+	Init string
+}
+
+// ValidInit says whether s may name an init: an absolute, clean path of
+// plain characters (it travels on the kernel command line).
+func ValidInit(s string) bool {
+	if len(s) < 2 || len(s) > 256 || s[0] != '/' || path.Clean(s) != s {
+		return false
+	}
+	for _, c := range s {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.ContainsRune("/._-+", c)) {
+			return false
+		}
+	}
+	return true
 }
 
 // ValidMachineID: 32 lower-case hex digits, as machine-id(5) says.
@@ -66,6 +85,9 @@ func (p BootParams) Args() []string {
 	}
 	if p.MachineID != "" {
 		out = append(out, "banger.machine_id="+p.MachineID)
+	}
+	if p.Init != "" {
+		out = append(out, "banger.init="+p.Init)
 	}
 	if n := p.Net; n != nil {
 		out = append(out, "banger.mac="+n.MAC.String(), "banger.ip="+n.Address.String())
@@ -113,6 +135,12 @@ func ParseBootParams(cmdline string) (BootParams, error) {
 			return BootParams{}, fmt.Errorf("parsing banger.machine_id: %q is not 32 hex digits", s)
 		}
 		p.MachineID = s
+	}
+	if s := args["banger.init"]; s != "" {
+		if !ValidInit(s) {
+			return BootParams{}, fmt.Errorf("parsing banger.init: %q is not an absolute path of plain characters", s)
+		}
+		p.Init = s
 	}
 	if args["banger.ip"] == "" {
 		return p, nil

@@ -26,6 +26,7 @@ func TestBootParamsRoundTrip(t *testing.T) {
 		"hostname": {Hostname: "dev-box"},
 		"disks":    {DiskOrder: []string{"banger-root", "banger-work"}},
 		"machine":  {MachineID: "0123456789abcdef0123456789abcdef"},
+		"init":     {Init: "/lib/systemd/systemd"},
 		"full": {Hostname: "a", SSHKeys: []ssh.PublicKey{key, key}, Net: &NetParams{
 			MAC: mac, Address: netip.MustParsePrefix("10.0.2.15/24"), Gateway: netip.MustParseAddr("10.0.2.2"),
 			DNS: []netip.Addr{netip.MustParseAddr("10.0.2.3"), netip.MustParseAddr("fd00::1")},
@@ -53,6 +54,10 @@ func TestBootParamsErrors(t *testing.T) {
 		"banger.ip=10.0.0.2/24 banger.mac=52:54:00:12:34:56 banger.dns=1.1.1.1,,",
 		"banger.machine_id=../../etc/shadow",
 		"banger.machine_id=0123456789ABCDEF0123456789ABCDEF",
+		"banger.init=sbin/init",
+		"banger.init=/sbin/../bin/sh",
+		"banger.init=/sbin/init;reboot",
+		"banger.init=/",
 	} {
 		if _, err := ParseBootParams(cmdline); err == nil || !strings.Contains(err.Error(), "banger.") {
 			t.Errorf("ParseBootParams(%q) = %v, want an error naming the argument", cmdline, err)
@@ -63,6 +68,7 @@ func TestBootParamsErrors(t *testing.T) {
 func FuzzParseBootParams(f *testing.F) {
 	f.Add("banger.hostname=x banger.ip=10.0.0.2/24 banger.mac=52:54:00:12:34:56 banger.gw=10.0.0.1 banger.dns=1.1.1.1")
 	f.Add("banger.ssh_keys=AAAAC3NzaC1lZDI1NTE5AAAAIB")
+	f.Add("banger.init=/sbin/init banger.machine_id=0123456789abcdef0123456789abcdef")
 	f.Fuzz(func(t *testing.T, cmdline string) {
 		p, err := ParseBootParams(cmdline)
 		if err != nil {

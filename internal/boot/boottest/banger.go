@@ -34,6 +34,15 @@ func (b *Booted) Stop() {
 // disk, 1 vCPU, 512 MiB) and waits for the agent. A volatile work disk
 // skips the guest's flushes (vmm.Disk.Volatile).
 func BangerBoot(env *Env, rootfs, dir string, volatileWork bool) (*Booted, error) {
+	return bangerBoot(env, rootfs, dir, volatileWork, proto.BootParams{Hostname: "bench"})
+}
+
+// BangerBootWith is BangerBoot telling the agent p (its init, say).
+func BangerBootWith(env *Env, rootfs, dir string, p proto.BootParams) (*Booted, error) {
+	return bangerBoot(env, rootfs, dir, false, p)
+}
+
+func bangerBoot(env *Env, rootfs, dir string, volatileWork bool, p proto.BootParams) (*Booted, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -44,7 +53,7 @@ func BangerBoot(env *Env, rootfs, dir string, volatileWork bool) (*Booted, error
 	}
 	start := time.Now()
 	in, err := (&qemu.Driver{}).Start(context.Background(), vmm.Spec{
-		Kernel: env.Vmlinux, Initrd: env.Initrd, Cmdline: boot.Cmdline(proto.BootParams{Hostname: "bench"}, vmm.KVMUsable() != nil),
+		Kernel: env.Vmlinux, Initrd: env.Initrd, Cmdline: boot.Cmdline(p, vmm.KVMUsable() != nil),
 		MemoryMiB: 512, VCPU: 1, Dir: dir,
 		Disks: []vmm.Disk{{Path: rootfs, ReadOnly: true, Serial: proto.RootSerial}, {Path: work, Serial: proto.WorkSerial, Volatile: volatileWork}},
 	})

@@ -106,6 +106,8 @@ func Setup() (*Env, error) {
 		"busybox":  memLayer(busybox),
 		"no-shell": memLayer(noShell),
 		"debian":   rootfs.GzipFile("debian", filepath.Join(CacheDir(), "debian-bookworm-minbase.tar.gz")),
+		// systemd as /sbin/init, kmod and Docker.
+		"systemd": rootfs.GzipFile("systemd", filepath.Join(CacheDir(), "debian-bookworm-systemd.tar.gz")),
 	}
 	for name, l := range layers {
 		p := filepath.Join(dir, name+".ext4")
