@@ -22,9 +22,10 @@ import (
 // it, and publishes a port that vm ports labels http and --forward
 // reaches, while its containers reach outside no more than the VM may;
 // vm stop is systemd's clean power-off, the work disk's ext4 left clean.
-// The same image with --init agent runs Docker without systemd (dockerd
-// started by hand), its containers reaching outside with --nat. --init
-// image on an image without systemd is refused with nothing made.
+// --init auto (the default) picks systemd for it too. The same image with
+// --init agent runs Docker without systemd (dockerd started by hand), its
+// containers reaching outside with --nat. --init image on an image
+// without systemd is refused with nothing made.
 func vmSystemd(t *T) {
 	reg := t.bootable()
 	ref := reg + "/smoke/systemd:1"
@@ -47,7 +48,12 @@ func vmSystemd(t *T) {
 
 	// auto (the default) takes the image's systemd.
 	var v api.VM
-	t.JSON(&v, "vm", "create", "--name", "sd", "--image", ref, "--memory", "1G", "--network", "user")
+	t.JSON(&v, "vm", "create", "--name", "auto", "--image", ref, "--no-start")
+	if v.Init != api.InitImage {
+		t.Fatalf("--init auto on an image with systemd gave %+v", v)
+	}
+	t.Must("vm", "delete", "auto")
+	t.JSON(&v, "vm", "create", "--name", "sd", "--image", ref, "--init", "image", "--memory", "1G", "--network", "user")
 	if v.Init != api.InitImage || v.State != api.VMRunning {
 		t.Fatalf("created = %+v", v)
 	}

@@ -405,6 +405,31 @@ func TestSystemdInit(t *testing.T) {
 		t.Fatalf("timings %+v lack the hand-over or the agent ready", info.Timings)
 	}
 	t.Logf("agent ready %s after QEMU started; guest clock: %+v", v.ready.Round(time.Millisecond), info.Timings)
+	// The agent is systemd's to keep: killed, it is started again and
+	// the host reaches it as before.
+	if out, code := v.exec(t, "sh", "-c", "pid=$(systemctl show -p MainPID --value banger-agent); "+
+		"(sleep 1; kill -9 $pid) </dev/null >/dev/null 2>&1 & echo $pid"); code != 0 {
+		t.Fatalf("arranging the agent's end: %q (exit %d)", out, code)
+	}
+	v.client.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for {
+		c, err := boot.WaitAgent(ctx, v.in.DialAgent, v.done)
+		if err != nil {
+			t.Fatalf("the agent did not come back: %v", err)
+		}
+		v.client = c
+		var r proto.InfoResult
+		if err := c.Call(ctx, proto.MethodInfo, nil, &r); err == nil && len(r.Timings) > 0 && r.Timings[len(r.Timings)-1].Seconds > info.Timings[len(info.Timings)-1].Seconds {
+			break // a new agent: its ready is later
+		}
+		c.Close()
+		time.Sleep(200 * time.Millisecond)
+	}
+	if out, code := v.exec(t, "systemctl", "show", "-p", "NRestarts", "--value", "banger-agent"); code != 0 || strings.TrimSpace(out) != "1" {
+		t.Fatalf("the agent's restarts: %q (exit %d)", out, code)
+	}
 	v.shutdown(t)
 	log, _ := os.ReadFile(v.console)
 	if !strings.Contains(string(log), "systemd-shutdown") || !strings.Contains(string(log), "banger-agent: poweroff: file systems read-only") {
