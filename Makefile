@@ -40,7 +40,7 @@ FUZZ_TARGETS := \
 	./internal/release:FuzzUnpack:5000 \
 	./internal/vm:FuzzHostKeyLine:100000
 
-.PHONY: release all deps testimages build test fmt-check vet unit fuzz vmtest smoke bench bench-image bench-boot bench-disk bench-vm bench-workspace bench-net bench-snapshot lint run clean
+.PHONY: release all deps testimages build build-crash reliability test fmt-check vet unit fuzz vmtest smoke bench bench-image bench-boot bench-disk bench-vm bench-workspace bench-net bench-snapshot lint run clean
 
 all: build
 
@@ -51,6 +51,12 @@ build: deps
 	CGO_ENABLED=0 go build -buildvcs=auto -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/banger ./cmd/bangerd
 	# The agent is copied into every guest at boot: stripped, it boots faster.
 	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(BIN)/ ./cmd/banger-agent
+
+# The daemon and CLI with crash points compiled in (internal/crashpoint),
+# for the reliability campaign; never installed or released.
+build-crash: build
+	CGO_ENABLED=0 go build -tags crashpoints -ldflags "$(LDFLAGS)" -o $(BIN)/crash/ ./cmd/banger ./cmd/bangerd
+	cp $(BIN)/banger-agent $(BIN)/crash/
 
 # A signed release in dist/: make release VERSION=1.2.3 KEY=FILE (a
 # minisign private key; go run ./cmd/banger-release -genkey FILE makes one).
@@ -73,6 +79,7 @@ vet: deps
 # Root-only tests (loop-mounting built images) must run, not skip, here.
 unit: deps
 	BANGER_ROOT_TESTS=1 go test -race -count=1 ./...
+	go test -race -count=1 -tags crashpoints ./internal/crashpoint/
 
 # Minimization is off: the short runs are for finding, not shrinking.
 fuzz: deps
@@ -86,8 +93,8 @@ fuzz: deps
 testimages: deps
 	@BANGER_TEST_CACHE=$(TEST_CACHE) scripts/testimages.sh >/dev/null
 
-smoke: build testimages
-	go run ./test/smoke -bin $(BIN) -jobs $(JOBS) -registry .tools/registry \
+smoke: build build-crash testimages
+	go run ./test/smoke -bin $(BIN) -crashbin $(BIN)/crash -jobs $(JOBS) -registry .tools/registry \
 		-debian $(TEST_CACHE)/debian-bookworm-minbase.tar.gz \
 		-systemd $(TEST_CACHE)/debian-bookworm-systemd.tar.gz \
 		-kernel-deb $$(ls $(TEST_CACHE)/linux-image-*.deb | head -1)
@@ -98,6 +105,13 @@ vmtest: testimages
 	BANGER_VM_TESTS=1 BANGER_ROOT_TESTS=1 BANGER_TEST_CACHE=$(TEST_CACHE) go test -count=1 -timeout 20m ./test/vmtest/
 
 test: deps fmt-check vet unit fuzz vmtest smoke
+
+# The reliability campaign (docs/RELIABILITY.md): the daemon killed at
+# every crash point of its requests, RUNS times each (default 3).
+reliability: build build-crash testimages
+	go run ./test/smoke -bin $(BIN) -crashbin $(BIN)/crash -jobs 1 -registry .tools/registry \
+		-kernel-deb $$(ls $(TEST_CACHE)/linux-image-*.deb | head -1) \
+		-campaign -run '^crash-points$$' -crash-runs $(or $(RUNS),3) -crash-report docs/RELIABILITY.md -timeout 3h
 
 bench: deps bench-image bench-boot bench-disk bench-vm bench-workspace bench-net bench-snapshot
 	@scripts/bench.sh

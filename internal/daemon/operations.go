@@ -22,6 +22,7 @@ type opSource interface {
 	Lookup(id string) (opstate.Tracked, bool)
 	Prune() int
 	OnFailed(fn func(opstate.Status))
+	OnPhase(fn func(kind, phase string))
 }
 
 // operations serves the operations.* methods over every service's

@@ -14,6 +14,7 @@ import (
 	"github.com/bangerdev/banger/internal/allowlist"
 	"github.com/bangerdev/banger/internal/blobcache"
 	"github.com/bangerdev/banger/internal/bootcheck"
+	"github.com/bangerdev/banger/internal/crashpoint"
 	"github.com/bangerdev/banger/internal/egress"
 	"github.com/bangerdev/banger/internal/events"
 	"github.com/bangerdev/banger/internal/hostnet"
@@ -226,6 +227,16 @@ func (d *Daemon) wire(opts Options) (*services, error) {
 		Log: d.log.With("service", "workspace"),
 	})
 
+	if list, err := vms.List(d.lifetime); err == nil {
+		names := make([]string, len(list.VMs))
+		for i, v := range list.VMs {
+			names[i] = v.Name
+		}
+		if err := ws.Reconcile(d.lifetime, names); err != nil {
+			return nil, fmt.Errorf("finishing workspaces: %w", err)
+		}
+	}
+
 	creates := &creator{
 		create: vms.Create, build: vms.Build, show: vms.Show, place: ws.Prepare, session: st.Session, hostTree: host.Tree,
 		ops: opstate.NewRegistry[api.VM](opts.OpRetention, time.Now), lifetime: d.lifetime,
@@ -233,6 +244,9 @@ func (d *Daemon) wire(opts Options) (*services, error) {
 	ops := &operations{log: d.log, sources: append([]opSource{images.Operations(), kernels.Operations(), creates.ops, verbs}, opts.extraOps...)}
 	for _, src := range ops.sources {
 		src.OnFailed(func(st opstate.Status) { bus.Publish(opFailed(st)) })
+		// Every phase is a crash point of the reliability campaign (a
+		// no-op outside a crashpoints build).
+		src.OnPhase(crashpoint.At)
 	}
 	return &services{daemon: d, ops: ops, images: images, kernels: kernels, bootCheck: bootCheck,
 		vms: vms, creates: creates, stats: st, workspace: ws, egress: eg, dns: dns, events: bus}, nil

@@ -22,6 +22,7 @@ import (
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/blobcache"
+	"github.com/bangerdev/banger/internal/crashpoint"
 	"github.com/bangerdev/banger/internal/ociref"
 	"github.com/bangerdev/banger/internal/opstate"
 	"github.com/bangerdev/banger/internal/rootfs"
@@ -379,11 +380,13 @@ func (s *Service) installRecord(ctx context.Context, op *opstate.Op[api.Image], 
 				return api.Image{}, fmt.Errorf("building the rootfs of %s: %w", rec.Name, err)
 			}
 		}
+		crashpoint.At("image.install", "rootfs built")
 		s.install.Lock()
 		defer s.install.Unlock()
 		if err := os.Rename(tmp, dir); err != nil && !fileExists(final) {
 			return api.Image{}, fmt.Errorf("storing the rootfs of %s: %w", rec.Name, err)
 		}
+		crashpoint.At("image.install", "rootfs stored")
 	} else {
 		s.install.Lock()
 		defer s.install.Unlock()

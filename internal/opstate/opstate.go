@@ -70,6 +70,7 @@ type Op[T any] struct {
 	done             chan struct{}
 	now              func() time.Time
 	onFailed         func(Status)
+	onPhase          func(kind, phase string)
 
 	mu        sync.Mutex
 	phase     string
@@ -92,8 +93,12 @@ func (o *Op[T]) Context() context.Context { return o.ctx }
 // Done is closed once the operation finished.
 func (o *Op[T]) Done() <-chan struct{} { return o.done }
 
-// SetPhase starts a new phase and clears the progress counter.
+// SetPhase starts a new phase and clears the progress counter; the
+// registry's OnPhase hears of it first.
 func (o *Op[T]) SetPhase(phase string) {
+	if o.onPhase != nil {
+		o.onPhase(o.kind, phase)
+	}
 	o.update(func() { o.phase, o.progress = phase, nil })
 }
 
@@ -225,6 +230,7 @@ type Registry[T any] struct {
 	mu       sync.Mutex
 	ops      map[string]*Op[T]
 	onFailed func(Status)
+	onPhase  func(kind, phase string)
 }
 
 // OnFailed has fn told of every operation that fails from now on (not
@@ -232,6 +238,14 @@ type Registry[T any] struct {
 func (r *Registry[T]) OnFailed(fn func(Status)) {
 	r.mu.Lock()
 	r.onFailed = fn
+	r.mu.Unlock()
+}
+
+// OnPhase has fn told of every phase an operation inserted from now on
+// enters, as it enters it (the reliability campaign's crash points).
+func (r *Registry[T]) OnPhase(fn func(kind, phase string)) {
+	r.mu.Lock()
+	r.onPhase = fn
 	r.mu.Unlock()
 }
 
@@ -255,7 +269,7 @@ func (r *Registry[T]) Insert(parent context.Context, kind, target string) *Op[T]
 		started: r.now(), changed: make(chan struct{}),
 	}
 	r.mu.Lock()
-	op.onFailed = r.onFailed
+	op.onFailed, op.onPhase = r.onFailed, r.onPhase
 	r.ops[op.id] = op
 	r.mu.Unlock()
 	return op

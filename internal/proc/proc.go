@@ -64,3 +64,28 @@ func (id ID) Alive() bool {
 	cur, err := Identify(id.PID)
 	return err == nil && cur.StartTime == id.StartTime
 }
+
+// Naming lists the processes (but this one) whose command line has an
+// argument containing s: the VMM and helpers of a VM, by its runtime
+// directory, when no record has their pid.
+func Naming(s string) []int {
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil {
+			continue
+		}
+		for _, arg := range strings.Split(string(b), "\x00") {
+			if strings.Contains(arg, s) {
+				pids = append(pids, pid)
+				break
+			}
+		}
+	}
+	return pids
+}

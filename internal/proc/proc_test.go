@@ -66,3 +66,19 @@ func TestParseStat(t *testing.T) {
 		}
 	}
 }
+
+// TestNaming finds a process by an argument, and not one without it.
+func TestNaming(t *testing.T) {
+	mark := t.TempDir() + "/run/vms/0123"
+	cmd := exec.Command("sh", "-c", "sleep 60", mark) // mark is $0
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	if got := Naming(mark); len(got) != 1 || got[0] != cmd.Process.Pid {
+		t.Fatalf("Naming(%q) = %v, want [%d]", mark, got, cmd.Process.Pid)
+	}
+	if got := Naming(mark + "-other"); len(got) != 0 {
+		t.Fatalf("Naming of nothing = %v", got)
+	}
+}

@@ -324,3 +324,38 @@ func Restore(backup, file string) error {
 	}
 	return nil
 }
+
+// Audit is what a read-only look at a store finds wrong.
+type Audit struct {
+	Integrity string   // PRAGMA integrity_check's verdict: "ok" when whole
+	Orphans   []string // leases and forwards of VMs that have no record
+}
+
+// AuditFile checks the store at file without writing to it, while a
+// daemon may be using it: SQLite's integrity check, and rows that name
+// a VM no record holds (the reliability campaign's leak check).
+func AuditFile(ctx context.Context, file string) (Audit, error) {
+	var a Audit
+	db, err := sql.Open("sqlite", dsn(file, true))
+	if err != nil {
+		return a, fmt.Errorf("auditing store %s: %w", file, err)
+	}
+	defer db.Close()
+	if err := db.QueryRowContext(ctx, "PRAGMA integrity_check").Scan(&a.Integrity); err != nil {
+		return a, fmt.Errorf("auditing store %s: %w", file, err)
+	}
+	rows, err := db.QueryContext(ctx, `SELECT 'lease ' || addr || ' of ' || vm_id FROM leases WHERE vm_id NOT IN (SELECT id FROM vms)
+		UNION ALL SELECT 'forward ' || host_addr || ' of ' || vm_id FROM forwards WHERE vm_id NOT IN (SELECT id FROM vms)`)
+	if err != nil {
+		return a, fmt.Errorf("auditing store %s: %w", file, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return a, err
+		}
+		a.Orphans = append(a.Orphans, s)
+	}
+	return a, rows.Err()
+}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -494,4 +495,28 @@ func openTemp(t *testing.T) *Store {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+// TestAuditFile: a whole store passes; a lease and a forward whose VM
+// has no record are named.
+func TestAuditFile(t *testing.T) {
+	ctx := context.Background()
+	file := filepath.Join(t.TempDir(), "banger.db")
+	s, err := Open(ctx, file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	a, err := AuditFile(ctx, file)
+	if err != nil || a.Integrity != "ok" || len(a.Orphans) != 0 {
+		t.Fatalf("empty store: %+v, %v", a, err)
+	}
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO leases(addr, vm_id) VALUES('10.0.0.2', 'gone');
+		INSERT INTO forwards(vm_id, guest_port, guest_addr, host_addr) VALUES('gone', 80, '127.0.0.1:80', '127.0.0.1:4000')`); err != nil {
+		t.Fatal(err)
+	}
+	a, err = AuditFile(ctx, file)
+	if err != nil || len(a.Orphans) != 2 || !strings.Contains(strings.Join(a.Orphans, ";"), "lease 10.0.0.2 of gone") {
+		t.Fatalf("orphans: %+v, %v", a, err)
+	}
 }

@@ -15,8 +15,10 @@ import (
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/agent/proto"
+	"github.com/bangerdev/banger/internal/crashpoint"
 	"github.com/bangerdev/banger/internal/hostnet"
 	"github.com/bangerdev/banger/internal/logcap"
+	"github.com/bangerdev/banger/internal/proc"
 	"github.com/bangerdev/banger/internal/store"
 	"github.com/bangerdev/banger/internal/vmm"
 )
@@ -165,6 +167,7 @@ func (s *Service) stopWith(ctx context.Context, rec store.VM, force bool, timeou
 		sctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		if c, err := s.client(sctx, rec); err == nil && c.Shutdown(sctx) == nil {
+			crashpoint.At("vm.stop", "guest asked to power off")
 			select {
 			case <-l.exited:
 				return nil
@@ -265,6 +268,7 @@ func (s *Service) remove(ctx context.Context, rec store.VM) error {
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
+	crashpoint.At("vm.delete", "record deleted")
 	if s.cfg.SSH.KnownHostsFile != "" {
 		if err := s.setKnownHost(sshHost(rec.Name), ""); err != nil {
 			return fmt.Errorf("removing vm %s from known_hosts: %w", rec.Name, err)
@@ -347,8 +351,11 @@ func (s *Service) Logs(ctx context.Context, p api.VMLogsParams, emit func(api.VM
 
 // Reconcile runs once at daemon start: VMs recorded running whose VMM
 // still runs are taken back; those whose VMM died are recorded stopped;
-// creates that the previous daemon did not finish are failed, their VMM
-// ended; runtime directories that no record owns are removed.
+// creates that the previous daemon did not finish are undone (their VMM
+// ended, record, lease and directories removed: the caller was never
+// told of a VM); a VMM that no record accounts for (one started just
+// before the daemon died, its pid not yet recorded) is ended; runtime
+// directories that no record owns are removed.
 func (s *Service) Reconcile(ctx context.Context) error {
 	var all []store.VM
 	if err := s.cfg.Store.View(ctx, func(tx *store.Tx) error {
@@ -393,7 +400,13 @@ func (s *Service) Reconcile(ctx context.Context) error {
 					<-in.Done()
 				}
 			}
-			rec.State, rec.Reason = api.VMFailed, "its create was interrupted: the daemon stopped; delete it and create it again"
+			s.endStrays(rec.ID)
+			delete(owned, rec.ID)
+			if err := s.remove(ctx, rec); err != nil {
+				return err
+			}
+			s.cfg.Log.Info("an interrupted create undone", "vm", rec.Name)
+			continue
 		case api.VMSuspended:
 			if rec.PID == 0 {
 				continue // its saved state waits in its directory
@@ -425,6 +438,11 @@ func (s *Service) Reconcile(ctx context.Context) error {
 			s.event(api.EventVMStopped, rec.Name, rec.Image, rec.Reason)
 		}
 	}
+	for _, rec := range all {
+		if owned[rec.ID] && !slices.Contains(alive, rec.ID) {
+			s.endStrays(rec.ID)
+		}
+	}
 	if s.cfg.Bridge != nil {
 		// The running VMs' rules made again from their records; taps and
 		// rules of VMs that stopped while no daemon ran removed.
@@ -452,6 +470,7 @@ func (s *Service) Reconcile(ctx context.Context) error {
 		entries, _ := os.ReadDir(parent)
 		for _, e := range entries {
 			if e.IsDir() && len(e.Name()) == 32 && !owned[e.Name()] {
+				s.endStrays(e.Name())
 				dir := filepath.Join(parent, e.Name())
 				s.cfg.Log.Info("removing a leftover VM directory", "dir", dir)
 				_ = os.RemoveAll(dir)
@@ -698,4 +717,13 @@ func initName(init string) string {
 		return api.InitAgent
 	}
 	return init
+}
+
+// endStrays ends the processes (a VMM, its helpers) that name the
+// runtime directory of VM id and that no record accounts for.
+func (s *Service) endStrays(id string) {
+	for _, pid := range proc.Naming(s.runDir(id) + string(filepath.Separator)) {
+		s.cfg.Log.Warn("ending a VMM no record accounts for", "vm_id", id, "pid", pid)
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
 }

@@ -447,8 +447,9 @@ func TestPruneAndAutoStop(t *testing.T) {
 }
 
 // TestReconcile: a daemon that restarts takes back the VMs still
-// running, records those whose VMM died while it was down, fails the
-// creates it did not finish, and removes directories nobody owns.
+// running, records those whose VMM died while it was down, undoes the
+// creates it did not finish, ends a VMM no record has the pid of, and
+// removes directories nobody owns.
 func TestReconcile(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
@@ -460,6 +461,20 @@ func TestReconcile(t *testing.T) {
 	stray := filepath.Join(f.cfg.RunDir, strings.Repeat("f", 32))
 	if err := os.MkdirAll(stray, 0o700); err != nil {
 		t.Fatal(err)
+	}
+	// A VMM started for a stopped VM whose pid the daemon did not live
+	// to record, and one in a directory no record owns.
+	off, err := f.create(api.VMCreateParams{Name: "off", NoStart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var unrecorded []*exec.Cmd
+	for _, dir := range []string{f.svc.runDir(off.ID), stray} {
+		c := exec.Command("sh", "-c", "sleep 600", filepath.Join(dir, "console.log"))
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		unrecorded = append(unrecorded, c)
 	}
 	// The daemon goes: its store with it, so its watchers record nothing.
 	f.st.Close()
@@ -476,11 +491,24 @@ func TestReconcile(t *testing.T) {
 	if v := f.show("died"); v.State != api.VMStopped || !strings.Contains(v.Reason, "while the daemon was not running") {
 		t.Fatalf("died = %+v", v)
 	}
-	if v := f.show("half"); v.State != api.VMFailed || !strings.Contains(v.Reason, "create was interrupted") {
-		t.Fatalf("half = %+v", v)
+	if _, err := f.svc.Show(ctx, api.VMRefParams{Name: "half"}); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("an interrupted create is still there: %v", err)
 	}
 	if _, err := os.Stat(stray); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a directory no VM owns survived: %v", err)
+	}
+	for _, c := range unrecorded {
+		done := make(chan error, 1)
+		go func() { done <- c.Wait() }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), "killed") {
+				t.Fatalf("a VMM no record accounts for: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			_ = c.Process.Kill()
+			t.Fatalf("a VMM no record accounts for (%v) was left running", c.Args)
+		}
 	}
 	if _, err := os.Stat(f.svc.runDir(kept.ID)); err != nil {
 		t.Fatalf("a live VM's directory went: %v", err)

@@ -29,6 +29,7 @@ import (
 	"github.com/bangerdev/banger/internal/allowlist"
 	"github.com/bangerdev/banger/internal/boot"
 	"github.com/bangerdev/banger/internal/bundle"
+	"github.com/bangerdev/banger/internal/crashpoint"
 	"github.com/bangerdev/banger/internal/hostnet"
 	"github.com/bangerdev/banger/internal/logcap"
 	"github.com/bangerdev/banger/internal/proc"
@@ -566,6 +567,7 @@ func (s *Service) boot(ctx context.Context, phase func(string), rec store.VM, im
 		detach()
 		return rec, err
 	}
+	crashpoint.At("vm.boot", "vmm started")
 	kill := func() {
 		_ = in.Process().Kill()
 		<-in.Done()
@@ -587,6 +589,7 @@ func (s *Service) boot(ctx context.Context, phase func(string), rec store.VM, im
 		kill()
 		return rec, fmt.Errorf("booting: %w; %s", err, boot.Failure(in, s.cfg.Driver.Name()))
 	}
+	crashpoint.At("vm.boot", "agent answered")
 	if s.cfg.SSH.KnownHostsFile != "" {
 		if err := s.learnHostKey(ctx, rec.Name, c); err != nil {
 			c.Close()

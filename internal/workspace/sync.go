@@ -16,6 +16,7 @@ import (
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/agent/proto"
 	"github.com/bangerdev/banger/internal/agent/tree"
+	"github.com/bangerdev/banger/internal/crashpoint"
 	"github.com/bangerdev/banger/internal/units"
 )
 
@@ -283,6 +284,7 @@ func (s *Service) Pull(ctx context.Context, p api.WorkspaceRefParams, progress P
 		pr.CloseWithError(err)
 		return res, fmt.Errorf("pulling from vm %s: %w; the host tree is unchanged", p.Name, guestFault(err))
 	}
+	crashpoint.At("workspace.pull", "host tree changed")
 	sd.record(sd.gc, sd.guest)
 	if p.Dir == "" || filepath.Clean(p.Dir) == sd.st.Host {
 		if err := saveState(sd.stateDir, sd.st); err != nil {
@@ -313,6 +315,7 @@ func (s *Service) Push(ctx context.Context, p api.WorkspaceRefParams, progress P
 	if _, err := s.put(ctx, sd.a, spec, proto.PutTreeParams{Dir: sd.st.Guest}, progress); err != nil {
 		return res, fmt.Errorf("pushing to vm %s: %w; the guest's workspace is unchanged", p.Name, err)
 	}
+	crashpoint.At("workspace.push", "guest tree changed")
 	sd.record(sd.hc, sd.host)
 	if err := saveState(sd.stateDir, sd.st); err != nil {
 		return res, err

@@ -23,6 +23,7 @@ import (
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/agent/proto"
 	"github.com/bangerdev/banger/internal/agent/tree"
+	"github.com/bangerdev/banger/internal/crashpoint"
 )
 
 // GuestDir is where a workspace lives in the guest; exec starts there.
@@ -221,14 +222,33 @@ func (s *Service) Prepare(ctx context.Context, p api.WorkspacePrepareParams, pro
 	if err != nil {
 		return res, fmt.Errorf("placing the workspace in vm %s: %w", p.Name, err)
 	}
+	crashpoint.At("workspace.prepare", "placed in the guest")
 	if err := saveState(stateDir, st); err != nil {
 		return res, err
 	}
+	crashpoint.At("workspace.prepare", "state saved")
 	if err := s.cfg.Placed(ctx, p.Name, s.cfg.GuestDir); err != nil {
 		return res, err
 	}
 	s.cfg.Log.Info("workspace placed", "vm", p.Name, "host", sel.Root, "files", res.Files, "base", sel.Base)
 	return res, nil
+}
+
+// Reconcile runs at daemon start over the VMs named: a prepare the
+// previous daemon's end cut short after the workspace's state was saved
+// (its commit point) but before the VM's record named the workspace is
+// finished, so the record and the state agree.
+func (s *Service) Reconcile(ctx context.Context, names []string) error {
+	for _, name := range names {
+		st, _, err := s.loadState(ctx, name)
+		if err != nil {
+			continue // no workspace, or none readable: nothing to finish
+		}
+		if err := s.cfg.Placed(ctx, name, st.Guest); err != nil {
+			return fmt.Errorf("recording the workspace of vm %s: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // hostTree is the config's HostTree, or nil.

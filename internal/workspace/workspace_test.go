@@ -328,3 +328,22 @@ func TestManyFiles(t *testing.T) {
 		t.Fatalf("Push of 4000 files = %+v, %v", res.Changes.Added[:min(3, len(res.Changes.Added))], err)
 	}
 }
+
+// TestReconcileFinishesAPrepare: a daemon that died after a prepare
+// saved the workspace's state, before the VM's record named it, has the
+// record finished at its next start; a VM without a workspace is left.
+func TestReconcileFinishesAPrepare(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	if _, err := e.s.Prepare(ctx, api.WorkspacePrepareParams{Name: "vm", WorkspaceSpec: api.WorkspaceSpec{Path: e.host}}, nop); err != nil {
+		t.Fatal(err)
+	}
+	e.placed = "" // as if the record had not been written
+	if err := e.s.Reconcile(ctx, []string{"vm"}); err != nil || e.placed != e.guestDir {
+		t.Fatalf("reconcile: %v, record says %q, want %q", err, e.placed, e.guestDir)
+	}
+	e2 := newEnv(t) // a VM that never had one
+	if err := e2.s.Reconcile(ctx, []string{"vm"}); err != nil || e2.placed != "" {
+		t.Fatalf("reconcile of a VM without a workspace: %v, %q", err, e2.placed)
+	}
+}

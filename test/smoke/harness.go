@@ -24,6 +24,8 @@ type scenario struct {
 	// for one that must reach Debian's package mirror (through apt) and
 	// starts no VM.
 	hostNetwork bool
+	// campaign: run only when asked (-campaign), by make reliability.
+	campaign bool
 }
 
 type result struct {
@@ -40,6 +42,12 @@ type tools struct {
 	// systemdTar is the same with systemd as init, kmod and Docker.
 	systemdTar string
 	kernelDeb  string // Debian's linux-image package
+	// crashBin holds banger and bangerd built with the crashpoints tag
+	// (make build-crash); crashRuns is the campaign's runs a point, its
+	// report written to crashReport when set.
+	crashBin    string
+	crashRuns   int
+	crashReport string
 	// porttest builds the static guest helper of test/smoke/porttest.
 	porttest func() (string, error)
 }
@@ -58,6 +66,9 @@ type T struct {
 	resolver bool
 	// user, when set, is who later commands run as (AsUser).
 	user *userID
+	// extraEnv is added to the environment of commands (and so of a
+	// daemon they start).
+	extraEnv []string
 }
 
 // userID is a user commands may run as.
@@ -204,7 +215,7 @@ func (t *T) env() []string {
 	env := []string{"BANGER_HOME=" + t.home, "PATH=" + os.Getenv("PATH"), "HOME=" + t.home,
 		// The daemon's registry credentials: the scenario's own docker config.
 		"DOCKER_CONFIG=" + filepath.Join(t.home, "docker")}
-	return env
+	return append(env, t.extraEnv...)
 }
 
 func (t *T) exec(ctx context.Context, stdin io.Reader, args ...string) run {

@@ -40,6 +40,10 @@ func smoke() int {
 	flag.StringVar(&tl.registry, "registry", ".tools/registry", "CNCF distribution registry binary")
 	flag.StringVar(&tl.kernelDeb, "kernel-deb", "", "Debian linux-image package (scripts/testimages.sh caches one)")
 	flag.StringVar(&tl.debianTar, "debian", "/var/cache/banger-test/debian-bookworm-minbase.tar.gz", "Debian test image tarball (scripts/testimages.sh)")
+	flag.StringVar(&tl.crashBin, "crashbin", "", "banger and bangerd built with the crashpoints tag (make build-crash: bin/crash), for the crash-point scenarios")
+	flag.IntVar(&tl.crashRuns, "crash-runs", 3, "crash-point campaign: runs of each point")
+	flag.StringVar(&tl.crashReport, "crash-report", "", "crash-point campaign: write its table (markdown) here")
+	campaign := flag.Bool("campaign", false, "also run the campaign scenarios (make reliability), which -run alone does not select")
 	flag.StringVar(&tl.systemdTar, "systemd", "/var/cache/banger-test/debian-bookworm-systemd.tar.gz", "Debian with systemd and Docker, as a tarball (scripts/testimages.sh)")
 	flag.Parse()
 
@@ -68,7 +72,7 @@ func smoke() int {
 		}
 	}
 
-	for _, p := range []*string{&tl.registry, &tl.debianTar, &tl.systemdTar, &tl.kernelDeb} {
+	for _, p := range []*string{&tl.registry, &tl.debianTar, &tl.systemdTar, &tl.kernelDeb, &tl.crashBin} {
 		if abs, err := filepath.Abs(*p); err == nil {
 			*p = abs
 		}
@@ -88,7 +92,7 @@ func smoke() int {
 	})
 	var selected []scenario
 	for _, s := range scenarios() {
-		if filter == nil || filter.MatchString(s.name) {
+		if (filter == nil || filter.MatchString(s.name)) && (!s.campaign || *campaign) {
 			selected = append(selected, s)
 		}
 	}

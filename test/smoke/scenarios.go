@@ -62,6 +62,8 @@ func scenarios() []scenario {
 		{name: "vm-workspace-large", run: vmWorkspaceLarge},
 		{name: "vm-hostile-guest", run: vmHostileGuest},
 		{name: "vm-systemd", run: vmSystemd},
+		{name: "crash-points-short", run: crashPointsShort},
+		{name: "crash-points", run: crashPoints, campaign: true},
 	}
 }
 

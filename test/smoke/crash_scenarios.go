@@ -1,0 +1,565 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/store"
+	"github.com/bangerdev/banger/internal/vmm"
+)
+
+// The crash-point campaign (issue: reliability): daemons built with the
+// crashpoints tag (bin/crash) are killed with SIGKILL at each named step
+// of a request; after a restart, what the request was making is whole or
+// absent, nothing is left that no record owns (VMM processes, VM
+// directories, staging and temporary files, mounts, store rows), the
+// store passes its integrity check, and the same request then succeeds.
+
+// crashCase is one request the campaign kills the daemon in.
+type crashCase struct {
+	verb string
+	// setup makes what the request needs, with a daemon that does not
+	// crash; reset undoes setup and the request.
+	setup, reset func(t *T)
+	// do is the request; its outcome is not looked at.
+	do func(t *T) run
+	// whole says whether what the request made is there and sound after
+	// a restart; absent whether it is not there at all. One must hold.
+	whole, absent func(t *T) bool
+	// again is the same request, which must succeed after a restart.
+	again func(t *T)
+}
+
+// crashOutcome is what one kill left.
+type crashOutcome struct {
+	step    string
+	reached bool   // the daemon died at the step
+	state   string // "whole" or "absent"
+	leaks   []string
+	err     string // what failed: the check, the request again
+}
+
+// crashCases are the requests of the campaign, on a busybox image
+// pulled from the scenario's registry and the user network.
+func crashCases(ref string) []crashCase {
+	vmShow := func(t *T) (api.VM, bool) {
+		var v api.VM
+		r := t.Banger("vm", "show", "c", "--json")
+		if r.code != 0 {
+			return v, false
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &v); err != nil {
+			t.Fatalf("%v", err)
+		}
+		return v, true
+	}
+	answers := func(t *T) bool { return t.Banger("vm", "exec", "c", "--", "true").code == 0 }
+	gone := func(t *T) bool { _, ok := vmShow(t); return !ok }
+	running := func(t *T) bool { v, ok := vmShow(t); return ok && v.State == api.VMRunning && answers(t) }
+	stopped := func(t *T) bool { v, ok := vmShow(t); return ok && v.State == api.VMStopped }
+	create := []string{"vm", "create", "--name", "c", "--image", ref, "--network", "user", "--memory", "256M", "--cpus", "1"}
+	deleteVM := func(t *T) { t.Banger("vm", "delete", "--force", "c") }
+	none := func(*T) {}
+	// Whether VM name is there in state, answering when running.
+	is := func(t *T, name, state string) bool {
+		var v api.VM
+		r := t.Banger("vm", "show", name, "--json")
+		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &v) != nil || v.State != state {
+			return false
+		}
+		return state != api.VMRunning || t.Banger("vm", "exec", name, "--", "true").code == 0
+	}
+	absentVM := func(t *T, name string) bool { return t.Banger("vm", "show", name).code != 0 }
+	// The workspace: a git repository under the home, its file "f".
+	repo := func(t *T) string { return filepath.Join(t.Home(), "repo") }
+	hostFile := func(t *T) string {
+		b, _ := os.ReadFile(filepath.Join(repo(t), "f"))
+		return string(b)
+	}
+	guestFile := func(t *T) string { return t.Banger("vm", "exec", "c", "--", "cat", "/workspace/f").stdout }
+	hasWorkspace := func(t *T) bool {
+		var v api.VM
+		r := t.Banger("vm", "show", "c", "--json")
+		return r.code == 0 && json.Unmarshal([]byte(r.stdout), &v) == nil && v.Workspace != ""
+	}
+	withWorkspace := func(t *T) {
+		t.makeRepo(repo(t))
+		t.Must(append(create, "--cold", "--workspace", repo(t))...)
+	}
+	return []crashCase{
+		{
+			verb: "vm.create", setup: none, reset: deleteVM,
+			do:    func(t *T) run { return t.Banger(append(create, "--cold")...) },
+			whole: running, absent: gone,
+			again: func(t *T) {
+				if gone(t) {
+					t.Must(append(create, "--cold")...)
+				}
+			},
+		},
+		{
+			verb: "vm.start", reset: deleteVM,
+			setup: func(t *T) { t.Must(append(create, "--no-start")...) },
+			do:    func(t *T) run { return t.Banger("vm", "start", "c") },
+			whole: running, absent: stopped,
+			again: func(t *T) { t.Must("vm", "start", "c"); t.Must("vm", "exec", "c", "--", "true") },
+		},
+		{
+			verb: "vm.stop", reset: deleteVM,
+			setup: func(t *T) { t.Must(append(create, "--cold")...) },
+			do:    func(t *T) run { return t.Banger("vm", "stop", "c") },
+			whole: stopped, absent: running,
+			again: func(t *T) { t.Must("vm", "stop", "c") },
+		},
+		{
+			verb: "vm.delete", reset: deleteVM,
+			setup: func(t *T) { t.Must(append(create, "--no-start")...) },
+			do:    func(t *T) run { return t.Banger("vm", "delete", "c") },
+			whole: gone, absent: stopped,
+			again: func(t *T) {
+				if !gone(t) {
+					t.Must("vm", "delete", "c")
+				}
+			},
+		},
+		{
+			verb: "vm.suspend", reset: deleteVM,
+			setup: func(t *T) { t.Must(append(create, "--cold")...) },
+			do:    func(t *T) run { return t.Banger("vm", "suspend", "c") },
+			whole: func(t *T) bool { return is(t, "c", api.VMSuspended) }, absent: func(t *T) bool { return is(t, "c", api.VMRunning) },
+			again: func(t *T) {
+				if is(t, "c", api.VMRunning) {
+					t.Must("vm", "suspend", "c")
+				}
+			},
+		},
+		{
+			verb: "vm.resume", reset: deleteVM,
+			setup: func(t *T) { t.Must(append(create, "--cold")...); t.Must("vm", "suspend", "c") },
+			do:    func(t *T) run { return t.Banger("vm", "resume", "c") },
+			whole: func(t *T) bool { return is(t, "c", api.VMRunning) }, absent: func(t *T) bool { return is(t, "c", api.VMSuspended) },
+			again: func(t *T) {
+				if is(t, "c", api.VMSuspended) {
+					t.Must("vm", "resume", "c")
+				}
+				t.Must("vm", "exec", "c", "--", "true")
+			},
+		},
+		{
+			verb: "vm.fork", setup: func(t *T) { t.Must(append(create, "--cold")...) },
+			reset:  func(t *T) { t.Banger("vm", "delete", "--force", "c", "f-1", "f-2") },
+			do:     func(t *T) run { return t.Banger("vm", "fork", "c", "--count", "2", "--name", "f") },
+			whole:  func(t *T) bool { return is(t, "f-1", api.VMRunning) && is(t, "f-2", api.VMRunning) },
+			absent: func(t *T) bool { return absentVM(t, "f-1") && absentVM(t, "f-2") },
+			again: func(t *T) {
+				if absentVM(t, "f-1") {
+					t.Must("vm", "fork", "c", "--count", "2", "--name", "f")
+				}
+			},
+		},
+		{
+			// A warm create, the template made first: image delete takes
+			// the template, so every run makes it again.
+			verb: "vm.create (warm)", setup: func(t *T) { t.Must("image", "pull", ref) },
+			reset: func(t *T) { deleteVM(t); t.Must("image", "delete", ref); t.Must("image", "pull", ref) },
+			do:    func(t *T) run { return t.Banger(create...) },
+			whole: running, absent: gone,
+			again: func(t *T) {
+				if gone(t) {
+					t.Must(create...)
+				}
+			},
+		},
+		{
+			verb: "workspace.prepare", reset: deleteVM,
+			setup: func(t *T) { t.makeRepo(repo(t)); t.Must(append(create, "--cold")...) },
+			do:    func(t *T) run { return t.Banger("vm", "workspace", "prepare", "c", repo(t)) },
+			// Whole: the files in the guest, the workspace on the VM's
+			// record and known to the daemon (status works); absent: the
+			// VM has none (files a prepare left in the guest are replaced
+			// by the next).
+			whole: func(t *T) bool {
+				return guestFile(t) == "one\n" && hasWorkspace(t) && t.Banger("vm", "workspace", "status", "c").code == 0
+			},
+			absent: func(t *T) bool { return !hasWorkspace(t) },
+			again: func(t *T) {
+				if !hasWorkspace(t) {
+					t.Must("vm", "workspace", "prepare", "c", repo(t))
+				}
+				t.Must("vm", "workspace", "status", "c")
+			},
+		},
+		{
+			verb: "workspace.push", reset: deleteVM,
+			setup: func(t *T) {
+				withWorkspace(t)
+				if err := os.WriteFile(filepath.Join(repo(t), "f"), []byte("two\n"), 0o644); err != nil {
+					t.Fatalf("%v", err)
+				}
+			},
+			do:     func(t *T) run { return t.Banger("vm", "workspace", "push", "c") },
+			whole:  func(t *T) bool { return guestFile(t) == "two\n" },
+			absent: func(t *T) bool { return guestFile(t) == "one\n" },
+			again:  func(t *T) { t.Must("vm", "workspace", "push", "c") },
+		},
+		{
+			verb: "workspace.pull", reset: deleteVM,
+			setup: func(t *T) {
+				withWorkspace(t)
+				t.Must("vm", "exec", "c", "--", "sh", "-c", "echo three > /workspace/f")
+			},
+			do:     func(t *T) run { return t.Banger("vm", "workspace", "pull", "c") },
+			whole:  func(t *T) bool { return hostFile(t) == "three\n" },
+			absent: func(t *T) bool { return hostFile(t) == "one\n" },
+			again:  func(t *T) { t.Must("vm", "workspace", "pull", "c") },
+		},
+		{
+			verb: "image.pull", reset: none,
+			setup: func(t *T) { t.Banger("image", "delete", ref); t.Banger("image", "cache", "prune", "-f") },
+			do:    func(t *T) run { return t.Banger("image", "pull", ref) },
+			whole: func(t *T) bool {
+				var img api.Image
+				r := t.Banger("image", "show", ref, "--json")
+				if r.code != 0 || json.Unmarshal([]byte(r.stdout), &img) != nil {
+					return false
+				}
+				fi, err := os.Stat(img.Rootfs)
+				return err == nil && fi.Size() > 0
+			},
+			absent: func(t *T) bool { return t.Banger("image", "show", ref).code != 0 },
+			again:  func(t *T) { t.Must("image", "pull", ref) },
+		},
+	}
+}
+
+// makeRepo makes a git repository at dir, its one file f saying "one".
+func (t *T) makeRepo(dir string) {
+	_ = os.RemoveAll(dir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatalf("%v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("one\n"), 0o644); err != nil {
+		t.Fatalf("%v", err)
+	}
+	t.Run("git", "-C", dir, "init", "-q")
+	t.Run("git", "-C", dir, "add", "f")
+	t.Run("git", "-C", dir, "-c", "user.name=smoke", "-c", "user.email=smoke@example.com", "commit", "-qm", "one")
+}
+
+// crashCampaign runs every case: a traced run finds the steps its
+// request reaches, then each step is crashed at runs times. It returns
+// every outcome, by case.
+func (t *T) crashCampaign(cases []crashCase, runs int, only func(step string) bool) map[string][]crashOutcome {
+	if t.tools.crashBin == "" {
+		t.Fatalf("no crash-point build; `make build-crash` makes bin/crash (pass -crashbin)")
+	}
+	t.bin = t.tools.crashBin
+	out := map[string][]crashOutcome{}
+	for _, c := range cases {
+		// The steps the request reaches, traced by a daemon that does
+		// not crash.
+		trace := filepath.Join(t.Home(), "trace-"+c.verb)
+		c.setup(t)
+		t.restartDaemon("BANGER_CRASH_TRACE=" + trace)
+		if r := c.do(t); r.code != 0 {
+			t.Fatalf("%s without a crash: %s", c.verb, r)
+		}
+		b, _ := os.ReadFile(trace)
+		var steps []string
+		for _, s := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			if s != "" && !slices.Contains(steps, s) && (only == nil || only(s)) {
+				steps = append(steps, s)
+			}
+		}
+		t.restartDaemon()
+		c.reset(t)
+		if len(steps) == 0 {
+			t.Fatalf("%s reached no crash point (trace %q)", c.verb, b)
+		}
+		for _, step := range steps {
+			for range runs {
+				out[c.verb] = append(out[c.verb], t.crashAt(c, step))
+			}
+		}
+	}
+	return out
+}
+
+// crashAt kills the daemon at step of c's request and checks what a
+// restart makes of it.
+func (t *T) crashAt(c crashCase, step string) crashOutcome {
+	o := crashOutcome{step: step}
+	c.setup(t)
+	t.restartDaemon("BANGER_CRASH_AT=" + step)
+	pid := t.DaemonPID()
+	c.do(t)
+	o.reached = syscall.Kill(pid, 0) != nil || isZombie(pid)
+	if !o.reached {
+		// The request went another way this time (a race it lost).
+		t.restartDaemon()
+	} else {
+		t.StartDaemon()
+	}
+	o.leaks = t.leaks()
+	// A restart finishes or undoes the request; a guest that was told to
+	// power off may take a moment to.
+	for deadline := time.Now().Add(time.Minute); o.state == ""; time.Sleep(time.Second) {
+		switch {
+		case c.whole(t):
+			o.state = "whole"
+		case c.absent(t):
+			o.state = "absent"
+		case time.Now().After(deadline):
+			o.err = "neither whole nor absent after a minute: " + t.Banger("vm", "list").stdout
+			o.state = "neither"
+		}
+	}
+	if err := t.protect(func(t *T) { c.again(t) }); err != nil && o.err == "" {
+		o.err = "the request again: " + err.Error()
+	}
+	c.reset(t)
+	// What the reset leaves is the next run's leak; count it here.
+	if more := t.leaks(); len(more) > 0 {
+		o.leaks = append(o.leaks, more...)
+		t.sweepLeaks()
+	}
+	return o
+}
+
+// restartDaemon stops the daemon (its VMs run on) and starts it with env.
+func (t *T) restartDaemon(env ...string) {
+	t.Banger("daemon", "stop")
+	t.extraEnv = env
+	t.StartDaemon()
+	t.extraEnv = nil
+}
+
+// leakPattern matches the names banger gives staging and temporary files.
+var leakPattern = regexp.MustCompile(`^\.(build|download|import|push|modules|initrd|partial|workspace|rotate|banger-write|banger-swap|banger-update|banger-stage)-|\.(partial|building|tmp|banger-tmp)$|\.pruning-|^(export|boot-test)-`)
+
+// leaks lists what no record owns: VMM processes, VM directories,
+// staging and temporary files and mounts under the home, store rows of
+// VMs that are gone; and a store that fails its integrity check.
+func (t *T) leaks() []string {
+	var list api.VMListResult
+	t.JSON(&list, "vm", "list")
+	owned, live := map[string]bool{}, map[string]bool{}
+	for _, v := range list.VMs {
+		owned[v.ID] = true
+		live[v.ID] = v.State == api.VMRunning
+	}
+	var leaks []string
+	daemon := t.DaemonPID()
+	idRE := regexp.MustCompile(`/vms/([0-9a-f]{32})`)
+	for _, pid := range processesOf(t.home) {
+		if pid == daemon {
+			continue
+		}
+		cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		m := idRE.FindSubmatch(cmd)
+		if m == nil || !live[string(m[1])] {
+			leaks = append(leaks, fmt.Sprintf("process %d (%s)", pid, strings.ReplaceAll(string(cmd[:min(len(cmd), 80)]), "\x00", " ")))
+		}
+	}
+	for _, parent := range []string{filepath.Join(t.home, "state", "vms"), filepath.Join(t.home, "run", "vms")} {
+		entries, _ := os.ReadDir(parent)
+		for _, e := range entries {
+			if len(e.Name()) == 32 && !owned[e.Name()] {
+				leaks = append(leaks, "directory "+filepath.Join(parent, e.Name()))
+			}
+		}
+	}
+	_ = filepath.WalkDir(t.home, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if d.IsDir() && p == filepath.Join(t.home, "logs") {
+			return filepath.SkipDir
+		}
+		if leakPattern.MatchString(d.Name()) {
+			leaks = append(leaks, "staging "+p)
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+		}
+		return nil
+	})
+	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, t.home) {
+				leaks = append(leaks, "mount "+line)
+			}
+		}
+	}
+	a, err := store.AuditFile(context.Background(), filepath.Join(t.home, "state", "banger.db"))
+	switch {
+	case err != nil:
+		leaks = append(leaks, "store: "+err.Error())
+	case a.Integrity != "ok":
+		leaks = append(leaks, "store integrity: "+a.Integrity)
+	}
+	for _, o := range a.Orphans {
+		leaks = append(leaks, "store: "+o)
+	}
+	return leaks
+}
+
+// sweepLeaks ends leaked processes (reset deleted every VM), so one
+// run's leak does not count in the next.
+func (t *T) sweepLeaks() {
+	daemon := t.DaemonPID()
+	for _, pid := range processesOf(t.home) {
+		if pid != daemon {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+// crashReport prints the outcomes, a line a step, and returns them as a
+// markdown table with its totals, and the number of failures.
+func crashReport(outcomes map[string][]crashOutcome) (string, int) {
+	var b strings.Builder
+	b.WriteString("| request | crash point | runs | reached | whole | absent | leaks | failures |\n|---|---|---|---|---|---|---|---|\n")
+	verbs := make([]string, 0, len(outcomes))
+	for v := range outcomes {
+		verbs = append(verbs, v)
+	}
+	sort.Strings(verbs)
+	var points, runs, leaks, failures int
+	var detail []string
+	for _, v := range verbs {
+		byStep := map[string][]crashOutcome{}
+		var order []string
+		for _, o := range outcomes[v] {
+			if _, ok := byStep[o.step]; !ok {
+				order = append(order, o.step)
+			}
+			byStep[o.step] = append(byStep[o.step], o)
+		}
+		for _, step := range order {
+			var reached, whole, absent, leaked, failed int
+			for _, o := range byStep[step] {
+				if o.reached {
+					reached++
+				}
+				switch o.state {
+				case "whole":
+					whole++
+				case "absent":
+					absent++
+				}
+				if len(o.leaks) > 0 {
+					leaked++
+					detail = append(detail, fmt.Sprintf("%s at %s: leaked %s", v, step, strings.Join(o.leaks, "; ")))
+				}
+				if o.err != "" {
+					failed++
+					detail = append(detail, fmt.Sprintf("%s at %s: %s", v, step, o.err))
+				}
+			}
+			points++
+			runs += len(byStep[step])
+			leaks += leaked
+			failures += failed
+			fmt.Fprintf(&b, "| %s | `%s` | %d | %d | %d | %d | %d | %d |\n", v, step, len(byStep[step]), reached, whole, absent, leaked, failed)
+		}
+	}
+	fmt.Fprintf(&b, "\n%d crash points, %d runs: %d with a leak, %d failed.\n", points, runs, leaks, failures)
+	for _, d := range detail {
+		fmt.Fprintf(&b, "\n- %s", d)
+	}
+	return b.String(), leaks + failures
+}
+
+// crashPoints is the campaign (make reliability): every step of every
+// case, -crash-runs times, the report written to -crash-report.
+func crashPoints(t *T) {
+	t.crashScenario(crashCases, t.tools.crashRuns, nil)
+}
+
+// crashPointsShort is its smoke (make test): one run of a few steps.
+func crashPointsShort(t *T) {
+	short := map[string]bool{"vm.boot:vmm started": true, "vm.create:waiting for the agent": true, "vm.delete:record deleted": true, "image.install:rootfs built": true}
+	t.crashScenario(func(ref string) []crashCase {
+		var out []crashCase
+		for _, c := range crashCases(ref) {
+			if c.verb == "vm.create" || c.verb == "vm.delete" || c.verb == "image.pull" {
+				out = append(out, c)
+			}
+		}
+		return out
+	}, 1, func(step string) bool { return short[step] })
+}
+
+func (t *T) crashScenario(cases func(ref string) []crashCase, runs int, only func(string) bool) {
+	reg := t.Registry()
+	t.bin = t.tools.crashBin
+	t.StartDaemon()
+	t.Must("kernel", "import", "--deb", t.tools.kernelDeb)
+	ref := reg + "/smoke/busybox:crash"
+	t.Push(ref, t.busyboxImage())
+	t.Must("image", "pull", ref)
+	start := time.Now()
+	outcomes := t.crashCampaign(cases(ref), max(runs, 1), only)
+	report, bad := crashReport(outcomes)
+	fmt.Printf("%s: %s\n%s\n", t.name, time.Since(start).Round(time.Second), report)
+	if t.tools.crashReport != "" {
+		if err := spliceReport(t.tools.crashReport, fmt.Sprintf("%s, %d run(s) a point, %s.\n\n%s",
+			runContext(), max(runs, 1), time.Since(start).Round(time.Second), report)); err != nil {
+			t.Fatalf("%v", err)
+		}
+	}
+	if bad > 0 {
+		t.Fatalf("%d crash runs leaked or failed:\n%s", bad, report)
+	}
+}
+
+// Markers of the generated part of a report file (docs/RELIABILITY.md).
+const (
+	reportBegin = "<!-- crash-points:begin (make reliability writes this part) -->"
+	reportEnd   = "<!-- crash-points:end -->"
+)
+
+// spliceReport puts text between the markers of file, or writes it as
+// the whole file when it has none.
+func spliceReport(file, text string) error {
+	b, err := os.ReadFile(file)
+	doc := string(b)
+	i, j := strings.Index(doc, reportBegin), strings.Index(doc, reportEnd)
+	if err != nil || i < 0 || j < i {
+		return os.WriteFile(file, []byte(text), 0o644)
+	}
+	doc = doc[:i+len(reportBegin)] + "\n" + text + "\n" + doc[j:]
+	return os.WriteFile(file, []byte(doc), 0o644)
+}
+
+// runContext says where and on what a campaign ran: the commit (and
+// whether the tree differed from it), the date, the cores and the
+// accelerator.
+func runContext() string {
+	commit := "unknown commit"
+	if out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output(); err == nil {
+		commit = "commit " + strings.TrimSpace(string(out))
+		if out, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(out) > 0 {
+			commit += " with local changes"
+		}
+	}
+	accel := "KVM"
+	if err := vmm.KVMUsable(); err != nil {
+		accel = "TCG (no usable KVM)"
+	}
+	return fmt.Sprintf("Run at %s on %s, %d cores, QEMU under %s", time.Now().UTC().Format("2006-01-02"), commit, runtime.NumCPU(), accel)
+}
