@@ -111,7 +111,7 @@ test: deps fmt-check vet unit fuzz vmtest smoke
 reliability: build build-crash testimages
 	go run ./test/smoke -bin $(BIN) -crashbin $(BIN)/crash -jobs 1 -registry .tools/registry \
 		-kernel-deb $$(ls $(TEST_CACHE)/linux-image-*.deb | head -1) \
-		-campaign -run '^crash-points$$' -crash-runs $(or $(RUNS),3) -crash-report docs/RELIABILITY.md -timeout 3h
+		-campaign -run '^(crash-points|restart-many)$$' -crash-runs $(or $(RUNS),3) -crash-report docs/RELIABILITY.md -timeout 3h
 
 bench: deps bench-image bench-boot bench-disk bench-vm bench-workspace bench-net bench-snapshot
 	@scripts/bench.sh

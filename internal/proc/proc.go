@@ -65,22 +65,30 @@ func (id ID) Alive() bool {
 	return err == nil && cur.StartTime == id.StartTime
 }
 
-// Naming lists the processes (but this one) whose command line has an
-// argument containing s: the VMM and helpers of a VM, by its runtime
-// directory, when no record has their pid.
-func Naming(s string) []int {
+// Args reads the command line of every process but this one, once: a
+// caller matching many patterns reads /proc a single time.
+func Args() map[int][]string {
 	entries, _ := os.ReadDir("/proc")
-	var pids []int
+	out := map[int][]string{}
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil || pid == os.Getpid() {
 			continue
 		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err != nil {
-			continue
+		if b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline"); err == nil && len(b) > 0 {
+			out[pid] = strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
 		}
-		for _, arg := range strings.Split(string(b), "\x00") {
+	}
+	return out
+}
+
+// Naming lists the processes of args (from Args) that have an argument
+// containing s: the VMM and helpers of a VM, by its runtime directory,
+// when no record has their pid.
+func Naming(args map[int][]string, s string) []int {
+	var pids []int
+	for pid, a := range args {
+		for _, arg := range a {
 			if strings.Contains(arg, s) {
 				pids = append(pids, pid)
 				break

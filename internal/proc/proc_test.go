@@ -75,10 +75,10 @@ func TestNaming(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	if got := Naming(mark); len(got) != 1 || got[0] != cmd.Process.Pid {
+	if got := Naming(Args(), mark); len(got) != 1 || got[0] != cmd.Process.Pid {
 		t.Fatalf("Naming(%q) = %v, want [%d]", mark, got, cmd.Process.Pid)
 	}
-	if got := Naming(mark + "-other"); len(got) != 0 {
+	if got := Naming(Args(), mark+"-other"); len(got) != 0 {
 		t.Fatalf("Naming of nothing = %v", got)
 	}
 }

@@ -367,6 +367,9 @@ func (s *Service) Reconcile(ctx context.Context) error {
 	}
 	s.sweepTemplateBuilds()
 	s.DropTemplates(ctx)
+	// Every process's command line, read once: a VMM no record has the
+	// pid of is known by its VM's runtime directory there.
+	args := proc.Args()
 	owned := map[string]bool{}
 	var alive []string
 	for _, rec := range all {
@@ -400,7 +403,7 @@ func (s *Service) Reconcile(ctx context.Context) error {
 					<-in.Done()
 				}
 			}
-			s.endStrays(rec.ID)
+			s.endStrays(args, rec.ID)
 			delete(owned, rec.ID)
 			if err := s.remove(ctx, rec); err != nil {
 				return err
@@ -440,7 +443,7 @@ func (s *Service) Reconcile(ctx context.Context) error {
 	}
 	for _, rec := range all {
 		if owned[rec.ID] && !slices.Contains(alive, rec.ID) {
-			s.endStrays(rec.ID)
+			s.endStrays(args, rec.ID)
 		}
 	}
 	if s.cfg.Bridge != nil {
@@ -470,7 +473,7 @@ func (s *Service) Reconcile(ctx context.Context) error {
 		entries, _ := os.ReadDir(parent)
 		for _, e := range entries {
 			if e.IsDir() && len(e.Name()) == 32 && !owned[e.Name()] {
-				s.endStrays(e.Name())
+				s.endStrays(args, e.Name())
 				dir := filepath.Join(parent, e.Name())
 				s.cfg.Log.Info("removing a leftover VM directory", "dir", dir)
 				_ = os.RemoveAll(dir)
@@ -719,10 +722,11 @@ func initName(init string) string {
 	return init
 }
 
-// endStrays ends the processes (a VMM, its helpers) that name the
-// runtime directory of VM id and that no record accounts for.
-func (s *Service) endStrays(id string) {
-	for _, pid := range proc.Naming(s.runDir(id) + string(filepath.Separator)) {
+// endStrays ends the processes of args (proc.Args) that name the runtime
+// directory of VM id (a VMM, its helpers) and that no record accounts
+// for.
+func (s *Service) endStrays(args map[int][]string, id string) {
+	for _, pid := range proc.Naming(args, s.runDir(id)+string(filepath.Separator)) {
 		s.cfg.Log.Warn("ending a VMM no record accounts for", "vm_id", id, "pid", pid)
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}

@@ -517,7 +517,7 @@ func (t *T) crashScenario(cases func(ref string) []crashCase, runs int, only fun
 	report, bad := crashReport(outcomes)
 	fmt.Printf("%s: %s\n%s\n", t.name, time.Since(start).Round(time.Second), report)
 	if t.tools.crashReport != "" {
-		if err := spliceReport(t.tools.crashReport, fmt.Sprintf("%s, %d run(s) a point, %s.\n\n%s",
+		if err := spliceReportAt(t.tools.crashReport, "crash-points", fmt.Sprintf("%s, %d run(s) a point, %s.\n\n%s",
 			runContext(), max(runs, 1), time.Since(start).Round(time.Second), report)); err != nil {
 			t.Fatalf("%v", err)
 		}
@@ -527,22 +527,18 @@ func (t *T) crashScenario(cases func(ref string) []crashCase, runs int, only fun
 	}
 }
 
-// Markers of the generated part of a report file (docs/RELIABILITY.md).
-const (
-	reportBegin = "<!-- crash-points:begin (make reliability writes this part) -->"
-	reportEnd   = "<!-- crash-points:end -->"
-)
-
-// spliceReport puts text between the markers of file, or writes it as
-// the whole file when it has none.
-func spliceReport(file, text string) error {
+// spliceReportAt puts text between the markers of part name in file
+// (docs/RELIABILITY.md), or writes it as the whole file when it has
+// none.
+func spliceReportAt(file, name, text string) error {
+	begin, end := "<!-- "+name+":begin (make reliability writes this part) -->", "<!-- "+name+":end -->"
 	b, err := os.ReadFile(file)
 	doc := string(b)
-	i, j := strings.Index(doc, reportBegin), strings.Index(doc, reportEnd)
+	i, j := strings.Index(doc, begin), strings.Index(doc, end)
 	if err != nil || i < 0 || j < i {
 		return os.WriteFile(file, []byte(text), 0o644)
 	}
-	doc = doc[:i+len(reportBegin)] + "\n" + text + "\n" + doc[j:]
+	doc = doc[:i+len(begin)] + "\n" + text + "\n" + doc[j:]
 	return os.WriteFile(file, []byte(doc), 0o644)
 }
 

@@ -64,6 +64,7 @@ func scenarios() []scenario {
 		{name: "vm-systemd", run: vmSystemd},
 		{name: "crash-points-short", run: crashPointsShort},
 		{name: "crash-points", run: crashPoints, campaign: true},
+		{name: "restart-many", run: restartMany, campaign: true},
 	}
 }
 
