@@ -70,10 +70,20 @@ func TestParseStat(t *testing.T) {
 // TestNaming finds a process by an argument, and not one without it.
 func TestNaming(t *testing.T) {
 	mark := t.TempDir() + "/run/vms/0123"
-	cmd := exec.Command("sh", "-c", "sleep 60", mark) // mark is $0
+	// mark is $0 of a shell waiting in its read builtin: it neither
+	// execs another program in its place (losing mark) nor forks copies
+	// (which would carry mark too).
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	cmd := exec.Command("sh", "-c", "read x", mark)
+	cmd.Stdin = r
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	r.Close()
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
 	if got := Naming(Args(), mark); len(got) != 1 || got[0] != cmd.Process.Pid {
 		t.Fatalf("Naming(%q) = %v, want [%d]", mark, got, cmd.Process.Pid)

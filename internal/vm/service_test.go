@@ -470,7 +470,9 @@ func TestReconcile(t *testing.T) {
 	}
 	var unrecorded []*exec.Cmd
 	for _, dir := range []string{f.svc.runDir(off.ID), stray} {
-		c := exec.Command("sh", "-c", "sleep 600", filepath.Join(dir, "console.log"))
+		// A loop: the shell stays, its $0 the path (one command alone it
+		// may exec in its place).
+		c := exec.Command("sh", "-c", "while :; do sleep 1; done", filepath.Join(dir, "console.log"))
 		if err := c.Start(); err != nil {
 			t.Fatal(err)
 		}
