@@ -5,11 +5,11 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/bench/benchkit"
+	"github.com/bangerdev/banger/internal/proc"
 	"github.com/bangerdev/banger/test/networld"
 )
 
@@ -75,7 +75,7 @@ func restartMany(t *T) {
 				t.Fatalf("%s: %s is %s (pid %d), was %s (pid %d)", when, name, a.State, a.PID, b.State, b.PID)
 			}
 			if a.State == api.VMRunning {
-				if n := len(processesNaming(a.ID)); n < 1 {
+				if n := len(proc.Naming(proc.Args(), "/vms/"+a.ID+"/")); n < 1 {
 					t.Fatalf("%s: %s has no VMM", when, name)
 				}
 				t.Must("vm", "exec", name, "--", "true")
@@ -145,23 +145,6 @@ func names(kinds []vmKind) []string {
 	var out []string
 	for _, k := range kinds {
 		out = append(out, k.name)
-	}
-	return out
-}
-
-// processesNaming lists the processes naming VM id's runtime directory.
-func processesNaming(id string) []int {
-	var out []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err == nil && strings.Contains(string(b), "/vms/"+id+"/") {
-			var pid int
-			fmt.Sscan(e.Name(), &pid)
-			if pid != 0 && syscall.Kill(pid, 0) == nil {
-				out = append(out, pid)
-			}
-		}
 	}
 	return out
 }
