@@ -179,6 +179,13 @@ func (s *Server) session(user string, ch ssh.Channel, reqs <-chan *ssh.Request) 
 				break
 			}
 			started, ok = true, true
+			// Reply before the run starts: a quick command could
+			// otherwise close the channel first, and the client's
+			// request would end in EOF instead of its output.
+			if req.WantReply {
+				_ = req.Reply(true, nil)
+				req.WantReply = false
+			}
 			go func() {
 				code := s.run(user, req.Type, arg.Value, env, tty, ch, resize)
 				_, _ = ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{uint32(code)}))
