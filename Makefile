@@ -38,7 +38,8 @@ FUZZ_TARGETS := \
 	./internal/termsafe:FuzzString:300000 \
 	./internal/release:FuzzParseSums:50000 \
 	./internal/release:FuzzUnpack:5000 \
-	./internal/vm:FuzzHostKeyLine:100000
+	./internal/vm:FuzzHostKeyLine:100000 \
+	./internal/peer:FuzzOpen:300000
 
 .PHONY: release all deps testimages build build-crash reliability test fmt-check vet unit fuzz vmtest smoke bench bench-image bench-boot bench-disk bench-vm bench-workspace bench-net bench-snapshot lint run clean
 
@@ -82,7 +83,9 @@ unit: deps
 	go test -race -count=1 -tags crashpoints ./internal/crashpoint/
 
 # Minimization is off: the short runs are for finding, not shrinking.
+# The check first: every fuzz target of the module must be in the list.
 fuzz: deps
+	@go run ./test/fuzzcampaign -check $(FUZZ_TARGETS)
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; rest=$${t#*:}; name=$${rest%%:*}; n=$${rest##*:}; \
 		budget=$(if $(FUZZTIME),$(FUZZTIME),$${n}x); \
@@ -107,11 +110,13 @@ vmtest: testimages
 test: deps fmt-check vet unit fuzz vmtest smoke
 
 # The reliability campaign (docs/RELIABILITY.md): the daemon killed at
-# every crash point of its requests, RUNS times each (default 3).
+# every crash point of its requests, RUNS times each (default 3); every
+# fuzz target for FUZZ_BUDGET (default 2m) of fuzzing.
 reliability: build build-crash testimages
 	go run ./test/smoke -bin $(BIN) -crashbin $(BIN)/crash -jobs 1 -registry .tools/registry \
 		-kernel-deb $$(ls $(TEST_CACHE)/linux-image-*.deb | head -1) \
 		-campaign -run '^(crash-points|restart-many)$$' -crash-runs $(or $(RUNS),3) -crash-report docs/RELIABILITY.md -timeout 3h
+	go run ./test/fuzzcampaign -time $(or $(FUZZ_BUDGET),2m) -report docs/RELIABILITY.md
 
 bench: deps bench-image bench-boot bench-disk bench-vm bench-workspace bench-net bench-snapshot
 	@scripts/bench.sh

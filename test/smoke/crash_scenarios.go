@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -19,6 +17,7 @@ import (
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/store"
 	"github.com/bangerdev/banger/internal/vmm"
+	"github.com/bangerdev/banger/test/report"
 )
 
 // The crash-point campaign (issue: reliability): daemons built with the
@@ -514,48 +513,25 @@ func (t *T) crashScenario(cases func(ref string) []crashCase, runs int, only fun
 	t.Must("image", "pull", ref)
 	start := time.Now()
 	outcomes := t.crashCampaign(cases(ref), max(runs, 1), only)
-	report, bad := crashReport(outcomes)
-	fmt.Printf("%s: %s\n%s\n", t.name, time.Since(start).Round(time.Second), report)
+	table, bad := crashReport(outcomes)
+	fmt.Printf("%s: %s\n%s\n", t.name, time.Since(start).Round(time.Second), table)
 	if t.tools.crashReport != "" {
-		if err := spliceReportAt(t.tools.crashReport, "crash-points", fmt.Sprintf("%s, %d run(s) a point, %s.\n\n%s",
-			runContext(), max(runs, 1), time.Since(start).Round(time.Second), report)); err != nil {
+		if err := report.Splice(t.tools.crashReport, "crash-points", fmt.Sprintf("%s, %d run(s) a point, %s.\n\n%s",
+			runContext(), max(runs, 1), time.Since(start).Round(time.Second), table)); err != nil {
 			t.Fatalf("%v", err)
 		}
 	}
 	if bad > 0 {
-		t.Fatalf("%d crash runs leaked or failed:\n%s", bad, report)
+		t.Fatalf("%d crash runs leaked or failed:\n%s", bad, table)
 	}
 }
 
-// spliceReportAt puts text between the markers of part name in file
-// (docs/RELIABILITY.md), or writes it as the whole file when it has
-// none.
-func spliceReportAt(file, name, text string) error {
-	begin, end := "<!-- "+name+":begin (make reliability writes this part) -->", "<!-- "+name+":end -->"
-	b, err := os.ReadFile(file)
-	doc := string(b)
-	i, j := strings.Index(doc, begin), strings.Index(doc, end)
-	if err != nil || i < 0 || j < i {
-		return os.WriteFile(file, []byte(text), 0o644)
-	}
-	doc = doc[:i+len(begin)] + "\n" + text + "\n" + doc[j:]
-	return os.WriteFile(file, []byte(doc), 0o644)
-}
-
-// runContext says where and on what a campaign ran: the commit (and
-// whether the tree differed from it), the date, the cores and the
-// accelerator.
+// runContext says where and on what a campaign ran, the accelerator
+// included.
 func runContext() string {
-	commit := "unknown commit"
-	if out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output(); err == nil {
-		commit = "commit " + strings.TrimSpace(string(out))
-		if out, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(out) > 0 {
-			commit += " with local changes"
-		}
-	}
 	accel := "KVM"
 	if err := vmm.KVMUsable(); err != nil {
 		accel = "TCG (no usable KVM)"
 	}
-	return fmt.Sprintf("Run at %s on %s, %d cores, QEMU under %s", time.Now().UTC().Format("2006-01-02"), commit, runtime.NumCPU(), accel)
+	return report.Context("QEMU under " + accel)
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/bangerdev/banger/bench/benchkit"
 	"github.com/bangerdev/banger/internal/proc"
 	"github.com/bangerdev/banger/test/networld"
+	"github.com/bangerdev/banger/test/report"
 )
 
 // restartMany (make reliability): seven VMs of every kind (bridge
@@ -123,13 +124,13 @@ func restartMany(t *T) {
 		empty = append(empty, time.Since(start))
 	}
 	mw, me := benchkit.Median(withVMs), benchkit.Median(empty)
-	report := fmt.Sprintf("%s, %d restarts.\n\n| daemon start after `kill -9` | median | runs |\n|---|---|---|\n"+
+	text := fmt.Sprintf("%s, %d restarts.\n\n| daemon start after `kill -9` | median | runs |\n|---|---|---|\n"+
 		"| with %d VMs to take back (running: 3 on the bridge, 2 user-mode, 1 without network; 1 suspended; 2 forwards) | %s | %s |\n"+
 		"| with none | %s | %s |\n\nEvery restart: the same VMM pids, one QEMU a running VM, the suspended VM still suspended, the taps and rules as before, both forwards answering, the NAT and allow-listed VMs reaching the outside and the others not.\n",
 		runContext(), len(withVMs), len(kinds), mw.Round(time.Millisecond), durations(withVMs), me.Round(time.Millisecond), durations(empty))
-	fmt.Printf("%s:\n%s", t.name, report)
+	fmt.Printf("%s:\n%s", t.name, text)
 	if t.tools.crashReport != "" {
-		if err := spliceReportAt(t.tools.crashReport, "restart-many", report); err != nil {
+		if err := report.Splice(t.tools.crashReport, "restart-many", text); err != nil {
 			t.Fatalf("%v", err)
 		}
 	}
