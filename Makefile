@@ -110,12 +110,13 @@ vmtest: testimages
 test: deps fmt-check vet unit fuzz vmtest smoke
 
 # The reliability campaign (docs/RELIABILITY.md): the daemon killed at
-# every crash point of its requests, RUNS times each (default 3); every
+# every crash point of its requests, RUNS times each (default 3); restarts
+# with many VMs; full disks; the soak (SOAK_CYCLES from SOAK_CLIENTS); every
 # fuzz target for FUZZ_BUDGET (default 2m) of fuzzing.
 reliability: build build-crash testimages
 	go run ./test/smoke -bin $(BIN) -crashbin $(BIN)/crash -jobs 1 -registry .tools/registry \
 		-kernel-deb $$(ls $(TEST_CACHE)/linux-image-*.deb | head -1) \
-		-campaign -run '^(crash-points|restart-many)$$' -crash-runs $(or $(RUNS),3) -crash-report docs/RELIABILITY.md -timeout 3h
+		-campaign -run '^(crash-points|restart-many|restart-many-installed|full-disks|soak)$$' -crash-runs $(or $(RUNS),3) -soak-cycles $(or $(SOAK_CYCLES),200) -soak-clients $(or $(SOAK_CLIENTS),4) -crash-report docs/RELIABILITY.md -timeout 3h
 	go run ./test/fuzzcampaign -time $(or $(FUZZ_BUDGET),2m) -report docs/RELIABILITY.md
 
 bench: deps bench-image bench-boot bench-disk bench-vm bench-workspace bench-net bench-snapshot

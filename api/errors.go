@@ -27,6 +27,9 @@ const (
 	// may not use itself (a file it cannot read), or that the daemon
 	// cannot prove it may.
 	CodePermissionDenied Code = "permission_denied"
+	// CodeNoSpace: a file system the request writes to is full; the
+	// message names it.
+	CodeNoSpace Code = "no_space"
 )
 
 // Sentinel errors. Services wrap them with context (fmt.Errorf("vm %q: %w",
@@ -47,6 +50,7 @@ var (
 	ErrGuestRefused     = errors.New("refused from the guest")
 	ErrLimitExceeded    = errors.New("limit exceeded")
 	ErrPermissionDenied = errors.New("permission denied")
+	ErrNoSpace          = errors.New("no space left")
 )
 
 // codeTable is the one place sentinels and codes meet. Order matters only
@@ -73,6 +77,7 @@ func codeTable() []struct {
 		{ErrGuestRefused, CodeGuestRefused},
 		{ErrLimitExceeded, CodeLimitExceeded},
 		{ErrPermissionDenied, CodePermissionDenied},
+		{ErrNoSpace, CodeNoSpace},
 	}
 }
 

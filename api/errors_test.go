@@ -24,6 +24,7 @@ func TestCodeOf(t *testing.T) {
 		{ErrInvalidRequest, CodeInvalidRequest},
 		{fmt.Errorf("waiting: %w", context.Canceled), CodeCanceled},
 		{errors.New("disk on fire"), CodeOperationFailed},
+		{fmt.Errorf("pull: %w", ErrNoSpace), CodeNoSpace},
 		{&Error{Code: CodeInUse, Message: "x"}, CodeInUse},
 	} {
 		if got := CodeOf(tc.err); got != tc.want {

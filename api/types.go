@@ -48,6 +48,16 @@ type DaemonInfo struct {
 	UptimeSeconds float64   `json:"uptime_seconds"`
 	SchemaVersion int       `json:"schema_version"`
 	InstanceID    string    `json:"instance_id"`
+	// Resources is what the daemon holds now: the reliability soak
+	// compares them before and after many requests.
+	Resources DaemonResources `json:"resources"`
+}
+
+// DaemonResources is the daemon process's own use.
+type DaemonResources struct {
+	Goroutines int   `json:"goroutines"`
+	OpenFiles  int   `json:"open_files"`
+	RSSBytes   int64 `json:"rss_bytes"`
 }
 
 // ConfigValue is one effective configuration value and where it came from.

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/bangerdev/banger/internal/diskspace"
 	"github.com/bangerdev/banger/internal/vmm"
 )
 
@@ -19,6 +20,12 @@ import (
 func WorkDisk(ctx context.Context, path string, size int64) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
+	}
+	// The disk is sparse: it takes what mkfs writes now and what the
+	// guest writes later. Refuse a nearly full file system by name
+	// rather than let mkfs fail with its own words.
+	if err := diskspace.Need(filepath.Dir(path), 0); err != nil {
+		return fmt.Errorf("making the work disk: %w", err)
 	}
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {

@@ -24,6 +24,7 @@ import (
 	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/proc"
 	"github.com/bangerdev/banger/internal/store"
+	"github.com/bangerdev/banger/internal/units"
 	"github.com/bangerdev/banger/internal/version"
 )
 
@@ -310,6 +311,7 @@ func (a *App) daemonStatusCommand() *cobra.Command {
 				{"  cache", info.Paths.CacheDir},
 				{"  log", info.Paths.LogFile},
 				{"  store", fmt.Sprintf("%s (schema %d)", info.Paths.Database, info.SchemaVersion)},
+				{"  resources", fmt.Sprintf("%d goroutines, %d open files, %s resident", info.Resources.Goroutines, info.Resources.OpenFiles, units.FormatSize(info.Resources.RSSBytes))},
 			})
 		}),
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/diskspace"
 	"github.com/bangerdev/banger/internal/opstate"
 	"github.com/bangerdev/banger/internal/peer"
 	"github.com/bangerdev/banger/internal/rpc"
@@ -97,7 +98,7 @@ func param[P, R any](fn func(context.Context, P) (R, error)) handler {
 	return func(ctx context.Context, call *rpc.Call) rpc.Response {
 		var p P
 		if err := decodeParams(call.Method, call.Params, &p); err != nil {
-			return rpc.Error(err)
+			return fail(err)
 		}
 		return answer(fn(ctx, p))
 	}
@@ -108,7 +109,7 @@ func param[P, R any](fn func(context.Context, P) (R, error)) handler {
 func noParam[R any](fn func(context.Context) (R, error)) handler {
 	return func(ctx context.Context, call *rpc.Call) rpc.Response {
 		if len(call.Params) > 0 && !bytes.Equal(bytes.TrimSpace(call.Params), []byte("{}")) {
-			return rpc.Error(fmt.Errorf("%w: %s takes no params", api.ErrInvalidRequest, call.Method))
+			return fail(fmt.Errorf("%w: %s takes no params", api.ErrInvalidRequest, call.Method))
 		}
 		return answer(fn(ctx))
 	}
@@ -137,7 +138,7 @@ func stream[P, E, R any](fn func(context.Context, P, func(E) error) (R, error)) 
 	return func(ctx context.Context, call *rpc.Call) rpc.Response {
 		var p P
 		if err := decodeParams(call.Method, call.Params, &p); err != nil {
-			return rpc.Error(err)
+			return fail(err)
 		}
 		return answer(fn(ctx, p, func(e E) error { return call.Emit(e) }))
 	}
@@ -169,16 +170,16 @@ func upgrade[P any](dial func(context.Context, P) (net.Conn, error)) handler {
 	return func(ctx context.Context, call *rpc.Call) rpc.Response {
 		var p P
 		if err := decodeParams(call.Method, call.Params, &p); err != nil {
-			return rpc.Error(err)
+			return fail(err)
 		}
 		conn, err := dial(ctx, p)
 		if err != nil {
-			return rpc.Error(err)
+			return fail(err)
 		}
 		defer conn.Close()
 		stream, err := call.Upgrade(struct{}{})
 		if err != nil {
-			return rpc.Error(err)
+			return fail(err)
 		}
 		go func() {
 			_, _ = io.Copy(conn, stream) // the client's bytes, until it hangs up
@@ -190,9 +191,13 @@ func upgrade[P any](dial func(context.Context, P) (net.Conn, error)) handler {
 	}
 }
 
+// fail is every handler's error reply: one that ran out of space names
+// the file system it ran out on.
+func fail(err error) rpc.Response { return rpc.Error(diskspace.Explain(err)) }
+
 func answer[R any](r R, err error) rpc.Response {
 	if err != nil {
-		return rpc.Error(err)
+		return fail(err)
 	}
 	return rpc.Result(r)
 }
@@ -204,13 +209,13 @@ func (d *Daemon) dispatch(ctx context.Context, call *rpc.Call) rpc.Response {
 		if client == "" {
 			client = "unknown version"
 		}
-		return rpc.Error(fmt.Errorf("%w: client (banger %s) speaks protocol %d, daemon (bangerd %s) speaks protocol %d; "+
+		return fail(fmt.Errorf("%w: client (banger %s) speaks protocol %d, daemon (bangerd %s) speaks protocol %d; "+
 			"use the banger binary that matches the daemon, or restart the daemon with the new one (`banger daemon stop && banger daemon start`)",
 			api.ErrVersionMismatch, client, call.V, d.build.Version, api.ProtocolVersion))
 	}
 	h, ok := d.handlers[call.Method]
 	if !ok {
-		return rpc.Error(fmt.Errorf("%w %q; this daemon (bangerd %s) serves: %s",
+		return fail(fmt.Errorf("%w %q; this daemon (bangerd %s) serves: %s",
 			api.ErrUnknownMethod, call.Method, d.build.Version, strings.Join(slices.Sorted(maps.Keys(d.handlers)), ", ")))
 	}
 	d.logCall(ctx, call.Method, call.ID)

@@ -3,6 +3,9 @@ package daemon
 import (
 	"context"
 	"os"
+	"runtime"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/bangerdev/banger/api"
@@ -39,7 +42,24 @@ func (d *Daemon) info(context.Context) (api.DaemonInfo, error) {
 		UptimeSeconds: time.Since(d.started).Seconds(),
 		SchemaVersion: d.store.SchemaVersion(),
 		InstanceID:    d.instanceID,
+		Resources:     resources(),
 	}, nil
+}
+
+// resources reads the daemon's goroutines, open descriptors and resident
+// memory; a figure it cannot read stays 0.
+func resources() api.DaemonResources {
+	r := api.DaemonResources{Goroutines: runtime.NumGoroutine()}
+	if fds, err := os.ReadDir("/proc/self/fd"); err == nil {
+		r.OpenFiles = len(fds) - 1 // less the one ReadDir held open
+	}
+	if b, err := os.ReadFile("/proc/self/statm"); err == nil {
+		if f := strings.Fields(string(b)); len(f) > 1 {
+			pages, _ := strconv.ParseInt(f[1], 10, 64)
+			r.RSSBytes = pages * int64(os.Getpagesize())
+		}
+	}
+	return r
 }
 
 func (d *Daemon) configShow(context.Context) (api.ConfigShowResult, error) {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/diskspace"
 	"github.com/bangerdev/banger/internal/opstate"
 )
 
@@ -51,10 +52,10 @@ func summarize(st opstate.Status) api.OperationSummary {
 			s.State = api.OpStateSucceeded
 		case errors.Is(st.Err, context.Canceled):
 			s.State = api.OpStateCanceled
-			s.Error = api.ToWire(st.Err)
+			s.Error = api.ToWire(diskspace.Explain(st.Err))
 		default:
 			s.State = api.OpStateFailed
-			s.Error = api.ToWire(st.Err)
+			s.Error = api.ToWire(diskspace.Explain(st.Err))
 		}
 	}
 	return s

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/crashpoint"
 	"github.com/bangerdev/banger/internal/store"
 )
 
@@ -127,6 +128,7 @@ func (s *Service) Delete(ctx context.Context, p api.KernelRefParams) (api.Kernel
 			return fmt.Errorf("removing kernel %s: %w", rec.Name, err)
 		}
 		res.BundleRemoved, res.BytesFreed = true, rec.Size
+		crashpoint.At("kernel.delete", "bundle set aside")
 		return nil
 	})
 	if err != nil {

@@ -32,6 +32,7 @@ import (
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/bundle"
+	"github.com/bangerdev/banger/internal/crashpoint"
 	"github.com/bangerdev/banger/internal/deb"
 	"github.com/bangerdev/banger/internal/kmod"
 	"github.com/bangerdev/banger/internal/opstate"
@@ -86,18 +87,54 @@ func New(cfg Config) (*Service, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating %s: %w", cfg.Dir, err)
 	}
-	entries, err := os.ReadDir(cfg.Dir)
-	if err != nil {
+	s := &Service{cfg: cfg, ops: opstate.NewRegistry[api.Kernel](cfg.Retention, time.Now)}
+	if err := s.sweep(cfg.Lifetime); err != nil {
 		return nil, err
 	}
+	return s, nil
+}
+
+// sweep makes the bundles directory agree with the store after a daemon
+// that died mid-request: staging goes; a bundle stored whose record was
+// never written goes; a bundle set aside by a delete whose record
+// stayed (the delete's transaction never committed) comes back.
+func (s *Service) sweep(ctx context.Context) error {
+	recorded := map[string]bool{}
+	if s.cfg.Store != nil {
+		err := s.cfg.Store.View(ctx, func(tx *store.Tx) error {
+			ks, err := tx.Kernels(ctx)
+			for _, k := range ks {
+				recorded[filepath.Base(s.bundleDir(k.ID))] = true
+			}
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("listing kernels: %w", err)
+		}
+	}
+	entries, err := os.ReadDir(s.cfg.Dir)
+	if err != nil {
+		return err
+	}
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), ".") {
-			if err := os.RemoveAll(filepath.Join(cfg.Dir, e.Name())); err != nil {
-				cfg.Log.Warn("removing a leftover", "path", e.Name(), "err", err)
+		name, path := e.Name(), filepath.Join(s.cfg.Dir, e.Name())
+		if id, ok := strings.CutPrefix(name, ".deleting-"); ok && recorded[id] {
+			if _, err := os.Stat(filepath.Join(s.cfg.Dir, id)); errors.Is(err, fs.ErrNotExist) {
+				if err := os.Rename(path, filepath.Join(s.cfg.Dir, id)); err == nil {
+					s.cfg.Log.Info("kernel bundle put back: its delete did not finish", "id", id)
+					continue
+				}
+			}
+		}
+		if strings.HasPrefix(name, ".") || (s.cfg.Store != nil && e.IsDir() && !recorded[name]) {
+			if err := os.RemoveAll(path); err != nil {
+				s.cfg.Log.Warn("removing a leftover", "path", name, "err", err)
+			} else if !strings.HasPrefix(name, ".") {
+				s.cfg.Log.Info("kernel bundle removed: no record owns it", "id", name)
 			}
 		}
 	}
-	return &Service{cfg: cfg, ops: opstate.NewRegistry[api.Kernel](cfg.Retention, time.Now)}, nil
+	return nil
 }
 
 // Operations is the service's operations registry.
@@ -290,6 +327,7 @@ func (s *Service) install(ctx context.Context, op *opstate.Op[api.Kernel], name 
 			return api.Kernel{}, fmt.Errorf("storing kernel %s: %w", rec.Name, err)
 		}
 	}
+	crashpoint.At("kernel.install", "bundle stored")
 	var k api.Kernel
 	err = s.cfg.Store.Update(ctx, func(tx *store.Tx) error {
 		if err := tx.PutKernel(ctx, rec); err != nil {

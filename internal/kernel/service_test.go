@@ -210,3 +210,48 @@ func TestImportErrors(t *testing.T) {
 		t.Fatalf("failed imports left %v", entries)
 	}
 }
+
+// TestSweep is a daemon started again after one killed mid-request:
+// staging and a bundle no record owns go, a recorded bundle a delete set
+// aside (its transaction never committed) comes back, and the kernel
+// still boots from it.
+func TestSweep(t *testing.T) {
+	st := storetest.Open(t)
+	dir := filepath.Join(t.TempDir(), "kernels")
+	open := func() *Service {
+		s, err := New(Config{Store: st, Dir: dir, Log: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	op, err := open().Import(context.Background(), api.KernelImportParams{Deb: debOf(t, "6.1.0-98-test", "")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := wait(t, op)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := filepath.Base(k.Dir)
+	orphan := filepath.Join(dir, strings.Repeat("ab", 32))
+	for _, d := range []string{orphan, filepath.Join(dir, ".import-123")} {
+		if err := os.MkdirAll(filepath.Join(d, "modules"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Rename(k.Dir, filepath.Join(dir, ".deleting-"+id)); err != nil {
+		t.Fatal(err)
+	}
+	s := open()
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 || entries[0].Name() != id {
+		t.Fatalf("after the sweep the kernels dir holds %v, want only %s", entries, id)
+	}
+	if got, err := s.Show(context.Background(), api.KernelRefParams{Name: k.Name}); err != nil || got.Dir != k.Dir {
+		t.Fatalf("show after the sweep: %+v, %v", got, err)
+	}
+	if _, err := os.Stat(filepath.Join(k.Dir, bundle.FileVmlinux)); err != nil {
+		t.Fatalf("the bundle put back lacks its kernel: %v", err)
+	}
+}

@@ -30,6 +30,7 @@ import (
 	"github.com/bangerdev/banger/internal/boot"
 	"github.com/bangerdev/banger/internal/bundle"
 	"github.com/bangerdev/banger/internal/crashpoint"
+	"github.com/bangerdev/banger/internal/diskspace"
 	"github.com/bangerdev/banger/internal/hostnet"
 	"github.com/bangerdev/banger/internal/logcap"
 	"github.com/bangerdev/banger/internal/proc"
@@ -470,12 +471,17 @@ func attachment(rec store.VM) (hostnet.Attachment, error) {
 }
 
 // create runs the phases of vm.create. A failure keeps the VM, failed,
-// with its console log for `vm logs`; a canceled create leaves nothing.
+// with its console log for `vm logs`; a canceled create leaves nothing,
+// and nor does one that ran out of space: it has nothing to read, its
+// record may not fit, and the retry once space is freed takes the name.
 func (s *Service) create(ctx context.Context, phase func(string), cr Creation) (api.VM, error) {
 	rec, noStart := cr.rec, cr.noStart
 	fail := func(err error) (api.VM, error) {
-		if ctx.Err() != nil {
-			s.remove(context.WithoutCancel(ctx), rec)
+		err = diskspace.Explain(err)
+		if ctx.Err() != nil || errors.Is(err, api.ErrNoSpace) {
+			if rerr := s.remove(context.WithoutCancel(ctx), rec); rerr != nil {
+				s.cfg.Log.Error("removing a create that did not finish", "vm", rec.Name, "err", rerr)
+			}
 			return api.VM{}, err
 		}
 		rec.State, rec.Reason, rec.StoppedAt, rec.PID, rec.PIDStart = api.VMFailed, err.Error(), time.Now(), 0, 0

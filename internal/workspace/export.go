@@ -14,6 +14,7 @@ import (
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/agent/proto"
 	"github.com/bangerdev/banger/internal/agent/tree"
+	"github.com/bangerdev/banger/internal/diskspace"
 )
 
 // Export is a binary git patch of the guest's work tree (committed and
@@ -58,7 +59,7 @@ func (s *Service) Export(ctx context.Context, p api.WorkspaceExportParams) (api.
 	paths := slices.Sorted(maps.Keys(guest))
 	want, n, err := s.wanted(guest, paths)
 	if err == nil {
-		err = roomFor(stateDir, 2*n) // the copy, and git's loose objects of it
+		err = diskspace.Need(stateDir, 2*n) // the copy, and git's loose objects of it
 	}
 	if err != nil {
 		return api.WorkspaceExportResult{}, fmt.Errorf("exporting from vm %s: %w", p.Name, err)

@@ -2,9 +2,6 @@ package workspace
 
 import (
 	"context"
-
-	"golang.org/x/sys/unix"
-
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +14,7 @@ import (
 	"github.com/bangerdev/banger/internal/agent/proto"
 	"github.com/bangerdev/banger/internal/agent/tree"
 	"github.com/bangerdev/banger/internal/crashpoint"
+	"github.com/bangerdev/banger/internal/diskspace"
 	"github.com/bangerdev/banger/internal/units"
 )
 
@@ -262,7 +260,7 @@ func (s *Service) Pull(ctx context.Context, p api.WorkspaceRefParams, progress P
 	fetch := slices.Concat(sd.gc.Added, sd.gc.Modified)
 	want, n, err := s.wanted(sd.guest, fetch)
 	if err == nil {
-		err = roomFor(sd.hostDir, n)
+		err = diskspace.Need(sd.hostDir, n)
 	}
 	if err != nil {
 		return res, fmt.Errorf("pulling from vm %s: %w", p.Name, err)
@@ -353,27 +351,6 @@ func (s *Service) wanted(guest files, paths []string) (map[string]proto.TreeEntr
 			api.ErrLimitExceeded, units.FormatSize(n), len(paths), units.FormatSize(s.cfg.MaxBytes))
 	}
 	return want, n, nil
-}
-
-// roomFor refuses to write n bytes where the file system of dir (or its
-// nearest existing parent) would be left with less than a margin.
-func roomFor(dir string, n int64) error {
-	const margin = 64 << 20
-	for {
-		var st unix.Statfs_t
-		err := unix.Statfs(dir, &st)
-		if errors.Is(err, unix.ENOENT) && filepath.Dir(dir) != dir {
-			dir = filepath.Dir(dir)
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("checking free space in %s: %w", dir, err)
-		}
-		if free := int64(st.Bavail) * st.Bsize; free < n+margin {
-			return fmt.Errorf("%w: %s needs %s, and its file system has %s free; free some space", api.ErrLimitExceeded, dir, units.FormatSize(n+margin), units.FormatSize(free))
-		}
-		return nil
-	}
 }
 
 // guestFault marks an extraction's refusal of the guest's stream as the

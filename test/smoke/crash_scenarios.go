@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -54,6 +55,8 @@ type crashOutcome struct {
 // crashCases are the requests of the campaign, on a busybox image
 // pulled from the scenario's registry and the user network.
 func crashCases(ref string) []crashCase {
+	// The scenario pushed its kernel beside the image (crashScenario).
+	kref := path.Dir(ref) + "/kernel:crash"
 	vmShow := func(t *T) (api.VM, bool) {
 		var v api.VM
 		r := t.Banger("vm", "show", "c", "--json")
@@ -70,6 +73,7 @@ func crashCases(ref string) []crashCase {
 	running := func(t *T) bool { v, ok := vmShow(t); return ok && v.State == api.VMRunning && answers(t) }
 	stopped := func(t *T) bool { v, ok := vmShow(t); return ok && v.State == api.VMStopped }
 	create := []string{"vm", "create", "--name", "c", "--image", ref, "--network", "user", "--memory", "256M", "--cpus", "1"}
+	bridge := []string{"vm", "create", "--name", "c", "--image", ref, "--network", "bridge", "--nat", "--memory", "256M", "--cpus", "1"}
 	deleteVM := func(t *T) { t.Banger("vm", "delete", "--force", "c") }
 	none := func(*T) {}
 	// Whether VM name is there in state, answering when running.
@@ -122,6 +126,18 @@ func crashCases(ref string) []crashCase {
 			do:    func(t *T) run { return t.Banger("vm", "stop", "c") },
 			whole: stopped, absent: running,
 			again: func(t *T) { t.Must("vm", "stop", "c") },
+		},
+		{
+			// On the bridge with NAT: a tap, per-VM rules, a chain and
+			// sets, and a lease, each of which a kill can leave.
+			verb: "vm.create (bridge)", setup: none, reset: deleteVM,
+			do:    func(t *T) run { return t.Banger(append(bridge, "--cold")...) },
+			whole: running, absent: gone,
+			again: func(t *T) {
+				if gone(t) {
+					t.Must(append(bridge, "--cold")...)
+				}
+			},
 		},
 		{
 			verb: "vm.delete", reset: deleteVM,
@@ -241,6 +257,58 @@ func crashCases(ref string) []crashCase {
 			absent: func(t *T) bool { return t.Banger("image", "show", ref).code != 0 },
 			again:  func(t *T) { t.Must("image", "pull", ref) },
 		},
+		// The kernel cases come last: they leave the scenario's one
+		// kernel named "pulled", pulled from the registry.
+		{
+			verb:  "kernel.pull",
+			setup: func(t *T) { dropKernels(t) },
+			reset: none,
+			do:    func(t *T) run { return t.Banger("kernel", "pull", kref, "--name", "pulled") },
+			whole: kernelThere, absent: func(t *T) bool { return t.Banger("kernel", "show", "pulled").code != 0 },
+			again: func(t *T) {
+				if t.Banger("kernel", "show", "pulled").code != 0 {
+					t.Must("kernel", "pull", kref, "--name", "pulled")
+				}
+			},
+		},
+		{
+			verb: "kernel.delete",
+			setup: func(t *T) {
+				if t.Banger("kernel", "show", "pulled").code != 0 {
+					t.Must("kernel", "pull", kref, "--name", "pulled")
+				}
+			},
+			reset:  func(t *T) { t.Must("kernel", "pull", kref, "--name", "pulled") },
+			do:     func(t *T) run { return t.Banger("kernel", "delete", "pulled") },
+			whole:  func(t *T) bool { return t.Banger("kernel", "show", "pulled").code != 0 },
+			absent: kernelThere,
+			again: func(t *T) {
+				if t.Banger("kernel", "show", "pulled").code == 0 {
+					t.Must("kernel", "delete", "pulled")
+				}
+			},
+		},
+	}
+}
+
+// kernelThere says whether the kernel "pulled" is recorded with its
+// bundle whole enough to boot: its kernel file is there.
+func kernelThere(t *T) bool {
+	var k api.Kernel
+	r := t.Banger("kernel", "show", "pulled", "--json")
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &k) != nil {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(k.Dir, "vmlinux"))
+	return err == nil
+}
+
+// dropKernels deletes every kernel, so a pull stores a new bundle.
+func dropKernels(t *T) {
+	var l api.KernelListResult
+	t.JSON(&l, "kernel", "list")
+	for _, k := range l.Kernels {
+		t.Must("kernel", "delete", k.Name)
 	}
 }
 
@@ -356,11 +424,28 @@ func (t *T) leaks() []string {
 	var list api.VMListResult
 	t.JSON(&list, "vm", "list")
 	owned, live := map[string]bool{}, map[string]bool{}
+	onBridge := 0
 	for _, v := range list.VMs {
 		owned[v.ID] = true
 		live[v.ID] = v.State == api.VMRunning
+		if live[v.ID] && v.Network == api.NetworkBridge {
+			onBridge++
+		}
 	}
 	var leaks []string
+	// The bridge's taps and per-VM rules, chains and sets: a running
+	// bridge VM's each.
+	if t.netns != "" {
+		if taps := t.Taps(); len(taps) > onBridge {
+			leaks = append(leaks, fmt.Sprintf("taps %v for %d running bridge VM(s)", taps, onBridge))
+		}
+		for _, r := range t.perVM("banger-banger0") {
+			id, isRule := strings.CutPrefix(r, "banger vm=")
+			if (isRule && !live[id]) || (!isRule && onBridge == 0) {
+				leaks = append(leaks, "nftables: "+r)
+			}
+		}
+	}
 	daemon := t.DaemonPID()
 	idRE := regexp.MustCompile(`/vms/([0-9a-f]{32})`)
 	for _, pid := range processesOf(t.home) {
@@ -381,6 +466,24 @@ func (t *T) leaks() []string {
 			}
 		}
 	}
+	// Kernel bundles and their records: each bundle a record's, each
+	// record's bundle there.
+	var kernels api.KernelListResult
+	t.JSON(&kernels, "kernel", "list")
+	bundles := map[string]bool{}
+	for _, k := range kernels.Kernels {
+		id := strings.TrimPrefix(k.ID, "sha256:")
+		bundles[id] = true
+		if _, err := os.Stat(filepath.Join(t.home, "state", "kernels", id, "vmlinux")); err != nil {
+			leaks = append(leaks, "kernel "+k.Name+" without its bundle: "+err.Error())
+		}
+	}
+	entries, _ := os.ReadDir(filepath.Join(t.home, "state", "kernels"))
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), ".") && !bundles[e.Name()] {
+			leaks = append(leaks, "kernel bundle without a record: "+e.Name())
+		}
+	}
 	_ = filepath.WalkDir(t.home, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return nil
@@ -398,7 +501,7 @@ func (t *T) leaks() []string {
 	})
 	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
-			if strings.Contains(line, t.home) {
+			if f := strings.Fields(line); len(f) > 4 && strings.Contains(line, t.home) && !slices.Contains(t.ownMounts, f[4]) {
 				leaks = append(leaks, "mount "+line)
 			}
 		}
@@ -508,6 +611,9 @@ func (t *T) crashScenario(cases func(ref string) []crashCase, runs int, only fun
 	t.bin = t.tools.crashBin
 	t.StartDaemon()
 	t.Must("kernel", "import", "--deb", t.tools.kernelDeb)
+	var k api.Kernel
+	t.JSON(&k, "kernel", "show", "default")
+	t.Must("kernel", "push", k.Name, reg+"/smoke/kernel:crash")
 	ref := reg + "/smoke/busybox:crash"
 	t.Push(ref, t.busyboxImage())
 	t.Must("image", "pull", ref)
@@ -528,10 +634,12 @@ func (t *T) crashScenario(cases func(ref string) []crashCase, runs int, only fun
 
 // runContext says where and on what a campaign ran, the accelerator
 // included.
-func runContext() string {
-	accel := "KVM"
+func runContext() string { return report.Context("QEMU under " + accelerator()) }
+
+// accelerator is what QEMU runs VMs with here.
+func accelerator() string {
 	if err := vmm.KVMUsable(); err != nil {
-		accel = "TCG (no usable KVM)"
+		return "TCG (no usable KVM)"
 	}
-	return report.Context("QEMU under " + accel)
+	return "KVM"
 }

@@ -48,6 +48,8 @@ type tools struct {
 	crashBin    string
 	crashRuns   int
 	crashReport string
+	// soakCycles cycles from soakClients parallel clients, each soak.
+	soakCycles, soakClients int
 	// porttest builds the static guest helper of test/smoke/porttest.
 	porttest func() (string, error)
 }
@@ -69,6 +71,9 @@ type T struct {
 	// extraEnv is added to the environment of commands (and so of a
 	// daemon they start).
 	extraEnv []string
+	// ownMounts are the scenario's own mounts under its home (smallFS),
+	// which leaks does not count.
+	ownMounts []string
 }
 
 // userID is a user commands may run as.

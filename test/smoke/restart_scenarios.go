@@ -23,9 +23,26 @@ import (
 // answer at the same addresses; the bridge's taps and rules are the same
 // and each VM's way out is as before. The time a start takes with the
 // VMs to take back is reported beside a start with none.
-func restartMany(t *T) {
+func restartMany(t *T) { t.restartMany(false) }
+
+// restartManyInstalled (make reliability) is restartMany as banger runs
+// installed: the daemon as an unprivileged owner, the root helper beside
+// it. Each run kills the helper with SIGKILL and starts a new one, checks
+// every VM, then does the same to the daemon; a last run kills both at
+// once.
+func restartManyInstalled(t *T) { t.restartMany(true) }
+
+func (t *T) restartMany(installed bool) {
 	outside := t.Outside()
-	ref := t.bridgeBusybox("10.79.0.0/24")
+	var ref string
+	var restartHelper func(func())
+	if installed {
+		_, restartHelper = t.installedMode("10.79.0.0/24")
+		ref = t.bootable() + "/smoke/busybox:bridge"
+		t.Push(ref, t.busyboxImage())
+	} else {
+		ref = t.bridgeBusybox("10.79.0.0/24")
+	}
 	small := []string{"--image", ref, "--cpus", "1", "--memory", "256M"}
 	kinds := []vmKind{
 		{"sandboxed", nil},
@@ -107,12 +124,36 @@ func restartMany(t *T) {
 	before, taps, rules := snapshot()
 	check("before", before, taps, rules)
 	var withVMs []time.Duration
+	var helperRuns int
 	for i := range max(t.tools.crashRuns, 1) {
+		if installed {
+			restartHelper(nil)
+			helperRuns++
+			check(fmt.Sprintf("helper restart %d", i+1), before, taps, rules)
+		}
 		t.KillDaemon()
 		start := time.Now()
 		t.StartDaemon()
 		withVMs = append(withVMs, time.Since(start))
 		check(fmt.Sprintf("restart %d", i+1), before, taps, rules)
+	}
+	if installed {
+		// Both: the helper dies, then the daemon, which starts again
+		// before the helper is back (a boot that starts the units in
+		// the other order). It must take every VM back and reap none;
+		// the helper then comes back to a daemon already running.
+		restartHelper(func() {
+			t.KillDaemon()
+			t.StartDaemon()
+			after, _, _ := snapshot()
+			for name, b := range before {
+				if a := after[name]; a.ID != b.ID || a.State != b.State || a.PID != b.PID {
+					t.Fatalf("the daemon started without its helper: %s is %s (pid %d), was %s (pid %d)", name, a.State, a.PID, b.State, b.PID)
+				}
+			}
+		})
+		helperRuns++
+		check("both restarted", before, taps, rules)
 	}
 	// The same start with nothing to take back, in the same home.
 	t.Must(append([]string{"vm", "delete", "--force"}, names(kinds)...)...)
@@ -124,13 +165,17 @@ func restartMany(t *T) {
 		empty = append(empty, time.Since(start))
 	}
 	mw, me := benchkit.Median(withVMs), benchkit.Median(empty)
-	text := fmt.Sprintf("%s, %d restarts.\n\n| daemon start after `kill -9` | median | runs |\n|---|---|---|\n"+
+	mode, part := "root daemon", "restart-many"
+	if installed {
+		mode, part = fmt.Sprintf("installed mode: the daemon as an unprivileged owner, the root helper beside it, the helper killed and restarted %d times (once together with the daemon)", helperRuns), "restart-many-installed"
+	}
+	text := fmt.Sprintf("%s; %s; %d restarts.\n\n| daemon start after `kill -9` | median | runs |\n|---|---|---|\n"+
 		"| with %d VMs to take back (running: 3 on the bridge, 2 user-mode, 1 without network; 1 suspended; 2 forwards) | %s | %s |\n"+
 		"| with none | %s | %s |\n\nEvery restart: the same VMM pids, one QEMU a running VM, the suspended VM still suspended, the taps and rules as before, both forwards answering, the NAT and allow-listed VMs reaching the outside and the others not.\n",
-		runContext(), len(withVMs), len(kinds), mw.Round(time.Millisecond), durations(withVMs), me.Round(time.Millisecond), durations(empty))
+		runContext(), mode, len(withVMs), len(kinds), mw.Round(time.Millisecond), durations(withVMs), me.Round(time.Millisecond), durations(empty))
 	fmt.Printf("%s:\n%s", t.name, text)
 	if t.tools.crashReport != "" {
-		if err := report.Splice(t.tools.crashReport, "restart-many", text); err != nil {
+		if err := report.Splice(t.tools.crashReport, part, text); err != nil {
 			t.Fatalf("%v", err)
 		}
 	}

@@ -65,6 +65,9 @@ func scenarios() []scenario {
 		{name: "crash-points-short", run: crashPointsShort},
 		{name: "crash-points", run: crashPoints, campaign: true},
 		{name: "restart-many", run: restartMany, campaign: true},
+		{name: "restart-many-installed", run: restartManyInstalled, campaign: true},
+		{name: "full-disks", run: fullDisks},
+		{name: "soak", run: soak, campaign: true},
 	}
 }
 

@@ -31,36 +31,8 @@ import (
 // another user cannot open the daemon's socket.
 func systemHelper(t *T) {
 	outside := t.Outside()
-	owner, other := t.throwawayUser(), t.throwawayUser()
-	helperSock := filepath.Join(t.Home(), "helper", "helper.sock")
-	cfg := fmt.Sprintf("[network]\nmode = \"bridge\"\ncidr = \"10.81.0.0/24\"\nhelper = %q\n", helperSock)
-	if err := os.WriteFile(filepath.Join(t.Home(), "config.toml"), []byte(cfg), 0o644); err != nil {
-		t.Fatalf("%v", err)
-	}
-	if err := chownTree(t.Home(), owner); err != nil {
-		t.Fatalf("%v", err)
-	}
-	startHelper := func() *exec.Cmd {
-		cmd := exec.Command("nsenter", "--net=/run/netns/"+t.Netns(), "--", filepath.Join(t.bin, "banger"), "system", "helper",
-			"--owner", strconv.Itoa(owner.uid), "--socket", helperSock, "--config", filepath.Join(t.Home(), "config.toml"))
-		log, err := os.OpenFile(filepath.Join(t.Home(), "helper.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-		if err != nil {
-			t.Fatalf("%v", err)
-		}
-		cmd.Stdout, cmd.Stderr = log, log
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("starting the helper: %v", err)
-		}
-		go func() { _ = cmd.Wait(); log.Close() }()
-		t.Eventually("the helper listens", time.Minute, func() bool {
-			_, err := os.Stat(helperSock)
-			return err == nil
-		})
-		return cmd
-	}
-	helper := startHelper()
-	t.defer_(func() { _ = helper.Process.Kill() })
-
+	owner, restartHelper := t.installedMode("10.81.0.0/24")
+	other := t.throwawayUser()
 	t.user = &owner
 	reg := t.bootable()
 	ref := reg + "/smoke/busybox:helper"
@@ -92,9 +64,7 @@ func systemHelper(t *T) {
 
 	// The helper dies hard: the VM runs on; a new helper serves the
 	// daemon as if nothing happened.
-	_ = helper.Process.Kill()
-	t.Eventually("the helper dies", time.Minute, func() bool { return syscall.Kill(helper.Process.Pid, 0) != nil })
-	helper = startHelper()
+	restartHelper(nil)
 	t.Contains("the VM after the helper's restart", t.Must(wget...).stdout, "hello from outside")
 	// The daemon dies hard: the next one takes the VM back, and syncs
 	// its rules through the helper.
@@ -112,6 +82,53 @@ func systemHelper(t *T) {
 	}
 	if log, _ := os.ReadFile(filepath.Join(t.Home(), "helper.log")); !strings.Contains(string(log), "caller_uid="+strconv.Itoa(owner.uid)) {
 		t.Fatalf("the helper's log does not name its caller:\n%s", log)
+	}
+}
+
+// installedMode sets the scenario up as banger runs installed: the
+// daemon as an unprivileged owner (commands run as it from here), the
+// root network helper beside it on the bridge network cidr, started as
+// its unit would be. restartHelper kills the helper with SIGKILL, waits
+// for it to die, runs meanwhile (when not nil) and starts a new one.
+func (t *T) installedMode(cidr string) (owner userID, restartHelper func(meanwhile func())) {
+	owner = t.throwawayUser()
+	helperSock := filepath.Join(t.Home(), "helper", "helper.sock")
+	cfg := fmt.Sprintf("[network]\nmode = \"bridge\"\ncidr = %q\nhelper = %q\n", cidr, helperSock)
+	if err := os.WriteFile(filepath.Join(t.Home(), "config.toml"), []byte(cfg), 0o644); err != nil {
+		t.Fatalf("%v", err)
+	}
+	if err := chownTree(t.Home(), owner); err != nil {
+		t.Fatalf("%v", err)
+	}
+	startHelper := func() *exec.Cmd {
+		_ = os.Remove(helperSock)
+		cmd := exec.Command("nsenter", "--net=/run/netns/"+t.Netns(), "--", filepath.Join(t.bin, "banger"), "system", "helper",
+			"--owner", strconv.Itoa(owner.uid), "--socket", helperSock, "--config", filepath.Join(t.Home(), "config.toml"))
+		log, err := os.OpenFile(filepath.Join(t.Home(), "helper.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			t.Fatalf("%v", err)
+		}
+		cmd.Stdout, cmd.Stderr = log, log
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("starting the helper: %v", err)
+		}
+		go func() { _ = cmd.Wait(); log.Close() }()
+		t.Eventually("the helper listens", time.Minute, func() bool {
+			_, err := os.Stat(helperSock)
+			return err == nil
+		})
+		return cmd
+	}
+	helper := startHelper()
+	t.defer_(func() { _ = helper.Process.Kill() })
+	t.user = &owner
+	return owner, func(meanwhile func()) {
+		_ = helper.Process.Kill()
+		t.Eventually("the helper dies", time.Minute, func() bool { return syscall.Kill(helper.Process.Pid, 0) != nil })
+		if meanwhile != nil {
+			meanwhile()
+		}
+		helper = startHelper()
 	}
 }
 
