@@ -257,10 +257,16 @@ func (s *Service) Pull(ctx context.Context, p api.WorkspaceRefParams, progress P
 		return res, refuse("pull from vm "+p.Name, clash)
 	}
 	res.Overwritten = clash
+	saves := p.Dir == "" || filepath.Clean(p.Dir) == sd.st.Host // a pull elsewhere leaves the state
 	fetch := slices.Concat(sd.gc.Added, sd.gc.Modified)
 	want, n, err := s.wanted(sd.guest, fetch)
 	if err == nil {
 		err = diskspace.Need(sd.hostDir, n)
+	}
+	if err == nil && saves {
+		// The state is saved after the host tree changed: room for it
+		// is checked first, so a full state leaves the tree as it was.
+		err = diskspace.Need(sd.stateDir, 0)
 	}
 	if err != nil {
 		return res, fmt.Errorf("pulling from vm %s: %w", p.Name, err)
@@ -284,7 +290,7 @@ func (s *Service) Pull(ctx context.Context, p api.WorkspaceRefParams, progress P
 	}
 	crashpoint.At("workspace.pull", "host tree changed")
 	sd.record(sd.gc, sd.guest)
-	if p.Dir == "" || filepath.Clean(p.Dir) == sd.st.Host {
+	if saves {
 		if err := saveState(sd.stateDir, sd.st); err != nil {
 			return res, err
 		}
@@ -309,6 +315,10 @@ func (s *Service) Push(ctx context.Context, p api.WorkspaceRefParams, progress P
 	send := slices.Concat(sd.hc.Added, sd.hc.Modified)
 	expect, n := sd.host.hashes(send)
 	res.Bytes += n
+	// The state is saved after the guest's tree changed: room first.
+	if err := diskspace.Need(sd.stateDir, 0); err != nil {
+		return res, fmt.Errorf("pushing to vm %s: %w", p.Name, err)
+	}
 	spec := tree.Spec{Dir: sd.hostDir, Paths: send, Hashes: expect, Delete: sd.hc.Deleted}
 	if _, err := s.put(ctx, sd.a, spec, proto.PutTreeParams{Dir: sd.st.Guest}, progress); err != nil {
 		return res, fmt.Errorf("pushing to vm %s: %w; the guest's workspace is unchanged", p.Name, err)

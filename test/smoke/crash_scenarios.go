@@ -98,21 +98,26 @@ func crashCases(ref string) []crashCase {
 		r := t.Banger("vm", "show", "c", "--json")
 		return r.code == 0 && json.Unmarshal([]byte(r.stdout), &v) == nil && v.Workspace != ""
 	}
+	// A cold create of c by args, whole when it runs and answers.
+	coldCreate := func(verb string, args []string) crashCase {
+		args = append(slices.Clip(args), "--cold")
+		return crashCase{
+			verb: verb, setup: none, reset: deleteVM,
+			do:    func(t *T) run { return t.Banger(args...) },
+			whole: running, absent: gone,
+			again: func(t *T) {
+				if gone(t) {
+					t.Must(args...)
+				}
+			},
+		}
+	}
 	withWorkspace := func(t *T) {
 		t.makeRepo(repo(t))
 		t.Must(append(create, "--cold", "--workspace", repo(t))...)
 	}
 	return []crashCase{
-		{
-			verb: "vm.create", setup: none, reset: deleteVM,
-			do:    func(t *T) run { return t.Banger(append(create, "--cold")...) },
-			whole: running, absent: gone,
-			again: func(t *T) {
-				if gone(t) {
-					t.Must(append(create, "--cold")...)
-				}
-			},
-		},
+		coldCreate("vm.create", create),
 		{
 			verb: "vm.start", reset: deleteVM,
 			setup: func(t *T) { t.Must(append(create, "--no-start")...) },
@@ -127,18 +132,9 @@ func crashCases(ref string) []crashCase {
 			whole: stopped, absent: running,
 			again: func(t *T) { t.Must("vm", "stop", "c") },
 		},
-		{
-			// On the bridge with NAT: a tap, per-VM rules, a chain and
-			// sets, and a lease, each of which a kill can leave.
-			verb: "vm.create (bridge)", setup: none, reset: deleteVM,
-			do:    func(t *T) run { return t.Banger(append(bridge, "--cold")...) },
-			whole: running, absent: gone,
-			again: func(t *T) {
-				if gone(t) {
-					t.Must(append(bridge, "--cold")...)
-				}
-			},
-		},
+		// On the bridge with NAT: a tap, per-VM rules, a chain and sets,
+		// and a lease, each of which a kill can leave.
+		coldCreate("vm.create (bridge)", bridge),
 		{
 			verb: "vm.delete", reset: deleteVM,
 			setup: func(t *T) { t.Must(append(create, "--no-start")...) },

@@ -63,12 +63,13 @@ func (t *T) noSpace(what string, r run, mount string) string {
 	return strings.ReplaceAll(strings.TrimSpace(r.stderr), t.home, "$BANGER_HOME")
 }
 
-// fullDisks (make test; its table by make reliability): the state, the cache and a project's
-// file system full in turn, each a small ext4 the scenario mounts.
-// An image pull with the cache full, a VM create with the state full
-// and a workspace pull with the project's file system full each fail
-// with an error naming the file system, leave nothing, and work once
-// the space is freed; the daemon serves throughout.
+// fullDisks (make test; its table by make reliability): the state, the
+// cache and a project's file system full in turn, each a small ext4 the
+// scenario mounts. An image pull with the cache full, a VM create with
+// the state full, and a workspace pull with the project's file system
+// full and then with the state full each fail with an error naming the
+// file system, leave nothing, and work once the space is freed; the
+// daemon serves throughout.
 func fullDisks(t *T) {
 	state, cache, projFS := filepath.Join(t.home, "state"), filepath.Join(t.home, "cache"), filepath.Join(t.home, "projfs")
 	t.smallFS(state, 1024)
@@ -119,6 +120,20 @@ func fullDisks(t *T) {
 	t.Must("vm", "workspace", "pull", "c")
 	if b, _ := os.ReadFile(filepath.Join(proj, "f")); string(b) != "changed\n" {
 		t.Fatalf("the pull after freeing space: f is %q", b)
+	}
+
+	// 4. A workspace pull with the state full: the sync's state, saved
+	// after the host tree changes, has no room; the tree stays as it was.
+	t.Must("vm", "exec", "c", "--", "sh", "-c", "echo again > /workspace/f")
+	free = t.fill(state, 256<<10)
+	rows = append(rows, [3]string{"`vm workspace pull`", "state", t.noSpace("workspace pull", t.Banger("vm", "workspace", "pull", "c"), state)})
+	if b, _ := os.ReadFile(filepath.Join(proj, "f")); string(b) != "changed\n" {
+		t.Fatalf("a pull refused for a full state changed the host's f to %q", b)
+	}
+	free()
+	t.Must("vm", "workspace", "pull", "c")
+	if b, _ := os.ReadFile(filepath.Join(proj, "f")); string(b) != "again\n" {
+		t.Fatalf("the pull after freeing the state: f is %q", b)
 	}
 	t.Must("vm", "delete", "--force", "c")
 	if leaks := t.leaks(); len(leaks) > 0 {
