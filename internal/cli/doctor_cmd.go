@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
 	"github.com/bangerdev/banger/api/client"
+	"github.com/bangerdev/banger/internal/diskspace"
 	"github.com/bangerdev/banger/internal/doctor"
 	"github.com/bangerdev/banger/internal/install"
 	"github.com/bangerdev/banger/internal/version"
@@ -110,11 +110,8 @@ func localHost() doctor.Host {
 		Program: programVersion,
 		Stat:    os.Stat,
 		Free: func(path string) (uint64, error) {
-			var st unix.Statfs_t
-			if err := unix.Statfs(path, &st); err != nil {
-				return 0, err
-			}
-			return st.Bavail * uint64(st.Bsize), nil
+			u, err := diskspace.Of(path)
+			return uint64(max(u.Free, 0)), err
 		},
 		Now:  time.Now,
 		Root: os.Geteuid() == 0,
