@@ -33,9 +33,15 @@ FUZZ_TARGETS := \
 	./internal/hostnet:FuzzParseAttempt:300000 \
 	./internal/agent/procfs:FuzzParse:200000 \
 	./internal/agent/tree:FuzzCleanRel:200000 \
+	./internal/agent/tree:FuzzExtractStrict:8000 \
+	./internal/workspace:FuzzVetManifest:200000 \
+	./internal/stats:FuzzDedupe:200000 \
+	./internal/stats:FuzzProbe:10000 \
+	./internal/nethelper:FuzzServe:150000 \
 	./internal/agent/client:FuzzParseManifest:200000 \
 	./internal/agent/client:FuzzClientFrames:150000 \
 	./internal/termsafe:FuzzString:300000 \
+	./internal/termsafe:FuzzJSON:100000 \
 	./internal/release:FuzzParseSums:50000 \
 	./internal/release:FuzzUnpack:5000 \
 	./internal/vm:FuzzHostKeyLine:100000 \

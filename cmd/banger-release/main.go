@@ -1,7 +1,9 @@
 // Command banger-release makes banger's signed releases (`make release`):
 // it packs a version's binaries into a tarball in a release directory,
 // adds it to the directory's SHA256SUMS and signs that with the release
-// key (minisign's format). -genkey makes a key pair.
+// key (minisign's format), saying when it was issued and until when users
+// may trust it (-valid-for; -resign signs the index again before then).
+// -genkey makes a key pair.
 package main
 
 import (
@@ -31,11 +33,23 @@ func run(args []string) error {
 	bin := fs.String("bin", "bin", "the directory holding banger, bangerd and banger-agent built for the version")
 	out := fs.String("out", "dist", "the release directory: the tarball, SHA256SUMS and its signature go there")
 	genkey := fs.String("genkey", "", "make a new key pair: FILE (private, unencrypted, 0600) and FILE.pub")
+	validFor := fs.Duration("valid-for", release.DefaultValidity, "how long users trust the signed index (its expiry); sign it again with -resign before then")
+	resign := fs.Bool("resign", false, "only sign the index in -out again, issued now, valid for -valid-for")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *genkey != "" {
 		return genKey(*genkey)
+	}
+	if *validFor <= 0 {
+		return fmt.Errorf("-valid-for %s: a positive duration (default %s)", *validFor, release.DefaultValidity)
+	}
+	if *resign {
+		key, err := readKey(*keyFile)
+		if err != nil {
+			return err
+		}
+		return release.Resign(*out, key, *validFor)
 	}
 	if !release.ValidVersion(*version) {
 		return fmt.Errorf("VERSION=%q is not MAJOR.MINOR.PATCH[-PRE]; run `make release VERSION=1.2.3 KEY=FILE`", *version)
@@ -47,7 +61,7 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	return release.Publish(*bin, *out, *version, key)
+	return release.Publish(*bin, *out, *version, key, *validFor)
 }
 
 func readKey(path string) (minisign.PrivateKey, error) {

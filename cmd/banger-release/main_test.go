@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bangerdev/banger/internal/release"
 )
@@ -36,9 +37,16 @@ func TestRelease(t *testing.T) {
 		t.Fatal(err)
 	}
 	src, _ := release.OpenSource(out)
-	ix, err := src.Index(context.Background(), pub)
-	if err != nil || !slices.Equal(ix.Versions(), []string{"1.0.0", "1.0.1"}) {
-		t.Fatalf("index %v, %v", ix.Versions(), err)
+	ix, meta, err := src.Index(context.Background(), pub)
+	if err != nil || !slices.Equal(ix.Versions(), []string{"1.0.0", "1.0.1"}) || meta.Expires.Sub(meta.Issued) != release.DefaultValidity {
+		t.Fatalf("index %v %+v, %v", ix.Versions(), meta, err)
+	}
+	// -resign with -valid-for: the same index, a new expiry.
+	if err := run([]string{"-resign", "-key", key, "-out", out, "-valid-for", "240h"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, meta, err := src.Index(context.Background(), pub); err != nil || meta.Expires.Sub(meta.Issued) != 240*time.Hour {
+		t.Fatalf("after -resign: %+v, %v", meta, err)
 	}
 	if info, _ := os.Stat(key); info.Mode().Perm() != 0o600 {
 		t.Fatalf("private key mode %v", info.Mode())

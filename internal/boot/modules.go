@@ -4,12 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/bangerdev/banger/internal/bundle"
 )
@@ -19,6 +24,25 @@ const ModulesFile = "modules.ext4"
 
 // nobody is the user a root daemon runs depmod as.
 const nobody = 65534
+
+// Deadlines of the host programs a modules disk takes: depmod parses a
+// hostile bundle, mkfs copies its tree.
+const (
+	depmodTimeout = 2 * time.Minute
+	mkfsTimeout   = 10 * time.Minute
+)
+
+// maxIndex bounds each index file taken from depmod's output (a Debian
+// kernel's largest, modules.alias, is about 1.5 MiB).
+const maxIndex = 64 << 20
+
+// indexFiles are the files depmod writes (kmod 30 to 34): the only ones
+// taken from its output.
+var indexFiles = []string{
+	"modules.dep", "modules.dep.bin", "modules.alias", "modules.alias.bin", "modules.softdep",
+	"modules.weakdep", "modules.symbols", "modules.symbols.bin", "modules.builtin.bin",
+	"modules.builtin.alias.bin", "modules.devname",
+}
 
 // ErrNoDepmod: the host has no depmod, which indexes the modules for the
 // guest's modprobe; VMs then have only the initramfs's modules.
@@ -30,6 +54,21 @@ var ErrNoDepmod = errors.New("depmod is not installed (Debian: apt-get install k
 // that kernel (nothing is copied per VM). "" when the bundle has no
 // modules. A failed build leaves nothing.
 func ModulesDisk(ctx context.Context, dir, version string) (string, error) {
+	depmod, err := exec.LookPath("depmod")
+	if err != nil {
+		// Not on a user's PATH on Debian: it lives in /usr/sbin.
+		depmod = "/usr/sbin/depmod"
+	}
+	return modulesDisk(ctx, dir, version, depmod)
+}
+
+// modulesDisk is ModulesDisk with the depmod to run. depmod parses a
+// bundle's module files (a bundle pulled from a registry is as hostile
+// as an image), so what it leaves is not trusted: it runs confined
+// (confined), in a tree of links of its own, and the disk is made from a
+// second tree, the daemon's alone, of the bundle's files and depmod's
+// known index files, each opened without following links and checked.
+func modulesDisk(ctx context.Context, dir, version, depmod string) (string, error) {
 	path := filepath.Join(dir, ModulesFile)
 	if _, err := os.Stat(path); err == nil {
 		return path, nil
@@ -38,36 +77,39 @@ func ModulesDisk(ctx context.Context, dir, version string) (string, error) {
 	if fi, err := os.Stat(src); err != nil || !fi.IsDir() {
 		return "", nil
 	}
-	if version == "" || strings.ContainsAny(version, "/\x00") || version == "." || version == ".." {
-		return "", fmt.Errorf("the kernel's version %q names no modules directory", version)
+	if err := bundle.CheckRelease(version); err != nil {
+		return "", fmt.Errorf("making the modules disk: %w", err)
 	}
-	depmod, err := exec.LookPath("depmod")
-	if err != nil {
-		// Not on a user's PATH on Debian: it lives in /usr/sbin.
-		depmod = "/usr/sbin/depmod"
-		if _, err := os.Stat(depmod); err != nil {
-			return "", ErrNoDepmod
-		}
+	if _, err := os.Stat(depmod); err != nil {
+		return "", ErrNoDepmod
 	}
 	staging, err := os.MkdirTemp(dir, ".modules-")
 	if err != nil {
 		return "", err
 	}
 	defer os.RemoveAll(staging)
-	tree := filepath.Join(staging, "lib", "modules", version)
-	size, err := linkTree(src, tree)
+	// depmod's tree: its base directory is staging/depmod.
+	base := filepath.Join(staging, "depmod")
+	tree := filepath.Join(base, "lib", "modules", version)
+	if _, err := linkTree(src, tree, nil); err != nil {
+		return "", fmt.Errorf("making the modules disk: %w", err)
+	}
+	uid, err := runDepmod(ctx, staging, base, tree, depmod, version)
 	if err != nil {
 		return "", fmt.Errorf("making the modules disk: %w", err)
 	}
-	cmd, done, err := confined(ctx, staging, tree, depmod, version)
+	// The disk's tree: the bundle's files (not what depmod's tree holds
+	// now) and the index files, copied.
+	disk := filepath.Join(staging, "disk")
+	size, err := linkTree(src, disk, indexFiles)
 	if err != nil {
 		return "", fmt.Errorf("making the modules disk: %w", err)
 	}
-	out, err := cmd.CombinedOutput()
-	done()
+	n, err := takeIndexes(tree, disk, uid)
 	if err != nil {
-		return "", fmt.Errorf("making the modules disk: depmod: %v: %s", err, strings.TrimSpace(string(out)))
+		return "", fmt.Errorf("making the modules disk: %w", err)
 	}
+	size += n
 	img := filepath.Join(staging, ModulesFile)
 	f, err := os.OpenFile(img, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
 	if err != nil {
@@ -81,8 +123,13 @@ func ModulesDisk(ctx context.Context, dir, version string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if out, err := exec.CommandContext(ctx, "mkfs.ext4", "-q", "-F", "-L", "banger-modules", "-O", "^has_journal",
-		"-E", "root_owner=0:0,lazy_itable_init=1,nodiscard", "-d", tree, img).CombinedOutput(); err != nil {
+	mctx, cancel := context.WithTimeout(ctx, mkfsTimeout)
+	defer cancel()
+	if out, err := exec.CommandContext(mctx, "mkfs.ext4", "-q", "-F", "-L", "banger-modules", "-O", "^has_journal",
+		"-E", "root_owner=0:0,lazy_itable_init=1,nodiscard", "-d", disk, "--", img).CombinedOutput(); err != nil {
+		if mctx.Err() != nil {
+			err = fmt.Errorf("%w (after %s)", mctx.Err(), mkfsTimeout)
+		}
 		return "", fmt.Errorf("making the modules disk: mkfs.ext4: %v: %s", err, strings.TrimSpace(string(out)))
 	}
 	// Concurrent builds make the same disk: the last rename wins, whole.
@@ -93,10 +140,10 @@ func ModulesDisk(ctx context.Context, dir, version string) (string, error) {
 }
 
 // linkTree mirrors the tree at src under dst with hard links (copies
-// where linking fails), so depmod writes its indexes into dst alone,
+// where linking fails), leaving out the top-level files named in skip,
 // and returns the bytes of its files. Symlinks (build, source: host
 // paths) are left out.
-func linkTree(src, dst string) (int64, error) {
+func linkTree(src, dst string, skip []string) (int64, error) {
 	var size int64
 	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -117,6 +164,9 @@ func linkTree(src, dst string) (int64, error) {
 			}
 			return os.Chmod(to, 0o755)
 		case d.Type().IsRegular():
+			if slices.Contains(skip, rel) {
+				return nil
+			}
 			fi, err := d.Info()
 			if err != nil {
 				return err
@@ -138,34 +188,122 @@ func linkTree(src, dst string) (int64, error) {
 	return size, err
 }
 
-// confined is `depmod -b STAGING version`, which parses a bundle's
-// module files (a bundle pulled from a registry is as hostile as an
-// image), given as little as the daemon can: a root daemon runs it as
-// nobody, with no network, owning only tree (where it writes its
-// indexes) and reaching staging through a descriptor, since the
-// daemon's directories above it are closed to others. Another daemon's
-// user has nothing more to drop. done closes what it was given.
-func confined(ctx context.Context, staging, tree, depmod, version string) (*exec.Cmd, func(), error) {
-	if os.Geteuid() != 0 {
-		return exec.CommandContext(ctx, depmod, "-b", staging, version), func() {}, nil
-	}
-	for _, d := range []string{staging, filepath.Join(staging, "lib"), filepath.Join(staging, "lib", "modules")} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			return nil, nil, err
-		}
-	}
-	if err := os.Chown(tree, nobody, nobody); err != nil {
-		return nil, nil, err
-	}
-	f, err := os.Open(staging)
+// takeIndexes copies depmod's index files from its tree into the disk's,
+// and returns their bytes. Each is opened without following a link and
+// without blocking (a FIFO), and taken only when it is a regular file of
+// depmod's user with one link (a hard link to someone else's file is
+// not depmod's output), of at most maxIndex bytes.
+func takeIndexes(tree, disk string, uid int) (int64, error) {
+	d, err := unix.Open(tree, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, nil, err
+		return 0, fmt.Errorf("opening depmod's output: %w", err)
 	}
-	cmd := exec.CommandContext(ctx, depmod, "-b", "/proc/self/fd/3", version)
-	cmd.ExtraFiles = []*os.File{f}
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Credential: &syscall.Credential{Uid: nobody, Gid: nobody, NoSetGroups: true},
-		Cloneflags: syscall.CLONE_NEWNET | syscall.CLONE_NEWIPC,
+	defer unix.Close(d)
+	var total int64
+	for _, name := range indexFiles {
+		fd, err := unix.Openat(d, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if errors.Is(err, unix.ENOENT) {
+			continue // an older depmod writes fewer
+		}
+		if err != nil {
+			return 0, fmt.Errorf("depmod's %s: %w", name, err)
+		}
+		f := os.NewFile(uintptr(fd), name)
+		n, err := takeIndex(f, filepath.Join(disk, name), uid)
+		f.Close()
+		if err != nil {
+			return 0, fmt.Errorf("depmod's %s: %w", name, err)
+		}
+		total += n
 	}
-	return cmd, func() { f.Close() }, nil
+	return total, nil
+}
+
+func takeIndex(f *os.File, dst string, uid int) (int64, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return 0, err
+	}
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		return 0, errors.New("not a regular file")
+	case int(st.Uid) != uid:
+		return 0, fmt.Errorf("owned by uid %d, not depmod's %d", st.Uid, uid)
+	case st.Nlink != 1:
+		return 0, fmt.Errorf("%d links to it", st.Nlink)
+	case st.Size > maxIndex:
+		return 0, fmt.Errorf("%d bytes, more than %d", st.Size, maxIndex)
+	}
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return 0, err
+	}
+	n, err := io.Copy(out, io.LimitReader(f, maxIndex+1))
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil && n > maxIndex {
+		err = fmt.Errorf("grew past %d bytes", maxIndex)
+	}
+	return n, err
+}
+
+// runDepmod runs `depmod -b BASE -- version` confined, and returns the
+// uid it ran as (the owner its index files must have).
+//
+// It runs in a PID namespace of its own, whose init it is: when it exits
+// (or its deadline kills it) the kernel kills whatever it started, so
+// nothing it ran outlives it to change its tree while the disk is made.
+// It has no network. A root daemon runs it as nobody, owning only tree
+// (where it writes its indexes) and reaching base through a descriptor,
+// since the daemon's directories above it are closed to others. Another
+// daemon's user has nothing more to drop and needs a user namespace for
+// the PID namespace: where the host allows none, no disk is made.
+func runDepmod(ctx context.Context, staging, base, tree, depmod, version string) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, depmodTimeout)
+	defer cancel()
+	uid := os.Geteuid()
+	attr := &syscall.SysProcAttr{
+		Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNET | syscall.CLONE_NEWIPC,
+		Pdeathsig:  syscall.SIGKILL,
+	}
+	arg := base
+	var extra []*os.File
+	if uid == 0 {
+		uid = nobody
+		for _, d := range []string{staging, base, filepath.Dir(filepath.Dir(tree)), filepath.Dir(tree)} {
+			if err := os.Chmod(d, 0o755); err != nil {
+				return 0, err
+			}
+		}
+		if err := os.Chown(tree, nobody, nobody); err != nil {
+			return 0, err
+		}
+		f, err := os.Open(base)
+		if err != nil {
+			return 0, err
+		}
+		defer f.Close()
+		extra, arg = []*os.File{f}, "/proc/self/fd/3"
+		attr.Credential = &syscall.Credential{Uid: nobody, Gid: nobody, NoSetGroups: true}
+	} else {
+		attr.Cloneflags |= syscall.CLONE_NEWUSER
+		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: uid, HostID: uid, Size: 1}}
+		gid := os.Getegid()
+		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: gid, HostID: gid, Size: 1}}
+	}
+	cmd := exec.CommandContext(ctx, depmod, "-b", arg, "--", version)
+	cmd.ExtraFiles = extra
+	cmd.SysProcAttr = attr
+	cmd.WaitDelay = 5 * time.Second
+	out, err := cmd.CombinedOutput()
+	switch {
+	case ctx.Err() != nil:
+		return 0, fmt.Errorf("depmod: did not finish within %s", depmodTimeout)
+	case err != nil && cmd.Process == nil && uid != nobody:
+		return 0, fmt.Errorf("depmod cannot be confined here (a user namespace is refused: %w); VMs of this kernel get the initramfs's modules only", err)
+	case err != nil:
+		return 0, fmt.Errorf("depmod: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	return uid, nil
 }

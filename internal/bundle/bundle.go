@@ -4,7 +4,11 @@
 // it, including which modules a guest must have.
 package bundle
 
-import "path/filepath"
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+)
 
 // Files of a bundle, relative to its directory.
 const (
@@ -36,4 +40,31 @@ func GuestModules() []string {
 // lets a guest test its own vsock listener.
 func OptionalGuestModules() []string {
 	return []string{"vmw_vsock_virtio_transport", "vsock_loopback"}
+}
+
+// MaxRelease bounds a kernel release string (Linux's utsname holds 64
+// bytes).
+const MaxRelease = 64
+
+// CheckRelease accepts only a kernel release string as uname -r prints
+// one (letters, digits, '.', '-', '_', '+', starting with a letter or
+// digit, at most MaxRelease bytes). A bundle's version comes from its tar
+// paths or its kernel's header, both a registry's choice, and reaches
+// file names, depmod's arguments and terminals: anything else is refused
+// with the reason.
+func CheckRelease(v string) error {
+	switch {
+	case v == "":
+		return errors.New("the kernel release is empty")
+	case len(v) > MaxRelease:
+		return fmt.Errorf("the kernel release %.32q… is %d bytes, more than %d", v, len(v), MaxRelease)
+	}
+	for i, r := range v {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' ||
+			i > 0 && (r == '.' || r == '-' || r == '_' || r == '+')
+		if !ok {
+			return fmt.Errorf("the kernel release %q is not one (letters, digits, '.', '-', '_' and '+', starting with a letter or digit)", v)
+		}
+	}
+	return nil
 }

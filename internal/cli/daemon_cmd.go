@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
@@ -25,6 +27,7 @@ import (
 	"github.com/bangerdev/banger/internal/proc"
 	"github.com/bangerdev/banger/internal/store"
 	"github.com/bangerdev/banger/internal/units"
+	"github.com/bangerdev/banger/internal/update"
 	"github.com/bangerdev/banger/internal/version"
 )
 
@@ -38,6 +41,7 @@ func (a *App) daemonCommand() *cobra.Command {
 
 func (a *App) daemonRunCommand() *cobra.Command {
 	var system, checkMigrations, background, asJSON bool
+	var backupStore, restoreStore string
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run bangerd in the foreground (logs to stderr and the log file)",
@@ -47,8 +51,18 @@ func (a *App) daemonRunCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if checkMigrations {
+			switch {
+			case checkMigrations:
 				return a.checkMigrations(cmd.Context(), l, asJSON)
+			case backupStore != "":
+				return storeCopy(l, backupStore, func(db string) error {
+					if err := os.Remove(backupStore); err != nil && !errors.Is(err, fs.ErrNotExist) {
+						return err
+					}
+					return store.Backup(cmd.Context(), db, backupStore)
+				})
+			case restoreStore != "":
+				return storeCopy(l, restoreStore, func(db string) error { return store.Restore(restoreStore, db) })
 			}
 			cfg, err := config.Load(l.ConfigFile(), hostInfo())
 			if err != nil {
@@ -76,7 +90,23 @@ func (a *App) daemonRunCommand() *cobra.Command {
 	cmd.Flags().BoolVar(&asJSON, "json", false, "with --check-migrations: print JSON")
 	cmd.Flags().BoolVar(&background, "background", false, "log to the log file only (used by `banger daemon start`)")
 	_ = cmd.Flags().MarkHidden("background")
+	// `banger update` has these run as the store's owner (update.Bangerd).
+	cmd.Flags().StringVar(&backupStore, "backup-store", "", "copy the store to this file beside it, and exit")
+	cmd.Flags().StringVar(&restoreStore, "restore-store", "", "put this copy (beside the store) in the store's place, and exit; no daemon may run")
+	_ = cmd.Flags().MarkHidden("backup-store")
+	_ = cmd.Flags().MarkHidden("restore-store")
 	return cmd
+}
+
+// storeCopy runs do on the layout's store for a copy at path, which must
+// be in the store's own directory: these run for `banger update` as the
+// store's owner, and touch nothing else.
+func storeCopy(l paths.Layout, path string, do func(db string) error) error {
+	db := l.Database()
+	if !filepath.IsAbs(path) || filepath.Dir(path) != filepath.Dir(db) || filepath.Base(path) == filepath.Base(db) {
+		return fmt.Errorf("%w: %s is not a copy's place beside the store %s", api.ErrInvalidArgument, path, db)
+	}
+	return do(db)
 }
 
 func hostInfo() config.Host {
@@ -118,9 +148,9 @@ func (a *App) checkMigrations(ctx context.Context, l paths.Layout, asJSON bool) 
 	}
 	switch {
 	case !res.CanOpen():
-		return &ExitError{Code: exitRefuse}
+		return &ExitError{Code: update.ExitRefuse}
 	case res.NeedsMigration():
-		return &ExitError{Code: exitWillMigrate}
+		return &ExitError{Code: update.ExitWillMigrate}
 	}
 	return nil
 }

@@ -17,13 +17,25 @@ import (
 )
 
 func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(termsafe.JSON(b), '\n'))
+	return err
 }
 
-// printJSONLine prints v as one line of JSON, for streams.
-func printJSONLine(w io.Writer, v any) error { return json.NewEncoder(w).Encode(v) }
+// printJSONLine prints v as one line of JSON, for streams. Both escape
+// C1 controls as well as C0 (termsafe.JSON): a guest's text in an
+// event or an egress name must not drive the terminal that shows it.
+func printJSONLine(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(termsafe.JSON(b), '\n'))
+	return err
+}
 
 // table prints rows under a header, aligned. Cells may hold what a
 // guest chose (a process name, a path): their control characters are

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/termsafe"
 )
 
 // TestGuestTextIsEscaped: a process name or path a guest chose reaches
@@ -42,6 +43,25 @@ func TestGuestTextIsEscaped(t *testing.T) {
 	}}, nil)
 	if strings.ContainsAny(e.String(), "\x1b\x07") {
 		t.Fatalf("error %q", e.String())
+	}
+}
+
+// TestJSONEscapesC1: --json of events and egress (every --json) writes
+// a guest's C1 controls escaped, as it does C0.
+func TestJSONEscapesC1(t *testing.T) {
+	evil := "a\u009b2J\u009d0;owned\u009c\x1b[31m"
+	var b bytes.Buffer
+	if err := printJSON(&b, api.EgressEvent{Kind: api.EgressDNS, Name: evil}); err != nil {
+		t.Fatal(err)
+	}
+	if err := printJSONLine(&b, api.Event{Type: api.EventEgressDenied, Detail: "dns " + evil}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.ContainsFunc(b.String(), func(r rune) bool { return r != '\n' && termsafe.IsControl(r) }) {
+		t.Fatalf("--json output holds control characters: %q", b.String())
+	}
+	if strings.Count(b.String(), `a\u009b2J\u009d0;owned\u009c\u001b[31m`) != 2 {
+		t.Fatalf("output %q", b.String())
 	}
 }
 

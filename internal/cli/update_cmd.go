@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/api/client"
@@ -25,26 +26,23 @@ import (
 	"github.com/bangerdev/banger/internal/version"
 )
 
-// Exit codes of `bangerd --check-migrations`, which `banger update`
-// reads from the new daemon before swapping anything.
-const (
-	exitWillMigrate = 10
-	exitRefuse      = 20
-)
-
 func (a *App) updateCommand() *cobra.Command {
 	var check, dryRun, rollback, asJSON bool
 	var o update.Options
 	var from, pubkeyFile string
 	cmd := &cobra.Command{
-		Use:   "update [--check] [--to VERSION] [--from URL|DIR|FILE] [--dry-run] [--rollback] [--json]",
+		Use:   "update [--check] [--to VERSION [--allow-downgrade]] [--from URL|DIR|FILE] [--dry-run] [--rollback] [--json]",
 		Short: "Update banger to a signed release (or --rollback to the previous one)",
 		Long: "Reads the release index (SHA256SUMS) of --from or update_url, checks its signature against banger's\n" +
 			"release key and the tarball's checksum before anything else, refuses while an operation is in flight\n" +
 			"(naming it) or when the new daemon cannot open the store (`bangerd --check-migrations`), then swaps\n" +
 			"the binaries (the old ones kept in .banger-previous), restarts the daemon (and the helper, installed),\n" +
 			"and runs the new `banger doctor`: a failure after the swap rolls back by itself and says why. Running\n" +
-			"VMs keep running and are adopted by the new daemon; they keep their agent until `banger vm restart`.",
+			"VMs keep running and are adopted by the new daemon; they keep their agent until `banger vm restart`.\n" +
+			"The index's signature says when it was issued and until when it holds: an expired index, or one issued\n" +
+			"before the newest this host has verified (kept in .banger-update-mark.json beside the binaries), is\n" +
+			"refused; so is a release older than the installed one unless --to names it with --allow-downgrade.\n" +
+			"Installed, every step on the owner's store runs as the owner.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -53,8 +51,8 @@ func (a *App) updateCommand() *cobra.Command {
 				return err
 			}
 			if rollback {
-				if check || dryRun || from != "" || o.To != "" {
-					return fmt.Errorf("%w: --rollback takes no release; drop --check, --dry-run, --from and --to", api.ErrInvalidArgument)
+				if check || dryRun || from != "" || o.To != "" || o.AllowDowngrade {
+					return fmt.Errorf("%w: --rollback takes no release; drop --check, --dry-run, --from, --to and --allow-downgrade", api.ErrInvalidArgument)
 				}
 				res, err := update.Rollback(ctx, h)
 				if err != nil {
@@ -123,7 +121,8 @@ func (a *App) updateCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&check, "check", false, "only say whether a newer release is there")
-	cmd.Flags().StringVar(&o.To, "to", "", "the release to go to (default: the newest; an older one is allowed)")
+	cmd.Flags().StringVar(&o.To, "to", "", "the release to go to (default: the newest; an older one needs --allow-downgrade)")
+	cmd.Flags().BoolVar(&o.AllowDowngrade, "allow-downgrade", false, "with --to: go to a release older than the installed one")
 	cmd.Flags().StringVar(&from, "from", "", "the release source: https://BASE, a directory, or a tarball with SHA256SUMS and its signature beside it (default: update_url)")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "check everything (signature, checksum, operations, store) and change nothing")
 	cmd.Flags().BoolVar(&rollback, "rollback", false, "put the previous binaries back, restart and run doctor")
@@ -143,6 +142,7 @@ func (a *App) updateHost() (update.Host, string, error) {
 		h.Say = func(string, ...any) {}
 	}
 	var system bool
+	var storeCmds update.Bangerd // runs bangerd's store commands: as the owner, installed
 	rec, err := install.ReadRecord("")
 	switch {
 	case err == nil:
@@ -150,6 +150,7 @@ func (a *App) updateHost() (update.Host, string, error) {
 			return h, "", errors.New("banger is installed (/etc/banger/install.toml), and its binaries are root's: run `sudo banger update`")
 		}
 		system = true
+		storeCmds = update.Bangerd{Owner: &update.Owner{UID: rec.UID, GID: rec.GID}, Args: []string{"--system"}}
 		for name, path := range install.BinaryPaths(rec) {
 			h.Paths[name] = path
 		}
@@ -203,33 +204,44 @@ func (a *App) updateHost() (update.Host, string, error) {
 		return h, "", err
 	}
 	h.Store = l.Database()
+	h.MarkFile = filepath.Join(filepath.Dir(h.Paths["bangerd"]), update.MarkName)
+	h.BackupStore = func(ctx context.Context, dst string) error { return storeCmds.Backup(ctx, h.Paths["bangerd"], dst) }
+	h.RestoreStore = func(ctx context.Context, backup string) error {
+		return storeCmds.Restore(ctx, h.Paths["bangerd"], backup)
+	}
+	h.CheckMigrations = storeCmds.CheckMigrations
 	sock := l.Socket()
 	if a.socket != "" {
 		sock = a.socket
 	}
 	h.InFlight = func(ctx context.Context) ([]api.OperationSummary, error) {
-		ops, err := client.New(sock, version.Version).Operations(ctx)
+		path := sock
+		if system {
+			// The socket's directory is the owner's: root connects to the
+			// socket it opened there without following a link, the
+			// owner's own, never to whatever a name was turned into.
+			fd, err := unix.Open(sock, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			if errors.Is(err, unix.ENOENT) {
+				return nil, nil // nothing runs: nothing in flight
+			}
+			if err != nil {
+				return nil, fmt.Errorf("opening the daemon's socket %s: %w", sock, err)
+			}
+			defer unix.Close(fd)
+			var st unix.Stat_t
+			if err := unix.Fstat(fd, &st); err != nil {
+				return nil, err
+			}
+			if st.Mode&unix.S_IFMT != unix.S_IFSOCK || int(st.Uid) != rec.UID {
+				return nil, fmt.Errorf("%s is not a socket of uid %d's: refusing to ask it what is in flight", sock, rec.UID)
+			}
+			path = fmt.Sprintf("/proc/self/fd/%d", fd)
+		}
+		ops, err := client.New(path, version.Version).Operations(ctx)
 		if errors.Is(err, client.ErrDaemonNotRunning) {
 			return nil, nil // nothing runs: nothing in flight
 		}
 		return ops, err
-	}
-	systemFlag := []string{}
-	if system {
-		systemFlag = []string{"--system"}
-	}
-	h.CheckMigrations = func(ctx context.Context, bangerd string) (update.Migration, string, error) {
-		out, err := a.runBinary(ctx, bangerd, append([]string{"--check-migrations"}, systemFlag...)...)
-		var exit *exec.ExitError
-		switch {
-		case err == nil:
-			return update.Compatible, out, nil
-		case errors.As(err, &exit) && exit.ExitCode() == exitWillMigrate:
-			return update.WillMigrate, out, nil
-		case errors.As(err, &exit) && exit.ExitCode() == exitRefuse:
-			return update.Refuses, out, nil
-		}
-		return 0, "", fmt.Errorf("%w: %s", err, out)
 	}
 	h.Version = func(ctx context.Context, bangerd string) (string, error) {
 		out, err := a.runBinary(ctx, bangerd, "--version")

@@ -72,7 +72,7 @@ type storeForwards struct{ st *store.Store }
 
 func (f storeForwards) Save(ctx context.Context, fw stats.Forward) error {
 	return f.st.Update(ctx, func(tx *store.Tx) error {
-		return tx.PutForward(ctx, store.Forward{VMID: fw.VMID, GuestPort: fw.GuestPort, GuestAddr: fw.GuestAddr, HostAddr: fw.HostAddr})
+		return tx.PutForward(ctx, store.Forward{VMID: fw.VMID, GuestPort: fw.GuestPort, GuestAddr: fw.GuestAddr, HostAddr: fw.HostAddr, UIDs: fw.UIDs})
 	})
 }
 
@@ -85,7 +85,7 @@ func (f storeForwards) All(ctx context.Context) ([]stats.Forward, error) {
 	err := f.st.View(ctx, func(tx *store.Tx) error {
 		all, err := tx.Forwards(ctx)
 		for _, fw := range all {
-			out = append(out, stats.Forward{VMID: fw.VMID, GuestPort: fw.GuestPort, GuestAddr: fw.GuestAddr, HostAddr: fw.HostAddr})
+			out = append(out, stats.Forward{VMID: fw.VMID, GuestPort: fw.GuestPort, GuestAddr: fw.GuestAddr, HostAddr: fw.HostAddr, UIDs: fw.UIDs})
 		}
 		return err
 	})

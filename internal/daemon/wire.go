@@ -70,14 +70,15 @@ func (d *Daemon) wire(opts Options) (*services, error) {
 	// templates go with it.
 	var dropTemplates func(context.Context)
 	images, err := image.New(image.Config{
-		HostFile:  host.File,
-		Store:     d.store,
-		Cache:     blobcache.New(d.layout.OCICacheDir()),
-		Dir:       filepath.Join(d.layout.StateDir, "images"),
-		Log:       d.log.With("service", "image"),
-		Limits:    rootfs.Limits{MaxBytes: d.cfg.Images.MaxUnpackedSize, MaxEntries: d.cfg.Images.MaxEntries},
-		Lifetime:  d.lifetime,
-		Retention: opts.OpRetention,
+		HostFile:    host.File,
+		Credentials: host.Credentials,
+		Store:       d.store,
+		Cache:       blobcache.New(d.layout.OCICacheDir()),
+		Dir:         filepath.Join(d.layout.StateDir, "images"),
+		Log:         d.log.With("service", "image"),
+		Limits:      rootfs.Limits{MaxBytes: d.cfg.Images.MaxUnpackedSize, MaxEntries: d.cfg.Images.MaxEntries},
+		Lifetime:    d.lifetime,
+		Retention:   opts.OpRetention,
 		UsedBy: func(ctx context.Context, tx *store.Tx, id string) (int, int, error) {
 			return tx.VMsUsing(ctx, "image_id", id)
 		},
@@ -93,12 +94,13 @@ func (d *Daemon) wire(opts Options) (*services, error) {
 	}
 
 	kernels, err := kernel.New(kernel.Config{
-		HostFile:  host.File,
-		Store:     d.store,
-		Dir:       filepath.Join(d.layout.StateDir, "kernels"),
-		Log:       d.log.With("service", "kernel"),
-		Lifetime:  d.lifetime,
-		Retention: opts.OpRetention,
+		HostFile:    host.File,
+		Credentials: host.Credentials,
+		Store:       d.store,
+		Dir:         filepath.Join(d.layout.StateDir, "kernels"),
+		Log:         d.log.With("service", "kernel"),
+		Lifetime:    d.lifetime,
+		Retention:   opts.OpRetention,
 		UsedBy: func(ctx context.Context, tx *store.Tx, id string) (int, error) {
 			running, other, err := tx.VMsUsing(ctx, "kernel_id", id)
 			return running + other, err
@@ -214,6 +216,7 @@ func (d *Daemon) wire(opts Options) (*services, error) {
 		Suspended:   targets.Suspended,
 		Wake:        agentAs(vms.Awake, func(c *client.Client) stats.Agent { return c }),
 		Forwards:    storeForwards{d.store},
+		Self:        host.Self,
 		Interval:    d.cfg.StatsPollInterval,
 		Log:         d.log.With("service", "stats"),
 	})

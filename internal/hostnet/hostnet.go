@@ -181,6 +181,16 @@ func (n *Network) Attach(a Attachment) (tap string, err error) {
 	if err := n.detach(a.ID); err != nil {
 		return "", err
 	}
+	// Still there: not this VM's to take (TUNSETIFF would attach to it,
+	// another daemon's tap included, rather than fail).
+	if l, err := netlink.LinkByName(tap); err == nil {
+		return "", fmt.Errorf("attaching vm %s: interface %s exists: %s", a.ID, tap, n.notOurs(l, a.ID))
+	}
+	if taps, err := n.ownTaps(); err != nil {
+		return "", err
+	} else if len(taps) >= RangeSize(n.cfg.Prefix) {
+		return "", fmt.Errorf("attaching vm %s: %w: the bridge network holds %d taps already, one for each address a VM may lease", a.ID, ErrFull, len(taps))
+	}
 	t := &netlink.Tuntap{
 		LinkAttrs: netlink.LinkAttrs{Name: tap, MasterIndex: br.Attrs().Index},
 		Mode:      netlink.TUNTAP_MODE_TAP,
@@ -190,6 +200,12 @@ func (n *Network) Attach(a Attachment) (tap string, err error) {
 	}
 	if err := netlink.LinkAdd(t); err != nil {
 		return "", fmt.Errorf("creating tap %s: %w", tap, err)
+	}
+	// Marked with the VM's whole ID (a tap's name holds 12 of its 32
+	// digits): what is removed later is this VM's tap and no other.
+	if err := netlink.LinkSetAlias(t, n.tapAlias(a.ID)); err != nil {
+		_ = netlink.LinkDel(t)
+		return "", fmt.Errorf("marking tap %s as vm %s's: %w", tap, a.ID, err)
 	}
 	if err := netlink.LinkSetUp(t); err != nil {
 		return "", fmt.Errorf("bringing tap %s up: %w", tap, err)
@@ -268,7 +284,11 @@ func (n *Network) detach(vmID string) error {
 	var errs []error
 	tap := TapName(vmID)
 	if l, err := netlink.LinkByName(tap); err == nil {
-		if err := netlink.LinkDel(l); err != nil {
+		if why := n.notOurs(l, vmID); why != "" {
+			// Another daemon's (its VM's ID starts the same), or not
+			// banger's at all: left alone.
+			n.cfg.Log.Warn("leaving a tap of the VM's name alone", "tap", tap, "vm", vmID, "why", why)
+		} else if err := netlink.LinkDel(l); err != nil {
 			errs = append(errs, fmt.Errorf("removing tap %s: %w", tap, err))
 		}
 	}
@@ -331,11 +351,24 @@ func (n *Network) Sync(running []Attachment) (removed []string, err error) {
 	}
 	for _, l := range links {
 		a := l.Attrs()
-		if _, tuntap := l.(*netlink.Tuntap); !tuntap || !strings.HasPrefix(a.Name, TapPrefix) || keepTap[a.Name] {
+		if _, tuntap := l.(*netlink.Tuntap); !tuntap || !strings.HasPrefix(a.Name, TapPrefix) {
 			continue
 		}
-		// Another bridge's taps belong to another daemon.
-		if a.MasterIndex != 0 && a.MasterIndex != br.Attrs().Index {
+		id, ok := n.tapVM(l, br.Attrs().Index)
+		switch {
+		case !ok:
+			continue // another daemon's, or not banger's at all
+		case id == "" && keepTap[a.Name]:
+			// A running VM's tap from before taps were marked: marked now.
+			for _, r := range running {
+				if TapName(r.ID) == a.Name {
+					if err := netlink.LinkSetAlias(l, n.tapAlias(r.ID)); err != nil {
+						return removed, fmt.Errorf("marking tap %s as vm %s's: %w", a.Name, r.ID, err)
+					}
+				}
+			}
+			continue
+		case id != "" && keepID[id]:
 			continue
 		}
 		if err := netlink.LinkDel(l); err != nil {
@@ -375,6 +408,86 @@ func (n *Network) Sync(running []Attachment) (removed []string, err error) {
 const aliasPrefix = "banger "
 
 func (n *Network) alias() string { return aliasPrefix + n.cfg.Owner }
+
+// tapAliasPrefix starts the alias of every tap hostnet makes: then the
+// VM's whole ID, then the bridge's alias (whose daemon made it).
+const tapAliasPrefix = "banger tap "
+
+func (n *Network) tapAlias(vmID string) string { return tapAliasPrefix + vmID + " " + n.alias() }
+
+// ErrFull: the bridge network holds as many taps as it has addresses.
+var ErrFull = errors.New("no room")
+
+// tapVM says whether l is a tap this network may change, and whose:
+// a tuntap owned by the taps' user, marked by this network (its VM's
+// ID, then), or unmarked but on this network's bridge (made before taps
+// were marked: ID ""), and on no other bridge.
+func (n *Network) tapVM(l netlink.Link, bridgeIndex int) (id string, ok bool) {
+	t, tuntap := l.(*netlink.Tuntap)
+	if !tuntap || t.Owner != n.cfg.TapUser {
+		return "", false
+	}
+	a := l.Attrs()
+	if a.MasterIndex != 0 && a.MasterIndex != bridgeIndex {
+		return "", false
+	}
+	if a.Alias == "" {
+		return "", bridgeIndex != 0 && a.MasterIndex == bridgeIndex
+	}
+	rest, ok := strings.CutPrefix(a.Alias, tapAliasPrefix)
+	id, owner, _ := strings.Cut(rest, " ")
+	if !ok || owner != n.alias() || len(id) != 32 || TapName(id) != a.Name {
+		return "", false
+	}
+	return id, true
+}
+
+// notOurs says why l, found by the name of vm vmID's tap, is not that
+// VM's tap on this network ("": it is).
+func (n *Network) notOurs(l netlink.Link, vmID string) string {
+	brIndex := 0
+	if br, err := netlink.LinkByName(n.cfg.Bridge); err == nil && br.Attrs().Alias == n.alias() {
+		brIndex = br.Attrs().Index
+	}
+	id, ok := n.tapVM(l, brIndex)
+	switch {
+	case !ok:
+		owner := -1
+		if t, isTap := l.(*netlink.Tuntap); isTap {
+			owner = int(t.Owner)
+		}
+		return fmt.Sprintf("a %s with alias %q, owner %d, master %d: not a tap of this network's", l.Type(), l.Attrs().Alias, owner, l.Attrs().MasterIndex)
+	case id != "" && id != vmID:
+		return "vm " + id + "'s tap"
+	}
+	return ""
+}
+
+// ownTaps lists the taps this network made (or, unmarked, holds on its
+// bridge).
+func (n *Network) ownTaps() ([]string, error) {
+	brIndex := 0
+	if br, err := netlink.LinkByName(n.cfg.Bridge); err == nil && br.Attrs().Alias == n.alias() {
+		brIndex = br.Attrs().Index
+	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("listing links: %w", err)
+	}
+	var taps []string
+	for _, l := range links {
+		if _, ok := n.tapVM(l, brIndex); ok && strings.HasPrefix(l.Attrs().Name, TapPrefix) {
+			taps = append(taps, l.Attrs().Name)
+		}
+	}
+	return taps, nil
+}
+
+// RangeSize is how many addresses VMs may lease on the bridge network p
+// (RangeOf): the most taps and running VMs it holds.
+func RangeSize(p netip.Prefix) int {
+	return 1<<(32-p.Masked().Bits()) - 3 // less the network, the gateway and the broadcast addresses
+}
 
 // ensureBridge returns the bridge, made and given the gateway address if
 // missing. A network that overlaps another interface's is refused: its

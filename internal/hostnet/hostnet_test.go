@@ -1,6 +1,8 @@
 package hostnet
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -8,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
@@ -18,10 +21,13 @@ import (
 )
 
 func TestRange(t *testing.T) {
-	for _, tc := range []struct{ prefix, gw, first, last string }{
-		{"10.203.0.0/24", "10.203.0.1", "10.203.0.2", "10.203.0.254"},
-		{"10.203.0.7/29", "10.203.0.1", "10.203.0.2", "10.203.0.6"},
-		{"172.16.0.0/12", "172.16.0.1", "172.16.0.2", "172.31.255.254"},
+	for _, tc := range []struct {
+		prefix, gw, first, last string
+		size                    int
+	}{
+		{"10.203.0.0/24", "10.203.0.1", "10.203.0.2", "10.203.0.254", 253},
+		{"10.203.0.7/29", "10.203.0.1", "10.203.0.2", "10.203.0.6", 5},
+		{"172.16.0.0/12", "172.16.0.1", "172.16.0.2", "172.31.255.254", 1<<20 - 3},
 	} {
 		n, err := New(Config{Bridge: "b", Prefix: netip.MustParsePrefix(tc.prefix), Owner: "o"})
 		if err != nil {
@@ -30,6 +36,9 @@ func TestRange(t *testing.T) {
 		first, last := n.Range()
 		if n.Gateway().String() != tc.gw || first.String() != tc.first || last.String() != tc.last {
 			t.Errorf("%s: gateway %s, range %s-%s; want %s, %s-%s", tc.prefix, n.Gateway(), first, last, tc.gw, tc.first, tc.last)
+		}
+		if got := RangeSize(netip.MustParsePrefix(tc.prefix)); got != tc.size {
+			t.Errorf("%s: RangeSize = %d, want %d", tc.prefix, got, tc.size)
 		}
 	}
 	for _, bad := range []string{"10.0.0.0/30", "fd00::/64", "10.0.0.0/7"} {
@@ -259,6 +268,102 @@ func TestAttachDetachSync(t *testing.T) {
 	}
 	if br, _ := netlink.LinkByName("bgtest0"); br.Attrs().HardwareAddr.String() != mac {
 		t.Errorf("the bridge's MAC changed from %s to %s as taps went", mac, br.Attrs().HardwareAddr)
+	}
+}
+
+// TestTapsAreChangedOnlyWhenOurs: a tap named like a VM's (its first 12
+// digits) that is another daemon's (a VM whose ID starts the same, on
+// that daemon's bridge), a tap of no one's (unmarked, unenslaved), or one
+// another user owns is neither removed by Detach nor swept by Sync, and
+// blocks an Attach of that name by name; a tap this network made is
+// marked with the VM's whole ID. The taps are capped by the network's
+// addresses, and what a made-up VM resolved leaves nothing behind.
+func TestTapsAreChangedOnlyWhenOurs(t *testing.T) {
+	roottest.Require(t, "it makes a bridge and taps in a network namespace")
+	inNewNetns(t)
+	n, err := New(Config{Bridge: "bgtest2", Prefix: netip.MustParsePrefix("10.97.0.0/29"), Owner: "mine"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const mine = "0123456789ab00000000000000000001"
+	tap, err := n.Attach(vmAttachment(mine, "52:54:00:00:01:01", "10.97.0.2", Policy{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, _ := netlink.LinkByName(tap); l == nil || l.Attrs().Alias != "banger tap "+mine+" banger mine" {
+		t.Fatalf("tap %s is marked %+v", tap, l)
+	}
+	// Another daemon's VM whose ID starts as this one's: its own tap,
+	// on its own bridge; Detach of this VM, with its tap renamed away
+	// first, must not take it.
+	const theirs = "0123456789abffffffffffffffffffff"
+	other, _ := New(Config{Bridge: "bgtest3", Prefix: netip.MustParsePrefix("10.96.0.0/29"), Owner: "theirs"})
+	if err := n.Detach(mine); err != nil {
+		t.Fatal(err)
+	}
+	otherTap, err := other.Attach(vmAttachment(theirs, "52:54:00:00:02:01", "10.96.0.2", Policy{}))
+	if err != nil || otherTap != tap {
+		t.Fatalf("the other daemon's attach = %q, %v", otherTap, err)
+	}
+	if err := n.Detach(mine); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := netlink.LinkByName(otherTap); err != nil {
+		t.Fatalf("Detach removed the other daemon's tap: %v", err)
+	}
+	if _, err := n.Attach(vmAttachment(mine, "52:54:00:00:01:01", "10.97.0.2", Policy{})); err == nil || !strings.Contains(err.Error(), "exists: vm "+theirs) && !strings.Contains(err.Error(), "exists: a tuntap") {
+		t.Fatalf("Attach over the other daemon's tap = %v", err)
+	}
+	if err := other.Detach(theirs); err != nil {
+		t.Fatal(err)
+	}
+	// A tap of no one's, and one another user owns, named as this VM's.
+	for _, foreign := range []*netlink.Tuntap{
+		{LinkAttrs: netlink.LinkAttrs{Name: tap}, Mode: netlink.TUNTAP_MODE_TAP},
+		{LinkAttrs: netlink.LinkAttrs{Name: tap}, Mode: netlink.TUNTAP_MODE_TAP, Owner: 4242},
+	} {
+		if err := netlink.LinkAdd(foreign); err != nil {
+			t.Fatal(err)
+		}
+		l, _ := netlink.LinkByName(tap)
+		if foreign.Owner != 0 {
+			// Marked as this network's, but another user's: still not ours.
+			_ = netlink.LinkSetAlias(l, n.tapAlias(mine))
+		}
+		if err := n.Detach(mine); err != nil {
+			t.Fatal(err)
+		}
+		if removed, err := n.Sync(nil); err != nil || slices.Contains(removed, "tap "+tap) {
+			t.Fatalf("Sync removed %v, %v", removed, err)
+		}
+		if _, err := netlink.LinkByName(tap); err != nil {
+			t.Fatalf("a foreign tap (owner %d) was removed: %v", foreign.Owner, err)
+		}
+		_ = netlink.LinkDel(l)
+	}
+	// As many taps as addresses (a /29: five), no more.
+	var ids []string
+	for i := range 5 {
+		id := fmt.Sprintf("%02x%030x", 0xa0+i, 7)
+		ids = append(ids, id)
+		if _, err := n.Attach(vmAttachment(id, fmt.Sprintf("52:54:00:00:03:%02x", i), fmt.Sprintf("10.97.0.%d", 2+i), Policy{})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := n.Attach(vmAttachment(fmt.Sprintf("ff%030x", 7), "52:54:00:00:03:ff", "10.97.0.2", Policy{})); !errors.Is(err, ErrFull) {
+		t.Fatalf("a sixth tap on a /29 = %v", err)
+	}
+	// What a made-up VM (no sets) resolved is refused and not kept.
+	if err := n.AllowResolved("deadbeefdeadbeefdeadbeefdeadbeef", []netip.Addr{netip.MustParseAddr("192.0.2.1")}, nil, time.Minute); err == nil {
+		t.Fatal("a VM without sets had addresses allowed")
+	}
+	if len(n.resolved) != 0 {
+		t.Fatalf("kept for VMs that are not there: %v", n.resolved)
+	}
+	for _, id := range ids {
+		if err := n.Detach(id); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

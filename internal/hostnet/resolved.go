@@ -43,8 +43,9 @@ func (n *Network) AllowResolved(vmID string, addrs []netip.Addr, ports []uint16,
 	defer n.resolvedMu.Unlock()
 	known := n.resolved[k]
 	if known == nil {
+		// Kept only once the kernel took an element: a VM without sets
+		// (an ID made up) leaves nothing behind.
 		known = map[string]time.Time{}
-		n.resolved[k] = known
 	}
 	var fresh, renewed []nftables.SetElement
 	for _, key := range keys {
@@ -90,6 +91,7 @@ func (n *Network) AllowResolved(vmID string, addrs []netip.Addr, ports []uint16,
 	for _, e := range append(fresh, renewed...) {
 		known[string(e.Key)] = until
 	}
+	n.resolved[k] = known
 	for key, exp := range known {
 		if time.Now().After(exp) {
 			delete(known, key)

@@ -9,13 +9,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"sync"
 	"time"
 
@@ -25,6 +23,8 @@ import (
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/blobcache"
+	"github.com/bangerdev/banger/internal/crashpoint"
+	"github.com/bangerdev/banger/internal/objdir"
 	"github.com/bangerdev/banger/internal/ociref"
 	"github.com/bangerdev/banger/internal/opstate"
 	"github.com/bangerdev/banger/internal/rootfs"
@@ -48,6 +48,10 @@ type Config struct {
 	UsedBy func(ctx context.Context, tx *store.Tx, id string) (running, stopped int, err error)
 	// Keychain resolves registry credentials (default: the docker config).
 	Keychain authn.Keychain
+	// Credentials says whether the caller of a request may have the
+	// daemon use Keychain for it (peer.Host.Credentials): a caller it
+	// refuses pulls anonymously. nil: every caller may.
+	Credentials func(ctx context.Context) error
 	// Transport reaches registries (default: http.DefaultTransport).
 	Transport http.RoundTripper
 	// Jobs bounds parallel layer downloads (default 3).
@@ -108,21 +112,30 @@ func New(cfg Config) (*Service, error) {
 // Operations is the service's operations registry, for operations.*.
 func (s *Service) Operations() *opstate.Registry[api.Image] { return s.ops }
 
-// sweep removes temporary directories of builds and deletions that a
-// killed daemon did not finish, and the cache's partial blobs.
+// sweep makes the images directory agree with the store after a daemon
+// that died mid-request (objdir.Sweep: staging goes, a rootfs no record
+// owns goes, a rootfs set aside by a delete that never committed comes
+// back), and removes the cache's partial blobs.
 func (s *Service) sweep() error {
 	var errs []error
-	entries, err := os.ReadDir(s.cfg.Dir)
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), ".") {
-			if err := os.RemoveAll(filepath.Join(s.cfg.Dir, e.Name())); err != nil {
-				errs = append(errs, err)
+	var recorded map[string]bool
+	if s.cfg.Store != nil {
+		recorded = map[string]bool{}
+		ctx := context.Background()
+		err := s.cfg.Store.View(ctx, func(tx *store.Tx) error {
+			imgs, err := tx.Images(ctx)
+			for _, img := range imgs {
+				if dir, err := s.rootfsDir(img.ID); err == nil {
+					recorded[filepath.Base(dir)] = true
+				}
 			}
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("listing images: %w", err)
 		}
 	}
+	errs = append(errs, objdir.Sweep(s.cfg.Dir, recorded, s.cfg.Log, "image rootfs"))
 	errs = append(errs, s.cfg.Cache.Sweep())
 	return errors.Join(errs...)
 }
@@ -277,6 +290,7 @@ func (s *Service) Delete(ctx context.Context, p api.ImageDeleteParams) (api.Imag
 	s.install.Lock()
 	defer s.install.Unlock()
 	var res api.ImageDeleteResult
+	var aside *objdir.Aside
 	err := s.cfg.Store.Update(ctx, func(tx *store.Tx) error {
 		rec, err := s.find(ctx, tx, p.Name)
 		if err != nil {
@@ -302,9 +316,8 @@ func (s *Service) Delete(ctx context.Context, p api.ImageDeleteParams) (api.Imag
 		if remaining > 0 {
 			return nil
 		}
-		// Move the rootfs aside inside the transaction: if the commit fails,
-		// it moves back; once committed, removing the aside directory can
-		// only fail into garbage the next start sweeps.
+		// Set aside inside the transaction: if the commit fails, or the
+		// daemon dies before it, the rootfs comes back (sweep).
 		dir, err := s.rootfsDir(rec.ID)
 		if err != nil {
 			return err
@@ -312,25 +325,22 @@ func (s *Service) Delete(ctx context.Context, p api.ImageDeleteParams) (api.Imag
 		if fi, err := os.Stat(filepath.Join(dir, "rootfs.ext4")); err == nil {
 			res.BytesFreed = fi.Size()
 		}
-		aside := filepath.Join(s.cfg.Dir, ".deleting-"+filepath.Base(dir))
-		if err := os.Rename(dir, aside); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if aside, err = objdir.SetAside(s.cfg.Dir, filepath.Base(dir)); err != nil {
 			return fmt.Errorf("removing the rootfs of %s: %w", rec.Name, err)
 		}
 		res.RootfsRemoved = true
+		crashpoint.At("image.delete", "rootfs set aside")
 		return nil
 	})
 	if err != nil {
-		if res.RootfsRemoved {
-			dir, _ := s.rootfsDir(res.ID)
-			_ = os.Rename(filepath.Join(s.cfg.Dir, ".deleting-"+filepath.Base(dir)), dir)
+		if uerr := aside.Undo(); uerr != nil {
+			s.cfg.Log.Warn("putting a rootfs back", "image", res.Name, "err", uerr)
 		}
 		return api.ImageDeleteResult{}, err
 	}
-	if res.RootfsRemoved {
-		dir, _ := s.rootfsDir(res.ID)
-		if err := os.RemoveAll(filepath.Join(s.cfg.Dir, ".deleting-"+filepath.Base(dir))); err != nil {
-			s.cfg.Log.Warn("removing a deleted rootfs", "image", res.Name, "err", err)
-		}
+	crashpoint.At("image.delete", "record deleted")
+	if err := aside.Remove(); err != nil {
+		s.cfg.Log.Warn("removing a deleted rootfs", "image", res.Name, "err", err)
 	}
 	s.cfg.Log.Info("image deleted", "name", res.Name, "id", res.ID, "rootfs_removed", res.RootfsRemoved)
 	s.event(api.EventImageDeleted, res.Name, res.ID)

@@ -589,3 +589,45 @@ func TestStartSweepsWhatAKilledDaemonLeft(t *testing.T) {
 		t.Fatalf("not swept: %v", left)
 	}
 }
+
+// TestSweepAgreesWithTheRecords: as the kernel service's sweep does, a
+// rootfs no record owns (stored, the record never written) goes, and a
+// rootfs a delete set aside whose record stayed (the transaction never
+// committed) comes back, so the image still shows and its file is there.
+func TestSweepAgreesWithTheRecords(t *testing.T) {
+	reg := newRegistry(t)
+	f := newService(t)
+	ref := reg.ref("sweep/img:1")
+	reg.push(t, ref, imageOf(t, layerOf(t, file{name: "etc/hello", body: "hi"})))
+	img, err := f.pull(t, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	images := filepath.Join(f.dir, "images")
+	id := filepath.Base(filepath.Dir(img.Rootfs))
+	orphan := filepath.Join(images, strings.Repeat("cd", 32))
+	if err := os.MkdirAll(orphan, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(orphan, "rootfs.ext4"), []byte("orphan"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Dir(img.Rootfs), filepath.Join(images, ".deleting-"+id)); err != nil {
+		t.Fatal(err)
+	}
+	svc, err := New(Config{Store: f.st, Cache: f.cache, Dir: images, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(images)
+	if len(entries) != 1 || entries[0].Name() != id {
+		t.Fatalf("after the sweep the images dir holds %v, want only %s", entries, id)
+	}
+	got, err := svc.Show(context.Background(), api.ImageRefParams{Name: ref})
+	if err != nil || got.Rootfs != img.Rootfs {
+		t.Fatalf("show after the sweep: %+v, %v", got, err)
+	}
+	if _, err := os.Stat(img.Rootfs); err != nil {
+		t.Fatalf("the rootfs put back: %v", err)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -34,8 +35,11 @@ import (
 type Started = *opstate.Op[api.Image]
 
 // Pull starts (or joins) the pull of a reference. Two pulls of the same
-// reference and platform share one operation.
-func (s *Service) Pull(_ context.Context, p api.ImagePullParams) (Started, error) {
+// reference and platform share one operation, provided both use the
+// daemon's registry credentials or neither does: a caller who may not
+// (Config.Credentials) pulls anonymously, and never joins a pull made
+// with them.
+func (s *Service) Pull(ctx context.Context, p api.ImagePullParams) (Started, error) {
 	ref, err := ociref.Parse(p.Ref, p.Insecure)
 	if err != nil {
 		return nil, err
@@ -46,6 +50,12 @@ func (s *Service) Pull(_ context.Context, p api.ImagePullParams) (Started, error
 	}
 	target := ociref.Normalize(ref)
 	key := target + "|" + plat.String()
+	var anonymous error // why the pull goes without the daemon's credentials
+	if s.cfg.Credentials != nil {
+		if anonymous = s.cfg.Credentials(ctx); anonymous != nil {
+			key += "|anonymous"
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if op, ok := s.inflight[key]; ok {
@@ -58,7 +68,7 @@ func (s *Service) Pull(_ context.Context, p api.ImagePullParams) (Started, error
 			s.mu.Unlock()
 		}()
 		start := time.Now()
-		img, err := s.pull(ctx, op, ref, plat, target)
+		img, err := s.pull(ctx, op, ref, plat, target, anonymous)
 		if err != nil {
 			s.cfg.Log.Warn("image pull failed", "ref", target, "err", err)
 			return api.Image{}, err
@@ -71,22 +81,26 @@ func (s *Service) Pull(_ context.Context, p api.ImagePullParams) (Started, error
 	return op, nil
 }
 
-func (s *Service) remoteOptions(ctx context.Context, plat *v1.Platform) []remote.Option {
+func (s *Service) remoteOptions(ctx context.Context, plat *v1.Platform, anonymous bool) []remote.Option {
+	auth := remote.WithAuthFromKeychain(s.cfg.Keychain)
+	if anonymous {
+		auth = remote.WithAuth(authn.Anonymous)
+	}
 	return []remote.Option{
 		remote.WithContext(ctx),
-		remote.WithAuthFromKeychain(s.cfg.Keychain),
+		auth,
 		remote.WithPlatform(*plat),
 		remote.WithTransport(s.cfg.Transport),
 		remote.WithJobs(s.cfg.Jobs),
 	}
 }
 
-func (s *Service) pull(ctx context.Context, op *opstate.Op[api.Image], ref name.Reference, plat *v1.Platform, target string) (api.Image, error) {
+func (s *Service) pull(ctx context.Context, op *opstate.Op[api.Image], ref name.Reference, plat *v1.Platform, target string, anonymous error) (api.Image, error) {
 	op.SetPhase("resolving")
-	opts := s.remoteOptions(ctx, plat)
+	opts := s.remoteOptions(ctx, plat, anonymous != nil)
 	desc, err := remote.Get(ref, opts...)
 	if err != nil {
-		return api.Image{}, registryError(target, ref, err)
+		return api.Image{}, registryError(target, ref, err, anonymous)
 	}
 	img, err := desc.Image() // picks the platform out of an index
 	if err != nil {
@@ -406,14 +420,19 @@ func (s *Service) installRecord(ctx context.Context, op *opstate.Op[api.Image], 
 	return s.toAPI(ctx, rec), nil
 }
 
-// registryError names the usual registry failures and their fixes.
-func registryError(target string, ref name.Reference, err error) error {
+// registryError names the usual registry failures and their fixes;
+// anonymous, when set, is why the pull went without the daemon's
+// credentials.
+func registryError(target string, ref name.Reference, err error, anonymous error) error {
 	var terr *transport.Error
 	if errors.As(err, &terr) {
 		switch terr.StatusCode {
 		case http.StatusNotFound:
 			return fmt.Errorf("resolving %s: %w in the registry (%v)", target, api.ErrNotFound, err)
 		case http.StatusUnauthorized, http.StatusForbidden:
+			if anonymous != nil {
+				return fmt.Errorf("resolving %s: %w; pulled anonymously: %v", target, err, anonymous)
+			}
 			return fmt.Errorf("resolving %s: %w; if it is private, log in with `docker login %s` (banger reads the docker config)", target, err, ref.Context().RegistryStr())
 		}
 	}

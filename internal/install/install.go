@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/bangerdev/banger/internal/lockfile"
 	"github.com/bangerdev/banger/internal/paths"
 )
@@ -249,7 +251,10 @@ func ensureMeta(path string, mode fs.FileMode, uid, gid int) error {
 
 // takeOver gives a root-only layout's state, cache and logs to the
 // owner. A daemon or a VMM still using them would be left with files it
-// no longer owns: refused, naming them.
+// no longer owns: refused, naming them. Only a tree root owns is taken
+// over, and never by path: the owner (who may be racing this, as soon as
+// a directory is theirs) could swap any directory for a symlink between
+// a path's lookup and its use (giveTree).
 func (o *run) takeOver(l paths.Layout) error {
 	state := under(o.Root, l.StateDir)
 	fi, err := os.Lstat(state)
@@ -268,22 +273,96 @@ func (o *run) takeOver(l paths.Layout) error {
 	if users := Users(state); len(users) > 0 {
 		return fmt.Errorf("%s is in use by %s: stop its VMs first (`banger vm stop NAME`), then install again", l.StateDir, strings.Join(users, ", "))
 	}
-	n := 0
+	var dirs []string
 	for _, dir := range []string{l.StateDir, l.CacheDir, l.LogDir} {
-		err := filepath.WalkDir(under(o.Root, dir), func(p string, _ fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			n++
-			return os.Lchown(p, o.Owner.ID, o.OwnerGroup.ID)
-		})
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		fi, err := os.Lstat(under(o.Root, dir))
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			continue
+		case err != nil:
+			return err
+		case !fi.IsDir():
+			return fmt.Errorf("%s is not a directory (a symlink?); move it away and install again", dir)
+		}
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid != 0 && int(st.Uid) != o.Owner.ID {
+			return fmt.Errorf("%s is uid %d's, neither root's nor %s's: banger takes over only a layout root made; move it away and install again",
+				dir, st.Uid, o.Owner.Name)
+		}
+		dirs = append(dirs, dir)
+	}
+	n := 0
+	for _, dir := range dirs {
+		k, err := giveTree(under(o.Root, dir), o.Owner.ID, o.OwnerGroup.ID)
+		n += k
+		if err != nil {
 			return fmt.Errorf("giving %s to %s: %w", dir, o.Owner.Name, err)
 		}
 	}
 	o.changed = true
 	o.Say("moved the root-only layout over: %d files of %s, %s and %s now %s's", n, l.StateDir, l.CacheDir, l.LogDir, o.Owner.Name)
 	return nil
+}
+
+// giveTree gives the tree at path to uid:gid through descriptors alone:
+// each directory is opened below its parent's descriptor without
+// following a link (O_NOFOLLOW), every entry is changed by fchownat with
+// AT_SYMLINK_NOFOLLOW in the directory that holds it, and a directory
+// is given away only once everything below it is done, so the new owner
+// holds none of it while root still works inside. A symlink is given
+// away itself, never followed; what another process swaps in meanwhile
+// is either not found or not followed. Its parent is root's: the path
+// itself cannot be swapped.
+func giveTree(path string, uid, gid int) (int, error) {
+	parent, err := unix.Open(filepath.Dir(path), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(parent)
+	return giveAt(parent, filepath.Base(path), uid, gid, 0)
+}
+
+// maxDepth bounds the walk (a layout is a few levels deep).
+const maxDepth = 64
+
+func giveAt(parent int, name string, uid, gid, depth int) (int, error) {
+	if depth > maxDepth {
+		return 0, fmt.Errorf("%s: more than %d directories deep", name, maxDepth)
+	}
+	n := 0
+	d, err := unix.Openat(parent, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	switch {
+	case errors.Is(err, unix.ENOTDIR), errors.Is(err, unix.ELOOP):
+		// A file or a symlink: given away as it is.
+	case errors.Is(err, unix.ENOENT):
+		return 0, nil // gone meanwhile
+	case err != nil:
+		return 0, fmt.Errorf("%s: %w", name, err)
+	default:
+		f := os.NewFile(uintptr(d), name)
+		names, err := f.Readdirnames(-1)
+		if err == nil {
+			for _, child := range names {
+				k, cerr := giveAt(d, child, uid, gid, depth+1)
+				n += k
+				if cerr != nil {
+					err = fmt.Errorf("%s/%w", name, cerr)
+					break
+				}
+			}
+		}
+		if err == nil {
+			err = unix.Fchown(d, uid, gid) // the directory opened, whatever its name holds now
+		}
+		f.Close()
+		if err != nil {
+			return n, err
+		}
+		return n + 1, nil
+	}
+	if err := unix.Fchownat(parent, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil && !errors.Is(err, unix.ENOENT) {
+		return n, fmt.Errorf("%s: %w", name, err)
+	}
+	return n + 1, nil
 }
 
 // Users lists the processes (name and pid) whose command line names a

@@ -269,6 +269,15 @@ func verifyUnits(t *testing.T, root string) {
 	if err := cmd.Run(); err != nil || stderr.Len() > 0 {
 		t.Errorf("systemd-analyze verify: %v: %s", err, stderr.String())
 	}
+	// The helper's exposure as systemd rates it (6.3 MEDIUM before its
+	// sandboxing, 2.7 OK with it): a change that widens it past 3.0
+	// fails here.
+	sec := exec.Command("systemd-analyze", "security", "--offline=yes", "--root="+root, "--threshold=30", "--no-pager", "/etc/systemd/system/"+HelperUnit)
+	if out, err := sec.CombinedOutput(); err != nil {
+		t.Errorf("systemd-analyze security of the helper: %v:\n%s", err, out)
+	} else if !strings.Contains(string(out), "Overall exposure level for "+HelperUnit+": 2.") {
+		t.Errorf("the helper's exposure:\n%s", out)
+	}
 }
 
 // TestUpgradeFromRootLayout gives a root daemon's state, cache and logs

@@ -4,12 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/crashpoint"
+	"github.com/bangerdev/banger/internal/objdir"
 	"github.com/bangerdev/banger/internal/store"
 )
 
@@ -101,7 +100,7 @@ func (s *Service) Delete(ctx context.Context, p api.KernelRefParams) (api.Kernel
 	s.installMu.Lock()
 	defer s.installMu.Unlock()
 	var res api.KernelDeleteResult
-	var aside string
+	var aside *objdir.Aside
 	err := s.cfg.Store.Update(ctx, func(tx *store.Tx) error {
 		rec, err := s.find(ctx, tx, p.Name)
 		if err != nil {
@@ -121,10 +120,9 @@ func (s *Service) Delete(ctx context.Context, p api.KernelRefParams) (api.Kernel
 		if err != nil || remaining > 0 {
 			return err
 		}
-		dir := s.bundleDir(rec.ID)
-		aside = filepath.Join(s.cfg.Dir, ".deleting-"+filepath.Base(dir))
-		if err := os.Rename(dir, aside); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			aside = ""
+		// Set aside inside the transaction: if the commit fails, or the
+		// daemon dies before it, the bundle comes back (sweep).
+		if aside, err = objdir.SetAside(s.cfg.Dir, filepath.Base(s.bundleDir(rec.ID))); err != nil {
 			return fmt.Errorf("removing kernel %s: %w", rec.Name, err)
 		}
 		res.BundleRemoved, res.BytesFreed = true, rec.Size
@@ -132,15 +130,14 @@ func (s *Service) Delete(ctx context.Context, p api.KernelRefParams) (api.Kernel
 		return nil
 	})
 	if err != nil {
-		if aside != "" {
-			_ = os.Rename(aside, s.bundleDir(res.ID))
+		if uerr := aside.Undo(); uerr != nil {
+			s.cfg.Log.Warn("putting a kernel bundle back", "name", res.Name, "err", uerr)
 		}
 		return api.KernelDeleteResult{}, err
 	}
-	if aside != "" {
-		if err := os.RemoveAll(aside); err != nil {
-			s.cfg.Log.Warn("removing a deleted kernel", "name", res.Name, "err", err)
-		}
+	crashpoint.At("kernel.delete", "record deleted")
+	if err := aside.Remove(); err != nil {
+		s.cfg.Log.Warn("removing a deleted kernel", "name", res.Name, "err", err)
 	}
 	s.cfg.Log.Info("kernel deleted", "name", res.Name, "bundle_removed", res.BundleRemoved)
 	return res, nil

@@ -30,22 +30,36 @@ import (
 // LabelVersion marks an image as a banger kernel and names its version.
 const LabelVersion = "dev.banger.kernel.version"
 
-func (s *Service) remoteOptions(ctx context.Context) []remote.Option {
+func (s *Service) remoteOptions(ctx context.Context, anonymous bool) []remote.Option {
 	kc := s.cfg.Keychain
 	if kc == nil {
 		kc = authn.DefaultKeychain
+	}
+	auth := remote.WithAuthFromKeychain(kc)
+	if anonymous {
+		auth = remote.WithAuth(authn.Anonymous)
 	}
 	tr := s.cfg.Transport
 	if tr == nil {
 		tr = http.DefaultTransport
 	}
-	return []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(kc), remote.WithTransport(tr),
+	return []remote.Option{remote.WithContext(ctx), auth, remote.WithTransport(tr),
 		remote.WithPlatform(v1.Platform{OS: "linux", Architecture: runtime.GOARCH})}
 }
 
+// credentials is why the caller of ctx may not have the daemon use its
+// registry credentials, or nil.
+func (s *Service) credentials(ctx context.Context) error {
+	if s.cfg.Credentials == nil {
+		return nil
+	}
+	return s.cfg.Credentials(ctx)
+}
+
 // Pull starts pulling a kernel image: one banger pushed, or any image
-// holding /boot/vmlinu[xz]-V and /lib/modules/V.
-func (s *Service) Pull(_ context.Context, p api.KernelPullParams) (*opstate.Op[api.Kernel], error) {
+// holding /boot/vmlinu[xz]-V and /lib/modules/V. A caller who may not use
+// the daemon's registry credentials pulls anonymously.
+func (s *Service) Pull(ctx context.Context, p api.KernelPullParams) (*opstate.Op[api.Kernel], error) {
 	ref, err := ociref.Parse(p.Ref, p.Insecure)
 	if err != nil {
 		return nil, err
@@ -53,13 +67,17 @@ func (s *Service) Pull(_ context.Context, p api.KernelPullParams) (*opstate.Op[a
 	if p.Name != "" && !validName.MatchString(p.Name) {
 		return nil, fmt.Errorf("%w: kernel name %q: use letters, digits, '.', '_' and '-'", api.ErrInvalidArgument, p.Name)
 	}
+	anonymous := s.credentials(ctx)
 	return s.ops.Start(s.cfg.Lifetime, api.OpKindKernelPull, ref.Name(), func(ctx context.Context, op *opstate.Op[api.Kernel]) (api.Kernel, error) {
 		start := time.Now()
 		k, err := s.install(ctx, op, p.Name, func(ctx context.Context, op *opstate.Op[api.Kernel], staging string) (store.Kernel, error) {
 			rec := store.Kernel{Source: "pull", Origin: ref.Name()}
 			op.SetPhase("resolving")
-			img, err := remote.Image(ref, s.remoteOptions(ctx)...)
+			img, err := remote.Image(ref, s.remoteOptions(ctx, anonymous != nil)...)
 			if err != nil {
+				if anonymous != nil {
+					return rec, fmt.Errorf("pulling kernel %s: %w; pulled anonymously: %v", ref.Name(), err, anonymous)
+				}
 				return rec, fmt.Errorf("pulling kernel %s: %w", ref.Name(), err)
 			}
 			op.SetPhase("downloading and unpacking")
@@ -78,8 +96,13 @@ func (s *Service) Pull(_ context.Context, p api.KernelPullParams) (*opstate.Op[a
 }
 
 // Push publishes a kernel as an image with one layer holding
-// /boot/vmlinuz-V, /boot/config-V and /lib/modules/V (docs/kernel-images.md).
+// /boot/vmlinuz-V, /boot/config-V and /lib/modules/V (docs/kernel-images.md),
+// with the daemon's registry credentials: refused to a caller who may not
+// use them.
 func (s *Service) Push(ctx context.Context, p api.KernelPushParams) (api.KernelPushResult, error) {
+	if err := s.credentials(ctx); err != nil {
+		return api.KernelPushResult{}, fmt.Errorf("kernel push: %w", err)
+	}
 	ref, err := ociref.Parse(p.Ref, p.Insecure)
 	if err != nil {
 		return api.KernelPushResult{}, err
@@ -87,6 +110,9 @@ func (s *Service) Push(ctx context.Context, p api.KernelPushParams) (api.KernelP
 	k, err := s.Show(ctx, api.KernelRefParams{Name: p.Name})
 	if err != nil {
 		return api.KernelPushResult{}, err
+	}
+	if err := bundle.CheckRelease(k.Version); err != nil { // a record from before releases were checked
+		return api.KernelPushResult{}, fmt.Errorf("%w: kernel %s: %v; import it again", api.ErrInvalidArgument, k.Name, err)
 	}
 	layerTar, err := os.CreateTemp(s.cfg.Dir, ".push-")
 	if err != nil {
@@ -115,7 +141,7 @@ func (s *Service) Push(ctx context.Context, p api.KernelPushParams) (api.KernelP
 	if img, err = mutate.ConfigFile(img, cf); err != nil {
 		return api.KernelPushResult{}, err
 	}
-	if err := remote.Write(ref, img, s.remoteOptions(ctx)...); err != nil {
+	if err := remote.Write(ref, img, s.remoteOptions(ctx, false)...); err != nil {
 		return api.KernelPushResult{}, fmt.Errorf("pushing kernel %s to %s: %w", k.Name, ref.Name(), err)
 	}
 	d, err := img.Digest()

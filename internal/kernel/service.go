@@ -35,6 +35,7 @@ import (
 	"github.com/bangerdev/banger/internal/crashpoint"
 	"github.com/bangerdev/banger/internal/deb"
 	"github.com/bangerdev/banger/internal/kmod"
+	"github.com/bangerdev/banger/internal/objdir"
 	"github.com/bangerdev/banger/internal/opstate"
 	"github.com/bangerdev/banger/internal/store"
 )
@@ -56,6 +57,10 @@ type Config struct {
 	// (defaults: the docker config, http.DefaultTransport).
 	Keychain  authn.Keychain
 	Transport http.RoundTripper
+	// Credentials says whether the caller of a request may have the
+	// daemon use Keychain for it (peer.Host.Credentials): a caller it
+	// refuses pulls anonymously and may not push. nil: every caller may.
+	Credentials func(ctx context.Context) error
 	// FetchDebian downloads the distribution's kernel package into dir and
 	// returns its path (default: apt-get download linux-image-amd64's
 	// current dependency).
@@ -95,12 +100,11 @@ func New(cfg Config) (*Service, error) {
 }
 
 // sweep makes the bundles directory agree with the store after a daemon
-// that died mid-request: staging goes; a bundle stored whose record was
-// never written goes; a bundle set aside by a delete whose record
-// stayed (the delete's transaction never committed) comes back.
+// that died mid-request (objdir.Sweep).
 func (s *Service) sweep(ctx context.Context) error {
-	recorded := map[string]bool{}
+	var recorded map[string]bool
 	if s.cfg.Store != nil {
+		recorded = map[string]bool{}
 		err := s.cfg.Store.View(ctx, func(tx *store.Tx) error {
 			ks, err := tx.Kernels(ctx)
 			for _, k := range ks {
@@ -112,27 +116,8 @@ func (s *Service) sweep(ctx context.Context) error {
 			return fmt.Errorf("listing kernels: %w", err)
 		}
 	}
-	entries, err := os.ReadDir(s.cfg.Dir)
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		name, path := e.Name(), filepath.Join(s.cfg.Dir, e.Name())
-		if id, ok := strings.CutPrefix(name, ".deleting-"); ok && recorded[id] {
-			if _, err := os.Stat(filepath.Join(s.cfg.Dir, id)); errors.Is(err, fs.ErrNotExist) {
-				if err := os.Rename(path, filepath.Join(s.cfg.Dir, id)); err == nil {
-					s.cfg.Log.Info("kernel bundle put back: its delete did not finish", "id", id)
-					continue
-				}
-			}
-		}
-		if strings.HasPrefix(name, ".") || (s.cfg.Store != nil && e.IsDir() && !recorded[name]) {
-			if err := os.RemoveAll(path); err != nil {
-				s.cfg.Log.Warn("removing a leftover", "path", name, "err", err)
-			} else if !strings.HasPrefix(name, ".") {
-				s.cfg.Log.Info("kernel bundle removed: no record owns it", "id", name)
-			}
-		}
+	if err := objdir.Sweep(s.cfg.Dir, recorded, s.cfg.Log, "kernel bundle"); err != nil {
+		s.cfg.Log.Warn("cleaning up after an interrupted run", "err", err)
 	}
 	return nil
 }
@@ -289,6 +274,9 @@ func (s *Service) install(ctx context.Context, op *opstate.Op[api.Kernel], name 
 	if rec.Version == "" {
 		return api.Kernel{}, fmt.Errorf("%w: cannot tell the version of kernel %s; pass its modules with --modules /lib/modules/VERSION", api.ErrInvalidArgument, rec.Origin)
 	}
+	if err := bundle.CheckRelease(rec.Version); err != nil {
+		return api.Kernel{}, fmt.Errorf("%w: kernel %s: %v", api.ErrInvalidArgument, rec.Origin, err)
+	}
 
 	op.SetPhase("checking modules")
 	modDir := filepath.Join(staging, bundle.DirModules)
@@ -395,6 +383,9 @@ func unpackTree(ctx context.Context, tr *tar.Reader, dir, origin string) (string
 		default:
 			continue
 		}
+		if err := bundle.CheckRelease(v); err != nil {
+			return "", fmt.Errorf("%w: %s: %v", api.ErrInvalidArgument, origin, err)
+		}
 		if version == "" {
 			version = v
 		} else if v != version {
@@ -447,6 +438,9 @@ func copyFiles(kernelFile, modules, dir string) (string, error) {
 		return "", nil
 	}
 	version := filepath.Base(filepath.Clean(modules))
+	if err := bundle.CheckRelease(version); err != nil {
+		return "", fmt.Errorf("%w: --modules %s: %v; name the directory /lib/modules/RELEASE", api.ErrInvalidArgument, modules, err)
+	}
 	err = filepath.WalkDir(modules, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err

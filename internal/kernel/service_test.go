@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
@@ -253,5 +254,33 @@ func TestSweep(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(k.Dir, bundle.FileVmlinux)); err != nil {
 		t.Fatalf("the bundle put back lacks its kernel: %v", err)
+	}
+}
+
+// TestHostileRelease: a kernel tree whose paths carry a release that is
+// not one (words for the guest's command line, an escape sequence, an
+// option for depmod, a climb) is refused, naming the reason, before any
+// of it is written.
+func TestHostileRelease(t *testing.T) {
+	for _, v := range []string{"6.1.0 init=/bin/sh", "6.1\x1b]0;pwned\x07", "--help", "6.1\u009b2J", strings.Repeat("9", 65)} {
+		for _, prefix := range []string{"boot/vmlinuz-", "lib/modules/"} {
+			var b bytes.Buffer
+			tw := tar.NewWriter(&b)
+			name := prefix + v
+			if prefix == "lib/modules/" {
+				name += "/kernel/x.ko"
+			}
+			_ = tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Size: 1, Mode: 0o644})
+			_, _ = tw.Write([]byte("x"))
+			_ = tw.Close()
+			dir := t.TempDir()
+			_, err := unpackTree(context.Background(), tar.NewReader(&b), dir, "the image")
+			if !errors.Is(err, api.ErrInvalidArgument) || !strings.Contains(err.Error(), "is not one") && !strings.Contains(err.Error(), "more than 64") {
+				t.Errorf("%s: %v", name, err)
+			}
+			if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+				t.Errorf("%s: written before the refusal: %v", name, entries)
+			}
+		}
 	}
 }

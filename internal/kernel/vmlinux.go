@@ -3,23 +3,34 @@ package kernel
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os/exec"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 )
 
+// xzTimeout bounds one decompression: a Debian kernel takes well under
+// a second; a stream crafted to be slow is ended.
+const xzTimeout = 2 * time.Minute
+
 // unxz decompresses the first xz stream of r with xz(1), ignoring what
 // follows it.
 func unxz(r io.Reader) (io.Reader, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), xzTimeout)
+	defer cancel()
 	var out, stderr bytes.Buffer
-	cmd := exec.Command("xz", "--decompress", "--stdout", "--single-stream")
+	cmd := exec.CommandContext(ctx, "xz", "--decompress", "--stdout", "--single-stream")
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = r, &limitedBuffer{&out, maxVmlinux}, &stderr
 	if err := cmd.Run(); err != nil {
 		if errors.Is(err, exec.ErrNotFound) {
 			return nil, fmt.Errorf("decompressing the kernel needs xz (apt install xz-utils): %w", err)
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("xz: did not finish within %s", xzTimeout)
 		}
 		return nil, fmt.Errorf("xz: %w: %s", err, bytes.TrimSpace(stderr.Bytes()))
 	}

@@ -111,6 +111,32 @@ func ownerClient(socket string) int {
 		say("dns_socket", err)
 	}
 	say("watch", c.Watch(ctx, func(hostnet.Attempt) {}))
+	for range MaxWatches - 1 {
+		_ = c.Watch(ctx, func(hostnet.Attempt) {})
+	}
+	say("a watcher past the cap", c.Watch(ctx, func(hostnet.Attempt) {}))
+	// Connections that send nothing hold the helper's slots (until its
+	// read deadline): one more is refused by name, the held ones go on.
+	var held []net.Conn
+	for range MaxConns {
+		if h, err := c.dial(ctx); err == nil {
+			held = append(held, h)
+		}
+	}
+	// Refused once the helper has taken all of them in (it accepts in
+	// its own time): waited for, within a deadline.
+	capErr := c.call(ctx, OpStatus, nil, nil)
+	for deadline := time.Now().Add(10 * time.Second); !errors.Is(capErr, ErrRefused) && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+		capErr = c.call(ctx, OpStatus, nil, nil)
+	}
+	say("a connection past the cap", capErr)
+	for _, h := range held {
+		h.Close()
+	}
+	for deadline := time.Now().Add(10 * time.Second); c.call(ctx, OpStatus, nil, nil) != nil && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
 	say("allow_resolved", c.AllowResolved(vmA, []netip.Addr{netip.MustParseAddr("192.0.2.7")}, nil, time.Minute))
 	// What a compromised daemon could send: each refused by name.
 	raw := func(what, op string, params any) {
@@ -127,6 +153,7 @@ func ownerClient(socket string) int {
 	raw("a bad rule", OpSetPolicy, Attachment{ID: vmA, MAC: macA, Addr: addrA, NAT: true, Allow: []string{"github.com:http"}})
 	raw("a TTL of a year", OpAllowResolved, ResolvedParams{ID: vmA, Addrs: []string{"192.0.2.7"}, TTLSeconds: 365 * 86400})
 	raw("an unknown operation", "exec", map[string]any{"argv": []string{"/bin/sh"}})
+	raw("a sync of more VMs than addresses", OpSync, SyncParams{Running: make([]Attachment, 254)})
 	say("detach", c.Detach(vmA))
 	return 0
 }
@@ -202,6 +229,8 @@ func TestHelper(t *testing.T) {
 		"attach bg-aaaaaaaaaaaa: ok",
 		"dns_socket 10.98.0.1:53: ok",
 		"watch: ok",
+		"a watcher past the cap: refused: 4 watchers of the firewall's log already",
+		"a connection past the cap: refused: 32 connections at once already",
 		"allow_resolved: ok",
 		"a foreign interface: refused: attach: json: unknown field \"tap\"",
 		"a path: refused: attach: json: unknown field \"path\"",
@@ -213,6 +242,7 @@ func TestHelper(t *testing.T) {
 		"a bad rule: refused: vm " + vmA + ": invalid allow rule",
 		"a TTL of a year: refused: vm " + vmA + ": a TTL of 31536000 s",
 		"an unknown operation: refused: no operation \"exec\"; the helper does status, attach",
+		"a sync of more VMs than addresses: refused: sync: 254 running VMs, more than the 253 addresses of 10.98.0.0/24",
 		"detach: ok",
 	}
 	if len(lines) != len(want) {

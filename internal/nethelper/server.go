@@ -49,12 +49,20 @@ type Server struct {
 	watchErr  error
 	subMu     sync.Mutex
 	subs      map[chan hostnet.Attempt]struct{}
+
+	connMu  sync.Mutex
+	conns   int // connections being served
+	watches int // of them, watchers of the firewall's log
 }
 
-// Limits on what one request may carry.
+// Limits on what one request may carry, and on the helper's own state:
+// connections served at once (a daemon makes a few), watchers of the
+// firewall's log among them (a daemon keeps one).
 const (
 	maxResolvedAddrs = 64
 	maxResolvedPorts = allowlist.MaxPorts
+	MaxConns         = 32
+	MaxWatches       = 4
 )
 
 // Serve answers connections on ln until ctx ends. Each connection is
@@ -95,6 +103,25 @@ func caller(c *net.UnixConn) (*unix.Ucred, error) {
 	return cred, cerr
 }
 
+// admit counts a connection in, or says why it is refused; watch counts
+// a watcher (admitted already).
+func (s *Server) admit(watch bool) (release func(), err error) {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	switch {
+	case !watch && s.conns >= MaxConns:
+		return nil, refuse("%d connections at once already, the most the helper serves; try again", MaxConns)
+	case watch && s.watches >= MaxWatches:
+		return nil, refuse("%d watchers of the firewall's log already, the most the helper serves", MaxWatches)
+	}
+	if watch {
+		s.watches++
+		return func() { s.connMu.Lock(); s.watches--; s.connMu.Unlock() }, nil
+	}
+	s.conns++
+	return func() { s.connMu.Lock(); s.conns--; s.connMu.Unlock() }, nil
+}
+
 func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
 	defer c.Close()
 	cred, err := caller(c)
@@ -107,6 +134,12 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
 		s.reply(c, log, "?", nil, refuse("uid %d may not use the network helper; only its owner (uid %d) may", cred.Uid, s.Owner))
 		return
 	}
+	release, err := s.admit(false)
+	if err != nil {
+		s.reply(c, log, "?", nil, err)
+		return
+	}
+	defer release()
 	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	r := bufio.NewReader(c)
 	line, err := readLine(r)
@@ -121,6 +154,16 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
 	}
 	_ = c.SetReadDeadline(time.Time{})
 	if req.Op == OpWatch {
+		if err := decodeStrict(req.Params, &struct{}{}); err != nil {
+			s.reply(c, log, req.Op, nil, refuse("%s: %v", req.Op, err))
+			return
+		}
+		done, err := s.admit(true)
+		if err != nil {
+			s.reply(c, log, req.Op, nil, err)
+			return
+		}
+		defer done()
 		s.watch(ctx, c, r, log)
 		return
 	}
@@ -194,6 +237,9 @@ func (s *Server) handle(req Request) (any, error) {
 		var p SyncParams
 		if err := decodeStrict(req.Params, &p); err != nil {
 			return nil, refuse("%s: %v", req.Op, err)
+		}
+		if max := hostnet.RangeSize(s.Prefix); len(p.Running) > max {
+			return nil, refuse("%s: %d running VMs, more than the %d addresses of %s", req.Op, len(p.Running), max, s.Prefix)
 		}
 		var running []hostnet.Attachment
 		for _, r := range p.Running {

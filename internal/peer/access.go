@@ -31,6 +31,20 @@ func (h Host) trusted(ctx context.Context) (Cred, bool) {
 	return c, !ok || c.UID == 0 || c.UID == h.Self
 }
 
+// Credentials says whether the daemon may use its own registry
+// credentials (its user's docker config) for the caller of ctx: nil for
+// a trusted caller; for any other, a permission_denied error saying why,
+// for a refusal (a push) or as the reason a pull went anonymous.
+func (h Host) Credentials(ctx context.Context) error {
+	c, ok := h.trusted(ctx)
+	if ok {
+		return nil
+	}
+	return fmt.Errorf("%w: the daemon's registry credentials (uid %d's docker config) serve root and uid %d only, not %s; "+
+		"run it as uid %d, or use a daemon of your own (`banger daemon start`) with your own `docker login`",
+		api.ErrPermissionDenied, h.Self, h.Self, c, h.Self)
+}
+
 // File is the path the daemon reads for a host file the caller of ctx
 // named. A trusted caller's path is used as is. Any other caller's is
 // opened by a walk with that caller's rights (every directory on the way

@@ -157,6 +157,10 @@ func TestHost(t *testing.T) {
 			if err != nil && (!errors.Is(err, api.ErrPermissionDenied) || !strings.Contains(err.Error(), "banger daemon start")) {
 				t.Fatalf("Tree: %v", err)
 			}
+			if err := h.Credentials(tc.ctx); tc.trusted != (err == nil) ||
+				err != nil && (!errors.Is(err, api.ErrPermissionDenied) || !strings.Contains(err.Error(), "docker login")) {
+				t.Fatalf("Credentials: %v", err)
+			}
 			use, release, err := h.File(tc.ctx, "/etc/hostname")
 			if err != nil {
 				t.Fatal(err)

@@ -20,6 +20,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"aead.dev/minisign"
 	"golang.org/x/mod/semver"
@@ -44,13 +45,6 @@ var Binaries = []string{"banger", "bangerd", "banger-agent"}
 // 2F6D39AF00551C81): what `banger update` trusts unless told
 // --pubkey-file.
 const PinnedKey = "RWSBHFUArzltL9HsKoPI5oae2Dva8L4eowIi6OmzsOYvoFBZa8eBqSfJ"
-
-var (
-	// ErrBadSignature: the index is not signed by the trusted key.
-	ErrBadSignature = errors.New("signature does not verify")
-	// ErrBadChecksum: a tarball is not the one its index names.
-	ErrBadChecksum = errors.New("checksum does not match")
-)
 
 var versionRe = regexp.MustCompile(`^[0-9]{1,6}\.[0-9]{1,6}\.[0-9]{1,6}(-[0-9A-Za-z.]{1,32})?$`)
 
@@ -162,20 +156,102 @@ func ParseKey(text string) (Key, error) {
 	return key, nil
 }
 
-// Verify checks the index's signature by key.
-func Verify(key Key, sums, sig []byte) error {
+// Meta is what an index's signature vouches for beside the index (in
+// minisign's trusted comment, which the signature covers): when it was
+// issued and until when it may be trusted. A mirror can hold back an
+// older index, signed and whole, to freeze or roll back its users:
+// `banger update` refuses one issued before the newest it has verified
+// (update.Mark), and one past its expiry.
+type Meta struct {
+	Issued  time.Time
+	Expires time.Time
+}
+
+// DefaultValidity is how long a newly signed index may be trusted:
+// a publisher signs it again (banger-release -resign) before then.
+const DefaultValidity = 90 * 24 * time.Hour
+
+var (
+	// ErrBadSignature: the index is not signed by the trusted key.
+	ErrBadSignature = errors.New("signature does not verify")
+	// ErrBadChecksum: a tarball is not the one its index names.
+	ErrBadChecksum = errors.New("checksum does not match")
+	// ErrExpired: the index is past its expiry.
+	ErrExpired = errors.New("release index expired")
+	// ErrStale: the index was issued before one already verified.
+	ErrStale = errors.New("release index older than one already seen")
+)
+
+const metaPrefix = "banger release index"
+
+func (m Meta) comment() string {
+	return fmt.Sprintf("%s issued=%s expires=%s", metaPrefix, m.Issued.UTC().Format(time.RFC3339), m.Expires.UTC().Format(time.RFC3339))
+}
+
+// parseMeta reads a trusted comment; one without both times (an index
+// signed before banger signed them) is refused.
+func parseMeta(comment string) (Meta, error) {
+	var m Meta
+	rest, ok := strings.CutPrefix(comment, metaPrefix+" ")
+	fields := strings.Fields(rest)
+	if !ok || len(fields) != 2 {
+		return m, fmt.Errorf("%w: the signature of %s carries no issue time and expiry (an index signed by an older banger-release): "+
+			"the publisher signs it again with `banger-release -resign`", ErrBadSignature, SumsName)
+	}
+	for _, f := range fields {
+		k, v, _ := strings.Cut(f, "=")
+		t, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			return m, fmt.Errorf("%w: the signature of %s: %q is not a time", ErrBadSignature, SumsName, f)
+		}
+		switch k {
+		case "issued":
+			m.Issued = t
+		case "expires":
+			m.Expires = t
+		}
+	}
+	if m.Issued.IsZero() || !m.Expires.After(m.Issued) {
+		return m, fmt.Errorf("%w: the signature of %s: %q names no issue time before its expiry", ErrBadSignature, SumsName, comment)
+	}
+	return m, nil
+}
+
+// Verify checks the index's signature by key, and returns what the
+// signature says of the index.
+func Verify(key Key, sums, sig []byte) (Meta, error) {
 	if len(sig) > MaxSig {
-		return fmt.Errorf("%w: the signature is %d bytes, more than %d", ErrBadSignature, len(sig), MaxSig)
+		return Meta{}, fmt.Errorf("%w: the signature is %d bytes, more than %d", ErrBadSignature, len(sig), MaxSig)
 	}
 	if !minisign.Verify(key, sums, sig) {
-		return fmt.Errorf("%w: %s is not signed by the release key %X", ErrBadSignature, SumsName, key.ID())
+		return Meta{}, fmt.Errorf("%w: %s is not signed by the release key %X", ErrBadSignature, SumsName, key.ID())
+	}
+	var s minisign.Signature
+	if err := s.UnmarshalText(sig); err != nil { // Verify read it already
+		return Meta{}, fmt.Errorf("%w: %v", ErrBadSignature, err)
+	}
+	return parseMeta(s.TrustedComment)
+}
+
+// Check says whether an index with m may be used at now, given mark, the
+// newest issue time already verified (zero: none yet).
+func (m Meta) Check(now, mark time.Time) error {
+	switch {
+	case now.After(m.Expires):
+		return fmt.Errorf("%w: it expired at %s (issued %s): the source serves an index its publisher no longer vouches for; "+
+			"try again later or another source (--from)", ErrExpired, m.Expires.Format(time.RFC3339), m.Issued.Format(time.RFC3339))
+	case m.Issued.Before(mark):
+		return fmt.Errorf("%w: it was issued at %s, before the newest this host has verified (%s): the source may be holding "+
+			"updates back; use another source (--from)", ErrStale, m.Issued.Format(time.RFC3339), mark.Format(time.RFC3339))
 	}
 	return nil
 }
 
-// Sign signs an index with a private key, for `make release`.
-func Sign(key minisign.PrivateKey, sums []byte) []byte {
-	return minisign.SignWithComments(key, sums, "banger release index", "signature from banger's release key")
+// Sign signs an index with a private key, for `make release`, saying it
+// was issued now and may be trusted for validFor.
+func Sign(key minisign.PrivateKey, sums []byte, now time.Time, validFor time.Duration) []byte {
+	m := Meta{Issued: now.Truncate(time.Second), Expires: now.Truncate(time.Second).Add(validFor)}
+	return minisign.SignWithComments(key, sums, m.comment(), "signature from banger's release key")
 }
 
 // CheckSum says whether tarball is the one e names.
@@ -188,9 +264,9 @@ func (e Entry) CheckSum(tarball []byte) error {
 
 // Publish adds the binaries in bin as release version to the release
 // directory out: its tarball, then SHA256SUMS with every tarball there
-// (read back from the index already there) and its signature. A version
-// already published is replaced.
-func Publish(bin, out, version string, key minisign.PrivateKey) error {
+// (read back from the index already there) and its signature, issued now
+// and valid for validFor. A version already published is replaced.
+func Publish(bin, out, version string, key minisign.PrivateKey, validFor time.Duration) error {
 	tarball, err := Pack(bin, version)
 	if err != nil {
 		return err
@@ -210,10 +286,27 @@ func Publish(bin, out, version string, key minisign.PrivateKey) error {
 	for _, f := range []struct {
 		name string
 		b    []byte
-	}{{TarballName(version), tarball}, {SumsName, sums}, {SigName, Sign(key, sums)}} {
+	}{{TarballName(version), tarball}, {SumsName, sums}, {SigName, Sign(key, sums, time.Now(), validFor)}} {
 		if err := writeAtomic(filepath.Join(out, f.name), f.b); err != nil {
 			return fmt.Errorf("publishing release %s: %w", version, err)
 		}
+	}
+	return nil
+}
+
+// Resign signs the index of the release directory out again, issued
+// now and valid for validFor, so its users keep trusting it: a
+// publisher does so before the last signature expires.
+func Resign(out string, key minisign.PrivateKey, validFor time.Duration) error {
+	sums, err := os.ReadFile(filepath.Join(out, SumsName))
+	if err != nil {
+		return fmt.Errorf("signing the index again: %w", err)
+	}
+	if _, err := ParseSums(sums); err != nil {
+		return fmt.Errorf("signing the index again: %w", err)
+	}
+	if err := writeAtomic(filepath.Join(out, SigName), Sign(key, sums, time.Now(), validFor)); err != nil {
+		return fmt.Errorf("signing the index again: %w", err)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"aead.dev/minisign"
 )
@@ -80,7 +82,7 @@ func TestPublish(t *testing.T) {
 	otherPub, _, _ := minisign.GenerateKey(rand.Reader)
 	out := t.TempDir()
 	for _, v := range []string{"1.0.0", "1.1.0", "1.1.0"} { // the second 1.1.0 replaces the first
-		if err := Publish(binaries(t, v), out, v, key); err != nil {
+		if err := Publish(binaries(t, v), out, v, key, DefaultValidity); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -92,9 +94,12 @@ func TestPublish(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ix, err := src.Index(ctx, pub)
+		ix, meta, err := src.Index(ctx, pub)
 		if err != nil || !slices.Equal(ix.Versions(), []string{"1.0.0", "1.1.0"}) {
 			t.Fatalf("%s: index %v, %v", from, ix.Versions(), err)
+		}
+		if time.Since(meta.Issued) > time.Minute || meta.Expires.Sub(meta.Issued) != DefaultValidity {
+			t.Fatalf("%s: the signature vouches for %+v", from, meta)
 		}
 		tarball, err := src.Tarball(ctx, ix.Latest())
 		if err != nil {
@@ -107,7 +112,7 @@ func TestPublish(t *testing.T) {
 		if b, _ := os.ReadFile(filepath.Join(dir, "bangerd")); string(b) != "1.1.0 bangerd" {
 			t.Fatalf("unpacked bangerd %q", b)
 		}
-		if _, err := src.Index(ctx, otherPub); !errors.Is(err, ErrBadSignature) {
+		if _, _, err := src.Index(ctx, otherPub); !errors.Is(err, ErrBadSignature) {
 			t.Fatalf("%s: another key's index = %v", from, err)
 		}
 	}
@@ -116,7 +121,7 @@ func TestPublish(t *testing.T) {
 	b[100] ^= 0xff
 	os.WriteFile(tarball, b, 0o644)
 	src, _ := OpenSource(srv.URL)
-	ix, _ := src.Index(ctx, pub)
+	ix, _, _ := src.Index(ctx, pub)
 	e, _ := ix.Find("1.0.0")
 	if _, err := src.Tarball(ctx, e); !errors.Is(err, ErrBadChecksum) {
 		t.Fatalf("a changed tarball = %v", err)
@@ -132,7 +137,7 @@ func TestPublish(t *testing.T) {
 	}))
 	defer endless.Close()
 	src, _ = OpenSource(endless.URL)
-	if _, err := src.Index(ctx, pub); err == nil || !strings.Contains(err.Error(), "more than") {
+	if _, _, err := src.Index(ctx, pub); err == nil || !strings.Contains(err.Error(), "more than") {
 		t.Fatalf("an endless index = %v", err)
 	}
 	if _, err := OpenSource(filepath.Join(out, "nothing-here")); err == nil || !strings.Contains(err.Error(), "update_url") {
@@ -246,4 +251,103 @@ func FuzzUnpack(f *testing.F) {
 			t.Fatalf("wrote beside the directory: %d entries", len(others))
 		}
 	})
+}
+
+// TestIndexMeta: the signature vouches for the index's issue time and
+// expiry; an expired index, one issued before the newest already seen,
+// one whose times were changed (the signature breaks) and one signed
+// without them are each refused, naming why.
+func TestIndexMeta(t *testing.T) {
+	pub, key, err := minisign.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sums := []byte(fmt.Sprintf("%064x  %s\n", 1, TarballName("1.0.0")))
+	issued := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	sig := Sign(key, sums, issued, 30*24*time.Hour)
+	m, err := Verify(pub, sums, sig)
+	if err != nil || !m.Issued.Equal(issued) || !m.Expires.Equal(issued.Add(30*24*time.Hour)) {
+		t.Fatalf("Verify = %+v, %v", m, err)
+	}
+	if err := m.Check(issued.Add(time.Hour), time.Time{}); err != nil {
+		t.Fatalf("a fresh index: %v", err)
+	}
+	if err := m.Check(issued.Add(31*24*time.Hour), time.Time{}); !errors.Is(err, ErrExpired) || !strings.Contains(err.Error(), "expired at 2026-12-31") {
+		t.Fatalf("an expired index: %v", err)
+	}
+	if err := m.Check(issued.Add(time.Hour), issued.Add(time.Minute)); !errors.Is(err, ErrStale) || !strings.Contains(err.Error(), "holding updates back") {
+		t.Fatalf("an index older than the mark: %v", err)
+	}
+	// The times are inside the signature: changed, it no longer verifies.
+	forged := bytes.Replace(sig, []byte("expires=2026-12-31"), []byte("expires=2099-12-31"), 1)
+	if bytes.Equal(forged, sig) {
+		t.Fatal("the signature does not carry the expiry")
+	}
+	if _, err := Verify(pub, sums, forged); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("a signature whose expiry was changed: %v", err)
+	}
+	// Signed the old way, without times: refused with the fix.
+	old := minisign.SignWithComments(key, sums, "banger release index", "")
+	if _, err := Verify(pub, sums, old); !errors.Is(err, ErrBadSignature) || !strings.Contains(err.Error(), "-resign") {
+		t.Fatalf("an index signed without times: %v", err)
+	}
+	// Resign gives a published index a new issue time.
+	out := t.TempDir()
+	if err := Publish(binaries(t, "1.0.0"), out, "1.0.0", key, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if err := Resign(out, key, 48*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	src, _ := OpenSource(out)
+	if _, m, err := src.Index(context.Background(), pub); err != nil || m.Expires.Sub(m.Issued) != 48*time.Hour {
+		t.Fatalf("after Resign: %+v, %v", m, err)
+	}
+}
+
+// TestFetchDeadlines: a source that accepts and never answers, one that
+// answers its headers and then drips, and one that never accepts each
+// end within their deadline, naming it.
+func TestFetchDeadlines(t *testing.T) {
+	d := Deadlines{Connect: time.Second, Header: time.Second, Index: 2 * time.Second, Tarball: 2 * time.Second}
+	hang := make(chan struct{})
+	silent := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { <-hang }))
+	defer silent.Close()
+	drip := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		for {
+			if _, err := w.Write([]byte("0")); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			select {
+			case <-time.After(100 * time.Millisecond):
+			case <-r.Context().Done():
+				return
+			case <-hang:
+				return
+			}
+		}
+	}))
+	defer drip.Close()
+	defer close(hang) // first of the three: the servers' Close waits for their handlers
+	for _, tc := range []struct{ name, url, want string }{
+		{"no headers", silent.URL, "timeout awaiting response headers"},
+		{"a drip", drip.URL, "not done within 2s"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src, err := OpenSourceWith(tc.url, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			_, _, err = src.Index(context.Background(), Key{})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Index = %v, want an error naming %q", err, tc.want)
+			}
+			if took := time.Since(start); took > 10*time.Second {
+				t.Fatalf("took %s", took)
+			}
+		})
+	}
 }

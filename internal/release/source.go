@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // Source is where releases come from: a base URL or a directory holding
@@ -21,13 +23,43 @@ type Source struct {
 	base  *url.URL
 	dir   string
 	// File is the tarball a source of one file names ("" otherwise).
-	File   string
-	Client *http.Client
+	File      string
+	Client    *http.Client
+	Deadlines Deadlines
+}
+
+// Deadlines bound every fetch from a URL: a mirror that accepts and then
+// sends nothing, or drips, cannot hold an update (or `--check`) forever.
+type Deadlines struct {
+	Connect time.Duration // to connect (and finish TLS)
+	Header  time.Duration // from the request to the response's headers
+	Index   time.Duration // the whole of SHA256SUMS or its signature
+	Tarball time.Duration // the whole of a tarball
+}
+
+// DefaultDeadlines are a source's unless changed.
+var DefaultDeadlines = Deadlines{Connect: 15 * time.Second, Header: 30 * time.Second, Index: 2 * time.Minute, Tarball: 15 * time.Minute}
+
+// client is an HTTP client whose every stage has d's deadline.
+func client(d Deadlines) *http.Client {
+	dialer := &net.Dialer{Timeout: d.Connect}
+	return &http.Client{Transport: &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           dialer.DialContext,
+		TLSHandshakeTimeout:   d.Connect,
+		ResponseHeaderTimeout: d.Header,
+		ForceAttemptHTTP2:     true,
+	}}
 }
 
 // OpenSource reads from: http(s)://BASE, a directory, or a tarball.
 func OpenSource(from string) (*Source, error) {
-	s := &Source{where: from, Client: http.DefaultClient}
+	return OpenSourceWith(from, DefaultDeadlines)
+}
+
+// OpenSourceWith is OpenSource with other deadlines (tests).
+func OpenSourceWith(from string, d Deadlines) (*Source, error) {
+	s := &Source{where: from, Client: client(d), Deadlines: d}
 	if strings.HasPrefix(from, "http://") || strings.HasPrefix(from, "https://") {
 		u, err := url.Parse(strings.TrimSuffix(from, "/") + "/")
 		if err != nil {
@@ -51,8 +83,14 @@ func OpenSource(from string) (*Source, error) {
 // String is the source as given.
 func (s *Source) String() string { return s.where }
 
-// Fetch reads name from the source, refusing more than max bytes.
-func (s *Source) Fetch(ctx context.Context, name string, max int64) ([]byte, error) {
+// Fetch reads name from the source, refusing more than max bytes or
+// taking longer than total.
+func (s *Source) Fetch(ctx context.Context, name string, max int64, total time.Duration) ([]byte, error) {
+	if total > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, total)
+		defer cancel()
+	}
 	var r io.ReadCloser
 	if s.base != nil {
 		u := s.base.JoinPath(name).String()
@@ -62,6 +100,9 @@ func (s *Source) Fetch(ctx context.Context, name string, max int64) ([]byte, err
 		}
 		resp, err := s.Client.Do(req)
 		if err != nil {
+			if ctx.Err() != nil && total > 0 {
+				return nil, fmt.Errorf("fetching %s: not done within %s: %w", u, total, err)
+			}
 			return nil, fmt.Errorf("fetching %s: %w", u, err)
 		}
 		if resp.StatusCode != http.StatusOK {
@@ -82,6 +123,9 @@ func (s *Source) Fetch(ctx context.Context, name string, max int64) ([]byte, err
 	defer r.Close()
 	b, err := io.ReadAll(io.LimitReader(r, max+1))
 	if err != nil {
+		if ctx.Err() != nil && total > 0 {
+			return nil, fmt.Errorf("reading %s from %s: not done within %s: %w", name, s.where, total, err)
+		}
 		return nil, fmt.Errorf("reading %s from %s: %w", name, s.where, err)
 	}
 	if int64(len(b)) > max {
@@ -91,25 +135,28 @@ func (s *Source) Fetch(ctx context.Context, name string, max int64) ([]byte, err
 }
 
 // Index fetches the source's index and checks its signature by key,
-// before anything else is read from it.
-func (s *Source) Index(ctx context.Context, key Key) (Index, error) {
-	sums, err := s.Fetch(ctx, SumsName, MaxSums)
+// before anything else is read from it; it returns what the signature
+// says of it too (for the caller to check against its high-water mark).
+func (s *Source) Index(ctx context.Context, key Key) (Index, Meta, error) {
+	sums, err := s.Fetch(ctx, SumsName, MaxSums, s.Deadlines.Index)
 	if err != nil {
-		return nil, err
+		return nil, Meta{}, err
 	}
-	sig, err := s.Fetch(ctx, SigName, MaxSig)
+	sig, err := s.Fetch(ctx, SigName, MaxSig, s.Deadlines.Index)
 	if err != nil {
-		return nil, err
+		return nil, Meta{}, err
 	}
-	if err := Verify(key, sums, sig); err != nil {
-		return nil, fmt.Errorf("%w (source %s)", err, s.where)
+	meta, err := Verify(key, sums, sig)
+	if err != nil {
+		return nil, meta, fmt.Errorf("%w (source %s)", err, s.where)
 	}
-	return ParseSums(sums)
+	ix, err := ParseSums(sums)
+	return ix, meta, err
 }
 
 // Tarball fetches e's tarball and checks it against the index.
 func (s *Source) Tarball(ctx context.Context, e Entry) ([]byte, error) {
-	b, err := s.Fetch(ctx, e.File, MaxTarball)
+	b, err := s.Fetch(ctx, e.File, MaxTarball, s.Deadlines.Tarball)
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/agent/proto"
+	"github.com/bangerdev/banger/internal/peer"
 	"github.com/bangerdev/banger/internal/termsafe"
 )
 
@@ -60,7 +62,7 @@ func (s *Service) Ports(ctx context.Context, req api.VMPortsParams) (api.VMPorts
 			continue
 		}
 		if forward {
-			if err := s.forward(ctx, t, p.Port, guestAddr(*p), "127.0.0.1:"+strconv.Itoa(p.Port)); err != nil {
+			if err := s.forward(ctx, t, p.Port, guestAddr(*p), "127.0.0.1:"+strconv.Itoa(p.Port), []uint32{s.requester(ctx)}); err != nil {
 				return api.VMPortsResult{}, err
 			}
 		}
@@ -236,10 +238,40 @@ func Probe(ctx context.Context, dial func(context.Context) (net.Conn, error)) st
 	return "tcp"
 }
 
-// forward is a loopback listener carrying connections to a guest port.
+// forward is a loopback listener carrying connections to a guest port,
+// for the uids that asked for it (and root): any local user may connect
+// to 127.0.0.1, so each connection's owner is looked up in the kernel's
+// socket table and any other is closed.
 type forward struct {
 	ln   net.Listener
 	addr string
+	uids map[uint32]bool // under Service.mu
+}
+
+// requester is the uid a request came from: its caller, or the daemon's
+// own user for its own work.
+func (s *Service) requester(ctx context.Context) uint32 {
+	if c, ok := peer.FromContext(ctx); ok {
+		return c.UID
+	}
+	return s.cfg.Self
+}
+
+// admits says whether a connection to f may go on: root's, or one of
+// the uids that asked for f. One whose owner cannot be told is closed.
+func (s *Service) admits(f *forward, c net.Conn) (uint32, bool, error) {
+	local, lok := c.RemoteAddr().(*net.TCPAddr) // the peer's socket: its local end is our remote
+	remote, rok := c.LocalAddr().(*net.TCPAddr)
+	if !lok || !rok {
+		return 0, false, errors.New("not a TCP connection")
+	}
+	uid, err := peer.TCPOwner(local.AddrPort(), remote.AddrPort())
+	if err != nil {
+		return 0, false, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return uid, uid == 0 || f.uids[uid], nil
 }
 
 func (s *Service) forwardAddr(id string, port int) string {
@@ -256,10 +288,21 @@ func (s *Service) forwardAddr(id string, port int) string {
 // privileged port (a guest chooses its port numbers; a root daemon must
 // not take 22 or 53 of the host's for it) and free, else on any free
 // port of 127.0.0.1, said in the log.
-func (s *Service) forward(ctx context.Context, t Target, port int, target, hostAddr string) error {
+func (s *Service) forward(ctx context.Context, t Target, port int, target, hostAddr string, uids []uint32) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.forwards[t.ID][port] != nil {
+	if len(uids) == 0 {
+		uids = []uint32{s.cfg.Self}
+	}
+	if f := s.forwards[t.ID][port]; f != nil {
+		added := false
+		for _, u := range uids {
+			added = added || !f.uids[u]
+			f.uids[u] = true
+		}
+		if added {
+			s.saveForward(ctx, t, port, target, f)
+		}
 		return nil
 	}
 	var ln net.Listener
@@ -273,28 +316,45 @@ func (s *Service) forward(ctx context.Context, t Target, port int, target, hostA
 			return fmt.Errorf("forwarding port %d of vm %s: %w", port, t.Name, err)
 		}
 	}
-	f := &forward{ln: ln, addr: ln.Addr().String()}
+	f := &forward{ln: ln, addr: ln.Addr().String(), uids: map[uint32]bool{}}
+	for _, u := range uids {
+		f.uids[u] = true
+	}
 	if s.forwards[t.ID] == nil {
 		s.forwards[t.ID] = map[int]*forward{}
 	}
 	s.forwards[t.ID][port] = f
-	if s.cfg.Forwards != nil {
-		if err := s.cfg.Forwards.Save(ctx, Forward{VMID: t.ID, GuestPort: port, GuestAddr: target, HostAddr: f.addr}); err != nil {
-			s.cfg.Log.Warn("keeping a forward", "vm", t.Name, "port", port, "err", err)
-		}
-	}
-	s.cfg.Log.Info("forwarding a guest port", "vm", t.Name, "port", port, "host", f.addr)
+	s.saveForward(ctx, t, port, target, f)
+	s.cfg.Log.Info("forwarding a guest port", "vm", t.Name, "port", port, "host", f.addr, "uids", uids)
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			// The agent is asked per connection: its link may be redialed.
-			go s.carry(t.Name, c, target)
+			go func() {
+				if uid, ok, err := s.admits(f, c); !ok {
+					s.cfg.Log.Warn("a forward refused a connection", "vm", t.Name, "port", port, "host", f.addr, "uid", uid, "err", err)
+					c.Close()
+					return
+				}
+				// The agent is asked per connection: its link may be redialed.
+				s.carry(t.Name, c, target)
+			}()
 		}
 	}()
 	return nil
+}
+
+// saveForward keeps f (under s.mu).
+func (s *Service) saveForward(ctx context.Context, t Target, port int, target string, f *forward) {
+	if s.cfg.Forwards == nil {
+		return
+	}
+	uids := slices.Sorted(maps.Keys(f.uids))
+	if err := s.cfg.Forwards.Save(ctx, Forward{VMID: t.ID, GuestPort: port, GuestAddr: target, HostAddr: f.addr, UIDs: uids}); err != nil {
+		s.cfg.Log.Warn("keeping a forward", "vm", t.Name, "port", port, "err", err)
+	}
 }
 
 // restoreForwards opens again the kept forwards of running VMs, on the
@@ -327,7 +387,7 @@ func (s *Service) restoreForwards(ctx context.Context) {
 			_ = s.cfg.Forwards.Drop(ctx, f.VMID)
 			continue
 		}
-		if err := s.forward(ctx, t, f.GuestPort, f.GuestAddr, f.HostAddr); err != nil {
+		if err := s.forward(ctx, t, f.GuestPort, f.GuestAddr, f.HostAddr, f.UIDs); err != nil {
 			s.cfg.Log.Warn("reopening a forward", "vm", t.Name, "port", f.GuestPort, "err", err)
 		}
 	}

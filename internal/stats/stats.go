@@ -68,6 +68,10 @@ type Config struct {
 	// Forwards keeps the loopback forwards, so a restarted daemon opens
 	// them again; nil keeps them in memory only.
 	Forwards ForwardStore
+	// Self is the daemon's own uid: who asked for a forward when no
+	// caller did (the daemon's own work, a forward kept by an older
+	// daemon). A forward serves whoever asked for it, and root.
+	Self     uint32
 	Interval time.Duration // between polls
 	History  int           // samples kept per VM
 	ProcRoot string        // the host's /proc
@@ -81,6 +85,9 @@ type Forward struct {
 	GuestPort int
 	GuestAddr string // dialed in the guest
 	HostAddr  string // listened on, on the host's loopback
+	// UIDs asked for it: only they (and root) may connect. None: the
+	// daemon's own user (a forward an older daemon kept).
+	UIDs []uint32
 }
 
 // ForwardStore keeps forwards across daemon restarts.

@@ -2,22 +2,29 @@ package stats
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/agent/proto"
+	"github.com/bangerdev/banger/internal/peer"
+	"github.com/bangerdev/banger/internal/roottest"
 )
 
 // fakeAgent stands in for a guest's agent: unit tests of the service's
@@ -103,6 +110,7 @@ func newTest(targets []Target, agents map[string]*fakeAgent, clk *clock) (*Servi
 		History:  3,
 		ProcRoot: "/nonexistent",
 		Now:      clk.Now,
+		Self:     uint32(os.Getuid()), // the test's connections are the daemon user's
 	})
 	return s, &stopped
 }
@@ -419,6 +427,94 @@ func TestForwardsSurviveARestart(t *testing.T) {
 		t.Fatalf("forwards of a stopped VM kept: %+v", all)
 	}
 }
+
+// TestForwardServesOnlyItsRequester: a forward any local user can reach
+// on 127.0.0.1 carries the connections of the uid that asked for it (a
+// caller of the daemon's socket) and root's, and closes another real
+// user's at once (logged, with the uid), until that user asks for the
+// forward too. The users are made by useradd; their connections come
+// from their own processes (bash's /dev/tcp), so the kernel's socket
+// table names them.
+func TestForwardServesOnlyItsRequester(t *testing.T) {
+	roottest.Require(t, "it makes two users and connects as each")
+	asker, removeA, err := roottest.AddUser("bgfa")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer removeA()
+	other, removeB, err := roottest.AddUser("bgfb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer removeB()
+	srv := servers(t)
+	a := &fakeAgent{
+		socks:  []proto.Socket{{Proto: "tcp", Addr: "0.0.0.0", Port: 17002}},
+		dialTo: map[string]string{"127.0.0.1:17002": srv["echo"]},
+	}
+	s, _ := newTest([]Target{{Name: "web", ID: "1", Network: api.NetworkUser}}, map[string]*fakeAgent{"web": a}, &clock{now: time.Unix(1000, 0)})
+	var logs syncBuffer
+	s.cfg.Log = slog.New(slog.NewTextHandler(&logs, nil))
+	kept := &memForwards{fs: map[string]Forward{}}
+	s.cfg.Forwards = kept
+	asks := func(u roottest.User) context.Context {
+		return peer.NewContext(context.Background(), peer.Cred{UID: uint32(u.UID), GID: uint32(u.GID)})
+	}
+	r, err := s.Ports(asks(asker), api.VMPortsParams{Name: "web", Forward: true})
+	if err != nil || len(r.Ports) != 1 || r.Ports[0].Forward == "" {
+		t.Fatalf("Ports --forward = %+v, %v", r, err)
+	}
+	defer s.closeForwards(context.Background(), func(string) bool { return true }, false)
+	host, port, _ := net.SplitHostPort(r.Ports[0].Forward)
+	// echo sends a line through the forward as u (nil: root) and says
+	// what came back.
+	echo := func(u *roottest.User) string {
+		cmd := exec.Command("timeout", "10", "bash", "-c", `exec 3<>/dev/tcp/`+host+`/`+port+` && echo ping >&3 && head -n 1 <&3`)
+		if u != nil {
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(u.UID), Gid: uint32(u.GID), Groups: []uint32{}}}
+		}
+		out, _ := cmd.Output()
+		return strings.TrimSpace(string(out))
+	}
+	if got := echo(&asker); got != "ping" {
+		t.Fatalf("the asker through its forward: %q", got)
+	}
+	if got := echo(nil); got != "ping" {
+		t.Fatalf("root through the forward: %q", got)
+	}
+	if got := echo(&other); got != "" {
+		t.Fatalf("another user through the forward: %q", got)
+	}
+	if !strings.Contains(logs.String(), "a forward refused a connection") || !strings.Contains(logs.String(), fmt.Sprintf("uid=%d", other.UID)) {
+		t.Fatalf("the refusal is not logged with the uid:\n%s", logs.String())
+	}
+	// Kept with its requester: a restarted daemon serves the same.
+	if all, _ := kept.All(context.Background()); len(all) != 1 || !slices.Equal(all[0].UIDs, []uint32{uint32(asker.UID)}) {
+		t.Fatalf("kept forwards %+v", all)
+	}
+	// The other user asks for it too: it is theirs as well, at the same
+	// address.
+	again, err := s.Ports(asks(other), api.VMPortsParams{Name: "web", Forward: true})
+	if err != nil || again.Ports[0].Forward != r.Ports[0].Forward {
+		t.Fatalf("the other user's --forward = %+v, %v", again, err)
+	}
+	if got := echo(&other); got != "ping" {
+		t.Fatalf("the other user after asking: %q", got)
+	}
+}
+
+// syncBuffer is a bytes.Buffer for a logger several goroutines write.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // TestStuckVMDelaysNoOther: a VM whose agent never answers does not hold
 // up the sampling or the idle sweep of another.

@@ -4,6 +4,7 @@
 package termsafe
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"strings"
@@ -85,4 +86,29 @@ func partialTail(b []byte) int {
 		return 0
 	}
 	return 0
+}
+
+// JSON is encoding/json's output with DEL and the C1 controls (U+0080
+// to U+009F) escaped as \u00XX too: json escapes the rest of C0 but
+// writes these as they are, and a terminal that shows `--json` takes
+// U+009B for CSI. In valid JSON those characters can only be inside
+// strings, where the escape means the same character.
+func JSON(b []byte) []byte {
+	next := func(b []byte) int {
+		return bytes.IndexFunc(b, func(r rune) bool { return r == 0x7f || r >= 0x80 && r < 0xa0 })
+	}
+	i := next(b)
+	if i < 0 {
+		return b
+	}
+	var out bytes.Buffer
+	for i >= 0 {
+		r, n := utf8.DecodeRune(b[i:])
+		out.Write(b[:i])
+		fmt.Fprintf(&out, `\u%04x`, r)
+		b = b[i+n:]
+		i = next(b)
+	}
+	out.Write(b)
+	return out.Bytes()
 }

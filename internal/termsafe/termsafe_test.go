@@ -2,6 +2,8 @@ package termsafe
 
 import (
 	"bytes"
+	"encoding/json"
+	"maps"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -62,6 +64,56 @@ func FuzzString(f *testing.F) {
 		}
 		if strings.ContainsAny(String(s), "\n\t") {
 			t.Fatalf("String(%q) kept a newline or tab", s)
+		}
+	})
+}
+
+func TestJSON(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"plain", `"plain"`},
+		{"csi\u009b2Jx", `"csi\u009b2Jx"`},
+		{"é and ¥ and \u0080\u009f\u00a0", `"é and ¥ and \u0080\u009f` + "\u00a0" + `"`},
+		{"\x1b[31m", `"\u001b[31m"`},
+		{"del\x7f", `"del\u007f"`},
+	} {
+		b, err := json.Marshal(tc.in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := JSON(b)
+		if string(got) != tc.want {
+			t.Errorf("JSON(%q) = %s, want %s", tc.in, got, tc.want)
+		}
+		var back string
+		if err := json.Unmarshal(got, &back); err != nil || back != tc.in {
+			t.Errorf("%s reads back as %q, %v", got, back, err)
+		}
+		if HasControl(string(got)) {
+			t.Errorf("%q still holds a control character", got)
+		}
+	}
+}
+
+func FuzzJSON(f *testing.F) {
+	f.Add("a\u009bb")
+	f.Add("\xc2")
+	f.Fuzz(func(t *testing.T, s string) {
+		b, err := json.Marshal(map[string]string{s: s})
+		if err != nil {
+			return
+		}
+		got := JSON(b)
+		if HasControl(string(got)) {
+			t.Fatalf("%q holds a control character", got)
+		}
+		var back map[string]string
+		if err := json.Unmarshal(got, &back); err != nil {
+			t.Fatalf("%q does not read back: %v", got, err)
+		}
+		var want map[string]string
+		_ = json.Unmarshal(b, &want)
+		if !maps.Equal(back, want) {
+			t.Fatalf("%q reads back as %v, want %v", got, back, want)
 		}
 	})
 }

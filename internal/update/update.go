@@ -15,10 +15,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/release"
-	"github.com/bangerdev/banger/internal/store"
 )
 
 // PreviousDir is the usual name of Host.KeepDir: the binaries an update
@@ -46,13 +46,24 @@ type Host struct {
 	// KeepDir keeps the binaries an update replaced, with their VERSION.
 	KeepDir string
 	// Store is the daemon's database: copied before a release that
-	// migrates it, and put back if that release is rolled back.
+	// migrates it, and put back if that release is rolled back. The
+	// update never opens it itself: BackupStore, RestoreStore and
+	// CheckMigrations do (as the owner, installed: Bangerd).
 	Store string
+	// BackupStore copies the store to dst, beside it; RestoreStore puts
+	// such a copy back in its place.
+	BackupStore  func(ctx context.Context, dst string) error
+	RestoreStore func(ctx context.Context, backup string) error
 	// InFlight lists the daemon's unfinished operations (nil, nil when
 	// no daemon runs).
 	InFlight func(ctx context.Context) ([]api.OperationSummary, error)
 	// CheckMigrations runs a staged daemon's --check-migrations.
 	CheckMigrations func(ctx context.Context, bangerd string) (Migration, string, error)
+	// MarkFile keeps the high-water mark (Mark): the newest index issue
+	// time and release this host has verified. "" keeps none.
+	MarkFile string
+	// Now is the time indexes are checked at (nil: time.Now).
+	Now func() time.Time
 	// Version is what a staged binary says its version is.
 	Version func(ctx context.Context, bangerd string) (string, error)
 	// Restart restarts the daemon (and the helper) on the binaries in
@@ -72,6 +83,9 @@ type Options struct {
 	Key    release.Key
 	To     string // a version; "" is the newest
 	DryRun bool   // everything but the swap
+	// AllowDowngrade lets To name a release older than the installed
+	// one; without it such a release is refused.
+	AllowDowngrade bool
 }
 
 // Plan is what an update found.
@@ -82,7 +96,13 @@ type Plan struct {
 	Available []string `json:"available"`
 	UpToDate  bool     `json:"up_to_date"`
 	Migration string   `json:"migration,omitempty"`
+	// IndexIssued and IndexExpires are what the index's signature says.
+	IndexIssued  time.Time `json:"index_issued,omitzero"`
+	IndexExpires time.Time `json:"index_expires,omitzero"`
 }
+
+// ErrDowngrade: the release asked for is older than the installed one.
+var ErrDowngrade = errors.New("a downgrade")
 
 // Result is what an update or a rollback did.
 type Result struct {
@@ -97,11 +117,31 @@ type Result struct {
 // binaries are back.
 var ErrRolledBack = errors.New("update rolled back")
 
-// Check reads the source's signed index and picks the release to go to.
+// Check reads the source's signed index, refuses one that expired or
+// was issued before the newest this host has verified (and raises that
+// mark), and picks the release to go to.
 func Check(ctx context.Context, h Host, o Options) (Plan, release.Entry, error) {
 	p := Plan{Source: o.From.String(), Current: h.Current}
-	ix, err := o.From.Index(ctx, o.Key)
+	if o.AllowDowngrade && o.To == "" {
+		return p, release.Entry{}, fmt.Errorf("%w: --allow-downgrade goes with --to VERSION, the release to go back to", api.ErrInvalidArgument)
+	}
+	ix, meta, err := o.From.Index(ctx, o.Key)
 	if err != nil {
+		return p, release.Entry{}, err
+	}
+	p.IndexIssued, p.IndexExpires = meta.Issued, meta.Expires
+	mark, err := ReadMark(h.MarkFile)
+	if err != nil {
+		return p, release.Entry{}, err
+	}
+	now := time.Now
+	if h.Now != nil {
+		now = h.Now
+	}
+	if err := meta.Check(now(), mark.IndexIssued); err != nil {
+		return p, release.Entry{}, fmt.Errorf("the release index of %s: %w; nothing was changed", o.From, err)
+	}
+	if err := mark.Raise(h.MarkFile, meta.Issued, ix.Latest().Version); err != nil {
 		return p, release.Entry{}, err
 	}
 	p.Available = ix.Versions()
@@ -137,6 +177,11 @@ func Check(ctx context.Context, h Host, o Options) (Plan, release.Entry, error) 
 	}
 	p.Target = e.Version
 	p.UpToDate = e.Version == h.Current
+	if !p.UpToDate && release.ValidVersion(h.Current) && release.Compare(e.Version, h.Current) < 0 && !o.AllowDowngrade {
+		return p, e, fmt.Errorf("%w: release %s is older than the installed %s (%w); pass --allow-downgrade with --to %s to mean it "+
+			"(`banger update --rollback` puts the previous binaries back); nothing was changed",
+			api.ErrInvalidArgument, e.Version, h.Current, ErrDowngrade, e.Version)
+	}
 	return p, e, nil
 }
 
@@ -157,6 +202,11 @@ func Apply(ctx context.Context, h Host, o Options) (Result, error) {
 		return res, fmt.Errorf("staging the release: %w", err)
 	}
 	defer os.RemoveAll(stage)
+	// The owner runs the staged bangerd's store check (Bangerd): its
+	// directory must be open to it; its files stay root's.
+	if err := os.Chmod(stage, 0o755); err != nil {
+		return res, fmt.Errorf("staging the release: %w", err)
+	}
 	if err := release.Unpack(tarball, stage); err != nil {
 		return res, err
 	}
@@ -185,9 +235,8 @@ func Apply(ctx context.Context, h Host, o Options) (Result, error) {
 	var backup string
 	if m == WillMigrate {
 		backup = h.Store + ".before-" + e.Version
-		_ = os.Remove(backup)
-		if err := store.Backup(ctx, h.Store, backup); err != nil {
-			return res, fmt.Errorf("%w; nothing was changed", err)
+		if err := h.BackupStore(ctx, backup); err != nil {
+			return res, fmt.Errorf("copying the store: %w; nothing was changed", err)
 		}
 		h.Say("store copied to %s (release %s migrates it)", backup, e.Version)
 	}
@@ -218,7 +267,7 @@ func Apply(ctx context.Context, h Host, o Options) (Result, error) {
 			if err := h.Stop(ctx); err != nil {
 				return res, fmt.Errorf("%w: %s; %s is back, but stopping the daemon to put the store back failed: %v (the copy is %s)", ErrRolledBack, reason, h.Current, err, backup)
 			}
-			if err := store.Restore(backup, h.Store); err != nil {
+			if err := h.RestoreStore(ctx, backup); err != nil {
 				return res, fmt.Errorf("%w: %s; %s is back, but its store is not: %v (the copy is %s)", ErrRolledBack, reason, h.Current, err, backup)
 			}
 		}

@@ -39,6 +39,8 @@ type fixture struct {
 	restart  error
 	migrate  Migration
 	said     []string
+	mark     string    // the high-water mark's file
+	issued   time.Time // what the next signature says
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -46,7 +48,8 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{t: t, bin: t.TempDir(), src: t.TempDir(), key: key, pub: pub}
+	f := &fixture{t: t, bin: t.TempDir(), src: t.TempDir(), key: key, pub: pub, issued: time.Now()}
+	f.mark = filepath.Join(t.TempDir(), MarkName)
 	f.store = filepath.Join(t.TempDir(), "banger.db")
 	st, err := store.Open(context.Background(), f.store)
 	if err != nil {
@@ -84,7 +87,7 @@ func (f *fixture) add(version string, tarball []byte) {
 	f.write(e.File, tarball)
 	sums := f.ix.Bytes()
 	f.write(release.SumsName, sums)
-	f.write(release.SigName, release.Sign(f.key, sums))
+	f.write(release.SigName, release.Sign(f.key, sums, f.issued, release.DefaultValidity))
 }
 
 func (f *fixture) write(name string, b []byte) {
@@ -99,9 +102,11 @@ func (f *fixture) host() Host {
 		paths[name] = filepath.Join(f.bin, name)
 	}
 	return Host{
-		Current: "1.0.0", Paths: paths, KeepDir: filepath.Join(f.bin, PreviousDir), Store: f.store,
-		Stop:     func(context.Context) error { f.stops++; return nil },
-		InFlight: func(context.Context) ([]api.OperationSummary, error) { return f.ops, nil },
+		Current: "1.0.0", Paths: paths, KeepDir: filepath.Join(f.bin, PreviousDir), Store: f.store, MarkFile: f.mark,
+		BackupStore:  func(ctx context.Context, dst string) error { return store.Backup(ctx, f.store, dst) },
+		RestoreStore: func(_ context.Context, backup string) error { return store.Restore(backup, f.store) },
+		Stop:         func(context.Context) error { f.stops++; return nil },
+		InFlight:     func(context.Context) ([]api.OperationSummary, error) { return f.ops, nil },
 		CheckMigrations: func(context.Context, string) (Migration, string, error) {
 			return f.migrate, "schema 10", nil
 		},
@@ -189,10 +194,21 @@ func TestUpdate(t *testing.T) {
 	if res, err := Rollback(ctx, f.host()); err != nil || res.Target != "1.2.0-rc.1" || f.installed() != "1.2.0-rc.1" {
 		t.Fatalf("second rollback = %+v, %v; %s in place", res, err, f.installed())
 	}
-	// --to an older one is allowed; one not there is named.
+	// --to an older one is a downgrade: refused unless asked for with
+	// --allow-downgrade; one not there is named.
 	h.Current = "1.2.0-rc.1"
-	if res, err := Apply(ctx, h, f.options("1.1.0")); err != nil || f.installed() != "1.1.0" {
-		t.Fatalf("update --to 1.1.0 = %+v, %v", res, err)
+	if _, err := Apply(ctx, h, f.options("1.1.0")); !errors.Is(err, ErrDowngrade) || !strings.Contains(err.Error(), "--allow-downgrade") || f.installed() != "1.2.0-rc.1" {
+		t.Fatalf("update --to 1.1.0 = %v", err)
+	}
+	o := f.options("1.1.0")
+	o.AllowDowngrade = true
+	if res, err := Apply(ctx, h, o); err != nil || f.installed() != "1.1.0" {
+		t.Fatalf("update --to 1.1.0 --allow-downgrade = %+v, %v", res, err)
+	}
+	o = f.options("")
+	o.AllowDowngrade = true
+	if _, err := Apply(ctx, h, o); !errors.Is(err, api.ErrInvalidArgument) || !strings.Contains(err.Error(), "goes with --to") {
+		t.Fatalf("--allow-downgrade without --to = %v", err)
 	}
 	if _, err := Apply(ctx, h, f.options("9.9.9")); !errors.Is(err, api.ErrNotFound) || !strings.Contains(err.Error(), "1.0.0, 1.1.0, 1.2.0-rc.1") {
 		t.Fatalf("update --to 9.9.9 = %v", err)
@@ -213,7 +229,7 @@ func TestRefused(t *testing.T) {
 		{"an index signed by another key", func(f *fixture) {
 			other := newFixture(t)
 			sums, _ := os.ReadFile(filepath.Join(f.src, release.SumsName))
-			f.write(release.SigName, release.Sign(other.key, sums))
+			f.write(release.SigName, release.Sign(other.key, sums, time.Now(), time.Hour))
 		}, release.ErrBadSignature, "not signed by the release key"},
 		{"an index changed after signing", func(f *fixture) {
 			sums, _ := os.ReadFile(filepath.Join(f.src, release.SumsName))
@@ -272,6 +288,55 @@ func TestRefused(t *testing.T) {
 		}
 		f.untouched()
 	})
+}
+
+// TestIndexFreshness: a mirror cannot freeze or roll back this host. An
+// expired index is refused; once an index is verified, one issued before
+// it (a mirror replaying the old one, signed and whole) is refused; the
+// mark survives (a file), and a mark that does not parse stops the
+// update rather than let an old index in.
+func TestIndexFreshness(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	old := time.Now().Add(-48 * time.Hour)
+	f.issued = old
+	f.publish("2.0.0")
+	oldSums, _ := os.ReadFile(filepath.Join(f.src, release.SumsName))
+	oldSig, _ := os.ReadFile(filepath.Join(f.src, release.SigName))
+
+	h := f.host()
+	h.Now = func() time.Time { return old.Add(release.DefaultValidity + time.Hour) }
+	if _, err := Apply(ctx, h, f.options("")); !errors.Is(err, release.ErrExpired) || !strings.Contains(err.Error(), "nothing was changed") {
+		t.Fatalf("an expired index = %v", err)
+	}
+	f.untouched()
+	if m, err := ReadMark(f.mark); err != nil || !m.IndexIssued.IsZero() {
+		t.Fatalf("a refused index raised the mark: %+v, %v", m, err)
+	}
+
+	// A newer index, verified: the mark rises to it.
+	f.issued = time.Now()
+	f.publish("2.1.0")
+	if _, _, err := Check(ctx, f.host(), f.options("")); err != nil {
+		t.Fatal(err)
+	}
+	m, err := ReadMark(f.mark)
+	if err != nil || !m.IndexIssued.Equal(f.issued.Truncate(time.Second).UTC()) || m.Version != "2.1.0" {
+		t.Fatalf("the mark after a newer index: %+v, %v", m, err)
+	}
+	// The mirror serves the old index again (it lacks 2.1.0): refused.
+	f.write(release.SumsName, oldSums)
+	f.write(release.SigName, oldSig)
+	if _, err := Apply(ctx, f.host(), f.options("")); !errors.Is(err, release.ErrStale) || !strings.Contains(err.Error(), "holding updates back") {
+		t.Fatalf("a replayed older index = %v", err)
+	}
+	f.untouched()
+	// A mark that does not parse: refused, naming the file.
+	os.WriteFile(f.mark, []byte("{"), 0o644)
+	if _, err := Apply(ctx, f.host(), f.options("")); err == nil || !strings.Contains(err.Error(), f.mark) {
+		t.Fatalf("a broken mark = %v", err)
+	}
+	f.untouched()
 }
 
 // A release whose daemon does not start or whose doctor fails is rolled

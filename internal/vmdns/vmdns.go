@@ -241,6 +241,11 @@ func (s *Server) Answer(ctx context.Context, src netip.Addr, q []byte) []byte {
 		return reply(h, nil, dnsmessage.RCodeFormatError, nil, false)
 	}
 	question := qs[0]
+	if hasControl(question.Name) {
+		// Control bytes would reach the egress log and every terminal
+		// that shows it; no real name holds one.
+		return reply(h, &question, dnsmessage.RCodeRefused, nil, false)
+	}
 	name := strings.ToLower(question.Name.String())
 	if name == Zone || strings.HasSuffix(name, "."+Zone) {
 		return s.answerZone(ctx, h, question, strings.TrimSuffix(name, "."+Zone))
@@ -297,6 +302,17 @@ func (s *Server) Answer(ctx context.Context, src netip.Addr, q []byte) []byte {
 	ev.Verdict = api.EgressAllowed
 	observe()
 	return r
+}
+
+// hasControl says whether a name holds a control byte: C0, DEL, or C1
+// (0x80 to 0x9f, raw or as the second byte of its UTF-8 form).
+func hasControl(n dnsmessage.Name) bool {
+	for _, b := range n.Data[:n.Length] {
+		if b < 0x20 || b == 0x7f || b >= 0x80 && b < 0xa0 {
+			return true
+		}
+	}
+	return false
 }
 
 // typeName is a question type as dig shows it.

@@ -119,6 +119,10 @@ func TestAnswer(t *testing.T) {
 		{"a name off the list does not exist", []netip.AddrPort{up}, listVM, "example.net.", dnsmessage.TypeA, dnsmessage.RCodeNameError, nil},
 		{"a wildcard's own domain is off it", []netip.AddrPort{up}, listVM, "example.org.", dnsmessage.TypeTXT, dnsmessage.RCodeNameError, nil},
 		{"VM names for a listed VM", nil, listVM, "web.vm.", dnsmessage.TypeA, dnsmessage.RCodeSuccess, []string{"10.203.0.2"}},
+		{"a name with an escape sequence", []netip.AddrPort{up}, natVM, "ev\x1b]0;pwned\x07il.example.com.", dnsmessage.TypeA, dnsmessage.RCodeRefused, nil},
+		{"a name with DEL", []netip.AddrPort{up}, natVM, "a\x7fb.example.com.", dnsmessage.TypeA, dnsmessage.RCodeRefused, nil},
+		{"a name with C1 (CSI)", []netip.AddrPort{up}, listVM, "a\u009b2J.example.com.", dnsmessage.TypeA, dnsmessage.RCodeRefused, nil},
+		{"a name with a raw C1 byte", []netip.AddrPort{up}, natVM, "a\x9bb.example.com.", dnsmessage.TypeA, dnsmessage.RCodeRefused, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := testServer(tc.upstream)

@@ -253,6 +253,28 @@ func crashCases(ref string) []crashCase {
 			absent: func(t *T) bool { return t.Banger("image", "show", ref).code != 0 },
 			again:  func(t *T) { t.Must("image", "pull", ref) },
 		},
+		{
+			verb: "image.delete", setup: func(t *T) { t.Must("image", "pull", ref) },
+			reset: func(t *T) { t.Must("image", "pull", ref) },
+			do:    func(t *T) run { return t.Banger("image", "delete", ref) },
+			whole: func(t *T) bool { return t.Banger("image", "show", ref).code != 0 },
+			// Absent: recorded, its rootfs there (the leak check also
+			// holds every record to its rootfs and every rootfs to a record).
+			absent: func(t *T) bool {
+				var img api.Image
+				r := t.Banger("image", "show", ref, "--json")
+				if r.code != 0 || json.Unmarshal([]byte(r.stdout), &img) != nil {
+					return false
+				}
+				_, err := os.Stat(img.Rootfs)
+				return err == nil
+			},
+			again: func(t *T) {
+				if t.Banger("image", "show", ref).code == 0 {
+					t.Must("image", "delete", ref)
+				}
+			},
+		},
 		// The kernel cases come last: they leave the scenario's one
 		// kernel named "pulled", pulled from the registry.
 		{
@@ -411,7 +433,7 @@ func (t *T) restartDaemon(env ...string) {
 }
 
 // leakPattern matches the names banger gives staging and temporary files.
-var leakPattern = regexp.MustCompile(`^\.(build|download|import|push|modules|initrd|partial|workspace|rotate|banger-write|banger-swap|banger-update|banger-stage)-|\.(partial|building|tmp|banger-tmp)$|\.pruning-|^(export|boot-test)-`)
+var leakPattern = regexp.MustCompile(`^\.(build|download|import|push|modules|initrd|partial|workspace|rotate|deleting|banger-write|banger-swap|banger-update|banger-stage)-|\.(partial|building|tmp|banger-tmp)$|\.pruning-|^(export|boot-test)-`)
 
 // leaks lists what no record owns: VMM processes, VM directories,
 // staging and temporary files and mounts under the home, store rows of
@@ -478,6 +500,22 @@ func (t *T) leaks() []string {
 	for _, e := range entries {
 		if !strings.HasPrefix(e.Name(), ".") && !bundles[e.Name()] {
 			leaks = append(leaks, "kernel bundle without a record: "+e.Name())
+		}
+	}
+	// Images and their root file systems, the same way.
+	var images api.ImageListResult
+	t.JSON(&images, "image", "list")
+	rootfses := map[string]bool{}
+	for _, img := range images.Images {
+		rootfses[filepath.Base(filepath.Dir(img.Rootfs))] = true
+		if _, err := os.Stat(img.Rootfs); err != nil {
+			leaks = append(leaks, "image "+img.Name+" without its rootfs: "+err.Error())
+		}
+	}
+	entries, _ = os.ReadDir(filepath.Join(t.home, "state", "images"))
+	for _, e := range entries {
+		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") && !rootfses[e.Name()] {
+			leaks = append(leaks, "image rootfs without a record: "+e.Name())
 		}
 	}
 	_ = filepath.WalkDir(t.home, func(p string, d fs.DirEntry, err error) error {

@@ -72,7 +72,7 @@ func (t *T) noSpace(what string, r run, mount string) string {
 // daemon serves throughout.
 func fullDisks(t *T) {
 	state, cache, projFS := filepath.Join(t.home, "state"), filepath.Join(t.home, "cache"), filepath.Join(t.home, "projfs")
-	t.smallFS(state, 1024)
+	t.smallFS(state, 1536) // the kernel bundle and its modules disk take most of a GiB
 	t.smallFS(cache, 32)
 	t.smallFS(projFS, 160)
 	reg := t.bootable()
@@ -92,7 +92,7 @@ func fullDisks(t *T) {
 	t.Must("image", "pull", ref)
 
 	// 2. A create with the state full.
-	create := []string{"vm", "create", "--name", "c", "--image", ref, "--network", "none", "--memory", "256M", "--cpus", "1", "--cold"}
+	create := []string{"vm", "create", "--name", "c", "--image", ref, "--network", "none", "--memory", "256M", "--cpus", "1", "--cold", "--disk", "256M"}
 	free = t.fill(state, 256<<10)
 	rows = append(rows, [3]string{"`vm create`", "state", t.noSpace("vm create", t.Banger(create...), state)})
 	var list api.VMListResult
@@ -124,7 +124,18 @@ func fullDisks(t *T) {
 
 	// 4. A workspace pull with the state full: the sync's state, saved
 	// after the host tree changes, has no room; the tree stays as it was.
+	// The VM's work disk lives on the same file system: its blocks are
+	// allocated first, so the guest's own writes (a journal commit, an
+	// atime) still land and QEMU does not pause it for want of room,
+	// which is not what this step is about.
 	t.Must("vm", "exec", "c", "--", "sh", "-c", "echo again > /workspace/f")
+	var c api.VM
+	t.JSON(&c, "vm", "show", "c")
+	disks, _ := filepath.Glob(filepath.Join(state, "vms", c.ID, "work.ext4"))
+	if len(disks) != 1 {
+		t.Fatalf("the work disk of vm c: %v", disks)
+	}
+	t.Run("fallocate", "-l", "256M", disks[0])
 	free = t.fill(state, 256<<10)
 	rows = append(rows, [3]string{"`vm workspace pull`", "state", t.noSpace("workspace pull", t.Banger("vm", "workspace", "pull", "c"), state)})
 	if b, _ := os.ReadFile(filepath.Join(proj, "f")); string(b) != "changed\n" {

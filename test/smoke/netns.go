@@ -170,6 +170,15 @@ func (t *T) AddStray(table, id string) {
 		if err := netlink.LinkAdd(tap); err != nil {
 			t.Fatalf("adding a stray tap: %v", err)
 		}
+		// Marked as the daemon marks its taps: its VM's ID, then the
+		// bridge's own mark.
+		br, err := netlink.LinkByName("banger0")
+		if err != nil {
+			t.Fatalf("finding the bridge: %v", err)
+		}
+		if err := netlink.LinkSetAlias(tap, "banger tap "+id+" "+br.Attrs().Alias); err != nil {
+			t.Fatalf("marking a stray tap: %v", err)
+		}
 		c, err := nftables.New()
 		if err != nil {
 			t.Fatalf("%v", err)
@@ -179,6 +188,29 @@ func (t *T) AddStray(table, id string) {
 			UserData: userdata.AppendString(nil, userdata.TypeComment, "banger vm="+id)})
 		if err := c.Flush(); err != nil {
 			t.Fatalf("adding a stray rule: %v", err)
+		}
+	})
+}
+
+// AddForeignTap makes a tap named as a VM's would be (bg- and 12 hex
+// digits) that is not banger's: unmarked, on no bridge.
+func (t *T) AddForeignTap(name string) {
+	t.inNetns(t.netns, func() {
+		if err := netlink.LinkAdd(&netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: name}, Mode: netlink.TUNTAP_MODE_TAP}); err != nil {
+			t.Fatalf("adding a foreign tap: %v", err)
+		}
+	})
+}
+
+// DelLink removes a link from the scenario's namespace.
+func (t *T) DelLink(name string) {
+	t.inNetns(t.netns, func() {
+		l, err := netlink.LinkByName(name)
+		if err == nil {
+			err = netlink.LinkDel(l)
+		}
+		if err != nil {
+			t.Fatalf("removing %s: %v", name, err)
 		}
 	})
 }

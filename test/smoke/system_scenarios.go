@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,7 +13,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/bangerdev/banger/api"
@@ -214,11 +217,24 @@ func callerRights(t *T) {
 		t.Fatalf("%v", err)
 	}
 
+	// A private repository (htpasswd), whose credentials are the
+	// owner's: in the docker config the owner's daemon reads.
+	reg := t.AuthRegistry("owner", "0wner-s3cret")
+	private := reg + "/owner/private:1"
+	t.Push(private, t.busyboxImage(), remote.WithAuth(&authn.Basic{Username: "owner", Password: "0wner-s3cret"}))
+	if err := os.MkdirAll(filepath.Join(t.home, "docker"), 0o700); err != nil {
+		t.Fatalf("%v", err)
+	}
+	auth := base64.StdEncoding.EncodeToString([]byte("owner:0wner-s3cret"))
+	if err := os.WriteFile(filepath.Join(t.home, "docker", "config.json"), []byte(`{"auths":{"`+reg+`":{"auth":"`+auth+`"}}}`), 0o600); err != nil {
+		t.Fatalf("%v", err)
+	}
 	if err := chownTree(t.Home(), owner); err != nil {
 		t.Fatalf("%v", err)
 	}
 	t.user = &owner
 	t.StartDaemon()
+	t.Contains("the owner's pull of its private image", t.Must("image", "pull", private).stdout, "pulled "+private)
 	// The socket shared as --group shares it (0660 in a 0750 directory,
 	// for the group's members): here opened to the member by mode.
 	for _, p := range []struct {
@@ -251,8 +267,17 @@ func callerRights(t *T) {
 			t.Fatalf("%s: want a refusal naming %q, got %s", tc.what, tc.want, r)
 		}
 	}
+	// The owner's registry credentials serve the owner alone: the
+	// member's pull goes anonymously and is refused by the registry,
+	// saying why; a push (which would write to the owner's repositories)
+	// is refused outright.
+	r := t.MustFail(1, "pulled anonymously", "image", "pull", private)
+	t.Contains("the member's refused pull", r.stderr, "UNAUTHORIZED", "serve root and uid "+strconv.Itoa(owner.uid)+" only")
+	r = t.MustFail(1, "permission denied", "kernel", "push", "any", reg+"/owner/kernel:1")
+	t.Contains("the member's refused push", r.stderr, "registry credentials")
+	t.MustFail(1, "pulled anonymously", "kernel", "pull", reg+"/owner/kernel:1")
 	t.Contains("the member's own archive", t.Must("image", "import", filepath.Join(mine, "mine.tar")).stdout, "imported example.com/smoke/rights:mine")
-	if imgs := t.images(); len(imgs) != 1 {
+	if imgs := t.images(); len(imgs) != 2 {
 		t.Fatalf("images after the member's attempts: %+v", imgs)
 	}
 

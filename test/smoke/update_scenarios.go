@@ -70,7 +70,7 @@ func updateRelease(t *T) {
 	t.buildRelease(good, "0.99.0")
 	www := filepath.Join(t.home, "www") // what the HTTP server serves
 	src := filepath.Join(www, "releases")
-	if err := release.Publish(good, src, "0.99.0", key); err != nil {
+	if err := release.Publish(good, src, "0.99.0", key, release.DefaultValidity); err != nil {
 		t.Fatalf("%v", err)
 	}
 	broken := filepath.Join(t.home, "rel-0.99.1")
@@ -85,7 +85,7 @@ func updateRelease(t *T) {
 	script("bangerd", `[ "$1" = --version ] && { echo "bangerd version 0.99.1"; exit 0; }; exec `+filepath.Join(good, "bangerd")+` "$@"`+"\n")
 	script("banger", `[ "$1" = doctor ] && { echo '{"ok":false,"checks":[{"name":"kvm","status":"fail","detail":"broken on purpose"}]}'; exit 1; }; exec `+filepath.Join(good, "banger")+` "$@"`+"\n")
 	script("banger-agent", "exit 1\n")
-	if err := release.Publish(broken, src, "0.99.1", key); err != nil {
+	if err := release.Publish(broken, src, "0.99.1", key, release.DefaultValidity); err != nil {
 		t.Fatalf("%v", err)
 	}
 	tampered := filepath.Join(www, "tampered")
@@ -98,12 +98,32 @@ func updateRelease(t *T) {
 	if err := os.WriteFile(tb, b, 0o644); err != nil {
 		t.Fatalf("%v", err)
 	}
+	// A mirror's tricks, each signed with the release key: the same
+	// index signed an hour before the one published (served once the
+	// newer was seen), and one that expired.
+	sums, err := os.ReadFile(filepath.Join(src, release.SumsName))
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	for _, m := range []struct {
+		dir      string
+		issued   time.Time
+		validFor time.Duration
+	}{{"stale", time.Now().Add(-time.Hour), release.DefaultValidity}, {"expired", time.Now().Add(-100 * 24 * time.Hour), 24 * time.Hour}} {
+		dir := filepath.Join(www, m.dir)
+		if err := os.CopyFS(dir, os.DirFS(src)); err != nil {
+			t.Fatalf("%v", err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, release.SigName), release.Sign(key, sums, m.issued, m.validFor), 0o644); err != nil {
+			t.Fatalf("%v", err)
+		}
+	}
 	ln := t.ListenInNetns("127.0.0.1:0")
 	srv := &http.Server{Handler: http.FileServer(http.Dir(www)), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	t.defer_(func() { srv.Close() })
 	base := "http://" + ln.Addr().String()
-	url, tamperedURL := base+"/releases", base+"/tampered"
+	url, tamperedURL, staleURL, expiredURL := base+"/releases", base+"/tampered", base+"/stale", base+"/expired"
 	upd := func(args ...string) []string {
 		return append([]string{"update", "--pubkey-file", pubFile}, args...)
 	}
@@ -142,6 +162,12 @@ func updateRelease(t *T) {
 	t.untouched(sum)
 	t.Contains("dry run", t.Must(upd("--from", url, "--to", "0.99.0", "--dry-run")...).stdout, "nothing was changed")
 	t.untouched(sum)
+	// An expired index; an index issued before the newest this host has
+	// verified (--check above saw the newer): refused, untouched.
+	t.MustFail(1, "release index expired", upd("--from", expiredURL, "--to", "0.99.0")...)
+	t.untouched(sum)
+	t.MustFail(1, "holding updates back", upd("--from", staleURL, "--to", "0.99.0")...)
+	t.untouched(sum)
 
 	// Accepted: the daemon restarts on 0.99.0 and adopts the VM.
 	pid := t.DaemonPID()
@@ -151,6 +177,15 @@ func updateRelease(t *T) {
 		t.Fatalf("the daemon did not restart")
 	}
 	t.Contains("the VM started before", t.Must("vm", "exec", "before", "--", "echo", "still here").stdout, "still here")
+
+	// A release older than the installed one: refused unless asked for.
+	if err := release.Publish(good, src, "0.98.0", key, release.DefaultValidity); err != nil {
+		t.Fatalf("%v", err)
+	}
+	t.MustFail(1, "--allow-downgrade", upd("--from", url, "--to", "0.98.0")...)
+	// Allowed, it goes on to check the tarball (whose bangerd says 0.99.0).
+	t.MustFail(1, "holds bangerd 0.99.0", upd("--from", url, "--to", "0.98.0", "--allow-downgrade", "--dry-run")...)
+	t.sameVersions("0.99.0")
 
 	// A release whose doctor fails is rolled back by itself.
 	r := t.MustFail(1, "rolled back to 0.99.0", upd("--from", url)...)

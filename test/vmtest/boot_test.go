@@ -420,8 +420,14 @@ func TestSystemdInit(t *testing.T) {
 			t.Fatalf("the agent did not come back: %v", err)
 		}
 		v.client = c
+		// The old agent may still answer (its kill waits on a second that
+		// is long under load), and die mid-call: each ask is bounded, or
+		// one call to the dead agent would spend the whole wait.
 		var r proto.InfoResult
-		if err := c.Call(ctx, proto.MethodInfo, nil, &r); err == nil && len(r.Timings) > 0 && r.Timings[len(r.Timings)-1].Seconds > info.Timings[len(info.Timings)-1].Seconds {
+		ictx, icancel := context.WithTimeout(ctx, 10*time.Second)
+		err = c.Call(ictx, proto.MethodInfo, nil, &r)
+		icancel()
+		if err == nil && len(r.Timings) > 0 && r.Timings[len(r.Timings)-1].Seconds > info.Timings[len(info.Timings)-1].Seconds {
 			break // a new agent: its ready is later
 		}
 		c.Close()
