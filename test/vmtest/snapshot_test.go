@@ -3,6 +3,8 @@ package vmtest
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -118,31 +120,91 @@ func TestSnapshotRestore(t *testing.T) {
 }
 
 // TestAdoptContinuesAPausedGuest: a daemon killed mid-save leaves its
-// guest paused; the next daemon's Adopt lets it run on.
+// guest paused, with the save done or still under way; the next
+// daemon's Adopt lets it run on. A save still under way is cancelled:
+// were the guest continued during it, the migration's end would pause
+// it again (seen as a VM taken back "running" whose agent never
+// answered). The migration here goes to a socket that reads nothing
+// until Adopt has returned, then everything.
 func TestAdoptContinuesAPausedGuest(t *testing.T) {
-	v := start(t, shared.Vmlinux, shared.Images["busybox"], true)
-	mon, err := qmp.NewSocketMonitor("unix", filepath.Join(v.spec.Dir, "qmp.sock"), 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := mon.Connect(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := mon.Run([]byte(`{"execute":"stop"}`)); err != nil {
-		t.Fatal(err)
-	}
-	mon.Disconnect()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	if _, err := v.client.Ping(ctx); err == nil {
-		t.Fatal("a paused guest answered")
-	}
-	cancel()
-	if _, err := (&qemu.Driver{}).Adopt(v.spec, v.in.ID()); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel = context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if _, err := v.client.Ping(ctx); err != nil {
-		t.Fatalf("the adopted guest: %v", err)
+	for _, midSave := range []bool{false, true} {
+		t.Run(map[bool]string{false: "paused", true: "mid-save"}[midSave], func(t *testing.T) {
+			v := start(t, shared.Vmlinux, shared.Images["busybox"], true)
+			// QEMU serves one QMP client at a time: each command connects
+			// anew, so that Adopt's own connection is served.
+			qmpRun := func(cmd string) string {
+				t.Helper()
+				mon, err := qmp.NewSocketMonitor("unix", filepath.Join(v.spec.Dir, "qmp.sock"), 5*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := mon.Connect(); err != nil {
+					t.Fatal(err)
+				}
+				defer mon.Disconnect()
+				out, err := mon.Run([]byte(cmd))
+				if err != nil {
+					t.Fatalf("%s: %v", cmd, err)
+				}
+				return string(out)
+			}
+			qmpRun(`{"execute":"stop"}`)
+			drained := make(chan error, 1)
+			release := make(chan struct{})
+			if midSave {
+				sock := filepath.Join(t.TempDir(), "mig.sock")
+				ln, err := net.Listen("unix", sock)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer ln.Close()
+				go func() {
+					c, err := ln.Accept()
+					if err != nil {
+						drained <- err
+						return
+					}
+					defer c.Close()
+					<-release
+					_, err = io.Copy(io.Discard, c)
+					drained <- err
+				}()
+				qmpRun(`{"execute":"migrate","arguments":{"uri":"unix:` + sock + `"}}`)
+				deadline := time.Now().Add(time.Minute)
+				for !strings.Contains(qmpRun(`{"execute":"query-migrate"}`), `"status": "active"`) {
+					if time.Now().After(deadline) {
+						t.Fatal("the migration never became active")
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			if _, err := v.client.Ping(ctx); err == nil {
+				t.Fatal("a paused guest answered")
+			}
+			cancel()
+			if _, err := (&qemu.Driver{}).Adopt(v.spec, v.in.ID()); err != nil {
+				t.Fatal(err)
+			}
+			if midSave {
+				close(release)
+				select {
+				case err := <-drained:
+					if err != nil {
+						t.Fatal(err)
+					}
+				case <-time.After(3 * time.Minute):
+					t.Fatal("the migration never ended")
+				}
+			}
+			if st := qmpRun(`{"execute":"query-status"}`); !strings.Contains(st, `"running": true`) {
+				t.Fatalf("the adopted guest: %s", st)
+			}
+			ctx, cancel = context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if _, err := v.client.Ping(ctx); err != nil {
+				t.Fatalf("the adopted guest: %v", err)
+			}
+		})
 	}
 }

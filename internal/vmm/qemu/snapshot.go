@@ -269,6 +269,13 @@ func (in *instance) unpause() {
 		return
 	}
 	defer mon.close()
+	// A save still under way is cancelled first: continued during the
+	// migration, the guest would be paused again when it completes.
+	var mig migration
+	if mon.run("query-migrate", nil, &mig) == nil && migrating(mig.Status) {
+		_ = mon.run("migrate_cancel", nil, nil)
+		_ = mon.waitMigration(ctx, in.Done()) // "cancelled" is its expected error
+	}
 	var st struct {
 		Running bool   `json:"running"`
 		Status  string `json:"status"`
@@ -276,4 +283,14 @@ func (in *instance) unpause() {
 	if mon.run("query-status", nil, &st) == nil && !st.Running && st.Status != "inmigrate" {
 		_ = mon.run("cont", nil, nil)
 	}
+}
+
+// migrating says whether a query-migrate status is of an outgoing
+// migration not yet over.
+func migrating(status string) bool {
+	switch status {
+	case "", "none", "completed", "failed", "cancelled":
+		return false
+	}
+	return true
 }
