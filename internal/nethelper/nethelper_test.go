@@ -116,18 +116,20 @@ func ownerClient(socket string) int {
 	}
 	say("a watcher past the cap", c.Watch(ctx, func(hostnet.Attempt) {}))
 	// Connections that send nothing hold the helper's slots (until its
-	// read deadline): one more is refused by name, the held ones go on.
+	// read deadline): past the cap one more is refused by name, the held
+	// ones go on. The watchers hold slots too, for as long as they last,
+	// and the helper admits in its own time: so more are held until a
+	// call is refused, within a deadline (never, were there no cap).
 	var held []net.Conn
-	for range MaxConns {
-		if h, err := c.dial(ctx); err == nil {
-			held = append(held, h)
-		}
-	}
-	// Refused once the helper has taken all of them in (it accepts in
-	// its own time): waited for, within a deadline.
 	capErr := c.call(ctx, OpStatus, nil, nil)
 	for deadline := time.Now().Add(10 * time.Second); !errors.Is(capErr, ErrRefused) && time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond)
+		if len(held) < MaxConns {
+			if h, err := c.dial(ctx); err == nil {
+				held = append(held, h)
+			}
+		} else {
+			time.Sleep(10 * time.Millisecond)
+		}
 		capErr = c.call(ctx, OpStatus, nil, nil)
 	}
 	say("a connection past the cap", capErr)
