@@ -18,7 +18,7 @@ import (
 
 	"github.com/bangerdev/banger/internal/agent/proto"
 	"github.com/bangerdev/banger/internal/boot/boottest"
-	"github.com/bangerdev/banger/internal/vmm"
+	"github.com/bangerdev/banger/internal/kvm"
 )
 
 func main() {
@@ -43,7 +43,7 @@ func run(runs int, image string) error {
 		return fmt.Errorf("no image %q", image)
 	}
 	accel := "tcg"
-	if err := vmm.KVMUsable(); err == nil {
+	if err := kvm.KVMUsable(); err == nil {
 		accel = "kvm"
 	} else {
 		fmt.Printf("accelerator: TCG (%v)\n", err)

@@ -1,5 +1,6 @@
 // Command banger is the CLI of banger: fresh, isolated microVMs from any OCI
-// image. It talks to the bangerd daemon; `banger daemon run` is the daemon.
+// image. It talks to the bangerd daemon, and hands `daemon run`, `system`
+// and `update` over to the bangerd binary beside it.
 package main
 
 import (

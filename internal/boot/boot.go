@@ -19,6 +19,7 @@ import (
 	"github.com/bangerdev/banger/internal/bundle"
 	"github.com/bangerdev/banger/internal/initramfs"
 	"github.com/bangerdev/banger/internal/kmod"
+	"github.com/bangerdev/banger/internal/kvm"
 	"github.com/bangerdev/banger/internal/vmm"
 )
 
@@ -120,7 +121,7 @@ func Cmdline(p proto.BootParams, emulated bool) string {
 		args = append(args, "systemd.getty_auto=0", "systemd.show_status=error")
 	}
 	if emulated {
-		if khz := vmm.TSCkHz(); khz > 0 {
+		if khz := kvm.TSCkHz(); khz > 0 {
 			args = append(args, fmt.Sprintf("tsc_early_khz=%d", khz))
 		}
 	}

@@ -1,96 +1,36 @@
 // Package cli is the banger command line: cobra commands that resolve the
-// socket and call the daemon through api/client. `banger daemon run` (and
-// the bangerd binary) are the exception: they run the daemon in-process.
+// socket and call the daemon through api/client. It links client code
+// alone (boundary_test.go): what runs the daemon, the root helper, install
+// and update is bangerd's (internal/bangerd), and the commands for those
+// hand over to it (handover.go).
 package cli
 
 import (
-	"context"
 	"errors"
-	"fmt"
-	"io"
 	"os"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/bangerdev/banger/api/client"
+	"github.com/bangerdev/banger/internal/cmdio"
 	"github.com/bangerdev/banger/internal/paths"
-	"github.com/bangerdev/banger/internal/termsafe"
 	"github.com/bangerdev/banger/internal/version"
 )
 
-// ExitError carries an exit code out of a command. A nil Err exits
-// silently (the command already said what it had to).
-type ExitError struct {
-	Code int
-	Err  error
-}
-
-func (e *ExitError) Error() string {
-	if e.Err == nil {
-		return fmt.Sprintf("exit status %d", e.Code)
-	}
-	return e.Err.Error()
-}
-
-func (e *ExitError) Unwrap() error { return e.Err }
-
-// App is the state shared by the commands of one invocation.
-type App struct {
-	Stdin  io.Reader
-	Stdout io.Writer
-	Stderr io.Writer
-	Getenv func(string) string
-
+// Env is what every command of one invocation runs with: the streams
+// and environment, and the --socket flag. Commands are functions of it.
+type Env struct {
+	cmdio.Streams
 	socket string // --socket
-}
-
-// NewApp returns an App on the process's standard streams and environment.
-func NewApp() *App {
-	return &App{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
 }
 
 // Main runs the banger CLI and returns the process exit code.
 func Main(args []string) int {
-	a := NewApp()
-	return a.Execute(a.rootCommand(), args)
+	env := &Env{Streams: cmdio.OS()}
+	return env.Execute(rootCommand(env), args)
 }
 
-// DaemonMain runs the bangerd binary: `banger daemon run` under its own name.
-func DaemonMain(args []string) int {
-	a := NewApp()
-	cmd := a.daemonRunCommand()
-	cmd.Use = "bangerd"
-	cmd.Version = version.Version
-	return a.Execute(cmd, args)
-}
-
-// Execute runs cmd with args, prints any error to stderr and returns the
-// exit code.
-func (a *App) Execute(cmd *cobra.Command, args []string) int {
-	cmd.SetArgs(args)
-	cmd.SetIn(a.Stdin)
-	cmd.SetOut(a.Stdout)
-	cmd.SetErr(a.Stderr)
-	cmd.SilenceErrors = true
-	cmd.SilenceUsage = true
-	err := cmd.ExecuteContext(context.Background())
-	if err == nil {
-		return 0
-	}
-	var exit *ExitError
-	if errors.As(err, &exit) {
-		if exit.Err != nil {
-			fmt.Fprintf(a.Stderr, "banger: %s\n", termsafe.Text(exit.Err.Error()))
-		}
-		return exit.Code
-	}
-	// An error may quote a guest (an agent's message): escaped.
-	fmt.Fprintf(a.Stderr, "banger: %s\n", termsafe.Text(err.Error()))
-	return 1
-}
-
-func (a *App) rootCommand() *cobra.Command {
+func rootCommand(env *Env) *cobra.Command {
 	var showVersion bool
 	root := &cobra.Command{
 		Use:   "banger",
@@ -100,43 +40,37 @@ func (a *App) rootCommand() *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if showVersion {
-				return a.printVersion(cmd.Context(), false)
+				return printVersion(cmd.Context(), env, false)
 			}
 			return cmd.Help()
 		},
 	}
-	root.PersistentFlags().StringVar(&a.socket, "socket", "", "path of the bangerd socket (default: from BANGER_HOME, or the user or system layout)")
+	root.PersistentFlags().StringVar(&env.socket, "socket", "", "path of the bangerd socket (default: from BANGER_HOME, or the user or system layout)")
 	root.Flags().BoolVar(&showVersion, "version", false, "print client and daemon versions")
 	root.AddCommand(
-		a.versionCommand(),
-		a.daemonCommand(),
-		a.opsCommand(),
-		a.imageCommand(),
-		a.kernelCommand(),
-		a.vmCommand(),
-		a.psCommand(),
-		a.configCommand(),
-		a.systemCommand(),
-		a.doctorCommand(),
-		a.eventsCommand(),
-		a.updateCommand(),
+		versionCommand(env),
+		daemonCommand(env),
+		opsCommand(env),
+		imageCommand(env),
+		kernelCommand(env),
+		vmCommand(env),
+		psCommand(env),
+		configCommand(env),
+		handOver(env, &cobra.Command{Use: "system", Short: "Run banger installed for daily use: the owner's daemon and its root helper"}),
+		doctorCommand(env),
+		eventsCommand(env),
+		handOver(env, &cobra.Command{Use: "update", Short: "Update banger to a signed release (or --rollback to the previous one)"}),
 	)
 	return root
 }
 
-// layout resolves the file layout from the environment.
-func (a *App) layout(system bool) (paths.Layout, error) {
-	home, _ := os.UserHomeDir()
-	return paths.Resolve(paths.Env{Getenv: a.Getenv, UID: os.Getuid(), HomeDir: home}, system)
-}
-
 // socketPath picks the socket: --socket, else the resolved layout's; a user
 // without a daemon of their own falls back to a system daemon's socket.
-func (a *App) socketPath() (string, error) {
-	if a.socket != "" {
-		return a.socket, nil
+func (env *Env) socketPath() (string, error) {
+	if env.socket != "" {
+		return env.socket, nil
 	}
-	l, err := a.layout(false)
+	l, err := env.Layout(false)
 	if err != nil {
 		return "", err
 	}
@@ -151,16 +85,10 @@ func (a *App) socketPath() (string, error) {
 	return sock, nil
 }
 
-func (a *App) client() (*client.Client, error) {
-	sock, err := a.socketPath()
+func (env *Env) client() (*client.Client, error) {
+	sock, err := env.socketPath()
 	if err != nil {
 		return nil, err
 	}
 	return client.New(sock, version.Version), nil
-}
-
-// isTTY reports whether w is a terminal (progress displays only then).
-func isTTY(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
 }

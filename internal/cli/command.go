@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"time"
 
+	"github.com/bangerdev/banger/internal/cmdio"
+
 	"github.com/spf13/cobra"
 
 	"github.com/bangerdev/banger/api"
@@ -17,9 +19,9 @@ import (
 type run func(ctx context.Context, c *client.Client, args []string) error
 
 // withClient makes cmd's RunE: resolve the daemon's client, then run.
-func (a *App) withClient(body run) func(*cobra.Command, []string) error {
+func withClient(env *Env, body run) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, args []string) error {
-		c, err := a.client()
+		c, err := env.client()
 		if err != nil {
 			return err
 		}
@@ -29,35 +31,27 @@ func (a *App) withClient(body run) func(*cobra.Command, []string) error {
 
 // printed makes cmd fetch one result and print it: as JSON with --json
 // (a flag it adds, described by jsonHelp), else as human says.
-func printed[R any](a *App, cmd *cobra.Command, jsonHelp string, fetch func(context.Context, *client.Client, []string) (R, error), human func(R) error) *cobra.Command {
+func printed[R any](env *Env, cmd *cobra.Command, jsonHelp string, fetch func(context.Context, *client.Client, []string) (R, error), human func(R) error) *cobra.Command {
 	var asJSON bool
-	cmd.RunE = a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
+	cmd.RunE = withClient(env, func(ctx context.Context, c *client.Client, args []string) error {
 		r, err := fetch(ctx, c, args)
 		if err != nil {
 			return err
 		}
-		return a.emit(r, asJSON, func() error { return human(r) })
+		return env.Emit(r, asJSON, func() error { return human(r) })
 	})
 	cmd.Flags().BoolVar(&asJSON, "json", false, jsonHelp)
 	return cmd
 }
 
-// emit prints r as JSON or as human says.
-func (a *App) emit(r any, asJSON bool, human func() error) error {
-	if asJSON {
-		return printJSON(a.Stdout, r)
-	}
-	return human()
-}
-
 // finished follows the operation a call started (progress on a terminal,
 // quiet in a pipe) and fetches what it made, named by its result.
-func finished[R any](ctx context.Context, a *App, c *client.Client, op api.OperationSummary, err error, made func(context.Context, string) (R, error)) (R, error) {
+func finished[R any](ctx context.Context, env *Env, c *client.Client, op api.OperationSummary, err error, made func(context.Context, string) (R, error)) (R, error) {
 	var zero R
 	if err != nil {
 		return zero, err
 	}
-	final, err := a.followOp(ctx, c, op)
+	final, err := followOp(ctx, env, c, op)
 	if err != nil {
 		return zero, err
 	}
@@ -67,14 +61,14 @@ func finished[R any](ctx context.Context, a *App, c *client.Client, op api.Opera
 // makes makes cmd start an operation (start), follow it and print what
 // it made (fetched by get, from the operation's result) with the time it
 // all took; --json prints what it made alone.
-func makes[R any](a *App, cmd *cobra.Command, jsonHelp string,
+func makes[R any](env *Env, cmd *cobra.Command, jsonHelp string,
 	start func(context.Context, *client.Client, []string) (api.OperationSummary, error),
 	get func(*client.Client) func(context.Context, string) (R, error),
 	human func(made R, took time.Duration) error) *cobra.Command {
-	return printed(a, cmd, jsonHelp, func(ctx context.Context, c *client.Client, args []string) (timed[R], error) {
+	return printed(env, cmd, jsonHelp, func(ctx context.Context, c *client.Client, args []string) (timed[R], error) {
 		began := time.Now()
 		op, err := start(ctx, c, args)
-		v, err := finished(ctx, a, c, op, err, get(c))
+		v, err := finished(ctx, env, c, op, err, get(c))
 		return timed[R]{v, time.Since(began)}, err
 	}, func(t timed[R]) error { return human(t.v, t.took) })
 }
@@ -87,19 +81,12 @@ type timed[R any] struct {
 
 func (t timed[R]) MarshalJSON() ([]byte, error) { return json.Marshal(t.v) }
 
-// group is a command that only holds others.
-func group(use, short string, aliases []string, subs ...*cobra.Command) *cobra.Command {
-	cmd := &cobra.Command{Use: use, Short: short, Aliases: aliases}
-	cmd.AddCommand(subs...)
-	return cmd
-}
-
 // listed makes cmd a listing: a table of one row per item under header,
 // or with --json the items as wrap makes them. fetch is a client's
 // method, as (*client.Client).Images.
-func listed[T any](a *App, cmd *cobra.Command, fetch func(*client.Client, context.Context) ([]T, error),
+func listed[T any](env *Env, cmd *cobra.Command, fetch func(*client.Client, context.Context) ([]T, error),
 	wrap func([]T) any, header []string, row func(now time.Time, item T) []string) *cobra.Command {
-	return printed(a, cmd, "print JSON", func(ctx context.Context, c *client.Client, _ []string) (listing[T], error) {
+	return printed(env, cmd, "print JSON", func(ctx context.Context, c *client.Client, _ []string) (listing[T], error) {
 		items, err := fetch(c, ctx)
 		return listing[T]{items, wrap}, err
 	}, func(l listing[T]) error {
@@ -108,7 +95,7 @@ func listed[T any](a *App, cmd *cobra.Command, fetch func(*client.Client, contex
 		for _, it := range l.items {
 			rows = append(rows, row(now, it))
 		}
-		return table(a.Stdout, header, rows)
+		return cmdio.Table(env.Stdout, header, rows)
 	})
 }
 

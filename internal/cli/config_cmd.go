@@ -3,14 +3,16 @@ package cli
 import (
 	"context"
 
+	"github.com/bangerdev/banger/internal/cmdio"
+
 	"github.com/spf13/cobra"
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/api/client"
 )
 
-func (a *App) configCommand() *cobra.Command {
-	return group("config", "Inspect the daemon's configuration", nil, printed(a, &cobra.Command{
+func configCommand(env *Env) *cobra.Command {
+	return cmdio.Group("config", "Inspect the daemon's configuration", nil, printed(env, &cobra.Command{
 		Use:   "show",
 		Short: "Print the daemon's effective configuration and where each value came from",
 		Args:  cobra.NoArgs,
@@ -21,6 +23,6 @@ func (a *App) configCommand() *cobra.Command {
 		for _, v := range res.Values {
 			rows = append(rows, []string{v.Key, v.Value, v.Source})
 		}
-		return table(a.Stdout, []string{"KEY", "VALUE", "SOURCE"}, rows)
+		return cmdio.Table(env.Stdout, []string{"KEY", "VALUE", "SOURCE"}, rows)
 	}))
 }

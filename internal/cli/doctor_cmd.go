@@ -11,17 +11,19 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bangerdev/banger/internal/cmdio"
+
 	"github.com/spf13/cobra"
 
 	"github.com/bangerdev/banger/api/client"
 	"github.com/bangerdev/banger/internal/diskspace"
 	"github.com/bangerdev/banger/internal/doctor"
-	"github.com/bangerdev/banger/internal/install"
+	"github.com/bangerdev/banger/internal/install/record"
+	"github.com/bangerdev/banger/internal/kvm"
 	"github.com/bangerdev/banger/internal/version"
-	"github.com/bangerdev/banger/internal/vmm"
 )
 
-func (a *App) doctorCommand() *cobra.Command {
+func doctorCommand(env *Env) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "doctor [--json]",
@@ -30,13 +32,13 @@ func (a *App) doctorCommand() *cobra.Command {
 			"works around (no KVM: software emulation); the exit code is 1 when a check failed.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
+			c, err := env.client()
 			if err != nil {
 				return err
 			}
 			checks := doctor.Run(localHost(), version.Info(), daemonView(cmd.Context(), c))
 			if asJSON {
-				if err := printJSON(a.Stdout, struct {
+				if err := cmdio.JSON(env.Stdout, struct {
 					OK     bool           `json:"ok"`
 					Checks []doctor.Check `json:"checks"`
 				}{!doctor.Failed(checks), checks}); err != nil {
@@ -47,17 +49,17 @@ func (a *App) doctorCommand() *cobra.Command {
 				for _, ch := range checks {
 					rows = append(rows, []string{string(ch.Status), ch.Name, ch.Detail})
 				}
-				if err := table(a.Stdout, []string{"STATUS", "CHECK", "FOUND"}, rows); err != nil {
+				if err := cmdio.Table(env.Stdout, []string{"STATUS", "CHECK", "FOUND"}, rows); err != nil {
 					return err
 				}
 				for _, ch := range checks {
 					if ch.Fix != "" && ch.Status != doctor.OK {
-						fmt.Fprintf(a.Stdout, "%s: %s\n", ch.Name, ch.Fix)
+						fmt.Fprintf(env.Stdout, "%s: %s\n", ch.Name, ch.Fix)
 					}
 				}
 			}
 			if doctor.Failed(checks) {
-				return &ExitError{Code: 1}
+				return &cmdio.ExitError{Code: 1}
 			}
 			return nil
 		},
@@ -97,7 +99,7 @@ func localHost() doctor.Host {
 		KVM: func() error {
 			// A PVM-only KVM first (its /dev/kvm may be there or not),
 			// then the open's own error: missing or closed.
-			if vmm.PVMOnly() {
+			if kvm.PVMOnly() {
 				return errors.New("this host's KVM is PVM-only (kvm_pvm, no vmx/svm)")
 			}
 			f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
@@ -105,7 +107,7 @@ func localHost() doctor.Host {
 				return err
 			}
 			f.Close()
-			return vmm.KVMUsable()
+			return kvm.KVMUsable()
 		},
 		Program: programVersion,
 		Stat:    os.Stat,
@@ -116,7 +118,7 @@ func localHost() doctor.Host {
 		Now:  time.Now,
 		Root: os.Geteuid() == 0,
 		Helper: func() (string, error) {
-			rec, err := install.ReadRecord("")
+			rec, err := record.Read("")
 			if err != nil {
 				return "", nil // not installed
 			}

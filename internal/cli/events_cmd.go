@@ -13,7 +13,7 @@ import (
 	"github.com/bangerdev/banger/internal/termsafe"
 )
 
-func (a *App) eventsCommand() *cobra.Command {
+func eventsCommand(env *Env) *cobra.Command {
 	var p api.EventsParams
 	var since string
 	var asJSON, noFollow bool
@@ -25,7 +25,7 @@ func (a *App) eventsCommand() *cobra.Command {
 			"Types: " + strings.Join(api.EventTypes, ", ") + ".\n" +
 			"A stop's reason says who or what stopped the VM: a user, auto-stop, the guest powering off, a VMM crash.",
 		Args: cobra.NoArgs,
-		RunE: a.withClient(func(ctx context.Context, c *client.Client, _ []string) error {
+		RunE: withClient(env, func(ctx context.Context, c *client.Client, _ []string) error {
 			p.Follow = !noFollow
 			if since != "" {
 				t, err := parseSince(since, time.Now())
@@ -36,7 +36,7 @@ func (a *App) eventsCommand() *cobra.Command {
 			} else if noFollow {
 				p.Since = time.Unix(0, 1) // everything kept
 			}
-			out := &streamed[api.Event]{a: a, follow: p.Follow, asJSON: asJSON, line: eventLine,
+			out := &streamed[api.Event]{env: env, follow: p.Follow, asJSON: asJSON, line: eventLine,
 				header: fmt.Sprintf("%-19s  %-16s  %-20s  %s", "TIME", "TYPE", "VM/IMAGE", "REASON")}
 			return out.run(ctx, func(ctx context.Context, emit func(api.Event) error) error {
 				_, err := c.Events(ctx, p, emit)

@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/signal"
 
+	"github.com/bangerdev/banger/internal/cmdio"
+
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/api/client"
 )
@@ -14,12 +16,12 @@ import (
 // nothing in a pipe, and returns its final summary; an operation that did
 // not succeed is an error carrying its message. Ctrl-C stops the waiting,
 // not the operation, and says how to stop that.
-func (a *App) followOp(ctx context.Context, c *client.Client, op api.OperationSummary) (api.OperationSummary, error) {
+func followOp(ctx context.Context, env *Env, c *client.Client, op api.OperationSummary) (api.OperationSummary, error) {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
 	defer stop()
 	var onUpdate func(api.OperationSummary)
-	live := isTTY(a.Stderr)
-	progress := &liveProgress{w: a.Stderr}
+	live := cmdio.IsTTY(env.Stderr)
+	progress := &liveProgress{w: env.Stderr}
 	if live {
 		onUpdate = progress.draw
 	}
@@ -38,7 +40,7 @@ func (a *App) followOp(ctx context.Context, c *client.Client, op api.OperationSu
 		if final.Error != nil {
 			msg = final.Error.Message
 		}
-		return final, &ExitError{Code: 1, Err: fmt.Errorf("%s %s %s: %s", final.Kind, final.Target, final.State, msg)}
+		return final, &cmdio.ExitError{Code: 1, Err: fmt.Errorf("%s %s %s: %s", final.Kind, final.Target, final.State, msg)}
 	}
 	return final, nil
 }

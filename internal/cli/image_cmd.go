@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bangerdev/banger/internal/cmdio"
+
 	"github.com/spf13/cobra"
 
 	"github.com/bangerdev/banger/api"
@@ -15,25 +17,25 @@ import (
 	"github.com/bangerdev/banger/internal/units"
 )
 
-func (a *App) imageCommand() *cobra.Command {
-	return group("image", "Pull, import, list and delete images", []string{"images"},
-		a.imagePullCommand(), a.imageImportCommand(), a.imageListCommand(), a.imageShowCommand(), a.imageDeleteCommand(), a.imageWarmCommand(), a.imageTemplatesCommand(),
-		group("cache", "Manage the OCI blob cache", nil, a.imageCachePruneCommand()))
+func imageCommand(env *Env) *cobra.Command {
+	return cmdio.Group("image", "Pull, import, list and delete images", []string{"images"},
+		imagePullCommand(env), imageImportCommand(env), imageListCommand(env), imageShowCommand(env), imageDeleteCommand(env), imageWarmCommand(env), imageTemplatesCommand(env),
+		cmdio.Group("cache", "Manage the OCI blob cache", nil, imageCachePruneCommand(env)))
 }
 
 // imageMade follows a pull or import and prints the image it made.
-func (a *App) imageMade(cmd *cobra.Command, verb string, start func(context.Context, *client.Client, []string) (api.OperationSummary, error)) *cobra.Command {
-	return makes(a, cmd, "print the image as JSON", start, func(c *client.Client) func(context.Context, string) (api.Image, error) { return c.Image },
+func imageMade(env *Env, cmd *cobra.Command, verb string, start func(context.Context, *client.Client, []string) (api.OperationSummary, error)) *cobra.Command {
+	return makes(env, cmd, "print the image as JSON", start, func(c *client.Client) func(context.Context, string) (api.Image, error) { return c.Image },
 		func(img api.Image, took time.Duration) error {
-			_, err := fmt.Fprintf(a.Stdout, "%s %s (%s, %s rootfs, %d layer(s)) in %s\n", verb, img.Name, api.ShortID(img.ID),
+			_, err := fmt.Fprintf(env.Stdout, "%s %s (%s, %s rootfs, %d layer(s)) in %s\n", verb, img.Name, api.ShortID(img.ID),
 				units.FormatSize(img.Size), img.Layers, took.Round(100*time.Millisecond))
 			return err
 		})
 }
 
-func (a *App) imagePullCommand() *cobra.Command {
+func imagePullCommand(env *Env) *cobra.Command {
 	var p api.ImagePullParams
-	cmd := a.imageMade(&cobra.Command{
+	cmd := imageMade(env, &cobra.Command{
 		Use:   "pull REF",
 		Short: "Pull an image from a registry and build its root file system",
 		Long: "Pull an image from a registry (credentials from the docker config) and build its root file\n" +
@@ -48,9 +50,9 @@ func (a *App) imagePullCommand() *cobra.Command {
 	return cmd
 }
 
-func (a *App) imageImportCommand() *cobra.Command {
+func imageImportCommand(env *Env) *cobra.Command {
 	var p api.ImageImportParams
-	cmd := a.imageMade(&cobra.Command{
+	cmd := imageMade(env, &cobra.Command{
 		Use:   "import FILE|DIR",
 		Short: "Import a `docker save` tarball or an OCI image layout directory",
 		Args:  cobra.ExactArgs(1),
@@ -66,16 +68,16 @@ func (a *App) imageImportCommand() *cobra.Command {
 	return cmd
 }
 
-func (a *App) imageListCommand() *cobra.Command {
-	return listed(a, &cobra.Command{Use: "list", Aliases: []string{"ls"}, Short: "List images", Args: cobra.NoArgs},
+func imageListCommand(env *Env) *cobra.Command {
+	return listed(env, &cobra.Command{Use: "list", Aliases: []string{"ls"}, Short: "List images", Args: cobra.NoArgs},
 		(*client.Client).Images, func(imgs []api.Image) any { return api.ImageListResult{Images: imgs} },
 		[]string{"NAME", "ID", "SIZE", "LAYERS", "CREATED", "VMS"}, func(now time.Time, img api.Image) []string {
 			return []string{img.Name, api.ShortID(img.ID), units.FormatSize(img.Size), strconv.Itoa(img.Layers), ago(now, img.CreatedAt), strconv.Itoa(img.UsedBy)}
 		})
 }
 
-func (a *App) imageShowCommand() *cobra.Command {
-	return printed(a, &cobra.Command{
+func imageShowCommand(env *Env) *cobra.Command {
+	return printed(env, &cobra.Command{
 		Use:   "show NAME|ID",
 		Short: "Show one image",
 		Args:  cobra.ExactArgs(1),
@@ -86,7 +88,7 @@ func (a *App) imageShowCommand() *cobra.Command {
 		if img.Config.Created != nil {
 			created = img.Config.Created.Local().Format(time.DateTime)
 		}
-		return fields(a.Stdout, [][2]string{
+		return cmdio.Fields(env.Stdout, [][2]string{
 			{"name", img.Name},
 			{"id", img.ID},
 			{"digest", dash(img.Digest)},
@@ -108,23 +110,23 @@ func (a *App) imageShowCommand() *cobra.Command {
 	})
 }
 
-func (a *App) imageDeleteCommand() *cobra.Command {
+func imageDeleteCommand(env *Env) *cobra.Command {
 	var p api.ImageDeleteParams
 	cmd := &cobra.Command{
 		Use:     "delete NAME|ID",
 		Aliases: []string{"rm"},
 		Short:   "Delete an image (refused while VMs use it)",
 		Args:    cobra.ExactArgs(1),
-		RunE: a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
+		RunE: withClient(env, func(ctx context.Context, c *client.Client, args []string) error {
 			p.Name = args[0]
 			res, err := c.DeleteImage(ctx, p)
 			if err != nil {
 				return err
 			}
 			if res.RootfsRemoved {
-				fmt.Fprintf(a.Stdout, "deleted %s (%s, freed %s)\n", res.Name, api.ShortID(res.ID), units.FormatSize(res.BytesFreed))
+				fmt.Fprintf(env.Stdout, "deleted %s (%s, freed %s)\n", res.Name, api.ShortID(res.ID), units.FormatSize(res.BytesFreed))
 			} else {
-				fmt.Fprintf(a.Stdout, "deleted %s (%s; its rootfs stays, other names use it)\n", res.Name, api.ShortID(res.ID))
+				fmt.Fprintf(env.Stdout, "deleted %s (%s; its rootfs stays, other names use it)\n", res.Name, api.ShortID(res.ID))
 			}
 			return nil
 		}),
@@ -133,9 +135,9 @@ func (a *App) imageDeleteCommand() *cobra.Command {
 	return cmd
 }
 
-func (a *App) imageCachePruneCommand() *cobra.Command {
+func imageCachePruneCommand(env *Env) *cobra.Command {
 	var dryRun bool
-	cmd := printed(a, &cobra.Command{
+	cmd := printed(env, &cobra.Command{
 		Use:   "prune",
 		Short: "Empty the OCI blob cache (images already built are not affected)",
 		Args:  cobra.NoArgs,
@@ -146,7 +148,7 @@ func (a *App) imageCachePruneCommand() *cobra.Command {
 		if res.DryRun {
 			verb = "would free"
 		}
-		_, err := fmt.Fprintf(a.Stdout, "%s %s across %d blob(s) in %s\n", verb, units.FormatSize(res.BytesFreed), res.BlobsFreed, res.CacheDir)
+		_, err := fmt.Fprintf(env.Stdout, "%s %s across %d blob(s) in %s\n", verb, units.FormatSize(res.BytesFreed), res.BlobsFreed, res.CacheDir)
 		return err
 	})
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "only say what would be freed")

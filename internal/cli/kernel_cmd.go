@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/bangerdev/banger/internal/cmdio"
+
 	"github.com/spf13/cobra"
 
 	"github.com/bangerdev/banger/api"
@@ -14,24 +16,24 @@ import (
 	"github.com/bangerdev/banger/internal/units"
 )
 
-func (a *App) kernelCommand() *cobra.Command {
-	return group("kernel", "Import, list and delete guest kernels", []string{"kernels"},
-		a.kernelImportCommand(), a.kernelPullCommand(), a.kernelPushCommand(), a.kernelListCommand(), a.kernelShowCommand(), a.kernelDeleteCommand())
+func kernelCommand(env *Env) *cobra.Command {
+	return cmdio.Group("kernel", "Import, list and delete guest kernels", []string{"kernels"},
+		kernelImportCommand(env), kernelPullCommand(env), kernelPushCommand(env), kernelListCommand(env), kernelShowCommand(env), kernelDeleteCommand(env))
 }
 
 // kernelMade follows an import or pull and prints the kernel it made.
-func (a *App) kernelMade(cmd *cobra.Command, verb string, start func(context.Context, *client.Client, []string) (api.OperationSummary, error)) *cobra.Command {
-	return makes(a, cmd, "print the kernel as JSON", start, func(c *client.Client) func(context.Context, string) (api.Kernel, error) { return c.Kernel },
+func kernelMade(env *Env, cmd *cobra.Command, verb string, start func(context.Context, *client.Client, []string) (api.OperationSummary, error)) *cobra.Command {
+	return makes(env, cmd, "print the kernel as JSON", start, func(c *client.Client) func(context.Context, string) (api.Kernel, error) { return c.Kernel },
 		func(k api.Kernel, took time.Duration) error {
-			_, err := fmt.Fprintf(a.Stdout, "%s kernel %s (%s, %d modules, %s) in %s\n", verb, k.Name, k.Version, k.Modules,
+			_, err := fmt.Fprintf(env.Stdout, "%s kernel %s (%s, %d modules, %s) in %s\n", verb, k.Name, k.Version, k.Modules,
 				units.FormatSize(k.Size), took.Round(100*time.Millisecond))
 			return err
 		})
 }
 
-func (a *App) kernelImportCommand() *cobra.Command {
+func kernelImportCommand(env *Env) *cobra.Command {
 	var p api.KernelImportParams
-	cmd := a.kernelMade(&cobra.Command{
+	cmd := kernelMade(env, &cobra.Command{
 		Use:   "import (--debian | --deb FILE | --kernel FILE [--modules DIR])",
 		Short: "Import a kernel bundle: a kernel, its ELF form and its modules",
 		Long: "Import a kernel bundle. --debian fetches the host distribution's linux-image-amd64 package with\n" +
@@ -58,8 +60,8 @@ func (a *App) kernelImportCommand() *cobra.Command {
 	return cmd
 }
 
-func (a *App) kernelListCommand() *cobra.Command {
-	return listed(a, &cobra.Command{Use: "list", Aliases: []string{"ls"}, Short: "List kernels, newest (the default) first", Args: cobra.NoArgs},
+func kernelListCommand(env *Env) *cobra.Command {
+	return listed(env, &cobra.Command{Use: "list", Aliases: []string{"ls"}, Short: "List kernels, newest (the default) first", Args: cobra.NoArgs},
 		(*client.Client).Kernels, func(ks []api.Kernel) any { return api.KernelListResult{Kernels: ks} },
 		[]string{"NAME", "VERSION", "ID", "MODULES", "SIZE", "SOURCE", "CREATED", "VMS"}, func(now time.Time, k api.Kernel) []string {
 			name := k.Name
@@ -70,15 +72,15 @@ func (a *App) kernelListCommand() *cobra.Command {
 		})
 }
 
-func (a *App) kernelShowCommand() *cobra.Command {
-	return printed(a, &cobra.Command{
+func kernelShowCommand(env *Env) *cobra.Command {
+	return printed(env, &cobra.Command{
 		Use:   "show NAME|ID|default",
 		Short: "Show one kernel",
 		Args:  cobra.ExactArgs(1),
 	}, "print JSON", func(ctx context.Context, c *client.Client, args []string) (api.Kernel, error) {
 		return c.Kernel(ctx, args[0])
 	}, func(k api.Kernel) error {
-		return fields(a.Stdout, [][2]string{
+		return cmdio.Fields(env.Stdout, [][2]string{
 			{"name", k.Name},
 			{"version", k.Version},
 			{"id", k.ID},
@@ -92,30 +94,30 @@ func (a *App) kernelShowCommand() *cobra.Command {
 	})
 }
 
-func (a *App) kernelDeleteCommand() *cobra.Command {
+func kernelDeleteCommand(env *Env) *cobra.Command {
 	return &cobra.Command{
 		Use:     "delete NAME|ID",
 		Aliases: []string{"rm"},
 		Short:   "Delete a kernel (refused while VMs use it)",
 		Args:    cobra.ExactArgs(1),
-		RunE: a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
+		RunE: withClient(env, func(ctx context.Context, c *client.Client, args []string) error {
 			res, err := c.DeleteKernel(ctx, args[0])
 			if err != nil {
 				return err
 			}
 			if res.BundleRemoved {
-				fmt.Fprintf(a.Stdout, "deleted kernel %s (freed %s)\n", res.Name, units.FormatSize(res.BytesFreed))
+				fmt.Fprintf(env.Stdout, "deleted kernel %s (freed %s)\n", res.Name, units.FormatSize(res.BytesFreed))
 			} else {
-				fmt.Fprintf(a.Stdout, "deleted kernel %s (its bundle stays, other names use it)\n", res.Name)
+				fmt.Fprintf(env.Stdout, "deleted kernel %s (its bundle stays, other names use it)\n", res.Name)
 			}
 			return nil
 		}),
 	}
 }
 
-func (a *App) kernelPullCommand() *cobra.Command {
+func kernelPullCommand(env *Env) *cobra.Command {
 	var p api.KernelPullParams
-	cmd := a.kernelMade(&cobra.Command{
+	cmd := kernelMade(env, &cobra.Command{
 		Use:   "pull REF",
 		Short: "Pull a kernel image (one `banger kernel push` made, or any image holding /boot/vmlinuz-V and /lib/modules/V)",
 		Args:  cobra.ExactArgs(1),
@@ -128,19 +130,19 @@ func (a *App) kernelPullCommand() *cobra.Command {
 	return cmd
 }
 
-func (a *App) kernelPushCommand() *cobra.Command {
+func kernelPushCommand(env *Env) *cobra.Command {
 	var p api.KernelPushParams
 	cmd := &cobra.Command{
 		Use:   "push NAME REF",
 		Short: "Publish a kernel to a registry, for `banger kernel pull` elsewhere",
 		Args:  cobra.ExactArgs(2),
-		RunE: a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
+		RunE: withClient(env, func(ctx context.Context, c *client.Client, args []string) error {
 			p.Name, p.Ref = args[0], args[1]
 			res, err := c.PushKernel(ctx, p)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(a.Stdout, "pushed kernel %s to %s@%s\n", p.Name, res.Ref, res.Digest)
+			fmt.Fprintf(env.Stdout, "pushed kernel %s to %s@%s\n", p.Name, res.Ref, res.Digest)
 			return nil
 		}),
 	}

@@ -5,36 +5,38 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/bangerdev/banger/internal/cmdio"
+
 	"github.com/spf13/cobra"
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/api/client"
 )
 
-func (a *App) opsCommand() *cobra.Command {
-	return group("ops", "List, inspect, wait for and cancel daemon operations", []string{"operations"},
-		a.opsListCommand(), a.opsShowCommand(), a.opsWaitCommand(), a.opsCancelCommand())
+func opsCommand(env *Env) *cobra.Command {
+	return cmdio.Group("ops", "List, inspect, wait for and cancel daemon operations", []string{"operations"},
+		opsListCommand(env), opsShowCommand(env), opsWaitCommand(env), opsCancelCommand(env))
 }
 
-func (a *App) opsListCommand() *cobra.Command {
-	return listed(a, &cobra.Command{Use: "list", Aliases: []string{"ls"}, Short: "List operations (running, and finished ones until they are pruned)", Args: cobra.NoArgs},
+func opsListCommand(env *Env) *cobra.Command {
+	return listed(env, &cobra.Command{Use: "list", Aliases: []string{"ls"}, Short: "List operations (running, and finished ones until they are pruned)", Args: cobra.NoArgs},
 		(*client.Client).Operations, func(ops []api.OperationSummary) any { return api.OperationsListResult{Operations: ops} },
 		[]string{"ID", "KIND", "TARGET", "STATE", "PHASE", "PROGRESS", "AGE"}, func(now time.Time, op api.OperationSummary) []string {
 			return []string{op.ID, op.Kind, dash(op.Target), op.State, dash(op.Phase), dash(formatProgress(op.Progress)), ago(now, op.StartedAt)}
 		})
 }
 
-func (a *App) opsShowCommand() *cobra.Command {
-	return printed(a, &cobra.Command{
+func opsShowCommand(env *Env) *cobra.Command {
+	return printed(env, &cobra.Command{
 		Use:   "show ID",
 		Short: "Show one operation",
 		Args:  cobra.ExactArgs(1),
 	}, "print JSON", func(ctx context.Context, c *client.Client, args []string) (api.OperationSummary, error) {
 		return c.Operation(ctx, args[0])
-	}, a.printOperation)
+	}, func(op api.OperationSummary) error { return printOperation(env, op) })
 }
 
-func (a *App) printOperation(op api.OperationSummary) error {
+func printOperation(env *Env, op api.OperationSummary) error {
 	now := time.Now()
 	finished := "-"
 	if op.FinishedAt != nil {
@@ -44,7 +46,7 @@ func (a *App) printOperation(op api.OperationSummary) error {
 	if op.Error != nil {
 		errText = fmt.Sprintf("%s (%s)", op.Error.Message, op.Error.Code)
 	}
-	return fields(a.Stdout, [][2]string{
+	return cmdio.Fields(env.Stdout, [][2]string{
 		{"id", op.ID},
 		{"kind", op.Kind},
 		{"target", dash(op.Target)},
@@ -67,36 +69,36 @@ func opFailure(op api.OperationSummary) error {
 	if op.Error != nil {
 		msg = op.Error.Message
 	}
-	return &ExitError{Code: 1, Err: fmt.Errorf("operation %s (%s %s) %s: %s", op.ID, op.Kind, op.Target, op.State, msg)}
+	return &cmdio.ExitError{Code: 1, Err: fmt.Errorf("operation %s (%s %s) %s: %s", op.ID, op.Kind, op.Target, op.State, msg)}
 }
 
-func (a *App) opsWaitCommand() *cobra.Command {
+func opsWaitCommand(env *Env) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "wait ID",
 		Short: "Wait for an operation to finish, showing its progress on a terminal (exit 1 if it failed)",
 		Args:  cobra.ExactArgs(1),
-		RunE: a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
-			live := !asJSON && isTTY(a.Stdout)
+		RunE: withClient(env, func(ctx context.Context, c *client.Client, args []string) error {
+			live := !asJSON && cmdio.IsTTY(env.Stdout)
 			var onUpdate func(api.OperationSummary)
 			if live {
 				onUpdate = func(op api.OperationSummary) {
-					fmt.Fprintf(a.Stdout, "\r\033[K%s %s %s: %s %s", op.ID, op.Kind, op.Target, dash(op.Phase), formatProgress(op.Progress))
+					fmt.Fprintf(env.Stdout, "\r\033[K%s %s %s: %s %s", op.ID, op.Kind, op.Target, dash(op.Phase), formatProgress(op.Progress))
 				}
 			}
 			op, err := c.WaitOperation(ctx, args[0], onUpdate)
 			if live {
-				fmt.Fprint(a.Stdout, "\r\033[K")
+				fmt.Fprint(env.Stdout, "\r\033[K")
 			}
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				if err := printJSON(a.Stdout, op); err != nil {
+				if err := cmdio.JSON(env.Stdout, op); err != nil {
 					return err
 				}
 			} else {
-				fmt.Fprintf(a.Stdout, "%s %s %s %s\n", op.ID, op.Kind, dash(op.Target), op.State)
+				fmt.Fprintf(env.Stdout, "%s %s %s %s\n", op.ID, op.Kind, dash(op.Target), op.State)
 			}
 			return opFailure(op)
 		}),
@@ -105,17 +107,17 @@ func (a *App) opsWaitCommand() *cobra.Command {
 	return cmd
 }
 
-func (a *App) opsCancelCommand() *cobra.Command {
+func opsCancelCommand(env *Env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "cancel ID",
 		Short: "Ask a running operation to stop",
 		Args:  cobra.ExactArgs(1),
-		RunE: a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
+		RunE: withClient(env, func(ctx context.Context, c *client.Client, args []string) error {
 			op, err := c.CancelOperation(ctx, args[0])
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(a.Stdout, "cancel requested for %s (%s %s); `banger ops wait %s` waits for it to stop\n", op.ID, op.Kind, dash(op.Target), op.ID)
+			fmt.Fprintf(env.Stdout, "cancel requested for %s (%s %s); `banger ops wait %s` waits for it to stop\n", op.ID, op.Kind, dash(op.Target), op.ID)
 			return nil
 		}),
 	}

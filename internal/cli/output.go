@@ -2,65 +2,17 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"strings"
-	"text/tabwriter"
 	"time"
 
+	"github.com/bangerdev/banger/internal/cmdio"
+
 	"github.com/bangerdev/banger/api"
-	"github.com/bangerdev/banger/internal/termsafe"
 	"github.com/bangerdev/banger/internal/units"
 )
-
-func printJSON(w io.Writer, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	_, err = w.Write(append(termsafe.JSON(b), '\n'))
-	return err
-}
-
-// printJSONLine prints v as one line of JSON, for streams. Both escape
-// C1 controls as well as C0 (termsafe.JSON): a guest's text in an
-// event or an egress name must not drive the terminal that shows it.
-func printJSONLine(w io.Writer, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	_, err = w.Write(append(termsafe.JSON(b), '\n'))
-	return err
-}
-
-// table prints rows under a header, aligned. Cells may hold what a
-// guest chose (a process name, a path): their control characters are
-// escaped, so they cannot drive the terminal or break the alignment.
-func table(w io.Writer, header []string, rows [][]string) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, strings.Join(header, "\t"))
-	for _, r := range rows {
-		cells := make([]string, len(r))
-		for i, c := range r {
-			cells[i] = termsafe.String(c)
-		}
-		fmt.Fprintln(tw, strings.Join(cells, "\t"))
-	}
-	return tw.Flush()
-}
-
-// fields prints "key: value" lines, aligned, values escaped as table's.
-func fields(w io.Writer, kv [][2]string) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 1, ' ', 0)
-	for _, f := range kv {
-		fmt.Fprintf(tw, "%s:\t%s\n", f[0], termsafe.String(f[1]))
-	}
-	return tw.Flush()
-}
 
 // ago prints a coarse age: "12s", "5m", "3h", "2d".
 func ago(now, t time.Time) string {
@@ -128,7 +80,7 @@ func formatBuild(name string, b api.BuildInfo) string {
 // for the caller to print whole; else a table, header before the first
 // row, each row line's (escaped there).
 type streamed[E any] struct {
-	a              *App
+	env            *Env
 	follow, asJSON bool
 	header         string
 	line           func(E) string
@@ -139,16 +91,16 @@ type streamed[E any] struct {
 func (s *streamed[E]) emit(e E) error {
 	switch {
 	case s.asJSON && s.follow:
-		return printJSONLine(s.a.Stdout, e)
+		return cmdio.JSONLine(s.env.Stdout, e)
 	case s.asJSON:
 		s.all = append(s.all, e)
 		return nil
 	}
 	if s.rows == 0 {
-		fmt.Fprintln(s.a.Stdout, s.header)
+		fmt.Fprintln(s.env.Stdout, s.header)
 	}
 	s.rows++
-	_, err := fmt.Fprintln(s.a.Stdout, s.line(e))
+	_, err := fmt.Fprintln(s.env.Stdout, s.line(e))
 	return err
 }
 
@@ -177,10 +129,10 @@ func (s *streamed[E]) run(ctx context.Context, call func(context.Context, func(E
 		return err
 	}
 	if s.asJSON && !s.follow {
-		return printJSON(s.a.Stdout, whole(s.collected()))
+		return cmdio.JSON(s.env.Stdout, whole(s.collected()))
 	}
 	if s.rows == 0 && !s.asJSON {
-		fmt.Fprintln(s.a.Stdout, none)
+		fmt.Fprintln(s.env.Stdout, none)
 	}
 	return nil
 }

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bangerdev/banger/internal/cmdio"
+
 	"github.com/spf13/cobra"
 
 	"github.com/bangerdev/banger/api"
@@ -18,18 +20,18 @@ import (
 func TestGuestTextIsEscaped(t *testing.T) {
 	var b bytes.Buffer
 	evil := "nginx\x1b]0;owned\x07\x1b[2J"
-	if err := table(&b, []string{"PORT", "PROCESS"}, [][]string{{"80", evil}}); err != nil {
+	if err := cmdio.Table(&b, []string{"PORT", "PROCESS"}, [][]string{{"80", evil}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := fields(&b, [][2]string{{"hostname", evil}}); err != nil {
+	if err := cmdio.Fields(&b, [][2]string{{"hostname", evil}}); err != nil {
 		t.Fatal(err)
 	}
 	// A DNS question is the guest's too.
 	b.WriteString(egressLine(api.EgressEvent{Kind: api.EgressDNS, Verdict: api.EgressDenied, Type: "A", Name: evil, Reason: api.ReasonAllowList}) + "\n")
 	// So is what an event says of a denial, a stop, an image's name.
 	b.WriteString(eventLine(api.Event{Type: api.EventEgressDenied, VM: "x", Detail: "dns " + evil}) + "\n")
-	a := &App{Stdout: &b, Stderr: &b}
-	if err := a.printSuggestion(api.VMEgressSuggestResult{Name: "x", Never: []string{evil}}); err != nil {
+	env := &Env{Streams: cmdio.Streams{Stdout: &b, Stderr: &b}}
+	if err := printSuggestion(env, api.VMEgressSuggestResult{Name: "x", Never: []string{evil}}); err != nil {
 		t.Fatal(err)
 	}
 	out := b.String()
@@ -37,8 +39,8 @@ func TestGuestTextIsEscaped(t *testing.T) {
 		t.Fatalf("output %q", out)
 	}
 	var e bytes.Buffer
-	a = &App{Stdin: strings.NewReader(""), Stdout: &b, Stderr: &e}
-	a.Execute(&cobra.Command{Use: "x", RunE: func(*cobra.Command, []string) error {
+	env = &Env{Streams: cmdio.Streams{Stdin: strings.NewReader(""), Stdout: &b, Stderr: &e}}
+	env.Execute(&cobra.Command{Use: "x", RunE: func(*cobra.Command, []string) error {
 		return errors.New("agent: " + evil)
 	}}, nil)
 	if strings.ContainsAny(e.String(), "\x1b\x07") {
@@ -51,10 +53,10 @@ func TestGuestTextIsEscaped(t *testing.T) {
 func TestJSONEscapesC1(t *testing.T) {
 	evil := "a\u009b2J\u009d0;owned\u009c\x1b[31m"
 	var b bytes.Buffer
-	if err := printJSON(&b, api.EgressEvent{Kind: api.EgressDNS, Name: evil}); err != nil {
+	if err := cmdio.JSON(&b, api.EgressEvent{Kind: api.EgressDNS, Name: evil}); err != nil {
 		t.Fatal(err)
 	}
-	if err := printJSONLine(&b, api.Event{Type: api.EventEgressDenied, Detail: "dns " + evil}); err != nil {
+	if err := cmdio.JSONLine(&b, api.Event{Type: api.EventEgressDenied, Detail: "dns " + evil}); err != nil {
 		t.Fatal(err)
 	}
 	if strings.ContainsFunc(b.String(), func(r rune) bool { return r != '\n' && termsafe.IsControl(r) }) {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/bangerdev/banger/internal/cmdio"
+
 	"github.com/spf13/cobra"
 
 	"github.com/bangerdev/banger/api"
@@ -13,14 +15,14 @@ import (
 	"github.com/bangerdev/banger/internal/version"
 )
 
-func (a *App) versionCommand() *cobra.Command {
+func versionCommand(env *Env) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "version",
 		Short: "Print client and daemon versions",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.printVersion(cmd.Context(), asJSON)
+			return printVersion(cmd.Context(), env, asJSON)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -29,11 +31,11 @@ func (a *App) versionCommand() *cobra.Command {
 
 // printVersion prints the client's build and, when a daemon answers, its
 // build. A daemon that is not running is reported, not an error.
-func (a *App) printVersion(ctx context.Context, asJSON bool) error {
+func printVersion(ctx context.Context, env *Env, asJSON bool) error {
 	clientInfo := version.Info()
 	var daemon *api.BuildInfo
 	var daemonErr error
-	if c, err := a.client(); err != nil {
+	if c, err := env.client(); err != nil {
 		daemonErr = err
 	} else {
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -53,16 +55,16 @@ func (a *App) printVersion(ctx context.Context, asJSON bool) error {
 		if daemonErr != nil {
 			out.Error = daemonErr.Error()
 		}
-		return printJSON(a.Stdout, out)
+		return cmdio.JSON(env.Stdout, out)
 	}
-	fmt.Fprintf(a.Stdout, "client: %s\n", formatBuild("banger", clientInfo))
+	fmt.Fprintf(env.Stdout, "client: %s\n", formatBuild("banger", clientInfo))
 	switch {
 	case daemon != nil:
-		fmt.Fprintf(a.Stdout, "daemon: %s\n", formatBuild("bangerd", *daemon))
+		fmt.Fprintf(env.Stdout, "daemon: %s\n", formatBuild("bangerd", *daemon))
 	case errors.Is(daemonErr, client.ErrDaemonNotRunning):
-		fmt.Fprintln(a.Stdout, "daemon: not running (start it with `banger daemon start`)")
+		fmt.Fprintln(env.Stdout, "daemon: not running (start it with `banger daemon start`)")
 	default:
-		fmt.Fprintf(a.Stdout, "daemon: unavailable: %v\n", daemonErr)
+		fmt.Fprintf(env.Stdout, "daemon: unavailable: %v\n", daemonErr)
 	}
 	return nil
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/bangerdev/banger/internal/cmdio"
+
 	"github.com/spf13/cobra"
 
 	"github.com/bangerdev/banger/api"
@@ -11,19 +13,19 @@ import (
 	"github.com/bangerdev/banger/internal/termsafe"
 )
 
-func (a *App) vmCommand() *cobra.Command {
-	cmd := group("vm", "Run and manage VMs", nil, a.vmCreateCommand(), a.vmListCommand("list", "ls"), a.vmShowCommand(), a.vmExecCommand(), a.vmLogsCommand(), a.vmBootTestCommand(),
-		a.vmSSHCommand(), a.vmSSHProxyCommand(), a.vmSSHConfigCommand(), a.vmRunCommand(),
-		a.vmSetCommand(), a.vmKillCommand(), a.vmPruneCommand(), a.vmEgressCommand(), a.vmForkCommand(), a.vmSnapshotCommand())
-	cmd.AddCommand(a.vmLifecycleCommands()...)
-	cmd.AddCommand(a.vmStatsCommands()...)
-	cmd.AddCommand(a.vmWorkspaceCommand())
+func vmCommand(env *Env) *cobra.Command {
+	cmd := cmdio.Group("vm", "Run and manage VMs", nil, vmCreateCommand(env), vmListCommand(env, "list", "ls"), vmShowCommand(env), vmExecCommand(env), vmLogsCommand(env), vmBootTestCommand(env),
+		vmSSHCommand(env), vmSSHProxyCommand(env), vmSSHConfigCommand(env), vmRunCommand(env),
+		vmSetCommand(env), vmKillCommand(env), vmPruneCommand(env), vmEgressCommand(env), vmForkCommand(env), vmSnapshotCommand(env))
+	cmd.AddCommand(vmLifecycleCommands(env)...)
+	cmd.AddCommand(vmStatsCommands(env)...)
+	cmd.AddCommand(vmWorkspaceCommand(env))
 	return cmd
 }
 
-func (a *App) vmBootTestCommand() *cobra.Command {
+func vmBootTestCommand(env *Env) *cobra.Command {
 	var p api.BootTestParams
-	cmd := printed(a, &cobra.Command{
+	cmd := printed(env, &cobra.Command{
 		Use:   "boot-test --image REF [--kernel REF]",
 		Short: "Boot a throwaway VM, run uname -a through its agent, power it off, and time each phase",
 		Args:  cobra.NoArgs,
@@ -31,12 +33,12 @@ func (a *App) vmBootTestCommand() *cobra.Command {
 		return c.BootTest(ctx, p)
 	}, func(res api.BootTestResult) error {
 		// uname -a is the guest's text.
-		fmt.Fprintf(a.Stdout, "%s\n(image %s, kernel %s, %s)\n\n", termsafe.Text(res.Uname), res.Image, res.Kernel, res.VMM)
+		fmt.Fprintf(env.Stdout, "%s\n(image %s, kernel %s, %s)\n\n", termsafe.Text(res.Uname), res.Image, res.Kernel, res.VMM)
 		rows := make([][]string, 0, len(res.Phases))
 		for _, ph := range res.Phases {
 			rows = append(rows, []string{ph.Name, fmt.Sprintf("%.3fs", ph.Seconds), ph.Clock})
 		}
-		return table(a.Stdout, []string{"PHASE", "TIME", "CLOCK"}, rows)
+		return cmdio.Table(env.Stdout, []string{"PHASE", "TIME", "CLOCK"}, rows)
 	})
 	cmd.Flags().StringVar(&p.Image, "image", "", "image to boot (name or ID prefix)")
 	cmd.Flags().StringVar(&p.Kernel, "kernel", "", "kernel to boot (default: the default kernel)")

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/bangerdev/banger/internal/cmdio"
+
 	"github.com/spf13/cobra"
 
 	"github.com/bangerdev/banger/api"
@@ -13,7 +15,7 @@ import (
 	"github.com/bangerdev/banger/internal/termsafe"
 )
 
-func (a *App) vmEgressCommand() *cobra.Command {
+func vmEgressCommand(env *Env) *cobra.Command {
 	var p api.VMEgressParams
 	var asJSON, suggest bool
 	cmd := &cobra.Command{
@@ -25,7 +27,7 @@ func (a *App) vmEgressCommand() *cobra.Command {
 			"once with --nat, then `banger vm set NAME --allow RULE...` with those rules. The log is kept per VM\n" +
 			"(1 MiB at most; the oldest goes first) and deleted with it.",
 		Args: cobra.ExactArgs(1),
-		RunE: a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
+		RunE: withClient(env, func(ctx context.Context, c *client.Client, args []string) error {
 			p.Name = args[0]
 			if suggest {
 				if p.Follow {
@@ -35,9 +37,9 @@ func (a *App) vmEgressCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				return a.emit(r, asJSON, func() error { return a.printSuggestion(r) })
+				return env.Emit(r, asJSON, func() error { return printSuggestion(env, r) })
 			}
-			out := &streamed[api.EgressEvent]{a: a, follow: p.Follow, asJSON: asJSON, line: egressLine,
+			out := &streamed[api.EgressEvent]{env: env, follow: p.Follow, asJSON: asJSON, line: egressLine,
 				header: fmt.Sprintf("%-8s  %-7s  %-7s  %-26s  %s", "TIME", "VERDICT", "KIND", "DESTINATION", "NAME / WHY")}
 			return out.run(ctx, func(ctx context.Context, emit func(api.EgressEvent) error) error {
 				return c.VMEgress(ctx, p, emit)
@@ -78,22 +80,22 @@ func egressLine(e api.EgressEvent) string {
 	return termsafe.String(fmt.Sprintf("%-8s  %-7s  %-7s  %-26s  %s", e.Time.Local().Format("15:04:05"), e.Verdict, e.Kind, dest, what))
 }
 
-func (a *App) printSuggestion(r api.VMEgressSuggestResult) error {
+func printSuggestion(env *Env, r api.VMEgressSuggestResult) error {
 	if len(r.Allow) == 0 {
-		fmt.Fprintf(a.Stdout, "# vm %s has tried nothing an allow-list would open\n", r.Name)
+		fmt.Fprintf(env.Stdout, "# vm %s has tried nothing an allow-list would open\n", r.Name)
 	}
 	for _, rule := range r.Allow {
-		fmt.Fprintln(a.Stdout, rule)
+		fmt.Fprintln(env.Stdout, rule)
 	}
 	for _, n := range r.Never {
-		fmt.Fprintf(a.Stdout, "# never allowed: %s\n", termsafe.String(n))
+		fmt.Fprintf(env.Stdout, "# never allowed: %s\n", termsafe.String(n))
 	}
-	if isTTY(a.Stdout) && len(r.Allow) > 0 {
+	if cmdio.IsTTY(env.Stdout) && len(r.Allow) > 0 {
 		var b strings.Builder
 		for _, rule := range r.Allow {
 			b.WriteString(" --allow '" + rule + "'")
 		}
-		fmt.Fprintf(a.Stderr, "apply with: banger vm set %s%s\n", r.Name, b.String())
+		fmt.Fprintf(env.Stderr, "apply with: banger vm set %s%s\n", r.Name, b.String())
 	}
 	return nil
 }

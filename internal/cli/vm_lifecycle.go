@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bangerdev/banger/internal/cmdio"
+
 	"github.com/spf13/cobra"
 
 	"github.com/bangerdev/banger/api"
@@ -102,7 +104,7 @@ func parseSizes(memory, disk string) (int, int64, error) {
 	return mib, size, nil
 }
 
-func (a *App) vmCreateCommand() *cobra.Command {
+func vmCreateCommand(env *Env) *cobra.Command {
 	var f createFlags
 	var asJSON bool
 	cmd := &cobra.Command{
@@ -116,17 +118,17 @@ func (a *App) vmCreateCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.withClient(func(ctx context.Context, c *client.Client, _ []string) error {
+			return withClient(env, func(ctx context.Context, c *client.Client, _ []string) error {
 				if f.ws.dryRun {
-					return a.dryRun(ctx, c, *p.Workspace)
+					return dryRun(ctx, env, c, *p.Workspace)
 				}
 				start := time.Now()
-				v, err := a.createVM(ctx, c, p)
+				v, err := createVM(ctx, env, c, p)
 				if err != nil {
 					return err
 				}
-				return a.emit(v, asJSON, func() error {
-					_, err := fmt.Fprintf(a.Stdout, "created vm %s (%s) in %s\n", v.Name, v.State, time.Since(start).Round(100*time.Millisecond))
+				return env.Emit(v, asJSON, func() error {
+					_, err := fmt.Fprintf(env.Stdout, "created vm %s (%s) in %s\n", v.Name, v.State, time.Since(start).Round(100*time.Millisecond))
 					return err
 				})
 			})(cmd, args)
@@ -154,18 +156,18 @@ func parseMiB(s string) (int, error) {
 }
 
 // createVM runs vm.create to its end, with progress on a terminal.
-func (a *App) createVM(ctx context.Context, c *client.Client, p api.VMCreateParams) (api.VM, error) {
+func createVM(ctx context.Context, env *Env, c *client.Client, p api.VMCreateParams) (api.VM, error) {
 	op, err := c.CreateVM(ctx, p)
-	return finished(ctx, a, c, op, err, c.VM)
+	return finished(ctx, env, c, op, err, c.VM)
 }
 
 // vmVerbCommand is a lifecycle verb taking one or more VM names.
-func (a *App) vmVerbCommand(use, short, done string, showState bool, flags func(*cobra.Command), do func(ctx context.Context, c *client.Client, name string) (api.VM, error)) *cobra.Command {
+func vmVerbCommand(env *Env, use, short, done string, showState bool, flags func(*cobra.Command), do func(ctx context.Context, c *client.Client, name string) (api.VM, error)) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   use + " NAME...",
 		Short: short,
 		Args:  cobra.MinimumNArgs(1),
-		RunE: a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
+		RunE: withClient(env, func(ctx context.Context, c *client.Client, args []string) error {
 			var errs []error
 			for _, name := range args {
 				v, err := do(ctx, c, name)
@@ -174,9 +176,9 @@ func (a *App) vmVerbCommand(use, short, done string, showState bool, flags func(
 					continue
 				}
 				if showState {
-					fmt.Fprintf(a.Stdout, "%s vm %s (%s)\n", done, v.Name, v.State)
+					fmt.Fprintf(env.Stdout, "%s vm %s (%s)\n", done, v.Name, v.State)
 				} else {
-					fmt.Fprintf(a.Stdout, "%s vm %s\n", done, v.Name)
+					fmt.Fprintf(env.Stdout, "%s vm %s\n", done, v.Name)
 				}
 			}
 			return errors.Join(errs...)
@@ -188,14 +190,14 @@ func (a *App) vmVerbCommand(use, short, done string, showState bool, flags func(
 	return cmd
 }
 
-func (a *App) vmLifecycleCommands() []*cobra.Command {
+func vmLifecycleCommands(env *Env) []*cobra.Command {
 	var stop api.VMStopParams
 	var force bool
 	return []*cobra.Command{
-		a.vmVerbCommand("start", "Boot stopped VMs", "started", true, nil, func(ctx context.Context, c *client.Client, name string) (api.VM, error) {
+		vmVerbCommand(env, "start", "Boot stopped VMs", "started", true, nil, func(ctx context.Context, c *client.Client, name string) (api.VM, error) {
 			return c.StartVM(ctx, name)
 		}),
-		a.vmVerbCommand("stop", "Power VMs off (gracefully, then by force after a timeout)", "stopped", true, func(cmd *cobra.Command) {
+		vmVerbCommand(env, "stop", "Power VMs off (gracefully, then by force after a timeout)", "stopped", true, func(cmd *cobra.Command) {
 			cmd.Flags().BoolVarP(&stop.Force, "force", "f", false, "kill the VMM at once")
 			cmd.Flags().IntVar(&stop.Timeout, "timeout", 30, "seconds to wait for the guest to power off before killing it")
 		}, func(ctx context.Context, c *client.Client, name string) (api.VM, error) {
@@ -203,16 +205,16 @@ func (a *App) vmLifecycleCommands() []*cobra.Command {
 			p.Name = name
 			return c.StopVM(ctx, p)
 		}),
-		a.vmVerbCommand("restart", "Stop and start VMs", "restarted", true, nil, func(ctx context.Context, c *client.Client, name string) (api.VM, error) {
+		vmVerbCommand(env, "restart", "Stop and start VMs", "restarted", true, nil, func(ctx context.Context, c *client.Client, name string) (api.VM, error) {
 			return c.RestartVM(ctx, name)
 		}),
-		a.vmVerbCommand("suspend", "Save running VMs' memory to disk and end their VMMs (resume, exec or ssh bring them back)", "suspended", true, nil, func(ctx context.Context, c *client.Client, name string) (api.VM, error) {
+		vmVerbCommand(env, "suspend", "Save running VMs' memory to disk and end their VMMs (resume, exec or ssh bring them back)", "suspended", true, nil, func(ctx context.Context, c *client.Client, name string) (api.VM, error) {
 			return c.SuspendVM(ctx, name)
 		}),
-		a.vmVerbCommand("resume", "Bring suspended VMs back as they were", "resumed", true, nil, func(ctx context.Context, c *client.Client, name string) (api.VM, error) {
+		vmVerbCommand(env, "resume", "Bring suspended VMs back as they were", "resumed", true, nil, func(ctx context.Context, c *client.Client, name string) (api.VM, error) {
 			return c.ResumeVM(ctx, name)
 		}),
-		a.vmVerbCommand("delete", "Delete VMs and their disks (a running one only with --force)", "deleted", false, func(cmd *cobra.Command) {
+		vmVerbCommand(env, "delete", "Delete VMs and their disks (a running one only with --force)", "deleted", false, func(cmd *cobra.Command) {
 			cmd.Aliases = []string{"rm"}
 			cmd.Flags().BoolVarP(&force, "force", "f", false, "stop a running VM first")
 		}, func(ctx context.Context, c *client.Client, name string) (api.VM, error) {
@@ -221,8 +223,8 @@ func (a *App) vmLifecycleCommands() []*cobra.Command {
 	}
 }
 
-func (a *App) vmListCommand(use string, aliases ...string) *cobra.Command {
-	return listed(a, &cobra.Command{Use: use, Aliases: aliases, Short: "List VMs", Args: cobra.NoArgs},
+func vmListCommand(env *Env, use string, aliases ...string) *cobra.Command {
+	return listed(env, &cobra.Command{Use: use, Aliases: aliases, Short: "List VMs", Args: cobra.NoArgs},
 		(*client.Client).VMs, func(vms []api.VM) any { return api.VMListResult{VMs: vms} },
 		[]string{"NAME", "STATE", "IMAGE", "IP", "CPUS", "MEMORY", "DISK", "AGE"}, func(now time.Time, v api.VM) []string {
 			state := v.State
@@ -234,8 +236,8 @@ func (a *App) vmListCommand(use string, aliases ...string) *cobra.Command {
 		})
 }
 
-func (a *App) vmShowCommand() *cobra.Command {
-	return printed(a, &cobra.Command{
+func vmShowCommand(env *Env) *cobra.Command {
+	return printed(env, &cobra.Command{
 		Use:   "show NAME",
 		Short: "Show a VM",
 		Args:  cobra.ExactArgs(1),
@@ -265,7 +267,7 @@ func (a *App) vmShowCommand() *cobra.Command {
 		if v.State == api.VMSuspended {
 			kv = append(kv, [2]string{"saved state", units.FormatSize(v.StateBytes) + " on disk (no host memory while suspended)"})
 		}
-		return fields(a.Stdout, kv)
+		return cmdio.Fields(env.Stdout, kv)
 	})
 }
 
@@ -277,20 +279,20 @@ func initSummary(init string) string {
 	return "banger's agent"
 }
 
-func (a *App) vmExecCommand() *cobra.Command {
+func vmExecCommand(env *Env) *cobra.Command {
 	var p api.VMExecParams
 	cmd := &cobra.Command{
 		Use:   "exec NAME -- CMD [ARG...]",
 		Short: "Run a command in a running VM; its exit code is banger's",
 		Args:  cobra.MinimumNArgs(2),
-		RunE: a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
+		RunE: withClient(env, func(ctx context.Context, c *client.Client, args []string) error {
 			p.Name, p.Args = args[0], args[1:]
-			code, err := a.execVM(ctx, c, p)
+			code, err := execVM(ctx, env, c, p)
 			if err != nil {
 				return err
 			}
 			if code != 0 {
-				return &ExitError{Code: code}
+				return &cmdio.ExitError{Code: code}
 			}
 			return nil
 		}),
@@ -303,11 +305,11 @@ func (a *App) vmExecCommand() *cobra.Command {
 
 // execVM runs a command, copying its output to ours, and returns its
 // exit code.
-func (a *App) execVM(ctx context.Context, c *client.Client, p api.VMExecParams) (int, error) {
+func execVM(ctx context.Context, env *Env, c *client.Client, p api.VMExecParams) (int, error) {
 	r, err := c.ExecVM(ctx, p, func(ev api.VMExecEvent) error {
-		var w io.Writer = a.Stdout
+		var w io.Writer = env.Stdout
 		if ev.Stream == "stderr" {
-			w = a.Stderr
+			w = env.Stderr
 		}
 		_, err := w.Write(ev.Data)
 		return err
@@ -315,14 +317,14 @@ func (a *App) execVM(ctx context.Context, c *client.Client, p api.VMExecParams) 
 	return r.ExitCode, err
 }
 
-func (a *App) vmLogsCommand() *cobra.Command {
+func vmLogsCommand(env *Env) *cobra.Command {
 	var p api.VMLogsParams
 	var raw bool
 	cmd := &cobra.Command{
 		Use:   "logs [-f] [-n N] [--raw] NAME",
 		Short: "Print a VM's console: its kernel's and its agent's messages",
 		Args:  cobra.ExactArgs(1),
-		RunE: a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
+		RunE: withClient(env, func(ctx context.Context, c *client.Client, args []string) error {
 			p.Name = args[0]
 			if p.Follow {
 				var stop context.CancelFunc
@@ -331,9 +333,9 @@ func (a *App) vmLogsCommand() *cobra.Command {
 			}
 			// A console is the guest's text: on a terminal its escape
 			// sequences are shown, not obeyed (--raw passes them).
-			var out io.Writer = a.Stdout
-			if isTTY(a.Stdout) && !raw {
-				out = termsafe.NewWriter(a.Stdout)
+			var out io.Writer = env.Stdout
+			if cmdio.IsTTY(env.Stdout) && !raw {
+				out = termsafe.NewWriter(env.Stdout)
 			}
 			r, err := c.VMLogs(ctx, p, func(chunk string) error {
 				_, err := io.WriteString(out, chunk)
@@ -355,7 +357,7 @@ func (a *App) vmLogsCommand() *cobra.Command {
 	return cmd
 }
 
-func (a *App) vmSetCommand() *cobra.Command {
+func vmSetCommand(env *Env) *cobra.Command {
 	var p api.VMSetParams
 	var memory, disk string
 	var nat, isolate bool
@@ -374,13 +376,13 @@ func (a *App) vmSetCommand() *cobra.Command {
 			if cmd.Flags().Changed("isolate") {
 				p.Isolate = &isolate
 			}
-			return a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
+			return withClient(env, func(ctx context.Context, c *client.Client, args []string) error {
 				p.Name = args[0]
 				v, err := c.SetVM(ctx, p)
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(a.Stdout, "vm %s: %d cpus, %s memory, %s disk, egress %s, auto-stop %s, idle action %s\n", v.Name, v.VCPU,
+				fmt.Fprintf(env.Stdout, "vm %s: %d cpus, %s memory, %s disk, egress %s, auto-stop %s, idle action %s\n", v.Name, v.VCPU,
 					units.FormatSize(int64(v.MemoryMiB)<<20), units.FormatSize(v.DiskSize), egressSummary(v), dash(v.AutoStop), cmp.Or(v.IdleAction, "default"))
 				return nil
 			})(cmd, args)
@@ -398,22 +400,22 @@ func (a *App) vmSetCommand() *cobra.Command {
 	return cmd
 }
 
-func (a *App) vmKillCommand() *cobra.Command {
+func vmKillCommand(env *Env) *cobra.Command {
 	var sig string
-	return a.vmVerbCommand("kill", "Signal VMs' VMMs (SIGKILL by default): no power-off through the guest", "killed", true, func(cmd *cobra.Command) {
+	return vmVerbCommand(env, "kill", "Signal VMs' VMMs (SIGKILL by default): no power-off through the guest", "killed", true, func(cmd *cobra.Command) {
 		cmd.Flags().StringVarP(&sig, "signal", "s", "KILL", "signal for the VMM: KILL, TERM, INT, HUP or QUIT")
 	}, func(ctx context.Context, c *client.Client, name string) (api.VM, error) {
 		return c.KillVM(ctx, api.VMKillParams{Name: name, Signal: sig})
 	})
 }
 
-func (a *App) vmPruneCommand() *cobra.Command {
+func vmPruneCommand(env *Env) *cobra.Command {
 	var force bool
 	cmd := &cobra.Command{
 		Use:   "prune [-f]",
 		Short: "Delete every stopped and failed VM",
 		Args:  cobra.NoArgs,
-		RunE: a.withClient(func(ctx context.Context, c *client.Client, _ []string) error {
+		RunE: withClient(env, func(ctx context.Context, c *client.Client, _ []string) error {
 			if !force {
 				vms, err := c.VMs(ctx)
 				if err != nil {
@@ -426,15 +428,15 @@ func (a *App) vmPruneCommand() *cobra.Command {
 					}
 				}
 				if len(names) == 0 {
-					fmt.Fprintln(a.Stdout, "no stopped or failed VMs")
+					fmt.Fprintln(env.Stdout, "no stopped or failed VMs")
 					return nil
 				}
-				if !isTTY(a.Stdout) {
+				if !cmdio.IsTTY(env.Stdout) {
 					return fmt.Errorf("%w: would delete %s; pass -f to delete without asking", api.ErrInvalidArgument, strings.Join(names, ", "))
 				}
-				fmt.Fprintf(a.Stdout, "delete %s and their disks? [y/N] ", strings.Join(names, ", "))
+				fmt.Fprintf(env.Stdout, "delete %s and their disks? [y/N] ", strings.Join(names, ", "))
 				var answer string
-				_, _ = fmt.Fscanln(a.Stdin, &answer)
+				_, _ = fmt.Fscanln(env.Stdin, &answer)
 				if answer != "y" && answer != "Y" && answer != "yes" {
 					return nil
 				}
@@ -443,11 +445,11 @@ func (a *App) vmPruneCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(a.Stdout, "deleted %d VM(s)", len(r.Deleted))
+			fmt.Fprintf(env.Stdout, "deleted %d VM(s)", len(r.Deleted))
 			if len(r.Deleted) > 0 {
-				fmt.Fprintf(a.Stdout, ": %s", strings.Join(r.Deleted, ", "))
+				fmt.Fprintf(env.Stdout, ": %s", strings.Join(r.Deleted, ", "))
 			}
-			fmt.Fprintln(a.Stdout)
+			fmt.Fprintln(env.Stdout)
 			return nil
 		}),
 	}
@@ -456,8 +458,8 @@ func (a *App) vmPruneCommand() *cobra.Command {
 }
 
 // psCommand is `banger ps`, the short form of `banger vm list`.
-func (a *App) psCommand() *cobra.Command {
-	cmd := a.vmListCommand("ps")
+func psCommand(env *Env) *cobra.Command {
+	cmd := vmListCommand(env, "ps")
 	cmd.Short = "List VMs (short for `banger vm list`)"
 	return cmd
 }

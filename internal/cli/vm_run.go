@@ -9,13 +9,15 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/bangerdev/banger/internal/cmdio"
+
 	"github.com/spf13/cobra"
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/api/client"
 )
 
-func (a *App) vmRunCommand() *cobra.Command {
+func vmRunCommand(env *Env) *cobra.Command {
 	var f createFlags
 	var rm, detach bool
 	cmd := &cobra.Command{
@@ -48,23 +50,23 @@ func (a *App) vmRunCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := a.client()
+			c, err := env.client()
 			if err != nil {
 				return err
 			}
 			ctx := cmd.Context()
 			if f.ws.dryRun {
-				return a.dryRun(ctx, c, *p.Workspace)
+				return dryRun(ctx, env, c, *p.Workspace)
 			}
-			v, err := a.upVM(ctx, c, p)
+			v, err := upVM(ctx, env, c, p)
 			if err != nil {
 				return err
 			}
 			if detach {
-				fmt.Fprintln(a.Stdout, v.Name)
+				fmt.Fprintln(env.Stdout, v.Name)
 				return nil
 			}
-			code, err := a.sshChild(ctx, c, v.Name, command)
+			code, err := sshChild(ctx, env, c, v.Name, command)
 			if rm {
 				if _, derr := c.DeleteVM(context.WithoutCancel(ctx), api.VMDeleteParams{Name: v.Name, Force: true}); derr != nil {
 					err = errors.Join(err, derr)
@@ -74,7 +76,7 @@ func (a *App) vmRunCommand() *cobra.Command {
 				return err
 			}
 			if code != 0 {
-				return &ExitError{Code: code}
+				return &cmdio.ExitError{Code: code}
 			}
 			return nil
 		},
@@ -87,7 +89,7 @@ func (a *App) vmRunCommand() *cobra.Command {
 
 // upVM returns a running VM: the one --name names, started if need be,
 // or a new one.
-func (a *App) upVM(ctx context.Context, c *client.Client, p api.VMCreateParams) (api.VM, error) {
+func upVM(ctx context.Context, env *Env, c *client.Client, p api.VMCreateParams) (api.VM, error) {
 	if p.Name != "" {
 		v, err := c.VM(ctx, p.Name)
 		if err == nil && v.State != api.VMRunning {
@@ -106,7 +108,7 @@ func (a *App) upVM(ctx context.Context, c *client.Client, p api.VMCreateParams) 
 			return api.VM{}, err
 		}
 	}
-	v, err := a.createVM(ctx, c, p)
+	v, err := createVM(ctx, env, c, p)
 	if err != nil {
 		return api.VM{}, fmt.Errorf("%w (the VM, if it was made, is kept: `banger vm logs NAME` says why it failed)", err)
 	}
@@ -116,8 +118,8 @@ func (a *App) upVM(ctx context.Context, c *client.Client, p api.VMCreateParams) 
 // sshChild runs ssh into a VM as a child, for callers with work left
 // after it (--rm), and returns its exit code. Interrupts go to ssh, not
 // to banger, which must outlive it.
-func (a *App) sshChild(ctx context.Context, c *client.Client, name string, command []string) (int, error) {
-	sshBin, argv, err := a.sshCommand(ctx, c, name, command)
+func sshChild(ctx context.Context, env *Env, c *client.Client, name string, command []string) (int, error) {
+	sshBin, argv, err := sshCommand(ctx, env, c, name, command)
 	if err != nil {
 		return 0, err
 	}
@@ -125,7 +127,7 @@ func (a *App) sshChild(ctx context.Context, c *client.Client, name string, comma
 	signal.Notify(sig, os.Interrupt)
 	defer signal.Stop(sig)
 	child := exec.Command(sshBin, argv[1:]...)
-	child.Stdin, child.Stdout, child.Stderr = a.Stdin, a.Stdout, a.Stderr
+	child.Stdin, child.Stdout, child.Stderr = env.Stdin, env.Stdout, env.Stderr
 	err = child.Run()
 	var exit *exec.ExitError
 	if errors.As(err, &exit) {

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/bangerdev/banger/internal/cmdio"
+
 	"github.com/spf13/cobra"
 
 	"github.com/bangerdev/banger/api"
@@ -14,8 +16,8 @@ import (
 )
 
 // vmSnapshotCommand is `vm snapshot`: checkpoints of a VM.
-func (a *App) vmSnapshotCommand() *cobra.Command {
-	create := printed(a, &cobra.Command{
+func vmSnapshotCommand(env *Env) *cobra.Command {
+	create := printed(env, &cobra.Command{
 		Use:   "create NAME [TAG]",
 		Short: "Save a running VM's memory and work disk as a checkpoint (TAG: default the time); it runs on",
 		Args:  cobra.RangeArgs(1, 2),
@@ -26,11 +28,11 @@ func (a *App) vmSnapshotCommand() *cobra.Command {
 		}
 		return c.CreateSnapshot(ctx, p)
 	}, func(s api.Snapshot) error {
-		_, err := fmt.Fprintf(a.Stdout, "saved %s of %s (%s of memory, %s of disk)\n", s.Tag, s.VM, units.FormatSize(s.StateBytes), units.FormatSize(s.DiskUsed))
+		_, err := fmt.Fprintf(env.Stdout, "saved %s of %s (%s of memory, %s of disk)\n", s.Tag, s.VM, units.FormatSize(s.StateBytes), units.FormatSize(s.DiskUsed))
 		return err
 	})
 	var list *cobra.Command
-	list = listed(a, &cobra.Command{Use: "list NAME", Aliases: []string{"ls"}, Short: "List a VM's checkpoints", Args: cobra.ExactArgs(1)},
+	list = listed(env, &cobra.Command{Use: "list NAME", Aliases: []string{"ls"}, Short: "List a VM's checkpoints", Args: cobra.ExactArgs(1)},
 		func(c *client.Client, ctx context.Context) ([]api.Snapshot, error) {
 			r, err := c.ListSnapshots(ctx, list.Flags().Arg(0))
 			return r.Snapshots, err
@@ -40,7 +42,7 @@ func (a *App) vmSnapshotCommand() *cobra.Command {
 				fmt.Sprintf("%d cpus, %s", s.VCPU, units.FormatSize(int64(s.MemoryMiB)<<20))}
 		})
 	var tag string
-	restore := printed(a, &cobra.Command{
+	restore := printed(env, &cobra.Command{
 		Use:   "restore NAME TAG",
 		Short: "Roll a VM back to a checkpoint, memory and disk (what it did since is lost); it runs from there",
 		Args:  cobra.ExactArgs(2),
@@ -48,10 +50,10 @@ func (a *App) vmSnapshotCommand() *cobra.Command {
 		tag = args[1]
 		return c.RestoreSnapshot(ctx, api.VMSnapshotParams{Name: args[0], Tag: tag})
 	}, func(v api.VM) error {
-		_, err := fmt.Fprintf(a.Stdout, "%s rolled back to snapshot %s: %s\n", v.Name, tag, v.State)
+		_, err := fmt.Fprintf(env.Stdout, "%s rolled back to snapshot %s: %s\n", v.Name, tag, v.State)
 		return err
 	})
-	del := printed(a, &cobra.Command{
+	del := printed(env, &cobra.Command{
 		Use:     "delete NAME TAG",
 		Aliases: []string{"rm"},
 		Short:   "Delete a checkpoint",
@@ -59,16 +61,16 @@ func (a *App) vmSnapshotCommand() *cobra.Command {
 	}, "print JSON", func(ctx context.Context, c *client.Client, args []string) (api.Snapshot, error) {
 		return c.DeleteSnapshot(ctx, api.VMSnapshotParams{Name: args[0], Tag: args[1]})
 	}, func(s api.Snapshot) error {
-		_, err := fmt.Fprintf(a.Stdout, "deleted %s of %s (%s freed)\n", s.Tag, s.VM, units.FormatSize(s.StateBytes+s.DiskUsed))
+		_, err := fmt.Fprintf(env.Stdout, "deleted %s of %s (%s freed)\n", s.Tag, s.VM, units.FormatSize(s.StateBytes+s.DiskUsed))
 		return err
 	})
-	return group("snapshot", "Checkpoint a VM, list, roll back to and delete its checkpoints", []string{"snapshots"}, create, list, restore, del)
+	return cmdio.Group("snapshot", "Checkpoint a VM, list, roll back to and delete its checkpoints", []string{"snapshots"}, create, list, restore, del)
 }
 
 // vmForkCommand is `vm fork`.
-func (a *App) vmForkCommand() *cobra.Command {
+func vmForkCommand(env *Env) *cobra.Command {
 	var p api.VMForkParams
-	cmd := printed(a, &cobra.Command{
+	cmd := printed(env, &cobra.Command{
 		Use:   "fork NAME [--count N] [--name PREFIX]",
 		Short: "Make running copies of a running VM, each with its own name, identity, address and work disk",
 		Long: "Make running copies of a running VM: its memory and work disk are saved in one short pause (it\n" +
@@ -83,7 +85,7 @@ func (a *App) vmForkCommand() *cobra.Command {
 		for _, v := range r.VMs {
 			rows = append(rows, []string{v.Name, v.State, dash(v.IP)})
 		}
-		return table(a.Stdout, []string{"NAME", "STATE", "IP"}, rows)
+		return cmdio.Table(env.Stdout, []string{"NAME", "STATE", "IP"}, rows)
 	})
 	cmd.Flags().IntVarP(&p.Count, "count", "n", 1, "how many copies (1 to 16)")
 	cmd.Flags().StringVar(&p.Prefix, "name", "", "name the copy PREFIX, or the copies PREFIX-1..N (default: NAME-fork-N)")
@@ -91,11 +93,11 @@ func (a *App) vmForkCommand() *cobra.Command {
 }
 
 // imageWarmCommand is `image warm`.
-func (a *App) imageWarmCommand() *cobra.Command {
+func imageWarmCommand(env *Env) *cobra.Command {
 	var p api.ImageWarmParams
 	var memory, disk string
 	var nat bool
-	cmd := printed(a, &cobra.Command{
+	cmd := printed(env, &cobra.Command{
 		Use:   "warm REF [--cpus N] [--memory SIZE] [--disk SIZE] [--network MODE]",
 		Short: "Make the template new VMs of this image and shape start from (vm create makes it on first use)",
 		Args:  cobra.ExactArgs(1),
@@ -107,7 +109,7 @@ func (a *App) imageWarmCommand() *cobra.Command {
 		}
 		return c.WarmImage(ctx, p)
 	}, func(t api.Template) error {
-		_, err := fmt.Fprintf(a.Stdout, "template %s of %s ready (%s cpus, %s, %s disk, nic %s): %s of memory saved; made in %.1fs\n",
+		_, err := fmt.Fprintf(env.Stdout, "template %s of %s ready (%s cpus, %s, %s disk, nic %s): %s of memory saved; made in %.1fs\n",
 			t.ID, t.Image, strconv.Itoa(t.VCPU), units.FormatSize(int64(t.MemoryMiB)<<20), units.FormatSize(t.DiskSize), t.NIC,
 			units.FormatSize(t.StateBytes), t.Took)
 		return err
@@ -128,8 +130,8 @@ func (a *App) imageWarmCommand() *cobra.Command {
 }
 
 // imageTemplatesCommand is `image templates`.
-func (a *App) imageTemplatesCommand() *cobra.Command {
-	return listed(a, &cobra.Command{Use: "templates", Short: "List the templates new VMs start from, and what they take on disk", Args: cobra.NoArgs},
+func imageTemplatesCommand(env *Env) *cobra.Command {
+	return listed(env, &cobra.Command{Use: "templates", Short: "List the templates new VMs start from, and what they take on disk", Args: cobra.NoArgs},
 		(*client.Client).Templates, func(t []api.Template) any { return api.TemplateListResult{Templates: t} },
 		[]string{"ID", "IMAGE", "KERNEL", "SHAPE", "NIC", "MEMORY SAVED", "DISK", "AGE"}, func(now time.Time, t api.Template) []string {
 			return []string{t.ID, t.Image, t.Kernel, fmt.Sprintf("%d cpus, %s, %s disk", t.VCPU, units.FormatSize(int64(t.MemoryMiB)<<20), units.FormatSize(t.DiskSize)),

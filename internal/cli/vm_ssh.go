@@ -15,7 +15,7 @@ import (
 	"github.com/bangerdev/banger/api/client"
 )
 
-func (a *App) vmSSHCommand() *cobra.Command {
+func vmSSHCommand(env *Env) *cobra.Command {
 	return &cobra.Command{
 		Use:   "ssh NAME [-- CMD [ARG...]]",
 		Short: "Open a shell in a VM, or run a command, with OpenSSH through the VM's agent",
@@ -25,8 +25,8 @@ func (a *App) vmSSHCommand() *cobra.Command {
 			"words (`-- sh -c 'echo hi'`, as vm exec); a single word is given to the guest's shell as it is\n" +
 			"(`-- 'ls | wc -l'`).",
 		Args: cobra.MinimumNArgs(1),
-		RunE: a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
-			sshBin, argv, err := a.sshCommand(ctx, c, args[0], args[1:])
+		RunE: withClient(env, func(ctx context.Context, c *client.Client, args []string) error {
+			sshBin, argv, err := sshCommand(ctx, env, c, args[0], args[1:])
 			if err != nil {
 				return err
 			}
@@ -39,7 +39,7 @@ func (a *App) vmSSHCommand() *cobra.Command {
 
 // sshCommand checks that a VM can be reached and returns the ssh binary
 // and the command line that reaches it, running cmd when not empty.
-func (a *App) sshCommand(ctx context.Context, c *client.Client, name string, cmd []string) (string, []string, error) {
+func sshCommand(ctx context.Context, env *Env, c *client.Client, name string, cmd []string) (string, []string, error) {
 	info, err := c.VMSSH(ctx, name)
 	if err != nil {
 		return "", nil, err
@@ -110,36 +110,36 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-func (a *App) vmSSHProxyCommand() *cobra.Command {
+func vmSSHProxyCommand(env *Env) *cobra.Command {
 	return &cobra.Command{
 		Use:   "ssh-proxy NAME",
 		Short: "Join stdin and stdout to a VM's SSH server (an OpenSSH ProxyCommand)",
 		Args:  cobra.ExactArgs(1),
-		RunE: a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
+		RunE: withClient(env, func(ctx context.Context, c *client.Client, args []string) error {
 			stream, err := c.SSHProxy(ctx, args[0])
 			if err != nil {
 				return err
 			}
 			defer stream.Close()
 			go func() {
-				_, _ = io.Copy(stream, a.Stdin)
+				_, _ = io.Copy(stream, env.Stdin)
 				if cw, ok := stream.(interface{ CloseWrite() error }); ok {
 					_ = cw.CloseWrite()
 				}
 			}()
-			_, err = io.Copy(a.Stdout, stream)
+			_, err = io.Copy(env.Stdout, stream)
 			return err
 		}),
 	}
 }
 
-func (a *App) vmSSHConfigCommand() *cobra.Command {
+func vmSSHConfigCommand(env *Env) *cobra.Command {
 	return &cobra.Command{
 		Use:   "ssh-config [NAME...]",
 		Short: "Print OpenSSH Host entries for running VMs (all of them by default)",
 		Long: "Print Host entries that let ssh, scp, rsync, git and IDE remotes reach VMs as NAME.vm, e.g.\n" +
 			"`banger vm ssh-config >> ~/.ssh/config`, or `scp -F <(banger vm ssh-config) f box.vm:`.",
-		RunE: a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
+		RunE: withClient(env, func(ctx context.Context, c *client.Client, args []string) error {
 			if len(args) == 0 {
 				vms, err := c.VMs(ctx)
 				if err != nil {
@@ -160,9 +160,9 @@ func (a *App) vmSSHConfigCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(a.Stdout, "Host %s\n", info.Host)
+				fmt.Fprintf(env.Stdout, "Host %s\n", info.Host)
 				for _, kv := range sshConfig(info, self) {
-					fmt.Fprintf(a.Stdout, "  %s %s\n", kv[0], kv[1])
+					fmt.Fprintf(env.Stdout, "  %s %s\n", kv[0], kv[1])
 				}
 			}
 			return nil

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bangerdev/banger/internal/cmdio"
+
 	"github.com/spf13/cobra"
 
 	"github.com/bangerdev/banger/api"
@@ -15,11 +17,11 @@ import (
 	"github.com/bangerdev/banger/internal/units"
 )
 
-func (a *App) vmStatsCommands() []*cobra.Command {
-	return []*cobra.Command{a.vmStatsCommand(), a.vmTopCommand(), a.vmHealthCommand(), a.vmPingCommand(), a.vmPortsCommand()}
+func vmStatsCommands(env *Env) []*cobra.Command {
+	return []*cobra.Command{vmStatsCommand(env), vmTopCommand(env), vmHealthCommand(env), vmPingCommand(env), vmPortsCommand(env)}
 }
 
-func (a *App) vmStatsCommand() *cobra.Command {
+func vmStatsCommand(env *Env) *cobra.Command {
 	var asJSON, watch bool
 	var every time.Duration
 	cmd := &cobra.Command{
@@ -28,18 +30,18 @@ func (a *App) vmStatsCommand() *cobra.Command {
 		Long: "Show the stats poller's latest sample of a running VM, with its recent CPU history. " +
 			"--watch redraws it live, as `banger vm top` does for every VM.",
 		Args: cobra.ExactArgs(1),
-		RunE: a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
+		RunE: withClient(env, func(ctx context.Context, c *client.Client, args []string) error {
 			if watch {
-				return a.top(ctx, c, args[0], every)
+				return top(ctx, env, c, args[0], every)
 			}
 			st, err := c.VMStats(ctx, args[0])
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				return printJSON(a.Stdout, st)
+				return cmdio.JSON(env.Stdout, st)
 			}
-			return fields(a.Stdout, statsFields(st))
+			return cmdio.Fields(env.Stdout, statsFields(st))
 		}),
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -88,7 +90,7 @@ func sparkline(vals []float64, top float64) string {
 	return b.String()
 }
 
-func (a *App) vmTopCommand() *cobra.Command {
+func vmTopCommand(env *Env) *cobra.Command {
 	var every time.Duration
 	var asJSON bool
 	cmd := &cobra.Command{
@@ -97,15 +99,15 @@ func (a *App) vmTopCommand() *cobra.Command {
 		Long: "Redraw a table of every running VM every --interval until interrupted (Ctrl-C), with a " +
 			"sparkline of each VM's recent CPU. Printed once when the output is not a terminal.",
 		Args: cobra.NoArgs,
-		RunE: a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
+		RunE: withClient(env, func(ctx context.Context, c *client.Client, args []string) error {
 			if asJSON {
 				all, err := c.VMStatsAll(ctx)
 				if err != nil {
 					return err
 				}
-				return printJSON(a.Stdout, all)
+				return cmdio.JSON(env.Stdout, all)
 			}
-			return a.top(ctx, c, "", every)
+			return top(ctx, env, c, "", every)
 		}),
 	}
 	cmd.Flags().DurationVar(&every, "interval", 2*time.Second, "how often to redraw")
@@ -115,8 +117,8 @@ func (a *App) vmTopCommand() *cobra.Command {
 
 // top draws every running VM (or only the one named only) until ctx
 // ends; once, when stdout is not a terminal.
-func (a *App) top(ctx context.Context, c *client.Client, only string, every time.Duration) error {
-	live := isTTY(a.Stdout)
+func top(ctx context.Context, env *Env, c *client.Client, only string, every time.Duration) error {
+	live := cmdio.IsTTY(env.Stdout)
 	for {
 		all, err := c.VMStatsAll(ctx)
 		if err != nil {
@@ -145,10 +147,10 @@ func (a *App) top(ctx context.Context, c *client.Client, only string, every time
 			}
 		}
 		if live {
-			fmt.Fprint(a.Stdout, "\033[H\033[2J") // home, clear
-			fmt.Fprintf(a.Stdout, "banger vm top — %s — every %s, Ctrl-C to quit\n\n", time.Now().Format("15:04:05"), every)
+			fmt.Fprint(env.Stdout, "\033[H\033[2J") // home, clear
+			fmt.Fprintf(env.Stdout, "banger vm top — %s — every %s, Ctrl-C to quit\n\n", time.Now().Format("15:04:05"), every)
 		}
-		if err := a.topTable(a.Stdout, rows); err != nil || !live {
+		if err := topTable(env, env.Stdout, rows); err != nil || !live {
 			return err
 		}
 		select {
@@ -159,16 +161,16 @@ func (a *App) top(ctx context.Context, c *client.Client, only string, every time
 	}
 }
 
-func (a *App) topTable(w io.Writer, rows [][]string) error {
+func topTable(env *Env, w io.Writer, rows [][]string) error {
 	if len(rows) == 0 {
 		_, err := fmt.Fprintln(w, "no running VMs")
 		return err
 	}
-	return table(w, []string{"NAME", "CPU", "HISTORY", "MEMORY", "HOST RSS", "NET IN", "NET OUT", "LOAD", "PROCS", "UP"}, rows)
+	return cmdio.Table(w, []string{"NAME", "CPU", "HISTORY", "MEMORY", "HOST RSS", "NET IN", "NET OUT", "LOAD", "PROCS", "UP"}, rows)
 }
 
-func (a *App) vmHealthCommand() *cobra.Command {
-	return printed(a, &cobra.Command{
+func vmHealthCommand(env *Env) *cobra.Command {
+	return printed(env, &cobra.Command{
 		Use:   "health NAME",
 		Short: "Check that a running VM's agent answers, with its latency and version",
 		Long: "Ping the VM's agent. Exits non-zero with code not_found, not_running, or unresponsive " +
@@ -177,31 +179,31 @@ func (a *App) vmHealthCommand() *cobra.Command {
 	}, "print JSON", func(ctx context.Context, c *client.Client, args []string) (api.VMHealth, error) {
 		return c.VMHealth(ctx, args[0])
 	}, func(h api.VMHealth) error {
-		_, err := fmt.Fprintf(a.Stdout, "vm %s is healthy: agent %s answered in %.1f ms, guest up %s\n",
+		_, err := fmt.Fprintf(env.Stdout, "vm %s is healthy: agent %s answered in %.1f ms, guest up %s\n",
 			h.Name, dash(h.AgentVersion), h.LatencyMS, shortDuration(time.Duration(h.Uptime*float64(time.Second))))
 		return err
 	})
 }
 
-func (a *App) vmPingCommand() *cobra.Command {
+func vmPingCommand(env *Env) *cobra.Command {
 	return &cobra.Command{
 		Use:   "ping NAME",
 		Short: "Ping a running VM's agent",
 		Args:  cobra.ExactArgs(1),
-		RunE: a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
+		RunE: withClient(env, func(ctx context.Context, c *client.Client, args []string) error {
 			h, err := c.VMPing(ctx, args[0])
 			if err != nil {
 				return err
 			}
-			_, err = fmt.Fprintf(a.Stdout, "pong from %s in %.1f ms\n", h.Name, h.LatencyMS)
+			_, err = fmt.Fprintf(env.Stdout, "pong from %s in %.1f ms\n", h.Name, h.LatencyMS)
 			return err
 		}),
 	}
 }
 
-func (a *App) vmPortsCommand() *cobra.Command {
+func vmPortsCommand(env *Env) *cobra.Command {
 	var forward bool
-	cmd := printed(a, &cobra.Command{
+	cmd := printed(env, &cobra.Command{
 		Use:   "ports NAME",
 		Short: "List a running VM's listening ports, each probed as http, https or tcp",
 		Long: "List every listening TCP and UDP socket in the guest with its process, one row per port. " +
@@ -220,7 +222,7 @@ func (a *App) vmPortsCommand() *cobra.Command {
 			}
 			rows = append(rows, []string{p.Proto, strconv.Itoa(p.Port), strings.Join(p.Addresses, ","), dash(proc), p.Scheme, dash(p.URL)})
 		}
-		return table(a.Stdout, []string{"PROTO", "PORT", "ADDRESS", "PROCESS", "SCHEME", "URL"}, rows)
+		return cmdio.Table(env.Stdout, []string{"PROTO", "PORT", "ADDRESS", "PROCESS", "SCHEME", "URL"}, rows)
 	})
 	cmd.Flags().BoolVar(&forward, "forward", false, "open each TCP port on the host's 127.0.0.1")
 	return cmd

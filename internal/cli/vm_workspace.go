@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/bangerdev/banger/internal/cmdio"
+
 	"github.com/spf13/cobra"
 
 	"github.com/bangerdev/banger/api"
@@ -15,10 +17,10 @@ import (
 	"github.com/bangerdev/banger/internal/units"
 )
 
-func (a *App) vmWorkspaceCommand() *cobra.Command {
-	return group("workspace", "Put a host project in a VM, and sync or export its changes", nil,
-		a.workspacePrepareCommand(), a.workspaceStatusCommand(), a.workspaceSyncCommand("pull"),
-		a.workspaceSyncCommand("push"), a.workspaceExportCommand())
+func vmWorkspaceCommand(env *Env) *cobra.Command {
+	return cmdio.Group("workspace", "Put a host project in a VM, and sync or export its changes", nil,
+		workspacePrepareCommand(env), workspaceStatusCommand(env), workspaceSyncCommand(env, "pull"),
+		workspaceSyncCommand(env, "push"), workspaceExportCommand(env))
 }
 
 // workspaceFlags are the flags that choose what a workspace holds.
@@ -41,22 +43,22 @@ func (f *workspaceFlags) spec(path string) (api.WorkspaceSpec, error) {
 }
 
 // dryRun prints the files spec selects.
-func (a *App) dryRun(ctx context.Context, c *client.Client, spec api.WorkspaceSpec) error {
+func dryRun(ctx context.Context, env *Env, c *client.Client, spec api.WorkspaceSpec) error {
 	r, err := c.PrepareWorkspace(ctx, api.WorkspacePrepareParams{WorkspaceSpec: spec, DryRun: true}, nil)
 	if err != nil {
 		return err
 	}
 	for _, f := range r.List {
-		fmt.Fprintln(a.Stdout, f)
+		fmt.Fprintln(env.Stdout, f)
 	}
-	fmt.Fprintf(a.Stderr, "%d files would go to %s (plus .git when %s is a repository's top)\n", r.Files, r.Dir, spec.Path)
+	fmt.Fprintf(env.Stderr, "%d files would go to %s (plus .git when %s is a repository's top)\n", r.Files, r.Dir, spec.Path)
 	return nil
 }
 
 // transferProgress draws a transfer's progress on a terminal, and
 // nothing elsewhere; done erases it.
-func (a *App) transferProgress() (func(api.WorkspaceProgress), func()) {
-	if !isTTY(a.Stderr) {
+func transferProgress(env *Env) (func(api.WorkspaceProgress), func()) {
+	if !cmdio.IsTTY(env.Stderr) {
 		return func(api.WorkspaceProgress) {}, func() {}
 	}
 	return func(p api.WorkspaceProgress) {
@@ -64,13 +66,13 @@ func (a *App) transferProgress() (func(api.WorkspaceProgress), func()) {
 			if p.Unit == "bytes" {
 				what = units.FormatSize(p.Done)
 			}
-			fmt.Fprintf(a.Stderr, "\r\033[2K%s %s", p.Phase, what)
+			fmt.Fprintf(env.Stderr, "\r\033[2K%s %s", p.Phase, what)
 		}, func() {
-			fmt.Fprint(a.Stderr, "\r\033[2K")
+			fmt.Fprint(env.Stderr, "\r\033[2K")
 		}
 }
 
-func (a *App) workspacePrepareCommand() *cobra.Command {
+func workspacePrepareCommand(env *Env) *cobra.Command {
 	var f workspaceFlags
 	var asJSON bool
 	cmd := &cobra.Command{
@@ -85,23 +87,23 @@ func (a *App) workspacePrepareCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := a.client()
+			c, err := env.client()
 			if err != nil {
 				return err
 			}
 			if f.dryRun {
-				return a.dryRun(cmd.Context(), c, spec)
+				return dryRun(cmd.Context(), env, c, spec)
 			}
-			show, done := a.transferProgress()
+			show, done := transferProgress(env)
 			r, err := c.PrepareWorkspace(cmd.Context(), api.WorkspacePrepareParams{Name: args[0], WorkspaceSpec: spec}, show)
 			done()
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				return printJSON(a.Stdout, r)
+				return cmdio.JSON(env.Stdout, r)
 			}
-			_, err = fmt.Fprintf(a.Stdout, "placed %d files (%s) of %s in vm %s at %s%s\n", r.Files, units.FormatSize(r.Bytes),
+			_, err = fmt.Fprintf(env.Stdout, "placed %d files (%s) of %s in vm %s at %s%s\n", r.Files, units.FormatSize(r.Bytes),
 				spec.Path, r.Name, r.Dir, baseNote(r.Base))
 			return err
 		},
@@ -118,20 +120,20 @@ func baseNote(base string) string {
 	return " (from commit " + base[:min(12, len(base))] + ")"
 }
 
-func (a *App) workspaceStatusCommand() *cobra.Command {
+func workspaceStatusCommand(env *Env) *cobra.Command {
 	var asJSON bool
 	var dir string
 	cmd := &cobra.Command{
 		Use:   "status NAME",
 		Short: "What changed on each side since the last sync, by content hash",
 		Args:  cobra.ExactArgs(1),
-		RunE: a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
+		RunE: withClient(env, func(ctx context.Context, c *client.Client, args []string) error {
 			st, err := c.WorkspaceStatus(ctx, api.WorkspaceRefParams{Name: args[0], Dir: absOrEmpty(dir)})
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				return printJSON(a.Stdout, st)
+				return cmdio.JSON(env.Stdout, st)
 			}
 			var rows [][]string
 			for _, side := range []struct {
@@ -150,12 +152,12 @@ func (a *App) workspaceStatusCommand() *cobra.Command {
 			for _, p := range st.Conflicts {
 				rows = append(rows, []string{"both", "conflict", p})
 			}
-			fmt.Fprintf(a.Stdout, "host %s, guest %s%s\n", st.HostDir, st.GuestDir, baseNote(st.Base))
+			fmt.Fprintf(env.Stdout, "host %s, guest %s%s\n", st.HostDir, st.GuestDir, baseNote(st.Base))
 			if len(rows) == 0 {
-				_, err := fmt.Fprintln(a.Stdout, "in sync: no changes on either side")
+				_, err := fmt.Fprintln(env.Stdout, "in sync: no changes on either side")
 				return err
 			}
-			return table(a.Stdout, []string{"SIDE", "CHANGE", "PATH"}, rows)
+			return cmdio.Table(env.Stdout, []string{"SIDE", "CHANGE", "PATH"}, rows)
 		}),
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -174,7 +176,7 @@ func absOrEmpty(p string) string {
 	return abs
 }
 
-func (a *App) workspaceSyncCommand(verb string) *cobra.Command {
+func workspaceSyncCommand(env *Env, verb string) *cobra.Command {
 	var force, asJSON bool
 	short := "Bring the guest's changes into the host directory (default: the one the workspace came from)"
 	if verb == "push" {
@@ -187,12 +189,12 @@ func (a *App) workspaceSyncCommand(verb string) *cobra.Command {
 			"all at once or not at all. A file changed on both sides, or (pull) a host file the sync did not put\n" +
 			"there, is refused with the list unless --force, which takes this side's and says what it replaced.",
 		Args: cobra.RangeArgs(1, 2),
-		RunE: a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
+		RunE: withClient(env, func(ctx context.Context, c *client.Client, args []string) error {
 			p := api.WorkspaceRefParams{Name: args[0], Force: force}
 			if len(args) == 2 {
 				p.Dir = absOrEmpty(args[1])
 			}
-			show, done := a.transferProgress()
+			show, done := transferProgress(env)
 			do := c.PullWorkspace
 			if verb == "push" {
 				do = c.PushWorkspace
@@ -203,12 +205,12 @@ func (a *App) workspaceSyncCommand(verb string) *cobra.Command {
 				return err
 			}
 			if asJSON {
-				return printJSON(a.Stdout, r)
+				return cmdio.JSON(env.Stdout, r)
 			}
 			for _, o := range r.Overwritten {
-				fmt.Fprintf(a.Stderr, "%s: --force replaced %s, which had changed on the other side too\n", verb, o)
+				fmt.Fprintf(env.Stderr, "%s: --force replaced %s, which had changed on the other side too\n", verb, o)
 			}
-			_, err = fmt.Fprintf(a.Stdout, "%sed %d added, %d modified, %d deleted (%s) into %s\n", strings.TrimSuffix(verb, "e"),
+			_, err = fmt.Fprintf(env.Stdout, "%sed %d added, %d modified, %d deleted (%s) into %s\n", strings.TrimSuffix(verb, "e"),
 				len(r.Changes.Added), len(r.Changes.Modified), len(r.Changes.Deleted), units.FormatSize(r.Bytes), r.Dir)
 			return err
 		}),
@@ -218,7 +220,7 @@ func (a *App) workspaceSyncCommand(verb string) *cobra.Command {
 	return cmd
 }
 
-func (a *App) workspaceExportCommand() *cobra.Command {
+func workspaceExportCommand(env *Env) *cobra.Command {
 	var base, output string
 	cmd := &cobra.Command{
 		Use:   "export NAME",
@@ -227,17 +229,17 @@ func (a *App) workspaceExportCommand() *cobra.Command {
 			"changes alike, against the commit it was made from (--base-commit to choose another). The guest is\n" +
 			"only read. Apply it with `git apply PATCH` in the host repository.",
 		Args: cobra.ExactArgs(1),
-		RunE: a.withClient(func(ctx context.Context, c *client.Client, args []string) error {
+		RunE: withClient(env, func(ctx context.Context, c *client.Client, args []string) error {
 			r, err := c.ExportWorkspace(ctx, api.WorkspaceExportParams{Name: args[0], BaseCommit: base})
 			if err != nil {
 				return err
 			}
-			var w io.Writer = a.Stdout
+			var w io.Writer = env.Stdout
 			if output != "" {
 				if err := os.WriteFile(output, []byte(r.Patch), 0o644); err != nil {
 					return err
 				}
-				fmt.Fprintf(a.Stderr, "wrote a patch of %d files against %s to %s\n", r.Files, r.Base[:min(12, len(r.Base))], output)
+				fmt.Fprintf(env.Stderr, "wrote a patch of %d files against %s to %s\n", r.Files, r.Base[:min(12, len(r.Base))], output)
 				return nil
 			}
 			_, err = io.WriteString(w, r.Patch)

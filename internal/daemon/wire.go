@@ -20,6 +20,7 @@ import (
 	"github.com/bangerdev/banger/internal/hostnet"
 	"github.com/bangerdev/banger/internal/image"
 	"github.com/bangerdev/banger/internal/kernel"
+	"github.com/bangerdev/banger/internal/kvm"
 	"github.com/bangerdev/banger/internal/opstate"
 	"github.com/bangerdev/banger/internal/peer"
 	"github.com/bangerdev/banger/internal/rootfs"
@@ -150,7 +151,7 @@ func (d *Daemon) wire(opts Options) (*services, error) {
 	// Long VM verbs (suspend, fork, checkpoints, image warm) shown as
 	// operations while they run.
 	verbs := opstate.NewRegistry[api.VM](opts.OpRetention, time.Now)
-	emulated := vmm.KVMUsable() != nil
+	emulated := kvm.KVMUsable() != nil
 	if emulated {
 		// Emulated guests' RAM without transparent huge pages (this
 		// process's children inherit it): a restore writes the saved

@@ -34,7 +34,7 @@ type Check struct {
 
 // Host is what the checks read of the machine.
 type Host struct {
-	// KVM says why KVM cannot run a guest here, or nil (vmm.KVMUsable).
+	// KVM says why KVM cannot run a guest here, or nil (kvm.KVMUsable).
 	KVM func() error
 	// Program is a program's path and the first line of its --version,
 	// or an error when it is not on the PATH.

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/bangerdev/banger/internal/install/record"
 )
 
 // Group is one entry of a root's /etc/group.
@@ -20,7 +22,7 @@ type Group struct {
 // LookupGroup reads a group from root's /etc/group (local groups only:
 // the ones install adds users to are local).
 func LookupGroup(root, name string) (Group, bool, error) {
-	f, err := os.Open(under(root, "/etc/group"))
+	f, err := os.Open(record.Under(root, "/etc/group"))
 	if err != nil {
 		return Group{}, false, fmt.Errorf("reading the groups: %w", err)
 	}

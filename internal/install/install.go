@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/bangerdev/banger/internal/install/record"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/bangerdev/banger/internal/lockfile"
@@ -62,7 +64,7 @@ func Staging(root string) bool { return root != "" && root != "/" }
 // only when it differs (atomically, through a temporary file beside it);
 // a root-only layout's state (a root daemon's, before the privilege
 // split) is given to the owner, once nothing uses it.
-func Apply(opts Options) (r Record, changed bool, err error) {
+func Apply(opts Options) (r record.Record, changed bool, err error) {
 	o := &run{Options: opts}
 	r, err = o.apply()
 	return r, o.changed, err
@@ -75,27 +77,27 @@ type run struct {
 	changed bool
 }
 
-func (o *run) apply() (Record, error) {
+func (o *run) apply() (record.Record, error) {
 	if o.Prefix == "" {
 		o.Prefix = "/usr/local"
 	}
 	if !filepath.IsAbs(o.Prefix) {
-		return Record{}, fmt.Errorf("--prefix %s: an absolute path is needed", o.Prefix)
+		return record.Record{}, fmt.Errorf("--prefix %s: an absolute path is needed", o.Prefix)
 	}
 	if o.Owner.ID <= 0 {
-		return Record{}, fmt.Errorf("owner %s: the daemon runs as an ordinary user; name one with --owner (a root daemon needs no install: `banger daemon start`)", o.Owner.Name)
+		return record.Record{}, fmt.Errorf("owner %s: the daemon runs as an ordinary user; name one with --owner (a root daemon needs no install: `banger daemon start`)", o.Owner.Name)
 	}
 	if o.Say == nil {
 		o.Say = func(string, ...any) {}
 	}
-	r := Record{Owner: o.Owner.Name, UID: o.Owner.ID, GID: o.OwnerGroup.ID, Group: o.Group,
-		Prefix: filepath.Clean(o.Prefix), HelperSocket: HelperSocket, Version: o.Version}
+	r := record.Record{Owner: o.Owner.Name, UID: o.Owner.ID, GID: o.OwnerGroup.ID, Group: o.Group,
+		Prefix: filepath.Clean(o.Prefix), HelperSocket: record.HelperSocket, Version: o.Version}
 	var extra []string
 	if o.Group != "" {
 		if _, ok, err := LookupGroup(o.Root, o.Group); err != nil {
-			return Record{}, err
+			return record.Record{}, err
 		} else if !ok {
-			return Record{}, fmt.Errorf("--group %s: no such group; make it first (`groupadd %s`) and add the users who may use banger", o.Group, o.Group)
+			return record.Record{}, fmt.Errorf("--group %s: no such group; make it first (`groupadd %s`) and add the users who may use banger", o.Group, o.Group)
 		}
 		extra = append(extra, o.Group)
 	}
@@ -106,16 +108,16 @@ func (o *run) apply() (Record, error) {
 		{o.From.CLI, cliPath}, {o.From.Daemon, daemonPath}, {o.From.Agent, agentPath},
 	} {
 		if err := o.copyFile(f.src, filepath.Join(r.Prefix, f.dst)); err != nil {
-			return Record{}, err
+			return record.Record{}, err
 		}
 	}
 	sys := paths.System()
 	if err := o.takeOver(sys); err != nil {
-		return Record{}, err
+		return record.Record{}, err
 	}
 	for _, dir := range []string{sys.StateDir, sys.CacheDir, sys.LogDir} {
 		if err := o.dir(dir, 0o700, o.Owner.ID, o.OwnerGroup.ID); err != nil {
-			return Record{}, err
+			return record.Record{}, err
 		}
 	}
 	if !o.staging() {
@@ -127,31 +129,31 @@ func (o *run) apply() (Record, error) {
 			runGID, runMode = g.GID, 0o750
 		}
 		if err := o.dir(sys.RuntimeDir, runMode, o.Owner.ID, runGID); err != nil {
-			return Record{}, err
+			return record.Record{}, err
 		}
 		if err := o.dir(filepath.Dir(r.HelperSocket), 0o755, 0, 0); err != nil {
-			return Record{}, err
+			return record.Record{}, err
 		}
 	}
 	if err := o.dir(sys.ConfigDir, 0o755, 0, 0); err != nil {
-		return Record{}, err
+		return record.Record{}, err
 	}
-	if err := o.file(RecordFile, r.encode(), 0o644); err != nil {
-		return Record{}, err
+	if err := o.file(record.File, r.Encode(), 0o644); err != nil {
+		return record.Record{}, err
 	}
 	if err := o.dir(unitDir, 0o755, 0, 0); err != nil {
-		return Record{}, err
+		return record.Record{}, err
 	}
 	if err := o.file(filepath.Join(unitDir, DaemonUnit), []byte(daemonUnit(r, o.OwnerGroup.Name, extra)), 0o644); err != nil {
-		return Record{}, err
+		return record.Record{}, err
 	}
 	if err := o.file(filepath.Join(unitDir, HelperUnit), []byte(helperUnit(r)), 0o644); err != nil {
-		return Record{}, err
+		return record.Record{}, err
 	}
 	if slices.Contains(extra, KVMGroup) {
 		switch added, err := AddToGroup(o.Root, o.Owner.Name, KVMGroup); {
 		case err != nil:
-			return Record{}, err
+			return record.Record{}, err
 		case added:
 			o.changed = true
 			o.Say("added %s to group %s (its VMMs open /dev/kvm)", o.Owner.Name, KVMGroup)
@@ -179,7 +181,7 @@ func (o *run) copyFile(src, dst string) error {
 // file writes data at path (under the root) as root's with mode, unless
 // it is there already.
 func (o *run) file(path string, data []byte, mode fs.FileMode) error {
-	full := under(o.Root, path)
+	full := record.Under(o.Root, path)
 	if old, err := os.ReadFile(full); err == nil && bytes.Equal(old, data) {
 		if err := ensureMeta(full, mode, 0, 0); err != nil {
 			return err
@@ -215,7 +217,7 @@ func (o *run) file(path string, data []byte, mode fs.FileMode) error {
 
 // dir makes a directory (under the root) with its owner and mode.
 func (o *run) dir(path string, mode fs.FileMode, uid, gid int) error {
-	full := under(o.Root, path)
+	full := record.Under(o.Root, path)
 	fi, err := os.Lstat(full)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -256,7 +258,7 @@ func ensureMeta(path string, mode fs.FileMode, uid, gid int) error {
 // a directory is theirs) could swap any directory for a symlink between
 // a path's lookup and its use (giveTree).
 func (o *run) takeOver(l paths.Layout) error {
-	state := under(o.Root, l.StateDir)
+	state := record.Under(o.Root, l.StateDir)
 	fi, err := os.Lstat(state)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -275,7 +277,7 @@ func (o *run) takeOver(l paths.Layout) error {
 	}
 	var dirs []string
 	for _, dir := range []string{l.StateDir, l.CacheDir, l.LogDir} {
-		fi, err := os.Lstat(under(o.Root, dir))
+		fi, err := os.Lstat(record.Under(o.Root, dir))
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			continue
@@ -292,7 +294,7 @@ func (o *run) takeOver(l paths.Layout) error {
 	}
 	n := 0
 	for _, dir := range dirs {
-		k, err := giveTree(under(o.Root, dir), o.Owner.ID, o.OwnerGroup.ID)
+		k, err := giveTree(record.Under(o.Root, dir), o.Owner.ID, o.OwnerGroup.ID)
 		n += k
 		if err != nil {
 			return fmt.Errorf("giving %s to %s: %w", dir, o.Owner.Name, err)

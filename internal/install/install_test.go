@@ -12,12 +12,14 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/bangerdev/banger/internal/install/record"
+
 	"github.com/bangerdev/banger/internal/lockfile"
 	"github.com/bangerdev/banger/internal/roottest"
 )
 
 func TestUnits(t *testing.T) {
-	r := Record{Owner: "alice", UID: 1000, GID: 1000, Prefix: "/opt/banger", HelperSocket: HelperSocket, Version: "1.2.3"}
+	r := record.Record{Owner: "alice", UID: 1000, GID: 1000, Prefix: "/opt/banger", HelperSocket: record.HelperSocket, Version: "1.2.3"}
 	shared := r
 	shared.Group = "team"
 	for _, tc := range []struct {
@@ -53,26 +55,26 @@ func TestUnits(t *testing.T) {
 
 func TestRecord(t *testing.T) {
 	root := t.TempDir()
-	if _, err := ReadRecord(root); !errors.Is(err, ErrNotInstalled) || !strings.Contains(err.Error(), "sudo banger system install") {
+	if _, err := record.Read(root); !errors.Is(err, record.ErrNotInstalled) || !strings.Contains(err.Error(), "sudo banger system install") {
 		t.Fatalf("no record: %v", err)
 	}
-	r := Record{Owner: "alice", UID: 1000, GID: 1000, Group: "team", Prefix: "/usr/local", HelperSocket: HelperSocket, Version: "v1"}
+	r := record.Record{Owner: "alice", UID: 1000, GID: 1000, Group: "team", Prefix: "/usr/local", HelperSocket: record.HelperSocket, Version: "v1"}
 	must(t, os.MkdirAll(filepath.Join(root, "etc/banger"), 0o755))
-	write := func(b []byte) { must(t, os.WriteFile(filepath.Join(root, RecordFile), b, 0o644)) }
-	write(r.encode())
-	got, err := ReadRecord(root)
+	write := func(b []byte) { must(t, os.WriteFile(filepath.Join(root, record.File), b, 0o644)) }
+	write(r.Encode())
+	got, err := record.Read(root)
 	if err != nil || got != r {
 		t.Fatalf("read back %+v, %v; want %+v", got, err, r)
 	}
 	for name, doc := range map[string]string{
-		"unknown key":     string(r.encode()) + "sneaky = 1\n",
+		"unknown key":     string(r.Encode()) + "sneaky = 1\n",
 		"no owner":        "uid = 1000\nprefix = \"/usr\"\nhelper_socket = \"/run/x\"\n",
 		"root owner":      "owner = \"root\"\nuid = 0\nprefix = \"/usr\"\nhelper_socket = \"/run/x\"\n",
 		"relative prefix": "owner = \"a\"\nuid = 5\nprefix = \"usr\"\nhelper_socket = \"/run/x\"\n",
 		"not toml":        "owner = ",
 	} {
 		write([]byte(doc))
-		if _, err := ReadRecord(root); err == nil {
+		if _, err := record.Read(root); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
@@ -202,7 +204,7 @@ func TestStagedInstall(t *testing.T) {
 			t.Errorf("%s is not its source", bin)
 		}
 	}
-	if got, err := ReadRecord(root); err != nil || got != rec || got.Owner != owner.Name || got.Group != "team" || got.UID != owner.UID {
+	if got, err := record.Read(root); err != nil || got != rec || got.Owner != owner.Name || got.Group != "team" || got.UID != owner.UID {
 		t.Errorf("record %+v, %v", got, err)
 	}
 	unit, _ := os.ReadFile(filepath.Join(root, "etc/systemd/system/bangerd.service"))
@@ -328,7 +330,7 @@ func TestUpgradeFromRootLayout(t *testing.T) {
 
 	// Uninstall keeps the state; --purge removes it.
 	must(t, Uninstall(root, false, nil))
-	for _, gone := range []string{"usr/local/bin/banger", "usr/local/lib/banger", RecordFile, "etc/systemd/system/" + DaemonUnit, "etc/systemd/system/" + HelperUnit} {
+	for _, gone := range []string{"usr/local/bin/banger", "usr/local/lib/banger", record.File, "etc/systemd/system/" + DaemonUnit, "etc/systemd/system/" + HelperUnit} {
 		if _, err := os.Lstat(filepath.Join(root, gone)); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("%s left by uninstall: %v", gone, err)
 		}
@@ -338,7 +340,7 @@ func TestUpgradeFromRootLayout(t *testing.T) {
 			t.Errorf("uninstall removed %s: %v", kept, err)
 		}
 	}
-	if err := Uninstall(root, false, nil); !errors.Is(err, ErrNotInstalled) {
+	if err := Uninstall(root, false, nil); !errors.Is(err, record.ErrNotInstalled) {
 		t.Errorf("uninstall twice: %v", err)
 	}
 	must(t, Uninstall(root, true, nil))

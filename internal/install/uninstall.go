@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/bangerdev/banger/internal/install/record"
+
 	"github.com/bangerdev/banger/internal/paths"
 )
 
@@ -18,13 +20,13 @@ func Uninstall(root string, purge bool, say func(format string, args ...any)) er
 	if say == nil {
 		say = func(string, ...any) {}
 	}
-	r, err := ReadRecord(root)
-	if err != nil && !(purge && errors.Is(err, ErrNotInstalled)) {
+	r, err := record.Read(root)
+	if err != nil && !(purge && errors.Is(err, record.ErrNotInstalled)) {
 		return err
 	}
 	sys := paths.System()
 	if purge {
-		if users := Users(under(root, sys.StateDir)); len(users) > 0 {
+		if users := Users(record.Under(root, sys.StateDir)); len(users) > 0 {
 			return fmt.Errorf("%s is in use by %s: stop the VMs first (`banger vm stop NAME`), then uninstall again", sys.StateDir, strings.Join(users, ", "))
 		}
 	}
@@ -32,7 +34,7 @@ func Uninstall(root string, purge bool, say func(format string, args ...any)) er
 	if r.Prefix != "" {
 		gone = append(gone, filepath.Join(unitDir, DaemonUnit), filepath.Join(unitDir, HelperUnit),
 			filepath.Join(r.Prefix, cliPath), filepath.Join(r.Prefix, daemonPath), filepath.Join(r.Prefix, agentPath),
-			filepath.Join(r.Prefix, filepath.Dir(daemonPath)), RecordFile)
+			filepath.Join(r.Prefix, filepath.Dir(daemonPath)), record.File)
 	}
 	if purge {
 		gone = append(gone, sys.StateDir, sys.CacheDir, sys.LogDir, sys.RuntimeDir, sys.ConfigDir)
@@ -41,7 +43,7 @@ func Uninstall(root string, purge bool, say func(format string, args ...any)) er
 		}
 	}
 	for _, p := range gone {
-		err := os.RemoveAll(under(root, p))
+		err := os.RemoveAll(record.Under(root, p))
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("removing %s: %w", p, err)
 		}

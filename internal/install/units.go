@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+
+	"github.com/bangerdev/banger/internal/install/record"
 )
 
 // The units' names.
@@ -28,7 +30,7 @@ const docs = "https://github.com/bangerdev/banger/blob/main/docs/privileges.md"
 // its children: KillMode=process ends the daemon alone on a stop, a
 // restart or an upgrade, and the next daemon adopts the VMs still
 // running. systemd makes the layout's directories the owner's.
-func daemonUnit(r Record, ownerGroup string, extraGroups []string) string {
+func daemonUnit(r record.Record, ownerGroup string, extraGroups []string) string {
 	runtimeMode := "0700"
 	if r.Group != "" {
 		runtimeMode = "0750"
@@ -67,7 +69,7 @@ func daemonUnit(r Record, ownerGroup string, extraGroups []string) string {
 
 // helperUnit runs the root network helper for the owner's daemon alone,
 // with the capabilities its operations need and no more (docs/privileges.md).
-func helperUnit(r Record) string {
+func helperUnit(r record.Record) string {
 	var b strings.Builder
 	header(&b, r, fmt.Sprintf("banger root network helper for %s's daemon", r.Owner))
 	fmt.Fprintf(&b, "Before=%s\n", DaemonUnit)
@@ -119,7 +121,7 @@ func helperUnit(r Record) string {
 }
 
 // header starts a unit: where it came from, its description and docs.
-func header(b *strings.Builder, r Record, description string) {
+func header(b *strings.Builder, r record.Record, description string) {
 	fmt.Fprintf(b, "# Written by `banger system install` (banger %s); run it again rather than editing this file.\n", r.Version)
 	b.WriteString("[Unit]\n")
 	fmt.Fprintf(b, "Description=%s\n", description)
@@ -127,7 +129,7 @@ func header(b *strings.Builder, r Record, description string) {
 }
 
 // BinaryPaths are where an install put each of banger's binaries.
-func BinaryPaths(r Record) map[string]string {
+func BinaryPaths(r record.Record) map[string]string {
 	return map[string]string{
 		"banger":       filepath.Join(r.Prefix, cliPath),
 		"bangerd":      filepath.Join(r.Prefix, daemonPath),

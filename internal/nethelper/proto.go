@@ -22,9 +22,6 @@ import (
 	"io"
 )
 
-// DefaultSocket is where an installed helper listens.
-const DefaultSocket = "/run/banger-helper/helper.sock"
-
 // Owner is the bridge's owner tag (its link alias) of the helper serving
 // on socket.
 func Owner(socket string) string { return "helper " + socket }

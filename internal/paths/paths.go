@@ -21,6 +21,10 @@ const (
 	ModeHome   Mode = "home"
 )
 
+// HelperSocket is where an installed root network helper listens (its
+// directory root's, the socket the owner's alone).
+const HelperSocket = "/run/banger-helper/helper.sock"
+
 // maxSocketPath is the longest path a unix socket address can hold on Linux
 // (sun_path is 108 bytes including the terminating NUL).
 const maxSocketPath = 107

@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/kvm"
 	"github.com/bangerdev/banger/internal/store"
-	"github.com/bangerdev/banger/internal/vmm"
 	"github.com/bangerdev/banger/test/report"
 )
 
@@ -672,7 +672,7 @@ func runContext() string { return report.Context("QEMU under " + accelerator()) 
 
 // accelerator is what QEMU runs VMs with here.
 func accelerator() string {
-	if err := vmm.KVMUsable(); err != nil {
+	if err := kvm.KVMUsable(); err != nil {
 		return "TCG (no usable KVM)"
 	}
 	return "KVM"

@@ -19,8 +19,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/kvm"
 	"github.com/bangerdev/banger/internal/roottest"
-	"github.com/bangerdev/banger/internal/vmm"
 	"github.com/bangerdev/banger/test/networld"
 )
 
@@ -342,7 +342,7 @@ func doctorHost(t *T) {
 	}
 	check(rep, "kernel", "ok", "the default")
 	check(rep, "default image", "warn", "banger image pull")
-	if vmm.PVMOnly() { // as on the machines this suite runs on
+	if kvm.PVMOnly() { // as on the machines this suite runs on
 		check(rep, "kvm", "warn", "PVM-only")
 	}
 	kvm, accel := "", ""

@@ -8,6 +8,7 @@ import (
 	"github.com/bangerdev/banger/internal/agent/client"
 	"github.com/bangerdev/banger/internal/agent/proto"
 	"github.com/bangerdev/banger/internal/boot"
+	"github.com/bangerdev/banger/internal/kvm"
 	"github.com/bangerdev/banger/internal/vmm"
 	"github.com/bangerdev/banger/internal/vmm/qemu"
 )
@@ -53,7 +54,7 @@ func bangerBoot(env *Env, rootfs, dir string, volatileWork bool, p proto.BootPar
 	}
 	start := time.Now()
 	in, err := (&qemu.Driver{}).Start(context.Background(), vmm.Spec{
-		Kernel: env.Vmlinux, Initrd: env.Initrd, Cmdline: boot.Cmdline(p, vmm.KVMUsable() != nil),
+		Kernel: env.Vmlinux, Initrd: env.Initrd, Cmdline: boot.Cmdline(p, kvm.KVMUsable() != nil),
 		MemoryMiB: 512, VCPU: 1, Dir: dir,
 		Disks: []vmm.Disk{{Path: rootfs, ReadOnly: true, Serial: proto.RootSerial}, {Path: work, Serial: proto.WorkSerial, Volatile: volatileWork}},
 	})

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/internal/agent/proto"
+	"github.com/bangerdev/banger/internal/kvm"
 	"github.com/bangerdev/banger/internal/logcap"
 	"github.com/bangerdev/banger/internal/proc"
 	"github.com/bangerdev/banger/internal/vmm"
@@ -40,7 +41,7 @@ func (d *Driver) Available() error {
 	if _, err := exec.LookPath(d.binary()); err != nil {
 		return fmt.Errorf("firecracker: %w (set firecracker_bin in config.toml)", err)
 	}
-	if err := vmm.KVMUsable(); err != nil {
+	if err := kvm.KVMUsable(); err != nil {
 		return fmt.Errorf("firecracker: %w", err)
 	}
 	if d.Jailer != nil {

@@ -19,6 +19,7 @@ import (
 	"syscall"
 
 	"github.com/bangerdev/banger/internal/agent/proto"
+	"github.com/bangerdev/banger/internal/kvm"
 	"github.com/bangerdev/banger/internal/logcap"
 	"github.com/bangerdev/banger/internal/proc"
 	"github.com/bangerdev/banger/internal/vmm"
@@ -150,7 +151,7 @@ func (d *Driver) Start(_ context.Context, s vmm.Spec) (vmm.Instance, error) {
 func (d *Driver) machineOf(s vmm.Spec) machine {
 	m := machine{Spec: s, Accel: "kvm", AgentSocket: filepath.Join(s.Dir, "agent.sock"), ConsoleLog: filepath.Join(s.Dir, "console.log"),
 		QMPSocket: filepath.Join(s.Dir, qmpSocket)}
-	if err := vmm.KVMUsable(); err != nil {
+	if err := kvm.KVMUsable(); err != nil {
 		m.Accel = "tcg"
 		if d.Warn != nil {
 			d.warned.Do(func() { d.Warn(err) })

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bangerdev/banger/internal/kvm"
 	"github.com/bangerdev/banger/internal/vmm"
 )
 
@@ -67,7 +68,7 @@ func TestWarnsOnce(t *testing.T) {
 		}
 	}
 	want := 0
-	if vmm.KVMUsable() != nil {
+	if kvm.KVMUsable() != nil {
 		want = 1
 	}
 	if warnings != want {

@@ -1,4 +1,4 @@
-package cli
+package bangerd
 
 import (
 	"bytes"
@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bangerdev/banger/internal/cmdio"
+
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
@@ -20,13 +22,14 @@ import (
 	"github.com/bangerdev/banger/internal/config"
 	"github.com/bangerdev/banger/internal/doctor"
 	"github.com/bangerdev/banger/internal/install"
+	"github.com/bangerdev/banger/internal/install/record"
 	"github.com/bangerdev/banger/internal/release"
 	"github.com/bangerdev/banger/internal/termsafe"
 	"github.com/bangerdev/banger/internal/update"
 	"github.com/bangerdev/banger/internal/version"
 )
 
-func (a *App) updateCommand() *cobra.Command {
+func updateCommand(env *Env) *cobra.Command {
 	var check, dryRun, rollback, asJSON bool
 	var o update.Options
 	var from, pubkeyFile string
@@ -46,7 +49,7 @@ func (a *App) updateCommand() *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			h, cfgURL, err := a.updateHost()
+			h, cfgURL, err := updateHost(env)
 			if err != nil {
 				return err
 			}
@@ -58,8 +61,8 @@ func (a *App) updateCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				return a.emit(res, asJSON, func() error {
-					fmt.Fprintf(a.Stdout, "rolled back from %s to %s (`banger update --rollback` again goes back to %s)\n", res.Previous, res.Target, res.Previous)
+				return env.Emit(res, asJSON, func() error {
+					fmt.Fprintf(env.Stdout, "rolled back from %s to %s (`banger update --rollback` again goes back to %s)\n", res.Previous, res.Target, res.Previous)
 					return nil
 				})
 			}
@@ -88,11 +91,11 @@ func (a *App) updateCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				return a.emit(p, asJSON, func() error {
+				return env.Emit(p, asJSON, func() error {
 					if p.UpToDate {
-						fmt.Fprintf(a.Stdout, "banger %s is up to date (%s has %s)\n", p.Current, p.Source, strings.Join(p.Available, ", "))
+						fmt.Fprintf(env.Stdout, "banger %s is up to date (%s has %s)\n", p.Current, p.Source, strings.Join(p.Available, ", "))
 					} else {
-						fmt.Fprintf(a.Stdout, "banger %s can be updated to %s (`banger update`)\n", p.Current, p.Target)
+						fmt.Fprintf(env.Stdout, "banger %s can be updated to %s (`banger update`)\n", p.Current, p.Target)
 					}
 					return nil
 				})
@@ -101,19 +104,19 @@ func (a *App) updateCommand() *cobra.Command {
 			res, err := update.Apply(ctx, h, o)
 			if err != nil {
 				if errors.Is(err, update.ErrRolledBack) && asJSON {
-					_ = printJSON(a.Stdout, res)
+					_ = cmdio.JSON(env.Stdout, res)
 				}
 				return err
 			}
-			return a.emit(res, asJSON, func() error {
+			return env.Emit(res, asJSON, func() error {
 				switch {
 				case res.UpToDate:
-					fmt.Fprintf(a.Stdout, "banger %s is up to date\n", res.Current)
+					fmt.Fprintf(env.Stdout, "banger %s is up to date\n", res.Current)
 				case dryRun:
-					fmt.Fprintf(a.Stdout, "dry run: banger %s would be updated to %s (signature, checksum, operations and store checked: %s); nothing was changed\n",
+					fmt.Fprintf(env.Stdout, "dry run: banger %s would be updated to %s (signature, checksum, operations and store checked: %s); nothing was changed\n",
 						res.Current, res.Target, res.Migration)
 				default:
-					fmt.Fprintf(a.Stdout, "updated banger %s to %s; the daemon restarted and doctor passed (`banger update --rollback` goes back to %s)\n",
+					fmt.Fprintf(env.Stdout, "updated banger %s to %s; the daemon restarted and doctor passed (`banger update --rollback` goes back to %s)\n",
 						res.Previous, res.Target, res.Previous)
 				}
 				return nil
@@ -134,16 +137,16 @@ func (a *App) updateCommand() *cobra.Command {
 // updateHost is this machine as an update sees it: the install's
 // binaries (as root) or those beside this CLI, and the daemon that runs
 // on them; and the config's update_url.
-func (a *App) updateHost() (update.Host, string, error) {
+func updateHost(env *Env) (update.Host, string, error) {
 	h := update.Host{Current: version.Version, Paths: map[string]string{}}
-	if isTTY(a.Stderr) {
-		h.Say = func(format string, args ...any) { fmt.Fprintf(a.Stderr, "banger update: "+format+"\n", args...) }
+	if cmdio.IsTTY(env.Stderr) {
+		h.Say = func(format string, args ...any) { fmt.Fprintf(env.Stderr, "banger update: "+format+"\n", args...) }
 	} else {
 		h.Say = func(string, ...any) {}
 	}
 	var system bool
 	var storeCmds update.Bangerd // runs bangerd's store commands: as the owner, installed
-	rec, err := install.ReadRecord("")
+	rec, err := record.Read("")
 	switch {
 	case err == nil:
 		if os.Geteuid() != 0 {
@@ -168,7 +171,7 @@ func (a *App) updateHost() (update.Host, string, error) {
 			}
 			return systemctl("stop", install.DaemonUnit)
 		}
-	case errors.Is(err, install.ErrNotInstalled):
+	case errors.Is(err, record.ErrNotInstalled):
 		exe, err := os.Executable()
 		if err == nil {
 			exe, err = filepath.EvalSymlinks(exe)
@@ -182,7 +185,7 @@ func (a *App) updateHost() (update.Host, string, error) {
 		}
 		h.KeepDir = filepath.Join(dir, update.PreviousDir)
 		h.Stop = func(ctx context.Context) error {
-			if out, err := a.runBinary(ctx, h.Paths["banger"], "daemon", "stop"); err != nil {
+			if out, err := runBinary(ctx, env, h.Paths["banger"], "daemon", "stop"); err != nil {
 				return fmt.Errorf("stopping the daemon: %w: %s", err, out)
 			}
 			return nil
@@ -191,7 +194,7 @@ func (a *App) updateHost() (update.Host, string, error) {
 			if err := h.Stop(ctx); err != nil {
 				return err
 			}
-			if out, err := a.runBinary(ctx, h.Paths["banger"], "daemon", "start"); err != nil {
+			if out, err := runBinary(ctx, env, h.Paths["banger"], "daemon", "start"); err != nil {
 				return fmt.Errorf("%w: %s", err, out)
 			}
 			return nil
@@ -199,7 +202,7 @@ func (a *App) updateHost() (update.Host, string, error) {
 	default:
 		return h, "", err
 	}
-	l, err := a.layout(system)
+	l, err := env.Layout(system)
 	if err != nil {
 		return h, "", err
 	}
@@ -211,8 +214,8 @@ func (a *App) updateHost() (update.Host, string, error) {
 	}
 	h.CheckMigrations = storeCmds.CheckMigrations
 	sock := l.Socket()
-	if a.socket != "" {
-		sock = a.socket
+	if env.socket != "" {
+		sock = env.socket
 	}
 	h.InFlight = func(ctx context.Context) ([]api.OperationSummary, error) {
 		path := sock
@@ -244,7 +247,7 @@ func (a *App) updateHost() (update.Host, string, error) {
 		return ops, err
 	}
 	h.Version = func(ctx context.Context, bangerd string) (string, error) {
-		out, err := a.runBinary(ctx, bangerd, "--version")
+		out, err := runBinary(ctx, env, bangerd, "--version")
 		if err != nil {
 			return "", fmt.Errorf("%w: %s", err, out)
 		}
@@ -255,7 +258,7 @@ func (a *App) updateHost() (update.Host, string, error) {
 		return v, nil
 	}
 	h.Doctor = func(ctx context.Context, banger string) error {
-		out, _ := a.runBinary(ctx, banger, "doctor", "--json")
+		out, _ := runBinary(ctx, env, banger, "doctor", "--json")
 		var rep struct {
 			OK     bool           `json:"ok"`
 			Checks []doctor.Check `json:"checks"`
@@ -283,12 +286,12 @@ func (a *App) updateHost() (update.Host, string, error) {
 
 // runBinary runs one of banger's binaries with this CLI's environment,
 // for at most two minutes, and returns what it printed (trimmed).
-func (a *App) runBinary(ctx context.Context, path string, args ...string) (string, error) {
+func runBinary(ctx context.Context, env *Env, path string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, path, args...)
-	if a.socket != "" && filepath.Base(path) == "banger" {
-		cmd.Args = append([]string{path, "--socket", a.socket}, args...)
+	if env.socket != "" && filepath.Base(path) == "banger" {
+		cmd.Args = append([]string{path, "--socket", env.socket}, args...)
 	}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out

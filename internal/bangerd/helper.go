@@ -1,4 +1,4 @@
-package cli
+package bangerd
 
 import (
 	"errors"
@@ -13,19 +13,22 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/bangerdev/banger/internal/cmdio"
+
 	"github.com/spf13/cobra"
 
 	"github.com/bangerdev/banger/internal/config"
 	"github.com/bangerdev/banger/internal/hostnet"
 	"github.com/bangerdev/banger/internal/nethelper"
+	"github.com/bangerdev/banger/internal/paths"
 )
 
-func (a *App) systemCommand() *cobra.Command {
-	return group("system", "Run banger installed for daily use: the owner's daemon and its root helper", nil,
-		a.systemInstallCommand(), a.systemStatusCommand(), a.systemRestartCommand(), a.systemUninstallCommand(), a.systemHelperCommand())
+func systemCommand(env *Env) *cobra.Command {
+	return cmdio.Group("system", "Run banger installed for daily use: the owner's daemon and its root helper", nil,
+		systemInstallCommand(env), systemStatusCommand(env), systemRestartCommand(env), systemUninstallCommand(env), systemHelperCommand(env))
 }
 
-func (a *App) systemHelperCommand() *cobra.Command {
+func systemHelperCommand(env *Env) *cobra.Command {
 	var socket, owner, configFile string
 	cmd := &cobra.Command{
 		Use:   "helper --owner USER [--socket PATH] [--config FILE]",
@@ -54,7 +57,7 @@ func (a *App) systemHelperCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			log := slog.New(slog.NewTextHandler(a.Stderr, nil)).With("service", "nethelper")
+			log := slog.New(slog.NewTextHandler(env.Stderr, nil)).With("service", "nethelper")
 			if err := tunForEveryone(log); err != nil {
 				return err
 			}
@@ -76,7 +79,7 @@ func (a *App) systemHelperCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&owner, "owner", "", "the user (name or uid) whose daemon the helper serves")
-	cmd.Flags().StringVar(&socket, "socket", nethelper.DefaultSocket, "the helper's socket")
+	cmd.Flags().StringVar(&socket, "socket", paths.HelperSocket, "the helper's socket")
 	cmd.Flags().StringVar(&configFile, "config", "/etc/banger/config.toml", "the configuration whose [network] the helper serves")
 	return cmd
 }

@@ -1,10 +1,8 @@
-// Package install lays banger out for daily use on a host: its binaries,
-// two systemd units (the owner's daemon and the root network helper), the
-// install record, and the system layout's directories owned by the owner,
-// moving a root-only layout's state over on the way. Every step compares
-// before it writes, so running it again changes nothing; a staging root
-// (Options.Root) renders the same files under a directory for tests.
-package install
+// Package record reads and writes banger's install record
+// (/etc/banger/install.toml): who owns the daemon, who else may use it,
+// where the binaries and the helper's socket are. The CLI's doctor reads
+// it; internal/install, which runs as root, writes it.
+package record
 
 import (
 	"bytes"
@@ -16,14 +14,14 @@ import (
 
 	"github.com/BurntSushi/toml"
 
-	"github.com/bangerdev/banger/internal/nethelper"
+	"github.com/bangerdev/banger/internal/paths"
 )
 
-// RecordFile is where the install record lives, under the root.
-const RecordFile = "/etc/banger/install.toml"
+// File is where the install record lives, under the root.
+const File = "/etc/banger/install.toml"
 
 // HelperSocket is the root helper's socket when installed.
-const HelperSocket = nethelper.DefaultSocket
+const HelperSocket = paths.HelperSocket
 
 // ErrNotInstalled means there is no install record.
 var ErrNotInstalled = errors.New("banger is not installed on this host")
@@ -41,9 +39,9 @@ type Record struct {
 	Version      string `toml:"version"`
 }
 
-// ReadRecord reads root's install record.
-func ReadRecord(root string) (Record, error) {
-	path := under(root, RecordFile)
+// Read reads root's install record.
+func Read(root string) (Record, error) {
+	path := Under(root, File)
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return Record{}, fmt.Errorf("%w (no %s); install it with `sudo banger system install`", ErrNotInstalled, path)
@@ -65,15 +63,16 @@ func ReadRecord(root string) (Record, error) {
 	return r, nil
 }
 
-func (r Record) encode() []byte {
+// Encode is the record as install writes it.
+func (r Record) Encode() []byte {
 	var b bytes.Buffer
 	b.WriteString("# Written by `banger system install`; run it again rather than editing this file.\n")
 	_ = toml.NewEncoder(&b).Encode(r)
 	return b.Bytes()
 }
 
-// under places an absolute path under a staging root.
-func under(root, path string) string {
+// Under places an absolute path under a staging root.
+func Under(root, path string) string {
 	if root == "" {
 		root = "/"
 	}

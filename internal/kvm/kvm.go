@@ -1,4 +1,7 @@
-package vmm
+// Package kvm holds the host facts every VMM driver, the boot path and
+// doctor share: whether KVM can run an ordinary guest kernel here, and the
+// TSC rate an emulated guest is told.
+package kvm
 
 import (
 	"bufio"
@@ -8,9 +11,6 @@ import (
 	"strconv"
 	"strings"
 )
-
-// Host facts every driver and the boot path share: whether KVM can run an
-// ordinary guest kernel here, and the TSC rate an emulated guest is told.
 
 // ErrNoKVM explains why KVM is not used.
 var ErrNoKVM = errors.New("KVM is not usable")

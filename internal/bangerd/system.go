@@ -1,4 +1,4 @@
-package cli
+package bangerd
 
 import (
 	"context"
@@ -17,12 +17,15 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/bangerdev/banger/internal/cmdio"
+
 	"github.com/spf13/cobra"
 
 	"github.com/bangerdev/banger/api/client"
 	"github.com/bangerdev/banger/internal/config"
 	"github.com/bangerdev/banger/internal/hostnet"
 	"github.com/bangerdev/banger/internal/install"
+	"github.com/bangerdev/banger/internal/install/record"
 	"github.com/bangerdev/banger/internal/nethelper"
 	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/version"
@@ -51,7 +54,7 @@ func systemctl(args ...string) error {
 	return nil
 }
 
-func (a *App) systemInstallCommand() *cobra.Command {
+func systemInstallCommand(env *Env) *cobra.Command {
 	var owner, group, prefix, root string
 	cmd := &cobra.Command{
 		Use:   "install [--owner USER] [--group GROUP] [--prefix DIR] [--root DIR]",
@@ -68,7 +71,7 @@ func (a *App) systemInstallCommand() *cobra.Command {
 				return err
 			}
 			if owner == "" {
-				owner = a.Getenv("SUDO_USER")
+				owner = env.Getenv("SUDO_USER")
 			}
 			if owner == "" || owner == "root" {
 				return errors.New("--owner USER is needed: the ordinary user the daemon runs as (under sudo it defaults to the user who ran sudo)")
@@ -87,7 +90,7 @@ func (a *App) systemInstallCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			say := func(format string, args ...any) { fmt.Fprintf(a.Stdout, format+"\n", args...) }
+			say := func(format string, args ...any) { fmt.Fprintf(env.Stdout, format+"\n", args...) }
 			rec, changed, err := install.Apply(install.Options{
 				Root: root, Prefix: prefix, Owner: install.Account{Name: u.Username, ID: uid},
 				OwnerGroup: install.Account{Name: g.Name, ID: gid}, Group: group, From: from,
@@ -97,13 +100,13 @@ func (a *App) systemInstallCommand() *cobra.Command {
 				return err
 			}
 			if install.Staging(root) {
-				fmt.Fprintf(a.Stdout, "staged under %s; the host is untouched (no unit started, no group changed)\n", root)
+				fmt.Fprintf(env.Stdout, "staged under %s; the host is untouched (no unit started, no group changed)\n", root)
 				return nil
 			}
 			if err := handOverBridge(say); err != nil {
 				return err
 			}
-			return a.startUnits(changed, rec)
+			return startUnits(env, changed, rec)
 		},
 	}
 	cmd.Flags().StringVar(&owner, "owner", "", "the user the daemon runs as (default: $SUDO_USER)")
@@ -113,25 +116,29 @@ func (a *App) systemInstallCommand() *cobra.Command {
 	return cmd
 }
 
-// installedFrom finds the binaries to install: this CLI, and the daemon
-// and agent beside it (a build's bin/) or in an installed prefix's lib/banger.
+// installedFrom finds the binaries to install: this bangerd, the agent
+// beside it, and the CLI beside it (a build's bin/, an unpacked release)
+// or in the prefix's bin/ (bangerd in an installed PREFIX/lib/banger).
 func installedFrom() (install.Binaries, error) {
 	exe, err := os.Executable()
+	if err == nil {
+		exe, err = filepath.EvalSymlinks(exe)
+	}
 	if err != nil {
 		return install.Binaries{}, err
 	}
 	dir := filepath.Dir(exe)
-	for _, d := range []string{dir, filepath.Join(dir, "..", "lib", "banger")} {
-		b := install.Binaries{CLI: exe, Daemon: filepath.Join(d, "bangerd"), Agent: filepath.Join(d, "banger-agent")}
-		if _, err := os.Stat(b.Daemon); err != nil {
-			continue
-		}
-		if _, err := os.Stat(b.Agent); err != nil {
-			continue
-		}
-		return b, nil
+	b := install.Binaries{Daemon: exe, Agent: filepath.Join(dir, "banger-agent")}
+	if _, err := os.Stat(b.Agent); err != nil {
+		return install.Binaries{}, fmt.Errorf("no banger-agent beside %s; build it (`make build`) and run bin/banger system install", exe)
 	}
-	return install.Binaries{}, fmt.Errorf("no bangerd and banger-agent beside %s; build them (`make build`) and run bin/banger system install", exe)
+	for _, cli := range []string{filepath.Join(dir, "banger"), filepath.Join(dir, "..", "..", "bin", "banger")} {
+		if _, err := os.Stat(cli); err == nil {
+			b.CLI = filepath.Clean(cli)
+			return b, nil
+		}
+	}
+	return install.Binaries{}, fmt.Errorf("no banger CLI beside %s; build it (`make build`) and run bin/banger system install", exe)
 }
 
 // handOverBridge gives a root daemon's bridge (the root-only system
@@ -143,7 +150,7 @@ func handOverBridge(say func(string, ...any)) error {
 		return err
 	}
 	done, err := hostnet.Handover(hostnet.Config{Bridge: cfg.Network.Bridge, Prefix: cfg.Network.CIDR,
-		Owner: nethelper.Owner(install.HelperSocket)}, func(owner string) bool {
+		Owner: nethelper.Owner(record.HelperSocket)}, func(owner string) bool {
 		return strings.HasSuffix(owner, " "+paths.System().StateDir)
 	})
 	if err != nil {
@@ -157,9 +164,9 @@ func handOverBridge(say func(string, ...any)) error {
 
 // startUnits enables and (re)starts the units where systemd runs, or
 // says how to start the two processes by hand where it does not.
-func (a *App) startUnits(changed bool, rec install.Record) error {
+func startUnits(env *Env, changed bool, rec record.Record) error {
 	if !systemdRunning() {
-		fmt.Fprintf(a.Stdout, "systemd is not running on this host: start the helper as root (`%s system helper --owner %s`)\n"+
+		fmt.Fprintf(env.Stdout, "systemd is not running on this host: start the helper as root (`%s system helper --owner %s`)\n"+
 			"and the daemon as %s (`%s --system`) yourself\n",
 			filepath.Join(rec.Prefix, "bin/banger"), rec.Owner, rec.Owner, filepath.Join(rec.Prefix, "lib/banger/bangerd"))
 		return nil
@@ -178,11 +185,11 @@ func (a *App) startUnits(changed bool, rec install.Record) error {
 	if err := systemctl(verb, install.HelperUnit, install.DaemonUnit); err != nil {
 		return err
 	}
-	fmt.Fprintf(a.Stdout, "%s %s and %s; %s may now run `banger vm run`\n", done, install.HelperUnit, install.DaemonUnit, rec.Owner)
+	fmt.Fprintf(env.Stdout, "%s %s and %s; %s may now run `banger vm run`\n", done, install.HelperUnit, install.DaemonUnit, rec.Owner)
 	return nil
 }
 
-func (a *App) systemRestartCommand() *cobra.Command {
+func systemRestartCommand(env *Env) *cobra.Command {
 	return &cobra.Command{
 		Use:   "restart",
 		Short: "Restart the installed helper and daemon (running VMs keep running and are adopted)",
@@ -191,7 +198,7 @@ func (a *App) systemRestartCommand() *cobra.Command {
 			if err := needRoot("restart"); err != nil {
 				return err
 			}
-			if _, err := install.ReadRecord(""); err != nil {
+			if _, err := record.Read(""); err != nil {
 				return err
 			}
 			if !systemdRunning() {
@@ -202,7 +209,7 @@ func (a *App) systemRestartCommand() *cobra.Command {
 	}
 }
 
-func (a *App) systemUninstallCommand() *cobra.Command {
+func systemUninstallCommand(env *Env) *cobra.Command {
 	var purge bool
 	var root string
 	cmd := &cobra.Command{
@@ -215,13 +222,13 @@ func (a *App) systemUninstallCommand() *cobra.Command {
 			}
 			staging := install.Staging(root)
 			if !staging && systemdRunning() {
-				if _, err := install.ReadRecord(""); err == nil {
+				if _, err := record.Read(""); err == nil {
 					if err := systemctl("disable", "--now", install.DaemonUnit, install.HelperUnit); err != nil {
 						return err
 					}
 				}
 			}
-			say := func(format string, args ...any) { fmt.Fprintf(a.Stdout, format+"\n", args...) }
+			say := func(format string, args ...any) { fmt.Fprintf(env.Stdout, format+"\n", args...) }
 			if err := install.Uninstall(root, purge, say); err != nil {
 				return err
 			}
@@ -253,7 +260,7 @@ type installStatus struct {
 	KVM     string            `json:"kvm,omitempty"`
 }
 
-func (a *App) systemStatusCommand() *cobra.Command {
+func systemStatusCommand(env *Env) *cobra.Command {
 	var root string
 	var asJSON bool
 	cmd := &cobra.Command{
@@ -263,7 +270,7 @@ func (a *App) systemStatusCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			staging := install.Staging(root)
 			s := installStatus{Systemd: systemdRunning() && !staging}
-			rec, err := install.ReadRecord(root)
+			rec, err := record.Read(root)
 			if err != nil {
 				s.Error = err.Error()
 			} else {
@@ -283,11 +290,11 @@ func (a *App) systemStatusCommand() *cobra.Command {
 				s.Daemon = daemonAnswers(cmd.Context(), paths.System().Socket())
 			}
 			if asJSON {
-				return printJSON(a.Stdout, s)
+				return cmdio.JSON(env.Stdout, s)
 			}
 			if !s.Installed {
-				fmt.Fprintf(a.Stdout, "not installed: %s\n", s.Error)
-				return fields(a.Stdout, [][2]string{{"daemon", s.Daemon}})
+				fmt.Fprintf(env.Stdout, "not installed: %s\n", s.Error)
+				return cmdio.Fields(env.Stdout, [][2]string{{"daemon", s.Daemon}})
 			}
 			kv := [][2]string{{"owner", fmt.Sprintf("%s (uid %d)", s.Owner, s.UID)}, {"group", orDash(s.Group)},
 				{"prefix", s.Prefix}, {"version", s.Version}}
@@ -301,7 +308,7 @@ func (a *App) systemStatusCommand() *cobra.Command {
 			if !staging {
 				kv = append(kv, [2]string{"daemon", s.Daemon}, [2]string{"helper", s.Helper}, [2]string{"kvm", s.KVM})
 			}
-			return fields(a.Stdout, kv)
+			return cmdio.Fields(env.Stdout, kv)
 		},
 	}
 	cmd.Flags().StringVar(&root, "root", "", "read the install staged under this directory")
@@ -338,7 +345,7 @@ func socketAnswers(sock string) string {
 }
 
 // kvmAccess says whether the owner's VMMs may open /dev/kvm.
-func kvmAccess(rec install.Record) string {
+func kvmAccess(rec record.Record) string {
 	fi, err := os.Stat("/dev/kvm")
 	if errors.Is(err, fs.ErrNotExist) {
 		return "no /dev/kvm on this host: VMs run under emulation (TCG), much slower"
