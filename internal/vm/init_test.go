@@ -28,7 +28,7 @@ func TestInit(t *testing.T) {
 		}
 	})
 	ctx := context.Background()
-	cmdline := func(v api.VM) string { return f.drv.Guest(f.svc.runDir(v.ID)).Spec.Cmdline }
+	cmdline := func(v api.VM) string { return f.drv.Guest(f.svc.recs.run(v.ID)).Spec.Cmdline }
 	for _, tc := range []struct {
 		name, image, init string
 		want              string // the VM's Init

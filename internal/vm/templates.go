@@ -44,6 +44,20 @@ const (
 	building        = ".building"
 )
 
+// templates are the saved VMs creates start from: made once per VM
+// shape, each behind its own lock (creates share it, a build or removal
+// takes it alone), a failed build not tried again for a while, and those
+// of deleted images and kernels, or cut short, removed.
+type templates struct {
+	cfg  *Config
+	recs *records
+	vmms *vmms
+
+	mu     sync.Mutex
+	locks  map[string]*sync.RWMutex // by template name
+	failed map[string]failure       // builds that failed, by template name
+}
+
 // templateKey is what a template is made for: a VM of another image,
 // kernel, size or network device cannot use it.
 type templateKey struct {
@@ -75,49 +89,49 @@ func (k templateKey) name() string {
 	return hex.EncodeToString(sum[:8])
 }
 
-func (s *Service) templateDir(k templateKey) string {
-	return filepath.Join(s.cfg.TemplateDir, k.name())
+func (t *templates) dir(k templateKey) string {
+	return filepath.Join(t.cfg.TemplateDir, k.name())
 }
 
-// templateRunDir holds a building template's sockets: under the runtime
+// runDir holds a building template's sockets: under the runtime
 // directory, whose short path keeps them within a socket path's limit.
-func (s *Service) templateRunDir(k templateKey) string {
-	return filepath.Join(s.cfg.RunDir, "template-"+k.name())
+func (t *templates) runDir(k templateKey) string {
+	return filepath.Join(t.cfg.RunDir, "template-"+k.name())
 }
 
-// templateLock is k's lock: creates restoring from it share it, a
+// lock is k's lock: creates restoring from it share it, a
 // build or removal takes it alone.
-func (s *Service) templateLock(k templateKey) *sync.RWMutex {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.templates == nil {
-		s.templates = map[string]*sync.RWMutex{}
+func (t *templates) lock(k templateKey) *sync.RWMutex {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.locks == nil {
+		t.locks = map[string]*sync.RWMutex{}
 	}
-	if s.failed == nil {
-		s.failed = map[string]failure{}
+	if t.failed == nil {
+		t.failed = map[string]failure{}
 	}
-	m, ok := s.templates[k.name()]
+	m, ok := t.locks[k.name()]
 	if !ok {
 		m = &sync.RWMutex{}
-		s.templates[k.name()] = m
+		t.locks[k.name()] = m
 	}
 	return m
 }
 
 // canWarm reports whether this driver and configuration have
 // templates; warm whether creates start from them.
-func (s *Service) canWarm() bool {
-	_, ok := s.cfg.Driver.(vmm.Snapshotter)
-	return ok && s.cfg.TemplateDir != ""
+func (t *templates) canWarm() bool {
+	_, ok := t.cfg.Driver.(vmm.Snapshotter)
+	return ok && t.cfg.TemplateDir != ""
 }
 
-func (s *Service) warm() bool { return s.canWarm() && !s.cfg.ColdCreate }
+func (t *templates) warm() bool { return t.canWarm() && !t.cfg.ColdCreate }
 
-// template is k's template directory, made first if there is none;
+// get is k's template directory, made first if there is none;
 // release lets it be rebuilt or removed again.
-func (s *Service) template(ctx context.Context, phase func(string), k templateKey, img api.Image, kern api.Kernel) (dir string, release func(), err error) {
-	m := s.templateLock(k)
-	dir = s.templateDir(k)
+func (t *templates) get(ctx context.Context, phase func(string), k templateKey, img api.Image, kern api.Kernel) (dir string, release func(), err error) {
+	m := t.lock(k)
+	dir = t.dir(k)
 	for range 2 {
 		m.RLock()
 		if _, err := os.Stat(filepath.Join(dir, templateKeyFile)); err == nil {
@@ -126,16 +140,16 @@ func (s *Service) template(ctx context.Context, phase func(string), k templateKe
 		m.RUnlock()
 		m.Lock()
 		if _, err := os.Stat(filepath.Join(dir, templateKeyFile)); err != nil {
-			if err := s.recentFailure(k); err != nil {
+			if err := t.recentFailure(k); err != nil {
 				m.Unlock()
 				return "", nil, err
 			}
 			phase("making a template (first VM of this shape)")
-			if err := s.buildTemplate(ctx, k, img, kern); err != nil {
+			if err := t.build(ctx, k, img, kern); err != nil {
 				if ctx.Err() == nil {
-					s.mu.Lock()
-					s.failed[k.name()] = failure{time.Now(), err}
-					s.mu.Unlock()
+					t.mu.Lock()
+					t.failed[k.name()] = failure{time.Now(), err}
+					t.mu.Unlock()
 				}
 				m.Unlock()
 				return "", nil, err
@@ -158,34 +172,34 @@ type failure struct {
 }
 
 // recentFailure is the error of k's last build, if it failed lately.
-func (s *Service) recentFailure(k templateKey) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	f, ok := s.failed[k.name()]
+func (t *templates) recentFailure(k templateKey) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	f, ok := t.failed[k.name()]
 	if !ok || time.Since(f.at) > retryTemplate {
 		return nil
 	}
 	return fmt.Errorf("its template could not be made %s ago (tried again after %s): %w", time.Since(f.at).Round(time.Second), retryTemplate, f.err)
 }
 
-// dropTemplate removes k's template (stale: its state no longer loads).
-func (s *Service) dropTemplate(k templateKey, why string) {
-	m := s.templateLock(k)
+// drop removes k's template (stale: its state no longer loads).
+func (t *templates) drop(k templateKey, why string) {
+	m := t.lock(k)
 	m.Lock()
 	defer m.Unlock()
-	s.cfg.Log.Info("removing a template", "template", k.name(), "image", k.ImageID, "why", why)
-	_ = os.RemoveAll(s.templateDir(k))
+	t.cfg.Log.Info("removing a template", "template", k.name(), "image", k.ImageID, "why", why)
+	_ = os.RemoveAll(t.dir(k))
 }
 
-// buildTemplate boots a VM of key k with no identity (no hostname, no
+// build boots a VM of key k with no identity (no hostname, no
 // keys, its NIC unconfigured and, for a tap, unplugged), waits for its
 // agent and SSH host key, and saves it, its VMM ending. Called with k's
 // lock held.
-func (s *Service) buildTemplate(ctx context.Context, k templateKey, img api.Image, kern api.Kernel) error {
+func (t *templates) build(ctx context.Context, k templateKey, img api.Image, kern api.Kernel) error {
 	start := time.Now()
-	final := s.templateDir(k)
+	final := t.dir(k)
 	dir := final + building
-	runDir := s.templateRunDir(k)
+	runDir := t.runDir(k)
 	for _, d := range []string{dir, runDir} {
 		if err := os.RemoveAll(d); err != nil {
 			return err
@@ -204,11 +218,11 @@ func (s *Service) buildTemplate(ctx context.Context, k templateKey, img api.Imag
 	if err := boot.WorkDisk(ctx, filepath.Join(dir, templateDisk), k.DiskSize); err != nil {
 		return err
 	}
-	spec, err := s.templateSpec(k, img, kern, dir, runDir)
+	spec, err := t.spec(k, img, kern, dir, runDir)
 	if err != nil {
 		return err
 	}
-	in, err := s.cfg.Driver.Start(ctx, spec)
+	in, err := t.cfg.Driver.Start(ctx, spec)
 	if err != nil {
 		return err
 	}
@@ -220,11 +234,11 @@ func (s *Service) buildTemplate(ctx context.Context, k templateKey, img api.Imag
 	if err := os.WriteFile(filepath.Join(dir, templatePID), []byte(fmt.Sprintf("%d %d\n", id.PID, id.StartTime)), 0o600); err != nil {
 		return err
 	}
-	wctx, cancel := context.WithTimeout(ctx, s.cfg.BootTimeout)
+	wctx, cancel := context.WithTimeout(ctx, t.cfg.BootTimeout)
 	defer cancel()
 	c, err := boot.WaitAgent(wctx, in.DialAgent, in.Done())
 	if err != nil {
-		return fmt.Errorf("making a template: booting: %w; %s", err, boot.Failure(in, s.cfg.Driver.Name()))
+		return fmt.Errorf("making a template: booting: %w; %s", err, boot.Failure(in, t.cfg.Driver.Name()))
 	}
 	defer c.Close()
 	// Info answers once the SSH server has its host key: the template
@@ -233,7 +247,7 @@ func (s *Service) buildTemplate(ctx context.Context, k templateKey, img api.Imag
 	if err := c.Call(wctx, proto.MethodInfo, nil, &info); err != nil {
 		return fmt.Errorf("making a template: asking its agent: %w", err)
 	}
-	sn, err := s.snapshotter()
+	sn, err := t.vmms.snapshotter()
 	if err != nil {
 		return err
 	}
@@ -252,14 +266,14 @@ func (s *Service) buildTemplate(ctx context.Context, k templateKey, img api.Imag
 		return err
 	}
 	ok = true
-	s.cfg.Log.Info("template made", "template", k.name(), "image", img.Name, "took", time.Since(start).Round(time.Millisecond))
+	t.cfg.Log.Info("template made", "template", k.name(), "image", img.Name, "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
-// templateSpec is how a template of key k runs: dir holds its work
+// spec is how a template of key k runs: dir holds its work
 // disk, runDir its sockets.
-func (s *Service) templateSpec(k templateKey, img api.Image, kern api.Kernel, dir, runDir string) (vmm.Spec, error) {
-	initrd, err := boot.CachedInitramfs(kern.Dir, s.cfg.Agent, &s.sums)
+func (t *templates) spec(k templateKey, img api.Image, kern api.Kernel, dir, runDir string) (vmm.Spec, error) {
+	initrd, err := t.vmms.initrd(kern)
 	if err != nil {
 		return vmm.Spec{}, err
 	}
@@ -271,9 +285,9 @@ func (s *Service) templateSpec(k templateKey, img api.Image, kern api.Kernel, di
 		nic = &vmm.NIC{User: true, MAC: newMAC(), Outbound: k.NIC == "user+outbound"}
 	}
 	return vmm.Spec{
-		Kernel: bundle.Vmlinux(kern.Dir), Initrd: initrd, Cmdline: boot.Cmdline(proto.BootParams{}, s.cfg.Emulated),
+		Kernel: bundle.Vmlinux(kern.Dir), Initrd: initrd, Cmdline: boot.Cmdline(proto.BootParams{}, t.cfg.Emulated),
 		MemoryMiB: k.MemoryMiB, VCPU: k.VCPU, Dir: runDir, NIC: nic,
-		Disks: s.disks(img, kern, filepath.Join(dir, templateDisk)),
+		Disks: t.vmms.disks(img, kern, filepath.Join(dir, templateDisk)),
 	}, nil
 }
 
@@ -281,63 +295,53 @@ func (s *Service) templateSpec(k templateKey, img api.Image, kern api.Kernel, di
 // is none): its work disk a copy of the template's, its guest given
 // rec's identity. A template its VMM no longer loads (another QEMU,
 // agent or kernel) is made again, once.
-func (s *Service) createWarm(ctx context.Context, phase func(string), rec store.VM, img api.Image, kern api.Kernel) (store.VM, error) {
+func (t *templates) createWarm(ctx context.Context, phase func(string), rec store.VM, img api.Image, kern api.Kernel) (store.VM, error) {
 	k := keyOf(rec)
 	for try := 0; ; try++ {
-		dir, release, err := s.template(ctx, phase, k, img, kern)
+		dir, release, err := t.get(ctx, phase, k, img, kern)
 		if err != nil {
 			return rec, err
 		}
 		phase("copying the work disk")
-		_ = os.Remove(s.workDisk(rec.ID))
-		if err := os.MkdirAll(s.stateDir(rec.ID), 0o700); err != nil {
+		_ = os.Remove(t.recs.work(rec.ID))
+		if err := os.MkdirAll(t.recs.state(rec.ID), 0o700); err != nil {
 			release()
 			return rec, err
 		}
-		if _, err := clonefile.Copy(filepath.Join(dir, templateDisk), s.workDisk(rec.ID)); err != nil {
+		if _, err := clonefile.Copy(filepath.Join(dir, templateDisk), t.recs.work(rec.ID)); err != nil {
 			release()
 			return rec, err
 		}
 		var out store.VM
-		out, err = s.startFrom(ctx, phase, rec, img, kern, filepath.Join(dir, templateState), true)
+		out, err = t.vmms.startFrom(ctx, phase, rec, img, kern, filepath.Join(dir, templateState), true)
 		release()
 		if err == nil || !errors.Is(err, vmm.ErrStateMismatch) || try > 0 {
 			return out, err
 		}
-		s.dropTemplate(k, err.Error())
+		t.drop(k, err.Error())
 	}
 }
 
-// Warm makes the template of a VM shape, as the first create of that
-// shape would: the image (pulled if unknown), kernel and sizes default
-// as vm create's do.
-func (s *Service) Warm(ctx context.Context, p api.ImageWarmParams) (api.Template, error) {
-	var t api.Template
-	err := s.track(ctx, api.OpKindImageWarm, p.Image, func(ctx context.Context, phase func(string)) error {
-		var err error
-		t, err = s.warmImage(ctx, phase, p)
-		return err
-	})
-	return t, err
-}
-
-func (s *Service) warmImage(ctx context.Context, phase func(string), p api.ImageWarmParams) (api.Template, error) {
-	if !s.canWarm() {
-		return api.Template{}, fmt.Errorf("%w: the %s driver cannot save a VM, so it has no templates", api.ErrInvalidArgument, s.cfg.Driver.Name())
+// warmImage makes the template of a VM shape, as the first create of
+// that shape would: the image (pulled if unknown), kernel and sizes
+// default as vm create's do.
+func (t *templates) warmImage(ctx context.Context, phase func(string), p api.ImageWarmParams) (api.Template, error) {
+	if !t.canWarm() {
+		return api.Template{}, fmt.Errorf("%w: the %s driver cannot save a VM, so it has no templates", api.ErrInvalidArgument, t.cfg.Driver.Name())
 	}
-	rec, err := s.newRecord(api.VMCreateParams{Image: p.Image, Kernel: p.Kernel, VCPU: p.VCPU, MemoryMiB: p.MemoryMiB,
+	rec, err := t.recs.newRecord(api.VMCreateParams{Image: p.Image, Kernel: p.Kernel, VCPU: p.VCPU, MemoryMiB: p.MemoryMiB,
 		DiskSize: p.DiskSize, Network: p.Network, NAT: p.NAT})
 	if err != nil {
 		return api.Template{}, err
 	}
-	img, err := s.cfg.Image(ctx, rec.Image)
-	if errors.Is(err, api.ErrNotFound) && s.cfg.PullImage != nil {
-		img, err = s.cfg.PullImage(ctx, rec.Image)
+	img, err := t.cfg.Image(ctx, rec.Image)
+	if errors.Is(err, api.ErrNotFound) && t.cfg.PullImage != nil {
+		img, err = t.cfg.PullImage(ctx, rec.Image)
 	}
 	if err != nil {
 		return api.Template{}, fmt.Errorf("image %s: %w", rec.Image, err)
 	}
-	kern, err := s.cfg.Kernel(ctx, rec.Kernel)
+	kern, err := t.cfg.Kernel(ctx, rec.Kernel)
 	if err != nil {
 		return api.Template{}, err
 	}
@@ -345,57 +349,57 @@ func (s *Service) warmImage(ctx context.Context, phase func(string), p api.Image
 	k := keyOf(rec)
 	start := time.Now()
 	// Asked for, it is tried again whatever failed before.
-	s.mu.Lock()
-	delete(s.failed, k.name())
-	s.mu.Unlock()
-	_, release, err := s.template(ctx, phase, k, img, kern)
+	t.mu.Lock()
+	delete(t.failed, k.name())
+	t.mu.Unlock()
+	_, release, err := t.get(ctx, phase, k, img, kern)
 	if err != nil {
 		return api.Template{}, err
 	}
 	release()
-	t := s.templateOf(k, img.Name, kern.Name)
-	t.Took = time.Since(start).Seconds()
-	return t, nil
+	tpl := t.describe(k, img.Name, kern.Name)
+	tpl.Took = time.Since(start).Seconds()
+	return tpl, nil
 }
 
-// templateOf describes k's template.
-func (s *Service) templateOf(k templateKey, image, kernel string) api.Template {
-	dir := s.templateDir(k)
-	t := api.Template{ID: k.name(), Image: image, ImageID: k.ImageID, Kernel: kernel, VCPU: k.VCPU, MemoryMiB: k.MemoryMiB,
+// describe describes k's template.
+func (t *templates) describe(k templateKey, image, kernel string) api.Template {
+	dir := t.dir(k)
+	tpl := api.Template{ID: k.name(), Image: image, ImageID: k.ImageID, Kernel: kernel, VCPU: k.VCPU, MemoryMiB: k.MemoryMiB,
 		DiskSize: k.DiskSize, NIC: k.NIC}
 	if fi, err := os.Stat(filepath.Join(dir, templateKeyFile)); err == nil {
-		t.Created = fi.ModTime().UTC()
+		tpl.Created = fi.ModTime().UTC()
 	}
 	if fi, err := os.Stat(filepath.Join(dir, templateState, vmm.MemoryFile)); err == nil {
-		t.StateBytes = fi.Size()
+		tpl.StateBytes = fi.Size()
 	}
-	t.DiskUsed = diskUsed(filepath.Join(dir, templateDisk))
-	return t
+	tpl.DiskUsed = diskUsed(filepath.Join(dir, templateDisk))
+	return tpl
 }
 
-// Templates lists the templates creates start from, oldest first.
-func (s *Service) Templates(ctx context.Context) (api.TemplateListResult, error) {
+// list lists the templates creates start from, oldest first.
+func (t *templates) list(ctx context.Context) (api.TemplateListResult, error) {
 	res := api.TemplateListResult{Templates: []api.Template{}}
-	if s.cfg.TemplateDir == "" {
+	if t.cfg.TemplateDir == "" {
 		return res, nil
 	}
-	entries, err := os.ReadDir(s.cfg.TemplateDir)
+	entries, err := os.ReadDir(t.cfg.TemplateDir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return res, err
 	}
 	for _, e := range entries {
-		k, err := readTemplateKey(filepath.Join(s.cfg.TemplateDir, e.Name()))
+		k, err := readTemplateKey(filepath.Join(t.cfg.TemplateDir, e.Name()))
 		if err != nil || k.name() != e.Name() {
 			continue // being built, or not one
 		}
 		image, kernel := k.ImageID, k.KernelID
-		if img, err := s.cfg.Image(ctx, k.ImageID); err == nil {
+		if img, err := t.cfg.Image(ctx, k.ImageID); err == nil {
 			image = img.Name
 		}
-		if kern, err := s.cfg.Kernel(ctx, k.KernelID); err == nil {
+		if kern, err := t.cfg.Kernel(ctx, k.KernelID); err == nil {
 			kernel = kern.Name
 		}
-		res.Templates = append(res.Templates, s.templateOf(k, image, kernel))
+		res.Templates = append(res.Templates, t.describe(k, image, kernel))
 	}
 	slices.SortFunc(res.Templates, func(a, b api.Template) int { return a.Created.Compare(b.Created) })
 	return res, nil
@@ -414,58 +418,58 @@ func readTemplateKey(dir string) (templateKey, error) {
 	return k, json.Unmarshal(b, &k)
 }
 
-// DropTemplates removes the templates of images or kernels that are
+// dropGone removes the templates of images or kernels that are
 // gone: the daemon calls it once an image is deleted, and at start
 // (a kernel's are removed then, or with the next image deleted).
-func (s *Service) DropTemplates(ctx context.Context) {
-	if s.cfg.TemplateDir == "" {
+func (t *templates) dropGone(ctx context.Context) {
+	if t.cfg.TemplateDir == "" {
 		return
 	}
-	entries, _ := os.ReadDir(s.cfg.TemplateDir)
+	entries, _ := os.ReadDir(t.cfg.TemplateDir)
 	for _, e := range entries {
-		dir := filepath.Join(s.cfg.TemplateDir, e.Name())
+		dir := filepath.Join(t.cfg.TemplateDir, e.Name())
 		if strings.HasSuffix(e.Name(), building) {
-			continue // a build in flight; swept at start (sweepTemplateBuilds)
+			continue // a build in flight; swept at start (sweepBuilds)
 		}
 		k, err := readTemplateKey(dir)
 		if err != nil || k.name() != e.Name() {
-			s.cfg.Log.Info("removing an unreadable template", "dir", dir, "err", err)
+			t.cfg.Log.Info("removing an unreadable template", "dir", dir, "err", err)
 			_ = os.RemoveAll(dir)
 			continue
 		}
-		if _, err := s.cfg.Image(ctx, k.ImageID); errors.Is(err, api.ErrNotFound) {
-			s.dropTemplate(k, "its image was deleted")
-		} else if _, err := s.cfg.Kernel(ctx, k.KernelID); errors.Is(err, api.ErrNotFound) {
-			s.dropTemplate(k, "its kernel was deleted")
+		if _, err := t.cfg.Image(ctx, k.ImageID); errors.Is(err, api.ErrNotFound) {
+			t.drop(k, "its image was deleted")
+		} else if _, err := t.cfg.Kernel(ctx, k.KernelID); errors.Is(err, api.ErrNotFound) {
+			t.drop(k, "its kernel was deleted")
 		}
 	}
 }
 
-// sweepTemplateBuilds ends the VMMs of template builds a dead daemon
+// sweepBuilds ends the VMMs of template builds a dead daemon
 // left, and removes what they left; at start, before any build.
-func (s *Service) sweepTemplateBuilds() {
-	if s.cfg.TemplateDir == "" {
+func (t *templates) sweepBuilds() {
+	if t.cfg.TemplateDir == "" {
 		return
 	}
-	entries, _ := os.ReadDir(s.cfg.TemplateDir)
+	entries, _ := os.ReadDir(t.cfg.TemplateDir)
 	for _, e := range entries {
 		if !strings.HasSuffix(e.Name(), building) {
 			continue
 		}
-		dir := filepath.Join(s.cfg.TemplateDir, e.Name())
+		dir := filepath.Join(t.cfg.TemplateDir, e.Name())
 		if b, err := os.ReadFile(filepath.Join(dir, templatePID)); err == nil {
 			if f := strings.Fields(string(b)); len(f) == 2 {
 				pid, _ := strconv.Atoi(f[0])
 				st, _ := strconv.ParseUint(f[1], 10, 64)
-				runDir := filepath.Join(s.cfg.RunDir, "template-"+strings.TrimSuffix(e.Name(), building))
-				if in, err := s.cfg.Driver.Adopt(vmm.Spec{Dir: runDir}, proc.ID{PID: pid, StartTime: st}); err == nil {
+				runDir := filepath.Join(t.cfg.RunDir, "template-"+strings.TrimSuffix(e.Name(), building))
+				if in, err := t.cfg.Driver.Adopt(vmm.Spec{Dir: runDir}, proc.ID{PID: pid, StartTime: st}); err == nil {
 					_ = in.Process().Kill()
 					<-in.Done()
 				}
 				_ = os.RemoveAll(runDir)
 			}
 		}
-		s.cfg.Log.Info("removing a template build cut short", "dir", dir)
+		t.cfg.Log.Info("removing a template build cut short", "dir", dir)
 		_ = os.RemoveAll(dir)
 	}
 }

@@ -1,0 +1,178 @@
+package vm
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/agent/proto"
+	"github.com/bangerdev/banger/internal/vmm"
+)
+
+// TestWarmCreate: the first create of a shape makes its template, every
+// create of it then restores it, each guest given its own identity (its
+// name, its ID as machine-id, fresh entropy, a new host key, which
+// known_hosts records); another shape gets a template of its own, --cold
+// boots, and a template that no longer loads is made again.
+func TestWarmCreate(t *testing.T) {
+	f := newFixture(t, withTemplates, func(c *Config) { c.Defaults.Network = api.NetworkUser })
+	ctx := context.Background()
+	// The fake driver counts a restore as a start too.
+	boots := func() int { return f.drv.Starts() - f.drv.Restores() }
+	a := f.mustCreate("a")
+	if f.drv.Restores() != 1 || boots() != 1 {
+		t.Fatalf("first create: %d restores, %d boots; want the template booted and a restore", f.drv.Restores(), boots())
+	}
+	b := f.mustCreate("b")
+	if f.drv.Restores() != 2 || boots() != 1 {
+		t.Fatalf("second create: %d restores, %d boots; want a restore alone", f.drv.Restores(), boots())
+	}
+	ids := map[string]proto.IdentityParams{}
+	for _, v := range []api.VM{a, b} {
+		g := f.drv.Guest(f.svc.recs.run(v.ID))
+		got := g.Identities()
+		if len(got) != 1 {
+			t.Fatalf("%s was given %d identities", v.Name, len(got))
+		}
+		p := got[0]
+		bp, err := proto.ParseBootParams(p.Boot)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bp.Hostname != v.Name || p.MachineID != v.ID || !p.NewHostKey || len(p.Entropy) < 32 || p.UnixNano == 0 ||
+			bp.Net == nil || len(bp.SSHKeys) != 1 {
+			t.Fatalf("%s's identity: %+v (%+v)", v.Name, p, bp)
+		}
+		ids[v.Name] = p
+		line, err := hostKeyLine(string(sshAuthorized(g.HostKey)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(knownHosts(t, f), line) {
+			t.Fatalf("known_hosts lacks %s's new host key", v.Name)
+		}
+	}
+	if bytes.Equal(ids["a"].Entropy, ids["b"].Entropy) {
+		t.Fatal("two VMs were given the same entropy")
+	}
+	if l, err := f.svc.Templates(ctx); err != nil || len(l.Templates) != 1 || l.Templates[0].Image != "debian" || l.Templates[0].Kernel != "6.1" ||
+		l.Templates[0].NIC != "user" || l.Templates[0].StateBytes == 0 || l.Templates[0].MemoryMiB != 256 {
+		t.Fatalf("templates = %+v, %v", l, err)
+	}
+	// Another size, another template.
+	if _, err := f.create(api.VMCreateParams{Name: "big", MemoryMiB: 512}); err != nil {
+		t.Fatal(err)
+	}
+	if entries, _ := os.ReadDir(f.cfg.TemplateDir); len(entries) != 2 || boots() != 2 {
+		t.Fatalf("templates after another shape: %v, %d boots", entries, boots())
+	}
+	// --cold boots.
+	restores := f.drv.Restores()
+	if _, err := f.create(api.VMCreateParams{Name: "cold", Cold: true}); err != nil || f.drv.Restores() != restores {
+		t.Fatalf("a cold create: %v, %d restores", err, f.drv.Restores())
+	}
+	// A template its VMM refuses is made again.
+	k := keyOf(f.record("a"))
+	st := filepath.Join(f.svc.tmpl.dir(k), templateState, vmm.StateFile)
+	b2, err := os.ReadFile(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(st, bytes.Replace(b2, []byte(`"memory_mib": 256`), []byte(`"memory_mib": 999`), 1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before := boots()
+	if _, err := f.create(api.VMCreateParams{Name: "again"}); err != nil {
+		t.Fatal(err)
+	}
+	if boots() != before+1 {
+		t.Fatalf("a stale template was not made again: %d boots", boots())
+	}
+	// Its kernel gone, or its image, its templates go.
+	image, kernel := f.svc.cfg.Image, f.svc.cfg.Kernel
+	f.svc.cfg.Kernel = func(context.Context, string) (api.Kernel, error) { return api.Kernel{}, api.ErrNotFound }
+	f.svc.DropTemplates(ctx)
+	if entries, _ := os.ReadDir(f.cfg.TemplateDir); len(entries) != 0 {
+		t.Fatalf("templates of a deleted kernel: %v", entries)
+	}
+	f.svc.cfg.Kernel = kernel
+	if _, err := f.svc.Warm(ctx, api.ImageWarmParams{Image: "debian"}); err != nil {
+		t.Fatal(err)
+	}
+	f.svc.cfg.Image = func(context.Context, string) (api.Image, error) { return api.Image{}, api.ErrNotFound }
+	f.svc.DropTemplates(ctx)
+	if entries, _ := os.ReadDir(f.cfg.TemplateDir); len(entries) != 0 {
+		t.Fatalf("templates of a deleted image: %v", entries)
+	}
+	f.svc.cfg.Image = image
+}
+
+// TestTemplateBuildCutShort: a daemon that died while making a template
+// left its VMM and half a template; the next one ends and removes both.
+func TestTemplateBuildCutShort(t *testing.T) {
+	f := newFixture(t, withTemplates)
+	f.mustCreate("a")
+	k := keyOf(f.record("a"))
+	dir := f.svc.tmpl.dir(k) + building
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	runDir := f.svc.tmpl.runDir(k)
+	if err := os.MkdirAll(runDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	in, err := f.drv.Start(context.Background(), vmm.Spec{Dir: runDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := in.ID()
+	if err := os.WriteFile(filepath.Join(dir, templatePID), []byte(strconv.Itoa(id.PID)+" "+strconv.FormatUint(id.StartTime, 10)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f.st.Close()
+	f.open()
+	if err := f.svc.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, id.PID)
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a template build cut short is left: %v", err)
+	}
+}
+
+// TestTemplateFailureRemembered: a template that cannot be made leaves
+// the create to boot, and the next creates of that shape boot too for a
+// while, rather than each paying for another attempt.
+func TestTemplateFailureRemembered(t *testing.T) {
+	f := newFixture(t, withTemplates)
+	// A file where the templates go: no template can be made.
+	if err := os.WriteFile(f.cfg.TemplateDir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if v := f.mustCreate("a"); v.State != api.VMRunning || f.drv.Restores() != 0 {
+		t.Fatalf("a create whose template failed: %+v, %d restores", v, f.drv.Restores())
+	}
+	if err := os.Remove(f.cfg.TemplateDir); err != nil {
+		t.Fatal(err)
+	}
+	if v := f.mustCreate("b"); v.State != api.VMRunning || f.drv.Restores() != 0 {
+		t.Fatalf("the next create tried the template again: %d restores", f.drv.Restores())
+	}
+	if _, err := os.Stat(f.cfg.TemplateDir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a template was made: %v", err)
+	}
+	// image warm tries again, and the next create starts from it.
+	if _, err := f.svc.Warm(context.Background(), api.ImageWarmParams{Image: "debian"}); err != nil {
+		t.Fatalf("image warm after a failure: %v", err)
+	}
+	f.mustCreate("c")
+	if f.drv.Restores() != 1 {
+		t.Fatalf("after image warm: %d restores", f.drv.Restores())
+	}
+}
