@@ -18,7 +18,7 @@ var (
 	guestOnly = []string{"internal/agent/guest", "internal/agent/server", "internal/agent/spawn",
 		"internal/agent/sshd", "internal/agent/passwd", "internal/agent/procfs", "cmd/banger-agent"}
 	shared = []string{"internal/agent/proto", "internal/agent/link", "internal/agent/tree",
-		"internal/sshkey", "internal/version", "api"}
+		"internal/sshkey", "internal/wholefile", "internal/version", "api"}
 )
 
 func deps(t *testing.T, pkgs ...string) []string {

@@ -21,6 +21,7 @@ import (
 	"github.com/bangerdev/banger/internal/kmod"
 	"github.com/bangerdev/banger/internal/kvm"
 	"github.com/bangerdev/banger/internal/vmm"
+	"github.com/bangerdev/banger/internal/wholefile"
 )
 
 // Initramfs builds the initramfs of a kernel bundle around agent: the
@@ -84,24 +85,9 @@ func CachedInitramfs(bundleDir, agentPath string, sums *vmm.Sums) (string, error
 	if err != nil {
 		return "", err
 	}
-	tmp, err := os.CreateTemp(bundleDir, ".initrd-*")
-	if err != nil {
-		return "", err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return "", err
-	}
-	if err := tmp.Close(); err != nil {
-		return "", err
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return "", err
-	}
 	// Concurrent builds write the same bytes: whichever rename lands last
 	// wins, and both are whole.
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := wholefile.Write(path, data, 0o644); err != nil {
 		return "", err
 	}
 	return path, nil

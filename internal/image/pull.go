@@ -23,7 +23,7 @@ import (
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/blobcache"
-	"github.com/bangerdev/banger/internal/crashpoint"
+	"github.com/bangerdev/banger/internal/objdir"
 	"github.com/bangerdev/banger/internal/ociref"
 	"github.com/bangerdev/banger/internal/opstate"
 	"github.com/bangerdev/banger/internal/rootfs"
@@ -367,11 +367,12 @@ func (s *Service) installRecord(ctx context.Context, op *opstate.Op[api.Image], 
 			return api.Image{}, err
 		}
 		op.SetPhase("building rootfs")
-		tmp, err := os.MkdirTemp(s.cfg.Dir, ".build-")
+		stage, err := objdir.Stage(s.cfg.Dir, "rootfs", "image.install", "rootfs")
 		if err != nil {
 			return api.Image{}, fmt.Errorf("building the rootfs of %s: %w", rec.Name, err)
 		}
-		defer os.RemoveAll(tmp)
+		defer stage.Discard()
+		tmp := stage.Path()
 		f, err := os.Create(filepath.Join(tmp, "rootfs.ext4"))
 		if err != nil {
 			return api.Image{}, fmt.Errorf("building the rootfs of %s: %w", rec.Name, err)
@@ -394,13 +395,11 @@ func (s *Service) installRecord(ctx context.Context, op *opstate.Op[api.Image], 
 				return api.Image{}, fmt.Errorf("building the rootfs of %s: %w", rec.Name, err)
 			}
 		}
-		crashpoint.At("image.install", "rootfs built")
 		s.install.Lock()
 		defer s.install.Unlock()
-		if err := os.Rename(tmp, dir); err != nil && !fileExists(final) {
+		if _, err := stage.Store(filepath.Base(dir)); err != nil && !fileExists(final) {
 			return api.Image{}, fmt.Errorf("storing the rootfs of %s: %w", rec.Name, err)
 		}
-		crashpoint.At("image.install", "rootfs stored")
 	} else {
 		s.install.Lock()
 		defer s.install.Unlock()

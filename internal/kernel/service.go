@@ -32,7 +32,6 @@ import (
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/bundle"
-	"github.com/bangerdev/banger/internal/crashpoint"
 	"github.com/bangerdev/banger/internal/deb"
 	"github.com/bangerdev/banger/internal/kmod"
 	"github.com/bangerdev/banger/internal/objdir"
@@ -245,11 +244,12 @@ func (s *Service) importSource(p, named api.KernelImportParams) source {
 // install turns what src put in a staging directory into a stored bundle
 // and a record named name (default: the kernel version).
 func (s *Service) install(ctx context.Context, op *opstate.Op[api.Kernel], name string, src source) (api.Kernel, error) {
-	staging, err := os.MkdirTemp(s.cfg.Dir, ".import-")
+	stage, err := objdir.Stage(s.cfg.Dir, "bundle", "kernel.install", "bundle")
 	if err != nil {
 		return api.Kernel{}, err
 	}
-	defer os.RemoveAll(staging)
+	defer stage.Discard()
+	staging := stage.Path()
 	rec, err := src(ctx, op, staging)
 	if err != nil {
 		return api.Kernel{}, err
@@ -309,13 +309,9 @@ func (s *Service) install(ctx context.Context, op *opstate.Op[api.Kernel], name 
 
 	s.installMu.Lock()
 	defer s.installMu.Unlock()
-	final := s.bundleDir(rec.ID)
-	if _, err := os.Stat(final); errors.Is(err, fs.ErrNotExist) {
-		if err := os.Rename(staging, final); err != nil {
-			return api.Kernel{}, fmt.Errorf("storing kernel %s: %w", rec.Name, err)
-		}
+	if _, err := stage.Store(filepath.Base(s.bundleDir(rec.ID))); err != nil {
+		return api.Kernel{}, fmt.Errorf("storing kernel %s: %w", rec.Name, err)
 	}
-	crashpoint.At("kernel.install", "bundle stored")
 	var k api.Kernel
 	err = s.cfg.Store.Update(ctx, func(tx *store.Tx) error {
 		if err := tx.PutKernel(ctx, rec); err != nil {

@@ -1,10 +1,12 @@
-// Package objdir is the file half of a collection whose records live in
-// the store: one directory per object, named by its ID, under one
-// parent; staging beside them under names that start with "."; and a
-// delete that sets an object aside inside its store transaction, so a
-// kill at any point leaves record and files agreeing once Sweep has run
-// at the next start. The kernel service (bundles) and the image service
-// (root file systems) keep theirs this way.
+// Package objdir is banger's one crash-safe store for content: one
+// directory per object, named by its ID, under one parent; an object is
+// made in a staging directory beside them (a name that starts with ".")
+// and renamed whole into place (Stage, Store); a delete sets it aside
+// first (SetAside inside the store transaction of an object with a
+// record, Remove for one without), so a kill at any point leaves records
+// and files agreeing once Sweep has run at the next start. Image root
+// file systems, kernel bundles and VM templates are kept this way, each
+// step a crash point of the reliability campaign.
 package objdir
 
 import (
@@ -15,6 +17,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/bangerdev/banger/internal/crashpoint"
 )
 
 // asidePrefix starts the name of an object a delete set aside.
@@ -54,6 +58,80 @@ func Sweep(dir string, recorded map[string]bool, log *slog.Logger, what string) 
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// stagingPrefix starts the name of an object being made.
+const stagingPrefix = ".staging-"
+
+// Staging is an object being made, in a directory beside the stored
+// ones.
+type Staging struct {
+	dir, path   string
+	verb, thing string // its crash points: "VERB:THING built", "VERB:THING stored"
+}
+
+// Stage makes a staging directory in dir for an object (hint names it
+// for a reader; Staged finds it), whose crash points are verb's, about
+// thing ("rootfs", "bundle", "template"). Discard removes what Store did
+// not move into place.
+func Stage(dir, hint, verb, thing string) (*Staging, error) {
+	path, err := os.MkdirTemp(dir, stagingPrefix+hint+"-")
+	if err != nil {
+		return nil, err
+	}
+	return &Staging{dir: dir, path: path, verb: verb, thing: thing}, nil
+}
+
+// Path is the staging directory.
+func (s *Staging) Path() string { return s.path }
+
+// Store renames the staging directory whole to id. An object already
+// stored as id stays as it is (the same content, made concurrently or
+// before): stored says whether this one was.
+func (s *Staging) Store(id string) (stored bool, err error) {
+	crashpoint.At(s.verb, s.thing+" built")
+	final := filepath.Join(s.dir, id)
+	if _, err := os.Lstat(final); err == nil {
+		return false, nil
+	}
+	if err := os.Rename(s.path, final); err != nil {
+		if _, serr := os.Lstat(final); serr == nil {
+			return false, nil
+		}
+		return false, err
+	}
+	crashpoint.At(s.verb, s.thing+" stored")
+	return true, nil
+}
+
+// Discard removes the staging directory, if Store has not moved it.
+func (s *Staging) Discard() { _ = os.RemoveAll(s.path) }
+
+// Staged lists the staging directories of dir, by path, with the hint
+// each was staged with: what a daemon that died mid-make left (Sweep
+// removes them; a caller may first end what they name, a template's VMM).
+func Staged(dir string) map[string]string {
+	found, _ := filepath.Glob(filepath.Join(dir, stagingPrefix+"*"))
+	staged := map[string]string{}
+	for _, path := range found {
+		rest := strings.TrimPrefix(filepath.Base(path), stagingPrefix)
+		if i := strings.LastIndex(rest, "-"); i >= 0 {
+			staged[path] = rest[:i]
+		}
+	}
+	return staged
+}
+
+// Remove deletes the object id of dir that has no record: set aside,
+// then removed, so that a kill midway leaves no half of it under its
+// name (Sweep removes the rest). An object not there is no error.
+func Remove(dir, id, verb string) error {
+	a, err := SetAside(dir, id)
+	if err != nil {
+		return err
+	}
+	crashpoint.At(verb, "set aside")
+	return a.Remove()
 }
 
 // Aside is an object set aside by a delete.

@@ -80,3 +80,49 @@ func names(t *testing.T, dir string) []string {
 	}
 	return out
 }
+
+// TestStage: a staged object appears whole under its ID or not at all;
+// a second of the same ID leaves the first as it was; Discard removes
+// what was not stored; Staged finds staging left behind, with its hint;
+// Remove leaves nothing under the ID, and an absent object is no error.
+func TestStage(t *testing.T) {
+	dir := t.TempDir()
+	stage := func(content string) *Staging {
+		s, err := Stage(dir, "hint", "verb", "thing")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(s.Path(), "f"), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	first := stage("one")
+	if got := Staged(dir); len(got) != 1 || got[first.Path()] != "hint" {
+		t.Fatalf("Staged = %v", got)
+	}
+	if stored, err := first.Store("obj"); err != nil || !stored {
+		t.Fatalf("Store = %v, %v", stored, err)
+	}
+	second := stage("two")
+	if stored, err := second.Store("obj"); err != nil || stored {
+		t.Fatalf("a second Store = %v, %v", stored, err)
+	}
+	second.Discard()
+	first.Discard()
+	if b, err := os.ReadFile(filepath.Join(dir, "obj", "f")); err != nil || string(b) != "one" {
+		t.Fatalf("stored object: %q, %v", b, err)
+	}
+	if got := names(t, dir); !slices.Equal(got, []string{"obj"}) {
+		t.Fatalf("left: %v", got)
+	}
+	if err := Remove(dir, "obj", "verb"); err != nil {
+		t.Fatal(err)
+	}
+	if err := Remove(dir, "obj", "verb"); err != nil {
+		t.Fatalf("removing an absent object: %v", err)
+	}
+	if got := names(t, dir); len(got) != 0 {
+		t.Fatalf("left: %v", got)
+	}
+}

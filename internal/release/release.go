@@ -24,6 +24,8 @@ import (
 
 	"aead.dev/minisign"
 	"golang.org/x/mod/semver"
+
+	"github.com/bangerdev/banger/internal/wholefile"
 )
 
 const (
@@ -287,7 +289,7 @@ func Publish(bin, out, version string, key minisign.PrivateKey, validFor time.Du
 		name string
 		b    []byte
 	}{{TarballName(version), tarball}, {SumsName, sums}, {SigName, Sign(key, sums, time.Now(), validFor)}} {
-		if err := writeAtomic(filepath.Join(out, f.name), f.b); err != nil {
+		if err := wholefile.Write(filepath.Join(out, f.name), f.b, 0o644); err != nil {
 			return fmt.Errorf("publishing release %s: %w", version, err)
 		}
 	}
@@ -305,16 +307,8 @@ func Resign(out string, key minisign.PrivateKey, validFor time.Duration) error {
 	if _, err := ParseSums(sums); err != nil {
 		return fmt.Errorf("signing the index again: %w", err)
 	}
-	if err := writeAtomic(filepath.Join(out, SigName), Sign(key, sums, time.Now(), validFor)); err != nil {
+	if err := wholefile.Write(filepath.Join(out, SigName), Sign(key, sums, time.Now(), validFor), 0o644); err != nil {
 		return fmt.Errorf("signing the index again: %w", err)
 	}
 	return nil
-}
-
-func writeAtomic(path string, b []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }

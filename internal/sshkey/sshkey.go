@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/bangerdev/banger/internal/wholefile"
 )
 
 // LoadOrCreate loads the ed25519 private key at path (OpenSSH format,
@@ -42,11 +44,7 @@ func Create(path string) (ssh.Signer, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, pem.EncodeToMemory(block), 0o600); err != nil {
-		return nil, err
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := wholefile.Write(path, pem.EncodeToMemory(block), 0o600); err != nil {
 		return nil, err
 	}
 	return ssh.NewSignerFromKey(priv)

@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/bangerdev/banger/internal/release"
+	"github.com/bangerdev/banger/internal/wholefile"
 )
 
 // MarkName is the usual name of Host.MarkFile, beside the binaries (root's
@@ -71,22 +71,7 @@ func (m Mark) Raise(path string, issued time.Time, version string) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("keeping the update mark: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // a no-op once renamed
-	_, err = tmp.Write(append(b, '\n'))
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
+	if err := wholefile.Write(path, append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("keeping the update mark: %w", err)
 	}
 	return nil

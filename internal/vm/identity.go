@@ -19,6 +19,7 @@ import (
 	"github.com/bangerdev/banger/internal/agent/client"
 	"github.com/bangerdev/banger/internal/agent/proto"
 	"github.com/bangerdev/banger/internal/store"
+	"github.com/bangerdev/banger/internal/wholefile"
 )
 
 // identity is a guest's identity as the host keeps it: the one a guest
@@ -161,9 +162,5 @@ func (id *identity) set(host, key string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b.Bytes(), 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return wholefile.Write(path, b.Bytes(), 0o600)
 }

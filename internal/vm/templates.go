@@ -21,6 +21,7 @@ import (
 	"github.com/bangerdev/banger/internal/boot"
 	"github.com/bangerdev/banger/internal/bundle"
 	"github.com/bangerdev/banger/internal/clonefile"
+	"github.com/bangerdev/banger/internal/objdir"
 	"github.com/bangerdev/banger/internal/proc"
 	"github.com/bangerdev/banger/internal/store"
 	"github.com/bangerdev/banger/internal/vmm"
@@ -35,13 +36,14 @@ import (
 //	           VMM, kernel, initramfs and machine itself)
 //	work.ext4  its work disk, which each VM's starts as a copy of
 //
-// It is made in KEY.building and renamed whole into place.
+// It is made in a staging directory beside (objdir) and renamed whole
+// into place.
 const (
 	templateKeyFile = "key.json"
 	templateState   = "state"
 	templateDisk    = "work.ext4"
-	templatePID     = "vmm.pid" // a building template's VMM, for a daemon that dies meanwhile
-	building        = ".building"
+	templatePID     = "vmm.pid"   // a building template's VMM, for a daemon that dies meanwhile
+	legacyBuilding  = ".building" // an older banger's staging: KEY.building
 )
 
 // templates are the saved VMs creates start from: made once per VM
@@ -188,7 +190,15 @@ func (t *templates) drop(k templateKey, why string) {
 	m.Lock()
 	defer m.Unlock()
 	t.cfg.Log.Info("removing a template", "template", k.name(), "image", k.ImageID, "why", why)
-	_ = os.RemoveAll(t.dir(k))
+	t.remove(k.name())
+}
+
+// remove removes the template directory name (objdir.Remove: a kill
+// midway leaves it set aside, swept at the next start).
+func (t *templates) remove(name string) {
+	if err := objdir.Remove(t.cfg.TemplateDir, name, "template.delete"); err != nil {
+		t.cfg.Log.Warn("removing a template", "template", name, "err", err)
+	}
 }
 
 // build boots a VM of key k with no identity (no hostname, no
@@ -197,24 +207,23 @@ func (t *templates) drop(k templateKey, why string) {
 // lock held.
 func (t *templates) build(ctx context.Context, k templateKey, img api.Image, kern api.Kernel) error {
 	start := time.Now()
-	final := t.dir(k)
-	dir := final + building
 	runDir := t.runDir(k)
-	for _, d := range []string{dir, runDir} {
-		if err := os.RemoveAll(d); err != nil {
-			return err
-		}
+	if err := os.RemoveAll(runDir); err != nil {
+		return err
 	}
 	defer os.RemoveAll(runDir)
-	ok := false
-	defer func() {
-		if !ok {
-			os.RemoveAll(dir)
-		}
-	}()
 	if err := os.MkdirAll(runDir, 0o700); err != nil {
 		return err
 	}
+	if err := os.MkdirAll(t.cfg.TemplateDir, 0o700); err != nil {
+		return err
+	}
+	stage, err := objdir.Stage(t.cfg.TemplateDir, k.name(), "template.build", "template")
+	if err != nil {
+		return err
+	}
+	defer stage.Discard()
+	dir := stage.Path()
 	if err := boot.WorkDisk(ctx, filepath.Join(dir, templateDisk), k.DiskSize); err != nil {
 		return err
 	}
@@ -262,10 +271,9 @@ func (t *templates) build(ctx context.Context, k templateKey, img api.Image, ker
 		return err
 	}
 	_ = os.Remove(filepath.Join(dir, templatePID))
-	if err := os.Rename(dir, final); err != nil {
+	if _, err := stage.Store(k.name()); err != nil {
 		return err
 	}
-	ok = true
 	t.cfg.Log.Info("template made", "template", k.name(), "image", img.Name, "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
@@ -428,13 +436,13 @@ func (t *templates) dropGone(ctx context.Context) {
 	entries, _ := os.ReadDir(t.cfg.TemplateDir)
 	for _, e := range entries {
 		dir := filepath.Join(t.cfg.TemplateDir, e.Name())
-		if strings.HasSuffix(e.Name(), building) {
-			continue // a build in flight; swept at start (sweepBuilds)
+		if strings.HasPrefix(e.Name(), ".") || strings.HasSuffix(e.Name(), legacyBuilding) {
+			continue // a build in flight, or a removal: swept at start (sweepBuilds)
 		}
 		k, err := readTemplateKey(dir)
 		if err != nil || k.name() != e.Name() {
 			t.cfg.Log.Info("removing an unreadable template", "dir", dir, "err", err)
-			_ = os.RemoveAll(dir)
+			t.remove(e.Name())
 			continue
 		}
 		if _, err := t.cfg.Image(ctx, k.ImageID); errors.Is(err, api.ErrNotFound) {
@@ -445,23 +453,25 @@ func (t *templates) dropGone(ctx context.Context) {
 	}
 }
 
-// sweepBuilds ends the VMMs of template builds a dead daemon
-// left, and removes what they left; at start, before any build.
+// sweepBuilds ends the VMMs of template builds a dead daemon left, and
+// removes what they and removals cut short left (objdir.Sweep); at
+// start, before any build.
 func (t *templates) sweepBuilds() {
 	if t.cfg.TemplateDir == "" {
 		return
 	}
-	entries, _ := os.ReadDir(t.cfg.TemplateDir)
-	for _, e := range entries {
-		if !strings.HasSuffix(e.Name(), building) {
-			continue
-		}
-		dir := filepath.Join(t.cfg.TemplateDir, e.Name())
+	builds := objdir.Staged(t.cfg.TemplateDir)
+	// A build an older banger left: KEY.building.
+	legacy, _ := filepath.Glob(filepath.Join(t.cfg.TemplateDir, "*"+legacyBuilding))
+	for _, dir := range legacy {
+		builds[dir] = strings.TrimSuffix(filepath.Base(dir), legacyBuilding)
+	}
+	for dir, name := range builds {
 		if b, err := os.ReadFile(filepath.Join(dir, templatePID)); err == nil {
 			if f := strings.Fields(string(b)); len(f) == 2 {
 				pid, _ := strconv.Atoi(f[0])
 				st, _ := strconv.ParseUint(f[1], 10, 64)
-				runDir := filepath.Join(t.cfg.RunDir, "template-"+strings.TrimSuffix(e.Name(), building))
+				runDir := filepath.Join(t.cfg.RunDir, "template-"+name)
 				if in, err := t.cfg.Driver.Adopt(vmm.Spec{Dir: runDir}, proc.ID{PID: pid, StartTime: st}); err == nil {
 					_ = in.Process().Kill()
 					<-in.Done()
@@ -471,5 +481,8 @@ func (t *templates) sweepBuilds() {
 		}
 		t.cfg.Log.Info("removing a template build cut short", "dir", dir)
 		_ = os.RemoveAll(dir)
+	}
+	if err := objdir.Sweep(t.cfg.TemplateDir, nil, t.cfg.Log, "template"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.cfg.Log.Warn("sweeping the templates", "err", err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/agent/proto"
+	"github.com/bangerdev/banger/internal/objdir"
 	"github.com/bangerdev/banger/internal/vmm"
 )
 
@@ -114,35 +115,56 @@ func TestWarmCreate(t *testing.T) {
 }
 
 // TestTemplateBuildCutShort: a daemon that died while making a template
-// left its VMM and half a template; the next one ends and removes both.
+// left its VMM and half a template (in objdir's staging, or as an older
+// banger made it, KEY.building), or while removing one left it set aside;
+// the next one ends and removes them all, and keeps the whole templates.
 func TestTemplateBuildCutShort(t *testing.T) {
-	f := newFixture(t, withTemplates)
-	f.mustCreate("a")
-	k := keyOf(f.record("a"))
-	dir := f.svc.tmpl.dir(k) + building
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	runDir := f.svc.tmpl.runDir(k)
-	if err := os.MkdirAll(runDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	in, err := f.drv.Start(context.Background(), vmm.Spec{Dir: runDir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := in.ID()
-	if err := os.WriteFile(filepath.Join(dir, templatePID), []byte(strconv.Itoa(id.PID)+" "+strconv.FormatUint(id.StartTime, 10)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	f.st.Close()
-	f.open()
-	if err := f.svc.Reconcile(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	waitGone(t, id.PID)
-	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("a template build cut short is left: %v", err)
+	for _, layout := range []string{"staged", "legacy"} {
+		t.Run(layout, func(t *testing.T) {
+			f := newFixture(t, withTemplates)
+			f.mustCreate("a")
+			k := keyOf(f.record("a"))
+			dir := f.svc.tmpl.dir(k) + legacyBuilding
+			if layout == "staged" {
+				stage, err := objdir.Stage(f.cfg.TemplateDir, k.name(), "template.build", "template")
+				if err != nil {
+					t.Fatal(err)
+				}
+				dir = stage.Path()
+			} else if err := os.MkdirAll(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			aside := filepath.Join(f.cfg.TemplateDir, ".deleting-0123456789abcdef")
+			if err := os.MkdirAll(filepath.Join(aside, templateState), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			runDir := f.svc.tmpl.runDir(k)
+			if err := os.MkdirAll(runDir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			in, err := f.drv.Start(context.Background(), vmm.Spec{Dir: runDir})
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := in.ID()
+			if err := os.WriteFile(filepath.Join(dir, templatePID), []byte(strconv.Itoa(id.PID)+" "+strconv.FormatUint(id.StartTime, 10)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			f.st.Close()
+			f.open()
+			if err := f.svc.Reconcile(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			waitGone(t, id.PID)
+			for _, left := range []string{dir, aside, runDir} {
+				if _, err := os.Stat(left); !errors.Is(err, os.ErrNotExist) {
+					t.Fatalf("%s is left: %v", left, err)
+				}
+			}
+			if _, err := os.Stat(filepath.Join(f.svc.tmpl.dir(k), templateKeyFile)); err != nil {
+				t.Fatalf("the whole template went too: %v", err)
+			}
+		})
 	}
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/bangerdev/banger/internal/agent/proto"
 	"github.com/bangerdev/banger/internal/agent/tree"
 	"github.com/bangerdev/banger/internal/crashpoint"
+	"github.com/bangerdev/banger/internal/wholefile"
 )
 
 // GuestDir is where a workspace lives in the guest; exec starts there.
@@ -140,19 +141,7 @@ func saveState(dir string, st State) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, ".workspace-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), filepath.Join(dir, stateFile))
+	return wholefile.Write(filepath.Join(dir, stateFile), b, 0o600)
 }
 
 // Check refuses a workspace that is not a directory on this host, so a
