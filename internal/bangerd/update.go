@@ -158,19 +158,7 @@ func updateHost(env *Env) (update.Host, string, error) {
 			h.Paths[name] = path
 		}
 		h.KeepDir = filepath.Join(filepath.Dir(h.Paths["bangerd"]), update.PreviousDir)
-		noSystemd := errors.New("systemd is not running on this host: restart `banger system helper` and `bangerd --system` yourself")
-		h.Restart = func(context.Context) error {
-			if !systemdRunning() {
-				return noSystemd
-			}
-			return systemctl("restart", install.HelperUnit, install.DaemonUnit)
-		}
-		h.Stop = func(context.Context) error {
-			if !systemdRunning() {
-				return noSystemd
-			}
-			return systemctl("stop", install.DaemonUnit)
-		}
+		h.Daemon = units{}
 	case errors.Is(err, record.ErrNotInstalled):
 		exe, err := os.Executable()
 		if err == nil {
@@ -184,21 +172,7 @@ func updateHost(env *Env) (update.Host, string, error) {
 			h.Paths[name] = filepath.Join(dir, name)
 		}
 		h.KeepDir = filepath.Join(dir, update.PreviousDir)
-		h.Stop = func(ctx context.Context) error {
-			if out, err := runBinary(ctx, env, h.Paths["banger"], "daemon", "stop"); err != nil {
-				return fmt.Errorf("stopping the daemon: %w: %s", err, out)
-			}
-			return nil
-		}
-		h.Restart = func(ctx context.Context) error {
-			if err := h.Stop(ctx); err != nil {
-				return err
-			}
-			if out, err := runBinary(ctx, env, h.Paths["banger"], "daemon", "start"); err != nil {
-				return fmt.Errorf("%w: %s", err, out)
-			}
-			return nil
-		}
+		h.Daemon = userDaemon{env: env, banger: h.Paths["banger"]}
 	default:
 		return h, "", err
 	}
@@ -208,11 +182,7 @@ func updateHost(env *Env) (update.Host, string, error) {
 	}
 	h.Store = l.Database()
 	h.MarkFile = filepath.Join(filepath.Dir(h.Paths["bangerd"]), update.MarkName)
-	h.BackupStore = func(ctx context.Context, dst string) error { return storeCmds.Backup(ctx, h.Paths["bangerd"], dst) }
-	h.RestoreStore = func(ctx context.Context, backup string) error {
-		return storeCmds.Restore(ctx, h.Paths["bangerd"], backup)
-	}
-	h.CheckMigrations = storeCmds.CheckMigrations
+	h.StoreSteps = storeCmds
 	sock := l.Socket()
 	if env.socket != "" {
 		sock = env.socket
@@ -297,4 +267,47 @@ func runBinary(ctx context.Context, env *Env, path string, args ...string) (stri
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
 	return strings.TrimSpace(termsafe.Text(out.String())), err
+}
+
+// units are the installed daemon and helper, as systemd runs them.
+type units struct{}
+
+var errNoSystemd = errors.New("systemd is not running on this host: restart `banger system helper` and `bangerd --system` yourself")
+
+func (units) Restart(context.Context) error {
+	if !systemdRunning() {
+		return errNoSystemd
+	}
+	return systemctl("restart", install.HelperUnit, install.DaemonUnit)
+}
+
+func (units) Stop(context.Context) error {
+	if !systemdRunning() {
+		return errNoSystemd
+	}
+	return systemctl("stop", install.DaemonUnit)
+}
+
+// userDaemon is a daemon not installed, as the CLI beside the binaries
+// stops and starts it.
+type userDaemon struct {
+	env    *Env
+	banger string
+}
+
+func (d userDaemon) Stop(ctx context.Context) error {
+	if out, err := runBinary(ctx, d.env, d.banger, "daemon", "stop"); err != nil {
+		return fmt.Errorf("stopping the daemon: %w: %s", err, out)
+	}
+	return nil
+}
+
+func (d userDaemon) Restart(ctx context.Context) error {
+	if err := d.Stop(ctx); err != nil {
+		return err
+	}
+	if out, err := runBinary(ctx, d.env, d.banger, "daemon", "start"); err != nil {
+		return fmt.Errorf("%w: %s", err, out)
+	}
+	return nil
 }

@@ -10,15 +10,21 @@ import (
 	"github.com/bangerdev/banger/internal/workspace"
 )
 
+// creatorVMs is what a create asks of the VM service: record the VM,
+// run its phases, read it again once its workspace is placed.
+type creatorVMs interface {
+	Create(ctx context.Context, p api.VMCreateParams) (vm.Creation, error)
+	Build(ctx context.Context, phase func(string), c vm.Creation) (api.VM, error)
+	Show(ctx context.Context, p api.VMRefParams) (api.VM, error)
+}
+
 // creator runs vm.create as one operation: the VM service's create, then,
 // for a create with a workspace, the workspace service's placement.
 // Orchestrated here so that neither service calls the other: the
 // workspace service sits on the VM service, and placing a workspace is a
 // step after the VM is up, outside the VM's lock.
 type creator struct {
-	create  func(context.Context, api.VMCreateParams) (vm.Creation, error)
-	build   func(ctx context.Context, phase func(string), c vm.Creation) (api.VM, error)
-	show    func(context.Context, api.VMRefParams) (api.VM, error)
+	vms     creatorVMs
 	place   func(context.Context, api.WorkspacePrepareParams, workspace.Progress) (api.WorkspacePrepareResult, error)
 	session func(name string) (end func()) // keeps the VM from counting as idle
 	// hostTree refuses a workspace the caller may not have the daemon
@@ -46,12 +52,12 @@ func (c *creator) Create(ctx context.Context, p api.VMCreateParams) (*opstate.Op
 			return nil, err
 		}
 	}
-	cr, err := c.create(ctx, p)
+	cr, err := c.vms.Create(ctx, p)
 	if err != nil {
 		return nil, err
 	}
 	return c.ops.Start(c.lifetime, api.OpKindVMCreate, cr.Name(), func(ctx context.Context, op *opstate.Op[api.VM]) (api.VM, error) {
-		v, err := c.build(ctx, op.SetPhase, cr)
+		v, err := c.vms.Build(ctx, op.SetPhase, cr)
 		if err != nil || p.Workspace == nil {
 			return v, err
 		}
@@ -61,6 +67,6 @@ func (c *creator) Create(ctx context.Context, p api.VMCreateParams) (*opstate.Op
 		if _, err := c.place(ctx, api.WorkspacePrepareParams{Name: v.Name, WorkspaceSpec: ws}, func(api.WorkspaceProgress) {}); err != nil {
 			return api.VM{}, fmt.Errorf("vm %s is up, but its workspace was not placed: %w; try again with `banger vm workspace prepare %s %s`", v.Name, err, v.Name, ws.Path)
 		}
-		return c.show(ctx, api.VMRefParams{Name: v.Name})
+		return c.vms.Show(ctx, api.VMRefParams{Name: v.Name})
 	}), nil
 }

@@ -32,21 +32,25 @@ func (f *fakeVMs) note(s string) {
 	f.calls = append(f.calls, s)
 }
 
+func (f *fakeVMs) Create(_ context.Context, p api.VMCreateParams) (vm.Creation, error) {
+	f.note("create " + p.Name)
+	return vm.Creation{}, nil
+}
+
+func (f *fakeVMs) Build(_ context.Context, phase func(string), _ vm.Creation) (api.VM, error) {
+	phase("booting")
+	f.note("build")
+	return api.VM{Name: "web", State: api.VMRunning}, nil
+}
+
+func (f *fakeVMs) Show(_ context.Context, p api.VMRefParams) (api.VM, error) {
+	f.note("show " + p.Name)
+	return api.VM{Name: p.Name, State: api.VMRunning, Workspace: "/workspace"}, nil
+}
+
 func (f *fakeVMs) creator() *creator {
 	return &creator{
-		create: func(_ context.Context, p api.VMCreateParams) (vm.Creation, error) {
-			f.note("create " + p.Name)
-			return vm.Creation{}, nil
-		},
-		build: func(_ context.Context, phase func(string), _ vm.Creation) (api.VM, error) {
-			phase("booting")
-			f.note("build")
-			return api.VM{Name: "web", State: api.VMRunning}, nil
-		},
-		show: func(_ context.Context, p api.VMRefParams) (api.VM, error) {
-			f.note("show " + p.Name)
-			return api.VM{Name: p.Name, State: api.VMRunning, Workspace: "/workspace"}, nil
-		},
+		vms: f,
 		place: func(_ context.Context, p api.WorkspacePrepareParams, _ workspace.Progress) (api.WorkspacePrepareResult, error) {
 			f.mu.Lock()
 			open := f.sessions

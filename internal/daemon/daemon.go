@@ -78,8 +78,8 @@ type Daemon struct {
 	// stop requests a graceful shutdown.
 	stop context.CancelFunc
 
-	svc      *services
-	handlers map[string]handler
+	svc     *services
+	methods map[string]method
 }
 
 // Run serves until ctx ends or a client calls shutdown. It returns once
@@ -136,7 +136,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if d.svc.dns != nil {
 		defer d.svc.dns.Close()
 	}
-	d.handlers = rpcHandlers(d.svc)
+	d.methods = rpcMethods(d.svc)
 
 	ln, err := listen(l, group)
 	if err != nil {
@@ -179,7 +179,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 			c.Close()
 			continue
 		}
-		conns.Go(func() { rpc.ServeConn(ctx, c, d.dispatch, log, upgradable) })
+		conns.Go(func() { rpc.ServeConn(ctx, c, d.dispatch, log, d.upgradable) })
 	}
 	log.Info("bangerd shutting down")
 	// Give calls in flight a moment to answer, then cut them off.

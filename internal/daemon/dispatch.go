@@ -23,74 +23,98 @@ import (
 // handler is the uniform shape every method dispatches through.
 type handler func(ctx context.Context, call *rpc.Call) rpc.Response
 
-// rpcHandlers is the single source of truth for the methods bangerd
-// serves: each entry is one of the wired services' methods, adapted by
-// the helpers below for its shape.
-func rpcHandlers(s *services) map[string]handler {
-	return map[string]handler{
-		api.MethodPing:               anyParams(ping),
-		api.MethodShutdown:           anyParams(s.daemon.shutdown),
-		api.MethodVersion:            noParam(s.daemon.version),
-		api.MethodDaemonInfo:         noParam(s.daemon.info),
-		api.MethodConfigShow:         noParam(s.daemon.configShow),
-		api.MethodOperationsList:     noParam(s.ops.List),
-		api.MethodOperationsGet:      param(s.ops.Get),
-		api.MethodOperationsCancel:   param(s.ops.Cancel),
-		api.MethodOperationsWait:     stream(s.ops.Wait),
-		api.MethodImagePull:          startOp(s.images.Pull),
-		api.MethodImageImport:        startOp(s.images.Import),
-		api.MethodImageList:          noParam(s.images.List),
-		api.MethodImageShow:          param(s.images.Show),
-		api.MethodImageDelete:        param(s.images.Delete),
-		api.MethodImageCachePrune:    param(s.images.PruneCache),
-		api.MethodImageWarm:          param(s.vms.Warm),
-		api.MethodImageTemplates:     noParam(s.vms.Templates),
-		api.MethodKernelImport:       startOp(s.kernels.Import),
-		api.MethodKernelList:         noParam(s.kernels.List),
-		api.MethodKernelShow:         param(s.kernels.Show),
-		api.MethodKernelDelete:       param(s.kernels.Delete),
-		api.MethodKernelPull:         startOp(s.kernels.Pull),
-		api.MethodKernelPush:         param(s.kernels.Push),
-		api.MethodVMBootTest:         param(s.bootCheck.Run),
-		api.MethodVMCreate:           startOp(s.creates.Create),
-		api.MethodVMStart:            param(s.vms.Start),
-		api.MethodVMStop:             param(s.vms.Stop),
-		api.MethodVMRestart:          param(s.vms.Restart),
-		api.MethodVMSuspend:          param(s.vms.Suspend),
-		api.MethodVMResume:           param(s.vms.Resume),
-		api.MethodVMFork:             param(s.vms.Fork),
-		api.MethodVMSnapshotCreate:   param(s.vms.SnapshotCreate),
-		api.MethodVMSnapshotList:     param(s.vms.SnapshotList),
-		api.MethodVMSnapshotRestore:  param(s.vms.SnapshotRestore),
-		api.MethodVMSnapshotDelete:   param(s.vms.SnapshotDelete),
-		api.MethodVMDelete:           param(s.vms.Delete),
-		api.MethodVMList:             noParam(s.vms.List),
-		api.MethodVMShow:             param(s.vms.Show),
-		api.MethodVMExec:             stream(s.vms.Exec),
-		api.MethodVMLogs:             stream(s.vms.Logs),
-		api.MethodVMSet:              param(s.vms.Set),
-		api.MethodVMKill:             param(s.vms.Kill),
-		api.MethodVMPrune:            noParam(s.vms.Prune),
-		api.MethodVMSSH:              param(s.vms.SSH),
-		api.MethodVMSSHProxy:         upgrade(s.vms.DialSSH),
-		api.MethodVMStats:            param(s.stats.Stats),
-		api.MethodVMStatsAll:         noParam(s.stats.StatsAll),
-		api.MethodVMHealth:           param(s.stats.Health),
-		api.MethodVMPing:             param(s.stats.Health),
-		api.MethodVMPorts:            param(s.stats.Ports),
-		api.MethodVMWorkspacePrepare: progress(s.workspace.Prepare),
-		api.MethodVMWorkspaceStatus:  param(s.workspace.Status),
-		api.MethodVMWorkspacePull:    progress(s.workspace.Pull),
-		api.MethodVMWorkspacePush:    progress(s.workspace.Push),
-		api.MethodVMWorkspaceExport:  param(s.workspace.Export),
-		api.MethodVMEgress:           stream(s.egress.Events),
-		api.MethodVMEgressSuggest:    param(s.egress.Suggest),
-		api.MethodEvents:             stream(s.events.Stream),
-	}
+// method is one method bangerd serves: its handler, and how the daemon
+// treats its calls.
+type method struct {
+	h handler
+	// polled: a dashboard calls it over and over: logged at debug.
+	polled bool
+	// activity is what a call naming a VM does to the idle sweep.
+	activity activity
+	// upgrade: its connection becomes a byte stream (vm.ssh-proxy).
+	upgrade bool
 }
 
-// upgradable names the methods whose connection becomes a byte stream.
-func upgradable(method string) bool { return method == api.MethodVMSSHProxy }
+// activity is what a call naming a VM (by name or names) does to the
+// idle sweep's clock.
+type activity int
+
+const (
+	// none: reads (list, stats, ports, health, ping, logs, egress) leave
+	// it alone, so a dashboard polling them keeps no VM awake.
+	none activity = iota
+	// touch: the call counts as use of the VMs it names.
+	touch
+	// session: the VM is busy until the call returns (exec, ssh, a
+	// workspace transfer).
+	session
+)
+
+// rpcMethods is the single source of truth for the methods bangerd
+// serves: each entry is one of the wired services' methods, adapted by
+// the helpers below for its shape, with its settings.
+func rpcMethods(s *services) map[string]method {
+	return map[string]method{
+		api.MethodPing:               {h: anyParams(ping), polled: true},
+		api.MethodShutdown:           {h: anyParams(s.daemon.shutdown)},
+		api.MethodVersion:            {h: noParam(s.daemon.version)},
+		api.MethodDaemonInfo:         {h: noParam(s.daemon.info)},
+		api.MethodConfigShow:         {h: noParam(s.daemon.configShow)},
+		api.MethodOperationsList:     {h: noParam(s.ops.List)},
+		api.MethodOperationsGet:      {h: param(s.ops.Get), polled: true},
+		api.MethodOperationsCancel:   {h: param(s.ops.Cancel)},
+		api.MethodOperationsWait:     {h: stream(s.ops.Wait)},
+		api.MethodImagePull:          {h: startOp(s.images.Pull)},
+		api.MethodImageImport:        {h: startOp(s.images.Import)},
+		api.MethodImageList:          {h: noParam(s.images.List)},
+		api.MethodImageShow:          {h: param(s.images.Show)},
+		api.MethodImageDelete:        {h: param(s.images.Delete)},
+		api.MethodImageCachePrune:    {h: param(s.images.PruneCache)},
+		api.MethodImageWarm:          {h: param(s.vms.Warm)},
+		api.MethodImageTemplates:     {h: noParam(s.vms.Templates)},
+		api.MethodKernelImport:       {h: startOp(s.kernels.Import)},
+		api.MethodKernelList:         {h: noParam(s.kernels.List)},
+		api.MethodKernelShow:         {h: param(s.kernels.Show)},
+		api.MethodKernelDelete:       {h: param(s.kernels.Delete)},
+		api.MethodKernelPull:         {h: startOp(s.kernels.Pull)},
+		api.MethodKernelPush:         {h: param(s.kernels.Push)},
+		api.MethodVMBootTest:         {h: param(s.bootCheck.Run), activity: touch},
+		api.MethodVMCreate:           {h: startOp(s.creates.Create), activity: touch},
+		api.MethodVMStart:            {h: param(s.vms.Start), activity: touch},
+		api.MethodVMStop:             {h: param(s.vms.Stop), activity: touch},
+		api.MethodVMRestart:          {h: param(s.vms.Restart), activity: touch},
+		api.MethodVMSuspend:          {h: param(s.vms.Suspend), activity: touch},
+		api.MethodVMResume:           {h: param(s.vms.Resume), activity: touch},
+		api.MethodVMFork:             {h: param(s.vms.Fork), activity: touch},
+		api.MethodVMSnapshotCreate:   {h: param(s.vms.SnapshotCreate), activity: touch},
+		api.MethodVMSnapshotList:     {h: param(s.vms.SnapshotList), activity: touch},
+		api.MethodVMSnapshotRestore:  {h: param(s.vms.SnapshotRestore), activity: touch},
+		api.MethodVMSnapshotDelete:   {h: param(s.vms.SnapshotDelete), activity: touch},
+		api.MethodVMDelete:           {h: param(s.vms.Delete), activity: touch},
+		api.MethodVMList:             {h: noParam(s.vms.List)},
+		api.MethodVMShow:             {h: param(s.vms.Show)},
+		api.MethodVMExec:             {h: stream(s.vms.Exec), activity: session},
+		api.MethodVMLogs:             {h: stream(s.vms.Logs)},
+		api.MethodVMSet:              {h: param(s.vms.Set), activity: touch},
+		api.MethodVMKill:             {h: param(s.vms.Kill), activity: touch},
+		api.MethodVMPrune:            {h: noParam(s.vms.Prune), activity: touch},
+		api.MethodVMSSH:              {h: param(s.vms.SSH), activity: touch},
+		api.MethodVMSSHProxy:         {h: upgrade(s.vms.DialSSH), activity: session, upgrade: true},
+		api.MethodVMStats:            {h: param(s.stats.Stats), polled: true},
+		api.MethodVMStatsAll:         {h: noParam(s.stats.StatsAll), polled: true},
+		api.MethodVMHealth:           {h: param(s.stats.Health), polled: true},
+		api.MethodVMPing:             {h: param(s.stats.Health), polled: true},
+		api.MethodVMPorts:            {h: param(s.stats.Ports)},
+		api.MethodVMWorkspacePrepare: {h: progress(s.workspace.Prepare), activity: session},
+		api.MethodVMWorkspaceStatus:  {h: param(s.workspace.Status), activity: touch},
+		api.MethodVMWorkspacePull:    {h: progress(s.workspace.Pull), activity: session},
+		api.MethodVMWorkspacePush:    {h: progress(s.workspace.Push), activity: session},
+		api.MethodVMWorkspaceExport:  {h: param(s.workspace.Export), activity: touch},
+		api.MethodVMEgress:           {h: stream(s.egress.Events)},
+		api.MethodVMEgressSuggest:    {h: param(s.egress.Suggest)},
+		api.MethodEvents:             {h: stream(s.events.Stream)},
+	}
+}
 
 // param adapts a call that takes params P and returns R: decode
 // strictly, call, encode. Errors keep their sentinel's wire code.
@@ -213,29 +237,21 @@ func (d *Daemon) dispatch(ctx context.Context, call *rpc.Call) rpc.Response {
 			"use the banger binary that matches the daemon, or restart the daemon with the new one (`banger daemon stop && banger daemon start`)",
 			api.ErrVersionMismatch, client, call.V, d.build.Version, api.ProtocolVersion))
 	}
-	h, ok := d.handlers[call.Method]
+	m, ok := d.methods[call.Method]
 	if !ok {
 		return fail(fmt.Errorf("%w %q; this daemon (bangerd %s) serves: %s",
-			api.ErrUnknownMethod, call.Method, d.build.Version, strings.Join(slices.Sorted(maps.Keys(d.handlers)), ", ")))
+			api.ErrUnknownMethod, call.Method, d.build.Version, strings.Join(slices.Sorted(maps.Keys(d.methods)), ", ")))
 	}
-	d.logCall(ctx, call.Method, call.ID)
-	defer d.activity(call.Method, call.Params)()
-	return h(ctx, call)
+	d.logCall(ctx, m, call.Method, call.ID)
+	defer d.activity(m.activity, call.Params)()
+	return m.h(ctx, call)
 }
 
-// activity records a vm.* call on the VMs it names, for the idle sweep,
-// and returns what ends it: a session (exec, ssh, a workspace transfer)
-// keeps its VM busy until the call returns. Reads (list, stats, ports,
-// health, ping, logs, egress) are left out: a dashboard polling them must not
-// keep every VM awake.
-func (d *Daemon) activity(method string, params json.RawMessage) (end func()) {
+// activity records a call on the VMs it names, for the idle sweep, as
+// its method's activity says, and returns what ends it.
+func (d *Daemon) activity(a activity, params json.RawMessage) (end func()) {
 	end = func() {}
-	if !strings.HasPrefix(method, "vm.") {
-		return end
-	}
-	switch method {
-	case api.MethodVMList, api.MethodVMShow, api.MethodVMStats, api.MethodVMStatsAll, api.MethodVMHealth,
-		api.MethodVMPing, api.MethodVMPorts, api.MethodVMLogs, api.MethodVMEgress, api.MethodVMEgressSuggest:
+	if a == none {
 		return end
 	}
 	var ref struct {
@@ -245,11 +261,8 @@ func (d *Daemon) activity(method string, params json.RawMessage) (end func()) {
 	if json.Unmarshal(params, &ref) != nil {
 		return end
 	}
-	switch method {
-	case api.MethodVMExec, api.MethodVMSSHProxy, api.MethodVMWorkspacePrepare, api.MethodVMWorkspacePull, api.MethodVMWorkspacePush:
-		if ref.Name != "" {
-			return d.svc.stats.Session(ref.Name)
-		}
+	if a == session && ref.Name != "" {
+		return d.svc.stats.Session(ref.Name)
 	}
 	for _, n := range append(ref.Names, ref.Name) {
 		if n != "" {
@@ -278,12 +291,14 @@ func decodeParams(method string, raw json.RawMessage, p any) error {
 
 // logCall logs a call with its caller: at info, but for the methods a
 // dashboard calls over and over, at debug.
-func (d *Daemon) logCall(ctx context.Context, method string, id uint64) {
+func (d *Daemon) logCall(ctx context.Context, m method, name string, id uint64) {
 	level := slog.LevelInfo
-	switch method {
-	case api.MethodPing, api.MethodVMStats, api.MethodVMStatsAll, api.MethodVMHealth, api.MethodVMPing, api.MethodOperationsGet:
+	if m.polled {
 		level = slog.LevelDebug
 	}
 	c, _ := peer.FromContext(ctx)
-	d.log.Log(ctx, level, "call", "method", method, "id", id, "uid", c.UID, "pid", c.PID)
+	d.log.Log(ctx, level, "call", "method", name, "id", id, "uid", c.UID, "pid", c.PID)
 }
+
+// upgradable says whether method's connection becomes a byte stream.
+func (d *Daemon) upgradable(method string) bool { return d.methods[method].upgrade }

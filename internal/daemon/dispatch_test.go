@@ -36,23 +36,32 @@ func documentedMethods(t *testing.T) []string {
 	return methods
 }
 
-// TestRPCHandlersMatchDocumentedMethods: the table serves exactly the
+// TestRPCMethodsMatchDocumentedMethods: the table serves exactly the
 // methods docs/ARCHITECTURE.md lists, so neither can drift.
-func TestRPCHandlersMatchDocumentedMethods(t *testing.T) {
-	got := slices.Sorted(maps.Keys(rpcHandlers(&services{})))
+func TestRPCMethodsMatchDocumentedMethods(t *testing.T) {
+	got := slices.Sorted(maps.Keys(rpcMethods(&services{})))
 	want := slices.Sorted(slices.Values(documentedMethods(t)))
 	if len(want) < 40 {
 		t.Fatalf("read only %d methods from docs/ARCHITECTURE.md: %v", len(want), want)
 	}
 	if !slices.Equal(got, want) {
-		t.Fatalf("rpcHandlers serves\n %v\ndocs/ARCHITECTURE.md lists\n %v", got, want)
+		t.Fatalf("rpcMethods serves\n %v\ndocs/ARCHITECTURE.md lists\n %v", got, want)
 	}
 }
 
-func TestRPCHandlersAllNonNil(t *testing.T) {
-	for name, h := range rpcHandlers(&services{}) {
-		if h == nil {
+// TestRPCMethodsSettings: every method has a handler; only a VM's
+// methods count as its activity, and never one a dashboard polls; only
+// the ssh proxy is upgraded, and it is a session.
+func TestRPCMethodsSettings(t *testing.T) {
+	for name, m := range rpcMethods(&services{}) {
+		if m.h == nil {
 			t.Errorf("method %s has a nil handler", name)
+		}
+		if m.activity != none && (!strings.HasPrefix(name, "vm.") || m.polled) {
+			t.Errorf("method %s counts as activity", name)
+		}
+		if m.upgrade != (name == api.MethodVMSSHProxy) || m.upgrade && m.activity != session {
+			t.Errorf("method %s: upgrade %v, activity %v", name, m.upgrade, m.activity)
 		}
 	}
 }

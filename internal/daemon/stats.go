@@ -13,16 +13,16 @@ import (
 	"github.com/bangerdev/banger/internal/vm"
 )
 
-// statsTargets is what the stats service knows of the VMs, read from
-// the VM service through show and list.
-type statsTargets struct {
-	list     func(context.Context) (api.VMListResult, error)
-	show     func(context.Context, api.VMRefParams) (api.VM, error)
+// statsVMs is the VM service as the stats service asks of it: its VMs
+// as targets (read through List and Show, with the config's defaults),
+// their agents and the idle sweep's actions (adapters.go).
+type statsVMs struct {
+	vms      *vm.Service
 	autoStop time.Duration // the config's auto_stop_stale_after
 	idle     string        // the config's auto_idle_action
 }
 
-func (t statsTargets) target(v api.VM) stats.Target {
+func (t statsVMs) target(v api.VM) stats.Target {
 	st := stats.Target{Name: v.Name, ID: v.ID, PID: v.PID, VCPU: v.VCPU, Network: v.Network,
 		AutoStop: vm.AutoStopAfter(v.AutoStop, t.autoStop), Suspend: cmp.Or(v.IdleAction, t.idle) == api.IdleSuspend}
 	if v.Network == api.NetworkBridge {
@@ -35,17 +35,17 @@ func (t statsTargets) target(v api.VM) stats.Target {
 }
 
 // Running lists the running VMs.
-func (t statsTargets) Running(ctx context.Context) ([]stats.Target, error) {
+func (t statsVMs) Running(ctx context.Context) ([]stats.Target, error) {
 	return t.inState(ctx, api.VMRunning)
 }
 
 // Suspended lists the suspended VMs.
-func (t statsTargets) Suspended(ctx context.Context) ([]stats.Target, error) {
+func (t statsVMs) Suspended(ctx context.Context) ([]stats.Target, error) {
 	return t.inState(ctx, api.VMSuspended)
 }
 
-func (t statsTargets) inState(ctx context.Context, state string) ([]stats.Target, error) {
-	all, err := t.list(ctx)
+func (t statsVMs) inState(ctx context.Context, state string) ([]stats.Target, error) {
+	all, err := t.vms.List(ctx)
 	var out []stats.Target
 	for _, v := range all.VMs {
 		if v.State == state {
@@ -56,8 +56,8 @@ func (t statsTargets) inState(ctx context.Context, state string) ([]stats.Target
 }
 
 // Target is the running VM named name.
-func (t statsTargets) Target(ctx context.Context, name string) (stats.Target, error) {
-	v, err := t.show(ctx, api.VMRefParams{Name: name})
+func (t statsVMs) Target(ctx context.Context, name string) (stats.Target, error) {
+	v, err := t.vms.Show(ctx, api.VMRefParams{Name: name})
 	if err != nil {
 		return stats.Target{}, err
 	}

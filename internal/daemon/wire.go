@@ -10,7 +10,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bangerdev/banger/api"
-	"github.com/bangerdev/banger/internal/agent/client"
 	"github.com/bangerdev/banger/internal/allowlist"
 	"github.com/bangerdev/banger/internal/blobcache"
 	"github.com/bangerdev/banger/internal/bootcheck"
@@ -35,7 +34,7 @@ import (
 	"github.com/bangerdev/banger/internal/workspace"
 )
 
-// services are the wired services; the handler table (rpcHandlers) is a
+// services are the wired services; the method table (rpcMethods) is a
 // function of them.
 type services struct {
 	daemon    *Daemon // its own methods: version, info, config, shutdown
@@ -52,11 +51,14 @@ type services struct {
 	events    *events.Bus
 }
 
-// wire builds the services in dependency order into local values, each
-// from those below it, so none can be used before it exists. What a
-// service needs of another it gets as function-typed fields or a small
-// interface; a step that spans two (placing a workspace after a create)
-// is orchestrated here, not by either.
+// wire builds the services layer by layer, each from what the layers
+// below it returned, so none can be used before it exists: content
+// (images, kernels), the network, the VMs, the services over the VMs
+// (stats, workspaces, creates), then the operations of them all. What a
+// service needs of another it gets as a small interface it declares (or
+// one function); a step that spans two (placing a workspace after a
+// create, an image's templates going with it) is orchestrated here, or is
+// a subscriber of the event bus, not a call from either.
 func (d *Daemon) wire(opts Options) (*services, error) {
 	if d.cfg.FirecrackerJailer != "" && os.Geteuid() != 0 {
 		// The jailer chroots and changes user: root's alone. Refused
@@ -67,9 +69,39 @@ func (d *Daemon) wire(opts Options) (*services, error) {
 	// touch on the host (an installed daemon shared with --group).
 	host := peer.Host{Self: uint32(os.Geteuid())}
 	bus := events.New(events.Config{Store: d.store, Log: d.log.With("service", "events")})
-	// The VM service's, once it exists (before any request): an image's
-	// templates go with it.
-	var dropTemplates func(context.Context)
+	c, err := d.wireContent(opts, host, bus)
+	if err != nil {
+		return nil, err
+	}
+	n, err := d.wireNetwork(bus)
+	if err != nil {
+		return nil, err
+	}
+	m, err := d.wireVMs(opts, c, n, bus)
+	if err != nil {
+		return nil, err
+	}
+	p, err := d.wirePeers(opts, host, m)
+	if err != nil {
+		return nil, err
+	}
+	ops := d.wireOperations(opts, c, m, p, bus)
+	return &services{daemon: d, ops: ops, images: c.images, kernels: c.kernels, bootCheck: m.bootCheck,
+		vms: m.vms, creates: p.creates, stats: p.stats, workspace: p.workspace, egress: n.egress, dns: n.dns, events: bus}, nil
+}
+
+// content is the first layer: images and kernels.
+type content struct {
+	images  *image.Service
+	kernels *kernel.Service
+}
+
+// kernel finds a kernel by name or ID.
+func (c content) kernel(ctx context.Context, name string) (api.Kernel, error) {
+	return c.kernels.Show(ctx, api.KernelRefParams{Name: name})
+}
+
+func (d *Daemon) wireContent(opts Options, host peer.Host, bus *events.Bus) (content, error) {
 	images, err := image.New(image.Config{
 		HostFile:    host.File,
 		Credentials: host.Credentials,
@@ -83,17 +115,11 @@ func (d *Daemon) wire(opts Options) (*services, error) {
 		UsedBy: func(ctx context.Context, tx *store.Tx, id string) (int, int, error) {
 			return tx.VMsUsing(ctx, "image_id", id)
 		},
-		Event: func(e api.Event) {
-			bus.Publish(e)
-			if e.Type == api.EventImageDeleted && dropTemplates != nil {
-				dropTemplates(d.lifetime)
-			}
-		},
+		Event: bus.Publish,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("starting the image service: %w", err)
+		return content{}, fmt.Errorf("starting the image service: %w", err)
 	}
-
 	kernels, err := kernel.New(kernel.Config{
 		HostFile:    host.File,
 		Credentials: host.Credentials,
@@ -108,49 +134,74 @@ func (d *Daemon) wire(opts Options) (*services, error) {
 		},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("starting the kernel service: %w", err)
+		return content{}, fmt.Errorf("starting the kernel service: %w", err)
 	}
-	kernelByName := func(ctx context.Context, name string) (api.Kernel, error) {
-		return kernels.Show(ctx, api.KernelRefParams{Name: name})
-	}
+	return content{images: images, kernels: kernels}, nil
+}
 
+// network is the second layer: the .vm names, the egress log, and the
+// bridge network with its DNS server where there is one.
+type network struct {
+	names    vm.Names
+	egress   *egress.Service
+	br       *bridge   // nil without a bridge network
+	bridge   vm.Bridge // br's, or a nil interface (never a nil *hostnet.Network)
+	dns      *vmdns.Server
+	noBridge string // why there is none
+}
+
+func (d *Daemon) wireNetwork(bus *events.Bus) (network, error) {
+	prefix := d.cfg.Network.CIDR.Masked()
+	n := network{names: vm.Names{Store: d.store, Prefix: prefix, Gateway: hostnet.GatewayOf(prefix)}}
+	n.egress = d.egressService(n.names, bus.Publish)
+	n.br, n.noBridge = d.bridgeNetwork(n.names, n.egress)
+	if n.br != nil {
+		n.bridge, n.dns = n.br.net, n.br.dns
+	}
+	if d.cfg.Network.Mode == api.NetworkBridge && n.bridge == nil {
+		return n, fmt.Errorf("network.mode is bridge in config.toml, but %s; set it to user", n.noBridge)
+	}
+	return n, nil
+}
+
+// policyChanged tells the DNS server a running VM's new allow-list.
+func (n network) policyChanged(ctx context.Context, vmID string, allow allowlist.List) {
+	if n.dns != nil {
+		n.dns.Reallow(ctx, vmID, allow)
+	}
+}
+
+// removed forgets a deleted VM in the egress log and the DNS server.
+func (n network) removed(vmID string) {
+	n.egress.Forget(vmID)
+	if n.dns != nil {
+		n.dns.Forget(vmID)
+	}
+}
+
+// machines is the third layer: the VMs, and the boot test.
+type machines struct {
+	vms       *vm.Service
+	bootCheck *bootcheck.Service
+	driver    vmm.Driver
+	verbs     *opstate.Registry[api.VM] // long VM verbs shown as operations
+}
+
+func (d *Daemon) wireVMs(opts Options, c content, n network, bus *events.Bus) (machines, error) {
 	agentBin := opts.AgentBin
 	if agentBin == "" {
 		if exe, err := os.Executable(); err == nil {
 			agentBin = filepath.Join(filepath.Dir(exe), "banger-agent")
 		}
 	}
-	driver := d.driver()
-	bootCheck := &bootcheck.Service{
-		Image:   images.Resolve,
-		Kernel:  kernelByName,
-		Driver:  driver,
-		Agent:   agentBin,
-		WorkDir: filepath.Join(d.layout.RuntimeDir, "vms"),
-		Log:     d.log.With("service", "boot-test"),
-	}
-
+	m := machines{driver: d.driver(), verbs: opstate.NewRegistry[api.VM](opts.OpRetention, time.Now)}
+	m.bootCheck = &bootcheck.Service{Image: c.images.Resolve, Kernel: c.kernel, Driver: m.driver, Agent: agentBin,
+		WorkDir: filepath.Join(d.layout.RuntimeDir, "vms"), Log: d.log.With("service", "boot-test")}
 	sshDir := filepath.Join(d.layout.StateDir, "ssh")
 	key, err := sshkey.LoadOrCreate(filepath.Join(sshDir, "id_ed25519"))
 	if err != nil {
-		return nil, fmt.Errorf("loading banger's SSH key: %w", err)
+		return m, fmt.Errorf("loading banger's SSH key: %w", err)
 	}
-	prefix := d.cfg.Network.CIDR.Masked()
-	names := vm.Names{Store: d.store, Prefix: prefix, Gateway: hostnet.GatewayOf(prefix)}
-	eg := d.egressService(names, bus.Publish)
-	br, noBridge := d.bridgeNetwork(names, eg)
-	var bridge vm.Bridge // a nil *hostnet.Network must stay a nil interface
-	var dns *vmdns.Server
-	policyChanged := func(context.Context, string, allowlist.List) {}
-	if br != nil {
-		bridge, dns, policyChanged = br.net, br.dns, br.dns.Reallow
-	}
-	if d.cfg.Network.Mode == api.NetworkBridge && bridge == nil {
-		return nil, fmt.Errorf("network.mode is bridge in config.toml, but %s; set it to user", noBridge)
-	}
-	// Long VM verbs (suspend, fork, checkpoints, image warm) shown as
-	// operations while they run.
-	verbs := opstate.NewRegistry[api.VM](opts.OpRetention, time.Now)
 	emulated := kvm.KVMUsable() != nil
 	if emulated {
 		// Emulated guests' RAM without transparent huge pages (this
@@ -164,16 +215,15 @@ func (d *Daemon) wire(opts Options) (*services, error) {
 			d.log.Warn("guests keep transparent huge pages", "err", err)
 		}
 	}
-	vms := vm.New(vm.Config{
+	m.vms = vm.New(vm.Config{
 		Store:       d.store,
 		StateDir:    filepath.Join(d.layout.StateDir, "vms"),
 		RunDir:      filepath.Join(d.layout.RuntimeDir, "vms"),
 		Log:         d.log.With("service", "vm"),
 		Lifetime:    d.lifetime,
-		Image:       images.Resolve,
-		PullImage:   pullAndWait(images.Pull),
-		Kernel:      kernelByName,
-		Driver:      driver,
+		Images:      vmImages{c.images},
+		Kernel:      c.kernel,
+		Driver:      m.driver,
 		Agent:       agentBin,
 		Emulated:    emulated,
 		LogMaxBytes: d.cfg.LogMaxSize,
@@ -184,76 +234,75 @@ func (d *Daemon) wire(opts Options) (*services, error) {
 		},
 		SSH: vm.SSHConfig{Key: key.PublicKey(), IdentityFile: filepath.Join(sshDir, "id_ed25519"),
 			KnownHostsFile: filepath.Join(sshDir, "known_hosts")},
-		Bridge:        bridge,
-		NoBridge:      noBridge,
-		PolicyChanged: policyChanged,
+		Bridge:        n.bridge,
+		NoBridge:      n.noBridge,
+		PolicyChanged: n.policyChanged,
 		Event:         bus.Publish,
-		Removed: func(id string) {
-			eg.Forget(id)
-			if dns != nil {
-				dns.Forget(id)
-			}
-		},
-		TemplateDir: filepath.Join(d.layout.StateDir, "templates"),
-		Track:       trackIn(verbs, d.lifetime),
-		ColdCreate:  !d.cfg.WarmCreate,
+		Removed:       n.removed,
+		TemplateDir:   filepath.Join(d.layout.StateDir, "templates"),
+		Track:         trackIn(m.verbs, d.lifetime),
+		ColdCreate:    !d.cfg.WarmCreate,
 	})
-	dropTemplates = vms.DropTemplates
-	if err := vms.Reconcile(d.lifetime); err != nil {
-		return nil, fmt.Errorf("taking back running VMs: %w", err)
+	// An image's templates go with it.
+	bus.On(api.EventImageDeleted, func(api.Event) { m.vms.DropTemplates(d.lifetime) })
+	if err := m.vms.Reconcile(d.lifetime); err != nil {
+		return m, fmt.Errorf("taking back running VMs: %w", err)
 	}
-	if br != nil && br.net.Ours() {
-		d.bridgeUp(br, br.net.Gateway()) // the bridge a previous daemon made
+	if n.br != nil && n.br.net.Ours() {
+		d.bridgeUp(n.br, n.br.net.Gateway()) // the bridge a previous daemon made
 	}
+	return m, nil
+}
 
-	targets := statsTargets{list: vms.List, show: vms.Show, autoStop: d.cfg.AutoStopStaleAfter, idle: d.cfg.AutoIdleAction}
+// peers is the fourth layer: the services over the VMs.
+type peers struct {
+	stats     *stats.Service
+	workspace *workspace.Service
+	creates   *creator
+}
+
+func (d *Daemon) wirePeers(opts Options, host peer.Host, m machines) (peers, error) {
+	_, suspends := m.driver.(vmm.Snapshotter)
 	st := stats.New(stats.Config{
-		Running:  targets.Running,
-		Target:   targets.Target,
-		Agent:    agentAs(vms.Agent, func(c *client.Client) stats.Agent { return c }),
-		AutoStop: vms.AutoStop,
+		VMs: statsVMs{vms: m.vms, autoStop: d.cfg.AutoStopStaleAfter, idle: d.cfg.AutoIdleAction},
 		// A driver that cannot save a VM's memory stops idle VMs instead.
-		AutoSuspend: autoSuspend(vms, driver),
-		Suspended:   targets.Suspended,
-		Wake:        agentAs(vms.Awake, func(c *client.Client) stats.Agent { return c }),
-		Forwards:    storeForwards{d.store},
-		Self:        host.Self,
-		Interval:    d.cfg.StatsPollInterval,
-		Log:         d.log.With("service", "stats"),
+		Suspends: suspends,
+		Forwards: storeForwards{d.store},
+		Self:     host.Self,
+		Interval: d.cfg.StatsPollInterval,
+		Log:      d.log.With("service", "stats"),
 	})
-
 	ws := workspace.New(workspace.Config{
 		HostTree: host.Tree,
-		Agent:    agentAs(vms.Awake, func(c *client.Client) workspace.Agent { return c }),
-		StateDir: vms.StateDirOf,
-		Placed:   vms.SetWorkspace,
+		VMs:      workspaceVMs{m.vms},
 		MaxBytes: d.cfg.Workspace.MaxBytes, MaxEntries: d.cfg.Workspace.MaxEntries,
 		Log: d.log.With("service", "workspace"),
 	})
-
-	if list, err := vms.List(d.lifetime); err == nil {
+	if list, err := m.vms.List(d.lifetime); err == nil {
 		names := make([]string, len(list.VMs))
 		for i, v := range list.VMs {
 			names[i] = v.Name
 		}
 		if err := ws.Reconcile(d.lifetime, names); err != nil {
-			return nil, fmt.Errorf("finishing workspaces: %w", err)
+			return peers{}, fmt.Errorf("finishing workspaces: %w", err)
 		}
 	}
+	creates := &creator{vms: m.vms, place: ws.Prepare, session: st.Session, hostTree: host.Tree,
+		ops: opstate.NewRegistry[api.VM](opts.OpRetention, time.Now), lifetime: d.lifetime}
+	return peers{stats: st, workspace: ws, creates: creates}, nil
+}
 
-	creates := &creator{
-		create: vms.Create, build: vms.Build, show: vms.Show, place: ws.Prepare, session: st.Session, hostTree: host.Tree,
-		ops: opstate.NewRegistry[api.VM](opts.OpRetention, time.Now), lifetime: d.lifetime,
-	}
-	ops := &operations{log: d.log, sources: append([]opSource{images.Operations(), kernels.Operations(), creates.ops, verbs}, opts.extraOps...)}
+// wireOperations is the last layer: every service's operations, each
+// failure an event and each phase a crash point.
+func (d *Daemon) wireOperations(opts Options, c content, m machines, p peers, bus *events.Bus) *operations {
+	ops := &operations{log: d.log, sources: append([]opSource{c.images.Operations(), c.kernels.Operations(), p.creates.ops, m.verbs}, opts.extraOps...)}
 	for _, src := range ops.sources {
 		src.OnFailed(func(st opstate.Status) { bus.Publish(opFailed(st)) })
 		// Every phase is a crash point of the reliability campaign (a
 		// no-op outside a crashpoints build).
 		src.OnPhase(crashpoint.At)
 	}
-	return &services{daemon: d, ops: ops, images: images, kernels: kernels, bootCheck: bootCheck,
-		vms: vms, creates: creates, stats: st, workspace: ws, egress: eg, dns: dns, events: bus}, nil
+	return ops
 }
 
 // trackIn shows a VM service verb as an operation of reg while it runs.
@@ -262,15 +311,6 @@ func trackIn(reg *opstate.Registry[api.VM], lifetime context.Context) func(kind,
 		op := reg.Insert(lifetime, kind, target)
 		return op.Context(), op.SetPhase, func(err error) { op.Finish(api.VM{}, err) }
 	}
-}
-
-// autoSuspend is the VM service's AutoSuspend where the driver can save
-// a VM's memory, nil (idle VMs are stopped) where it cannot.
-func autoSuspend(vms *vm.Service, driver vmm.Driver) func(context.Context, string, string) (bool, error) {
-	if _, ok := driver.(vmm.Snapshotter); !ok {
-		return nil
-	}
-	return vms.AutoSuspend
 }
 
 // opFailed is the event of a failed operation: what it was on, why, and
@@ -289,37 +329,6 @@ func opFailed(st opstate.Status) api.Event {
 		e.Detail += " " + st.Target
 	}
 	return e
-}
-
-// agentAs gives a service the VM service's agent links as the small
-// interface I it declares; as is the conversion (checked by the
-// compiler), and a failed lookup stays a nil interface.
-func agentAs[I any](agent func(context.Context, string) (*client.Client, error), as func(*client.Client) I) func(context.Context, string) (I, error) {
-	return func(ctx context.Context, name string) (I, error) {
-		c, err := agent(ctx, name)
-		if err != nil {
-			var none I
-			return none, err
-		}
-		return as(c), nil
-	}
-}
-
-// pullAndWait pulls an image and waits for it, for a create whose image
-// is not here yet.
-func pullAndWait(pull func(context.Context, api.ImagePullParams) (image.Started, error)) func(context.Context, string) (api.Image, error) {
-	return func(ctx context.Context, ref string) (api.Image, error) {
-		op, err := pull(ctx, api.ImagePullParams{Ref: ref})
-		if err != nil {
-			return api.Image{}, err
-		}
-		select {
-		case <-op.Done():
-			return op.Result()
-		case <-ctx.Done():
-			return api.Image{}, ctx.Err()
-		}
-	}
 }
 
 // driver picks the VMM: the configured one, or under "auto" Firecracker

@@ -43,9 +43,10 @@ type Config struct {
 type Bus struct {
 	cfg Config
 
-	mu     sync.Mutex // orders IDs and their delivery
-	subs   map[*sub]struct{}
-	floods map[string]*flood
+	mu       sync.Mutex // orders IDs and their delivery
+	subs     map[*sub]struct{}
+	floods   map[string]*flood
+	handlers map[string][]func(api.Event) // in-process subscribers, by type
 }
 
 type sub struct {
@@ -68,17 +69,39 @@ func New(cfg Config) *Bus {
 	return &Bus{cfg: cfg, subs: map[*sub]struct{}{}, floods: map[string]*flood{}}
 }
 
-// Publish records e and sends it to every follower. It never blocks on
-// a follower; a store that fails loses the event from the kept past
-// (logged), not from the live stream.
+// On has fn told every event of type typ, in the publisher's goroutine
+// once the event is kept and sent to the followers: a service that acts
+// on another's events (the VM service's templates go with a deleted
+// image) subscribes here rather than being called by it. Publish returns
+// once fn has.
+func (b *Bus) On(typ string, fn func(api.Event)) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.handlers == nil {
+		b.handlers = map[string][]func(api.Event){}
+	}
+	b.handlers[typ] = append(b.handlers[typ], fn)
+}
+
+// Publish records e, sends it to every follower and tells the
+// subscribers of its type (On). It never blocks on a follower; a store
+// that fails loses the event from the kept past (logged), not from the
+// live stream.
 func (b *Bus) Publish(e api.Event) {
+	kept, handlers := b.publish(e)
+	for _, fn := range handlers {
+		fn(kept)
+	}
+}
+
+func (b *Bus) publish(e api.Event) (api.Event, []func(api.Event)) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if e.Time.IsZero() {
 		e.Time = b.cfg.Now()
 	}
 	if !b.admit(&e) {
-		return
+		return e, nil
 	}
 	batch := []api.Event{e}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -96,6 +119,7 @@ func (b *Bus) Publish(e api.Event) {
 			delete(b.subs, s)
 		}
 	}
+	return batch[0], slices.Clone(b.handlers[e.Type])
 }
 
 // admit applies the flood limit to a VM's denied egress: past it, one

@@ -196,3 +196,27 @@ func (b *Bus) followers() int {
 	defer b.mu.Unlock()
 	return len(b.subs)
 }
+
+// TestOn: a subscriber is told the events of its type alone, kept (an
+// ID), before Publish returns; it may publish in turn.
+func TestOn(t *testing.T) {
+	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "banger.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	b := New(Config{Store: st, Log: slog.Default()})
+	var told []api.Event
+	b.On(api.EventImageDeleted, func(e api.Event) {
+		told = append(told, e)
+		b.Publish(api.Event{Type: api.EventVMDeleted, VM: "x"})
+	})
+	b.Publish(api.Event{Type: api.EventVMCreated, VM: "a"})
+	b.Publish(api.Event{Type: api.EventImageDeleted, Image: "img"})
+	if len(told) != 1 || told[0].Image != "img" || told[0].ID == 0 || told[0].Time.IsZero() {
+		t.Fatalf("told %+v", told)
+	}
+	if got := collect(t, b, api.EventsParams{Since: epoch}); len(got) != 3 || got[2].Type != api.EventVMDeleted {
+		t.Fatalf("kept %+v", got)
+	}
+}

@@ -73,11 +73,11 @@ func (s *Service) sweep(ctx context.Context, t Target) {
 		return
 	}
 	reason := fmt.Sprintf("stopped automatically: idle for %s (auto-stop after %s)", idle.Round(time.Second), t.AutoStop)
-	act, verb := s.cfg.AutoStop, "stopped"
-	if t.Suspend && s.cfg.AutoSuspend != nil {
+	act, verb := s.cfg.VMs.AutoStop, "stopped"
+	if t.Suspend && s.cfg.Suspends {
 		reason = fmt.Sprintf("suspended automatically: idle for %s (auto-stop after %s); exec, ssh or a connection to a forwarded port resume it",
 			idle.Round(time.Second), t.AutoStop)
-		act, verb = s.cfg.AutoSuspend, "suspended"
+		act, verb = s.cfg.VMs.AutoSuspend, "suspended"
 	}
 	stopped, err := act(ctx, t.Name, reason)
 	switch {

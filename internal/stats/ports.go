@@ -30,13 +30,13 @@ import (
 // the agent.
 func (s *Service) Ports(ctx context.Context, req api.VMPortsParams) (api.VMPortsResult, error) {
 	name, forward := req.Name, req.Forward
-	t, err := s.cfg.Target(ctx, name)
+	t, err := s.cfg.VMs.Target(ctx, name)
 	if err != nil {
 		return api.VMPortsResult{}, err
 	}
 	cctx, cancel := context.WithTimeout(ctx, agentTimeout)
 	defer cancel()
-	a, err := s.cfg.Agent(cctx, name)
+	a, err := s.cfg.VMs.Agent(cctx, name)
 	if err != nil {
 		return api.VMPortsResult{}, s.agentErr(name, err)
 	}
@@ -368,7 +368,7 @@ func (s *Service) restoreForwards(ctx context.Context) {
 		s.cfg.Log.Warn("reading kept forwards", "err", err)
 		return
 	}
-	targets, err := s.cfg.Running(ctx)
+	targets, err := s.cfg.VMs.Running(ctx)
 	if err != nil {
 		return
 	}
@@ -398,12 +398,9 @@ func (s *Service) carry(name string, c net.Conn, target string) {
 	defer c.Close()
 	end := s.Session(name)
 	defer end()
-	agent, timeout := s.cfg.Agent, agentTimeout
-	if s.cfg.Wake != nil {
-		agent, timeout = s.cfg.Wake, wakeTimeout // a suspended VM is resumed first
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	a, err := agent(ctx, name)
+	// A suspended VM is resumed first (Wake).
+	ctx, cancel := context.WithTimeout(context.Background(), wakeTimeout)
+	a, err := s.cfg.VMs.Wake(ctx, name)
 	var g net.Conn
 	if err == nil {
 		g, err = a.Dial(ctx, target)

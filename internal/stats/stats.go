@@ -48,23 +48,31 @@ type Agent interface {
 	Dial(ctx context.Context, addr string) (net.Conn, error)
 }
 
+// VMs is what the service asks of the VM service.
+type VMs interface {
+	// Running lists the running VMs; Target finds one by name, failing
+	// with api.ErrNotFound or api.ErrNotRunning; Suspended lists the
+	// suspended VMs, whose forwards stay open.
+	Running(ctx context.Context) ([]Target, error)
+	Target(ctx context.Context, name string) (Target, error)
+	Suspended(ctx context.Context) ([]Target, error)
+	// Agent is a running VM's agent; Wake is Agent for a connection to a
+	// VM's forward: a suspended VM is resumed first.
+	Agent(ctx context.Context, name string) (Agent, error)
+	Wake(ctx context.Context, name string) (Agent, error)
+	// AutoStop stops an idle VM gracefully with reason, unless a
+	// lifecycle verb holds it (then it reports false); AutoSuspend
+	// suspends one whose Target says Suspend, the same way.
+	AutoStop(ctx context.Context, name, reason string) (bool, error)
+	AutoSuspend(ctx context.Context, name, reason string) (bool, error)
+}
+
 // Config wires a Service.
 type Config struct {
-	// Running lists the running VMs; Target finds one by name, failing
-	// with api.ErrNotFound or api.ErrNotRunning.
-	Running func(ctx context.Context) ([]Target, error)
-	Target  func(ctx context.Context, name string) (Target, error)
-	Agent   func(ctx context.Context, name string) (Agent, error)
-	// AutoStop stops an idle VM gracefully with reason, unless a
-	// lifecycle verb holds it (then it reports false).
-	AutoStop func(ctx context.Context, name, reason string) (bool, error)
-	// AutoSuspend suspends an idle VM whose Target says Suspend, the
-	// same way. Suspended lists the suspended VMs, whose forwards stay
-	// open; Wake is Agent for a connection to one of them: a suspended
-	// VM is resumed first. Nil: no VM is suspended here.
-	AutoSuspend func(ctx context.Context, name, reason string) (bool, error)
-	Suspended   func(ctx context.Context) ([]Target, error)
-	Wake        func(ctx context.Context, name string) (Agent, error)
+	VMs VMs
+	// Suspends says whether a VM can be suspended here (the driver saves
+	// a VM's memory); without, an idle VM is stopped whatever it says.
+	Suspends bool
 	// Forwards keeps the loopback forwards, so a restarted daemon opens
 	// them again; nil keeps them in memory only.
 	Forwards ForwardStore
@@ -166,7 +174,7 @@ func (s *Service) Run(ctx context.Context) {
 // agent is stuck delays no other), forgets VMs that stopped, and stops
 // those idle past their time.
 func (s *Service) Poll(ctx context.Context) {
-	targets, err := s.cfg.Running(ctx)
+	targets, err := s.cfg.VMs.Running(ctx)
 	if err != nil {
 		s.cfg.Log.Warn("listing running VMs for stats", "err", err)
 		return
@@ -211,12 +219,12 @@ func (s *Service) Poll(ctx context.Context) {
 	wg.Wait()
 }
 
-// suspended lists the suspended VMs (none without Suspended).
+// suspended lists the suspended VMs (none where none can be).
 func (s *Service) suspended(ctx context.Context) ([]Target, error) {
-	if s.cfg.Suspended == nil {
+	if !s.cfg.Suspends {
 		return nil, nil
 	}
-	return s.cfg.Suspended(ctx)
+	return s.cfg.VMs.Suspended(ctx)
 }
 
 // claim marks a VM's poll under way, unless one already is.
@@ -240,7 +248,7 @@ func (s *Service) unclaim(id string) {
 func (s *Service) collect(ctx context.Context, t Target) (api.VMStats, error) {
 	cctx, cancel := context.WithTimeout(ctx, agentTimeout)
 	defer cancel()
-	a, err := s.cfg.Agent(cctx, t.Name)
+	a, err := s.cfg.VMs.Agent(cctx, t.Name)
 	if err != nil {
 		return api.VMStats{}, s.agentErr(t.Name, err)
 	}
@@ -355,7 +363,7 @@ func (s *Service) agentErr(name string, err error) error {
 // Stats is the latest sample of the VM p names, taken now if the poller
 // has none yet.
 func (s *Service) Stats(ctx context.Context, p api.VMRefParams) (api.VMStats, error) {
-	t, err := s.cfg.Target(ctx, p.Name)
+	t, err := s.cfg.VMs.Target(ctx, p.Name)
 	if err != nil {
 		return api.VMStats{}, err
 	}
@@ -374,7 +382,7 @@ func (s *Service) Stats(ctx context.Context, p api.VMRefParams) (api.VMStats, er
 
 // StatsAll is the latest sample of every running VM.
 func (s *Service) StatsAll(ctx context.Context) (api.VMStatsList, error) {
-	targets, err := s.cfg.Running(ctx)
+	targets, err := s.cfg.VMs.Running(ctx)
 	if err != nil {
 		return api.VMStatsList{}, err
 	}
@@ -392,13 +400,13 @@ func (s *Service) StatsAll(ctx context.Context) (api.VMStatsList, error) {
 // Health pings the agent of the VM p names, timing the answer.
 func (s *Service) Health(ctx context.Context, p api.VMRefParams) (api.VMHealth, error) {
 	name := p.Name
-	if _, err := s.cfg.Target(ctx, name); err != nil {
+	if _, err := s.cfg.VMs.Target(ctx, name); err != nil {
 		return api.VMHealth{}, err
 	}
 	cctx, cancel := context.WithTimeout(ctx, agentTimeout)
 	defer cancel()
 	start := time.Now()
-	a, err := s.cfg.Agent(cctx, name)
+	a, err := s.cfg.VMs.Agent(cctx, name)
 	if err != nil {
 		return api.VMHealth{}, s.agentErr(name, err)
 	}

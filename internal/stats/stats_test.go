@@ -87,12 +87,45 @@ func (c *clock) Add(d time.Duration) {
 	c.mu.Unlock()
 }
 
+// fakeVMs is the VM service as the tests give it: each method a
+// function, Suspended none and Wake as Agent unless set.
+type fakeVMs struct {
+	running, suspended    func(context.Context) ([]Target, error)
+	target                func(context.Context, string) (Target, error)
+	agent, wake           func(context.Context, string) (Agent, error)
+	autoStop, autoSuspend func(context.Context, string, string) (bool, error)
+}
+
+func (f *fakeVMs) Running(ctx context.Context) ([]Target, error) { return f.running(ctx) }
+func (f *fakeVMs) Target(ctx context.Context, name string) (Target, error) {
+	return f.target(ctx, name)
+}
+func (f *fakeVMs) Suspended(ctx context.Context) ([]Target, error) {
+	if f.suspended == nil {
+		return nil, nil
+	}
+	return f.suspended(ctx)
+}
+func (f *fakeVMs) Agent(ctx context.Context, name string) (Agent, error) { return f.agent(ctx, name) }
+func (f *fakeVMs) Wake(ctx context.Context, name string) (Agent, error) {
+	if f.wake == nil {
+		return f.agent(ctx, name)
+	}
+	return f.wake(ctx, name)
+}
+func (f *fakeVMs) AutoStop(ctx context.Context, name, reason string) (bool, error) {
+	return f.autoStop(ctx, name, reason)
+}
+func (f *fakeVMs) AutoSuspend(ctx context.Context, name, reason string) (bool, error) {
+	return f.autoSuspend(ctx, name, reason)
+}
+
 func newTest(targets []Target, agents map[string]*fakeAgent, clk *clock) (*Service, *[]string) {
 	var stopped []string
 	var mu sync.Mutex
-	s := New(Config{
-		Running: func(context.Context) ([]Target, error) { return targets, nil },
-		Target: func(_ context.Context, name string) (Target, error) {
+	s := New(Config{VMs: &fakeVMs{
+		running: func(context.Context) ([]Target, error) { return targets, nil },
+		target: func(_ context.Context, name string) (Target, error) {
 			for _, t := range targets {
 				if t.Name == name {
 					return t, nil
@@ -100,13 +133,14 @@ func newTest(targets []Target, agents map[string]*fakeAgent, clk *clock) (*Servi
 			}
 			return Target{}, fmt.Errorf("vm %s: %w", name, api.ErrNotFound)
 		},
-		Agent: func(_ context.Context, name string) (Agent, error) { return agents[name], nil },
-		AutoStop: func(_ context.Context, name, reason string) (bool, error) {
+		agent: func(_ context.Context, name string) (Agent, error) { return agents[name], nil },
+		autoStop: func(_ context.Context, name, reason string) (bool, error) {
 			mu.Lock()
 			defer mu.Unlock()
 			stopped = append(stopped, name+": "+reason)
 			return true, nil
 		},
+	},
 		History:  3,
 		ProcRoot: "/nonexistent",
 		Now:      clk.Now,
@@ -614,25 +648,27 @@ func TestIdleSuspend(t *testing.T) {
 	running, suspended := []Target{web, plain}, []Target(nil)
 	var acted, woken []string
 	s, stopped := newTest(nil, agents, clk)
-	s.cfg.Running = func(context.Context) ([]Target, error) {
+	vms := s.cfg.VMs.(*fakeVMs)
+	s.cfg.Suspends = true
+	vms.running = func(context.Context) ([]Target, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		return slices.Clone(running), nil
 	}
-	s.cfg.Target = func(_ context.Context, name string) (Target, error) { return web, nil }
-	s.cfg.Suspended = func(context.Context) ([]Target, error) {
+	vms.target = func(_ context.Context, name string) (Target, error) { return web, nil }
+	vms.suspended = func(context.Context) ([]Target, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		return slices.Clone(suspended), nil
 	}
-	s.cfg.AutoSuspend = func(_ context.Context, name, reason string) (bool, error) {
+	vms.autoSuspend = func(_ context.Context, name, reason string) (bool, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		acted = append(acted, name+": "+reason)
 		running, suspended = []Target{plain}, []Target{web}
 		return true, nil
 	}
-	s.cfg.Wake = func(_ context.Context, name string) (Agent, error) {
+	vms.wake = func(_ context.Context, name string) (Agent, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		woken = append(woken, name)

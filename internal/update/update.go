@@ -47,18 +47,13 @@ type Host struct {
 	KeepDir string
 	// Store is the daemon's database: copied before a release that
 	// migrates it, and put back if that release is rolled back. The
-	// update never opens it itself: BackupStore, RestoreStore and
-	// CheckMigrations do (as the owner, installed: Bangerd).
-	Store string
-	// BackupStore copies the store to dst, beside it; RestoreStore puts
-	// such a copy back in its place.
-	BackupStore  func(ctx context.Context, dst string) error
-	RestoreStore func(ctx context.Context, backup string) error
+	// update never opens it itself: StoreSteps do (as the owner,
+	// installed: Bangerd).
+	Store      string
+	StoreSteps StoreSteps
 	// InFlight lists the daemon's unfinished operations (nil, nil when
 	// no daemon runs).
 	InFlight func(ctx context.Context) ([]api.OperationSummary, error)
-	// CheckMigrations runs a staged daemon's --check-migrations.
-	CheckMigrations func(ctx context.Context, bangerd string) (Migration, string, error)
 	// MarkFile keeps the high-water mark (Mark): the newest index issue
 	// time and release this host has verified. "" keeps none.
 	MarkFile string
@@ -66,15 +61,33 @@ type Host struct {
 	Now func() time.Time
 	// Version is what a staged binary says its version is.
 	Version func(ctx context.Context, bangerd string) (string, error)
-	// Restart restarts the daemon (and the helper) on the binaries in
-	// Paths, returning once it answers; Stop stops the daemon (none
-	// running is no error).
-	Restart func(ctx context.Context) error
-	Stop    func(ctx context.Context) error
+	// Daemon is the daemon (and, installed, the helper) to stop and
+	// restart.
+	Daemon Daemon
 	// Doctor runs the binaries' doctor: an error names what failed.
 	Doctor func(ctx context.Context, banger string) error
 	// Say reports a step, on a terminal.
 	Say func(format string, args ...any)
+}
+
+// StoreSteps run a daemon binary's store commands on the store (as
+// Bangerd does).
+type StoreSteps interface {
+	// CheckMigrations runs bangerd's --check-migrations.
+	CheckMigrations(ctx context.Context, bangerd string) (Migration, string, error)
+	// Backup copies the store to dst, beside it; Restore puts such a
+	// copy back in its place.
+	Backup(ctx context.Context, bangerd, dst string) error
+	Restore(ctx context.Context, bangerd, backup string) error
+}
+
+// Daemon is the daemon as an update stops and restarts it.
+type Daemon interface {
+	// Restart restarts the daemon (and the helper) on the binaries in
+	// Host.Paths, returning once it answers.
+	Restart(ctx context.Context) error
+	// Stop stops the daemon (none running is no error).
+	Stop(ctx context.Context) error
 }
 
 // Options choose the release.
@@ -218,7 +231,7 @@ func Apply(ctx context.Context, h Host, o Options) (Result, error) {
 	if err := preflight(ctx, h); err != nil {
 		return res, err
 	}
-	m, msg, err := h.CheckMigrations(ctx, filepath.Join(stage, "bangerd"))
+	m, msg, err := h.StoreSteps.CheckMigrations(ctx, filepath.Join(stage, "bangerd"))
 	if err != nil {
 		return res, fmt.Errorf("checking the store with the new bangerd: %w; nothing was changed", err)
 	}
@@ -235,7 +248,7 @@ func Apply(ctx context.Context, h Host, o Options) (Result, error) {
 	var backup string
 	if m == WillMigrate {
 		backup = h.Store + ".before-" + e.Version
-		if err := h.BackupStore(ctx, backup); err != nil {
+		if err := h.StoreSteps.Backup(ctx, h.Paths["bangerd"], backup); err != nil {
 			return res, fmt.Errorf("copying the store: %w; nothing was changed", err)
 		}
 		h.Say("store copied to %s (release %s migrates it)", backup, e.Version)
@@ -264,14 +277,14 @@ func Apply(ctx context.Context, h Host, o Options) (Result, error) {
 			return res, fmt.Errorf("%w: %s; and putting %s back failed: %v (the old binaries are in %s)", ErrRolledBack, reason, h.Current, err, fresh)
 		}
 		if backup != "" {
-			if err := h.Stop(ctx); err != nil {
+			if err := h.Daemon.Stop(ctx); err != nil {
 				return res, fmt.Errorf("%w: %s; %s is back, but stopping the daemon to put the store back failed: %v (the copy is %s)", ErrRolledBack, reason, h.Current, err, backup)
 			}
-			if err := h.RestoreStore(ctx, backup); err != nil {
+			if err := h.StoreSteps.Restore(ctx, h.Paths["bangerd"], backup); err != nil {
 				return res, fmt.Errorf("%w: %s; %s is back, but its store is not: %v (the copy is %s)", ErrRolledBack, reason, h.Current, err, backup)
 			}
 		}
-		if err := h.Restart(ctx); err != nil {
+		if err := h.Daemon.Restart(ctx); err != nil {
 			return res, fmt.Errorf("%w: %s; %s is back, but its daemon did not start: %v", ErrRolledBack, reason, h.Current, err)
 		}
 		return res, fmt.Errorf("%w to %s: %s", ErrRolledBack, h.Current, reason)
@@ -314,7 +327,7 @@ func preflight(ctx context.Context, h Host) error {
 // reason it failed, or "".
 func settle(ctx context.Context, h Host) string {
 	h.Say("restarting the daemon")
-	if err := h.Restart(ctx); err != nil {
+	if err := h.Daemon.Restart(ctx); err != nil {
 		return "the daemon did not start again: " + err.Error()
 	}
 	h.Say("running doctor")
@@ -341,7 +354,7 @@ func Rollback(ctx context.Context, h Host) (Result, error) {
 	// The store may have been migrated since: an older daemon refuses it.
 	// Putting the copy made before the update back would lose what
 	// changed since (VMs made, deleted): the owner's call, not ours.
-	if m, msg, err := h.CheckMigrations(ctx, filepath.Join(h.KeepDir, "bangerd")); err != nil {
+	if m, msg, err := h.StoreSteps.CheckMigrations(ctx, filepath.Join(h.KeepDir, "bangerd")); err != nil {
 		return res, fmt.Errorf("checking the store with the previous bangerd: %w; nothing was changed", err)
 	} else if m == Refuses {
 		return res, fmt.Errorf("%w: the previous bangerd (%s) cannot open the store, which the update migrated: %s; nothing was changed. "+

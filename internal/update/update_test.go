@@ -103,21 +103,55 @@ func (f *fixture) host() Host {
 	}
 	return Host{
 		Current: "1.0.0", Paths: paths, KeepDir: filepath.Join(f.bin, PreviousDir), Store: f.store, MarkFile: f.mark,
-		BackupStore:  func(ctx context.Context, dst string) error { return store.Backup(ctx, f.store, dst) },
-		RestoreStore: func(_ context.Context, backup string) error { return store.Restore(backup, f.store) },
-		Stop:         func(context.Context) error { f.stops++; return nil },
-		InFlight:     func(context.Context) ([]api.OperationSummary, error) { return f.ops, nil },
-		CheckMigrations: func(context.Context, string) (Migration, string, error) {
-			return f.migrate, "schema 10", nil
-		},
+		StoreSteps: fakeSteps{f: f},
+		Daemon:     fakeDaemon{f: f},
+		InFlight:   func(context.Context) ([]api.OperationSummary, error) { return f.ops, nil },
 		Version: func(_ context.Context, bangerd string) (string, error) {
 			b, err := os.ReadFile(bangerd)
 			return string(b), err
 		},
-		Restart: func(context.Context) error { f.restarts++; return f.restart },
-		Doctor:  func(context.Context, string) error { return f.doctor },
-		Say:     func(format string, args ...any) { f.said = append(f.said, fmt.Sprintf(format, args...)) },
+		Doctor: func(context.Context, string) error { return f.doctor },
+		Say:    func(format string, args ...any) { f.said = append(f.said, fmt.Sprintf(format, args...)) },
 	}
+}
+
+// fakeSteps are the store commands on the fixture's store; check, when
+// set, answers --check-migrations instead of f.migrate.
+type fakeSteps struct {
+	f     *fixture
+	check func(ctx context.Context, bangerd string) (Migration, string, error)
+}
+
+func (s fakeSteps) CheckMigrations(ctx context.Context, bangerd string) (Migration, string, error) {
+	if s.check != nil {
+		return s.check(ctx, bangerd)
+	}
+	return s.f.migrate, "schema 10", nil
+}
+
+func (s fakeSteps) Backup(ctx context.Context, _, dst string) error {
+	return store.Backup(ctx, s.f.store, dst)
+}
+
+func (s fakeSteps) Restore(_ context.Context, _, backup string) error {
+	return store.Restore(backup, s.f.store)
+}
+
+// fakeDaemon counts stops and restarts; restart, when set, restarts
+// instead (and counts its own).
+type fakeDaemon struct {
+	f       *fixture
+	restart func(context.Context) error
+}
+
+func (d fakeDaemon) Stop(context.Context) error { d.f.stops++; return nil }
+
+func (d fakeDaemon) Restart(ctx context.Context) error {
+	if d.restart != nil {
+		return d.restart(ctx)
+	}
+	d.f.restarts++
+	return d.f.restart
 }
 
 func (f *fixture) options(to string) Options {
@@ -362,13 +396,13 @@ func TestRollsBack(t *testing.T) {
 			f.publish("2.0.0")
 			h := f.host()
 			h.Current = "1.1.0"
-			h.Restart = func(context.Context) error {
+			h.Daemon = fakeDaemon{f: f, restart: func(context.Context) error {
 				f.restarts++
 				if f.installed() == "2.0.0" {
 					return c.restart
 				}
 				return nil
-			}
+			}}
 			h.Doctor = func(context.Context, string) error {
 				if f.installed() == "2.0.0" {
 					return c.doctor
@@ -416,7 +450,7 @@ func TestMigration(t *testing.T) {
 		return n
 	}
 	h := f.host()
-	h.Restart = func(context.Context) error {
+	h.Daemon = fakeDaemon{f: f, restart: func(context.Context) error {
 		f.restarts++
 		if f.installed() == "2.0.0" { // the new daemon writes to the store
 			st, err := store.Open(ctx, f.store)
@@ -429,7 +463,7 @@ func TestMigration(t *testing.T) {
 			})
 		}
 		return nil
-	}
+	}}
 	h.Doctor = func(context.Context, string) error { return errors.New("kvm: fail") }
 	if _, err := Apply(ctx, h, f.options("")); !errors.Is(err, ErrRolledBack) {
 		t.Fatalf("update = %v", err)
@@ -452,9 +486,9 @@ func TestMigration(t *testing.T) {
 		t.Fatalf("the copy made before the update: %v", err)
 	}
 	h.Current = "2.0.0"
-	h.CheckMigrations = func(_ context.Context, bangerd string) (Migration, string, error) {
+	h.StoreSteps = fakeSteps{f: f, check: func(_ context.Context, bangerd string) (Migration, string, error) {
 		return Refuses, "schema 11 is newer than this binary's 10", nil
-	}
+	}}
 	if _, err := Rollback(ctx, h); !errors.Is(err, api.ErrInvalidArgument) || !strings.Contains(err.Error(), ".before-*") {
 		t.Fatalf("rollback past a migration = %v", err)
 	}

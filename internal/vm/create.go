@@ -82,10 +82,10 @@ func (s *Service) create(ctx context.Context, phase func(string), cr Creation) (
 		return api.VM{}, err
 	}
 	phase("resolving image")
-	img, err := s.cfg.Image(ctx, rec.Image)
-	if errors.Is(err, api.ErrNotFound) && s.cfg.PullImage != nil {
+	img, err := s.cfg.Images.Resolve(ctx, rec.Image)
+	if errors.Is(err, api.ErrNotFound) {
 		phase("pulling image")
-		img, err = s.cfg.PullImage(ctx, rec.Image)
+		img, err = s.cfg.Images.Pull(ctx, rec.Image)
 	}
 	if err != nil {
 		return fail(fmt.Errorf("image %s: %w", rec.Image, err))

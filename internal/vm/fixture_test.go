@@ -77,12 +77,12 @@ func newFixture(t *testing.T, change ...func(*Config)) *fixture {
 		StateDir: filepath.Join(dir, "state"),
 		RunDir:   filepath.Join(dir, "run"),
 		Lifetime: context.Background(),
-		Image: func(_ context.Context, name string) (api.Image, error) {
+		Images: imageFunc(func(_ context.Context, name string) (api.Image, error) {
 			if name != "debian" && name != "sha256:img" {
 				return api.Image{}, fmt.Errorf("image %q: %w", name, api.ErrNotFound)
 			}
 			return api.Image{Name: "debian", ID: "sha256:img", Rootfs: rootfs}, nil
-		},
+		}),
 		Kernel: func(_ context.Context, name string) (api.Kernel, error) {
 			return api.Kernel{Name: "6.1", ID: "sha256:k", Dir: kernelDir}, nil
 		},
@@ -312,3 +312,13 @@ func (h countingHandler) Handle(_ context.Context, r slog.Record) error { h.fn(r
 func (h countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
 
 func (h countingHandler) WithGroup(string) slog.Handler { return h }
+
+// imageFunc is an image service of one function: Resolve, and a Pull
+// that finds no more than Resolve does.
+type imageFunc func(ctx context.Context, nameOrID string) (api.Image, error)
+
+func (f imageFunc) Resolve(ctx context.Context, nameOrID string) (api.Image, error) {
+	return f(ctx, nameOrID)
+}
+
+func (f imageFunc) Pull(ctx context.Context, ref string) (api.Image, error) { return f(ctx, ref) }

@@ -17,15 +17,15 @@ import (
 func TestInit(t *testing.T) {
 	f := newFixture(t, withTemplates, func(c *Config) {
 		c.Defaults.Network = api.NetworkUser
-		plain := c.Image
-		c.Image = func(ctx context.Context, name string) (api.Image, error) {
+		plain := c.Images
+		c.Images = imageFunc(func(ctx context.Context, name string) (api.Image, error) {
 			if name != "sd" && name != "sha256:sd" {
-				return plain(ctx, name)
+				return plain.Resolve(ctx, name)
 			}
-			img, err := plain(ctx, "debian")
+			img, err := plain.Resolve(ctx, "debian")
 			img.Name, img.ID, img.Init = "sd", "sha256:sd", "/sbin/init"
 			return img, err
-		}
+		})
 	})
 	ctx := context.Background()
 	cmdline := func(v api.VM) string { return f.drv.Guest(f.svc.recs.run(v.ID)).Spec.Cmdline }

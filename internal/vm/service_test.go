@@ -130,10 +130,10 @@ func TestCreateFailures(t *testing.T) {
 			}
 			// A failed VM starts again once what failed is fixed.
 			f.drv.SetFault(vmmtest.Healthy)
-			f.cfg.Image = func(context.Context, string) (api.Image, error) {
+			f.cfg.Images = imageFunc(func(context.Context, string) (api.Image, error) {
 				return api.Image{Name: "debian", ID: "sha256:img", Rootfs: filepath.Join(f.dir, "rootfs.ext4")}, nil
-			}
-			f.svc.cfg.Image = f.cfg.Image
+			})
+			f.svc.cfg.Images = f.cfg.Images
 			if tc.image != "" {
 				return // its record names no image ID to start from
 			}

@@ -342,9 +342,9 @@ func (t *templates) warmImage(ctx context.Context, phase func(string), p api.Ima
 	if err != nil {
 		return api.Template{}, err
 	}
-	img, err := t.cfg.Image(ctx, rec.Image)
-	if errors.Is(err, api.ErrNotFound) && t.cfg.PullImage != nil {
-		img, err = t.cfg.PullImage(ctx, rec.Image)
+	img, err := t.cfg.Images.Resolve(ctx, rec.Image)
+	if errors.Is(err, api.ErrNotFound) {
+		img, err = t.cfg.Images.Pull(ctx, rec.Image)
 	}
 	if err != nil {
 		return api.Template{}, fmt.Errorf("image %s: %w", rec.Image, err)
@@ -401,7 +401,7 @@ func (t *templates) list(ctx context.Context) (api.TemplateListResult, error) {
 			continue // being built, or not one
 		}
 		image, kernel := k.ImageID, k.KernelID
-		if img, err := t.cfg.Image(ctx, k.ImageID); err == nil {
+		if img, err := t.cfg.Images.Resolve(ctx, k.ImageID); err == nil {
 			image = img.Name
 		}
 		if kern, err := t.cfg.Kernel(ctx, k.KernelID); err == nil {
@@ -445,7 +445,7 @@ func (t *templates) dropGone(ctx context.Context) {
 			t.remove(e.Name())
 			continue
 		}
-		if _, err := t.cfg.Image(ctx, k.ImageID); errors.Is(err, api.ErrNotFound) {
+		if _, err := t.cfg.Images.Resolve(ctx, k.ImageID); errors.Is(err, api.ErrNotFound) {
 			t.drop(k, "its image was deleted")
 		} else if _, err := t.cfg.Kernel(ctx, k.KernelID); errors.Is(err, api.ErrNotFound) {
 			t.drop(k, "its kernel was deleted")

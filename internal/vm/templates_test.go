@@ -96,7 +96,7 @@ func TestWarmCreate(t *testing.T) {
 		t.Fatalf("a stale template was not made again: %d boots", boots())
 	}
 	// Its kernel gone, or its image, its templates go.
-	image, kernel := f.svc.cfg.Image, f.svc.cfg.Kernel
+	images, kernel := f.svc.cfg.Images, f.svc.cfg.Kernel
 	f.svc.cfg.Kernel = func(context.Context, string) (api.Kernel, error) { return api.Kernel{}, api.ErrNotFound }
 	f.svc.DropTemplates(ctx)
 	if entries, _ := os.ReadDir(f.cfg.TemplateDir); len(entries) != 0 {
@@ -106,12 +106,12 @@ func TestWarmCreate(t *testing.T) {
 	if _, err := f.svc.Warm(ctx, api.ImageWarmParams{Image: "debian"}); err != nil {
 		t.Fatal(err)
 	}
-	f.svc.cfg.Image = func(context.Context, string) (api.Image, error) { return api.Image{}, api.ErrNotFound }
+	f.svc.cfg.Images = imageFunc(func(context.Context, string) (api.Image, error) { return api.Image{}, api.ErrNotFound })
 	f.svc.DropTemplates(ctx)
 	if entries, _ := os.ReadDir(f.cfg.TemplateDir); len(entries) != 0 {
 		t.Fatalf("templates of a deleted image: %v", entries)
 	}
-	f.svc.cfg.Image = image
+	f.svc.cfg.Images = images
 }
 
 // TestTemplateBuildCutShort: a daemon that died while making a template

@@ -50,14 +50,12 @@ type Config struct {
 	RunDir   string // one directory per VM ID: sockets, console log
 	Log      *slog.Logger
 	Lifetime context.Context
-	// Image finds an image by name or ID; PullImage pulls a reference
-	// that Image does not know, for create.
-	Image     func(ctx context.Context, nameOrID string) (api.Image, error)
-	PullImage func(ctx context.Context, ref string) (api.Image, error)
-	Kernel    func(ctx context.Context, name string) (api.Kernel, error)
-	Driver    vmm.Driver
-	Agent     string // the banger-agent binary, /init of the initramfs
-	Emulated  bool   // guests run under TCG: their kernel gets the host's TSC rate
+	Images   Images
+	// Kernel finds a kernel by name or ID.
+	Kernel   func(ctx context.Context, name string) (api.Kernel, error)
+	Driver   vmm.Driver
+	Agent    string // the banger-agent binary, /init of the initramfs
+	Emulated bool   // guests run under TCG: their kernel gets the host's TSC rate
 	// BootTimeout bounds the wait for a booting guest's agent (default
 	// 5m: a TCG boot on a busy host is slow).
 	BootTimeout time.Duration
@@ -87,6 +85,15 @@ type Config struct {
 	// Event is told each VM's lifecycle: created, started, stopped (and
 	// why), deleted; nil tells no one.
 	Event func(api.Event)
+}
+
+// Images is what the service asks of the image service.
+type Images interface {
+	// Resolve finds an image by name or ID (api.ErrNotFound).
+	Resolve(ctx context.Context, nameOrID string) (api.Image, error)
+	// Pull pulls a reference Resolve does not know, for create, and
+	// waits for it.
+	Pull(ctx context.Context, ref string) (api.Image, error)
 }
 
 // Bridge is the host's side of the bridge network.

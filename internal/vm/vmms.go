@@ -67,7 +67,7 @@ func (m *vmms) of(id string) *live {
 
 // inputs are the image and kernel a VM runs.
 func (m *vmms) inputs(ctx context.Context, rec store.VM) (api.Image, api.Kernel, error) {
-	img, err := m.cfg.Image(ctx, rec.ImageID)
+	img, err := m.cfg.Images.Resolve(ctx, rec.ImageID)
 	if err != nil {
 		return img, api.Kernel{}, fmt.Errorf("vm %s: its image %s: %w", rec.Name, rec.Image, err)
 	}

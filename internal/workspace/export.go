@@ -48,7 +48,7 @@ func (s *Service) Export(ctx context.Context, p api.WorkspaceExportParams) (api.
 	if err := g.trusted(); err != nil {
 		return api.WorkspaceExportResult{}, fmt.Errorf("%w: %w", api.ErrInvalidArgument, err)
 	}
-	a, err := s.cfg.Agent(ctx, p.Name)
+	a, err := s.cfg.VMs.Agent(ctx, p.Name)
 	if err != nil {
 		return api.WorkspaceExportResult{}, err
 	}

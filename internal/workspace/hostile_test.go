@@ -434,7 +434,7 @@ func (s stagingWatch) GetTree(ctx context.Context, dir string, paths []string, w
 }
 
 func (s *Service) stateDirForTest(t *testing.T) string {
-	dir, err := s.cfg.StateDir(context.Background(), "vm")
+	dir, err := s.cfg.VMs.StateDir(context.Background(), "vm")
 	if err != nil {
 		t.Fatal(err)
 	}

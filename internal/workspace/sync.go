@@ -173,7 +173,7 @@ func (s *Service) sides(ctx context.Context, name, dir string) (sides, error) {
 	} else if err := s.hostTree(ctx, sd.hostDir, "a workspace sync with"); err != nil {
 		return sd, err
 	}
-	if sd.a, err = s.cfg.Agent(ctx, name); err != nil {
+	if sd.a, err = s.cfg.VMs.Agent(ctx, name); err != nil {
 		return sd, err
 	}
 	if sd.host, err = hostTree(ctx, sd.hostDir, sd.st); err != nil {

@@ -38,15 +38,21 @@ type Agent interface {
 	Manifest(ctx context.Context, p proto.ManifestParams, max int, maxBytes int64) ([]proto.TreeEntry, error)
 }
 
+// VMs is what the service asks of the VM service.
+type VMs interface {
+	// Agent is the agent of the running VM named name (api.ErrNotFound,
+	// api.ErrNotRunning otherwise; a suspended VM is resumed first).
+	Agent(ctx context.Context, name string) (Agent, error)
+	// StateDir is the VM's directory, where the workspace's sync state
+	// is kept.
+	StateDir(ctx context.Context, name string) (string, error)
+	// Placed records the guest directory on the VM, for exec and ssh.
+	Placed(ctx context.Context, name, dir string) error
+}
+
 // Config wires a Service.
 type Config struct {
-	// Agent is the agent of the running VM named name (api.ErrNotFound,
-	// api.ErrNotRunning otherwise); StateDir is the VM's directory, where
-	// the workspace's sync state is kept.
-	Agent    func(ctx context.Context, name string) (Agent, error)
-	StateDir func(ctx context.Context, name string) (string, error)
-	// Placed records the guest directory on the VM, for exec and ssh.
-	Placed func(ctx context.Context, name, dir string) error
+	VMs VMs
 	// GuestDir is where workspaces go in guests (default GuestDir).
 	GuestDir string
 	// MaxBytes and MaxEntries cap what one sync takes from a guest (files'
@@ -106,7 +112,7 @@ type State struct {
 const stateFile = "workspace.json"
 
 func (s *Service) loadState(ctx context.Context, name string) (State, string, error) {
-	dir, err := s.cfg.StateDir(ctx, name)
+	dir, err := s.cfg.VMs.StateDir(ctx, name)
 	if err != nil {
 		return State{}, "", err
 	}
@@ -176,11 +182,11 @@ func (s *Service) Prepare(ctx context.Context, p api.WorkspacePrepareParams, pro
 		res.List, res.Files = sel.Files, len(sel.Files)
 		return res, nil
 	}
-	a, err := s.cfg.Agent(ctx, p.Name)
+	a, err := s.cfg.VMs.Agent(ctx, p.Name)
 	if err != nil {
 		return res, err
 	}
-	stateDir, err := s.cfg.StateDir(ctx, p.Name)
+	stateDir, err := s.cfg.VMs.StateDir(ctx, p.Name)
 	if err != nil {
 		return res, err
 	}
@@ -216,7 +222,7 @@ func (s *Service) Prepare(ctx context.Context, p api.WorkspacePrepareParams, pro
 		return res, err
 	}
 	crashpoint.At("workspace.prepare", "state saved")
-	if err := s.cfg.Placed(ctx, p.Name, s.cfg.GuestDir); err != nil {
+	if err := s.cfg.VMs.Placed(ctx, p.Name, s.cfg.GuestDir); err != nil {
 		return res, err
 	}
 	s.cfg.Log.Info("workspace placed", "vm", p.Name, "host", sel.Root, "files", res.Files, "base", sel.Base)
@@ -233,7 +239,7 @@ func (s *Service) Reconcile(ctx context.Context, names []string) error {
 		if err != nil {
 			continue // no workspace, or none readable: nothing to finish
 		}
-		if err := s.cfg.Placed(ctx, name, st.Guest); err != nil {
+		if err := s.cfg.VMs.Placed(ctx, name, st.Guest); err != nil {
 			return fmt.Errorf("recording the workspace of vm %s: %w", name, err)
 		}
 	}

@@ -28,6 +28,7 @@ type env struct {
 	s        *Service
 	a        Agent
 	placed   string
+	state    string // the VM's state directory
 }
 
 func sh(t *testing.T, dir string, args ...string) string {
@@ -81,17 +82,8 @@ func newEnv(t *testing.T) *env {
 	t.Cleanup(func() { c.Close(); b.Close() })
 	e.a = c
 	state := t.TempDir()
-	e.s = New(Config{
-		Agent: func(_ context.Context, name string) (Agent, error) {
-			if name != "vm" {
-				return nil, api.ErrNotFound
-			}
-			return e.a, nil
-		},
-		StateDir: func(context.Context, string) (string, error) { return state, nil },
-		Placed:   func(_ context.Context, _, dir string) error { e.placed = dir; return nil },
-		GuestDir: e.guestDir,
-	})
+	e.state = state
+	e.s = New(Config{VMs: envVMs{e}, GuestDir: e.guestDir})
 	return e
 }
 
@@ -347,3 +339,17 @@ func TestReconcileFinishesAPrepare(t *testing.T) {
 		t.Fatalf("reconcile of a VM without a workspace: %v, %q", err, e2.placed)
 	}
 }
+
+// envVMs is the VM service as the tests give it: one VM, "vm".
+type envVMs struct{ e *env }
+
+func (v envVMs) Agent(_ context.Context, name string) (Agent, error) {
+	if name != "vm" {
+		return nil, api.ErrNotFound
+	}
+	return v.e.a, nil
+}
+
+func (v envVMs) StateDir(context.Context, string) (string, error) { return v.e.state, nil }
+
+func (v envVMs) Placed(_ context.Context, _, dir string) error { v.e.placed = dir; return nil }
