@@ -10,51 +10,25 @@ JOBS      ?= $(shell nproc)
 TEST_CACHE ?= /var/cache/banger-test
 FUZZTIME  ?=
 
-# Fuzz targets run briefly by `make test`: package:target:executions, about
-# ten seconds each here. Counts, not durations: Go 1.26's fuzz coordinator
-# can report a spurious "context deadline exceeded" when a -fuzztime
-# duration ends (golang/go#75804, fixed in Go 1.27). FUZZTIME=2m (say)
-# fuzzes every target for that long instead.
-FUZZ_TARGETS := \
-	./internal/rpc:FuzzDecodeRequest:300000 \
-	./internal/rpc:FuzzServeConn:90000 \
-	./internal/config:FuzzParse:300000 \
-	./internal/units:FuzzParseSize:600000 \
-	./internal/rootfs:FuzzBuild:15000 \
-	./internal/rootfs:FuzzApply:130000 \
-	./internal/kmod:FuzzParse:290000 \
-	./internal/deb:FuzzData:350000 \
-	./internal/agent/proto:FuzzReadFrame:430000 \
-	./internal/agent/proto:FuzzParseBootParams:360000 \
-	./internal/agent/passwd:FuzzLookup:24000 \
-	./internal/vmdns:FuzzAnswer:300000 \
-	./internal/vmdns:FuzzAddresses:250000 \
-	./internal/allowlist:FuzzParse:350000 \
-	./internal/hostnet:FuzzParseAttempt:300000 \
-	./internal/agent/procfs:FuzzParse:200000 \
-	./internal/agent/tree:FuzzCleanRel:200000 \
-	./internal/agent/tree:FuzzExtractStrict:8000 \
-	./internal/workspace:FuzzVetManifest:200000 \
-	./internal/stats:FuzzDedupe:200000 \
-	./internal/stats:FuzzProbe:10000 \
-	./internal/nethelper:FuzzServe:150000 \
-	./internal/agent/client:FuzzParseManifest:200000 \
-	./internal/agent/client:FuzzClientFrames:150000 \
-	./internal/termsafe:FuzzString:300000 \
-	./internal/termsafe:FuzzJSON:100000 \
-	./internal/release:FuzzParseSums:50000 \
-	./internal/release:FuzzUnpack:5000 \
-	./internal/vm:FuzzHostKeyLine:100000 \
-	./internal/peer:FuzzOpen:300000
+# Fuzz targets run briefly by `make test`, one a line in
+# test/fuzzcampaign/targets.txt (package:target:executions).
+FUZZ_TARGETS := $(shell grep -v '^\#' test/fuzzcampaign/targets.txt)
 
-.PHONY: release all deps testimages build build-crash reliability test fmt-check vet unit fuzz vmtest smoke bench bench-image bench-boot bench-disk bench-vm bench-workspace bench-net bench-snapshot lint run clean
+.PHONY: release all deps deps-run binaries testimages build build-crash reliability test fmt-check vet unit fuzz vmtest smoke bench bench-image bench-boot bench-disk bench-vm bench-workspace bench-net bench-snapshot lint run clean
 
 all: build
 
+# What building and testing need; deps-run only what running does.
 deps:
 	@scripts/deps.sh
 
+deps-run:
+	@scripts/deps.sh run
+
 build: deps
+	@$(MAKE) --no-print-directory binaries
+
+binaries:
 	CGO_ENABLED=0 go build -buildvcs=auto -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/banger ./cmd/bangerd
 	# The agent is copied into every guest at boot: stripped, it boots faster.
 	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(BIN)/ ./cmd/banger-agent
@@ -106,7 +80,7 @@ smoke: build build-crash testimages
 	go run ./test/smoke -bin $(BIN) -crashbin $(BIN)/crash -jobs $(JOBS) -registry .tools/registry \
 		-debian $(TEST_CACHE)/debian-bookworm-minbase.tar.gz \
 		-systemd $(TEST_CACHE)/debian-bookworm-systemd.tar.gz \
-		-kernel-deb $$(ls $(TEST_CACHE)/linux-image-*.deb | head -1)
+		-kernel-deb $$(ls $(TEST_CACHE)/linux-image-*.deb | head -1) $(if $(RUN),-run '$(RUN)')
 
 # Real VMs under QEMU (TCG here): Debian's kernel, banger's initramfs and
 # agent, images flattened by banger.
@@ -122,7 +96,7 @@ test: deps fmt-check vet unit fuzz vmtest smoke
 reliability: build build-crash testimages
 	go run ./test/smoke -bin $(BIN) -crashbin $(BIN)/crash -jobs 1 -registry .tools/registry \
 		-kernel-deb $$(ls $(TEST_CACHE)/linux-image-*.deb | head -1) \
-		-campaign -run '^(crash-points|restart-many|restart-many-installed|full-disks|soak)$$' -crash-runs $(or $(RUNS),3) -soak-cycles $(or $(SOAK_CYCLES),200) -soak-clients $(or $(SOAK_CLIENTS),4) -crash-report docs/RELIABILITY.md -timeout 3h
+		-campaign -run '^(crash-points|restart-many|restart-many-installed|full-disks|soak|vm-workspace-large)$$' -crash-runs $(or $(RUNS),3) -soak-cycles $(or $(SOAK_CYCLES),200) -soak-clients $(or $(SOAK_CLIENTS),4) -crash-report docs/RELIABILITY.md -timeout 3h
 	go run ./test/fuzzcampaign -time $(or $(FUZZ_BUDGET),2m) -report docs/RELIABILITY.md
 
 bench: deps bench-image bench-boot bench-disk bench-vm bench-workspace bench-net bench-snapshot
@@ -162,11 +136,11 @@ bench-image: build testimages
 lint: deps fmt-check vet
 	go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
-# Until VMs boot, `make run` starts the daemon and shows it.
-# The daemon, a kernel and the default image (built offline from Debian's
-# mirror when the registry cannot be reached), then a shell in VM "dev";
-# ARGS="..." runs that command in it instead.
-run: build
+# Only what running needs (deps-run), then the daemon, a kernel and the
+# development image (built from Debian's mirror), then a shell in VM
+# "dev"; ARGS="..." runs that command in it instead.
+run: deps-run
+	@$(MAKE) --no-print-directory binaries
 	@BIN=$(BIN) ARGS='$(subst ','\'',$(ARGS))' scripts/run.sh
 
 clean:

@@ -1,28 +1,35 @@
 #!/usr/bin/env bash
-# Installs what building and testing banger needs, and nothing that is
-# already there: safe to run on every `make`. Needs root (or sudo) only
-# when a Debian package is missing.
+# Installs what running banger needs (`scripts/deps.sh run`, for make
+# run) or what building and testing it needs (no argument: all of it),
+# and nothing that is already there: safe to run on every `make`. Needs
+# root (or sudo) only when a Debian package is missing.
 set -euo pipefail
+mode=${1:-test}
 
 # Debian packages, by the command (or file) that proves each is present.
-# Later issues add QEMU, nftables, debootstrap and the kernel here.
+# What running needs:
 declare -A packages=(
-	[git]=git
+	[git]=git                            # workspaces: the host tree's files
 	[make]=make
-	[ip]=iproute2
-	[e2fsck]=e2fsprogs # tests check every built root file system
-	[mount]=mount      # tests loop-mount built images to compare them
-	[debootstrap]=debootstrap     # the smoke suite's realistic Debian image
-	[/bin/busybox]=busybox-static # the smoke suite's small images
-	[mkfs.ext4]=e2fsprogs         # the image benchmark's baseline
-	[cpio]=cpio                   # tests read back the initramfs archives banger writes
-	[xz]=xz-utils                 # unpacks kernels (their xz uses the x86 BCJ filter)
-	[dpkg-deb]=dpkg               # tests build .deb packages
-	[qemu-system-x86_64]=qemu-system-x86 # the VMM, and the VM tests' VMM
-	[passt]=passt                 # user-mode networking with NAT (QEMU's own maps the host's loopback into the guest)
-	[nft]=nftables                # the network tests read the firewall as nft shows it
-	[depmod]=kmod                 # indexes a kernel's modules for the guests' modprobe
+	[e2fsck]=e2fsprogs                   # work disks: made, checked, grown
+	[debootstrap]=debootstrap            # make run's development image
+	[xz]=xz-utils                        # unpacks kernels (their xz uses the x86 BCJ filter)
+	[qemu-system-x86_64]=qemu-system-x86 # the VMM
+	[passt]=passt                        # user-mode networking with NAT (QEMU's own maps the host's loopback into the guest)
+	[depmod]=kmod                        # indexes a kernel's modules for the guests' modprobe
 )
+# And what the tests and benchmarks need besides:
+if [[ $mode != run ]]; then
+	packages+=(
+		[ip]=iproute2                 # tests make namespaces and veths
+		[mount]=mount                 # tests loop-mount built images to compare them
+		[/bin/busybox]=busybox-static # the smoke suite's small images
+		[mkfs.ext4]=e2fsprogs         # the image benchmark's baseline
+		[cpio]=cpio                   # tests read back the initramfs archives banger writes
+		[dpkg-deb]=dpkg               # tests build .deb packages
+		[nft]=nftables                # the network tests read the firewall as nft shows it
+	)
+fi
 
 # `banger kernel import --debian` (and its smoke scenario) asks apt for the
 # distribution's kernel package: apt needs its package lists.
@@ -58,12 +65,13 @@ if ! command -v go >/dev/null 2>&1; then
 fi
 go mod download
 
-# Tools the tests run, built from the module proxy into .tools/ (once).
+# Tools, built from the module proxy into .tools/ (once): crane makes
+# make run's image archive; the CNCF registry is the tests'.
 tools=$(cd "$(dirname "$0")/.." && pwd)/.tools
 install_tool() { # name module@version
 	[[ -x $tools/$1 ]] && return
 	echo "deps: building $1 ($2)" >&2
 	GOBIN=$tools go install "$2"
 }
-install_tool registry github.com/distribution/distribution/v3/cmd/registry@v3.1.2
 install_tool crane github.com/google/go-containerregistry/cmd/crane@v0.22.1
+[[ $mode == run ]] || install_tool registry github.com/distribution/distribution/v3/cmd/registry@v3.1.2

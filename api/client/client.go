@@ -1,5 +1,22 @@
-// Package client is the typed Go client of bangerd's API over its unix
-// socket. The banger CLI uses nothing else to talk to the daemon.
+// Package client is the supported Go client of bangerd, banger's daemon:
+// every method of its API (docs/RPC.md) over the daemon's unix socket,
+// with the request and result types of package api. The banger CLI uses
+// nothing else to talk to the daemon.
+//
+// A Client is cheap and safe for concurrent use: each call opens its own
+// connection. DefaultSocket finds the socket the CLI would use. Long work
+// (CreateVM, PullImage, ImportKernel) starts an operation and returns its
+// summary at once; WaitOperation follows it to its end, whose Result names
+// what it made. Errors from the daemon are *api.Error values that match
+// the sentinels of package api with errors.Is (api.ErrNotFound,
+// api.ErrInUse, …); ErrDaemonNotRunning and ErrPermission say why a socket
+// could not be reached.
+//
+// Versions: every request carries api.ProtocolVersion, and a daemon that
+// speaks another answers api.ErrVersionMismatch naming both. The types and
+// methods of this package change with the protocol: what would break a
+// caller comes with a new protocol version, and within one version methods
+// and fields are only added.
 package client
 
 import (
@@ -8,9 +25,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"syscall"
 
 	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/rpc"
 )
 
@@ -31,6 +50,26 @@ type Client struct {
 // sent with every request so the daemon can name it in version errors.
 func New(socket, clientVersion string) *Client {
 	return &Client{socket: socket, version: clientVersion}
+}
+
+// DefaultSocket is the socket the banger CLI uses without --socket: the
+// daemon of BANGER_HOME when it is set, else this user's daemon, else (when
+// this user runs none) an installed system daemon's.
+func DefaultSocket() (string, error) {
+	home, _ := os.UserHomeDir()
+	l, err := paths.Resolve(paths.Env{Getenv: os.Getenv, UID: os.Getuid(), HomeDir: home}, false)
+	if err != nil {
+		return "", err
+	}
+	sock := l.Socket()
+	if l.Mode == paths.ModeUser {
+		if _, err := os.Stat(sock); errors.Is(err, os.ErrNotExist) {
+			if _, err := os.Stat(paths.System().Socket()); err == nil {
+				return paths.System().Socket(), nil
+			}
+		}
+	}
+	return sock, nil
 }
 
 // Socket returns the socket path.

@@ -6,14 +6,10 @@
 package cli
 
 import (
-	"errors"
-	"os"
-
 	"github.com/spf13/cobra"
 
 	"github.com/bangerdev/banger/api/client"
 	"github.com/bangerdev/banger/internal/cmdio"
-	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/version"
 )
 
@@ -64,25 +60,13 @@ func rootCommand(env *Env) *cobra.Command {
 	return root
 }
 
-// socketPath picks the socket: --socket, else the resolved layout's; a user
-// without a daemon of their own falls back to a system daemon's socket.
+// socketPath picks the socket: --socket, else the one client.DefaultSocket
+// finds.
 func (env *Env) socketPath() (string, error) {
 	if env.socket != "" {
 		return env.socket, nil
 	}
-	l, err := env.Layout(false)
-	if err != nil {
-		return "", err
-	}
-	sock := l.Socket()
-	if l.Mode == paths.ModeUser {
-		if _, err := os.Stat(sock); errors.Is(err, os.ErrNotExist) {
-			if _, err := os.Stat(paths.System().Socket()); err == nil {
-				return paths.System().Socket(), nil
-			}
-		}
-	}
-	return sock, nil
+	return client.DefaultSocket()
 }
 
 func (env *Env) client() (*client.Client, error) {

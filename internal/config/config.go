@@ -265,7 +265,16 @@ func (c *Config) apply(data []byte) error {
 		src = "config"
 	}
 	set := func(key string) { c.sources[key] = src }
+	for _, apply := range []func(*file, func(string)) error{c.applyDaemon, c.applyVMDefaults, c.applyNetwork, c.applyLimits} {
+		if err := apply(&f, set); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
+// applyDaemon applies the top-level keys: the daemon's own and the VMMs'.
+func (c *Config) applyDaemon(f *file, set func(key string)) error {
 	if f.LogLevel != nil {
 		if !slices.Contains([]string{"debug", "info", "warn", "error"}, *f.LogLevel) {
 			return fmt.Errorf("log_level: %q is not one of debug, info, warn, error", *f.LogLevel)
@@ -359,6 +368,11 @@ func (c *Config) apply(data []byte) error {
 		*id.dst = *id.v
 		set(id.key)
 	}
+	return nil
+}
+
+// applyVMDefaults applies [vm_defaults].
+func (c *Config) applyVMDefaults(f *file, set func(key string)) error {
 	if v := f.VMDefaults.VCPU; v != nil {
 		if *v < 1 || *v > 255 {
 			return fmt.Errorf("vm_defaults.vcpu: %d is out of range 1 to 255", *v)
@@ -382,6 +396,11 @@ func (c *Config) apply(data []byte) error {
 		c.VMDefaults.MemoryMiB = *v
 		set("vm_defaults.memory_mib")
 	}
+	return nil
+}
+
+// applyNetwork applies [network].
+func (c *Config) applyNetwork(f *file, set func(key string)) error {
 	if v := f.Network.Mode; v != nil {
 		if *v != "user" && *v != "bridge" && *v != "none" {
 			return fmt.Errorf("network.mode: %q: use user, bridge or none", *v)
@@ -444,6 +463,11 @@ func (c *Config) apply(data []byte) error {
 		c.Network.Helper = *v
 		set("network.helper")
 	}
+	return nil
+}
+
+// applyLimits applies the sizes and counts with a floor ([images], [workspace], log_max_size).
+func (c *Config) applyLimits(f *file, set func(key string)) error {
 	// Sizes and counts with a floor, each its own key.
 	for _, sz := range []struct {
 		key   string

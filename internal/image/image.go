@@ -237,11 +237,8 @@ func (s *Service) find(ctx context.Context, tx *store.Tx, q string) (store.Image
 	if err != nil {
 		return store.Image{}, err
 	}
-	switch match, n := store.MatchID(all, func(r store.Image) string { return r.ID }, q); {
-	case n == 1:
-		return match, nil
-	case n > 1:
-		return store.Image{}, fmt.Errorf("%w: %q matches %d images; give more of the ID or a name", api.ErrInvalidArgument, q, n)
+	if rec, found, err := store.FindByID(all, func(r store.Image) string { return r.ID }, q, "images"); found || err != nil {
+		return rec, err
 	}
 	return store.Image{}, fmt.Errorf("image %q: %w (see `banger image list`; `banger image pull %s` fetches it)", q, api.ErrNotFound, q)
 }

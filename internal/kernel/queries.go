@@ -46,11 +46,8 @@ func (s *Service) find(ctx context.Context, tx *store.Tx, q string) (store.Kerne
 		}
 		return all[0], nil
 	}
-	switch match, n := store.MatchID(all, func(k store.Kernel) string { return k.ID }, q); {
-	case n == 1:
-		return match, nil
-	case n > 1:
-		return store.Kernel{}, fmt.Errorf("%w: %q matches %d kernels; give more of the ID or a name", api.ErrInvalidArgument, q, n)
+	if k, found, err := store.FindByID(all, func(k store.Kernel) string { return k.ID }, q, "kernels"); found || err != nil {
+		return k, err
 	}
 	return store.Kernel{}, fmt.Errorf("kernel %q: %w (see `banger kernel list`)", q, api.ErrNotFound)
 }

@@ -1,6 +1,11 @@
 package store
 
-import "strings"
+import (
+	"fmt"
+	"strings"
+
+	"github.com/bangerdev/banger/api"
+)
 
 // MatchID finds the record whose ID starts with q, an ID prefix of at
 // least 6 hex digits ("sha256:" optional), as `image show 5d74b5` takes
@@ -23,4 +28,18 @@ func MatchID[T any](recs []T, id func(T) string, q string) (T, int) {
 		}
 	}
 	return first, len(ids)
+}
+
+// FindByID is the one record of recs that q, an ID prefix, names
+// (MatchID): found false when none does, and an api.ErrInvalidArgument
+// error when several do, saying how many of what ("images").
+func FindByID[T any](recs []T, id func(T) string, q, what string) (rec T, found bool, err error) {
+	match, n := MatchID(recs, id, q)
+	switch {
+	case n == 1:
+		return match, true, nil
+	case n > 1:
+		err = fmt.Errorf("%w: %q matches %d %s; give more of the ID or a name", api.ErrInvalidArgument, q, n, what)
+	}
+	return rec, false, err
 }

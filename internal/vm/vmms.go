@@ -139,6 +139,12 @@ func (m *vmms) boot(ctx context.Context, phase func(string), rec store.VM, img a
 		return rec, err
 	}
 	rec.State = api.VMRunning
+	return m.commit(ctx, rec, in, c, kill)
+}
+
+// commit records rec running (its state set) and watches its VMM; a
+// record that cannot be written ends the VMM (kill) and its link.
+func (m *vmms) commit(ctx context.Context, rec store.VM, in vmm.Instance, c *client.Client, kill func()) (store.VM, error) {
 	if err := m.recs.put(ctx, rec); err != nil {
 		c.Close()
 		kill()
@@ -229,13 +235,7 @@ func (m *vmms) startFrom(ctx context.Context, phase func(string), rec store.VM, 
 	m.cfg.Log.Info("vm started from a saved state", "vm", rec.Name, "restored", restored.Round(time.Millisecond),
 		"agent", answered.Round(time.Millisecond), "identity", time.Since(start).Round(time.Millisecond))
 	rec.State, rec.Reason, rec.StartedAt, rec.StoppedAt = api.VMRunning, "", time.Now(), time.Time{}
-	if err := m.recs.put(ctx, rec); err != nil {
-		c.Close()
-		kill()
-		return rec, err
-	}
-	m.watch(rec, in, c)
-	return rec, nil
+	return m.commit(ctx, rec, in, c, kill)
 }
 
 // attach gives a bridge VM its tap; other VMs need nothing of the host.

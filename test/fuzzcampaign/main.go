@@ -144,9 +144,9 @@ func compare(targets []target, given []string) error {
 	slices.Sort(unknown)
 	switch {
 	case len(missing) > 0:
-		return fmt.Errorf("fuzz targets not in the Makefile's FUZZ_TARGETS: %s; add them with an execution count", strings.Join(missing, " "))
+		return fmt.Errorf("fuzz targets not in test/fuzzcampaign/targets.txt: %s; add them with an execution count", strings.Join(missing, " "))
 	case len(unknown) > 0:
-		return fmt.Errorf("FUZZ_TARGETS names targets the module does not have: %s", strings.Join(unknown, " "))
+		return fmt.Errorf("test/fuzzcampaign/targets.txt names targets the module does not have: %s", strings.Join(unknown, " "))
 	}
 	return nil
 }

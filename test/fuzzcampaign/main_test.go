@@ -30,7 +30,7 @@ func TestCompare(t *testing.T) {
 		want  string // in the error; "" for none
 	}{
 		{"all, with counts", []string{"./a:FuzzA:100", "./b:FuzzB:5"}, ""},
-		{"one missing", []string{"./a:FuzzA:100"}, "not in the Makefile's FUZZ_TARGETS: ./b:FuzzB"},
+		{"one missing", []string{"./a:FuzzA:100"}, "not in test/fuzzcampaign/targets.txt: ./b:FuzzB"},
 		{"one unknown", []string{"./a:FuzzA:1", "./b:FuzzB:1", "./c:FuzzC:1"}, "does not have: ./c:FuzzC"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -59,7 +59,7 @@ func scenarios() []scenario {
 		{name: "vm-suspend-killed", run: vmSuspendKilled},
 		{name: "vm-state-refused", run: vmStateRefused},
 		{name: "vm-workspace", run: vmWorkspace},
-		{name: "vm-workspace-large", run: vmWorkspaceLarge},
+		{name: "vm-workspace-large", run: vmWorkspaceLarge, campaign: true}, // a scale test: make reliability
 		{name: "vm-hostile-guest", run: vmHostileGuest},
 		{name: "vm-systemd", run: vmSystemd},
 		{name: "crash-points-short", run: crashPointsShort},
