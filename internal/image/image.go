@@ -23,7 +23,6 @@ import (
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/blobcache"
-	"github.com/bangerdev/banger/internal/crashpoint"
 	"github.com/bangerdev/banger/internal/objdir"
 	"github.com/bangerdev/banger/internal/ociref"
 	"github.com/bangerdev/banger/internal/opstate"
@@ -221,23 +220,17 @@ func (s *Service) toAPI(ctx context.Context, rec store.Image) api.Image {
 // find looks an image up by name (as given or normalized) or by a unique
 // prefix (at least 6 hex digits) of its ID.
 func (s *Service) find(ctx context.Context, tx *store.Tx, q string) (store.Image, error) {
-	if q == "" {
-		return store.Image{}, fmt.Errorf("%w: an image name is required (see `banger image list`)", api.ErrInvalidArgument)
+	var spellings []string
+	if ref, err := name.ParseReference(q); err == nil {
+		spellings = append(spellings, ociref.Normalize(ref))
 	}
-	rec, err := tx.Image(ctx, q)
-	if err == nil || !errors.Is(err, store.ErrNotFound) {
-		return rec, err
-	}
-	if ref, perr := name.ParseReference(q); perr == nil {
-		if rec, err := tx.Image(ctx, ociref.Normalize(ref)); err == nil || !errors.Is(err, store.ErrNotFound) {
-			return rec, err
-		}
-	}
-	all, err := tx.Images(ctx)
-	if err != nil {
-		return store.Image{}, err
-	}
-	if rec, found, err := store.FindByID(all, func(r store.Image) string { return r.ID }, q, "images"); found || err != nil {
+	rec, found, err := store.Lookup[store.Image]{
+		What:   "image",
+		ByName: func(n string) (store.Image, error) { return tx.Image(ctx, n) },
+		All:    func() ([]store.Image, error) { return tx.Images(ctx) },
+		ID:     func(r store.Image) string { return r.ID },
+	}.Find(q, spellings...)
+	if found || err != nil {
 		return rec, err
 	}
 	return store.Image{}, fmt.Errorf("image %q: %w (see `banger image list`; `banger image pull %s` fetches it)", q, api.ErrNotFound, q)
@@ -287,57 +280,50 @@ func (s *Service) Delete(ctx context.Context, p api.ImageDeleteParams) (api.Imag
 	s.install.Lock()
 	defer s.install.Unlock()
 	var res api.ImageDeleteResult
-	var aside *objdir.Aside
-	err := s.cfg.Store.Update(ctx, func(tx *store.Tx) error {
-		rec, err := s.find(ctx, tx, p.Name)
-		if err != nil {
-			return err
-		}
-		res.Name, res.ID = rec.Name, rec.ID
-		if s.cfg.UsedBy != nil {
-			running, stopped, err := s.cfg.UsedBy(ctx, tx, rec.ID)
+	err := objdir.Delete(s.cfg.Dir, "image.delete", "rootfs", s.cfg.Log, func(setAside func(string) error) error {
+		return s.cfg.Store.Update(ctx, func(tx *store.Tx) error {
+			rec, err := s.find(ctx, tx, p.Name)
 			if err != nil {
-				return fmt.Errorf("checking the VMs of image %s: %w", rec.Name, err)
+				return err
 			}
-			switch {
-			case running > 0:
-				return fmt.Errorf("image %s: %w by %d running VM(s); stop and delete them first", rec.Name, api.ErrInUse, running)
-			case stopped > 0 && !p.Force:
-				return fmt.Errorf("image %s: %w by %d stopped VM(s); delete them first, or pass --force (they will not start again)", rec.Name, api.ErrInUse, stopped)
+			res.Name, res.ID = rec.Name, rec.ID
+			if s.cfg.UsedBy != nil {
+				running, stopped, err := s.cfg.UsedBy(ctx, tx, rec.ID)
+				if err != nil {
+					return fmt.Errorf("checking the VMs of image %s: %w", rec.Name, err)
+				}
+				switch {
+				case running > 0:
+					return fmt.Errorf("image %s: %w by %d running VM(s); stop and delete them first", rec.Name, api.ErrInUse, running)
+				case stopped > 0 && !p.Force:
+					return fmt.Errorf("image %s: %w by %d stopped VM(s); delete them first, or pass --force (they will not start again)", rec.Name, api.ErrInUse, stopped)
+				}
 			}
-		}
-		remaining, err := tx.DeleteImage(ctx, rec.Name)
-		if err != nil {
-			return err
-		}
-		if remaining > 0 {
+			remaining, err := tx.DeleteImage(ctx, rec.Name)
+			if err != nil {
+				return err
+			}
+			if remaining > 0 {
+				return nil
+			}
+			// Set aside inside the transaction: if the commit fails, or the
+			// daemon dies before it, the rootfs comes back (sweep).
+			dir, err := s.rootfsDir(rec.ID)
+			if err != nil {
+				return err
+			}
+			if fi, err := os.Stat(filepath.Join(dir, "rootfs.ext4")); err == nil {
+				res.BytesFreed = fi.Size()
+			}
+			if err := setAside(filepath.Base(dir)); err != nil {
+				return fmt.Errorf("removing the rootfs of %s: %w", rec.Name, err)
+			}
+			res.RootfsRemoved = true
 			return nil
-		}
-		// Set aside inside the transaction: if the commit fails, or the
-		// daemon dies before it, the rootfs comes back (sweep).
-		dir, err := s.rootfsDir(rec.ID)
-		if err != nil {
-			return err
-		}
-		if fi, err := os.Stat(filepath.Join(dir, "rootfs.ext4")); err == nil {
-			res.BytesFreed = fi.Size()
-		}
-		if aside, err = objdir.SetAside(s.cfg.Dir, filepath.Base(dir)); err != nil {
-			return fmt.Errorf("removing the rootfs of %s: %w", rec.Name, err)
-		}
-		res.RootfsRemoved = true
-		crashpoint.At("image.delete", "rootfs set aside")
-		return nil
+		})
 	})
 	if err != nil {
-		if uerr := aside.Undo(); uerr != nil {
-			s.cfg.Log.Warn("putting a rootfs back", "image", res.Name, "err", uerr)
-		}
 		return api.ImageDeleteResult{}, err
-	}
-	crashpoint.At("image.delete", "record deleted")
-	if err := aside.Remove(); err != nil {
-		s.cfg.Log.Warn("removing a deleted rootfs", "image", res.Name, "err", err)
 	}
 	s.cfg.Log.Info("image deleted", "name", res.Name, "id", res.ID, "rootfs_removed", res.RootfsRemoved)
 	s.event(api.EventImageDeleted, res.Name, res.ID)

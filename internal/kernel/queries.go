@@ -2,12 +2,10 @@ package kernel
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"path/filepath"
 
 	"github.com/bangerdev/banger/api"
-	"github.com/bangerdev/banger/internal/crashpoint"
 	"github.com/bangerdev/banger/internal/objdir"
 	"github.com/bangerdev/banger/internal/store"
 )
@@ -29,25 +27,24 @@ func (s *Service) toAPI(ctx context.Context, tx *store.Tx, rec store.Kernel, def
 // find looks a kernel up by name, "default" (the newest), or a unique ID
 // prefix of at least 6 hex digits.
 func (s *Service) find(ctx context.Context, tx *store.Tx, q string) (store.Kernel, error) {
-	if q == "" {
-		return store.Kernel{}, fmt.Errorf("%w: a kernel name is required (see `banger kernel list`)", api.ErrInvalidArgument)
-	}
-	k, err := tx.Kernel(ctx, q)
-	if err == nil || !errors.Is(err, store.ErrNotFound) {
+	k, found, err := store.Lookup[store.Kernel]{
+		What:   "kernel",
+		ByName: func(n string) (store.Kernel, error) { return tx.Kernel(ctx, n) },
+		All:    func() ([]store.Kernel, error) { return tx.Kernels(ctx) },
+		ID:     func(k store.Kernel) string { return k.ID },
+	}.Find(q)
+	if found || err != nil {
 		return k, err
 	}
-	all, err := tx.Kernels(ctx)
-	if err != nil {
-		return store.Kernel{}, err
-	}
 	if q == "default" || q == "auto" {
+		all, err := tx.Kernels(ctx)
+		if err != nil {
+			return store.Kernel{}, err
+		}
 		if len(all) == 0 {
 			return store.Kernel{}, fmt.Errorf("no kernel: %w; import one with `banger kernel import --debian`", api.ErrNotFound)
 		}
 		return all[0], nil
-	}
-	if k, found, err := store.FindByID(all, func(k store.Kernel) string { return k.ID }, q, "kernels"); found || err != nil {
-		return k, err
 	}
 	return store.Kernel{}, fmt.Errorf("kernel %q: %w (see `banger kernel list`)", q, api.ErrNotFound)
 }
@@ -97,44 +94,37 @@ func (s *Service) Delete(ctx context.Context, p api.KernelRefParams) (api.Kernel
 	s.installMu.Lock()
 	defer s.installMu.Unlock()
 	var res api.KernelDeleteResult
-	var aside *objdir.Aside
-	err := s.cfg.Store.Update(ctx, func(tx *store.Tx) error {
-		rec, err := s.find(ctx, tx, p.Name)
-		if err != nil {
-			return err
-		}
-		res.Name, res.ID = rec.Name, rec.ID
-		if s.cfg.UsedBy != nil {
-			n, err := s.cfg.UsedBy(ctx, tx, rec.ID)
+	err := objdir.Delete(s.cfg.Dir, "kernel.delete", "bundle", s.cfg.Log, func(setAside func(string) error) error {
+		return s.cfg.Store.Update(ctx, func(tx *store.Tx) error {
+			rec, err := s.find(ctx, tx, p.Name)
 			if err != nil {
-				return fmt.Errorf("checking the VMs of kernel %s: %w", rec.Name, err)
+				return err
 			}
-			if n > 0 {
-				return fmt.Errorf("kernel %s: %w by %d VM(s); delete them first", rec.Name, api.ErrInUse, n)
+			res.Name, res.ID = rec.Name, rec.ID
+			if s.cfg.UsedBy != nil {
+				n, err := s.cfg.UsedBy(ctx, tx, rec.ID)
+				if err != nil {
+					return fmt.Errorf("checking the VMs of kernel %s: %w", rec.Name, err)
+				}
+				if n > 0 {
+					return fmt.Errorf("kernel %s: %w by %d VM(s); delete them first", rec.Name, api.ErrInUse, n)
+				}
 			}
-		}
-		remaining, err := tx.DeleteKernel(ctx, rec.Name)
-		if err != nil || remaining > 0 {
-			return err
-		}
-		// Set aside inside the transaction: if the commit fails, or the
-		// daemon dies before it, the bundle comes back (sweep).
-		if aside, err = objdir.SetAside(s.cfg.Dir, filepath.Base(s.bundleDir(rec.ID))); err != nil {
-			return fmt.Errorf("removing kernel %s: %w", rec.Name, err)
-		}
-		res.BundleRemoved, res.BytesFreed = true, rec.Size
-		crashpoint.At("kernel.delete", "bundle set aside")
-		return nil
+			remaining, err := tx.DeleteKernel(ctx, rec.Name)
+			if err != nil || remaining > 0 {
+				return err
+			}
+			// Set aside inside the transaction: if the commit fails, or the
+			// daemon dies before it, the bundle comes back (sweep).
+			if err := setAside(filepath.Base(s.bundleDir(rec.ID))); err != nil {
+				return fmt.Errorf("removing kernel %s: %w", rec.Name, err)
+			}
+			res.BundleRemoved, res.BytesFreed = true, rec.Size
+			return nil
+		})
 	})
 	if err != nil {
-		if uerr := aside.Undo(); uerr != nil {
-			s.cfg.Log.Warn("putting a kernel bundle back", "name", res.Name, "err", uerr)
-		}
 		return api.KernelDeleteResult{}, err
-	}
-	crashpoint.At("kernel.delete", "record deleted")
-	if err := aside.Remove(); err != nil {
-		s.cfg.Log.Warn("removing a deleted kernel", "name", res.Name, "err", err)
 	}
 	s.cfg.Log.Info("kernel deleted", "name", res.Name, "bundle_removed", res.BundleRemoved)
 	return res, nil

@@ -2,8 +2,8 @@
 // directory per object, named by its ID, under one parent; an object is
 // made in a staging directory beside them (a name that starts with ".")
 // and renamed whole into place (Stage, Store); a delete sets it aside
-// first (SetAside inside the store transaction of an object with a
-// record, Remove for one without), so a kill at any point leaves records
+// first (Delete, inside the store transaction of an object with a
+// record; Remove for one without), so a kill at any point leaves records
 // and files agreeing once Sweep has run at the next start. Image root
 // file systems, kernel bundles and VM templates are kept this way, each
 // step a crash point of the reliability campaign.
@@ -126,12 +126,42 @@ func Staged(dir string) map[string]string {
 // then removed, so that a kill midway leaves no half of it under its
 // name (Sweep removes the rest). An object not there is no error.
 func Remove(dir, id, verb string) error {
-	a, err := SetAside(dir, id)
+	a, err := setAside(dir, id)
 	if err != nil {
 		return err
 	}
 	crashpoint.At(verb, "set aside")
 	return a.Remove()
+}
+
+// Delete deletes an object that has records: update is the store
+// transaction that deletes them, and calls setAside with the object's id
+// when the last one goes. The object is put back if update fails, and
+// removed for good once it committed; a kill in between is Sweep's to
+// mend. The crash points are verb's, "THING set aside" inside the
+// transaction and "record deleted" after it.
+func Delete(dir, verb, thing string, log *slog.Logger, update func(setAside func(id string) error) error) error {
+	var aside *Aside
+	err := update(func(id string) error {
+		a, err := setAside(dir, id)
+		if err != nil {
+			return err
+		}
+		aside = a
+		crashpoint.At(verb, thing+" set aside")
+		return nil
+	})
+	if err != nil {
+		if uerr := aside.Undo(); uerr != nil {
+			log.Warn("putting a "+thing+" back", "id", aside.name, "err", uerr)
+		}
+		return err
+	}
+	crashpoint.At(verb, "record deleted")
+	if err := aside.Remove(); err != nil {
+		log.Warn("removing a deleted "+thing, "id", aside.name, "err", err)
+	}
+	return nil
 }
 
 // Aside is an object set aside by a delete.
@@ -140,11 +170,11 @@ type Aside struct {
 	moved     bool
 }
 
-// SetAside moves the object name of dir aside, for a delete inside its
+// setAside moves the object name of dir aside, for a delete inside its
 // store transaction: Undo puts it back if the transaction fails, Remove
 // removes it once it committed. An object already gone is no error (and
 // Moved says so).
-func SetAside(dir, name string) (*Aside, error) {
+func setAside(dir, name string) (*Aside, error) {
 	a := &Aside{dir: dir, name: name}
 	err := os.Rename(filepath.Join(dir, name), a.path())
 	switch {

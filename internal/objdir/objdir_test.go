@@ -1,6 +1,7 @@
 package objdir
 
 import (
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -48,18 +49,18 @@ func TestSetAside(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(dir, "obj"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	a, err := SetAside(dir, "obj")
+	a, err := setAside(dir, "obj")
 	if err != nil || !a.Moved() || !slices.Equal(names(t, dir), []string{".deleting-obj"}) {
 		t.Fatalf("SetAside = %v, %v: %v", a, err, names(t, dir))
 	}
 	if err := a.Undo(); err != nil || !slices.Equal(names(t, dir), []string{"obj"}) {
 		t.Fatalf("Undo = %v: %v", err, names(t, dir))
 	}
-	a, _ = SetAside(dir, "obj")
+	a, _ = setAside(dir, "obj")
 	if err := a.Remove(); err != nil || len(names(t, dir)) != 0 {
 		t.Fatalf("Remove = %v: %v", err, names(t, dir))
 	}
-	a, err = SetAside(dir, "missing")
+	a, err = setAside(dir, "missing")
 	if err != nil || a.Moved() || a.Undo() != nil || a.Remove() != nil {
 		t.Fatalf("a missing object: %v, %v", a, err)
 	}
@@ -124,5 +125,48 @@ func TestStage(t *testing.T) {
 	}
 	if got := names(t, dir); len(got) != 0 {
 		t.Fatalf("left: %v", got)
+	}
+}
+
+// TestDelete: an object set aside in a transaction that fails comes back
+// whole; one whose transaction committed is gone, and nothing is left
+// aside.
+func TestDelete(t *testing.T) {
+	dir := t.TempDir()
+	for _, d := range []string{"kept", "gone"} {
+		if err := os.MkdirAll(filepath.Join(dir, d, "x"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	failed := errors.New("commit failed")
+	err := Delete(dir, "test.delete", "thing", slog.New(slog.DiscardHandler), func(setAside func(string) error) error {
+		if err := setAside("kept"); err != nil {
+			return err
+		}
+		return failed
+	})
+	if !errors.Is(err, failed) {
+		t.Fatalf("Delete = %v, want the transaction's error", err)
+	}
+	if err := Delete(dir, "test.delete", "thing", slog.New(slog.DiscardHandler), func(setAside func(string) error) error {
+		return setAside("gone")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Delete(dir, "test.delete", "thing", slog.New(slog.DiscardHandler), func(setAside func(string) error) error {
+		return setAside("never-there")
+	}); err != nil {
+		t.Fatalf("deleting an object already gone: %v", err)
+	}
+	entries, _ := os.ReadDir(dir)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if !slices.Equal(names, []string{"kept"}) {
+		t.Errorf("left %v, want [kept]", names)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "kept", "x")); err != nil {
+		t.Errorf("the object put back lost its content: %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -42,4 +43,33 @@ func FindByID[T any](recs []T, id func(T) string, q, what string) (rec T, found 
 		err = fmt.Errorf("%w: %q matches %d %s; give more of the ID or a name", api.ErrInvalidArgument, q, n, what)
 	}
 	return rec, false, err
+}
+
+// Lookup finds the record of one kind that a user named: by name (each
+// spelling in turn, as typed first), then by a unique ID prefix. Image and
+// kernel lookups share it so that both take the same forms and say the
+// same things when nothing or several match.
+type Lookup[T any] struct {
+	What   string                       // "image", in errors
+	ByName func(name string) (T, error) // ErrNotFound when none has it
+	All    func() ([]T, error)
+	ID     func(T) string
+}
+
+// Find is the record q names; found is false, with no error, when none
+// does. An empty q is an api.ErrInvalidArgument error.
+func (l Lookup[T]) Find(q string, spellings ...string) (rec T, found bool, err error) {
+	if q == "" {
+		return rec, false, fmt.Errorf("%w: a %s name is required (see `banger %s list`)", api.ErrInvalidArgument, l.What, l.What)
+	}
+	for _, n := range append([]string{q}, spellings...) {
+		if rec, err = l.ByName(n); err == nil || !errors.Is(err, ErrNotFound) {
+			return rec, err == nil, err
+		}
+	}
+	all, err := l.All()
+	if err != nil {
+		return rec, false, err
+	}
+	return FindByID(all, l.ID, q, l.What+"s")
 }

@@ -47,9 +47,29 @@ type State struct {
 	Saved      time.Time `json:"saved"`
 }
 
-// Describe is what s would need a state to be: the VMM's part (name,
-// version, accelerator) is the driver's to fill. sums (nil: none) keeps
-// the files' digests between calls.
+// Describer says what state a spec would need under one driver, keeping
+// the files' digests and the binary's version between calls (a driver
+// holds one). The zero value is ready.
+type Describer struct {
+	sums     Sums
+	versions Versions
+}
+
+// Describe is the state s would need under the VMM vmm (its binary and
+// the accelerator it would use).
+func (d *Describer) Describe(ctx context.Context, s Spec, vmm, binary, accel string) (State, error) {
+	st, err := Describe(s, &d.sums)
+	if err != nil {
+		return st, err
+	}
+	st.VMM, st.Accel = vmm, accel
+	st.VMMVersion, err = d.versions.Of(ctx, binary)
+	return st, err
+}
+
+// Describe is what s would need a state to be, but for the VMM's part
+// (name, version, accelerator). sums (nil: none) keeps the files' digests
+// between calls.
 func Describe(s Spec, sums *Sums) (State, error) {
 	st := State{MemoryMiB: s.MemoryMiB, VCPU: s.VCPU}
 	var err error

@@ -27,8 +27,7 @@ type Driver struct {
 	Binary string  // default "firecracker" on PATH
 	Jailer *Jailer // nil: run Firecracker directly
 
-	sums     vmm.Sums     // the kernels' and initramfses' digests, for saved states
-	versions vmm.Versions // what the binary says it is, for saved states
+	states vmm.Describer // what a saved state needs here
 }
 
 // Name is "firecracker".

@@ -20,13 +20,7 @@ var errJailed = errors.New("firecracker: snapshots of jailed VMs are not support
 
 // describe is the state s would need, under this Firecracker.
 func (d *Driver) describe(ctx context.Context, s vmm.Spec) (vmm.State, error) {
-	st, err := vmm.Describe(s, &d.sums)
-	if err != nil {
-		return st, err
-	}
-	st.VMM, st.Accel = d.Name(), "kvm"
-	st.VMMVersion, err = d.versions.Of(ctx, d.binary())
-	return st, err
+	return d.states.Describe(ctx, s, d.Name(), d.binary(), "kvm")
 }
 
 // Snapshot pauses the VM (PATCH /vm), runs o.Paused, saves a full

@@ -122,9 +122,8 @@ type Driver struct {
 	// nothing).
 	Warn func(reason error)
 
-	warned   sync.Once
-	sums     vmm.Sums     // the kernels' and initramfses' digests, for saved states
-	versions vmm.Versions // what the binary says it is, for saved states
+	warned sync.Once
+	states vmm.Describer // what a saved state needs here
 }
 
 // Name is "qemu".

@@ -23,13 +23,7 @@ const snapFD = "banger-state"
 
 // describe is the state s would need, under this QEMU here.
 func (d *Driver) describe(ctx context.Context, s vmm.Spec) (vmm.State, error) {
-	st, err := vmm.Describe(s, &d.sums)
-	if err != nil {
-		return st, err
-	}
-	st.VMM, st.Accel = d.Name(), d.machineOf(s).Accel
-	st.VMMVersion, err = d.versions.Of(ctx, d.binary())
-	return st, err
+	return d.states.Describe(ctx, s, d.Name(), d.binary(), d.machineOf(s).Accel)
 }
 
 // monitor is a QMP connection to one QEMU.
