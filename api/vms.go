@@ -103,6 +103,9 @@ type VM struct {
 	StoppedAt *time.Time `json:"stopped_at,omitempty"`
 	// StateBytes is the disk its saved state takes while suspended.
 	StateBytes int64 `json:"state_bytes,omitempty"`
+	// Creator is who asked for it when not a person at the CLI: an MCP
+	// server, "mcp:NAME". Its forks carry it too.
+	Creator string `json:"creator,omitempty"`
 }
 
 // VMCreateParams are the params of MethodVMCreate; zero values take the
@@ -133,6 +136,9 @@ type VMCreateParams struct {
 	Init string `json:"init,omitempty"`
 	// Workspace places a host project in the VM once it is up.
 	Workspace *WorkspaceSpec `json:"workspace,omitempty"`
+	// Creator records who asks, when not a person: "mcp:NAME" (NAME of
+	// lowercase letters, digits, '.', '_' and '-', at most 63).
+	Creator string `json:"creator,omitempty"`
 }
 
 // ImageWarmParams are the params of MethodImageWarm: the shape of VM

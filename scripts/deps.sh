@@ -28,6 +28,8 @@ if [[ $mode != run ]]; then
 		[cpio]=cpio                   # tests read back the initramfs archives banger writes
 		[dpkg-deb]=dpkg               # tests build .deb packages
 		[nft]=nftables                # the network tests read the firewall as nft shows it
+		[node]=nodejs                 # the real MCP clients the smoke suite drives banger mcp with
+		[npm]=npm
 	)
 fi
 
@@ -75,3 +77,17 @@ install_tool() { # name module@version
 }
 install_tool crane github.com/google/go-containerregistry/cmd/crane@v0.22.1
 [[ $mode == run ]] || install_tool registry github.com/distribution/distribution/v3/cmd/registry@v3.1.2
+
+# The MCP clients of the smoke suite (the Inspector's CLI, the TypeScript
+# SDK), from the npm registry at the versions test/mcpclients pins:
+# installed again only when its lock file changes.
+if [[ $mode != run ]]; then
+	clients=$(cd "$(dirname "$0")/.." && pwd)/test/mcpclients
+	if ! cmp -s "$clients/package-lock.json" "$tools/node/package-lock.json" || [[ ! -d $tools/node/node_modules ]]; then
+		echo "deps: installing the MCP clients (npm ci in .tools/node)" >&2
+		rm -rf "$tools/node"
+		mkdir -p "$tools/node"
+		cp "$clients/package.json" "$clients/package-lock.json" "$tools/node/"
+		npm ci --prefix "$tools/node" --no-audit --no-fund --loglevel=error >/dev/null
+	fi
+fi

@@ -44,12 +44,22 @@ var ErrPermission = errors.New("permission denied on the bangerd socket")
 type Client struct {
 	socket  string
 	version string
+	caller  string
 }
 
 // New returns a client of the daemon listening on socket. clientVersion is
 // sent with every request so the daemon can name it in version errors.
 func New(socket, clientVersion string) *Client {
 	return &Client{socket: socket, version: clientVersion}
+}
+
+// WithCaller is a client whose calls say they are made for caller (an
+// MCP server: "mcp:NAME"); the daemon logs it with each call's uid. It
+// grants nothing: the daemon trusts the socket's peer, not this name.
+func (c *Client) WithCaller(caller string) *Client {
+	cc := *c
+	cc.caller = caller
+	return &cc
 }
 
 // DefaultSocket is the socket the banger CLI uses without --socket: the
@@ -79,6 +89,7 @@ func (c *Client) dial(ctx context.Context) (*rpc.Conn, error) {
 	conn, err := rpc.Dial(ctx, c.socket, c.version)
 	switch {
 	case err == nil:
+		conn.SetCaller(c.caller)
 		return conn, nil
 	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ECONNREFUSED):
 		return nil, fmt.Errorf("%w (no daemon answers on %s); start it with `banger daemon start`", ErrDaemonNotRunning, c.socket)

@@ -55,6 +55,7 @@ func rootCommand(env *Env) *cobra.Command {
 		handOver(env, &cobra.Command{Use: "system", Short: "Run banger installed for daily use: the owner's daemon and its root helper"}),
 		doctorCommand(env),
 		eventsCommand(env),
+		mcpCommand(env),
 		handOver(env, &cobra.Command{Use: "update", Short: "Update banger to a signed release (or --rollback to the previous one)"}),
 	)
 	return root

@@ -226,13 +226,13 @@ func vmLifecycleCommands(env *Env) []*cobra.Command {
 func vmListCommand(env *Env, use string, aliases ...string) *cobra.Command {
 	return listed(env, &cobra.Command{Use: use, Aliases: aliases, Short: "List VMs", Args: cobra.NoArgs},
 		(*client.Client).VMs, func(vms []api.VM) any { return api.VMListResult{VMs: vms} },
-		[]string{"NAME", "STATE", "IMAGE", "IP", "CPUS", "MEMORY", "DISK", "AGE"}, func(now time.Time, v api.VM) []string {
+		[]string{"NAME", "STATE", "IMAGE", "IP", "CPUS", "MEMORY", "DISK", "AGE", "CREATOR"}, func(now time.Time, v api.VM) []string {
 			state := v.State
 			if v.State == api.VMSuspended {
 				state += " (" + units.FormatSize(v.StateBytes) + " saved)"
 			}
 			return []string{v.Name, state, v.Image, dash(v.IP), strconv.Itoa(v.VCPU),
-				units.FormatSize(int64(v.MemoryMiB) << 20), units.FormatSize(v.DiskSize), ago(now, v.CreatedAt)}
+				units.FormatSize(int64(v.MemoryMiB) << 20), units.FormatSize(v.DiskSize), ago(now, v.CreatedAt), dash(v.Creator)}
 		})
 }
 
@@ -258,6 +258,9 @@ func vmShowCommand(env *Env) *cobra.Command {
 			kv = append(kv, [2]string{"isolated", "from the other VMs"})
 		}
 		kv = append(kv, [2]string{"created", v.CreatedAt.Local().Format(time.RFC3339)})
+		if v.Creator != "" {
+			kv = append(kv, [2]string{"creator", v.Creator})
+		}
 		if v.StartedAt != nil {
 			kv = append(kv, [2]string{"started", v.StartedAt.Local().Format(time.RFC3339)})
 		}

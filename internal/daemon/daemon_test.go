@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -117,9 +118,16 @@ func TestDaemonBasics(t *testing.T) {
 			t.Errorf("%s has mode %v, want %v", path, fi.Mode().Perm(), want)
 		}
 	}
+	// A call made for an MCP server is logged with that caller and the uid.
+	if _, err := td.client.WithCaller("mcp:agent-1").VMs(ctx); err != nil {
+		t.Fatal(err)
+	}
 	logData, _ := os.ReadFile(td.layout.LogFile())
 	if !strings.Contains(string(logData), "bangerd started") {
 		t.Errorf("log file lacks the start line:\n%s", logData)
+	}
+	if want := fmt.Sprintf("method=vm.list id=1 uid=%d pid=%d caller=mcp:agent-1", os.Getuid(), os.Getpid()); !strings.Contains(string(logData), want) {
+		t.Errorf("log file lacks %q:\n%s", want, logData)
 	}
 }
 

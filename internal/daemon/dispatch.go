@@ -242,7 +242,7 @@ func (d *Daemon) dispatch(ctx context.Context, call *rpc.Call) rpc.Response {
 		return fail(fmt.Errorf("%w %q; this daemon (bangerd %s) serves: %s",
 			api.ErrUnknownMethod, call.Method, d.build.Version, strings.Join(slices.Sorted(maps.Keys(d.methods)), ", ")))
 	}
-	d.logCall(ctx, m, call.Method, call.ID)
+	d.logCall(ctx, m, call.Method, call.ID, call.Caller)
 	defer d.activity(m.activity, call.Params)()
 	return m.h(ctx, call)
 }
@@ -291,13 +291,17 @@ func decodeParams(method string, raw json.RawMessage, p any) error {
 
 // logCall logs a call with its caller: at info, but for the methods a
 // dashboard calls over and over, at debug.
-func (d *Daemon) logCall(ctx context.Context, m method, name string, id uint64) {
+func (d *Daemon) logCall(ctx context.Context, m method, name string, id uint64, caller string) {
 	level := slog.LevelInfo
 	if m.polled {
 		level = slog.LevelDebug
 	}
 	c, _ := peer.FromContext(ctx)
-	d.log.Log(ctx, level, "call", "method", name, "id", id, "uid", c.UID, "pid", c.PID)
+	attrs := []any{"method", name, "id", id, "uid", c.UID, "pid", c.PID}
+	if caller != "" {
+		attrs = append(attrs, "caller", caller)
+	}
+	d.log.Log(ctx, level, "call", attrs...)
 }
 
 // upgradable says whether method's connection becomes a byte stream.

@@ -20,6 +20,7 @@ type Conn struct {
 	w       *Writer
 	nextID  uint64
 	client  string
+	caller  string
 	version int
 }
 
@@ -32,6 +33,9 @@ func Dial(ctx context.Context, socket, clientVersion string) (*Conn, error) {
 	}
 	return NewConn(c, clientVersion), nil
 }
+
+// SetCaller names who the calls are made for (Request.Caller).
+func (c *Conn) SetCaller(caller string) { c.caller = caller }
 
 // NewConn wraps an established connection.
 func NewConn(c net.Conn, clientVersion string) *Conn {
@@ -49,7 +53,7 @@ func (c *Conn) Call(ctx context.Context, method string, params any, onEvent func
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.nextID++
-	req := Request{V: c.version, ID: c.nextID, Method: method, Client: c.client}
+	req := Request{V: c.version, ID: c.nextID, Method: method, Client: c.client, Caller: c.caller}
 	if params != nil {
 		b, err := json.Marshal(params)
 		if err != nil {

@@ -31,6 +31,9 @@ const MaxFrameSize = 8 << 20
 // closes the connection after answering.
 var ErrFrameTooLarge = errors.New("frame too large")
 
+// maxCaller bounds Request.Caller, which is logged.
+const maxCaller = 128
+
 // Request is one call.
 type Request struct {
 	// V is the protocol version the client speaks (api.ProtocolVersion).
@@ -41,6 +44,10 @@ type Request struct {
 	Method string `json:"method"`
 	// Client is the client's build version, for error messages and logs.
 	Client string `json:"client,omitempty"`
+	// Caller names who the client acts for, when not its user alone (an
+	// MCP server: "mcp:NAME"), for the daemon's log. Self-asserted: it
+	// grants nothing.
+	Caller string `json:"caller,omitempty"`
 	// Params are decoded by the method's handler.
 	Params json.RawMessage `json:"params,omitempty"`
 }
@@ -112,6 +119,7 @@ func DecodeRequest(frame []byte) (Request, error) {
 		ID     *uint64         `json:"id"`
 		Method *string         `json:"method"`
 		Client string          `json:"client"`
+		Caller string          `json:"caller"`
 		Params json.RawMessage `json:"params"`
 	}
 	if err := json.Unmarshal(frame, &raw); err != nil {
@@ -127,6 +135,10 @@ func DecodeRequest(frame []byte) (Request, error) {
 		req.ID = *raw.ID
 	}
 	req.Client = raw.Client
+	if len(raw.Caller) > maxCaller {
+		return req, fmt.Errorf("%w: caller is longer than %d bytes", api.ErrInvalidRequest, maxCaller)
+	}
+	req.Caller = raw.Caller
 	if raw.V == nil {
 		return req, fmt.Errorf("%w: request has no protocol version (field \"v\"); this daemon speaks %d", api.ErrInvalidRequest, api.ProtocolVersion)
 	}

@@ -79,6 +79,8 @@ func TestDecodeRequest(t *testing.T) {
 		{name: "wrong type", in: `{"v":"1","id":9,"method":"ping"}`, id: 9, errHas: "not a JSON request object"},
 		{name: "negative id", in: `{"v":1,"id":-1,"method":"ping"}`, errHas: "not a JSON request object"},
 		{name: "binary", in: "\x00\xff\xfe", errHas: "not a JSON request object"},
+		{name: "caller", in: `{"v":1,"id":10,"method":"ping","caller":"mcp:a"}`, ok: true, id: 10, method: "ping"},
+		{name: "long caller", in: `{"v":1,"id":11,"method":"ping","caller":"` + strings.Repeat("x", 129) + `"}`, id: 11, errHas: "caller is longer than 128 bytes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

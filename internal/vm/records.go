@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -281,6 +282,10 @@ func (r *records) newRecord(p api.VMCreateParams) (store.VM, error) {
 		rec.DiskSize = d.DiskSize
 	}
 	rec.Isolate = p.Isolate
+	if !validCreator(p.Creator) {
+		return store.VM{}, fmt.Errorf("%w: creator %q: use mcp:NAME, NAME of lowercase letters, digits, '.', '_' and '-' (at most 63)", api.ErrInvalidArgument, p.Creator)
+	}
+	rec.Creator = p.Creator
 	switch p.Init {
 	case "", api.InitAgent, api.InitImage, api.InitAuto:
 	default:
@@ -316,7 +321,7 @@ func (r *records) toAPI(rec store.VM) api.VM {
 	v := api.VM{
 		Name: rec.Name, ID: rec.ID, State: rec.State, Reason: rec.Reason, Image: rec.Image, ImageID: rec.ImageID,
 		Kernel: rec.Kernel, KernelID: rec.KernelID, VCPU: rec.VCPU, MemoryMiB: rec.MemoryMiB, DiskSize: rec.DiskSize,
-		Network: rec.Network, NAT: rec.NAT, Egress: egressOf(rec), Allow: rec.Allow, Isolate: rec.Isolate, AutoStop: rec.AutoStop, IdleAction: rec.IdleAction, Init: initName(rec.Init), Workspace: rec.Workspace, VMM: rec.VMM, PID: rec.PID, CreatedAt: rec.CreatedAt,
+		Network: rec.Network, NAT: rec.NAT, Egress: egressOf(rec), Allow: rec.Allow, Isolate: rec.Isolate, AutoStop: rec.AutoStop, IdleAction: rec.IdleAction, Init: initName(rec.Init), Creator: rec.Creator, Workspace: rec.Workspace, VMM: rec.VMM, PID: rec.PID, CreatedAt: rec.CreatedAt,
 	}
 	if !rec.StartedAt.IsZero() {
 		t := rec.StartedAt
@@ -401,4 +406,17 @@ func (r *records) follow(ctx context.Context, rec store.VM, path string, offset 
 			return err
 		}
 	}
+}
+
+// validCreator says whether c may be recorded as a VM's creator: none, or
+// an MCP server's name ("mcp:NAME").
+func validCreator(c string) bool {
+	if c == "" {
+		return true
+	}
+	name, ok := strings.CutPrefix(c, "mcp:")
+	if !ok || name == "" || len(name) > 63 || name[0] == '.' || name[0] == '-' || name[0] == '_' {
+		return false
+	}
+	return strings.Trim(name, "abcdefghijklmnopqrstuvwxyz0123456789._-") == ""
 }

@@ -25,6 +25,9 @@ func TestCreateRefusals(t *testing.T) {
 		{name: "too little memory", p: api.VMCreateParams{Name: "small", MemoryMiB: 64}, want: api.ErrInvalidArgument, saying: "--memory"},
 		{name: "nat without a network", p: api.VMCreateParams{Name: "nn", NAT: new(true)}, want: api.ErrInvalidArgument, saying: "--nat"},
 		{name: "bridge without one", p: api.VMCreateParams{Name: "br", Network: api.NetworkBridge}, want: api.ErrInvalidArgument, saying: "--network user"},
+		{name: "creator not an MCP server", p: api.VMCreateParams{Name: "cr", Creator: "root"}, want: api.ErrInvalidArgument, saying: "use mcp:NAME"},
+		{name: "creator with a newline", p: api.VMCreateParams{Name: "cr", Creator: "mcp:a\nlevel=ERROR"}, want: api.ErrInvalidArgument, saying: "creator"},
+		{name: "creator too long", p: api.VMCreateParams{Name: "cr", Creator: "mcp:" + strings.Repeat("a", 64)}, want: api.ErrInvalidArgument, saying: "at most 63"},
 		{name: "driver unavailable", p: api.VMCreateParams{Name: "nodrv"}, setup: func() { f.drv.SetUnavailable(errors.New("no VMM here")) },
 			want: api.ErrInvalidArgument, saying: "no VMM here"},
 	} {
@@ -45,6 +48,10 @@ func TestCreateRefusals(t *testing.T) {
 	}
 	// A create without a name gets a readable one.
 	v := f.mustCreate("")
+	// An MCP server's VM says so.
+	if c, err := f.create(api.VMCreateParams{Name: "by-agent", Creator: "mcp:agent-1"}); err != nil || c.Creator != "mcp:agent-1" {
+		t.Fatalf("create by mcp:agent-1 = %+v, %v", c, err)
+	}
 	if !validName.MatchString(v.Name) || !strings.Contains(v.Name, "-") {
 		t.Fatalf("generated name %q", v.Name)
 	}

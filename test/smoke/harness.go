@@ -37,8 +37,11 @@ type result struct {
 
 // tools are the external parts scenarios may use.
 type tools struct {
-	registry  string // CNCF distribution registry binary
-	debianTar string // debootstrap'd Debian tree, as a (gzipped) tarball
+	registry string // CNCF distribution registry binary
+	// mcpClients is the npm project of the real MCP clients
+	// (test/mcpclients, installed into .tools/node).
+	mcpClients string
+	debianTar  string // debootstrap'd Debian tree, as a (gzipped) tarball
 	// systemdTar is the same with systemd as init, kmod and Docker.
 	systemdTar string
 	kernelDeb  string // Debian's linux-image package

@@ -1,0 +1,364 @@
+package mcp
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/bangerdev/banger/api"
+)
+
+// fakeDaemon stands in for bangerd to test the server's own rules
+// (scope, limits, confirmations, caps); test/smoke drives the real one.
+type fakeDaemon struct {
+	mu      sync.Mutex
+	vms     map[string]api.VM
+	execs   []api.VMExecParams
+	output  []api.VMExecEvent
+	exit    int
+	block   bool // exec waits for its context to end
+	created []api.VMCreateParams
+}
+
+func newFake(vms ...api.VM) *fakeDaemon {
+	f := &fakeDaemon{vms: map[string]api.VM{}}
+	for _, v := range vms {
+		f.vms[v.Name] = v
+	}
+	return f
+}
+
+func (f *fakeDaemon) CreateVM(_ context.Context, p api.VMCreateParams) (api.OperationSummary, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.created = append(f.created, p)
+	name := p.Name
+	if name == "" {
+		name = fmt.Sprintf("gen-%d", len(f.created))
+	}
+	mem := p.MemoryMiB
+	if mem == 0 {
+		mem = 1024
+	}
+	f.vms[name] = api.VM{Name: name, State: api.VMRunning, Image: "debian", MemoryMiB: mem, VCPU: 2, Egress: api.EgressNAT, Creator: p.Creator}
+	return api.OperationSummary{ID: "op-" + name, Result: name, State: api.OpStateRunning}, nil
+}
+
+func (f *fakeDaemon) WaitOperation(_ context.Context, id string, onUpdate func(api.OperationSummary)) (api.OperationSummary, error) {
+	if onUpdate != nil {
+		onUpdate(api.OperationSummary{ID: id, Phase: "booting"})
+	}
+	return api.OperationSummary{ID: id, Result: strings.TrimPrefix(id, "op-"), State: api.OpStateSucceeded, Done: true}, nil
+}
+
+func (f *fakeDaemon) VMs(context.Context) ([]api.VM, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var all []api.VM
+	for _, v := range f.vms {
+		all = append(all, v)
+	}
+	slices.SortFunc(all, func(a, b api.VM) int { return strings.Compare(a.Name, b.Name) })
+	return all, nil
+}
+
+func (f *fakeDaemon) VM(_ context.Context, name string) (api.VM, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	v, ok := f.vms[name]
+	if !ok {
+		return api.VM{}, fmt.Errorf("vm %q: %w", name, api.ErrNotFound)
+	}
+	return v, nil
+}
+
+func (f *fakeDaemon) DeleteVM(_ context.Context, p api.VMDeleteParams) (api.VM, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	v, ok := f.vms[p.Name]
+	if !ok {
+		return api.VM{}, api.ErrNotFound
+	}
+	delete(f.vms, p.Name)
+	return v, nil
+}
+
+func (f *fakeDaemon) ExecVM(ctx context.Context, p api.VMExecParams, onOutput func(api.VMExecEvent) error) (api.VMExecResult, error) {
+	f.mu.Lock()
+	f.execs = append(f.execs, p)
+	f.mu.Unlock()
+	for _, e := range f.output {
+		if err := onOutput(e); err != nil {
+			return api.VMExecResult{}, err
+		}
+	}
+	if f.block {
+		<-ctx.Done()
+		return api.VMExecResult{}, ctx.Err()
+	}
+	return api.VMExecResult{ExitCode: f.exit}, nil
+}
+
+func (f *fakeDaemon) ConfigShow(context.Context) (api.ConfigShowResult, error) {
+	return api.ConfigShowResult{Values: []api.ConfigValue{{Key: "vm_defaults.memory_mib", Value: "1024"}}}, nil
+}
+
+// connect runs a server over d and returns a client session to it.
+func connect(t *testing.T, d Daemon, o Options) *sdk.ClientSession {
+	t.Helper()
+	if o.Name == "" {
+		o.Name = "agent"
+	}
+	s, err := New(d, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	st, ct := sdk.NewInMemoryTransports()
+	go func() { _ = s.MCP().Run(ctx, st) }()
+	c := sdk.NewClient(&sdk.Implementation{Name: "test", Version: "0"}, nil)
+	cs, err := c.Connect(ctx, ct, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.Close() })
+	return cs
+}
+
+// call calls a tool and decodes its structured result into out; it
+// returns the error text when the tool failed.
+func call(t *testing.T, cs *sdk.ClientSession, tool string, args any, out any) string {
+	t.Helper()
+	res, err := cs.CallTool(context.Background(), &sdk.CallToolParams{Name: tool, Arguments: args})
+	if err != nil {
+		t.Fatalf("%s: %v", tool, err)
+	}
+	if res.IsError {
+		return res.Content[0].(*sdk.TextContent).Text
+	}
+	if out != nil {
+		b, _ := json.Marshal(res.StructuredContent)
+		if err := json.Unmarshal(b, out); err != nil {
+			t.Fatalf("%s: decoding %s: %v", tool, b, err)
+		}
+	}
+	return ""
+}
+
+func TestToolsAndAnnotations(t *testing.T) {
+	cs := connect(t, newFake(), Options{})
+	res, err := cs.ListTools(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]*sdk.Tool{}
+	for _, tool := range res.Tools {
+		got[tool.Name] = tool
+	}
+	for name, want := range map[string]struct{ readOnly, destructive bool }{
+		"sandbox_create": {false, false},
+		"sandbox_list":   {true, false},
+		"sandbox_info":   {true, false},
+		"sandbox_delete": {false, true},
+		"sandbox_exec":   {false, true},
+	} {
+		tool, ok := got[name]
+		if !ok {
+			t.Errorf("no tool %s", name)
+			continue
+		}
+		a := tool.Annotations
+		destructive := a.DestructiveHint == nil || *a.DestructiveHint
+		if a.ReadOnlyHint != want.readOnly || (!a.ReadOnlyHint && destructive != want.destructive) {
+			t.Errorf("%s annotations = %+v, want read-only %v, destructive %v", name, a, want.readOnly, want.destructive)
+		}
+		if tool.InputSchema == nil || tool.OutputSchema == nil {
+			t.Errorf("%s lacks a schema", name)
+		}
+	}
+}
+
+// TestScope: a server sees and touches only the VMs it created, and
+// says why it refuses another's; --all reaches every one.
+func TestScope(t *testing.T) {
+	d := newFake(api.VM{Name: "mine", Creator: "mcp:agent", State: api.VMRunning},
+		api.VM{Name: "persons", State: api.VMRunning},
+		api.VM{Name: "others", Creator: "mcp:other", State: api.VMRunning})
+	cs := connect(t, d, Options{})
+	var l ListOut
+	call(t, cs, "sandbox_list", map[string]any{}, &l)
+	if len(l.Sandboxes) != 1 || l.Sandboxes[0].Name != "mine" {
+		t.Fatalf("list = %+v, want only mine", l)
+	}
+	for _, tc := range []struct {
+		tool string
+		args map[string]any
+	}{
+		{"sandbox_info", map[string]any{"name": "persons"}},
+		{"sandbox_exec", map[string]any{"name": "others", "command": "true"}},
+		{"sandbox_delete", map[string]any{"name": "persons", "confirm": true}},
+	} {
+		if msg := call(t, cs, tc.tool, tc.args, nil); !strings.Contains(msg, "permission denied") || !strings.Contains(msg, "touches only its own") {
+			t.Errorf("%s on a foreign VM = %q", tc.tool, msg)
+		}
+	}
+	if len(d.execs) != 0 || len(d.vms) != 3 {
+		t.Fatalf("a refused call reached the daemon: execs %v, vms %d", d.execs, len(d.vms))
+	}
+	all := connect(t, d, Options{Name: "admin", All: true})
+	call(t, all, "sandbox_list", map[string]any{}, &l)
+	if len(l.Sandboxes) != 3 {
+		t.Fatalf("--all list = %+v", l)
+	}
+}
+
+func TestCreateAndLimits(t *testing.T) {
+	d := newFake()
+	cs := connect(t, d, Options{MaxSandboxes: 2, MaxMemoryMiB: 1536})
+	var sb Sandbox
+	if msg := call(t, cs, "sandbox_create", map[string]any{"name": "a", "memory": "512M", "network": "allow-list", "allow": []string{"pypi.org"}}, &sb); msg != "" {
+		t.Fatal(msg)
+	}
+	if sb.Name != "a" || sb.Creator != "mcp:agent" {
+		t.Fatalf("created %+v", sb)
+	}
+	if p := d.created[0]; p.Creator != "mcp:agent" || p.MemoryMiB != 512 || !slices.Equal(p.Allow, []string{"pypi.org"}) {
+		t.Fatalf("create params = %+v", p)
+	}
+	// The default memory (1024 MiB) would pass 1536 in all.
+	if msg := call(t, cs, "sandbox_create", map[string]any{"name": "b", "memory": "1100M"}, nil); !strings.Contains(msg, "limit exceeded") || !strings.Contains(msg, "--max-memory") {
+		t.Fatalf("over the memory limit = %q", msg)
+	}
+	call(t, cs, "sandbox_create", map[string]any{"name": "b", "memory": "256M", "network": "none"}, nil)
+	if msg := call(t, cs, "sandbox_create", map[string]any{"name": "c", "memory": "64M"}, nil); !strings.Contains(msg, "--max-sandboxes") {
+		t.Fatalf("a third sandbox = %q", msg)
+	}
+	for _, tc := range []struct {
+		args map[string]any
+		says string
+	}{
+		{map[string]any{"network": "wide"}, "use none, nat or allow-list"},
+		{map[string]any{"network": "allow-list"}, "needs allow"},
+		{map[string]any{"network": "nat", "allow": []string{"x.org"}}, "allow goes with network allow-list"},
+		{map[string]any{"memory": "lots"}, "give a size"},
+		{map[string]any{"cpus": -1}, "positive count"},
+	} {
+		if msg := call(t, cs, "sandbox_create", tc.args, nil); !strings.Contains(msg, tc.says) {
+			t.Errorf("create %v = %q, want it to say %q", tc.args, msg, tc.says)
+		}
+	}
+	if len(d.created) != 2 {
+		t.Fatalf("refused creates reached the daemon: %d creates", len(d.created))
+	}
+}
+
+func TestDeleteNeedsConfirm(t *testing.T) {
+	d := newFake(api.VM{Name: "mine", Creator: "mcp:agent"})
+	cs := connect(t, d, Options{})
+	if msg := call(t, cs, "sandbox_delete", map[string]any{"name": "mine"}, nil); !strings.Contains(msg, "confirm: true") {
+		t.Fatalf("delete without confirm = %q", msg)
+	}
+	if len(d.vms) != 1 {
+		t.Fatal("deleted without confirm")
+	}
+	if msg := call(t, cs, "sandbox_delete", map[string]any{"name": "mine", "confirm": true}, nil); msg != "" || len(d.vms) != 0 {
+		t.Fatalf("delete with confirm = %q, %d left", msg, len(d.vms))
+	}
+}
+
+func TestExec(t *testing.T) {
+	d := newFake(api.VM{Name: "mine", Creator: "mcp:agent"})
+	d.output = []api.VMExecEvent{{Stream: "stdout", Data: []byte("hello ")}, {Stream: "stdout", Data: []byte("world\n")}, {Stream: "stderr", Data: []byte("\xff\xfewarn")}}
+	d.exit = 3
+	cs := connect(t, d, Options{})
+	var out ExecOut
+	if msg := call(t, cs, "sandbox_exec", map[string]any{"name": "mine", "command": "echo hi", "dir": "/workspace", "env": map[string]string{"B": "2", "A": "1"}, "output_cap": 8}, &out); msg != "" {
+		t.Fatal(msg)
+	}
+	if out.ExitCode != 3 || out.Stdout != "hello wo" || out.StdoutBytes != 12 || !out.Truncated || out.StderrBytes != 6 || out.Stderr != "\uFFFDwarn" {
+		t.Fatalf("exec = %+v", out)
+	}
+	p := d.execs[0]
+	if !slices.Equal(p.Args, []string{"/bin/sh", "-c", "echo hi"}) || p.Dir != "/workspace" || !slices.Equal(p.Env, []string{"A=1", "B=2"}) {
+		t.Fatalf("exec params = %+v", p)
+	}
+	for _, tc := range []struct {
+		args map[string]any
+		says string
+	}{
+		{map[string]any{"name": "mine"}, "nothing to run"},
+		{map[string]any{"name": "mine", "command": "x", "argv": []string{"y"}}, "not both"},
+		{map[string]any{"name": "mine", "argv": []string{""}}, "argv[0] is empty"},
+		{map[string]any{"name": "mine", "command": "x", "dir": "src"}, "is relative"},
+		{map[string]any{"name": "mine", "command": "x", "env": map[string]string{"A=B": "c"}}, "has no '='"},
+		{map[string]any{"name": "mine", "command": "x", "timeout_seconds": 7200}, "timeout_seconds 7200"},
+		{map[string]any{"name": "mine", "command": "x", "output_cap": 2 << 20}, "output_cap"},
+	} {
+		if msg := call(t, cs, "sandbox_exec", tc.args, nil); !strings.Contains(msg, tc.says) {
+			t.Errorf("exec %v = %q, want it to say %q", tc.args, msg, tc.says)
+		}
+	}
+	if len(d.execs) != 1 {
+		t.Fatalf("refused execs reached the daemon: %d", len(d.execs))
+	}
+	// A command past its timeout is ended, and the result says so.
+	d.block = true
+	start := time.Now()
+	call(t, cs, "sandbox_exec", map[string]any{"name": "mine", "argv": []string{"sleep", "100"}, "timeout_seconds": 1}, &out)
+	if !out.TimedOut || out.ExitCode != -1 || time.Since(start) > 30*time.Second {
+		t.Fatalf("timed-out exec = %+v", out)
+	}
+}
+
+func TestServerName(t *testing.T) {
+	for _, n := range []string{"", "Agent", "-x", "a b", "a\nb", strings.Repeat("a", 64)} {
+		if _, err := New(newFake(), Options{Name: n}); err == nil {
+			t.Errorf("name %q accepted", n)
+		}
+	}
+}
+
+// TestCreateProgress: a client that asks for progress hears the create's
+// phases.
+func TestCreateProgress(t *testing.T) {
+	s, err := New(newFake(), Options{Name: "agent"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st, ct := sdk.NewInMemoryTransports()
+	go func() { _ = s.MCP().Run(ctx, st) }()
+	heard := make(chan string, 8)
+	c := sdk.NewClient(&sdk.Implementation{Name: "test", Version: "0"}, &sdk.ClientOptions{
+		ProgressNotificationHandler: func(_ context.Context, req *sdk.ProgressNotificationClientRequest) {
+			heard <- req.Params.Message
+		},
+	})
+	cs, err := c.Connect(ctx, ct, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	p := &sdk.CallToolParams{Name: "sandbox_create", Arguments: map[string]any{"name": "p"}}
+	p.SetProgressToken("create-1")
+	if res, err := cs.CallTool(ctx, p); err != nil || res.IsError {
+		t.Fatalf("create = %+v, %v", res, err)
+	}
+	select {
+	case msg := <-heard:
+		if msg != "booting" {
+			t.Fatalf("progress = %q, want the operation's phase", msg)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no progress notification")
+	}
+}
