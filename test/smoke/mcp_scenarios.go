@@ -1,22 +1,42 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/bangerdev/banger/api"
 )
 
+// mcpServer is how the Inspector reaches `banger mcp`: the command it
+// starts (stdio), or a URL and its flags (HTTP).
+type mcpServer []string
+
+// stdioServer is `banger mcp` started by the client.
+func (t *T) stdioServer() mcpServer { return mcpServer{filepath.Join(t.bin, "banger"), "mcp"} }
+
 // inspector runs the MCP Inspector's CLI (npm @modelcontextprotocol/
-// inspector-cli), a client nobody here wrote, against `banger mcp` over
-// stdio: one method a run, as an agent's host would call it. It returns
-// the JSON the Inspector prints, or the text of a tool's error.
-func (t *T) inspector(args ...string) (out map[string]any, failed string) {
+// inspector-cli), a client nobody here wrote, against `banger mcp`: one
+// method a run, as an agent's host would call it. It returns the JSON the
+// Inspector prints, or the text of a tool's error.
+func (t *T) inspector(srv mcpServer, args ...string) (out map[string]any, failed string) {
+	out, failed, err := t.tryInspector(srv, args...)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	return out, failed
+}
+
+// tryInspector is inspector, returning its failure to connect or call.
+func (t *T) tryInspector(srv mcpServer, args ...string) (out map[string]any, failed string, err error) {
 	if t.tools.mcpClients == "" {
 		t.Fatalf("no MCP clients: run scripts/deps.sh (it installs test/mcpclients into .tools/node)")
 	}
@@ -29,19 +49,19 @@ func (t *T) inspector(args ...string) (out map[string]any, failed string) {
 	}
 	ctx, cancel := context.WithTimeout(t.ctx, 10*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "node", append([]string{filepath.Join(t.tools.mcpClients, "node_modules/.bin/mcp-inspector-cli"),
-		"--cli", filepath.Join(t.bin, "banger"), "mcp"}, args...)...)
+	cli := append([]string{filepath.Join(t.tools.mcpClients, "node_modules/.bin/mcp-inspector-cli"), "--cli"}, srv...)
+	cmd := exec.CommandContext(ctx, "node", append(cli, args...)...)
 	cmd.Dir, cmd.Env = dir, t.env()
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	stdout, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("mcp-inspector-cli %s: %v\n%s\n%s", strings.Join(args, " "), err, stdout, stderr.String())
+		return nil, "", fmt.Errorf("mcp-inspector-cli %s: %v\n%s\n%s", strings.Join(args, " "), err, stdout, stderr.String())
 	}
 	// It prints the result as JSON after its own notices.
 	start := strings.IndexByte(string(stdout), '{')
 	if start < 0 || json.Unmarshal(stdout[start:], &out) != nil {
-		t.Fatalf("mcp-inspector-cli %s printed no JSON:\n%s\n%s", strings.Join(args, " "), stdout, stderr.String())
+		return nil, "", fmt.Errorf("mcp-inspector-cli %s printed no JSON:\n%s\n%s", strings.Join(args, " "), stdout, stderr.String())
 	}
 	if isErr, _ := out["isError"].(bool); isErr {
 		content, _ := out["content"].([]any)
@@ -49,19 +69,19 @@ func (t *T) inspector(args ...string) (out map[string]any, failed string) {
 			first, _ := content[0].(map[string]any)
 			failed, _ = first["text"].(string)
 		}
-		return out, failed
+		return out, failed, nil
 	}
-	return out, ""
+	return out, "", nil
 }
 
 // mcpTool calls one tool through the Inspector and decodes its
 // structured result into v; it fails the scenario on a tool error.
-func (t *T) mcpTool(v any, tool string, args ...string) {
+func (t *T) mcpTool(srv mcpServer, v any, tool string, args ...string) {
 	cli := []string{"--method", "tools/call", "--tool-name", tool}
 	for _, a := range args {
 		cli = append(cli, "--tool-arg", a)
 	}
-	out, failed := t.inspector(cli...)
+	out, failed := t.inspector(srv, cli...)
 	if failed != "" {
 		t.Fatalf("%s: %s", tool, failed)
 	}
@@ -74,34 +94,35 @@ func (t *T) mcpTool(v any, tool string, args ...string) {
 }
 
 // mcpRefused calls a tool that must fail, saying want.
-func (t *T) mcpRefused(want, tool string, args ...string) {
+func (t *T) mcpRefused(srv mcpServer, want, tool string, args ...string) {
 	cli := []string{"--method", "tools/call", "--tool-name", tool}
 	for _, a := range args {
 		cli = append(cli, "--tool-arg", a)
 	}
-	if _, failed := t.inspector(cli...); !strings.Contains(failed, want) {
+	if _, failed := t.inspector(srv, cli...); !strings.Contains(failed, want) {
 		t.Fatalf("%s %v: want a refusal saying %q, got %q", tool, args, want, failed)
 	}
 }
 
-// mcpStdio: the MCP Inspector lists banger's tools and creates, runs in
+// mcpInspector: the MCP Inspector lists banger's tools and creates, runs in
 // and deletes a sandbox over stdio; a person's VM is out of the server's
 // reach, a delete needs confirm, and the daemon logs the server's calls.
-func mcpStdio(t *T) {
+func mcpInspector(t *T) {
 	reg := t.bootable()
 	ref := reg + "/smoke/busybox:mcp"
 	t.Push(ref, t.busyboxImage())
 	t.Must("image", "pull", ref)
 	t.Must("vm", "create", "--name", "persons", "--image", ref, "--memory", "256M", "--no-start")
+	stdio := t.stdioServer()
 
-	out, _ := t.inspector("--method", "tools/list")
+	out, _ := t.inspector(stdio, "--method", "tools/list")
 	listed, _ := json.Marshal(out["tools"])
 	t.Contains("tools/list", string(listed), `"sandbox_create"`, `"sandbox_exec"`, `"sandbox_delete"`, `"readOnlyHint":true`, `"inputSchema"`)
 
 	var sb struct {
 		Name, State, Creator string
 	}
-	t.mcpTool(&sb, "sandbox_create", "image="+ref, "name=agentbox", "memory=256M", "network=none")
+	t.mcpTool(stdio, &sb, "sandbox_create", "image="+ref, "name=agentbox", "memory=256M", "network=none")
 	if sb.Name != "agentbox" || sb.State != api.VMRunning || sb.Creator != "mcp:agent" {
 		t.Fatalf("sandbox_create = %+v", sb)
 	}
@@ -113,30 +134,44 @@ func mcpStdio(t *T) {
 		StdoutBytes int64  `json:"stdout_bytes"`
 		Truncated   bool   `json:"truncated"`
 	}
-	t.mcpTool(&ex, "sandbox_exec", "name=agentbox", "command=echo hello-mcp; exit 4")
+	t.mcpTool(stdio, &ex, "sandbox_exec", "name=agentbox", "command=echo hello-mcp; exit 4")
 	if ex.ExitCode != 4 || ex.Stdout != "hello-mcp\n" || ex.Truncated {
 		t.Fatalf("sandbox_exec = %+v", ex)
 	}
 	// 1000 lines of 100 bytes, from shell builtins alone (the image is
 	// busybox with a few applets).
 	line := strings.Repeat("x", 99)
-	t.mcpTool(&ex, "sandbox_exec", "name=agentbox", `argv=["sh", "-c", "i=0; while [ $i -lt 1000 ]; do echo `+line+`; i=$((i+1)); done"]`, "output_cap=1000")
+	t.mcpTool(stdio, &ex, "sandbox_exec", "name=agentbox", `argv=["sh", "-c", "i=0; while [ $i -lt 1000 ]; do echo `+line+`; i=$((i+1)); done"]`, "output_cap=1000")
 	if len(ex.Stdout) != 1000 || ex.StdoutBytes != 100000 || !ex.Truncated {
 		t.Fatalf("capped sandbox_exec = exit %d, %d bytes kept of %d, truncated %v", ex.ExitCode, len(ex.Stdout), ex.StdoutBytes, ex.Truncated)
 	}
 
 	// Refusals: a person's VM, a delete without confirm, a relative dir.
-	t.mcpRefused("touches only its own", "sandbox_exec", "name=persons", "command=exit 0")
-	t.mcpRefused("touches only its own", "sandbox_delete", "name=persons", "confirm=true")
-	t.mcpRefused("confirm: true", "sandbox_delete", "name=agentbox")
-	t.mcpRefused("is relative", "sandbox_exec", "name=agentbox", "command=exit 0", "dir=tmp")
+	t.mcpRefused(stdio, "touches only its own", "sandbox_exec", "name=persons", "command=exit 0")
+	t.mcpRefused(stdio, "touches only its own", "sandbox_delete", "name=persons", "confirm=true")
+	t.mcpRefused(stdio, "confirm: true", "sandbox_delete", "name=agentbox")
+	t.mcpRefused(stdio, "is relative", "sandbox_exec", "name=agentbox", "command=exit 0", "dir=tmp")
 	var l struct{ Sandboxes []struct{ Name string } }
-	t.mcpTool(&l, "sandbox_list")
+	t.mcpTool(stdio, &l, "sandbox_list")
 	if len(l.Sandboxes) != 1 || l.Sandboxes[0].Name != "agentbox" {
 		t.Fatalf("sandbox_list = %+v", l)
 	}
 
-	t.mcpTool(nil, "sandbox_delete", "name=agentbox", "confirm=true")
+	// A command past its timeout is killed in the guest, not left running.
+	var to struct {
+		TimedOut bool `json:"timed_out"`
+		ExitCode int  `json:"exit_code"`
+	}
+	t.mcpTool(stdio, &to, "sandbox_exec", "name=agentbox", "command=sleep 612", "timeout_seconds=2")
+	if !to.TimedOut || to.ExitCode != -1 {
+		t.Fatalf("sandbox_exec past its timeout = %+v", to)
+	}
+	t.Eventually("the timed-out command is gone from the guest", time.Minute, func() bool {
+		return !strings.Contains(t.Must("vm", "exec", "agentbox", "--", "ps").stdout, "sleep 612")
+	})
+
+	t.mcpTool(stdio, nil, "sandbox_delete", "name=agentbox", "confirm=true")
+	mcpHTTP(t, ref)
 	var list api.VMListResult
 	t.JSON(&list, "vm", "list")
 	if len(list.VMs) != 1 || list.VMs[0].Name != "persons" {
@@ -144,4 +179,96 @@ func mcpStdio(t *T) {
 	}
 	logData, _ := os.ReadFile(filepath.Join(t.Home(), "logs", "bangerd.log"))
 	t.Contains("the daemon's log", string(logData), "method=vm.exec", "caller=mcp:agent")
+}
+
+// mcpHTTP: the same server over Streamable HTTP on loopback, driven by
+// the Inspector with a bearer token; no token, a revoked one, a rebinding
+// Host and a web page's Origin are refused.
+func mcpHTTP(t *T, ref string) {
+	var tok struct{ ID, Token string }
+	t.JSON(&tok, "mcp", "token", "--name", "smoke")
+	cmd := exec.CommandContext(t.ctx, filepath.Join(t.bin, "banger"), "mcp", "--http", "127.0.0.1:0")
+	cmd.Env = t.env()
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("%v", err)
+	}
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	}()
+	var log syncBuffer
+	url := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			log.Write([]byte(sc.Text() + "\n"))
+			if u, ok := strings.CutPrefix(sc.Text(), "banger mcp: serving "); ok {
+				url <- u
+			}
+		}
+	}()
+	var endpoint string
+	select {
+	case endpoint = <-url:
+	case <-time.After(time.Minute):
+		t.Fatalf("banger mcp --http did not say where it serves:\n%s", log.String())
+	}
+	srv := mcpServer{endpoint, "--transport", "http", "--header", "Authorization: Bearer " + tok.Token}
+	out, _ := t.inspector(srv, "--method", "tools/list")
+	listed, _ := json.Marshal(out["tools"])
+	t.Contains("tools/list over HTTP", string(listed), `"sandbox_create"`)
+	var sb struct{ Name, State string }
+	t.mcpTool(srv, &sb, "sandbox_create", "image="+ref, "name=httpbox", "memory=256M", "network=none")
+	var ex struct {
+		ExitCode int    `json:"exit_code"`
+		Stdout   string `json:"stdout"`
+	}
+	t.mcpTool(srv, &ex, "sandbox_exec", "name=httpbox", `argv=["uname", "-n"]`)
+	if sb.State != api.VMRunning || ex.ExitCode != 0 || strings.TrimSpace(ex.Stdout) != "httpbox" {
+		t.Fatalf("over HTTP: created %+v, exec %+v", sb, ex)
+	}
+	t.mcpTool(srv, nil, "sandbox_delete", "name=httpbox", "confirm=true")
+	t.Contains("the server's log", log.String(), "caller=\"token "+tok.ID+"\"")
+
+	if _, _, err := t.tryInspector(mcpServer{endpoint, "--transport", "http"}, "--method", "tools/list"); err == nil || !strings.Contains(err.Error(), "no bearer token") {
+		t.Fatalf("the Inspector without a token: %v", err)
+	}
+	for _, tc := range []struct {
+		name, token, host, origin string
+		code                      int
+	}{
+		{"no token", "", "", "", http.StatusUnauthorized},
+		{"a made-up token", "bgr_mcp_" + strings.Repeat("1", 64), "", "", http.StatusUnauthorized},
+		{"a rebinding host", tok.Token, "evil.example", "", http.StatusForbidden},
+		{"a web page", tok.Token, "", "https://evil.example", http.StatusForbidden},
+	} {
+		req, _ := http.NewRequest(http.MethodPost, endpoint, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		if tc.token != "" {
+			req.Header.Set("Authorization", "Bearer "+tc.token)
+		}
+		if tc.host != "" {
+			req.Host = tc.host
+		}
+		if tc.origin != "" {
+			req.Header.Set("Origin", tc.origin)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.code {
+			t.Fatalf("%s: HTTP %d, want %d", tc.name, resp.StatusCode, tc.code)
+		}
+	}
+	t.Must("mcp", "token", "revoke", tok.ID)
+	if _, _, err := t.tryInspector(srv, "--method", "tools/list"); err == nil || !strings.Contains(err.Error(), "not a token of this server") {
+		t.Fatalf("the Inspector with a revoked token: %v", err)
+	}
 }

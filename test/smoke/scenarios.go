@@ -62,7 +62,7 @@ func scenarios() []scenario {
 		{name: "vm-workspace-large", run: vmWorkspaceLarge, campaign: true}, // a scale test: make reliability
 		{name: "vm-hostile-guest", run: vmHostileGuest},
 		{name: "vm-systemd", run: vmSystemd},
-		{name: "mcp-stdio", run: mcpStdio},
+		{name: "mcp-inspector", run: mcpInspector},
 		{name: "crash-points-short", run: crashPointsShort},
 		{name: "crash-points", run: crashPoints, campaign: true},
 		{name: "restart-many", run: restartMany, campaign: true},

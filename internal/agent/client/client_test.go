@@ -435,3 +435,58 @@ func TestSSHOverAgentChannel(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestAbandonedExecIsKilled: a caller that gives up on a command (its
+// context ends: a timeout, a client gone) leaves nothing running in the
+// guest, the command's children included.
+func TestAbandonedExecIsKilled(t *testing.T) {
+	for _, tty := range []bool{false, true} {
+		c := pair(t, &server.Server{})
+		pidFile := filepath.Join(t.TempDir(), "pids")
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			p := proto.ExecParams{Args: []string{"sh", "-c", "sleep 300 & echo $$ $! > " + pidFile + "; wait"}, Rows: 24, Cols: 80}
+			var err error
+			if tty {
+				_, err = c.ExecTTY(ctx, p, nil, io.Discard, nil)
+			} else {
+				_, err = c.Exec(ctx, p, nil, nil, nil)
+			}
+			done <- err
+		}()
+		var pids []int
+		deadline := time.Now().Add(30 * time.Second)
+		for len(pids) < 2 && time.Now().Before(deadline) {
+			data, _ := os.ReadFile(pidFile)
+			pids = pids[:0]
+			for _, f := range strings.Fields(string(data)) {
+				if n, err := strconv.Atoi(f); err == nil {
+					pids = append(pids, n)
+				}
+			}
+			time.Sleep(20 * time.Millisecond) // polling a file the command writes
+		}
+		if len(pids) < 2 {
+			t.Fatalf("tty %v: the command never wrote its pids", tty)
+		}
+		cancel()
+		if err := <-done; err == nil {
+			t.Fatalf("tty %v: an abandoned exec returned no error", tty)
+		}
+		for _, pid := range pids {
+			gone := false
+			for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+				// A zombie of ours still answers kill 0: read its state.
+				stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+				if err != nil || strings.Contains(string(stat), ") Z ") {
+					gone = true
+					break
+				}
+			}
+			if !gone {
+				t.Fatalf("tty %v: process %d still runs after its caller gave up", tty, pid)
+			}
+		}
+	}
+}

@@ -645,16 +645,16 @@ func (r *reaper) reap() {
 	}
 }
 
-func (r *reaper) spawn(p proto.ExecParams, stdin, stdout, stderr *os.File) (func() proto.ExecResult, error) {
+func (r *reaper) spawn(p proto.ExecParams, stdin, stdout, stderr *os.File) (spawn.Process, error) {
 	c, err := spawn.Prepare("/", p)
 	if err != nil {
-		return nil, err
+		return spawn.Process{}, err
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	proc, err := os.StartProcess(c.Path, c.Args, &os.ProcAttr{Dir: c.Dir, Env: c.Env, Files: []*os.File{stdin, stdout, stderr}, Sys: c.Sys})
 	if err != nil {
-		return nil, err
+		return spawn.Process{}, err
 	}
 	ch := make(chan syscall.WaitStatus, 1)
 	if ws, ok := r.early[proc.Pid]; ok {
@@ -663,8 +663,9 @@ func (r *reaper) spawn(p proto.ExecParams, stdin, stdout, stderr *os.File) (func
 	} else {
 		r.waiters[proc.Pid] = ch
 	}
+	pid := proc.Pid
 	_ = proc.Release()
-	return func() proto.ExecResult { return spawn.ExitResult(<-ch) }, nil
+	return spawn.Process{Pid: pid, Wait: func() proto.ExecResult { return spawn.ExitResult(<-ch) }}, nil
 }
 
 // workDiskUsage is the used and total bytes of the work disk's file

@@ -60,6 +60,9 @@ type stream struct {
 	wake chan struct{} // cap 1: q grew, or the link ended
 	more chan struct{} // cap 1: send credit came
 	gone chan struct{} // closed by Release
+	// abandoned is closed when the peer reset the stream before its
+	// answer: the caller gave up, and what it asked for may stop.
+	abandoned chan struct{}
 
 	// Under Link.mu.
 	q       []proto.Frame
@@ -71,6 +74,7 @@ type stream struct {
 	// answered: a Response went either way, so the call is over on both
 	// sides and nothing waits on the stream's credit.
 	answered bool
+	reset    bool // the peer reset it: abandoned is closed
 }
 
 // maxControl bounds the uncharged frames (Request, Response, Close) a
@@ -365,10 +369,22 @@ func (l *Link) Open(id uint32) (chan proto.Frame, error) {
 		return nil, fmt.Errorf("%w: stream %d is open already", proto.ErrFrame, id)
 	}
 	st := &stream{ch: make(chan proto.Frame), wake: make(chan struct{}, 1), more: make(chan struct{}, 1),
-		gone: make(chan struct{}), window: proto.Window, credit: proto.Window}
+		gone: make(chan struct{}), abandoned: make(chan struct{}), window: proto.Window, credit: proto.Window}
 	l.streams[id] = st
 	go l.pump(id, st)
 	return st.ch, nil
+}
+
+// Abandoned is closed once the peer gave the stream up before its
+// answer (a caller whose context ended): a served call may stop its
+// work. Nil for a stream not open.
+func (l *Link) Abandoned(id uint32) <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if st := l.streams[id]; st != nil {
+		return st.abandoned
+	}
+	return nil
 }
 
 // Release forgets a stream. One released before its call was answered
@@ -487,6 +503,10 @@ func (l *Link) Run(onNew func(proto.Frame)) {
 		switch {
 		case st != nil && f.Kind == proto.KindCredit:
 			if n := proto.CreditUnits(f.Payload); n == proto.CreditReset {
+				if !st.reset {
+					st.reset = true
+					close(st.abandoned)
+				}
 				st.credit = unlimited
 			} else {
 				st.credit = min(st.credit+int64(n), unlimited)

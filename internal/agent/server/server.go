@@ -202,17 +202,19 @@ func (s *Server) exec(c *call, p proto.ExecParams) (proto.ExecResult, error) {
 	defer close(done) // ends the reads of the caller's frames
 	in := c.in(done)
 	stdout := c.out(proto.Stdout)
+	// A caller that gives up (a timeout, a client gone) ends the command.
+	run := spawn.Stoppable(s.spawn(), c.l.Abandoned(c.stream))
 	if p.Tty {
 		resize := make(chan proto.Winsize, 1)
 		in.Resize(resize)
-		return spawn.RunTTY(s.spawn(), p, in, stdout, resize)
+		return spawn.RunTTY(run, p, in, stdout, resize)
 	}
 	var stdin io.Reader = in
 	if !p.Stdin {
 		stdin = nil                                    // the process gets /dev/null
 		go func() { _, _ = io.Copy(io.Discard, in) }() // and the link never waits on this stream
 	}
-	return spawn.RunPipes(s.spawn(), p, stdin, stdout, c.out(proto.Stderr))
+	return spawn.RunPipes(run, p, stdin, stdout, c.out(proto.Stderr))
 }
 
 // pipeStream joins a stream to conn: the caller's stdin frames are

@@ -14,28 +14,60 @@ import (
 	"github.com/bangerdev/banger/internal/agent/proto"
 )
 
-// Func starts a process with the given files and returns a function
-// that waits for its exit. PID 1 supplies one that cooperates with its
-// zombie reaper; OS serves everywhere else.
-type Func func(p proto.ExecParams, stdin, stdout, stderr *os.File) (wait func() proto.ExecResult, err error)
+// Func starts a process with the given files and returns it: its pid
+// and a function that waits for its exit. PID 1 supplies one that
+// cooperates with its zombie reaper; OS serves everywhere else.
+type Func func(p proto.ExecParams, stdin, stdout, stderr *os.File) (Process, error)
+
+// Process is a started process.
+type Process struct {
+	Pid  int // the leader of its own session and process group (Prepare sets Setsid)
+	Wait func() proto.ExecResult
+}
 
 // OS starts processes directly, resolved by Prepare against "/".
-func OS(p proto.ExecParams, stdin, stdout, stderr *os.File) (func() proto.ExecResult, error) {
+func OS(p proto.ExecParams, stdin, stdout, stderr *os.File) (Process, error) {
 	c, err := Prepare("/", p)
 	if err != nil {
-		return nil, err
+		return Process{}, err
 	}
 	proc, err := os.StartProcess(c.Path, c.Args, &os.ProcAttr{Dir: c.Dir, Env: c.Env, Files: []*os.File{stdin, stdout, stderr}, Sys: c.Sys})
 	if err != nil {
-		return nil, err
+		return Process{}, err
 	}
-	return func() proto.ExecResult {
+	return Process{Pid: proc.Pid, Wait: func() proto.ExecResult {
 		st, err := proc.Wait()
 		if err != nil {
 			return proto.ExecResult{ExitCode: 255}
 		}
 		return ExitResult(st.Sys().(syscall.WaitStatus))
-	}, nil
+	}}, nil
+}
+
+// Stoppable is f whose processes are killed, with their whole process
+// group, once stop closes before they exit: a caller that gave up on a
+// command does not leave it running.
+func Stoppable(f Func, stop <-chan struct{}) Func {
+	return func(p proto.ExecParams, stdin, stdout, stderr *os.File) (Process, error) {
+		proc, err := f(p, stdin, stdout, stderr)
+		if err != nil || stop == nil {
+			return proc, err
+		}
+		exited := make(chan struct{})
+		go func() {
+			select {
+			case <-stop:
+				_ = unix.Kill(-proc.Pid, unix.SIGKILL)
+			case <-exited:
+			}
+		}()
+		wait := proc.Wait
+		proc.Wait = func() proto.ExecResult {
+			defer close(exited)
+			return wait()
+		}
+		return proc, nil
+	}
 }
 
 // ExitResult turns a wait status into an exec result (128+n for a signal,
@@ -93,7 +125,7 @@ func RunPipes(spawn Func, p proto.ExecParams, stdin io.Reader, stdout, stderr io
 		return fail(err)
 	}
 	child, ours = append(child, errW), append(ours, errR)
-	wait, err := spawn(p, in, outW, errW)
+	proc, err := spawn(p, in, outW, errW)
 	if err != nil {
 		return fail(fmt.Errorf("exec %q: %w", p.Args, err))
 	}
@@ -118,7 +150,7 @@ func RunPipes(spawn Func, p proto.ExecParams, stdin io.Reader, stdout, stderr io
 			_, _ = io.Copy(inW, stdin)
 		}()
 	}
-	res := wait()
+	res := proc.Wait()
 	copies.Wait()
 	return res, nil
 }
@@ -136,7 +168,7 @@ func RunTTY(spawn Func, p proto.ExecParams, stdin io.Reader, out io.Writer, resi
 		_ = setSize(ptmx, p.Rows, p.Cols)
 	}
 	p.Tty = true
-	wait, err := spawn(p, tty, tty, tty)
+	proc, err := spawn(p, tty, tty, tty)
 	tty.Close()
 	if err != nil {
 		return proto.ExecResult{}, fmt.Errorf("exec %q: %w", p.Args, err)
@@ -164,7 +196,7 @@ func RunTTY(spawn Func, p proto.ExecParams, stdin io.Reader, out io.Writer, resi
 			}
 		}
 	}()
-	res := wait()
+	res := proc.Wait()
 	close(stop)
 	<-resized
 	// A background process may keep the terminal open: take what the
