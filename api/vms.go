@@ -369,11 +369,23 @@ type VMForkParams struct {
 	// Prefix names the copies: PREFIX for one, PREFIX-1..N for more;
 	// empty: NAME-fork-N at the first free numbers.
 	Prefix string `json:"prefix,omitempty"`
+	// Partial keeps the copies that started when others fail (each
+	// failure in VMForkResult.Failed); without it a fork is all or none.
+	Partial bool `json:"partial,omitempty"`
 }
 
 // VMForkResult lists a fork's copies, running.
 type VMForkResult struct {
 	VMs []VM `json:"vms"`
+	// Failed are the copies of a Partial fork that did not start, each
+	// removed again.
+	Failed []VMForkFailure `json:"failed,omitempty"`
+}
+
+// VMForkFailure is a copy of a fork that did not start, and why.
+type VMForkFailure struct {
+	Name  string `json:"name"`
+	Error string `json:"error"`
 }
 
 // VMSnapshotParams name a VM's checkpoint (MethodVMSnapshot*); an empty

@@ -71,22 +71,27 @@ func vmSnapshotCommand(env *Env) *cobra.Command {
 func vmForkCommand(env *Env) *cobra.Command {
 	var p api.VMForkParams
 	cmd := printed(env, &cobra.Command{
-		Use:   "fork NAME [--count N] [--name PREFIX]",
+		Use:   "fork NAME [--count N] [--name PREFIX] [--partial]",
 		Short: "Make running copies of a running VM, each with its own name, identity, address and work disk",
 		Long: "Make running copies of a running VM: its memory and work disk are saved in one short pause (it\n" +
 			"runs on), and each copy starts from them as it was, processes and files, under a name,\n" +
-			"hostname, SSH host key, machine-id, MAC and address of its own. All are made or none.",
+			"hostname, SSH host key, machine-id, MAC and address of its own. All are made or none, unless\n" +
+			"--partial: then the copies that started stay, and each that did not is listed with its error.",
 		Args: cobra.ExactArgs(1),
 	}, "print the copies as JSON", func(ctx context.Context, c *client.Client, args []string) (api.VMForkResult, error) {
 		p.Name = args[0]
 		return c.ForkVM(ctx, p)
 	}, func(r api.VMForkResult) error {
-		rows := make([][]string, 0, len(r.VMs))
+		rows := make([][]string, 0, len(r.VMs)+len(r.Failed))
 		for _, v := range r.VMs {
 			rows = append(rows, []string{v.Name, v.State, dash(v.IP)})
 		}
+		for _, f := range r.Failed {
+			rows = append(rows, []string{f.Name, "failed: " + f.Error, "-"})
+		}
 		return cmdio.Table(env.Stdout, []string{"NAME", "STATE", "IP"}, rows)
 	})
+	cmd.Flags().BoolVar(&p.Partial, "partial", false, "keep the copies that started when others fail (each failure listed)")
 	cmd.Flags().IntVarP(&p.Count, "count", "n", 1, "how many copies (1 to 16)")
 	cmd.Flags().StringVar(&p.Prefix, "name", "", "name the copy PREFIX, or the copies PREFIX-1..N (default: NAME-fork-N)")
 	return cmd

@@ -152,6 +152,12 @@ func (s *Server) create(ctx context.Context, req *sdk.CallToolRequest, in Create
 
 // withinLimits refuses a create that would pass the server's limits.
 func (s *Server) withinLimits(ctx context.Context, memoryMiB int) error {
+	return s.withinLimitsN(ctx, 1, memoryMiB)
+}
+
+// withinLimitsN refuses n more sandboxes of memoryMiB each (0: the
+// daemon's default) that would pass the server's limits.
+func (s *Server) withinLimitsN(ctx context.Context, count, memoryMiB int) error {
 	if s.o.MaxSandboxes == 0 && s.o.MaxMemoryMiB == 0 {
 		return nil
 	}
@@ -166,8 +172,8 @@ func (s *Server) withinLimits(ctx context.Context, memoryMiB int) error {
 			mem += v.MemoryMiB
 		}
 	}
-	if s.o.MaxSandboxes > 0 && n >= s.o.MaxSandboxes {
-		return fmt.Errorf("%w: this server may keep %d sandboxes (--max-sandboxes) and has %d; delete one first", api.ErrLimitExceeded, s.o.MaxSandboxes, n)
+	if s.o.MaxSandboxes > 0 && n+count > s.o.MaxSandboxes {
+		return fmt.Errorf("%w: this server may keep %d sandboxes (--max-sandboxes) and has %d; %d more would pass it; delete some first", api.ErrLimitExceeded, s.o.MaxSandboxes, n, count)
 	}
 	if s.o.MaxMemoryMiB > 0 {
 		if memoryMiB == 0 {
@@ -175,9 +181,9 @@ func (s *Server) withinLimits(ctx context.Context, memoryMiB int) error {
 				return err
 			}
 		}
-		if mem+memoryMiB > s.o.MaxMemoryMiB {
-			return fmt.Errorf("%w: this server's sandboxes may have %d MiB of memory in all (--max-memory); they have %d and this one asks %d; delete one or ask less",
-				api.ErrLimitExceeded, s.o.MaxMemoryMiB, mem, memoryMiB)
+		if mem+count*memoryMiB > s.o.MaxMemoryMiB {
+			return fmt.Errorf("%w: this server's sandboxes may have %d MiB of memory in all (--max-memory); they have %d and %d more would take %d; delete some or ask less",
+				api.ErrLimitExceeded, s.o.MaxMemoryMiB, mem, count, count*memoryMiB)
 		}
 	}
 	return nil

@@ -29,6 +29,14 @@ type Daemon interface {
 	DeleteVM(ctx context.Context, p api.VMDeleteParams) (api.VM, error)
 	ExecVM(ctx context.Context, p api.VMExecParams, onOutput func(api.VMExecEvent) error) (api.VMExecResult, error)
 	ConfigShow(ctx context.Context) (api.ConfigShowResult, error)
+	VMPorts(ctx context.Context, p api.VMPortsParams) (api.VMPortsResult, error)
+	VMEgress(ctx context.Context, p api.VMEgressParams, onEvent func(api.EgressEvent) error) error
+	VMEgressSuggest(ctx context.Context, name string) (api.VMEgressSuggestResult, error)
+	SetVM(ctx context.Context, p api.VMSetParams) (api.VM, error)
+	CreateSnapshot(ctx context.Context, p api.VMSnapshotParams) (api.Snapshot, error)
+	ListSnapshots(ctx context.Context, name string) (api.SnapshotListResult, error)
+	RestoreSnapshot(ctx context.Context, p api.VMSnapshotParams) (api.VM, error)
+	ForkVM(ctx context.Context, p api.VMForkParams) (api.VMForkResult, error)
 }
 
 // Options shape a server.
@@ -43,6 +51,10 @@ type Options struct {
 	// (0: no bound).
 	MaxSandboxes int
 	MaxMemoryMiB int
+	// AllowEgressChanges lets egress_allow change an allow-list without
+	// asking a person (a client that cannot ask, run by one who said yes
+	// ahead).
+	AllowEgressChanges bool
 	// Version is banger's, told to clients.
 	Version string
 	Log     *slog.Logger
@@ -72,6 +84,7 @@ func New(d Daemon, o Options) (*Server, error) {
 	})
 	s.addSandboxTools()
 	s.addExecTools()
+	s.addStateTools()
 	return s, nil
 }
 

@@ -1,6 +1,7 @@
 package mcp
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -25,6 +26,9 @@ type fakeDaemon struct {
 	exit    int
 	block   bool // exec waits for its context to end
 	created []api.VMCreateParams
+	allowed []string // the last SetVM's allow-list
+	forks   []api.VMForkParams
+	egress  []api.EgressEvent
 }
 
 func newFake(vms ...api.VM) *fakeDaemon {
@@ -104,6 +108,69 @@ func (f *fakeDaemon) ExecVM(ctx context.Context, p api.VMExecParams, onOutput fu
 		return api.VMExecResult{}, ctx.Err()
 	}
 	return api.VMExecResult{ExitCode: f.exit}, nil
+}
+
+func (f *fakeDaemon) VMPorts(_ context.Context, p api.VMPortsParams) (api.VMPortsResult, error) {
+	port := api.VMPort{Proto: "tcp", Port: 8000, Scheme: "http", Process: "python3", URL: "http://10.0.0.5:8000/"}
+	if p.Forward {
+		port.URL, port.Forward = "http://127.0.0.1:40123/", "127.0.0.1:40123"
+	}
+	return api.VMPortsResult{Name: p.Name, Ports: []api.VMPort{port}}, nil
+}
+
+func (f *fakeDaemon) VMEgress(_ context.Context, _ api.VMEgressParams, onEvent func(api.EgressEvent) error) error {
+	for _, e := range f.egress {
+		if err := onEvent(e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (f *fakeDaemon) VMEgressSuggest(_ context.Context, name string) (api.VMEgressSuggestResult, error) {
+	return api.VMEgressSuggestResult{Name: name, Allow: []string{"pypi.org:443"}}, nil
+}
+
+func (f *fakeDaemon) SetVM(_ context.Context, p api.VMSetParams) (api.VM, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.allowed = p.Allow
+	v := f.vms[p.Name]
+	v.Allow, v.Egress = p.Allow, api.EgressAllowList
+	f.vms[p.Name] = v
+	return v, nil
+}
+
+func (f *fakeDaemon) CreateSnapshot(_ context.Context, p api.VMSnapshotParams) (api.Snapshot, error) {
+	return api.Snapshot{VM: p.Name, Tag: cmp.Or(p.Tag, "t1"), Created: time.Unix(0, 0), StateBytes: 1 << 20}, nil
+}
+
+func (f *fakeDaemon) ListSnapshots(_ context.Context, name string) (api.SnapshotListResult, error) {
+	return api.SnapshotListResult{Snapshots: []api.Snapshot{{VM: name, Tag: "t1"}}}, nil
+}
+
+func (f *fakeDaemon) RestoreSnapshot(_ context.Context, p api.VMSnapshotParams) (api.VM, error) {
+	return f.VM(context.Background(), p.Name)
+}
+
+func (f *fakeDaemon) ForkVM(_ context.Context, p api.VMForkParams) (api.VMForkResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.forks = append(f.forks, p)
+	src := f.vms[p.Name]
+	res := api.VMForkResult{VMs: []api.VM{}}
+	for i := 1; i <= max(p.Count, 1); i++ {
+		name := fmt.Sprintf("%s-%d", p.Prefix, i)
+		if i == 2 {
+			res.Failed = append(res.Failed, api.VMForkFailure{Name: name, Error: "restoring: out of memory"})
+			continue
+		}
+		c := src
+		c.Name = name
+		f.vms[name] = c
+		res.VMs = append(res.VMs, c)
+	}
+	return res, nil
 }
 
 func (f *fakeDaemon) ConfigShow(context.Context) (api.ConfigShowResult, error) {
@@ -360,5 +427,124 @@ func TestCreateProgress(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("no progress notification")
+	}
+}
+
+// TestStateTools: ports, egress, checkpoints and fork reach the daemon
+// for this server's sandboxes only.
+func TestStateTools(t *testing.T) {
+	d := newFake(api.VM{Name: "mine", Creator: "mcp:agent", MemoryMiB: 512}, api.VM{Name: "persons"})
+	d.egress = []api.EgressEvent{{Kind: api.EgressConnect, Verdict: api.EgressDenied, Dest: "151.101.0.223", Port: 443, Name: "pypi.org"}}
+	cs := connect(t, d, Options{MaxSandboxes: 3})
+	var ports PortsOut
+	call(t, cs, "ports_list", map[string]any{"name": "mine"}, &ports)
+	if len(ports.Ports) != 1 || ports.Ports[0].Label != "http" {
+		t.Fatalf("ports = %+v", ports)
+	}
+	var fw ForwardOut
+	if msg := call(t, cs, "port_forward", map[string]any{"name": "mine", "port": 8000}, &fw); msg != "" || fw.URL != "http://127.0.0.1:40123/" {
+		t.Fatalf("forward = %+v, %q", fw, msg)
+	}
+	if msg := call(t, cs, "port_forward", map[string]any{"name": "mine", "port": 9}, nil); !strings.Contains(msg, "nothing listens") {
+		t.Fatalf("forward of a closed port = %q", msg)
+	}
+	var eg EgressOut
+	call(t, cs, "egress_log", map[string]any{"name": "mine"}, &eg)
+	if len(eg.Events) != 1 || eg.Events[0].Name != "pypi.org" {
+		t.Fatalf("egress = %+v", eg)
+	}
+	var sug SuggestOut
+	call(t, cs, "egress_suggest", map[string]any{"name": "mine"}, &sug)
+	if len(sug.Allow) != 1 {
+		t.Fatalf("suggest = %+v", sug)
+	}
+	for _, tool := range []string{"ports_list", "egress_log", "egress_suggest", "checkpoint_list"} {
+		if msg := call(t, cs, tool, map[string]any{"name": "persons"}, nil); !strings.Contains(msg, "touches only its own") {
+			t.Errorf("%s on a person's VM = %q", tool, msg)
+		}
+	}
+	var cp Checkpoint
+	call(t, cs, "checkpoint_create", map[string]any{"name": "mine", "tag": "green"}, &cp)
+	if cp.Tag != "green" {
+		t.Fatalf("checkpoint = %+v", cp)
+	}
+	if msg := call(t, cs, "checkpoint_restore", map[string]any{"name": "mine"}, nil); !strings.Contains(msg, "tag is required") {
+		t.Fatalf("restore without a tag = %q", msg)
+	}
+	call(t, cs, "checkpoint_restore", map[string]any{"name": "mine", "tag": "green"}, nil)
+
+	// A fork reports each copy, a failed one with its own error; it asks
+	// the daemon for a partial fork, within the server's limits.
+	var fo ForkOut
+	call(t, cs, "sandbox_fork", map[string]any{"name": "mine", "count": 2, "prefix": "try"}, &fo)
+	if len(fo.Copies) != 2 || fo.Copies[0].Name != "try-1" || fo.Copies[1].Error != "restoring: out of memory" || !d.forks[0].Partial {
+		t.Fatalf("fork = %+v (asked %+v)", fo, d.forks)
+	}
+	if msg := call(t, cs, "sandbox_fork", map[string]any{"name": "mine", "count": 2}, nil); !strings.Contains(msg, "--max-sandboxes") {
+		t.Fatalf("a fork past the limit = %q", msg)
+	}
+}
+
+// TestEgressAllowNeedsAPerson: without elicitation the change is refused
+// (unless the server was told so ahead); with it, the person's answer
+// decides.
+func TestEgressAllowNeedsAPerson(t *testing.T) {
+	d := newFake(api.VM{Name: "mine", Creator: "mcp:agent"})
+	cs := connect(t, d, Options{})
+	if msg := call(t, cs, "egress_allow", map[string]any{"name": "mine", "allow": []string{"pypi.org"}}, nil); !strings.Contains(msg, "needs a person's yes") || d.allowed != nil {
+		t.Fatalf("egress_allow without a person = %q, allowed %v", msg, d.allowed)
+	}
+	ok := connect(t, d, Options{AllowEgressChanges: true})
+	if msg := call(t, ok, "egress_allow", map[string]any{"name": "mine", "allow": []string{"pypi.org"}}, nil); msg != "" || len(d.allowed) != 1 {
+		t.Fatalf("egress_allow with --allow-egress-changes = %q, allowed %v", msg, d.allowed)
+	}
+	for _, tc := range []struct {
+		action  string
+		approve bool
+		changed bool
+	}{{"accept", true, true}, {"accept", false, false}, {"decline", false, false}} {
+		d.allowed = nil
+		s, err := New(d, Options{Name: "agent"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		st, ct := sdk.NewInMemoryTransports()
+		go func() { _ = s.MCP().Run(ctx, st) }()
+		asked := ""
+		c := sdk.NewClient(&sdk.Implementation{Name: "person", Version: "0"}, &sdk.ClientOptions{
+			ElicitationHandler: func(_ context.Context, req *sdk.ElicitRequest) (*sdk.ElicitResult, error) {
+				asked = req.Params.Message
+				return &sdk.ElicitResult{Action: tc.action, Content: map[string]any{"approve": tc.approve}}, nil
+			},
+		})
+		pcs, err := c.Connect(ctx, ct, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := call(t, pcs, "egress_allow", map[string]any{"name": "mine", "allow": []string{"github.com:443"}}, nil)
+		if (d.allowed != nil) != tc.changed || !strings.Contains(asked, "github.com:443") || (!tc.changed && !strings.Contains(msg, "said no")) {
+			t.Errorf("%s/%v: %q, asked %q, allowed %v", tc.action, tc.approve, msg, asked, d.allowed)
+		}
+		pcs.Close()
+		cancel()
+	}
+}
+
+// TestAnswerBoundToItsQuestion: a yes to one allow-list does not pass for
+// another.
+func TestAnswerBoundToItsQuestion(t *testing.T) {
+	q := "Let sandbox mine reach only: pypi.org?"
+	ask, err := askPerson(&sdk.CallToolRequest{Params: &sdk.CallToolParamsRaw{}}, q)
+	if err != nil || ask == nil || ask.RequestState == "" {
+		t.Fatalf("first call = %+v, %v", ask, err)
+	}
+	yes := sdk.InputResponseMap{"approve": &sdk.ElicitResult{Action: "accept", Content: map[string]any{"approve": true}}}
+	if _, err := askPerson(&sdk.CallToolRequest{Params: &sdk.CallToolParamsRaw{InputResponses: yes, RequestState: ask.RequestState}}, q); err != nil {
+		t.Fatalf("a yes to the question: %v", err)
+	}
+	other := "Let sandbox mine reach only: 0.0.0.0/0?"
+	if _, err := askPerson(&sdk.CallToolRequest{Params: &sdk.CallToolParamsRaw{InputResponses: yes, RequestState: ask.RequestState}}, other); err == nil || !strings.Contains(err.Error(), "not to this question") {
+		t.Fatalf("a yes to another question = %v", err)
 	}
 }

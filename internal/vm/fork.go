@@ -13,6 +13,7 @@ import (
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/clonefile"
+	"github.com/bangerdev/banger/internal/store"
 	"github.com/bangerdev/banger/internal/vmm"
 )
 
@@ -67,12 +68,7 @@ func (sv *saved) fork(ctx context.Context, phase func(string), p api.VMForkParam
 	defer func() {
 		if !ok {
 			for _, c := range copies {
-				if c.State == api.VMRunning {
-					_ = sv.vmms.kill(context.WithoutCancel(ctx), c, "its fork failed")
-				}
-				if err := sv.recs.remove(context.WithoutCancel(ctx), c); err != nil {
-					sv.cfg.Log.Error("removing a fork's copy", "vm", c.Name, "err", err)
-				}
+				sv.dropCopy(ctx, c)
 			}
 		}
 	}()
@@ -117,6 +113,23 @@ func (sv *saved) fork(ctx context.Context, phase func(string), p api.VMForkParam
 		})
 	}
 	wg.Wait()
+	if p.Partial {
+		// Each copy stands alone: the ones that failed go, and say why.
+		var kept []store.VM
+		for i, c := range copies {
+			if errs[i] == nil {
+				kept = append(kept, c)
+				continue
+			}
+			sv.dropCopy(ctx, c)
+			res.Failed = append(res.Failed, api.VMForkFailure{Name: c.Name, Error: errs[i].Error()})
+		}
+		copies = kept
+		errs = nil
+		if len(kept) == 0 {
+			return res, fmt.Errorf("forking vm %s: no copy started; the first said: %s", rec.Name, res.Failed[0].Error)
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return res, fmt.Errorf("forking vm %s: %w", rec.Name, err)
 	}
@@ -134,4 +147,15 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// dropCopy removes a fork's copy that failed, or whose fork did: its
+// VMM, if it runs, and its record and files.
+func (sv *saved) dropCopy(ctx context.Context, c store.VM) {
+	if c.State == api.VMRunning {
+		_ = sv.vmms.kill(context.WithoutCancel(ctx), c, "its fork failed")
+	}
+	if err := sv.recs.remove(context.WithoutCancel(ctx), c); err != nil {
+		sv.cfg.Log.Error("removing a fork's copy", "vm", c.Name, "err", err)
+	}
 }

@@ -268,6 +268,28 @@ func TestFork(t *testing.T) {
 	if entries, _ := filepath.Glob(filepath.Join(f.svc.recs.state(o.ID), forkPrefix+"*")); len(entries) != 0 {
 		t.Fatalf("a fork's scratch is left: %v", entries)
 	}
+	// A partial fork keeps the copies that started and names the rest.
+	f.drv.SetFaultWhere("banger.hostname=part-2", vmmtest.StartFails)
+	res, err = f.svc.Fork(ctx, api.VMForkParams{Name: "orig", Count: 3, Prefix: "part", Partial: true})
+	if err != nil || len(res.VMs) != 2 || len(res.Failed) != 1 || res.Failed[0].Name != "part-2" || !strings.Contains(res.Failed[0].Error, "exec format error") {
+		t.Fatalf("partial fork = %+v, %v", res, err)
+	}
+	if _, err := f.svc.Show(ctx, api.VMRefParams{Name: "part-2"}); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("the failed copy is left: %v", err)
+	}
+	for _, name := range []string{"part-1", "part-3"} {
+		if f.show(name).State != api.VMRunning {
+			t.Fatalf("%s is not running", name)
+		}
+	}
+	// Without partial, the same failure takes the others with it.
+	f.drv.SetFaultWhere("banger.hostname=whole-2", vmmtest.StartFails)
+	if _, err := f.svc.Fork(ctx, api.VMForkParams{Name: "orig", Count: 2, Prefix: "whole"}); err == nil {
+		t.Fatal("a fork with a failed copy succeeded")
+	}
+	if _, err := f.svc.Show(ctx, api.VMRefParams{Name: "whole-1"}); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("an all-or-none fork left a copy: %v", err)
+	}
 	// Only a running VM forks.
 	if _, err := f.svc.Stop(ctx, api.VMStopParams{Name: "orig"}); err != nil {
 		t.Fatal(err)

@@ -170,6 +170,40 @@ func mcpInspector(t *T) {
 		return !strings.Contains(t.Must("vm", "exec", "agentbox", "--", "ps").stdout, "sleep 612")
 	})
 
+	// Checkpoint, break, restore: the file is back; fork 2: both run, each
+	// with the checkpointed file, one result a copy.
+	t.mcpTool(stdio, &ex, "sandbox_exec", "name=agentbox", "command=echo good > /root/state")
+	var cp struct{ Tag string }
+	t.mcpTool(stdio, &cp, "checkpoint_create", "name=agentbox", "tag=green")
+	t.mcpTool(stdio, &ex, "sandbox_exec", "name=agentbox", "command=rm /root/state")
+	var cps struct{ Checkpoints []struct{ Tag string } }
+	t.mcpTool(stdio, &cps, "checkpoint_list", "name=agentbox")
+	if cp.Tag != "green" || len(cps.Checkpoints) != 1 {
+		t.Fatalf("checkpoint = %+v, list %+v", cp, cps)
+	}
+	t.mcpTool(stdio, nil, "checkpoint_restore", "name=agentbox", "tag=green")
+	t.mcpTool(stdio, &ex, "sandbox_exec", "name=agentbox", "command=cat /root/state")
+	if ex.Stdout != "good\n" {
+		t.Fatalf("after checkpoint_restore: %+v", ex)
+	}
+	var fo struct {
+		Copies []struct{ Name, State, Error string }
+	}
+	t.mcpTool(stdio, &fo, "sandbox_fork", "name=agentbox", "count=2", "prefix=try")
+	if len(fo.Copies) != 2 || fo.Copies[0].State != api.VMRunning || fo.Copies[1].Error != "" {
+		t.Fatalf("sandbox_fork = %+v", fo)
+	}
+	for _, c := range fo.Copies {
+		t.mcpTool(stdio, &ex, "sandbox_exec", "name="+c.Name, "command=cat /root/state; hostname")
+		if ex.Stdout != "good\n"+c.Name+"\n" {
+			t.Fatalf("copy %s: %+v", c.Name, ex)
+		}
+		t.mcpTool(stdio, nil, "sandbox_delete", "name="+c.Name, "confirm=true")
+	}
+	var ports struct{ Ports []struct{ Port int } }
+	t.mcpTool(stdio, &ports, "ports_list", "name=agentbox")
+	t.mcpRefused(stdio, "needs a person's yes", "egress_allow", "name=agentbox", `allow=["example.com"]`)
+
 	t.mcpTool(stdio, nil, "sandbox_delete", "name=agentbox", "confirm=true")
 	mcpHTTP(t, ref)
 	var list api.VMListResult

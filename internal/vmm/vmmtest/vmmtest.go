@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -65,6 +66,7 @@ const (
 type Driver struct {
 	mu          sync.Mutex
 	fault       Fault
+	faultWhere  map[string]Fault // by a word of the kernel command line
 	unavailable error
 	guests      map[string]*Guest // by runtime dir: Adopt finds a guest again
 	starts      int
@@ -147,6 +149,17 @@ func (d *Driver) SetFault(f Fault) {
 	d.fault = f
 }
 
+// SetFaultWhere makes the instances started from now on whose kernel
+// command line has word (banger.hostname=NAME: one VM) misbehave as f.
+func (d *Driver) SetFaultWhere(word string, f Fault) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.faultWhere == nil {
+		d.faultWhere = map[string]Fault{}
+	}
+	d.faultWhere[word] = f
+}
+
 // SetUnavailable makes Available report err (nil: available).
 func (d *Driver) SetUnavailable(err error) {
 	d.mu.Lock()
@@ -192,6 +205,11 @@ func (d *Driver) Available() error {
 func (d *Driver) Start(_ context.Context, s vmm.Spec) (vmm.Instance, error) {
 	d.mu.Lock()
 	fault := d.fault
+	for word, f := range d.faultWhere {
+		if slices.Contains(strings.Fields(s.Cmdline), word) {
+			fault = f
+		}
+	}
 	d.mu.Unlock()
 	if fault == StartFails {
 		return nil, errors.New("vmmtest: starting the VMM: exec format error")
