@@ -37,6 +37,7 @@ type Daemon interface {
 	ListSnapshots(ctx context.Context, name string) (api.SnapshotListResult, error)
 	RestoreSnapshot(ctx context.Context, p api.VMSnapshotParams) (api.VM, error)
 	ForkVM(ctx context.Context, p api.VMForkParams) (api.VMForkResult, error)
+	VMLogs(ctx context.Context, p api.VMLogsParams, onChunk func(string) error) (api.VMLogsResult, error)
 }
 
 // Options shape a server.
@@ -85,6 +86,7 @@ func New(d Daemon, o Options) (*Server, error) {
 	s.addSandboxTools()
 	s.addExecTools()
 	s.addStateTools()
+	s.addResources()
 	return s, nil
 }
 

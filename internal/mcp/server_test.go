@@ -173,6 +173,13 @@ func (f *fakeDaemon) ForkVM(_ context.Context, p api.VMForkParams) (api.VMForkRe
 	return res, nil
 }
 
+func (f *fakeDaemon) VMLogs(_ context.Context, p api.VMLogsParams, onChunk func(string) error) (api.VMLogsResult, error) {
+	if p.Tail != consoleTail || p.Follow {
+		return api.VMLogsResult{}, fmt.Errorf("logs asked with %+v", p)
+	}
+	return api.VMLogsResult{Console: "banger-agent: boot: ready\n\xff"}, nil
+}
+
 func (f *fakeDaemon) ConfigShow(context.Context) (api.ConfigShowResult, error) {
 	return api.ConfigShowResult{Values: []api.ConfigValue{{Key: "vm_defaults.memory_mib", Value: "1024"}}}, nil
 }
@@ -546,5 +553,32 @@ func TestAnswerBoundToItsQuestion(t *testing.T) {
 	other := "Let sandbox mine reach only: 0.0.0.0/0?"
 	if _, err := askPerson(&sdk.CallToolRequest{Params: &sdk.CallToolParamsRaw{InputResponses: yes, RequestState: ask.RequestState}}, other); err == nil || !strings.Contains(err.Error(), "not to this question") {
 		t.Fatalf("a yes to another question = %v", err)
+	}
+}
+
+// TestResources: a sandbox's console and egress log read as resources,
+// for this server's sandboxes only.
+func TestResources(t *testing.T) {
+	d := newFake(api.VM{Name: "mine", Creator: "mcp:agent"}, api.VM{Name: "persons"})
+	d.egress = []api.EgressEvent{{Kind: api.EgressDNS, Verdict: api.EgressDenied, Name: "evil.example"}}
+	cs := connect(t, d, Options{})
+	ctx := context.Background()
+	tpl, err := cs.ListResourceTemplates(ctx, nil)
+	if err != nil || len(tpl.ResourceTemplates) != 2 {
+		t.Fatalf("templates = %+v, %v", tpl, err)
+	}
+	r, err := cs.ReadResource(ctx, &sdk.ReadResourceParams{URI: "banger://sandbox/mine/console"})
+	if err != nil || r.Contents[0].Text != "banger-agent: boot: ready\n\uFFFD" {
+		t.Fatalf("console = %+v, %v", r, err)
+	}
+	r, err = cs.ReadResource(ctx, &sdk.ReadResourceParams{URI: "banger://sandbox/mine/egress"})
+	if err != nil || !strings.Contains(r.Contents[0].Text, `"name":"evil.example"`) {
+		t.Fatalf("egress = %+v, %v", r, err)
+	}
+	if _, err := cs.ReadResource(ctx, &sdk.ReadResourceParams{URI: "banger://sandbox/persons/console"}); err == nil || !strings.Contains(err.Error(), "touches only its own") {
+		t.Fatalf("a person's console = %v", err)
+	}
+	if _, err := cs.ReadResource(ctx, &sdk.ReadResourceParams{URI: "banger://sandbox/mine/../etc"}); err == nil {
+		t.Fatal("a made-up resource was read")
 	}
 }
