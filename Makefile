@@ -14,7 +14,7 @@ FUZZTIME  ?=
 # test/fuzzcampaign/targets.txt (package:target:executions).
 FUZZ_TARGETS := $(shell grep -v '^\#' test/fuzzcampaign/targets.txt)
 
-.PHONY: release all deps deps-run binaries testimages build build-crash reliability test fmt-check vet unit fuzz vmtest smoke bench bench-image bench-boot bench-disk bench-vm bench-workspace bench-net bench-snapshot lint run clean
+.PHONY: release all deps deps-run binaries testimages build build-crash reliability test fmt-check vet unit fuzz vmtest smoke bench bench-image bench-boot bench-disk bench-vm bench-workspace bench-net bench-snapshot bench-mcp lint run clean
 
 all: build
 
@@ -99,7 +99,7 @@ reliability: build build-crash testimages
 		-campaign -run '^(crash-points|restart-many|restart-many-installed|full-disks|soak|vm-workspace-large)$$' -crash-runs $(or $(RUNS),3) -soak-cycles $(or $(SOAK_CYCLES),200) -soak-clients $(or $(SOAK_CLIENTS),4) -crash-report docs/RELIABILITY.md -timeout 3h
 	go run ./test/fuzzcampaign -time $(or $(FUZZ_BUDGET),2m) -report docs/RELIABILITY.md
 
-bench: deps bench-image bench-boot bench-disk bench-vm bench-workspace bench-net bench-snapshot
+bench: deps bench-image bench-boot bench-disk bench-vm bench-workspace bench-net bench-snapshot bench-mcp
 	@scripts/bench.sh
 
 # VM create cost and create-to-first-command, small vs large image, with
@@ -110,6 +110,11 @@ bench-vm: build testimages
 # Cold create, suspend and resume to first command beside the bare-QEMU floor.
 bench-snapshot: build testimages
 	BANGER_TEST_CACHE=$(TEST_CACHE) go run ./bench/snapshot -bin $(BIN) -crane .tools/crane -runs $(or $(RUNS),3)
+
+# echo through banger mcp (stdio, HTTP) against banger vm exec and the
+# daemon's own round trip, p50 and p95.
+bench-mcp: build testimages
+	BANGER_TEST_CACHE=$(TEST_CACHE) go run ./bench/mcp -bin $(BIN) -crane .tools/crane -runs $(or $(RUNS),30)
 
 # Boot to agent-ready against plain QEMU to the first userspace line.
 bench-workspace: build testimages
