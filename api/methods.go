@@ -86,6 +86,12 @@ const (
 	// probed for HTTP and HTTPS; with forward, they are also opened on
 	// the host's loopback.
 	MethodVMPorts = "vm.ports"
+	// The file methods: a part of a guest file (vm.file.read), a whole
+	// file written (vm.file.write), and the other file-system operations
+	// (vm.fs: stat, list, mkdir, move, remove, glob, search).
+	MethodVMFileRead  = "vm.file.read"
+	MethodVMFileWrite = "vm.file.write"
+	MethodVMFS        = "vm.fs"
 	// The workspace methods. Prepare, pull and push stream
 	// WorkspaceProgress events before their result.
 	MethodVMWorkspacePrepare = "vm.workspace.prepare"

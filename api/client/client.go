@@ -353,6 +353,23 @@ func (c *Client) VMLogs(ctx context.Context, p api.VMLogsParams, onChunk func(st
 	return stream[api.VMLogsResult, api.VMLogsResult](ctx, c, api.MethodVMLogs, p, func(ev api.VMLogsResult) error { return onChunk(ev.Console) })
 }
 
+// ReadFile reads a part of a file in a running VM (api.MaxFileRead bytes
+// at most).
+func (c *Client) ReadFile(ctx context.Context, p api.VMFileReadParams) (api.VMFileReadResult, error) {
+	return call[api.VMFileReadResult](ctx, c, api.MethodVMFileRead, p)
+}
+
+// WriteFile replaces a file in a running VM whole.
+func (c *Client) WriteFile(ctx context.Context, p api.VMFileWriteParams) (api.VMFileWriteResult, error) {
+	return call[api.VMFileWriteResult](ctx, c, api.MethodVMFileWrite, p)
+}
+
+// FS does one file-system operation in a running VM: stat, list, mkdir,
+// move, remove, glob or search.
+func (c *Client) FS(ctx context.Context, p api.VMFSParams) (api.VMFSResult, error) {
+	return call[api.VMFSResult](ctx, c, api.MethodVMFS, p)
+}
+
 // VMEgress sends a VM's outbound attempts to onEvent, oldest first;
 // with p.Follow, what follows too until ctx ends.
 func (c *Client) VMEgress(ctx context.Context, p api.VMEgressParams, onEvent func(api.EgressEvent) error) error {

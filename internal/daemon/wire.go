@@ -43,6 +43,7 @@ type services struct {
 	kernels   *kernel.Service
 	bootCheck *bootcheck.Service
 	vms       *vm.Service
+	files     *vm.Files
 	creates   *creator
 	stats     *stats.Service
 	workspace *workspace.Service
@@ -87,7 +88,7 @@ func (d *Daemon) wire(opts Options) (*services, error) {
 	}
 	ops := d.wireOperations(opts, c, m, p, bus)
 	return &services{daemon: d, ops: ops, images: c.images, kernels: c.kernels, bootCheck: m.bootCheck,
-		vms: m.vms, creates: p.creates, stats: p.stats, workspace: p.workspace, egress: n.egress, dns: n.dns, events: bus}, nil
+		vms: m.vms, files: m.vms.Files(), creates: p.creates, stats: p.stats, workspace: p.workspace, egress: n.egress, dns: n.dns, events: bus}, nil
 }
 
 // content is the first layer: images and kernels.

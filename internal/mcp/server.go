@@ -38,6 +38,9 @@ type Daemon interface {
 	RestoreSnapshot(ctx context.Context, p api.VMSnapshotParams) (api.VM, error)
 	ForkVM(ctx context.Context, p api.VMForkParams) (api.VMForkResult, error)
 	VMLogs(ctx context.Context, p api.VMLogsParams, onChunk func(string) error) (api.VMLogsResult, error)
+	ReadFile(ctx context.Context, p api.VMFileReadParams) (api.VMFileReadResult, error)
+	WriteFile(ctx context.Context, p api.VMFileWriteParams) (api.VMFileWriteResult, error)
+	FS(ctx context.Context, p api.VMFSParams) (api.VMFSResult, error)
 }
 
 // Options shape a server.
@@ -86,6 +89,7 @@ func New(d Daemon, o Options) (*Server, error) {
 	s.addSandboxTools()
 	s.addExecTools()
 	s.addStateTools()
+	s.addFileTools()
 	s.addResources()
 	return s, nil
 }

@@ -29,6 +29,9 @@ type fakeDaemon struct {
 	allowed []string // the last SetVM's allow-list
 	forks   []api.VMForkParams
 	egress  []api.EgressEvent
+	files   map[string][]byte // path: content, of every sandbox
+	writes  []api.VMFileWriteParams
+	fsCalls []api.VMFSParams
 }
 
 func newFake(vms ...api.VM) *fakeDaemon {
@@ -178,6 +181,41 @@ func (f *fakeDaemon) VMLogs(_ context.Context, p api.VMLogsParams, onChunk func(
 		return api.VMLogsResult{}, fmt.Errorf("logs asked with %+v", p)
 	}
 	return api.VMLogsResult{Console: "banger-agent: boot: ready\n\xff"}, nil
+}
+
+func (f *fakeDaemon) ReadFile(_ context.Context, p api.VMFileReadParams) (api.VMFileReadResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	data, ok := f.files[p.Path]
+	if !ok {
+		return api.VMFileReadResult{}, fmt.Errorf("open %s: no such file or directory", p.Path)
+	}
+	end := min(int64(len(data)), p.Offset+p.Limit)
+	return api.VMFileReadResult{Data: data[p.Offset:end], Size: int64(len(data)), EOF: end == int64(len(data))}, nil
+}
+
+func (f *fakeDaemon) WriteFile(_ context.Context, p api.VMFileWriteParams) (api.VMFileWriteResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.files == nil {
+		f.files = map[string][]byte{}
+	}
+	f.files[p.Path] = p.Data
+	f.writes = append(f.writes, p)
+	return api.VMFileWriteResult{Path: p.Path, Size: int64(len(p.Data))}, nil
+}
+
+func (f *fakeDaemon) FS(_ context.Context, p api.VMFSParams) (api.VMFSResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.fsCalls = append(f.fsCalls, p)
+	switch p.Op {
+	case api.FSSearch:
+		return api.VMFSResult{Matches: []api.FileMatch{{Path: "/workspace/a.go", Line: 3, Text: "// TODO"}}, Truncated: true}, nil
+	case api.FSStat, api.FSList, api.FSGlob:
+		return api.VMFSResult{Entries: []api.FileEntry{{Path: p.Path, Type: "file", Mode: 0o644, Size: 7}}}, nil
+	}
+	return api.VMFSResult{}, nil
 }
 
 func (f *fakeDaemon) ConfigShow(context.Context) (api.ConfigShowResult, error) {
@@ -580,5 +618,68 @@ func TestResources(t *testing.T) {
 	}
 	if _, err := cs.ReadResource(ctx, &sdk.ReadResourceParams{URI: "banger://sandbox/mine/../etc"}); err == nil {
 		t.Fatal("a made-up resource was read")
+	}
+}
+
+// TestFileTools: reads (text and bytes), writes (text, base64, a mode),
+// listings and searches, and a recursive remove only with confirm; a
+// person's VM is out of reach.
+func TestFileTools(t *testing.T) {
+	d := newFake(api.VM{Name: "mine", Creator: "mcp:agent"}, api.VM{Name: "persons"})
+	cs := connect(t, d, Options{})
+	var done Done
+	if msg := call(t, cs, "file_write", map[string]any{"name": "mine", "path": "/workspace/run.sh", "content": "#!/bin/sh\necho hi\n", "mode": "0755", "parents": true}, &done); msg != "" {
+		t.Fatal(msg)
+	}
+	if w := d.writes[0]; w.Mode != 0o755 || !w.Parents || done.Size != 18 {
+		t.Fatalf("write = %+v, %+v", w, done)
+	}
+	call(t, cs, "file_write", map[string]any{"name": "mine", "path": "/bin.dat", "content": "AP8=", "encoding": "base64"}, nil)
+	var rd ReadOut
+	call(t, cs, "file_read", map[string]any{"name": "mine", "path": "/workspace/run.sh", "offset": 10, "limit": 4}, &rd)
+	if rd.Content != "echo" || rd.Encoding != "utf-8" || rd.Size != 18 || rd.EOF {
+		t.Fatalf("read = %+v", rd)
+	}
+	call(t, cs, "file_read", map[string]any{"name": "mine", "path": "/bin.dat"}, &rd)
+	if rd.Encoding != "base64" || rd.Content != "AP8=" || !rd.EOF {
+		t.Fatalf("binary read = %+v", rd)
+	}
+	var sr SearchOut
+	call(t, cs, "file_search", map[string]any{"name": "mine", "pattern": "TODO", "include": "*.go"}, &sr)
+	if len(sr.Matches) != 1 || !sr.Truncated {
+		t.Fatalf("search = %+v", sr)
+	}
+	last := d.fsCalls[len(d.fsCalls)-1]
+	if last.Path != "/workspace" || last.Max != defaultSearchMax || last.Include != "*.go" {
+		t.Fatalf("search asked %+v", last)
+	}
+	var ls EntriesOut
+	call(t, cs, "file_list", map[string]any{"name": "mine", "path": "/workspace", "depth": 2}, &ls)
+	if len(ls.Entries) != 1 || d.fsCalls[len(d.fsCalls)-1].Max != defaultListMax {
+		t.Fatalf("list = %+v", ls)
+	}
+	for _, tc := range []struct {
+		tool string
+		args map[string]any
+		says string
+	}{
+		{"file_remove", map[string]any{"name": "mine", "path": "/workspace", "recursive": true}, "confirm: true"},
+		{"file_write", map[string]any{"name": "mine", "path": "/x", "content": "x", "mode": "rwx"}, "octal"},
+		{"file_write", map[string]any{"name": "mine", "path": "/x", "content": "%%%", "encoding": "base64"}, "not base64"},
+		{"file_read", map[string]any{"name": "mine", "path": "/x", "limit": 2 << 20}, "at a time"},
+		{"file_read", map[string]any{"name": "persons", "path": "/etc/shadow"}, "touches only its own"},
+		{"file_write", map[string]any{"name": "persons", "path": "/root/.ssh/authorized_keys", "content": "x"}, "touches only its own"},
+		{"file_search", map[string]any{"name": "persons", "pattern": "x"}, "touches only its own"},
+	} {
+		if msg := call(t, cs, tc.tool, tc.args, nil); !strings.Contains(msg, tc.says) {
+			t.Errorf("%s %v = %q, want %q", tc.tool, tc.args, msg, tc.says)
+		}
+	}
+	if len(d.writes) != 2 {
+		t.Fatalf("refused writes reached the daemon: %d", len(d.writes))
+	}
+	call(t, cs, "file_remove", map[string]any{"name": "mine", "path": "/workspace", "recursive": true, "confirm": true}, nil)
+	if last := d.fsCalls[len(d.fsCalls)-1]; last.Op != api.FSRemove || !last.Recursive {
+		t.Fatalf("remove asked %+v", last)
 	}
 }

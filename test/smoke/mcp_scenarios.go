@@ -146,6 +146,29 @@ func mcpInspector(t *T) {
 		t.Fatalf("capped sandbox_exec = exit %d, %d bytes kept of %d, truncated %v", ex.ExitCode, len(ex.Stdout), ex.StdoutBytes, ex.Truncated)
 	}
 
+	// Files: written with parents, read in part, found by a search.
+	t.mcpTool(stdio, nil, "file_write", "name=agentbox", "path=/work/src/app.py", `content="def f():\n    return 1  # TODO\n"`, "parents=true")
+	var rd struct {
+		Content string
+		Size    int64
+		EOF     bool
+	}
+	t.mcpTool(stdio, &rd, "file_read", "name=agentbox", "path=/work/src/app.py", "offset=4", "limit=3")
+	if rd.Content != "f()" || rd.Size != 30 || rd.EOF {
+		t.Fatalf("file_read = %+v", rd)
+	}
+	var found struct {
+		Matches []struct {
+			Path string
+			Line int
+		}
+	}
+	t.mcpTool(stdio, &found, "file_search", "name=agentbox", "pattern=TODO", "path=/work")
+	if len(found.Matches) != 1 || found.Matches[0].Path != "/work/src/app.py" || found.Matches[0].Line != 2 {
+		t.Fatalf("file_search = %+v", found)
+	}
+	t.mcpRefused(stdio, "confirm: true", "file_remove", "name=agentbox", "path=/work", "recursive=true")
+
 	// Refusals: a person's VM, a delete without confirm, a relative dir.
 	t.mcpRefused(stdio, "touches only its own", "sandbox_exec", "name=persons", "command=exit 0")
 	t.mcpRefused(stdio, "touches only its own", "sandbox_delete", "name=persons", "confirm=true")

@@ -242,6 +242,9 @@ const (
 	MethodGetTree = "get_tree"
 	// MethodManifest lists a directory tree with content hashes.
 	MethodManifest = "manifest"
+	// MethodFS does one file-system operation in the guest (FSParams,
+	// FSResult): stat, list, mkdir, move, remove, glob, search.
+	MethodFS = "fs"
 	// MethodIdentity gives a guest restored from a saved state (a
 	// template, a fork, a checkpoint) its VM's identity (IdentityParams),
 	// before the host hands the VM to anyone.
@@ -347,11 +350,68 @@ func WindowSize(p []byte) (rows, cols uint16) {
 type FileParams struct {
 	Path string `json:"path"`
 	Mode uint32 `json:"mode,omitempty"` // write_file: permissions (default 0644)
+	// Parents makes write_file create missing parent directories (0755).
+	Parents bool `json:"parents,omitempty"`
+	// Offset and Limit bound read_file to Limit bytes (0: to the end)
+	// from Offset.
+	Offset int64 `json:"offset,omitempty"`
+	Limit  int64 `json:"limit,omitempty"`
 }
 
 // FileResult ends a file transfer.
 type FileResult struct {
 	Size int64 `json:"size"`
+	// Total is read_file's file size, whatever part of it was sent.
+	Total int64 `json:"total,omitempty"`
+}
+
+// File-system operations of MethodFS.
+const (
+	FSStat   = "stat"   // Path: one entry (a symlink itself, not its target)
+	FSList   = "list"   // Path's entries, Depth levels down (1: its own), at most Max
+	FSMkdir  = "mkdir"  // Path and its missing parents (0755)
+	FSMove   = "move"   // Path to To (a rename; across file systems a copy)
+	FSRemove = "remove" // Path; a directory with entries only with Recursive
+	FSGlob   = "glob"   // the paths matching Pattern (absolute; "**" any depth), at most Max
+	FSSearch = "search" // lines matching the regular expression Pattern in files under Path, at most Max
+)
+
+// FSParams are the params of MethodFS.
+type FSParams struct {
+	Op        string `json:"op"`
+	Path      string `json:"path"`
+	To        string `json:"to,omitempty"`
+	Depth     int    `json:"depth,omitempty"`
+	Max       int    `json:"max,omitempty"`
+	Recursive bool   `json:"recursive,omitempty"`
+	Pattern   string `json:"pattern,omitempty"`
+	// Include limits a search to files whose name matches it ("*.go").
+	Include string `json:"include,omitempty"`
+}
+
+// FSEntry is a file as stat and list see it.
+type FSEntry struct {
+	Path    string `json:"path"` // absolute
+	Type    string `json:"type"` // f (regular), d (directory), l (symlink), o (other)
+	Mode    uint32 `json:"mode"` // permission bits
+	Size    int64  `json:"size"`
+	ModTime int64  `json:"mtime"` // Unix seconds
+	Link    string `json:"link,omitempty"`
+}
+
+// FSMatch is one line a search found.
+type FSMatch struct {
+	Path string `json:"path"`
+	Line int    `json:"line"`
+	Text string `json:"text"`
+}
+
+// FSResult answers MethodFS.
+type FSResult struct {
+	Entries []FSEntry `json:"entries,omitempty"`
+	Matches []FSMatch `json:"matches,omitempty"`
+	// Truncated: Max cut the answer.
+	Truncated bool `json:"truncated,omitempty"`
 }
 
 // PingResult answers ping.

@@ -96,6 +96,7 @@ func methods() map[string]method {
 		proto.MethodGetTree:   with(getTree),
 		proto.MethodManifest:  with(manifest),
 		proto.MethodIdentity:  with(identity),
+		proto.MethodFS:        with(fsOp),
 	}
 }
 
@@ -238,8 +239,12 @@ func readFile(_ *Server, c *call, p proto.FileParams) (proto.FileResult, error) 
 		return proto.FileResult{}, err
 	}
 	defer f.Close()
-	n, err := io.Copy(c.out(proto.Stdout), f)
-	return proto.FileResult{Size: n}, err
+	r, total, err := readAt(f, p)
+	if err != nil {
+		return proto.FileResult{}, err
+	}
+	n, err := io.Copy(c.out(proto.Stdout), r)
+	return proto.FileResult{Size: n, Total: total}, err
 }
 
 // writeFile writes the caller's bytes to a temporary file beside the
@@ -249,6 +254,11 @@ func writeFile(_ *Server, c *call, p proto.FileParams) (proto.FileResult, error)
 	mode := os.FileMode(p.Mode & 0o7777)
 	if mode == 0 {
 		mode = 0o644
+	}
+	if p.Parents {
+		if err := os.MkdirAll(filepath.Dir(p.Path), 0o755); err != nil {
+			return proto.FileResult{}, err
+		}
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(p.Path), ".banger-write-*")
 	if err != nil {
