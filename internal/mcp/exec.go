@@ -37,10 +37,15 @@ type ExecIn struct {
 	TimeoutSeconds int `json:"timeout_seconds,omitempty" jsonschema:"seconds before the command is killed (default 300, at most 3600)"`
 	// OutputCap bounds the bytes of stdout, and of stderr, returned.
 	OutputCap int `json:"output_cap,omitempty" jsonschema:"bytes of stdout and of stderr to return at most (default 65536, at most 1048576); the counts say how much there was"`
+	// Background starts the command and returns its handle at once.
+	Background bool `json:"background,omitempty" jsonschema:"start it and return a handle at once: process_status reads its output and exit, process_kill ends it (its timeout defaults to 3600 s)"`
 }
 
 // ExecOut is sandbox_exec's result.
 type ExecOut struct {
+	// Handle names a background command, for process_status and
+	// process_kill.
+	Handle   string `json:"handle,omitempty"`
 	ExitCode int    `json:"exit_code" jsonschema:"the command's exit code; -1 when it was killed by a signal or the timeout"`
 	Signal   string `json:"signal,omitempty" jsonschema:"the signal that ended it"`
 	TimedOut bool   `json:"timed_out,omitempty"`
@@ -57,7 +62,7 @@ func (s *Server) addExecTools() {
 	sdk.AddTool(s.srv, &sdk.Tool{
 		Name:        "sandbox_exec",
 		Title:       "Run a command in a sandbox",
-		Description: "Run a command in a sandbox and wait for it: argv (no shell) or command (a /bin/sh -c line), with a working directory, environment and timeout. Returns the exit code, duration and output (each stream capped; truncated and the byte counts say what was cut).",
+		Description: "Run a command in a sandbox and wait for it: argv (no shell) or command (a /bin/sh -c line), with a working directory, environment and timeout. Returns the exit code, duration and output (each stream capped; truncated and the byte counts say what was cut). With background: true it returns a handle at once (a server, a watcher, a long build): process_status and process_kill take it.",
 		Annotations: &sdk.ToolAnnotations{DestructiveHint: new(true), OpenWorldHint: new(true)},
 	}, s.exec)
 }
@@ -124,6 +129,16 @@ func (s *Server) exec(ctx context.Context, _ *sdk.CallToolRequest, in ExecIn) (*
 	}
 	if _, err := s.mine(ctx, in.Name); err != nil {
 		return nil, ExecOut{}, err
+	}
+	if in.Background {
+		if in.TimeoutSeconds == 0 {
+			timeout = maxTimeout
+		}
+		h, err := s.start(p, timeout)
+		if err != nil {
+			return nil, ExecOut{}, err
+		}
+		return text("started in the background as %s: process_status reads its output, process_kill ends it", h), ExecOut{Handle: h}, nil
 	}
 	stdout, stderr := &capped{max: outputCap}, &capped{max: outputCap}
 	runCtx, cancel := context.WithTimeout(ctx, timeout)

@@ -68,8 +68,9 @@ type Options struct {
 type Server struct {
 	d   Daemon
 	o   Options
-	log *slog.Logger
-	srv *sdk.Server
+	log   *slog.Logger
+	srv   *sdk.Server
+	procs processes
 }
 
 // New is a server over d.
@@ -88,6 +89,7 @@ func New(d Daemon, o Options) (*Server, error) {
 	})
 	s.addSandboxTools()
 	s.addExecTools()
+	s.addProcessTools()
 	s.addStateTools()
 	s.addFileTools()
 	s.addResources()

@@ -683,3 +683,46 @@ func TestFileTools(t *testing.T) {
 		t.Fatalf("remove asked %+v", last)
 	}
 }
+
+// TestBackground: a background command's output comes in pieces, each
+// once; it is killed on request, and its end is said, then forgotten.
+func TestBackground(t *testing.T) {
+	d := newFake(api.VM{Name: "mine", Creator: "mcp:agent"})
+	d.output = []api.VMExecEvent{{Stream: "stdout", Data: []byte("listening on :8000\n")}}
+	d.block = true
+	cs := connect(t, d, Options{})
+	var ex ExecOut
+	if msg := call(t, cs, "sandbox_exec", map[string]any{"name": "mine", "command": "python3 -m http.server", "background": true}, &ex); msg != "" || ex.Handle == "" {
+		t.Fatalf("background exec = %+v, %q", ex, msg)
+	}
+	var st StatusOut
+	for end := time.Now().Add(10 * time.Second); st.Stdout == "" && time.Now().Before(end); {
+		call(t, cs, "process_status", map[string]any{"handle": ex.Handle}, &st)
+	}
+	if !st.Running || st.Stdout != "listening on :8000\n" || st.ExitCode != nil {
+		t.Fatalf("status = %+v", st)
+	}
+	call(t, cs, "process_status", map[string]any{"handle": ex.Handle}, &st)
+	if st.Stdout != "" {
+		t.Fatalf("output given twice: %+v", st)
+	}
+	call(t, cs, "process_kill", map[string]any{"handle": ex.Handle}, &st)
+	if st.Running || st.Error != "killed by process_kill" {
+		t.Fatalf("after kill = %+v", st)
+	}
+	if msg := call(t, cs, "process_status", map[string]any{"handle": ex.Handle}, nil); !strings.Contains(msg, "no background command") {
+		t.Fatalf("a read end is not forgotten: %q", msg)
+	}
+	// One that ends by itself gives its exit code.
+	d.block, d.exit, d.output = false, 7, nil
+	call(t, cs, "sandbox_exec", map[string]any{"name": "mine", "argv": []string{"false"}, "background": true}, &ex)
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); {
+		call(t, cs, "process_status", map[string]any{"handle": ex.Handle}, &st)
+		if !st.Running {
+			break
+		}
+	}
+	if st.ExitCode == nil || *st.ExitCode != 7 {
+		t.Fatalf("ended = %+v", st)
+	}
+}

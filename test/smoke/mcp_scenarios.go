@@ -288,6 +288,27 @@ func mcpHTTP(t *T, ref string) {
 	if sb.State != api.VMRunning || ex.ExitCode != 0 || strings.TrimSpace(ex.Stdout) != "httpbox" {
 		t.Fatalf("over HTTP: created %+v, exec %+v", sb, ex)
 	}
+	var bg struct{ Handle string }
+	t.mcpTool(srv, &bg, "sandbox_exec", "name=httpbox", "command=echo started; sleep 613", "background=true")
+	var st struct {
+		Running bool
+		Stdout  string
+		Error   string
+	}
+	t.Eventually("the background command's output", time.Minute, func() bool {
+		t.mcpTool(srv, &st, "process_status", "handle="+bg.Handle)
+		return st.Stdout == "started\n"
+	})
+	if !st.Running {
+		t.Fatalf("process_status = %+v", st)
+	}
+	t.mcpTool(srv, &st, "process_kill", "handle="+bg.Handle)
+	if st.Running || st.Error != "killed by process_kill" {
+		t.Fatalf("process_kill = %+v", st)
+	}
+	t.Eventually("the killed command is gone from the guest", time.Minute, func() bool {
+		return !strings.Contains(t.Must("vm", "exec", "httpbox", "--", "ps").stdout, "sleep 613")
+	})
 	t.mcpTool(srv, nil, "sandbox_delete", "name=httpbox", "confirm=true")
 	t.Contains("the server's log", log.String(), "caller=\"token "+tok.ID+"\"")
 
