@@ -99,6 +99,9 @@ const (
 	MethodVMWorkspacePull    = "vm.workspace.pull"
 	MethodVMWorkspacePush    = "vm.workspace.push"
 	MethodVMWorkspaceExport  = "vm.workspace.export"
+	// MethodVMWorkspaceApply applies an exported patch, as reviewed (its
+	// sha256), to the workspace's host tree.
+	MethodVMWorkspaceApply = "vm.workspace.apply"
 
 	// MethodVMEgress streams a VM's outbound attempts (DNS and new
 	// connections, allowed or denied), following with follow;

@@ -84,4 +84,21 @@ type WorkspaceExportResult struct {
 	Base  string `json:"base"`
 	Patch string `json:"patch"` // git diff --binary, for git apply
 	Files int    `json:"files"` // changed files
+	// SHA256 is the patch's: what MethodVMWorkspaceApply asks back.
+	SHA256 string `json:"sha256"`
+}
+
+// WorkspaceApplyParams are the params of MethodVMWorkspaceApply: a patch
+// from MethodVMWorkspaceExport and its sha256, as reviewed.
+type WorkspaceApplyParams struct {
+	Name   string `json:"name"`
+	Patch  string `json:"patch"`
+	SHA256 string `json:"sha256"`
+}
+
+// WorkspaceApplyResult answers MethodVMWorkspaceApply.
+type WorkspaceApplyResult struct {
+	Name  string   `json:"name"`
+	Dir   string   `json:"dir"`   // the host tree written
+	Files []string `json:"files"` // the paths the patch touched
 }

@@ -353,6 +353,12 @@ func (c *Client) VMLogs(ctx context.Context, p api.VMLogsParams, onChunk func(st
 	return stream[api.VMLogsResult, api.VMLogsResult](ctx, c, api.MethodVMLogs, p, func(ev api.VMLogsResult) error { return onChunk(ev.Console) })
 }
 
+// ApplyWorkspace applies an exported patch, as reviewed (its sha256), to
+// the workspace's host tree.
+func (c *Client) ApplyWorkspace(ctx context.Context, p api.WorkspaceApplyParams) (api.WorkspaceApplyResult, error) {
+	return call[api.WorkspaceApplyResult](ctx, c, api.MethodVMWorkspaceApply, p)
+}
+
 // ReadFile reads a part of a file in a running VM (api.MaxFileRead bytes
 // at most).
 func (c *Client) ReadFile(ctx context.Context, p api.VMFileReadParams) (api.VMFileReadResult, error) {

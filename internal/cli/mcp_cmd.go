@@ -27,7 +27,7 @@ func mcpCommand(env *Env) *cobra.Command {
 	var maxMemory, httpAddr string
 	var hosts []string
 	cmd := &cobra.Command{
-		Use:   "mcp [--http ADDR|unix:PATH [--allow-host H]...] [--name NAME] [--all] [--max-sandboxes N] [--max-memory SIZE] [--allow-egress-changes]",
+		Use:   "mcp [--http ADDR|unix:PATH [--allow-host H]...] [--name NAME] [--all] [--max-sandboxes N] [--max-memory SIZE] [--root DIR]... [--allow-egress-changes]",
 		Short: "Serve sandboxes to a coding agent over MCP (stdio, or HTTP): create, exec, delete",
 		Long: "An MCP server on stdin and stdout, for an agent's config: {\"command\": \"banger\", \"args\": [\"mcp\"]}.\n" +
 			"--http serves stateless Streamable HTTP at /mcp instead: on HOST:PORT (the host defaults to 127.0.0.1)\n" +
@@ -67,6 +67,7 @@ func mcpCommand(env *Env) *cobra.Command {
 	cmd.Flags().StringSliceVar(&hosts, "allow-host", nil, "with --http: a host name clients may use beside localhost, 127.0.0.1 and ::1 (repeatable)")
 	cmd.Flags().StringVar(&o.Name, "name", "agent", "this server's name: its sandboxes record mcp:NAME as their creator")
 	cmd.Flags().BoolVar(&o.All, "all", false, "see and touch every VM of the daemon, not only this server's")
+	cmd.Flags().StringArrayVar(&o.Roots, "root", nil, "a host directory whose projects workspace tools may take in and write reviewed changes into (repeatable; none: no host path)")
 	cmd.Flags().BoolVar(&o.AllowEgressChanges, "allow-egress-changes", false, "let egress_allow change an allow-list without asking a person (for clients that cannot ask)")
 	cmd.Flags().IntVar(&o.MaxSandboxes, "max-sandboxes", 0, "how many sandboxes this server may keep (0: no bound)")
 	cmd.Flags().StringVar(&maxMemory, "max-memory", "", "how much memory its sandboxes may have in all, e.g. 8G (default: no bound)")

@@ -113,6 +113,7 @@ func rpcMethods(s *services) map[string]method {
 		api.MethodVMWorkspacePull:    {h: progress(s.workspace.Pull), activity: session},
 		api.MethodVMWorkspacePush:    {h: progress(s.workspace.Push), activity: session},
 		api.MethodVMWorkspaceExport:  {h: param(s.workspace.Export), activity: touch},
+		api.MethodVMWorkspaceApply:   {h: param(s.workspace.Apply), activity: touch},
 		api.MethodVMEgress:           {h: stream(s.egress.Events)},
 		api.MethodVMEgressSuggest:    {h: param(s.egress.Suggest)},
 		api.MethodEvents:             {h: stream(s.events.Stream)},

@@ -13,6 +13,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
@@ -41,6 +42,11 @@ type Daemon interface {
 	ReadFile(ctx context.Context, p api.VMFileReadParams) (api.VMFileReadResult, error)
 	WriteFile(ctx context.Context, p api.VMFileWriteParams) (api.VMFileWriteResult, error)
 	FS(ctx context.Context, p api.VMFSParams) (api.VMFSResult, error)
+	PrepareWorkspace(ctx context.Context, p api.WorkspacePrepareParams, onProgress func(api.WorkspaceProgress)) (api.WorkspacePrepareResult, error)
+	PushWorkspace(ctx context.Context, p api.WorkspaceRefParams, onProgress func(api.WorkspaceProgress)) (api.WorkspaceSyncResult, error)
+	WorkspaceStatus(ctx context.Context, p api.WorkspaceRefParams) (api.WorkspaceStatus, error)
+	ExportWorkspace(ctx context.Context, p api.WorkspaceExportParams) (api.WorkspaceExportResult, error)
+	ApplyWorkspace(ctx context.Context, p api.WorkspaceApplyParams) (api.WorkspaceApplyResult, error)
 }
 
 // Options shape a server.
@@ -55,6 +61,9 @@ type Options struct {
 	// (0: no bound).
 	MaxSandboxes int
 	MaxMemoryMiB int
+	// Roots are the host directories workspace tools may take projects
+	// from and write reviewed changes into (none: no host path at all).
+	Roots []string
 	// AllowEgressChanges lets egress_allow change an allow-list without
 	// asking a person (a client that cannot ask, run by one who said yes
 	// ahead).
@@ -71,6 +80,8 @@ type Server struct {
 	log   *slog.Logger
 	srv   *sdk.Server
 	procs processes
+	roots []string // Roots, resolved
+	diffs diffs
 }
 
 // New is a server over d.
@@ -82,6 +93,16 @@ func New(d Daemon, o Options) (*Server, error) {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{d: d, o: o, log: o.Log.With("mcp", o.Name)}
+	for _, r := range o.Roots {
+		real, err := filepath.EvalSymlinks(r)
+		if err == nil {
+			real, err = filepath.Abs(real)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("--root %s: %w", r, err)
+		}
+		s.roots = append(s.roots, real)
+	}
 	s.srv = sdk.NewServer(&sdk.Implementation{Name: "banger", Title: "banger sandboxes", Version: o.Version}, &sdk.ServerOptions{
 		Instructions: "Sandboxes are banger microVMs: a fresh Linux VM from an OCI image, root inside, isolated from the host. " +
 			"Create one (sandbox_create), run commands in it (sandbox_exec), and delete it when done (sandbox_delete with confirm).",
@@ -92,6 +113,7 @@ func New(d Daemon, o Options) (*Server, error) {
 	s.addProcessTools()
 	s.addStateTools()
 	s.addFileTools()
+	s.addWorkspaceTools()
 	s.addResources()
 	return s, nil
 }

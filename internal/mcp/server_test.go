@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -32,6 +34,9 @@ type fakeDaemon struct {
 	files   map[string][]byte // path: content, of every sandbox
 	writes  []api.VMFileWriteParams
 	fsCalls []api.VMFSParams
+	hostDir string // the workspace's host tree
+	prepared, pushed []string
+	applied []api.WorkspaceApplyParams
 }
 
 func newFake(vms ...api.VM) *fakeDaemon {
@@ -216,6 +221,42 @@ func (f *fakeDaemon) FS(_ context.Context, p api.VMFSParams) (api.VMFSResult, er
 		return api.VMFSResult{Entries: []api.FileEntry{{Path: p.Path, Type: "file", Mode: 0o644, Size: 7}}}, nil
 	}
 	return api.VMFSResult{}, nil
+}
+
+func (f *fakeDaemon) PrepareWorkspace(_ context.Context, p api.WorkspacePrepareParams, onProgress func(api.WorkspaceProgress)) (api.WorkspacePrepareResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.prepared = append(f.prepared, p.Path)
+	f.hostDir = p.Path
+	v := f.vms[p.Name]
+	v.Workspace = "/workspace"
+	f.vms[p.Name] = v
+	onProgress(api.WorkspaceProgress{Phase: "sending", Done: 1, Total: 1, Unit: "files"})
+	return api.WorkspacePrepareResult{Name: p.Name, Dir: "/workspace", Files: 3}, nil
+}
+
+func (f *fakeDaemon) PushWorkspace(_ context.Context, p api.WorkspaceRefParams, _ func(api.WorkspaceProgress)) (api.WorkspaceSyncResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.pushed = append(f.pushed, p.Dir)
+	return api.WorkspaceSyncResult{Name: p.Name, Dir: "/workspace", Changes: api.WorkspaceChanges{Modified: []string{"main.go"}}}, nil
+}
+
+func (f *fakeDaemon) WorkspaceStatus(_ context.Context, p api.WorkspaceRefParams) (api.WorkspaceStatus, error) {
+	return api.WorkspaceStatus{Name: p.Name, HostDir: f.hostDir, GuestDir: "/workspace"}, nil
+}
+
+const fakePatch = "diff --git a/main.go b/main.go\n--- a/main.go\n+++ b/main.go\n@@ -1 +1,2 @@\n-a\n+b\n+c\ndiff --git a/logo.png b/logo.png\nGIT binary patch\nliteral 3\nxx\n"
+
+func (f *fakeDaemon) ExportWorkspace(_ context.Context, p api.WorkspaceExportParams) (api.WorkspaceExportResult, error) {
+	return api.WorkspaceExportResult{Base: "0123456789abcdef0123", Patch: fakePatch, Files: 2, SHA256: "feed"}, nil
+}
+
+func (f *fakeDaemon) ApplyWorkspace(_ context.Context, p api.WorkspaceApplyParams) (api.WorkspaceApplyResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.applied = append(f.applied, p)
+	return api.WorkspaceApplyResult{Name: p.Name, Dir: f.hostDir, Files: []string{"main.go", "logo.png"}}, nil
 }
 
 func (f *fakeDaemon) ConfigShow(context.Context) (api.ConfigShowResult, error) {
@@ -724,5 +765,51 @@ func TestBackground(t *testing.T) {
 	}
 	if st.ExitCode == nil || *st.ExitCode != 7 {
 		t.Fatalf("ended = %+v", st)
+	}
+}
+
+// TestWorkspaceTools: a project comes in only from under a root (a
+// symlink out of one refused), goes again as a push, and comes back only
+// as the diff shown, by its hash.
+func TestWorkspaceTools(t *testing.T) {
+	root, outside := t.TempDir(), t.TempDir()
+	project := filepath.Join(root, "proj")
+	if err := os.Mkdir(project, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(root, "escape")); err != nil {
+		t.Fatal(err)
+	}
+	d := newFake(api.VM{Name: "mine", Creator: "mcp:agent"})
+	if msg := call(t, connect(t, d, Options{}), "workspace_sync_in", map[string]any{"name": "mine", "path": project}, nil); !strings.Contains(msg, "without --root") {
+		t.Fatalf("sync without roots = %q", msg)
+	}
+	cs := connect(t, d, Options{Roots: []string{root}})
+	for _, p := range []string{outside, filepath.Join(root, "escape"), "proj"} {
+		if msg := call(t, cs, "workspace_sync_in", map[string]any{"name": "mine", "path": p}, nil); msg == "" {
+			t.Errorf("sync of %s was taken", p)
+		}
+	}
+	var so SyncOut
+	call(t, cs, "workspace_sync_in", map[string]any{"name": "mine", "path": project}, &so)
+	call(t, cs, "workspace_sync_in", map[string]any{"name": "mine", "path": project}, &so)
+	if len(d.prepared) != 1 || len(d.pushed) != 1 || len(so.Changed) != 1 {
+		t.Fatalf("prepared %v, pushed %v, %+v", d.prepared, d.pushed, so)
+	}
+	if msg := call(t, cs, "workspace_accept", map[string]any{"name": "mine", "sha256": "feed"}, nil); !strings.Contains(msg, "call workspace_diff") {
+		t.Fatalf("accept before a diff = %q", msg)
+	}
+	var df DiffOut
+	call(t, cs, "workspace_diff", map[string]any{"name": "mine"}, &df)
+	if df.SHA256 != "feed" || len(df.Files) != 2 || df.Files[0].Added != 2 || df.Files[0].Deleted != 1 || !df.Files[1].Binary {
+		t.Fatalf("diff = %+v", df)
+	}
+	if msg := call(t, cs, "workspace_accept", map[string]any{"name": "mine", "sha256": "beef"}, nil); !strings.Contains(msg, "no diff") || len(d.applied) != 0 {
+		t.Fatalf("accept of another hash = %q", msg)
+	}
+	var ac AcceptOut
+	call(t, cs, "workspace_accept", map[string]any{"name": "mine", "sha256": "feed"}, &ac)
+	if len(d.applied) != 1 || d.applied[0].Patch != fakePatch || d.applied[0].SHA256 != "feed" {
+		t.Fatalf("applied %+v", d.applied)
 	}
 }

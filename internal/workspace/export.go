@@ -2,6 +2,8 @@ package workspace
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"maps"
@@ -116,7 +118,8 @@ func (s *Service) Export(ctx context.Context, p api.WorkspaceExportParams) (api.
 			files++
 		}
 	}
-	return api.WorkspaceExportResult{Base: base, Patch: patch, Files: files}, nil
+	sum := sha256.Sum256([]byte(patch))
+	return api.WorkspaceExportResult{Base: base, Patch: patch, Files: files, SHA256: hex.EncodeToString(sum[:])}, nil
 }
 
 type gitRun func(env []string, stdin string, args ...string) (string, error)

@@ -2,6 +2,8 @@ package workspace
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -353,3 +355,61 @@ func (v envVMs) Agent(_ context.Context, name string) (Agent, error) {
 func (v envVMs) StateDir(context.Context, string) (string, error) { return v.e.state, nil }
 
 func (v envVMs) Placed(_ context.Context, _, dir string) error { v.e.placed = dir; return nil }
+
+// TestApplyWhatWasReviewed: an exported patch lands in the host tree with
+// its own sha256 only; another hash, a patch into .git or
+// .gitattributes, a path outside and a patch that no longer applies are
+// refused, and the host tree is unchanged by each.
+func TestApplyWhatWasReviewed(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	if _, err := e.s.Prepare(ctx, api.WorkspacePrepareParams{Name: "vm", WorkspaceSpec: api.WorkspaceSpec{Path: e.host}}, nop); err != nil {
+		t.Fatal(err)
+	}
+	write(t, e.guestDir, "main.go", "package main\n\nfunc main() { println(2) }\n", 0o644)
+	write(t, e.guestDir, "docs/new.md", "new\n", 0o644)
+	r, err := e.s.Export(ctx, api.WorkspaceExportParams{Name: "vm"})
+	if err != nil || r.SHA256 == "" {
+		t.Fatalf("export = %+v, %v", r, err)
+	}
+	before := sh(t, e.host, "git", "status", "--porcelain")
+	hostile := func(path string) string {
+		return "diff --git a/" + path + " b/" + path + "\nnew file mode 100644\nindex 0000000..3e75765\n--- /dev/null\n+++ b/" + path + "\n@@ -0,0 +1 @@\n+x\n"
+	}
+	for _, tc := range []struct {
+		name, patch, sum string
+		want             error
+	}{
+		{"another hash", r.Patch, strings.Repeat("0", 64), api.ErrInvalidArgument},
+		{"a hook", hostile(".git/hooks/post-checkout"), "", api.ErrGuestRefused},
+		{"a hook, in other case", hostile("sub/.GIT/config"), "", api.ErrGuestRefused},
+		{"attributes", hostile(".gitattributes"), "", api.ErrGuestRefused},
+		{"outside", hostile("../outside.txt"), "", api.ErrGuestRefused},
+	} {
+		sum := tc.sum
+		if sum == "" {
+			h := sha256.Sum256([]byte(tc.patch))
+			sum = hex.EncodeToString(h[:])
+		}
+		if _, err := e.s.Apply(ctx, api.WorkspaceApplyParams{Name: "vm", Patch: tc.patch, SHA256: sum}); !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		}
+		if after := sh(t, e.host, "git", "status", "--porcelain"); after != before {
+			t.Fatalf("%s changed the host tree: %q", tc.name, after)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(e.host), "outside.txt")); err == nil {
+		t.Fatal("a patch wrote outside the tree")
+	}
+	res, err := e.s.Apply(ctx, api.WorkspaceApplyParams{Name: "vm", Patch: r.Patch, SHA256: r.SHA256})
+	if err != nil || len(res.Files) != 2 {
+		t.Fatalf("apply = %+v, %v", res, err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(e.host, "main.go")); !strings.Contains(string(b), "println(2)") {
+		t.Fatalf("main.go after apply: %q", b)
+	}
+	// Again: it no longer applies, and says so.
+	if _, err := e.s.Apply(ctx, api.WorkspaceApplyParams{Name: "vm", Patch: r.Patch, SHA256: r.SHA256}); !errors.Is(err, api.ErrInUse) {
+		t.Fatalf("applied twice: %v", err)
+	}
+}

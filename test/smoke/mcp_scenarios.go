@@ -244,7 +244,14 @@ func mcpInspector(t *T) {
 func mcpHTTP(t *T, ref string) {
 	var tok struct{ ID, Token string }
 	t.JSON(&tok, "mcp", "token", "--name", "smoke")
-	cmd := exec.CommandContext(t.ctx, filepath.Join(t.bin, "banger"), "mcp", "--http", "127.0.0.1:0")
+	// A host project under the server's root, for the review loop.
+	root := filepath.Join(t.home, "projects")
+	proj := filepath.Join(root, "app")
+	t.writeFile(proj, "calc.py", []byte("def add(a, b):\n    return a - b\n"), 0o644)
+	t.gitRun(proj, "git", "init", "-q", "-b", "main")
+	t.gitRun(proj, "git", "add", "-A")
+	t.gitRun(proj, "git", "commit", "-qm", "start")
+	cmd := exec.CommandContext(t.ctx, filepath.Join(t.bin, "banger"), "mcp", "--http", "127.0.0.1:0", "--root", root)
 	cmd.Env = t.env()
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -309,6 +316,32 @@ func mcpHTTP(t *T, ref string) {
 	t.Eventually("the killed command is gone from the guest", time.Minute, func() bool {
 		return !strings.Contains(t.Must("vm", "exec", "httpbox", "--", "ps").stdout, "sleep 613")
 	})
+	// The reviewed way back: the project in, a fix in the guest, its diff,
+	// and only that diff, by its hash, into the host checkout.
+	t.mcpRefused(srv, "not under this server's roots", "workspace_sync_in", "name=httpbox", "path="+t.home)
+	var so struct{ Dir string }
+	t.mcpTool(srv, &so, "workspace_sync_in", "name=httpbox", "path="+proj)
+	t.mcpTool(srv, nil, "file_write", "name=httpbox", "path="+so.Dir+"/calc.py", `content="def add(a, b):\n    return a + b\n"`)
+	var df struct {
+		Diff   string
+		SHA256 string
+		Files  []struct {
+			Path           string
+			Added, Deleted int
+		}
+	}
+	t.mcpTool(srv, &df, "workspace_diff", "name=httpbox")
+	if len(df.Files) != 1 || df.Files[0].Path != "calc.py" || df.Files[0].Added != 1 || !strings.Contains(df.Diff, "+    return a + b") {
+		t.Fatalf("workspace_diff = %+v", df)
+	}
+	t.mcpRefused(srv, "no diff", "workspace_accept", "name=httpbox", "sha256="+strings.Repeat("0", 64))
+	if b, _ := os.ReadFile(filepath.Join(proj, "calc.py")); !strings.Contains(string(b), "a - b") {
+		t.Fatalf("the host checkout changed before accept: %s", b)
+	}
+	t.mcpTool(srv, nil, "workspace_accept", "name=httpbox", "sha256="+df.SHA256)
+	if b, _ := os.ReadFile(filepath.Join(proj, "calc.py")); !strings.Contains(string(b), "a + b") {
+		t.Fatalf("after workspace_accept the host has %s", b)
+	}
 	t.mcpTool(srv, nil, "sandbox_delete", "name=httpbox", "confirm=true")
 	t.Contains("the server's log", log.String(), "caller=\"token "+tok.ID+"\"")
 
