@@ -241,6 +241,7 @@ func (d *Daemon) wireVMs(opts Options, c content, n network, bus *events.Bus) (m
 		Event:         bus.Publish,
 		Removed:       n.removed,
 		TemplateDir:   filepath.Join(d.layout.StateDir, "templates"),
+		ForkCarries:   []string{workspace.StateFile},
 		Track:         trackIn(m.verbs, d.lifetime),
 		ColdCreate:    !d.cfg.WarmCreate,
 	})

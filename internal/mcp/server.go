@@ -75,8 +75,8 @@ type Options struct {
 
 // Server serves banger's tools to MCP clients.
 type Server struct {
-	d   Daemon
-	o   Options
+	d     Daemon
+	o     Options
 	log   *slog.Logger
 	srv   *sdk.Server
 	procs processes

@@ -21,22 +21,22 @@ import (
 // fakeDaemon stands in for bangerd to test the server's own rules
 // (scope, limits, confirmations, caps); test/smoke drives the real one.
 type fakeDaemon struct {
-	mu      sync.Mutex
-	vms     map[string]api.VM
-	execs   []api.VMExecParams
-	output  []api.VMExecEvent
-	exit    int
-	block   bool // exec waits for its context to end
-	created []api.VMCreateParams
-	allowed []string // the last SetVM's allow-list
-	forks   []api.VMForkParams
-	egress  []api.EgressEvent
-	files   map[string][]byte // path: content, of every sandbox
-	writes  []api.VMFileWriteParams
-	fsCalls []api.VMFSParams
-	hostDir string // the workspace's host tree
+	mu               sync.Mutex
+	vms              map[string]api.VM
+	execs            []api.VMExecParams
+	output           []api.VMExecEvent
+	exit             int
+	block            bool // exec waits for its context to end
+	created          []api.VMCreateParams
+	allowed          []string // the last SetVM's allow-list
+	forks            []api.VMForkParams
+	egress           []api.EgressEvent
+	files            map[string][]byte // path: content, of every sandbox
+	writes           []api.VMFileWriteParams
+	fsCalls          []api.VMFSParams
+	hostDir          string // the workspace's host tree
 	prepared, pushed []string
-	applied []api.WorkspaceApplyParams
+	applied          []api.WorkspaceApplyParams
 }
 
 func newFake(vms ...api.VM) *fakeDaemon {

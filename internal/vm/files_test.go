@@ -55,7 +55,10 @@ func TestFiles(t *testing.T) {
 		name string
 		err  error
 	}{
-		{"relative", func() error { _, err := files.Read(ctx, api.VMFileReadParams{Name: "box", Path: "etc/passwd"}); return err }()},
+		{"relative", func() error {
+			_, err := files.Read(ctx, api.VMFileReadParams{Name: "box", Path: "etc/passwd"})
+			return err
+		}()},
 		{"too large a read", func() error {
 			_, err := files.Read(ctx, api.VMFileReadParams{Name: "box", Path: "/etc/passwd", Limit: api.MaxFileRead + 1})
 			return err
@@ -65,7 +68,10 @@ func TestFiles(t *testing.T) {
 			return err
 		}()},
 		{"an unknown op", func() error { _, err := files.FS(ctx, api.VMFSParams{Name: "box", Op: "chmod", Path: "/"}); return err }()},
-		{"a search without a pattern", func() error { _, err := files.FS(ctx, api.VMFSParams{Name: "box", Op: api.FSSearch, Path: "/"}); return err }()},
+		{"a search without a pattern", func() error {
+			_, err := files.FS(ctx, api.VMFSParams{Name: "box", Op: api.FSSearch, Path: "/"})
+			return err
+		}()},
 		{"a relative destination", func() error {
 			_, err := files.FS(ctx, api.VMFSParams{Name: "box", Op: api.FSMove, Path: "/a", To: "b"})
 			return err

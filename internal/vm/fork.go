@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"github.com/bangerdev/banger/internal/clonefile"
 	"github.com/bangerdev/banger/internal/store"
 	"github.com/bangerdev/banger/internal/vmm"
+	"github.com/bangerdev/banger/internal/wholefile"
 )
 
 // maxFork bounds one fork's copies: each is a whole VM's memory.
@@ -103,6 +105,10 @@ func (sv *saved) fork(ctx context.Context, phase func(string), p api.VMForkParam
 				errs[i] = err
 				return
 			}
+			if err := sv.carry(rec, c); err != nil {
+				errs[i] = err
+				return
+			}
 			t0 := time.Now()
 			if _, err := clonefile.Copy(disk, sv.recs.work(c.ID)); err != nil {
 				errs[i] = err
@@ -158,4 +164,22 @@ func (sv *saved) dropCopy(ctx context.Context, c store.VM) {
 	if err := sv.recs.remove(context.WithoutCancel(ctx), c); err != nil {
 		sv.cfg.Log.Error("removing a fork's copy", "vm", c.Name, "err", err)
 	}
+}
+
+// carry copies the state files a fork's copies inherit (Config.ForkCarries)
+// from the original's state directory to the copy's.
+func (sv *saved) carry(from, to store.VM) error {
+	for _, name := range sv.cfg.ForkCarries {
+		b, err := os.ReadFile(filepath.Join(sv.recs.state(from.ID), name))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := wholefile.Write(filepath.Join(sv.recs.state(to.ID), name), b, 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -213,9 +213,19 @@ func TestFork(t *testing.T) {
 	if err := os.WriteFile(f.svc.recs.work(o.ID), []byte("the original's disk"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// The state files a fork carries go to each copy (a workspace's).
+	f.svc.cfg.ForkCarries = []string{"carried.json", "absent.json"}
+	if err := os.WriteFile(filepath.Join(f.svc.recs.state(o.ID), "carried.json"), []byte(`{"host":"/src"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	res, err := f.svc.Fork(ctx, api.VMForkParams{Name: "orig", Count: 2})
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, v := range res.VMs {
+		if b, err := os.ReadFile(filepath.Join(f.svc.recs.state(v.ID), "carried.json")); err != nil || string(b) != `{"host":"/src"}` {
+			t.Fatalf("%s did not inherit the carried state: %q, %v", v.Name, b, err)
+		}
 	}
 	if len(res.VMs) != 2 || res.VMs[0].Name != "orig-fork-1" || res.VMs[1].Name != "orig-fork-2" {
 		t.Fatalf("fork = %+v", res)

@@ -77,6 +77,10 @@ type Config struct {
 	// driver saves VMs ("": none); ColdCreate boots every VM instead
 	// (warm_create = false), `image warm` still making templates.
 	TemplateDir string
+	// ForkCarries names the files of a VM's state directory its forks'
+	// copies inherit (a workspace's state: a copy's project comes back
+	// with workspace pull and export as the original's would).
+	ForkCarries []string
 	ColdCreate  bool
 	// Track shows a long verb (suspend, resume, fork, checkpoint,
 	// rollback, image warm) as an operation until done; nil shows none.

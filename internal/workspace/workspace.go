@@ -109,14 +109,16 @@ type State struct {
 	Files            map[string]proto.TreeEntry `json:"files"`
 }
 
-const stateFile = "workspace.json"
+// StateFile is a workspace's state, in its VM's state directory: what a
+// fork's copies inherit (vm.Config.ForkCarries).
+const StateFile = "workspace.json"
 
 func (s *Service) loadState(ctx context.Context, name string) (State, string, error) {
 	dir, err := s.cfg.VMs.StateDir(ctx, name)
 	if err != nil {
 		return State{}, "", err
 	}
-	b, err := os.ReadFile(filepath.Join(dir, stateFile))
+	b, err := os.ReadFile(filepath.Join(dir, StateFile))
 	if errors.Is(err, fs.ErrNotExist) {
 		return State{}, dir, fmt.Errorf("vm %s has no workspace: %w; make one with `banger vm workspace prepare %s PATH`", name, api.ErrNotFound, name)
 	}
@@ -147,7 +149,7 @@ func saveState(dir string, st State) error {
 	if err != nil {
 		return err
 	}
-	return wholefile.Write(filepath.Join(dir, stateFile), b, 0o600)
+	return wholefile.Write(filepath.Join(dir, StateFile), b, 0o600)
 }
 
 // Check refuses a workspace that is not a directory on this host, so a

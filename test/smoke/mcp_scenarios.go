@@ -383,3 +383,72 @@ func mcpHTTP(t *T, ref string) {
 		t.Fatalf("the Inspector with a revoked token: %v", err)
 	}
 }
+
+// mcpAgentLoop: a scripted agent on the TypeScript SDK's client
+// (test/mcpclients/agent-loop.mjs) runs the whole loop against real VMs:
+// a failing test, checkpoint, a broken tree restored, three fixes in
+// three forks, the passing one's diff accepted into a host checkout,
+// everything deleted; with the refusals on the way.
+func mcpAgentLoop(t *T) {
+	if t.tools.mcpClients == "" {
+		t.Fatalf("no MCP clients: run scripts/deps.sh (it installs test/mcpclients into .tools/node)")
+	}
+	reg := t.bootable()
+	ref := reg + "/smoke/busybox:loop"
+	t.Push(ref, t.busyboxImage())
+	t.Must("image", "pull", ref)
+	t.Must("vm", "create", "--name", "persons", "--image", ref, "--memory", "256M", "--no-start")
+	root := filepath.Join(t.home, "projects")
+	proj := filepath.Join(root, "calc")
+	t.writeFile(proj, "calc.sh", []byte("add() { echo $(($1 - $2)); }\n"), 0o644)
+	t.gitRun(proj, "git", "init", "-q", "-b", "main")
+	t.gitRun(proj, "git", "add", "-A")
+	t.gitRun(proj, "git", "commit", "-qm", "start")
+
+	// Node resolves the script's imports from where it lies: beside the
+	// clients' node_modules.
+	body, err := os.ReadFile("test/mcpclients/agent-loop.mjs")
+	if err != nil {
+		t.Fatalf("%v (run the smoke suite from the repository root)", err)
+	}
+	dir, err := os.MkdirTemp(t.tools.mcpClients, "loop-")
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	defer os.RemoveAll(dir)
+	script := filepath.Join(dir, "agent-loop.mjs")
+	if err := os.WriteFile(script, body, 0o644); err != nil {
+		t.Fatalf("%v", err)
+	}
+	ctx, cancel := context.WithTimeout(t.ctx, 15*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", script)
+	// The script's imports resolve from the npm project of the clients.
+	cmd.Env = append(t.env(), "BANGER="+filepath.Join(t.bin, "banger"), "ROOT="+root, "PROJECT="+proj, "IMAGE="+ref, "PERSON=persons")
+	cmd.Dir = dir
+	var stderr strings.Builder // the script's errors and banger mcp's log
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("the agent loop: %v\n%s\n%s", err, out, stderr.String())
+	}
+	var total struct {
+		TotalMS int64 `json:"total_ms"`
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if json.Unmarshal([]byte(lines[len(lines)-1]), &total) != nil || total.TotalMS == 0 {
+		t.Fatalf("the agent loop printed no total:\n%s", out)
+	}
+	if b, _ := os.ReadFile(filepath.Join(proj, "calc.sh")); string(b) != "add() { echo $(($1 + $2)); }\n" {
+		t.Fatalf("the host checkout after the loop: %q", b)
+	}
+	if b, _ := os.ReadFile(filepath.Join(proj, "test.sh")); !strings.Contains(string(b), "PASS") {
+		t.Fatalf("the agent's test did not come back: %q", b)
+	}
+	var list api.VMListResult
+	t.JSON(&list, "vm", "list")
+	if len(list.VMs) != 1 || list.VMs[0].Name != "persons" {
+		t.Fatalf("after the loop: %+v", list.VMs)
+	}
+	fmt.Printf("     mcp-agent-loop: the whole loop took %.1f s (%d steps)\n", float64(total.TotalMS)/1000, len(lines)-1)
+}

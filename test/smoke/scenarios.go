@@ -63,6 +63,7 @@ func scenarios() []scenario {
 		{name: "vm-hostile-guest", run: vmHostileGuest},
 		{name: "vm-systemd", run: vmSystemd},
 		{name: "mcp-inspector", run: mcpInspector},
+		{name: "mcp-agent-loop", run: mcpAgentLoop},
 		{name: "crash-points-short", run: crashPointsShort},
 		{name: "crash-points", run: crashPoints, campaign: true},
 		{name: "restart-many", run: restartMany, campaign: true},
