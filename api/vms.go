@@ -372,6 +372,10 @@ type VMForkParams struct {
 	// Partial keeps the copies that started when others fail (each
 	// failure in VMForkResult.Failed); without it a fork is all or none.
 	Partial bool `json:"partial,omitempty"`
+	// Checkpoint starts the copies from that checkpoint of the VM
+	// (MethodVMSnapshotCreate), in whatever state the VM is, instead of
+	// from the running VM as it is now.
+	Checkpoint string `json:"checkpoint,omitempty"`
 }
 
 // VMForkResult lists a fork's copies, running.

@@ -40,6 +40,10 @@ type CreateIn struct {
 	Network string `json:"network,omitempty" jsonschema:"none (no network at all), nat (full outbound access) or allow-list (only the hosts in allow); default: the configured policy"`
 	// Allow is the allow-list for network allow-list.
 	Allow []string `json:"allow,omitempty" jsonschema:"hosts it may reach with network allow-list: domains, *.wildcards, addresses or CIDRs, each with an optional :PORT[,PORT]"`
+	// FromSandbox and FromCheckpoint start it from a checkpoint of another
+	// sandbox of this server, as it was then (image and shape too).
+	FromSandbox    string `json:"from_sandbox,omitempty" jsonschema:"with from_checkpoint: the sandbox whose checkpoint to start from"`
+	FromCheckpoint string `json:"from_checkpoint,omitempty" jsonschema:"start it from this checkpoint of from_sandbox: memory, processes and disk as they were (image, cpus, memory and network come from it)"`
 }
 
 // NameIn names one sandbox.
@@ -86,6 +90,9 @@ func (s *Server) addSandboxTools() {
 }
 
 func (s *Server) create(ctx context.Context, req *sdk.CallToolRequest, in CreateIn) (*sdk.CallToolResult, Sandbox, error) {
+	if in.FromCheckpoint != "" || in.FromSandbox != "" {
+		return s.createFromCheckpoint(ctx, req, in)
+	}
 	p := api.VMCreateParams{Name: in.Name, Image: in.Image, VCPU: in.CPUs, Creator: s.Creator()}
 	if in.CPUs < 0 {
 		return nil, Sandbox{}, fmt.Errorf("%w: cpus %d: give a positive count, or leave it out for the default", api.ErrInvalidArgument, in.CPUs)
@@ -148,6 +155,36 @@ func (s *Server) create(ctx context.Context, req *sdk.CallToolRequest, in Create
 	s.log.Info("sandbox created", "vm", v.Name, "image", v.Image)
 	sb := sandboxOf(v)
 	return text("sandbox %s is %s (%s, %d CPUs, %d MiB, egress %s)", sb.Name, sb.State, sb.Image, sb.CPUs, sb.MemoryMiB, sb.Egress), sb, nil
+}
+
+// createFromCheckpoint starts a new sandbox from another's checkpoint: a
+// fork of that checkpoint, one copy, named as asked.
+func (s *Server) createFromCheckpoint(ctx context.Context, req *sdk.CallToolRequest, in CreateIn) (*sdk.CallToolResult, Sandbox, error) {
+	if in.FromCheckpoint == "" || in.FromSandbox == "" {
+		return nil, Sandbox{}, fmt.Errorf("%w: from_sandbox and from_checkpoint go together (checkpoint_list names a sandbox's checkpoints)", api.ErrInvalidArgument)
+	}
+	if in.Image != "" || in.CPUs != 0 || in.Memory != "" || in.Network != "" || len(in.Allow) > 0 {
+		return nil, Sandbox{}, fmt.Errorf("%w: a sandbox from a checkpoint takes its image, cpus, memory and network from it; leave them out", api.ErrInvalidArgument)
+	}
+	src, err := s.mine(ctx, in.FromSandbox)
+	if err != nil {
+		return nil, Sandbox{}, err
+	}
+	if err := s.withinLimits(ctx, src.MemoryMiB); err != nil {
+		return nil, Sandbox{}, err
+	}
+	progress(ctx, req, 0, 1, fmt.Sprintf("starting from checkpoint %s of %s", in.FromCheckpoint, in.FromSandbox))
+	r, err := s.d.ForkVM(ctx, api.VMForkParams{Name: in.FromSandbox, Count: 1, Prefix: in.Name, Checkpoint: in.FromCheckpoint})
+	if err != nil {
+		return nil, Sandbox{}, err
+	}
+	if len(r.VMs) != 1 {
+		return nil, Sandbox{}, fmt.Errorf("starting from checkpoint %s: no sandbox came of it", in.FromCheckpoint)
+	}
+	progress(ctx, req, 1, 1, "running")
+	sb := sandboxOf(r.VMs[0])
+	s.log.Info("sandbox created from a checkpoint", "vm", sb.Name, "from", in.FromSandbox, "checkpoint", in.FromCheckpoint)
+	return text("sandbox %s is %s, from checkpoint %s of %s", sb.Name, sb.State, in.FromCheckpoint, in.FromSandbox), sb, nil
 }
 
 // withinLimits refuses a create that would pass the server's limits.

@@ -167,6 +167,13 @@ func (f *fakeDaemon) ForkVM(_ context.Context, p api.VMForkParams) (api.VMForkRe
 	f.forks = append(f.forks, p)
 	src := f.vms[p.Name]
 	res := api.VMForkResult{VMs: []api.VM{}}
+	if p.Checkpoint != "" {
+		c := src
+		c.Name = p.Prefix
+		f.vms[c.Name] = c
+		res.VMs = append(res.VMs, c)
+		return res, nil
+	}
 	for i := 1; i <= max(p.Count, 1); i++ {
 		name := fmt.Sprintf("%s-%d", p.Prefix, i)
 		if i == 2 {
@@ -811,5 +818,31 @@ func TestWorkspaceTools(t *testing.T) {
 	call(t, cs, "workspace_accept", map[string]any{"name": "mine", "sha256": "feed"}, &ac)
 	if len(d.applied) != 1 || d.applied[0].Patch != fakePatch || d.applied[0].SHA256 != "feed" {
 		t.Fatalf("applied %+v", d.applied)
+	}
+}
+
+// TestCreateFromCheckpoint: a sandbox from another's checkpoint is a fork
+// of that checkpoint, named as asked; its shape comes from it.
+func TestCreateFromCheckpoint(t *testing.T) {
+	d := newFake(api.VM{Name: "mine", Creator: "mcp:agent", MemoryMiB: 512}, api.VM{Name: "persons"})
+	cs := connect(t, d, Options{})
+	var sb Sandbox
+	if msg := call(t, cs, "sandbox_create", map[string]any{"name": "again", "from_sandbox": "mine", "from_checkpoint": "green"}, &sb); msg != "" || sb.Name != "again" {
+		t.Fatalf("create from a checkpoint = %+v, %q", sb, msg)
+	}
+	if f := d.forks[0]; f.Name != "mine" || f.Checkpoint != "green" || f.Prefix != "again" || f.Count != 1 {
+		t.Fatalf("asked %+v", f)
+	}
+	for _, tc := range []struct {
+		args map[string]any
+		says string
+	}{
+		{map[string]any{"from_checkpoint": "green"}, "go together"},
+		{map[string]any{"from_sandbox": "mine", "from_checkpoint": "green", "memory": "1G"}, "leave them out"},
+		{map[string]any{"from_sandbox": "persons", "from_checkpoint": "green"}, "touches only its own"},
+	} {
+		if msg := call(t, cs, "sandbox_create", tc.args, nil); !strings.Contains(msg, tc.says) {
+			t.Errorf("create %v = %q, want %q", tc.args, msg, tc.says)
+		}
 	}
 }

@@ -43,7 +43,7 @@ func (sv *saved) fork(ctx context.Context, phase func(string), p api.VMForkParam
 	if err != nil {
 		return res, err
 	}
-	if rec.State == api.VMSuspended {
+	if rec.State == api.VMSuspended && p.Checkpoint == "" {
 		if _, err := sv.resumeNamed(ctx, phase, p.Name); err != nil {
 			return res, err
 		}
@@ -54,8 +54,16 @@ func (sv *saved) fork(ctx context.Context, phase func(string), p api.VMForkParam
 	}
 	defer unlock()
 	l := sv.vmms.of(rec.ID)
-	if l == nil || rec.State != api.VMRunning {
-		return res, fmt.Errorf("vm %s is %s: %w; only a running VM is forked (`banger vm start %s`)", rec.Name, rec.State, api.ErrNotRunning, rec.Name)
+	if p.Checkpoint != "" {
+		// From a checkpoint: the original may be in any state; the
+		// copies take the checkpoint's shape.
+		cp, err := sv.checkpoint(rec, p.Checkpoint)
+		if err != nil {
+			return res, err
+		}
+		rec.VCPU, rec.MemoryMiB = cp.VCPU, cp.MemoryMiB
+	} else if l == nil || rec.State != api.VMRunning {
+		return res, fmt.Errorf("vm %s is %s: %w; only a running VM is forked (`banger vm start %s`), or one of its checkpoints (--checkpoint)", rec.Name, rec.State, api.ErrNotRunning, rec.Name)
 	}
 	img, k, err := sv.vmms.inputs(ctx, rec)
 	if err != nil {
@@ -74,23 +82,31 @@ func (sv *saved) fork(ctx context.Context, phase func(string), p api.VMForkParam
 			}
 		}
 	}()
-	spec, err := sv.vmms.spec(rec, img, k, "")
-	if err != nil {
-		return res, err
-	}
-	scratch := filepath.Join(sv.recs.state(rec.ID), forkPrefix+randomHex(4))
-	disk := scratch + ".ext4"
-	defer os.Remove(disk)
-	defer os.RemoveAll(scratch)
+	// scratch and disk are the saved state and work disk the copies
+	// start from: the checkpoint's, or the running VM's saved now.
 	start := time.Now()
-	phase("saving")
-	// The disk is copied while the guest is paused: the copy is the
-	// disk its saved memory knows.
-	if _, err := sn.Snapshot(ctx, l.inst, spec, scratch, vmm.SnapshotOptions{Paused: func() error {
-		_, err := clonefile.Copy(sv.recs.work(rec.ID), disk)
-		return err
-	}}); err != nil {
-		return res, fmt.Errorf("forking vm %s: %w (it runs on)", rec.Name, err)
+	var scratch, disk string
+	if p.Checkpoint != "" {
+		dir := sv.recs.checkpoint(rec.ID, p.Checkpoint)
+		scratch, disk = filepath.Join(dir, templateState), filepath.Join(dir, templateDisk)
+	} else {
+		spec, err := sv.vmms.spec(rec, img, k, "")
+		if err != nil {
+			return res, err
+		}
+		scratch = filepath.Join(sv.recs.state(rec.ID), forkPrefix+randomHex(4))
+		disk = scratch + ".ext4"
+		defer os.Remove(disk)
+		defer os.RemoveAll(scratch)
+		phase("saving")
+		// The disk is copied while the guest is paused: the copy is the
+		// disk its saved memory knows.
+		if _, err := sn.Snapshot(ctx, l.inst, spec, scratch, vmm.SnapshotOptions{Paused: func() error {
+			_, err := clonefile.Copy(sv.recs.work(rec.ID), disk)
+			return err
+		}}); err != nil {
+			return res, fmt.Errorf("forking vm %s: %w (it runs on)", rec.Name, err)
+		}
 	}
 	saved := time.Since(start)
 	phase(fmt.Sprintf("starting %d copies", len(copies)))

@@ -393,3 +393,41 @@ func TestCheckpoints(t *testing.T) {
 		t.Fatalf("a checkpoint cut short is left: %v", err)
 	}
 }
+
+// TestForkFromCheckpoint: copies start from a checkpoint, disk and shape
+// as it was, whatever the original has become (here: changed and
+// stopped); an unknown checkpoint is refused.
+func TestForkFromCheckpoint(t *testing.T) {
+	f := newFixture(t, withTemplates)
+	ctx := context.Background()
+	o := f.mustCreate("orig")
+	if err := os.WriteFile(f.svc.recs.work(o.ID), []byte("at the checkpoint"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.SnapshotCreate(ctx, api.VMSnapshotParams{Name: "orig", Tag: "green"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(f.svc.recs.work(o.ID), []byte("since"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.Stop(ctx, api.VMStopParams{Name: "orig"}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := f.svc.Fork(ctx, api.VMForkParams{Name: "orig", Checkpoint: "green", Prefix: "again"})
+	if err != nil || len(res.VMs) != 1 || res.VMs[0].Name != "again" || res.VMs[0].State != api.VMRunning {
+		t.Fatalf("fork from a checkpoint = %+v, %v", res, err)
+	}
+	if b, _ := os.ReadFile(f.svc.recs.work(res.VMs[0].ID)); string(b) != "at the checkpoint" {
+		t.Fatalf("the copy's disk = %q", b)
+	}
+	if f.show("orig").State != api.VMStopped {
+		t.Fatal("the original was started")
+	}
+	if _, err := f.svc.Fork(ctx, api.VMForkParams{Name: "orig", Checkpoint: "nope"}); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("an unknown checkpoint = %v", err)
+	}
+	// The checkpoint is still whole: the original goes back to it.
+	if _, err := f.svc.SnapshotRestore(ctx, api.VMSnapshotParams{Name: "orig", Tag: "green"}); err != nil {
+		t.Fatalf("restoring after a fork from it: %v", err)
+	}
+}

@@ -209,6 +209,14 @@ func mcpInspector(t *T) {
 	if ex.Stdout != "good\n" {
 		t.Fatalf("after checkpoint_restore: %+v", ex)
 	}
+	// A new sandbox from the checkpoint: its file as it was then.
+	var fromCP struct{ Name, State string }
+	t.mcpTool(stdio, &fromCP, "sandbox_create", "name=fromcp", "from_sandbox=agentbox", "from_checkpoint=green")
+	t.mcpTool(stdio, &ex, "sandbox_exec", "name=fromcp", "command=cat /root/state")
+	if fromCP.State != api.VMRunning || ex.Stdout != "good\n" {
+		t.Fatalf("a sandbox from checkpoint green: %+v, %+v", fromCP, ex)
+	}
+	t.mcpTool(stdio, nil, "sandbox_delete", "name=fromcp", "confirm=true")
 	var fo struct {
 		Copies []struct{ Name, State, Error string }
 	}
