@@ -234,7 +234,14 @@ type VMExecParams struct {
 	Env  []string `json:"env,omitempty"`
 	Dir  string   `json:"dir,omitempty"`
 	User string   `json:"user,omitempty"`
+	// Stdin is the command's whole input (at most MaxExecStdin bytes);
+	// none: /dev/null.
+	Stdin []byte `json:"stdin,omitempty"`
 }
+
+// MaxExecStdin bounds VMExecParams.Stdin: it travels in the request's
+// one frame.
+const MaxExecStdin = 1 << 20
 
 // VMExecEvent is one chunk of a command's output.
 type VMExecEvent struct {

@@ -33,6 +33,7 @@ type ExecIn struct {
 	Dir     string            `json:"dir,omitempty" jsonschema:"absolute working directory (default: the user's home, or /workspace when there is one)"`
 	Env     map[string]string `json:"env,omitempty" jsonschema:"environment variables to add"`
 	User    string            `json:"user,omitempty" jsonschema:"the user to run as (default: root)"`
+	Stdin   string            `json:"stdin,omitempty" jsonschema:"text given to the command on its standard input (at most 1 MiB; none: /dev/null)"`
 	// TimeoutSeconds ends the command (killing it) after this long.
 	TimeoutSeconds int `json:"timeout_seconds,omitempty" jsonschema:"seconds before the command is killed (default 300, at most 3600)"`
 	// OutputCap bounds the bytes of stdout, and of stderr, returned.
@@ -91,7 +92,10 @@ func (in ExecIn) params() (api.VMExecParams, error) {
 	if in.Dir != "" && !path.IsAbs(in.Dir) {
 		return api.VMExecParams{}, fmt.Errorf("%w: dir %q is relative: give an absolute path such as /workspace", api.ErrInvalidArgument, in.Dir)
 	}
-	p := api.VMExecParams{Name: in.Name, Args: argv, Dir: in.Dir, User: in.User}
+	if len(in.Stdin) > api.MaxExecStdin {
+		return api.VMExecParams{}, fmt.Errorf("%w: stdin of %d bytes: at most %d (write a file with file_write and redirect it)", api.ErrInvalidArgument, len(in.Stdin), api.MaxExecStdin)
+	}
+	p := api.VMExecParams{Name: in.Name, Args: argv, Dir: in.Dir, User: in.User, Stdin: []byte(in.Stdin)}
 	for _, k := range slices.Sorted(maps.Keys(in.Env)) {
 		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(in.Env[k], 0) {
 			return api.VMExecParams{}, fmt.Errorf("%w: env %q: a name is not empty and has no '=' or NUL, a value no NUL", api.ErrInvalidArgument, k)

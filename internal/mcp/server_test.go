@@ -440,14 +440,14 @@ func TestExec(t *testing.T) {
 	d.exit = 3
 	cs := connect(t, d, Options{})
 	var out ExecOut
-	if msg := call(t, cs, "sandbox_exec", map[string]any{"name": "mine", "command": "echo hi", "dir": "/workspace", "env": map[string]string{"B": "2", "A": "1"}, "output_cap": 8}, &out); msg != "" {
+	if msg := call(t, cs, "sandbox_exec", map[string]any{"name": "mine", "command": "echo hi", "dir": "/workspace", "env": map[string]string{"B": "2", "A": "1"}, "output_cap": 8, "stdin": "input"}, &out); msg != "" {
 		t.Fatal(msg)
 	}
 	if out.ExitCode != 3 || out.Stdout != "hello wo" || out.StdoutBytes != 12 || !out.Truncated || out.StderrBytes != 6 || out.Stderr != "\uFFFDwarn" {
 		t.Fatalf("exec = %+v", out)
 	}
 	p := d.execs[0]
-	if !slices.Equal(p.Args, []string{"/bin/sh", "-c", "echo hi"}) || p.Dir != "/workspace" || !slices.Equal(p.Env, []string{"A=1", "B=2"}) {
+	if !slices.Equal(p.Args, []string{"/bin/sh", "-c", "echo hi"}) || p.Dir != "/workspace" || !slices.Equal(p.Env, []string{"A=1", "B=2"}) || string(p.Stdin) != "input" {
 		t.Fatalf("exec params = %+v", p)
 	}
 	for _, tc := range []struct {

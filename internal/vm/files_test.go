@@ -82,3 +82,19 @@ func TestFiles(t *testing.T) {
 		}
 	}
 }
+
+// TestExecStdin: a command reads the caller's stdin; too much is refused.
+func TestExecStdin(t *testing.T) {
+	f := newFixture(t)
+	f.mustCreate("box")
+	var out strings.Builder
+	r, err := f.svc.Exec(context.Background(), api.VMExecParams{Name: "box", Args: []string{"sh", "-c", "tr a-z A-Z"}, Stdin: []byte("piped in\n")},
+		func(e api.VMExecEvent) error { out.Write(e.Data); return nil })
+	if err != nil || r.ExitCode != 0 || out.String() != "PIPED IN\n" {
+		t.Fatalf("exec with stdin = %+v, %q, %v", r, out.String(), err)
+	}
+	if _, err := f.svc.Exec(context.Background(), api.VMExecParams{Name: "box", Args: []string{"cat"}, Stdin: make([]byte, api.MaxExecStdin+1)},
+		func(api.VMExecEvent) error { return nil }); !errors.Is(err, api.ErrInvalidArgument) {
+		t.Fatalf("too much stdin = %v", err)
+	}
+}

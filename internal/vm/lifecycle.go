@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -139,6 +140,9 @@ func (s *Service) Exec(ctx context.Context, p api.VMExecParams, out func(api.VME
 	if len(p.Args) == 0 {
 		return api.VMExecResult{}, fmt.Errorf("%w: no command to run", api.ErrInvalidArgument)
 	}
+	if len(p.Stdin) > api.MaxExecStdin {
+		return api.VMExecResult{}, fmt.Errorf("%w: stdin of %d bytes: at most %d go with a command (write a file and redirect it instead)", api.ErrInvalidArgument, len(p.Stdin), api.MaxExecStdin)
+	}
 	rec, c, err := s.saved.awake(ctx, p.Name)
 	if err != nil {
 		return api.VMExecResult{}, err
@@ -147,7 +151,11 @@ func (s *Service) Exec(ctx context.Context, p api.VMExecParams, out func(api.VME
 	if dir == "" {
 		dir = rec.Workspace // "" too without one: the agent's default
 	}
-	r, err := c.Exec(ctx, proto.ExecParams{Args: p.Args, Env: p.Env, Dir: dir, User: p.User}, nil,
+	var stdin io.Reader // nil: /dev/null
+	if len(p.Stdin) > 0 {
+		stdin = bytes.NewReader(p.Stdin)
+	}
+	r, err := c.Exec(ctx, proto.ExecParams{Args: p.Args, Env: p.Env, Dir: dir, User: p.User}, stdin,
 		eventWriter{"stdout", out}, eventWriter{"stderr", out})
 	if err != nil {
 		return api.VMExecResult{}, fmt.Errorf("vm %s: %w", rec.Name, err)

@@ -134,6 +134,10 @@ func mcpInspector(t *T) {
 		StdoutBytes int64  `json:"stdout_bytes"`
 		Truncated   bool   `json:"truncated"`
 	}
+	t.mcpTool(stdio, &ex, "sandbox_exec", "name=agentbox", "command=cat", "stdin=piped in")
+	if ex.ExitCode != 0 || ex.Stdout != "piped in" {
+		t.Fatalf("sandbox_exec with stdin = %+v", ex)
+	}
 	t.mcpTool(stdio, &ex, "sandbox_exec", "name=agentbox", "command=echo hello-mcp; exit 4")
 	if ex.ExitCode != 4 || ex.Stdout != "hello-mcp\n" || ex.Truncated {
 		t.Fatalf("sandbox_exec = %+v", ex)
