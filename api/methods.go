@@ -109,6 +109,15 @@ const (
 	// allowed what it saw.
 	MethodVMEgress        = "vm.egress"
 	MethodVMEgressSuggest = "vm.egress.suggest"
+	// MethodE2B* manage the E2B-compatible API: its status, its keys, the
+	// templates its creates name.
+	MethodE2BStatus         = "e2b.status"
+	MethodE2BKeyCreate      = "e2b.key.create"
+	MethodE2BKeyList        = "e2b.key.list"
+	MethodE2BKeyRevoke      = "e2b.key.revoke"
+	MethodE2BTemplateSet    = "e2b.template.set"
+	MethodE2BTemplateList   = "e2b.template.list"
+	MethodE2BTemplateDelete = "e2b.template.delete"
 )
 
 // Operation kinds. Every asynchronous daemon job is one of these.

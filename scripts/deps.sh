@@ -28,7 +28,7 @@ if [[ $mode != run ]]; then
 		[cpio]=cpio                   # tests read back the initramfs archives banger writes
 		[dpkg-deb]=dpkg               # tests build .deb packages
 		[nft]=nftables                # the network tests read the firewall as nft shows it
-		[node]=nodejs                 # the real MCP clients the smoke suite drives banger mcp with
+		[node]=nodejs                 # the real clients (MCP, E2B) the smoke suite drives banger with
 		[npm]=npm
 	)
 fi
@@ -78,13 +78,13 @@ install_tool() { # name module@version
 install_tool crane github.com/google/go-containerregistry/cmd/crane@v0.22.1
 [[ $mode == run ]] || install_tool registry github.com/distribution/distribution/v3/cmd/registry@v3.1.2
 
-# The MCP clients of the smoke suite (the Inspector's CLI, the TypeScript
-# SDK), from the npm registry at the versions test/mcpclients pins:
+# The real clients of the smoke suite (the MCP Inspector's CLI and TypeScript
+# SDK, the E2B JS SDK), from the npm registry at the versions test/clients pins:
 # installed again only when its lock file changes.
 if [[ $mode != run ]]; then
-	clients=$(cd "$(dirname "$0")/.." && pwd)/test/mcpclients
+	clients=$(cd "$(dirname "$0")/.." && pwd)/test/clients
 	if ! cmp -s "$clients/package-lock.json" "$tools/node/package-lock.json" || [[ ! -d $tools/node/node_modules ]]; then
-		echo "deps: installing the MCP clients (npm ci in .tools/node)" >&2
+		echo "deps: installing the test clients (npm ci in .tools/node)" >&2
 		rm -rf "$tools/node"
 		mkdir -p "$tools/node"
 		cp "$clients/package.json" "$clients/package-lock.json" "$tools/node/"

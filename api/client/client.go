@@ -490,3 +490,40 @@ func (c *Client) PushWorkspace(ctx context.Context, p api.WorkspaceRefParams, on
 func (c *Client) ExportWorkspace(ctx context.Context, p api.WorkspaceExportParams) (api.WorkspaceExportResult, error) {
 	return call[api.WorkspaceExportResult](ctx, c, api.MethodVMWorkspaceExport, p)
 }
+
+// E2BStatus says whether the E2B API is served, and where.
+func (c *Client) E2BStatus(ctx context.Context) (api.E2BStatus, error) {
+	return call[api.E2BStatus](ctx, c, api.MethodE2BStatus, nil)
+}
+
+// CreateE2BKey makes an E2B API key; its secret is in the answer only.
+func (c *Client) CreateE2BKey(ctx context.Context, p api.E2BKeyCreateParams) (api.E2BKeyCreateResult, error) {
+	return call[api.E2BKeyCreateResult](ctx, c, api.MethodE2BKeyCreate, p)
+}
+
+// E2BKeys lists the E2B API keys.
+func (c *Client) E2BKeys(ctx context.Context) ([]api.E2BKey, error) {
+	r, err := call[api.E2BKeyListResult](ctx, c, api.MethodE2BKeyList, nil)
+	return r.Keys, err
+}
+
+// RevokeE2BKey removes an E2B API key.
+func (c *Client) RevokeE2BKey(ctx context.Context, id string) (api.E2BKey, error) {
+	return call[api.E2BKey](ctx, c, api.MethodE2BKeyRevoke, api.E2BKeyRevokeParams{ID: id})
+}
+
+// SetE2BTemplate maps an E2B template name to an image and shape.
+func (c *Client) SetE2BTemplate(ctx context.Context, t api.E2BTemplate) (api.E2BTemplate, error) {
+	return call[api.E2BTemplate](ctx, c, api.MethodE2BTemplateSet, t)
+}
+
+// E2BTemplates lists the E2B template names and what they run.
+func (c *Client) E2BTemplates(ctx context.Context) ([]api.E2BTemplate, error) {
+	r, err := call[api.E2BTemplateListResult](ctx, c, api.MethodE2BTemplateList, nil)
+	return r.Templates, err
+}
+
+// DeleteE2BTemplate removes an E2B template name.
+func (c *Client) DeleteE2BTemplate(ctx context.Context, name string) (api.E2BTemplate, error) {
+	return call[api.E2BTemplate](ctx, c, api.MethodE2BTemplateDelete, api.E2BTemplateDeleteParams{Name: name})
+}

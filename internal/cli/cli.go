@@ -56,6 +56,7 @@ func rootCommand(env *Env) *cobra.Command {
 		doctorCommand(env),
 		eventsCommand(env),
 		mcpCommand(env),
+		e2bCommand(env),
 		handOver(env, &cobra.Command{Use: "update", Short: "Update banger to a signed release (or --rollback to the previous one)"}),
 	)
 	return root

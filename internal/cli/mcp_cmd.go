@@ -18,6 +18,7 @@ import (
 
 	"github.com/bangerdev/banger/internal/cmdio"
 	"github.com/bangerdev/banger/internal/mcp"
+	"github.com/bangerdev/banger/internal/tokenfile"
 	"github.com/bangerdev/banger/internal/units"
 	"github.com/bangerdev/banger/internal/version"
 )
@@ -139,7 +140,7 @@ func mcpTokenCommand(env *Env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			secret, tok, err := t.Create(name)
+			secret, tok, err := t.Create(tokenfile.Token{Name: name})
 			if err != nil {
 				return err
 			}
@@ -169,7 +170,7 @@ func mcpTokenCommand(env *Env) *cobra.Command {
 			return err
 		}
 		if all == nil {
-			all = []mcp.Token{}
+			all = []tokenfile.Token{}
 		}
 		if listJSON {
 			return cmdio.JSON(env.Stdout, map[string]any{"tokens": all})

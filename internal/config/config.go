@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -45,6 +46,7 @@ type Config struct {
 	Network           Network
 	Images            Images
 	Workspace         Workspace
+	E2B               E2B
 	// UpdateURL is where `banger update` finds releases: a base URL or a
 	// directory; "" has it need --from.
 	UpdateURL string
@@ -90,6 +92,18 @@ func DefaultNATDeny() []netip.Prefix {
 type Images struct {
 	MaxUnpackedSize int64 // bytes over all layers
 	MaxEntries      int
+}
+
+// E2B configures the E2B-compatible API (docs/e2b.md): off unless
+// Listen is set.
+type E2B struct {
+	Listen string // host:port of its HTTP listener; "" serves none
+	// Domain is the sandbox domain its answers name: a port of a sandbox
+	// is reached as <port>-<id>.<Domain>.
+	Domain string
+	// BaseImage is what the template "base" runs ("" takes
+	// default_image_name).
+	BaseImage string
 }
 
 // Workspace caps what one workspace sync takes from a guest.
@@ -145,6 +159,9 @@ func Keys() []string {
 		"images.max_entries",
 		"workspace.max_bytes",
 		"workspace.max_entries",
+		"e2b.listen",
+		"e2b.domain",
+		"e2b.base_image",
 	}
 }
 
@@ -168,6 +185,7 @@ func Defaults(host Host) Config {
 		Network:           Network{Mode: "user", Bridge: "banger0", CIDR: netip.MustParsePrefix("10.203.0.0/24"), NATDeny: DefaultNATDeny()},
 		Images:            Images{MaxUnpackedSize: 64 << 30, MaxEntries: 4 << 20},
 		Workspace:         Workspace{MaxBytes: 8 << 30, MaxEntries: 200_000},
+		E2B:               E2B{Domain: "localhost"},
 		sources:           map[string]string{},
 	}
 	for _, k := range Keys() {
@@ -218,6 +236,11 @@ type file struct {
 		MaxBytes   any  `toml:"max_bytes"`
 		MaxEntries *int `toml:"max_entries"`
 	} `toml:"workspace"`
+	E2B struct {
+		Listen    *string `toml:"listen"`
+		Domain    *string `toml:"domain"`
+		BaseImage *string `toml:"base_image"`
+	} `toml:"e2b"`
 }
 
 // Load reads path over the defaults. A missing file is not an error: every
@@ -265,7 +288,7 @@ func (c *Config) apply(data []byte) error {
 		src = "config"
 	}
 	set := func(key string) { c.sources[key] = src }
-	for _, apply := range []func(*file, func(string)) error{c.applyDaemon, c.applyVMDefaults, c.applyNetwork, c.applyLimits} {
+	for _, apply := range []func(*file, func(string)) error{c.applyDaemon, c.applyVMDefaults, c.applyNetwork, c.applyLimits, c.applyE2B} {
 		if err := apply(&f, set); err != nil {
 			return err
 		}
@@ -510,6 +533,33 @@ func (c *Config) applyLimits(f *file, set func(key string)) error {
 	return nil
 }
 
+// applyE2B applies [e2b].
+func (c *Config) applyE2B(f *file, set func(key string)) error {
+	if v := f.E2B.Listen; v != nil {
+		if *v != "" {
+			if _, port, err := net.SplitHostPort(*v); err != nil || port == "" {
+				return fmt.Errorf("e2b.listen: %q is not host:port such as \"127.0.0.1:3000\"", *v)
+			}
+		}
+		c.E2B.Listen = *v
+		set("e2b.listen")
+	}
+	if v := f.E2B.Domain; v != nil {
+		if !domainName.MatchString(*v) {
+			return fmt.Errorf("e2b.domain: %q is not a DNS name such as \"localhost\" or \"sandbox.example.com\"", *v)
+		}
+		c.E2B.Domain = strings.ToLower(*v)
+		set("e2b.domain")
+	}
+	if v := f.E2B.BaseImage; v != nil {
+		c.E2B.BaseImage = *v
+		set("e2b.base_image")
+	}
+	return nil
+}
+
+var domainName = regexp.MustCompile(`^(?i)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
+
 var bridgeName = regexp.MustCompile(`^[a-z0-9_.-]{1,15}$`)
 
 func parseDuration(v any) (time.Duration, error) {
@@ -609,6 +659,9 @@ func (c Config) Values() []Value {
 		"images.max_entries":       strconv.Itoa(c.Images.MaxEntries),
 		"workspace.max_bytes":      units.FormatSize(c.Workspace.MaxBytes),
 		"workspace.max_entries":    strconv.Itoa(c.Workspace.MaxEntries),
+		"e2b.listen":               c.E2B.Listen,
+		"e2b.domain":               c.E2B.Domain,
+		"e2b.base_image":           c.E2B.BaseImage,
 	}
 	out := make([]Value, 0, len(vals))
 	for _, k := range Keys() {

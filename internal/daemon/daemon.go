@@ -154,6 +154,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	var wg sync.WaitGroup
 	wg.Go(func() { d.background(lifetime, opts.OpRetention) })
 	wg.Go(func() { d.svc.stats.Run(lifetime) })
+	wg.Go(func() { d.serveE2B(lifetime) })
 	connCtx, closeConns := context.WithCancel(context.WithoutCancel(lifetime))
 	wg.Go(func() {
 		<-lifetime.Done()

@@ -14,6 +14,7 @@ import (
 	"github.com/bangerdev/banger/internal/blobcache"
 	"github.com/bangerdev/banger/internal/bootcheck"
 	"github.com/bangerdev/banger/internal/crashpoint"
+	"github.com/bangerdev/banger/internal/e2b"
 	"github.com/bangerdev/banger/internal/egress"
 	"github.com/bangerdev/banger/internal/events"
 	"github.com/bangerdev/banger/internal/hostnet"
@@ -50,6 +51,7 @@ type services struct {
 	egress    *egress.Service
 	dns       *vmdns.Server // nil without a bridge network
 	events    *events.Bus
+	e2b       *e2b.Service
 }
 
 // wire builds the services layer by layer, each from what the layers
@@ -87,8 +89,13 @@ func (d *Daemon) wire(opts Options) (*services, error) {
 		return nil, err
 	}
 	ops := d.wireOperations(opts, c, m, p, bus)
+	e2bAPI, err := d.wireE2B(m, p)
+	if err != nil {
+		return nil, err
+	}
 	return &services{daemon: d, ops: ops, images: c.images, kernels: c.kernels, bootCheck: m.bootCheck,
-		vms: m.vms, files: m.vms.Files(), creates: p.creates, stats: p.stats, workspace: p.workspace, egress: n.egress, dns: n.dns, events: bus}, nil
+		vms: m.vms, files: m.vms.Files(), creates: p.creates, stats: p.stats, workspace: p.workspace, egress: n.egress, dns: n.dns, events: bus,
+		e2b: e2bAPI}, nil
 }
 
 // content is the first layer: images and kernels.

@@ -15,6 +15,7 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/tokenfile"
 )
 
 // bearer adds a token to every request.
@@ -51,7 +52,7 @@ func httpServer(t *testing.T, logw io.Writer) (*httptest.Server, *Tokens) {
 func TestHTTPWithAToken(t *testing.T) {
 	var logged syncBuf
 	srv, tokens := httpServer(t, &logged)
-	secret, tok, err := tokens.Create("ci")
+	secret, tok, err := tokens.Create(tokenfile.Token{Name: "ci"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +120,7 @@ func post(t *testing.T, url, token, host, origin string) (int, string) {
 // page's Origin.
 func TestHTTPRefusals(t *testing.T) {
 	srv, tokens := httpServer(t, io.Discard)
-	secret, _, err := tokens.Create("")
+	secret, _, err := tokens.Create(tokenfile.Token{Name: ""})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,37 +143,6 @@ func TestHTTPRefusals(t *testing.T) {
 				t.Fatalf("HTTP %d %q, want %d saying %q", code, body, tc.code, tc.says)
 			}
 		})
-	}
-}
-
-func TestTokens(t *testing.T) {
-	tokens := OpenTokens(filepath.Join(t.TempDir(), "dir", "mcp-tokens.json"))
-	a, ta, err := tokens.Create("a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, tb, err := tokens.Create("b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, ok, err := tokens.Verify(a); !ok || err != nil || got.ID != ta.ID {
-		t.Fatalf("Verify(a) = %+v, %v, %v", got, ok, err)
-	}
-	list, _ := tokens.List()
-	if len(list) != 2 || list[0].Hash != "" || list[1].Name != "b" {
-		t.Fatalf("List = %+v", list)
-	}
-	if _, err := tokens.Revoke("zzz"); err == nil {
-		t.Fatal("revoked an unknown token")
-	}
-	if _, _, err := tokens.Create("a\x1b[2J"); err == nil {
-		t.Fatal("a name with an escape sequence was taken")
-	}
-	if _, err := tokens.Revoke(tb.ID); err != nil {
-		t.Fatal(err)
-	}
-	if _, ok, _ := tokens.Verify(a); !ok {
-		t.Fatal("revoking b revoked a")
 	}
 }
 

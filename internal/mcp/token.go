@@ -1,44 +1,19 @@
 package mcp
 
 import (
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
-	"time"
 
-	"golang.org/x/sys/unix"
-
-	"github.com/bangerdev/banger/api"
-	"github.com/bangerdev/banger/internal/wholefile"
+	"github.com/bangerdev/banger/internal/tokenfile"
 )
 
-// tokenPrefix starts every token, so that a leaked one is recognisable
-// (and secret scanners can find it).
-const tokenPrefix = "bgr_mcp_"
+// Tokens are the bearer tokens of `banger mcp --http`.
+type Tokens = tokenfile.Tokens
 
-// maxTokenFile bounds what is read of the token file.
-const maxTokenFile = 1 << 20
-
-// Token is a bearer token of `banger mcp --http`, as kept: its secret
-// only as a SHA-256 hash.
-type Token struct {
-	ID      string    `json:"id"`   // the hash's first 12 hex digits: what logs and revoke name
-	Name    string    `json:"name"` // a label for people
-	Hash    string    `json:"sha256"`
-	Created time.Time `json:"created"`
-}
-
-// Tokens is the file of a user's MCP tokens (0600).
-type Tokens struct{ path string }
+// tokenKind: "bgr_mcp_" and 32 random bytes, so that a leaked token is
+// recognisable (and secret scanners can find it).
+var tokenKind = tokenfile.Kind{Prefix: "bgr_mcp_", Bytes: 32, Noun: "token", List: "banger mcp token list"}
 
 // TokenFile is where the tokens of this user live: beside BANGER_HOME's
 // state when it is set, else in the user's config directory.
@@ -54,135 +29,4 @@ func TokenFile(getenv func(string) string) (string, error) {
 }
 
 // OpenTokens is the token file at path (made on the first Create).
-func OpenTokens(path string) *Tokens { return &Tokens{path: path} }
-
-// Path is the file's path.
-func (t *Tokens) Path() string { return t.path }
-
-// Create makes a token named name and keeps its hash; the secret is
-// returned once, here.
-func (t *Tokens) Create(name string) (secret string, tok Token, err error) {
-	if len(name) > 64 || strings.IndexFunc(name, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 {
-		return "", Token{}, fmt.Errorf("%w: token name %q: at most 64 printable characters", api.ErrInvalidArgument, name)
-	}
-	var raw [32]byte
-	if _, err := rand.Read(raw[:]); err != nil {
-		return "", Token{}, err
-	}
-	secret = tokenPrefix + hex.EncodeToString(raw[:])
-	hash := hashToken(secret)
-	tok = Token{ID: hash[:12], Name: name, Hash: hash, Created: time.Now().UTC().Truncate(time.Second)}
-	err = t.update(func(all []Token) ([]Token, error) { return append(all, tok), nil })
-	return secret, tok, err
-}
-
-// List is every token, secrets unknown.
-func (t *Tokens) List() ([]Token, error) {
-	all, err := t.read()
-	for i := range all {
-		all[i].Hash = ""
-	}
-	return all, err
-}
-
-// Revoke removes the token whose ID is id (or starts with it, when one
-// does).
-func (t *Tokens) Revoke(id string) (Token, error) {
-	var gone Token
-	err := t.update(func(all []Token) ([]Token, error) {
-		var keep []Token
-		n := 0
-		for _, tok := range all {
-			if id != "" && strings.HasPrefix(tok.ID, id) {
-				gone = tok
-				n++
-				continue
-			}
-			keep = append(keep, tok)
-		}
-		switch {
-		case n == 0:
-			return nil, fmt.Errorf("token %q: %w (`banger mcp token list` shows the IDs)", id, api.ErrNotFound)
-		case n > 1:
-			return nil, fmt.Errorf("%w: %q names %d tokens; give more of the ID", api.ErrInvalidArgument, id, n)
-		}
-		return keep, nil
-	})
-	gone.Hash = ""
-	return gone, err
-}
-
-// Verify is the token whose secret was presented. The file is read on
-// each call, so a revoke takes effect at once.
-func (t *Tokens) Verify(secret string) (Token, bool, error) {
-	all, err := t.read()
-	if err != nil {
-		return Token{}, false, err
-	}
-	presented := hashToken(secret)
-	for _, tok := range all {
-		if subtle.ConstantTimeCompare([]byte(presented), []byte(tok.Hash)) == 1 {
-			return tok, true, nil
-		}
-	}
-	return Token{}, false, nil
-}
-
-func hashToken(secret string) string {
-	sum := sha256.Sum256([]byte(secret))
-	return hex.EncodeToString(sum[:])
-}
-
-func (t *Tokens) read() ([]Token, error) {
-	f, err := os.Open(t.path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxTokenFile+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > maxTokenFile {
-		return nil, fmt.Errorf("reading %s: larger than %d bytes", t.path, maxTokenFile)
-	}
-	var all []Token
-	if err := json.Unmarshal(data, &all); err != nil {
-		return nil, fmt.Errorf("reading %s: %w (remove it and make new tokens)", t.path, err)
-	}
-	return all, nil
-}
-
-// update changes the file under a lock (two creates at once lose none),
-// writing it whole.
-func (t *Tokens) update(change func([]Token) ([]Token, error)) error {
-	if err := os.MkdirAll(filepath.Dir(t.path), 0o700); err != nil {
-		return err
-	}
-	lock, err := os.OpenFile(t.path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return err
-	}
-	defer lock.Close()
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
-		return fmt.Errorf("locking %s: %w", t.path, err)
-	}
-	all, err := t.read()
-	if err != nil {
-		return err
-	}
-	if all, err = change(all); err != nil {
-		return err
-	}
-	if all == nil {
-		all = []Token{}
-	}
-	data, err := json.MarshalIndent(all, "", "  ")
-	if err != nil {
-		return err
-	}
-	return wholefile.Write(t.path, append(data, '\n'), 0o600)
-}
+func OpenTokens(path string) *Tokens { return tokenfile.Open(path, tokenKind) }

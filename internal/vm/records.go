@@ -283,7 +283,7 @@ func (r *records) newRecord(p api.VMCreateParams) (store.VM, error) {
 	}
 	rec.Isolate = p.Isolate
 	if !validCreator(p.Creator) {
-		return store.VM{}, fmt.Errorf("%w: creator %q: use mcp:NAME, NAME of lowercase letters, digits, '.', '_' and '-' (at most 63)", api.ErrInvalidArgument, p.Creator)
+		return store.VM{}, fmt.Errorf("%w: creator %q: use mcp:NAME or e2b:NAME, NAME of lowercase letters, digits, '.', '_' and '-' (at most 63)", api.ErrInvalidArgument, p.Creator)
 	}
 	rec.Creator = p.Creator
 	switch p.Init {
@@ -408,13 +408,16 @@ func (r *records) follow(ctx context.Context, rec store.VM, path string, offset 
 	}
 }
 
-// validCreator says whether c may be recorded as a VM's creator: none, or
-// an MCP server's name ("mcp:NAME").
+// validCreator says whether c may be recorded as a VM's creator: none,
+// an MCP server's name ("mcp:NAME") or an E2B API key's ("e2b:NAME").
 func validCreator(c string) bool {
 	if c == "" {
 		return true
 	}
 	name, ok := strings.CutPrefix(c, "mcp:")
+	if !ok {
+		name, ok = strings.CutPrefix(c, "e2b:")
+	}
 	if !ok || name == "" || len(name) > 63 || name[0] == '.' || name[0] == '-' || name[0] == '_' {
 		return false
 	}

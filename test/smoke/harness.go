@@ -38,10 +38,10 @@ type result struct {
 // tools are the external parts scenarios may use.
 type tools struct {
 	registry string // CNCF distribution registry binary
-	// mcpClients is the npm project of the real MCP clients
-	// (test/mcpclients, installed into .tools/node).
-	mcpClients string
-	debianTar  string // debootstrap'd Debian tree, as a (gzipped) tarball
+	// clients is the npm project of the real clients, MCP's and E2B's
+	// (test/clients, installed into .tools/node).
+	clients   string
+	debianTar string // debootstrap'd Debian tree, as a (gzipped) tarball
 	// systemdTar is the same with systemd as init, kmod and Docker.
 	systemdTar string
 	kernelDeb  string // Debian's linux-image package

@@ -38,7 +38,7 @@ func smoke() int {
 	timeout := flag.Duration("timeout", 20*time.Minute, "deadline of one scenario")
 	var tl tools
 	flag.StringVar(&tl.registry, "registry", ".tools/registry", "CNCF distribution registry binary")
-	flag.StringVar(&tl.mcpClients, "mcp-clients", ".tools/node", "the npm project holding the real MCP clients (scripts/deps.sh installs it)")
+	flag.StringVar(&tl.clients, "mcp-clients", ".tools/node", "the npm project holding the real MCP clients (scripts/deps.sh installs it)")
 	flag.StringVar(&tl.kernelDeb, "kernel-deb", "", "Debian linux-image package (scripts/testimages.sh caches one)")
 	flag.StringVar(&tl.debianTar, "debian", "/var/cache/banger-test/debian-bookworm-minbase.tar.gz", "Debian test image tarball (scripts/testimages.sh)")
 	flag.StringVar(&tl.crashBin, "crashbin", "", "banger and bangerd built with the crashpoints tag (make build-crash: bin/crash), for the crash-point scenarios")
@@ -75,7 +75,7 @@ func smoke() int {
 		}
 	}
 
-	for _, p := range []*string{&tl.registry, &tl.mcpClients, &tl.debianTar, &tl.systemdTar, &tl.kernelDeb, &tl.crashBin} {
+	for _, p := range []*string{&tl.registry, &tl.clients, &tl.debianTar, &tl.systemdTar, &tl.kernelDeb, &tl.crashBin} {
 		if abs, err := filepath.Abs(*p); err == nil {
 			*p = abs
 		}

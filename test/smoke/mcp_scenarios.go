@@ -37,19 +37,19 @@ func (t *T) inspector(srv mcpServer, args ...string) (out map[string]any, failed
 
 // tryInspector is inspector, returning its failure to connect or call.
 func (t *T) tryInspector(srv mcpServer, args ...string) (out map[string]any, failed string, err error) {
-	if t.tools.mcpClients == "" {
-		t.Fatalf("no MCP clients: run scripts/deps.sh (it installs test/mcpclients into .tools/node)")
+	if t.tools.clients == "" {
+		t.Fatalf("no MCP clients: run scripts/deps.sh (it installs test/clients into .tools/node)")
 	}
 	// The Inspector's CLI looks for its package.json relative to the
 	// working directory (../package.json): run it from a directory inside
 	// its npm project.
-	dir := filepath.Join(t.tools.mcpClients, "run")
+	dir := filepath.Join(t.tools.clients, "run")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatalf("%v", err)
 	}
 	ctx, cancel := context.WithTimeout(t.ctx, 10*time.Minute)
 	defer cancel()
-	cli := append([]string{filepath.Join(t.tools.mcpClients, "node_modules/.bin/mcp-inspector-cli"), "--cli"}, srv...)
+	cli := append([]string{filepath.Join(t.tools.clients, "node_modules/.bin/mcp-inspector-cli"), "--cli"}, srv...)
 	cmd := exec.CommandContext(ctx, "node", append(cli, args...)...)
 	cmd.Dir, cmd.Env = dir, t.env()
 	var stderr strings.Builder
@@ -397,13 +397,13 @@ func mcpHTTP(t *T, ref string) {
 }
 
 // mcpAgentLoop: a scripted agent on the TypeScript SDK's client
-// (test/mcpclients/agent-loop.mjs) runs the whole loop against real VMs:
+// (test/clients/agent-loop.mjs) runs the whole loop against real VMs:
 // a failing test, checkpoint, a broken tree restored, three fixes in
 // three forks, the passing one's diff accepted into a host checkout,
 // everything deleted; with the refusals on the way.
 func mcpAgentLoop(t *T) {
-	if t.tools.mcpClients == "" {
-		t.Fatalf("no MCP clients: run scripts/deps.sh (it installs test/mcpclients into .tools/node)")
+	if t.tools.clients == "" {
+		t.Fatalf("no MCP clients: run scripts/deps.sh (it installs test/clients into .tools/node)")
 	}
 	reg := t.bootable()
 	ref := reg + "/smoke/busybox:loop"
@@ -419,11 +419,11 @@ func mcpAgentLoop(t *T) {
 
 	// Node resolves the script's imports from where it lies: beside the
 	// clients' node_modules.
-	body, err := os.ReadFile("test/mcpclients/agent-loop.mjs")
+	body, err := os.ReadFile("test/clients/agent-loop.mjs")
 	if err != nil {
 		t.Fatalf("%v (run the smoke suite from the repository root)", err)
 	}
-	dir, err := os.MkdirTemp(t.tools.mcpClients, "loop-")
+	dir, err := os.MkdirTemp(t.tools.clients, "loop-")
 	if err != nil {
 		t.Fatalf("%v", err)
 	}

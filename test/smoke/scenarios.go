@@ -64,6 +64,7 @@ func scenarios() []scenario {
 		{name: "vm-systemd", run: vmSystemd},
 		{name: "mcp-inspector", run: mcpInspector},
 		{name: "mcp-agent-loop", run: mcpAgentLoop},
+		{name: "e2b-sdk", run: e2bSDK},
 		{name: "crash-points-short", run: crashPointsShort},
 		{name: "crash-points", run: crashPoints, campaign: true},
 		{name: "restart-many", run: restartMany, campaign: true},

@@ -1,0 +1,570 @@
+package e2b
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/agent/proto"
+	fspb "github.com/bangerdev/banger/internal/e2b/envd/filesystempb"
+	pb "github.com/bangerdev/banger/internal/e2b/envd/processpb"
+)
+
+// fakeVMs stands in for the daemon's VMs: the tests here prove the API's
+// own rules (keys, scope, limits, the sandbox plane's checks); the smoke
+// scenario e2b-sdk proves it against real VMs and the real SDK.
+type fakeVMs struct {
+	mu      sync.Mutex
+	vms     map[string]api.VMCreateParams
+	deleted []string
+	guest   *fakeGuest
+}
+
+func (f *fakeVMs) Create(_ context.Context, p api.VMCreateParams) (api.VM, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.vms[p.Name] = p
+	return api.VM{Name: p.Name}, nil
+}
+func (f *fakeVMs) Show(_ context.Context, p api.VMRefParams) (api.VM, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.vms[p.Name]
+	if !ok {
+		return api.VM{}, api.ErrNotFound
+	}
+	return api.VM{Name: p.Name, VCPU: 2, MemoryMiB: max(c.MemoryMiB, 256)}, nil
+}
+func (f *fakeVMs) Delete(_ context.Context, p api.VMDeleteParams) (api.VM, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.vms, p.Name)
+	f.deleted = append(f.deleted, p.Name)
+	return api.VM{}, nil
+}
+func (f *fakeVMs) Suspend(context.Context, api.VMRefParams) (api.VM, error) { return api.VM{}, nil }
+func (f *fakeVMs) Resume(context.Context, api.VMRefParams) (api.VM, error)  { return api.VM{}, nil }
+func (f *fakeVMs) Fork(context.Context, api.VMForkParams) (api.VMForkResult, error) {
+	return api.VMForkResult{}, errors.New("no forks here")
+}
+func (f *fakeVMs) Warm(context.Context, api.ImageWarmParams) (api.Template, error) {
+	return api.Template{}, nil
+}
+func (f *fakeVMs) Guest(context.Context, string) (Guest, error) { return f.guest, nil }
+
+// fakeGuest answers exec by echoing its arguments and stdin, and fs from
+// a map; a hostile one can be swapped in per test.
+type fakeGuest struct {
+	mu    sync.Mutex
+	execs []proto.ExecParams
+	files map[string]string
+	block chan struct{} // an exec waits on it (or its context)
+}
+
+func (g *fakeGuest) Exec(ctx context.Context, p proto.ExecParams, stdin io.Reader, stdout, stderr io.Writer) (proto.ExecResult, error) {
+	g.mu.Lock()
+	g.execs = append(g.execs, p)
+	g.mu.Unlock()
+	fmt.Fprintln(stdout, strings.Join(p.Args, " "))
+	fmt.Fprintln(stderr, "err")
+	if stdin != nil {
+		_, _ = io.Copy(stdout, stdin)
+	}
+	if g.block != nil {
+		select {
+		case <-g.block:
+		case <-ctx.Done():
+			return proto.ExecResult{}, ctx.Err()
+		}
+	}
+	return proto.ExecResult{ExitCode: 3}, nil
+}
+func (g *fakeGuest) ExecTTY(ctx context.Context, p proto.ExecParams, stdin io.Reader, stdout io.Writer, _ <-chan proto.Winsize) (proto.ExecResult, error) {
+	fmt.Fprintf(stdout, "tty %dx%d\r\n", p.Cols, p.Rows)
+	return proto.ExecResult{}, nil
+}
+func (g *fakeGuest) FS(_ context.Context, p proto.FSParams) (proto.FSResult, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, ok := g.files[p.Path]; !ok {
+		return proto.FSResult{}, fmt.Errorf("agent: stat %s: no such file or directory", p.Path)
+	}
+	return proto.FSResult{Entries: []proto.FSEntry{{Path: p.Path, Type: "f", Mode: 0o644, Size: int64(len(g.files[p.Path]))}}}, nil
+}
+func (g *fakeGuest) ReadFileRange(_ context.Context, p proto.FileParams, w io.Writer) (proto.FileResult, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n, _ := io.WriteString(w, g.files[p.Path])
+	return proto.FileResult{Size: int64(n)}, nil
+}
+func (g *fakeGuest) WriteFileWith(_ context.Context, p proto.FileParams, r io.Reader) (int64, error) {
+	b, err := io.ReadAll(r)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.files[p.Path] = string(b)
+	return int64(len(b)), err
+}
+func (g *fakeGuest) Dial(context.Context, string) (net.Conn, error) {
+	return nil, errors.New("no ports")
+}
+func (g *fakeGuest) Stats(context.Context) (proto.StatsResult, error) {
+	return proto.StatsResult{NumCPU: 2, MemTotal: 1 << 30, MemAvailable: 1 << 29, CPUBusy: 1, CPUTotal: 4}, nil
+}
+
+type fixture struct {
+	s     *Service
+	vms   *fakeVMs
+	srv   *httptest.Server
+	key   string
+	other string
+	now   time.Time
+	mu    sync.Mutex
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	f := &fixture{vms: &fakeVMs{vms: map[string]api.VMCreateParams{}, guest: &fakeGuest{files: map[string]string{}}}, now: time.Unix(1_800_000_000, 0)}
+	s, err := New(Options{Dir: t.TempDir(), Listen: "127.0.0.1:0", Domain: "localhost", BaseImage: "debian", VMs: f.vms,
+		Now: func() time.Time { f.mu.Lock(); defer f.mu.Unlock(); return f.now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.s = s
+	k, err := s.CreateKey(context.Background(), api.E2BKeyCreateParams{Name: "ci", MaxSandboxes: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := s.CreateKey(context.Background(), api.E2BKeyCreateParams{Name: "other"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.key, f.other = k.Secret, o.Secret
+	f.srv = httptest.NewServer(s.Handler())
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+func (f *fixture) do(t *testing.T, method, path, key string, body any, hdr ...string) (int, string) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, f.srv.URL+path, rd)
+	if key != "" {
+		req.Header.Set("X-API-Key", key)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		if hdr[i] == "Host" {
+			req.Host = hdr[i+1]
+		} else {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func (f *fixture) create(t *testing.T, key string, body map[string]any) created {
+	t.Helper()
+	code, b := f.do(t, "POST", "/sandboxes", key, body)
+	if code != http.StatusCreated {
+		t.Fatalf("create: %d %s", code, b)
+	}
+	var c created
+	if err := json.Unmarshal([]byte(b), &c); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestKeysScopeAndOrigin(t *testing.T) {
+	f := newFixture(t)
+	sb := f.create(t, f.key, map[string]any{"templateID": "base", "metadata": map[string]string{"app": "x"}})
+	if !strings.HasPrefix(f.key, "e2b_") || len(f.key) != 44 {
+		t.Fatalf("key %q: want e2b_ and 40 hex digits (the SDKs check the shape)", f.key)
+	}
+	if f.vms.vms[sb.SandboxID].Creator != "e2b:ci" || f.vms.vms[sb.SandboxID].Image != "debian" {
+		t.Fatalf("the VM asked for: %+v", f.vms.vms[sb.SandboxID])
+	}
+	for _, tc := range []struct {
+		name, method, path, key string
+		hdr                     []string
+		code                    int
+		says                    string
+	}{
+		{"no key", "GET", "/v2/sandboxes", "", nil, 401, "no API key"},
+		{"unknown key", "GET", "/v2/sandboxes", "e2b_00", nil, 401, "unknown or revoked"},
+		{"another key's sandbox", "GET", "/sandboxes/" + sb.SandboxID, f.other, nil, 404, "not found"},
+		{"another key kills it", "DELETE", "/sandboxes/" + sb.SandboxID, f.other, nil, 404, "not found"},
+		{"another key's timeout", "POST", "/sandboxes/" + sb.SandboxID + "/timeout", f.other, nil, 400, "timeout"},
+		{"rebinding Host", "GET", "/v2/sandboxes", f.key, []string{"Host", "attacker.example"}, 403, "DNS rebinding"},
+		{"Host of another IP", "GET", "/v2/sandboxes", f.key, []string{"Host", "10.1.2.3:3000"}, 403, "DNS rebinding"},
+		{"page Origin", "GET", "/v2/sandboxes", f.key, []string{"Origin", "https://attacker.example"}, 403, "web pages"},
+		{"envd without token", "POST", "/process.Process/List", "", []string{"E2b-Sandbox-Id", sb.SandboxID, "Content-Type", "application/json"}, 401, "X-Access-Token"},
+		{"envd with the wrong token", "POST", "/process.Process/List", "", []string{"E2b-Sandbox-Id", sb.SandboxID, "X-Access-Token", f.s.envdToken("iother"), "Content-Type", "application/json"}, 401, "X-Access-Token"},
+		{"envd of no sandbox", "GET", "/health", "", []string{"E2b-Sandbox-Id", "inone"}, 502, "not found"},
+		{"a port without the traffic token", "GET", "/", "", []string{"Host", "8080-" + sb.SandboxID + ".localhost"}, 401, "traffic"},
+		{"an unknown path", "GET", "/teams", f.key, nil, 404, "not an E2B API path"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, b := f.do(t, tc.method, tc.path, tc.key, nil, tc.hdr...)
+			if code != tc.code || !strings.Contains(b, tc.says) {
+				t.Fatalf("HTTP %d %s; want %d saying %q", code, b, tc.code, tc.says)
+			}
+		})
+	}
+	if code, b := f.do(t, "GET", "/v2/sandboxes", f.other, nil); code != 200 || strings.TrimSpace(b) != "[]" {
+		t.Fatalf("another key lists %d %s", code, b)
+	}
+	if code, b := f.do(t, "GET", "/v2/sandboxes?metadata=app%3Dx", f.key, nil); code != 200 || !strings.Contains(b, sb.SandboxID) {
+		t.Fatalf("list by metadata: %d %s", code, b)
+	}
+	if code, b := f.do(t, "GET", "/v2/sandboxes?metadata=app%3Dy", f.key, nil); code != 200 || strings.Contains(b, sb.SandboxID) {
+		t.Fatalf("list by other metadata: %d %s", code, b)
+	}
+	if code, _ := f.do(t, "GET", "/health", "", nil, "E2b-Sandbox-Id", sb.SandboxID, "X-Access-Token", sb.EnvdAccessToken); code != 204 {
+		t.Fatalf("envd health with its token: %d", code)
+	}
+	keys, _ := f.s.ListKeys(context.Background())
+	if _, err := f.s.RevokeKey(context.Background(), api.E2BKeyRevokeParams{ID: keys.Keys[0].ID}); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := f.do(t, "GET", "/v2/sandboxes", f.key, nil); code != 401 {
+		t.Fatalf("a revoked key: %d", code)
+	}
+}
+
+func TestCreateRules(t *testing.T) {
+	f := newFixture(t)
+	for _, tc := range []struct {
+		name string
+		body map[string]any
+		code int
+		says string
+	}{
+		{"unknown template", map[string]any{"templateID": "nope"}, 404, "banger e2b template set nope"},
+		{"timeout past a day", map[string]any{"templateID": "base", "timeout": 90000}, 400, "timeout"},
+		{"deny of one address", map[string]any{"network": map[string]any{"denyOut": []string{"1.2.3.4/32"}}}, 400, "allow-list"},
+		{"rules", map[string]any{"network": map[string]any{"rules": map[string]any{"a.com": []any{map[string]any{}}}}}, 400, "not supported"},
+		{"volumes", map[string]any{"volumeMounts": []any{map[string]any{"name": "v", "path": "/v"}}}, 400, "volume"},
+		{"env with =", map[string]any{"envVars": map[string]string{"A=B": "c"}}, 400, "envVars"},
+		{"auto resume", map[string]any{"autoPause": true, "autoResume": map[string]bool{"enabled": true}}, 400, "autoResume"},
+		{"not JSON", nil, 400, "request body"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var code int
+			var b string
+			if tc.body == nil {
+				req, _ := http.NewRequest("POST", f.srv.URL+"/sandboxes", strings.NewReader("{"))
+				req.Header.Set("X-API-Key", f.key)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				bb, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				code, b = resp.StatusCode, string(bb)
+			} else {
+				code, b = f.do(t, "POST", "/sandboxes", f.key, tc.body)
+			}
+			if code != tc.code || !strings.Contains(b, tc.says) {
+				t.Fatalf("HTTP %d %s; want %d saying %q", code, b, tc.code, tc.says)
+			}
+		})
+	}
+	if len(f.vms.vms) != 0 {
+		t.Fatalf("refused creates made VMs: %v", f.vms.vms)
+	}
+	// Networks: none without internet, an allow-list, NAT by default.
+	off := f.create(t, f.key, map[string]any{"allow_internet_access": false})
+	allow := f.create(t, f.key, map[string]any{"network": map[string]any{"allowOut": []string{"github.com"}, "denyOut": []string{"0.0.0.0/0"}}})
+	if p := f.vms.vms[off.SandboxID]; p.Network != "none" || *p.NAT {
+		t.Fatalf("no internet: %+v", p)
+	}
+	if p := f.vms.vms[allow.SandboxID]; p.Network != "" || *p.NAT || len(p.Allow) != 1 {
+		t.Fatalf("allowOut: %+v", p)
+	}
+	// The key's limit of two.
+	if code, b := f.do(t, "POST", "/sandboxes", f.key, map[string]any{}); code != 429 || !strings.Contains(b, "may have 2 sandboxes") {
+		t.Fatalf("a third sandbox: %d %s", code, b)
+	}
+	if len(f.vms.vms) != 2 {
+		t.Fatalf("the refused create made a VM: %v", f.vms.vms)
+	}
+}
+
+func TestTimeoutKills(t *testing.T) {
+	f := newFixture(t)
+	sb := f.create(t, f.key, map[string]any{"timeout": 5})
+	ctx := context.Background()
+	f.mu.Lock()
+	f.now = f.now.Add(4 * time.Second)
+	f.mu.Unlock()
+	if code, _ := f.do(t, "POST", "/sandboxes/"+sb.SandboxID+"/timeout", f.key, map[string]int{"timeout": 10}); code != 204 {
+		t.Fatalf("set timeout: %d", code)
+	}
+	f.mu.Lock()
+	f.now = f.now.Add(8 * time.Second) // past the first end, not the second
+	f.mu.Unlock()
+	f.s.sweepOnce(ctx)
+	if code, _ := f.do(t, "GET", "/sandboxes/"+sb.SandboxID, f.key, nil); code != 200 {
+		t.Fatalf("killed before its new end: %d", code)
+	}
+	f.mu.Lock()
+	f.now = f.now.Add(3 * time.Second)
+	f.mu.Unlock()
+	f.s.sweepOnce(ctx)
+	if code, _ := f.do(t, "GET", "/sandboxes/"+sb.SandboxID, f.key, nil); code != 404 {
+		t.Fatalf("not killed at its end: %d", code)
+	}
+	f.vms.mu.Lock()
+	defer f.vms.mu.Unlock()
+	if len(f.vms.deleted) != 1 || f.vms.deleted[0] != sb.SandboxID {
+		t.Fatalf("deleted %v", f.vms.deleted)
+	}
+}
+
+func TestProcesses(t *testing.T) {
+	f := newFixture(t)
+	sb := f.create(t, f.key, map[string]any{"envVars": map[string]string{"A": "sandbox", "B": "b"}})
+	hc := &http.Client{Transport: headers{"E2b-Sandbox-Id": sb.SandboxID, "X-Access-Token": sb.EnvdAccessToken}}
+	for _, codec := range []string{"json", "proto"} {
+		t.Run(codec, func(t *testing.T) {
+			var opts []connect.ClientOption
+			if codec == "json" {
+				opts = append(opts, connect.WithProtoJSON())
+			}
+			c := pb.NewProcessClient(hc, f.srv.URL, opts...)
+			req := connect.NewRequest(&pb.StartRequest{Process: &pb.ProcessConfig{Cmd: "/bin/bash", Args: []string{"-c", "x"}, Envs: map[string]string{"A": "cmd"}}})
+			req.Header().Set("Authorization", "Basic dXNlcjo=") // user:
+			st, err := c.Start(context.Background(), req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out, errOut string
+			var end *pb.ProcessEvent_EndEvent
+			var pid uint32
+			for st.Receive() {
+				ev := st.Msg().GetEvent()
+				switch {
+				case ev.GetStart() != nil:
+					pid = ev.GetStart().GetPid()
+				case ev.GetData() != nil:
+					out += string(ev.GetData().GetStdout())
+					errOut += string(ev.GetData().GetStderr())
+				case ev.GetEnd() != nil:
+					end = ev.GetEnd()
+				}
+			}
+			if err := st.Err(); err != nil {
+				t.Fatal(err)
+			}
+			if pid < firstPID || out != "/bin/bash -c x\n" || errOut != "err\n" || end == nil || end.ExitCode != 3 || !end.Exited {
+				t.Fatalf("pid %d out %q err %q end %+v", pid, out, errOut, end)
+			}
+			f.vms.guest.mu.Lock()
+			last := f.vms.guest.execs[len(f.vms.guest.execs)-1]
+			f.vms.guest.mu.Unlock()
+			if last.User != "user" || strings.Join(last.Env, " ") != "A=cmd B=b" {
+				t.Fatalf("exec params %+v", last)
+			}
+		})
+	}
+	c := pb.NewProcessClient(hc, f.srv.URL)
+	for _, tc := range []struct {
+		name string
+		req  *pb.StartRequest
+		auth string
+		code connect.Code
+	}{
+		{"no command", &pb.StartRequest{Process: &pb.ProcessConfig{}}, "", connect.CodeInvalidArgument},
+		{"relative cwd", &pb.StartRequest{Process: &pb.ProcessConfig{Cmd: "ls", Cwd: ptr("tmp")}}, "", connect.CodeInvalidArgument},
+		{"a user that is an option", &pb.StartRequest{Process: &pb.ProcessConfig{Cmd: "ls"}}, "Basic LXJvb3Q6", connect.CodeInvalidArgument},
+		{"env name with =", &pb.StartRequest{Process: &pb.ProcessConfig{Cmd: "ls", Envs: map[string]string{"X=Y": "1"}}}, "", connect.CodeInvalidArgument},
+	} {
+		req := connect.NewRequest(tc.req)
+		if tc.auth != "" {
+			req.Header().Set("Authorization", tc.auth)
+		}
+		st, err := c.Start(context.Background(), req)
+		if err == nil {
+			for st.Receive() {
+			}
+			err = st.Err()
+		}
+		if connect.CodeOf(err) != tc.code {
+			t.Fatalf("%s: %v, want %v", tc.name, err, tc.code)
+		}
+	}
+	// A background process outlives its client; kill ends it.
+	f.vms.guest.block = make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := c.Start(ctx, connect.NewRequest(&pb.StartRequest{Process: &pb.ProcessConfig{Cmd: "sleep"}, Tag: ptr("t1")}))
+	if err != nil || !st.Receive() {
+		t.Fatal(err, st.Err())
+	}
+	pid := st.Msg().GetEvent().GetStart().GetPid()
+	cancel()
+	list, err := c.List(context.Background(), connect.NewRequest(&pb.ListRequest{}))
+	if err != nil || len(list.Msg.Processes) != 1 || list.Msg.Processes[0].GetPid() != pid || list.Msg.Processes[0].GetTag() != "t1" {
+		t.Fatalf("list %v %v", list, err)
+	}
+	if _, err := c.SendInput(context.Background(), connect.NewRequest(&pb.SendInputRequest{Process: &pb.ProcessSelector{Selector: &pb.ProcessSelector_Pid{Pid: pid}}, Input: &pb.ProcessInput{Input: &pb.ProcessInput_Stdin{Stdin: []byte("x")}}})); connect.CodeOf(err) != connect.CodeFailedPrecondition {
+		t.Fatalf("input to a process without stdin: %v", err)
+	}
+	if _, err := c.SendSignal(context.Background(), connect.NewRequest(&pb.SendSignalRequest{Process: &pb.ProcessSelector{Selector: &pb.ProcessSelector_Tag{Tag: "t1"}}, Signal: pb.Signal_SIGNAL_SIGKILL})); err != nil {
+		t.Fatal(err)
+	}
+	list, _ = c.List(context.Background(), connect.NewRequest(&pb.ListRequest{}))
+	if len(list.Msg.Processes) != 0 {
+		t.Fatalf("a killed process is listed: %v", list.Msg.Processes)
+	}
+	if _, err := c.SendSignal(context.Background(), connect.NewRequest(&pb.SendSignalRequest{Process: &pb.ProcessSelector{Selector: &pb.ProcessSelector_Pid{Pid: 9}}, Signal: pb.Signal_SIGNAL_SIGKILL})); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Fatalf("kill of no process: %v", err)
+	}
+	// Killing the sandbox ends what still runs in it.
+	st, err = c.Start(context.Background(), connect.NewRequest(&pb.StartRequest{Process: &pb.ProcessConfig{Cmd: "sleep"}}))
+	if err != nil || !st.Receive() {
+		t.Fatal(err)
+	}
+	if code, _ := f.do(t, "DELETE", "/sandboxes/"+sb.SandboxID, f.key, nil); code != 204 {
+		t.Fatalf("kill: %d", code)
+	}
+	var end *pb.ProcessEvent_EndEvent
+	for st.Receive() {
+		if e := st.Msg().GetEvent().GetEnd(); e != nil {
+			end = e
+		}
+	}
+	if end == nil || end.Exited || end.Status != "signal: killed" {
+		t.Fatalf("a process of a killed sandbox ended %+v", end)
+	}
+}
+
+func TestFilesAndSignatures(t *testing.T) {
+	f := newFixture(t)
+	sb := f.create(t, f.key, map[string]any{})
+	f.vms.guest.files["/root/a.txt"] = "hello"
+	hc := &http.Client{Transport: headers{"E2b-Sandbox-Id": sb.SandboxID, "X-Access-Token": sb.EnvdAccessToken}}
+	fs := fspb.NewFilesystemClient(hc, f.srv.URL, connect.WithProtoJSON())
+	st, err := fs.Stat(context.Background(), connect.NewRequest(&fspb.StatRequest{Path: "a.txt"}))
+	if err != nil || st.Msg.Entry.Path != "/root/a.txt" || st.Msg.Entry.Permissions != "-rw-r--r--" || st.Msg.Entry.Size != 5 {
+		t.Fatalf("stat of a relative path: %v %v", st, err)
+	}
+	if _, err := fs.Stat(context.Background(), connect.NewRequest(&fspb.StatRequest{Path: "/none"})); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Fatalf("stat of nothing: %v", err)
+	}
+	if _, err := fs.Stat(context.Background(), connect.NewRequest(&fspb.StatRequest{Path: "/a\x00b"})); connect.CodeOf(err) != connect.CodeInvalidArgument {
+		t.Fatalf("a path with NUL: %v", err)
+	}
+	// A signed download URL, as the SDK makes one; then forged and
+	// expired ones.
+	sig := func(path, op, exp string) string {
+		raw := path + ":" + op + "::" + sb.EnvdAccessToken
+		if exp != "" {
+			raw += ":" + exp
+		}
+		return url.QueryEscape(signature(raw))
+	}
+	exp := fmt.Sprint(f.now.Add(time.Minute).Unix())
+	for _, tc := range []struct {
+		name, query string
+		code        int
+	}{
+		{"signed", "path=/root/a.txt&signature=" + sig("/root/a.txt", "read", exp) + "&signature_expiration=" + exp, 200},
+		{"signed for write", "path=/root/a.txt&signature=" + sig("/root/a.txt", "write", exp) + "&signature_expiration=" + exp, 401},
+		{"another path", "path=/etc/shadow&signature=" + sig("/root/a.txt", "read", exp) + "&signature_expiration=" + exp, 401},
+		{"expired", "path=/root/a.txt&signature=" + sig("/root/a.txt", "read", "1") + "&signature_expiration=1", 401},
+		{"forged", "path=/root/a.txt&signature=v1_AAAA", 401},
+	} {
+		code, b := f.do(t, "GET", "/files?"+tc.query, "", nil, "E2b-Sandbox-Id", sb.SandboxID)
+		if code != tc.code || (code == 200 && b != "hello") {
+			t.Fatalf("%s: %d %s, want %d", tc.name, code, b, tc.code)
+		}
+	}
+	// A signed URL with no sandbox named (E2B_SANDBOX_URL set) finds the
+	// one whose token signed it; a forged one finds none.
+	signed := "path=/root/a.txt&signature=" + sig("/root/a.txt", "read", exp) + "&signature_expiration=" + exp
+	if code, b := f.do(t, "GET", "/files?"+signed, "", nil); code != 200 || b != "hello" {
+		t.Fatalf("a signed URL naming no sandbox: %d %s", code, b)
+	}
+	if code, _ := f.do(t, "GET", "/files?path=/root/a.txt&signature=v1_AAAA", "", nil); code != 401 {
+		t.Fatalf("a forged signature naming no sandbox: %d", code)
+	}
+	// Upload: the octet-stream body, then a multipart form.
+	code, b := f.do(t, "POST", "/files?path=/tmp/x", "", nil, "E2b-Sandbox-Id", sb.SandboxID, "X-Access-Token", sb.EnvdAccessToken)
+	if code != 200 || !strings.Contains(b, `"path":"/tmp/x"`) {
+		t.Fatalf("upload: %d %s", code, b)
+	}
+}
+
+type headers map[string]string
+
+func (h headers) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	for k, v := range h {
+		r.Header.Set(k, v)
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// TestSlowListenerIsDropped: a client that stops reading a process's
+// output is dropped once its queue stays full, and holds up neither the
+// command nor a listener that reads.
+func TestSlowListenerIsDropped(t *testing.T) {
+	p := &process{pid: firstPID, wait: 20 * time.Millisecond, subs: map[chan *pb.ProcessEvent]struct{}{}, done: make(chan struct{})}
+	stalled := p.subscribe()
+	reader := p.subscribe()
+	got := make(chan int)
+	go func() {
+		n := 0
+		for range reader {
+			n++
+		}
+		got <- n
+	}()
+	start := time.Now()
+	out := output{p, "stdout"}
+	for range 1000 {
+		if _, err := out.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("the output was held up %v by a stalled listener", took)
+	}
+	n := 0
+	for range stalled {
+		n++
+	}
+	if n != subscriberQueue {
+		t.Fatalf("the stalled listener got %d events before it was dropped, want its queue of %d", n, subscriberQueue)
+	}
+	p.finish(&pb.ProcessEvent_EndEvent{Exited: true})
+	if n := <-got; n != 1001 {
+		t.Fatalf("the reading listener got %d events, want 1000 and the end", n)
+	}
+}

@@ -1,0 +1,423 @@
+package e2b
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/agent/proto"
+	pb "github.com/bangerdev/banger/internal/e2b/envd/filesystempb"
+)
+
+// Bounds of the file system service.
+const (
+	maxPath     = 4096
+	maxListed   = 10000   // entries of one ListDir
+	maxUpload   = 1 << 30 // bytes of one upload (each file of a multipart)
+	maxDepth    = 16
+	maxFileRead = 1 << 30
+)
+
+// home is where a relative path of user's starts: E2B's paths may be
+// relative to the user's home.
+func home(user string) string {
+	if user == "" || user == "root" {
+		return "/root"
+	}
+	return "/home/" + user
+}
+
+// guestPath is p made absolute and clean, or an error that says why not.
+func guestPath(p, user string) (string, error) {
+	if p == "" || len(p) > maxPath || strings.ContainsRune(p, 0) {
+		return "", fmt.Errorf("%w: path %.60q: 1 to %d bytes, no NUL", api.ErrInvalidArgument, p, maxPath)
+	}
+	if strings.HasPrefix(p, "~/") || p == "~" {
+		p = home(user) + strings.TrimPrefix(p, "~")
+	}
+	if !path.IsAbs(p) {
+		p = path.Join(home(user), p)
+	}
+	return path.Clean(p), nil
+}
+
+// fsErr maps an agent's answer onto Connect's codes: the guest's errors
+// are text (bounded by the link), matched here only to pick a code.
+func fsErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	code := connect.CodeInternal
+	switch {
+	case errors.Is(err, api.ErrInvalidArgument):
+		code = connect.CodeInvalidArgument
+	case errors.Is(err, proto.ErrFrame):
+		code = connect.CodeDataLoss
+	case strings.Contains(msg, "no such file or directory"), strings.Contains(msg, "not exist"):
+		code = connect.CodeNotFound
+	case strings.Contains(msg, "file exists"):
+		code = connect.CodeAlreadyExists
+	case strings.Contains(msg, "permission denied"):
+		code = connect.CodePermissionDenied
+	case strings.Contains(msg, "not a directory"), strings.Contains(msg, "is a directory"), strings.Contains(msg, "directory not empty"):
+		code = connect.CodeFailedPrecondition
+	}
+	return connect.NewError(code, err)
+}
+
+func entryOf(e proto.FSEntry) *pb.EntryInfo {
+	info := &pb.EntryInfo{Name: path.Base(e.Path), Path: e.Path, Size: e.Size, Mode: e.Mode,
+		ModifiedTime: timestamppb.New(time.Unix(e.ModTime, 0))}
+	mode := fs.FileMode(e.Mode & 0o777)
+	switch e.Type {
+	case "f":
+		info.Type = pb.FileType_FILE_TYPE_FILE
+	case "d":
+		info.Type = pb.FileType_FILE_TYPE_DIRECTORY
+		mode |= fs.ModeDir
+	case "l":
+		info.Type = pb.FileType_FILE_TYPE_SYMLINK
+		mode |= fs.ModeSymlink
+		link := e.Link
+		info.SymlinkTarget = &link
+	}
+	info.Permissions = mode.String()
+	return info
+}
+
+type filesystemService struct{ s *Service }
+
+// op runs one fs operation in the request's sandbox.
+func (f *filesystemService) op(ctx context.Context, h http.Header, p proto.FSParams) (proto.FSResult, string, error) {
+	user, err := userOf(h)
+	if err != nil {
+		return proto.FSResult{}, "", err
+	}
+	if p.Path, err = guestPath(p.Path, user); err != nil {
+		return proto.FSResult{}, "", connect.NewError(connect.CodeInvalidArgument, err)
+	}
+	if p.To != "" {
+		if p.To, err = guestPath(p.To, user); err != nil {
+			return proto.FSResult{}, "", connect.NewError(connect.CodeInvalidArgument, err)
+		}
+	}
+	id := sandboxFrom(ctx)
+	g, err := f.s.o.VMs.Guest(ctx, id)
+	if err != nil {
+		return proto.FSResult{}, "", connect.NewError(connect.CodeUnavailable, fmt.Errorf("sandbox %s: %w", id, err))
+	}
+	r, err := g.FS(ctx, p)
+	return r, p.Path, fsErr(err)
+}
+
+func (f *filesystemService) stat(ctx context.Context, h http.Header, p string) (*pb.EntryInfo, error) {
+	r, _, err := f.op(ctx, h, proto.FSParams{Op: proto.FSStat, Path: p})
+	if err != nil {
+		return nil, err
+	}
+	return entryOf(r.Entries[0]), nil
+}
+
+func (f *filesystemService) Stat(ctx context.Context, req *connect.Request[pb.StatRequest]) (*connect.Response[pb.StatResponse], error) {
+	e, err := f.stat(ctx, req.Header(), req.Msg.GetPath())
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&pb.StatResponse{Entry: e}), nil
+}
+
+func (f *filesystemService) MakeDir(ctx context.Context, req *connect.Request[pb.MakeDirRequest]) (*connect.Response[pb.MakeDirResponse], error) {
+	if _, err := f.stat(ctx, req.Header(), req.Msg.GetPath()); err == nil {
+		return nil, connect.NewError(connect.CodeAlreadyExists, fmt.Errorf("%s already exists", req.Msg.GetPath()))
+	} else if connect.CodeOf(err) != connect.CodeNotFound {
+		return nil, err
+	}
+	if _, _, err := f.op(ctx, req.Header(), proto.FSParams{Op: proto.FSMkdir, Path: req.Msg.GetPath()}); err != nil {
+		return nil, err
+	}
+	e, err := f.stat(ctx, req.Header(), req.Msg.GetPath())
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&pb.MakeDirResponse{Entry: e}), nil
+}
+
+func (f *filesystemService) Move(ctx context.Context, req *connect.Request[pb.MoveRequest]) (*connect.Response[pb.MoveResponse], error) {
+	if _, _, err := f.op(ctx, req.Header(), proto.FSParams{Op: proto.FSMove, Path: req.Msg.GetSource(), To: req.Msg.GetDestination()}); err != nil {
+		return nil, err
+	}
+	e, err := f.stat(ctx, req.Header(), req.Msg.GetDestination())
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&pb.MoveResponse{Entry: e}), nil
+}
+
+func (f *filesystemService) ListDir(ctx context.Context, req *connect.Request[pb.ListDirRequest]) (*connect.Response[pb.ListDirResponse], error) {
+	depth := int(req.Msg.GetDepth())
+	if depth == 0 {
+		depth = 1
+	}
+	if depth > maxDepth {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("depth %d: at most %d", depth, maxDepth))
+	}
+	dir, err := f.stat(ctx, req.Header(), req.Msg.GetPath())
+	if err != nil {
+		return nil, err
+	}
+	if dir.Type != pb.FileType_FILE_TYPE_DIRECTORY {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%s is not a directory", dir.Path))
+	}
+	r, _, err := f.op(ctx, req.Header(), proto.FSParams{Op: proto.FSList, Path: dir.Path, Depth: depth, Max: maxListed})
+	if err != nil {
+		return nil, err
+	}
+	out := &pb.ListDirResponse{}
+	for _, e := range r.Entries {
+		if e.Path == dir.Path {
+			continue
+		}
+		out.Entries = append(out.Entries, entryOf(e))
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (f *filesystemService) Remove(ctx context.Context, req *connect.Request[pb.RemoveRequest]) (*connect.Response[pb.RemoveResponse], error) {
+	if _, _, err := f.op(ctx, req.Header(), proto.FSParams{Op: proto.FSRemove, Path: req.Msg.GetPath(), Recursive: true}); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&pb.RemoveResponse{}), nil
+}
+
+var errNoWatch = errors.New("watching a directory needs inotify events from the guest agent, which banger's agent does not send yet")
+
+func (f *filesystemService) WatchDir(context.Context, *connect.Request[pb.WatchDirRequest], *connect.ServerStream[pb.WatchDirResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errNoWatch)
+}
+
+func (f *filesystemService) CreateWatcher(context.Context, *connect.Request[pb.CreateWatcherRequest]) (*connect.Response[pb.CreateWatcherResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errNoWatch)
+}
+
+func (f *filesystemService) GetWatcherEvents(context.Context, *connect.Request[pb.GetWatcherEventsRequest]) (*connect.Response[pb.GetWatcherEventsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errNoWatch)
+}
+
+func (f *filesystemService) RemoveWatcher(context.Context, *connect.Request[pb.RemoveWatcherRequest]) (*connect.Response[pb.RemoveWatcherResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errNoWatch)
+}
+
+// fileUser is the user of a /files request: its Basic authorization, or
+// its username parameter.
+func fileUser(r *http.Request) (string, error) {
+	user, err := userOf(r.Header)
+	if err != nil || user != "" {
+		return user, err
+	}
+	user = r.URL.Query().Get("username")
+	if user != "" && !validUser(user) {
+		return "", fmt.Errorf("%w: username %q: a user name of the guest", api.ErrInvalidArgument, user)
+	}
+	return user, nil
+}
+
+// checkSignature checks a signed /files URL (the SDKs' downloadUrl and
+// uploadUrl): v1_ and base64 of sha256("path:operation:user:token[:expiry]").
+func (s *Service) checkSignature(r *http.Request, id, operation, user string) error {
+	q := r.URL.Query()
+	sig := q.Get("signature")
+	if sig == "" {
+		if equal(r.Header.Get("X-Access-Token"), s.envdToken(id)) {
+			return nil
+		}
+		return fmt.Errorf("%w: no X-Access-Token and no signature", api.ErrPermissionDenied)
+	}
+	raw := fmt.Sprintf("%s:%s:%s:%s", q.Get("path"), operation, user, s.envdToken(id))
+	if exp := q.Get("signature_expiration"); exp != "" {
+		n, err := strconv.ParseInt(exp, 10, 64)
+		if err != nil || time.Unix(n, 0).Before(s.o.Now()) {
+			return fmt.Errorf("%w: the signature has expired", api.ErrPermissionDenied)
+		}
+		raw += ":" + exp
+	}
+	if !equal(sig, signature(raw)) {
+		return fmt.Errorf("%w: a wrong signature for %s of %s", api.ErrPermissionDenied, operation, q.Get("path"))
+	}
+	return nil
+}
+
+// signature is the SDKs' signature of raw: v1_ and unpadded base64 of
+// its sha256.
+func signature(raw string) string {
+	sum := sha256.Sum256([]byte(raw))
+	return "v1_" + strings.TrimRight(base64.StdEncoding.EncodeToString(sum[:]), "=")
+}
+
+func writeFileErr(w http.ResponseWriter, err error) {
+	code := http.StatusInternalServerError
+	switch connect.CodeOf(fsErr(err)) {
+	case connect.CodeNotFound:
+		code = http.StatusNotFound
+	case connect.CodeInvalidArgument, connect.CodeFailedPrecondition:
+		code = http.StatusBadRequest
+	case connect.CodePermissionDenied:
+		code = http.StatusUnauthorized
+	}
+	if errors.Is(err, api.ErrPermissionDenied) {
+		code = http.StatusUnauthorized
+	}
+	writeError(w, code, "%s", err)
+}
+
+// download: GET /files?path=…: the file's bytes.
+func (s *Service) download(w http.ResponseWriter, r *http.Request) {
+	id := sandboxFrom(r.Context())
+	user, err := fileUser(r)
+	if err == nil {
+		err = s.checkSignature(r, id, "read", user)
+	}
+	if err != nil {
+		writeFileErr(w, err)
+		return
+	}
+	p, err := guestPath(r.URL.Query().Get("path"), user)
+	if err != nil {
+		writeFileErr(w, err)
+		return
+	}
+	g, err := s.o.VMs.Guest(r.Context(), id)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	st, err := g.FS(r.Context(), proto.FSParams{Op: proto.FSStat, Path: p})
+	if err != nil {
+		writeFileErr(w, err)
+		return
+	}
+	if st.Entries[0].Type == "d" {
+		writeError(w, http.StatusBadRequest, "%s is a directory", p)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": path.Base(p)}))
+	cw := &countingWriter{w: w}
+	if _, err := g.ReadFileRange(r.Context(), proto.FileParams{Path: p, Limit: maxFileRead}, cw); err != nil {
+		if cw.n == 0 {
+			writeFileErr(w, err)
+		}
+		s.o.Logger.Warn("e2b download", "sandbox", id, "path", p, "err", err)
+	}
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n += int64(n)
+	return n, err
+}
+
+// uploaded is one file of an upload's answer.
+type uploaded struct {
+	Name string `json:"name"`
+	Type string `json:"type"`
+	Path string `json:"path"`
+}
+
+// upload: POST /files?path=…: the body (octet-stream) or each part of a
+// multipart form, written whole, parents made.
+func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
+	id := sandboxFrom(r.Context())
+	user, err := fileUser(r)
+	if err == nil {
+		err = s.checkSignature(r, id, "write", user)
+	}
+	if err != nil {
+		writeFileErr(w, err)
+		return
+	}
+	if r.Header.Get("Content-Encoding") != "" && r.Header.Get("Content-Encoding") != "identity" {
+		writeError(w, http.StatusBadRequest, "Content-Encoding %q: send the file uncompressed", r.Header.Get("Content-Encoding"))
+		return
+	}
+	g, err := s.o.VMs.Guest(r.Context(), id)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	write := func(name string, body io.Reader) (uploaded, error) {
+		p, err := guestPath(name, user)
+		if err != nil {
+			return uploaded{}, err
+		}
+		lim := &io.LimitedReader{R: body, N: maxUpload + 1}
+		if _, err := g.WriteFileWith(r.Context(), proto.FileParams{Path: p, Mode: 0o644, Parents: true}, lim); err != nil {
+			return uploaded{}, err
+		}
+		if lim.N <= 0 {
+			return uploaded{}, fmt.Errorf("%w: %s: larger than %d bytes", api.ErrInvalidArgument, p, maxUpload)
+		}
+		return uploaded{Name: path.Base(p), Type: "file", Path: p}, nil
+	}
+	body := http.MaxBytesReader(w, r.Body, maxUpload+1<<20)
+	var out []uploaded
+	mt, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if mt != "multipart/form-data" {
+		u, err := write(r.URL.Query().Get("path"), body)
+		if err != nil {
+			writeFileErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, []uploaded{u})
+		return
+	}
+	mr := multipart.NewReader(body, params["boundary"])
+	for {
+		part, err := mr.NextPart()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "reading the multipart upload: %s", err)
+			return
+		}
+		if part.FormName() != "file" {
+			continue
+		}
+		name := r.URL.Query().Get("path")
+		if name == "" {
+			name = part.FileName()
+		}
+		u, err := write(name, part)
+		if err != nil {
+			writeFileErr(w, err)
+			return
+		}
+		out = append(out, u)
+	}
+	if len(out) == 0 {
+		writeError(w, http.StatusBadRequest, "no file in the upload: a multipart form with \"file\" parts, or an octet-stream body")
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
