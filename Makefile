@@ -14,7 +14,7 @@ FUZZTIME  ?=
 # test/fuzzcampaign/targets.txt (package:target:executions).
 FUZZ_TARGETS := $(shell grep -v '^\#' test/fuzzcampaign/targets.txt)
 
-.PHONY: release all deps deps-run binaries testimages build build-crash reliability test fmt-check vet unit fuzz vmtest smoke bench bench-image bench-boot bench-disk bench-vm bench-workspace bench-net bench-snapshot bench-mcp lint run clean
+.PHONY: release all deps deps-run binaries testimages build build-crash reliability test fmt-check vet unit fuzz vmtest smoke bench bench-image bench-boot bench-disk bench-vm bench-workspace bench-net bench-snapshot bench-mcp bench-e2b e2b-suite lint run clean
 
 all: build
 
@@ -99,7 +99,7 @@ reliability: build build-crash testimages
 		-campaign -run '^(crash-points|restart-many|restart-many-installed|full-disks|soak|vm-workspace-large)$$' -crash-runs $(or $(RUNS),3) -soak-cycles $(or $(SOAK_CYCLES),200) -soak-clients $(or $(SOAK_CLIENTS),4) -crash-report docs/RELIABILITY.md -timeout 3h
 	go run ./test/fuzzcampaign -time $(or $(FUZZ_BUDGET),2m) -report docs/RELIABILITY.md
 
-bench: deps bench-image bench-boot bench-disk bench-vm bench-workspace bench-net bench-snapshot bench-mcp
+bench: deps bench-image bench-boot bench-disk bench-vm bench-workspace bench-net bench-snapshot bench-mcp bench-e2b
 	@scripts/bench.sh
 
 # VM create cost and create-to-first-command, small vs large image, with
@@ -115,6 +115,16 @@ bench-snapshot: build testimages
 # daemon's own round trip, p50 and p95.
 bench-mcp: build testimages
 	BANGER_TEST_CACHE=$(TEST_CACHE) go run ./bench/mcp -bin $(BIN) -crane .tools/crane -runs $(or $(RUNS),30)
+
+# E2B's own JS SDK test suite against this daemon's E2B API (the E2B
+# source from E2B_GIT, else GitHub); not part of test: see docs/e2b.md.
+e2b-suite: build testimages
+	BANGER_TEST_CACHE=$(TEST_CACHE) scripts/e2b-suite.sh
+
+# Sandbox.create() then commands.run("echo hi") through the E2B JS SDK
+# against banger vm run --rm, and commands.run against vm exec.
+bench-e2b: build testimages
+	BANGER_TEST_CACHE=$(TEST_CACHE) go run ./bench/e2b -bin $(BIN) -crane .tools/crane -runs $(or $(RUNS),20)
 
 # Boot to agent-ready against plain QEMU to the first userspace line.
 bench-workspace: build testimages

@@ -127,14 +127,11 @@ func (c CLI) ImportPorttest(crane, work, name string) error {
 	if err != nil {
 		return err
 	}
-	layer, archive := filepath.Join(work, name+"-layer.tar"), filepath.Join(work, name+".tar")
+	layer := filepath.Join(work, name+"-layer.tar")
 	if err := WriteTar(layer, map[string][]byte{"bin/busybox": bb, "bin/porttest": pt}, map[string]string{"bin/sh": "busybox"}); err != nil {
 		return err
 	}
-	if out, err := exec.Command(crane, "append", "-f", layer, "-t", "bench/"+name, "-o", archive).CombinedOutput(); err != nil {
-		return fmt.Errorf("crane append: %v\n%s", err, out)
-	}
-	return c.Run("image", "import", archive, "--name", name)
+	return c.ImportLayer(crane, work, name, layer)
 }
 
 // World is a benchmark's setting: the boot test environment (kernel,
@@ -148,7 +145,10 @@ type World struct {
 }
 
 // NewWorld sets up a World for the binaries in bin; Close undoes it.
-func NewWorld(name, bin string) (*World, error) {
+func NewWorld(name, bin string) (*World, error) { return NewWorldWith(name, bin, "") }
+
+// NewWorldWith is NewWorld with config as the daemon's config.toml.
+func NewWorldWith(name, bin, config string) (*World, error) {
 	fmt.Println("preparing kernel, initramfs and images...")
 	env, err := boottest.Setup()
 	if err != nil {
@@ -160,6 +160,16 @@ func NewWorld(name, bin string) (*World, error) {
 		return nil, err
 	}
 	w := &World{Env: env, CLI: CLI{Bin: bin, Home: filepath.Join(work, "home")}, Work: work}
+	if config != "" {
+		if err := os.MkdirAll(w.CLI.Home, 0o755); err != nil {
+			w.Close()
+			return nil, err
+		}
+		if err := os.WriteFile(filepath.Join(w.CLI.Home, "config.toml"), []byte(config), 0o644); err != nil {
+			w.Close()
+			return nil, err
+		}
+	}
 	if w.stop, err = w.CLI.Start(); err != nil {
 		w.Close()
 		return nil, err
@@ -183,14 +193,29 @@ func (c CLI) ImportBusybox(crane, work, name string) error {
 	if err != nil {
 		return fmt.Errorf("busybox-static: %w", err)
 	}
-	layer, archive := filepath.Join(work, name+"-layer.tar"), filepath.Join(work, name+".tar")
+	layer := filepath.Join(work, name+"-layer.tar")
 	if err := WriteTar(layer, map[string][]byte{"bin/busybox": bb}, map[string]string{"bin/sh": "busybox", "bin/true": "busybox"}); err != nil {
 		return err
 	}
+	return c.ImportLayer(crane, work, name, layer)
+}
+
+// ImportLayer imports an image of one layer (a tar, gzipped or not) as
+// name.
+func (c CLI) ImportLayer(crane, work, name, layer string) error {
+	archive := filepath.Join(work, name+".tar")
 	if out, err := exec.Command(crane, "append", "-f", layer, "-t", "bench/"+name, "-o", archive).CombinedOutput(); err != nil {
 		return fmt.Errorf("crane append: %v\n%s", err, out)
 	}
 	return c.Run("image", "import", archive, "--name", name)
+}
+
+// Percentile is the p-th percentile of ds (nearest rank).
+func Percentile(ds []time.Duration, p int) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := (len(s)*p + 99) / 100
+	return s[max(i-1, 0)]
 }
 
 // Opts are the flags every CLI benchmark takes.

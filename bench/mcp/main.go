@@ -16,7 +16,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -119,11 +118,11 @@ func run(o benchkit.Opts) error {
 			results[i] = append(results[i], time.Since(t0))
 		}
 	}
-	base := pct(results[1], 50)
+	base := benchkit.Percentile(results[1], 50)
 	fmt.Printf("\necho in a running VM, %d calls each, interleaved (TCG, 1 vCPU, 256 MiB, busybox, no network):\n", runs)
 	fmt.Printf("  %-52s %9s %9s %14s\n", "", "p50", "p95", "p50 vs vm exec")
 	for i, m := range measures {
-		p50, p95 := pct(results[i], 50), pct(results[i], 95)
+		p50, p95 := benchkit.Percentile(results[i], 50), benchkit.Percentile(results[i], 95)
 		fmt.Printf("  %-52s %7.1fms %7.1fms %13.2fx\n", m.name, ms(p50), ms(p95), float64(p50)/float64(base))
 	}
 	_, err = call(ctx, stdio, "sandbox_delete", map[string]any{"name": "b", "confirm": true})
@@ -159,14 +158,6 @@ func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
 	r.Header.Set("Authorization", "Bearer "+string(b))
 	return http.DefaultTransport.RoundTrip(r)
-}
-
-// pct is the p-th percentile (nearest rank).
-func pct(ds []time.Duration, p int) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	i := (len(s)*p + 99) / 100
-	return s[max(i-1, 0)]
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

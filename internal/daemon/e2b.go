@@ -8,6 +8,7 @@ import (
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/e2b"
+	"github.com/bangerdev/banger/internal/events"
 	"github.com/bangerdev/banger/internal/vm"
 )
 
@@ -62,16 +63,26 @@ func (a e2bVMs) Guest(ctx context.Context, name string) (e2b.Guest, error) {
 
 // wireE2B builds the E2B API over the VMs and their creates; it listens
 // only when e2b.listen is set (serveE2B).
-func (d *Daemon) wireE2B(m machines, p peers) (*e2b.Service, error) {
+func (d *Daemon) wireE2B(m machines, p peers, bus *events.Bus) (*e2b.Service, error) {
 	base := d.cfg.E2B.BaseImage
 	if base == "" {
 		base = d.cfg.DefaultImageName
 	}
-	return e2b.New(e2b.Options{
+	svc, err := e2b.New(e2b.Options{
 		Dir: filepath.Join(d.layout.StateDir, "e2b"), Listen: d.cfg.E2B.Listen, Domain: d.cfg.E2B.Domain, BaseImage: base,
-		VMs:    e2bVMs{vms: m.vms, creates: p.creates, lifetime: d.lifetime},
-		Logger: d.log.With("service", "e2b"),
+		DefaultMemoryMiB: d.cfg.VMDefaults.MemoryMiB,
+		VMs:              e2bVMs{vms: m.vms, creates: p.creates, lifetime: d.lifetime},
+		Logger:           d.log.With("service", "e2b"),
 	})
+	if err != nil {
+		return nil, err
+	}
+	// A sandbox's VM changed outside the API (banger vm delete, suspend,
+	// resume): the sandbox follows.
+	for _, typ := range []string{api.EventVMDeleted, api.EventVMSuspended, api.EventVMResumed} {
+		bus.On(typ, svc.VMEvent)
+	}
+	return svc, nil
 }
 
 // serveE2B listens on e2b.listen until the daemon stops. A listener that

@@ -89,7 +89,7 @@ func (d *Daemon) wire(opts Options) (*services, error) {
 		return nil, err
 	}
 	ops := d.wireOperations(opts, c, m, p, bus)
-	e2bAPI, err := d.wireE2B(m, p)
+	e2bAPI, err := d.wireE2B(m, p, bus)
 	if err != nil {
 		return nil, err
 	}

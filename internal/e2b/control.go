@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"connectrpc.com/connect"
+
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/tokenfile"
 )
@@ -210,11 +212,17 @@ func (s *Service) create(w http.ResponseWriter, r *http.Request, c caller) {
 		return
 	}
 	defer s.release(sb.ID)
-	if _, err := s.o.VMs.Create(r.Context(), p); err != nil {
+	v, err := s.o.VMs.Create(r.Context(), p)
+	if err != nil {
 		s.forget(sb.ID)
 		writeErr(w, fmt.Errorf("creating sandbox from template %s: %w", sb.Template, err))
 		return
 	}
+	s.mu.Lock()
+	if rec, ok := s.sandboxes[sb.ID]; ok && v.MemoryMiB > 0 {
+		rec.CPUs, rec.MemoryMiB, rec.DiskMiB = v.VCPU, v.MemoryMiB, v.DiskSize>>20
+	}
+	s.mu.Unlock()
 	s.o.Logger.Info("e2b sandbox created", "key", c.key.ID, "sandbox", sb.ID, "template", sb.Template)
 	writeJSON(w, http.StatusCreated, s.createdOf(sb))
 }
@@ -281,8 +289,8 @@ func (s *Service) plan(c caller, req newSandbox) (*sandbox, api.VMCreateParams, 
 	if !internet && len(p.Allow) == 0 {
 		p.Network = "none"
 	}
-	if p.MemoryMiB == 0 {
-		sb.MemoryMiB = 0 // filled from the VM on reads
+	if sb.MemoryMiB == 0 {
+		sb.MemoryMiB = s.o.DefaultMemoryMiB
 	}
 	return sb, p, nil
 }
@@ -343,15 +351,50 @@ func (s *Service) forget(id string) {
 	}
 }
 
-// endProcesses kills what runs in a sandbox through the API.
+// endProcesses kills what runs in a sandbox through the API: its
+// processes and its watchers.
 func (s *Service) endProcesses(id string) {
 	s.mu.Lock()
 	procs := s.procs[id]
 	delete(s.procs, id)
+	watchers := s.watchers[id]
+	delete(s.watchers, id)
 	s.mu.Unlock()
 	if procs != nil {
 		procs.killAll()
 	}
+	for _, w := range watchers {
+		w.cancel()
+	}
+}
+
+// addWatcher keeps a sandbox's new watcher under a fresh ID.
+func (s *Service) addWatcher(id string, w *dirWatcher) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.watchers[id]) >= maxWatchers {
+		return "", fmt.Errorf("sandbox %s has %d watchers, at most %d (remove one)", id, len(s.watchers[id]), maxWatchers)
+	}
+	if s.watchers[id] == nil {
+		s.watchers[id] = map[string]*dirWatcher{}
+	}
+	wid := newID()[1:]
+	s.watchers[id][wid] = w
+	return wid, nil
+}
+
+// watcher is a sandbox's watcher, taken out with remove.
+func (s *Service) watcher(id, wid string, remove bool) (*dirWatcher, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w, ok := s.watchers[id][wid]
+	if !ok {
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("watcher %q not found", wid))
+	}
+	if remove {
+		delete(s.watchers[id], wid)
+	}
+	return w, nil
 }
 
 func (s *Service) createdOf(sb *sandbox) created {

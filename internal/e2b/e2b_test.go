@@ -73,6 +73,8 @@ type fakeGuest struct {
 	execs []proto.ExecParams
 	files map[string]string
 	block chan struct{} // an exec waits on it (or its context)
+	watch []proto.WatchEvent
+	dirs  map[string]bool
 }
 
 func (g *fakeGuest) Exec(ctx context.Context, p proto.ExecParams, stdin io.Reader, stdout, stderr io.Writer) (proto.ExecResult, error) {
@@ -103,7 +105,11 @@ func (g *fakeGuest) FS(_ context.Context, p proto.FSParams) (proto.FSResult, err
 	if _, ok := g.files[p.Path]; !ok {
 		return proto.FSResult{}, fmt.Errorf("agent: stat %s: no such file or directory", p.Path)
 	}
-	return proto.FSResult{Entries: []proto.FSEntry{{Path: p.Path, Type: "f", Mode: 0o644, Size: int64(len(g.files[p.Path]))}}}, nil
+	typ := "f"
+	if g.dirs[p.Path] {
+		typ = "d"
+	}
+	return proto.FSResult{Entries: []proto.FSEntry{{Path: p.Path, Type: typ, Mode: 0o644, Size: int64(len(g.files[p.Path]))}}}, nil
 }
 func (g *fakeGuest) ReadFileRange(_ context.Context, p proto.FileParams, w io.Writer) (proto.FileResult, error) {
 	g.mu.Lock()
@@ -120,6 +126,17 @@ func (g *fakeGuest) WriteFileWith(_ context.Context, p proto.FileParams, r io.Re
 }
 func (g *fakeGuest) Dial(context.Context, string) (net.Conn, error) {
 	return nil, errors.New("no ports")
+}
+
+// Watch sends the events of g.watch, then waits for the end.
+func (g *fakeGuest) Watch(ctx context.Context, p proto.WatchParams, emit func(proto.WatchEvent) error) error {
+	for _, e := range g.watch {
+		if err := emit(e); err != nil {
+			return err
+		}
+	}
+	<-ctx.Done()
+	return ctx.Err()
 }
 func (g *fakeGuest) Stats(context.Context) (proto.StatsResult, error) {
 	return proto.StatsResult{NumCPU: 2, MemTotal: 1 << 30, MemAvailable: 1 << 29, CPUBusy: 1, CPUTotal: 4}, nil
@@ -566,5 +583,94 @@ func TestSlowListenerIsDropped(t *testing.T) {
 	p.finish(&pb.ProcessEvent_EndEvent{Exited: true})
 	if n := <-got; n != 1001 {
 		t.Fatalf("the reading listener got %d events, want 1000 and the end", n)
+	}
+}
+
+// TestVMEvents: a sandbox follows its VM when the owner deletes or
+// suspends it with banger's CLI.
+func TestVMEvents(t *testing.T) {
+	f := newFixture(t)
+	a := f.create(t, f.key, map[string]any{})
+	b := f.create(t, f.key, map[string]any{})
+	f.s.VMEvent(api.Event{Type: api.EventVMSuspended, VM: a.SandboxID})
+	if code, body := f.do(t, "GET", "/sandboxes/"+a.SandboxID, f.key, nil); code != 200 || !strings.Contains(body, `"state":"paused"`) {
+		t.Fatalf("after a suspend: %d %s", code, body)
+	}
+	f.s.VMEvent(api.Event{Type: api.EventVMResumed, VM: a.SandboxID})
+	if _, body := f.do(t, "GET", "/sandboxes/"+a.SandboxID, f.key, nil); !strings.Contains(body, `"state":"running"`) {
+		t.Fatalf("after a resume: %s", body)
+	}
+	f.s.VMEvent(api.Event{Type: api.EventVMDeleted, VM: b.SandboxID})
+	if code, _ := f.do(t, "GET", "/sandboxes/"+b.SandboxID, f.key, nil); code != 404 {
+		t.Fatalf("a sandbox whose VM was deleted: %d", code)
+	}
+	f.s.VMEvent(api.Event{Type: api.EventVMDeleted, VM: "not-a-sandbox"})
+}
+
+func TestWatch(t *testing.T) {
+	f := newFixture(t)
+	sb := f.create(t, f.key, map[string]any{})
+	f.vms.guest.files["/root/dir"] = ""
+	f.vms.guest.watch = []proto.WatchEvent{{Name: "a", Op: proto.WatchCreate}, {Name: "b/c", Op: proto.WatchRename}}
+	hc := &http.Client{Transport: headers{"E2b-Sandbox-Id": sb.SandboxID, "X-Access-Token": sb.EnvdAccessToken}}
+	fs := fspb.NewFilesystemClient(hc, f.srv.URL)
+	// The fake's stat says every path is a file: a watch of one is refused.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := fs.WatchDir(ctx, connect.NewRequest(&fspb.WatchDirRequest{Path: "dir"}))
+	if err == nil {
+		for st.Receive() {
+		}
+		err = st.Err()
+	}
+	if connect.CodeOf(err) != connect.CodeInvalidArgument {
+		t.Fatalf("a watch of a file: %v", err)
+	}
+	f.vms.guest.dirs = map[string]bool{"/root/dir": true}
+	wctx, stop := context.WithCancel(ctx)
+	st, err = fs.WatchDir(wctx, connect.NewRequest(&fspb.WatchDirRequest{Path: "dir", Recursive: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for len(got) < 2 && st.Receive() {
+		if e := st.Msg().GetFilesystem(); e != nil {
+			got = append(got, e.Name+":"+e.Type.String())
+		}
+	}
+	stop()
+	if strings.Join(got, " ") != "a:EVENT_TYPE_CREATE b/c:EVENT_TYPE_RENAME" {
+		t.Fatalf("events %v (%v)", got, st.Err())
+	}
+	w, err := fs.CreateWatcher(ctx, connect.NewRequest(&fspb.CreateWatcherRequest{Path: "/root/dir"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	for deadline := time.Now().Add(5 * time.Second); n < 2 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		ev, err := fs.GetWatcherEvents(ctx, connect.NewRequest(&fspb.GetWatcherEventsRequest{WatcherId: w.Msg.WatcherId}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += len(ev.Msg.Events)
+	}
+	if n != 2 {
+		t.Fatalf("the watcher kept %d events, want 2", n)
+	}
+	if _, err := fs.RemoveWatcher(ctx, connect.NewRequest(&fspb.RemoveWatcherRequest{WatcherId: w.Msg.WatcherId})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fs.GetWatcherEvents(ctx, connect.NewRequest(&fspb.GetWatcherEventsRequest{WatcherId: w.Msg.WatcherId})); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Fatalf("a removed watcher: %v", err)
+	}
+	// Another sandbox's watcher is not found.
+	other := f.create(t, f.key, map[string]any{})
+	w2, err := fs.CreateWatcher(ctx, connect.NewRequest(&fspb.CreateWatcherRequest{Path: "/root/dir"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs2 := fspb.NewFilesystemClient(&http.Client{Transport: headers{"E2b-Sandbox-Id": other.SandboxID, "X-Access-Token": other.EnvdAccessToken}}, f.srv.URL)
+	if _, err := fs2.GetWatcherEvents(ctx, connect.NewRequest(&fspb.GetWatcherEventsRequest{WatcherId: w2.Msg.WatcherId})); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Fatalf("another sandbox's watcher: %v", err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -205,22 +206,153 @@ func (f *filesystemService) Remove(ctx context.Context, req *connect.Request[pb.
 	return connect.NewResponse(&pb.RemoveResponse{}), nil
 }
 
-var errNoWatch = errors.New("watching a directory needs inotify events from the guest agent, which banger's agent does not send yet")
+// Bounds of watching.
+const (
+	maxWatchers      = 64    // a sandbox's watchers of CreateWatcher
+	maxWatcherEvents = 10000 // events a watcher keeps between two reads
+)
 
-func (f *filesystemService) WatchDir(context.Context, *connect.Request[pb.WatchDirRequest], *connect.ServerStream[pb.WatchDirResponse]) error {
-	return connect.NewError(connect.CodeUnimplemented, errNoWatch)
+var watchTypes = map[string]pb.EventType{
+	proto.WatchCreate: pb.EventType_EVENT_TYPE_CREATE,
+	proto.WatchWrite:  pb.EventType_EVENT_TYPE_WRITE,
+	proto.WatchRemove: pb.EventType_EVENT_TYPE_REMOVE,
+	proto.WatchRename: pb.EventType_EVENT_TYPE_RENAME,
+	proto.WatchChmod:  pb.EventType_EVENT_TYPE_CHMOD,
 }
 
-func (f *filesystemService) CreateWatcher(context.Context, *connect.Request[pb.CreateWatcherRequest]) (*connect.Response[pb.CreateWatcherResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errNoWatch)
+// watchStart checks what a watch names (a directory) and returns its
+// guest, its params and its sandbox.
+func (f *filesystemService) watchStart(ctx context.Context, h http.Header, dir string, recursive bool) (Guest, proto.WatchParams, string, error) {
+	e, err := f.stat(ctx, h, dir)
+	if err != nil {
+		return nil, proto.WatchParams{}, "", err
+	}
+	if e.Type != pb.FileType_FILE_TYPE_DIRECTORY {
+		return nil, proto.WatchParams{}, "", connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%s is not a directory", e.Path))
+	}
+	id := sandboxFrom(ctx)
+	g, err := f.s.o.VMs.Guest(ctx, id)
+	if err != nil {
+		return nil, proto.WatchParams{}, "", connect.NewError(connect.CodeUnavailable, err)
+	}
+	return g, proto.WatchParams{Path: e.Path, Recursive: recursive}, id, nil
 }
 
-func (f *filesystemService) GetWatcherEvents(context.Context, *connect.Request[pb.GetWatcherEventsRequest]) (*connect.Response[pb.GetWatcherEventsResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errNoWatch)
+// WatchDir streams a directory's changes (inotify in the guest, through
+// the agent) until the client goes.
+func (f *filesystemService) WatchDir(ctx context.Context, req *connect.Request[pb.WatchDirRequest], stream *connect.ServerStream[pb.WatchDirResponse]) error {
+	g, p, _, err := f.watchStart(ctx, req.Header(), req.Msg.GetPath(), req.Msg.GetRecursive())
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events := make(chan *pb.FilesystemEvent, subscriberQueue)
+	ended := make(chan error, 1)
+	go func() {
+		ended <- g.Watch(ctx, p, func(e proto.WatchEvent) error {
+			select {
+			case events <- &pb.FilesystemEvent{Name: e.Name, Type: watchTypes[e.Op]}:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+	}()
+	if err := stream.Send(&pb.WatchDirResponse{Event: &pb.WatchDirResponse_Start{Start: &pb.WatchDirResponse_StartEvent{}}}); err != nil {
+		return err
+	}
+	tick := time.NewTicker(keepaliveOf(req.Header()))
+	defer tick.Stop()
+	for {
+		select {
+		case e := <-events:
+			if err := stream.Send(&pb.WatchDirResponse{Event: &pb.WatchDirResponse_Filesystem{Filesystem: e}}); err != nil {
+				return err
+			}
+		case <-tick.C:
+			if err := stream.Send(&pb.WatchDirResponse{Event: &pb.WatchDirResponse_Keepalive{Keepalive: &pb.WatchDirResponse_KeepAlive{}}}); err != nil {
+				return err
+			}
+		case err := <-ended:
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fsErr(err)
+		case <-ctx.Done():
+			return nil
+		}
+	}
 }
 
-func (f *filesystemService) RemoveWatcher(context.Context, *connect.Request[pb.RemoveWatcherRequest]) (*connect.Response[pb.RemoveWatcherResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errNoWatch)
+// dirWatcher is a watch of CreateWatcher: its events kept until read.
+type dirWatcher struct {
+	cancel context.CancelFunc
+	mu     sync.Mutex
+	events []*pb.FilesystemEvent
+	lost   int   // events dropped past maxWatcherEvents since the last read
+	err    error // why the watch ended, if it did
+}
+
+func (f *filesystemService) CreateWatcher(ctx context.Context, req *connect.Request[pb.CreateWatcherRequest]) (*connect.Response[pb.CreateWatcherResponse], error) {
+	g, p, id, err := f.watchStart(ctx, req.Header(), req.Msg.GetPath(), req.Msg.GetRecursive())
+	if err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	w := &dirWatcher{cancel: cancel}
+	wid, err := f.s.addWatcher(id, w)
+	if err != nil {
+		cancel()
+		return nil, connect.NewError(connect.CodeResourceExhausted, err)
+	}
+	go func() {
+		err := g.Watch(wctx, p, func(e proto.WatchEvent) error {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			if len(w.events) >= maxWatcherEvents {
+				w.lost++
+				return nil
+			}
+			w.events = append(w.events, &pb.FilesystemEvent{Name: e.Name, Type: watchTypes[e.Op]})
+			return nil
+		})
+		w.mu.Lock()
+		if wctx.Err() == nil {
+			w.err = fsErr(err)
+		}
+		w.mu.Unlock()
+	}()
+	return connect.NewResponse(&pb.CreateWatcherResponse{WatcherId: wid}), nil
+}
+
+func (f *filesystemService) GetWatcherEvents(ctx context.Context, req *connect.Request[pb.GetWatcherEventsRequest]) (*connect.Response[pb.GetWatcherEventsResponse], error) {
+	w, err := f.s.watcher(sandboxFrom(ctx), req.Msg.GetWatcherId(), false)
+	if err != nil {
+		return nil, err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.lost > 0 {
+		lost := w.lost
+		w.lost = 0
+		return nil, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("watcher %s kept %d events and lost %d more since the last read; read more often", req.Msg.GetWatcherId(), maxWatcherEvents, lost))
+	}
+	if w.err != nil && len(w.events) == 0 {
+		return nil, w.err
+	}
+	out := &pb.GetWatcherEventsResponse{Events: w.events}
+	w.events = nil
+	return connect.NewResponse(out), nil
+}
+
+func (f *filesystemService) RemoveWatcher(ctx context.Context, req *connect.Request[pb.RemoveWatcherRequest]) (*connect.Response[pb.RemoveWatcherResponse], error) {
+	w, err := f.s.watcher(sandboxFrom(ctx), req.Msg.GetWatcherId(), true)
+	if err != nil {
+		return nil, err
+	}
+	w.cancel()
+	return connect.NewResponse(&pb.RemoveWatcherResponse{}), nil
 }
 
 // fileUser is the user of a /files request: its Basic authorization, or

@@ -341,16 +341,21 @@ func endOf(res proto.ExecResult, err error, ctx context.Context) *pb.ProcessEven
 	return &pb.ProcessEvent_EndEvent{ExitCode: int32(res.ExitCode), Exited: true, Status: "exit status " + strconv.Itoa(res.ExitCode)}
 }
 
+// keepaliveOf is the keepalive interval a client asks
+// (Keepalive-Ping-Interval, seconds; 50 by default, as envd).
+func keepaliveOf(h http.Header) time.Duration {
+	if n, err := strconv.Atoi(h.Get("Keepalive-Ping-Interval")); err == nil && n > 0 {
+		return time.Duration(min(n, 3600)) * time.Second
+	}
+	return 50 * time.Second
+}
+
 // relay sends a listener's events to a client until the end event or
 // the client goes, with keepalives at the interval the client asks
-// (Keepalive-Ping-Interval, seconds).
+// (keepaliveOf).
 func relay(ctx context.Context, h http.Header, p *process, ch chan *pb.ProcessEvent, send func(*pb.ProcessEvent) error) error {
 	defer p.unsubscribe(ch)
-	every := 50 * time.Second
-	if n, err := strconv.Atoi(h.Get("Keepalive-Ping-Interval")); err == nil && n > 0 {
-		every = time.Duration(min(max(n, 1), 3600)) * time.Second
-	}
-	tick := time.NewTicker(every)
+	tick := time.NewTicker(keepaliveOf(h))
 	defer tick.Stop()
 	for {
 		select {

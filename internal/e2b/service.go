@@ -63,6 +63,7 @@ type Guest interface {
 	WriteFileWith(ctx context.Context, p proto.FileParams, r io.Reader) (int64, error)
 	Dial(ctx context.Context, addr string) (net.Conn, error)
 	Stats(ctx context.Context) (proto.StatsResult, error)
+	Watch(ctx context.Context, p proto.WatchParams, emit func(proto.WatchEvent) error) error
 }
 
 // Options configure a Service.
@@ -71,7 +72,10 @@ type Options struct {
 	Listen    string // the configured address ("" serves none)
 	Domain    string
 	BaseImage string
-	VMs       VMs
+	// DefaultMemoryMiB is what a template without a memory size gets
+	// (vm_defaults.memory_mib): what a key's memory limit counts for it.
+	DefaultMemoryMiB int
+	VMs              VMs
 	Logger    *slog.Logger
 	Now       func() time.Time
 }
@@ -87,6 +91,7 @@ type Service struct {
 	pending   map[string]bool     // being created or forked: not listed, not swept
 	templates map[string]api.E2BTemplate
 	procs     map[string]*processes // by sandbox ID, while the daemon runs
+	watchers  map[string]map[string]*dirWatcher
 	addr      string                // where it listens, once it does
 	failed    error                 // why it does not, when it was asked to
 }
@@ -129,7 +134,7 @@ func New(o Options) (*Service, error) {
 		return nil, fmt.Errorf("making the e2b state directory: %w", err)
 	}
 	s := &Service{o: o, keys: tokenfile.Open(filepath.Join(o.Dir, "keys.json"), keyKind),
-		sandboxes: map[string]*sandbox{}, pending: map[string]bool{}, templates: map[string]api.E2BTemplate{}, procs: map[string]*processes{}}
+		sandboxes: map[string]*sandbox{}, pending: map[string]bool{}, watchers: map[string]map[string]*dirWatcher{}, templates: map[string]api.E2BTemplate{}, procs: map[string]*processes{}}
 	var err error
 	if s.secret, err = loadSecret(filepath.Join(o.Dir, "secret")); err != nil {
 		return nil, err
@@ -211,6 +216,32 @@ func (s *Service) accessToken(id, what string) string {
 
 func (s *Service) envdToken(id string) string    { return s.accessToken(id, "envd") }
 func (s *Service) trafficToken(id string) string { return s.accessToken(id, "traffic") }
+
+// VMEvent keeps the sandboxes true to what happened to their VMs
+// outside the API: one deleted (`banger vm delete`) is forgotten, one
+// suspended or resumed is paused or running.
+func (s *Service) VMEvent(e api.Event) {
+	s.mu.Lock()
+	sb, ok := s.sandboxes[e.VM]
+	s.mu.Unlock()
+	if !ok {
+		return
+	}
+	switch e.Type {
+	case api.EventVMDeleted:
+		s.forget(sb.ID)
+	case api.EventVMSuspended, api.EventVMResumed:
+		if e.Type == api.EventVMSuspended {
+			s.endProcesses(sb.ID)
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if sb, ok := s.sandboxes[e.VM]; ok {
+			sb.Paused = e.Type == api.EventVMSuspended
+			_ = s.saveLocked()
+		}
+	}
+}
 
 // Keys are the API keys.
 func (s *Service) Keys() *tokenfile.Tokens { return s.keys }

@@ -105,6 +105,20 @@ await step('files', async () => {
   check(r.stdout.trim().split(/\s+/).join() === '0,1,2,250,255', 'the guest sees the bytes', r.stdout)
 })
 
+await step('files.watch', async () => {
+  await sbx.files.makeDir('/tmp/w/sub')
+  const seen = []
+  const handle = await sbx.files.watchDir('/tmp/w', (e) => seen.push(e), { recursive: true })
+  let i = 0
+  await until('a write event under the watched directory', async () => {
+    await sbx.files.write(`/tmp/w/sub/f${i++}.txt`, 'x')
+    return seen.some((e) => e.name.startsWith('sub/f') && (e.type === 'write' || e.type === 'create'))
+  })
+  await sbx.files.remove('/tmp/w/sub/f0.txt')
+  await until('a remove event', async () => seen.some((e) => e.name === 'sub/f0.txt' && e.type === 'remove'))
+  await handle.stop()
+})
+
 await step('files.upload+download', async () => {
   const form = new FormData()
   form.append('file', new Blob(['uploaded through a signed URL']), 'up.txt')

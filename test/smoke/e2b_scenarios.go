@@ -22,7 +22,7 @@ import (
 // the daemon's E2B API with only E2B_API_URL, E2B_SANDBOX_URL and
 // E2B_API_KEY set: create, commands (foreground, background with
 // callbacks, env, cwd, stdin, timeout, kill, connect), files (read,
-// write, list, upload and download by signed URL), a PTY, pause and
+// write, list, watch, upload and download by signed URL), a PTY, pause and
 // connect, fork, list, metrics, the timeout killing a sandbox, kill.
 // Before it, the refusals with plain HTTP: no key, a revoked key,
 // another key's sandbox, envd without its token, a rebinding Host, a

@@ -245,6 +245,10 @@ const (
 	// MethodFS does one file-system operation in the guest (FSParams,
 	// FSResult): stat, list, mkdir, move, remove, glob, search.
 	MethodFS = "fs"
+	// MethodWatch watches a directory (WatchParams) until the caller
+	// resets the stream: each change comes as a WatchEvent JSON line on
+	// stdout.
+	MethodWatch = "watch"
 	// MethodIdentity gives a guest restored from a saved state (a
 	// template, a fork, a checkpoint) its VM's identity (IdentityParams),
 	// before the host hands the VM to anyone.
@@ -412,6 +416,28 @@ type FSResult struct {
 	Matches []FSMatch `json:"matches,omitempty"`
 	// Truncated: Max cut the answer.
 	Truncated bool `json:"truncated,omitempty"`
+}
+
+// WatchParams name a directory to watch; Recursive watches the
+// directories under it too (and those made later).
+type WatchParams struct {
+	Path      string `json:"path"`
+	Recursive bool   `json:"recursive,omitempty"`
+}
+
+// Watch event operations, as fsnotify names them (E2B's envd's).
+const (
+	WatchCreate = "create" // made, or moved in
+	WatchWrite  = "write"
+	WatchRemove = "remove"
+	WatchRename = "rename" // moved away
+	WatchChmod  = "chmod"
+)
+
+// WatchEvent is one change under a watched directory.
+type WatchEvent struct {
+	Name string `json:"name"` // relative to the watched directory
+	Op   string `json:"op"`
 }
 
 // PingResult answers ping.

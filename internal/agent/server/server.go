@@ -97,6 +97,7 @@ func methods() map[string]method {
 		proto.MethodManifest:  with(manifest),
 		proto.MethodIdentity:  with(identity),
 		proto.MethodFS:        with(fsOp),
+		proto.MethodWatch:     with(watch),
 	}
 }
 
