@@ -76,8 +76,8 @@ type Options struct {
 	// (vm_defaults.memory_mib): what a key's memory limit counts for it.
 	DefaultMemoryMiB int
 	VMs              VMs
-	Logger    *slog.Logger
-	Now       func() time.Time
+	Logger           *slog.Logger
+	Now              func() time.Time
 }
 
 // Service is the E2B API of one daemon.
@@ -92,8 +92,8 @@ type Service struct {
 	templates map[string]api.E2BTemplate
 	procs     map[string]*processes // by sandbox ID, while the daemon runs
 	watchers  map[string]map[string]*dirWatcher
-	addr      string                // where it listens, once it does
-	failed    error                 // why it does not, when it was asked to
+	addr      string // where it listens, once it does
+	failed    error  // why it does not, when it was asked to
 }
 
 // keyKind: "e2b_" and 20 random bytes, the shape the SDKs check.
