@@ -285,7 +285,9 @@ func (s *Service) plan(c caller, req newSandbox) (*sandbox, api.VMCreateParams, 
 		}
 	}
 	nat := internet
-	p.NAT = &nat
+	if len(p.Allow) == 0 { // an allow-list is its own way out
+		p.NAT = &nat
+	}
 	if !internet && len(p.Allow) == 0 {
 		p.Network = "none"
 	}
@@ -863,6 +865,26 @@ func (s *Service) metrics(w http.ResponseWriter, r *http.Request, c caller, sb s
 		DiskUsed      uint64    `json:"diskUsed"`
 		DiskTotal     uint64    `json:"diskTotal"`
 	}
+	now := s.o.Now().UTC()
+	// The one sample is now's: outside a start..end asked (Unix
+	// seconds), none.
+	for _, b := range []struct {
+		key   string
+		after bool
+	}{{"start", true}, {"end", false}} {
+		v := r.URL.Query().Get(b.key)
+		if v == "" {
+			continue
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "%s %q: Unix seconds", b.key, v)
+			return
+		}
+		if b.after && now.Unix() < n || !b.after && now.Unix() > n {
+			sb.Paused = true // no sample to give
+		}
+	}
 	if sb.Paused {
 		writeJSON(w, http.StatusOK, []metric{})
 		return
@@ -877,7 +899,6 @@ func (s *Service) metrics(w http.ResponseWriter, r *http.Request, c caller, sb s
 		writeErr(w, fmt.Errorf("reading sandbox %s's counters: %w", sb.ID, err))
 		return
 	}
-	now := s.o.Now().UTC()
 	m := metric{Timestamp: now, TimestampUnix: now.Unix(), CPUCount: st.NumCPU, MemTotal: st.MemTotal,
 		MemUsed: st.MemTotal - min(st.MemAvailable, st.MemTotal), DiskUsed: st.DiskUsed, DiskTotal: st.DiskSize}
 	if st.CPUTotal > 0 {

@@ -1,6 +1,7 @@
 package e2b
 
 import (
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -200,7 +201,8 @@ func (f *filesystemService) ListDir(ctx context.Context, req *connect.Request[pb
 }
 
 func (f *filesystemService) Remove(ctx context.Context, req *connect.Request[pb.RemoveRequest]) (*connect.Response[pb.RemoveResponse], error) {
-	if _, _, err := f.op(ctx, req.Header(), proto.FSParams{Op: proto.FSRemove, Path: req.Msg.GetPath(), Recursive: true}); err != nil {
+	// As envd's (os.RemoveAll): what is not there is removed already.
+	if _, _, err := f.op(ctx, req.Header(), proto.FSParams{Op: proto.FSRemove, Path: req.Msg.GetPath(), Recursive: true}); err != nil && connect.CodeOf(err) != connect.CodeNotFound {
 		return nil, err
 	}
 	return connect.NewResponse(&pb.RemoveResponse{}), nil
@@ -384,7 +386,7 @@ func (s *Service) checkSignature(r *http.Request, id, operation, user string) er
 	if exp := q.Get("signature_expiration"); exp != "" {
 		n, err := strconv.ParseInt(exp, 10, 64)
 		if err != nil || time.Unix(n, 0).Before(s.o.Now()) {
-			return fmt.Errorf("%w: the signature has expired", api.ErrPermissionDenied)
+			return fmt.Errorf("%w: signature is already expired", api.ErrPermissionDenied)
 		}
 		raw += ":" + exp
 	}
@@ -488,8 +490,20 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 		writeFileErr(w, err)
 		return
 	}
-	if r.Header.Get("Content-Encoding") != "" && r.Header.Get("Content-Encoding") != "identity" {
-		writeError(w, http.StatusBadRequest, "Content-Encoding %q: send the file uncompressed", r.Header.Get("Content-Encoding"))
+	var body io.Reader = http.MaxBytesReader(w, r.Body, maxUpload+1<<20)
+	switch enc := r.Header.Get("Content-Encoding"); enc {
+	case "", "identity":
+	case "gzip":
+		// What it inflates to is bounded by maxUpload a file below.
+		zr, err := gzip.NewReader(body)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "Content-Encoding gzip: %s", err)
+			return
+		}
+		defer zr.Close()
+		body = zr
+	default:
+		writeError(w, http.StatusBadRequest, "Content-Encoding %q: send the file as is or gzip", enc)
 		return
 	}
 	g, err := s.o.VMs.Guest(r.Context(), id)
@@ -511,7 +525,6 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 		}
 		return uploaded{Name: path.Base(p), Type: "file", Path: p}, nil
 	}
-	body := http.MaxBytesReader(w, r.Body, maxUpload+1<<20)
 	var out []uploaded
 	mt, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if mt != "multipart/form-data" {

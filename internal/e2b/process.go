@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -55,6 +56,9 @@ type process struct {
 	cancel context.CancelFunc
 
 	wait time.Duration // how long a full listener may hold up the output
+	// gone is set when the process ends with its sandbox: its streams
+	// are cut, as a killed sandbox's would be, not ended.
+	gone atomic.Bool
 
 	mu   sync.Mutex
 	subs map[chan *pb.ProcessEvent]struct{}
@@ -83,6 +87,7 @@ func (ps *processes) killAll() {
 	}
 	ps.mu.Unlock()
 	for _, p := range all {
+		p.gone.Store(true)
 		p.cancel()
 	}
 }
@@ -362,6 +367,11 @@ func relay(ctx context.Context, h http.Header, p *process, ch chan *pb.ProcessEv
 		case ev, ok := <-ch:
 			if !ok {
 				return connect.NewError(connect.CodeResourceExhausted, errors.New("this stream fell too far behind the process's output and was dropped"))
+			}
+			if ev.GetEnd() != nil && p.gone.Load() {
+				// The SDKs read a cut stream of a sandbox that is no
+				// longer running as "killed or at its end of life".
+				panic(http.ErrAbortHandler)
 			}
 			if err := send(ev); err != nil {
 				return err

@@ -43,6 +43,9 @@ func TestWatch(t *testing.T) {
 		for {
 			select {
 			case e := <-events:
+				if strings.Contains(e.Name, ".banger-write-") {
+					t.Fatalf("the agent's temporary file showed: %+v", e)
+				}
 				if e.Name == name && e.Op == op {
 					return
 				}
@@ -61,6 +64,18 @@ func TestWatch(t *testing.T) {
 	want("new", proto.WatchCreate, func() { _ = os.Mkdir(filepath.Join(root, "new"), 0o755) })
 	want("new/c.txt", proto.WatchWrite, write("new/c.txt"))
 	want("a.txt", proto.WatchRemove, func() { write("a.txt")(); _ = os.Remove(filepath.Join(root, "a.txt")) })
+	// A file written through the agent (beside, then renamed over) shows
+	// as a write of its name, never as the temporary file.
+	want("new/d.txt", proto.WatchWrite, func() {
+		if _, err := c.WriteFile(ctx, filepath.Join(root, "new/d.txt"), 0o644, strings.NewReader("y")); err != nil {
+			t.Error(err)
+		}
+	})
+	for len(events) > 0 {
+		if e := <-events; strings.Contains(e.Name, ".banger-write-") {
+			t.Fatalf("the agent's temporary file showed: %+v", e)
+		}
+	}
 	stop()
 	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
 		t.Fatalf("the watch ended with %v", err)

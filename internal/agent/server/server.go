@@ -76,6 +76,10 @@ func (c *call) in(done <-chan struct{}) *link.Reader { return c.l.NewReader(c.ch
 // out writes fd's bytes back to the caller.
 func (c *call) out(fd byte) *link.Writer { return c.l.NewWriter(c.stream, fd) }
 
+// writeTempPrefix starts the temporary file a write_file fills beside
+// its target (watches leave it out).
+const writeTempPrefix = ".banger-write-"
+
 // method answers one call with its result or error.
 type method func(s *Server, c *call) (any, error)
 
@@ -261,7 +265,7 @@ func writeFile(_ *Server, c *call, p proto.FileParams) (proto.FileResult, error)
 			return proto.FileResult{}, err
 		}
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(p.Path), ".banger-write-*")
+	tmp, err := os.CreateTemp(filepath.Dir(p.Path), writeTempPrefix+"*")
 	if err != nil {
 		return proto.FileResult{}, err
 	}

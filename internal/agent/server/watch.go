@@ -135,8 +135,18 @@ func (w *watcher) events(b []byte) []proto.WatchEvent {
 		if err != nil || rel == "." {
 			continue // the root itself: its own removal ends nothing here
 		}
+		// The agent's own writes go through a temporary file renamed
+		// over the target: not a change of anyone's.
+		if strings.HasPrefix(path.Base(full), writeTempPrefix) {
+			continue
+		}
 		op := ""
 		switch {
+		case raw.Mask&unix.IN_MOVED_TO != 0 && raw.Mask&unix.IN_ISDIR == 0:
+			// A file moved in, as write_file's are: made and written, as a
+			// write in place shows (E2B's clients wait for the write).
+			out = append(out, proto.WatchEvent{Name: rel, Op: proto.WatchCreate})
+			op = proto.WatchWrite
 		case raw.Mask&(unix.IN_CREATE|unix.IN_MOVED_TO) != 0:
 			op = proto.WatchCreate
 			if w.recursive && raw.Mask&unix.IN_ISDIR != 0 {
