@@ -589,7 +589,17 @@ func (s *Service) kill(w http.ResponseWriter, r *http.Request, c caller, sb sand
 }
 
 // destroy deletes a sandbox's VM and record; a VM already gone is fine.
+// Its plane answers "not running" from the start, so a client whose
+// stream is cut finds it gone.
 func (s *Service) destroy(ctx context.Context, id string) error {
+	s.mu.Lock()
+	s.ending[id] = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.ending, id)
+		s.mu.Unlock()
+	}()
 	s.endProcesses(id)
 	if _, err := s.o.VMs.Delete(ctx, api.VMDeleteParams{Name: id, Force: true}); err != nil && !errors.Is(err, api.ErrNotFound) {
 		return fmt.Errorf("killing sandbox %s: %w", id, err)

@@ -130,7 +130,8 @@ func (g *fakeGuest) Dial(context.Context, string) (net.Conn, error) {
 }
 
 // Watch sends the events of g.watch, then waits for the end.
-func (g *fakeGuest) Watch(ctx context.Context, p proto.WatchParams, emit func(proto.WatchEvent) error) error {
+func (g *fakeGuest) Watch(ctx context.Context, p proto.WatchParams, ready func(), emit func(proto.WatchEvent) error) error {
+	ready()
 	for _, e := range g.watch {
 		if err := emit(e); err != nil {
 			return err

@@ -251,8 +251,9 @@ func (f *filesystemService) WatchDir(ctx context.Context, req *connect.Request[p
 	defer cancel()
 	events := make(chan *pb.FilesystemEvent, subscriberQueue)
 	ended := make(chan error, 1)
+	ready := make(chan struct{})
 	go func() {
-		ended <- g.Watch(ctx, p, func(e proto.WatchEvent) error {
+		ended <- g.Watch(ctx, p, func() { close(ready) }, func(e proto.WatchEvent) error {
 			select {
 			case events <- &pb.FilesystemEvent{Name: e.Name, Type: watchTypes[e.Op]}:
 				return nil
@@ -261,6 +262,15 @@ func (f *filesystemService) WatchDir(ctx context.Context, req *connect.Request[p
 			}
 		})
 	}()
+	// The start event says the watch is in place, as envd's does: a
+	// change made after it is seen.
+	select {
+	case <-ready:
+	case err := <-ended:
+		return fsErr(err)
+	case <-ctx.Done():
+		return nil
+	}
 	if err := stream.Send(&pb.WatchDirResponse{Event: &pb.WatchDirResponse_Start{Start: &pb.WatchDirResponse_StartEvent{}}}); err != nil {
 		return err
 	}
@@ -308,8 +318,11 @@ func (f *filesystemService) CreateWatcher(ctx context.Context, req *connect.Requ
 		cancel()
 		return nil, connect.NewError(connect.CodeResourceExhausted, err)
 	}
+	ready := make(chan struct{})
+	ended := make(chan struct{})
 	go func() {
-		err := g.Watch(wctx, p, func(e proto.WatchEvent) error {
+		defer close(ended)
+		err := g.Watch(wctx, p, func() { close(ready) }, func(e proto.WatchEvent) error {
 			w.mu.Lock()
 			defer w.mu.Unlock()
 			if len(w.events) >= maxWatcherEvents {
@@ -325,6 +338,22 @@ func (f *filesystemService) CreateWatcher(ctx context.Context, req *connect.Requ
 		}
 		w.mu.Unlock()
 	}()
+	// Answered once the watch is in place, so what changes after is kept.
+	select {
+	case <-ready:
+	case <-ended:
+		w.mu.Lock()
+		err := w.err
+		w.mu.Unlock()
+		if err != nil {
+			_, _ = f.s.watcher(id, wid, true)
+			return nil, err
+		}
+	case <-ctx.Done():
+		_, _ = f.s.watcher(id, wid, true)
+		cancel()
+		return nil, ctx.Err()
+	}
 	return connect.NewResponse(&pb.CreateWatcherResponse{WatcherId: wid}), nil
 }
 

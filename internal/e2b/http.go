@@ -216,7 +216,7 @@ func (s *Service) sandboxByID(id string) (sandbox, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sb, ok := s.sandboxes[id]
-	if !ok {
+	if !ok || s.ending[id] {
 		return sandbox{}, fmt.Errorf("sandbox %q: %w", id, api.ErrNotFound)
 	}
 	if sb.Paused {

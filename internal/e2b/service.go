@@ -63,7 +63,7 @@ type Guest interface {
 	WriteFileWith(ctx context.Context, p proto.FileParams, r io.Reader) (int64, error)
 	Dial(ctx context.Context, addr string) (net.Conn, error)
 	Stats(ctx context.Context) (proto.StatsResult, error)
-	Watch(ctx context.Context, p proto.WatchParams, emit func(proto.WatchEvent) error) error
+	Watch(ctx context.Context, p proto.WatchParams, ready func(), emit func(proto.WatchEvent) error) error
 }
 
 // Options configure a Service.
@@ -89,6 +89,7 @@ type Service struct {
 	mu        sync.Mutex
 	sandboxes map[string]*sandbox // by ID
 	pending   map[string]bool     // being created or forked: not listed, not swept
+	ending    map[string]bool     // being killed: its plane answers "not running"
 	templates map[string]api.E2BTemplate
 	procs     map[string]*processes // by sandbox ID, while the daemon runs
 	watchers  map[string]map[string]*dirWatcher
@@ -134,7 +135,7 @@ func New(o Options) (*Service, error) {
 		return nil, fmt.Errorf("making the e2b state directory: %w", err)
 	}
 	s := &Service{o: o, keys: tokenfile.Open(filepath.Join(o.Dir, "keys.json"), keyKind),
-		sandboxes: map[string]*sandbox{}, pending: map[string]bool{}, watchers: map[string]map[string]*dirWatcher{}, templates: map[string]api.E2BTemplate{}, procs: map[string]*processes{}}
+		sandboxes: map[string]*sandbox{}, pending: map[string]bool{}, ending: map[string]bool{}, watchers: map[string]map[string]*dirWatcher{}, templates: map[string]api.E2BTemplate{}, procs: map[string]*processes{}}
 	var err error
 	if s.secret, err = loadSecret(filepath.Join(o.Dir, "secret")); err != nil {
 		return nil, err

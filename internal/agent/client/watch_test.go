@@ -28,7 +28,7 @@ func TestWatch(t *testing.T) {
 	done := make(chan error, 1)
 	wctx, stop := context.WithCancel(ctx)
 	go func() {
-		done <- c.Watch(wctx, proto.WatchParams{Path: root, Recursive: true}, func(e proto.WatchEvent) error {
+		done <- c.Watch(wctx, proto.WatchParams{Path: root, Recursive: true}, nil, func(e proto.WatchEvent) error {
 			events <- e
 			return nil
 		})
@@ -81,14 +81,21 @@ func TestWatch(t *testing.T) {
 		t.Fatalf("the watch ended with %v", err)
 	}
 	// A file is not a directory to watch.
-	if err := c.Watch(ctx, proto.WatchParams{Path: filepath.Join(root, "new/c.txt")}, func(proto.WatchEvent) error { return nil }); err == nil || !strings.Contains(err.Error(), "not a directory") {
+	if err := c.Watch(ctx, proto.WatchParams{Path: filepath.Join(root, "new/c.txt")}, nil, func(proto.WatchEvent) error { return nil }); err == nil || !strings.Contains(err.Error(), "not a directory") {
 		t.Fatalf("watching a file: %v", err)
 	}
 }
 
+const start = `{"name":"","op":"start"}` + "\n"
+
 // TestParseWatchEvents: what a hostile guest could send as watch events
 // is refused as a protocol break.
 func TestParseWatchEvents(t *testing.T) {
+	for _, in := range []string{"", `{"name":"a","op":"create"}` + "\n", `{"name":"x","op":"start"}` + "\n", start + start} {
+		if err := client.ParseWatchEvents(strings.NewReader(in), nil, func(proto.WatchEvent) error { return nil }); in != "" && !errors.Is(err, proto.ErrFrame) {
+			t.Errorf("%q: %v, want a protocol break", in, err)
+		}
+	}
 	for _, tc := range []struct {
 		name, in string
 		ok       bool
@@ -106,7 +113,7 @@ func TestParseWatchEvents(t *testing.T) {
 		{"not JSON", "hello\n", false},
 	} {
 		n := 0
-		err := client.ParseWatchEvents(strings.NewReader(tc.in), func(proto.WatchEvent) error { n++; return nil })
+		err := client.ParseWatchEvents(strings.NewReader(start+tc.in), nil, func(proto.WatchEvent) error { n++; return nil })
 		if (err == nil) != tc.ok || (!tc.ok && (n != 0 || !errors.Is(err, proto.ErrFrame))) {
 			t.Errorf("%s: err %v, %d events", tc.name, err, n)
 		}
@@ -114,10 +121,10 @@ func TestParseWatchEvents(t *testing.T) {
 }
 
 func FuzzParseWatchEvents(f *testing.F) {
-	f.Add([]byte(`{"name":"a/b","op":"create"}` + "\n" + `{"name":"c","op":"remove"}`))
-	f.Add([]byte(`{"name":"../x","op":"write"}`))
+	f.Add([]byte(start + `{"name":"a/b","op":"create"}` + "\n" + `{"name":"c","op":"remove"}`))
+	f.Add([]byte(start + `{"name":"../x","op":"write"}`))
 	f.Fuzz(func(t *testing.T, in []byte) {
-		_ = client.ParseWatchEvents(strings.NewReader(string(in)), func(e proto.WatchEvent) error {
+		_ = client.ParseWatchEvents(strings.NewReader(string(in)), nil, func(e proto.WatchEvent) error {
 			if err := client.CheckWatchEvent(e); err != nil {
 				t.Fatalf("emitted %+v: %v", e, err)
 			}

@@ -425,8 +425,10 @@ type WatchParams struct {
 	Recursive bool   `json:"recursive,omitempty"`
 }
 
-// Watch event operations, as fsnotify names them (E2B's envd's).
+// Watch event operations, as fsnotify names them (E2B's envd's), and
+// WatchStart: the first line, once the watch is in place.
 const (
+	WatchStart  = "start"
 	WatchCreate = "create" // made, or moved in
 	WatchWrite  = "write"
 	WatchRemove = "remove"

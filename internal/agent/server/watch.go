@@ -58,6 +58,10 @@ func watch(_ *Server, c *call, p proto.WatchParams) (struct{}, error) {
 	}()
 	out := bufio.NewWriter(c.out(proto.Stdout))
 	enc := json.NewEncoder(out)
+	// Every watch is in place: what changes from here is seen.
+	if err := enc.Encode(proto.WatchEvent{Op: proto.WatchStart}); err != nil || out.Flush() != nil {
+		return struct{}{}, nil
+	}
 	buf := make([]byte, 64<<10)
 	for {
 		n, err := f.Read(buf)
