@@ -519,6 +519,9 @@ func TestFilesAndSignatures(t *testing.T) {
 		{"forged", "path=/root/a.txt&signature=v1_AAAA", 401},
 	} {
 		code, b := f.do(t, "GET", "/files?"+tc.query, "", nil, "E2b-Sandbox-Id", sb.SandboxID)
+		if tc.name == "expired" && !strings.Contains(b, `"message":"signature is already expired"`) {
+			t.Fatalf("expired: %s, want envd's words", b)
+		}
 		if code != tc.code || (code == 200 && b != "hello") {
 			t.Fatalf("%s: %d %s, want %d", tc.name, code, b, tc.code)
 		}

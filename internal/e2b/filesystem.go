@@ -409,21 +409,28 @@ func (s *Service) checkSignature(r *http.Request, id, operation, user string) er
 		if equal(r.Header.Get("X-Access-Token"), s.envdToken(id)) {
 			return nil
 		}
-		return fmt.Errorf("%w: no X-Access-Token and no signature", api.ErrPermissionDenied)
+		return signatureError("no X-Access-Token and no signature")
 	}
 	raw := fmt.Sprintf("%s:%s:%s:%s", q.Get("path"), operation, user, s.envdToken(id))
 	if exp := q.Get("signature_expiration"); exp != "" {
 		n, err := strconv.ParseInt(exp, 10, 64)
 		if err != nil || time.Unix(n, 0).Before(s.o.Now()) {
-			return fmt.Errorf("%w: signature is already expired", api.ErrPermissionDenied)
+			return signatureError("signature is already expired")
 		}
 		raw += ":" + exp
 	}
 	if !equal(sig, signature(raw)) {
-		return fmt.Errorf("%w: a wrong signature for %s of %s", api.ErrPermissionDenied, operation, q.Get("path"))
+		return signatureError(fmt.Sprintf("invalid signature for %s of %s", operation, q.Get("path")))
 	}
 	return nil
 }
+
+// signatureError refuses a signed URL in envd's words (the SDKs compare
+// them); it is a permission_denied.
+type signatureError string
+
+func (e signatureError) Error() string { return string(e) }
+func (e signatureError) Unwrap() error { return api.ErrPermissionDenied }
 
 // signature is the SDKs' signature of raw: v1_ and unpadded base64 of
 // its sha256.

@@ -244,9 +244,6 @@ func (s *Service) VMEvent(e api.Event) {
 	}
 }
 
-// Keys are the API keys.
-func (s *Service) Keys() *tokenfile.Tokens { return s.keys }
-
 // SetTemplate maps an E2B template name to an image and shape and warms
 // that shape's template, so that creates of it are restores.
 func (s *Service) SetTemplate(ctx context.Context, t api.E2BTemplate) (api.E2BTemplate, error) {
