@@ -407,12 +407,13 @@ func (s *Service) createdOf(sb *sandbox) created {
 }
 
 // own is the sandbox id when c's key made it; any other is "not found",
-// so a key learns nothing of another's sandboxes.
+// so a key learns nothing of another's sandboxes. One being killed is
+// gone already, as in E2B: a connect must not race the kill.
 func (s *Service) own(c caller, id string) (sandbox, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sb, ok := s.sandboxes[id]
-	if !ok || sb.KeyID != c.key.ID {
+	if !ok || sb.KeyID != c.key.ID || s.ending[id] {
 		return sandbox{}, fmt.Errorf("sandbox %q: %w", id, api.ErrNotFound)
 	}
 	return *sb, nil
@@ -472,7 +473,7 @@ func (s *Service) listed(c caller, q url.Values, states []string) ([]sandbox, er
 	s.mu.Lock()
 	var out []sandbox
 	for _, sb := range s.sandboxes {
-		if sb.KeyID != c.key.ID || s.pending[sb.ID] {
+		if sb.KeyID != c.key.ID || s.pending[sb.ID] || s.ending[sb.ID] {
 			continue
 		}
 		state := stateRunning

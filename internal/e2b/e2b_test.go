@@ -33,6 +33,9 @@ type fakeVMs struct {
 	vms     map[string]api.VMCreateParams
 	deleted []string
 	guest   *fakeGuest
+	// hold, when set, keeps the next Delete from returning until it is
+	// closed, after saying on entered that it began.
+	hold, entered chan struct{}
 }
 
 func (f *fakeVMs) Create(_ context.Context, p api.VMCreateParams) (api.VM, error) {
@@ -51,6 +54,14 @@ func (f *fakeVMs) Show(_ context.Context, p api.VMRefParams) (api.VM, error) {
 	return api.VM{Name: p.Name, VCPU: 2, MemoryMiB: max(c.MemoryMiB, 256)}, nil
 }
 func (f *fakeVMs) Delete(_ context.Context, p api.VMDeleteParams) (api.VM, error) {
+	f.mu.Lock()
+	hold := f.hold
+	f.hold = nil
+	f.mu.Unlock()
+	if hold != nil {
+		f.entered <- struct{}{}
+		<-hold
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.vms, p.Name)
@@ -362,6 +373,40 @@ func TestTimeoutKills(t *testing.T) {
 	if len(f.vms.deleted) != 1 || f.vms.deleted[0] != sb.SandboxID {
 		t.Fatalf("deleted %v", f.vms.deleted)
 	}
+}
+
+// TestKillIsAtOnce: from the moment a sandbox's end begins it is gone to
+// its key (get, connect, list) though its VM is still being deleted, so
+// a client that saw it stop cannot bring it back (the CI race of
+// 498cc37: a connect in that window answered 201).
+func TestKillIsAtOnce(t *testing.T) {
+	f := newFixture(t)
+	sb := f.create(t, f.key, map[string]any{"timeout": 5})
+	hold := make(chan struct{})
+	f.vms.mu.Lock()
+	f.vms.hold, f.vms.entered = hold, make(chan struct{}, 1)
+	f.vms.mu.Unlock()
+	f.mu.Lock()
+	f.now = f.now.Add(6 * time.Second)
+	f.mu.Unlock()
+	done := make(chan struct{})
+	go func() { f.s.sweepOnce(context.Background()); close(done) }()
+	<-f.vms.entered
+	for _, c := range []struct{ method, path string }{
+		{"GET", "/sandboxes/" + sb.SandboxID},
+		{"POST", "/sandboxes/" + sb.SandboxID + "/connect"},
+		{"POST", "/sandboxes/" + sb.SandboxID + "/timeout"},
+		{"DELETE", "/sandboxes/" + sb.SandboxID},
+	} {
+		if code, body := f.do(t, c.method, c.path, f.key, map[string]int{"timeout": 60}); code != 404 {
+			t.Errorf("%s %s while it is being killed: %d %s, want 404", c.method, c.path, code, body)
+		}
+	}
+	if code, body := f.do(t, "GET", "/v2/sandboxes", f.key, nil); code != 200 || strings.Contains(string(body), sb.SandboxID) {
+		t.Errorf("list while it is being killed: %d %s", code, body)
+	}
+	close(hold)
+	<-done
 }
 
 func TestProcesses(t *testing.T) {
