@@ -383,6 +383,11 @@ type VMForkParams struct {
 	// (MethodVMSnapshotCreate), in whatever state the VM is, instead of
 	// from the running VM as it is now.
 	Checkpoint string `json:"checkpoint,omitempty"`
+	// Stopped, with Checkpoint, makes the copies without starting them:
+	// each holds the checkpoint under the same tag (and its disk as its
+	// work disk), so it outlives the original; `vm snapshot restore` or
+	// a fork of it starts it.
+	Stopped bool `json:"stopped,omitempty"`
 }
 
 // VMForkResult lists a fork's copies, running.

@@ -71,13 +71,15 @@ func vmSnapshotCommand(env *Env) *cobra.Command {
 func vmForkCommand(env *Env) *cobra.Command {
 	var p api.VMForkParams
 	cmd := printed(env, &cobra.Command{
-		Use:   "fork NAME [--count N] [--name PREFIX] [--partial] [--checkpoint TAG]",
+		Use:   "fork NAME [--count N] [--name PREFIX] [--partial] [--checkpoint TAG [--stopped]]",
 		Short: "Make running copies of a running VM, each with its own name, identity, address and work disk",
 		Long: "Make running copies of a running VM: its memory and work disk are saved in one short pause (it\n" +
 			"runs on), and each copy starts from them as it was, processes and files, under a name,\n" +
 			"hostname, SSH host key, machine-id, MAC and address of its own. All are made or none, unless\n" +
 			"--partial: then the copies that started stay, and each that did not is listed with its error.\n" +
-			"--checkpoint TAG starts them from that checkpoint instead, whatever NAME is doing now.",
+			"--checkpoint TAG starts them from that checkpoint instead, whatever NAME is doing now;\n" +
+			"with --stopped the copies are not started: each keeps the checkpoint as its own, so it\n" +
+			"outlives NAME (`vm snapshot restore COPY TAG` or a fork of COPY starts it).",
 		Args: cobra.ExactArgs(1),
 	}, "print the copies as JSON", func(ctx context.Context, c *client.Client, args []string) (api.VMForkResult, error) {
 		p.Name = args[0]
@@ -93,6 +95,7 @@ func vmForkCommand(env *Env) *cobra.Command {
 		return cmdio.Table(env.Stdout, []string{"NAME", "STATE", "IP"}, rows)
 	})
 	cmd.Flags().StringVar(&p.Checkpoint, "checkpoint", "", "start the copies from this checkpoint of NAME (`vm snapshot list`), in any state of NAME")
+	cmd.Flags().BoolVar(&p.Stopped, "stopped", false, "with --checkpoint: make the copies stopped, each holding the checkpoint under the same tag")
 	cmd.Flags().BoolVar(&p.Partial, "partial", false, "keep the copies that started when others fail (each failure listed)")
 	cmd.Flags().IntVarP(&p.Count, "count", "n", 1, "how many copies (1 to 16)")
 	cmd.Flags().StringVar(&p.Prefix, "name", "", "name the copy PREFIX, or the copies PREFIX-1..N (default: NAME-fork-N)")

@@ -35,6 +35,9 @@ func (sv *saved) fork(ctx context.Context, phase func(string), p api.VMForkParam
 	if count < 1 || count > maxFork {
 		return res, fmt.Errorf("%w: --count %d: fork 1 to %d copies at once", api.ErrInvalidArgument, p.Count, maxFork)
 	}
+	if p.Stopped && p.Checkpoint == "" {
+		return res, fmt.Errorf("%w: --stopped copies hold a checkpoint: name it with --checkpoint TAG", api.ErrInvalidArgument)
+	}
 	sn, err := sv.vmms.snapshotter()
 	if err != nil {
 		return res, err
@@ -109,7 +112,11 @@ func (sv *saved) fork(ctx context.Context, phase func(string), p api.VMForkParam
 		}
 	}
 	saved := time.Since(start)
-	phase(fmt.Sprintf("starting %d copies", len(copies)))
+	if p.Stopped {
+		phase(fmt.Sprintf("making %d stopped copies", len(copies)))
+	} else {
+		phase(fmt.Sprintf("starting %d copies", len(copies)))
+	}
 	errs := make([]error, len(copies))
 	var wg sync.WaitGroup
 	for i := range copies {
@@ -131,6 +138,10 @@ func (sv *saved) fork(ctx context.Context, phase func(string), p api.VMForkParam
 				return
 			}
 			sv.cfg.Log.Info("copied a fork's disk", "vm", c.Name, "took", time.Since(t0).Round(time.Millisecond))
+			if p.Stopped {
+				copies[i], errs[i] = sv.hold(ctx, c, rec.Name, p.Checkpoint, scratch, disk)
+				return
+			}
 			copies[i], errs[i] = sv.vmms.startFrom(ctx, func(string) {}, c, img, k, scratch, true)
 		})
 	}
@@ -158,11 +169,49 @@ func (sv *saved) fork(ctx context.Context, phase func(string), p api.VMForkParam
 	ok = true
 	for _, c := range copies {
 		sv.recs.announce(api.EventVMCreated, c.Name, c.Image, "forked from "+rec.Name)
-		sv.recs.announce(api.EventVMStarted, c.Name, c.Image, "")
+		if !p.Stopped {
+			sv.recs.announce(api.EventVMStarted, c.Name, c.Image, "")
+		}
 		res.VMs = append(res.VMs, sv.recs.toAPI(c))
 	}
 	sv.cfg.Log.Info("vm forked", "vm", rec.Name, "copies", len(copies), "paused_for", saved.Round(time.Millisecond), "took", time.Since(start).Round(time.Millisecond))
 	return res, nil
+}
+
+// hold makes c a stopped copy that keeps its origin's checkpoint tag
+// (state and disk) as its own, made beside and renamed whole.
+func (sv *saved) hold(ctx context.Context, c store.VM, from, tag, state, disk string) (store.VM, error) {
+	dir := sv.recs.checkpoint(c.ID, tag)
+	tmp := dir + partial
+	if err := os.MkdirAll(filepath.Join(tmp, templateState), 0o700); err != nil {
+		return c, err
+	}
+	defer os.RemoveAll(tmp)
+	entries, err := os.ReadDir(state)
+	if err != nil {
+		return c, err
+	}
+	for _, e := range entries {
+		// A checkpoint's state is a flat directory of files the daemon
+		// wrote; anything else is not copied.
+		if !e.Type().IsRegular() {
+			return c, fmt.Errorf("copying checkpoint %s: %s is not a regular file", tag, e.Name())
+		}
+		if _, err := clonefile.Copy(filepath.Join(state, e.Name()), filepath.Join(tmp, templateState, e.Name())); err != nil {
+			return c, err
+		}
+	}
+	if _, err := clonefile.Copy(disk, filepath.Join(tmp, templateDisk)); err != nil {
+		return c, err
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return c, err
+	}
+	c.State, c.StoppedAt, c.Reason = api.VMStopped, time.Now(), "forked from "+from+"'s checkpoint "+tag+", not started"
+	if err := sv.recs.put(ctx, c); err != nil {
+		return c, err
+	}
+	return c, nil
 }
 
 func randomHex(n int) string {

@@ -431,3 +431,43 @@ func TestForkFromCheckpoint(t *testing.T) {
 		t.Fatalf("restoring after a fork from it: %v", err)
 	}
 }
+
+// TestForkStopped: a stopped copy holds the checkpoint as its own, so it
+// outlives the original, and copies start from it (the E2B snapshot).
+func TestForkStopped(t *testing.T) {
+	f := newFixture(t, withTemplates)
+	ctx := context.Background()
+	o := f.mustCreate("orig")
+	if err := os.WriteFile(f.svc.recs.work(o.ID), []byte("at the checkpoint"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.SnapshotCreate(ctx, api.VMSnapshotParams{Name: "orig", Tag: "green"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.Fork(ctx, api.VMForkParams{Name: "orig", Stopped: true}); !errors.Is(err, api.ErrInvalidArgument) {
+		t.Fatalf("--stopped without a checkpoint = %v", err)
+	}
+	res, err := f.svc.Fork(ctx, api.VMForkParams{Name: "orig", Checkpoint: "green", Prefix: "held", Stopped: true})
+	if err != nil || len(res.VMs) != 1 || res.VMs[0].State != api.VMStopped {
+		t.Fatalf("a stopped fork = %+v, %v", res, err)
+	}
+	if _, err := f.svc.Delete(ctx, api.VMDeleteParams{Name: "orig", Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	cps, err := f.svc.SnapshotList(ctx, api.VMRefParams{Name: "held"})
+	if err != nil || len(cps.Snapshots) != 1 || cps.Snapshots[0].Tag != "green" {
+		t.Fatalf("the held copy's checkpoints = %+v, %v", cps, err)
+	}
+	two, err := f.svc.Fork(ctx, api.VMForkParams{Name: "held", Checkpoint: "green", Prefix: "from-held", Count: 2})
+	if err != nil || len(two.VMs) != 2 {
+		t.Fatalf("forking the held copy = %+v, %v", two, err)
+	}
+	for _, v := range two.VMs {
+		if b, _ := os.ReadFile(f.svc.recs.work(v.ID)); string(b) != "at the checkpoint" || v.State != api.VMRunning {
+			t.Fatalf("copy %s: %s, disk %q", v.Name, v.State, b)
+		}
+	}
+	if entries, _ := os.ReadDir(filepath.Join(f.svc.recs.state(res.VMs[0].ID), checkpointsDir)); len(entries) != 1 {
+		t.Fatalf("the held copy's checkpoints dir has %d entries (a partial left?)", len(entries))
+	}
+}
