@@ -50,6 +50,12 @@ func (a e2bVMs) Resume(ctx context.Context, p api.VMRefParams) (api.VM, error) {
 func (a e2bVMs) Fork(ctx context.Context, p api.VMForkParams) (api.VMForkResult, error) {
 	return a.vms.Fork(ctx, p)
 }
+func (a e2bVMs) SnapshotCreate(ctx context.Context, p api.VMSnapshotParams) (api.Snapshot, error) {
+	return a.vms.SnapshotCreate(ctx, p)
+}
+func (a e2bVMs) SnapshotDelete(ctx context.Context, p api.VMSnapshotParams) (api.Snapshot, error) {
+	return a.vms.SnapshotDelete(ctx, p)
+}
 func (a e2bVMs) Warm(ctx context.Context, p api.ImageWarmParams) (api.Template, error) {
 	return a.vms.Warm(ctx, p)
 }

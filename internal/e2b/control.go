@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -180,6 +182,9 @@ func (s *Service) controlRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v2/sandboxes/{id}/connect", s.withKey(s.connect))
 	mux.HandleFunc("POST /sandboxes/{id}/fork", s.withKey(s.fork))
 	mux.HandleFunc("GET /sandboxes/{id}/metrics", s.withKey(s.owned(s.metrics)))
+	mux.HandleFunc("POST /sandboxes/{id}/snapshots", s.withKey(s.owned(s.snapshotCreate)))
+	mux.HandleFunc("GET /snapshots", s.withKey(s.snapshotList))
+	mux.HandleFunc("DELETE /templates/{id}", s.withKey(s.templateDelete))
 }
 
 // owned passes h the sandbox the path names, when the caller's key made
@@ -202,7 +207,7 @@ func (s *Service) create(w http.ResponseWriter, r *http.Request, c caller) {
 		writeErr(w, err)
 		return
 	}
-	sb, p, err := s.plan(c, req)
+	sb, p, from, err := s.plan(c, req)
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -212,7 +217,16 @@ func (s *Service) create(w http.ResponseWriter, r *http.Request, c caller) {
 		return
 	}
 	defer s.release(sb.ID)
-	v, err := s.o.VMs.Create(r.Context(), p)
+	var v api.VM
+	if from != nil {
+		// From a snapshot: a copy of its VM, started from its checkpoint.
+		var res api.VMForkResult
+		if res, err = s.o.VMs.Fork(r.Context(), api.VMForkParams{Name: from.VM, Checkpoint: from.Tag, Prefix: sb.ID}); err == nil && len(res.VMs) == 1 {
+			v = res.VMs[0]
+		}
+	} else {
+		v, err = s.o.VMs.Create(r.Context(), p)
+	}
 	if err != nil {
 		s.forget(sb.ID)
 		writeErr(w, fmt.Errorf("creating sandbox from template %s: %w", sb.Template, err))
@@ -227,17 +241,22 @@ func (s *Service) create(w http.ResponseWriter, r *http.Request, c caller) {
 	writeJSON(w, http.StatusCreated, s.createdOf(sb))
 }
 
-// plan checks a create and turns it into a record and a VM create.
-func (s *Service) plan(c caller, req newSandbox) (*sandbox, api.VMCreateParams, error) {
-	fail := func(format string, args ...any) (*sandbox, api.VMCreateParams, error) {
-		return nil, api.VMCreateParams{}, fmt.Errorf("%w: "+format, append([]any{api.ErrInvalidArgument}, args...)...)
+// plan checks a create and turns it into a record and a VM create, or
+// the snapshot to fork it from.
+func (s *Service) plan(c caller, req newSandbox) (*sandbox, api.VMCreateParams, *snapshot, error) {
+	fail := func(format string, args ...any) (*sandbox, api.VMCreateParams, *snapshot, error) {
+		return nil, api.VMCreateParams{}, nil, fmt.Errorf("%w: "+format, append([]any{api.ErrInvalidArgument}, args...)...)
 	}
 	if req.TemplateID == "" {
 		req.TemplateID = "base"
 	}
 	tpl, ok := s.template(req.TemplateID)
+	var from *snapshot
 	if !ok {
-		return nil, api.VMCreateParams{}, fmt.Errorf("template %q: %w; map it to an image with `banger e2b template set %s IMAGE`", req.TemplateID, api.ErrNotFound, req.TemplateID)
+		if from, ok = s.snapshotOf(c.key.ID, req.TemplateID); !ok {
+			return nil, api.VMCreateParams{}, nil, fmt.Errorf("template %q: %w; map it to an image with `banger e2b template set %s IMAGE`, or name one of this key's snapshots", req.TemplateID, api.ErrNotFound, req.TemplateID)
+		}
+		tpl = api.E2BTemplate{Name: from.handle(), VCPU: from.Of.CPUs, MemoryMiB: from.Of.MemoryMiB, DiskSize: from.Of.DiskMiB << 20}
 	}
 	ttl := defaultTTL
 	if req.Timeout != nil {
@@ -247,10 +266,10 @@ func (s *Service) plan(c caller, req newSandbox) (*sandbox, api.VMCreateParams, 
 		return fail("timeout %v: between 0 and %v", ttl, maxTimeout)
 	}
 	if err := checkMap("metadata", req.Metadata, maxMetadata); err != nil {
-		return nil, api.VMCreateParams{}, err
+		return nil, api.VMCreateParams{}, nil, err
 	}
 	if err := checkMap("envVars", req.EnvVars, maxEnvs); err != nil {
-		return nil, api.VMCreateParams{}, err
+		return nil, api.VMCreateParams{}, nil, err
 	}
 	if len(req.VolumeMounts) > 0 {
 		return fail("volume mounts are E2B's cloud volumes, which a banger host does not have")
@@ -294,7 +313,26 @@ func (s *Service) plan(c caller, req newSandbox) (*sandbox, api.VMCreateParams, 
 	if sb.MemoryMiB == 0 {
 		sb.MemoryMiB = s.o.DefaultMemoryMiB
 	}
-	return sb, p, nil
+	if from != nil {
+		// A copy of the snapshot's VM: its network is its source's.
+		if was := from.Of.online(); internet != was || !slices.Equal(sb.AllowOut, from.Of.AllowOut) {
+			return fail("snapshot %s keeps its sandbox's network (internet %v, allowOut %v); ask for that, or leave the network settings out", from.handle(), was, from.Of.AllowOut)
+		}
+		sb.Internet, sb.AllowOut, sb.DenyOut = from.Of.Internet, from.Of.AllowOut, from.Of.DenyOut
+		env := maps.Clone(from.Of.Env)
+		if env == nil && len(req.EnvVars) > 0 {
+			env = map[string]string{}
+		}
+		maps.Copy(env, req.EnvVars)
+		sb.Env = env
+	}
+	return sb, p, from, nil
+}
+
+// online says whether the sandbox reaches the internet as a whole (an
+// allow-list or a denyOut says it does not), as plan reads a create.
+func (sb *sandbox) online() bool {
+	return (sb.Internet == nil || *sb.Internet) && len(sb.AllowOut) == 0 && len(sb.DenyOut) == 0
 }
 
 func checkMap(what string, m map[string]string, max int) error {
@@ -517,6 +555,38 @@ func contains(l []string, s string) bool {
 	return false
 }
 
+// page reads a listing's limit and nextToken (an offset given out in
+// x-next-token).
+func page(q url.Values) (from, limit int, err error) {
+	limit = maxListLimit
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxListLimit {
+			return 0, 0, fmt.Errorf("%w: limit %q: 1 to %d", api.ErrInvalidArgument, v, maxListLimit)
+		}
+		limit = n
+	}
+	if v := q.Get("nextToken"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return 0, 0, fmt.Errorf("%w: nextToken %q: a token from x-next-token", api.ErrInvalidArgument, v)
+		}
+		from = n
+	}
+	return from, limit, nil
+}
+
+// pageOf is l's page from from, limit long, saying in x-next-token
+// where the next begins when there is one.
+func pageOf[T any](w http.ResponseWriter, l []T, from, limit int) []T {
+	from = min(from, len(l))
+	to := min(from+limit, len(l))
+	if to < len(l) {
+		w.Header().Set("X-Next-Token", strconv.Itoa(to))
+	}
+	return l[from:to]
+}
+
 // listV1: GET /sandboxes, the running ones.
 func (s *Service) listV1(w http.ResponseWriter, r *http.Request, c caller) {
 	l, err := s.listed(c, r.URL.Query(), []string{stateRunning})
@@ -544,36 +614,18 @@ func (s *Service) listV2(w http.ResponseWriter, r *http.Request, c caller) {
 			states = append(states, st)
 		}
 	}
-	limit := maxListLimit
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > maxListLimit {
-			writeError(w, http.StatusBadRequest, "limit %q: 1 to %d", v, maxListLimit)
-			return
-		}
-		limit = n
-	}
-	from := 0
-	if v := q.Get("nextToken"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			writeError(w, http.StatusBadRequest, "nextToken %q: a token from x-next-token", v)
-			return
-		}
-		from = n
+	from, limit, err := page(q)
+	if err != nil {
+		writeErr(w, err)
+		return
 	}
 	l, err := s.listed(c, q, states)
 	if err != nil {
 		writeErr(w, err)
 		return
 	}
-	from = min(from, len(l))
-	to := min(from+limit, len(l))
-	if to < len(l) {
-		w.Header().Set("X-Next-Token", strconv.Itoa(to))
-	}
-	out := make([]detail, 0, to-from)
-	for _, sb := range l[from:to] {
+	out := []detail{}
+	for _, sb := range pageOf(w, l, from, limit) {
 		out = append(out, s.detailOf(r.Context(), sb, false))
 	}
 	writeJSON(w, http.StatusOK, out)

@@ -33,6 +33,9 @@ type fakeVMs struct {
 	vms     map[string]api.VMCreateParams
 	deleted []string
 	guest   *fakeGuest
+	// checkpoints are each VM's checkpoint tags; forks "FROM>TO".
+	checkpoints map[string]map[string]bool
+	forks       []string
 	// hold, when set, keeps the next Delete from returning until it is
 	// closed, after saying on entered that it began.
 	hold, entered chan struct{}
@@ -65,13 +68,63 @@ func (f *fakeVMs) Delete(_ context.Context, p api.VMDeleteParams) (api.VM, error
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.vms, p.Name)
+	delete(f.checkpoints, p.Name)
 	f.deleted = append(f.deleted, p.Name)
 	return api.VM{}, nil
 }
 func (f *fakeVMs) Suspend(context.Context, api.VMRefParams) (api.VM, error) { return api.VM{}, nil }
 func (f *fakeVMs) Resume(context.Context, api.VMRefParams) (api.VM, error)  { return api.VM{}, nil }
-func (f *fakeVMs) Fork(context.Context, api.VMForkParams) (api.VMForkResult, error) {
-	return api.VMForkResult{}, errors.New("no forks here")
+
+// Fork makes copies of a VM, from one of its checkpoints when named
+// (each stopped copy holding it); running copies only from one.
+func (f *fakeVMs) Fork(_ context.Context, p api.VMForkParams) (api.VMForkResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	src, ok := f.vms[p.Name]
+	if !ok {
+		return api.VMForkResult{}, api.ErrNotFound
+	}
+	if p.Checkpoint == "" || !f.checkpoints[p.Name][p.Checkpoint] {
+		return api.VMForkResult{}, errors.New("the fake forks only from a checkpoint")
+	}
+	count := max(p.Count, 1)
+	var res api.VMForkResult
+	for i := range count {
+		name := p.Prefix
+		if count > 1 {
+			name = fmt.Sprintf("%s-%d", p.Prefix, i+1)
+		}
+		f.vms[name] = src
+		state := api.VMRunning
+		if p.Stopped {
+			state = api.VMStopped
+			f.checkpoints[name] = map[string]bool{p.Checkpoint: true}
+		}
+		f.forks = append(f.forks, p.Name+">"+name)
+		res.VMs = append(res.VMs, api.VM{Name: name, State: state, MemoryMiB: max(src.MemoryMiB, 256), VCPU: 2})
+	}
+	return res, nil
+}
+func (f *fakeVMs) SnapshotCreate(_ context.Context, p api.VMSnapshotParams) (api.Snapshot, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.vms[p.Name]; !ok {
+		return api.Snapshot{}, api.ErrNotFound
+	}
+	if f.checkpoints[p.Name] == nil {
+		f.checkpoints[p.Name] = map[string]bool{}
+	}
+	f.checkpoints[p.Name][p.Tag] = true
+	return api.Snapshot{VM: p.Name, Tag: p.Tag}, nil
+}
+func (f *fakeVMs) SnapshotDelete(_ context.Context, p api.VMSnapshotParams) (api.Snapshot, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.checkpoints[p.Name][p.Tag] {
+		return api.Snapshot{}, api.ErrNotFound
+	}
+	delete(f.checkpoints[p.Name], p.Tag)
+	return api.Snapshot{VM: p.Name, Tag: p.Tag}, nil
 }
 func (f *fakeVMs) Warm(context.Context, api.ImageWarmParams) (api.Template, error) {
 	return api.Template{}, nil
@@ -167,7 +220,7 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	f := &fixture{vms: &fakeVMs{vms: map[string]api.VMCreateParams{}, guest: &fakeGuest{files: map[string]string{}}}, now: time.Unix(1_800_000_000, 0)}
+	f := &fixture{vms: &fakeVMs{vms: map[string]api.VMCreateParams{}, checkpoints: map[string]map[string]bool{}, guest: &fakeGuest{files: map[string]string{}}}, now: time.Unix(1_800_000_000, 0)}
 	s, err := New(Options{Dir: t.TempDir(), Listen: "127.0.0.1:0", Domain: "localhost", BaseImage: "debian", VMs: f.vms,
 		Now: func() time.Time { f.mu.Lock(); defer f.mu.Unlock(); return f.now }})
 	if err != nil {
@@ -736,5 +789,104 @@ func TestWatch(t *testing.T) {
 	fs2 := fspb.NewFilesystemClient(&http.Client{Transport: headers{"E2b-Sandbox-Id": other.SandboxID, "X-Access-Token": other.EnvdAccessToken}}, f.srv.URL)
 	if _, err := fs2.GetWatcherEvents(ctx, connect.NewRequest(&fspb.GetWatcherEventsRequest{WatcherId: w2.Msg.WatcherId})); connect.CodeOf(err) != connect.CodeNotFound {
 		t.Fatalf("another sandbox's watcher: %v", err)
+	}
+}
+
+// TestSnapshots: a snapshot outlives its sandbox, makes sandboxes of its
+// key only, is named as E2B names templates, and goes with its VM.
+func TestSnapshots(t *testing.T) {
+	f := newFixture(t)
+	src := f.create(t, f.key, map[string]any{"envVars": map[string]string{"A": "1"}})
+	code, body := f.do(t, "POST", "/sandboxes/"+src.SandboxID+"/snapshots", f.key, map[string]any{})
+	if code != 201 {
+		t.Fatalf("snapshot: %d %s", code, body)
+	}
+	var sn snapshotInfo
+	if err := json.Unmarshal([]byte(body), &sn); err != nil || !strings.HasSuffix(sn.SnapshotID, ":default") || len(sn.Names) != 1 {
+		t.Fatalf("snapshot info %s: %v", body, err)
+	}
+	f.vms.mu.Lock()
+	left := len(f.vms.checkpoints[src.SandboxID])
+	f.vms.mu.Unlock()
+	if left != 0 {
+		t.Fatalf("the sandbox keeps %d checkpoints after its snapshot", left)
+	}
+	if code, _ := f.do(t, "DELETE", "/sandboxes/"+src.SandboxID, f.key, nil); code != 204 {
+		t.Fatalf("kill the source: %d", code)
+	}
+	for _, q := range []string{"", "?sandboxID=" + src.SandboxID, "?name=" + url.QueryEscape(sn.SnapshotID)} {
+		if code, body := f.do(t, "GET", "/snapshots"+q, f.key, nil); code != 200 || !strings.Contains(body, sn.SnapshotID) {
+			t.Errorf("list%s: %d %s", q, code, body)
+		}
+	}
+	if code, body := f.do(t, "GET", "/snapshots?sandboxID=inope", f.key, nil); code != 200 || body != "[]\n" {
+		t.Errorf("list of another sandbox's: %d %q", code, body)
+	}
+	// Another key sees, uses and deletes none of it.
+	if code, body := f.do(t, "GET", "/snapshots", f.other, nil); code != 200 || strings.Contains(body, sn.SnapshotID) {
+		t.Errorf("another key's list: %d %s", code, body)
+	}
+	if code, _ := f.do(t, "POST", "/sandboxes", f.other, map[string]any{"templateID": sn.SnapshotID}); code != 404 {
+		t.Errorf("another key's create from it: %d", code)
+	}
+	if code, _ := f.do(t, "DELETE", "/templates/"+url.PathEscape(sn.SnapshotID), f.other, nil); code != 404 {
+		t.Errorf("another key's delete: %d", code)
+	}
+	if code, body := f.do(t, "POST", "/sandboxes", f.key, map[string]any{"templateID": sn.SnapshotID, "allow_internet_access": false}); code != 400 || !strings.Contains(body, "network") {
+		t.Errorf("a create from it with another network: %d %s", code, body)
+	}
+	got := f.create(t, f.key, map[string]any{"templateID": sn.SnapshotID, "envVars": map[string]string{"B": "2"}})
+	if got.TemplateID != sn.SnapshotID {
+		t.Errorf("a sandbox from a snapshot has template %q", got.TemplateID)
+	}
+	f.s.mu.Lock()
+	env := f.s.sandboxes[got.SandboxID].Env
+	f.s.mu.Unlock()
+	if env["A"] != "1" || env["B"] != "2" {
+		t.Errorf("its environment: %v", env)
+	}
+	// Named: the name takes the tag, and a second of the name replaces
+	// the first.
+	code, body = f.do(t, "POST", "/sandboxes/"+got.SandboxID+"/snapshots", f.key, map[string]any{"name": "golden"})
+	if code != 201 || !strings.Contains(body, `"golden:default"`) {
+		t.Fatalf("named snapshot: %d %s", code, body)
+	}
+	if code, _ := f.do(t, "POST", "/sandboxes/"+got.SandboxID+"/snapshots", f.key, map[string]any{"name": "golden"}); code != 201 {
+		t.Fatalf("named again: %d", code)
+	}
+	if code, body := f.do(t, "GET", "/snapshots?name=golden", f.key, nil); code != 200 || strings.Count(body, "golden:default") != 2 { // its ID and its one name
+		t.Errorf("by name after a replace: %d %s", code, body)
+	}
+	for _, c := range []struct {
+		name string
+		code int
+	}{{"base", 409}, {"../x", 400}, {strings.Repeat("a", 101), 400}} {
+		if code, body := f.do(t, "POST", "/sandboxes/"+got.SandboxID+"/snapshots", f.key, map[string]any{"name": c.name}); code != c.code {
+			t.Errorf("snapshot named %.20q: %d %s, want %d", c.name, code, body, c.code)
+		}
+	}
+	if code, _ := f.do(t, "DELETE", "/templates/base", f.key, nil); code != 403 {
+		t.Errorf("deleting the base template: %d", code)
+	}
+	if code, _ := f.do(t, "DELETE", "/templates/"+url.PathEscape(sn.SnapshotID), f.key, nil); code != 204 {
+		t.Errorf("delete: %d", code)
+	}
+	if code, _ := f.do(t, "DELETE", "/templates/"+url.PathEscape(sn.SnapshotID), f.key, nil); code != 404 {
+		t.Errorf("delete again: %d", code)
+	}
+	// `banger vm delete` of a snapshot's VM is the snapshot's end.
+	f.s.mu.Lock()
+	var vm string
+	for _, s := range f.s.snapshots {
+		vm = s.VM
+	}
+	n := len(f.s.snapshots)
+	f.s.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d snapshots left, want the one named", n)
+	}
+	f.s.VMEvent(api.Event{Type: api.EventVMDeleted, VM: vm})
+	if code, body := f.do(t, "GET", "/snapshots", f.key, nil); body != "[]\n" {
+		t.Errorf("after its VM was deleted: %d %s", code, body)
 	}
 }

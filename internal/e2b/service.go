@@ -48,6 +48,8 @@ type VMs interface {
 	Suspend(ctx context.Context, p api.VMRefParams) (api.VM, error)
 	Resume(ctx context.Context, p api.VMRefParams) (api.VM, error)
 	Fork(ctx context.Context, p api.VMForkParams) (api.VMForkResult, error)
+	SnapshotCreate(ctx context.Context, p api.VMSnapshotParams) (api.Snapshot, error)
+	SnapshotDelete(ctx context.Context, p api.VMSnapshotParams) (api.Snapshot, error)
 	Warm(ctx context.Context, p api.ImageWarmParams) (api.Template, error)
 	// Guest is the running (resumed if suspended) VM's agent.
 	Guest(ctx context.Context, name string) (Guest, error)
@@ -91,6 +93,7 @@ type Service struct {
 	pending   map[string]bool     // being created or forked: not listed, not swept
 	ending    map[string]bool     // being killed: its plane answers "not running"
 	templates map[string]api.E2BTemplate
+	snapshots map[string]*snapshot  // by ID
 	procs     map[string]*processes // by sandbox ID, while the daemon runs
 	watchers  map[string]map[string]*dirWatcher
 	addr      string // where it listens, once it does
@@ -135,7 +138,7 @@ func New(o Options) (*Service, error) {
 		return nil, fmt.Errorf("making the e2b state directory: %w", err)
 	}
 	s := &Service{o: o, keys: tokenfile.Open(filepath.Join(o.Dir, "keys.json"), keyKind),
-		sandboxes: map[string]*sandbox{}, pending: map[string]bool{}, ending: map[string]bool{}, watchers: map[string]map[string]*dirWatcher{}, templates: map[string]api.E2BTemplate{}, procs: map[string]*processes{}}
+		sandboxes: map[string]*sandbox{}, pending: map[string]bool{}, ending: map[string]bool{}, watchers: map[string]map[string]*dirWatcher{}, templates: map[string]api.E2BTemplate{}, snapshots: map[string]*snapshot{}, procs: map[string]*processes{}}
 	var err error
 	if s.secret, err = loadSecret(filepath.Join(o.Dir, "secret")); err != nil {
 		return nil, err
@@ -144,6 +147,9 @@ func New(o Options) (*Service, error) {
 		return nil, err
 	}
 	if err := readJSON(filepath.Join(o.Dir, "templates.json"), &s.templates); err != nil {
+		return nil, err
+	}
+	if err := readJSON(filepath.Join(o.Dir, "snapshots.json"), &s.snapshots); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -192,9 +198,10 @@ func loadSecret(path string) ([]byte, error) {
 	return b, nil
 }
 
-// saveLocked writes the sandboxes and templates whole; s.mu is held.
+// saveLocked writes the sandboxes, templates and snapshots whole; s.mu
+// is held.
 func (s *Service) saveLocked() error {
-	for name, v := range map[string]any{"sandboxes.json": s.sandboxes, "templates.json": s.templates} {
+	for name, v := range map[string]any{"sandboxes.json": s.sandboxes, "templates.json": s.templates, "snapshots.json": s.snapshots} {
 		data, err := json.MarshalIndent(v, "", "  ")
 		if err != nil {
 			return err
@@ -218,13 +225,25 @@ func (s *Service) accessToken(id, what string) string {
 func (s *Service) envdToken(id string) string    { return s.accessToken(id, "envd") }
 func (s *Service) trafficToken(id string) string { return s.accessToken(id, "traffic") }
 
-// VMEvent keeps the sandboxes true to what happened to their VMs
-// outside the API: one deleted (`banger vm delete`) is forgotten, one
-// suspended or resumed is paused or running.
+// VMEvent keeps the sandboxes and snapshots true to what happened to
+// their VMs outside the API: one deleted (`banger vm delete`) is
+// forgotten, one suspended or resumed is paused or running.
 func (s *Service) VMEvent(e api.Event) {
 	s.mu.Lock()
 	sb, ok := s.sandboxes[e.VM]
+	var held []string
+	for _, sn := range s.snapshots {
+		if sn.VM == e.VM {
+			held = append(held, sn.ID)
+		}
+	}
 	s.mu.Unlock()
+	if e.Type == api.EventVMDeleted {
+		// A snapshot's VM deleted (`banger vm delete`) is the snapshot.
+		for _, id := range held {
+			s.forgetSnapshot(id)
+		}
+	}
 	if !ok {
 		return
 	}

@@ -397,16 +397,24 @@ func TestCheckpoints(t *testing.T) {
 // TestForkFromCheckpoint: copies start from a checkpoint, disk and shape
 // as it was, whatever the original has become (here: changed and
 // stopped); an unknown checkpoint is refused.
-func TestForkFromCheckpoint(t *testing.T) {
+// checkpointed is a fixture with VM orig, checkpointed as "green" with
+// "at the checkpoint" on its work disk.
+func checkpointed(t *testing.T) (*fixture, api.VM) {
+	t.Helper()
 	f := newFixture(t, withTemplates)
-	ctx := context.Background()
 	o := f.mustCreate("orig")
 	if err := os.WriteFile(f.svc.recs.work(o.ID), []byte("at the checkpoint"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.svc.SnapshotCreate(ctx, api.VMSnapshotParams{Name: "orig", Tag: "green"}); err != nil {
+	if _, err := f.svc.SnapshotCreate(context.Background(), api.VMSnapshotParams{Name: "orig", Tag: "green"}); err != nil {
 		t.Fatal(err)
 	}
+	return f, o
+}
+
+func TestForkFromCheckpoint(t *testing.T) {
+	f, o := checkpointed(t)
+	ctx := context.Background()
 	if err := os.WriteFile(f.svc.recs.work(o.ID), []byte("since"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -435,15 +443,8 @@ func TestForkFromCheckpoint(t *testing.T) {
 // TestForkStopped: a stopped copy holds the checkpoint as its own, so it
 // outlives the original, and copies start from it (the E2B snapshot).
 func TestForkStopped(t *testing.T) {
-	f := newFixture(t, withTemplates)
+	f, _ := checkpointed(t)
 	ctx := context.Background()
-	o := f.mustCreate("orig")
-	if err := os.WriteFile(f.svc.recs.work(o.ID), []byte("at the checkpoint"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.svc.SnapshotCreate(ctx, api.VMSnapshotParams{Name: "orig", Tag: "green"}); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := f.svc.Fork(ctx, api.VMForkParams{Name: "orig", Stopped: true}); !errors.Is(err, api.ErrInvalidArgument) {
 		t.Fatalf("--stopped without a checkpoint = %v", err)
 	}

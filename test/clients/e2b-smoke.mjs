@@ -173,6 +173,22 @@ await step('list+info+metrics', async () => {
   check(m.length > 0 && m[0].memTotal > 0 && m[0].cpuCount > 0, 'metrics', m)
 })
 
+await step('snapshot', async () => {
+  const src = forks[1]
+  await src.files.write('/tmp/snap.txt', 'in the snapshot')
+  const snap = await src.createSnapshot({ name: 'golden' })
+  check(snap.names.some((n) => n.includes('golden')), 'a named snapshot', snap)
+  check(await src.kill(), 'kill the sandbox it was taken of')
+  const listed = await Sandbox.listSnapshots({ name: 'golden' }).nextItems()
+  check(listed.some((s) => s.snapshotId === snap.snapshotId), 'listed by name', listed)
+  const from = await Sandbox.create(snap.snapshotId, { timeoutMs: 600_000 })
+  check((await from.files.read('/tmp/snap.txt')) === 'in the snapshot', 'a sandbox from it has the file')
+  check((await from.commands.run('echo $GREETING')).stdout === 'hello\n', 'and the environment')
+  check(await from.kill(), 'kill the sandbox made from it')
+  check(await Sandbox.deleteSnapshot(snap.snapshotId), 'delete the snapshot')
+  check(!(await Sandbox.deleteSnapshot(snap.snapshotId)), 'deleting it again says it was gone')
+})
+
 await step('timeout', async () => {
   const short = await Sandbox.create(template, { timeoutMs: 4_000 })
   await until('the timeout to kill it', async () => !(await short.isRunning().catch(() => false)), 180_000)
@@ -180,7 +196,7 @@ await step('timeout', async () => {
 })
 
 await step('kill', async () => {
-  for (const s of [sbx, ...forks]) check(await s.kill(), `kill ${s.sandboxId}`)
+  for (const s of [sbx, forks[0]]) check(await s.kill(), `kill ${s.sandboxId}`)
   const left = await Sandbox.list().nextItems()
   check(left.length === 0, 'nothing left', left.map((s) => s.sandboxId))
   check(!(await Sandbox.kill(sbx.sandboxId)), 'killing it again says it was gone')
