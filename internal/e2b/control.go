@@ -232,6 +232,9 @@ func (s *Service) create(w http.ResponseWriter, r *http.Request, c caller) {
 		writeErr(w, fmt.Errorf("creating sandbox from template %s: %w", sb.Template, err))
 		return
 	}
+	if from == nil {
+		s.ensureUser(r.Context(), sb.ID)
+	}
 	s.mu.Lock()
 	if rec, ok := s.sandboxes[sb.ID]; ok && v.MemoryMiB > 0 {
 		rec.CPUs, rec.MemoryMiB, rec.DiskMiB = v.VCPU, v.MemoryMiB, v.DiskSize>>20
@@ -319,6 +322,7 @@ func (s *Service) plan(c caller, req newSandbox) (*sandbox, api.VMCreateParams, 
 			return fail("snapshot %s keeps its sandbox's network (internet %v, allowOut %v); ask for that, or leave the network settings out", from.handle(), was, from.Of.AllowOut)
 		}
 		sb.Internet, sb.AllowOut, sb.DenyOut = from.Of.Internet, from.Of.AllowOut, from.Of.DenyOut
+		sb.User = from.Of.User
 		env := maps.Clone(from.Of.Env)
 		if env == nil && len(req.EnvVars) > 0 {
 			env = map[string]string{}

@@ -140,12 +140,25 @@ type fakeGuest struct {
 	block chan struct{} // an exec waits on it (or its context)
 	watch []proto.WatchEvent
 	dirs  map[string]bool
+	// makesUser: the image can make E2B's default user; fsOps and
+	// writes are what fs and write_file were asked.
+	makesUser bool
+	fsOps     []proto.FSParams
+	writes    []proto.FileParams
 }
 
 func (g *fakeGuest) Exec(ctx context.Context, p proto.ExecParams, stdin io.Reader, stdout, stderr io.Writer) (proto.ExecResult, error) {
 	g.mu.Lock()
 	g.execs = append(g.execs, p)
+	makes := g.makesUser
 	g.mu.Unlock()
+	if len(p.Args) == 3 && p.Args[2] == makeUser {
+		if !makes {
+			fmt.Fprint(stdout, strings.Repeat("useradd: not found\n", 1000))
+			return proto.ExecResult{ExitCode: 127}, nil
+		}
+		return proto.ExecResult{}, nil
+	}
 	fmt.Fprintln(stdout, strings.Join(p.Args, " "))
 	fmt.Fprintln(stderr, "err")
 	if stdin != nil {
@@ -167,6 +180,15 @@ func (g *fakeGuest) ExecTTY(ctx context.Context, p proto.ExecParams, stdin io.Re
 func (g *fakeGuest) FS(_ context.Context, p proto.FSParams) (proto.FSResult, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.fsOps = append(g.fsOps, p)
+	if p.Op == proto.FSMkdir {
+		g.files[p.Path] = ""
+		if g.dirs == nil {
+			g.dirs = map[string]bool{}
+		}
+		g.dirs[p.Path] = true
+		return proto.FSResult{}, nil
+	}
 	if _, ok := g.files[p.Path]; !ok {
 		return proto.FSResult{}, fmt.Errorf("agent: stat %s: no such file or directory", p.Path)
 	}
@@ -186,6 +208,7 @@ func (g *fakeGuest) WriteFileWith(_ context.Context, p proto.FileParams, r io.Re
 	b, err := io.ReadAll(r)
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.writes = append(g.writes, p)
 	g.files[p.Path] = string(b)
 	return int64(len(b)), err
 }
@@ -888,5 +911,85 @@ func TestSnapshots(t *testing.T) {
 	f.s.VMEvent(api.Event{Type: api.EventVMDeleted, VM: vm})
 	if code, body := f.do(t, "GET", "/snapshots", f.key, nil); body != "[]\n" {
 		t.Errorf("after its VM was deleted: %d %s", code, body)
+	}
+}
+
+// TestDefaultUser: a sandbox runs what names no user as E2B's "user"
+// (made at create, as root), relative paths start at /home/user, and
+// what it writes and makes is that user's; a user named is taken as
+// named; an image that cannot make the user keeps its own (root).
+func TestDefaultUser(t *testing.T) {
+	f := newFixture(t)
+	f.vms.guest.makesUser = true
+	sb := f.create(t, f.key, map[string]any{})
+	g := f.vms.guest
+	g.mu.Lock()
+	made := g.execs[len(g.execs)-1]
+	g.mu.Unlock()
+	if made.User != "root" || made.Args[2] != makeUser {
+		t.Fatalf("the user was made by %+v", made)
+	}
+	g.files["/home/user/a.txt"] = "x"
+	hc := &http.Client{Transport: headers{"E2b-Sandbox-Id": sb.SandboxID, "X-Access-Token": sb.EnvdAccessToken}}
+	fs := fspb.NewFilesystemClient(hc, f.srv.URL, connect.WithProtoJSON())
+	ctx := context.Background()
+	if st, err := fs.Stat(ctx, connect.NewRequest(&fspb.StatRequest{Path: "a.txt"})); err != nil || st.Msg.Entry.Path != "/home/user/a.txt" {
+		t.Fatalf("a relative stat: %v %v", st, err)
+	}
+	if _, err := fs.MakeDir(ctx, connect.NewRequest(&fspb.MakeDirRequest{Path: "d"})); err != nil {
+		t.Fatal(err)
+	}
+	asRoot := connect.NewRequest(&fspb.MakeDirRequest{Path: "e"})
+	asRoot.Header().Set("Authorization", "Basic cm9vdDo=") // root:
+	if _, err := fs.MakeDir(ctx, asRoot); err != nil {
+		t.Fatal(err)
+	}
+	g.mu.Lock()
+	var ops []proto.FSParams
+	for _, o := range g.fsOps {
+		if o.Op == proto.FSMkdir {
+			ops = append(ops, o)
+		}
+	}
+	g.mu.Unlock()
+	if len(ops) != 2 || ops[0].Path != "/home/user/d" || ops[0].Owner != "user" || ops[1].Path != "/root/e" || ops[1].Owner != "" {
+		t.Fatalf("mkdirs: %+v", ops)
+	}
+	for _, c := range []struct{ query, path, owner string }{
+		{"path=b.txt", "/home/user/b.txt", "user"},
+		{"path=b.txt&username=root", "/root/b.txt", ""},
+	} {
+		req, _ := http.NewRequest("POST", f.srv.URL+"/files?"+c.query, strings.NewReader("hi"))
+		req.Header.Set("Content-Type", "application/octet-stream")
+		resp, err := hc.Do(req)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("upload %s: %v %v", c.query, resp, err)
+		}
+		resp.Body.Close()
+		g.mu.Lock()
+		w := g.writes[len(g.writes)-1]
+		g.mu.Unlock()
+		if w.Path != c.path || w.Owner != c.owner {
+			t.Errorf("upload %s wrote %+v, want %s owned by %q", c.query, w, c.path, c.owner)
+		}
+	}
+	pc := pb.NewProcessClient(hc, f.srv.URL)
+	st, err := pc.Start(ctx, connect.NewRequest(&pb.StartRequest{Process: &pb.ProcessConfig{Cmd: "id"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for st.Receive() {
+	}
+	g.mu.Lock()
+	last := g.execs[len(g.execs)-1]
+	g.makesUser = false
+	g.mu.Unlock()
+	if last.User != "user" {
+		t.Errorf("a process naming no user ran as %q", last.User)
+	}
+	// An image without useradd or adduser: its own user, logged.
+	other := f.create(t, f.key, map[string]any{})
+	if u := f.s.userIn(other.SandboxID, ""); u != "" {
+		t.Errorf("the default user where none could be made: %q", u)
 	}
 }

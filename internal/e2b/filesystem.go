@@ -37,6 +37,77 @@ const (
 
 // home is where a relative path of user's starts: E2B's paths may be
 // relative to the user's home.
+// defaultUser is E2B's: its templates run commands and write files as
+// "user", home /home/user.
+const defaultUser = "user"
+
+// makeUser makes the default user in a guest that lacks it (useradd, or
+// busybox's adduser), as root; it changes nothing where it exists.
+const makeUser = `id -u ` + defaultUser + ` >/dev/null 2>&1 && exit 0
+sh=/bin/sh; [ -x /bin/bash ] && sh=/bin/bash
+useradd -m -s "$sh" ` + defaultUser + ` 2>/dev/null || adduser -D -s "$sh" ` + defaultUser
+
+// ensureUser makes the sandbox's default user and records it; an image
+// that cannot make one keeps its own user (root for most), logged.
+func (s *Service) ensureUser(ctx context.Context, id string) {
+	user := defaultUser
+	g, err := s.o.VMs.Guest(ctx, id)
+	if err == nil {
+		var res proto.ExecResult
+		out := &head{n: 200} // what the guest says is kept only to log
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		res, err = g.Exec(ctx, proto.ExecParams{Args: []string{"/bin/sh", "-c", makeUser}, User: "root"}, nil, out, out)
+		cancel()
+		if err == nil && res.ExitCode != 0 {
+			err = fmt.Errorf("exit %d: %q", res.ExitCode, out.b)
+		}
+	}
+	if err != nil {
+		s.o.Logger.Warn("e2b: the image cannot make E2B's default user; requests naming none run as the image's", "sandbox", id, "err", err)
+		user = ""
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sb, ok := s.sandboxes[id]; ok {
+		sb.User = user
+		_ = s.saveLocked()
+	}
+}
+
+// head keeps the first n bytes written to it and drops the rest.
+type head struct {
+	b []byte
+	n int
+}
+
+func (h *head) Write(p []byte) (int, error) {
+	h.b = append(h.b, p[:min(len(p), h.n-len(h.b))]...)
+	return len(p), nil
+}
+
+// userIn is who a request of sandbox id naming user runs as: user, else
+// the sandbox's default.
+func (s *Service) userIn(id, user string) string {
+	if user != "" {
+		return user
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sb, ok := s.sandboxes[id]; ok {
+		return sb.User
+	}
+	return ""
+}
+
+// ownerFor is the owner the agent gives what user makes: "" for root
+// (its own).
+func ownerFor(user string) string {
+	if user == "root" {
+		return ""
+	}
+	return user
+}
+
 func home(user string) string {
 	if user == "" || user == "root" {
 		return "/root"
@@ -111,6 +182,11 @@ func (f *filesystemService) op(ctx context.Context, h http.Header, p proto.FSPar
 	if err != nil {
 		return proto.FSResult{}, "", err
 	}
+	id := sandboxFrom(ctx)
+	user = f.s.userIn(id, user)
+	if p.Op == proto.FSMkdir {
+		p.Owner = ownerFor(user)
+	}
 	if p.Path, err = guestPath(p.Path, user); err != nil {
 		return proto.FSResult{}, "", connect.NewError(connect.CodeInvalidArgument, err)
 	}
@@ -119,7 +195,6 @@ func (f *filesystemService) op(ctx context.Context, h http.Header, p proto.FSPar
 			return proto.FSResult{}, "", connect.NewError(connect.CodeInvalidArgument, err)
 		}
 	}
-	id := sandboxFrom(ctx)
 	g, err := f.s.o.VMs.Guest(ctx, id)
 	if err != nil {
 		return proto.FSResult{}, "", connect.NewError(connect.CodeUnavailable, fmt.Errorf("sandbox %s: %w", id, err))
@@ -466,6 +541,7 @@ func (s *Service) download(w http.ResponseWriter, r *http.Request) {
 		writeFileErr(w, err)
 		return
 	}
+	user = s.userIn(id, user)
 	p, err := guestPath(r.URL.Query().Get("path"), user)
 	if err != nil {
 		writeFileErr(w, err)
@@ -526,6 +602,7 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 		writeFileErr(w, err)
 		return
 	}
+	user = s.userIn(id, user)
 	var body io.Reader = http.MaxBytesReader(w, r.Body, maxUpload+1<<20)
 	switch enc := r.Header.Get("Content-Encoding"); enc {
 	case "", "identity":
@@ -553,7 +630,7 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 			return uploaded{}, err
 		}
 		lim := &io.LimitedReader{R: body, N: maxUpload + 1}
-		if _, err := g.WriteFileWith(r.Context(), proto.FileParams{Path: p, Mode: 0o644, Parents: true}, lim); err != nil {
+		if _, err := g.WriteFileWith(r.Context(), proto.FileParams{Path: p, Mode: 0o644, Parents: true, Owner: ownerFor(user)}, lim); err != nil {
 			return uploaded{}, err
 		}
 		if lim.N <= 0 {

@@ -196,9 +196,8 @@ func (o output) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// userOf is the guest user a request runs as: its Basic authorization's
-// user name (the SDKs' `user`), else "" (the image's: root for most OCI
-// images, where E2B's templates have "user").
+// userOf is the guest user a request names: its Basic authorization's
+// user name (the SDKs' `user`), else "" (the sandbox's default user).
 func userOf(h http.Header) (string, error) {
 	a, ok := strings.CutPrefix(h.Get("Authorization"), "Basic ")
 	if !ok {
@@ -256,6 +255,9 @@ func (ps *processService) Start(ctx context.Context, req *connect.Request[pb.Sta
 	sb, err := ps.s.sandboxByID(id)
 	if err != nil {
 		return connect.NewError(connect.CodeNotFound, err)
+	}
+	if user == "" {
+		user = sb.User
 	}
 	env := maps.Clone(sb.Env)
 	if env == nil {

@@ -124,6 +124,10 @@ type sandbox struct {
 	Public bool `json:"public,omitempty"`
 	// Paused is set while E2B paused it (a suspend).
 	Paused bool `json:"paused,omitempty"`
+	// User is who a request naming none runs as: E2B's "user" (made at
+	// create when the image lacks it), or "" (the image's own user) when
+	// the image cannot make one.
+	User string `json:"user,omitempty"`
 }
 
 // New loads the service's state from o.Dir.

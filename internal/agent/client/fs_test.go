@@ -8,12 +8,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/bangerdev/banger/internal/agent/client"
 	"github.com/bangerdev/banger/internal/agent/proto"
 	"github.com/bangerdev/banger/internal/agent/server"
+	"github.com/bangerdev/banger/internal/roottest"
 )
 
 // TestFS runs every fs operation against the real guest server on a
@@ -171,4 +173,50 @@ func FuzzCheckFS(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestOwner: what write_file and mkdir make for a named user is that
+// user's (the file and each directory made, not one that was there); an
+// unknown user makes nothing.
+func TestOwner(t *testing.T) {
+	roottest.Require(t, "it gives files to another user")
+	c := pair(t, &server.Server{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	root := t.TempDir()
+	owner := func(p string) uint32 {
+		t.Helper()
+		fi, err := os.Lstat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Sys().(*syscall.Stat_t).Uid
+	}
+	const nobody = 65534 // Debian's nobody, in this host's /etc/passwd
+	f := filepath.Join(root, "a", "b", "f.txt")
+	if _, err := c.WriteFileWith(ctx, proto.FileParams{Path: f, Parents: true, Owner: "nobody"}, strings.NewReader("x")); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{f, filepath.Dir(f), filepath.Join(root, "a")} {
+		if u := owner(p); u != nobody {
+			t.Errorf("%s is uid %d's, want nobody's", p, u)
+		}
+	}
+	if u := owner(root); u != 0 {
+		t.Errorf("the directory that was there became uid %d's", u)
+	}
+	d := filepath.Join(root, "c", "d")
+	if _, err := c.FS(ctx, proto.FSParams{Op: proto.FSMkdir, Path: d, Owner: "nobody"}); err != nil {
+		t.Fatal(err)
+	}
+	if u := owner(d); u != nobody {
+		t.Errorf("mkdir's %s is uid %d's", d, u)
+	}
+	g := filepath.Join(root, "e", "g.txt")
+	if _, err := c.WriteFileWith(ctx, proto.FileParams{Path: g, Parents: true, Owner: "no-such-user"}, strings.NewReader("x")); err == nil {
+		t.Error("a write for an unknown user succeeded")
+	}
+	if _, err := os.Lstat(filepath.Dir(g)); err == nil {
+		t.Error("a write for an unknown user made its parent")
+	}
 }

@@ -356,6 +356,9 @@ type FileParams struct {
 	Mode uint32 `json:"mode,omitempty"` // write_file: permissions (default 0644)
 	// Parents makes write_file create missing parent directories (0755).
 	Parents bool `json:"parents,omitempty"`
+	// Owner, a guest user's name, owns what write_file makes (the file
+	// and the parents it made); empty: root.
+	Owner string `json:"owner,omitempty"`
 	// Offset and Limit bound read_file to Limit bytes (0: to the end)
 	// from Offset.
 	Offset int64 `json:"offset,omitempty"`
@@ -391,6 +394,9 @@ type FSParams struct {
 	Pattern   string `json:"pattern,omitempty"`
 	// Include limits a search to files whose name matches it ("*.go").
 	Include string `json:"include,omitempty"`
+	// Owner, a guest user's name, owns the directories mkdir makes;
+	// empty: root.
+	Owner string `json:"owner,omitempty"`
 }
 
 // FSEntry is a file as stat and list see it.

@@ -12,7 +12,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 
+	"github.com/bangerdev/banger/internal/agent/passwd"
 	"github.com/bangerdev/banger/internal/agent/proto"
 )
 
@@ -44,7 +46,11 @@ func fsOp(_ *Server, _ *call, p proto.FSParams) (proto.FSResult, error) {
 	case proto.FSList:
 		return list(p.Path, min(max(p.Depth, 1), fsMaxDepth), most)
 	case proto.FSMkdir:
-		return proto.FSResult{}, os.MkdirAll(p.Path, 0o755)
+		own, err := ownerOf(p.Owner)
+		if err != nil {
+			return proto.FSResult{}, err
+		}
+		return proto.FSResult{}, mkdirOwned(p.Path, own)
 	case proto.FSMove:
 		if !path.IsAbs(p.To) {
 			return proto.FSResult{}, fmt.Errorf("destination %q is not absolute", p.To)
@@ -305,4 +311,45 @@ func readAt(f *os.File, p proto.FileParams) (io.Reader, int64, error) {
 		r = io.LimitReader(f, p.Limit)
 	}
 	return r, fi.Size(), nil
+}
+
+// ownerOf is the account a user name gives what a call makes; nil for
+// none (root keeps it).
+func ownerOf(user string) (*passwd.Account, error) {
+	if user == "" {
+		return nil, nil
+	}
+	a, err := passwd.Lookup("/", user)
+	if err != nil {
+		return nil, err
+	}
+	return &a, nil
+}
+
+// mkdirOwned makes dir and its missing parents (0755), each one it makes
+// owned by own when given; what was there is left as it is.
+func mkdirOwned(dir string, own *passwd.Account) error {
+	dir = filepath.Clean(dir)
+	if fi, err := os.Stat(dir); err == nil {
+		if !fi.IsDir() {
+			return &os.PathError{Op: "mkdir", Path: dir, Err: syscall.ENOTDIR}
+		}
+		return nil
+	}
+	if parent := filepath.Dir(dir); parent != dir {
+		if err := mkdirOwned(parent, own); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil
+		}
+		return err
+	}
+	if own != nil {
+		// Lchown: dir was just made by this call, a directory, no link.
+		return os.Lchown(dir, int(own.UID), int(own.GID))
+	}
+	return nil
 }

@@ -260,8 +260,12 @@ func writeFile(_ *Server, c *call, p proto.FileParams) (proto.FileResult, error)
 	if mode == 0 {
 		mode = 0o644
 	}
+	own, err := ownerOf(p.Owner)
+	if err != nil {
+		return proto.FileResult{}, err
+	}
 	if p.Parents {
-		if err := os.MkdirAll(filepath.Dir(p.Path), 0o755); err != nil {
+		if err := mkdirOwned(filepath.Dir(p.Path), own); err != nil {
 			return proto.FileResult{}, err
 		}
 	}
@@ -273,6 +277,9 @@ func writeFile(_ *Server, c *call, p proto.FileParams) (proto.FileResult, error)
 	n, err := io.Copy(tmp, c.in(nil))
 	if err == nil {
 		err = tmp.Chmod(mode)
+	}
+	if err == nil && own != nil {
+		err = tmp.Chown(int(own.UID), int(own.GID))
 	}
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
