@@ -182,6 +182,9 @@ func (s *Service) controlRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v2/sandboxes/{id}/connect", s.withKey(s.connect))
 	mux.HandleFunc("POST /sandboxes/{id}/fork", s.withKey(s.fork))
 	mux.HandleFunc("GET /sandboxes/{id}/metrics", s.withKey(s.owned(s.metrics)))
+	mux.HandleFunc("GET /sandboxes/metrics", s.withKey(s.metricsOf))
+	mux.HandleFunc("GET /sandboxes/{id}/logs", s.withKey(s.owned(s.logsV1)))
+	mux.HandleFunc("GET /v2/sandboxes/{id}/logs", s.withKey(s.owned(s.logsV2)))
 	mux.HandleFunc("POST /sandboxes/{id}/snapshots", s.withKey(s.owned(s.snapshotCreate)))
 	mux.HandleFunc("GET /snapshots", s.withKey(s.snapshotList))
 	mux.HandleFunc("DELETE /templates/{id}", s.withKey(s.templateDelete))
@@ -241,6 +244,7 @@ func (s *Service) create(w http.ResponseWriter, r *http.Request, c caller) {
 	}
 	s.mu.Unlock()
 	s.o.Logger.Info("e2b sandbox created", "key", c.key.ID, "sandbox", sb.ID, "template", sb.Template)
+	s.logf(sb.ID, "info", "sandbox created", "template", sb.Template, "user", s.userIn(sb.ID, ""))
 	writeJSON(w, http.StatusCreated, s.createdOf(sb))
 }
 
@@ -388,6 +392,7 @@ func (s *Service) forget(id string) {
 	s.endProcesses(id)
 	s.mu.Lock()
 	delete(s.sandboxes, id)
+	delete(s.logs, id)
 	err := s.saveLocked()
 	s.mu.Unlock()
 	if err != nil {
@@ -703,6 +708,7 @@ func (s *Service) setTimeout(w http.ResponseWriter, r *http.Request, c caller) {
 		writeErr(w, err)
 		return
 	}
+	s.logf(r.PathValue("id"), "info", "timeout set", "seconds", strconv.Itoa(int(ttl/time.Second)))
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -755,6 +761,7 @@ func (s *Service) pause(w http.ResponseWriter, r *http.Request, c caller, sb san
 		writeErr(w, err)
 		return
 	}
+	s.logf(sb.ID, "info", "sandbox paused")
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -813,6 +820,7 @@ func (s *Service) connect(w http.ResponseWriter, r *http.Request, c caller) {
 			p.Paused = false
 		}
 		s.mu.Unlock()
+		s.logf(sb.ID, "info", "sandbox resumed")
 		code = http.StatusCreated
 	}
 	if err := s.extend(c, sb.ID, ttl, false); err != nil {
@@ -916,22 +924,50 @@ func (s *Service) fork(w http.ResponseWriter, r *http.Request, c caller) {
 		out = append(out, result{Error: &apiError{Code: http.StatusInternalServerError, Message: msg}})
 	}
 	s.o.Logger.Info("e2b sandbox forked", "key", c.key.ID, "sandbox", src.ID, "copies", len(res.VMs))
+	s.logf(src.ID, "info", "sandbox forked", "copies", strconv.Itoa(len(res.VMs)))
+	for _, v := range res.VMs {
+		s.logf(v.Name, "info", "sandbox created", "forkedFrom", src.ID)
+	}
 	writeJSON(w, http.StatusCreated, out)
+}
+
+// metric is one sample of a sandbox's counters, as E2B's control plane
+// gives it.
+type metric struct {
+	Timestamp     time.Time `json:"timestamp"`
+	TimestampUnix int64     `json:"timestampUnix"`
+	CPUCount      int       `json:"cpuCount"`
+	CPUUsedPct    float64   `json:"cpuUsedPct"`
+	MemUsed       uint64    `json:"memUsed"`
+	MemTotal      uint64    `json:"memTotal"`
+	MemCache      uint64    `json:"memCache"`
+	DiskUsed      uint64    `json:"diskUsed"`
+	DiskTotal     uint64    `json:"diskTotal"`
+}
+
+// sample reads a running sandbox's counters from its agent, now.
+func (s *Service) sample(ctx context.Context, id string) (metric, error) {
+	g, err := s.o.VMs.Guest(ctx, id)
+	if err != nil {
+		return metric{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, err := g.Stats(ctx)
+	if err != nil {
+		return metric{}, fmt.Errorf("reading sandbox %s's counters: %w", id, err)
+	}
+	now := s.o.Now().UTC()
+	m := metric{Timestamp: now, TimestampUnix: now.Unix(), CPUCount: st.NumCPU, MemTotal: st.MemTotal,
+		MemUsed: st.MemTotal - min(st.MemAvailable, st.MemTotal), DiskUsed: st.DiskUsed, DiskTotal: st.DiskSize}
+	if st.CPUTotal > 0 {
+		m.CPUUsedPct = 100 * float64(st.CPUBusy) / float64(st.CPUTotal)
+	}
+	return m, nil
 }
 
 // metrics: GET /sandboxes/{id}/metrics: one sample, now.
 func (s *Service) metrics(w http.ResponseWriter, r *http.Request, c caller, sb sandbox) {
-	type metric struct {
-		Timestamp     time.Time `json:"timestamp"`
-		TimestampUnix int64     `json:"timestampUnix"`
-		CPUCount      int       `json:"cpuCount"`
-		CPUUsedPct    float64   `json:"cpuUsedPct"`
-		MemUsed       uint64    `json:"memUsed"`
-		MemTotal      uint64    `json:"memTotal"`
-		MemCache      uint64    `json:"memCache"`
-		DiskUsed      uint64    `json:"diskUsed"`
-		DiskTotal     uint64    `json:"diskTotal"`
-	}
 	now := s.o.Now().UTC()
 	// The one sample is now's: outside a start..end asked (Unix
 	// seconds), none.
@@ -956,20 +992,38 @@ func (s *Service) metrics(w http.ResponseWriter, r *http.Request, c caller, sb s
 		writeJSON(w, http.StatusOK, []metric{})
 		return
 	}
-	g, err := s.o.VMs.Guest(r.Context(), sb.ID)
+	m, err := s.sample(r.Context(), sb.ID)
 	if err != nil {
 		writeErr(w, err)
 		return
 	}
-	st, err := g.Stats(r.Context())
-	if err != nil {
-		writeErr(w, fmt.Errorf("reading sandbox %s's counters: %w", sb.ID, err))
+	writeJSON(w, http.StatusOK, []metric{m})
+}
+
+// maxMetricsIDs bounds GET /sandboxes/metrics, as E2B's spec does.
+const maxMetricsIDs = 100
+
+// metricsOf: GET /sandboxes/metrics?sandbox_ids=a,b: a sample of each
+// running sandbox named that the key made; others are left out.
+func (s *Service) metricsOf(w http.ResponseWriter, r *http.Request, c caller) {
+	var ids []string
+	for _, v := range r.URL.Query()["sandbox_ids"] {
+		ids = append(ids, strings.Split(v, ",")...)
+	}
+	ids = slices.Compact(slices.Sorted(slices.Values(ids)))
+	if len(ids) == 0 || len(ids) > maxMetricsIDs {
+		writeError(w, http.StatusBadRequest, "sandbox_ids: 1 to %d sandbox IDs, comma-separated", maxMetricsIDs)
 		return
 	}
-	m := metric{Timestamp: now, TimestampUnix: now.Unix(), CPUCount: st.NumCPU, MemTotal: st.MemTotal,
-		MemUsed: st.MemTotal - min(st.MemAvailable, st.MemTotal), DiskUsed: st.DiskUsed, DiskTotal: st.DiskSize}
-	if st.CPUTotal > 0 {
-		m.CPUUsedPct = 100 * float64(st.CPUBusy) / float64(st.CPUTotal)
+	out := map[string]metric{}
+	for _, id := range ids {
+		sb, err := s.own(c, id)
+		if err != nil || sb.Paused {
+			continue
+		}
+		if m, err := s.sample(r.Context(), id); err == nil {
+			out[id] = m
+		}
 	}
-	writeJSON(w, http.StatusOK, []metric{m})
+	writeJSON(w, http.StatusOK, map[string]any{"sandboxes": out})
 }

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -991,5 +992,92 @@ func TestDefaultUser(t *testing.T) {
 	other := f.create(t, f.key, map[string]any{})
 	if u := f.s.userIn(other.SandboxID, ""); u != "" {
 		t.Errorf("the default user where none could be made: %q", u)
+	}
+}
+
+// TestLogsAndMetrics: a sandbox's log holds what the API did for it and
+// answers E2B's filters; metrics come for the key's running sandboxes
+// only, on the control plane and as envd's /metrics.
+func TestLogsAndMetrics(t *testing.T) {
+	f := newFixture(t)
+	sb := f.create(t, f.key, map[string]any{})
+	theirs := f.create(t, f.other, map[string]any{})
+	hc := &http.Client{Transport: headers{"E2b-Sandbox-Id": sb.SandboxID, "X-Access-Token": sb.EnvdAccessToken}}
+	st, err := pb.NewProcessClient(hc, f.srv.URL).Start(context.Background(), connect.NewRequest(&pb.StartRequest{Process: &pb.ProcessConfig{Cmd: "make", Args: []string{"test"}}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for st.Receive() {
+	}
+	req, _ := http.NewRequest("POST", f.srv.URL+"/files?path=/tmp/x", strings.NewReader("hi"))
+	if resp, err := hc.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("upload: %v %v", resp, err)
+	}
+	f.mu.Lock()
+	f.now = f.now.Add(time.Second)
+	f.mu.Unlock()
+	if code, _ := f.do(t, "POST", "/sandboxes/"+sb.SandboxID+"/timeout", f.key, map[string]int{"timeout": 60}); code != 204 {
+		t.Fatal("timeout")
+	}
+	logs := func(query string) []logEntry {
+		t.Helper()
+		code, body := f.do(t, "GET", "/v2/sandboxes/"+sb.SandboxID+"/logs"+query, f.key, nil)
+		var r struct{ Logs []logEntry }
+		if err := json.Unmarshal([]byte(body), &r); code != 200 || err != nil {
+			t.Fatalf("logs%s: %d %s", query, code, body)
+		}
+		return r.Logs
+	}
+	msgs := func(l []logEntry) string {
+		var m []string
+		for _, e := range l {
+			m = append(m, e.Message)
+		}
+		return strings.Join(m, ", ")
+	}
+	if got := msgs(logs("")); got != "sandbox created, process started, process ended, file written, timeout set" {
+		t.Errorf("the log: %s", got)
+	}
+	all := logs("")
+	if all[1].Fields["cmd"] != "make test" || all[2].Fields["exitCode"] != "3" || all[3].Fields["path"] != "/tmp/x" {
+		t.Errorf("fields: %+v", all)
+	}
+	later := strconv.FormatInt(f.now.UnixMilli(), 10)
+	for q, want := range map[string]string{
+		"?direction=backward&limit=1":              "timeout set",
+		"?search=process":                          "process started, process ended",
+		"?cursor=" + later:                         "timeout set",
+		"?cursor=" + later + "&direction=backward": "timeout set, file written, process ended, process started, sandbox created",
+	} {
+		if got := msgs(logs(q)); got != want {
+			t.Errorf("logs%s: %s, want %s", q, got, want)
+		}
+	}
+	for _, q := range []string{"?direction=up", "?level=loud", "?limit=1001", "?cursor=-1"} {
+		if code, _ := f.do(t, "GET", "/v2/sandboxes/"+sb.SandboxID+"/logs"+q, f.key, nil); code != 400 {
+			t.Errorf("logs%s: %d, want 400", q, code)
+		}
+	}
+	if code, body := f.do(t, "GET", "/sandboxes/"+sb.SandboxID+"/logs", f.key, nil); code != 200 || !strings.Contains(body, `"line":"info: sandbox created"`) || !strings.Contains(body, `"logEntries"`) {
+		t.Errorf("v1 logs: %d %s", code, body)
+	}
+	if code, _ := f.do(t, "GET", "/v2/sandboxes/"+sb.SandboxID+"/logs", f.other, nil); code != 404 {
+		t.Errorf("another key's logs: %d", code)
+	}
+	code, body := f.do(t, "GET", "/sandboxes/metrics?sandbox_ids="+sb.SandboxID+","+theirs.SandboxID, f.key, nil)
+	if code != 200 || !strings.Contains(body, sb.SandboxID) || strings.Contains(body, theirs.SandboxID) || !strings.Contains(body, `"cpuCount":2`) {
+		t.Errorf("metrics of many: %d %s", code, body)
+	}
+	if code, _ := f.do(t, "GET", "/sandboxes/metrics", f.key, nil); code != 400 {
+		t.Errorf("metrics of none: %d", code)
+	}
+	resp, err := hc.Get(f.srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(b), `"cpu_count":2`) || !strings.Contains(string(b), `"mem_total_mib":1024`) {
+		t.Errorf("envd /metrics: %d %s", resp.StatusCode, b)
 	}
 }

@@ -630,12 +630,14 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 			return uploaded{}, err
 		}
 		lim := &io.LimitedReader{R: body, N: maxUpload + 1}
-		if _, err := g.WriteFileWith(r.Context(), proto.FileParams{Path: p, Mode: 0o644, Parents: true, Owner: ownerFor(user)}, lim); err != nil {
+		n, err := g.WriteFileWith(r.Context(), proto.FileParams{Path: p, Mode: 0o644, Parents: true, Owner: ownerFor(user)}, lim)
+		if err != nil {
 			return uploaded{}, err
 		}
 		if lim.N <= 0 {
 			return uploaded{}, fmt.Errorf("%w: %s: larger than %d bytes", api.ErrInvalidArgument, p, maxUpload)
 		}
+		s.logf(id, "info", "file written", "path", p, "bytes", strconv.FormatInt(n, 10), "user", user)
 		return uploaded{Name: path.Base(p), Type: "file", Path: p}, nil
 	}
 	var out []uploaded

@@ -252,6 +252,19 @@ func sandboxFrom(ctx context.Context) string {
 	return id
 }
 
+// envdMetrics: envd's GET /metrics, the sandbox's counters now in envd's
+// own names.
+func (s *Service) envdMetrics(w http.ResponseWriter, r *http.Request) {
+	m, err := s.sample(r.Context(), sandboxFrom(r.Context()))
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ts": m.TimestampUnix, "cpu_count": m.CPUCount, "cpu_used_pct": m.CPUUsedPct,
+		"mem_total": m.MemTotal, "mem_used": m.MemUsed, "mem_cache": m.MemCache, "mem_total_mib": m.MemTotal >> 20,
+		"mem_used_mib": m.MemUsed >> 20, "disk_used": m.DiskUsed, "disk_total": m.DiskTotal})
+}
+
 // envdHandler is what E2B's envd serves in a sandbox: its Connect
 // services (JSON and protobuf) and its HTTP paths.
 func (s *Service) envdHandler() http.Handler {
@@ -262,6 +275,7 @@ func (s *Service) envdHandler() http.Handler {
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	mux.HandleFunc("GET /files", s.download)
 	mux.HandleFunc("POST /files", s.upload)
+	mux.HandleFunc("GET /metrics", s.envdMetrics)
 	mux.HandleFunc("GET /envs", func(w http.ResponseWriter, r *http.Request) {
 		sb, err := s.sandboxByID(sandboxFrom(r.Context()))
 		if err != nil {

@@ -317,9 +317,16 @@ func (ps *processService) Start(ctx context.Context, req *connect.Request[pb.Sta
 		delete(table.running, pid)
 		table.mu.Unlock()
 		cancel()
-		p.finish(endOf(res, err, runCtx))
+		end := endOf(res, err, runCtx)
+		level := "info"
+		if end.GetError() != "" {
+			level = "error"
+		}
+		ps.s.logf(id, level, "process ended", "pid", strconv.Itoa(int(pid)), "exitCode", strconv.Itoa(int(end.GetExitCode())), "status", end.GetStatus(), "error", end.GetError())
+		p.finish(end)
 	}()
 	ps.s.o.Logger.Info("e2b process started", "sandbox", id, "pid", pid, "cmd", cfg.GetCmd())
+	ps.s.logf(id, "info", "process started", "pid", strconv.Itoa(int(pid)), "cmd", strings.Join(append([]string{cfg.GetCmd()}, cfg.GetArgs()...), " "), "user", user, "tag", req.Msg.GetTag())
 	if err := stream.Send(&pb.StartResponse{Event: &pb.ProcessEvent{Event: &pb.ProcessEvent_Start{Start: &pb.ProcessEvent_StartEvent{Pid: pid}}}}); err != nil {
 		p.unsubscribe(ch)
 		return err

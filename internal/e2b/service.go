@@ -94,6 +94,7 @@ type Service struct {
 	ending    map[string]bool     // being killed: its plane answers "not running"
 	templates map[string]api.E2BTemplate
 	snapshots map[string]*snapshot  // by ID
+	logs      map[string][]logEntry // by sandbox ID, in memory
 	procs     map[string]*processes // by sandbox ID, while the daemon runs
 	watchers  map[string]map[string]*dirWatcher
 	addr      string // where it listens, once it does
@@ -142,7 +143,7 @@ func New(o Options) (*Service, error) {
 		return nil, fmt.Errorf("making the e2b state directory: %w", err)
 	}
 	s := &Service{o: o, keys: tokenfile.Open(filepath.Join(o.Dir, "keys.json"), keyKind),
-		sandboxes: map[string]*sandbox{}, pending: map[string]bool{}, ending: map[string]bool{}, watchers: map[string]map[string]*dirWatcher{}, templates: map[string]api.E2BTemplate{}, snapshots: map[string]*snapshot{}, procs: map[string]*processes{}}
+		sandboxes: map[string]*sandbox{}, pending: map[string]bool{}, ending: map[string]bool{}, watchers: map[string]map[string]*dirWatcher{}, templates: map[string]api.E2BTemplate{}, snapshots: map[string]*snapshot{}, logs: map[string][]logEntry{}, procs: map[string]*processes{}}
 	var err error
 	if s.secret, err = loadSecret(filepath.Join(o.Dir, "secret")); err != nil {
 		return nil, err

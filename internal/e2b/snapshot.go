@@ -148,6 +148,7 @@ func (s *Service) snapshotCreate(w http.ResponseWriter, r *http.Request, c calle
 		s.dropHolder(ctx, replaced)
 	}
 	s.o.Logger.Info("e2b snapshot created", "key", c.key.ID, "sandbox", sb.ID, "snapshot", sn.ID, "name", sn.Name)
+	s.logf(sb.ID, "info", "snapshot created", "snapshotID", sn.handle())
 	writeJSON(w, http.StatusCreated, sn.info())
 }
 
