@@ -146,6 +146,19 @@ type fakeGuest struct {
 	makesUser bool
 	fsOps     []proto.FSParams
 	writes    []proto.FileParams
+	// signals: the agent has the signal method; sent is what it got.
+	signals bool
+	sent    []proto.SignalParams
+}
+
+func (g *fakeGuest) Signal(_ context.Context, handle string, sig int) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.signals {
+		return errors.New(`agent: unknown method "signal"`)
+	}
+	g.sent = append(g.sent, proto.SignalParams{Handle: handle, Signal: sig})
+	return nil
 }
 
 func (g *fakeGuest) Exec(ctx context.Context, p proto.ExecParams, stdin io.Reader, stdout, stderr io.Writer) (proto.ExecResult, error) {
@@ -574,6 +587,24 @@ func TestProcesses(t *testing.T) {
 	if _, err := c.SendInput(context.Background(), connect.NewRequest(&pb.SendInputRequest{Process: &pb.ProcessSelector{Selector: &pb.ProcessSelector_Pid{Pid: pid}}, Input: &pb.ProcessInput{Input: &pb.ProcessInput_Stdin{Stdin: []byte("x")}}})); connect.CodeOf(err) != connect.CodeFailedPrecondition {
 		t.Fatalf("input to a process without stdin: %v", err)
 	}
+	// SIGTERM goes to the exec's process group in the guest, by the
+	// handle it was started with; the process may trap it, so it runs on.
+	g := f.vms.guest
+	g.mu.Lock()
+	g.signals = true
+	g.mu.Unlock()
+	if _, err := c.SendSignal(context.Background(), connect.NewRequest(&pb.SendSignalRequest{Process: &pb.ProcessSelector{Selector: &pb.ProcessSelector_Pid{Pid: pid}}, Signal: pb.Signal_SIGNAL_SIGTERM})); err != nil {
+		t.Fatal(err)
+	}
+	g.mu.Lock()
+	sent, handle := g.sent, g.execs[len(g.execs)-1].Handle
+	g.mu.Unlock()
+	if len(sent) != 1 || sent[0].Signal != 15 || handle == "" || sent[0].Handle != handle {
+		t.Fatalf("SIGTERM sent %+v, the exec's handle %q", sent, handle)
+	}
+	if list, _ := c.List(context.Background(), connect.NewRequest(&pb.ListRequest{})); len(list.Msg.Processes) != 1 {
+		t.Fatalf("a process sent SIGTERM (which it may trap) is gone: %v", list.Msg.Processes)
+	}
 	if _, err := c.SendSignal(context.Background(), connect.NewRequest(&pb.SendSignalRequest{Process: &pb.ProcessSelector{Selector: &pb.ProcessSelector_Tag{Tag: "t1"}}, Signal: pb.Signal_SIGNAL_SIGKILL})); err != nil {
 		t.Fatal(err)
 	}
@@ -583,6 +614,20 @@ func TestProcesses(t *testing.T) {
 	}
 	if _, err := c.SendSignal(context.Background(), connect.NewRequest(&pb.SendSignalRequest{Process: &pb.ProcessSelector{Selector: &pb.ProcessSelector_Pid{Pid: 9}}, Signal: pb.Signal_SIGNAL_SIGKILL})); connect.CodeOf(err) != connect.CodeNotFound {
 		t.Fatalf("kill of no process: %v", err)
+	}
+	// An agent without signals: SIGTERM ends the process as SIGKILL does.
+	g.mu.Lock()
+	g.signals = false
+	g.mu.Unlock()
+	st, err = c.Start(context.Background(), connect.NewRequest(&pb.StartRequest{Process: &pb.ProcessConfig{Cmd: "sleep"}, Tag: ptr("t2")}))
+	if err != nil || !st.Receive() {
+		t.Fatal(err)
+	}
+	if _, err := c.SendSignal(context.Background(), connect.NewRequest(&pb.SendSignalRequest{Process: &pb.ProcessSelector{Selector: &pb.ProcessSelector_Tag{Tag: "t2"}}, Signal: pb.Signal_SIGNAL_SIGTERM})); err != nil {
+		t.Fatal(err)
+	}
+	if list, _ := c.List(context.Background(), connect.NewRequest(&pb.ListRequest{})); len(list.Msg.Processes) != 0 {
+		t.Fatalf("SIGTERM with an agent without signals left %v", list.Msg.Processes)
 	}
 	// Killing the sandbox ends what still runs in it.
 	st, err = c.Start(context.Background(), connect.NewRequest(&pb.StartRequest{Process: &pb.ProcessConfig{Cmd: "sleep"}}))

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"connectrpc.com/connect"
@@ -54,6 +55,9 @@ type process struct {
 	stdin  *io.PipeWriter // nil without stdin
 	resize chan proto.Winsize
 	cancel context.CancelFunc
+	// handle names the exec in the guest, for signals (agent's signal).
+	handle string
+	guest  Guest
 
 	wait time.Duration // how long a full listener may hold up the output
 	// gone is set when the process ends with its sandbox: its streams
@@ -288,11 +292,11 @@ func (ps *processService) Start(ctx context.Context, req *connect.Request[pb.Sta
 	table.next++
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	p := &process{pid: pid, tag: req.Msg.GetTag(), config: cfg, pty: req.Msg.Pty != nil, cancel: cancel, wait: publishWait,
-		subs: map[chan *pb.ProcessEvent]struct{}{}, done: make(chan struct{})}
+		handle: "e2b-" + newID(), guest: g, subs: map[chan *pb.ProcessEvent]struct{}{}, done: make(chan struct{})}
 	table.running[pid] = p
 	table.mu.Unlock()
 
-	params := proto.ExecParams{Args: append([]string{cfg.GetCmd()}, cfg.GetArgs()...), Env: envList, Dir: cfg.GetCwd(), User: user}
+	params := proto.ExecParams{Args: append([]string{cfg.GetCmd()}, cfg.GetArgs()...), Env: envList, Dir: cfg.GetCwd(), User: user, Handle: p.handle}
 	var stdin io.Reader
 	if req.Msg.GetStdin() || p.pty {
 		r, w := io.Pipe()
@@ -540,7 +544,17 @@ func (ps *processService) SendSignal(ctx context.Context, req *connect.Request[p
 		return nil, err
 	}
 	switch req.Msg.GetSignal() {
-	case pb.Signal_SIGNAL_SIGKILL, pb.Signal_SIGNAL_SIGTERM:
+	case pb.Signal_SIGNAL_SIGTERM:
+		// Sent to its process group in the guest, which may trap it and
+		// go on, as with envd; an agent without signals ends it instead.
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := p.guest.Signal(sctx, p.handle, int(syscall.SIGTERM))
+		cancel()
+		if err == nil {
+			return connect.NewResponse(&pb.SendSignalResponse{}), nil
+		}
+		ps.s.o.Logger.Debug("e2b: SIGTERM by the agent failed; killing", "pid", p.pid, "err", err)
+	case pb.Signal_SIGNAL_SIGKILL:
 	default:
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("signal %v: SIGTERM or SIGKILL", req.Msg.GetSignal()))
 	}

@@ -66,6 +66,7 @@ type Guest interface {
 	Dial(ctx context.Context, addr string) (net.Conn, error)
 	Stats(ctx context.Context) (proto.StatsResult, error)
 	Watch(ctx context.Context, p proto.WatchParams, ready func(), emit func(proto.WatchEvent) error) error
+	Signal(ctx context.Context, handle string, sig int) error
 }
 
 // Options configure a Service.

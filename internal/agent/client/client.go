@@ -123,6 +123,13 @@ func (c *Client) ExecTTY(ctx context.Context, p proto.ExecParams, stdin io.Reade
 	return c.exec(ctx, p, stdin, stdout, nil, resize)
 }
 
+// Signal sends sig to the process group of the running exec started with
+// handle (ExecParams.Handle). An agent before the method answers with
+// an error naming it unknown.
+func (c *Client) Signal(ctx context.Context, handle string, sig int) error {
+	return c.Call(ctx, proto.MethodSignal, proto.SignalParams{Handle: handle, Signal: sig}, nil)
+}
+
 func (c *Client) exec(ctx context.Context, p proto.ExecParams, stdin io.Reader, stdout, stderr io.Writer, resize <-chan proto.Winsize) (proto.ExecResult, error) {
 	p.Stdin = stdin != nil
 	id, ch, err := c.open(ctx, proto.MethodExec, p)

@@ -490,3 +490,44 @@ func TestAbandonedExecIsKilled(t *testing.T) {
 		}
 	}
 }
+
+// TestSignal: a running exec named by its handle gets the signal asked
+// (its trap runs), the handle is free once it ended; a signal out of
+// range, an unknown handle and a handle in use are refused.
+func TestSignal(t *testing.T) {
+	c := pair(t, &server.Server{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	w := &watchWriter{want: "ready", seen: make(chan struct{})}
+	type ended struct {
+		r   proto.ExecResult
+		err error
+	}
+	done := make(chan ended, 1)
+	go func() {
+		r, err := c.Exec(ctx, proto.ExecParams{Args: []string{"sh", "-c", `trap 'echo got TERM; exit 7' TERM; echo ready; while :; do sleep 0.05; done`}, Handle: "h1"}, nil, w, io.Discard)
+		done <- ended{r, err}
+	}()
+	<-w.seen
+	if _, err := c.Exec(ctx, proto.ExecParams{Args: []string{"true"}, Handle: "h1"}, nil, io.Discard, io.Discard); err == nil {
+		t.Error("a second exec took a handle in use")
+	}
+	for _, bad := range []struct {
+		handle string
+		sig    int
+	}{{"h1", 0}, {"h1", 64}, {"nope", 15}} {
+		if err := c.Signal(ctx, bad.handle, bad.sig); err == nil {
+			t.Errorf("signal %d to %q: no error", bad.sig, bad.handle)
+		}
+	}
+	if err := c.Signal(ctx, "h1", 15); err != nil {
+		t.Fatal(err)
+	}
+	e := <-done
+	if e.err != nil || e.r.ExitCode != 7 || !strings.Contains(w.String(), "got TERM") {
+		t.Fatalf("after SIGTERM: %+v, %v, %q", e.r, e.err, w.String())
+	}
+	if err := c.Signal(ctx, "h1", 15); err == nil {
+		t.Error("a signal to an exec that ended: no error")
+	}
+}

@@ -253,6 +253,10 @@ const (
 	// template, a fork, a checkpoint) its VM's identity (IdentityParams),
 	// before the host hands the VM to anyone.
 	MethodIdentity = "identity"
+	// MethodSignal sends a signal to the process group of a running exec
+	// the host named (SignalParams; ExecParams.Handle). An agent before
+	// it answers "unknown method".
+	MethodSignal = "signal"
 )
 
 // IdentityParams are what a restored guest takes on: its VM's boot
@@ -512,6 +516,15 @@ type ExecParams struct {
 	Tty  bool   `json:"tty,omitempty"`
 	Rows uint16 `json:"rows,omitempty"`
 	Cols uint16 `json:"cols,omitempty"`
+	// Handle, when set, names the exec while it runs, for MethodSignal.
+	Handle string `json:"handle,omitempty"`
+}
+
+// SignalParams name a running exec by its handle and the signal (1 to
+// 31) its process group is sent.
+type SignalParams struct {
+	Handle string `json:"handle"`
+	Signal int    `json:"signal"`
 }
 
 // ExecResult ends an exec.

@@ -1,6 +1,6 @@
 // Package server is the guest's end of the agent protocol: it answers
 // the host's calls on one link (ping, info, exec with pipes or a terminal,
-// files, trees, stats, ports, dial, SSH, power-off). The guest agent
+// files, trees, stats, ports, dial, SSH, power-off, signals to execs). The guest agent
 // (internal/agent/guest) runs it; it links no host code.
 package server
 
@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/bangerdev/banger/internal/agent/link"
 	"github.com/bangerdev/banger/internal/agent/proto"
@@ -35,6 +37,9 @@ type Server struct {
 	// Identity makes a restored guest its VM's (MethodIdentity); nil
 	// refuses the method.
 	Identity func(proto.IdentityParams) (proto.IdentityResult, error)
+
+	mu      sync.Mutex
+	handles map[string]int // a running exec's handle: its process group
 }
 
 // Serve answers calls on rw until it fails.
@@ -102,6 +107,7 @@ func methods() map[string]method {
 		proto.MethodIdentity:  with(identity),
 		proto.MethodFS:        with(fsOp),
 		proto.MethodWatch:     with(watch),
+		proto.MethodSignal:    with((*Server).signal),
 	}
 }
 
@@ -209,7 +215,7 @@ func (s *Server) exec(c *call, p proto.ExecParams) (proto.ExecResult, error) {
 	in := c.in(done)
 	stdout := c.out(proto.Stdout)
 	// A caller that gives up (a timeout, a client gone) ends the command.
-	run := spawn.Stoppable(s.spawn(), c.l.Abandoned(c.stream))
+	run := s.named(spawn.Stoppable(s.spawn(), c.l.Abandoned(c.stream)), p.Handle)
 	if p.Tty {
 		resize := make(chan proto.Winsize, 1)
 		in.Resize(resize)
@@ -221,6 +227,56 @@ func (s *Server) exec(c *call, p proto.ExecParams) (proto.ExecResult, error) {
 		go func() { _, _ = io.Copy(io.Discard, in) }() // and the link never waits on this stream
 	}
 	return spawn.RunPipes(run, p, stdin, stdout, c.out(proto.Stderr))
+}
+
+// named is f whose process is known by handle (when not empty) while it
+// runs; a handle in use is refused.
+func (s *Server) named(f spawn.Func, handle string) spawn.Func {
+	if handle == "" {
+		return f
+	}
+	return func(p proto.ExecParams, stdin, stdout, stderr *os.File) (spawn.Process, error) {
+		s.mu.Lock()
+		_, taken := s.handles[handle]
+		s.mu.Unlock()
+		if taken || len(handle) > 128 {
+			return spawn.Process{}, fmt.Errorf("exec handle %.128q is in use or too long", handle)
+		}
+		proc, err := f(p, stdin, stdout, stderr)
+		if err != nil {
+			return proc, err
+		}
+		s.mu.Lock()
+		if s.handles == nil {
+			s.handles = map[string]int{}
+		}
+		s.handles[handle] = proc.Pid
+		s.mu.Unlock()
+		wait := proc.Wait
+		proc.Wait = func() proto.ExecResult {
+			r := wait()
+			s.mu.Lock()
+			delete(s.handles, handle)
+			s.mu.Unlock()
+			return r
+		}
+		return proc, nil
+	}
+}
+
+// signal sends a signal to the process group of the running exec named.
+func (s *Server) signal(_ *call, p proto.SignalParams) (struct{}, error) {
+	if p.Signal < 1 || p.Signal > 31 {
+		return struct{}{}, fmt.Errorf("signal %d: 1 to 31", p.Signal)
+	}
+	s.mu.Lock()
+	pid, ok := s.handles[p.Handle]
+	s.mu.Unlock()
+	if !ok {
+		return struct{}{}, fmt.Errorf("no running exec %.128q", p.Handle)
+	}
+	// The exec leads its own session and process group (spawn.Prepare).
+	return struct{}{}, unix.Kill(-pid, unix.Signal(p.Signal))
 }
 
 // pipeStream joins a stream to conn: the caller's stdin frames are
