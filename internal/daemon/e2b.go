@@ -56,6 +56,9 @@ func (a e2bVMs) SnapshotCreate(ctx context.Context, p api.VMSnapshotParams) (api
 func (a e2bVMs) SnapshotDelete(ctx context.Context, p api.VMSnapshotParams) (api.Snapshot, error) {
 	return a.vms.SnapshotDelete(ctx, p)
 }
+func (a e2bVMs) Set(ctx context.Context, p api.VMSetParams) (api.VM, error) {
+	return a.vms.Set(ctx, p)
+}
 func (a e2bVMs) Warm(ctx context.Context, p api.ImageWarmParams) (api.Template, error) {
 	return a.vms.Warm(ctx, p)
 }

@@ -64,6 +64,29 @@ type networkConfig struct {
 	EgressProxy json.RawMessage `json:"egressProxy,omitempty"`
 }
 
+// egress checks a sandbox's network settings against what banger's
+// egress can do, and says whether they open the internet as a whole (an
+// allow-list or denyOut 0.0.0.0/0 does not).
+func (n *networkConfig) egress(allowInternet *bool) (bool, error) {
+	internet := allowInternet == nil || *allowInternet
+	if n == nil {
+		return internet, nil
+	}
+	if len(n.Rules) > 0 && string(n.Rules) != "{}" || len(n.EgressProxy) > 0 && string(n.EgressProxy) != "null" || n.MaskHost != "" {
+		return false, fmt.Errorf("%w: network rules, egress proxies and host masks are not supported; allowOut and denyOut are", api.ErrInvalidArgument)
+	}
+	for _, d := range n.DenyOut {
+		if d != "0.0.0.0/0" {
+			return false, fmt.Errorf("%w: denyOut %q: banger's egress is an allow-list, so denyOut takes only 0.0.0.0/0 (no internet); name what may be reached in allowOut", api.ErrInvalidArgument, d)
+		}
+		internet = false
+	}
+	if len(n.AllowOut) > 0 {
+		internet = false
+	}
+	return internet, nil
+}
+
 // created is openapi's Sandbox.
 type created struct {
 	TemplateID         string  `json:"templateID"`
@@ -183,6 +206,7 @@ func (s *Service) controlRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /sandboxes/{id}/fork", s.withKey(s.fork))
 	mux.HandleFunc("GET /sandboxes/{id}/metrics", s.withKey(s.owned(s.metrics)))
 	mux.HandleFunc("GET /sandboxes/metrics", s.withKey(s.metricsOf))
+	mux.HandleFunc("PUT /sandboxes/{id}/network", s.withKey(s.owned(s.updateNetwork)))
 	mux.HandleFunc("GET /sandboxes/{id}/logs", s.withKey(s.owned(s.logsV1)))
 	mux.HandleFunc("GET /v2/sandboxes/{id}/logs", s.withKey(s.owned(s.logsV2)))
 	mux.HandleFunc("POST /sandboxes/{id}/snapshots", s.withKey(s.owned(s.snapshotCreate)))
@@ -292,23 +316,13 @@ func (s *Service) plan(c caller, req newSandbox) (*sandbox, api.VMCreateParams, 
 		return fail("autoResume (waking a paused sandbox by traffic) is not supported; resume it with Sandbox.connect()")
 	}
 	p := api.VMCreateParams{Name: sb.ID, Image: tpl.Image, VCPU: tpl.VCPU, MemoryMiB: tpl.MemoryMiB, DiskSize: tpl.DiskSize, Creator: "e2b:" + c.key.Name}
-	internet := req.AllowInternet == nil || *req.AllowInternet
+	internet, err := req.Network.egress(req.AllowInternet)
+	if err != nil {
+		return nil, api.VMCreateParams{}, nil, err
+	}
 	if n := req.Network; n != nil {
-		if len(n.Rules) > 0 && string(n.Rules) != "{}" || len(n.EgressProxy) > 0 && string(n.EgressProxy) != "null" || n.MaskHost != "" {
-			return fail("network rules, egress proxies and host masks are not supported; allowOut and denyOut are")
-		}
-		sb.AllowOut, sb.DenyOut = n.AllowOut, n.DenyOut
+		sb.AllowOut, sb.DenyOut, p.Allow = n.AllowOut, n.DenyOut, n.AllowOut
 		sb.Public = n.AllowPublic != nil && *n.AllowPublic
-		for _, d := range n.DenyOut {
-			if d != "0.0.0.0/0" {
-				return fail("denyOut %q: banger's egress is an allow-list, so denyOut takes only 0.0.0.0/0 (no internet); name what may be reached in allowOut", d)
-			}
-			internet = false
-		}
-		if len(n.AllowOut) > 0 {
-			p.Allow = n.AllowOut
-			internet = false
-		}
 	}
 	nat := internet
 	if len(p.Allow) == 0 { // an allow-list is its own way out
@@ -1026,4 +1040,58 @@ func (s *Service) metricsOf(w http.ResponseWriter, r *http.Request, c caller) {
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"sandboxes": out})
+}
+
+// updateNetwork: PUT /sandboxes/{id}/network: the running sandbox's
+// egress replaced (what is left out is cleared, as E2B's): an allow-list
+// (`banger vm set --allow`), the internet, or nothing, at once.
+func (s *Service) updateNetwork(w http.ResponseWriter, r *http.Request, c caller, sb sandbox) {
+	var b struct {
+		networkConfig
+		AllowInternet *bool `json:"allow_internet_access"`
+	}
+	if err := decodeBody(r, &b); err != nil {
+		writeErr(w, err)
+		return
+	}
+	internet, err := b.egress(b.AllowInternet)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	if sb.Paused {
+		writeError(w, http.StatusConflict, "sandbox %s is paused; connect to it first", sb.ID)
+		return
+	}
+	v, err := s.o.VMs.Show(r.Context(), api.VMRefParams{Name: sb.ID})
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	if v.Network == "none" {
+		writeError(w, http.StatusConflict, "sandbox %s was made without internet access or an allowOut list, so it has no network device to open; create it with allowInternetAccess or allowOut to change its egress later", sb.ID)
+		return
+	}
+	p := api.VMSetParams{Name: sb.ID}
+	if len(b.AllowOut) > 0 {
+		p.Allow = b.AllowOut
+	} else {
+		p.NAT = &internet
+	}
+	if _, err := s.o.VMs.Set(r.Context(), p); err != nil {
+		writeErr(w, fmt.Errorf("changing sandbox %s's network: %w", sb.ID, err))
+		return
+	}
+	s.mu.Lock()
+	if rec, ok := s.sandboxes[sb.ID]; ok {
+		rec.Internet, rec.AllowOut, rec.DenyOut = b.AllowInternet, b.AllowOut, b.DenyOut
+		err = s.saveLocked()
+	}
+	s.mu.Unlock()
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	s.logf(sb.ID, "info", "network updated", "internet", strconv.FormatBool(internet), "allowOut", strings.Join(b.AllowOut, ","))
+	w.WriteHeader(http.StatusNoContent)
 }

@@ -2,6 +2,7 @@ package e2b
 
 import (
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"context"
 	"encoding/json"
@@ -12,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,6 +39,7 @@ type fakeVMs struct {
 	// checkpoints are each VM's checkpoint tags; forks "FROM>TO".
 	checkpoints map[string]map[string]bool
 	forks       []string
+	sets        []api.VMSetParams
 	// hold, when set, keeps the next Delete from returning until it is
 	// closed, after saying on entered that it began.
 	hold, entered chan struct{}
@@ -55,7 +58,13 @@ func (f *fakeVMs) Show(_ context.Context, p api.VMRefParams) (api.VM, error) {
 	if !ok {
 		return api.VM{}, api.ErrNotFound
 	}
-	return api.VM{Name: p.Name, VCPU: 2, MemoryMiB: max(c.MemoryMiB, 256)}, nil
+	return api.VM{Name: p.Name, VCPU: 2, MemoryMiB: max(c.MemoryMiB, 256), Network: cmp.Or(c.Network, "bridge")}, nil
+}
+func (f *fakeVMs) Set(_ context.Context, p api.VMSetParams) (api.VM, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.sets = append(f.sets, p)
+	return api.VM{Name: p.Name}, nil
 }
 func (f *fakeVMs) Delete(_ context.Context, p api.VMDeleteParams) (api.VM, error) {
 	f.mu.Lock()
@@ -1124,5 +1133,52 @@ func TestLogsAndMetrics(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || !strings.Contains(string(b), `"cpu_count":2`) || !strings.Contains(string(b), `"mem_total_mib":1024`) {
 		t.Errorf("envd /metrics: %d %s", resp.StatusCode, b)
+	}
+}
+
+// TestUpdateNetwork: PUT …/network replaces a running sandbox's egress
+// (an allow-list, the internet, or nothing); what banger cannot do is
+// refused by name, and a sandbox made without a network device says so.
+func TestUpdateNetwork(t *testing.T) {
+	f := newFixture(t)
+	sb := f.create(t, f.key, map[string]any{})
+	path := "/sandboxes/" + sb.SandboxID + "/network"
+	for _, c := range []struct {
+		body  map[string]any
+		allow []string
+		nat   *bool
+	}{
+		{map[string]any{"allowOut": []string{"pypi.org", "10.0.0.0/8"}}, []string{"pypi.org", "10.0.0.0/8"}, nil},
+		{map[string]any{}, nil, ptr(true)},
+		{map[string]any{"allow_internet_access": false}, nil, ptr(false)},
+		{map[string]any{"denyOut": []string{"0.0.0.0/0"}}, nil, ptr(false)},
+	} {
+		if code, body := f.do(t, "PUT", path, f.key, c.body); code != 204 {
+			t.Fatalf("PUT %v: %d %s", c.body, code, body)
+		}
+		f.vms.mu.Lock()
+		got := f.vms.sets[len(f.vms.sets)-1]
+		f.vms.mu.Unlock()
+		if !slices.Equal(got.Allow, c.allow) || (got.NAT == nil) != (c.nat == nil) || got.NAT != nil && *got.NAT != *c.nat {
+			t.Errorf("PUT %v set %+v", c.body, got)
+		}
+	}
+	for _, body := range []map[string]any{{"denyOut": []string{"10.0.0.0/8"}}, {"egressProxy": map[string]any{"url": "http://p"}}, {"rules": map[string]any{"a.com": []any{}}}} {
+		if code, _ := f.do(t, "PUT", path, f.key, body); code != 400 {
+			t.Errorf("PUT %v: %d, want 400", body, code)
+		}
+	}
+	if code, _ := f.do(t, "PUT", path, f.other, map[string]any{}); code != 404 {
+		t.Errorf("another key's PUT: %d", code)
+	}
+	closed := f.create(t, f.key, map[string]any{"allow_internet_access": false})
+	if code, body := f.do(t, "PUT", "/sandboxes/"+closed.SandboxID+"/network", f.key, map[string]any{}); code != 409 || !strings.Contains(body, "no network device") {
+		t.Errorf("PUT on a sandbox without a NIC: %d %s", code, body)
+	}
+	f.vms.mu.Lock()
+	n := len(f.vms.sets)
+	f.vms.mu.Unlock()
+	if n != 4 {
+		t.Errorf("%d VM changes, want the 4 accepted", n)
 	}
 }

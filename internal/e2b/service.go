@@ -48,6 +48,7 @@ type VMs interface {
 	Suspend(ctx context.Context, p api.VMRefParams) (api.VM, error)
 	Resume(ctx context.Context, p api.VMRefParams) (api.VM, error)
 	Fork(ctx context.Context, p api.VMForkParams) (api.VMForkResult, error)
+	Set(ctx context.Context, p api.VMSetParams) (api.VM, error)
 	SnapshotCreate(ctx context.Context, p api.VMSnapshotParams) (api.Snapshot, error)
 	SnapshotDelete(ctx context.Context, p api.VMSnapshotParams) (api.Snapshot, error)
 	Warm(ctx context.Context, p api.ImageWarmParams) (api.Template, error)

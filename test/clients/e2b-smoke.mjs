@@ -6,6 +6,7 @@
 import { Sandbox, CommandExitError, NotFoundError, SandboxNotFoundError } from 'e2b'
 
 const template = process.env.TEMPLATE
+const outside = process.env.OUTSIDE // a web server on :8080 of the scenario's outside world
 const t0 = Date.now()
 const step = async (name, fn) => {
   const start = Date.now()
@@ -135,6 +136,20 @@ await step('files.upload+download', async () => {
   check(res.ok && (await res.text()) === 'uploaded through a signed URL', 'download by URL', res.status)
   res = await fetch(down.replace(/signature=[^&]+/, 'signature=v1_forged'))
   check(res.status === 401, 'a forged signature is refused', res.status)
+})
+
+await step('network', async () => {
+  // This scenario's daemon is on the user network: the sandbox reaches
+  // the outside through its VMM; allow-lists are the bridge network's
+  // (smoke vm-egress proves them live), and its way out changes only
+  // while stopped. Both refusals say so.
+  const reach = async () =>
+    (await sbx.commands.run(`timeout 5 bash -c 'exec 3<>/dev/tcp/${outside}/8080; printf "GET / HTTP/1.0\\r\\n\\r\\n" >&3; cat <&3' 2>/dev/null || echo unreachable`)).stdout
+  check((await reach()).includes('outside'), 'the outside by default', await reach())
+  await rejects('an allow-list on the user network', () => Sandbox.updateNetwork(sbx.sandboxId, { allowOut: [outside] }), (e) => e.message.includes('bridge network'))
+  await rejects('closing a user-network way out while running', () => Sandbox.updateNetwork(sbx.sandboxId, { allowInternetAccess: false }), (e) => e.message.includes('only while it is stopped'))
+  await Sandbox.updateNetwork(sbx.sandboxId, {})
+  check((await reach()).includes('outside'), 'the internet as it was', await reach())
 })
 
 await step('pty', async () => {

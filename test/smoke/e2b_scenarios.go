@@ -152,7 +152,7 @@ func e2bSDK(t *T) {
 	ctx, cancel := context.WithTimeout(t.ctx, 15*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "nsenter", "--net=/run/netns/"+t.Netns(), "--", "node", script)
-	cmd.Env = append(t.env(), "E2B_API_URL="+base, "E2B_SANDBOX_URL="+base, "E2B_API_KEY="+made.Secret, "TEMPLATE=smoke")
+	cmd.Env = append(t.env(), "E2B_API_URL="+base, "E2B_SANDBOX_URL="+base, "E2B_API_KEY="+made.Secret, "TEMPLATE=smoke", "OUTSIDE="+networld.Web)
 	cmd.Dir = dir
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
