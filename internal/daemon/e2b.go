@@ -47,6 +47,12 @@ func (a e2bVMs) Suspend(ctx context.Context, p api.VMRefParams) (api.VM, error) 
 func (a e2bVMs) Resume(ctx context.Context, p api.VMRefParams) (api.VM, error) {
 	return a.vms.Resume(ctx, p)
 }
+func (a e2bVMs) Stop(ctx context.Context, p api.VMStopParams) (api.VM, error) {
+	return a.vms.Stop(ctx, p)
+}
+func (a e2bVMs) Start(ctx context.Context, p api.VMRefParams) (api.VM, error) {
+	return a.vms.Start(ctx, p)
+}
 func (a e2bVMs) Fork(ctx context.Context, p api.VMForkParams) (api.VMForkResult, error) {
 	return a.vms.Fork(ctx, p)
 }
@@ -86,9 +92,9 @@ func (d *Daemon) wireE2B(m machines, p peers, bus *events.Bus) (*e2b.Service, er
 	if err != nil {
 		return nil, err
 	}
-	// A sandbox's VM changed outside the API (banger vm delete, suspend,
+	// A sandbox's VM changed outside the API (banger vm delete, stop, start, suspend,
 	// resume): the sandbox follows.
-	for _, typ := range []string{api.EventVMDeleted, api.EventVMSuspended, api.EventVMResumed} {
+	for _, typ := range []string{api.EventVMDeleted, api.EventVMSuspended, api.EventVMResumed, api.EventVMStopped, api.EventVMStarted} {
 		bus.On(typ, svc.VMEvent)
 	}
 	return svc, nil

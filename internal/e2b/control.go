@@ -311,6 +311,7 @@ func (s *Service) plan(c caller, req newSandbox) (*sandbox, api.VMCreateParams, 
 		DiskMiB: tpl.DiskSize >> 20, Internet: req.AllowInternet}
 	if req.AutoPause != nil && *req.AutoPause {
 		sb.OnTimeout = onTimeoutStop
+		sb.PauseCold = req.AutoPauseMem != nil && !*req.AutoPauseMem
 	}
 	if req.AutoResume != nil && req.AutoResume.Enabled {
 		return fail("autoResume (waking a paused sandbox by traffic) is not supported; resume it with Sandbox.connect()")
@@ -767,11 +768,18 @@ func (s *Service) extend(c caller, id string, ttl time.Duration, set bool) error
 
 // pause: POST /sandboxes/{id}/pause, a suspend.
 func (s *Service) pause(w http.ResponseWriter, r *http.Request, c caller, sb sandbox) {
+	var b struct {
+		Memory *bool `json:"memory"`
+	}
+	if err := decodeBody(r, &b); err != nil {
+		writeErr(w, err)
+		return
+	}
 	if sb.Paused {
 		writeError(w, http.StatusConflict, "sandbox %s is already paused", sb.ID)
 		return
 	}
-	if err := s.suspend(r.Context(), sb.ID); err != nil {
+	if err := s.suspend(r.Context(), sb.ID, b.Memory != nil && !*b.Memory); err != nil {
 		writeErr(w, err)
 		return
 	}
@@ -779,7 +787,9 @@ func (s *Service) pause(w http.ResponseWriter, r *http.Request, c caller, sb san
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (s *Service) suspend(ctx context.Context, id string) error {
+// suspend pauses a sandbox: its VM suspended, or with cold stopped (a
+// filesystem-only pause).
+func (s *Service) suspend(ctx context.Context, id string, cold bool) error {
 	s.mu.Lock()
 	procs := s.procs[id]
 	delete(s.procs, id)
@@ -789,13 +799,19 @@ func (s *Service) suspend(ctx context.Context, id string) error {
 	if procs != nil {
 		procs.killAll()
 	}
-	if _, err := s.o.VMs.Suspend(ctx, api.VMRefParams{Name: id}); err != nil {
+	var err error
+	if cold {
+		_, err = s.o.VMs.Stop(ctx, api.VMStopParams{Name: id})
+	} else {
+		_, err = s.o.VMs.Suspend(ctx, api.VMRefParams{Name: id})
+	}
+	if err != nil {
 		return fmt.Errorf("pausing sandbox %s: %w", id, err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if sb, ok := s.sandboxes[id]; ok {
-		sb.Paused = true
+		sb.Paused, sb.Cold = true, cold
 	}
 	return s.saveLocked()
 }
@@ -814,10 +830,6 @@ func (s *Service) connect(w http.ResponseWriter, r *http.Request, c caller) {
 		writeErr(w, err)
 		return
 	}
-	if b.Memory != nil && !*b.Memory {
-		writeError(w, http.StatusBadRequest, "onResume \"reboot\" is not supported: a paused sandbox resumes from its memory (leave onResume out)")
-		return
-	}
 	sb, err := s.own(c, r.PathValue("id"))
 	if err != nil {
 		writeErr(w, err)
@@ -825,13 +837,25 @@ func (s *Service) connect(w http.ResponseWriter, r *http.Request, c caller) {
 	}
 	code := http.StatusOK
 	if sb.Paused {
-		if _, err := s.o.VMs.Resume(r.Context(), api.VMRefParams{Name: sb.ID}); err != nil {
+		ref := api.VMRefParams{Name: sb.ID}
+		reboot := b.Memory != nil && !*b.Memory // onResume "reboot": from its disk
+		switch {
+		case sb.Cold:
+			_, err = s.o.VMs.Start(r.Context(), ref)
+		case reboot:
+			if _, err = s.o.VMs.Stop(r.Context(), api.VMStopParams{Name: sb.ID}); err == nil {
+				_, err = s.o.VMs.Start(r.Context(), ref)
+			}
+		default:
+			_, err = s.o.VMs.Resume(r.Context(), ref)
+		}
+		if err != nil {
 			writeErr(w, fmt.Errorf("resuming sandbox %s: %w", sb.ID, err))
 			return
 		}
 		s.mu.Lock()
 		if p, ok := s.sandboxes[sb.ID]; ok {
-			p.Paused = false
+			p.Paused, p.Cold = false, false
 		}
 		s.mu.Unlock()
 		s.logf(sb.ID, "info", "sandbox resumed")

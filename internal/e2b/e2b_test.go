@@ -40,6 +40,7 @@ type fakeVMs struct {
 	checkpoints map[string]map[string]bool
 	forks       []string
 	sets        []api.VMSetParams
+	lifecycle   []string
 	// hold, when set, keeps the next Delete from returning until it is
 	// closed, after saying on entered that it began.
 	hold, entered chan struct{}
@@ -82,8 +83,26 @@ func (f *fakeVMs) Delete(_ context.Context, p api.VMDeleteParams) (api.VM, error
 	f.deleted = append(f.deleted, p.Name)
 	return api.VM{}, nil
 }
-func (f *fakeVMs) Suspend(context.Context, api.VMRefParams) (api.VM, error) { return api.VM{}, nil }
-func (f *fakeVMs) Resume(context.Context, api.VMRefParams) (api.VM, error)  { return api.VM{}, nil }
+func (f *fakeVMs) Suspend(_ context.Context, p api.VMRefParams) (api.VM, error) {
+	return f.did("suspend", p.Name)
+}
+func (f *fakeVMs) Resume(_ context.Context, p api.VMRefParams) (api.VM, error) {
+	return f.did("resume", p.Name)
+}
+func (f *fakeVMs) Stop(_ context.Context, p api.VMStopParams) (api.VM, error) {
+	return f.did("stop", p.Name)
+}
+func (f *fakeVMs) Start(_ context.Context, p api.VMRefParams) (api.VM, error) {
+	return f.did("start", p.Name)
+}
+
+// did records a lifecycle change ("stop NAME").
+func (f *fakeVMs) did(what, name string) (api.VM, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lifecycle = append(f.lifecycle, what+" "+name)
+	return api.VM{Name: name}, nil
+}
 
 // Fork makes copies of a VM, from one of its checkpoints when named
 // (each stopped copy holding it); running copies only from one.
@@ -1180,5 +1199,67 @@ func TestUpdateNetwork(t *testing.T) {
 	f.vms.mu.Unlock()
 	if n != 4 {
 		t.Errorf("%d VM changes, want the 4 accepted", n)
+	}
+}
+
+// TestPauseKinds: a pause keeps the memory (a suspend) unless asked not
+// to (memory false, or autoPauseMemory false at the timeout: the VM
+// stopped, booted again from its disk by a connect); onResume "reboot"
+// of a suspended one boots it from its disk; a VM stopped outside the
+// API is a paused sandbox.
+func TestPauseKinds(t *testing.T) {
+	f := newFixture(t)
+	a := f.create(t, f.key, map[string]any{})
+	b := f.create(t, f.key, map[string]any{"timeout": 5, "autoPause": true, "autoPauseMemory": false})
+	steps := func() string {
+		f.vms.mu.Lock()
+		defer f.vms.mu.Unlock()
+		out := strings.Join(f.vms.lifecycle, ", ")
+		f.vms.lifecycle = nil
+		return out
+	}
+	state := func(id string) string {
+		code, body := f.do(t, "GET", "/sandboxes/"+id, f.key, nil)
+		var d struct{ State string }
+		if err := json.Unmarshal([]byte(body), &d); code != 200 || err != nil {
+			t.Fatalf("get %s: %d %s", id, code, body)
+		}
+		return d.State
+	}
+	for _, c := range []struct {
+		method, path string
+		body         map[string]any
+		want         string
+	}{
+		{"POST", "/sandboxes/" + a.SandboxID + "/pause", map[string]any{"memory": false}, "stop " + a.SandboxID},
+		{"POST", "/sandboxes/" + a.SandboxID + "/connect", map[string]any{"timeout": 60}, "start " + a.SandboxID},
+		{"POST", "/sandboxes/" + a.SandboxID + "/pause", map[string]any{"memory": true}, "suspend " + a.SandboxID},
+		{"POST", "/sandboxes/" + a.SandboxID + "/connect", map[string]any{"timeout": 60, "memory": false}, "stop " + a.SandboxID + ", start " + a.SandboxID},
+		{"POST", "/sandboxes/" + a.SandboxID + "/pause", nil, "suspend " + a.SandboxID},
+		{"POST", "/v2/sandboxes/" + a.SandboxID + "/connect", map[string]any{"timeout": 60}, "resume " + a.SandboxID},
+	} {
+		if code, body := f.do(t, c.method, c.path, f.key, c.body); code >= 300 {
+			t.Fatalf("%s %s: %d %s", c.method, c.path, code, body)
+		}
+		if got := steps(); got != c.want {
+			t.Errorf("%s %s %v: %s, want %s", c.method, c.path, c.body, got, c.want)
+		}
+	}
+	f.mu.Lock()
+	f.now = f.now.Add(6 * time.Second)
+	f.mu.Unlock()
+	f.s.sweepOnce(context.Background())
+	if got := steps(); got != "stop "+b.SandboxID {
+		t.Errorf("the timeout of an autoPauseMemory false sandbox: %s", got)
+	}
+	if st := state(b.SandboxID); st != "paused" {
+		t.Errorf("after its timeout: %s", st)
+	}
+	f.s.VMEvent(api.Event{Type: api.EventVMStopped, VM: a.SandboxID})
+	if st := state(a.SandboxID); st != "paused" {
+		t.Errorf("after `banger vm stop`: %s", st)
+	}
+	if code, _ := f.do(t, "POST", "/sandboxes/"+a.SandboxID+"/connect", f.key, map[string]any{"timeout": 60}); code != 201 || steps() != "start "+a.SandboxID {
+		t.Errorf("connect after `banger vm stop`: %d", code)
 	}
 }

@@ -326,7 +326,7 @@ func (s *Service) sweepOnce(ctx context.Context) {
 		var err error
 		action := sb.OnTimeout
 		if action == onTimeoutStop {
-			if err = s.suspend(ctx, sb.ID); err != nil {
+			if err = s.suspend(ctx, sb.ID, sb.PauseCold); err != nil {
 				s.o.Logger.Warn("e2b sandbox could not pause at its end; killing it", "sandbox", sb.ID, "err", err)
 				action = onTimeoutKill
 			}

@@ -47,6 +47,8 @@ type VMs interface {
 	Delete(ctx context.Context, p api.VMDeleteParams) (api.VM, error)
 	Suspend(ctx context.Context, p api.VMRefParams) (api.VM, error)
 	Resume(ctx context.Context, p api.VMRefParams) (api.VM, error)
+	Stop(ctx context.Context, p api.VMStopParams) (api.VM, error)
+	Start(ctx context.Context, p api.VMRefParams) (api.VM, error)
 	Fork(ctx context.Context, p api.VMForkParams) (api.VMForkResult, error)
 	Set(ctx context.Context, p api.VMSetParams) (api.VM, error)
 	SnapshotCreate(ctx context.Context, p api.VMSnapshotParams) (api.Snapshot, error)
@@ -125,8 +127,13 @@ type sandbox struct {
 	DenyOut  []string `json:"deny_out,omitempty"`
 	// Public lets a sandbox's ports be reached without its traffic token.
 	Public bool `json:"public,omitempty"`
-	// Paused is set while E2B paused it (a suspend).
+	// Paused is set while E2B paused it: a suspend, or with Cold its VM
+	// stopped (a filesystem-only pause: a connect boots it from its disk).
 	Paused bool `json:"paused,omitempty"`
+	Cold   bool `json:"cold,omitempty"`
+	// PauseCold makes the timeout's pause a filesystem-only one
+	// (autoPauseMemory false).
+	PauseCold bool `json:"pause_cold,omitempty"`
 	// User is who a request naming none runs as: E2B's "user" (made at
 	// create when the image lacks it), or "" (the image's own user) when
 	// the image cannot make one.
@@ -234,7 +241,8 @@ func (s *Service) trafficToken(id string) string { return s.accessToken(id, "tra
 
 // VMEvent keeps the sandboxes and snapshots true to what happened to
 // their VMs outside the API: one deleted (`banger vm delete`) is
-// forgotten, one suspended or resumed is paused or running.
+// forgotten, one suspended or stopped is paused (stopped: without its
+// memory), one resumed or started running.
 func (s *Service) VMEvent(e api.Event) {
 	s.mu.Lock()
 	sb, ok := s.sandboxes[e.VM]
@@ -257,14 +265,16 @@ func (s *Service) VMEvent(e api.Event) {
 	switch e.Type {
 	case api.EventVMDeleted:
 		s.forget(sb.ID)
-	case api.EventVMSuspended, api.EventVMResumed:
-		if e.Type == api.EventVMSuspended {
+	case api.EventVMSuspended, api.EventVMResumed, api.EventVMStopped, api.EventVMStarted:
+		// Stopped is a filesystem-only pause; started, running again.
+		paused := e.Type == api.EventVMSuspended || e.Type == api.EventVMStopped
+		if paused {
 			s.endProcesses(sb.ID)
 		}
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		if sb, ok := s.sandboxes[e.VM]; ok {
-			sb.Paused = e.Type == api.EventVMSuspended
+		if sb, ok := s.sandboxes[e.VM]; ok && !s.pending[e.VM] && !s.ending[e.VM] {
+			sb.Paused, sb.Cold = paused, e.Type == api.EventVMStopped
 			_ = s.saveLocked()
 		}
 	}

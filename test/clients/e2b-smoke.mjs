@@ -169,6 +169,13 @@ await step('pause+connect', async () => {
   const again = await Sandbox.connect(sbx.sandboxId, { timeoutMs: 600_000 })
   check((await again.files.read('/tmp/kept.txt')) === 'kept', 'the file came back with it')
   check(await again.isRunning(), 'running again')
+  // A filesystem-only pause: the VM stops; a connect boots it from its disk.
+  await sbx.files.write('/home/user/disk.txt', 'on disk')
+  await sbx.commands.run('sync')
+  check(await sbx.pause({ keepMemory: false }), 'pause without memory')
+  const cold = await Sandbox.connect(sbx.sandboxId, { timeoutMs: 600_000 })
+  check((await cold.files.read('/home/user/disk.txt')) === 'on disk', 'the disk came back with it')
+  check((await cold.commands.run('whoami')).stdout === 'user\n', 'and its user')
 })
 
 const forks = await step('fork', async () => {
