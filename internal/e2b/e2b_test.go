@@ -1263,3 +1263,19 @@ func TestPauseKinds(t *testing.T) {
 		t.Errorf("connect after `banger vm stop`: %d", code)
 	}
 }
+
+func TestEntryOf(t *testing.T) {
+	for _, c := range []struct {
+		e      proto.FSEntry
+		target string
+	}{
+		{proto.FSEntry{Path: "/home/user/l", Type: "l", Link: "b.txt", Owner: "user", Group: "user"}, "/home/user/b.txt"},
+		{proto.FSEntry{Path: "/home/user/l", Type: "l", Link: "../x/../y"}, "/home/y"},
+		{proto.FSEntry{Path: "/l", Type: "l", Link: "/etc/os-release"}, "/etc/os-release"},
+	} {
+		info := entryOf(c.e)
+		if info.GetSymlinkTarget() != c.target || info.GetOwner() != c.e.Owner || info.GetGroup() != c.e.Group {
+			t.Errorf("entryOf(%+v) = target %q owner %q group %q", c.e, info.GetSymlinkTarget(), info.GetOwner(), info.GetGroup())
+		}
+	}
+}

@@ -156,7 +156,7 @@ func fsErr(err error) error {
 
 func entryOf(e proto.FSEntry) *pb.EntryInfo {
 	info := &pb.EntryInfo{Name: path.Base(e.Path), Path: e.Path, Size: e.Size, Mode: e.Mode,
-		ModifiedTime: timestamppb.New(time.Unix(e.ModTime, 0))}
+		ModifiedTime: timestamppb.New(time.Unix(e.ModTime, 0)), Owner: e.Owner, Group: e.Group}
 	mode := fs.FileMode(e.Mode & 0o777)
 	switch e.Type {
 	case "f":
@@ -167,7 +167,12 @@ func entryOf(e proto.FSEntry) *pb.EntryInfo {
 	case "l":
 		info.Type = pb.FileType_FILE_TYPE_SYMLINK
 		mode |= fs.ModeSymlink
+		// Absolute, as envd gives it: a relative target is read from the
+		// link's directory (lexically; the guest is not asked again).
 		link := e.Link
+		if !path.IsAbs(link) {
+			link = path.Join(path.Dir(e.Path), link)
+		}
 		info.SymlinkTarget = &link
 	}
 	info.Permissions = mode.String()

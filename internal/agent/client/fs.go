@@ -87,6 +87,9 @@ func CheckFS(p proto.FSParams, r proto.FSResult) error {
 		if len(e.Type) != 1 || !strings.Contains(maxEntryTypes, e.Type) || e.Size < 0 || e.Mode > 0o7777 || len(e.Link) > maxFSPath {
 			return bad("entry %.80q: type %.8q, size %d, mode %o", e.Path, e.Type, e.Size, e.Mode)
 		}
+		if !accountName(e.Owner) || !accountName(e.Group) {
+			return bad("entry %.80q: owner %.40q, group %.40q", e.Path, e.Owner, e.Group)
+		}
 	}
 	for _, m := range r.Matches {
 		if err := checkPath(m.Path); err != nil {
@@ -131,4 +134,18 @@ func (c *Client) WriteFileWith(ctx context.Context, p proto.FileParams, r io.Rea
 		return 0, fmt.Errorf("sending %s: %w", p.Path, err)
 	}
 	return res.Size, nil
+}
+
+// accountName: empty, or a user or group name as passwd files hold them
+// (at most 32 of [A-Za-z0-9._-], a trailing '$' for machine accounts,
+// not starting with '-'), or a number.
+func accountName(s string) bool {
+	if s == "" {
+		return true
+	}
+	if len(s) > 32 || s[0] == '-' {
+		return false
+	}
+	s = strings.TrimSuffix(s, "$")
+	return strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == ""
 }

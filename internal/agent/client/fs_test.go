@@ -139,6 +139,9 @@ func TestCheckFS(t *testing.T) {
 		{"a long line", proto.FSParams{Op: proto.FSSearch, Path: "/work"}, proto.FSResult{Matches: []proto.FSMatch{{Path: "/work/a", Line: 1, Text: strings.Repeat("x", 3000)}}}},
 		{"line 0", proto.FSParams{Op: proto.FSSearch, Path: "/work"}, proto.FSResult{Matches: []proto.FSMatch{{Path: "/work/a", Line: 0}}}},
 		{"an answer to a mkdir", proto.FSParams{Op: proto.FSMkdir, Path: "/work"}, proto.FSResult{Entries: []proto.FSEntry{ok}}},
+		{"an owner with a newline", list, proto.FSResult{Entries: []proto.FSEntry{{Path: "/work/a", Type: "f", Owner: "root\nx"}}}},
+		{"a group of 40 bytes", list, proto.FSResult{Entries: []proto.FSEntry{{Path: "/work/a", Type: "f", Group: strings.Repeat("g", 40)}}}},
+		{"an owner like an option", list, proto.FSResult{Entries: []proto.FSEntry{{Path: "/work/a", Type: "f", Owner: "-root"}}}},
 	} {
 		if err := client.CheckFS(tc.p, tc.r); !errors.Is(err, proto.ErrFrame) {
 			t.Errorf("%s: %v", tc.name, err)
@@ -208,6 +211,15 @@ func TestOwner(t *testing.T) {
 	d := filepath.Join(root, "c", "d")
 	if _, err := c.FS(ctx, proto.FSParams{Op: proto.FSMkdir, Path: d, Owner: "nobody"}); err != nil {
 		t.Fatal(err)
+	}
+	// Entries name their owner and group by the passwd and group files.
+	st, err := c.FS(ctx, proto.FSParams{Op: proto.FSStat, Path: d})
+	if err != nil || st.Entries[0].Owner != "nobody" || st.Entries[0].Group != "nogroup" {
+		t.Fatalf("stat of nobody's directory: %+v, %v", st, err)
+	}
+	ls, err := c.FS(ctx, proto.FSParams{Op: proto.FSList, Path: root, Depth: 1})
+	if err != nil || len(ls.Entries) == 0 || ls.Entries[0].Owner == "" {
+		t.Fatalf("list: %+v, %v", ls, err)
 	}
 	if u := owner(d); u != nobody {
 		t.Errorf("mkdir's %s is uid %d's", d, u)

@@ -127,3 +127,41 @@ func groups(r io.Reader, acct Account) ([]uint32, error) {
 	}
 	return out, sc.Err()
 }
+
+// maxNames bounds the ids Names keeps of each file.
+const maxNames = 65536
+
+// Names maps the uids of root's /etc/passwd and the gids of its
+// /etc/group to their names (the first of each id; missing files: none).
+func Names(root string) (users, groups map[uint32]string, err error) {
+	users, groups = map[uint32]string{}, map[uint32]string{}
+	for _, f := range []struct {
+		file string
+		m    map[uint32]string
+	}{{"etc/passwd", users}, {"etc/group", groups}} {
+		r, err := os.Open(filepath.Join(root, f.file))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		sc := scanner(r)
+		for sc.Scan() && len(f.m) < maxNames {
+			fields := strings.Split(sc.Text(), ":")
+			if len(fields) < 3 || fields[0] == "" || strings.HasPrefix(fields[0], "#") {
+				continue
+			}
+			id, err := strconv.ParseUint(fields[2], 10, 32)
+			if _, seen := f.m[uint32(id)]; err == nil && !seen {
+				f.m[uint32(id)] = fields[0]
+			}
+		}
+		err = sc.Err()
+		r.Close()
+		if err != nil {
+			return nil, nil, fmt.Errorf("reading /%s: %w", f.file, err)
+		}
+	}
+	return users, groups, nil
+}

@@ -74,3 +74,27 @@ func FuzzLookup(f *testing.F) {
 		}
 	})
 }
+
+func TestNames(t *testing.T) {
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, body string) {
+		if err := os.WriteFile(filepath.Join(root, "etc", name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("passwd", "root:x:0:0:root:/root:/bin/sh\n# a comment\nuser:x:1000:1000::/home/user:/bin/bash\nbroken\nalias:x:1000:1000::/:\nbad:x:nan:0::/:\n")
+	write("group", "root:x:0:\nuser:x:1000:\nstaff:x:50:user\n")
+	users, groups, err := Names(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(users) != 2 || users[0] != "root" || users[1000] != "user" || len(groups) != 3 || groups[50] != "staff" {
+		t.Fatalf("users %v groups %v", users, groups)
+	}
+	if u, g, err := Names(t.TempDir()); err != nil || len(u)+len(g) != 0 {
+		t.Fatalf("no files: %v %v %v", u, g, err)
+	}
+}

@@ -411,6 +411,10 @@ type FSEntry struct {
 	Size    int64  `json:"size"`
 	ModTime int64  `json:"mtime"` // Unix seconds
 	Link    string `json:"link,omitempty"`
+	// Owner and Group name the entry's uid and gid by the guest's
+	// /etc/passwd and /etc/group (a number when it names none).
+	Owner string `json:"owner,omitempty"`
+	Group string `json:"group,omitempty"`
 }
 
 // FSMatch is one line a search found.

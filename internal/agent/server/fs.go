@@ -11,6 +11,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -38,7 +39,7 @@ func fsOp(_ *Server, _ *call, p proto.FSParams) (proto.FSResult, error) {
 	}
 	switch p.Op {
 	case proto.FSStat:
-		e, err := entryOf(p.Path)
+		e, err := entryOf(p.Path, newIDNames())
 		if err != nil {
 			return proto.FSResult{}, err
 		}
@@ -75,16 +76,44 @@ func fsOp(_ *Server, _ *call, p proto.FSParams) (proto.FSResult, error) {
 	return proto.FSResult{}, fmt.Errorf("unknown fs op %q", p.Op)
 }
 
-func entryOf(p string) (proto.FSEntry, error) {
+func entryOf(p string, ids *idNames) (proto.FSEntry, error) {
 	fi, err := os.Lstat(p)
 	if err != nil {
 		return proto.FSEntry{}, err
 	}
-	return entryInfo(p, fi), nil
+	return entryInfo(p, fi, ids), nil
 }
 
-func entryInfo(p string, fi fs.FileInfo) proto.FSEntry {
+// idNames names the owners and groups of entries, from the guest's
+// /etc/passwd and /etc/group read once a call; an id without a name is
+// given as its number.
+type idNames struct {
+	users, groups map[uint32]string
+}
+
+func newIDNames() *idNames {
+	u, g, _ := passwd.Names("/") // unreadable: numbers
+	return &idNames{users: u, groups: g}
+}
+
+func (n *idNames) of(fi fs.FileInfo) (owner, group string) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return "", ""
+	}
+	owner, group = n.users[st.Uid], n.groups[st.Gid]
+	if owner == "" {
+		owner = strconv.FormatUint(uint64(st.Uid), 10)
+	}
+	if group == "" {
+		group = strconv.FormatUint(uint64(st.Gid), 10)
+	}
+	return owner, group
+}
+
+func entryInfo(p string, fi fs.FileInfo, ids *idNames) proto.FSEntry {
 	e := proto.FSEntry{Path: p, Mode: uint32(fi.Mode().Perm()), Size: fi.Size(), ModTime: fi.ModTime().Unix()}
+	e.Owner, e.Group = ids.of(fi)
 	switch {
 	case fi.Mode().IsRegular():
 		e.Type = "f"
@@ -104,6 +133,7 @@ var errEnough = errors.New("enough")
 
 // list is dir's entries down to depth levels, in lexical order.
 func list(dir string, depth, most int) (proto.FSResult, error) {
+	ids := newIDNames()
 	var res proto.FSResult
 	res.Entries = []proto.FSEntry{}
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
@@ -124,7 +154,7 @@ func list(dir string, depth, most int) (proto.FSResult, error) {
 			return errEnough
 		}
 		if fi, err := d.Info(); err == nil {
-			res.Entries = append(res.Entries, entryInfo(p, fi))
+			res.Entries = append(res.Entries, entryInfo(p, fi, ids))
 		}
 		if d.IsDir() && strings.Count(strings.TrimPrefix(p, dir), "/") >= depth {
 			return filepath.SkipDir
@@ -151,6 +181,7 @@ func glob(pattern string, most int) (proto.FSResult, error) {
 		fixed++
 	}
 	root := "/" + strings.Join(segs[:fixed], "/")
+	ids := newIDNames()
 	var res proto.FSResult
 	res.Entries = []proto.FSEntry{}
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
@@ -167,7 +198,7 @@ func glob(pattern string, most int) (proto.FSResult, error) {
 				return errEnough
 			}
 			if fi, err := d.Info(); err == nil {
-				res.Entries = append(res.Entries, entryInfo(p, fi))
+				res.Entries = append(res.Entries, entryInfo(p, fi, ids))
 			}
 		}
 		if d.IsDir() && p != root && !couldMatchBelow(segs[fixed:], rel) {
