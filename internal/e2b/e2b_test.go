@@ -177,6 +177,9 @@ type fakeGuest struct {
 	// signals: the agent has the signal method; sent is what it got.
 	signals bool
 	sent    []proto.SignalParams
+	// web answers the guest's ports; dialed is what was asked.
+	web    string
+	dialed []string
 }
 
 func (g *fakeGuest) Signal(_ context.Context, handle string, sig int) error {
@@ -254,8 +257,19 @@ func (g *fakeGuest) WriteFileWith(_ context.Context, p proto.FileParams, r io.Re
 	g.files[p.Path] = string(b)
 	return int64(len(b)), err
 }
-func (g *fakeGuest) Dial(context.Context, string) (net.Conn, error) {
-	return nil, errors.New("no ports")
+
+// Dial reaches g.web (a server of the test standing in for the guest's
+// port) whatever address is asked, and records it.
+func (g *fakeGuest) Dial(ctx context.Context, addr string) (net.Conn, error) {
+	g.mu.Lock()
+	web := g.web
+	g.dialed = append(g.dialed, addr)
+	g.mu.Unlock()
+	if web == "" {
+		return nil, errors.New("no ports")
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", web)
 }
 
 // Watch sends the events of g.watch, then waits for the end.
@@ -1276,6 +1290,58 @@ func TestEntryOf(t *testing.T) {
 		info := entryOf(c.e)
 		if info.GetSymlinkTarget() != c.target || info.GetOwner() != c.e.Owner || info.GetGroup() != c.e.Group {
 			t.Errorf("entryOf(%+v) = target %q owner %q group %q", c.e, info.GetSymlinkTarget(), info.GetOwner(), info.GetGroup())
+		}
+	}
+}
+
+// TestPortProxy: a sandbox's port is reached through its agent, by the
+// E2B headers or a <port>-<id> Host, with its traffic token unless it is
+// public; what reaches the guest carries none of the API's secrets.
+func TestPortProxy(t *testing.T) {
+	f := newFixture(t)
+	var seen http.Header
+	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen = r.Header.Clone()
+		fmt.Fprintf(w, "guest says %s", r.URL.Path)
+	}))
+	defer web.Close()
+	f.vms.guest.web = strings.TrimPrefix(web.URL, "http://")
+	sb := f.create(t, f.key, map[string]any{})
+	pub := f.create(t, f.key, map[string]any{"network": map[string]any{"allowPublicTraffic": true}})
+	for _, c := range []struct {
+		name string
+		hdr  []string
+		code int
+	}{
+		{"headers and token", []string{"E2b-Sandbox-Id", sb.SandboxID, "E2b-Sandbox-Port", "8080", "E2b-Traffic-Access-Token", *sb.TrafficAccessToken, "X-Access-Token", sb.EnvdAccessToken}, 200},
+		{"a host and token", []string{"Host", "8080-" + sb.SandboxID + ".localhost", "E2b-Traffic-Access-Token", *sb.TrafficAccessToken}, 200},
+		{"no token", []string{"E2b-Sandbox-Id", sb.SandboxID, "E2b-Sandbox-Port", "8080"}, 401},
+		{"another sandbox's token", []string{"E2b-Sandbox-Id", sb.SandboxID, "E2b-Sandbox-Port", "8080", "E2b-Traffic-Access-Token", *pub.TrafficAccessToken}, 401},
+		{"a public sandbox", []string{"E2b-Sandbox-Id", pub.SandboxID, "E2b-Sandbox-Port", "8080"}, 200},
+	} {
+		seen = nil
+		code, body := f.do(t, "GET", "/app", "", nil, c.hdr...)
+		if code != c.code {
+			t.Errorf("%s: %d %s, want %d", c.name, code, body, c.code)
+			continue
+		}
+		if code != 200 {
+			continue
+		}
+		if body != "guest says /app" {
+			t.Errorf("%s: %q", c.name, body)
+		}
+		for _, h := range []string{"X-Access-Token", "E2b-Traffic-Access-Token", "E2b-Sandbox-Id", "X-Api-Key"} {
+			if seen.Get(h) != "" {
+				t.Errorf("%s: the guest got %s", c.name, h)
+			}
+		}
+	}
+	f.vms.guest.mu.Lock()
+	defer f.vms.guest.mu.Unlock()
+	for _, a := range f.vms.guest.dialed {
+		if a != "127.0.0.1:8080" {
+			t.Errorf("dialed %q in the guest", a)
 		}
 	}
 }

@@ -37,6 +37,10 @@ const (
 
 // home is where a relative path of user's starts: E2B's paths may be
 // relative to the user's home.
+// fsTimeout bounds one fs operation in a guest (a list of 10,000
+// entries under emulation takes seconds).
+const fsTimeout = time.Minute
+
 // defaultUser is E2B's: its templates run commands and write files as
 // "user", home /home/user.
 const defaultUser = "user"
@@ -204,6 +208,9 @@ func (f *filesystemService) op(ctx context.Context, h http.Header, p proto.FSPar
 	if err != nil {
 		return proto.FSResult{}, "", connect.NewError(connect.CodeUnavailable, fmt.Errorf("sandbox %s: %w", id, err))
 	}
+	// A guest that does not answer holds this request no longer.
+	ctx, cancel := context.WithTimeout(ctx, fsTimeout)
+	defer cancel()
 	r, err := g.FS(ctx, p)
 	return r, p.Path, fsErr(err)
 }

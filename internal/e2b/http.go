@@ -82,14 +82,24 @@ func (s *Service) Handler() http.Handler {
 				writeError(w, http.StatusUnauthorized, "sandbox %s: a missing or wrong X-Access-Token (the envdAccessToken its create or connect returned)", sb.ID)
 				return
 			}
-			s.o.Logger.Debug("e2b envd request", "sandbox", sb.ID, "path", r.URL.Path)
+			// Its caller holds the sandbox's token, which only its key
+			// was given: the key is the caller.
+			s.o.Logger.Info("e2b envd request", "key", sb.KeyID, "sandbox", sb.ID, "method", r.Method, "path", r.URL.Path)
 			envd.ServeHTTP(w, r.WithContext(withSandbox(r.Context(), sb.ID)))
 			return
 		}
 		if !sb.Public && !s.trafficAuthorized(r, sb.ID) {
+			s.o.Logger.Warn("e2b port request refused", "sandbox", sb.ID, "port", port)
 			writeError(w, http.StatusUnauthorized, "sandbox %s port %d: a missing or wrong e2b-traffic-access-token (the sandbox's trafficAccessToken; or create it with network.allowPublicTraffic)", sb.ID, port)
 			return
 		}
+		// With the traffic token its key's; a public port's caller is
+		// anyone, logged as such.
+		caller := sb.KeyID
+		if !s.trafficAuthorized(r, sb.ID) {
+			caller = "public"
+		}
+		s.o.Logger.Info("e2b port request", "key", caller, "sandbox", sb.ID, "port", port, "method", r.Method, "path", r.URL.Path)
 		s.proxy(w, r, sb.ID, port)
 	})
 }
