@@ -10,7 +10,6 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
-	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -22,8 +21,6 @@ import (
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/tokenfile"
 )
-
-var validTemplate = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 
 // Bounds of what a request may ask.
 const (

@@ -283,7 +283,7 @@ func (s *Service) VMEvent(e api.Event) {
 // SetTemplate maps an E2B template name to an image and shape and warms
 // that shape's template, so that creates of it are restores.
 func (s *Service) SetTemplate(ctx context.Context, t api.E2BTemplate) (api.E2BTemplate, error) {
-	if !validTemplate.MatchString(t.Name) {
+	if !api.ValidName(t.Name) {
 		return api.E2BTemplate{}, fmt.Errorf("%w: template name %q: use lowercase letters, digits, '-', '_' and '.', at most 63", api.ErrInvalidArgument, t.Name)
 	}
 	if t.Image == "" {
@@ -369,7 +369,7 @@ func (s *Service) Failed(err error) {
 
 // CreateKey makes an API key; its secret is returned once.
 func (s *Service) CreateKey(_ context.Context, p api.E2BKeyCreateParams) (api.E2BKeyCreateResult, error) {
-	if !validTemplate.MatchString(p.Name) {
+	if !api.ValidName(p.Name) {
 		return api.E2BKeyCreateResult{}, fmt.Errorf("%w: key name %q: lowercase letters, digits, '.', '_' and '-', at most 63 (it labels the key's sandboxes in banger ps)", api.ErrInvalidArgument, p.Name)
 	}
 	secret, tok, err := s.keys.Create(tokenfile.Token{Name: p.Name, MaxSandboxes: p.MaxSandboxes, MaxMemoryMiB: p.MaxMemoryMiB})

@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"strings"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -126,7 +125,7 @@ func (s *Server) Creator() string { return "mcp:" + s.o.Name }
 
 // validName checks a server's name, which ends up in VM records and logs.
 func validName(n string) error {
-	if n == "" || len(n) > 63 || strings.Trim(n, "abcdefghijklmnopqrstuvwxyz0123456789._-") != "" || strings.IndexAny(n[:1], "._-") == 0 {
+	if !api.ValidName(n) {
 		return fmt.Errorf("%w: server name %q: use 1 to 63 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit", api.ErrInvalidArgument, n)
 	}
 	return nil

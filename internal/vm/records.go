@@ -418,8 +418,5 @@ func validCreator(c string) bool {
 	if !ok {
 		name, ok = strings.CutPrefix(c, "e2b:")
 	}
-	if !ok || name == "" || len(name) > 63 || name[0] == '.' || name[0] == '-' || name[0] == '_' {
-		return false
-	}
-	return strings.Trim(name, "abcdefghijklmnopqrstuvwxyz0123456789._-") == ""
+	return ok && api.ValidName(name)
 }
