@@ -157,13 +157,13 @@ func New(o Options) (*Service, error) {
 	if s.secret, err = loadSecret(filepath.Join(o.Dir, "secret")); err != nil {
 		return nil, err
 	}
-	if err := readJSON(filepath.Join(o.Dir, "sandboxes.json"), &s.sandboxes); err != nil {
+	if err := readJSON(filepath.Join(o.Dir, sandboxesFile), &s.sandboxes); err != nil {
 		return nil, err
 	}
-	if err := readJSON(filepath.Join(o.Dir, "templates.json"), &s.templates); err != nil {
+	if err := readJSON(filepath.Join(o.Dir, templatesFile), &s.templates); err != nil {
 		return nil, err
 	}
-	if err := readJSON(filepath.Join(o.Dir, "snapshots.json"), &s.snapshots); err != nil {
+	if err := readJSON(filepath.Join(o.Dir, snapshotsFile), &s.snapshots); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -212,17 +212,24 @@ func loadSecret(path string) ([]byte, error) {
 	return b, nil
 }
 
-// saveLocked writes the sandboxes, templates and snapshots whole; s.mu
-// is held.
-func (s *Service) saveLocked() error {
-	for name, v := range map[string]any{"sandboxes.json": s.sandboxes, "templates.json": s.templates, "snapshots.json": s.snapshots} {
-		data, err := json.MarshalIndent(v, "", "  ")
-		if err != nil {
-			return err
-		}
-		if err := wholefile.Write(filepath.Join(s.o.Dir, name), append(data, '\n'), 0o600); err != nil {
-			return fmt.Errorf("saving e2b state: %w", err)
-		}
+// State files, each written whole when what it holds changes.
+const (
+	sandboxesFile = "sandboxes.json"
+	templatesFile = "templates.json"
+	snapshotsFile = "snapshots.json"
+)
+
+// saveLocked writes the sandboxes whole; s.mu is held.
+func (s *Service) saveLocked() error { return s.write(sandboxesFile, s.sandboxes) }
+
+// write writes v as a state file, whole; s.mu is held.
+func (s *Service) write(name string, v any) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := wholefile.Write(filepath.Join(s.o.Dir, name), append(data, '\n'), 0o600); err != nil {
+		return fmt.Errorf("saving e2b state: %w", err)
 	}
 	return nil
 }
@@ -301,7 +308,7 @@ func (s *Service) SetTemplate(ctx context.Context, t api.E2BTemplate) (api.E2BTe
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.templates[t.Name] = t
-	return t, s.saveLocked()
+	return t, s.write(templatesFile, s.templates)
 }
 
 // Templates lists the mapped templates, "base" included.
@@ -328,7 +335,7 @@ func (s *Service) DeleteTemplate(_ context.Context, p api.E2BTemplateDeleteParam
 		return api.E2BTemplate{}, fmt.Errorf("e2b template %q: %w (`banger e2b template list`)", p.Name, api.ErrNotFound)
 	}
 	delete(s.templates, p.Name)
-	return t, s.saveLocked()
+	return t, s.write(templatesFile, s.templates)
 }
 
 // template is what a create of name runs.

@@ -137,7 +137,7 @@ func (s *Service) snapshotCreate(w http.ResponseWriter, r *http.Request, c calle
 		}
 	}
 	s.snapshots[sn.ID] = sn
-	err := s.saveLocked()
+	err := s.write(snapshotsFile, s.snapshots)
 	s.mu.Unlock()
 	if err != nil {
 		s.dropHolder(ctx, sn)
@@ -216,7 +216,7 @@ func (s *Service) templateDelete(w http.ResponseWriter, r *http.Request, c calle
 func (s *Service) forgetSnapshot(id string) {
 	s.mu.Lock()
 	delete(s.snapshots, id)
-	err := s.saveLocked()
+	err := s.write(snapshotsFile, s.snapshots)
 	s.mu.Unlock()
 	if err != nil {
 		s.o.Logger.Warn("e2b: saving state", "err", err)
