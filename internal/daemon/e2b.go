@@ -56,6 +56,12 @@ func (a e2bVMs) Start(ctx context.Context, p api.VMRefParams) (api.VM, error) {
 func (a e2bVMs) Fork(ctx context.Context, p api.VMForkParams) (api.VMForkResult, error) {
 	return a.vms.Fork(ctx, p)
 }
+func (a e2bVMs) List(ctx context.Context) (api.VMListResult, error) {
+	return a.vms.List(ctx)
+}
+func (a e2bVMs) SnapshotList(ctx context.Context, p api.VMRefParams) (api.SnapshotListResult, error) {
+	return a.vms.SnapshotList(ctx, p)
+}
 func (a e2bVMs) SnapshotCreate(ctx context.Context, p api.VMSnapshotParams) (api.Snapshot, error) {
 	return a.vms.SnapshotCreate(ctx, p)
 }

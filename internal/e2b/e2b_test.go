@@ -40,6 +40,7 @@ type fakeVMs struct {
 	checkpoints map[string]map[string]bool
 	forks       []string
 	sets        []api.VMSetParams
+	states      map[string]string // a VM's when not running
 	lifecycle   []string
 	// hold, when set, keeps the next Delete from returning until it is
 	// closed, after saying on entered that it began.
@@ -129,6 +130,7 @@ func (f *fakeVMs) Fork(_ context.Context, p api.VMForkParams) (api.VMForkResult,
 			state = api.VMStopped
 			f.checkpoints[name] = map[string]bool{p.Checkpoint: true}
 		}
+		f.states[name] = state
 		f.forks = append(f.forks, p.Name+">"+name)
 		res.VMs = append(res.VMs, api.VM{Name: name, State: state, MemoryMiB: max(src.MemoryMiB, 256), VCPU: 2})
 	}
@@ -145,6 +147,24 @@ func (f *fakeVMs) SnapshotCreate(_ context.Context, p api.VMSnapshotParams) (api
 	}
 	f.checkpoints[p.Name][p.Tag] = true
 	return api.Snapshot{VM: p.Name, Tag: p.Tag}, nil
+}
+func (f *fakeVMs) List(context.Context) (api.VMListResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var l api.VMListResult
+	for name, p := range f.vms {
+		l.VMs = append(l.VMs, api.VM{Name: name, Creator: p.Creator, State: cmp.Or(f.states[name], api.VMRunning)})
+	}
+	return l, nil
+}
+func (f *fakeVMs) SnapshotList(_ context.Context, p api.VMRefParams) (api.SnapshotListResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var l api.SnapshotListResult
+	for tag := range f.checkpoints[p.Name] {
+		l.Snapshots = append(l.Snapshots, api.Snapshot{VM: p.Name, Tag: tag})
+	}
+	return l, nil
 }
 func (f *fakeVMs) SnapshotDelete(_ context.Context, p api.VMSnapshotParams) (api.Snapshot, error) {
 	f.mu.Lock()
@@ -299,7 +319,7 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	f := &fixture{vms: &fakeVMs{vms: map[string]api.VMCreateParams{}, checkpoints: map[string]map[string]bool{}, guest: &fakeGuest{files: map[string]string{}}}, now: time.Unix(1_800_000_000, 0)}
+	f := &fixture{vms: &fakeVMs{vms: map[string]api.VMCreateParams{}, checkpoints: map[string]map[string]bool{}, states: map[string]string{}, guest: &fakeGuest{files: map[string]string{}}}, now: time.Unix(1_800_000_000, 0)}
 	s, err := New(Options{Dir: t.TempDir(), Listen: "127.0.0.1:0", Domain: "localhost", BaseImage: "debian", VMs: f.vms,
 		Now: func() time.Time { f.mu.Lock(); defer f.mu.Unlock(); return f.now }})
 	if err != nil {
@@ -1343,5 +1363,49 @@ func TestPortProxy(t *testing.T) {
 		if a != "127.0.0.1:8080" {
 			t.Errorf("dialed %q in the guest", a)
 		}
+	}
+}
+
+// TestReconcile: what a daemon ending in the middle of a snapshot left
+// is cleared before the API serves again (the sandbox's way-station
+// checkpoint, a snapshot VM no snapshot names), records whose VMs went
+// are dropped, and what is whole is kept: a snapshot's VM and its
+// checkpoint, a sandbox's own checkpoints.
+func TestReconcile(t *testing.T) {
+	f := newFixture(t)
+	sb := f.create(t, f.key, map[string]any{})
+	ghost := f.create(t, f.key, map[string]any{})
+	code, body := f.do(t, "POST", "/sandboxes/"+sb.SandboxID+"/snapshots", f.key, map[string]any{"name": "kept"})
+	if code != 201 {
+		t.Fatalf("snapshot: %d %s", code, body)
+	}
+	f.vms.mu.Lock()
+	f.vms.checkpoints[sb.SandboxID] = map[string]bool{"e2b-left": true, "mine": true}
+	orphan := newSnapshotID()
+	f.vms.vms[orphan] = api.VMCreateParams{Creator: "e2b:ci"}
+	f.vms.states[orphan] = api.VMStopped
+	delete(f.vms.vms, ghost.SandboxID)
+	f.vms.mu.Unlock()
+	f.s.reconcile(context.Background())
+	f.vms.mu.Lock()
+	defer f.vms.mu.Unlock()
+	if cps := f.vms.checkpoints[sb.SandboxID]; len(cps) != 1 || !cps["mine"] {
+		t.Errorf("the sandbox's checkpoints after: %v", cps)
+	}
+	if _, ok := f.vms.vms[orphan]; ok {
+		t.Error("a snapshot VM no snapshot names was kept")
+	}
+	f.s.mu.Lock()
+	defer f.s.mu.Unlock()
+	if len(f.s.snapshots) != 1 {
+		t.Fatalf("snapshots after: %v", f.s.snapshots)
+	}
+	for _, sn := range f.s.snapshots {
+		if _, ok := f.vms.vms[sn.VM]; !ok || len(f.vms.checkpoints[sn.VM]) != 1 {
+			t.Errorf("the snapshot's VM or its checkpoint went: %v", f.vms.checkpoints[sn.VM])
+		}
+	}
+	if _, ok := f.s.sandboxes[ghost.SandboxID]; ok {
+		t.Error("a sandbox whose VM is gone is still recorded")
 	}
 }

@@ -32,6 +32,7 @@ func (s *Service) Serve(ctx context.Context, l net.Listener) error {
 		defer cancel()
 		_ = srv.Shutdown(shut)
 	}()
+	s.reconcile(ctx) // before any request can start a snapshot
 	go s.sweep(ctx)
 	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serving the e2b api: %w", err)

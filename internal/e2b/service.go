@@ -51,7 +51,9 @@ type VMs interface {
 	Start(ctx context.Context, p api.VMRefParams) (api.VM, error)
 	Fork(ctx context.Context, p api.VMForkParams) (api.VMForkResult, error)
 	Set(ctx context.Context, p api.VMSetParams) (api.VM, error)
+	List(ctx context.Context) (api.VMListResult, error)
 	SnapshotCreate(ctx context.Context, p api.VMSnapshotParams) (api.Snapshot, error)
+	SnapshotList(ctx context.Context, p api.VMRefParams) (api.SnapshotListResult, error)
 	SnapshotDelete(ctx context.Context, p api.VMSnapshotParams) (api.Snapshot, error)
 	Warm(ctx context.Context, p api.ImageWarmParams) (api.Template, error)
 	// Guest is the running (resumed if suspended) VM's agent.

@@ -108,7 +108,7 @@ func (s *Service) snapshotCreate(w http.ResponseWriter, r *http.Request, c calle
 		writeError(w, http.StatusConflict, "sandbox %s is paused; connect to it first", sb.ID)
 		return
 	}
-	sn := &snapshot{ID: newSnapshotID(), Name: b.Name, KeyID: c.key.ID, Tag: "e2b-" + newID()[1:9], Of: sb, Created: s.o.Now().UTC()}
+	sn := &snapshot{ID: newSnapshotID(), Name: b.Name, KeyID: c.key.ID, Tag: snapshotTagPrefix + newID()[1:9], Of: sb, Created: s.o.Now().UTC()}
 	sn.VM = sn.ID
 	ctx := r.Context()
 	if _, err := s.o.VMs.SnapshotCreate(ctx, api.VMSnapshotParams{Name: sb.ID, Tag: sn.Tag}); err != nil {
@@ -229,4 +229,75 @@ func newSnapshotID() string {
 	id := []byte(newID())
 	id[0] = 's'
 	return string(id)
+}
+
+// snapshotTagPrefix starts the tag of the checkpoint a snapshot takes of
+// its sandbox on the way to its own VM.
+const snapshotTagPrefix = "e2b-"
+
+// isSnapshotID: "s" and 19 of [a-z0-9] (newSnapshotID).
+func isSnapshotID(n string) bool {
+	return len(n) == 20 && n[0] == 's' && strings.Trim(n, "abcdefghijklmnopqrstuvwxyz0123456789") == ""
+}
+
+// reconcile, before the API serves, clears what a daemon that ended in
+// the middle left: a sandbox's checkpoint on the way to a snapshot, a
+// snapshot's VM no snapshot names, and records of sandboxes and
+// snapshots whose VMs are gone.
+func (s *Service) reconcile(ctx context.Context) {
+	l, err := s.o.VMs.List(ctx)
+	if err != nil {
+		s.o.Logger.Warn("e2b: listing VMs to reconcile", "err", err)
+		return
+	}
+	vms := map[string]api.VM{}
+	for _, v := range l.VMs {
+		vms[v.Name] = v
+	}
+	s.mu.Lock()
+	held := map[string]bool{}
+	var goneSnaps, goneSandboxes []string
+	for id, sn := range s.snapshots {
+		held[sn.VM] = true
+		if _, ok := vms[sn.VM]; !ok {
+			goneSnaps = append(goneSnaps, id)
+		}
+	}
+	for id := range s.sandboxes {
+		if _, ok := vms[id]; !ok {
+			goneSandboxes = append(goneSandboxes, id)
+		}
+	}
+	s.mu.Unlock()
+	for _, id := range goneSnaps {
+		s.forgetSnapshot(id)
+	}
+	for _, id := range goneSandboxes {
+		s.forget(id)
+	}
+	for _, v := range l.VMs {
+		if !strings.HasPrefix(v.Creator, "e2b:") {
+			continue
+		}
+		if isSnapshotID(v.Name) {
+			// A snapshot's VM: its checkpoint is the snapshot, kept.
+			if !held[v.Name] && v.State == api.VMStopped {
+				s.o.Logger.Info("e2b: deleting a snapshot's VM no snapshot names (the daemon ended while making it)", "vm", v.Name)
+				s.dropHolder(ctx, &snapshot{ID: v.Name, VM: v.Name})
+			}
+			continue
+		}
+		cps, err := s.o.VMs.SnapshotList(ctx, api.VMRefParams{Name: v.Name})
+		if err != nil {
+			continue
+		}
+		for _, cp := range cps.Snapshots {
+			if strings.HasPrefix(cp.Tag, snapshotTagPrefix) {
+				s.o.Logger.Info("e2b: deleting a snapshot's way station", "vm", v.Name, "tag", cp.Tag)
+				if _, err := s.o.VMs.SnapshotDelete(ctx, api.VMSnapshotParams{Name: v.Name, Tag: cp.Tag}); err != nil {
+					s.o.Logger.Warn("e2b: deleting a checkpoint", "vm", v.Name, "tag", cp.Tag, "err", err)
+				}
+			}
+		}
+	}
 }
