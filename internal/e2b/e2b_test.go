@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime/multipart"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -763,6 +764,35 @@ func TestFilesAndSignatures(t *testing.T) {
 	}
 	if code, _ := f.do(t, "GET", "/files?path=/root/a.txt&signature=v1_AAAA", "", nil); code != 401 {
 		t.Fatalf("a forged signature naming no sandbox: %d", code)
+	}
+	// Expired, naming no sandbox: its sandbox says so, in envd's exact
+	// words (the SDK's test compares the whole body); an expired forgery
+	// is only invalid.
+	old := "path=/root/a.txt&signature=" + sig("/root/a.txt", "read", "1") + "&signature_expiration=1"
+	if code, b := f.do(t, "GET", "/files?"+old, "", nil); code != 401 || b != `{"code":401,"message":"signature is already expired"}`+"\n" {
+		t.Fatalf("an expired signature naming no sandbox: %d %q", code, b)
+	}
+	if code, b := f.do(t, "GET", "/files?path=/etc/shadow&signature="+sig("/root/a.txt", "read", "1")+"&signature_expiration=1", "", nil); code != 401 || strings.Contains(b, "expired") {
+		t.Fatalf("an expired forgery: %d %s", code, b)
+	}
+	// A multipart upload's parts are written at the paths they name.
+	var mb bytes.Buffer
+	mw := multipart.NewWriter(&mb)
+	for _, name := range []string{"/0/x.txt", "nested/dir/y.txt"} {
+		fw, _ := mw.CreateFormFile("file", name)
+		_, _ = fw.Write([]byte(name))
+	}
+	_ = mw.Close()
+	mreq, _ := http.NewRequest("POST", f.srv.URL+"/files", &mb)
+	mreq.Header.Set("Content-Type", mw.FormDataContentType())
+	mresp, err := hc.Do(mreq)
+	if err != nil || mresp.StatusCode != 200 {
+		t.Fatalf("a multipart upload: %v %v", mresp, err)
+	}
+	mbody, _ := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
+	if !strings.Contains(string(mbody), `"path":"/0/x.txt"`) || !strings.Contains(string(mbody), `"path":"/root/nested/dir/y.txt"`) {
+		t.Fatalf("multipart paths: %s", mbody)
 	}
 	// A gzip upload is inflated.
 	var zb bytes.Buffer

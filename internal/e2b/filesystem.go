@@ -499,18 +499,24 @@ func (s *Service) checkSignature(r *http.Request, id, operation, user string) er
 		return signatureError("no X-Access-Token and no signature")
 	}
 	raw := fmt.Sprintf("%s:%s:%s:%s", q.Get("path"), operation, user, s.envdToken(id))
-	if exp := q.Get("signature_expiration"); exp != "" {
-		n, err := strconv.ParseInt(exp, 10, 64)
-		if err != nil || time.Unix(n, 0).Before(s.o.Now()) {
-			return signatureError("signature is already expired")
-		}
+	exp := q.Get("signature_expiration")
+	if exp != "" {
 		raw += ":" + exp
 	}
 	if !equal(sig, signature(raw)) {
 		return signatureError(fmt.Sprintf("invalid signature for %s of %s", operation, q.Get("path")))
 	}
+	// Only a signature this sandbox made is said to be expired.
+	if exp != "" {
+		if n, err := strconv.ParseInt(exp, 10, 64); err != nil || time.Unix(n, 0).Before(s.o.Now()) {
+			return errExpired
+		}
+	}
 	return nil
 }
+
+// errExpired refuses a sandbox's own signature past its expiry.
+const errExpired = signatureError("signature is already expired")
 
 // signatureError refuses a signed URL in envd's words (the SDKs compare
 // them); it is a permission_denied.
@@ -678,7 +684,7 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 		}
 		name := r.URL.Query().Get("path")
 		if name == "" {
-			name = part.FileName()
+			name = partName(part)
 		}
 		u, err := write(name, part)
 		if err != nil {
@@ -692,4 +698,14 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// partName is a multipart part's filename as the SDK sent it, a path
+// (Part.FileName keeps only its last element); guestPath checks it.
+func partName(p *multipart.Part) string {
+	_, params, err := mime.ParseMediaType(p.Header.Get("Content-Disposition"))
+	if err != nil {
+		return ""
+	}
+	return params["filename"]
 }
