@@ -1201,6 +1201,16 @@ func TestLogsAndMetrics(t *testing.T) {
 	if code, _ := f.do(t, "GET", "/v2/sandboxes/"+sb.SandboxID+"/logs", f.other, nil); code != 404 {
 		t.Errorf("another key's logs: %d", code)
 	}
+	// A sandbox's log goes with it, and nothing said of it after (a
+	// process's end) brings it back.
+	f.s.forget(theirs.SandboxID)
+	f.s.logf(theirs.SandboxID, "info", "process ended")
+	f.s.mu.Lock()
+	_, kept := f.s.logs[theirs.SandboxID]
+	f.s.mu.Unlock()
+	if kept {
+		t.Error("a gone sandbox's log came back")
+	}
 	code, body := f.do(t, "GET", "/sandboxes/metrics?sandbox_ids="+sb.SandboxID+","+theirs.SandboxID, f.key, nil)
 	if code != 200 || !strings.Contains(body, sb.SandboxID) || strings.Contains(body, theirs.SandboxID) || !strings.Contains(body, `"cpuCount":2`) {
 		t.Errorf("metrics of many: %d %s", code, body)

@@ -31,8 +31,8 @@ type logEntry struct {
 // levels orders E2B's log levels.
 var levels = map[string]int{"debug": 0, "info": 1, "warn": 2, "error": 3}
 
-// logf adds an entry to sandbox id's log; kv are field names and values,
-// each value cut to maxLogField bytes.
+// logf adds an entry to sandbox id's log, while the sandbox is there; kv
+// are field names and values, each value cut to maxLogField bytes.
 func (s *Service) logf(id, level, msg string, kv ...string) {
 	e := logEntry{Timestamp: s.o.Now().UTC(), Level: level, Message: msg, Fields: map[string]string{"sandboxID": id}}
 	for i := 0; i+1 < len(kv); i += 2 {
@@ -44,6 +44,9 @@ func (s *Service) logf(id, level, msg string, kv ...string) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if _, ok := s.sandboxes[id]; !ok {
+		return // gone (a process's end after its sandbox's): nothing to keep
+	}
 	l := append(s.logs[id], e)
 	if len(l) > maxLogEntries {
 		l = append(l[:0:0], l[len(l)-maxLogEntries:]...)
