@@ -13,9 +13,10 @@ import (
 )
 
 // e2bVMs is what the E2B API asks of the VMs: a create runs as vm.create
-// does (an operation, waited for), the rest are the VM service's verbs.
+// does (an operation, waited for), Guest is the awake VM's agent, and the
+// rest are the VM service's own verbs.
 type e2bVMs struct {
-	vms      *vm.Service
+	*vm.Service
 	creates  *creator
 	lifetime context.Context
 }
@@ -35,47 +36,8 @@ func (a e2bVMs) Create(ctx context.Context, p api.VMCreateParams) (api.VM, error
 	}
 }
 
-func (a e2bVMs) Show(ctx context.Context, p api.VMRefParams) (api.VM, error) {
-	return a.vms.Show(ctx, p)
-}
-func (a e2bVMs) Delete(ctx context.Context, p api.VMDeleteParams) (api.VM, error) {
-	return a.vms.Delete(ctx, p)
-}
-func (a e2bVMs) Suspend(ctx context.Context, p api.VMRefParams) (api.VM, error) {
-	return a.vms.Suspend(ctx, p)
-}
-func (a e2bVMs) Resume(ctx context.Context, p api.VMRefParams) (api.VM, error) {
-	return a.vms.Resume(ctx, p)
-}
-func (a e2bVMs) Stop(ctx context.Context, p api.VMStopParams) (api.VM, error) {
-	return a.vms.Stop(ctx, p)
-}
-func (a e2bVMs) Start(ctx context.Context, p api.VMRefParams) (api.VM, error) {
-	return a.vms.Start(ctx, p)
-}
-func (a e2bVMs) Fork(ctx context.Context, p api.VMForkParams) (api.VMForkResult, error) {
-	return a.vms.Fork(ctx, p)
-}
-func (a e2bVMs) List(ctx context.Context) (api.VMListResult, error) {
-	return a.vms.List(ctx)
-}
-func (a e2bVMs) SnapshotList(ctx context.Context, p api.VMRefParams) (api.SnapshotListResult, error) {
-	return a.vms.SnapshotList(ctx, p)
-}
-func (a e2bVMs) SnapshotCreate(ctx context.Context, p api.VMSnapshotParams) (api.Snapshot, error) {
-	return a.vms.SnapshotCreate(ctx, p)
-}
-func (a e2bVMs) SnapshotDelete(ctx context.Context, p api.VMSnapshotParams) (api.Snapshot, error) {
-	return a.vms.SnapshotDelete(ctx, p)
-}
-func (a e2bVMs) Set(ctx context.Context, p api.VMSetParams) (api.VM, error) {
-	return a.vms.Set(ctx, p)
-}
-func (a e2bVMs) Warm(ctx context.Context, p api.ImageWarmParams) (api.Template, error) {
-	return a.vms.Warm(ctx, p)
-}
 func (a e2bVMs) Guest(ctx context.Context, name string) (e2b.Guest, error) {
-	c, err := a.vms.Awake(ctx, name)
+	c, err := a.Awake(ctx, name)
 	if err != nil {
 		return nil, err
 	}
@@ -92,7 +54,7 @@ func (d *Daemon) wireE2B(m machines, p peers, bus *events.Bus) (*e2b.Service, er
 	svc, err := e2b.New(e2b.Options{
 		Dir: filepath.Join(d.layout.StateDir, "e2b"), Listen: d.cfg.E2B.Listen, Domain: d.cfg.E2B.Domain, BaseImage: base,
 		DefaultMemoryMiB: d.cfg.VMDefaults.MemoryMiB,
-		VMs:              e2bVMs{vms: m.vms, creates: p.creates, lifetime: d.lifetime},
+		VMs:              e2bVMs{Service: m.vms, creates: p.creates, lifetime: d.lifetime},
 		Logger:           d.log.With("service", "e2b"),
 	})
 	if err != nil {
