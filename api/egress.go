@@ -27,6 +27,7 @@ const (
 	ReasonNATDeny   = "network.nat_deny"
 	ReasonSandbox   = "no NAT (sandbox)"
 	ReasonAllowList = "not on its allow-list"
+	ReasonDenyRule  = "a deny rule of its list"
 	ReasonUpstream  = "no upstream server answered"
 	ReasonFirewall  = "its firewall could not take the answer"
 )

@@ -1,8 +1,13 @@
 // Package allowlist is a VM's egress allow-list: rules a user writes
-// (`--allow github.com:443`, `*.npmjs.org`, `10.1.0.0/16`, `192.0.2.7:53`),
-// parsed into a canonical form, and the questions the firewall and the
-// DNS server ask of them: which ports a name may be reached on, which
-// address rules the firewall holds itself.
+// (`--allow github.com:443`, `*.npmjs.org`, `10.1.0.0/16`, `192.0.2.7:53`,
+// `!10.0.0.0/8`), parsed into a canonical form, and the questions the
+// firewall and the DNS server ask of them: which ports a name may be
+// reached on, which address rules the firewall holds itself.
+//
+// A list is closed (only what it names) unless it holds a deny rule
+// ("!" and an address or CIDR): then it is open, everything but what
+// its deny rules name, and its other rules are exceptions to them —
+// E2B's denyOut with allowOut taking precedence.
 package allowlist
 
 import (
@@ -22,28 +27,33 @@ const (
 )
 
 // Rule is one entry: a domain name (exact, or "*." and a domain for every
-// name below it) or an IPv4 prefix, and the ports it opens (none: all).
+// name below it) or an IPv4 prefix, and the ports it opens (none: all);
+// or, denying, an IPv4 prefix and the ports it closes.
 type Rule struct {
 	Name   string       // lower case, no trailing dot; "" for an address rule
 	Prefix netip.Prefix // an address is a /32
 	Ports  []uint16     // sorted, distinct
+	Deny   bool         // "!": closes rather than opens; never a name
 }
 
 // ErrRule wraps every parse error.
 var ErrRule = errors.New("invalid allow rule")
 
 // Parse reads one rule: NAME, *.NAME, ADDRESS or CIDR, each optionally
-// followed by :PORT or :PORT,PORT,...
+// followed by :PORT or :PORT,PORT,...; or !ADDRESS or !CIDR, optionally
+// with ports, to deny.
 func Parse(s string) (Rule, error) {
 	fail := func(why string) (Rule, error) {
-		return Rule{}, fmt.Errorf("%w %q: %s; write a name (github.com), a wildcard (*.npmjs.org), an IPv4 address or CIDR, each optionally with :PORT[,PORT]", ErrRule, s, why)
+		return Rule{}, fmt.Errorf("%w %q: %s; write a name (github.com), a wildcard (*.npmjs.org), an IPv4 address or CIDR, each optionally with :PORT[,PORT], or !ADDRESS or !CIDR to deny", ErrRule, s, why)
 	}
 	s = strings.TrimSpace(s)
 	if strings.Count(s, ":") > 1 {
 		return fail("only IPv4: a VM has no IPv6 route")
 	}
-	host, ports, hasPorts := strings.Cut(s, ":")
 	var r Rule
+	rest, deny := strings.CutPrefix(s, "!")
+	r.Deny = deny
+	host, ports, hasPorts := strings.Cut(strings.TrimSpace(rest), ":")
 	if hasPorts {
 		seen := map[uint16]bool{}
 		for p := range strings.SplitSeq(ports, ",") {
@@ -78,6 +88,11 @@ func Parse(s string) (Rule, error) {
 		}
 		r.Prefix = p.Masked()
 		return r, nil
+	}
+	if r.Deny {
+		// A name's addresses are known only once it is resolved, and
+		// a name has others: denying one would not deny it.
+		return fail("a deny rule names an address or CIDR, not a name")
 	}
 	name := strings.TrimSuffix(strings.ToLower(host), ".")
 	if name == "*" {
@@ -118,6 +133,9 @@ func checkName(name string) error {
 // String is the rule's canonical form, which Parse reads back.
 func (r Rule) String() string {
 	var b strings.Builder
+	if r.Deny {
+		b.WriteByte('!')
+	}
 	if r.Name != "" {
 		b.WriteString(r.Name)
 	} else if r.Prefix.IsSingleIP() {
@@ -199,13 +217,40 @@ func (l List) Ports(name string) (ports []uint16, anyPort, ok bool) {
 	return slices.Compact(ports), false, ok
 }
 
-// Addrs are the address rules, which the firewall holds itself.
+// Addrs are the address rules that allow, which the firewall holds
+// itself.
 func (l List) Addrs() List {
 	var out List
 	for _, r := range l {
-		if r.Name == "" {
+		if r.Name == "" && !r.Deny {
 			out = append(out, r)
 		}
 	}
 	return out
+}
+
+// Denies are the deny rules, which the firewall holds after the rules
+// that allow.
+func (l List) Denies() List {
+	var out List
+	for _, r := range l {
+		if r.Deny {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// Open says whether the list lets a VM reach everything its deny rules
+// do not name (it has one), rather than only what it names.
+func (l List) Open() bool { return slices.ContainsFunc(l, func(r Rule) bool { return r.Deny }) }
+
+// Denied says whether a connection to addr on port proto/port is closed
+// by a deny rule and opened by no address rule. Names the VM resolved
+// are the firewall's to know; this is for saying why it was denied.
+func (l List) Denied(addr netip.Addr, port uint16) bool {
+	match := func(r Rule) bool {
+		return r.Name == "" && r.Prefix.Contains(addr) && (len(r.Ports) == 0 || slices.Contains(r.Ports, port))
+	}
+	return slices.ContainsFunc(l.Denies(), match) && !slices.ContainsFunc(l.Addrs(), match)
 }

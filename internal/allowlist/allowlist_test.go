@@ -2,6 +2,7 @@ package allowlist
 
 import (
 	"errors"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -40,6 +41,14 @@ func TestParse(t *testing.T) {
 		{in: strings.Repeat("a.", 127) + "com", err: "at most 253"},
 		{in: "bad\x1b[2Jname.com", err: "is not allowed in a name"},
 		{in: "x.com:" + strings.Repeat("1,", 40) + "2", err: ""}, // repeats collapse
+		{in: "!10.1.2.3/8", want: "!10.0.0.0/8"},
+		{in: " ! 192.0.2.7:443,80", want: "!192.0.2.7:80,443"},
+		{in: "!0.0.0.0/0", want: "!0.0.0.0/0"},
+		{in: "!github.com", err: "not a name"},
+		{in: "!*.npmjs.org", err: "not a name"},
+		{in: "!", err: "nothing before the ports"},
+		{in: "!!10.0.0.0/8", err: "not an address"},
+		{in: "!fd00::/8", err: "only IPv4"},
 	} {
 		r, err := Parse(tc.in)
 		switch {
@@ -97,6 +106,9 @@ func TestMatch(t *testing.T) {
 	if a := l.Addrs(); len(a) != 1 || a[0].String() != "10.0.0.0/8:22" {
 		t.Errorf("Addrs = %v", a)
 	}
+	if l.Open() || l.Denies() != nil {
+		t.Errorf("a list of no deny rule: Open %v, Denies %v", l.Open(), l.Denies())
+	}
 	many := make([]string, MaxRules+1)
 	for i := range many {
 		many[i] = "n" + strconv.Itoa(i) + ".example"
@@ -106,10 +118,43 @@ func TestMatch(t *testing.T) {
 	}
 }
 
+// TestOpen: a deny rule makes a list open, its address rules exceptions.
+func TestOpen(t *testing.T) {
+	l, err := ParseList([]string{"!10.0.0.0/8", "10.1.0.0/16:443", "!192.0.2.7:22", "github.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !l.Open() {
+		t.Error("a list with a deny rule is not open")
+	}
+	if a := l.Addrs().Strings(); !slices.Equal(a, []string{"10.1.0.0/16:443"}) {
+		t.Errorf("Addrs = %v", a)
+	}
+	if d := l.Denies().Strings(); !slices.Equal(d, []string{"!10.0.0.0/8", "!192.0.2.7:22"}) {
+		t.Errorf("Denies = %v", d)
+	}
+	for _, tc := range []struct {
+		addr   string
+		port   uint16
+		denied bool
+	}{
+		{"10.2.3.4", 80, true},
+		{"10.1.3.4", 80, true},
+		{"10.1.3.4", 443, false}, // the exception
+		{"192.0.2.7", 22, true},
+		{"192.0.2.7", 80, false},
+		{"203.0.113.1", 22, false},
+	} {
+		if got := l.Denied(netip.MustParseAddr(tc.addr), tc.port); got != tc.denied {
+			t.Errorf("Denied(%s:%d) = %v; want %v", tc.addr, tc.port, got, tc.denied)
+		}
+	}
+}
+
 // FuzzParse: whatever Parse takes, its canonical form reads back as the
 // same rule.
 func FuzzParse(f *testing.F) {
-	for _, s := range []string{"github.com:443", "*.npmjs.org", "10.0.0.0/8:22,80", "192.0.2.7", "x:1"} {
+	for _, s := range []string{"github.com:443", "*.npmjs.org", "10.0.0.0/8:22,80", "192.0.2.7", "x:1", "!10.0.0.0/8:22"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

@@ -41,7 +41,7 @@ func (f *createFlags) register(cmd *cobra.Command, nameHelp string) {
 	fs.StringVar(&f.disk, "disk", "", "size of the work disk, e.g. 20G (default: vm_defaults.disk_size)")
 	fs.StringVar(&f.p.Network, "network", "", "bridge (a tap on the root daemon's bridge, NAME.vm), user (QEMU user-mode, no root needed) or none; default network.mode")
 	fs.BoolVar(&f.nat, "nat", false, "let the VM open connections out (default: network.nat)")
-	fs.StringArrayVar(&f.p.Allow, "allow", nil, "let the VM open connections out only to RULE: a name (github.com), *.domain, an IPv4 address or CIDR, each with optional :PORT[,PORT]; repeat for more (bridge network; default: network.allow)")
+	fs.StringArrayVar(&f.p.Allow, "allow", nil, "let the VM open connections out only to RULE: a name (github.com), *.domain, an IPv4 address or CIDR, each with optional :PORT[,PORT]; or !CIDR to deny (then everything else is open, the other rules exceptions); repeat for more (bridge network; default: network.allow)")
 	fs.BoolVar(&f.p.Isolate, "isolate", false, "keep the VM from the other VMs on the bridge, both ways")
 	fs.BoolVar(&f.p.Cold, "cold", false, "boot the VM, even where a template of its shape would start it faster (warm_create)")
 	fs.StringVar(&f.p.Init, "init", "", "PID 1: agent (banger's agent alone), image (the image's systemd, the agent its service) or auto (image when it has systemd); default vm_defaults.init")

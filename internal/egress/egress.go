@@ -46,9 +46,9 @@ type Config struct {
 	// Find is the VM named name; Dir a VM's state directory by ID.
 	Find func(ctx context.Context, name string) (Target, error)
 	Dir  func(id string) string
-	// Egress is what the VM of that ID may reach now (api.Egress*), for
-	// the reason of a denial.
-	Egress func(ctx context.Context, id string) string
+	// Egress is what the VM of that ID may reach now (api.Egress*) and
+	// its allow-list, for the reason of a denial.
+	Egress func(ctx context.Context, id string) (mode string, allow []string)
 	// Deny are the destinations network.nat_deny names.
 	Deny     []netip.Prefix
 	MaxBytes int64 // per VM (default DefaultMaxBytes)
@@ -196,7 +196,14 @@ func (s *Service) reason(a hostnet.Attempt) string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if s.cfg.Egress != nil && s.cfg.Egress(ctx, a.VM) == api.EgressAllowList {
+	if s.cfg.Egress == nil {
+		return api.ReasonSandbox
+	}
+	switch mode, allow := s.cfg.Egress(ctx, a.VM); mode {
+	case api.EgressAllowList:
+		if l, err := allowlist.ParseList(allow); err == nil && l.Open() && l.Denied(a.Dst, a.Port) {
+			return api.ReasonDenyRule
+		}
 		return api.ReasonAllowList
 	}
 	return api.ReasonSandbox

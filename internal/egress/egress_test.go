@@ -38,7 +38,7 @@ func testService(t *testing.T, egress string, max int64) (*Service, string) {
 			return Target{}, fmt.Errorf("vm %q: %w", name, api.ErrNotFound)
 		},
 		Dir:      func(string) string { return vmDir },
-		Egress:   func(context.Context, string) string { return egress },
+		Egress:   func(context.Context, string) (string, []string) { return egress, nil },
 		Deny:     []netip.Prefix{netip.MustParsePrefix("100.100.100.200/32")},
 		MaxBytes: max,
 	})
@@ -59,6 +59,27 @@ func events(t *testing.T, s *Service) []api.EgressEvent {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// TestDenyRuleReason: a denial by a deny rule of an open list says so;
+// one its list does not explain says the list.
+func TestDenyRuleReason(t *testing.T) {
+	s, _ := testService(t, api.EgressAllowList, 0)
+	s.cfg.Egress = func(context.Context, string) (string, []string) {
+		return api.EgressAllowList, []string{"!198.51.100.0/24", "198.51.100.7:53"}
+	}
+	t0 := time.Now()
+	s.Attempt(attempt(false, "tcp", "198.51.100.9", 80, t0))
+	s.Attempt(attempt(false, "udp", "198.51.100.7", 53, t0))
+	s.Attempt(attempt(false, "tcp", "169.254.169.254", 80, t0))
+	var reasons []string
+	for _, e := range events(t, s) {
+		reasons = append(reasons, e.Dest+" "+e.Reason)
+	}
+	if want := []string{"198.51.100.9 " + api.ReasonDenyRule, "198.51.100.7 " + api.ReasonAllowList,
+		"169.254.169.254 " + api.ReasonLinkLocal}; !slices.Equal(reasons, want) {
+		t.Errorf("reasons %q; want %q", reasons, want)
+	}
 }
 
 func TestLogAndSuggest(t *testing.T) {

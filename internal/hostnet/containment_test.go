@@ -70,6 +70,7 @@ func TestContainment(t *testing.T) {
 		idNAT      = "22222222222222222222222222222222"
 		idList     = "33333333333333333333333333333333"
 		idIsolated = "44444444444444444444444444444444"
+		idOpen     = "55555555555555555555555555555555"
 	)
 	sandbox := guest(t, n, host, vmAttachment(idSandbox, "52:54:00:00:01:01", "10.99.0.11", Policy{}))
 	// The firewall exists once the first VM attached: watch its log.
@@ -79,6 +80,9 @@ func TestContainment(t *testing.T) {
 	natVM := guest(t, n, host, vmAttachment(idNAT, "52:54:00:00:01:02", "10.99.0.12", Policy{NAT: true}))
 	listVM := guest(t, n, host, vmAttachment(idList, "52:54:00:00:01:03", "10.99.0.13", Policy{NAT: true, Allow: mustList(t, outsideAddr+":443", "example.test")}))
 	isolated := guest(t, n, host, vmAttachment(idIsolated, "52:54:00:00:01:04", "10.99.0.14", Policy{Isolate: true}))
+	// An open list: everything but outsideB, which it still allows on
+	// :443 (E2B's denyOut with an allowOut exception).
+	openVM := guest(t, n, host, vmAttachment(idOpen, "52:54:00:00:01:05", "10.99.0.15", Policy{NAT: true, Allow: mustList(t, "!"+outsideB, outsideB+":443")}))
 	for _, g := range []netns.NsHandle{natVM, isolated, neighbourNS(t)} {
 		serve(t, g, "0.0.0.0:7000")
 	}
@@ -140,7 +144,7 @@ func TestContainment(t *testing.T) {
 	for _, g := range []struct {
 		ns  netns.NsHandle
 		who string
-	}{{sandbox, "the sandbox"}, {natVM, "the NAT VM"}, {listVM, "the allow-listed VM"}, {isolated, "the isolated VM"}} {
+	}{{sandbox, "the sandbox"}, {natVM, "the NAT VM"}, {listVM, "the allow-listed VM"}, {isolated, "the isolated VM"}, {openVM, "the open-listed VM"}} {
 		checks = append(checks, hostSide(g.ns, g.who)...)
 		checks = append(checks, check{g.ns, g.who, "tcp", metadata + ":80", false}, check{g.ns, g.who, "tcp", deniedAddr + ":80", false},
 			check{g.ns, g.who, "tcp", hostOther + ":9090", false})
@@ -153,6 +157,9 @@ func TestContainment(t *testing.T) {
 		check{listVM, "the allow-listed VM", "tcp", outsideAddr + ":443", true},
 		check{listVM, "the allow-listed VM", "tcp", outsideAddr + ":80", false},
 		check{listVM, "the allow-listed VM", "tcp", outsideB + ":80", false},
+		check{openVM, "the open-listed VM", "tcp", outsideAddr + ":80", true},
+		check{openVM, "the open-listed VM", "tcp", outsideB + ":80", false},
+		check{openVM, "the open-listed VM", "tcp", outsideB + ":443", true},
 		// VM to VM: open unless one is isolated, both ways.
 		check{sandbox, "the sandbox", "tcp", "10.99.0.12:7000", true},
 		check{sandbox, "the sandbox", "tcp", "10.99.0.14:7000", false},
@@ -236,6 +243,8 @@ func TestContainment(t *testing.T) {
 		{VM: idNAT, Allowed: true, Proto: "tcp", Dst: netip.MustParseAddr(outsideAddr), Port: 80},
 		{VM: idNAT, Proto: "tcp", Dst: netip.MustParseAddr(metadata), Port: 80},
 		{VM: idList, Proto: "tcp", Dst: netip.MustParseAddr(outsideB), Port: 443},
+		{VM: idOpen, Proto: "tcp", Dst: netip.MustParseAddr(outsideB), Port: 80},
+		{VM: idOpen, Allowed: true, Proto: "tcp", Dst: netip.MustParseAddr(outsideB), Port: 443},
 		{VM: idSandbox, ToHost: true, Proto: "tcp", Dst: netip.MustParseAddr("10.99.0.1"), Port: 8080},
 		{VM: idSandbox, ToHost: true, Proto: "tcp", Dst: netip.MustParseAddr(hostOther), Port: 8080},
 		{VM: idSandbox, Proto: "udp", Dst: netip.MustParseAddr(outsideAddr), Port: 53},

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/bangerdev/banger/internal/allowlist"
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
@@ -291,6 +292,18 @@ func (n *Network) addVM(c *nftables.Conn, a Attachment) error {
 			c.AddRule(&nftables.Rule{Table: tbl, Chain: regular(tbl, chain), Exprs: e, UserData: owner})
 		}
 	}
+	// addrRule sends what r matches (its prefix, on its ports) on to.
+	addrRule := func(chain string, r allowlist.Rule, to string) {
+		if len(r.Ports) == 0 {
+			add(t, chain, join(daddr(r.Prefix), goTo(to)))
+			return
+		}
+		for _, proto := range []byte{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
+			for _, p := range r.Ports {
+				add(t, chain, join(daddr(r.Prefix), l4proto(proto), dport(p), goTo(to)))
+			}
+		}
+	}
 	tap := ifname(expr.MetaKeyIIFNAME, TapName(a.ID), expr.CmpOpEq)
 	addr := netip.PrefixFrom(a.Addr, 32)
 	a4 := a.Addr.As4()
@@ -344,16 +357,17 @@ func (n *Network) addVM(c *nftables.Conn, a Attachment) error {
 				&expr.Lookup{SourceRegister: 1, SetName: anyPort.Name, SetID: anyPort.ID},
 				goTo(ok.Name),
 			})
+		// What the list allows first: in an open list those are the
+		// exceptions to its deny rules, which come next, and then
+		// everything else is allowed.
 		for _, r := range a.Policy.Allow.Addrs() {
-			if len(r.Ports) == 0 {
-				add(t, policy.Name, join(daddr(r.Prefix), goTo(ok.Name)))
-				continue
+			addrRule(policy.Name, r, ok.Name)
+		}
+		if a.Policy.Allow.Open() {
+			for _, r := range a.Policy.Allow.Denies() {
+				addrRule(policy.Name, r, no.Name)
 			}
-			for _, proto := range []byte{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
-				for _, p := range r.Ports {
-					add(t, policy.Name, join(daddr(r.Prefix), l4proto(proto), dport(p), goTo(ok.Name)))
-				}
-			}
+			add(t, policy.Name, []expr.Any{goTo(ok.Name)})
 		}
 	}
 	add(t, policy.Name, []expr.Any{goTo(no.Name)})

@@ -39,7 +39,7 @@ type CreateIn struct {
 	Memory  string `json:"memory,omitempty" jsonschema:"memory, e.g. 512M or 2G (default: the configured size)"`
 	Network string `json:"network,omitempty" jsonschema:"none (no network at all), nat (full outbound access) or allow-list (only the hosts in allow); default: the configured policy"`
 	// Allow is the allow-list for network allow-list.
-	Allow []string `json:"allow,omitempty" jsonschema:"hosts it may reach with network allow-list: domains, *.wildcards, addresses or CIDRs, each with an optional :PORT[,PORT]"`
+	Allow []string `json:"allow,omitempty" jsonschema:"hosts it may reach with network allow-list: domains, *.wildcards, addresses or CIDRs, each with an optional :PORT[,PORT]; or !CIDR to deny one, which opens everything else (the other rules then exceptions)"`
 	// FromSandbox and FromCheckpoint start it from a checkpoint of another
 	// sandbox of this server, as it was then (image and shape too).
 	FromSandbox    string `json:"from_sandbox,omitempty" jsonschema:"with from_checkpoint: the sandbox whose checkpoint to start from"`

@@ -67,19 +67,20 @@ func (n Names) Source(ctx context.Context, addr netip.Addr) (id, egress string, 
 	return id, egress, allow
 }
 
-// Egress is what the VM of that ID may reach now (api.Egress*).
-func (n Names) Egress(ctx context.Context, id string) string {
-	out := api.EgressSandbox
+// Egress is what the VM of that ID may reach now (api.Egress*), and its
+// allow-list.
+func (n Names) Egress(ctx context.Context, id string) (mode string, allow []string) {
+	mode = api.EgressSandbox
 	_ = n.Store.View(ctx, func(tx *store.Tx) error {
 		all, err := tx.VMs(ctx)
 		for _, rec := range all {
 			if rec.ID == id {
-				out = egressOf(rec)
+				mode, allow = egressOf(rec), rec.Allow
 			}
 		}
 		return err
 	})
-	return out
+	return mode, allow
 }
 
 // Lookup is the ID and network of the VM named name.

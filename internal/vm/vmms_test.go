@@ -233,8 +233,11 @@ func TestBridgeVM(t *testing.T) {
 			t.Errorf("Source(%s) = %s %s, want %s", addr, id, egress, want)
 		}
 	}
-	if names.Egress(ctx, b.ID) != api.EgressNAT || names.Egress(ctx, "nope") != api.EgressSandbox {
-		t.Errorf("Egress(b) = %s", names.Egress(ctx, b.ID))
+	if mode, _ := names.Egress(ctx, b.ID); mode != api.EgressNAT {
+		t.Errorf("Egress(b) = %s", mode)
+	}
+	if mode, _ := names.Egress(ctx, "nope"); mode != api.EgressSandbox {
+		t.Errorf("Egress(nope) = %s", mode)
 	}
 	if id, network, err := names.Lookup(ctx, "b"); id != b.ID || network != api.NetworkBridge || err != nil {
 		t.Errorf("Lookup(b) = %s, %s, %v", id, network, err)

@@ -262,17 +262,24 @@ func (s *Server) Answer(ctx context.Context, src netip.Addr, q []byte) []byte {
 		}
 	}
 	var ports []uint16
+	grant := false // the answer opens the firewall to its addresses
 	switch who.Egress {
 	case api.EgressNAT:
 	case api.EgressAllowList:
 		var anyPort, ok bool
-		if ports, anyPort, ok = who.Allow.Ports(name); !ok {
+		ports, anyPort, ok = who.Allow.Ports(name)
+		switch {
+		case !ok && !who.Allow.Open():
 			ev.Reason = api.ReasonAllowList
 			observe()
 			return reply(h, &question, dnsmessage.RCodeNameError, nil, false)
-		}
-		if anyPort {
-			ports = nil
+		case !ok:
+			// An open list reaches every address its deny rules do not
+			// name, and a name it does not name is no exception to them.
+		case anyPort:
+			ports, grant = nil, true
+		default:
+			grant = true
 		}
 	default:
 		ev.Reason = api.ReasonSandbox
@@ -289,7 +296,7 @@ func (s *Server) Answer(ctx context.Context, src netip.Addr, q []byte) []byte {
 	for _, a := range addrs {
 		ev.Answers = append(ev.Answers, a.String())
 	}
-	if who.Egress == api.EgressAllowList && len(addrs) > 0 && s.cfg.Resolved != nil {
+	if grant && len(addrs) > 0 && s.cfg.Resolved != nil {
 		ttl = min(max(ttl, MinAllowTTL), MaxAllowTTL)
 		if err := s.cfg.Resolved(who.VM, addrs, ports, ttl); err != nil {
 			s.cfg.Log.Warn("allowing what a VM resolved", "vm", who.VM, "name", ev.Name, "err", err)

@@ -3,6 +3,7 @@ package vmdns
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
@@ -20,9 +21,11 @@ var (
 	natVM     = netip.MustParseAddr("10.203.0.2")
 	sandboxVM = netip.MustParseAddr("10.203.0.3")
 	listVM    = netip.MustParseAddr("10.203.0.4")
+	openVM    = netip.MustParseAddr("10.203.0.5")
 )
 
-// sources: natVM has NAT, listVM an allow-list, the rest a sandbox.
+// sources: natVM has NAT, listVM an allow-list, openVM an open one
+// (a deny rule and an exception), the rest a sandbox.
 func sources(_ context.Context, src netip.Addr) Source {
 	switch src {
 	case natVM:
@@ -30,6 +33,9 @@ func sources(_ context.Context, src netip.Addr) Source {
 	case listVM:
 		l, _ := allowlist.ParseList([]string{"example.com:443", "*.example.org"})
 		return Source{VM: "list", Egress: api.EgressAllowList, Allow: l}
+	case openVM:
+		l, _ := allowlist.ParseList([]string{"!10.0.0.0/8", "example.com:443"})
+		return Source{VM: "open", Egress: api.EgressAllowList, Allow: l}
 	}
 	return Source{VM: "sandbox", Egress: api.EgressSandbox}
 }
@@ -490,4 +496,48 @@ func TestAllowList(t *testing.T) {
 		t.Errorf("after the change, grants = %+v; want example.com's address on every port for what is left of its TTL", grants)
 	}
 	mu.Unlock()
+}
+
+// TestOpenList: a VM whose list has a deny rule has every name
+// answered, but only the names its list names open its firewall (as
+// exceptions to the deny rules); the rest reach what the deny rules
+// leave open.
+func TestOpenList(t *testing.T) {
+	up := fakeUpstream(t)
+	var mu sync.Mutex
+	var granted []string
+	var seen []string
+	s := New(Config{
+		Resolve: func(context.Context, string) (netip.Addr, bool) { return netip.Addr{}, false },
+		Source:  sources, Upstream: []netip.AddrPort{up},
+		Resolved: func(vm string, addrs []netip.Addr, ports []uint16, ttl time.Duration) error {
+			mu.Lock()
+			defer mu.Unlock()
+			granted = append(granted, fmt.Sprintln(vm, addrs, ports))
+			return nil
+		},
+		Observe: func(vm string, e api.EgressEvent) {
+			mu.Lock()
+			defer mu.Unlock()
+			seen = append(seen, vm+" "+e.Name+" "+e.Verdict)
+		},
+	})
+	ctx := context.Background()
+	for _, name := range []string{"example.com.", "evil.example."} {
+		var m dnsmessage.Message
+		if err := m.Unpack(s.Answer(ctx, openVM, query(t, name, dnsmessage.TypeA))); err != nil {
+			t.Fatal(err)
+		}
+		if m.RCode != dnsmessage.RCodeSuccess {
+			t.Errorf("the open-listed VM asks %s: %v; want an answer", name, m.RCode)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(granted, []string{"open [192.0.2.7] [443]\n"}) {
+		t.Errorf("granted %q; want only example.com's address on :443", granted)
+	}
+	if !slices.Equal(seen, []string{"open example.com allowed", "open evil.example allowed"}) {
+		t.Errorf("observed %q", seen)
+	}
 }

@@ -25,7 +25,8 @@ import (
 // IPv6 included, but the daemon's DNS; a NAT VM the outside only; an
 // allow-listed VM its list only, changed at once by vm set; vm egress
 // shows the attempts and --suggest the list that allows them; the policy
-// holds across a daemon killed with SIGKILL; a delete leaves no rule,
+// holds across a daemon killed with SIGKILL; an open list (a deny rule)
+// reaches all but what it denies; a delete leaves no rule,
 // set or log; a user-mode VM with NAT cannot reach the host's loopback.
 func vmEgress(t *T) {
 	o := t.World()
@@ -138,6 +139,18 @@ func vmEgress(t *T) {
 	}
 	t.probe("the allow-listed VM after a restart", "l", []string{web("other.example", "443")}, []string{web(networld.Web, "80"), web(networld.Other, "80")})
 	t.probe("the sandbox after a restart", "s", nil, []string{web("10.79.0.1", "8080"), web(networld.Web, "80")})
+
+	// An open list (E2B's denyOut): everything but its deny rule, a name
+	// on it an exception; link-local and the host stay closed.
+	t.Must("vm", "set", "n", "--allow", "!"+networld.Other, "--allow", "other.example:443")
+	t.probe("the open-listed VM", "n", []string{web(networld.Web, "80"), web("good.example", "443"), web("other.example", "443")},
+		append(hostSide, web(networld.Other, "80")))
+	t.lookup("n", "good.example", true)
+	if !slices.ContainsFunc(t.egress("n"), func(e string) bool {
+		return strings.HasPrefix(e, "connect denied tcp "+networld.Other+":80 ") && strings.HasSuffix(e, api.ReasonDenyRule)
+	}) {
+		t.Fatalf("vm egress n does not say a deny rule denied %s:80:\n%s", networld.Other, strings.Join(t.egress("n"), "\n"))
+	}
 
 	// User-mode with NAT (passt): out, but never to the host's loopback.
 	t.MustFail(1, "--allow needs the bridge network", append([]string{"vm", "create", "--name", "x", "--network", "user", "--allow", "good.example"}, small...)...)
