@@ -7,7 +7,9 @@
 # bin/e2b-suite). The E2B source comes from E2B_GIT (a git directory that
 # has the commit, such as a clone) or, without it, a clone from GitHub.
 # Not part of make test: it needs that source, and takes about half an
-# hour under TCG. make e2b-suite runs it.
+# hour under TCG. make e2b-suite runs it; SUITE_FILES (test files, e.g.
+# tests/sandbox/snapshot.test.ts) runs those alone, and keeps the
+# daemon's log as $OUT.daemon.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -18,6 +20,7 @@ work=$(mktemp -d /tmp/e2b-suite.XXXXXX)
 export BANGER_HOME=$work/home
 cleanup() {
 	"$root/bin/banger" daemon stop >/dev/null 2>&1 || true
+	[[ -n ${SUITE_FILES:-} ]] && cp "$BANGER_HOME"/logs/bangerd.log "$out.daemon.log" 2>/dev/null
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -68,6 +71,6 @@ key=$(banger e2b key create suite --json | python3 -c 'import json,sys; print(js
 echo "e2b-suite: running the suite (E2B_API_URL=http://127.0.0.1:$port)" >&2
 mkdir -p "$(dirname "$out")"
 E2B_API_URL=http://127.0.0.1:$port E2B_SANDBOX_URL=http://127.0.0.1:$port E2B_API_KEY=$key \
-	npx vitest run --config banger.vitest.config.mts --reporter=json --outputFile="$out.json" >"$out.log" 2>&1 || true
+	npx vitest run --config banger.vitest.config.mts --reporter=json --outputFile="$out.json" ${SUITE_FILES:-} >"$out.log" 2>&1 || true
 node "$root/test/e2bsuite/table.mjs" "$out.json" >"$out.md"
 tail -3 "$out.md" >&2

@@ -19,6 +19,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/bangerdev/banger/api"
+	"github.com/bangerdev/banger/internal/allowlist"
 	"github.com/bangerdev/banger/internal/tokenfile"
 )
 
@@ -61,27 +62,46 @@ type networkConfig struct {
 	EgressProxy json.RawMessage `json:"egressProxy,omitempty"`
 }
 
-// egress checks a sandbox's network settings against what banger's
-// egress can do, and says whether they open the internet as a whole (an
-// allow-list or denyOut 0.0.0.0/0 does not).
-func (n *networkConfig) egress(allowInternet *bool) (bool, error) {
+// egress turns a sandbox's network settings into banger's egress: NAT
+// to the whole internet, or an allow-list. Without the internet
+// (allow_internet_access false, or denyOut 0.0.0.0/0) allowOut is a
+// closed list; other denyOut CIDRs make an open list ("!CIDR" rules)
+// with allowOut as its exceptions, which E2B's precedence of allowOut
+// over denyOut is; allowOut alone is a closed list, stricter than E2B,
+// where it changes nothing until something is denied.
+func (n *networkConfig) egress(allowInternet *bool) (nat bool, rules []string, err error) {
 	internet := allowInternet == nil || *allowInternet
 	if n == nil {
-		return internet, nil
+		return internet, nil, nil
 	}
 	if len(n.Rules) > 0 && string(n.Rules) != "{}" || len(n.EgressProxy) > 0 && string(n.EgressProxy) != "null" || n.MaskHost != "" {
-		return false, fmt.Errorf("%w: network rules, egress proxies and host masks are not supported; allowOut and denyOut are", api.ErrInvalidArgument)
+		return false, nil, fmt.Errorf("%w: network rules, egress proxies and host masks are not supported; allowOut and denyOut are", api.ErrInvalidArgument)
 	}
-	for _, d := range n.DenyOut {
-		if d != "0.0.0.0/0" {
-			return false, fmt.Errorf("%w: denyOut %q: banger's egress is an allow-list, so denyOut takes only 0.0.0.0/0 (no internet); name what may be reached in allowOut", api.ErrInvalidArgument, d)
+	for _, a := range n.AllowOut {
+		if strings.HasPrefix(strings.TrimSpace(a), "!") {
+			return false, nil, fmt.Errorf("%w: allowOut %q: what to deny goes in denyOut", api.ErrInvalidArgument, a)
 		}
-		internet = false
 	}
-	if len(n.AllowOut) > 0 {
-		internet = false
+	var denies []string
+	for _, d := range n.DenyOut {
+		r, err := allowlist.Parse("!" + d)
+		if err != nil || len(r.Ports) > 0 {
+			return false, nil, fmt.Errorf("%w: denyOut %q: write an IPv4 address or CIDR (0.0.0.0/0 for all traffic); names are allowed only in allowOut", api.ErrInvalidArgument, d)
+		}
+		if r.Prefix.Bits() == 0 {
+			internet = false
+		}
+		denies = append(denies, r.String())
 	}
-	return internet, nil
+	switch {
+	case !internet:
+		return len(n.AllowOut) > 0, n.AllowOut, nil
+	case len(denies) > 0:
+		return true, append(denies, n.AllowOut...), nil
+	case len(n.AllowOut) > 0:
+		return true, n.AllowOut, nil
+	}
+	return true, nil, nil
 }
 
 // created is openapi's Sandbox.
@@ -314,19 +334,19 @@ func (s *Service) plan(c caller, req newSandbox) (*sandbox, api.VMCreateParams, 
 		return fail("autoResume (waking a paused sandbox by traffic) is not supported; resume it with Sandbox.connect()")
 	}
 	p := api.VMCreateParams{Name: sb.ID, Image: tpl.Image, VCPU: tpl.VCPU, MemoryMiB: tpl.MemoryMiB, DiskSize: tpl.DiskSize, Creator: "e2b:" + c.key.Name}
-	internet, err := req.Network.egress(req.AllowInternet)
+	nat, rules, err := req.Network.egress(req.AllowInternet)
 	if err != nil {
 		return nil, api.VMCreateParams{}, nil, err
 	}
 	if n := req.Network; n != nil {
-		sb.AllowOut, sb.DenyOut, p.Allow = n.AllowOut, n.DenyOut, n.AllowOut
+		sb.AllowOut, sb.DenyOut = n.AllowOut, n.DenyOut
 		sb.Public = n.AllowPublic != nil && *n.AllowPublic
 	}
-	nat := internet
-	if len(p.Allow) == 0 { // an allow-list is its own way out
+	p.Allow = rules
+	if len(rules) == 0 { // an allow-list is its own way out
 		p.NAT = &nat
 	}
-	if !internet && len(p.Allow) == 0 {
+	if !nat {
 		p.Network = "none"
 	}
 	if sb.MemoryMiB == 0 {
@@ -334,8 +354,9 @@ func (s *Service) plan(c caller, req newSandbox) (*sandbox, api.VMCreateParams, 
 	}
 	if from != nil {
 		// A copy of the snapshot's VM: its network is its source's.
-		if was := from.Of.online(); internet != was || !slices.Equal(sb.AllowOut, from.Of.AllowOut) {
-			return fail("snapshot %s keeps its sandbox's network (internet %v, allowOut %v); ask for that, or leave the network settings out", from.handle(), was, from.Of.AllowOut)
+		wasNAT, wasRules, _ := from.Of.network().egress(from.Of.Internet)
+		if (req.Network != nil || !nat) && (nat != wasNAT || !slices.Equal(rules, wasRules)) {
+			return fail("snapshot %s keeps its sandbox's network (internet %v, allowOut %v, denyOut %v); ask for that, or leave the network settings out", from.handle(), from.Of.Internet == nil || *from.Of.Internet, from.Of.AllowOut, from.Of.DenyOut)
 		}
 		sb.Internet, sb.AllowOut, sb.DenyOut = from.Of.Internet, from.Of.AllowOut, from.Of.DenyOut
 		sb.User = from.Of.User
@@ -349,10 +370,9 @@ func (s *Service) plan(c caller, req newSandbox) (*sandbox, api.VMCreateParams, 
 	return sb, p, from, nil
 }
 
-// online says whether the sandbox reaches the internet as a whole (an
-// allow-list or a denyOut says it does not), as plan reads a create.
-func (sb *sandbox) online() bool {
-	return (sb.Internet == nil || *sb.Internet) && len(sb.AllowOut) == 0 && len(sb.DenyOut) == 0
+// network is the sandbox's network settings as its create gave them.
+func (sb *sandbox) network() *networkConfig {
+	return &networkConfig{AllowOut: sb.AllowOut, DenyOut: sb.DenyOut}
 }
 
 func checkMap(what string, m map[string]string, max int) error {
@@ -787,20 +807,25 @@ func (s *Service) pause(w http.ResponseWriter, r *http.Request, c caller, sb san
 // suspend pauses a sandbox: its VM suspended, or with cold stopped (a
 // filesystem-only pause).
 func (s *Service) suspend(ctx context.Context, id string, cold bool) error {
-	s.mu.Lock()
-	procs := s.procs[id]
-	delete(s.procs, id)
-	s.mu.Unlock()
-	// A process's stream does not outlive a suspend (the agent link
-	// restarts with the guest), so its output ends here, as E2B's does.
-	if procs != nil {
-		procs.killAll()
-	}
 	var err error
 	if cold {
+		// A filesystem-only pause stops the VM: its processes end.
+		s.mu.Lock()
+		procs := s.procs[id]
+		delete(s.procs, id)
+		s.mu.Unlock()
+		if procs != nil {
+			procs.killAll()
+		}
 		_, err = s.o.VMs.Stop(ctx, api.VMStopParams{Name: id})
 	} else {
-		_, err = s.o.VMs.Suspend(ctx, api.VMRefParams{Name: id})
+		// The suspend breaks the agent's link; the processes run on in
+		// the saved memory, and attach again when it resumes (connect).
+		procs := s.processesOf(id)
+		procs.pause()
+		if _, err = s.o.VMs.Suspend(ctx, api.VMRefParams{Name: id}); err != nil {
+			procs.resume()
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("pausing sandbox %s: %w", id, err)
@@ -840,11 +865,14 @@ func (s *Service) connect(w http.ResponseWriter, r *http.Request, c caller) {
 		case sb.Cold:
 			_, err = s.o.VMs.Start(r.Context(), ref)
 		case reboot:
+			s.endProcesses(sb.ID) // a boot from its disk: they are gone
 			if _, err = s.o.VMs.Stop(r.Context(), api.VMStopParams{Name: sb.ID}); err == nil {
 				_, err = s.o.VMs.Start(r.Context(), ref)
 			}
 		default:
-			_, err = s.o.VMs.Resume(r.Context(), ref)
+			if _, err = s.o.VMs.Resume(r.Context(), ref); err == nil {
+				s.processesOf(sb.ID).resume()
+			}
 		}
 		if err != nil {
 			writeErr(w, fmt.Errorf("resuming sandbox %s: %w", sb.ID, err))
@@ -1075,7 +1103,7 @@ func (s *Service) updateNetwork(w http.ResponseWriter, r *http.Request, c caller
 		writeErr(w, err)
 		return
 	}
-	internet, err := b.egress(b.AllowInternet)
+	nat, rules, err := b.egress(b.AllowInternet)
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -1094,10 +1122,10 @@ func (s *Service) updateNetwork(w http.ResponseWriter, r *http.Request, c caller
 		return
 	}
 	p := api.VMSetParams{Name: sb.ID}
-	if len(b.AllowOut) > 0 {
-		p.Allow = b.AllowOut
+	if len(rules) > 0 {
+		p.Allow = rules
 	} else {
-		p.NAT = &internet
+		p.NAT = &nat
 	}
 	if _, err := s.o.VMs.Set(r.Context(), p); err != nil {
 		writeErr(w, fmt.Errorf("changing sandbox %s's network: %w", sb.ID, err))
@@ -1113,6 +1141,7 @@ func (s *Service) updateNetwork(w http.ResponseWriter, r *http.Request, c caller
 		writeErr(w, err)
 		return
 	}
-	s.logf(sb.ID, "info", "network updated", "internet", strconv.FormatBool(internet), "allowOut", strings.Join(b.AllowOut, ","))
+	s.logf(sb.ID, "info", "network updated", "internet", strconv.FormatBool(nat && len(rules) == 0), "allowOut", strings.Join(b.AllowOut, ","),
+		"denyOut", strings.Join(b.DenyOut, ","))
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -86,6 +86,9 @@ func (f *fakeVMs) Delete(_ context.Context, p api.VMDeleteParams) (api.VM, error
 	return api.VM{}, nil
 }
 func (f *fakeVMs) Suspend(_ context.Context, p api.VMRefParams) (api.VM, error) {
+	if g := f.guest; g != nil {
+		g.breakLink()
+	}
 	return f.did("suspend", p.Name)
 }
 func (f *fakeVMs) Resume(_ context.Context, p api.VMRefParams) (api.VM, error) {
@@ -201,6 +204,61 @@ type fakeGuest struct {
 	// web answers the guest's ports; dialed is what was asked.
 	web    string
 	dialed []string
+	// link closes when a suspend breaks the agent's link; kills end a
+	// blocked exec by its handle (a SIGKILL); attached are the handles
+	// attached to again.
+	link     chan struct{}
+	kills    map[string]chan struct{}
+	attached []string
+}
+
+// breakLink ends the blocked calls, as a suspend breaks the link.
+func (g *fakeGuest) breakLink() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.link != nil {
+		close(g.link)
+	}
+	g.link = make(chan struct{})
+}
+
+// wait blocks a kept exec until the test lets it go, its link breaks,
+// its caller goes, or a SIGKILL.
+func (g *fakeGuest) wait(ctx context.Context, handle string) (proto.ExecResult, error) {
+	g.mu.Lock()
+	if g.link == nil {
+		g.link = make(chan struct{})
+	}
+	if g.kills == nil {
+		g.kills = map[string]chan struct{}{}
+	}
+	link, kill := g.link, g.kills[handle]
+	if kill == nil {
+		kill = make(chan struct{})
+		g.kills[handle] = kill
+	}
+	g.mu.Unlock()
+	select {
+	case <-g.block:
+		return proto.ExecResult{ExitCode: 3}, nil
+	case <-kill:
+		return proto.ExecResult{ExitCode: 137, Signal: "SIGKILL"}, nil
+	case <-link:
+		return proto.ExecResult{}, errors.New("agent: link closed")
+	case <-ctx.Done():
+		return proto.ExecResult{}, ctx.Err()
+	}
+}
+
+func (g *fakeGuest) Attach(ctx context.Context, handle string, stdin io.Reader, stdout, _ io.Writer, _ <-chan proto.Winsize) (proto.ExecResult, error) {
+	g.mu.Lock()
+	g.attached = append(g.attached, handle)
+	g.mu.Unlock()
+	fmt.Fprintln(stdout, "attached")
+	if g.block == nil {
+		return proto.ExecResult{ExitCode: 3}, nil
+	}
+	return g.wait(ctx, handle)
 }
 
 func (g *fakeGuest) Signal(_ context.Context, handle string, sig int) error {
@@ -210,6 +268,10 @@ func (g *fakeGuest) Signal(_ context.Context, handle string, sig int) error {
 		return errors.New(`agent: unknown method "signal"`)
 	}
 	g.sent = append(g.sent, proto.SignalParams{Handle: handle, Signal: sig})
+	if kill := g.kills[handle]; sig == 9 && kill != nil {
+		close(kill)
+		delete(g.kills, handle)
+	}
 	return nil
 }
 
@@ -231,11 +293,7 @@ func (g *fakeGuest) Exec(ctx context.Context, p proto.ExecParams, stdin io.Reade
 		_, _ = io.Copy(stdout, stdin)
 	}
 	if g.block != nil {
-		select {
-		case <-g.block:
-		case <-ctx.Done():
-			return proto.ExecResult{}, ctx.Err()
-		}
+		return g.wait(ctx, p.Handle)
 	}
 	return proto.ExecResult{ExitCode: 3}, nil
 }
@@ -448,7 +506,8 @@ func TestCreateRules(t *testing.T) {
 	}{
 		{"unknown template", map[string]any{"templateID": "nope"}, 404, "banger e2b template set nope"},
 		{"timeout past a day", map[string]any{"templateID": "base", "timeout": 90000}, 400, "timeout"},
-		{"deny of one address", map[string]any{"network": map[string]any{"denyOut": []string{"1.2.3.4/32"}}}, 400, "allow-list"},
+		{"deny of a name", map[string]any{"network": map[string]any{"denyOut": []string{"github.com"}}}, 400, "names are allowed only in allowOut"},
+		{"deny in allowOut", map[string]any{"network": map[string]any{"allowOut": []string{"!10.0.0.0/8"}}}, 400, "goes in denyOut"},
 		{"rules", map[string]any{"network": map[string]any{"rules": map[string]any{"a.com": []any{map[string]any{}}}}}, 400, "not supported"},
 		{"volumes", map[string]any{"volumeMounts": []any{map[string]any{"name": "v", "path": "/v"}}}, 400, "volume"},
 		{"env with =", map[string]any{"envVars": map[string]string{"A=B": "c"}}, 400, "envVars"},
@@ -709,6 +768,100 @@ func TestProcesses(t *testing.T) {
 	// Its stream is cut, not ended, as a killed sandbox's is.
 	if end != nil || st.Err() == nil {
 		t.Fatalf("a process of a killed sandbox: end %+v, %v", end, st.Err())
+	}
+}
+
+// TestProcessesAcrossPause: a pause (a suspend, which breaks the agent's
+// link) leaves a sandbox's processes running, listed after it; the connect
+// attaches to each again by its handle, their streams going on; a kill
+// is then the agent's SIGKILL. A filesystem-only pause ends them.
+func TestProcessesAcrossPause(t *testing.T) {
+	f := newFixture(t)
+	sb := f.create(t, f.key, map[string]any{})
+	g := f.vms.guest
+	g.signals = true
+	g.block = make(chan struct{})
+	hc := &http.Client{Transport: headers{"E2b-Sandbox-Id": sb.SandboxID, "X-Access-Token": sb.EnvdAccessToken}}
+	c := pb.NewProcessClient(hc, f.srv.URL)
+	st, err := c.Start(context.Background(), connect.NewRequest(&pb.StartRequest{Process: &pb.ProcessConfig{Cmd: "sleep", Args: []string{"3600"}}, Tag: ptr("bg")}))
+	if err != nil || !st.Receive() {
+		t.Fatal(err)
+	}
+	pid := st.Msg().GetEvent().GetStart().GetPid()
+	g.mu.Lock()
+	started := g.execs[len(g.execs)-1]
+	g.mu.Unlock()
+	if !started.Keep || started.Handle == "" {
+		t.Fatalf("the exec is not kept: %+v", started)
+	}
+	if code, body := f.do(t, "POST", "/sandboxes/"+sb.SandboxID+"/pause", f.key, nil); code != 204 {
+		t.Fatalf("pause: %d %s", code, body)
+	}
+	list := func() []uint32 {
+		l, err := c.List(context.Background(), connect.NewRequest(&pb.ListRequest{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var pids []uint32
+		for _, p := range l.Msg.Processes {
+			pids = append(pids, p.GetPid())
+		}
+		return pids
+	}
+	if code, body := f.do(t, "POST", "/sandboxes/"+sb.SandboxID+"/connect", f.key, map[string]int{"timeout": 60}); code != 201 {
+		t.Fatalf("connect: %d %s", code, body)
+	}
+	if pids := list(); !slices.Equal(pids, []uint32{pid}) {
+		t.Fatalf("resumed, the processes are %v; want %d", pids, pid)
+	}
+	// Its stream from before the pause goes on with what the attach
+	// brings.
+	var out strings.Builder
+	for st.Receive() {
+		if d := st.Msg().GetEvent().GetData(); d != nil {
+			out.Write(d.GetStdout())
+			if strings.Contains(out.String(), "attached") {
+				break
+			}
+		}
+	}
+	g.mu.Lock()
+	attached := slices.Clone(g.attached)
+	g.mu.Unlock()
+	if !slices.Equal(attached, []string{started.Handle}) || !strings.Contains(out.String(), "attached") {
+		t.Fatalf("after the connect: attached %v, output %q", attached, out.String())
+	}
+	if _, err := c.SendSignal(context.Background(), connect.NewRequest(&pb.SendSignalRequest{Process: &pb.ProcessSelector{Selector: &pb.ProcessSelector_Pid{Pid: pid}}, Signal: pb.Signal_SIGNAL_SIGKILL})); err != nil {
+		t.Fatal(err)
+	}
+	var end *pb.ProcessEvent_EndEvent
+	for st.Receive() {
+		if e := st.Msg().GetEvent().GetEnd(); e != nil {
+			end = e
+		}
+	}
+	if end == nil || end.GetStatus() != "signal: kill" {
+		t.Fatalf("killed after the resume: end %v, %v", end, st.Err())
+	}
+	if pids := list(); len(pids) != 0 {
+		t.Fatalf("a killed process is listed: %v", pids)
+	}
+
+	// A filesystem-only pause stops the VM: what ran is gone.
+	st, err = c.Start(context.Background(), connect.NewRequest(&pb.StartRequest{Process: &pb.ProcessConfig{Cmd: "sleep"}}))
+	if err != nil || !st.Receive() {
+		t.Fatal(err)
+	}
+	if code, body := f.do(t, "POST", "/sandboxes/"+sb.SandboxID+"/pause", f.key, map[string]bool{"memory": false}); code != 204 {
+		t.Fatalf("pause: %d %s", code, body)
+	}
+	for st.Receive() {
+	}
+	if code, body := f.do(t, "POST", "/sandboxes/"+sb.SandboxID+"/connect", f.key, map[string]int{"timeout": 60}); code != 201 {
+		t.Fatalf("connect: %d %s", code, body)
+	}
+	if pids := list(); len(pids) != 0 {
+		t.Fatalf("after a filesystem-only pause: %v", pids)
 	}
 }
 
@@ -1229,6 +1382,48 @@ func TestLogsAndMetrics(t *testing.T) {
 	}
 }
 
+// TestEgress: E2B's network settings onto banger's egress: NAT, a
+// closed list, or an open one (denyOut's CIDRs, allowOut's exceptions).
+func TestEgress(t *testing.T) {
+	no := false
+	for _, tc := range []struct {
+		name     string
+		n        *networkConfig
+		internet *bool
+		nat      bool
+		rules    []string
+		err      string
+	}{
+		{name: "default", nat: true},
+		{name: "no internet", internet: &no},
+		{name: "deny all", n: &networkConfig{DenyOut: []string{"0.0.0.0/0"}}},
+		{name: "deny all but", n: &networkConfig{DenyOut: []string{"0.0.0.0/0", "10.0.0.0/8"}, AllowOut: []string{"github.com:443"}},
+			nat: true, rules: []string{"github.com:443"}},
+		{name: "no internet but", internet: &no, n: &networkConfig{AllowOut: []string{"1.1.1.1"}}, nat: true, rules: []string{"1.1.1.1"}},
+		{name: "deny some", n: &networkConfig{DenyOut: []string{"10.1.2.3/8", "192.0.2.7"}}, nat: true, rules: []string{"!10.0.0.0/8", "!192.0.2.7"}},
+		{name: "deny some but", n: &networkConfig{DenyOut: []string{"10.0.0.0/8"}, AllowOut: []string{"10.1.0.0/16", "internal.example"}},
+			nat: true, rules: []string{"!10.0.0.0/8", "10.1.0.0/16", "internal.example"}},
+		{name: "allow only", n: &networkConfig{AllowOut: []string{"pypi.org"}}, nat: true, rules: []string{"pypi.org"}},
+		{name: "deny a name", n: &networkConfig{DenyOut: []string{"evil.example"}}, err: "names are allowed only in allowOut"},
+		{name: "deny IPv6", n: &networkConfig{DenyOut: []string{"::/0"}}, err: "IPv4 address or CIDR"},
+		{name: "deny a port", n: &networkConfig{DenyOut: []string{"10.0.0.0/8:22"}}, err: "IPv4 address or CIDR"},
+		{name: "deny in allowOut", n: &networkConfig{AllowOut: []string{" !10.0.0.0/8"}}, err: "goes in denyOut"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nat, rules, err := tc.n.egress(tc.internet)
+			if tc.err != "" {
+				if err == nil || !errors.Is(err, api.ErrInvalidArgument) || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err %v; want one saying %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil || nat != tc.nat || !slices.Equal(rules, tc.rules) {
+				t.Fatalf("= %v %q %v; want %v %q", nat, rules, err, tc.nat, tc.rules)
+			}
+		})
+	}
+}
+
 // TestUpdateNetwork: PUT …/network replaces a running sandbox's egress
 // (an allow-list, the internet, or nothing); what banger cannot do is
 // refused by name, and a sandbox made without a network device says so.
@@ -1245,6 +1440,7 @@ func TestUpdateNetwork(t *testing.T) {
 		{map[string]any{}, nil, ptr(true)},
 		{map[string]any{"allow_internet_access": false}, nil, ptr(false)},
 		{map[string]any{"denyOut": []string{"0.0.0.0/0"}}, nil, ptr(false)},
+		{map[string]any{"denyOut": []string{"10.0.0.0/8"}, "allowOut": []string{"10.1.0.0/16"}}, []string{"!10.0.0.0/8", "10.1.0.0/16"}, nil},
 	} {
 		if code, body := f.do(t, "PUT", path, f.key, c.body); code != 204 {
 			t.Fatalf("PUT %v: %d %s", c.body, code, body)
@@ -1256,7 +1452,7 @@ func TestUpdateNetwork(t *testing.T) {
 			t.Errorf("PUT %v set %+v", c.body, got)
 		}
 	}
-	for _, body := range []map[string]any{{"denyOut": []string{"10.0.0.0/8"}}, {"egressProxy": map[string]any{"url": "http://p"}}, {"rules": map[string]any{"a.com": []any{}}}} {
+	for _, body := range []map[string]any{{"denyOut": []string{"github.com"}}, {"denyOut": []string{"fd00::/8"}}, {"egressProxy": map[string]any{"url": "http://p"}}, {"rules": map[string]any{"a.com": []any{}}}} {
 		if code, _ := f.do(t, "PUT", path, f.key, body); code != 400 {
 			t.Errorf("PUT %v: %d, want 400", body, code)
 		}
@@ -1271,8 +1467,8 @@ func TestUpdateNetwork(t *testing.T) {
 	f.vms.mu.Lock()
 	n := len(f.vms.sets)
 	f.vms.mu.Unlock()
-	if n != 4 {
-		t.Errorf("%d VM changes, want the 4 accepted", n)
+	if n != 5 {
+		t.Errorf("%d VM changes, want the 5 accepted", n)
 	}
 }
 

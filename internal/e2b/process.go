@@ -1,6 +1,7 @@
 package e2b
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -36,14 +37,45 @@ const (
 )
 
 // processes are a sandbox's commands started through the API. Each runs
-// as an exec of the VM's agent held by the daemon, not by the request
-// that started it, so it outlives its client (E2B's background commands)
-// until it ends, is killed, or the sandbox goes.
+// as a kept exec of the VM's agent (proto.ExecParams.Keep) held by the
+// daemon, not by the request that started it, so it outlives its client
+// (E2B's background commands) and a pause (the suspend breaks the
+// agent's link; the resume attaches to it again) until it ends, is
+// killed, or the sandbox goes.
 type processes struct {
 	mu      sync.Mutex
 	next    uint32
 	running map[uint32]*process
 	closed  bool
+	// resumed is closed when a pause ends; nil while not paused.
+	resumed chan struct{}
+}
+
+// pause marks the sandbox pausing: an exec whose link breaks from now
+// waits for resume to attach again.
+func (ps *processes) pause() {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.resumed == nil {
+		ps.resumed = make(chan struct{})
+	}
+}
+
+// resume lets the execs the pause broke attach again.
+func (ps *processes) resume() {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.resumed != nil {
+		close(ps.resumed)
+		ps.resumed = nil
+	}
+}
+
+// paused is closed when the pause ends; nil when not paused.
+func (ps *processes) paused() <-chan struct{} {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return ps.resumed
 }
 
 // process is one command and who listens to it.
@@ -52,12 +84,14 @@ type process struct {
 	tag    string
 	config *pb.ProcessConfig
 	pty    bool
-	stdin  *io.PipeWriter // nil without stdin
+	in     *inbox // nil without stdin
 	resize chan proto.Winsize
 	cancel context.CancelFunc
-	// handle names the exec in the guest, for signals (agent's signal).
+	// handle names the exec in the guest, for signals (agent's signal)
+	// and to attach to it again after a pause.
 	handle string
-	guest  Guest
+	gmu    sync.Mutex
+	guest  Guest // the agent of its last attach
 
 	wait time.Duration // how long a full listener may hold up the output
 	// gone is set when the process ends with its sandbox: its streams
@@ -114,6 +148,59 @@ func (ps *processes) find(sel *pb.ProcessSelector) (*process, error) {
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("process with tag %q not found", s.Tag))
 	}
 	return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("a process is named by pid or tag"))
+}
+
+func (p *process) agent() Guest {
+	p.gmu.Lock()
+	defer p.gmu.Unlock()
+	return p.guest
+}
+
+// inbox is a process's stdin as the API writes it. It is not a pipe of
+// one exec call: a pause ends the call, and the next (an attach) reads
+// on from it, nothing lost between.
+type inbox struct {
+	ch     chan []byte
+	closed chan struct{}
+	once   sync.Once
+	mu     sync.Mutex
+	rest   []byte // what a reader took and did not use
+}
+
+func newInbox() *inbox { return &inbox{ch: make(chan []byte), closed: make(chan struct{})} }
+
+func (b *inbox) close() { b.once.Do(func() { close(b.closed) }) }
+
+// reader reads the inbox until it closes (io.EOF) or stop does.
+func (b *inbox) reader(stop <-chan struct{}) io.Reader { return inboxReader{b, stop} }
+
+type inboxReader struct {
+	b    *inbox
+	stop <-chan struct{}
+}
+
+func (r inboxReader) Read(p []byte) (int, error) {
+	b := r.b
+	b.mu.Lock()
+	if len(b.rest) > 0 {
+		n := copy(p, b.rest)
+		b.rest = b.rest[n:]
+		b.mu.Unlock()
+		return n, nil
+	}
+	b.mu.Unlock()
+	select {
+	case data := <-b.ch:
+		n := copy(p, data)
+		b.mu.Lock()
+		b.rest = append(b.rest, data[n:]...)
+		b.mu.Unlock()
+		return n, nil
+	case <-b.closed:
+		return 0, io.EOF
+	case <-r.stop:
+		return 0, io.ErrClosedPipe
+	}
 }
 
 // subscribe adds a listener; the channel closes after the end event.
@@ -296,27 +383,22 @@ func (ps *processService) Start(ctx context.Context, req *connect.Request[pb.Sta
 	table.running[pid] = p
 	table.mu.Unlock()
 
-	params := proto.ExecParams{Args: append([]string{cfg.GetCmd()}, cfg.GetArgs()...), Env: envList, Dir: cfg.GetCwd(), User: user, Handle: p.handle}
-	var stdin io.Reader
+	params := proto.ExecParams{Args: append([]string{cfg.GetCmd()}, cfg.GetArgs()...), Env: envList, Dir: cfg.GetCwd(), User: user,
+		Handle: p.handle, Keep: true}
 	if req.Msg.GetStdin() || p.pty {
-		r, w := io.Pipe()
-		stdin, p.stdin = r, w
+		p.in = newInbox()
+	}
+	if p.pty {
+		size := req.Msg.GetPty().GetSize()
+		params.Cols, params.Rows = clampSize(size.GetCols(), defaultCols), clampSize(size.GetRows(), defaultRows)
+		p.resize = make(chan proto.Winsize, 4)
 	}
 	ch := p.subscribe()
+	// Logged before it starts: its end is logged after.
+	ps.s.o.Logger.Info("e2b process started", "sandbox", id, "pid", pid, "cmd", cfg.GetCmd())
+	ps.s.logf(id, "info", "process started", "pid", strconv.Itoa(int(pid)), "cmd", strings.Join(append([]string{cfg.GetCmd()}, cfg.GetArgs()...), " "), "user", user, "tag", req.Msg.GetTag())
 	go func() {
-		var res proto.ExecResult
-		var err error
-		if p.pty {
-			size := req.Msg.GetPty().GetSize()
-			params.Cols, params.Rows = clampSize(size.GetCols(), defaultCols), clampSize(size.GetRows(), defaultRows)
-			p.resize = make(chan proto.Winsize, 4)
-			res, err = g.ExecTTY(runCtx, params, stdin, output{p, "pty"}, p.resize)
-		} else {
-			res, err = g.Exec(runCtx, params, stdin, output{p, "stdout"}, output{p, "stderr"})
-		}
-		if p.stdin != nil {
-			_ = p.stdin.CloseWithError(io.ErrClosedPipe)
-		}
+		res, err := ps.run(runCtx, id, table, p, params)
 		table.mu.Lock()
 		delete(table.running, pid)
 		table.mu.Unlock()
@@ -329,13 +411,65 @@ func (ps *processService) Start(ctx context.Context, req *connect.Request[pb.Sta
 		ps.s.logf(id, level, "process ended", "pid", strconv.Itoa(int(pid)), "exitCode", strconv.Itoa(int(end.GetExitCode())), "status", end.GetStatus(), "error", end.GetError())
 		p.finish(end)
 	}()
-	ps.s.o.Logger.Info("e2b process started", "sandbox", id, "pid", pid, "cmd", cfg.GetCmd())
-	ps.s.logf(id, "info", "process started", "pid", strconv.Itoa(int(pid)), "cmd", strings.Join(append([]string{cfg.GetCmd()}, cfg.GetArgs()...), " "), "user", user, "tag", req.Msg.GetTag())
 	if err := stream.Send(&pb.StartResponse{Event: &pb.ProcessEvent{Event: &pb.ProcessEvent_Start{Start: &pb.ProcessEvent_StartEvent{Pid: pid}}}}); err != nil {
 		p.unsubscribe(ch)
 		return err
 	}
 	return relay(ctx, req.Header(), p, ch, func(ev *pb.ProcessEvent) error { return stream.Send(&pb.StartResponse{Event: ev}) })
+}
+
+// run runs p's exec to its end: started, and attached to again each
+// time its link breaks with a pause, once the pause ends. An exec whose
+// call failed otherwise is attached to once more (the agent keeps it
+// if it runs on) before its failure counts.
+func (ps *processService) run(ctx context.Context, id string, table *processes, p *process, params proto.ExecParams) (proto.ExecResult, error) {
+	attach := false
+	var first error
+	for {
+		stop := make(chan struct{})
+		var stdin io.Reader
+		if p.in != nil {
+			stdin = p.in.reader(stop)
+		}
+		g := p.agent()
+		var res proto.ExecResult
+		var err error
+		switch {
+		case attach && p.pty:
+			res, err = g.Attach(ctx, p.handle, stdin, output{p, "pty"}, nil, p.resize)
+		case attach:
+			res, err = g.Attach(ctx, p.handle, stdin, output{p, "stdout"}, output{p, "stderr"}, nil)
+		case p.pty:
+			res, err = g.ExecTTY(ctx, params, stdin, output{p, "pty"}, p.resize)
+		default:
+			res, err = g.Exec(ctx, params, stdin, output{p, "stdout"}, output{p, "stderr"})
+		}
+		close(stop)
+		if err == nil || ctx.Err() != nil {
+			return res, err
+		}
+		if resumed := table.paused(); resumed != nil {
+			ps.s.o.Logger.Debug("e2b: a process waits for its sandbox's resume", "sandbox", id, "pid", p.pid, "err", err)
+			select {
+			case <-resumed:
+			case <-ctx.Done():
+				return res, err
+			}
+			first = nil // the pause broke it: not a failure
+		} else if first != nil {
+			return res, first
+		} else {
+			first = err
+		}
+		ng, gerr := ps.s.o.VMs.Guest(ctx, id)
+		if gerr != nil {
+			return res, cmp.Or(first, gerr)
+		}
+		p.gmu.Lock()
+		p.guest = ng
+		p.gmu.Unlock()
+		attach = true
+	}
 }
 
 func clampSize(v uint32, def uint16) uint16 {
@@ -478,17 +612,14 @@ func (p *process) write(ctx context.Context, in *pb.ProcessInput) error {
 	if len(data) > maxInput {
 		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("input of %d bytes: at most %d at once", len(data), maxInput))
 	}
-	if p.stdin == nil {
+	if p.in == nil {
 		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("process %d was started without stdin (start it with stdin: true)", p.pid))
 	}
-	written := make(chan error, 1)
-	go func() { _, err := p.stdin.Write(data); written <- err }()
 	select {
-	case err := <-written:
-		if err != nil {
-			return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("process %d's stdin is closed", p.pid))
-		}
+	case p.in.ch <- data:
 		return nil
+	case <-p.in.closed:
+		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("process %d's stdin is closed", p.pid))
 	case <-p.done:
 		return connect.NewError(connect.CodeNotFound, fmt.Errorf("process %d has ended", p.pid))
 	case <-ctx.Done():
@@ -535,9 +666,9 @@ func (ps *processService) StreamInput(ctx context.Context, stream *connect.Clien
 	return connect.NewResponse(&pb.StreamInputResponse{}), nil
 }
 
-// SendSignal ends the process: the agent kills its process group when
-// the host drops its exec, so SIGTERM and SIGKILL both end it at once
-// (the agent protocol has no other signal yet).
+// SendSignal sends SIGTERM or SIGKILL to the process's group in the
+// guest (agent's signal; its exec is kept, so dropping the call would
+// not end it). An agent that cannot signal has the call dropped.
 func (ps *processService) SendSignal(ctx context.Context, req *connect.Request[pb.SendSignalRequest]) (*connect.Response[pb.SendSignalResponse], error) {
 	p, err := ps.process(ctx, req.Msg.GetProcess())
 	if err != nil {
@@ -548,7 +679,7 @@ func (ps *processService) SendSignal(ctx context.Context, req *connect.Request[p
 		// Sent to its process group in the guest, which may trap it and
 		// go on, as with envd; an agent without signals ends it instead.
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := p.guest.Signal(sctx, p.handle, int(syscall.SIGTERM))
+		err := p.agent().Signal(sctx, p.handle, int(syscall.SIGTERM))
 		cancel()
 		if err == nil {
 			return connect.NewResponse(&pb.SendSignalResponse{}), nil
@@ -558,7 +689,13 @@ func (ps *processService) SendSignal(ctx context.Context, req *connect.Request[p
 	default:
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("signal %v: SIGTERM or SIGKILL", req.Msg.GetSignal()))
 	}
-	p.cancel()
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err = p.agent().Signal(sctx, p.handle, int(syscall.SIGKILL))
+	cancel()
+	if err != nil {
+		ps.s.o.Logger.Debug("e2b: SIGKILL by the agent failed; dropping the exec", "pid", p.pid, "err", err)
+		p.cancel()
+	}
 	select {
 	case <-p.done:
 	case <-ctx.Done():
@@ -572,9 +709,9 @@ func (ps *processService) CloseStdin(ctx context.Context, req *connect.Request[p
 	if err != nil {
 		return nil, err
 	}
-	if p.stdin == nil {
+	if p.in == nil {
 		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("process %d was started without stdin", p.pid))
 	}
-	_ = p.stdin.Close()
+	p.in.close()
 	return connect.NewResponse(&pb.CloseStdinResponse{}), nil
 }

@@ -72,6 +72,7 @@ type Guest interface {
 	Stats(ctx context.Context) (proto.StatsResult, error)
 	Watch(ctx context.Context, p proto.WatchParams, ready func(), emit func(proto.WatchEvent) error) error
 	Signal(ctx context.Context, handle string, sig int) error
+	Attach(ctx context.Context, handle string, stdin io.Reader, stdout, stderr io.Writer, resize <-chan proto.Winsize) (proto.ExecResult, error)
 }
 
 // Options configure a Service.
@@ -275,10 +276,16 @@ func (s *Service) VMEvent(e api.Event) {
 	case api.EventVMDeleted:
 		s.forget(sb.ID)
 	case api.EventVMSuspended, api.EventVMResumed, api.EventVMStopped, api.EventVMStarted:
-		// Stopped is a filesystem-only pause; started, running again.
+		// Stopped is a filesystem-only pause, which ends the processes;
+		// a suspend keeps them, to attach to again once it resumes.
 		paused := e.Type == api.EventVMSuspended || e.Type == api.EventVMStopped
-		if paused {
+		switch e.Type {
+		case api.EventVMStopped:
 			s.endProcesses(sb.ID)
+		case api.EventVMSuspended:
+			s.processesOf(sb.ID).pause()
+		case api.EventVMResumed:
+			s.processesOf(sb.ID).resume()
 		}
 		s.mu.Lock()
 		defer s.mu.Unlock()

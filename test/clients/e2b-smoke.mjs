@@ -168,12 +168,25 @@ await step('pty', async () => {
 
 await step('pause+connect', async () => {
   await sbx.files.write('/tmp/kept.txt', 'kept')
+  // Processes run on across the pause, in its saved memory: one to
+  // connect to again, one whose stream from before the pause goes on.
+  const sleeper = await sbx.commands.run('sleep 3600', { background: true })
+  const waiter = await sbx.commands.run('while [ ! -e /tmp/go ]; do sleep 0.1; done; echo after-resume', { background: true })
   check(await sbx.pause(), 'pause')
   const listed = await Sandbox.list({ query: { state: ['paused'] } }).nextItems()
   check(listed.some((s) => s.sandboxId === sbx.sandboxId), 'listed as paused', listed)
   const again = await Sandbox.connect(sbx.sandboxId, { timeoutMs: 600_000 })
   check((await again.files.read('/tmp/kept.txt')) === 'kept', 'the file came back with it')
   check(await again.isRunning(), 'running again')
+  const procs = await again.commands.list()
+  check(procs.some((p) => p.pid === sleeper.pid) && procs.some((p) => p.pid === waiter.pid), 'its processes ran on', procs)
+  const joined = await again.commands.connect(sleeper.pid)
+  check(joined.pid === sleeper.pid, 'connected to a process from before the pause')
+  await again.files.write('/tmp/go', '')
+  const w = await waiter.wait()
+  check(w.exitCode === 0 && w.stdout === 'after-resume\n', 'a stream from before the pause went on', w)
+  check(await again.commands.kill(sleeper.pid), 'killed after the resume')
+  await rejects('waiting on a killed process', () => joined.wait(), (e) => e instanceof CommandExitError)
   // A filesystem-only pause: the VM stops; a connect boots it from its disk.
   await sbx.files.write('/home/user/disk.txt', 'on disk')
   await sbx.commands.run('sync')

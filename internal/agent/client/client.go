@@ -130,9 +130,23 @@ func (c *Client) Signal(ctx context.Context, handle string, sig int) error {
 	return c.Call(ctx, proto.MethodSignal, proto.SignalParams{Handle: handle, Signal: sig}, nil)
 }
 
+// Attach joins the kept exec started with handle (ExecParams.Keep)
+// again: what it wrote while no one listened comes first; stdin, stdout,
+// stderr and resize are as Exec's and ExecTTY's (a terminal's output is
+// stdout's). An agent before the method answers naming it unknown.
+func (c *Client) Attach(ctx context.Context, handle string, stdin io.Reader, stdout, stderr io.Writer, resize <-chan proto.Winsize) (proto.ExecResult, error) {
+	return c.follow(ctx, proto.MethodAttach, proto.AttachParams{Handle: handle}, stdin, stdout, stderr, resize)
+}
+
 func (c *Client) exec(ctx context.Context, p proto.ExecParams, stdin io.Reader, stdout, stderr io.Writer, resize <-chan proto.Winsize) (proto.ExecResult, error) {
 	p.Stdin = stdin != nil
-	id, ch, err := c.open(ctx, proto.MethodExec, p)
+	return c.follow(ctx, proto.MethodExec, p, stdin, stdout, stderr, resize)
+}
+
+// follow calls an exec-like method: stdin and resize go to it, its
+// output to stdout and stderr, until its ExecResult.
+func (c *Client) follow(ctx context.Context, method string, params any, stdin io.Reader, stdout, stderr io.Writer, resize <-chan proto.Winsize) (proto.ExecResult, error) {
+	id, ch, err := c.open(ctx, method, params)
 	if err != nil {
 		return proto.ExecResult{}, err
 	}

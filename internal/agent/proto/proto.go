@@ -257,6 +257,11 @@ const (
 	// the host named (SignalParams; ExecParams.Handle). An agent before
 	// it answers "unknown method".
 	MethodSignal = "signal"
+	// MethodAttach joins a kept exec (AttachParams): what it wrote while
+	// no one listened comes first, then its output as it comes, as an
+	// exec's; the caller's stdin and Window frames go to it; the answer
+	// is its ExecResult. A later attach takes it over.
+	MethodAttach = "attach"
 )
 
 // IdentityParams are what a restored guest takes on: its VM's boot
@@ -522,6 +527,25 @@ type ExecParams struct {
 	Cols uint16 `json:"cols,omitempty"`
 	// Handle, when set, names the exec while it runs, for MethodSignal.
 	Handle string `json:"handle,omitempty"`
+	// Keep (with a Handle) makes the exec outlive its call: when the
+	// caller goes (the link breaks with a suspend, a daemon restart) the
+	// process runs on, its output kept (the newest KeptOutput bytes)
+	// until a caller attaches again (MethodAttach), and its end kept for
+	// that caller. An agent before it answers as for a plain exec.
+	Keep bool `json:"keep,omitempty"`
+}
+
+// KeptOutput is the most output a kept exec holds while no caller
+// listens (older bytes are dropped); MaxKept the most kept execs an
+// agent holds, running or ended but not yet collected.
+const (
+	KeptOutput = 1 << 20
+	MaxKept    = 256
+)
+
+// AttachParams name a kept exec (ExecParams.Keep) by its handle.
+type AttachParams struct {
+	Handle string `json:"handle"`
 }
 
 // SignalParams name a running exec by its handle and the signal (1 to

@@ -1,6 +1,7 @@
 // Package server is the guest's end of the agent protocol: it answers
 // the host's calls on one link (ping, info, exec with pipes or a terminal,
-// files, trees, stats, ports, dial, SSH, power-off, signals to execs). The guest agent
+// files, trees, stats, ports, dial, SSH, power-off, signals to execs,
+// execs kept across the host's going and attached to again). The guest agent
 // (internal/agent/guest) runs it; it links no host code.
 package server
 
@@ -40,6 +41,8 @@ type Server struct {
 
 	mu      sync.Mutex
 	handles map[string]int // a running exec's handle: its process group
+	kept    map[string]*kept
+	keptSeq uint64
 }
 
 // Serve answers calls on rw until it fails.
@@ -108,6 +111,7 @@ func methods() map[string]method {
 		proto.MethodFS:        with(fsOp),
 		proto.MethodWatch:     with(watch),
 		proto.MethodSignal:    with((*Server).signal),
+		proto.MethodAttach:    with((*Server).attachKept),
 	}
 }
 
@@ -210,6 +214,9 @@ func (s *Server) spawn() spawn.Func {
 }
 
 func (s *Server) exec(c *call, p proto.ExecParams) (proto.ExecResult, error) {
+	if p.Keep {
+		return s.execKept(c, p)
+	}
 	done := make(chan struct{})
 	defer close(done) // ends the reads of the caller's frames
 	in := c.in(done)
