@@ -22,6 +22,7 @@ import (
 	"github.com/bangerdev/banger/internal/agent/link"
 	"github.com/bangerdev/banger/internal/agent/proto"
 	"github.com/bangerdev/banger/internal/agent/spawn"
+	"github.com/bangerdev/banger/internal/agent/tree"
 )
 
 // Server is the guest side.
@@ -43,6 +44,9 @@ type Server struct {
 	handles map[string]int // a running exec's handle: its process group
 	kept    map[string]*kept
 	keptSeq uint64
+	// manifests holds the hashes of the trees manifested, by stamp: a
+	// workspace status re-reads only what changed.
+	manifests tree.Cache
 }
 
 // Serve answers calls on rw until it fails.

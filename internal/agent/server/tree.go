@@ -47,8 +47,8 @@ func getTree(_ *Server, c *call, p proto.GetTreeParams) (proto.TreeResult, error
 // manifest lists the tree under p.Dir with hashes. The list goes as
 // stdout, one JSON entry per line: a large tree's would not fit the
 // answer's frame.
-func manifest(_ *Server, c *call, p proto.ManifestParams) (proto.ManifestResult, error) {
-	entries, err := tree.Manifest(p.Dir, p.Exclude)
+func manifest(s *Server, c *call, p proto.ManifestParams) (proto.ManifestResult, error) {
+	entries, err := s.manifests.Manifest(p.Dir, p.Exclude)
 	if err == nil {
 		w := bufio.NewWriterSize(c.out(proto.Stdout), 128<<10)
 		enc := json.NewEncoder(w)

@@ -618,6 +618,13 @@ func addToTar(tw *tar.Writer, file, name string) (int64, error) {
 // Manifest lists the tree under dir (symlinks not followed), hashing
 // regular files; names in exclude are skipped at any depth.
 func Manifest(dir string, exclude []string) ([]proto.TreeEntry, error) {
+	return (*Cache)(nil).Manifest(dir, exclude)
+}
+
+// Manifest is the package's Manifest, reading again only the files
+// whose stamp the cache does not hold (a nil cache reads them all).
+func (c *Cache) Manifest(dir string, exclude []string) ([]proto.TreeEntry, error) {
+	sc := c.begin(dir)
 	out := []proto.TreeEntry{}
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -637,18 +644,21 @@ func Manifest(dir string, exclude []string) ([]proto.TreeEntry, error) {
 			}
 			return nil
 		}
-		e, err := Entry(p, rel)
+		e, err := sc.entry(p, rel)
 		if err != nil {
 			return err
 		}
 		out = append(out, e)
 		return nil
 	})
+	sc.end(dir, err == nil)
 	return out, err
 }
 
 // Entry describes one file as a TreeEntry named rel.
-func Entry(file, rel string) (proto.TreeEntry, error) {
+func Entry(file, rel string) (proto.TreeEntry, error) { return (*scan)(nil).entry(file, rel) }
+
+func (s *scan) entry(file, rel string) (proto.TreeEntry, error) {
 	fi, err := os.Lstat(file)
 	if err != nil {
 		return proto.TreeEntry{}, err
@@ -662,7 +672,7 @@ func Entry(file, rel string) (proto.TreeEntry, error) {
 		e.Type = "d"
 	case fi.Mode().IsRegular():
 		e.Type, e.Size = "f", fi.Size()
-		e.SHA256, err = hashFile(file)
+		e.SHA256, err = s.hash(file, path.Clean(rel), fi)
 	default:
 		return proto.TreeEntry{}, fmt.Errorf("%s: not a file, directory or symlink", file)
 	}

@@ -1,0 +1,123 @@
+package tree
+
+import (
+	"io/fs"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Cache remembers the hashes of a tree's files by what lstat says of
+// them, as git's index does: a file whose size, mtime, ctime, inode and
+// device are as they were is not read again. A hash taken of a file
+// changed so recently that a later change could keep the same times
+// (racy-clean, in git's words) is not kept: that file is hashed again
+// the next time. A manifest stays hash-exact; an unchanged tree costs
+// its lstats.
+type Cache struct {
+	mu    sync.Mutex
+	roots map[string]map[string]stamp // dir → rel → stamp
+	// Now is the clock (nil: time.Now), for tests.
+	Now func() time.Time
+}
+
+// stamp is what a file's hash was taken against.
+type stamp struct {
+	size, mtime, ctime int64
+	ino, dev           uint64
+	hash               string
+}
+
+// Bounds on what a cache holds: trees at once, and files a tree.
+const (
+	cacheRoots = 8
+	cacheFiles = 1 << 20
+	// racyWindow is how close to the scan a file's change may be and
+	// its hash still be kept: file times come from a coarse clock.
+	racyWindow = 2 * time.Second
+)
+
+func stampOf(fi fs.FileInfo) (stamp, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return stamp{}, false
+	}
+	return stamp{size: fi.Size(), mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano(), ino: st.Ino, dev: uint64(st.Dev)}, true
+}
+
+// scan is one manifest's use of the cache for dir.
+type scan struct {
+	c     *Cache
+	old   map[string]stamp
+	seen  map[string]stamp
+	start int64
+}
+
+func (c *Cache) begin(dir string) *scan {
+	if c == nil {
+		return nil
+	}
+	now := time.Now
+	if c.Now != nil {
+		now = c.Now
+	}
+	c.mu.Lock()
+	old := c.roots[dir]
+	c.mu.Unlock()
+	return &scan{c: c, old: old, seen: map[string]stamp{}, start: now().UnixNano()}
+}
+
+// hash is the hash of the regular file at file (named rel in the tree),
+// from the cache when its stamp is unchanged.
+func (s *scan) hash(file, rel string, fi fs.FileInfo) (string, error) {
+	if s == nil {
+		return hashFile(file)
+	}
+	st, ok := stampOf(fi)
+	if !ok {
+		return hashFile(file)
+	}
+	if was, hit := s.old[rel]; hit && was.hash != "" && was.size == st.size && was.mtime == st.mtime &&
+		was.ctime == st.ctime && was.ino == st.ino && was.dev == st.dev {
+		s.keep(rel, was)
+		return was.hash, nil
+	}
+	h, err := hashFile(file)
+	if err != nil {
+		return "", err
+	}
+	// Racy-clean: changed within the window before this scan began, a
+	// later write might keep these times; hash it again next time.
+	if cutoff := s.start - int64(racyWindow); st.mtime < cutoff && st.ctime < cutoff {
+		st.hash = h
+		s.keep(rel, st)
+	}
+	return h, nil
+}
+
+func (s *scan) keep(rel string, st stamp) {
+	if len(s.seen) < cacheFiles {
+		s.seen[rel] = st
+	}
+}
+
+// end replaces dir's entries by what this scan saw (a file gone is
+// forgotten); a failed scan keeps the old ones.
+func (s *scan) end(dir string, ok bool) {
+	if s == nil || !ok {
+		return
+	}
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.roots == nil {
+		c.roots = map[string]map[string]stamp{}
+	}
+	if _, have := c.roots[dir]; !have && len(c.roots) >= cacheRoots {
+		for k := range c.roots { // one tree makes room
+			delete(c.roots, k)
+			break
+		}
+	}
+	c.roots[dir] = s.seen
+}
