@@ -91,8 +91,9 @@ func conflicts(host, guest files, hc, gc api.WorkspaceChanges) []string {
 }
 
 // hostTree hashes the host side: the files the workspace selects now,
-// plus those the last sync knew (a deleted one is simply absent).
-func hostTree(ctx context.Context, root string, st State) (files, error) {
+// plus those the last sync knew (a deleted one is simply absent); cache
+// holds the hashes of files whose stamps did not change.
+func hostTree(ctx context.Context, root string, st State, cache *tree.Cache) (files, error) {
 	sel, err := Select(ctx, root, st.IncludeUntracked)
 	if err != nil {
 		return nil, err
@@ -106,11 +107,12 @@ func hostTree(ctx context.Context, root string, st State) (files, error) {
 	}
 	out := files{}
 	checked := map[string]bool{}
+	sc := cache.Begin(root)
 	for _, p := range paths {
 		if _, done := out[p]; done {
 			continue
 		}
-		e, err := tree.EntryIn(root, p, checked)
+		e, err := sc.EntryIn(root, p, checked)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
@@ -121,6 +123,7 @@ func hostTree(ctx context.Context, root string, st State) (files, error) {
 			out[p] = e
 		}
 	}
+	sc.End(true)
 	return out, nil
 }
 
@@ -176,7 +179,7 @@ func (s *Service) sides(ctx context.Context, name, dir string) (sides, error) {
 	if sd.a, err = s.cfg.VMs.Agent(ctx, name); err != nil {
 		return sd, err
 	}
-	if sd.host, err = hostTree(ctx, sd.hostDir, sd.st); err != nil {
+	if sd.host, err = hostTree(ctx, sd.hostDir, sd.st, &s.hashes); err != nil {
 		return sd, err
 	}
 	if sd.guest, err = s.guestTree(ctx, sd.a, sd.st.Guest); err != nil {

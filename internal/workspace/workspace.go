@@ -78,7 +78,12 @@ const (
 const manifestBytesPerEntry = 256
 
 // Service is the workspace service.
-type Service struct{ cfg Config }
+type Service struct {
+	cfg Config
+	// hashes holds the host trees' hashes by file stamp: a status
+	// re-reads only the files that changed.
+	hashes tree.Cache
+}
 
 // New makes a service.
 func New(cfg Config) *Service {
@@ -195,8 +200,9 @@ func (s *Service) Prepare(ctx context.Context, p api.WorkspacePrepareParams, pro
 	st := State{Host: sel.Root, Guest: s.cfg.GuestDir, Base: sel.Base, IncludeUntracked: p.IncludeUntracked, Files: map[string]proto.TreeEntry{}}
 	paths := slices.Clone(sel.Files)
 	expect := map[string]string{}
+	sc := s.hashes.Begin(sel.Root) // warm for the first status
 	for i, f := range sel.Files {
-		e, err := tree.Entry(filepath.Join(sel.Root, filepath.FromSlash(f)), f)
+		e, err := sc.Entry(filepath.Join(sel.Root, filepath.FromSlash(f)), f)
 		if err != nil {
 			return res, fmt.Errorf("reading %s: %w", f, err)
 		}
@@ -207,6 +213,7 @@ func (s *Service) Prepare(ctx context.Context, p api.WorkspacePrepareParams, pro
 		}
 		progress(api.WorkspaceProgress{Phase: "hashing", Done: int64(i + 1), Total: int64(len(sel.Files)), Unit: "files"})
 	}
+	sc.End(true)
 	if sel.Git {
 		gitFiles, err := walkRel(sel.Root, ".git")
 		if err != nil {

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/agent/client"
@@ -411,5 +412,37 @@ func TestApplyWhatWasReviewed(t *testing.T) {
 	// Again: it no longer applies, and says so.
 	if _, err := e.s.Apply(ctx, api.WorkspaceApplyParams{Name: "vm", Patch: r.Patch, SHA256: r.SHA256}); !errors.Is(err, api.ErrInUse) {
 		t.Fatalf("applied twice: %v", err)
+	}
+}
+
+// TestStatusCache: a status reads again only the host files whose stamp
+// changed, and still sees a change whose size and mtime were put back
+// (its ctime moved), as git does.
+func TestStatusCache(t *testing.T) {
+	e := newEnv(t)
+	e.s.hashes.Now = func() time.Time { return time.Now().Add(time.Hour) } // every file long unchanged
+	ctx := context.Background()
+	if _, err := e.s.Prepare(ctx, api.WorkspacePrepareParams{Name: "vm", WorkspaceSpec: api.WorkspaceSpec{Path: e.host}}, nop); err != nil {
+		t.Fatal(err)
+	}
+	ref := api.WorkspaceRefParams{Name: "vm"}
+	if st, err := e.s.Status(ctx, ref); err != nil || len(changed(st.Host)) != 0 {
+		t.Fatalf("status right after prepare = %+v, %v", st, err)
+	}
+	if e.s.hashes.Len() == 0 {
+		t.Fatal("the host's hashes were not cached")
+	}
+	p := filepath.Join(e.host, "main.go")
+	info, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, e.host, "main.go", "package xxxx\n", 0o644) // the same size
+	if err := os.Chtimes(p, info.ModTime(), info.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	st, err := e.s.Status(ctx, ref)
+	if err != nil || !slices.Equal(st.Host.Modified, []string{"main.go"}) {
+		t.Fatalf("a change with its size and mtime put back: %+v, %v", st.Host, err)
 	}
 }

@@ -17,6 +17,7 @@ import (
 type Cache struct {
 	mu    sync.Mutex
 	roots map[string]map[string]stamp // dir → rel → stamp
+	files int                         // in all roots
 	// Now is the clock (nil: time.Now), for tests.
 	Now func() time.Time
 }
@@ -28,9 +29,10 @@ type stamp struct {
 	hash               string
 }
 
-// Bounds on what a cache holds: trees at once, and files a tree.
+// Bounds on what a cache holds: trees at once, and files in all (about
+// 160 bytes each).
 const (
-	cacheRoots = 8
+	cacheRoots = 16
 	cacheFiles = 1 << 20
 	// racyWindow is how close to the scan a file's change may be and
 	// its hash still be kept: file times come from a coarse clock.
@@ -45,15 +47,18 @@ func stampOf(fi fs.FileInfo) (stamp, bool) {
 	return stamp{size: fi.Size(), mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano(), ino: st.Ino, dev: uint64(st.Dev)}, true
 }
 
-// scan is one manifest's use of the cache for dir.
-type scan struct {
+// Scan is one listing's use of the cache for a tree.
+type Scan struct {
 	c     *Cache
+	dir   string
 	old   map[string]stamp
 	seen  map[string]stamp
 	start int64
 }
 
-func (c *Cache) begin(dir string) *scan {
+// Begin starts a listing of the tree at dir (a nil cache: one that
+// hashes every file); End ends it.
+func (c *Cache) Begin(dir string) *Scan {
 	if c == nil {
 		return nil
 	}
@@ -64,12 +69,12 @@ func (c *Cache) begin(dir string) *scan {
 	c.mu.Lock()
 	old := c.roots[dir]
 	c.mu.Unlock()
-	return &scan{c: c, old: old, seen: map[string]stamp{}, start: now().UnixNano()}
+	return &Scan{c: c, dir: dir, old: old, seen: map[string]stamp{}, start: now().UnixNano()}
 }
 
 // hash is the hash of the regular file at file (named rel in the tree),
 // from the cache when its stamp is unchanged.
-func (s *scan) hash(file, rel string, fi fs.FileInfo) (string, error) {
+func (s *Scan) hash(file, rel string, fi fs.FileInfo) (string, error) {
 	if s == nil {
 		return hashFile(file)
 	}
@@ -95,15 +100,16 @@ func (s *scan) hash(file, rel string, fi fs.FileInfo) (string, error) {
 	return h, nil
 }
 
-func (s *scan) keep(rel string, st stamp) {
+func (s *Scan) keep(rel string, st stamp) {
 	if len(s.seen) < cacheFiles {
 		s.seen[rel] = st
 	}
 }
 
-// end replaces dir's entries by what this scan saw (a file gone is
-// forgotten); a failed scan keeps the old ones.
-func (s *scan) end(dir string, ok bool) {
+// End replaces the tree's entries by what this listing saw (a file gone
+// is forgotten); a failed listing keeps the old ones. Other trees make
+// room, oldest first, past the bounds.
+func (s *Scan) End(ok bool) {
 	if s == nil || !ok {
 		return
 	}
@@ -113,11 +119,22 @@ func (s *scan) end(dir string, ok bool) {
 	if c.roots == nil {
 		c.roots = map[string]map[string]stamp{}
 	}
-	if _, have := c.roots[dir]; !have && len(c.roots) >= cacheRoots {
-		for k := range c.roots { // one tree makes room
-			delete(c.roots, k)
+	c.files -= len(c.roots[s.dir])
+	delete(c.roots, s.dir)
+	for k, v := range c.roots {
+		if len(c.roots) < cacheRoots && c.files+len(s.seen) <= cacheFiles {
 			break
 		}
+		delete(c.roots, k)
+		c.files -= len(v)
 	}
-	c.roots[dir] = s.seen
+	c.roots[s.dir] = s.seen
+	c.files += len(s.seen)
+}
+
+// Len is how many files' hashes the cache holds.
+func (c *Cache) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.files
 }

@@ -96,3 +96,26 @@ func TestCache(t *testing.T) {
 		t.Error("a removed file is still cached")
 	}
 }
+
+// TestCacheBounds: past its trees, a cache forgets others to hold the
+// newest, and counts what it holds.
+func TestCacheBounds(t *testing.T) {
+	c := &Cache{Now: func() time.Time { return time.Now().Add(time.Hour) }}
+	for i := range cacheRoots + 3 {
+		dir := t.TempDir()
+		for _, n := range []string{"x", "y"} {
+			if err := os.WriteFile(filepath.Join(dir, n), []byte(n), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := c.Manifest(dir, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := c.roots[dir]; !ok {
+			t.Fatalf("tree %d was not kept", i)
+		}
+	}
+	if len(c.roots) > cacheRoots || c.Len() != 2*len(c.roots) {
+		t.Fatalf("%d trees, %d files held", len(c.roots), c.Len())
+	}
+}

@@ -155,6 +155,12 @@ func (x *extraction) complete() error {
 // checked caches the parents found to be directories (realDirs'), for a
 // caller that asks about many paths.
 func EntryIn(root, rel string, checked map[string]bool) (proto.TreeEntry, error) {
+	return (*Scan)(nil).EntryIn(root, rel, checked)
+}
+
+// EntryIn is the package's EntryIn, with a hash the scan's cache holds
+// for the file's stamp (the scan is of root).
+func (s *Scan) EntryIn(root, rel string, checked map[string]bool) (proto.TreeEntry, error) {
 	clean, err := CleanRel(rel)
 	if err != nil {
 		return proto.TreeEntry{}, err
@@ -162,7 +168,7 @@ func EntryIn(root, rel string, checked map[string]bool) (proto.TreeEntry, error)
 	if err := realDirs(root, clean, checked); err != nil {
 		return proto.TreeEntry{}, fmt.Errorf("%w: %v", fs.ErrNotExist, err)
 	}
-	e, err := Entry(filepath.Join(root, clean), rel)
+	e, err := s.Entry(filepath.Join(root, clean), rel)
 	if errors.Is(err, unix.ENOTDIR) {
 		return proto.TreeEntry{}, fmt.Errorf("%s: %w (a parent is a file)", rel, fs.ErrNotExist)
 	}

@@ -624,7 +624,7 @@ func Manifest(dir string, exclude []string) ([]proto.TreeEntry, error) {
 // Manifest is the package's Manifest, reading again only the files
 // whose stamp the cache does not hold (a nil cache reads them all).
 func (c *Cache) Manifest(dir string, exclude []string) ([]proto.TreeEntry, error) {
-	sc := c.begin(dir)
+	sc := c.Begin(dir)
 	out := []proto.TreeEntry{}
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -644,21 +644,23 @@ func (c *Cache) Manifest(dir string, exclude []string) ([]proto.TreeEntry, error
 			}
 			return nil
 		}
-		e, err := sc.entry(p, rel)
+		e, err := sc.Entry(p, rel)
 		if err != nil {
 			return err
 		}
 		out = append(out, e)
 		return nil
 	})
-	sc.end(dir, err == nil)
+	sc.End(err == nil)
 	return out, err
 }
 
 // Entry describes one file as a TreeEntry named rel.
-func Entry(file, rel string) (proto.TreeEntry, error) { return (*scan)(nil).entry(file, rel) }
+func Entry(file, rel string) (proto.TreeEntry, error) { return (*Scan)(nil).Entry(file, rel) }
 
-func (s *scan) entry(file, rel string) (proto.TreeEntry, error) {
+// Entry is the package's Entry, with a hash the scan's cache holds for
+// the file's stamp (rel is its path in the scan's tree).
+func (s *Scan) Entry(file, rel string) (proto.TreeEntry, error) {
 	fi, err := os.Lstat(file)
 	if err != nil {
 		return proto.TreeEntry{}, err
