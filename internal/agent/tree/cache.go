@@ -107,8 +107,8 @@ func (s *Scan) keep(rel string, st stamp) {
 }
 
 // End replaces the tree's entries by what this listing saw (a file gone
-// is forgotten); a failed listing keeps the old ones. Other trees make
-// room, oldest first, past the bounds.
+// is forgotten); a failed listing keeps the old ones. Past the bounds,
+// other trees (any of them) make room.
 func (s *Scan) End(ok bool) {
 	if s == nil || !ok {
 		return
