@@ -44,6 +44,14 @@ func (a e2bVMs) Guest(ctx context.Context, name string) (e2b.Guest, error) {
 	return c, nil
 }
 
+func (a e2bVMs) Running(ctx context.Context, name string) (e2b.Guest, error) {
+	c, err := a.Agent(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
 // wireE2B builds the E2B API over the VMs and their creates; it listens
 // only when e2b.listen is set (serveE2B).
 func (d *Daemon) wireE2B(m machines, p peers, bus *events.Bus) (*e2b.Service, error) {

@@ -184,6 +184,16 @@ func (f *fakeVMs) Warm(context.Context, api.ImageWarmParams) (api.Template, erro
 }
 func (f *fakeVMs) Guest(context.Context, string) (Guest, error) { return f.guest, nil }
 
+// Running is the guest unless the test says the VM is suspended.
+func (f *fakeVMs) Running(_ context.Context, name string) (Guest, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.states[name] == api.VMSuspended {
+		return nil, api.ErrNotRunning
+	}
+	return f.guest, nil
+}
+
 // fakeGuest answers exec by echoing its arguments and stdin, and fs from
 // a map; a hostile one can be swapped in per test.
 type fakeGuest struct {
@@ -862,6 +872,51 @@ func TestProcessesAcrossPause(t *testing.T) {
 	}
 	if pids := list(); len(pids) != 0 {
 		t.Fatalf("after a filesystem-only pause: %v", pids)
+	}
+}
+
+// TestOutsideSuspend: a sandbox's VM suspended outside the API (banger
+// vm suspend, the idle sweep) breaks its processes' calls; they wait for
+// its resume event and attach again, and never wake it themselves.
+func TestOutsideSuspend(t *testing.T) {
+	f := newFixture(t)
+	sb := f.create(t, f.key, map[string]any{})
+	g := f.vms.guest
+	g.block = make(chan struct{})
+	hc := &http.Client{Transport: headers{"E2b-Sandbox-Id": sb.SandboxID, "X-Access-Token": sb.EnvdAccessToken}}
+	c := pb.NewProcessClient(hc, f.srv.URL)
+	st, err := c.Start(context.Background(), connect.NewRequest(&pb.StartRequest{Process: &pb.ProcessConfig{Cmd: "sleep"}}))
+	if err != nil || !st.Receive() {
+		t.Fatal(err)
+	}
+	attached := func() int {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return len(g.attached)
+	}
+	f.vms.mu.Lock()
+	f.vms.states[sb.SandboxID] = api.VMSuspended
+	f.vms.mu.Unlock()
+	g.breakLink()
+	// Its call broke; it must wait, not attach (nor wake the VM).
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		if attached() != 0 {
+			t.Fatal("a process of a suspended VM attached again before its resume")
+		}
+		time.Sleep(20 * time.Millisecond) // nothing to wait on: it must not happen
+	}
+	f.vms.mu.Lock()
+	f.vms.states[sb.SandboxID] = api.VMRunning
+	f.vms.mu.Unlock()
+	f.s.VMEvent(api.Event{Type: api.EventVMResumed, VM: sb.SandboxID})
+	for end := time.Now().Add(10 * time.Second); attached() == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the resume event did not attach the process again")
+		}
+	}
+	close(g.block)
+	for st.Receive() {
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/agent/proto"
 	pb "github.com/bangerdev/banger/internal/e2b/envd/processpb"
 )
@@ -448,27 +449,45 @@ func (ps *processService) run(ctx context.Context, id string, table *processes, 
 		if err == nil || ctx.Err() != nil {
 			return res, err
 		}
-		if resumed := table.paused(); resumed != nil {
-			ps.s.o.Logger.Debug("e2b: a process waits for its sandbox's resume", "sandbox", id, "pid", p.pid, "err", err)
-			select {
-			case <-resumed:
-			case <-ctx.Done():
-				return res, err
-			}
-			first = nil // the pause broke it: not a failure
-		} else if first != nil {
-			return res, first
-		} else {
-			first = err
-		}
-		ng, gerr := ps.s.o.VMs.Guest(ctx, id)
-		if gerr != nil {
-			return res, cmp.Or(first, gerr)
+		ng, err := ps.reattach(ctx, id, table, p, err, &first)
+		if err != nil {
+			return res, err
 		}
 		p.gmu.Lock()
 		p.guest = ng
 		p.gmu.Unlock()
 		attach = true
+	}
+}
+
+// reattach is the agent to attach to p's exec again after its call
+// failed with err: once its sandbox's pause ends, or at once, a single
+// time, for another failure. A VM suspended outside the API (banger vm
+// suspend, the idle sweep) is waited for as a pause, never woken here.
+func (ps *processService) reattach(ctx context.Context, id string, table *processes, p *process, err error, first *error) (Guest, error) {
+	for {
+		if resumed := table.paused(); resumed != nil {
+			ps.s.o.Logger.Debug("e2b: a process waits for its sandbox's resume", "sandbox", id, "pid", p.pid, "err", err)
+			select {
+			case <-resumed:
+			case <-ctx.Done():
+				return nil, err
+			}
+			*first = nil // the pause broke it: not a failure
+		} else if *first != nil {
+			return nil, *first
+		} else {
+			*first = err
+		}
+		g, gerr := ps.s.o.VMs.Running(ctx, id)
+		if errors.Is(gerr, api.ErrNotRunning) {
+			table.pause() // its resume event ends the wait
+			continue
+		}
+		if gerr != nil {
+			return nil, cmp.Or(*first, gerr)
+		}
+		return g, nil
 	}
 }
 

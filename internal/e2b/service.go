@@ -58,6 +58,9 @@ type VMs interface {
 	Warm(ctx context.Context, p api.ImageWarmParams) (api.Template, error)
 	// Guest is the running (resumed if suspended) VM's agent.
 	Guest(ctx context.Context, name string) (Guest, error)
+	// Running is the running VM's agent, api.ErrNotRunning for one
+	// suspended or stopped (never woken).
+	Running(ctx context.Context, name string) (Guest, error)
 }
 
 // Guest is what the sandbox plane asks of a VM's agent. Every answer is
