@@ -86,8 +86,9 @@ type VM struct {
 	// Egress says what it may reach beyond the host: EgressNone (no
 	// NIC), EgressSandbox, EgressNAT or EgressAllowList (Allow).
 	Egress   string   `json:"egress"`
-	Allow    []string `json:"allow,omitempty"`   // its allow-list, canonical
-	Isolate  bool     `json:"isolate,omitempty"` // no traffic with the other VMs
+	Allow    []string `json:"allow,omitempty"`    // its allow-list, canonical
+	Isolate  bool     `json:"isolate,omitempty"`  // no traffic with the other VMs
+	NoShare  bool     `json:"no_share,omitempty"` // shares no memory pages with other VMs
 	AutoStop string   `json:"auto_stop,omitempty"`
 	// IdleAction is what auto-stop does to it once idle: IdleStop or
 	// IdleSuspend ("" the config's auto_idle_action).
@@ -131,6 +132,11 @@ type VMCreateParams struct {
 	// Cold boots the VM even where a template of its shape would start
 	// it faster (a restore).
 	Cold bool `json:"cold,omitempty"`
+	// NoShare: the VM shares no memory pages with other VMs (a restore
+	// maps a private copy of the saved memory); else it shares them
+	// with the VMs of its creator restored from the same state, until
+	// each writes them. Also set by vm_defaults.share = false.
+	NoShare bool `json:"no_share,omitempty"`
 	// Init is what runs as its PID 1: InitAgent, InitImage or InitAuto
 	// ("" takes vm_defaults.init).
 	Init string `json:"init,omitempty"`
@@ -388,6 +394,9 @@ type VMForkParams struct {
 	// work disk), so it outlives the original; `vm snapshot restore` or
 	// a fork of it starts it.
 	Stopped bool `json:"stopped,omitempty"`
+	// NoShare: the copies share no memory pages, with each other or
+	// anyone (copies of a VM created with it never do).
+	NoShare bool `json:"no_share,omitempty"`
 }
 
 // VMForkResult lists a fork's copies, running.

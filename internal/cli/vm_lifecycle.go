@@ -44,6 +44,7 @@ func (f *createFlags) register(cmd *cobra.Command, nameHelp string) {
 	fs.StringArrayVar(&f.p.Allow, "allow", nil, "let the VM open connections out only to RULE: a name (github.com), *.domain, an IPv4 address or CIDR, each with optional :PORT[,PORT]; or !CIDR to deny (then everything else is open, the other rules exceptions); repeat for more (bridge network; default: network.allow)")
 	fs.BoolVar(&f.p.Isolate, "isolate", false, "keep the VM from the other VMs on the bridge, both ways")
 	fs.BoolVar(&f.p.Cold, "cold", false, "boot the VM, even where a template of its shape would start it faster (warm_create)")
+	fs.BoolVar(&f.p.NoShare, "no-share", false, "share no memory pages with other VMs (by default a VM restored from a saved state shares its pages with the VMs of the same creator until it writes them; default: vm_defaults.share)")
 	fs.StringVar(&f.p.Init, "init", "", "PID 1: agent (banger's agent alone), image (the image's systemd, the agent its service) or auto (image when it has systemd); default vm_defaults.init")
 	fs.StringVar(&f.workspace, "workspace", "", "place this host tree in the VM at /workspace (see `banger vm workspace prepare`)")
 	f.ws.register(cmd)
@@ -108,7 +109,7 @@ func vmCreateCommand(env *Env) *cobra.Command {
 	var f createFlags
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "create [--name N] [--image REF] [--kernel REF] [--cpus N] [--memory SIZE] [--disk SIZE] [--network bridge|user|none] [--nat | --allow RULE...] [--isolate] [--workspace PATH] [--no-start]",
+		Use:   "create [--name N] [--image REF] [--kernel REF] [--cpus N] [--memory SIZE] [--disk SIZE] [--network bridge|user|none] [--nat | --allow RULE...] [--isolate] [--no-share] [--workspace PATH] [--no-start]",
 		Short: "Create a VM and boot it",
 		Long: "Create a VM from an image (pulled when missing) and a kernel, with its own sparse work disk\n" +
 			"stacked on the shared read-only image, and boot it. Defaults come from config.toml.",
@@ -256,6 +257,9 @@ func vmShowCommand(env *Env) *cobra.Command {
 		}
 		if v.Isolate {
 			kv = append(kv, [2]string{"isolated", "from the other VMs"})
+		}
+		if v.NoShare {
+			kv = append(kv, [2]string{"shared pages", "none (--no-share)"})
 		}
 		kv = append(kv, [2]string{"created", v.CreatedAt.Local().Format(time.RFC3339)})
 		if v.Creator != "" {

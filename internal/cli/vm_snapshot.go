@@ -97,6 +97,7 @@ func vmForkCommand(env *Env) *cobra.Command {
 	cmd.Flags().StringVar(&p.Checkpoint, "checkpoint", "", "start the copies from this checkpoint of NAME (`vm snapshot list`), in any state of NAME")
 	cmd.Flags().BoolVar(&p.Stopped, "stopped", false, "with --checkpoint: make the copies stopped, each holding the checkpoint under the same tag")
 	cmd.Flags().BoolVar(&p.Partial, "partial", false, "keep the copies that started when others fail (each failure listed)")
+	cmd.Flags().BoolVar(&p.NoShare, "no-share", false, "the copies share no memory pages, with each other or any VM (by default they share the saved state's pages until each writes them)")
 	cmd.Flags().IntVarP(&p.Count, "count", "n", 1, "how many copies (1 to 16)")
 	cmd.Flags().StringVar(&p.Prefix, "name", "", "name the copy PREFIX, or the copies PREFIX-1..N (default: NAME-fork-N)")
 	return cmd

@@ -37,11 +37,8 @@ func Copy(src, dst string) (reflinked bool, err error) {
 			os.Remove(tmp)
 		}
 	}()
-	reflinked = unix.IoctlFileClone(int(out.Fd()), int(in.Fd())) == nil
-	if !reflinked {
-		if err := sparseCopy(out, in, fi.Size()); err != nil {
-			return false, fmt.Errorf("copying a disk: %w", err)
-		}
+	if reflinked, err = into(out, in, fi.Size()); err != nil {
+		return false, fmt.Errorf("copying a disk: %w", err)
 	}
 	if err := out.Sync(); err != nil {
 		return false, fmt.Errorf("copying a disk: %w", err)
@@ -54,6 +51,32 @@ func Copy(src, dst string) (reflinked bool, err error) {
 	}
 	ok = true
 	return reflinked, nil
+}
+
+// Into copies the file at src into out, empty and open for writing
+// (an unnamed O_TMPFILE file, say): a reflink where it can, else its
+// data, leaving its holes holes. out is not synced.
+func Into(out *os.File, src string) (reflinked bool, err error) {
+	in, err := os.Open(src)
+	if err != nil {
+		return false, fmt.Errorf("copying a file: %w", err)
+	}
+	defer in.Close()
+	fi, err := in.Stat()
+	if err != nil {
+		return false, fmt.Errorf("copying a file: %w", err)
+	}
+	if reflinked, err = into(out, in, fi.Size()); err != nil {
+		return false, fmt.Errorf("copying a file: %w", err)
+	}
+	return reflinked, nil
+}
+
+func into(out, in *os.File, size int64) (reflinked bool, err error) {
+	if unix.IoctlFileClone(int(out.Fd()), int(in.Fd())) == nil {
+		return true, nil
+	}
+	return false, sparseCopy(out, in, size)
 }
 
 // sparseCopy copies in's data extents to out (SEEK_DATA/SEEK_HOLE),

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestCopy(t *testing.T) {
@@ -48,6 +50,39 @@ func TestCopy(t *testing.T) {
 	}
 	if _, err := os.Stat(dst + ".partial"); !os.IsNotExist(err) {
 		t.Errorf("a partial copy was left: %v", err)
+	}
+}
+
+// TestInto: a copy into an unnamed file (O_TMPFILE) has the source's
+// bytes and holes.
+func TestInto(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	f, _ := os.Create(src)
+	f.Truncate(64 << 20)
+	chunk := make([]byte, 64<<10)
+	rand.Read(chunk)
+	f.WriteAt(chunk, 32<<20)
+	f.Close()
+	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := os.NewFile(uintptr(fd), "tmp")
+	defer out.Close()
+	if _, err := Into(out, src); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(chunk))
+	if _, err := out.ReadAt(got, 32<<20); err != nil || !bytes.Equal(got, chunk) {
+		t.Fatalf("the copy's data: %v", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Size != 64<<20 || st.Blocks*512 > 16<<20 {
+		t.Fatalf("the copy: size %d, %d bytes used, %v", st.Size, st.Blocks*512, err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Fatalf("an unnamed copy left names: %v", entries)
 	}
 }
 

@@ -63,6 +63,9 @@ type VMDefaults struct {
 	// Init is PID 1 of new VMs: "agent" (banger's), "image" (the
 	// image's systemd) or "auto" (the image's when it has systemd).
 	Init string
+	// Share: new VMs share memory pages with their creator's other VMs
+	// restored from the same state (false: as with --no-share).
+	Share bool
 }
 
 // Network configures the bridge network of a root daemon.
@@ -181,7 +184,7 @@ func Defaults(host Host) Config {
 		FirecrackerBin:    "firecracker",
 		JailerUID:         65534,
 		JailerGID:         65534,
-		VMDefaults:        VMDefaults{VCPU: vcpu, MemoryMiB: mem, DiskSize: 10 << 30, Init: "auto"},
+		VMDefaults:        VMDefaults{VCPU: vcpu, MemoryMiB: mem, DiskSize: 10 << 30, Init: "auto", Share: true},
 		Network:           Network{Mode: "user", Bridge: "banger0", CIDR: netip.MustParsePrefix("10.203.0.0/24"), NATDeny: DefaultNATDeny()},
 		Images:            Images{MaxUnpackedSize: 64 << 30, MaxEntries: 4 << 20},
 		Workspace:         Workspace{MaxBytes: 8 << 30, MaxEntries: 200_000},
@@ -218,6 +221,7 @@ type file struct {
 		MemoryMiB *int    `toml:"memory_mib"`
 		DiskSize  any     `toml:"disk_size"`
 		Init      *string `toml:"init"`
+		Share     *bool   `toml:"share"`
 	} `toml:"vm_defaults"`
 	Network struct {
 		Mode    *string   `toml:"mode"`
@@ -411,6 +415,10 @@ func (c *Config) applyVMDefaults(f *file, set func(key string)) error {
 		}
 		c.VMDefaults.Init = *v
 		set("vm_defaults.init")
+	}
+	if v := f.VMDefaults.Share; v != nil {
+		c.VMDefaults.Share = *v
+		set("vm_defaults.share")
 	}
 	if v := f.VMDefaults.MemoryMiB; v != nil {
 		if *v < 64 {
@@ -648,6 +656,7 @@ func (c Config) Values() []Value {
 		"vm_defaults.memory_mib":   strconv.Itoa(c.VMDefaults.MemoryMiB),
 		"vm_defaults.disk_size":    units.FormatSize(c.VMDefaults.DiskSize),
 		"vm_defaults.init":         c.VMDefaults.Init,
+		"vm_defaults.share":        strconv.FormatBool(c.VMDefaults.Share),
 		"network.mode":             c.Network.Mode,
 		"network.bridge":           c.Network.Bridge,
 		"network.cidr":             c.Network.CIDR.String(),

@@ -7,8 +7,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/allowlist"
 	"github.com/bangerdev/banger/internal/blobcache"
@@ -211,18 +209,6 @@ func (d *Daemon) wireVMs(opts Options, c content, n network, bus *events.Bus) (m
 		return m, fmt.Errorf("loading banger's SSH key: %w", err)
 	}
 	emulated := kvm.KVMUsable() != nil
-	if emulated {
-		// Emulated guests' RAM without transparent huge pages (this
-		// process's children inherit it): a restore writes the saved
-		// pages all over the guest's RAM, and each first write to a
-		// 2 MiB region had the host clear a whole huge page, most of a
-		// restore's time here (370 ms of QEMU's system time against
-		// 120 ms without). TCG gains nothing from them; KVM guests keep
-		// them.
-		if err := unix.Prctl(unix.PR_SET_THP_DISABLE, 1, 0, 0, 0); err != nil {
-			d.log.Warn("guests keep transparent huge pages", "err", err)
-		}
-	}
 	m.vms = vm.New(vm.Config{
 		Store:       d.store,
 		StateDir:    filepath.Join(d.layout.StateDir, "vms"),
@@ -239,6 +225,7 @@ func (d *Daemon) wireVMs(opts Options, c content, n network, bus *events.Bus) (m
 			Image: d.cfg.DefaultImageName, Kernel: d.cfg.DefaultKernel, VCPU: d.cfg.VMDefaults.VCPU,
 			MemoryMiB: d.cfg.VMDefaults.MemoryMiB, DiskSize: d.cfg.VMDefaults.DiskSize, Network: d.cfg.Network.Mode,
 			NAT: d.cfg.Network.NAT, Allow: d.cfg.Network.Allow, Init: d.cfg.VMDefaults.Init,
+			NoShare: !d.cfg.VMDefaults.Share,
 		},
 		SSH: vm.SSHConfig{Key: key.PublicKey(), IdentityFile: filepath.Join(sshDir, "id_ed25519"),
 			KnownHostsFile: filepath.Join(sshDir, "known_hosts")},
@@ -350,6 +337,8 @@ func (d *Daemon) driver() vmm.Driver {
 	}
 	q := &qemu.Driver{Warn: func(reason error) {
 		d.log.Warn("VMs run under software emulation (TCG), much slower than KVM", "reason", reason)
+	}, Fallback: func(reason error) {
+		d.log.Warn("a VM was saved with its memory in a stream (read whole when restored, shared with none)", "reason", reason)
 	}}
 	switch d.cfg.VMM {
 	case "firecracker":

@@ -46,6 +46,9 @@ type fakeVMs struct {
 	// hold, when set, keeps the next Delete from returning until it is
 	// closed, after saying on entered that it began.
 	hold, entered chan struct{}
+	// notRunning, when set, runs (once, then cleared) right after
+	// Running said a VM is not running: a resume that lands then.
+	notRunning func(name string)
 }
 
 func (f *fakeVMs) Create(_ context.Context, p api.VMCreateParams) (api.VM, error) {
@@ -187,10 +190,16 @@ func (f *fakeVMs) Guest(context.Context, string) (Guest, error) { return f.guest
 // Running is the guest unless the test says the VM is suspended.
 func (f *fakeVMs) Running(_ context.Context, name string) (Guest, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	if f.states[name] == api.VMSuspended {
+		hook := f.notRunning
+		f.notRunning = nil
+		f.mu.Unlock()
+		if hook != nil {
+			hook(name)
+		}
 		return nil, api.ErrNotRunning
 	}
+	f.mu.Unlock()
 	return f.guest, nil
 }
 
@@ -883,9 +892,14 @@ func TestOutsideSuspend(t *testing.T) {
 	sb := f.create(t, f.key, map[string]any{})
 	g := f.vms.guest
 	g.block = make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(g.block) }) }
+	ctx, cancel := context.WithCancel(context.Background())
+	// Before the server's Close, which waits for the call.
+	t.Cleanup(func() { cancel(); unblock() })
 	hc := &http.Client{Transport: headers{"E2b-Sandbox-Id": sb.SandboxID, "X-Access-Token": sb.EnvdAccessToken}}
 	c := pb.NewProcessClient(hc, f.srv.URL)
-	st, err := c.Start(context.Background(), connect.NewRequest(&pb.StartRequest{Process: &pb.ProcessConfig{Cmd: "sleep"}}))
+	st, err := c.Start(ctx, connect.NewRequest(&pb.StartRequest{Process: &pb.ProcessConfig{Cmd: "sleep"}}))
 	if err != nil || !st.Receive() {
 		t.Fatal(err)
 	}
@@ -906,16 +920,31 @@ func TestOutsideSuspend(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond) // nothing to wait on: it must not happen
 	}
-	f.vms.mu.Lock()
-	f.vms.states[sb.SandboxID] = api.VMRunning
-	f.vms.mu.Unlock()
-	f.s.VMEvent(api.Event{Type: api.EventVMResumed, VM: sb.SandboxID})
+	resume := func(string) {
+		f.vms.mu.Lock()
+		f.vms.states[sb.SandboxID] = api.VMRunning
+		f.vms.mu.Unlock()
+		f.s.VMEvent(api.Event{Type: api.EventVMResumed, VM: sb.SandboxID})
+	}
+	resume("")
 	for end := time.Now().Add(10 * time.Second); attached() == 0; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(end) {
 			t.Fatal("the resume event did not attach the process again")
 		}
 	}
-	close(g.block)
+	// Suspended again, and resumed just after the process was told its
+	// VM does not run, before it waits: the resume must not be lost.
+	f.vms.mu.Lock()
+	f.vms.states[sb.SandboxID] = api.VMSuspended
+	f.vms.notRunning = resume
+	f.vms.mu.Unlock()
+	g.breakLink()
+	for end := time.Now().Add(10 * time.Second); attached() < 2; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("a resume landing between the process's question and its wait was lost")
+		}
+	}
+	unblock()
 	for st.Receive() {
 	}
 }

@@ -482,7 +482,13 @@ func (ps *processService) reattach(ctx context.Context, id string, table *proces
 		g, gerr := ps.s.o.VMs.Running(ctx, id)
 		if errors.Is(gerr, api.ErrNotRunning) {
 			table.pause() // its resume event ends the wait
-			continue
+			// Asked again once the wait is set: a resume between the
+			// first answer and pause() found nothing to end, and its
+			// event is not sent twice.
+			if g, gerr = ps.s.o.VMs.Running(ctx, id); errors.Is(gerr, api.ErrNotRunning) {
+				continue
+			}
+			table.resume()
 		}
 		if gerr != nil {
 			return nil, cmp.Or(*first, gerr)

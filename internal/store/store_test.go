@@ -359,7 +359,7 @@ func TestVMs(t *testing.T) {
 	s := openTemp(t)
 	a := VM{Name: "a", ID: "id-a", State: "running", ImageID: "img1", KernelID: "k1", VCPU: 1, MemoryMiB: 256, DiskSize: 1 << 30,
 		Network: "none", PID: 42, PIDStart: 1 << 40, CreatedAt: time.Unix(100, 0).UTC(), StartedAt: time.Unix(101, 0).UTC(),
-		NAT: true, AutoStop: "30m", Isolate: true, Allow: []string{"github.com:443", "10.0.0.0/8"}, Creator: "mcp:agent"}
+		NAT: true, AutoStop: "30m", Isolate: true, Allow: []string{"github.com:443", "10.0.0.0/8"}, Creator: "mcp:agent", NoShare: true}
 	b := a
 	b.Name, b.ID, b.State, b.PID, b.PIDStart, b.CreatedAt, b.StartedAt = "b", "id-b", "stopped", 0, 0, time.Unix(200, 0).UTC(), time.Time{}
 	err := s.Update(ctx, func(tx *Tx) error {

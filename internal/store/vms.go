@@ -36,12 +36,13 @@ type VM struct {
 	Isolate       bool      // no traffic with the other VMs on the bridge
 	Allow         []string  // egress allow-list, canonical rules; nil: none
 	Creator       string    // who asked for it, when not a person: "mcp:NAME"
+	NoShare       bool      // shares no memory pages with other VMs
 	// Addr is the VM's leased bridge address (read from leases; PutVM
 	// does not write it).
 	Addr netip.Addr
 }
 
-const vmColumns = "name, id, state, reason, image, image_id, kernel, kernel_id, vcpu, memory_mib, disk_size, network, mac, vmm, pid, pid_start, created_at, started_at, stopped_at, nat, auto_stop, workspace, isolate, allow, idle_action, init, creator"
+const vmColumns = "name, id, state, reason, image, image_id, kernel, kernel_id, vcpu, memory_mib, disk_size, network, mac, vmm, pid, pid_start, created_at, started_at, stopped_at, nat, auto_stop, workspace, isolate, allow, idle_action, init, creator, no_share"
 
 func formatTime(t time.Time) string {
 	if t.IsZero() {
@@ -64,7 +65,7 @@ func scanVM(row scanner) (VM, error) {
 	var allow string
 	if err := row.Scan(&v.Name, &v.ID, &v.State, &v.Reason, &v.Image, &v.ImageID, &v.Kernel, &v.KernelID, &v.VCPU, &v.MemoryMiB,
 		&v.DiskSize, &v.Network, &v.MAC, &v.VMM, &v.PID, &pidStart, &created, &started, &stopped, &v.NAT, &v.AutoStop, &v.Workspace,
-		&v.Isolate, &allow, &v.IdleAction, &v.Init, &v.Creator); err != nil {
+		&v.Isolate, &allow, &v.IdleAction, &v.Init, &v.Creator, &v.NoShare); err != nil {
 		return VM{}, err
 	}
 	if allow != "" {
@@ -96,10 +97,10 @@ func (t *Tx) InsertVM(ctx context.Context, v VM) error {
 
 // PutVM inserts or replaces the record of v.Name.
 func (t *Tx) PutVM(ctx context.Context, v VM) error {
-	_, err := t.tx.ExecContext(ctx, "INSERT OR REPLACE INTO vms("+vmColumns+") VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+	_, err := t.tx.ExecContext(ctx, "INSERT OR REPLACE INTO vms("+vmColumns+") VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 		v.Name, v.ID, v.State, v.Reason, v.Image, v.ImageID, v.Kernel, v.KernelID, v.VCPU, v.MemoryMiB, v.DiskSize, v.Network,
 		v.MAC, v.VMM, v.PID, int64(v.PIDStart), formatTime(v.CreatedAt), formatTime(v.StartedAt), formatTime(v.StoppedAt), v.NAT, v.AutoStop, v.Workspace,
-		v.Isolate, strings.Join(v.Allow, "\n"), v.IdleAction, v.Init, v.Creator)
+		v.Isolate, strings.Join(v.Allow, "\n"), v.IdleAction, v.Init, v.Creator, v.NoShare)
 	if err != nil {
 		return fmt.Errorf("writing vm %q: %w", v.Name, err)
 	}

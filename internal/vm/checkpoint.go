@@ -108,7 +108,7 @@ func (sv *saved) checkpoint(rec store.VM, tag string) (api.Snapshot, error) {
 	if err != nil {
 		return api.Snapshot{}, err
 	}
-	return api.Snapshot{VM: rec.Name, Tag: tag, Created: st.Saved, StateBytes: st.Size,
+	return api.Snapshot{VM: rec.Name, Tag: tag, Created: st.Saved, StateBytes: st.Bytes(),
 		DiskUsed: diskUsed(filepath.Join(dir, templateDisk)), VCPU: st.VCPU, MemoryMiB: st.MemoryMiB}, nil
 }
 

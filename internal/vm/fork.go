@@ -72,7 +72,9 @@ func (sv *saved) fork(ctx context.Context, phase func(string), p api.VMForkParam
 	if err != nil {
 		return res, err
 	}
-	copies, err := sv.recs.addCopies(ctx, rec, p.Prefix, count)
+	like := rec
+	like.NoShare = rec.NoShare || p.NoShare
+	copies, err := sv.recs.addCopies(ctx, like, p.Prefix, count)
 	if err != nil {
 		return res, err
 	}

@@ -286,6 +286,7 @@ func (r *records) newRecord(p api.VMCreateParams) (store.VM, error) {
 		return store.VM{}, fmt.Errorf("%w: creator %q: use mcp:NAME or e2b:NAME, NAME of lowercase letters, digits, '.', '_' and '-' (at most 63)", api.ErrInvalidArgument, p.Creator)
 	}
 	rec.Creator = p.Creator
+	rec.NoShare = p.NoShare || d.NoShare
 	switch p.Init {
 	case "", api.InitAgent, api.InitImage, api.InitAuto:
 	default:
@@ -321,7 +322,7 @@ func (r *records) toAPI(rec store.VM) api.VM {
 	v := api.VM{
 		Name: rec.Name, ID: rec.ID, State: rec.State, Reason: rec.Reason, Image: rec.Image, ImageID: rec.ImageID,
 		Kernel: rec.Kernel, KernelID: rec.KernelID, VCPU: rec.VCPU, MemoryMiB: rec.MemoryMiB, DiskSize: rec.DiskSize,
-		Network: rec.Network, NAT: rec.NAT, Egress: egressOf(rec), Allow: rec.Allow, Isolate: rec.Isolate, AutoStop: rec.AutoStop, IdleAction: rec.IdleAction, Init: initName(rec.Init), Creator: rec.Creator, Workspace: rec.Workspace, VMM: rec.VMM, PID: rec.PID, CreatedAt: rec.CreatedAt,
+		Network: rec.Network, NAT: rec.NAT, Egress: egressOf(rec), Allow: rec.Allow, Isolate: rec.Isolate, NoShare: rec.NoShare, AutoStop: rec.AutoStop, IdleAction: rec.IdleAction, Init: initName(rec.Init), Creator: rec.Creator, Workspace: rec.Workspace, VMM: rec.VMM, PID: rec.PID, CreatedAt: rec.CreatedAt,
 	}
 	if !rec.StartedAt.IsZero() {
 		t := rec.StartedAt
@@ -346,12 +347,16 @@ func (r *records) toAPI(rec store.VM) api.VM {
 
 // stateBytes is what a VM's saved state takes on disk.
 func (r *records) stateBytes(id string) int64 {
+	return dirUsed(r.suspended(id))
+}
+
+// dirUsed is what the files under dir take on the host (a saved state's
+// memory file is sparse).
+func dirUsed(dir string) int64 {
 	var n int64
-	_ = filepath.WalkDir(r.suspended(id), func(_ string, d fs.DirEntry, err error) error {
+	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err == nil && d.Type().IsRegular() {
-			if fi, err := d.Info(); err == nil {
-				n += fi.Size()
-			}
+			n += diskUsed(path)
 		}
 		return nil
 	})

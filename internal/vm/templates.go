@@ -137,9 +137,14 @@ func (t *templates) get(ctx context.Context, phase func(string), k templateKey, 
 	for range 2 {
 		m.RLock()
 		if _, err := os.Stat(filepath.Join(dir, templateKeyFile)); err == nil {
-			return dir, m.RUnlock, nil
+			if !legacy(filepath.Join(dir, templateState)) {
+				return dir, m.RUnlock, nil
+			}
+			m.RUnlock()
+			t.drop(k, "saved by an older banger, its memory to be read whole: made again, mapped")
+		} else {
+			m.RUnlock()
 		}
-		m.RUnlock()
 		m.Lock()
 		if _, err := os.Stat(filepath.Join(dir, templateKeyFile)); err != nil {
 			if err := t.recentFailure(k); err != nil {
@@ -160,6 +165,13 @@ func (t *templates) get(ctx context.Context, phase func(string), k templateKey, 
 		m.Unlock()
 	}
 	return "", nil, fmt.Errorf("template %s: removed as soon as made", k.name())
+}
+
+// legacy says whether the state in dir is QEMU's from before mapped
+// memory: it restores, but reads the whole memory and shares nothing.
+func legacy(dir string) bool {
+	st, err := vmm.ReadState(dir)
+	return err == nil && st.VMM == "qemu" && !st.Mapped
 }
 
 // retryTemplate is how long a template that could not be made is not
@@ -378,9 +390,7 @@ func (t *templates) describe(k templateKey, image, kernel string) api.Template {
 	if fi, err := os.Stat(filepath.Join(dir, templateKeyFile)); err == nil {
 		tpl.Created = fi.ModTime().UTC()
 	}
-	if fi, err := os.Stat(filepath.Join(dir, templateState, vmm.MemoryFile)); err == nil {
-		tpl.StateBytes = fi.Size()
-	}
+	tpl.StateBytes = dirUsed(filepath.Join(dir, templateState))
 	tpl.DiskUsed = diskUsed(filepath.Join(dir, templateDisk))
 	return tpl
 }

@@ -198,3 +198,77 @@ func TestTemplateFailureRemembered(t *testing.T) {
 		t.Fatalf("after image warm: %d restores", f.drv.Restores())
 	}
 }
+
+// TestShareGroups: a VM restored from a saved state may share its pages
+// with the VMs of its creator alone (the driver's Spec.Share): the CLI's,
+// one MCP server's, one E2B key's; --no-share, vm_defaults.share = false
+// and a fork's --no-share share with none, and a copy of such a VM never
+// does.
+func TestShareGroups(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name      string
+		p         api.VMCreateParams
+		defNo     bool // vm_defaults.share = false
+		forkNo    bool // the copy forked with --no-share
+		want      string
+		wantCopy  string
+		wantShown bool // vm show's no_share
+	}{
+		{"the CLI", api.VMCreateParams{}, false, false, "cli", "cli", false},
+		{"an MCP server", api.VMCreateParams{Creator: "mcp:agent"}, false, false, "mcp:agent", "mcp:agent", false},
+		{"an E2B key", api.VMCreateParams{Creator: "e2b:team"}, false, false, "e2b:team", "e2b:team", false},
+		{"--no-share", api.VMCreateParams{NoShare: true}, false, false, "", "", true},
+		{"vm_defaults.share = false", api.VMCreateParams{}, true, false, "", "", true},
+		{"a fork with --no-share", api.VMCreateParams{}, false, true, "cli", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, withTemplates, func(c *Config) { c.Defaults.Network = api.NetworkUser; c.Defaults.NoShare = tc.defNo })
+			p := tc.p
+			p.Name = "orig"
+			v, err := f.create(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f.drv.Restores() != 1 {
+				t.Fatalf("%d restores: the VM did not start from its template", f.drv.Restores())
+			}
+			if got := f.drv.Guest(f.svc.recs.run(v.ID)).Spec.Share; got != tc.want || v.NoShare != tc.wantShown {
+				t.Fatalf("restored in group %q (no_share %v), want %q (%v)", got, v.NoShare, tc.want, tc.wantShown)
+			}
+			res, err := f.svc.Fork(ctx, api.VMForkParams{Name: "orig", NoShare: tc.forkNo})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := f.drv.Guest(f.svc.recs.run(res.VMs[0].ID)).Spec.Share; got != tc.wantCopy {
+				t.Fatalf("its copy restored in group %q, want %q", got, tc.wantCopy)
+			}
+		})
+	}
+}
+
+// TestLegacyTemplate: a QEMU template saved before mapped memory is made
+// again (it would load, but read whole and share nothing); others stay.
+func TestLegacyTemplate(t *testing.T) {
+	for _, tc := range []struct {
+		state string
+		want  bool
+	}{
+		{`{"vmm":"qemu","size":1}`, true},
+		{`{"vmm":"qemu","size":1,"memory_mib":1,"mapped":true}`, false},
+		{`{"vmm":"firecracker","size":1}`, false},
+		{``, false},
+	} {
+		dir := t.TempDir()
+		if tc.state != "" {
+			os.WriteFile(filepath.Join(dir, vmm.StateFile), []byte(tc.state), 0o600)
+			os.WriteFile(filepath.Join(dir, vmm.MemoryFile), []byte{0}, 0o600)
+			f, _ := os.Create(filepath.Join(dir, vmm.RAMFile))
+			f.Truncate(1 << 20)
+			f.Close()
+		}
+		if got := legacy(dir); got != tc.want {
+			t.Errorf("%s: legacy = %v, want %v", tc.state, got, tc.want)
+		}
+	}
+}

@@ -41,6 +41,7 @@ type Defaults struct {
 	NAT       bool
 	Allow     []string // the allow-list of new bridge VMs that set neither NAT nor one
 	Init      string   // api.InitAgent, InitImage or InitAuto ("": auto)
+	NoShare   bool     // new VMs share no memory pages (vm_defaults.share = false)
 }
 
 // Config wires a Service.

@@ -313,8 +313,23 @@ func (m *vmms) spec(rec store.VM, img api.Image, k api.Kernel, tap string) (vmm.
 	return vmm.Spec{
 		Kernel: bundle.Vmlinux(k.Dir), Initrd: initrd, Cmdline: boot.Cmdline(params, m.cfg.Emulated),
 		MemoryMiB: rec.MemoryMiB, VCPU: rec.VCPU, Dir: m.recs.run(rec.ID), NIC: nic,
-		Disks: m.disks(img, k, m.recs.work(rec.ID)),
+		Disks: m.disks(img, k, m.recs.work(rec.ID)), Share: shareGroup(rec),
 	}, nil
+}
+
+// shareGroup is the group of VMs rec may share memory pages with (the
+// pages of a saved state they were restored from, until each writes
+// them): those its creator made, the daemon's owner at the CLI, one MCP
+// server or one E2B key, for sharing pages opens cache side channels
+// between VMs; "" with none (--no-share).
+func shareGroup(rec store.VM) string {
+	switch {
+	case rec.NoShare:
+		return ""
+	case rec.Creator == "":
+		return "cli"
+	}
+	return rec.Creator
 }
 
 // initrd is the initramfs of kernel k with this daemon's agent.

@@ -20,10 +20,14 @@ import (
 )
 
 // StateFile and MemoryFile are a saved state's two files in its
-// directory: what it is valid for, and the VMM's memory and device state.
+// directory: what it is valid for, and the VMM's memory and device state
+// (with Mapped, the device state alone). RAMFile, in a mapped state, is
+// the guest's memory as a file the size of it, page for page, which a
+// restore maps copy-on-write instead of reading.
 const (
 	StateFile  = "state.json"
 	MemoryFile = "memory"
+	RAMFile    = "ram"
 	maxState   = 64 << 10
 )
 
@@ -45,7 +49,20 @@ type State struct {
 	NIC        string    `json:"nic"`   // "", "tap", "user" or "user+outbound"
 	Size       int64     `json:"size"`  // bytes of MemoryFile
 	Saved      time.Time `json:"saved"`
+	// Mapped: the guest's memory is RAMFile, MemoryFile its devices
+	// alone. A state saved without (by an older banger) holds both in
+	// MemoryFile and is read whole by a restore.
+	Mapped bool `json:"mapped,omitempty"`
+	// RAM is what RAMFile takes on disk (it is sparse: pages the guest
+	// never wrote are holes).
+	RAM int64 `json:"ram,omitempty"`
+	// Share is the sharing group of the VM saved (Spec.Share): its
+	// VMs map RAMFile itself, others a copy.
+	Share string `json:"share,omitempty"`
 }
+
+// Bytes is what the state takes on disk.
+func (st State) Bytes() int64 { return st.Size + st.RAM }
 
 // Describer says what state a spec would need under one driver, keeping
 // the files' digests and the binary's version between calls (a driver
@@ -251,6 +268,15 @@ func ReadState(dir string) (State, error) {
 	if fi.Size() != st.Size {
 		return st, fmt.Errorf("reading the saved state: %s is %d bytes, %s says %d: cut short", MemoryFile, fi.Size(), StateFile, st.Size)
 	}
+	if st.Mapped {
+		fi, err := os.Stat(filepath.Join(dir, RAMFile))
+		if err != nil {
+			return st, fmt.Errorf("reading the saved state: %w", err)
+		}
+		if want := int64(st.MemoryMiB) << 20; fi.Size() != want {
+			return st, fmt.Errorf("reading the saved state: %s is %d bytes, the guest's memory %d", RAMFile, fi.Size(), want)
+		}
+	}
 	return st, nil
 }
 
@@ -313,14 +339,22 @@ func StageState(dir string) (string, error) {
 }
 
 // CommitState finishes a state written in tmp: st gets its memory
-// file's size and the time, is written beside it, and tmp is renamed to
-// dir, synced, so a crash leaves the whole state or none.
+// file's size (and with Mapped its RAM file's use) and the time, is
+// written beside it, and tmp is renamed to dir, synced, so a crash
+// leaves the whole state or none.
 func CommitState(tmp, dir string, st State) (State, error) {
 	fi, err := os.Stat(filepath.Join(tmp, MemoryFile))
 	if err != nil {
 		return st, fmt.Errorf("snapshot: %w", err)
 	}
 	st.Size, st.Saved = fi.Size(), time.Now().UTC()
+	if st.Mapped {
+		var ram unix.Stat_t
+		if err := unix.Stat(filepath.Join(tmp, RAMFile), &ram); err != nil {
+			return st, fmt.Errorf("snapshot: %w", err)
+		}
+		st.RAM = ram.Blocks * 512
+	}
 	if err := WriteState(tmp, st); err != nil {
 		return st, err
 	}

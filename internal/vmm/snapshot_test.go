@@ -82,6 +82,25 @@ func TestReadState(t *testing.T) {
 			t.Errorf("%s: read", name)
 		}
 	}
+	// A mapped state's memory file is the guest's memory, no more, no
+	// less.
+	mapped := func(ram int64) string {
+		dir := write(`{"vmm":"qemu","size":100,"memory_mib":2,"mapped":true}`, 100)
+		if ram >= 0 {
+			f, _ := os.Create(filepath.Join(dir, RAMFile))
+			f.Truncate(ram)
+			f.Close()
+		}
+		return dir
+	}
+	if st, err := ReadState(mapped(2 << 20)); err != nil || !st.Mapped {
+		t.Fatalf("a whole mapped state: %+v, %v", st, err)
+	}
+	for name, ram := range map[string]int64{"no memory file": -1, "cut short": 1 << 20, "longer": 3 << 20} {
+		if _, err := ReadState(mapped(ram)); err == nil {
+			t.Errorf("a mapped state, %s: read", name)
+		}
+	}
 	dir := t.TempDir()
 	if err := WriteState(dir, State{VMM: "qemu"}); err != nil {
 		t.Fatal(err)
@@ -127,6 +146,20 @@ func TestStageCommit(t *testing.T) {
 	}
 	if _, err := os.Stat(tmp); !os.IsNotExist(err) {
 		t.Fatalf("the staging directory is left: %v", err)
+	}
+	// A mapped state counts what its sparse memory file takes.
+	dir = filepath.Join(t.TempDir(), "mapped")
+	if tmp, err = StageState(dir); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(tmp, MemoryFile), make([]byte, 10), 0o600)
+	f, _ := os.Create(filepath.Join(tmp, RAMFile))
+	f.Truncate(4 << 20)
+	f.WriteAt(make([]byte, 8192), 1<<20)
+	f.Close()
+	st, err = CommitState(tmp, dir, State{VMM: "qemu", MemoryMiB: 4, Mapped: true})
+	if err != nil || st.RAM < 8192 || st.RAM >= 4<<20 || st.Bytes() != st.RAM+10 {
+		t.Fatalf("a mapped commit = %+v, %v", st, err)
 	}
 }
 

@@ -62,6 +62,11 @@ type Spec struct {
 	NIC       *NIC // nil: no network device
 	// Dir holds the VM's runtime files: sockets, console log.
 	Dir string
+	// Share is the group of VMs this one may share memory pages with:
+	// a restore maps a saved state's memory copy-on-write, its pages
+	// shared with the group's other VMs restored from the same state
+	// until each writes them. "": with none (a private copy).
+	Share string
 }
 
 // Instance is a running VMM process.

@@ -39,12 +39,32 @@ type machine struct {
 	PasstSocket string
 	// QMPSocket is QEMU's control socket (QMP): snapshots and restores.
 	QMPSocket string
+	// RAM, if set, is a file that backs the guest's memory (else QEMU's
+	// anonymous memory).
+	RAM *ramFile
 }
+
+// ramFile is guest memory backed by a file. Shared: the file is the
+// memory (a save's helper writes it); else it is mapped copy-on-write
+// (a restore from a mapped state: the page cache's pages are shared by
+// every VM that maps the file, until each writes them).
+type ramFile struct {
+	Path   string
+	Shared bool
+}
+
+// ramID names the guest's memory as QEMU names its own (-m alone), so a
+// state saved with either backend loads into the other.
+const ramID = "microvm.ram"
 
 // args is the QEMU command line of m (without the binary).
 func args(m machine) []string {
+	mach := "microvm,x-option-roms=off,rtc=on"
+	if m.RAM != nil {
+		mach += ",memory-backend=" + ramID
+	}
 	args := []string{
-		"-M", "microvm,x-option-roms=off,rtc=on",
+		"-M", mach,
 		"-accel", m.Accel,
 		"-cpu", map[bool]string{true: "host", false: "max"}[m.Accel == "kvm"],
 		"-m", strconv.Itoa(m.MemoryMiB),
@@ -56,6 +76,10 @@ func args(m machine) []string {
 		// without QEMU writing on at its old offset.
 		"-chardev", "file,id=console,append=on,path=" + escape(m.ConsoleLog),
 		"-serial", "chardev:console",
+	}
+	if m.RAM != nil {
+		share := map[bool]string{true: "on", false: "off"}[m.RAM.Shared]
+		args = append(args, "-object", fmt.Sprintf("memory-backend-file,id=%s,size=%dM,mem-path=%s,share=%s", ramID, m.MemoryMiB, escape(m.RAM.Path), share))
 	}
 	if m.Initrd != "" {
 		args = append(args, "-initrd", m.Initrd)
@@ -121,9 +145,15 @@ type Driver struct {
 	// Warn is told why KVM is not used, once per Driver (nil: say
 	// nothing).
 	Warn func(reason error)
+	// Fallback is told why a save could not be mapped (its helper did
+	// not start) and was made as one stream instead (nil: say nothing).
+	Fallback func(reason error)
 
 	warned sync.Once
 	states vmm.Describer // what a saved state needs here
+
+	mu    sync.Mutex
+	paths map[string]*sync.Mutex // lockPath's
 }
 
 // Name is "qemu".
@@ -142,7 +172,7 @@ func (d *Driver) Available() error {
 // Start boots s, under KVM when usable and TCG otherwise, detached from
 // the caller (its own session), so the VM outlives a daemon restart.
 func (d *Driver) Start(_ context.Context, s vmm.Spec) (vmm.Instance, error) {
-	in, _, err := d.launch(s)
+	in, _, err := d.launch(s, launchOpts{})
 	return in, err
 }
 
@@ -159,9 +189,23 @@ func (d *Driver) machineOf(s vmm.Spec) machine {
 	return m
 }
 
-// launch starts QEMU for s with extra arguments (a restore's -incoming).
-func (d *Driver) launch(s vmm.Spec, extra ...string) (*instance, machine, error) {
+// launchOpts are how a QEMU is started besides its spec.
+type launchOpts struct {
+	ram   *ramFile   // the file backing guest memory (nil: anonymous)
+	files []*os.File // passed on as descriptors 3 and up
+	extra []string   // more arguments (a restore's -incoming)
+	// helper: a save's helper, which must not outlive the daemon
+	// (killed when it dies) and has no network of its own.
+	helper bool
+	// netns: in a network namespace of its own (and a user namespace
+	// when not root), where it may make a tap no one else sees.
+	netns bool
+}
+
+// launch starts QEMU for s.
+func (d *Driver) launch(s vmm.Spec, o launchOpts) (*instance, machine, error) {
 	m := d.machineOf(s)
+	m.RAM = o.ram
 	// A new boot, a new console: append=on alone would keep the last one.
 	for _, f := range []string{m.ConsoleLog, m.ConsoleLog + logcap.Older, filepath.Join(s.Dir, "qemu.log"+logcap.Older), m.QMPSocket} {
 		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -174,15 +218,29 @@ func (d *Driver) launch(s vmm.Spec, extra ...string) (*instance, machine, error)
 	}
 	defer errLog.Close()
 	stopPasst := func() {}
-	if n := s.NIC; n != nil && n.User && n.Outbound {
+	if n := s.NIC; n != nil && n.User && n.Outbound && !o.helper {
 		if stopPasst, err = d.startPasst(s.Dir, n); err != nil {
 			return nil, m, err
 		}
 		m.PasstSocket = filepath.Join(s.Dir, passtSocket)
 	}
-	cmd := exec.Command(d.binary(), append(args(m), extra...)...)
+	cmd := exec.Command(d.binary(), append(args(m), o.extra...)...)
 	cmd.Stdout, cmd.Stderr = errLog, errLog
+	cmd.ExtraFiles = o.files
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if o.helper {
+		// Tied to the thread that starts it; Go ends a thread only when
+		// a goroutine locked to it returns, which none here does.
+		cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	}
+	if o.netns {
+		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWNET
+		if uid, gid := os.Geteuid(), os.Getegid(); uid != 0 {
+			cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWUSER
+			cmd.SysProcAttr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: uid, Size: 1}}
+			cmd.SysProcAttr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: gid, Size: 1}}
+		}
+	}
 	if err := cmd.Start(); err != nil {
 		stopPasst()
 		return nil, m, fmt.Errorf("starting %s: %w", d.binary(), err)

@@ -42,6 +42,34 @@ func TestArgsNetwork(t *testing.T) {
 	}
 }
 
+// TestArgsMemory: guest memory backed by a file is named as QEMU's own
+// (a state saved with either loads into the other), shared for a save's
+// helper and copy-on-write for a restore.
+func TestArgsMemory(t *testing.T) {
+	for _, tc := range []struct {
+		ram  *ramFile
+		want []string
+		not  []string
+	}{
+		{nil, []string{"-m 512"}, []string{"memory-backend", "-object"}},
+		{&ramFile{Path: "/s/ram,1"}, []string{"microvm,x-option-roms=off,rtc=on,memory-backend=microvm.ram",
+			"-object memory-backend-file,id=microvm.ram,size=512M,mem-path=/s/ram,,1,share=off"}, nil},
+		{&ramFile{Path: "/s/ram", Shared: true}, []string{"mem-path=/s/ram,share=on"}, nil},
+	} {
+		line := strings.Join(args(machine{Spec: vmm.Spec{MemoryMiB: 512}, Accel: "tcg", RAM: tc.ram}), " ")
+		for _, w := range tc.want {
+			if !strings.Contains(line, w) {
+				t.Errorf("%+v: %q lacks %q", tc.ram, line, w)
+			}
+		}
+		for _, n := range tc.not {
+			if strings.Contains(line, n) {
+				t.Errorf("%+v: %q has %q", tc.ram, line, n)
+			}
+		}
+	}
+}
+
 func TestPasstArgs(t *testing.T) {
 	n := &vmm.NIC{User: true, Outbound: true, Forwards: []vmm.Forward{{Proto: "tcp", HostPort: 2222, GuestPort: 22},
 		{Proto: "tcp", HostPort: 8080, GuestPort: 80}, {Proto: "udp", HostPort: 5353, GuestPort: 53}}}
