@@ -335,11 +335,7 @@ func (d *Daemon) driver() vmm.Driver {
 		fc.Jailer = &firecracker.Jailer{Binary: d.cfg.FirecrackerJailer, UID: d.cfg.JailerUID, GID: d.cfg.JailerGID,
 			BaseDir: filepath.Join(d.layout.StateDir, "jail")}
 	}
-	q := &qemu.Driver{Warn: func(reason error) {
-		d.log.Warn("VMs run under software emulation (TCG), much slower than KVM", "reason", reason)
-	}, Fallback: func(reason error) {
-		d.log.Warn("a VM was saved with its memory in a stream (read whole when restored, shared with none)", "reason", reason)
-	}}
+	q := &qemu.Driver{Log: d.log.With("vmm", "qemu")}
 	switch d.cfg.VMM {
 	case "firecracker":
 		return fc

@@ -451,7 +451,7 @@ func TestSnapshotTap(t *testing.T) {
 		nic: &vmm.NIC{Tap: tap, MAC: "52:54:00:00:00:01"}})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	d := &qemu.Driver{Fallback: func(err error) { t.Errorf("the save fell back to a stream: %v", err) }}
+	d := &qemu.Driver{} // a save that falls back to a stream is not mapped: checked below
 	dir := filepath.Join(t.TempDir(), "state")
 	saw := make(chan bool, 1)
 	go func() { // the host's links while the helper runs

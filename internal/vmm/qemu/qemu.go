@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -142,12 +143,9 @@ func escape(p string) string { return strings.ReplaceAll(p, ",", ",,") }
 type Driver struct {
 	Binary string // default qemu-system-x86_64
 	Passt  string // default passt: user-mode networking with NAT
-	// Warn is told why KVM is not used, once per Driver (nil: say
-	// nothing).
-	Warn func(reason error)
-	// Fallback is told why a save could not be mapped (its helper did
-	// not start) and was made as one stream instead (nil: say nothing).
-	Fallback func(reason error)
+	// Log is told why KVM is not used (once per Driver), and why a save
+	// could not be mapped (nil: nothing is said).
+	Log *slog.Logger
 
 	warned sync.Once
 	states vmm.Describer // what a saved state needs here
@@ -182,8 +180,10 @@ func (d *Driver) machineOf(s vmm.Spec) machine {
 		QMPSocket: filepath.Join(s.Dir, qmpSocket)}
 	if err := kvm.KVMUsable(); err != nil {
 		m.Accel = "tcg"
-		if d.Warn != nil {
-			d.warned.Do(func() { d.Warn(err) })
+		if d.Log != nil {
+			d.warned.Do(func() {
+				d.Log.Warn("VMs run under software emulation (TCG), much slower than KVM", "reason", err)
+			})
 		}
 	}
 	return m

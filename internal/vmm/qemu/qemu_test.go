@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"context"
+	"log/slog"
 	"strings"
 	"testing"
 
@@ -88,8 +89,8 @@ func TestPasstArgs(t *testing.T) {
 
 // The TCG warning is given once per driver, not at every boot.
 func TestWarnsOnce(t *testing.T) {
-	warnings := 0
-	d := &Driver{Binary: "/nonexistent/qemu", Warn: func(error) { warnings++ }}
+	var warnings int
+	d := &Driver{Binary: "/nonexistent/qemu", Log: slog.New(counter{&warnings})}
 	for range 3 {
 		if _, err := d.Start(context.Background(), vmm.Spec{Dir: t.TempDir()}); err == nil {
 			t.Fatal("a missing QEMU binary started")
@@ -126,3 +127,11 @@ func TestArgsDiskCache(t *testing.T) {
 		}
 	}
 }
+
+// counter is a slog handler that counts the records it is given.
+type counter struct{ n *int }
+
+func (c counter) Enabled(context.Context, slog.Level) bool  { return true }
+func (c counter) Handle(context.Context, slog.Record) error { *c.n++; return nil }
+func (c counter) WithAttrs([]slog.Attr) slog.Handler        { return c }
+func (c counter) WithGroup(string) slog.Handler             { return c }

@@ -169,8 +169,8 @@ func (d *Driver) Snapshot(ctx context.Context, vin vmm.Instance, s vmm.Spec, dir
 		if ctx.Err() != nil {
 			return st, fmt.Errorf("snapshot: %w", err)
 		}
-		if d.Fallback != nil {
-			d.Fallback(err)
+		if d.Log != nil {
+			d.Log.Warn("a VM is saved with its memory in a stream (read whole when restored, shared with none)", "reason", err)
 		}
 		rf.Close()
 		if err := os.Remove(ram); err != nil {
