@@ -15,10 +15,11 @@ import (
 	"github.com/bangerdev/banger/internal/agent/tree"
 )
 
-// putTree extracts the caller's tar stream into p.Dir, all or nothing.
-func putTree(_ *Server, c *call, p proto.PutTreeParams) (proto.TreeResult, error) {
+// putTree extracts the caller's tar stream into p.Dir, all or nothing;
+// the manifests' cache learns the files' hashes as they are written.
+func putTree(s *Server, c *call, p proto.PutTreeParams) (proto.TreeResult, error) {
 	in := c.in(nil)
-	r, err := tree.Extract(in, p, tree.Local{})
+	r, err := tree.Extract(in, p, tree.Local{Cache: &s.manifests})
 	if err == nil {
 		err = finish(p)
 	}

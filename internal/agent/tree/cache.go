@@ -132,6 +132,49 @@ func (s *Scan) End(ok bool) {
 	c.files += len(s.seen)
 }
 
+// Record adds to dir's entries what an extraction wrote there: each
+// file's stamp and hash, taken as it was written, so the first listing
+// after a put reads none of it again. A file changed within the racy
+// window before now is left out, as a scan leaves it out. A file renamed
+// into place since (a put into a directory that was not empty) may have
+// a new ctime: the next listing then reads it again.
+func (c *Cache) Record(dir string, files map[string]stamp) {
+	if c == nil || len(files) == 0 {
+		return
+	}
+	now := time.Now
+	if c.Now != nil {
+		now = c.Now
+	}
+	cutoff := now().UnixNano() - int64(racyWindow)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.roots == nil {
+		c.roots = map[string]map[string]stamp{}
+	}
+	m := c.roots[dir]
+	if m == nil {
+		if len(c.roots) >= cacheRoots {
+			for k, v := range c.roots { // any other tree makes room
+				delete(c.roots, k)
+				c.files -= len(v)
+				break
+			}
+		}
+		m = map[string]stamp{}
+		c.roots[dir] = m
+	}
+	for rel, st := range files {
+		if st.mtime >= cutoff || st.ctime >= cutoff || c.files >= cacheFiles {
+			continue
+		}
+		if _, had := m[rel]; !had {
+			c.files++
+		}
+		m[rel] = st
+	}
+}
+
 // Len is how many files' hashes the cache holds.
 func (c *Cache) Len() int {
 	c.mu.Lock()

@@ -1,6 +1,8 @@
 package tree
 
 import (
+	"archive/tar"
+	"bytes"
 	"os"
 	"path/filepath"
 	"testing"
@@ -118,4 +120,69 @@ func TestCacheBounds(t *testing.T) {
 	if len(c.roots) > cacheRoots || c.Len() != 2*len(c.roots) {
 		t.Fatalf("%d trees, %d files held", len(c.roots), c.Len())
 	}
+}
+
+// TestCacheLearnsFromExtract: a put into an empty directory teaches the
+// cache each file's hash (a planted one shows the listing after did not
+// read it again); files written within the racy window before the put
+// ended are not learned; a file changed after the put is read again.
+func TestCacheLearnsFromExtract(t *testing.T) {
+	put := func(c *Cache, dir string, files map[string]string) {
+		t.Helper()
+		var buf bytes.Buffer
+		tw := tar.NewWriter(&buf)
+		for name, body := range files {
+			if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg}); err != nil {
+				t.Fatal(err)
+			}
+			tw.Write([]byte(body))
+		}
+		tw.Close()
+		if _, err := Extract(&buf, proto.PutTreeParams{Dir: dir, UID: os.Getuid(), GID: os.Getgid()}, Local{Cache: c}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	files := map[string]string{"a": "alpha", "sub/b": "bravo"}
+
+	// Learned: the clock says the put is long over.
+	dir := filepath.Join(t.TempDir(), "ws")
+	clock := time.Now().Add(time.Hour)
+	c := &Cache{Now: func() time.Time { return clock }}
+	put(c, dir, files)
+	if c.Len() != 2 {
+		t.Fatalf("the cache learned %d files from a put of 2", c.Len())
+	}
+	for rel := range files {
+		st := c.roots[dir][rel]
+		st.hash = "planted"
+		c.roots[dir][rel] = st
+	}
+	got, err := c.Manifest(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range got {
+		if e.Type == "file" && e.SHA256 != "planted" {
+			t.Fatalf("%s was read again after the put: %+v", e.Path, e)
+		}
+	}
+	// Changed after the put: read again.
+	if err := os.WriteFile(filepath.Join(dir, "a"), []byte("ALPHA"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = c.Manifest(dir, nil)
+	for _, e := range got {
+		if e.Path == "a" && e.SHA256 == "planted" {
+			t.Fatal("a file changed after the put kept its learned hash")
+		}
+	}
+
+	// Racy: the put just ended, nothing is learned.
+	dir = filepath.Join(t.TempDir(), "ws")
+	c = &Cache{}
+	put(c, dir, files)
+	if c.Len() != 0 {
+		t.Fatalf("a put that just ended taught %d hashes", c.Len())
+	}
+
 }

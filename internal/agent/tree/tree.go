@@ -51,6 +51,9 @@ type Local struct {
 	Want     map[string]proto.TreeEntry
 	Delete   []string
 	MaxBytes int64 // with Want: bytes over all files (0: no cap)
+	// Cache, if set, learns the files written and their hashes (the
+	// agent's manifests' cache), once the whole tree is in place.
+	Cache *Cache
 }
 
 // Extract extracts a tar stream under p.Dir, all or nothing: the agent
@@ -77,12 +80,14 @@ func Extract(r io.Reader, p proto.PutTreeParams, local Local) (proto.TreeResult,
 		return x.res, err
 	}
 	if x.fresh && len(x.deletes) == 0 {
-		return x.res, x.renameWhole()
+		err = x.renameWhole()
+	} else if err = x.install(); err == nil {
+		err = x.applyDeletes()
 	}
-	if err := x.install(); err != nil {
-		return x.res, err
+	if err == nil {
+		local.Cache.Record(p.Dir, x.written)
 	}
-	return x.res, x.applyDeletes()
+	return x.res, err
 }
 
 // extraction is one Extract: the stream's entries staged beside the
@@ -105,6 +110,7 @@ type extraction struct {
 	made    map[string]bool            // directories known to exist: a stat saved per file
 	leaves  map[string]bool            // the stream's non-directory entries
 	sums    map[string]string          // what arrived
+	written map[string]stamp           // regular files by rel: as staged, with their hashes
 	claimed map[string]string          // what the sender says it sent
 	safe    map[string]bool            // target directories checked to be real ones
 	maxSize int64
@@ -124,6 +130,7 @@ func stage(p proto.PutTreeParams, local Local) (*extraction, error) {
 		leaves:  map[string]bool{},
 		sums:    map[string]string{},
 		claimed: map[string]string{},
+		written: map[string]stamp{},
 		want:    local.Want,
 		maxSize: local.MaxBytes,
 		seen:    map[string]bool{},
@@ -245,11 +252,15 @@ func (x *extraction) entry(h *tar.Header, body io.Reader) error {
 		if x.strict() {
 			umask = 0o777 // mode is final: always set as is
 		}
-		sum, n, err := writeStaged(dst, body, mode, umask, x.p)
+		sum, n, fi, err := writeStaged(dst, body, mode, umask, x.p)
 		if err != nil {
 			return err
 		}
 		x.sums[h.Name] = sum
+		if st, ok := stampOf(fi); ok {
+			st.hash = sum
+			x.written[rel] = st
+		}
 		if want := h.PAXRecords[proto.PAXSHA256]; want != "" && !x.strict() {
 			x.claimed[h.Name] = want
 		}
@@ -474,10 +485,12 @@ func (x *extraction) mkdirOwned(dir string) error {
 	return os.Chown(dir, x.p.UID, x.p.GID)
 }
 
-func writeStaged(dst string, r io.Reader, mode, umask os.FileMode, p proto.PutTreeParams) (string, int64, error) {
+// writeStaged writes a file and says its hash, its size and what fstat
+// says of it once it is whole (owner and mode set).
+func writeStaged(dst string, r io.Reader, mode, umask os.FileMode, p proto.PutTreeParams) (string, int64, fs.FileInfo, error) {
 	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
 	if err != nil {
-		return "", 0, err
+		return "", 0, nil, err
 	}
 	h := sha256.New()
 	n, err := io.Copy(io.MultiWriter(f, h), r)
@@ -487,10 +500,14 @@ func writeStaged(dst string, r io.Reader, mode, umask os.FileMode, p proto.PutTr
 	if err == nil {
 		err = own(dst, p)
 	}
+	var fi fs.FileInfo
+	if err == nil {
+		fi, err = f.Stat()
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	return hex.EncodeToString(h.Sum(nil)), n, err
+	return hex.EncodeToString(h.Sum(nil)), n, fi, err
 }
 
 // Spec is what Write puts in a tar stream.
