@@ -623,7 +623,19 @@ func crashReport(outcomes map[string][]crashOutcome) (string, int) {
 // crashPoints is the campaign (make reliability): every step of every
 // case, -crash-runs times, the report written to -crash-report.
 func crashPoints(t *T) {
-	t.crashScenario(crashCases, t.tools.crashRuns, nil)
+	cases := crashCases
+	if re := t.tools.crashVerbs; re != nil {
+		cases = func(ref string) []crashCase {
+			var out []crashCase
+			for _, c := range crashCases(ref) {
+				if re.MatchString(c.verb) {
+					out = append(out, c)
+				}
+			}
+			return out
+		}
+	}
+	t.crashScenario(cases, t.tools.crashRuns, nil)
 }
 
 // crashPointsShort is its smoke (make test): one run of a few steps.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -51,6 +52,9 @@ type tools struct {
 	crashBin    string
 	crashRuns   int
 	crashReport string
+	// crashVerbs, when set, keeps the campaign to the cases of the
+	// verbs it matches (a change's own, say).
+	crashVerbs *regexp.Regexp
 	// soakCycles cycles from soakClients parallel clients, each soak.
 	soakCycles, soakClients int
 	// porttest builds the static guest helper of test/smoke/porttest.

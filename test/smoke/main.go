@@ -43,12 +43,21 @@ func smoke() int {
 	flag.StringVar(&tl.debianTar, "debian", "/var/cache/banger-test/debian-bookworm-minbase.tar.gz", "Debian test image tarball (scripts/testimages.sh)")
 	flag.StringVar(&tl.crashBin, "crashbin", "", "banger and bangerd built with the crashpoints tag (make build-crash: bin/crash), for the crash-point scenarios")
 	flag.IntVar(&tl.crashRuns, "crash-runs", 3, "crash-point campaign: runs of each point")
+	verbs := flag.String("crash-verbs", "", "crash-point campaign: only the cases of the verbs this regular expression matches (e.g. 'vm.suspend|vm.fork'); the report is then not written")
 	flag.IntVar(&tl.soakCycles, "soak-cycles", 200, "soak campaign: create-to-delete cycles, each soak")
 	flag.IntVar(&tl.soakClients, "soak-clients", 4, "soak campaign: parallel clients")
 	flag.StringVar(&tl.crashReport, "crash-report", "", "campaigns (crash points, restarts, soak): write their figures into this file (docs/RELIABILITY.md)")
 	campaign := flag.Bool("campaign", false, "also run the campaign scenarios (make reliability), which -run alone does not select")
 	flag.StringVar(&tl.systemdTar, "systemd", "/var/cache/banger-test/debian-bookworm-systemd.tar.gz", "Debian with systemd and Docker, as a tarball (scripts/testimages.sh)")
 	flag.Parse()
+	if *verbs != "" {
+		re, err := regexp.Compile(*verbs)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "smoke: -crash-verbs: %v\n", err)
+			return 2
+		}
+		tl.crashVerbs, tl.crashReport = re, ""
+	}
 
 	binDir, err := filepath.Abs(*bin)
 	if err != nil {
