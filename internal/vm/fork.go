@@ -14,6 +14,7 @@ import (
 
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/clonefile"
+	"github.com/bangerdev/banger/internal/crashpoint"
 	"github.com/bangerdev/banger/internal/store"
 	"github.com/bangerdev/banger/internal/vmm"
 	"github.com/bangerdev/banger/internal/wholefile"
@@ -107,6 +108,7 @@ func (sv *saved) fork(ctx context.Context, phase func(string), p api.VMForkParam
 		// The disk is copied while the guest is paused: the copy is the
 		// disk its saved memory knows.
 		if _, err := sn.Snapshot(ctx, l.inst, spec, scratch, vmm.SnapshotOptions{Paused: func() error {
+			crashpoint.At("vm.fork", "guest paused")
 			_, err := clonefile.Copy(sv.recs.work(rec.ID), disk)
 			return err
 		}}); err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/bangerdev/banger/api"
 	"github.com/bangerdev/banger/internal/agent/client"
 	"github.com/bangerdev/banger/internal/boot"
+	"github.com/bangerdev/banger/internal/crashpoint"
 	"github.com/bangerdev/banger/internal/store"
 	"github.com/bangerdev/banger/internal/vmm"
 )
@@ -53,7 +54,10 @@ func (sv *saved) suspend(ctx context.Context, rec store.VM, reason string) error
 	if err := os.RemoveAll(dir); err != nil {
 		return err
 	}
-	if _, err := sn.Snapshot(ctx, l.inst, spec, dir, vmm.SnapshotOptions{Stop: true}); err != nil {
+	// The crash point is mid-save: the guest paused, the driver's helper
+	// (QEMU's) started.
+	paused := func() error { crashpoint.At("vm.suspend", "guest paused"); return nil }
+	if _, err := sn.Snapshot(ctx, l.inst, spec, dir, vmm.SnapshotOptions{Stop: true, Paused: paused}); err != nil {
 		l.mu.Lock()
 		l.reason, l.suspending = "", false
 		l.mu.Unlock()
